@@ -1,0 +1,540 @@
+"""Load and validate framelog.yaml into typed, frozen dataclasses.
+
+The YAML file is the only place the seed's numbers live. Loading checks every
+key it knows and fails with ``ConfigError`` naming the dotted path of the bad
+key (``processing_pipeline.stages[1].timeout: ...``), so a typo is caught at
+start, not in the middle of a transcode.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from framelog.exceptions import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("framelog.yaml")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|k|K)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "k": 1000, "K": 1000, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+_RESOLUTION = re.compile(r"^(\d+)x(\d+)$")
+_BITRATE = re.compile(r"^(\d+)k$")
+
+
+def parse_duration(value: Any, path: str) -> float:
+    """'30s' / '5m' / '1h' / '30d' / a number of seconds -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigError(path, f"expected a duration like '30s', '5m', '1h' or '30d', got {value!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(value: Any, path: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigError(path, f"expected a size like '500MiB' or bytes, got {value!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def parse_bitrate(value: Any, path: str) -> int:
+    """'5000k' -> 5_000_000 bits per second."""
+    m = _BITRATE.match(str(value))
+    if not m:
+        raise ConfigError(path, f"expected a bitrate like '5000k', got {value!r}")
+    return int(m.group(1)) * 1000
+
+
+def parse_resolution(value: Any, path: str) -> tuple[int, int]:
+    m = _RESOLUTION.match(str(value))
+    if not m:
+        raise ConfigError(path, f"expected a resolution like '1920x1080', got {value!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+class _Reader:
+    """Reads one mapping of the YAML tree, remembering its dotted path for errors."""
+
+    def __init__(self, data: Any, path: str):
+        if not isinstance(data, Mapping):
+            raise ConfigError(path or "<root>", f"expected a mapping, got {type(data).__name__}")
+        self.data = data
+        self.path = path
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise ConfigError(self._key(key), "missing required key")
+            return default
+        return self.data[key]
+
+    def sub(self, key: str) -> "_Reader":
+        return _Reader(self.raw(key), self._key(key))
+
+    def items(self, key: str) -> list["_Reader"]:
+        value = self.raw(key)
+        if not isinstance(value, list) or not value:
+            raise ConfigError(self._key(key), "expected a non-empty list")
+        return [_Reader(v, f"{self._key(key)}[{i}]") for i, v in enumerate(value)]
+
+    def str(self, key: str, default: Any = ...) -> str:
+        value = self.raw(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(self._key(key), f"expected a string, got {value!r}")
+        return value
+
+    def int(self, key: str, default: Any = ..., minimum: int | None = None) -> int:
+        value = self.raw(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(self._key(key), f"expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(self._key(key), f"must be >= {minimum}, got {value}")
+        return value
+
+    def float(self, key: str, default: Any = ..., minimum: float | None = None, maximum: float | None = None) -> float:
+        value = self.raw(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(self._key(key), f"expected a number, got {value!r}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise ConfigError(self._key(key), f"must be within [{minimum}, {maximum}], got {value}")
+        return float(value)
+
+    def bool(self, key: str, default: Any = ...) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self._key(key), f"expected true or false, got {value!r}")
+        return value
+
+    def duration(self, key: str, default: Any = ...) -> float:
+        return parse_duration(self.raw(key, default), self._key(key))
+
+    def size(self, key: str, default: Any = ...) -> int:
+        return parse_size(self.raw(key, default), self._key(key))
+
+    def bitrate(self, key: str) -> int:
+        return parse_bitrate(self.raw(key), self._key(key))
+
+    def resolution(self, key: str) -> tuple[int, int]:
+        return parse_resolution(self.raw(key), self._key(key))
+
+    def str_list(self, key: str, default: Any = ...) -> tuple[str, ...]:
+        value = self.raw(key, default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self._key(key), f"expected a list of strings, got {value!r}")
+        return tuple(value)
+
+
+# ---------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class StackConfig:
+    state_dir: Path
+    host: str
+    kafka_port: int
+    kafka_controller_port: int
+    seaweed_master_port: int
+    seaweed_volume_port: int
+    seaweed_filer_port: int
+    seaweed_s3_port: int
+    seaweed_admin_port: int
+    api_port: int
+    startup_timeout: float
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    schema_registry_url: str
+    default_partitions: int
+    client_id: str
+
+
+@dataclass(frozen=True)
+class ObjectStorageConfig:
+    endpoint_url: str
+    bucket: str
+    region: str
+    access_key: str
+    secret_key: str
+
+
+@dataclass(frozen=True)
+class ClickHouseConfig:
+    dsn: str
+    database: str
+
+
+@dataclass(frozen=True)
+class StorageTier:
+    name: str
+    description: str
+    storage_class: str
+    retention_period: float
+    price_per_gb_month: float
+    restore_delay: float
+
+
+@dataclass(frozen=True)
+class TieringRule:
+    """One seed rule; bounds left as None do not constrain."""
+    name: str
+    target_tier: str
+    min_age_days: float | None = None
+    max_age_days: float | None = None
+    max_access_count: int | None = None
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    timeout: float
+    retry_attempts: int
+    parallel_jobs: int = 1
+
+
+@dataclass(frozen=True)
+class TranscodingProfile:
+    name: str
+    width: int
+    height: int
+    bitrate: int
+    codec: str
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    stages: tuple[StageConfig, ...]
+    transcoding_profiles: tuple[TranscodingProfile, ...]
+    retry_backoff_initial: float
+    retry_backoff_max: float
+
+    def stage(self, name: str) -> StageConfig:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"unknown pipeline stage {name!r}")
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_size: int
+    max_duration: float
+    audio_bitrate: int
+
+
+@dataclass(frozen=True)
+class QualityLevel:
+    name: str
+    width: int
+    height: int
+    bitrate: int
+    bandwidth: int
+
+
+@dataclass(frozen=True)
+class HlsConfig:
+    segment_duration: int
+    playlist_type: str
+    encryption: bool
+    key_uri_base: str
+    quality_levels: tuple[QualityLevel, ...]
+
+
+@dataclass(frozen=True)
+class CdnProvider:
+    key: str
+    provider: str
+    edge_port: int
+    regions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoutingRule:
+    countries: tuple[str, ...]
+    primary: str
+    fallback: str
+
+
+@dataclass(frozen=True)
+class CacheRule:
+    cache_duration: float
+    browser_cache: float
+    edge_cache: bool
+
+
+@dataclass(frozen=True)
+class CdnConfig:
+    providers: dict[str, CdnProvider]
+    routing_rules: tuple[RoutingRule, ...]
+    default_route: RoutingRule
+    caching_rules: dict[str, CacheRule]
+
+
+@dataclass(frozen=True)
+class CacheLevel:
+    name: str
+    ttl: float
+    content_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CachingStrategy:
+    levels: tuple[CacheLevel, ...]
+    warming_triggers: tuple[str, ...]
+    popular_view_count: int
+    warm_first_segments: int
+
+
+@dataclass(frozen=True)
+class AbrConfig:
+    check_interval: float
+    bandwidth_history: int
+    low_buffer_seconds: float
+    switch_threshold: float
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    raw_events_ttl: float
+    default_timeframe: float
+    max_timeframe: float
+    completion_threshold: float
+    sink_batch_max_rows: int
+    sink_batch_max_age: float
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    type: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    token_secret: str
+    stream_url_ttl: float
+    share_token_ttl: float
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    stack: StackConfig
+    kafka: KafkaConfig
+    object_storage: ObjectStorageConfig
+    clickhouse: ClickHouseConfig
+    storage_tiers: dict[str, StorageTier]
+    tiering_rules: tuple[TieringRule, ...]
+    tiering_default_tier: str
+    tiering_evaluation_interval: float
+    pipeline: PipelineConfig
+    upload_limits: UploadLimits
+    hls: HlsConfig
+    cdn: CdnConfig
+    caching: CachingStrategy
+    abr: AbrConfig
+    analytics: AnalyticsConfig
+    metrics: dict[str, MetricSpec]
+    security: SecurityConfig
+    raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse.dsn or f"chdb://{(self.stack.state_dir / 'clickhouse').resolve()}"
+
+
+# ---------------------------------------------------------------- builders
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _stack(r: _Reader) -> StackConfig:
+    ports = {k: r.int(k, minimum=1) for k in (
+        "kafka_port", "kafka_controller_port", "seaweed_master_port", "seaweed_volume_port",
+        "seaweed_filer_port", "seaweed_s3_port", "seaweed_admin_port", "api_port")}
+    return StackConfig(
+        state_dir=Path(_env("FRAMELOG_STATE_DIR", r.str("state_dir"))).absolute(),
+        host=r.str("host"), startup_timeout=r.duration("startup_timeout"), **ports)
+
+
+def _tiers(r: _Reader) -> dict[str, StorageTier]:
+    tiers = {}
+    for name in r.data:
+        t = r.sub(name)
+        tiers[name] = StorageTier(
+            name=name, description=t.str("description", ""), storage_class=t.str("storage_class"),
+            retention_period=t.duration("retention_period"),
+            price_per_gb_month=t.float("price_per_gb_month", minimum=0),
+            restore_delay=t.duration("restore_delay", "0s"))
+    if not tiers:
+        raise ConfigError(r.path, "at least one storage tier is required")
+    return tiers
+
+
+def _tiering_rules(items: list[_Reader], tiers: Mapping[str, StorageTier]) -> tuple[TieringRule, ...]:
+    rules = []
+    for r in items:
+        target = r.str("target_tier")
+        if target not in tiers:
+            raise ConfigError(f"{r.path}.target_tier", f"unknown tier {target!r}; known: {sorted(tiers)}")
+        rules.append(TieringRule(
+            name=r.str("name"), target_tier=target,
+            min_age_days=r.float("min_age_days", None, minimum=0) if r.has("min_age_days") else None,
+            max_age_days=r.float("max_age_days", None, minimum=0) if r.has("max_age_days") else None,
+            max_access_count=r.int("max_access_count", None, minimum=0) if r.has("max_access_count") else None))
+    return tuple(rules)
+
+
+def _pipeline(r: _Reader) -> PipelineConfig:
+    stages = tuple(
+        StageConfig(name=s.str("name"), timeout=s.duration("timeout"),
+                    retry_attempts=s.int("retry_attempts", minimum=0),
+                    parallel_jobs=s.int("parallel_jobs", 1, minimum=1))
+        for s in r.items("stages"))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{r.path}.stages", f"stage names must be unique, got {names}")
+    profiles = []
+    for p in r.items("transcoding_profiles"):
+        w, h = p.resolution("resolution")
+        profiles.append(TranscodingProfile(p.str("name"), w, h, p.bitrate("bitrate"), p.str("codec")))
+    return PipelineConfig(stages, tuple(profiles), r.duration("retry_backoff_initial"),
+                          r.duration("retry_backoff_max"))
+
+
+def _hls(r: _Reader) -> HlsConfig:
+    levels = []
+    for q in r.items("quality_levels"):
+        w, h = q.resolution("resolution")
+        levels.append(QualityLevel(q.str("name"), w, h, q.bitrate("bitrate"), q.int("bandwidth", minimum=1)))
+    levels.sort(key=lambda q: q.height, reverse=True)
+    seg = r.int("segment_duration", minimum=1)
+    return HlsConfig(seg, r.str("playlist_type"), r.bool("encryption"), r.str("key_uri_base"), tuple(levels))
+
+
+def _route(r: _Reader, providers: Mapping[str, CdnProvider], countries: tuple[str, ...]) -> RoutingRule:
+    for key in ("primary", "fallback"):
+        if r.str(key) not in providers:
+            raise ConfigError(f"{r.path}.{key}", f"unknown CDN {r.str(key)!r}; known: {sorted(providers)}")
+    return RoutingRule(countries, r.str("primary"), r.str("fallback"))
+
+
+def _cdn(r: _Reader, caching_rules: _Reader) -> CdnConfig:
+    providers = {}
+    for key in ("primary_cdn", "secondary_cdn"):
+        p = r.sub(key)
+        providers[key] = CdnProvider(key, p.str("provider"), p.int("edge_port", minimum=1), p.str_list("regions"))
+    rules = tuple(_route(x, providers, x.str_list("countries")) for x in r.items("routing_rules"))
+    default = _route(r.sub("default_route"), providers, ())
+    cache = {}
+    for kind in caching_rules.data:
+        c = caching_rules.sub(kind)
+        cache[kind] = CacheRule(c.duration("cache_duration"), c.duration("browser_cache"), c.bool("edge_cache"))
+    for required in ("video_files", "thumbnails", "hls_playlists", "hls_segments"):
+        if required not in cache:
+            raise ConfigError(f"caching_rules.{required}", "missing required key")
+    return CdnConfig(providers, rules, default, cache)
+
+
+def _caching(r: _Reader) -> CachingStrategy:
+    levels = tuple(CacheLevel(x.str("name"), x.duration("ttl"), x.str_list("content_types")) for x in r.items("levels"))
+    w = r.sub("cache_warming")
+    return CachingStrategy(levels, w.str_list("triggers"), w.int("popular_view_count", minimum=1),
+                           w.int("warm_first_segments", minimum=0))
+
+
+def _metrics(r: _Reader) -> dict[str, MetricSpec]:
+    out = {}
+    for name in r.data:
+        m = r.sub(name)
+        kind = m.str("type")
+        if kind not in ("gauge", "counter", "histogram"):
+            raise ConfigError(f"{m.path}.type", f"expected gauge, counter or histogram, got {kind!r}")
+        out[name] = MetricSpec(name, kind, m.str_list("labels"))
+    return out
+
+
+def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
+    """Validate a parsed YAML tree and build the typed Config."""
+    root = _Reader(data, "")
+    k = root.sub("kafka")
+    s3 = root.sub("object_storage")
+    ch = root.sub("clickhouse")
+    tiers = _tiers(root.sub("storage_tiers"))
+    default_tier = root.str("tiering_default_tier")
+    if default_tier not in tiers:
+        raise ConfigError("tiering_default_tier", f"unknown tier {default_tier!r}; known: {sorted(tiers)}")
+    ul = root.sub("upload_limits")
+    abr = root.sub("abr")
+    an = root.sub("analytics")
+    sec = root.sub("security")
+    return Config(
+        source=source,
+        stack=_stack(root.sub("stack")),
+        kafka=KafkaConfig(_env("FRAMELOG_KAFKA_BOOTSTRAP", k.str("bootstrap_servers")),
+                          _env("FRAMELOG_SCHEMA_REGISTRY_URL", k.str("schema_registry_url")),
+                          k.int("default_partitions", minimum=1), k.str("client_id")),
+        object_storage=ObjectStorageConfig(
+            _env("FRAMELOG_S3_ENDPOINT", s3.str("endpoint_url")), _env("FRAMELOG_S3_BUCKET", s3.str("bucket")),
+            s3.str("region"), _env("FRAMELOG_S3_ACCESS_KEY", s3.str("access_key")),
+            _env("FRAMELOG_S3_SECRET_KEY", s3.str("secret_key"))),
+        clickhouse=ClickHouseConfig(_env("FRAMELOG_CLICKHOUSE_DSN", ch.str("dsn")), ch.str("database")),
+        storage_tiers=tiers,
+        tiering_rules=_tiering_rules(root.items("tiering_rules"), tiers),
+        tiering_default_tier=default_tier,
+        tiering_evaluation_interval=root.duration("tiering_evaluation_interval"),
+        pipeline=_pipeline(root.sub("processing_pipeline")),
+        upload_limits=UploadLimits(ul.size("max_size"), ul.duration("max_duration"), ul.bitrate("audio_bitrate")),
+        hls=_hls(root.sub("hls_config")),
+        cdn=_cdn(root.sub("cdn_strategy"), root.sub("caching_rules")),
+        caching=_caching(root.sub("caching_strategy")),
+        abr=AbrConfig(abr.duration("check_interval"), abr.int("bandwidth_history", minimum=1),
+                      abr.float("low_buffer_seconds", minimum=0), abr.float("switch_threshold", minimum=0.01, maximum=1)),
+        analytics=AnalyticsConfig(an.duration("raw_events_ttl"), an.duration("default_timeframe"),
+                                  an.duration("max_timeframe"), an.float("completion_threshold", minimum=0, maximum=1),
+                                  an.int("sink_batch_max_rows", minimum=1), an.duration("sink_batch_max_age")),
+        metrics=_metrics(root.sub("monitoring_metrics")),
+        security=SecurityConfig(_env("FRAMELOG_TOKEN_SECRET", sec.str("token_secret")),
+                                sec.duration("stream_url_ttl"), sec.duration("share_token_ttl")),
+        raw=data,
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the YAML file (FRAMELOG_CONFIG, else the packaged framelog.yaml)."""
+    source = Path(path or os.environ.get("FRAMELOG_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        data = yaml.safe_load(source.read_text())
+    except FileNotFoundError:
+        raise ConfigError("<file>", f"configuration file {source} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", f"{source} is not valid YAML: {exc}") from None
+    return build_config(data, source)
+
+
+@lru_cache(maxsize=1)
+def get_config() -> Config:
+    """The process-wide configuration, loaded once."""
+    return load_config()
