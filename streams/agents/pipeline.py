@@ -1,0 +1,81 @@
+"""Faust agents: intake (uploads → first stage) and one agent per pipeline stage."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+import faust
+
+from framelog.config import Config, StageConfig
+from framelog.streams import topics
+from framelog.streams.agents.stage import StageRequest, StageRunner
+from framelog.streams.app import raw_topic
+from framelog.streams.codec import AvroCodec
+from framelog.streams.emitter import AsyncEmitter
+from framelog.streams.events import new_event
+from framelog.streams.exceptions import DecodeError, ValidationError
+
+log = logging.getLogger(__name__)
+
+# Job ids are derived from the upload event, so a redelivered upload maps to
+# the same job and its stages' completion markers.
+JOB_NAMESPACE = uuid.UUID("6f1c8f55-2b0e-4c57-9a8e-1f5d2f0c7a11")
+
+
+def _partitions(config: Config, name: str) -> int:
+    return topics.topic_spec(name, config).partitions or config.kafka.default_partitions
+
+
+async def _decode_or_dead_letter(codec: AvroCodec, emitter: AsyncEmitter, event: faust.EventT):
+    """Decoded (name, record), or None after sending the record to the dead-letter topic."""
+    msg = event.message
+    try:
+        return codec.decode_for_topic(msg.topic, msg.value)
+    except (DecodeError, ValidationError) as exc:
+        log.warning("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+        await emitter.dead_letter(msg.topic, msg.value, key=msg.key, reason=exc.reason, error=str(exc),
+                                  partition=msg.partition, offset=msg.offset)
+        return None
+
+
+def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter) -> None:
+    """video.uploads → a StageTransition (queued) and a StageRequest for the first stage."""
+    first = config.pipeline.stages[0].name
+    source = raw_topic(app, topics.UPLOADS, _partitions(config, topics.UPLOADS))
+
+    @app.agent(source, name="intake")
+    async def intake(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            decoded = await _decode_or_dead_letter(codec, emitter, event)
+            if decoded is None:
+                continue
+            name, upload = decoded
+            if name != "UploadCompleted":
+                continue
+            video_id = upload["video_id"]
+            job_id = str(uuid.uuid5(JOB_NAMESPACE, upload["event_id"]))
+            inputs = {"object_key": upload["object_key"], "sha256": upload["sha256"],
+                      "size_bytes": str(upload["size_bytes"]), "content_type": upload["content_type"],
+                      "owner_id": upload["owner_id"]}
+            await emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
+                "StageTransition", video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1,
+                progress=0.0, duration_ms=None, error_type=None, error_message=None, outputs={}), key=video_id)
+            await emitter.emit(topics.pipeline_topic(first), "StageRequest", new_event(
+                "StageRequest", job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs,
+                not_before=0), key=video_id)
+            log.info("video %s: job %s queued for %s", video_id, job_id, first)
+
+
+def register_stage(app: faust.App, config: Config, stage: StageConfig, runner: StageRunner,
+                   codec: AvroCodec, emitter: AsyncEmitter) -> None:
+    """pipeline.<stage> → StageRunner, up to parallel_jobs at once in this worker."""
+    name = topics.pipeline_topic(stage.name)
+    source = raw_topic(app, name, _partitions(config, name))
+
+    @app.agent(source, name=f"stage-{stage.name}", concurrency=stage.parallel_jobs)
+    async def run_stage(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            decoded = await _decode_or_dead_letter(codec, emitter, event)
+            if decoded is None:
+                continue
+            await runner.handle(StageRequest.from_record(decoded[1]), original=event.message.value)

@@ -1,0 +1,80 @@
+"""Put a local file into object storage and announce it with UploadCompleted.
+
+The event is produced only after the object is complete (multipart upload
+finished and its size checked), so no consumer ever sees a half-written upload.
+"""
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from framelog.config import Config
+from framelog.ids import new_video_id, validate_video_id
+from framelog.s3 import s3_client
+from framelog.streams import topics
+from framelog.streams.events import new_event
+from framelog.streams.producer import EventProducer
+
+CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    video_id: str
+    object_key: str
+    size_bytes: int
+    sha256: str
+    offset: int
+
+
+def raw_object_key(video_id: str) -> str:
+    return f"uploads/{validate_video_id(video_id)}/original"
+
+
+class _HashingReader:
+    """A file wrapper that hashes what boto3 reads, so the file is read once."""
+
+    def __init__(self, path: Path):
+        self._f = path.open("rb")
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self.sha256.update(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "local-user",
+                video_id: str | None = None) -> UploadResult:
+    src = Path(path)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} is not a file")
+    video_id = validate_video_id(video_id or new_video_id())
+    key = raw_object_key(video_id)
+    content_type = mimetypes.guess_type(src.name)[0] or "application/octet-stream"
+    client = s3_client(config)
+    reader = _HashingReader(src)
+    try:
+        client.upload_fileobj(reader, config.object_storage.bucket, key,
+                              ExtraArgs={"ContentType": content_type,
+                                         "Metadata": {"owner-id": owner_id, "original-filename": src.name[:200]}})
+    finally:
+        reader.close()
+    size = client.head_object(Bucket=config.object_storage.bucket, Key=key)["ContentLength"]
+    if size != src.stat().st_size:
+        raise IOError(f"upload of {src} is incomplete: {size} of {src.stat().st_size} bytes landed")
+    digest = reader.sha256.hexdigest()
+    event = new_event("UploadCompleted", video_id=video_id, object_key=key, size_bytes=size, sha256=digest,
+                      content_type=content_type, owner_id=owner_id, original_filename=src.name)
+    producer = EventProducer(config)
+    try:
+        offset = producer.send_and_wait(topics.UPLOADS, "UploadCompleted", event, key=video_id)
+    finally:
+        producer.close()
+    return UploadResult(video_id, key, size, digest, offset)

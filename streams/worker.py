@@ -1,0 +1,107 @@
+"""`framelog worker`: run the intake agent and the pipeline stages.
+
+``framelog worker --stage transcoding`` runs one consumer group in this
+process (scale a stage by starting more of these). Without ``--stage`` it
+supervises one child process per group, restarting a child that dies, which
+is what the demo and a single-machine install want.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from framelog.config import Config
+
+log = logging.getLogger(__name__)
+
+INTAKE = "intake"
+RESTART_BACKOFF = 2.0
+
+
+def groups(config: Config) -> list[str]:
+    return [INTAKE, *config.pipeline.stage_names]
+
+
+def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
+    wanted = list(stages or groups(config))
+    unknown = [s for s in wanted if s not in groups(config)]
+    if unknown:
+        print(f"framelog: error: unknown stage(s) {unknown}; known: {groups(config)}", file=sys.stderr)
+        return 2
+    if len(wanted) == 1:
+        return run_group(config, wanted[0])
+    return supervise(wanted)
+
+
+def run_group(config: Config, group: str) -> int:
+    """Build the Faust app of one consumer group and run it until stopped."""
+    from faust.worker import Worker
+
+    from framelog.streams.agents.pipeline import register_intake, register_stage
+    from framelog.streams.agents.stage import StageRunner
+    from framelog.streams.app import create_app
+    from framelog.streams.codec import AvroCodec
+    from framelog.streams.emitter import AsyncEmitter
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {group} %(levelname)s %(name)s: %(message)s")
+    app = create_app(config, group)
+    codec = AvroCodec(config)
+    emitter = AsyncEmitter(config, codec)
+    if group == INTAKE:
+        register_intake(app, config, codec, emitter)
+    else:
+        from framelog.jobs.registry import handler_for
+        from framelog.jobs.store import S3ResultStore
+
+        stage = config.pipeline.stage(group)
+        runner = StageRunner(config, stage, handler_for(config, group), emitter, S3ResultStore(config))
+        register_stage(app, config, stage, runner, codec, emitter)
+
+    @app.on_shutdown.connect
+    async def _close(app_: object, **kwargs: object) -> None:
+        emitter.close()
+
+    worker = Worker(app, loglevel="INFO", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()      # exits the process when the worker stops
+    return 0
+
+
+def supervise(wanted: Sequence[str]) -> int:
+    """Run each group as a child process; restart children that die."""
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def start(group: str) -> None:
+        children[group] = subprocess.Popen([sys.executable, "-m", "framelog.cli", "worker", "--stage", group],
+                                           env=os.environ.copy())
+        print(f"worker {group}: pid {children[group].pid}", flush=True)
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for group in wanted:
+        start(group)
+    while not stopping:
+        for group, proc in list(children.items()):
+            if proc.poll() is not None and not stopping:
+                print(f"worker {group} exited with {proc.returncode}; restarting", flush=True)
+                time.sleep(RESTART_BACKOFF)
+                start(group)
+        time.sleep(0.5)
+    for proc in children.values():
+        proc.terminate()
+    deadline = time.monotonic() + 30
+    for proc in children.values():
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return 0
