@@ -20,6 +20,6 @@ def new_event_id() -> str:
 
 
 def validate_video_id(value: object) -> str:
-    if not isinstance(value, str) or not _VIDEO_ID.match(value):
+    if not isinstance(value, str) or not _VIDEO_ID.fullmatch(value):
         raise InvalidIdError(f"invalid video id {value!r}: expected 1-64 characters of [A-Za-z0-9_-]")
     return value

@@ -1,0 +1,135 @@
+"""CDN routing: the seed's rules and default, failover, paths and invalidation."""
+import copy
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+
+from framelog.config import DEFAULT_CONFIG_PATH, build_config, load_config
+from framelog.exceptions import InvalidIdError
+from framelog.processors.cdn_routing import (
+    Route, UnknownProviderError, adaptive_urls, default_invalidation_paths, edge_base_url, edge_url,
+    hls_file_path, invalidation_paths, master_playlist_path, normalize_country, rendition_playlist_path,
+    route, stream_urls, thumbnail_path, video_file_path)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(DEFAULT_CONFIG_PATH)
+
+
+@pytest.mark.parametrize("country", ["US", "GB", "DE", "FR", "us", " fr "])
+def test_listed_countries_go_to_cloudfront_first(cfg, country):
+    r = route(country, cfg)
+    assert (r.primary, r.fallback, r.failed_over) == ("primary_cdn", "secondary_cdn", False)
+    assert cfg.cdn.providers[r.primary].provider == "AWS CloudFront"
+    assert r.rule.startswith("countries:")
+
+
+@pytest.mark.parametrize("country", ["JP", "BR", None, "", "USA", "??", "1A"])
+def test_everyone_else_takes_the_default_route(cfg, country):
+    r = route(country, cfg)
+    assert (r.primary, r.fallback, r.rule) == ("secondary_cdn", "primary_cdn", "default")
+    assert cfg.cdn.providers[r.primary].provider == "Cloudflare"
+
+
+def test_unhealthy_primary_is_replaced_by_the_fallback(cfg):
+    r = route("US", cfg, healthy={"secondary_cdn"})
+    assert r == Route("secondary_cdn", "primary_cdn", r.rule, failed_over=True)
+    r = route("JP", cfg, healthy=lambda key: key != "secondary_cdn")
+    assert (r.primary, r.fallback, r.failed_over) == ("primary_cdn", "secondary_cdn", True)
+
+
+def test_healthy_primary_is_kept(cfg):
+    assert route("US", cfg, healthy={"primary_cdn", "secondary_cdn"}).failed_over is False
+    assert route("US", cfg, healthy=lambda key: True).primary == "primary_cdn"
+    assert route("US", cfg, healthy={"primary_cdn"}).primary == "primary_cdn"
+
+
+def test_both_down_keeps_the_configured_order(cfg):
+    r = route("US", cfg, healthy=set())
+    assert (r.primary, r.fallback, r.failed_over) == ("primary_cdn", "secondary_cdn", False)
+
+
+def test_rules_come_from_config():
+    raw = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()))
+    raw["cdn_strategy"]["routing_rules"] = [{"countries": ["JP"], "primary": "secondary_cdn",
+                                             "fallback": "primary_cdn"}]
+    raw["cdn_strategy"]["default_route"] = {"primary": "primary_cdn", "fallback": "secondary_cdn"}
+    c = build_config(raw)
+    assert route("JP", c).primary == "secondary_cdn"
+    assert route("US", c).primary == "primary_cdn" and route("US", c).rule == "default"
+
+
+def test_normalize_country():
+    assert normalize_country(" gb") == "GB"
+    assert normalize_country("GBR") is None
+    assert normalize_country(None) is None
+
+
+def test_edge_urls_use_the_configured_ports(cfg):
+    for key, p in cfg.cdn.providers.items():
+        assert edge_base_url(key, cfg) == f"http://127.0.0.1:{p.edge_port}"
+    assert edge_url("primary_cdn", "/hls/a/master.m3u8", cfg) == \
+        f"http://127.0.0.1:{cfg.cdn.providers['primary_cdn'].edge_port}/hls/a/master.m3u8"
+    with pytest.raises(UnknownProviderError, match="akamai"):
+        edge_base_url("akamai", cfg)
+
+
+def test_seed_paths():
+    assert master_playlist_path("abc") == "hls/abc/master.m3u8"
+    assert rendition_playlist_path("abc", "1080p") == "hls/abc/1080p/playlist.m3u8"
+    assert hls_file_path("abc", "720p", "segment_00001.ts") == "hls/abc/720p/segment_00001.ts"
+    assert thumbnail_path("abc", "poster.jpg") == "thumbnails/abc/poster.jpg"
+    assert thumbnail_path("abc", "sprites/storyboard.vtt") == "thumbnails/abc/sprites/storyboard.vtt"
+    assert video_file_path("abc", "1080p", datetime(2025, 3, 9, tzinfo=timezone.utc)) == \
+        "videos/2025/03/1080p/abc.mp4"
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/../b", "", "a//b", "/abs", ".hidden", "a b"])
+def test_file_names_cannot_escape(bad):
+    with pytest.raises(ValueError):
+        thumbnail_path("abc", bad)
+
+
+@pytest.mark.parametrize("bad_id", ["../etc", "a/b", "", "x" * 65, None, "abc\n"])
+def test_video_ids_are_validated(bad_id):
+    with pytest.raises(InvalidIdError):
+        master_playlist_path(bad_id)
+    with pytest.raises(InvalidIdError):
+        invalidation_paths(bad_id)
+
+
+@pytest.mark.parametrize("bad_quality", ["../x", "", "a/b", "x" * 33])
+def test_quality_names_are_validated(bad_quality):
+    with pytest.raises(ValueError):
+        rendition_playlist_path("abc", bad_quality)
+
+
+def test_adaptive_urls_default_to_the_configured_ladder(cfg):
+    urls = adaptive_urls("abc", "secondary_cdn", cfg)
+    base = edge_base_url("secondary_cdn", cfg)
+    assert urls.master == f"{base}/hls/abc/master.m3u8"
+    assert list(urls.renditions) == [q.name for q in cfg.hls.quality_levels]
+    assert urls.renditions["720p"] == f"{base}/hls/abc/720p/playlist.m3u8"
+    assert list(adaptive_urls("abc", "secondary_cdn", cfg, ["480p"]).renditions) == ["480p"]
+
+
+def test_stream_urls_follow_the_route(cfg):
+    s = stream_urls("abc", "US", cfg, healthy={"secondary_cdn"}, qualities=["720p"])
+    assert s.route.failed_over
+    assert s.primary.master.startswith(edge_base_url("secondary_cdn", cfg))
+    assert s.fallback.master.startswith(edge_base_url("primary_cdn", cfg))
+    assert list(s.fallback.renditions) == ["720p"]
+
+
+def test_invalidation_paths():
+    assert default_invalidation_paths("abc") == ("/videos/*/abc*", "/hls/abc/*", "/thumbnails/abc/*")
+    assert invalidation_paths("abc", ["/hls/abc/*", "/extra/abc.json"]) == (
+        "/videos/*/abc*", "/hls/abc/*", "/thumbnails/abc/*", "/extra/abc.json")
+
+
+@pytest.mark.parametrize("bad", ["relative/path", "/a/../b", "/a/..", "/a b", "/a?x=1", "/a\n", 7])
+def test_bad_invalidation_paths_are_rejected(bad):
+    with pytest.raises(ValueError):
+        invalidation_paths("abc", [bad])
