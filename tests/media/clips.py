@@ -1,0 +1,137 @@
+"""Test clips generated with ffmpeg's lavfi sources (testsrc2, smptebars, sine, anullsrc).
+
+Every generator writes one file and returns its path; they are small and short
+so the media tests stay fast on two cores. ``make_all(dir)`` builds the set.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+FFMPEG = "ffmpeg"
+X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+AAC = ["-c:a", "aac", "-b:a", "64k"]
+
+
+def _run(args: list[str]) -> None:
+    subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def video(path: Path, *, width: int = 320, height: int = 180, duration: float = 4, fps: int = 25,
+          audio: bool = True, faststart: bool = False) -> Path:
+    """testsrc2 (+ a 440 Hz sine) as H.264/AAC MP4."""
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={duration}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={duration}"]
+    args += X264 + (AAC if audio else ["-an"])
+    if width % 2 or height % 2:  # yuv420p needs even sizes: keep the odd coded size with 4:4:4
+        args[args.index("yuv420p")] = "yuv444p"
+        args += ["-vf", f"scale={width}:{height}"]  # testsrc2 itself rounds down to even
+    if faststart:
+        args += ["-movflags", "+faststart"]
+    _run(args + ["-t", str(duration), str(path)])
+    return path
+
+
+def landscape(path: Path, duration: float = 12) -> Path:
+    return video(path, width=1280, height=720, duration=duration)
+
+
+def portrait_rotated(path: Path, duration: float = 4) -> Path:
+    """Coded 320x180 with rotate=90 metadata (a phone held upright): displays as 180x320."""
+    tmp = path.with_suffix(".unrotated.mp4")
+    video(tmp, width=320, height=180, duration=duration)
+    _run(["-i", str(tmp), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(path)])
+    tmp.unlink()
+    return path
+
+
+def no_audio(path: Path) -> Path:
+    return video(path, width=320, height=180, duration=4, audio=False)
+
+
+def very_short(path: Path) -> Path:
+    return video(path, width=320, height=180, duration=1)
+
+
+def odd_dimensions(path: Path) -> Path:
+    return video(path, width=641, height=363, duration=2)
+
+
+def variable_frame_rate(path: Path) -> Path:
+    """Frames 20-59 dropped and timestamps kept: 25 fps with a 1.6 s hole."""
+    _run(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=4",
+          "-vf", "select='not(between(n,20,59))'", "-fps_mode", "vfr", *X264, str(path)])
+    return path
+
+
+def scenes_and_silence(path: Path) -> Path:
+    """12 s: testsrc2 0-5 s, black 5-7 s, smptebars 7-12 s; audio: tone 0-4 s, silence 4-7 s, tone 7-12 s."""
+    graph = ("[0:v][1:v][2:v]concat=n=3:v=1:a=0,format=yuv420p[v];"
+             "[3:a][4:a][5:a]concat=n=3:v=0:a=1[a]")
+    _run(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=5",
+          "-f", "lavfi", "-i", "color=black:size=320x180:rate=25:duration=2",
+          "-f", "lavfi", "-i", "smptebars=size=320x180:rate=25:duration=5",
+          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
+          "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono:d=3",
+          "-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000:duration=5",
+          "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *X264, *AAC, str(path)])
+    return path
+
+
+def silent_audio(path: Path) -> Path:
+    """A valid video whose audio track is digital silence."""
+    _run(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=3",
+          "-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo", *X264, *AAC, "-t", "3", str(path)])
+    return path
+
+
+# ---------------------------------------------------------------- broken inputs
+
+def zero_bytes(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def truncated(path: Path) -> Path:
+    """A faststart MP4 (index first, so ffprobe still succeeds) cut in half."""
+    full = path.with_suffix(".full.mp4")
+    video(full, width=320, height=180, duration=4, faststart=True)
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    full.unlink()
+    return path
+
+
+def text_file(path: Path) -> Path:
+    path.write_text("this is not a video\n" * 50)
+    return path
+
+
+def png_still(path: Path) -> Path:
+    _run(["-f", "lavfi", "-i", "testsrc2=size=320x180", "-frames:v", "1", str(path)])
+    return path
+
+
+def single_frame_mp4(path: Path) -> Path:
+    _run(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-frames:v", "1", *X264, str(path)])
+    return path
+
+
+def audio_only(path: Path) -> Path:
+    _run(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=3", *AAC, str(path)])
+    return path
+
+
+ALL = {
+    "landscape.mp4": landscape, "portrait.mp4": portrait_rotated, "noaudio.mp4": no_audio,
+    "short.mp4": very_short, "odd.mp4": odd_dimensions, "vfr.mp4": variable_frame_rate,
+    "scenes.mp4": scenes_and_silence, "silent.mp4": silent_audio, "empty.mp4": zero_bytes,
+    "truncated.mp4": truncated, "text.mp4": text_file, "still.png": png_still,
+    "oneframe.mp4": single_frame_mp4, "audio.m4a": audio_only,
+}
+
+
+def make_all(directory: Path) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    return {name: fn(directory / name) for name, fn in ALL.items()}
