@@ -243,6 +243,23 @@ class UploadLimits:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    x264_preset: str
+    allow_4k_label: bool
+    thumbnail_interval: float
+    thumbnail_tile_width: int
+    thumbnail_columns: int
+    scene_threshold: float
+    min_chapter: float
+    black_min_duration: float
+    silence_noise_db: float
+    silence_min_duration: float
+    quality_sample: float
+    min_ssim_gain_db: float
+    min_psnr_gain_db: float
+
+
+@dataclass(frozen=True)
 class QualityLevel:
     name: str
     width: int
@@ -350,6 +367,7 @@ class Config:
     tiering_evaluation_interval: float
     pipeline: PipelineConfig
     upload_limits: UploadLimits
+    media: MediaConfig
     hls: HlsConfig
     cdn: CdnConfig
     caching: CachingStrategy
@@ -422,6 +440,19 @@ def _pipeline(r: _Reader) -> PipelineConfig:
         profiles.append(TranscodingProfile(p.str("name"), w, h, p.bitrate("bitrate"), p.str("codec")))
     return PipelineConfig(stages, tuple(profiles), r.duration("retry_backoff_initial"),
                           r.duration("retry_backoff_max"))
+
+
+def _media(r: _Reader) -> MediaConfig:
+    t, a, o = r.sub("thumbnails"), r.sub("analysis"), r.sub("optimization")
+    return MediaConfig(
+        x264_preset=r.str("x264_preset"), allow_4k_label=r.bool("allow_4k_label"),
+        thumbnail_interval=t.duration("interval"), thumbnail_tile_width=t.int("tile_width", minimum=16),
+        thumbnail_columns=t.int("columns", minimum=1),
+        scene_threshold=a.float("scene_threshold", minimum=0, maximum=1), min_chapter=a.duration("min_chapter"),
+        black_min_duration=a.duration("black_min_duration"), silence_noise_db=a.float("silence_noise_db"),
+        silence_min_duration=a.duration("silence_min_duration"),
+        quality_sample=o.duration("quality_sample"), min_ssim_gain_db=o.float("min_ssim_gain_db", minimum=0),
+        min_psnr_gain_db=o.float("min_psnr_gain_db", minimum=0))
 
 
 def _hls(r: _Reader) -> HlsConfig:
@@ -507,6 +538,7 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         tiering_evaluation_interval=root.duration("tiering_evaluation_interval"),
         pipeline=_pipeline(root.sub("processing_pipeline")),
         upload_limits=UploadLimits(ul.size("max_size"), ul.duration("max_duration"), ul.bitrate("audio_bitrate")),
+        media=_media(root.sub("media")),
         hls=_hls(root.sub("hls_config")),
         cdn=_cdn(root.sub("cdn_strategy"), root.sub("caching_rules")),
         caching=_caching(root.sub("caching_strategy")),

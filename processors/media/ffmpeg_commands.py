@@ -102,17 +102,22 @@ def run_ffmpeg(args: Sequence[str], *, duration: float | None = None, progress: 
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if want_progress else subprocess.DEVNULL,
                                 stderr=err)
-        if want_progress:
-            last = 0.0
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                key, _, value = raw.decode("ascii", "replace").strip().partition("=")
-                if key in ("out_time_us", "out_time_ms") and value.strip().lstrip("-").isdigit():
-                    frac = min(1.0, max(0.0, int(value) / 1e6 / duration))
-                    if frac > last:
-                        last = frac
-                        progress(frac)
-        rc = proc.wait()
+        try:
+            if want_progress:
+                last = 0.0
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+                    if key in ("out_time_us", "out_time_ms") and value.strip().lstrip("-").isdigit():
+                        frac = min(1.0, max(0.0, int(value) / 1e6 / duration))
+                        if frac > last:
+                            last = frac
+                            progress(frac)   # may raise to cancel (a stage timeout): ffmpeg is killed below
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
     if check and rc != 0:

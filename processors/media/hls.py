@@ -258,3 +258,14 @@ def package_hls(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], vi
     master.write_text(master_playlist_text(renditions))
     return HlsResult(video_id, out, master, tuple(renditions), hls.segment_duration, bool(encrypt), key, iv, key_uri,
                      info.has_audio, time.monotonic() - started)
+
+
+def hls_result_from_dict(d: dict, out_dir: Path, key: bytes | None) -> HlsResult:
+    """Rebuild an HlsResult from ``to_dict()`` output (the key travels separately)."""
+    renditions = tuple(
+        Rendition(**{**r, "segments": tuple(Segment(**s) for s in r["segments"])}) for r in d["renditions"])
+    iv = d.get("iv")
+    return HlsResult(video_id=d["video_id"], out_dir=Path(out_dir), master_playlist=Path(out_dir) / MASTER_NAME,
+                     renditions=renditions, segment_duration=d["segment_duration"], encrypted=d["encrypted"],
+                     key=key, iv=bytes.fromhex(iv[2:]) if iv else None, key_uri=d.get("key_uri"),
+                     has_audio=d["has_audio"], wall_seconds=d.get("wall_seconds", 0.0))

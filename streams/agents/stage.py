@@ -152,6 +152,8 @@ class StageRunner:
         pending: set[asyncio.Future[Any]] = set()
 
         def progress(fraction: float) -> None:   # called from the job's thread
+            if ctx.cancelled.is_set():            # raising here stops the job's ffmpeg
+                raise JobCancelled(f"{self.stage.name} job {req.job_id} cancelled after its timeout")
             now = time.monotonic()
             if now - last["t"] < PROGRESS_MIN_INTERVAL and fraction - last["p"] < PROGRESS_MIN_STEP:
                 return

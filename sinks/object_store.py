@@ -1,0 +1,127 @@
+"""Object storage operations framelog needs, on one bucket.
+
+Job handlers, the uploader, tiering and delete all go through this class, so
+the S3 details (paging, server-side copies, metadata replacement, storage
+class changes) live in one place.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from botocore.exceptions import ClientError
+
+from framelog.config import Config
+from framelog.s3 import s3_client
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
+class ObjectStore:
+    def __init__(self, config: Config, client: Any = None):
+        self.client = client or s3_client(config)
+        self.bucket = config.object_storage.bucket
+
+    # ------------------------------------------------------------ reading
+
+    def download(self, key: str, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, key, str(path))
+        return path
+
+    def download_prefix(self, prefix: str, dest: Path) -> list[Path]:
+        """Every object under ``prefix/`` into ``dest`` keeping relative paths."""
+        out = []
+        for key in self.keys(prefix):
+            rel = key[len(prefix):].lstrip("/")
+            if rel:
+                out.append(self.download(key, dest / rel))
+        return out
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def get_json(self, key: str) -> Any:
+        body = self.get_bytes(key)
+        return None if body is None else json.loads(body)
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+
+    # ------------------------------------------------------------ writing
+
+    def put_bytes(self, key: str, body: bytes, content_type: str = "application/octet-stream",
+                  cache_control: str | None = None) -> None:
+        extra = {"CacheControl": cache_control} if cache_control else {}
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **extra)
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put_bytes(key, json.dumps(value, default=str).encode(), "application/json")
+
+    def upload_file(self, path: Path, key: str, content_type: str = "application/octet-stream",
+                    cache_control: str | None = None) -> None:
+        extra: dict[str, str] = {"ContentType": content_type}
+        if cache_control:
+            extra["CacheControl"] = cache_control
+        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra)
+
+    def upload_dir(self, directory: Path, prefix: str) -> list[str]:
+        """Upload every file under ``directory`` to ``prefix/<relative path>``."""
+        keys = []
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            key = f"{prefix}/{path.relative_to(directory).as_posix()}"
+            self.upload_file(path, key)
+            keys.append(key)
+        return keys
+
+    def copy(self, src_key: str, dst_key: str, headers: Mapping[str, str] | None = None,
+             storage_class: str | None = None) -> None:
+        """Server-side copy; ``headers`` (ContentType, CacheControl) replace the source's."""
+        extra: dict[str, Any] = {}
+        if headers:
+            extra.update(headers)
+            extra["MetadataDirective"] = "REPLACE"
+        if storage_class:
+            extra["StorageClass"] = storage_class
+            extra["MetadataDirective"] = "REPLACE"
+        self.client.copy_object(Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
+                                **extra)
+
+    def set_storage_class(self, key: str, storage_class: str) -> None:
+        """Copy onto the same key with the new class, keeping content type and cache control."""
+        head = self.head(key)
+        if head is None:
+            raise FileNotFoundError(key)
+        headers = {"ContentType": head.get("ContentType", "application/octet-stream")}
+        if head.get("CacheControl"):
+            headers["CacheControl"] = head["CacheControl"]
+        self.copy(key, key, headers=headers, storage_class=storage_class)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.keys(prefix))
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket,
+                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+        return len(keys)

@@ -1,0 +1,182 @@
+"""The event consumer: decoded batches, dead-lettering, and commits only on request.
+
+Auto-commit is off: an offset is committed only when the caller says its work
+landed (at-least-once; sinks make it exactly-once with idempotent writes).
+``read_committed`` hides records of aborted transactions. A record that cannot
+be decoded or validated goes to ``<topic>.dlq`` and is skipped, so one bad
+record never stalls a partition; the dead letter is acknowledged before any
+commit that moves past it. Tombstones (null values) are skipped.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from framelog.config import Config
+from framelog.streams.codec import AvroCodec
+from framelog.streams.dead_letter import DeadLetterWriter
+from framelog.streams.exceptions import CommitError, DecodeError, ValidationError
+from framelog.streams.producer import EventProducer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    name: str                    # Avro record name, e.g. "PlaybackEvent"
+    value: dict[str, Any]
+    timestamp: int               # Kafka record timestamp, epoch milliseconds (-1 if none)
+
+
+def consumer_config(config: Config, group_id: str, **overrides: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": config.kafka.bootstrap_servers,
+        "client.id": f"{config.kafka.client_id}-{group_id}",
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 100,
+        "queued.max.messages.kbytes": 65536,
+    }
+    conf.update(overrides)
+    return conf
+
+
+Offsets = Mapping[tuple[str, int], int] | Iterable[DecodedRecord] | Sequence[TopicPartition] | None
+
+
+class EventConsumer:
+    """Consumes framelog topics as DecodedRecords; dead-letters what it cannot decode."""
+
+    def __init__(self, config: Config, group_id: str, topics: Sequence[str], *, codec: AvroCodec | None = None,
+                 dead_letters: DeadLetterWriter | None = None, validate: bool = True, **overrides: Any):
+        self.config = config
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.codec = codec or AvroCodec(config)
+        self.validate = validate
+        self._own_producer = dead_letters is None
+        self.dead_letters = dead_letters or DeadLetterWriter(EventProducer(config, self.codec), group_id)
+        self._consumer = Consumer(consumer_config(config, group_id, **overrides))
+        self._positions: dict[tuple[str, int], int] = {}   # next offset per partition, as polled
+        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.dead_lettered = 0
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:            # positions of partitions we no longer own must not be committed
+            self._positions.pop((tp.topic, tp.partition), None)
+
+    # ------------------------------------------------------------ polling
+
+    def poll_batch(self, max_records: int = 500, timeout: float = 1.0) -> list[DecodedRecord]:
+        """Up to ``max_records`` decoded records, waiting at most ``timeout`` seconds for the first."""
+        messages = self._consumer.consume(max_records, timeout)
+        out: list[DecodedRecord] = []
+        decode = self.codec.decode_for_topic
+        positions = self._positions
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._on_error(err)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            positions[(topic, partition)] = offset + 1
+            value = msg.value()
+            if value is None:            # a tombstone (compacted topics): nothing to decode or dead-letter
+                continue
+            try:
+                name, record = decode(topic, value, validate=self.validate)
+            except (DecodeError, ValidationError) as exc:
+                self._dead_letter(msg, exc.reason, str(exc))
+                continue
+            key = msg.key()
+            out.append(DecodedRecord(topic, partition, offset, key.decode("utf-8", "replace") if key is not None else None,
+                                     name, record, msg.timestamp()[1]))
+        return out
+
+    def _dead_letter(self, msg: Any, reason: str, error: str) -> None:
+        self.dead_letters.send(msg.topic(), msg.value() or b"", key=msg.key(), partition=msg.partition(),
+                               offset=msg.offset(), reason=reason, error=error)
+        self.dead_lettered += 1
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal() or not err.retriable() and err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                                 KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                                                                 KafkaError.GROUP_AUTHORIZATION_FAILED):
+            raise KafkaException(err)
+        log.warning("consumer %s: %s", self.group_id, err.str())
+
+    # ------------------------------------------------------------ commits
+
+    def commit(self, offsets: Offsets = None) -> list[TopicPartition]:
+        """Synchronously commit; call only after the records' work landed.
+
+        ``offsets``: None commits everything polled so far (dead-lettered records
+        included); records commit past each one given (highest per partition);
+        a mapping {(topic, partition): next_offset} or TopicPartitions commit
+        exactly those. Dead letters are flushed first. Raises CommitError.
+        """
+        tps = self._to_partitions(offsets)
+        if not tps:
+            return []
+        if self.dead_lettered:
+            self.dead_letters.flush()
+        try:
+            result = self._consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            raise CommitError("commit_failed", f"group {self.group_id}: {exc}") from exc
+        failed = [tp for tp in result or [] if tp.error is not None]
+        if failed:
+            raise CommitError("commit_failed", "; ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in failed))
+        return list(result or [])
+
+    def _to_partitions(self, offsets: Offsets) -> list[TopicPartition]:
+        if offsets is None:
+            return [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
+        if isinstance(offsets, Mapping):
+            return [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        items = list(offsets)
+        if items and isinstance(items[0], TopicPartition):
+            return [tp for tp in items if tp.offset != OFFSET_INVALID]
+        best: dict[tuple[str, int], int] = {}
+        for r in items:
+            k = (r.topic, r.partition)
+            best[k] = max(best.get(k, -1), r.offset + 1)
+        return [TopicPartition(t, p, o) for (t, p), o in best.items()]
+
+    def committed(self, timeout: float = 10.0) -> dict[tuple[str, int], int]:
+        """The group's committed offsets of the currently assigned partitions."""
+        parts = self._consumer.committed(self._consumer.assignment(), timeout=timeout)
+        return {(tp.topic, tp.partition): tp.offset for tp in parts}
+
+    def assignment(self) -> list[TopicPartition]:
+        return self._consumer.assignment()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Leave the group (without committing anything) and flush own dead letters."""
+        try:
+            self._consumer.close()
+        finally:
+            if self._own_producer:
+                self.dead_letters.flush()
+
+    def __enter__(self) -> "EventConsumer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
