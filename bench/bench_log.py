@@ -87,7 +87,7 @@ def bench_baseline(config, topic: str, events: list[dict]) -> tuple[float, float
 
 
 def bench_framelog(config, spec: TopicSpec, events: list[dict]) -> tuple[float, float]:
-    codec = AvroCodec(config, topic_specs=[spec], timestamps=MILLIS)
+    codec = AvroCodec(config, topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], timestamps=MILLIS)
     producer = EventProducer(config, codec)
     t0 = time.perf_counter()
     for e in events:

@@ -37,12 +37,90 @@ def _worker(args: argparse.Namespace, config: Config) -> int:
     return run_worker(config, stages=args.stage or None)
 
 
-def _upload(args: argparse.Namespace, config: Config) -> int:
-    from framelog.streams.uploader import upload_file
+def _api_url(args: argparse.Namespace, config: Config) -> str:
+    return args.api or f"http://{config.stack.host}:{config.stack.api_port}"
 
-    result = upload_file(config, args.file, owner_id=args.owner)
-    print(f"uploaded {args.file} as video {result.video_id} ({result.size_bytes} bytes, sha256 {result.sha256})")
-    print(f"object s3://{config.object_storage.bucket}/{result.object_key}; UploadCompleted at offset {result.offset}")
+
+def _upload(args: argparse.Namespace, config: Config) -> int:
+    from framelog.upload_client import UploadError, upload_resumable_outcome
+
+    api = _api_url(args, config)
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        percent = int(done * 100 / total) if total else 100
+        if not args.quiet and percent != shown[0]:
+            shown[0] = percent
+            print(f"\ruploading {args.file}: {percent:3d}% ({done}/{total} bytes)", end="", file=sys.stderr,
+                  flush=True)
+
+    try:
+        outcome = upload_resumable_outcome(api, args.file, owner=args.owner, chunk_size=args.chunk_mib * 2**20,
+                                           progress=progress)
+    except UploadError as exc:
+        print("", file=sys.stderr)
+        raise FramelogError(f"upload via {api} failed: {exc}") from exc
+    except OSError as exc:
+        raise FramelogError(f"cannot read {args.file}: {exc}") from exc
+    if not args.quiet:
+        print(f"\nuploaded {args.file}: {outcome.size_bytes} bytes, sha256 {outcome.sha256}", file=sys.stderr)
+    print(outcome.video_id)
+    return 0
+
+
+def _api(args: argparse.Namespace, config: Config) -> int:
+    import uvicorn
+
+    uvicorn.run("framelog.api.app:create_app", factory=True, host=args.host or config.stack.host,
+                port=args.port or config.stack.api_port, log_level=args.log_level)
+    return 0
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    import json
+
+    from framelog.ids import validate_video_id
+
+    video_id = validate_video_id(args.video_id)
+    if args.api:
+        import httpx
+
+        r = httpx.get(f"{args.api.rstrip('/')}/videos/{video_id}", timeout=args.timeout + 5)
+        if r.status_code == 404:
+            print(f"framelog: unknown video {video_id}", file=sys.stderr)
+            return 1
+        r.raise_for_status()
+        view = r.json()
+    else:
+        from framelog.streams.status import read_status
+
+        try:
+            view = read_status(config, video_id, timeout=args.timeout)
+        except TimeoutError as exc:
+            raise FramelogError(str(exc)) from exc
+        if view is None:
+            from framelog.api.videos import VideoServices, upload_view
+
+            view = upload_view(VideoServices(config), video_id)
+        if view is None:
+            print(f"framelog: unknown video {video_id} (no upload, no stage transitions)", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(view, indent=2, sort_keys=True))
+        return 0
+    print(f"video {view['video_id']}: {view['state']}"
+          + (f", stage {view['current_stage']}" if view.get("current_stage") else "")
+          + f", {view.get('progress', 0) * 100:.0f}% done")
+    for name, st in view.get("stages", {}).items():
+        line = f"  {name:<22} {st['state']:<10} attempt {st['attempt']}  {st['progress'] * 100:5.1f}%"
+        if st.get("duration_ms") is not None:
+            line += f"  {st['duration_ms'] / 1000:.1f}s"
+        if st.get("error_type") or st.get("error_message"):
+            line += f"  error {st.get('error_type')}: {st.get('error_message')}"
+        print(line)
+    if view.get("error"):
+        e = view["error"]
+        print(f"failed in {e['stage']}: {e.get('error_type')}: {e.get('error_message')}")
     return 0
 
 
@@ -69,6 +147,8 @@ def _config(args: argparse.Namespace, config: Config) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framelog", description=__doc__)
     parser.add_argument("--config", help="path to a framelog.yaml (default: FRAMELOG_CONFIG or the packaged one)")
+    parser.add_argument("--state-dir", help="the local stack's state directory (default: FRAMELOG_STATE_DIR or "
+                                            "stack.state_dir of the configuration)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stack", help="start, stop or inspect the embedded local stack")
@@ -83,10 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", action="append", help="only these stages' agents (repeatable); default all")
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser("upload", help="upload a video file and emit UploadCompleted")
+    p = sub.add_parser("upload", help="upload a video file through the API (resumable); prints the video id")
     p.add_argument("file")
     p.add_argument("--owner", default="local-user")
+    p.add_argument("--api", help="API base URL (default http://<stack.host>:<stack.api_port>)")
+    p.add_argument("--chunk-mib", type=int, default=8, help="chunk size in MiB (at least 5)")
+    p.add_argument("--quiet", action="store_true", help="print only the video id")
     p.set_defaults(func=_upload)
+
+    p = sub.add_parser("api", help="run the HTTP API (uvicorn) on stack.host:stack.api_port")
+    p.add_argument("--host", help="bind address (default stack.host)")
+    p.add_argument("--port", type=int, help="port (default stack.api_port)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_api)
+
+    p = sub.add_parser("status", help="a video's processing status, from the stage-transition log")
+    p.add_argument("video_id")
+    p.add_argument("--api", help="ask this API (base URL) instead of replaying the log directly")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the replay to catch up")
+    p.add_argument("--json", action="store_true", help="print the JSON the API answers")
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("events", help="inspect events on the log")
     esub = p.add_subparsers(dest="events_command", required=True)
@@ -109,9 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        import os
         if args.config:
-            import os
             os.environ["FRAMELOG_CONFIG"] = args.config
+        if args.state_dir:
+            os.environ["FRAMELOG_STATE_DIR"] = args.state_dir
         config = get_config()
         return args.func(args, config)
     except FramelogError as exc:

@@ -2,6 +2,9 @@
 
 The event is produced only after the object is complete (multipart upload
 finished and its size checked), so no consumer ever sees a half-written upload.
+Two paths lead here: ``upload_file`` (a direct boto3 upload from this host) and
+the API's resumable protocol (``framelog.api.videos``); both announce through
+``announce_upload``, and the API hashes the finished object with ``object_sha256``.
 """
 from __future__ import annotations
 
@@ -10,13 +13,14 @@ import mimetypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from framelog.config import Config
 from framelog.ids import new_video_id, validate_video_id
 from framelog.s3 import s3_client
 from framelog.streams import topics
 from framelog.streams.events import new_event
-from framelog.streams.producer import EventProducer
+from framelog.streams.producer import Delivery, EventProducer
 
 CHUNK = 8 * 1024 * 1024
 
@@ -70,11 +74,46 @@ def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "l
     if size != src.stat().st_size:
         raise IOError(f"upload of {src} is incomplete: {size} of {src.stat().st_size} bytes landed")
     digest = reader.sha256.hexdigest()
-    event = new_event("UploadCompleted", video_id=video_id, object_key=key, size_bytes=size, sha256=digest,
-                      content_type=content_type, owner_id=owner_id, original_filename=src.name)
-    producer = EventProducer(config)
+    delivery = announce_upload(config, video_id=video_id, object_key=key, size_bytes=size, sha256=digest,
+                               content_type=content_type, owner_id=owner_id, original_filename=src.name)
+    return UploadResult(video_id, key, size, digest, delivery.offset)
+
+
+def object_sha256(client: Any, bucket: str, key: str, chunk_size: int = CHUNK) -> tuple[str, int]:
+    """sha256 and byte count of a stored object, streamed in chunks (never the whole object in memory)."""
+    digest = hashlib.sha256()
+    size = 0
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
     try:
-        offset = producer.send_and_wait(topics.UPLOADS, "UploadCompleted", event, key=video_id)
+        for chunk in body.iter_chunks(chunk_size):
+            digest.update(chunk)
+            size += len(chunk)
     finally:
-        producer.close()
-    return UploadResult(video_id, key, size, digest, offset)
+        body.close()
+    return digest.hexdigest(), size
+
+
+def announce_upload(config: Config, *, video_id: str, object_key: str, size_bytes: int, sha256: str,
+                    content_type: str, owner_id: str, original_filename: str | None = None,
+                    event_id: str | None = None, producer: EventProducer | None = None,
+                    timeout: float = 30.0) -> Delivery:
+    """Emit UploadCompleted for an object that is complete, and wait for the broker's acknowledgement.
+
+    Call only once the object is whole and its size and sha256 are known. A
+    fixed ``event_id`` (the API derives one per upload session) makes a
+    re-emission after a crash a duplicate that consumers drop on event_id.
+    Uses ``producer`` if given (acks=all, idempotent), else a short-lived one.
+    """
+    fields: dict[str, Any] = dict(video_id=validate_video_id(video_id), object_key=object_key,
+                                  size_bytes=size_bytes, sha256=sha256, content_type=content_type,
+                                  owner_id=owner_id, original_filename=(original_filename or "")[:200])
+    if event_id is not None:
+        fields["event_id"] = event_id
+    event = new_event("UploadCompleted", **fields)
+    own = producer is None
+    producer = producer or EventProducer(config)
+    try:
+        return producer.deliver(topics.UPLOADS, "UploadCompleted", event, key=video_id, timeout=timeout)
+    finally:
+        if own:
+            producer.close()

@@ -57,9 +57,12 @@ def run_group(config: Config, group: str) -> int:
     else:
         from framelog.jobs.registry import handler_for
         from framelog.jobs.store import S3ResultStore
+        from framelog.streams.agents.pipeline import asset_publisher
 
         stage = config.pipeline.stage(group)
-        runner = StageRunner(config, stage, handler_for(config, group), emitter, S3ResultStore(config))
+        last = group == config.pipeline.stage_names[-1]
+        runner = StageRunner(config, stage, handler_for(config, group), emitter, S3ResultStore(config),
+                             on_complete=asset_publisher(config, emitter) if last else None)
         register_stage(app, config, stage, runner, codec, emitter)
 
     @app.on_shutdown.connect

@@ -178,7 +178,8 @@ class CdnUploadJob:
     stage: str = "cdn_upload"
 
     def _publish(self, src: str, dst: str) -> None:
-        self.store.copy(src, dst, headers=cc.headers_for_key(dst, self.config))
+        h = cc.headers_for_key(dst, self.config)
+        self.store.copy(src, dst, headers={"ContentType": h["Content-Type"], "CacheControl": h["Cache-Control"]})
 
     def run(self, ctx: JobContext) -> dict[str, str]:
         vid = ctx.video_id
@@ -187,12 +188,16 @@ class CdnUploadJob:
         kept = set(filter(None, inputs.get("kept_renditions", "").split(",")))
         staging = inputs["hls_prefix"]
         renditions = []
+        warm = [f"/hls/{vid}/{hls.MASTER_NAME}"]
+        first_n = self.config.caching.warm_first_segments
         for i, r in enumerate(manifest["renditions"]):
             if kept and r["name"] not in kept:
                 continue
             for seg in r["segments"]:
                 self._publish(f"{staging}/{r['name']}/{seg['name']}", f"hls/{vid}/{r['name']}/{seg['name']}")
             self._publish(f"{staging}/{r['playlist']}", f"hls/{vid}/{r['playlist']}")
+            warm.append(f"/hls/{vid}/{r['playlist']}")
+            warm += [f"/hls/{vid}/{r['name']}/{seg['name']}" for seg in r["segments"][:first_n]]
             renditions.append({"name": r["name"], "width": r["width"], "height": r["height"],
                                "bandwidth": r["bandwidth"], "average_bandwidth": r["average_bandwidth"],
                                "codecs": r["codecs"], "frame_rate": r["frame_rate"],
@@ -226,4 +231,4 @@ class CdnUploadJob:
                               "owner_id": inputs.get("owner_id", ""),
                               "dropped_renditions": inputs.get("dropped_renditions", "")}}
         ctx.progress(1.0)
-        return {"master_playlist_key": master, "asset": json.dumps(asset)}
+        return {"master_playlist_key": master, "asset": json.dumps(asset), "warm_paths": json.dumps(warm)}

@@ -1,6 +1,7 @@
 """Faust agents: intake (uploads → first stage) and one agent per pipeline stage."""
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -79,3 +80,17 @@ def register_stage(app: faust.App, config: Config, stage: StageConfig, runner: S
             if decoded is None:
                 continue
             await runner.handle(StageRequest.from_record(decoded[1]), original=event.message.value)
+
+
+def asset_publisher(config: Config, emitter: AsyncEmitter):
+    """After the last stage: announce AssetPublished and ask the edges to warm the video."""
+
+    async def publish(req: StageRequest, outputs: dict[str, str]) -> None:
+        asset = json.loads(outputs["asset"])
+        await emitter.emit(topics.ASSETS, "AssetPublished", new_event("AssetPublished", **asset), key=req.video_id)
+        await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
+            "CacheWarm", video_id=req.video_id, paths=json.loads(outputs.get("warm_paths", "[]")),
+            providers=sorted(config.cdn.providers), trigger="video_upload_complete"), key=req.video_id)
+        log.info("video %s published (%d renditions)", req.video_id, len(asset["renditions"]))
+
+    return publish

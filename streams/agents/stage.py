@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from framelog.config import Config, StageConfig
 from framelog.jobs.base import JobCancelled, JobContext, JobHandler, PermanentJobError
@@ -76,8 +76,11 @@ def next_stage(config: Config, stage: str) -> str | None:
 
 class StageRunner:
     def __init__(self, config: Config, stage: StageConfig, handler: JobHandler,
-                 emitter: AsyncEmitter, store: ResultStore, scratch_root: Path | None = None):
+                 emitter: AsyncEmitter, store: ResultStore, scratch_root: Path | None = None,
+                 on_complete: Callable[[StageRequest, dict[str, str]], Awaitable[None]] | None = None):
+        """``on_complete`` runs after the last stage succeeded (it announces the published asset)."""
         self.config = config
+        self.on_complete = on_complete
         self.stage = stage
         self.handler = handler
         self.emitter = emitter
@@ -185,6 +188,8 @@ class StageRunner:
             inputs = {**req.inputs, **outputs}
             await self.transition(req, "queued", stage=following, attempt=1)
             await self.request(following, req, attempt=1, inputs=inputs)
+        elif self.on_complete is not None:
+            await self.on_complete(req, {**req.inputs, **outputs})
 
     async def _fail(self, req: StageRequest, error_type: str, message: str, original: bytes | None,
                     started: float) -> None:

@@ -1,0 +1,37 @@
+"""The one place framelog builds its S3 client (SeaweedFS locally, any S3 in production)."""
+from __future__ import annotations
+
+from typing import Any
+
+from framelog.config import Config
+
+
+def s3_client(config: Config, *, connect_timeout: float = 5.0, read_timeout: float = 60.0,
+              max_attempts: int = 3) -> Any:
+    """A boto3 S3 client for ``config.object_storage``.
+
+    Path-style addressing (the local endpoint is an ip:port, not a domain), and
+    checksums only when an operation requires them: SeaweedFS, like several S3
+    implementations, does not speak boto3's default flexible checksums.
+    Each call builds its own session, so threads may each create one safely.
+    """
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    s3 = config.object_storage
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=s3.endpoint_url or None,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        config=BotoConfig(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+        ),
+    )

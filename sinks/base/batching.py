@@ -1,0 +1,160 @@
+"""A generic batching sink (after Quix Streams' ``BatchingSink``).
+
+Records are accumulated per ``(topic, partition)``. A flush writes each
+partition's batch with one ``write(batch)`` call and, only after every such
+call returned, hands the offsets to commit (``last offset + 1`` per
+partition) to the ``on_committed`` callback. A sink therefore never commits
+what it has not written: if ``write`` raises, the batch stays pending (a
+retry writes the *same* batch again, so a deterministic per-batch token stays
+valid) and nothing of it is committed.
+
+Flush triggers: ``max_rows`` pending rows, the oldest pending record older
+than ``max_age`` seconds (checked on ``add`` and on ``poll``, which a consumer
+loop calls when idle), or an explicit ``checkpoint()``/``flush()``.
+
+Single-threaded by design: call it from the one consumer loop that owns the
+partitions. On rebalance call ``revoke(partitions)``: pending records of
+revoked partitions are dropped uncommitted, so the new owner replays them.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+__all__ = ["Batch", "BatchingSink", "TopicPartition", "CommitCallback"]
+
+TopicPartition = tuple[str, int]
+CommitCallback = Callable[[dict[TopicPartition, int]], None]
+
+
+@dataclass
+class Batch:
+    """The pending records of one topic partition, in offset order."""
+    topic: str
+    partition: int
+    records: list[Any] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    created_at: float = 0.0
+
+    def append(self, record: Any, offset: int) -> None:
+        if self.offsets and offset <= self.offsets[-1]:
+            raise ValueError(f"{self.topic}[{self.partition}]: offset {offset} not after {self.offsets[-1]}")
+        self.records.append(record)
+        self.offsets.append(offset)
+
+    @property
+    def first_offset(self) -> int:
+        return self.offsets[0]
+
+    @property
+    def last_offset(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def commit_offset(self) -> int:
+        """The offset to commit once this batch is durable (Kafka: next to read)."""
+        return self.offsets[-1] + 1
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class BatchingSink(abc.ABC):
+    def __init__(self, max_rows: int, max_age: float, on_committed: CommitCallback | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if max_rows < 1:
+            raise ValueError("max_rows must be >= 1")
+        if max_age <= 0:
+            raise ValueError("max_age must be > 0")
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self.on_committed = on_committed
+        self._clock = clock
+        self._batches: dict[TopicPartition, Batch] = {}
+        self._pending_rows = 0
+        self._oldest: float | None = None
+
+    # ------------------------------------------------------------ the contract
+
+    @abc.abstractmethod
+    def write(self, batch: Batch) -> None:
+        """Durably write one partition's batch, or raise. Must be idempotent for a retried batch."""
+
+    def on_revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        """Hook for subclasses to forget per-partition state after a rebalance."""
+
+    # ------------------------------------------------------------ accumulate
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    def pending(self) -> Mapping[TopicPartition, Batch]:
+        return dict(self._batches)
+
+    def add(self, record: Any, topic: str, partition: int, offset: int) -> dict[TopicPartition, int] | None:
+        """Accumulate one record; flushes (and returns the committed offsets) when a limit is reached."""
+        now = self._clock()
+        key = (topic, partition)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = Batch(topic, partition, created_at=now)
+        batch.append(record, offset)
+        self._pending_rows += 1
+        if self._oldest is None:
+            self._oldest = now
+        if self._due(now):
+            return self.flush()
+        return None
+
+    def poll(self) -> dict[TopicPartition, int] | None:
+        """Flush if the oldest pending record has waited ``max_age``; call when the consumer is idle."""
+        if self._pending_rows and self._due(self._clock()):
+            return self.flush()
+        return None
+
+    def _due(self, now: float) -> bool:
+        return self._pending_rows >= self.max_rows or (
+            self._oldest is not None and now - self._oldest >= self.max_age)
+
+    # ------------------------------------------------------------ flush / commit
+
+    def checkpoint(self) -> dict[TopicPartition, int]:
+        return self.flush()
+
+    def flush(self) -> dict[TopicPartition, int]:
+        """Write every pending batch; commit (via ``on_committed``) the ones written.
+
+        If a write raises, the batches already written are still reported to
+        ``on_committed`` and the failed one (and any after it) stay pending;
+        the exception propagates.
+        """
+        committed: dict[TopicPartition, int] = {}
+        try:
+            for key in sorted(self._batches):
+                batch = self._batches[key]
+                if len(batch):
+                    self.write(batch)
+                    committed[key] = batch.commit_offset
+                del self._batches[key]
+                self._pending_rows -= len(batch)
+        finally:
+            self._reset_oldest()
+            if committed and self.on_committed is not None:
+                self.on_committed(dict(committed))
+        return committed
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop pending (uncommitted) records of revoked partitions; their new owner replays them."""
+        partitions = list(partitions)
+        for key in partitions:
+            batch = self._batches.pop(tuple(key), None)  # type: ignore[arg-type]
+            if batch is not None:
+                self._pending_rows -= len(batch)
+        self._reset_oldest()
+        self.on_revoked(partitions)
+
+    def _reset_oldest(self) -> None:
+        self._oldest = min((b.created_at for b in self._batches.values() if len(b)), default=None)

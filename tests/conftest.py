@@ -1,0 +1,32 @@
+"""Fixtures shared by every test: the configuration and the real local stack.
+
+Integration tests (``@pytest.mark.integration``) take the session-scoped ``stack``
+fixture: it brings the embedded stack up with the default configuration,
+reusing one that already runs. A stack this session started is stopped at the
+end (data kept); one that was already running is left running. Set
+FRAMELOG_KEEP_STACK=1 to keep a stack this session started, for fast re-runs.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from framelog.config import Config, get_config
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return get_config()
+
+
+@pytest.fixture(scope="session")
+def stack(config: Config):
+    from framelog.stack.manager import Stack
+
+    s = Stack(config)
+    was_running = s.is_running()
+    s.up()
+    yield s
+    if not was_running and not os.environ.get("FRAMELOG_KEEP_STACK"):
+        s.down()

@@ -1,0 +1,452 @@
+"""Resumable uploads through the API, and video status from the stage-transition log, on the real stack.
+
+Every wait is a condition with a deadline. The upload tests count UploadCompleted
+records per video by reading ``video.uploads`` up to its end offsets, so
+"exactly one" is an exact statement, not a hope after a pause.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from framelog.api import videos
+from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE
+from framelog.config import Config
+from framelog.s3 import s3_client
+from framelog.streams import topics
+from framelog.streams.codec import AvroCodec
+from framelog.streams.events import new_event
+from framelog.streams.producer import EventProducer
+from framelog.streams.status import StatusFold, StatusTable
+from framelog.streams.uploader import object_sha256, raw_object_key
+from framelog.upload_client import ResumableUploader, upload_resumable
+
+DEADLINE = 90.0
+PATCH_HEADERS = {"Content-Type": OFFSET_CONTENT_TYPE, "Tus-Resumable": "1.0.0"}
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE, step: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(step)
+
+
+def make_app(config: Config) -> FastAPI:
+    """The videos router alone (the full app assembles other routers too)."""
+    app = FastAPI()
+    app.state.config = config
+    app.include_router(videos.router)
+    return app
+
+
+def random_file(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, MIB))
+            f.write(block)
+            digest.update(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+class LiveApi:
+    """uvicorn serving a fresh app on a free port, in a thread."""
+
+    def __init__(self, config: Config):
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(make_app(config), host="127.0.0.1", port=self.port,
+                                                   log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveApi":
+        self.thread.start()
+        wait_for(lambda: self.server.started, "uvicorn to start", 30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+class FlakyTransport(httpx.HTTPTransport):
+    """Loses the response of chosen PATCH requests (numbered from 1) after the server got them."""
+
+    def __init__(self, lose_response_of: set[int], refuse: set[int] = frozenset()):
+        super().__init__()
+        self.lose, self.refuse = set(lose_response_of), set(refuse)
+        self.patches = 0
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH":
+            self.patches += 1
+            if self.patches in self.refuse:
+                self.lost += 1
+                raise httpx.ConnectError("injected: connection refused", request=request)
+            if self.patches in self.lose:
+                response = super().handle_request(request)
+                response.read()
+                response.close()
+                self.lost += 1
+                raise httpx.ReadError("injected: connection reset before the response", request=request)
+        return super().handle_request(request)
+
+
+def upload_records(config: Config, video_id: str, timeout: float = DEADLINE) -> list[dict[str, Any]]:
+    """Every UploadCompleted of ``video_id`` on video.uploads, reading up to the current end offsets."""
+    codec = AvroCodec(config)
+    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
+                         "group.id": f"it-api-count-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        meta = consumer.list_topics(topics.UPLOADS, timeout=10)
+        parts = sorted(meta.topics[topics.UPLOADS].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topics.UPLOADS, p), timeout=10, cached=False)
+                for p in parts}
+        pending = {p for p, (lo, hi) in ends.items() if hi > lo}
+        consumer.assign([TopicPartition(topics.UPLOADS, p, OFFSET_BEGINNING) for p in parts])
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                pytest.fail(f"could not read video.uploads to its end within {timeout:g}s")
+            for msg in consumer.consume(500, 0.5):
+                p = msg.partition()
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(p)
+                    continue
+                if msg.offset() + 1 >= ends[p][1]:
+                    pending.discard(p)
+                if msg.key() == video_id.encode():
+                    name, record = codec.decode_for_topic(topics.UPLOADS, msg.value())
+                    if name == "UploadCompleted":
+                        found.append(record)
+        return found
+    finally:
+        consumer.close()
+
+
+# ------------------------------------------------------------------ upload: the whole path
+
+@pytest.mark.integration
+def test_resumable_upload_survives_interruption_and_api_restart(stack, config, tmp_path):
+    size = 20 * MIB
+    src = tmp_path / "clip.mp4"
+    expected = random_file(src, size)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_chunk(done: int, total: int) -> None:
+        if done >= 8 * MIB:
+            raise Interrupted()
+
+    # client 1 against API process 1: creates the upload, sends one chunk, then dies
+    with LiveApi(config) as api1:
+        with ResumableUploader(api1.url, progress=stop_after_first_chunk) as client1:
+            upload_url = client1.create(src, owner="it-owner")
+            with pytest.raises(Interrupted):
+                client1.resume(upload_url, src)
+    video_id = upload_url.rstrip("/").split("/")[-2]
+    path = f"/videos/{video_id}/upload"
+
+    # client 2 against a new API process: learns the offset with HEAD and finishes, through a flaky network
+    with LiveApi(config) as api2:
+        head = httpx.head(api2.url + path)
+        assert head.status_code == 200
+        assert int(head.headers["Upload-Offset"]) == 8 * MIB and int(head.headers["Upload-Length"]) == size
+        # PATCH 1 (8..16 MiB) lands but its answer is lost; PATCH 2 (final) is refused; PATCH 3 (final) lands,
+        # completes the upload, and its answer is lost too; the client then HEADs and asks for the result.
+        transport = FlakyTransport(lose_response_of={1, 3}, refuse={2})
+        with httpx.Client(transport=transport, timeout=httpx.Timeout(30, read=300)) as http:
+            client2 = ResumableUploader(api2.url, http=http, backoff_initial=0.01)
+            outcome = client2.resume(api2.url + path, src)
+        assert transport.lost == 3 and client2.retries == 3
+
+        assert outcome.video_id == video_id
+        assert outcome.size_bytes == size and outcome.sha256 == expected
+
+        s3 = s3_client(config)
+        bucket = config.object_storage.bucket
+        assert object_sha256(s3, bucket, raw_object_key(video_id)) == (expected, size)
+        with pytest.raises(Exception) as gone:
+            s3.head_object(Bucket=bucket, Key=f"uploads/{video_id}/_session.json")
+        assert "404" in str(gone.value) or "Not Found" in str(gone.value)
+
+        # a retried final PATCH after completion: the same answer, nothing emitted again
+        with src.open("rb") as f:
+            f.seek(16 * MIB)
+            last = f.read()
+        again = httpx.patch(api2.url + path, content=last, headers={**PATCH_HEADERS, "Upload-Offset": str(16 * MIB)})
+        assert again.status_code == 200
+        assert again.json()["sha256"] == expected and again.json()["video_id"] == video_id
+        assert httpx.head(api2.url + path).headers["Upload-Offset"] == str(size)
+
+    records = upload_records(config, video_id)
+    assert len(records) == 1, records
+    event = records[0]
+    assert event["sha256"] == expected and event["size_bytes"] == size
+    assert event["object_key"] == raw_object_key(video_id)
+    assert event["owner_id"] == "it-owner" and event["original_filename"] == "clip.mp4"
+    assert event["content_type"] == "video/mp4"
+
+
+@pytest.mark.integration
+def test_cli_upload_prints_the_video_id(stack, config, tmp_path, capsys):
+    from framelog.cli import main
+
+    src = tmp_path / "small.mov"
+    expected = random_file(src, 6 * MIB + 123)        # one 5+ MiB chunk would not do: 8 MiB, then the tail
+    with LiveApi(config) as api:
+        assert main(["upload", str(src), "--api", api.url, "--chunk-mib", "5", "--quiet"]) == 0
+        video_id = capsys.readouterr().out.strip()
+        assert upload_records(config, video_id)[0]["sha256"] == expected
+        # and the plain client function against the same API
+        other = upload_resumable(api.url, src, owner="someone", chunk_size=5 * MIB)
+        assert other != video_id and len(upload_records(config, other)) == 1
+
+
+# ------------------------------------------------------------------ upload: refusals
+
+@pytest.fixture()
+def client(stack, config):
+    with TestClient(make_app(config)) as c:
+        yield c
+
+
+@pytest.mark.integration
+def test_offset_mismatch_is_409_and_small_chunks_are_400(client, config):
+    r = client.post("/videos", headers={"Upload-Length": str(12 * MIB)}, params={"filename": "x.mp4"})
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == "0"
+    loc = r.headers["Location"]
+    assert loc == f"/videos/{r.json()['video_id']}/upload"
+
+    r = client.patch(loc, content=os.urandom(8 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": "5"})
+    assert r.status_code == 409 and r.headers["Upload-Offset"] == "0"
+    r = client.patch(loc, content=os.urandom(1 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": "0"})
+    assert r.status_code == 400                        # not final and under 5 MiB
+    r = client.patch(loc, content=os.urandom(8 * MIB), headers={"Content-Type": "application/octet-stream",
+                                                                "Upload-Offset": "0"})
+    assert r.status_code == 415
+    r = client.patch(loc, content=os.urandom(8 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": "0"})
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(8 * MIB)
+    r = client.patch(loc, content=os.urandom(8 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": "0"})
+    assert r.status_code == 409 and r.headers["Upload-Offset"] == str(8 * MIB)     # a replayed chunk
+    r = client.patch(loc, content=os.urandom(5 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": str(8 * MIB)})
+    assert r.status_code == 413                        # overruns Upload-Length
+    assert client.head(loc).headers["Upload-Offset"] == str(8 * MIB)
+
+    video_id = loc.split("/")[2]
+    status = client.get(f"/videos/{video_id}")
+    assert status.status_code == 200 and status.json()["state"] == "uploading"
+
+    assert client.delete(loc).status_code == 204       # abandon: multipart aborted, session gone
+    assert client.head(loc).status_code == 404
+
+
+@pytest.mark.integration
+def test_too_large_is_413_and_bad_headers_400(client, config):
+    limit = config.upload_limits.max_size
+    assert client.post("/videos", headers={"Upload-Length": str(limit + 1)}).status_code == 413
+    assert client.post("/videos").status_code == 400
+    assert client.post("/videos", headers={"Upload-Length": "lots"}).status_code == 400
+    assert client.post("/videos", headers={"Upload-Length": "10", "Upload-Metadata": "filename !!"}).status_code == 400
+    opts = client.options("/videos")
+    assert opts.status_code == 204 and opts.headers["Tus-Max-Size"] == str(limit)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("bad", ["bad.id", "a" * 65, "x%20y", "%2E%2E"])
+def test_bad_ids_are_400(client, bad):
+    assert client.head(f"/videos/{bad}/upload").status_code == 400
+    assert client.patch(f"/videos/{bad}/upload", content=b"x",
+                        headers={**PATCH_HEADERS, "Upload-Offset": "0"}).status_code == 400
+    assert client.delete(f"/videos/{bad}/upload").status_code == 400
+    assert client.get(f"/videos/{bad}").status_code == 400
+
+
+@pytest.mark.integration
+def test_unknown_uploads_are_404(client):
+    unknown = uuid.uuid4().hex
+    assert client.head(f"/videos/{unknown}/upload").status_code == 404
+    assert client.patch(f"/videos/{unknown}/upload", content=b"x",
+                        headers={**PATCH_HEADERS, "Upload-Offset": "0"}).status_code == 404
+    assert client.get(f"/videos/{unknown}").status_code == 404
+
+
+# ------------------------------------------------------------------ status
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def transition(video_id: str, stage: str, state: str, second: float, job: str = "job-1", **extra: Any) -> dict:
+    return new_event("StageTransition", video_id=video_id, job_id=job, stage=stage, state=state,
+                     event_time=T0 + timedelta(seconds=second), **extra)
+
+
+@pytest.mark.integration
+def test_status_endpoint_follows_transitions_and_survives_replay(client, config, capsys):
+    stages = config.pipeline.stage_names
+    first, second = stages[0], stages[1]
+    vid = f"it-status-{uuid.uuid4().hex[:10]}"
+    with EventProducer(config) as producer:
+        for event in [
+            transition(vid, first, "queued", 0),
+            transition(vid, first, "started", 1),
+            transition(vid, first, "progress", 2, progress=0.5),
+            transition(vid, first, "succeeded", 3, duration_ms=2000, outputs={"probe": "ok"}),
+            transition(vid, first, "progress", 2.5, progress=0.9),          # stale: after succeeded
+            transition(vid, second, "started", 4),
+            transition(vid, second, "progress", 5, progress=0.25),
+        ]:
+            producer.send(topics.STAGE_TRANSITIONS, "StageTransition", event)
+
+    def view() -> dict | None:
+        r = client.get(f"/videos/{vid}")
+        assert r.status_code in (200, 404), r.text
+        return r.json() if r.status_code == 200 else None
+
+    v = wait_for(lambda: (lambda x: x if x and x["stages"].get(second, {}).get("progress") == 0.25 else None)(view()),
+                 "the status to show the second stage's progress")
+    assert v["state"] == "processing" and v["current_stage"] == second and v["error"] is None
+    assert v["stages"][first]["state"] == "succeeded" and v["stages"][first]["progress"] == 1.0
+    assert v["stages"][first]["duration_ms"] == 2000 and v["stages"][first]["outputs"] == {"probe": "ok"}
+    assert v["stages"][second]["state"] == "progress"
+    assert 0 < v["progress"] < 1
+
+    with EventProducer(config) as producer:
+        producer.send(topics.STAGE_TRANSITIONS, "StageTransition",
+                      transition(vid, second, "retrying", 6, error_type="timeout", error_message="took too long"))
+        producer.send(topics.STAGE_TRANSITIONS, "StageTransition",
+                      transition(vid, second, "failed", 8, attempt=2, error_type="invalid_media",
+                                 error_message="no video stream", duration_ms=1500))
+
+    v = wait_for(lambda: (lambda x: x if x and x["state"] == "failed" else None)(view()), "the failure to show")
+    assert v["current_stage"] == second
+    assert v["error"] == {"stage": second, "error_type": "invalid_media", "error_message": "no video stream",
+                          "attempt": 2}
+    assert v["stages"][second]["attempt"] == 2
+
+    # the log is the table: a new instance replays it to the same answer once caught up
+    with StatusTable(config) as replayed:
+        assert replayed.wait_ready(DEADLINE), replayed.last_error
+        assert replayed.get(vid) == v
+
+    # and the command line reads it the same way
+    from framelog.cli import main
+    assert main(["status", vid]) == 0
+    out = capsys.readouterr().out
+    assert "failed" in out and "invalid_media" in out and "no video stream" in out
+
+
+@pytest.mark.integration
+def test_status_ready_when_the_last_stage_succeeded(client, config):
+    vid = f"it-ready-{uuid.uuid4().hex[:10]}"
+    with EventProducer(config) as producer:
+        for i, stage in enumerate(config.pipeline.stage_names):
+            producer.send(topics.STAGE_TRANSITIONS, "StageTransition", transition(vid, stage, "started", 2 * i))
+            producer.send(topics.STAGE_TRANSITIONS, "StageTransition", transition(vid, stage, "succeeded", 2 * i + 1))
+
+    def ready() -> dict | None:
+        r = client.get(f"/videos/{vid}")
+        return r.json() if r.status_code == 200 and r.json()["state"] == "ready" else None
+
+    v = wait_for(ready, "the video to be ready")
+    assert v["progress"] == 1.0 and v["error"] is None
+    assert v["current_stage"] == config.pipeline.stage_names[-1]
+    assert all(s["state"] == "succeeded" for s in v["stages"].values())
+
+
+# ------------------------------------------------------------------ the fold, without Kafka
+
+def fold_of(records: list[dict], stages=("validation", "transcoding", "cdn_upload")) -> StatusFold:
+    fold = StatusFold(stages)
+    for r in records:
+        fold.apply(r)
+    return fold
+
+
+def test_fold_ignores_stale_and_lower_attempts():
+    v = "v1"
+    fold = fold_of([
+        transition(v, "validation", "started", 1),
+        transition(v, "validation", "succeeded", 3),
+        transition(v, "validation", "progress", 4, progress=0.5),             # same attempt, after succeeded
+        transition(v, "transcoding", "failed", 10, attempt=2, error_type="x", error_message="y"),
+        transition(v, "transcoding", "progress", 11, attempt=1, progress=0.7),  # an older attempt
+    ])
+    view = fold.view(v)
+    assert view["stages"]["validation"]["state"] == "succeeded"
+    assert view["stages"]["transcoding"]["state"] == "failed"
+    assert view["state"] == "failed" and view["error"]["stage"] == "transcoding"
+    assert fold.ignored == 2
+
+
+def test_fold_out_of_order_progress_and_replay_idempotence():
+    v = "v2"
+    records = [
+        transition(v, "validation", "progress", 5, progress=0.6),
+        transition(v, "validation", "progress", 4, progress=0.4),   # older: ignored
+        transition(v, "validation", "started", 3),                 # older: ignored
+    ]
+    fold = fold_of(records)
+    assert fold.view(v)["stages"]["validation"]["progress"] == 0.6
+    before = fold.view(v)
+    for r in records:                                              # replaying the same log changes nothing
+        fold.apply(r)
+    assert fold.view(v) == before
+
+
+def test_fold_retry_then_success_and_new_job_starts_over():
+    v = "v3"
+    fold = fold_of([
+        transition(v, "validation", "succeeded", 1),
+        transition(v, "transcoding", "retrying", 2, error_type="timeout", error_message="slow"),
+        transition(v, "transcoding", "started", 3, attempt=2),
+        transition(v, "transcoding", "succeeded", 4, attempt=2),
+        transition(v, "cdn_upload", "succeeded", 5),
+    ])
+    view = fold.view(v)
+    assert view["state"] == "ready" and view["progress"] == 1.0
+    fold.apply(transition(v, "validation", "queued", 10, job="job-2"))
+    view = fold.view(v)
+    assert view["job_id"] == "job-2" and view["state"] == "processing" and list(view["stages"]) == ["validation"]
+    assert not fold.apply(transition(v, "cdn_upload", "succeeded", 11, job="job-1"))   # the old job is over
+    assert fold.view(v) is not None and fold.view("nobody") is None
+
+
+def test_status_is_503_while_the_table_cannot_catch_up(config, monkeypatch):
+    """With no reachable broker the table never catches up: the API says so instead of answering 404."""
+    from dataclasses import replace
+
+    monkeypatch.setattr(videos, "STATUS_READY_TIMEOUT", 0.5)
+    unreachable = replace(config, kafka=replace(config.kafka, bootstrap_servers="127.0.0.1:9"))
+    with TestClient(make_app(unreachable)) as c:
+        r = c.get(f"/videos/{uuid.uuid4().hex}")
+        assert r.status_code == 503 and r.headers["Retry-After"]

@@ -1,0 +1,106 @@
+"""BatchingSink: flush on rows / age / checkpoint, commit only what was written."""
+import pytest
+
+from framelog.sinks.base.batching import Batch, BatchingSink
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class RecordingSink(BatchingSink):
+    def __init__(self, *a, fail_on=None, **kw):
+        super().__init__(*a, **kw)
+        self.written: list[tuple[str, int, int, int, list]] = []
+        self.fail_on = fail_on or set()
+        self.revoked = []
+
+    def write(self, batch: Batch) -> None:
+        if (batch.topic, batch.partition) in self.fail_on:
+            raise RuntimeError("insert failed")
+        self.written.append((batch.topic, batch.partition, batch.first_offset, batch.last_offset, list(batch.records)))
+
+    def on_revoked(self, partitions):
+        self.revoked.extend(partitions)
+
+
+def make(max_rows=3, max_age=1.0, **kw):
+    commits = []
+    clock = FakeClock()
+    sink = RecordingSink(max_rows, max_age, on_committed=commits.append, clock=clock, **kw)
+    return sink, commits, clock
+
+
+def test_flushes_at_max_rows_one_write_per_partition_and_commits_next_offsets():
+    sink, commits, _ = make(max_rows=3)
+    assert sink.add("a", "t", 0, 10) is None
+    assert sink.add("b", "t", 1, 5) is None
+    assert sink.add("c", "t", 0, 11) == {("t", 0): 12, ("t", 1): 6}
+    assert sink.written == [("t", 0, 10, 11, ["a", "c"]), ("t", 1, 5, 5, ["b"])]
+    assert commits == [{("t", 0): 12, ("t", 1): 6}]
+    assert sink.pending_rows == 0
+
+
+def test_flushes_on_age_via_add_and_poll():
+    sink, commits, clock = make(max_rows=100, max_age=1.0)
+    sink.add("a", "t", 0, 0)
+    clock.now = 0.5
+    assert sink.poll() is None
+    clock.now = 1.0
+    assert sink.poll() == {("t", 0): 1}
+    sink.add("b", "t", 0, 1)
+    clock.now = 2.5
+    assert sink.add("c", "t", 0, 2) == {("t", 0): 3}
+    assert [w[4] for w in sink.written] == [["a"], ["b", "c"]]
+    assert commits == [{("t", 0): 1}, {("t", 0): 3}]
+
+
+def test_checkpoint_flushes_everything_and_empty_flush_commits_nothing():
+    sink, commits, _ = make(max_rows=100)
+    assert sink.checkpoint() == {}
+    assert commits == []
+    sink.add("a", "t", 2, 7)
+    assert sink.checkpoint() == {("t", 2): 8}
+
+
+def test_failed_write_is_not_committed_and_retried_with_the_same_batch():
+    sink, commits, _ = make(max_rows=100, fail_on={("t", 1)})
+    sink.add("a", "t", 0, 0)
+    sink.add("b", "t", 1, 0)
+    sink.add("c", "t", 1, 1)
+    with pytest.raises(RuntimeError):
+        sink.flush()
+    # partition 0 was written and committed; partition 1 stays pending, uncommitted
+    assert commits == [{("t", 0): 1}]
+    assert sink.pending_rows == 2
+    sink.fail_on.clear()
+    assert sink.flush() == {("t", 1): 2}
+    assert sink.written[-1] == ("t", 1, 0, 1, ["b", "c"])   # same boundaries -> same dedup token
+
+
+def test_revoke_drops_uncommitted_records_of_revoked_partitions():
+    sink, commits, _ = make(max_rows=100)
+    sink.add("a", "t", 0, 0)
+    sink.add("b", "t", 1, 0)
+    sink.revoke([("t", 1)])
+    assert sink.revoked == [("t", 1)]
+    assert sink.flush() == {("t", 0): 1}
+    assert [w[1] for w in sink.written] == [0]
+
+
+def test_offsets_must_increase_within_a_partition():
+    sink, _, _ = make(max_rows=100)
+    sink.add("a", "t", 0, 5)
+    with pytest.raises(ValueError):
+        sink.add("b", "t", 0, 5)
+
+
+def test_limits_are_validated():
+    with pytest.raises(ValueError):
+        RecordingSink(0, 1.0)
+    with pytest.raises(ValueError):
+        RecordingSink(1, 0)
