@@ -5,7 +5,8 @@ or  framelog api
 """
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from framelog import __version__
 from framelog.config import Config, get_config
@@ -16,10 +17,15 @@ def create_app(config: Config | None = None) -> FastAPI:
     app = FastAPI(title="framelog", version=__version__)
     app.state.config = config
 
-    from framelog.api import events, videos
+    from framelog.api import analytics, events, videos
 
     app.include_router(videos.router)
     app.include_router(events.router)
+    app.include_router(analytics.router)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

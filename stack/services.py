@@ -46,7 +46,7 @@ class WorkerService(_FramelogProcess):
         names = [f"framelog-{g}" for g in groups(self.config)]
         futures = admin_client(self.config).describe_consumer_groups(names, request_timeout=5)
         for name, fut in futures.items():
-            desc = fut.result()
+            desc = fut.result(timeout=10)
             if desc.state != ConsumerGroupState.STABLE or not desc.members:
                 raise RuntimeError(f"group {name} is {desc.state.name.lower()} with {len(desc.members)} member(s)")
 

@@ -21,6 +21,8 @@ POLL_INTERVAL_MARGIN = 300.0
 
 def create_app(config: Config, group: str) -> faust.App:
     longest = max(s.timeout for s in config.pipeline.stages)
+    datadir = config.stack.state_dir / "faust" / group
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"framelog-{group}",
         broker=[f"kafka://{server}" for server in config.kafka.bootstrap_servers.split(",")],
@@ -35,7 +37,7 @@ def create_app(config: Config, group: str) -> faust.App:
         store="memory://",
         web_enabled=False,
         producer_acks=-1,
-        datadir=str(config.stack.state_dir / "faust" / group),
+        datadir=str(datadir),
     )
     return app
 

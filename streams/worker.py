@@ -65,12 +65,11 @@ def run_group(config: Config, group: str) -> int:
                              on_complete=asset_publisher(config, emitter) if last else None)
         register_stage(app, config, stage, runner, codec, emitter)
 
-    @app.on_shutdown.connect
-    async def _close(app_: object, **kwargs: object) -> None:
-        emitter.close()
-
     worker = Worker(app, loglevel="INFO", quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()      # exits the process when the worker stops
+    try:
+        worker.execute_from_commandline()      # exits the process when the worker stops
+    finally:
+        emitter.close()
     return 0
 
 

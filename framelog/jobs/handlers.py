@@ -125,8 +125,8 @@ class AiProcessingJob:
         chapters_key = f"{ctx.staging_prefix}/chapters.vtt"
         self.store.put_bytes(chapters_key, chapters_vtt.encode(), "text/vtt")
         return {"analysis_key": key, "chapters_key": chapters_key, "chapter_count": str(len(result.chapters)),
-                "loudness_lufs": f"{result.loudness.integrated:.1f}" if result.loudness and
-                result.loudness.integrated is not None else ""}
+                "loudness_lufs": f"{result.loudness.integrated_lufs:.1f}" if result.loudness and
+                result.loudness.integrated_lufs is not None else ""}
 
 
 def _vtt(t: float) -> str:
