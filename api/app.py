@@ -17,11 +17,12 @@ def create_app(config: Config | None = None) -> FastAPI:
     app = FastAPI(title="framelog", version=__version__)
     app.state.config = config
 
-    from framelog.api import analytics, events, videos
+    from framelog.api import analytics, events, keys, videos
 
     app.include_router(videos.router)
     app.include_router(events.router)
     app.include_router(analytics.router)
+    app.include_router(keys.router)
 
     @app.get("/metrics")
     def metrics() -> Response:

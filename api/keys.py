@@ -1,0 +1,61 @@
+"""The AES-128 key endpoint named by every encrypted HLS playlist.
+
+A key is handed out only with a valid playback grant for that video: the
+signed, expiring parameters the stream API issues (``video``, ``prefix``,
+``exp``, ``sig``; hls.js appends them to the key request). Anything else gets
+401 (no grant) or 403 (forged, expired, or another video's grant), and the key
+is never cacheable.
+"""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from framelog.config import Config
+from framelog.exceptions import InvalidIdError
+from framelog.ids import validate_video_id
+from framelog.jobs.handlers import hls_key_object
+from framelog.processors.tokens import TokenError, load_or_create_secret, sign_playback, verify_playback
+from framelog.sinks.object_store import ObjectStore
+
+router = APIRouter(tags=["keys"])
+
+KEY_PATH = "/v1/keys/{video_id}"
+
+
+def key_path(video_id: str) -> str:
+    return KEY_PATH.format(video_id=validate_video_id(video_id))
+
+
+def key_grant(config: Config, video_id: str, viewer_id: str | None = None, ttl: float | None = None) -> str:
+    """The query string that lets its holder fetch ``video_id``'s key until it expires."""
+    return sign_playback(video_id, key_path(video_id), config, secret=load_or_create_secret(config),
+                         now=time.time(), viewer_id=viewer_id, ttl=ttl)
+
+
+@router.get(KEY_PATH)
+async def get_key(request: Request, video_id: str) -> Response:
+    config: Config = request.app.state.config
+    try:
+        validate_video_id(video_id)
+    except InvalidIdError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    if "sig" not in request.query_params:
+        return JSONResponse({"error": "a playback grant is required (video, prefix, exp, sig)"}, status_code=401,
+                            headers={"Cache-Control": "no-store"})
+    try:
+        verify_playback(dict(request.query_params), video_id=video_id, path=request.url.path,
+                        secret=load_or_create_secret(config), now=time.time())
+    except TokenError as exc:
+        return JSONResponse({"error": f"playback grant refused: {exc.reason}"}, status_code=403,
+                            headers={"Cache-Control": "no-store"})
+    store = ObjectStore(config)
+    key = await run_in_threadpool(store.get_bytes, hls_key_object(video_id))
+    if key is None:
+        return JSONResponse({"error": f"video {video_id} has no published key"}, status_code=404,
+                            headers={"Cache-Control": "no-store"})
+    return Response(key, media_type="application/octet-stream",
+                    headers={"Cache-Control": "private, no-store", "Access-Control-Allow-Origin": "*"})
