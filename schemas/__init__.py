@@ -73,3 +73,18 @@ def current_version(name: str) -> int:
         if f["name"] == "schema_version":
             return int(f["default"])
     raise KeyError(f"schema {name!r} has no schema_version field")
+
+
+def historical_schemas() -> list[dict[str, Any]]:
+    """Every superseded schema version kept in ``history/`` (``<Name>.v<N>.avsc``).
+
+    Single-object encoding names the writer's schema by fingerprint, so data
+    written before a schema change stays readable only while its schema is
+    known: codecs register these as writer schemas and resolve them to the
+    current reader schema.
+    """
+    folder = resources.files(__name__).joinpath("history")
+    if not folder.is_dir():
+        return []
+    return [json.loads(f.read_text(encoding="utf-8")) for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".avsc")]

@@ -33,7 +33,7 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate as _fastavro_validate
 
 from framelog.config import Config
-from framelog.schemas import raw_schema, schema_names, short_name
+from framelog.schemas import historical_schemas, raw_schema, schema_names, short_name
 from framelog.streams import topics as topic_registry
 from framelog.streams.events import RecordRules, check_record, rules_for_schema
 from framelog.streams.exceptions import DecodeError, EncodeError, TopicSchemaError, ValidationError
@@ -114,6 +114,9 @@ class AvroCodec:
         self._current_read: dict[str, dict[str, Any]] = {}
         for name, schema in raw.items():
             self._add_current(name, schema)
+        if schemas is None:                   # the packaged schemas: old versions stay readable
+            for old in historical_schemas():
+                self.register_writer_schema(old)
         self._raw = raw
         self.validate_on_encode = validate_on_encode
         specs = list(topic_specs) if topic_specs is not None else (

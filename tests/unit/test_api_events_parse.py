@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from framelog.analytics_client import AnalyticsClient
 from framelog.api import events as ev
 from framelog.api.events import EventError, IngestSettings, RequestError
+from framelog.schemas import current_version
 
 NOW = 1_767_225_600_000          # 2026-01-01T00:00:00Z in ms
 
@@ -51,7 +52,7 @@ def test_playback_event_record_and_server_fields():
     assert r["country"] == "FR"                       # from the header, never the body
     assert r["ingest_time"] == NOW and r["client_time"] == NOW - 1000
     assert r["event_time"] == NOW - 1000              # event time is the client's
-    assert r["schema_version"] == 1
+    assert r["schema_version"] == current_version("PlaybackEvent")
     assert r["position_seconds"] == 12.5 and r["watch_time_delta_seconds"] == 5.0
     assert r["rendition"] is None and r["device"] is None
     assert "unknown_key" not in r

@@ -329,7 +329,7 @@ def test_new_reader_reads_old_writer():
     name, value = new.decode(old.encode("PlaybackEvent", event))
     assert value["bitrate_kbps"] == 0                  # added field: its default
     assert "device" not in value
-    assert value["type"] == "progress" and value["schema_version"] == 1
+    assert value["type"] == "progress" and value["schema_version"] == event["schema_version"]
     assert value["watch_time_delta_seconds"] == 10.0
 
 

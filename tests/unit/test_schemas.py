@@ -105,3 +105,24 @@ def test_playback_event_types_are_documented_in_the_record_doc():
         if s != "unknown":
             assert s in schema["doc"], s
     json.dumps(schema)
+
+
+def test_data_written_with_a_superseded_schema_stays_readable():
+    """history/ keeps old versions: v1 PlaybackEvents on the log decode with today's codec."""
+    import io
+    import uuid
+
+    import fastavro
+
+    from framelog.schemas import historical_schemas
+    from framelog.streams.codec import MARKER, AvroCodec, schema_fingerprint
+
+    v1 = next(s for s in historical_schemas() if s["name"] == "PlaybackEvent")
+    record = {"event_id": str(uuid.uuid4()), "schema_version": 1, "event_time": 1_700_000_000_000,
+              "session_id": "s", "viewer_id": "v", "video_id": "abc", "type": "like", "position_seconds": 1.0,
+              "watch_time_delta_seconds": 0.0, "rendition": None, "country": None, "device": None,
+              "client_time": 1_700_000_000_000, "ingest_time": 1_700_000_000_000}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(v1), record)
+    name, value = AvroCodec().decode(MARKER + schema_fingerprint(v1) + buf.getvalue())
+    assert name == "PlaybackEvent" and value["type"] == "like" and value["startup_time_ms"] is None
