@@ -24,6 +24,12 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(analytics.router)
     app.include_router(keys.router)
 
+    from framelog.streams.agents.metrics import register_queue_size
+    try:
+        register_queue_size(config)
+    except ValueError:           # already registered by an earlier app in this process (tests)
+        pass
+
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -16,6 +16,11 @@ from framelog.exceptions import FramelogError
 def _stack(args: argparse.Namespace, config: Config) -> int:
     from framelog.stack import cli as stack_cli
 
+    if args.action == "down":                  # framelog's own processes first, then the stack
+        from framelog.stack.services import ApiService, WorkerService
+        for service in (WorkerService(config), ApiService(config)):
+            if service.is_running():
+                print(f"{service.name:<10} {service.stop()}")
     action: Callable[[Config], int] = {
         "up": stack_cli.stack_up, "down": stack_cli.stack_down, "status": stack_cli.stack_status,
     }[args.action]
@@ -131,6 +136,18 @@ def _tail(args: argparse.Namespace, config: Config) -> int:
                       timeout=args.timeout, video_id=args.video)
 
 
+def _sql(args: argparse.Namespace, config: Config) -> int:
+    from framelog.sql_client import run_sql
+
+    return run_sql(config, args.statement, max_rows=args.max_rows, as_json=args.json)
+
+
+def _sink(args: argparse.Namespace, config: Config) -> int:
+    from framelog.sinks.clickhouse.runner import run_sink
+
+    return run_sink(config)
+
+
 def _demo(args: argparse.Namespace, config: Config) -> int:
     from framelog.demo import run_demo
 
@@ -193,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--timeout", type=float, default=0, help="stop after this many idle seconds (0: never)")
     t.add_argument("--video", help="only events of this video id")
     t.set_defaults(func=_tail)
+
+    p = sub.add_parser("sql", help="run one read-only SQL statement against the analytics engine")
+    p.add_argument("statement")
+    p.add_argument("--max-rows", type=int, default=1000)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_sql)
+
+    p = sub.add_parser("sink", help="run a sink in the foreground")
+    p.add_argument("name", choices=["analytics"])
+    p.set_defaults(func=_sink)
 
     p = sub.add_parser("demo", help="run the main job end to end on the local stack")
     p.set_defaults(func=_demo)

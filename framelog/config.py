@@ -154,6 +154,7 @@ class StackConfig:
     seaweed_s3_port: int
     seaweed_admin_port: int
     api_port: int
+    worker_metrics_port: int
     startup_timeout: float
 
 
@@ -391,7 +392,7 @@ def _env(name: str, default: str) -> str:
 def _stack(r: _Reader) -> StackConfig:
     ports = {k: r.int(k, minimum=1) for k in (
         "kafka_port", "kafka_controller_port", "seaweed_master_port", "seaweed_volume_port",
-        "seaweed_filer_port", "seaweed_s3_port", "seaweed_admin_port", "api_port")}
+        "seaweed_filer_port", "seaweed_s3_port", "seaweed_admin_port", "api_port", "worker_metrics_port")}
     return StackConfig(
         state_dir=Path(_env("FRAMELOG_STATE_DIR", r.str("state_dir"))).absolute(),
         host=r.str("host"), startup_timeout=r.duration("startup_timeout"), **ports)

@@ -32,6 +32,8 @@ def create_app(config: Config, group: str) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_interval=longest + POLL_INTERVAL_MARGIN,
+        broker_session_timeout=10.0,         # a kill -9'd worker's partitions move on within seconds
+        broker_heartbeat_interval=3.0,
         broker_commit_every=1,
         broker_commit_interval=1.0,
         store="memory://",

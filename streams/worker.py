@@ -49,6 +49,11 @@ def run_group(config: Config, group: str) -> int:
     from framelog.streams.emitter import AsyncEmitter
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {group} %(levelname)s %(name)s: %(message)s")
+    from prometheus_client import start_http_server
+    try:
+        start_http_server(config.stack.worker_metrics_port + groups(config).index(group), addr=config.stack.host)
+    except OSError as exc:      # a second worker of the same stage on this host: metrics from the first
+        logging.getLogger(__name__).warning("metrics port busy (%s); not exporting from this worker", exc)
     app = create_app(config, group)
     codec = AvroCodec(config)
     emitter = AsyncEmitter(config, codec)

@@ -313,3 +313,18 @@ __all__ = [
     "hls_ladder_args", "seed_per_profile_commands", "poster_args", "thumbnails_sprite_args", "analysis_args",
     "faststart_args", "quality_compare_args", "hls_input_options", "decode_hls_args", "probe_hls_args",
 ]
+
+
+def sample_clip_args(out: PathLike, *, width: int = 1280, height: int = 720, duration: float = 24,
+                     fps: int = 25) -> list[str]:
+    """A synthetic clip for demos and benchmarks: a test pattern that cuts hard to colour
+    bars half-way (a scene change to find), over a tone with a silent second stretch."""
+    half = duration / 2
+    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={half}",
+            "-f", "lavfi", "-i", f"smptehdbars=size={width}x{height}:rate={fps}:duration={half}",
+            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={half}",
+            "-f", "lavfi", "-i", f"anullsrc=channel_layout=mono:sample_rate=48000:d={half}",
+            "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v];[2:a][3:a]concat=n=2:v=0:a=1[a]",
+            "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(out)]

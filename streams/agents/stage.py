@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 from framelog.config import Config, StageConfig
 from framelog.jobs.base import JobCancelled, JobContext, JobHandler, PermanentJobError
 from framelog.streams import topics
+from framelog.streams.agents import metrics
 from framelog.streams.emitter import AsyncEmitter
 from framelog.streams.events import new_event
 
@@ -128,12 +129,14 @@ class StageRunner:
         try:
             outputs = await self._run_job(req)
         except PermanentJobError as exc:
+            metrics.observe_error(self.stage.name, exc.error_type)
             await self._fail(req, exc.error_type, exc.message, original, started)
             return
         except Exception as exc:           # transient: retry while attempts remain
             error_type = "timeout" if isinstance(exc, (asyncio.TimeoutError, JobCancelled)) else type(exc).__name__
             message = (f"{self.stage.name} exceeded its {self.stage.timeout:g}s timeout"
                        if error_type == "timeout" else str(exc) or repr(exc))
+            metrics.observe_error(self.stage.name, error_type)
             if req.attempt < 1 + self.stage.retry_attempts:
                 wait = backoff_seconds(req.attempt + 1, self.config)
                 log.warning("%s job %s attempt %d failed (%s: %s); retrying in %.1fs",
@@ -146,6 +149,7 @@ class StageRunner:
                 await self._fail(req, error_type, f"{message} (after {req.attempt} attempts)", original, started)
             return
         await asyncio.get_running_loop().run_in_executor(self.executor, self.store.put_marker, marker_key, outputs)
+        metrics.observe_stage(self.stage.name, time.monotonic() - started, outputs)
         await self._succeeded(req, outputs, duration_ms=int((time.monotonic() - started) * 1000))
 
     async def _run_job(self, req: StageRequest) -> dict[str, str]:

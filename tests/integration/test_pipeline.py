@@ -1,0 +1,220 @@
+"""The six-stage pipeline end to end: real worker processes, Kafka, S3 and ffmpeg.
+
+A clip is uploaded (object in S3 + UploadCompleted), the worker supervisor's
+agents run every stage, and the published HLS is checked the way a player
+would need it. Failures are real too: a corrupt upload, an object that is not
+there yet (a transient error that heals), a worker killed with kill -9.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from framelog.ids import new_video_id
+from framelog.processors.media import ffmpeg_commands as fc
+from framelog.processors.media.hls import write_local_playlist
+from framelog.sinks.object_store import ObjectStore
+from framelog.stack.process import wait_until
+from framelog.stack.services import WorkerService
+from framelog.streams import topics
+from framelog.streams.codec import AvroCodec
+from framelog.streams.status import StatusTable
+from framelog.streams.uploader import announce_upload, raw_object_key, upload_file
+from tests.media import clips
+
+pytestmark = pytest.mark.integration
+
+PIPELINE_TIMEOUT = 420.0
+
+
+@pytest.fixture(scope="module")
+def worker(stack, config):
+    service = WorkerService(config)
+    was_running = service.is_running()
+    service.start(timeout=300)
+    yield service
+    if not was_running:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def status(stack, config):
+    table = StatusTable(config).start()
+    assert table.wait_ready(60)
+    yield table
+    table.stop()
+
+
+@pytest.fixture(scope="module")
+def store(stack, config) -> ObjectStore:
+    return ObjectStore(config)
+
+
+def _done(view) -> bool:
+    return view is not None and view.get("state") in ("ready", "failed")
+
+
+def read_topic(config, topic: str, video_id: str) -> list[tuple[str, dict]]:
+    """Every decoded record of ``video_id`` on ``topic``, read up to the current end."""
+    codec = AvroCodec(config)
+    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": f"t-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        todo = {p for p, end in ends.items() if end > 0}
+        out = []
+        while todo:
+            msg = consumer.poll(10)
+            assert msg is not None, f"{topic}: no record within 10s, still to read {todo}"
+            if msg.error():
+                continue
+            if msg.offset() >= ends[msg.partition()] - 1:
+                todo.discard(msg.partition())
+            if msg.key() == video_id.encode():
+                out.append(tuple(codec.decode_for_topic(topic, msg.value(), validate=False)))
+        return out
+    finally:
+        consumer.close()
+
+
+def _process(config, status, path: Path) -> tuple[str, dict]:
+    video_id = upload_file(config, path, owner_id="tests").video_id
+    view = status.wait_for(video_id, _done, PIPELINE_TIMEOUT)
+    assert _done(view), f"video {video_id} not processed: {view}"
+    return video_id, view
+
+
+def _is_mpegts(data: bytes) -> bool:
+    return len(data) >= 188 * 3 and all(data[i] == 0x47 for i in range(0, 188 * 3, 188))
+
+
+def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, status, store, tmp_path):
+    video_id, view = _process(config, status, clips.video(tmp_path / "in.mp4", width=1280, height=720, duration=14))
+    assert view["state"] == "ready", view
+    assert all(s["state"] == "succeeded" for s in view["stages"].values())
+
+    master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
+    assert master.startswith("#EXTM3U\n#EXT-X-VERSION:6")
+    infs = re.findall(r"#EXT-X-STREAM-INF:(.*)\n(.*)/playlist.m3u8", master)
+    assert infs, master
+    heights = []
+    for attrs, name in infs:
+        for key in ("BANDWIDTH=", "AVERAGE-BANDWIDTH=", "RESOLUTION=", "FRAME-RATE=", 'CODECS="avc1.'):
+            assert key in attrs, (key, attrs)
+        assert "mp4a.40.2" in attrs
+        heights.append(int(re.search(r"RESOLUTION=\d+x(\d+)", attrs).group(1)))
+    assert max(heights) <= 720                                   # never above the source
+
+    key = store.get_bytes(f"keys/{video_id}/aes128.key")
+    assert key is not None and len(key) == 16
+    for attrs, name in infs:
+        playlist = store.get_bytes(f"hls/{video_id}/{name}/playlist.m3u8").decode()
+        assert "#EXT-X-KEY:METHOD=AES-128" in playlist and f"/v1/keys/{video_id}" in playlist
+        durations = [float(d) for d in re.findall(r"#EXTINF:([\d.]+)", playlist)]
+        assert durations and max(durations) <= config.hls.segment_duration + 0.1
+        local = tmp_path / name
+        store.download_prefix(f"hls/{video_id}/{name}/", local)
+        (tmp_path / "key").write_bytes(key)
+        segment = sorted(local.glob("*.ts"))[0].read_bytes()
+        assert not _is_mpegts(segment)                            # without the key it is not a transport stream
+        fc.run_ffmpeg(fc.decode_hls_args(write_local_playlist(local / "playlist.m3u8", tmp_path / "key",
+                                                              tmp_path / f"{name}.m3u8")))
+    head = store.head(f"hls/{video_id}/master.m3u8")
+    assert head["ContentType"] == "application/vnd.apple.mpegurl" and "max-age" in head["CacheControl"]
+    seg_head = store.head(next(store.keys(f"hls/{video_id}/{infs[0][1]}/segment_")))
+    assert "s-maxage=86400" in seg_head["CacheControl"]
+    assert store.head(f"thumbnails/{video_id}/poster.jpg") is not None
+    assert store.head(f"thumbnails/{video_id}/storyboard.vtt") is not None
+
+    published = read_topic(config, topics.ASSETS, video_id)
+    assert [name for name, _ in published] == ["AssetPublished"]
+    assert {r["name"] for r in published[0][1]["renditions"]} == {name for _, name in infs}
+    warm = [v for name, v in read_topic(config, topics.CDN_COMMANDS, video_id) if name == "CacheWarm"]
+    assert len(warm) == 1 and f"/hls/{video_id}/master.m3u8" in warm[0]["paths"]
+
+
+def test_portrait_phone_clip_with_rotation_metadata(config, worker, status, store, tmp_path):
+    video_id, view = _process(config, status, clips.portrait_rotated(tmp_path / "p.mp4"))
+    assert view["state"] == "ready", view
+    master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
+    sizes = re.findall(r"RESOLUTION=(\d+)x(\d+)", master)
+    assert sizes and all(int(w) < int(h) for w, h in sizes)     # displayed upright, as the phone shot it
+
+
+@pytest.mark.parametrize("make, name, reason", [
+    (clips.truncated, "t.mp4", "truncated"),
+    (clips.zero_bytes, "e.mp4", "empty_file"),
+    (clips.text_file, "x.mp4", "not_media"),
+    (clips.audio_only, "a.m4a", "audio_only"),
+    (clips.png_still, "s.png", "still_image"),
+])
+def test_broken_upload_fails_validation_with_reason_and_dead_letter(config, worker, status, tmp_path, make, name,
+                                                                   reason):
+    path = make(tmp_path / name)
+    video_id, view = _process(config, status, path)
+    assert view["state"] == "failed"
+    stage = view["stages"]["validation"]
+    assert stage["state"] == "failed" and stage["error_type"] == reason, stage
+    assert stage["attempt"] == 1                                  # a permanent error is not retried
+    dead = read_topic(config, topics.dead_letter_topic(topics.pipeline_topic("validation")), video_id)
+    assert len(dead) == 1 and dead[0][1]["reason"] == f"stage_failed:{reason}"
+    assert "transcoding" not in view["stages"] or view["stages"]["transcoding"]["state"] == "queued"
+
+
+def test_transient_failure_is_retried_then_succeeds(config, worker, status, store, tmp_path):
+    """The upload event arrives before its object exists: validation retries with backoff, then succeeds."""
+    src = clips.video(tmp_path / "late.mp4", width=320, height=180, duration=4, audio=False)
+    data = src.read_bytes()
+    video_id = new_video_id()
+    key = raw_object_key(video_id)
+    announce_upload(config, video_id=video_id, object_key=key, size_bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(), content_type="video/mp4", owner_id="tests")
+    view = status.wait_for(video_id, lambda v: v is not None and
+                           (v["stages"].get("validation") or {}).get("state") == "retrying", 120)
+    assert view["stages"]["validation"]["state"] == "retrying", view
+    store.put_bytes(key, data, "video/mp4")
+    view = status.wait_for(video_id, _done, PIPELINE_TIMEOUT)
+    assert view["state"] == "ready", view
+    assert view["stages"]["validation"]["attempt"] >= 2
+    assert "mp4a" not in store.get_bytes(f"hls/{video_id}/master.m3u8").decode()   # a source without audio
+
+
+def _stage_pids(config, stage: str) -> list[int]:
+    marker = f"--state-dir {config.stack.state_dir} worker --stage {stage}"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_worker_killed_mid_transcode_is_replaced_and_the_job_completes_once(config, worker, status, tmp_path):
+    src = clips.video(tmp_path / "long.mp4", width=1280, height=720, duration=40)
+    video_id = upload_file(config, src, owner_id="tests").video_id
+    view = status.wait_for(video_id, lambda v: v is not None and
+                           (v["stages"].get("transcoding") or {}).get("state") in ("started", "progress"), 240)
+    assert (view["stages"].get("transcoding") or {}).get("state") in ("started", "progress"), view
+    pids = _stage_pids(config, "transcoding")
+    assert pids, "no transcoding worker process found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: all(not Path(f"/proc/{p}").exists() or
+                                  Path(f"/proc/{p}/stat").read_text().split()[2] == "Z" for p in pids), 10)
+    view = status.wait_for(video_id, _done, PIPELINE_TIMEOUT)
+    assert view["state"] == "ready", view
+    published = read_topic(config, topics.ASSETS, video_id)
+    assert len(published) == 1                                    # no second visible result
