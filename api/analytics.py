@@ -56,6 +56,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if engine.runner is not None:
             engine.runner.stop()
+            engine.runner.join(timeout=30)
+        for c in (engine.readonly, engine.client):
+            c.close()
 
 
 router = APIRouter(tags=["analytics"], lifespan=lifespan)

@@ -145,7 +145,7 @@ def _sql(args: argparse.Namespace, config: Config) -> int:
 def _sink(args: argparse.Namespace, config: Config) -> int:
     from framelog.sinks.clickhouse.runner import run_sink
 
-    return run_sink(config)
+    return run_sink(config, group_id=args.group)
 
 
 def _demo(args: argparse.Namespace, config: Config) -> int:
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sink", help="run a sink in the foreground")
     p.add_argument("name", choices=["analytics"])
+    p.add_argument("--group", default="framelog-analytics-sink", help="consumer group id")
     p.set_defaults(func=_sink)
 
     p = sub.add_parser("demo", help="run the main job end to end on the local stack")

@@ -71,20 +71,26 @@ class AnalyticsSinkRunner:
             self.consumer.close()
 
     def start_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="analytics-sink", daemon=True)
-        thread.start()
-        return thread
+        self._thread = threading.Thread(target=self.run, name="analytics-sink", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def join(self, timeout: float | None = None) -> None:
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.join(timeout)
 
     def stop(self) -> None:
         self.stop_event.set()
 
 
-def run_sink(config: Config) -> int:
-    """`framelog sink analytics`: run the sink in the foreground until interrupted."""
+def run_sink(config: Config, group_id: str = GROUP_ID) -> int:
+    """`framelog sink analytics`: run the sink in the foreground until SIGTERM/SIGINT (then flush)."""
+    import signal
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s analytics-sink %(levelname)s %(message)s")
-    runner = AnalyticsSinkRunner(config)
-    try:
-        runner.run()
-    except KeyboardInterrupt:
-        runner.stop()
+    runner = AnalyticsSinkRunner(config, group_id=group_id)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    runner.run()
     return 0

@@ -249,6 +249,8 @@ class ClickHouseSink(BatchingSink):
         spec = self.tables.get(batch.topic)
         if spec is None:
             raise KeyError(f"no ClickHouse table for topic {batch.topic!r}")
+        if (batch.topic, batch.partition) not in self._recent:
+            self._recover_in_flight(spec, batch.topic, batch.partition, batch.first_offset)
         window = self._window(spec, batch.topic, batch.partition)
         records: list[Mapping[str, Any]] = []
         offsets: list[int] = []
@@ -275,16 +277,46 @@ class ClickHouseSink(BatchingSink):
             records = [r if r.get("direction") else {**r, "direction": quality_direction(
                 r.get("from_quality"), r.get("to_quality"), self._ranks)} for r in records]
         table = self.to_arrow(spec, records, batch.topic, batch.partition, offsets)
-        token = dedup_token(batch.topic, batch.partition, batch.first_offset, batch.last_offset, len(records))
-        self.client.insert_arrow(spec.table, table, settings={
-            "insert_deduplicate": 1,
-            "insert_deduplication_token": token,
-            "async_insert": 0,
-        })
+        self._insert(spec, table, dedup_token(batch.topic, batch.partition, offsets[0], offsets[-1], len(records)))
         # Only after the insert returned: a failed insert is retried with the same rows and token.
         window.update(r["event_id"] for r in records)
         self.stats["rows_written"] += len(records)
         self.stats["inserts"] += 1
+
+    def _insert(self, spec: TableSpec, table: pa.Table, token: str) -> None:
+        """One block, one token. The token is derived from the rows inserted (first and last
+        offset, count), so it can be recomputed from the raw table after a crash; dependent
+        views deduplicate on it too, so a re-sent block reaches each rollup exactly once."""
+        self.client.insert_arrow(spec.table, table, settings={
+            "insert_deduplicate": 1,
+            "insert_deduplication_token": token,
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+            "async_insert": 0,
+        })
+
+    def _recover_in_flight(self, spec: TableSpec, topic: str, partition: int, resume_offset: int) -> None:
+        """Finish the batch a crash interrupted, before consuming the partition again.
+
+        Rows of this partition at or past the resume offset reached the raw table but were
+        never committed: the process died between the insert and the commit, possibly
+        before every materialized view had its part. Re-sending exactly those rows with
+        the token they were first sent with is a no-op for every table that has them and
+        completes the ones that do not. The replayed Kafka records are then dropped as
+        duplicates by the event-id window, which is built afterwards.
+        """
+        where = ("kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32} "
+                 "AND kafka_offset >= {resume:UInt64}")
+        params = {"topic": topic, "partition": partition, "resume": resume_offset}
+        table = self.client.query_arrow(f"SELECT * FROM {spec.table} WHERE {where} ORDER BY kafka_offset",
+                                        parameters=params)
+        if table.num_rows == 0:
+            return
+        offsets = table.column("kafka_offset").to_pylist()
+        token = dedup_token(topic, partition, offsets[0], offsets[-1], table.num_rows)
+        log.warning("%s[%d]: re-sending %d uncommitted rows (offsets %d-%d) so every rollup has them once",
+                    topic, partition, table.num_rows, offsets[0], offsets[-1])
+        self._insert(spec, table, token)
+        self.stats["recovered_rows"] += table.num_rows
 
     @staticmethod
     def to_arrow(spec: TableSpec, records: Sequence[Mapping[str, Any]], topic: str, partition: int,
