@@ -44,7 +44,8 @@ class WorkerService(_FramelogProcess):
         from framelog.streams.worker import groups
 
         names = [f"framelog-{g}" for g in groups(self.config)]
-        futures = admin_client(self.config).describe_consumer_groups(names, request_timeout=5)
+        admin = admin_client(self.config)      # keep a reference: futures die with their client
+        futures = admin.describe_consumer_groups(names, request_timeout=5)
         for name, fut in futures.items():
             desc = fut.result(timeout=10)
             if desc.state != ConsumerGroupState.STABLE or not desc.members:

@@ -110,6 +110,7 @@ class AvroCodec:
         self.timestamps = timestamps
         raw = {n: dict(s) for n, s in schemas.items()} if schemas is not None else {n: raw_schema(n) for n in schema_names()}
         self._writers: dict[str, _Writer] = {}
+        self._defaults: dict[str, dict[str, Any]] = {}
         self._readers: dict[bytes, _Reader] = {}
         self._current_read: dict[str, dict[str, Any]] = {}
         for name, schema in raw.items():
@@ -135,6 +136,8 @@ class AvroCodec:
         parsed = fastavro.parse_schema(dict(schema), named_schemas={})
         fp = schema_fingerprint(schema)
         self._writers[name] = _Writer(name, parsed, MARKER + fp, rules_for_schema(schema))
+        self._defaults[name] = {f["name"]: f["default"] for f in schema["fields"]
+                                if "default" in f and f["name"] not in ("event_id", "schema_version")}
         self._current_read[name] = self._read_schema(schema)
         self._readers[fp] = _Reader(name, self._current_read[name], None)
 
@@ -205,6 +208,9 @@ class AvroCodec:
     def encode(self, name: str, record: Mapping[str, Any], *, topic: str | None = None) -> bytes:
         """Bytes of ``record`` as record type ``name`` in the configured wire format."""
         w = self._writer(name)
+        defaults = self._defaults[name]
+        if len(record) < len(w.schema["fields"]) and defaults:
+            record = {**defaults, **record}      # optional fields a producer left out (e.g. one written before v2)
         if self.validate_on_encode:
             check_record(w.rules, record, for_write=True)
         if self._registry is not None:

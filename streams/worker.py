@@ -35,7 +35,7 @@ def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
         return 2
     if len(wanted) == 1:
         return run_group(config, wanted[0])
-    return supervise(wanted)
+    return supervise(config, wanted)
 
 
 def run_group(config: Config, group: str) -> int:
@@ -78,13 +78,14 @@ def run_group(config: Config, group: str) -> int:
     return 0
 
 
-def supervise(wanted: Sequence[str]) -> int:
+def supervise(config: Config, wanted: Sequence[str]) -> int:
     """Run each group as a child process; restart children that die."""
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def start(group: str) -> None:
-        children[group] = subprocess.Popen([sys.executable, "-m", "framelog.cli", "worker", "--stage", group],
+        children[group] = subprocess.Popen([sys.executable, "-m", "framelog.cli", "--state-dir",
+                                            str(config.stack.state_dir), "worker", "--stage", group],
                                            env=os.environ.copy())
         print(f"worker {group}: pid {children[group].pid}", flush=True)
 

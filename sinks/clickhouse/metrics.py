@@ -1,6 +1,7 @@
 """Prometheus metrics of the analytics sink (views, shares, likes, ingest rate, insert latency)."""
 from __future__ import annotations
 
+from collections import Counter as Counter_
 from typing import Sequence
 
 from prometheus_client import Counter, Histogram
@@ -15,11 +16,14 @@ _BY_TYPE = {"view_start": VIEWS, "video_view": VIEWS, "share": SHARES, "like": L
 
 
 def observe_step(records: Sequence, seconds: float) -> None:
+    if not records:
+        return
+    counts = Counter_()
     for r in records:
-        kind = r.value.get("type", "quality_switch") if r.name == "PlaybackEvent" else "quality_switch"
-        EVENTS.labels(kind).inc()
+        counts[r.value.get("type", "quality_switch") if r.name == "PlaybackEvent" else "quality_switch"] += 1
+    for kind, n in counts.items():          # one labels() lookup per type, not per record
+        EVENTS.labels(kind).inc(n)
         counter = _BY_TYPE.get(kind)
         if counter is not None:
-            counter.inc()
-    if records:
-        STEP_SECONDS.observe(seconds)
+            counter.inc(n)
+    STEP_SECONDS.observe(seconds)
