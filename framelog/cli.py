@@ -27,6 +27,17 @@ def _stack(args: argparse.Namespace, config: Config) -> int:
     return action(config)
 
 
+def _services(args: argparse.Namespace, config: Config) -> int:
+    from framelog.stack.services import ApiService, WorkerService
+
+    for service in (WorkerService(config), ApiService(config)):
+        if args.action == "stop":
+            print(f"{service.name:<10} {service.stop() if service.is_running() else 'not running'}")
+        else:
+            print(f"{service.name:<10} {'running' if service.is_running() else 'stopped'}; log {service.log_path}")
+    return 0
+
+
 def _topics(args: argparse.Namespace, config: Config) -> int:
     from framelog.streams.admin import create_topics
 
@@ -171,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stack", help="start, stop or inspect the embedded local stack")
     p.add_argument("action", choices=["up", "down", "status"])
     p.set_defaults(func=_stack)
+
+    p = sub.add_parser("services", help="framelog's own background processes (api, worker) started by the demo")
+    p.add_argument("action", choices=["status", "stop"])
+    p.set_defaults(func=_services)
 
     p = sub.add_parser("topics", help="manage Kafka topics")
     p.add_argument("action", choices=["create"])

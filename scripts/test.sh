@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
+framelog services stop     # a demo's API owns the embedded ClickHouse; the tests start what they need
 framelog stack up
 framelog topics create
 exec python -m pytest -ra "$@"
