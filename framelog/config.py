@@ -555,15 +555,37 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
     )
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read the YAML file (FRAMELOG_CONFIG, else the packaged framelog.yaml)."""
-    source = Path(path or os.environ.get("FRAMELOG_CONFIG") or DEFAULT_CONFIG_PATH)
+def _read_yaml(source: Path) -> Any:
     try:
-        data = yaml.safe_load(source.read_text())
+        return yaml.safe_load(source.read_text())
     except FileNotFoundError:
         raise ConfigError("<file>", f"configuration file {source} does not exist") from None
     except yaml.YAMLError as exc:
         raise ConfigError("<file>", f"{source} is not valid YAML: {exc}") from None
+
+
+def merge_overlay(base: Any, overlay: Any) -> Any:
+    """``overlay`` laid over ``base``: mappings merge key by key, anything else is replaced."""
+    if isinstance(base, Mapping) and isinstance(overlay, Mapping):
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = merge_overlay(base.get(key), value) if key in base else value
+        return merged
+    return overlay
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                overlay: str | os.PathLike[str] | None = None) -> Config:
+    """Read the YAML file (FRAMELOG_CONFIG, else the packaged framelog.yaml).
+
+    An overlay file (FRAMELOG_CONFIG_OVERLAY) changes only the keys it names,
+    e.g. a second stack's ports, so the seed's numbers stay in one file.
+    """
+    source = Path(path or os.environ.get("FRAMELOG_CONFIG") or DEFAULT_CONFIG_PATH)
+    data = _read_yaml(source)
+    overlay = overlay or os.environ.get("FRAMELOG_CONFIG_OVERLAY")
+    if overlay:
+        data = merge_overlay(data, _read_yaml(Path(overlay)))
     return build_config(data, source)
 
 

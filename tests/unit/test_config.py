@@ -57,3 +57,20 @@ def test_missing_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("text, seconds", [("30s", 30), ("5m", 300), ("1h", 3600), ("30d", 2592000), (12, 12)])
 def test_durations(text, seconds):
     assert parse_duration(text, "x") == seconds
+
+
+def test_overlay_changes_only_the_keys_it_names(tmp_path):
+    overlay = tmp_path / "ports.yaml"
+    overlay.write_text("stack:\n  kafka_port: 32092\nkafka:\n  bootstrap_servers: '127.0.0.1:32092'\n")
+    cfg = load_config(overlay=overlay)
+    base = load_config()
+    assert cfg.stack.kafka_port == 32092 and cfg.kafka.bootstrap_servers == "127.0.0.1:32092"
+    assert cfg.stack.seaweed_s3_port == base.stack.seaweed_s3_port
+    assert cfg.pipeline == base.pipeline and cfg.tiering_rules == base.tiering_rules
+
+
+def test_overlay_with_a_bad_value_names_the_key(tmp_path):
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text("abr:\n  switch_threshold: 7\n")
+    with pytest.raises(ConfigError, match="abr.switch_threshold"):
+        load_config(overlay=overlay)
