@@ -23,7 +23,7 @@ from framelog.config import DEFAULT_CONFIG_PATH
 from framelog.stack.process import wait_until
 from framelog.streams import topics
 from framelog.streams.events import new_event
-from framelog.streams.lag import group_lag
+from framelog.streams.lag import group_position
 from framelog.streams.producer import EventProducer
 
 pytestmark = pytest.mark.integration
@@ -40,16 +40,8 @@ def _sink(env: dict[str, str], group: str) -> subprocess.Popen:
 
 def _committed(config, group: str) -> tuple[int, int]:
     """(committed records, lag) of ``group`` on playback.events."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": group})
-    try:
-        parts = c.list_topics(topics.PLAYBACK_EVENTS, timeout=10).topics[topics.PLAYBACK_EVENTS].partitions
-        done = sum(max(tp.offset, 0) for tp in c.committed(
-            [TopicPartition(topics.PLAYBACK_EVENTS, p) for p in parts], timeout=10))
-    finally:
-        c.close()
-    return done, group_lag(config, group, topics.PLAYBACK_EVENTS)
+    position = group_position(config, group, topics.PLAYBACK_EVENTS)
+    return position.committed, position.lag
 
 
 def test_sink_killed_mid_batch_counts_every_event_once(stack, config, tmp_path):
