@@ -24,6 +24,14 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(analytics.router)
     app.include_router(keys.router)
 
+    from framelog.api import player
+    app.include_router(player.router)
+
+    from framelog.api import access, deletion, stream
+    app.include_router(access.router)
+    app.include_router(stream.router)
+    app.include_router(deletion.router)
+
     from framelog.streams.agents.metrics import register_queue_size
     try:
         register_queue_size(config)

@@ -6,6 +6,7 @@ the S3 multipart parts, so any replica, or a restarted API, continues any
 upload.
 
     POST   /videos                 Upload-Length, Upload-Metadata -> 201, Location, Upload-Offset: 0
+                                   (owner, visibility, workspace: query or metadata; see initial_policy)
     HEAD   /videos/{id}/upload     -> Upload-Offset, Upload-Length
     PATCH  /videos/{id}/upload     Upload-Offset + a chunk -> 204 Upload-Offset, or 200 + result when complete
     DELETE /videos/{id}/upload     abandon an open upload
@@ -45,8 +46,10 @@ from framelog.api.upload_protocol import (MAX_CHUNK_SIZE, TUS_RESUMABLE, Protoco
                                           clean_filename, clean_owner, offset_of_parts, parse_non_negative,
                                           parse_upload_length, parse_upload_metadata, parse_upload_offset,
                                           plan_chunk, upload_path)
+from framelog.api.access_state import ApiError, access_state, parse_visibility, parse_workspace
 from framelog.config import Config
 from framelog.exceptions import InvalidIdError
+from framelog.processors.video_access import VideoPolicy
 from framelog.ids import new_event_id, new_video_id, validate_video_id
 from framelog.s3 import s3_client
 from framelog.streams.status import StatusTable
@@ -125,6 +128,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await run_in_threadpool(svc.close)
+        access = getattr(app.state, "access_state", None)     # started by POST /videos (its access policy)
+        if access is not None:
+            app.state.access_state = None
+            await run_in_threadpool(access.close)
 
 
 router = APIRouter(tags=["videos"], lifespan=lifespan)
@@ -361,6 +368,28 @@ def upload_options(request: Request) -> Response:
                                               "Tus-Max-Size": str(config.upload_limits.max_size)})
 
 
+def initial_policy(request: Request, owner: str, owner_named: bool, visibility: str | None,
+                   workspace: str | None) -> VideoPolicy:
+    """The policy a new upload starts with.
+
+    With a viewer token the uploader is the owner (an ``owner`` naming
+    someone else is refused) and must belong to the workspace it names;
+    without one (scripts, the demo) the ``owner`` given is recorded as is.
+    """
+    state = access_state(request.app)
+    viewer = state.viewer(request)
+    ws = parse_workspace(workspace)
+    if viewer is not None:
+        if owner_named and owner != viewer.user_id:
+            raise ApiError(403, f"you are {viewer.user_id}; you cannot upload as {owner}")
+        owner = viewer.user_id
+        if ws is not None and ws not in viewer.workspaces:
+            raise ApiError(403, f"you are not a member of workspace {ws}")
+    vis = parse_visibility(visibility, state.config.security.default_visibility)
+    assert vis is not None
+    return VideoPolicy(owner, ws, vis)
+
+
 @router.post("/videos", status_code=201)
 async def create_video_upload(request: Request) -> Response:
     svc = services(request.app)
@@ -371,10 +400,22 @@ async def create_video_upload(request: Request) -> Response:
         filename = clean_filename(q.get("filename") or meta.get("filename"))
         content_type = clean_content_type(q.get("content_type") or meta.get("content_type") or meta.get("filetype"),
                                           filename)
-        owner = clean_owner(q.get("owner") or meta.get("owner"))
+        named_owner = q.get("owner") or meta.get("owner")
+        owner = clean_owner(named_owner)
+        policy = await run_in_threadpool(initial_policy, request, owner, bool(named_owner),
+                                         q.get("visibility") or meta.get("visibility"),
+                                         q.get("workspace") or meta.get("workspace"))
     except ProtocolError as exc:
         return _error(exc.status, exc.message)
-    session = await run_in_threadpool(create_upload, svc, length, filename, content_type, owner)
+    except ApiError as exc:
+        return _error(exc.status, exc.message, exc.headers)
+    session = await run_in_threadpool(create_upload, svc, length, filename, content_type, policy.owner_id)
+    try:
+        await run_in_threadpool(access_state(request.app).record_policy, session.video_id, policy, policy.owner_id)
+    except Exception as exc:  # noqa: BLE001 - no policy on the log: no upload either
+        log.warning("upload %s: access policy not recorded (%s); abandoning it", session.video_id, exc)
+        await run_in_threadpool(abandon_upload, svc, session)
+        return _error(503, "the access policy could not be written to the log; retry", {"Retry-After": "1"})
     location = upload_path(session.video_id)
     return JSONResponse({"video_id": session.video_id, "upload_url": location, "upload_offset": 0,
                          "upload_length": length}, status_code=201,

@@ -153,7 +153,8 @@ class SinkLoop:
         runner.consumer = EventConsumer(config, f"bench-an-sink-{uuid.uuid4().hex[:6]}", [spec.name],
                                         codec=codec_for(config, spec, timestamps=MILLIS))
         runner.sink = ClickHouseSink(self.client, config, on_committed=self._commit,
-                                     tables={spec.name: DEFAULT_TABLES["playback.events"]})
+                                     tables={spec.name: DEFAULT_TABLES["playback.events"]},
+                                     decode=runner.consumer.decode_message)
         runner.stop_event = threading.Event()
         runner.rows_written = 0
         self.runner = runner

@@ -72,7 +72,7 @@ def _upload(args: argparse.Namespace, config: Config) -> int:
 
     try:
         outcome = upload_resumable_outcome(api, args.file, owner=args.owner, chunk_size=args.chunk_mib * 2**20,
-                                           progress=progress)
+                                           progress=progress, visibility=args.visibility, workspace=args.workspace)
     except UploadError as exc:
         print("", file=sys.stderr)
         raise FramelogError(f"upload via {api} failed: {exc}") from exc
@@ -165,6 +165,29 @@ def _demo(args: argparse.Namespace, config: Config) -> int:
     return run_demo(config)
 
 
+def _viewer_token(args: argparse.Namespace, config: Config) -> int:
+    import time
+
+    from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+
+    print(issue_viewer_token(args.user, config, secret=load_or_create_secret(config), now=time.time(),
+                             workspaces=args.workspace or (), ttl=args.ttl))
+    return 0
+
+
+def _tiering_simulate(args: argparse.Namespace, config: Config) -> int:
+    from pathlib import Path
+
+    from framelog.tiering_simulator import print_summary, simulate, write_report
+
+    result = simulate(config, videos=args.videos, days=args.days, seed=args.seed)
+    print_summary(result, sys.stdout)
+    if args.out:
+        write_report(result, Path(args.out))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _config(args: argparse.Namespace, config: Config) -> int:
     print(f"configuration {config.source} is valid")
     print(f"state dir {config.stack.state_dir}; kafka {config.kafka.bootstrap_servers}; "
@@ -198,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upload", help="upload a video file through the API (resumable); prints the video id")
     p.add_argument("file")
     p.add_argument("--owner", default="local-user")
+    p.add_argument("--visibility", choices=("public", "private", "share_link"),
+                   help="who may watch (default: security.default_visibility)")
+    p.add_argument("--workspace", help="the workspace whose members may watch")
     p.add_argument("--api", help="API base URL (default http://<stack.host>:<stack.api_port>)")
     p.add_argument("--chunk-mib", type=int, default=8, help="chunk size in MiB (at least 5)")
     p.add_argument("--quiet", action="store_true", help="print only the video id")
@@ -239,6 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job end to end on the local stack")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("viewer-token", help="sign a viewer (bearer) token for the API: Authorization: Bearer <token>")
+    p.add_argument("user", help="the viewer's user id")
+    p.add_argument("--workspace", action="append", help="a workspace the viewer belongs to (repeatable)")
+    p.add_argument("--ttl", type=float, help="lifetime in seconds (default: security.viewer_token_ttl)")
+    p.set_defaults(func=_viewer_token)
+
+    p = sub.add_parser("tiering", help="storage tiering tools")
+    tsub = p.add_subparsers(dest="tiering_command", required=True)
+    t = tsub.add_parser("simulate", help="a synthetic catalogue through the tier rules: monthly cost by tier "
+                                         "against everything hot and against age-only rules")
+    t.add_argument("--days", type=int, default=400)
+    t.add_argument("--videos", type=int, default=1000)
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--out", help="also write the figures as Markdown here (e.g. bench/results/tiering.md)")
+    t.set_defaults(func=_tiering_simulate)
 
     p = sub.add_parser("config", help="validate and summarise the configuration")
     p.set_defaults(func=_config)

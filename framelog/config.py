@@ -244,6 +244,17 @@ class UploadLimits:
 
 
 @dataclass(frozen=True)
+class CaptionsConfig:
+    """Speech-to-text captions (pocketsphinx's bundled model; media.captions)."""
+    enabled: bool
+    language: str                # BCP 47 tag of the bundled model's language, e.g. "en-US"
+    max_duration: float          # longer videos get no captions (CPU cost grows with the audio)
+    max_recognition_time: float  # the recogniser is stopped after this long: no captions, the video goes on
+    max_cue_duration: float
+    max_cue_words: int
+
+
+@dataclass(frozen=True)
 class MediaConfig:
     x264_preset: str
     allow_4k_label: bool
@@ -258,6 +269,7 @@ class MediaConfig:
     quality_sample: float
     min_ssim_gain_db: float
     min_psnr_gain_db: float
+    captions: CaptionsConfig
 
 
 @dataclass(frozen=True)
@@ -332,6 +344,14 @@ class AbrConfig:
 
 
 @dataclass(frozen=True)
+class PlayerConfig:
+    """The web player's reporting cadence (not in the seed; web/playback-events.js)."""
+    heartbeat_interval: float        # a progress event this often while playing
+    event_flush_interval: float      # queued events go to POST /v1/events at least this often
+    event_batch_max: int             # ... or as soon as this many wait
+
+
+@dataclass(frozen=True)
 class AnalyticsConfig:
     raw_events_ttl: float
     default_timeframe: float
@@ -353,6 +373,8 @@ class SecurityConfig:
     token_secret: str
     stream_url_ttl: float
     share_token_ttl: float
+    viewer_token_ttl: float
+    default_visibility: str          # of a video whose upload named none (public / private / share_link)
 
 
 @dataclass(frozen=True)
@@ -366,6 +388,8 @@ class Config:
     tiering_rules: tuple[TieringRule, ...]
     tiering_default_tier: str
     tiering_evaluation_interval: float
+    tiering_restore_tier: str
+    tiering_restore_hold: float
     pipeline: PipelineConfig
     upload_limits: UploadLimits
     media: MediaConfig
@@ -373,6 +397,7 @@ class Config:
     cdn: CdnConfig
     caching: CachingStrategy
     abr: AbrConfig
+    player: PlayerConfig
     analytics: AnalyticsConfig
     metrics: dict[str, MetricSpec]
     security: SecurityConfig
@@ -444,7 +469,7 @@ def _pipeline(r: _Reader) -> PipelineConfig:
 
 
 def _media(r: _Reader) -> MediaConfig:
-    t, a, o = r.sub("thumbnails"), r.sub("analysis"), r.sub("optimization")
+    t, a, o, c = r.sub("thumbnails"), r.sub("analysis"), r.sub("optimization"), r.sub("captions")
     return MediaConfig(
         x264_preset=r.str("x264_preset"), allow_4k_label=r.bool("allow_4k_label"),
         thumbnail_interval=t.duration("interval"), thumbnail_tile_width=t.int("tile_width", minimum=16),
@@ -453,7 +478,10 @@ def _media(r: _Reader) -> MediaConfig:
         black_min_duration=a.duration("black_min_duration"), silence_noise_db=a.float("silence_noise_db"),
         silence_min_duration=a.duration("silence_min_duration"),
         quality_sample=o.duration("quality_sample"), min_ssim_gain_db=o.float("min_ssim_gain_db", minimum=0),
-        min_psnr_gain_db=o.float("min_psnr_gain_db", minimum=0))
+        min_psnr_gain_db=o.float("min_psnr_gain_db", minimum=0),
+        captions=CaptionsConfig(c.bool("enabled"), c.str("language"), c.duration("max_duration"),
+                                c.duration("max_recognition_time"), c.duration("max_cue_duration"),
+                                c.int("max_cue_words", minimum=1)))
 
 
 def _hls(r: _Reader) -> HlsConfig:
@@ -508,6 +536,33 @@ def _metrics(r: _Reader) -> dict[str, MetricSpec]:
     return out
 
 
+VISIBILITIES = ("public", "private", "share_link")
+
+
+def _security(r: _Reader) -> SecurityConfig:
+    visibility = r.str("default_visibility")
+    if visibility not in VISIBILITIES:
+        raise ConfigError(f"{r.path}.default_visibility", f"expected one of {list(VISIBILITIES)}, got {visibility!r}")
+    return SecurityConfig(_env("FRAMELOG_TOKEN_SECRET", r.str("token_secret")), r.duration("stream_url_ttl"),
+                          r.duration("share_token_ttl"), r.duration("viewer_token_ttl"), visibility)
+
+
+def _known_tier(r: _Reader, key: str, tiers: Mapping[str, StorageTier]) -> str:
+    name = r.str(key)
+    if name not in tiers:
+        raise ConfigError(key, f"unknown tier {name!r}; known: {sorted(tiers)}")
+    return name
+
+
+def _player(r: _Reader) -> PlayerConfig:
+    cfg = PlayerConfig(r.duration("heartbeat_interval"), r.duration("event_flush_interval"),
+                       r.int("event_batch_max", minimum=1))
+    for key in ("heartbeat_interval", "event_flush_interval"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{r.path}.{key}", f"must be > 0, got {getattr(cfg, key)}")
+    return cfg
+
+
 def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
     """Validate a parsed YAML tree and build the typed Config."""
     root = _Reader(data, "")
@@ -537,6 +592,8 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         tiering_rules=_tiering_rules(root.items("tiering_rules"), tiers),
         tiering_default_tier=default_tier,
         tiering_evaluation_interval=root.duration("tiering_evaluation_interval"),
+        tiering_restore_tier=_known_tier(root, "tiering_restore_tier", tiers),
+        tiering_restore_hold=root.duration("tiering_restore_hold"),
         pipeline=_pipeline(root.sub("processing_pipeline")),
         upload_limits=UploadLimits(ul.size("max_size"), ul.duration("max_duration"), ul.bitrate("audio_bitrate")),
         media=_media(root.sub("media")),
@@ -545,12 +602,12 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         caching=_caching(root.sub("caching_strategy")),
         abr=AbrConfig(abr.duration("check_interval"), abr.int("bandwidth_history", minimum=1),
                       abr.float("low_buffer_seconds", minimum=0), abr.float("switch_threshold", minimum=0.01, maximum=1)),
+        player=_player(root.sub("player")),
         analytics=AnalyticsConfig(an.duration("raw_events_ttl"), an.duration("default_timeframe"),
                                   an.duration("max_timeframe"), an.float("completion_threshold", minimum=0, maximum=1),
                                   an.int("sink_batch_max_rows", minimum=1), an.duration("sink_batch_max_age")),
         metrics=_metrics(root.sub("monitoring_metrics")),
-        security=SecurityConfig(_env("FRAMELOG_TOKEN_SECRET", sec.str("token_secret")),
-                                sec.duration("stream_url_ttl"), sec.duration("share_token_ttl")),
+        security=_security(sec),
         raw=data,
     )
 

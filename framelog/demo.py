@@ -33,6 +33,7 @@ PIPELINE_DEADLINE = 900.0
 ANALYTICS_DEADLINE = 120.0
 WORKER_START_TIMEOUT = 300.0
 VIEWERS = (("viewer-us-1", "US"), ("viewer-us-2", "US"), ("viewer-de-1", "DE"), ("viewer-gb-1", "GB"))
+DEMO_OWNER = "demo"               # uploads the clip; a private video, so the demo plays it as its owner
 
 
 def say(text: str) -> None:
@@ -70,7 +71,7 @@ def follow_pipeline(api_url: str, video_id: str) -> dict[str, Any]:
 
 def verify_playable(config: Config, api_url: str, video_id: str) -> list[str]:
     """Download the published HLS, fetch the key through the key endpoint, decode every rendition."""
-    from framelog.api.keys import key_grant
+    from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
 
     store = ObjectStore(config)
     work = Path(tempfile.mkdtemp(prefix="framelog-demo-"))
@@ -78,10 +79,18 @@ def verify_playable(config: Config, api_url: str, video_id: str) -> list[str]:
         store.download_prefix(f"hls/{video_id}/", work / "hls")
         master = (work / "hls" / MASTER_NAME).read_text()
         renditions = [line.split("/")[0] for line in master.splitlines() if line.endswith(PLAYLIST_NAME)]
+        owner = {"Authorization": "Bearer " + issue_viewer_token(DEMO_OWNER, config, now=time.time(),
+                                                                 secret=load_or_create_secret(config))}
+        anonymous = httpx.get(f"{api_url}/v1/stream", params={"video_id": video_id}, timeout=10)
+        stream = httpx.get(f"{api_url}/v1/stream", params={"video_id": video_id}, headers=owner, timeout=10)
+        stream.raise_for_status()
+        say(f"  stream API: {anonymous.status_code} for an anonymous viewer of the private video, "
+            f"{stream.status_code} for its owner: {stream.json()['manifest_url']}")
+        grant = stream.json()["encryption"]["grant"]
         no_grant = httpx.get(f"{api_url}/v1/keys/{video_id}", timeout=10)
-        key = httpx.get(f"{api_url}/v1/keys/{video_id}?{key_grant(config, video_id)}", timeout=10)
+        key = httpx.get(f"{api_url}/v1/keys/{video_id}?{grant}", headers=owner, timeout=10)
         key.raise_for_status()
-        say(f"  key endpoint: {no_grant.status_code} without a grant, {key.status_code} with one "
+        say(f"  key endpoint: {no_grant.status_code} without a grant, {key.status_code} with the owner's "
             f"({len(key.content)}-byte AES-128 key)")
         (work / "key").write_bytes(key.content)
         for name in renditions:
@@ -148,7 +157,7 @@ def run_demo(config: Config) -> int:
     clip = config.stack.state_dir / "demo" / "sample.mp4"
     clip.parent.mkdir(parents=True, exist_ok=True)
     fc.run_ffmpeg(fc.sample_clip_args(clip))
-    video_id = upload_resumable(api_url, clip, owner="demo")
+    video_id = upload_resumable(api_url, clip, owner=DEMO_OWNER)
     say(f"  uploaded {clip.name} ({clip.stat().st_size:,} bytes) as video {video_id}")
 
     say("== 3. the pipeline (events on video.stage-transitions)")

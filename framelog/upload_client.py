@@ -113,13 +113,18 @@ class ResumableUploader:
     # ------------------------------------------------------------ protocol steps
 
     def create(self, path: str | os.PathLike[str], owner: str = "local-user",
-               content_type: str | None = None) -> str:
-        """POST /videos; returns the upload URL."""
+               content_type: str | None = None, visibility: str | None = None,
+               workspace: str | None = None) -> str:
+        """POST /videos; returns the upload URL. ``visibility``/``workspace``: the video's access policy."""
         src = Path(path)
         length = src.stat().st_size
         meta = {"filename": src.name, "owner": owner}
         if content_type:
             meta["content_type"] = content_type
+        if visibility:
+            meta["visibility"] = visibility
+        if workspace:
+            meta["workspace"] = workspace
         r = self._request("POST", self.url("/videos"),
                           headers={"Tus-Resumable": TUS_RESUMABLE, "Upload-Length": str(length),
                                    "Upload-Metadata": encode_upload_metadata(meta)})
@@ -175,22 +180,25 @@ class ResumableUploader:
                 raise UploadError(f"PATCH at offset {offset}: HTTP {r.status_code} {_detail(r)}", r.status_code)
 
     def upload(self, path: str | os.PathLike[str], owner: str = "local-user",
-               content_type: str | None = None) -> UploadOutcome:
-        return self.resume(self.create(path, owner, content_type), path)
+               content_type: str | None = None, visibility: str | None = None,
+               workspace: str | None = None) -> UploadOutcome:
+        return self.resume(self.create(path, owner, content_type, visibility, workspace), path)
 
 
 def upload_resumable(api_url: str, path: str | os.PathLike[str], owner: str = "local-user",
-                     chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
-                     **kw: Any) -> str:
+                     chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None, *,
+                     visibility: str | None = None, workspace: str | None = None, **kw: Any) -> str:
     """Upload a file through the API's resumable protocol; returns the video id."""
-    return upload_resumable_outcome(api_url, path, owner, chunk_size, progress, **kw).video_id
+    return upload_resumable_outcome(api_url, path, owner, chunk_size, progress, visibility=visibility,
+                                    workspace=workspace, **kw).video_id
 
 
 def upload_resumable_outcome(api_url: str, path: str | os.PathLike[str], owner: str = "local-user",
-                             chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
+                             chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None, *,
+                             visibility: str | None = None, workspace: str | None = None,
                              **kw: Any) -> UploadOutcome:
     with ResumableUploader(api_url, chunk_size=chunk_size, progress=progress, **kw) as up:
-        return up.upload(path, owner)
+        return up.upload(path, owner, visibility=visibility, workspace=workspace)
 
 
 __all__ = ["ResumableUploader", "UploadError", "UploadOutcome", "upload_resumable", "upload_resumable_outcome"]

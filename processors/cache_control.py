@@ -46,6 +46,8 @@ _BY_SUFFIX = {
 }
 _THUMBNAIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".vtt"})
 _THUMBNAIL_DIR = "thumbnails"
+_HLS_DIR = "hls"
+_WEBVTT = ".vtt"
 
 
 def _suffix(key: str) -> str:
@@ -57,13 +59,16 @@ def file_type_for_key(key: str) -> str | None:
     ``hls_keys``, or ``None`` for a key of no known type.
 
     Images and WebVTT count as thumbnails only under a ``thumbnails/`` folder
-    (storyboard sprites and their .vtt index live there).
+    (storyboard sprites and their .vtt index live there); WebVTT under ``hls/``
+    is a subtitles segment.
     """
     suffix = _suffix(key)
     if suffix in _BY_SUFFIX:
         return _BY_SUFFIX[suffix]
     if suffix in _THUMBNAIL_SUFFIXES and _THUMBNAIL_DIR in PurePosixPath(key).parts[:-1]:
         return THUMBNAILS
+    if suffix == _WEBVTT and PurePosixPath(key).parts[0] == _HLS_DIR:
+        return HLS_SEGMENTS          # a subtitles rendition's WebVTT segment (or its whole-file copy)
     return None
 
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg nginx libnginx-mod-http-cache-purge)
+APT_PACKAGES=(ffmpeg nginx libnginx-mod-http-cache-purge espeak-ng chromium)   # espeak-ng: spoken test clips for captions; chromium: the player's browser tests
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,5 +32,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
   touch "$stamp"
+fi
+# The web player's hls.js and the browser tests' playwright-core (package-lock.json pins them)
+command -v npm >/dev/null || { echo "bootstrap: Node.js 18+ with npm is required (apt-get install nodejs npm)"; exit 1; }
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "bootstrap: installing the player's npm packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 echo "bootstrap: ready (.venv/bin/framelog)"

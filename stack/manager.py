@@ -1,4 +1,4 @@
-"""``Stack``: the embedded local stack as one object (Kafka, SeaweedFS, chdb).
+"""``Stack``: the embedded local stack as one object (Kafka, SeaweedFS, chdb, the nginx edges).
 
     stack = Stack(config)
     stack.up()        # starts what is not running, waits for health, reuses what is
@@ -16,6 +16,7 @@ from typing import Callable
 from framelog.config import Config, get_config
 from framelog.stack.clickhouse import ClickHouse
 from framelog.stack.kafka import Kafka
+from framelog.stack.nginx import Edge, edges
 from framelog.stack.process import STOP_TIMEOUT, Component, StackError
 from framelog.stack.seaweed import Seaweed
 
@@ -33,10 +34,11 @@ class Stack:
         self.kafka = Kafka(self.config)
         self.seaweed = Seaweed(self.config)
         self.clickhouse = ClickHouse(self.config)
+        self.edges: list[Edge] = edges(self.config)   # after seaweed: an edge sets the origin's read policy
 
     @property
     def processes(self) -> list[Component]:
-        return [self.kafka, self.seaweed]
+        return [self.kafka, self.seaweed, *self.edges]
 
     def up(self, report: Report = _quiet, timeout: float | None = None) -> dict[str, str]:
         """Start every component not yet running (in parallel), wait until all are healthy.
@@ -80,7 +82,7 @@ class Stack:
         return outcome
 
     def status(self) -> dict[str, dict]:
-        return {c.name: c.status() for c in (self.kafka, self.seaweed, self.clickhouse)}
+        return {c.name: c.status() for c in (self.kafka, self.seaweed, *self.edges, self.clickhouse)}
 
     def is_running(self) -> bool:
         return all(c.is_running() for c in self.processes)

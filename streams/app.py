@@ -17,6 +17,10 @@ from framelog.config import Config
 # the poll interval must outlast the longest stage so a long transcode never
 # looks like a dead consumer.
 POLL_INTERVAL_MARGIN = 300.0
+# A kill -9'd worker's partitions move on within seconds. Long jobs never hold
+# the event loop (they run in threads), so heartbeats keep a busy member alive.
+SESSION_TIMEOUT = 10.0
+HEARTBEAT_INTERVAL = 3.0
 
 
 def create_app(config: Config, group: str) -> faust.App:
@@ -32,8 +36,8 @@ def create_app(config: Config, group: str) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_interval=longest + POLL_INTERVAL_MARGIN,
-        broker_session_timeout=10.0,         # a kill -9'd worker's partitions move on within seconds
-        broker_heartbeat_interval=3.0,
+        broker_session_timeout=SESSION_TIMEOUT,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL,
         broker_commit_every=1,
         broker_commit_interval=1.0,
         store="memory://",

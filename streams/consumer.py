@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from framelog.config import Config
 from framelog.streams.codec import AvroCodec
@@ -81,29 +81,46 @@ class EventConsumer:
 
     def poll_batch(self, max_records: int = 500, timeout: float = 1.0) -> list[DecodedRecord]:
         """Up to ``max_records`` decoded records, waiting at most ``timeout`` seconds for the first."""
-        messages = self._consumer.consume(max_records, timeout)
         out: list[DecodedRecord] = []
-        decode = self.codec.decode_for_topic
+        for msg in self.poll_raw(max_records, timeout):
+            record = self.decode_message(msg)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def poll_raw(self, max_records: int = 500, timeout: float = 1.0) -> list[Message]:
+        """Up to ``max_records`` undecoded messages (errors handled, tombstones skipped).
+
+        For sinks that hand the Avro bodies on in bulk (the ClickHouse sink lets the
+        engine decode them); each message they do not take that way must go through
+        ``decode_message``, which dead-letters what it cannot decode or validate.
+        """
+        messages = self._consumer.consume(max_records, timeout)
+        out: list[Message] = []
         positions = self._positions
         for msg in messages:
             err = msg.error()
             if err is not None:
                 self._on_error(err)
                 continue
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            positions[(topic, partition)] = offset + 1
-            value = msg.value()
-            if value is None:            # a tombstone (compacted topics): nothing to decode or dead-letter
+            positions[(msg.topic(), msg.partition())] = msg.offset() + 1
+            if msg.value() is None:      # a tombstone (compacted topics): nothing to decode or dead-letter
                 continue
-            try:
-                name, record = decode(topic, value, validate=self.validate)
-            except (DecodeError, ValidationError) as exc:
-                self._dead_letter(msg, exc.reason, str(exc))
-                continue
-            key = msg.key()
-            out.append(DecodedRecord(topic, partition, offset, key.decode("utf-8", "replace") if key is not None else None,
-                                     name, record, msg.timestamp()[1]))
+            out.append(msg)
         return out
+
+    def decode_message(self, msg: Message) -> DecodedRecord | None:
+        """The decoded record of a polled message, or None after dead-lettering it."""
+        topic = msg.topic()
+        try:
+            name, record = self.codec.decode_for_topic(topic, msg.value(), validate=self.validate)
+        except (DecodeError, ValidationError) as exc:
+            self._dead_letter(msg, exc.reason, str(exc))
+            return None
+        key = msg.key()
+        return DecodedRecord(topic, msg.partition(), msg.offset(),
+                             key.decode("utf-8", "replace") if key is not None else None,
+                             name, record, msg.timestamp()[1])
 
     def _dead_letter(self, msg: Any, reason: str, error: str) -> None:
         self.dead_letters.send(msg.topic(), msg.value() or b"", key=msg.key(), partition=msg.partition(),
@@ -161,6 +178,14 @@ class EventConsumer:
         """The group's committed offsets of the currently assigned partitions."""
         parts = self._consumer.committed(self._consumer.assignment(), timeout=timeout)
         return {(tp.topic, tp.partition): tp.offset for tp in parts}
+
+    def high_watermark(self, topic: str, partition: int) -> int | None:
+        """The partition's end offset as last seen by a fetch (no broker round trip); None if unknown."""
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        except KafkaException:
+            return None
+        return high if high >= 0 else None
 
     def assignment(self) -> list[TopicPartition]:
         return self._consumer.assignment()

@@ -1,11 +1,9 @@
-"""Video status as a table folded from ``video.stage-transitions``.
+"""Video status as a table folded from ``video.stage-transitions`` (and ``VideoDeleted``).
 
-The log is the durable table: a StatusTable replays the topic from the
-beginning in a consumer group of its own (unique per instance) and never
-commits, so a restarted process rebuilds exactly the same table. It counts as
-*ready* once it has consumed up to the end offsets that existed when it
-started; callers (the API, ``framelog status``) wait for that with a deadline
-instead of answering from a half-loaded table.
+The log is the durable table: a StatusTable is a ``ReplayedTable`` (see
+``streams.replay``): it replays the topics from the beginning and counts as
+ready once caught up, so a restarted process rebuilds the same table and
+callers (the API, ``framelog status``) never answer from a half-loaded one.
 
 Folding rules, per video and stage (``StatusFold``, no I/O):
 
@@ -15,25 +13,23 @@ Folding rules, per video and stage (``StatusFold``, no I/O):
   (attempt, terminal-for-the-attempt, event_time, state rank, progress): a lower attempt
   is stale, and a 'started'/'progress' arriving after the same attempt
   'succeeded'/'failed'/'retrying' is stale;
-* overall: ``failed`` if a stage failed (error names the stage and reason),
-  ``ready`` once the pipeline's last stage succeeded, else ``processing``.
+* overall: ``deleted`` once a VideoDeleted was seen (for good: a transition
+  of a job still running at deletion changes nothing), else ``failed`` if a
+  stage failed (error names the stage and reason), ``ready`` once the
+  pipeline's last stage succeeded, else ``processing``.
 """
 from __future__ import annotations
 
 import copy
 import logging
-import threading
-import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
-from confluent_kafka import OFFSET_INVALID, TopicPartition
+from typing import Any, Callable, Mapping, Sequence
 
 from framelog.config import Config
 from framelog.streams import topics
-from framelog.streams.consumer import DecodedRecord, EventConsumer
+from framelog.streams.consumer import DecodedRecord
+from framelog.streams.replay import ReplayedTable
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +86,7 @@ class StatusFold:
     def __init__(self, stage_names: Sequence[str]):
         self.stage_names = tuple(stage_names)
         self.videos: dict[str, VideoStatus] = {}
+        self.deleted: dict[str, int] = {}          # video id -> when it was deleted (epoch ms)
         self.applied = 0
         self.ignored = 0
 
@@ -128,6 +125,10 @@ class StatusFold:
         self.applied += 1
         return True
 
+    def delete(self, video_id: str, event_time_ms: int) -> None:
+        """Fold a VideoDeleted: the video's status is ``deleted`` from now on (the earliest deletion counts)."""
+        self.deleted[video_id] = min(event_time_ms, self.deleted.get(video_id, event_time_ms))
+
     def _ordered(self, video: VideoStatus) -> list[StageStatus]:
         rank = {name: i for i, name in enumerate(self.stage_names)}
         return sorted(video.stages.values(), key=lambda s: (rank.get(s.stage, len(rank)), s.stage))
@@ -135,6 +136,12 @@ class StatusFold:
     def view(self, video_id: str) -> dict[str, Any] | None:
         """The API's answer for one video, or None if the log never mentioned it."""
         video = self.videos.get(video_id)
+        deleted_ms = self.deleted.get(video_id)
+        if deleted_ms is not None:
+            return {"video_id": video_id, "job_id": video.job_id if video else None, "state": "deleted",
+                    "current_stage": None, "progress": 0.0,
+                    "stages": {s.stage: s.to_dict() for s in self._ordered(video)} if video else {},
+                    "error": None, "updated_at": _iso(deleted_ms), "deleted_at": _iso(deleted_ms)}
         if video is None:
             return None
         stages = self._ordered(video)
@@ -169,156 +176,39 @@ class StatusFold:
         }
 
 
-class _ReplayConsumer(EventConsumer):
-    """An EventConsumer that also reports where it stands against the partitions' end offsets.
-
-    Positions come from librdkafka (not from the records returned), so
-    tombstones and dead-lettered records count as consumed too.
-    """
-
-    def partitions(self, topic: str, timeout: float) -> list[int]:
-        meta = self._consumer.list_topics(topic, timeout=timeout)
-        t = meta.topics.get(topic)
-        if t is None or t.error is not None:
-            raise RuntimeError(f"topic {topic}: {t.error if t is not None else 'not found'}")
-        return sorted(t.partitions)
-
-    def watermarks(self, topic: str, timeout: float) -> dict[int, tuple[int, int]]:
-        return {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
-                for p in self.partitions(topic, timeout)}
-
-    def positions(self) -> dict[tuple[str, int], int]:
-        assigned = self._consumer.assignment()
-        if not assigned:
-            return {}
-        return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned)}
-
-
-class StatusTable:
-    """A live, replayed view of ``video.stage-transitions``; thread-safe reads."""
+class StatusTable(ReplayedTable):
+    """A live, replayed view of ``video.stage-transitions`` (and deletions on ``video.uploads``)."""
 
     def __init__(self, config: Config, *, topic: str = topics.STAGE_TRANSITIONS, group_id: str | None = None):
-        self.config = config
+        super().__init__(config, (topic, topics.UPLOADS), group_prefix="framelog-status", group_id=group_id)
         self.topic = topic
-        self.group_id = group_id or f"framelog-status-{uuid.uuid4().hex[:12]}"
-        self._fold = StatusFold(config.pipeline.stage_names)
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._targets: dict[int, tuple[int, int]] | None = None    # partition -> (low, high) at start
-        self._progress_cond = threading.Condition()
-        self.last_error: str | None = None
-        self.records = 0
+        self._fold_state = StatusFold(config.pipeline.stage_names)
 
-    # ------------------------------------------------------------ lifecycle
-
-    def start(self) -> "StatusTable":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"status-table-{self.group_id}", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def __enter__(self) -> "StatusTable":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
-    def wait_ready(self, timeout: float) -> bool:
-        """True once the table has caught up with the log as it was at start; False at the deadline."""
-        return self._ready.wait(timeout)
+    def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
+        if isinstance(record, DecodedRecord):
+            if record.name == "VideoDeleted":
+                self._fold_state.delete(record.value["video_id"], _millis(record.value.get("event_time")))
+                return
+            if record.name != "StageTransition":
+                return
+            record = record.value
+        self._fold_state.apply(record)
 
     # ------------------------------------------------------------ reads
 
     def get(self, video_id: str) -> dict[str, Any] | None:
         with self._lock:
-            return copy.deepcopy(self._fold.view(video_id))
+            return copy.deepcopy(self._fold_state.view(video_id))
 
     def video_ids(self) -> list[str]:
         with self._lock:
-            return sorted(self._fold.videos)
+            return sorted(self._fold_state.videos)
 
     def wait_for(self, video_id: str, predicate: Callable[[dict[str, Any] | None], bool],
                  timeout: float) -> dict[str, Any] | None:
         """Wait until ``predicate(view)`` holds for a video (the view may be None); returns the last view."""
-        deadline = time.monotonic() + timeout
-        view = self.get(video_id)
-        while not predicate(view):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return view
-            with self._progress_cond:
-                self._progress_cond.wait(min(left, 0.5))
-            view = self.get(video_id)
-        return view
-
-    def apply(self, records: Iterable[DecodedRecord | Mapping[str, Any]]) -> None:
-        """Fold records (DecodedRecords of StageTransition, or plain dicts); used by the thread and tests."""
-        with self._lock:
-            for r in records:
-                if isinstance(r, DecodedRecord):
-                    if r.name != "StageTransition":
-                        continue
-                    r = r.value
-                self._fold.apply(r)
-                self.records += 1
-        with self._progress_cond:
-            self._progress_cond.notify_all()
-
-    # ------------------------------------------------------------ the consuming thread
-
-    def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            consumer = None
-            try:
-                consumer = _ReplayConsumer(self.config, self.group_id, [self.topic],
-                                           **{"auto.offset.reset": "earliest"})
-                if self._targets is None:
-                    self._targets = consumer.watermarks(self.topic, timeout=10.0)
-                    log.info("status table %s: replaying %s up to %s", self.group_id, self.topic, self._targets)
-                backoff = 0.5
-                while not self._stop.is_set():
-                    self.apply(consumer.poll_batch(1000, 0.2))
-                    if not self._ready.is_set() and self._caught_up(consumer):
-                        log.info("status table %s: caught up (%d records)", self.group_id, self.records)
-                        self.last_error = None
-                        self._ready.set()
-            except Exception as exc:  # noqa: BLE001 - keep replaying through broker trouble
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("status table %s: %s; retrying in %.1fs", self.group_id, self.last_error, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                if consumer is not None:
-                    try:
-                        consumer.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-                # a replacement consumer replays from the beginning again: the fold is idempotent
-                # (an event never orders after itself), so the table stays as it is meanwhile
-
-    def _caught_up(self, consumer: _ReplayConsumer) -> bool:
-        targets = self._targets or {}
-        pending = {p: hi for p, (lo, hi) in targets.items() if hi > lo}
-        if not pending:
-            return True
-        positions = consumer.positions()
-        for p, hi in pending.items():
-            pos = positions.get((self.topic, p), OFFSET_INVALID)
-            if pos < 0 or pos < hi:
-                return False
-        return True
+        self.wait_until(lambda: predicate(self.get(video_id)), timeout)
+        return self.get(video_id)
 
 
 def read_status(config: Config, video_id: str, timeout: float = 30.0) -> dict[str, Any] | None:

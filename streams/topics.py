@@ -50,6 +50,7 @@ PLAYBACK_EVENTS = "playback.events"
 QUALITY_SWITCHES = "playback.quality-switches"
 TIER_TRANSITIONS = "storage.tier-transitions"
 CDN_COMMANDS = "cdn.commands"
+ACCESS = "video.access"
 
 
 def pipeline_topic(stage: str) -> str:
@@ -73,6 +74,9 @@ def _data_topics(config: Config) -> list[TopicSpec]:
                   description="storage-class decisions per rendition, and restore requests"),
         TopicSpec(CDN_COMMANDS, ("CacheWarm", "CacheInvalidate"), retention_ms=7 * DAY_MS,
                   description="edge cache warm and purge commands"),
+        TopicSpec(ACCESS, ("AccessPolicy", "ShareLink"),
+                  description="who may watch a video (policy snapshots) and its share links issued/revoked; "
+                              "kept forever, not compacted: a revocation must outlive later policy changes"),
     ]
     topics += [
         TopicSpec(pipeline_topic(stage.name), ("StageRequest",),

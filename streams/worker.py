@@ -20,11 +20,13 @@ from framelog.config import Config
 log = logging.getLogger(__name__)
 
 INTAKE = "intake"
+CDN = "cdn"            # edge purges/warms, popularity warming, edge metrics (streams/agents/cdn.py)
+TIERING = "tiering"    # access counts, tier decisions, storage-class moves (streams/agents/tiering.py)
 RESTART_BACKOFF = 2.0
 
 
 def groups(config: Config) -> list[str]:
-    return [INTAKE, *config.pipeline.stage_names]
+    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING]
 
 
 def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
@@ -59,6 +61,16 @@ def run_group(config: Config, group: str) -> int:
     emitter = AsyncEmitter(config, codec)
     if group == INTAKE:
         register_intake(app, config, codec, emitter)
+    elif group == CDN:
+        from framelog.processors.tokens import load_or_create_secret
+        from framelog.streams.agents.cdn import ensure_state_topics, register_cdn
+
+        ensure_state_topics(config)
+        register_cdn(app, config, codec, emitter, secret=load_or_create_secret(config))
+    elif group == TIERING:
+        from framelog.streams.agents.tiering import register_tiering
+
+        register_tiering(app, config, codec, emitter)
     else:
         from framelog.jobs.registry import handler_for
         from framelog.jobs.store import S3ResultStore

@@ -16,12 +16,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from typing import Mapping
 
 from framelog.config import Config
 from framelog.jobs.base import JobContext, PermanentJobError
 from framelog.processors import cache_control as cc
-from framelog.processors.media import analysis, hls, optimization, thumbnails, validation
-from framelog.processors.media.probe import probe
+from framelog.processors.media import analysis, captions, hls, optimization, thumbnails, validation
+from framelog.processors.media.probe import MediaInfo, probe
 from framelog.sinks.object_store import ObjectStore
 
 SOURCE_NAME = "source"
@@ -103,10 +104,11 @@ class ThumbnailJob:
 
 @dataclass
 class AiProcessingJob:
-    """Chapters from scene changes, black and silent stretches, EBU R128 loudness.
+    """Chapters from scene changes, black and silent stretches, EBU R128 loudness,
+    and captions from speech (pocketsphinx's bundled model, offline).
 
-    No speech-to-text: no offline model ships in a registry package we can use
-    here, so captions are not produced (see the README).
+    ``captions`` in the outputs says what happened: ``ok``, or why there are
+    none (``no_audio``, ``no_speech``, ``too_long``, ``disabled``, ``timed_out``).
     """
     config: Config
     store: ObjectStore
@@ -115,24 +117,40 @@ class AiProcessingJob:
     def run(self, ctx: JobContext) -> dict[str, str]:
         src = _source(ctx, self.store)
         m = self.config.media
-        result = analysis.analyze(src, scene_threshold=m.scene_threshold, min_chapter_seconds=m.min_chapter,
-                                  black_min_duration=m.black_min_duration, silence_noise_db=m.silence_noise_db,
-                                  silence_min_duration=m.silence_min_duration, progress=ctx.progress)
+        info = probe(src)
+        speech_share = 0.0 if captions.skip_reason(info, m.captions) else 0.5
+        result = analysis.analyze(src, info=info, scene_threshold=m.scene_threshold,
+                                  min_chapter_seconds=m.min_chapter, black_min_duration=m.black_min_duration,
+                                  silence_noise_db=m.silence_noise_db, silence_min_duration=m.silence_min_duration,
+                                  progress=lambda f: ctx.progress(f * (1 - speech_share)))
         key = f"{ctx.staging_prefix}/analysis.json"
         self.store.put_bytes(key, result.to_json().encode(), "application/json")
-        chapters_vtt = "WEBVTT\n\n" + "".join(
-            f"{_vtt(c.start)} --> {_vtt(c.end)}\n{c.title}\n\n" for c in result.chapters)
+        chapters_vtt = captions.webvtt([captions.Cue(c.start, c.end, c.title) for c in result.chapters])
         chapters_key = f"{ctx.staging_prefix}/chapters.vtt"
         self.store.put_bytes(chapters_key, chapters_vtt.encode(), "text/vtt")
-        return {"analysis_key": key, "chapters_key": chapters_key, "chapter_count": str(len(result.chapters)),
-                "loudness_lufs": f"{result.loudness.integrated_lufs:.1f}" if result.loudness and
-                result.loudness.integrated_lufs is not None else ""}
+        outputs = {"analysis_key": key, "chapters_key": chapters_key, "chapter_count": str(len(result.chapters)),
+                   "loudness_lufs": f"{result.loudness.integrated_lufs:.1f}" if result.loudness and
+                   result.loudness.integrated_lufs is not None else ""}
+        return {**outputs, **self._captions(ctx, src, info, speech_share)}
 
-
-def _vtt(t: float) -> str:
-    h, rem = divmod(max(t, 0.0), 3600)
-    m, s = divmod(rem, 60)
-    return f"{int(h):02d}:{int(m):02d}:{s:06.3f}"
+    def _captions(self, ctx: JobContext, src: Path, info: MediaInfo, share: float) -> dict[str, str]:
+        settings = self.config.media.captions
+        reason = captions.skip_reason(info, settings)
+        if reason:
+            return {"captions": reason}
+        try:
+            found = captions.transcribe(src, ctx.workdir, settings, info=info,
+                                        progress=lambda f: ctx.progress(1 - share + f * share))
+        except captions.CaptionsTimedOut as exc:      # captions are an extra: the video goes on without
+            return {"captions": "timed_out", "captions_error": str(exc)}
+        if found is None:
+            return {"captions": "no_speech"}
+        json_key = f"{ctx.staging_prefix}/captions.json"
+        self.store.put_bytes(json_key, captions.cues_to_json(found).encode(), "application/json")
+        vtt_key = f"{ctx.staging_prefix}/captions.vtt"
+        self.store.put_bytes(vtt_key, found.to_webvtt().encode(), "text/vtt")
+        return {"captions": "ok", "captions_key": json_key, "captions_vtt_key": vtt_key,
+                "captions_language": found.language, "caption_cue_count": str(len(found.cues))}
 
 
 @dataclass
@@ -153,6 +171,7 @@ class OptimizationJob:
         report = optimization.optimize(src, result, faststart_out=mp4, sample_seconds=m.quality_sample,
                                        min_ssim_gain_db=m.min_ssim_gain_db, min_psnr_gain_db=m.min_psnr_gain_db,
                                        apply=True, progress=ctx.progress)
+        subtitles = self._subtitles(ctx, result, [r for r in result.renditions if r.name in report.pruning.kept])
         master_key = f"{ctx.staging_prefix}/master.m3u8"
         self.store.upload_file(hls_dir / hls.MASTER_NAME, master_key, "application/vnd.apple.mpegurl")
         mp4_key = f"{ctx.staging_prefix}/faststart.mp4"
@@ -161,7 +180,23 @@ class OptimizationJob:
         self.store.put_json(report_key, report.to_dict())
         return {"master_staging_key": master_key, "mp4_staging_key": mp4_key, "optimization_key": report_key,
                 "kept_renditions": ",".join(report.pruning.kept),
-                "dropped_renditions": ",".join(report.pruning.dropped)}
+                "dropped_renditions": ",".join(report.pruning.dropped), **subtitles}
+
+    def _subtitles(self, ctx: JobContext, result: hls.HlsResult, kept: list[hls.Rendition]) -> dict[str, str]:
+        """The captions as an HLS subtitles rendition on the video's segment grid, named in the master."""
+        if not ctx.inputs.get("captions_key"):
+            return {}
+        found = captions.cues_from_json(self.store.get_bytes(ctx.inputs["captions_key"]) or b"{}")
+        offset = hls.media_start_pts(result, ctx.workdir)
+        duration = max(r.duration for r in result.renditions)
+        segments = [(d, captions.webvtt(cues, mpegts_offset=offset))
+                    for d, cues in captions.segment_cues(found.cues, duration, result.segment_duration)]
+        track = hls.write_subtitle_track(result.out_dir, segments, language=found.language,
+                                         name=captions.language_name(found.language))
+        hls.write_master(result.out_dir, kept, [track])
+        prefix = f"{ctx.staging_prefix}/{hls.SUBTITLES_DIR}"
+        self.store.upload_dir(result.out_dir / hls.SUBTITLES_DIR, prefix)
+        return {"subtitles_prefix": prefix, "subtitles_playlist": track.playlist}
 
 
 @dataclass
@@ -180,6 +215,20 @@ class CdnUploadJob:
     def _publish(self, src: str, dst: str) -> None:
         h = cc.headers_for_key(dst, self.config)
         self.store.copy(src, dst, headers={"ContentType": h["Content-Type"], "CacheControl": h["Cache-Control"]})
+
+    def _publish_captions(self, vid: str, inputs: Mapping[str, str]) -> dict[str, str]:
+        """The subtitles rendition (segments before their playlist) and the whole-file WebVTT."""
+        meta: dict[str, str] = {}
+        if inputs.get("subtitles_prefix"):
+            prefix = inputs["subtitles_prefix"]
+            for key in sorted(self.store.keys(prefix + "/"), key=lambda k: k.endswith(hls.PLAYLIST_NAME)):
+                self._publish(key, f"hls/{vid}/{hls.SUBTITLES_DIR}/{key[len(prefix) + 1:]}")
+            meta = {"captions_playlist_key": f"hls/{vid}/{inputs['subtitles_playlist']}",
+                    "captions_language": inputs.get("captions_language", "")}
+        if inputs.get("captions_vtt_key"):
+            meta["captions_key"] = f"hls/{vid}/{hls.SUBTITLES_DIR}/captions.vtt"
+            self._publish(inputs["captions_vtt_key"], meta["captions_key"])
+        return meta
 
     def run(self, ctx: JobContext) -> dict[str, str]:
         vid = ctx.video_id
@@ -216,6 +265,7 @@ class CdnUploadJob:
             thumbs.append(dst)
         chapters = f"thumbnails/{vid}/chapters.vtt"
         self._publish(inputs["chapters_key"], chapters)
+        captions_meta = self._publish_captions(vid, inputs)
         self.store.copy(inputs["analysis_key"], f"meta/{vid}/analysis.json",
                         headers={"ContentType": "application/json", "CacheControl": "no-cache"})
         self._publish(inputs["mp4_staging_key"], inputs["source_key"])
@@ -229,6 +279,7 @@ class CdnUploadJob:
                  "key_id": hls_key_object(vid) if inputs.get("hls_key_staging") else None,
                  "metadata": {"source_key": inputs["source_key"], "quality": inputs.get("quality", ""),
                               "owner_id": inputs.get("owner_id", ""),
-                              "dropped_renditions": inputs.get("dropped_renditions", "")}}
+                              "dropped_renditions": inputs.get("dropped_renditions", ""),
+                              "captions": inputs.get("captions", ""), **captions_meta}}
         ctx.progress(1.0)
         return {"master_playlist_key": master, "asset": json.dumps(asset), "warm_paths": json.dumps(warm)}

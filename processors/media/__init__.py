@@ -7,5 +7,6 @@ ladder           plan_ladder(): rungs from hls_config, never upscaled, aspect ke
 hls              package_hls(): one decode -> all rungs, AES-128, measured master playlist
 thumbnails       poster, periodic thumbnails, sprite sheet, WebVTT storyboard
 analysis         scene changes -> chapters, black frames, silence, EBU R128 loudness, one pass
+captions         speech -> timed WebVTT cues (pocketsphinx's bundled model, offline, in a child process)
 optimization     faststart remux, SSIM/PSNR per rung, per-title ladder pruning
 """

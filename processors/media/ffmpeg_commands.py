@@ -270,6 +270,15 @@ def analysis_args(src: PathLike, *, has_video: bool, has_audio: bool, scene_thre
             "-filter_complex", ";".join(parts), *maps, "-f", "null", "-"]
 
 
+# ---------------------------------------------------------------- captions
+
+def speech_pcm_args(src: PathLike, out: PathLike, *, sample_rate: int) -> list[str]:
+    """The first audio track as mono 16-bit little-endian PCM at ``sample_rate`` (what
+    speech recognisers read), raw, without a header."""
+    return [FFMPEG, "-hide_banner", "-nostdin", "-y", "-v", "error", "-i", str(src), "-map", "0:a:0", "-vn",
+            "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "s16le", str(out)]
+
+
 # ---------------------------------------------------------------- optimization
 
 def faststart_args(src: PathLike, out: PathLike) -> list[str]:
@@ -311,6 +320,7 @@ __all__ = [
     "FFMPEG", "FFPROBE", "DEFAULT_PRESET", "DEFAULT_AUDIO_BITRATE", "FfmpegError", "RunResult", "RungSpec",
     "ffprobe_json", "ffprobe_args", "run_json", "run_ffmpeg", "decode_check_args", "count_frames_args",
     "hls_ladder_args", "seed_per_profile_commands", "poster_args", "thumbnails_sprite_args", "analysis_args",
+    "speech_pcm_args",
     "faststart_args", "quality_compare_args", "hls_input_options", "decode_hls_args", "probe_hls_args",
 ]
 

@@ -20,6 +20,7 @@ level) plus ``mp4a.40.2`` only when the source has audio.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -34,6 +35,9 @@ from framelog.processors.media.ladder import Level, Rung, plan_ladder
 from framelog.processors.media.probe import MediaInfo, probe
 
 MASTER_NAME = "master.m3u8"
+SUBTITLES_DIR = "subtitles"
+SUBTITLES_GROUP = "subs"
+MPEGTS_CLOCK = 90000
 PLAYLIST_NAME = "playlist.m3u8"
 AUDIO_CODEC = "mp4a.40.2"
 MAX_FPS = 60.0
@@ -199,14 +203,74 @@ def measure_rendition(rung: Rung, out_dir: Path, fps: float, codecs: str) -> Ren
                      f"{rung.name}/{PLAYLIST_NAME}", total, size, segs)
 
 
-def master_playlist_text(renditions: Iterable[Rendition]) -> str:
-    """The seed's master template (#EXT-X-VERSION:6), one EXT-X-STREAM-INF per rendition."""
+@dataclass(frozen=True)
+class SubtitleTrack:
+    """A WebVTT subtitles rendition (EXT-X-MEDIA TYPE=SUBTITLES) of the master playlist."""
+    language: str      # BCP 47, e.g. "en-US"
+    name: str          # what a player's menu shows
+    playlist: str      # relative to out_dir, e.g. "subtitles/en-us/playlist.m3u8"
+    default: bool = False
+
+
+def master_playlist_text(renditions: Iterable[Rendition], subtitles: Sequence[SubtitleTrack] = ()) -> str:
+    """The seed's master template (#EXT-X-VERSION:6), one EXT-X-STREAM-INF per rendition.
+
+    Subtitle tracks become EXT-X-MEDIA TYPE=SUBTITLES entries of one group that
+    every variant names (RFC 8216 §4.3.4.1 and §4.3.4.2, SUBTITLES attribute).
+    """
     lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for t in subtitles:
+        yes_no = "YES" if t.default else "NO"
+        lines.append(f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{SUBTITLES_GROUP}",NAME="{t.name}",'
+                     f'LANGUAGE="{t.language}",DEFAULT={yes_no},AUTOSELECT=YES,FORCED=NO,URI="{t.playlist}"')
+    group = f',SUBTITLES="{SUBTITLES_GROUP}"' if subtitles else ""
     for r in renditions:
         lines.append(f"#EXT-X-STREAM-INF:BANDWIDTH={r.bandwidth},AVERAGE-BANDWIDTH={r.average_bandwidth},"
-                     f"RESOLUTION={r.resolution},FRAME-RATE={r.frame_rate:.3f},CODECS=\"{r.codecs}\"")
+                     f"RESOLUTION={r.resolution},FRAME-RATE={r.frame_rate:.3f},CODECS=\"{r.codecs}\"{group}")
         lines.append(r.playlist)
     return "\n".join(lines) + "\n"
+
+
+def write_master(out_dir: Path, renditions: Iterable[Rendition], subtitles: Sequence[SubtitleTrack] = ()) -> Path:
+    master = Path(out_dir) / MASTER_NAME
+    master.write_text(master_playlist_text(renditions, subtitles))
+    return master
+
+
+def write_subtitle_track(out_dir: Path, segments: Sequence[tuple[float, str]], *, language: str,
+                         name: str) -> SubtitleTrack:
+    """WebVTT segments (duration, text) and their VOD media playlist under ``subtitles/<language>/``.
+
+    The segments should follow the video's segmentation (same target duration),
+    each holding every cue shown during it, so a player fetches captions as it
+    fetches video.
+    """
+    rel = f"{SUBTITLES_DIR}/{language.lower()}"
+    directory = Path(out_dir) / rel
+    directory.mkdir(parents=True, exist_ok=True)
+    target = max(1, math.ceil(max((d for d, _ in segments), default=1.0)))
+    lines = ["#EXTM3U", "#EXT-X-VERSION:6", f"#EXT-X-TARGETDURATION:{target}", "#EXT-X-MEDIA-SEQUENCE:0",
+             "#EXT-X-PLAYLIST-TYPE:VOD"]
+    for i, (duration, text) in enumerate(segments):
+        seg = f"segment_{i:05d}.vtt"
+        (directory / seg).write_text(text)
+        lines += [f"#EXTINF:{duration:.3f},", seg]
+    lines.append("#EXT-X-ENDLIST")
+    (directory / PLAYLIST_NAME).write_text("\n".join(lines) + "\n")
+    return SubtitleTrack(language, name, f"{rel}/{PLAYLIST_NAME}")
+
+
+def media_start_pts(result: "HlsResult", scratch: Path) -> int:
+    """The 90 kHz MPEG-TS timestamp at which the renditions start (ffmpeg shifts them,
+    typically to 1.4 s): what a WebVTT X-TIMESTAMP-MAP ties cue time 0 to."""
+    key_path = None
+    if result.key:
+        key_path = scratch / "start-pts.key"
+        key_path.write_bytes(result.key)
+    first = result.renditions[0]
+    local = write_local_playlist(result.out_dir / first.playlist, key_path, scratch / "start-pts.m3u8")
+    data = fc.run_json(fc.ffprobe_args(local, entries="format=start_time", extra=fc.hls_input_options()))
+    return round(float((data.get("format") or {}).get("start_time") or 0.0) * MPEGTS_CLOCK)
 
 
 # ---------------------------------------------------------------- the job
@@ -254,8 +318,7 @@ def package_hls(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], vi
             renditions.append(measure_rendition(r, out, fps, codecs))
     finally:
         shutil.rmtree(private, ignore_errors=True)
-    master = out / MASTER_NAME
-    master.write_text(master_playlist_text(renditions))
+    master = write_master(out, renditions)
     return HlsResult(video_id, out, master, tuple(renditions), hls.segment_duration, bool(encrypt), key, iv, key_uri,
                      info.has_audio, time.monotonic() - started)
 

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from framelog.processors.media import ffmpeg_commands as fc
-from framelog.processors.media.hls import (HlsResult, MASTER_NAME, PLAYLIST_NAME, master_playlist_text,
-                                           write_local_playlist)
+from framelog.processors.media.hls import HlsResult, PLAYLIST_NAME, write_local_playlist, write_master
 from framelog.processors.media.probe import MediaInfo, probe
 
 DEFAULT_SAMPLE_SECONDS = 20.0
@@ -165,8 +164,7 @@ def evaluate_ladder(src: str | os.PathLike[str], hls: HlsResult, *, info: MediaI
 def apply_pruning(hls: HlsResult, decision: PruneDecision, *, delete_files: bool = True) -> Path:
     """Rewrite master.m3u8 without the dropped renditions (and delete their directories)."""
     kept = [r for r in hls.renditions if r.name in decision.kept]
-    master = hls.out_dir / MASTER_NAME
-    master.write_text(master_playlist_text(kept))
+    master = write_master(hls.out_dir, kept)
     if delete_files:
         for name in decision.dropped:
             shutil.rmtree(hls.out_dir / name, ignore_errors=True)

@@ -1,29 +1,59 @@
-"""Prometheus metrics of the analytics sink (views, shares, likes, ingest rate, insert latency)."""
+"""Prometheus metrics of the analytics sink.
+
+* ``framelog_playback_events_total{type}`` and ``video_{views,shares,likes}_total``:
+  events *written* to ClickHouse (after the event_id filter), so a client retry
+  is counted once, as in the rollups; ``rate()`` of the first is the ingest rate.
+* ``framelog_analytics_insert_seconds{table}``: latency of one insert (one
+  partition's batch, rollup views included).
+* ``framelog_analytics_sink_lag_records{topic,partition}``: records in the
+  partition after the last committed offset (the high watermark the consumer
+  last saw minus the commit), set at every commit.
+* ``framelog_analytics_sink_lag_seconds{topic,partition}``: at the last commit,
+  how long ago the newest committed record was appended to Kafka.
+* ``framelog_sink_step_seconds``: one poll's worth of sink work (inserts included).
+"""
 from __future__ import annotations
 
-from collections import Counter as Counter_
-from typing import Sequence
+from typing import Mapping
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS = Counter("framelog_playback_events_total", "Playback events consumed by the analytics sink", ["type"])
-VIEWS = Counter("video_views_total", "Views (view_start / video_view events) consumed")
-SHARES = Counter("video_shares_total", "Shares consumed")
-LIKES = Counter("video_likes_total", "Likes consumed")
+EVENTS = Counter("framelog_playback_events_total", "Playback events written by the analytics sink", ["type"])
+VIEWS = Counter("video_views_total", "Views (view_start / video_view events) written")
+SHARES = Counter("video_shares_total", "Shares written")
+LIKES = Counter("video_likes_total", "Likes written")
 STEP_SECONDS = Histogram("framelog_sink_step_seconds", "Time to add a polled batch to the sink (inserts included)")
+INSERT_SECONDS = Histogram("framelog_analytics_insert_seconds", "One ClickHouse insert of one partition's batch",
+                           ["table"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LAG_RECORDS = Gauge("framelog_analytics_sink_lag_records", "Records after the sink's last committed offset",
+                    ["topic", "partition"])
+LAG_SECONDS = Gauge("framelog_analytics_sink_lag_seconds",
+                    "At the last commit: seconds since the newest committed record was appended to Kafka",
+                    ["topic", "partition"])
 
 _BY_TYPE = {"view_start": VIEWS, "video_view": VIEWS, "share": SHARES, "like": LIKES}
 
 
-def observe_step(records: Sequence, seconds: float) -> None:
-    if not records:
-        return
-    counts = Counter_()
-    for r in records:
-        counts[r.value.get("type", "quality_switch") if r.name == "PlaybackEvent" else "quality_switch"] += 1
-    for kind, n in counts.items():          # one labels() lookup per type, not per record
+def count_written(type_counts: Mapping[str, int]) -> None:
+    for kind, n in type_counts.items():          # one labels() lookup per type, not per record
+        if not n:
+            continue
         EVENTS.labels(kind).inc(n)
         counter = _BY_TYPE.get(kind)
         if counter is not None:
             counter.inc(n)
+
+
+def observe_insert(table: str, seconds: float) -> None:
+    INSERT_SECONDS.labels(table).observe(seconds)
+
+
+def observe_step(seconds: float) -> None:
     STEP_SECONDS.observe(seconds)
+
+
+def set_lag(topic: str, partition: int, records: int | None, seconds: float | None) -> None:
+    if records is not None:
+        LAG_RECORDS.labels(topic, str(partition)).set(max(0, records))
+    if seconds is not None:
+        LAG_SECONDS.labels(topic, str(partition)).set(max(0.0, seconds))

@@ -1,9 +1,10 @@
 """The analytics sink loop: playback topics → ClickHouseSink → commit.
 
-The consumer polls decoded records (bad ones are dead-lettered by the
-consumer), the sink batches them by size and age and writes each partition's
-batch with a deterministic deduplication token, and offsets are committed
-only from the sink's ``on_committed`` callback, i.e. after the insert
+The consumer polls undecoded messages, the sink batches them by size and age
+and writes each partition's batch with a deterministic deduplication token
+(letting ClickHouse decode the Avro where it can; records it must decode itself
+go through the consumer's codec, which dead-letters bad ones), and offsets are
+committed only from the sink's ``on_committed`` callback, i.e. after the insert
 returned. A kill -9 anywhere replays from the last commit; the tokens and the
 event-id window make the replay count once.
 """
@@ -41,24 +42,33 @@ class AnalyticsSinkRunner:
             apply_migrations(self.client, config)
         self.consumer = EventConsumer(config, group_id, list(SOURCE_TOPICS),
                                       codec=AvroCodec(config, timestamps=MILLIS))
-        self.sink = ClickHouseSink(self.client, config, on_committed=self._commit)
+        self.sink = ClickHouseSink(self.client, config, on_committed=self._commit,
+                                   decode=self.consumer.decode_message)
         self.stop_event = threading.Event()
         self.rows_written = 0
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         self.consumer.commit(offsets)
+        now_ms = time.time() * 1000
+        for (topic, partition), next_offset in offsets.items():
+            high = self.consumer.high_watermark(topic, partition)
+            newest = self.sink.last_record_ms.get((topic, partition))
+            metrics.set_lag(topic, partition, None if high is None else high - next_offset,
+                            None if newest is None else (now_ms - newest) / 1000)
 
     def step(self) -> int:
         """One poll: add what came, flush what is due. Returns records polled."""
-        records = self.consumer.poll_batch(POLL_MAX_RECORDS, POLL_TIMEOUT)
+        messages = self.consumer.poll_raw(POLL_MAX_RECORDS, POLL_TIMEOUT)
         with self.lock:
             started = time.perf_counter()
-            for r in records:
-                self.sink.add(r.value, r.topic, r.partition, r.offset)
-            if not records:
+            add = self.sink.add
+            for m in messages:
+                add(m, m.topic(), m.partition(), m.offset())
+            if not messages:
                 self.sink.poll()
-            metrics.observe_step(records, time.perf_counter() - started)
-        return len(records)
+            else:
+                metrics.observe_step(time.perf_counter() - started)
+        return len(messages)
 
     def run(self) -> None:
         log.info("analytics sink consuming %s into %s", SOURCE_TOPICS, self.config.clickhouse_dsn)

@@ -29,9 +29,23 @@ late duplicate disappears from raw data on merge (exact with ``FINAL``), but
 the rollup rows already counted it. A duplicate with a *different* event time
 for the same event_id is a different row for ClickHouse.
 
-The embedded engine: inserts go through clickhouse-connect's Arrow path
-(``insert_arrow``: one ``INSERT ... FORMAT Arrow`` per batch), with
-``async_insert=0`` so that "insert returned" means "data is in a part".
+Two insert paths, one token scheme. Records arrive undecoded (Kafka messages,
+from ``EventConsumer.poll_raw``):
+
+* **engine path** (raw table with ``avro_record``): when every record of the
+  batch is single-object encoded with the current writer schema, the bodies are
+  concatenated into one Avro container block (:mod:`.avro_blocks`) and sent as
+  ``INSERT ... FORMAT Avro``; ClickHouse decodes and checks them (types, UUIDs,
+  the semantic rules as table constraints), Python only slices bytes.
+* **Python path** (other writer schemas, the Confluent wire format, quality
+  switches, or a block the engine refused): each record is decoded and validated
+  by the consumer's codec (what fails is dead-lettered), converted to Arrow
+  columns and sent as ``INSERT ... FORMAT Arrow``.
+
+A refused block wrote nothing (one block, parsed and checked before any part is
+written), so falling back is safe; and if the refusal was not about the data,
+the Python path sends the same rows under the same token, which is then a no-op.
+Both use ``async_insert=0`` so that "insert returned" means "data is in a part".
 """
 from __future__ import annotations
 
@@ -50,6 +64,8 @@ from clickhouse_connect.driver.client import Client
 
 from framelog.config import Config
 from framelog.sinks.base.batching import Batch, BatchingSink, CommitCallback, TopicPartition
+from framelog.sinks.clickhouse import metrics
+from framelog.sinks.clickhouse.avro_blocks import AvroBlock, AvroBlockWriter
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +109,7 @@ class Column:
 class TableSpec:
     table: str
     columns: tuple[Column, ...]
+    avro_record: str | None = None     # records the engine may decode itself (see module doc)
 
     @property
     def column_names(self) -> list[str]:
@@ -135,8 +152,10 @@ PLAYBACK_EVENTS_TABLE = TableSpec("playback_events", _common_head() + (
     Column("startup_time_ms", pa.uint32(), convert=lambda v: None if v is None else int(v)),
     Column("rebuffer_duration_ms", pa.uint32(), convert=lambda v: None if v is None else int(v)),
     Column("error_code", pa.string(), convert=_as_str),
-) + _times())
+) + _times(), avro_record="PlaybackEvent")
 
+# Quality switches take the Python path: their direction is derived from the configured ladder
+# and a missing ingest_time becomes "now", neither of which the raw Avro carries.
 QUALITY_SWITCHES_TABLE = TableSpec("quality_switches", _common_head() + (
     Column("from_quality", pa.string(), "", convert=_as_str),
     Column("to_quality", pa.string(), "", convert=_as_str),
@@ -214,14 +233,23 @@ class ClickHouseSink(BatchingSink):
     def __init__(self, client: Client, config: Config, on_committed: CommitCallback | None = None, *,
                  tables: Mapping[str, TableSpec] | None = None, dedup_window: int = DEFAULT_DEDUP_WINDOW,
                  max_rows: int | None = None, max_age: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 decode: Callable[[Any], Any] | None = None, engine_decodes: bool = True):
+        """``decode``: message -> DecodedRecord (with ``.value``) or None once dead-lettered
+        (``EventConsumer.decode_message``); needed when ``add`` is given undecoded messages.
+        ``engine_decodes=False`` sends everything through the Python path."""
         super().__init__(max_rows or config.analytics.sink_batch_max_rows,
                          max_age or config.analytics.sink_batch_max_age, on_committed, clock)
         self.client = client
         self.tables = dict(DEFAULT_TABLES if tables is None else tables)
         self.dedup_window = dedup_window
+        self.decode = decode
         self._recent: dict[TopicPartition, RecentIds] = {}
         self._ranks = {q.name.lower(): q.bandwidth for q in config.hls.quality_levels}
+        self._block_writers: dict[str, AvroBlockWriter] = {
+            topic: AvroBlockWriter.for_record(spec.avro_record)
+            for topic, spec in self.tables.items() if spec.avro_record and engine_decodes}
+        self.last_record_ms: dict[TopicPartition, int] = {}   # Kafka timestamp of the newest written record
         self.stats = collections.Counter()
 
     # ------------------------------------------------------------ dedup window
@@ -252,16 +280,74 @@ class ClickHouseSink(BatchingSink):
         if (batch.topic, batch.partition) not in self._recent:
             self._recover_in_flight(spec, batch.topic, batch.partition, batch.first_offset)
         window = self._window(spec, batch.topic, batch.partition)
+        if batch.records and isinstance(batch.records[0], Mapping):      # already decoded
+            self._write_records(spec, window, batch.topic, batch.partition, batch.records, batch.offsets)
+            return
+        newest = batch.records[-1].timestamp()[1]
+        if not self._write_block(spec, window, batch):
+            records, offsets = [], []
+            for msg, off in zip(batch.records, batch.offsets):
+                decoded = self._decode(msg)
+                if decoded is not None:
+                    records.append(decoded.value)
+                    offsets.append(off)
+            self._write_records(spec, window, batch.topic, batch.partition, records, offsets)
+        if newest > 0:
+            self.last_record_ms[(batch.topic, batch.partition)] = newest
+
+    def _decode(self, msg: Any) -> Any:
+        if self.decode is None:
+            raise TypeError("ClickHouseSink got undecoded messages but no decode callback")
+        return self.decode(msg)
+
+    def _write_block(self, spec: TableSpec, window: RecentIds, batch: Batch) -> bool:
+        """The engine path; False when the batch must take the Python path instead."""
+        writer = self._block_writers.get(batch.topic)
+        if writer is None:
+            return False
+        block = writer.build(batch.topic, batch.partition, [m.value() for m in batch.records], batch.offsets, window)
+        if block is None:
+            self.stats["python_path_batches"] += 1
+            return False
+        if not block.rows:
+            self.stats["duplicates_dropped"] += block.duplicates
+            return True
+        token = dedup_token(batch.topic, batch.partition, block.offsets[0], block.offsets[-1], block.rows)
+        try:
+            self._insert_block(spec, block, token)
+        except Exception as exc:   # the data (or the engine): the Python path decides, record by record
+            self.stats["engine_refused_batches"] += 1
+            log.warning("%s[%d]@%d-%d: engine refused the Avro block (%s); decoding record by record",
+                        batch.topic, batch.partition, batch.first_offset, batch.last_offset,
+                        str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            return False
+        window.update(block.event_ids)
+        self.stats["duplicates_dropped"] += block.duplicates
+        self._written(spec, block.rows, block.type_counts)
+        return True
+
+    def _insert_block(self, spec: TableSpec, block: AvroBlock, token: str) -> None:
+        started = time.perf_counter()
+        self.client.raw_insert(spec.table, None, block.data, settings=self._insert_settings(token), fmt="Avro")
+        metrics.observe_insert(spec.table, time.perf_counter() - started)
+
+    def _written(self, spec: TableSpec, rows: int, type_counts: Mapping[str, int]) -> None:
+        self.stats["rows_written"] += rows
+        self.stats["inserts"] += 1
+        metrics.count_written(type_counts)
+
+    def _write_records(self, spec: TableSpec, window: RecentIds, topic: str, partition: int,
+                       batch_records: Sequence[Mapping[str, Any]], batch_offsets: Sequence[int]) -> None:
+        """The Python path: decoded records -> Arrow -> insert."""
         records: list[Mapping[str, Any]] = []
         offsets: list[int] = []
         fresh: set[str] = set()
-        for rec, off in zip(batch.records, batch.offsets):
+        for rec, off in zip(batch_records, batch_offsets):
             raw_id = rec.get("event_id")
             eid = canonical_event_id(raw_id)
             if eid is None:   # would fail the whole insert (UUID column): drop it, never block the partition
                 self.stats["invalid_dropped"] += 1
-                log.warning("%s[%d]@%d: dropping record with invalid event_id %r",
-                            batch.topic, batch.partition, off, raw_id)
+                log.warning("%s[%d]@%d: dropping record with invalid event_id %r", topic, partition, off, raw_id)
                 continue
             if eid in window or eid in fresh:
                 self.stats["duplicates_dropped"] += 1
@@ -276,23 +362,32 @@ class ClickHouseSink(BatchingSink):
         if spec.table == QUALITY_SWITCHES_TABLE.table:
             records = [r if r.get("direction") else {**r, "direction": quality_direction(
                 r.get("from_quality"), r.get("to_quality"), self._ranks)} for r in records]
-        table = self.to_arrow(spec, records, batch.topic, batch.partition, offsets)
-        self._insert(spec, table, dedup_token(batch.topic, batch.partition, offsets[0], offsets[-1], len(records)))
+        table = self.to_arrow(spec, records, topic, partition, offsets)
+        self._insert(spec, table, dedup_token(topic, partition, offsets[0], offsets[-1], len(records)))
         # Only after the insert returned: a failed insert is retried with the same rows and token.
         window.update(r["event_id"] for r in records)
-        self.stats["rows_written"] += len(records)
-        self.stats["inserts"] += 1
+        if spec.table == QUALITY_SWITCHES_TABLE.table:
+            counts: Mapping[str, int] = {"quality_switch": len(records)}
+        else:
+            counts = collections.Counter(r.get("type") or "unknown" for r in records)
+        self._written(spec, len(records), counts)
+
+    @staticmethod
+    def _insert_settings(token: str) -> dict[str, Any]:
+        return {
+            "insert_deduplicate": 1,
+            "insert_deduplication_token": token,
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+            "async_insert": 0,
+        }
 
     def _insert(self, spec: TableSpec, table: pa.Table, token: str) -> None:
         """One block, one token. The token is derived from the rows inserted (first and last
         offset, count), so it can be recomputed from the raw table after a crash; dependent
         views deduplicate on it too, so a re-sent block reaches each rollup exactly once."""
-        self.client.insert_arrow(spec.table, table, settings={
-            "insert_deduplicate": 1,
-            "insert_deduplication_token": token,
-            "deduplicate_blocks_in_dependent_materialized_views": 1,
-            "async_insert": 0,
-        })
+        started = time.perf_counter()
+        self.client.insert_arrow(spec.table, table, settings=self._insert_settings(token))
+        metrics.observe_insert(spec.table, time.perf_counter() - started)
 
     def _recover_in_flight(self, spec: TableSpec, topic: str, partition: int, resume_offset: int) -> None:
         """Finish the batch a crash interrupted, before consuming the partition again.

@@ -6,7 +6,7 @@ measured from the broker on scrape, so any process can export it.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -25,9 +25,13 @@ PROCESSING_DURATION = Histogram("processing_duration", "Video processing duratio
 PROCESSING_ERRORS = Counter("processing_errors", "Processing errors by type", _labels("processing_errors"))
 
 
-def observe_stage(stage: str, seconds: float, outputs: dict[str, str]) -> None:
+def observe_stage(stage: str, seconds: float, outputs: Mapping[str, str],
+                  inputs: Mapping[str, str] | None = None) -> None:
+    """``profile``: the rungs the stage made or kept; ``resolution``: the source's displayed
+    size (validation measures it, later stages carry it in their inputs)."""
     profile = outputs.get("renditions", outputs.get("kept_renditions", "")) or "-"
-    resolution = f"{outputs.get('width', '?')}x{outputs.get('height', '?')}" if "width" in outputs else "-"
+    known = outputs if "width" in outputs else (inputs or {})
+    resolution = f"{known['width']}x{known['height']}" if "width" in known and "height" in known else "-"
     PROCESSING_DURATION.labels(stage=stage, profile=profile, resolution=resolution).observe(seconds)
 
 

@@ -149,7 +149,7 @@ class StageRunner:
                 await self._fail(req, error_type, f"{message} (after {req.attempt} attempts)", original, started)
             return
         await asyncio.get_running_loop().run_in_executor(self.executor, self.store.put_marker, marker_key, outputs)
-        metrics.observe_stage(self.stage.name, time.monotonic() - started, outputs)
+        metrics.observe_stage(self.stage.name, time.monotonic() - started, outputs, req.inputs)
         await self._succeeded(req, outputs, duration_ms=int((time.monotonic() - started) * 1000))
 
     async def _run_job(self, req: StageRequest) -> dict[str, str]:

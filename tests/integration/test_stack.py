@@ -111,8 +111,9 @@ def test_s3_rejects_unknown_credentials(stack, config):
 
 def test_status_names_each_component(stack, config, capsys):
     status = stack.status()
-    assert set(status) == {"kafka", "seaweed", "clickhouse"}
-    for name in ("kafka", "seaweed"):
+    edges = {f"edge-{key}" for key in config.cdn.providers}
+    assert set(status) == {"kafka", "seaweed", "clickhouse", *edges}
+    for name in ("kafka", "seaweed", *edges):
         assert status[name]["state"] == "running" and status[name]["healthy"]
         assert status[name]["pid"] > 0
         assert status[name]["log"].endswith(f"{name}.log")

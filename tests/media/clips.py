@@ -86,6 +86,20 @@ def silent_audio(path: Path) -> Path:
     return path
 
 
+SPOKEN_SENTENCE = "Hello world. The weather today is sunny and warm. Please open the door and turn on the light."
+
+
+def speech(path: Path, text: str = SPOKEN_SENTENCE, *, duration: float = 10) -> Path:
+    """testsrc2 over ``text`` spoken by espeak-ng (offline synthesis), padded with silence to ``duration``."""
+    wav = path.with_suffix(".speech.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(wav), text], check=True,
+                   stdout=subprocess.DEVNULL)
+    _run(["-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25:duration={duration}", "-i", str(wav),
+          "-af", "apad", *X264, *AAC, "-t", str(duration), str(path)])
+    wav.unlink()
+    return path
+
+
 # ---------------------------------------------------------------- broken inputs
 
 def zero_bytes(path: Path) -> Path:
@@ -128,7 +142,7 @@ ALL = {
     "short.mp4": very_short, "odd.mp4": odd_dimensions, "vfr.mp4": variable_frame_rate,
     "scenes.mp4": scenes_and_silence, "silent.mp4": silent_audio, "empty.mp4": zero_bytes,
     "truncated.mp4": truncated, "text.mp4": text_file, "still.png": png_still,
-    "oneframe.mp4": single_frame_mp4, "audio.m4a": audio_only,
+    "oneframe.mp4": single_frame_mp4, "audio.m4a": audio_only, "speech.mp4": speech,
 }
 
 

@@ -34,7 +34,8 @@ def cfg():
     ("keys/abc/720p.key", HLS_KEYS),
     ("other/abc/poster.jpg", None),        # an image outside thumbnails/ is not a thumbnail
     ("thumbnails.jpg", None),
-    ("hls/abc/subtitles.vtt", None),
+    ("hls/abc/subtitles/en-us/segment_00000.vtt", "hls_segments"),   # a WebVTT subtitles segment
+    ("other/abc/subtitles.vtt", None),
     ("hls/abc/README", None),
     ("metadata/abc.json", None),
 ])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -54,6 +54,9 @@ def sample(name: str) -> dict:
         "CacheWarm": dict(video_id=VID, paths=["/hls/vid_01/master.m3u8"], providers=["primary_cdn"],
                           trigger="new_upload"),
         "CacheInvalidate": dict(video_id=VID, paths=["/hls/vid_01/*"], providers=[], reason="republished"),
+        "AccessPolicy": dict(video_id=VID, owner_id="alice", workspace_id="ws-1", visibility="share_link",
+                             changed_by="alice"),
+        "ShareLink": dict(video_id=VID, token_id="jti_1", action="issued", expires_at=T0 + timedelta(minutes=1), actor="alice"),
         "DeadLetter": dict(original_topic="playback.events", partition=3, offset=42, original_key=b"vid_01",
                            original_value=b"\x00garbage", reason="bad_marker", error="first bytes 0067",
                            consumer_group="sink"),

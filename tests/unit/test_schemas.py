@@ -10,7 +10,8 @@ from framelog.schemas import NAMESPACE, all_schemas, current_version, load_schem
 from framelog.streams.topics import all_topics
 
 EXPECTED = {"UploadCompleted", "VideoDeleted", "StageRequest", "StageTransition", "AssetPublished", "PlaybackEvent",
-            "QualitySwitch", "TierTransition", "RestoreRequest", "CacheWarm", "CacheInvalidate", "DeadLetter"}
+            "QualitySwitch", "TierTransition", "RestoreRequest", "CacheWarm", "CacheInvalidate", "DeadLetter",
+            "AccessPolicy", "ShareLink"}
 
 
 def _walk_named(schema):

@@ -1,0 +1,94 @@
+"""``DELETE /videos/{id}``: the owner deletes a video.
+
+Order, so that a crash at any point leaves nothing playable and a retried
+DELETE finishes the job:
+
+1. ``VideoDeleted`` on ``video.uploads`` (acks=all, folded before going on):
+   from here on the stream API and the key endpoint answer 404 and the
+   status says ``deleted``;
+2. an upload still open is aborted (its multipart parts go too);
+3. every object of the video goes: the raw upload (``uploads/{id}/``), the
+   pipeline's work (``work/{id}/``), HLS (``hls/{id}/``), thumbnails,
+   chapters and storyboard (``thumbnails/{id}/``), the AES key
+   (``keys/{id}/``), analysis (``meta/{id}/``) and the optimised MP4
+   (``videos/.../{id}.mp4``, the published asset's ``source_key``);
+4. a ``CacheInvalidate`` on ``cdn.commands`` with the seed's default paths
+   plus the MP4's, so the edges purge what they cached.
+
+Playback analytics are left alone: ClickHouse keeps the video's events and
+rollups (they describe what happened). A DELETE of an already deleted video
+by its owner runs steps 2-4 again (idempotent) and answers the same.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from framelog.api.access_state import ApiError, access_state, video_id_param
+from framelog.api.videos import abandon_upload, inspect_upload, services
+from framelog.processors.video_access import VideoEntry
+from framelog.sinks.object_store import ObjectStore
+from framelog.streams import topics
+from framelog.streams.events import new_event
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["videos"])
+
+VIDEO_PREFIXES = ("uploads", "work", "hls", "thumbnails", "keys", "meta")
+
+
+def video_prefixes(video_id: str) -> tuple[str, ...]:
+    """Every object prefix that belongs to one video alone."""
+    return tuple(f"{p}/{video_id}/" for p in VIDEO_PREFIXES)
+
+
+def _source_key(entry: VideoEntry) -> str | None:
+    key = ((entry.asset or {}).get("metadata") or {}).get("source_key")
+    if isinstance(key, str) and key.startswith("videos/") and key.endswith(f"/{entry.video_id}.mp4") \
+            and ".." not in key:
+        return key
+    return None
+
+
+def delete_video(request: Request, video_id: str, reason: str) -> dict[str, Any]:
+    state = access_state(request.app)
+    viewer, entry, policy = state.owned_entry(request, video_id, allow_deleted=True)
+    if not entry.deleted:
+        state.emit(topics.UPLOADS, "VideoDeleted", new_event(
+            "VideoDeleted", video_id=video_id, owner_id=policy.owner_id, requested_by=viewer.user_id, reason=reason))
+    svc = services(request.app)
+    upload = inspect_upload(svc, video_id)
+    if upload is not None and upload.status == "open" and upload.session is not None:
+        abandon_upload(svc, upload.session)
+    store = ObjectStore(state.config, client=svc.s3)
+    removed = {prefix: store.delete_prefix(prefix) for prefix in video_prefixes(video_id)}
+    extra_paths: tuple[str, ...] = ()
+    source = _source_key(entry)
+    if source is not None:
+        removed[source] = 1 if store.head(source) is not None else 0
+        store.client.delete_object(Bucket=store.bucket, Key=source)
+        extra_paths = (f"/{source}",)
+    state.invalidate_edges(video_id, "video_deleted", extra_paths)
+    log.info("video %s deleted by %s: %s", video_id, viewer.user_id, removed)
+    return {"video_id": video_id, "state": "deleted", "objects_removed": removed}
+
+
+@router.delete("/videos/{video_id}")
+async def delete(video_id: str, request: Request) -> Response:
+    try:
+        video_id = video_id_param(video_id)
+        reason = request.query_params.get("reason", "")[:256]
+        out = await run_in_threadpool(delete_video, request, video_id, reason)
+    except ApiError as exc:
+        return exc.response()
+    except (BotoCoreError, ClientError) as exc:        # deleted on the log, objects partly left: retry finishes
+        log.warning("deleting the objects of %s: %s", video_id, exc)
+        return ApiError(503, f"video {video_id} is deleted but not all its objects are gone yet ({exc}); "
+                             "retry the DELETE", {"Retry-After": "1"}).response()
+    return JSONResponse(out, headers={"Cache-Control": "no-store"})

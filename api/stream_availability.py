@@ -1,0 +1,57 @@
+"""The stream API's question to storage tiering: may each rendition be streamed right now?
+
+A rendition moved to a tier with a restore delay (cold, deep archive) has to
+be restored before an edge may fetch it. Tiering owns that knowledge
+(``streams.tier_view.TierView``, replayed from ``storage.tier-transitions``;
+its first answer for a cold rendition also puts the RestoreRequest on the
+log). The stream API reports what it hears: each quality's ``availability``
+(``available`` or ``restoring`` with ``restore_estimate_seconds``), and a 409
+with ``Retry-After`` when the one rendition asked for is being restored.
+
+If the tier view cannot answer (not caught up within its deadline, broker
+trouble) every rendition counts as available: tiering trouble must not stop
+the playback of renditions that are almost always hot.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from framelog.api.access_state import access_state
+
+log = logging.getLogger(__name__)
+
+AVAILABLE = "available"
+RESTORING = "restoring"
+READY_TIMEOUT = 5.0          # how long a request waits for the tier view to catch up with the log
+
+
+@dataclass(frozen=True)
+class Availability:
+    state: str = AVAILABLE
+    estimate_seconds: float | None = None
+
+    @property
+    def playable(self) -> bool:
+        return self.state == AVAILABLE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"availability": self.state, "restore_estimate_seconds": self.estimate_seconds}
+
+
+def rendition_availability(app: Any, video_id: str, qualities: Iterable[str]) -> dict[str, Availability]:
+    """Availability of each published quality (blocking; call from a worker thread)."""
+    names = list(qualities)
+    try:
+        view = access_state(app).tier_view
+        if not view.wait_ready(READY_TIMEOUT):
+            raise TimeoutError(f"tier view not caught up within {READY_TIMEOUT:g}s ({view.last_error})")
+        out = {}
+        for q in names:
+            a = view.availability(video_id, q)
+            out[q] = Availability(a.state, a.estimate_seconds)
+        return out
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        log.warning("tier availability of %s: %s; assuming available", video_id, exc)
+        return {q: Availability() for q in names}

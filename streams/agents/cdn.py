@@ -1,0 +1,170 @@
+"""The ``cdn`` consumer group: edge purges and warms, popularity warming, edge metrics.
+
+* ``cdn.commands``: ``CacheInvalidate`` purges the seed's default paths of the
+  video plus the given ones from every wanted edge (``providers`` empty: all);
+  ``CacheWarm`` fetches the video's master, rendition playlists, first
+  segments and the given paths through every wanted edge. A warm after
+  publishing (trigger ``video_upload_complete``) purges the video first: a
+  reprocessed video must not be served from its old cached playlists.
+* ``playback.events``: views (``view_start``/``video_view``) are counted per
+  video in a Faust table; when a video's count crosses
+  ``caching_strategy.cache_warming.popular_view_count`` (seed: ``view_count >
+  1000``) one ``CacheWarm`` (trigger ``high_view_count``) is emitted.
+* a timer reads the edges' access logs into the Prometheus CDN metrics
+  (streams/agents/cdn_metrics.py), served by the worker's metrics port.
+
+Edge calls block (HTTP to nginx), so they run in a thread; an edge that is
+down is logged and skipped, like the seed's ``Promise.allSettled``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from framelog.config import Config
+from framelog.edge_cache import EdgeCache, edge_caches
+from framelog.processors import cache_control, cdn_routing
+from framelog.streams import topics
+from framelog.streams.agents.cdn_metrics import EdgeLogExporter
+from framelog.streams.agents.pipeline import _decode_or_dead_letter, _partitions
+from framelog.streams.app import raw_topic
+from framelog.streams.codec import AvroCodec
+from framelog.streams.emitter import AsyncEmitter
+from framelog.streams.events import new_event
+from framelog.streams.exceptions import DecodeError, ValidationError
+from framelog.streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+GROUP = "cdn"
+VIEW_COUNTS_TABLE = "view_counts"
+VIEW_TYPES = frozenset({"view_start", "video_view"})
+HIGH_VIEW_COUNT = "high_view_count"
+UPLOAD_COMPLETE = "video_upload_complete"
+LOG_POLL_INTERVAL = 1.0
+
+
+def view_counts_changelog(config: Config) -> TopicSpec:
+    """The Faust table's changelog (Faust names it ``<app id>-<table>-changelog``); compacted."""
+    return TopicSpec(f"framelog-{GROUP}-{VIEW_COUNTS_TABLE}-changelog", (), compacted=True,
+                     partitions=_partitions(config, topics.PLAYBACK_EVENTS),
+                     description="views per video counted by the cdn group (popularity warming)")
+
+
+def ensure_state_topics(config: Config) -> None:
+    """Create the table changelog if missing (the apps never declare topics themselves)."""
+    from framelog.streams.admin import create_topics
+
+    create_topics(config, [view_counts_changelog(config)])
+
+
+def crossed_popularity(before: int, after: int, config: Config) -> bool:
+    """True exactly when a count goes from not popular to popular (cache_control.should_warm)."""
+    return (not cache_control.should_warm(HIGH_VIEW_COUNT, config, before)
+            and cache_control.should_warm(HIGH_VIEW_COUNT, config, after))
+
+
+def _purge_all(caches: list[EdgeCache], paths: tuple[str, ...]) -> None:
+    for cache in caches:
+        result = cache.purge(paths)
+        log.info("edge %s: purged %d object(s)%s", cache.provider_key, len(result.purged),
+                 f"; errors: {result.errors}" if result.errors else "")
+
+
+def _warm_all(caches: list[EdgeCache], video_id: str, paths: list[str]) -> None:
+    for cache in caches:
+        result = cache.warm(video_id, paths)
+        log.info("edge %s: warmed %d object(s) of %s%s", cache.provider_key, len(result.fetched), video_id,
+                 f"; errors: {result.errors[:5]}" if result.errors else "")
+
+
+class CdnCommands:
+    """What one ``cdn.commands`` record asks the edges to do."""
+
+    def __init__(self, config: Config, secret: bytes):
+        self.config = config
+        self.caches = {c.provider_key: c for c in edge_caches(config, secret=secret)}
+
+    def _wanted(self, providers: list[str]) -> list[EdgeCache]:
+        """The edges a command names (none named: all); unknown names are logged and skipped."""
+        if not providers:
+            return list(self.caches.values())
+        unknown = [p for p in providers if p not in self.caches]
+        if unknown:
+            log.warning("ignoring unknown CDN provider(s) %s; known: %s", unknown, sorted(self.caches))
+        return [self.caches[p] for p in providers if p in self.caches]
+
+    async def invalidate(self, record: dict) -> None:
+        vid = cdn_routing.validate_video_id(record["video_id"])
+        try:
+            paths = cdn_routing.invalidation_paths(vid, record.get("paths") or ())
+        except ValueError as exc:
+            log.warning("video %s: %s; purging the default paths only", vid, exc)
+            paths = cdn_routing.default_invalidation_paths(vid)
+        await asyncio.to_thread(_purge_all, self._wanted(record.get("providers") or []), paths)
+
+    async def warm(self, record: dict) -> None:
+        vid = cdn_routing.validate_video_id(record["video_id"])
+        trigger = record.get("trigger") or ""
+        if trigger and trigger not in self.config.caching.warming_triggers:
+            log.warning("video %s: warming trigger %r is not configured (%s); skipped", vid, trigger,
+                        self.config.caching.warming_triggers)
+            return
+        caches = self._wanted(record.get("providers") or [])
+        if trigger == UPLOAD_COMPLETE:
+            await asyncio.to_thread(_purge_all, caches, cdn_routing.default_invalidation_paths(vid))
+        await asyncio.to_thread(_warm_all, caches, vid, list(record.get("paths") or []))
+
+    async def handle(self, name: str, record: dict) -> None:
+        if name == "CacheInvalidate":
+            await self.invalidate(record)
+        elif name == "CacheWarm":
+            await self.warm(record)
+
+
+def register_cdn(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter, *, secret: bytes,
+                 exporter: EdgeLogExporter | None = None) -> None:
+    """cdn.commands → edges; playback.events → view counts → CacheWarm; edge logs → metrics."""
+    commands = CdnCommands(config, secret)
+    exporter = exporter or EdgeLogExporter(config)
+    changelog = view_counts_changelog(config)
+    views = app.Table(VIEW_COUNTS_TABLE, default=int, partitions=changelog.partitions,
+                      key_type=str, value_type=int,
+                      changelog_topic=app.topic(changelog.name, partitions=changelog.partitions,
+                                                key_serializer="json", value_serializer="json",
+                                                compacting=True))
+
+    @app.agent(raw_topic(app, topics.CDN_COMMANDS, _partitions(config, topics.CDN_COMMANDS)), name="cdn-commands")
+    async def cdn_commands(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            decoded = await _decode_or_dead_letter(codec, emitter, event)
+            if decoded is None:
+                continue
+            try:
+                await commands.handle(*decoded)
+            except Exception:      # one bad command must not stop the edges' other work
+                log.exception("cdn command %s for %s failed", decoded[0], decoded[1].get("video_id"))
+
+    @app.agent(raw_topic(app, topics.PLAYBACK_EVENTS, _partitions(config, topics.PLAYBACK_EVENTS)),
+               name="cdn-popularity")
+    async def popularity(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:       # undecodable records are the analytics sink's to dead-letter, not ours
+                name, record = codec.decode_for_topic(event.message.topic, event.message.value)
+            except (DecodeError, ValidationError):
+                continue
+            if name != "PlaybackEvent" or record.get("type") not in VIEW_TYPES:
+                continue
+            vid = record["video_id"]
+            before = views[vid]
+            views[vid] = before + 1
+            if crossed_popularity(before, before + 1, config):
+                await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
+                    "CacheWarm", video_id=vid, paths=[], providers=[], trigger=HIGH_VIEW_COUNT), key=vid)
+                log.info("video %s: %d views, warming the edges", vid, before + 1)
+
+    @app.timer(LOG_POLL_INTERVAL)
+    async def edge_metrics() -> None:
+        await asyncio.to_thread(exporter.poll)

@@ -1,0 +1,245 @@
+"""The web player in Debian's chromium (playwright-core), against the whole local stack.
+
+One short clip goes through the real pipeline (encrypted HLS, two renditions,
+two 10 s segments each) and is played by /player/{id} through the nginx
+edges: it plays (a screenshot shows a frame), a throttled network makes the
+seed's ABR controller step down and the quality_switch lands in ClickHouse,
+a stopped primary edge hands playback to the fallback, and a purge through
+cdn.commands removes what the edge cached. Every wait is a condition with a
+deadline.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from framelog.ids import validate_video_id
+from framelog.processors.cdn_routing import edge_base_url
+from framelog.stack.services import ApiService, WorkerService
+from framelog.streams import topics
+from framelog.streams.events import new_event
+from framelog.streams.producer import EventProducer
+from framelog.upload_client import upload_resumable
+from tests.integration.browser import Browser, missing_requirements
+from tests.media import clips
+
+pytestmark = pytest.mark.integration
+
+PIPELINE_DEADLINE = 420.0
+PLAY_DEADLINE = 60.0
+ANALYTICS_DEADLINE = 60.0
+SESSION_ID = re.compile(r"^[0-9a-f-]{32,36}$")   # a UUID, with or without dashes
+
+# Two renditions (480p, 360p): the ladder never goes above the 854x480 source.
+CLIP = {"width": 854, "height": 480, "duration": 20}
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float, step: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(step)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser_available():
+    why = missing_requirements()
+    if why:
+        pytest.fail(f"browser tests cannot run: {why}")
+
+
+@pytest.fixture(scope="module")
+def api(stack, config) -> str:
+    service = ApiService(config)
+    was_running = service.is_running()
+    service.start(timeout=120)
+    yield service.address
+    if not was_running:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(stack, config):
+    service = WorkerService(config)
+    was_running = service.is_running()
+    service.start(timeout=300)
+    yield service
+    if not was_running:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def video_id(api, worker, tmp_path_factory) -> str:
+    clip = clips.video(tmp_path_factory.mktemp("clip") / "player.mp4", **CLIP)
+    vid = upload_resumable(api, clip, owner="player-tests", visibility="public")
+
+    def state() -> str | None:
+        r = httpx.get(f"{api}/videos/{vid}", timeout=10)
+        return r.json().get("state") if r.status_code == 200 else None
+
+    final = wait_for(lambda: state() in ("ready", "failed") and state(), f"video {vid} processed", PIPELINE_DEADLINE,
+                     step=1.0)
+    assert final == "ready", httpx.get(f"{api}/videos/{vid}", timeout=10).text
+    # the stream API answers once the published asset reached its catalogue
+    wait_for(lambda: httpx.get(f"{api}/v1/stream", params={"video_id": vid}, timeout=10).status_code == 200,
+             "the stream API to know the video", 60)
+    return vid
+
+
+@pytest.fixture
+def browser():
+    with Browser() as b:
+        yield b
+
+
+def edge_base(config, provider: str) -> str:
+    return edge_base_url(provider, config) + "/"
+
+
+def open_player(browser: Browser, api: str, video_id: str, country: str = "US") -> dict:
+    browser.goto(f"{api}/player/{video_id}?country={country}")
+    return browser.wait("window.framelogPlayer && (window.framelogPlayer.ready || window.framelogPlayer.error) "
+                        "&& {ready: framelogPlayer.ready, error: framelogPlayer.error}", PLAY_DEADLINE)
+
+
+def sql(api: str, statement: str) -> list[list[Any]]:
+    r = httpx.post(f"{api}/v1/sql", json={"sql": statement}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["rows"]
+
+
+def session_of(browser: Browser) -> str:
+    session = browser.eval("framelogPlayer.sessionId")
+    assert SESSION_ID.match(session), session          # checked before it is written into SQL
+    return session
+
+
+def flush_events(browser: Browser) -> None:
+    browser.wait("framelogPlayer.flush().then(() => true)", 30)
+
+
+def frame_stddev(png: Path) -> float:
+    """Standard deviation of the screenshot's grey levels: 0 for a blank (black) player."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(png), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                         check=True, capture_output=True).stdout
+    n = len(raw)
+    mean = sum(raw) / n
+    return (sum((b - mean) ** 2 for b in raw[::7]) / len(raw[::7])) ** 0.5
+
+
+# ------------------------------------------------------------------ it plays
+
+def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, tmp_path):
+    assert open_player(browser, api, video_id)["ready"], browser.log()
+    browser.wait("document.getElementById('video').currentTime > 3", PLAY_DEADLINE)
+    shot = browser.screenshot(tmp_path / "player.png")
+    frame = browser.screenshot(tmp_path / "video.png", "#video")
+    shutil.copy(shot, Path(config.stack.state_dir) / "player-screenshot.png")    # for a person to look at
+    assert frame_stddev(frame) > 20, "the video element shows no picture"
+
+    state = browser.eval("({frags: framelogPlayer.loadedFragments, info: framelogPlayer.info, "
+                         "error: framelogPlayer.error, failover: framelogPlayer.failover})")
+    assert state["error"] is None and state["failover"] is None
+    primary = edge_base(config, "primary_cdn")                     # US viewers: primary_cdn first
+    assert state["info"]["manifestUrl"].startswith(primary + "s/")  # signature in the path
+    assert state["frags"] and all(f["url"].startswith(primary + "s/") for f in state["frags"])
+    assert state["info"]["keyGrant"]                               # the key came with the grant
+    assert httpx.get(state["info"]["keyUri"], timeout=10).status_code in (401, 403)
+
+    browser.eval("document.getElementById('video').pause()")
+    flush_events(browser)
+    sent = browser.eval("framelogPlayer.sent.map(e => e.type)")
+    assert "pause" in sent and "quality_switch" in sent
+    session = session_of(browser)
+    rows = wait_for(lambda: sql(api, "SELECT groupUniqArray(type) FROM playback_events "
+                                     f"WHERE video_id = '{validate_video_id(video_id)}' "
+                                     f"AND session_id = '{session}'")[0][0], "playback events in ClickHouse",
+                    ANALYTICS_DEADLINE)
+    assert {"view_start", "pause"} <= set(rows), rows              # view_start: emitted by GET /v1/stream
+
+
+# ------------------------------------------------------------------ ABR under a throttled network
+
+def test_throttled_network_makes_the_controller_step_down(config, api, video_id, browser):
+    levels = sorted(config.hls.quality_levels, key=lambda q: q.bandwidth)
+    top, lower = "480p", "360p"
+    assert {q.name for q in levels} >= {top, lower}
+    fast = int(next(q.bandwidth for q in levels if q.name == top) * 3)   # fits 480p with room to spare
+    slow = int(next(q.bandwidth for q in levels if q.name == lower) / 2)  # not even 360p
+    browser.throttle(download_bps=fast)
+    assert open_player(browser, api, video_id)["ready"], browser.log()
+    browser.wait(f"framelogPlayer.quality === '{top}'", PLAY_DEADLINE)
+    browser.throttle(download_bps=slow)
+    down = browser.wait(f"framelogPlayer.switches.find(s => s.fromQuality === '{top}' && s.toQuality === '{lower}')",
+                        PLAY_DEADLINE)
+    assert down["reason"] in ("low_buffer", "bandwidth"), down
+    assert down["bufferLevel"] < config.abr.low_buffer_seconds or down["bandwidth"] < fast
+    browser.throttle()                                               # let the rest through
+    browser.wait(f"framelogPlayer.loadedFragments.some(f => f.level === "
+                 f"framelogPlayer.levels.find(l => l.name === '{lower}').index && f.sn > 0)", PLAY_DEADLINE)
+    flush_events(browser)
+    session = session_of(browser)
+    rows = wait_for(lambda: sql(api, "SELECT from_quality, to_quality, reason, direction FROM quality_switches "
+                                     f"WHERE video_id = '{validate_video_id(video_id)}' AND session_id = '{session}' "
+                                     f"AND from_quality = '{top}' AND to_quality = '{lower}'"),
+                    "the step down in ClickHouse", ANALYTICS_DEADLINE)
+    assert rows[0][2] == down["reason"] and rows[0][3] == "down", rows
+
+
+# ------------------------------------------------------------------ the fallback edge
+
+def test_playback_continues_from_the_fallback_when_the_primary_edge_stops(config, stack, api, video_id, browser):
+    primary = next(e for e in stack.edges if e.provider_key == "primary_cdn")
+    fallback_base = edge_base(config, "secondary_cdn")
+    # slow enough that the second segment is still to come when the edge goes away
+    browser.throttle(download_bps=int(min(q.bandwidth for q in config.hls.quality_levels) * 3))
+    assert open_player(browser, api, video_id)["ready"], browser.log()
+    browser.wait("framelogPlayer.loadedFragments.length >= 1 && !document.getElementById('video').paused",
+                 PLAY_DEADLINE)
+    primary.stop()
+    try:
+        failover = browser.wait("framelogPlayer.failover", PLAY_DEADLINE)
+        assert failover["to"].startswith(fallback_base + "s/"), failover
+        browser.throttle()
+        browser.wait(f"framelogPlayer.loadedFragments.some(f => f.url.startsWith('{fallback_base}'))", PLAY_DEADLINE)
+        browser.wait("document.getElementById('video').currentTime > 11", PLAY_DEADLINE)   # into the 2nd segment
+        assert browser.eval("framelogPlayer.error") is None
+    finally:
+        primary.start()
+
+
+# ------------------------------------------------------------------ purge
+
+def test_purge_removes_what_the_edge_cached(config, api, video_id, browser):
+    assert open_player(browser, api, video_id)["ready"], browser.log()
+    browser.wait("framelogPlayer.loadedFragments.length >= 1", PLAY_DEADLINE)
+    url = browser.eval("framelogPlayer.loadedFragments[0].url")
+    assert url.startswith(edge_base(config, "primary_cdn"))
+
+    def cache_status() -> str:
+        r = httpx.get(url, timeout=10)
+        assert r.status_code == 200, (r.status_code, url)
+        return r.headers.get("X-Cache-Status", "")
+
+    assert wait_for(lambda: cache_status() == "HIT", "the segment cached on the edge", 30)
+    producer = EventProducer(config)
+    try:
+        producer.send(topics.CDN_COMMANDS, "CacheInvalidate",
+                      new_event("CacheInvalidate", video_id=video_id, paths=[f"/hls/{video_id}/*"], providers=[],
+                                reason="player test"), key=video_id)
+        producer.flush()
+    finally:
+        producer.close()
+    # the next request after the purge misses (and caches it again)
+    wait_for(lambda: cache_status() == "MISS", "the purge to remove the segment", 60, step=0.5)

@@ -1,0 +1,190 @@
+// framelog's web player: asks the stream API for the video's edge URLs, plays
+// them with hls.js driven by the seed's ABR controller, offers a manual
+// quality menu and reports playback to the ingestion API.
+//
+// The page embeds its settings as JSON (#framelog-player-config, written by
+// api/player.py from framelog.yaml); window.framelogPlayer exposes the state
+// for the browser tests.
+import Hls from './vendor/hls.mjs';
+import { AUTO } from './abr.js';
+import { createAbrControllerClass, controllerLevels } from './abr-hls.js';
+import { EdgeRouter } from './edges.js';
+import { EventBatcher, PlaybackTracker, newId } from './playback-events.js';
+
+const VIEWER_KEY = 'framelog.viewer_id';
+const TOKEN_KEY = 'framelog.viewer_token';
+
+/** What the page needs from GET /v1/stream's answer (api/stream.py). */
+export function streamInfo(answer) {
+  const analytics = answer.analytics || {};
+  const encryption = answer.encryption || {};
+  const fallback = answer.fallback?.manifest_url ?? null;
+  return {
+    manifestUrl: answer.manifest_url,
+    fallbackManifestUrl: fallback && fallback !== answer.manifest_url ? fallback : null,
+    keyUri: encryption.key_uri ?? null,
+    keyGrant: encryption.grant ?? null,
+    keyNeedsViewerToken: Boolean(encryption.grant_requires_viewer_token),
+    qualities: (answer.qualities || []).map((q) => q.name),
+    posterUrl: answer.poster_url ?? null,
+    sessionId: analytics.session_id || null,
+    viewerId: analytics.viewer_id || null,
+    eventsEndpoint: analytics.ingest_url || null,
+    // the stream API already recorded this session's view_start: a second one would count the view twice
+    streamStartRecorded: analytics.stream_start_recorded === true,
+  };
+}
+
+/** A signed-in viewer's token: from the page's #viewer_token= (never sent to a server) or localStorage. */
+function viewerToken() {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get('viewer_token');
+  try {
+    if (fromHash) localStorage.setItem(TOKEN_KEY, fromHash);
+    return fromHash || localStorage.getItem(TOKEN_KEY);
+  } catch {
+    return fromHash;
+  }
+}
+
+function viewerId() {
+  try {
+    let id = localStorage.getItem(VIEWER_KEY);
+    if (!id) localStorage.setItem(VIEWER_KEY, (id = `anon-${newId()}`));
+    return id;
+  } catch {
+    return `anon-${newId()}`;
+  }
+}
+
+function say(text, isError = false) {
+  const el = document.getElementById('status');
+  el.textContent = text;
+  el.classList.toggle('error', isError);
+}
+
+async function fetchStream(config, token) {
+  const query = new URLSearchParams(location.search);     // share=, quality=, country= pass through
+  query.set('video_id', config.videoId);
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(`${config.streamEndpoint}?${query}`, { headers, credentials: 'same-origin' });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const why = answer.detail || answer.error || answer.status || response.statusText;
+    throw Object.assign(new Error(`${response.status}: ${typeof why === 'string' ? why : JSON.stringify(why)}`),
+                        { status: response.status });
+  }
+  return streamInfo(answer);
+}
+
+function buildMenu(menu, names, onChoose) {
+  menu.replaceChildren();
+  for (const name of [AUTO, ...names]) {
+    const option = document.createElement('option');
+    option.value = name;
+    option.textContent = name === AUTO ? 'Auto' : name;
+    menu.append(option);
+  }
+  menu.value = AUTO;
+  menu.disabled = false;
+  menu.onchange = () => onChoose(menu.value);
+}
+
+export async function start(config) {
+  const video = document.getElementById('video');
+  const menu = document.getElementById('quality');
+  const state = window.framelogPlayer = {
+    config, ready: false, error: null, failover: null, quality: null, manual: false,
+    switches: [], sent: [], dropped: [], levels: [], loadedFragments: [],
+  };
+  const token = viewerToken();
+  let info;
+  try {
+    info = await fetchStream(config, token);
+  } catch (err) {
+    state.error = err.message;
+    say(err.status === 409 || /process/i.test(err.message) ? `Not ready yet (${err.message})` : err.message, true);
+    return state;
+  }
+  const batcher = new EventBatcher({
+    endpoint: info.eventsEndpoint || config.eventsEndpoint, flushMs: config.eventFlushMs, batchMax: config.eventBatchMax,
+    onSent: (events) => state.sent.push(...events), onDropped: (events, reason) => state.dropped.push({ events, reason }),
+  });
+  const tracker = new PlaybackTracker({
+    batcher, media: video, videoId: config.videoId, sessionId: info.sessionId || newId(),
+    viewerId: info.viewerId || viewerId(), heartbeatMs: config.heartbeatMs, rendition: () => state.quality,
+    sendViewStart: !info.streamStartRecorded,
+  });
+  state.sessionId = tracker.sessionId;
+  state.viewerId = tracker.viewerId;
+  state.flush = () => batcher.flush();
+
+  const leave = () => { tracker.stopClock(); batcher.beaconAll(); };
+  addEventListener('pagehide', leave);
+  document.addEventListener('visibilitychange', () => { if (document.visibilityState === 'hidden') leave(); });
+
+  if (!Hls.isSupported()) {
+    state.error = 'this browser has no Media Source Extensions';
+    say(state.error, true);
+    tracker.error('mse_unsupported');
+    return state;
+  }
+  const edges = new EdgeRouter({
+    manifestUrl: info.manifestUrl, fallbackManifestUrl: info.fallbackManifestUrl, keyGrant: info.keyGrant,
+    keyUri: info.keyUri, keyPath: config.keyPath, keyToken: info.keyNeedsViewerToken ? token : null, onFailover: (f) => { state.failover = f; say(`Primary edge failed; playing from the fallback`); },
+  });
+  const report = (change) => {
+    state.quality = change.toQuality;
+    state.switches.push(change);
+    tracker.qualitySwitch(change);
+  };
+  const hls = new Hls({
+    abrController: createAbrControllerClass(Hls, config.abr, { onSwitch: report }),
+    xhrSetup: edges.xhrSetup(),
+    capLevelToPlayerSize: false,
+  });
+  state.hls = hls;
+  state.edges = edges;
+  state.info = info;
+  if (info.posterUrl) video.poster = info.posterUrl;
+
+  hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
+    state.levels = controllerLevels(data.levels, config.abr.qualityLevels);
+    buildMenu(menu, [...state.levels].sort((a, b) => b.bandwidth - a.bandwidth).map((l) => l.name), (choice) => {
+      const abr = hls.abrController;
+      if (choice === AUTO) {
+        state.manual = false;
+        abr.choose(AUTO);
+        hls.nextLevel = -1;
+        return;
+      }
+      state.manual = true;
+      const change = abr.choose(choice);
+      if (change) report(change);
+      hls.nextLevel = state.levels.find((l) => l.name === choice).index;
+    });
+    state.ready = true;
+    say('');
+    video.play().catch(() => say('Press play'));
+  });
+  hls.on(Hls.Events.FRAG_LOADED, (_e, { frag }) => {
+    if (frag.type === 'main') state.loadedFragments.push({ level: frag.level, sn: frag.sn, url: frag.url });
+  });
+  hls.on(Hls.Events.ERROR, (_e, data) => {
+    if (!data.fatal) return;
+    state.error = data.details;
+    if (data.type === Hls.ErrorTypes.MEDIA_ERROR && !state.mediaRecovered) {
+      state.mediaRecovered = true;
+      hls.recoverMediaError();
+      return;
+    }
+    tracker.error(data.details);
+    say(`Playback failed: ${data.details}`, true);
+    batcher.flush();
+  });
+  hls.attachMedia(video);
+  hls.loadSource(info.manifestUrl);
+  return state;
+}
+
+const configElement = document.getElementById('framelog-player-config');
+if (configElement) start(JSON.parse(configElement.textContent));

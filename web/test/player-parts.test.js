@@ -1,0 +1,161 @@
+// The player's hls.js adapter, edge failover and event batching, each with a
+// stand-in for what the browser provides (hls.js, XHR, fetch, sendBeacon).
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { createAbrControllerClass, bufferAhead, levelName } from '../abr-hls.js';
+import { EdgeRouter, baseOf } from '../edges.js';
+import { EventBatcher } from '../playback-events.js';
+
+const Events = {
+  MANIFEST_PARSED: 'manifestParsed', FRAG_LOADING: 'fragLoading', FRAG_LOADED: 'fragLoaded',
+  FRAG_LOAD_EMERGENCY_ABORTED: 'fragLoadEmergencyAborted', ERROR: 'error',
+};
+const settings = {
+  checkIntervalMs: 60_000, bandwidthHistory: 3, lowBufferSeconds: 5, switchThreshold: 0.8,
+  qualityLevels: [{ name: '360p', bandwidth: 500_000 }, { name: '480p', bandwidth: 1_000_000 }],
+};
+
+function ranges(list) {
+  return { length: list.length, start: (i) => list[i][0], end: (i) => list[i][1] };
+}
+
+class FakeHls {
+  static Events = Events;
+  constructor() {
+    this.handlers = {};
+    this.triggered = [];
+    this.manualLevel = -1;
+    this.media = { currentTime: 0, duration: 40, buffered: ranges([]) };
+  }
+  on(e, fn, ctx) { (this.handlers[e] ||= []).push(fn.bind(ctx)); }
+  off(e) { delete this.handlers[e]; }
+  emit(e, data) { for (const fn of this.handlers[e] || []) fn(e, data); }
+  trigger(e, data) { this.triggered.push(e); this.emit(e, data); }
+}
+
+function frag(level, bytes, ms) {
+  return { type: 'main', level, aborted: false, abortRequests() { this.aborted = true; },
+           stats: { loaded: bytes, loading: { start: 1000, end: 1000 + ms } } };
+}
+
+const created = [];
+after(() => created.forEach((abr) => abr.destroy()));   // their check timers would keep node alive
+
+function setup() {
+  const switches = [];
+  const Abr = createAbrControllerClass(FakeHls, settings, { onSwitch: (s, i) => switches.push({ ...s, index: i }) });
+  const hls = new FakeHls();
+  const abr = new Abr(hls);
+  created.push(abr);
+  // master order: 480p first, as framelog publishes it
+  hls.emit(Events.MANIFEST_PARSED, { levels: [{ url: 'https://e/x/480p/playlist.m3u8', bitrate: 1_150_000, height: 480 },
+                                              { url: 'https://e/x/360p/playlist.m3u8', bitrate: 640_000, height: 358 }] });
+  return { hls, abr, switches };
+}
+
+test('levels are named by their playlist folder and bound to the ladder', () => {
+  assert.equal(levelName({ url: 'https://edge/s/abc/hls/v/720p/playlist.m3u8?x=1' }), '720p');
+  assert.equal(levelName({ url: 'https://edge/master', name: 'hi' }), 'hi');
+  assert.equal(levelName({ url: 'https://edge/master', height: 240 }), '240p');
+});
+
+test('buffer ahead: seconds to the end of the range holding the playhead; Infinity at the end', () => {
+  assert.equal(bufferAhead({ currentTime: 3, duration: 40, buffered: ranges([[0, 10]]) }), 7);
+  assert.equal(bufferAhead({ currentTime: 12, duration: 40, buffered: ranges([[0, 10]]) }), 0);
+  assert.equal(bufferAhead({ currentTime: 35, duration: 40, buffered: ranges([[0, 40]]) }), Infinity);
+});
+
+test('hls.js gets the lowest level first (startup), then the level the measured bandwidth fits', () => {
+  const { hls, abr, switches } = setup();
+  assert.equal(abr.firstAutoLevel, 1);
+  assert.deepEqual([switches[0].fromQuality, switches[0].toQuality, switches[0].reason], ['auto', '360p', 'startup']);
+  hls.media.buffered = ranges([[0, 10]]);
+  const f = frag(1, 1_000_000, 1000);               // 8 Mbit/s
+  hls.emit(Events.FRAG_LOADING, { frag: f });
+  hls.emit(Events.FRAG_LOADED, { frag: f });
+  assert.equal(abr.nextAutoLevel, 0);
+  assert.deepEqual([switches[1].toQuality, switches[1].reason, switches[1].index], ['480p', 'bandwidth', 0]);
+  assert.equal(switches[1].bandwidth, 8_000_000);
+});
+
+test('the timer steps down on a low buffer and abandons the higher fragment in flight', () => {
+  const { hls, abr, switches } = setup();
+  abr.firstAutoLevel;
+  hls.media.buffered = ranges([[0, 10]]);
+  hls.emit(Events.FRAG_LOADED, { frag: frag(1, 1_000_000, 1000) });
+  const slow = frag(0, 0, 1);
+  hls.emit(Events.FRAG_LOADING, { frag: slow });
+  hls.media.currentTime = 8;                         // 2 s left: under lowBufferSeconds
+  abr.tick();
+  assert.equal(switches.at(-1).reason, 'low_buffer');
+  assert.equal(switches.at(-1).toQuality, '360p');
+  assert.equal(switches.at(-1).bufferLevel, 2);
+  assert.ok(slow.aborted);
+  assert.equal(hls.nextLoadLevel, 1);
+  assert.ok(hls.triggered.includes(Events.FRAG_LOAD_EMERGENCY_ABORTED));
+  assert.equal(abr.nextAutoLevel, 1);
+});
+
+test('in manual mode hls.js is not steered; the menu choice is a manual switch', () => {
+  const { hls, abr, switches } = setup();
+  abr.firstAutoLevel;
+  const m = abr.choose('480p');
+  assert.equal(m.reason, 'manual');
+  hls.manualLevel = 0;
+  hls.media.buffered = ranges([[0, 1]]);
+  abr.tick();
+  assert.equal(switches.length, 1);                  // only the startup one was reported by the adapter
+  assert.equal(abr.choose('auto'), null);
+});
+
+test('key requests carry the grant; after an edge failure the fallback serves the same paths', () => {
+  const failovers = [];
+  const r = new EdgeRouter({
+    manifestUrl: 'http://127.0.0.1:1/s/sig1/hls/v1/master.m3u8',
+    fallbackManifestUrl: 'http://127.0.0.1:2/s/sig2/hls/v1/master.m3u8',
+    keyGrant: 'video=v1&exp=9&sig=abc', keyPath: '/v1/keys/', onFailover: (f) => failovers.push(f),
+  });
+  assert.equal(baseOf('http://h/a/b/master.m3u8?q=1'), 'http://h/a/b/');
+  assert.equal(r.resolve('http://api/v1/keys/v1'), 'http://api/v1/keys/v1?video=v1&exp=9&sig=abc');
+  const seg = 'http://127.0.0.1:1/s/sig1/hls/v1/480p/segment_00001.ts';
+  assert.equal(r.resolve(seg), seg);
+  assert.equal(r.failed(seg, 403), false);           // refused, not down: stay
+  assert.equal(r.failed(seg, 0), true);
+  assert.equal(r.resolve(seg), 'http://127.0.0.1:2/s/sig2/hls/v1/480p/segment_00001.ts');
+  assert.equal(failovers.length, 1);
+  const none = new EdgeRouter({ manifestUrl: 'http://a/x/m.m3u8' });
+  assert.equal(none.failed('http://a/x/s.ts', 0), false);
+});
+
+function answer(status, body = {}) {
+  return { status, json: async () => body };
+}
+
+test('batches: 202 sent, 503 kept with the same ids, 400 drops only the named event, beacon sends the rest', async () => {
+  const replies = [answer(503), answer(400, { event_index: 1, reason: 'invalid_field' }), answer(202)];
+  const bodies = [];
+  const sent = [];
+  const dropped = [];
+  const beacons = [];
+  const b = new EventBatcher({
+    endpoint: '/v1/events', flushMs: 60_000, batchMax: 10,
+    fetch: async (_url, init) => { bodies.push(JSON.parse(init.body).events); return replies.shift(); },
+    beacon: (url, body) => { beacons.push(JSON.parse(body).events); return true; },
+    onSent: (events) => sent.push(...events), onDropped: (events) => dropped.push(...events),
+  });
+  b.track({ type: 'view_start' });
+  b.track({ type: 'progress', position_seconds: -1 });
+  b.track({ type: 'pause' });
+  await b.flush();                                    // 503: requeued
+  await b.flush();                                    // 400 on event 1
+  await b.flush();                                    // 202
+  assert.deepEqual(bodies[0].map((e) => e.event_id), bodies[1].map((e) => e.event_id));
+  assert.deepEqual(dropped.map((e) => e.type), ['progress']);
+  assert.deepEqual(sent.map((e) => e.type), ['view_start', 'pause']);
+  b.track({ type: 'ended' });
+  assert.ok(b.beaconAll());
+  assert.deepEqual(beacons[0].map((e) => e.type), ['ended']);
+  assert.equal(b.queue.length, 0);
+  b.close();
+});
