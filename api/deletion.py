@@ -6,18 +6,22 @@ DELETE finishes the job:
 1. ``VideoDeleted`` on ``video.uploads`` (acks=all, folded before going on):
    from here on the stream API and the key endpoint answer 404 and the
    status says ``deleted``;
-2. an upload still open is aborted (its multipart parts go too);
-3. every object of the video goes: the raw upload (``uploads/{id}/``), the
+2. the tombstone ``deleted/{id}`` (``framelog.jobs.tombstones``): from here
+   on the pipeline drops the video's requests, and a stage running now
+   removes what it wrote when it ends (deletion wins over processing);
+3. an upload still open is aborted (its multipart parts go too);
+4. every object of the video goes: the raw upload (``uploads/{id}/``), the
    pipeline's work (``work/{id}/``), HLS (``hls/{id}/``), thumbnails,
    chapters and storyboard (``thumbnails/{id}/``), the AES key
    (``keys/{id}/``), analysis (``meta/{id}/``) and the optimised MP4
-   (``videos/.../{id}.mp4``, the published asset's ``source_key``);
-4. a ``CacheInvalidate`` on ``cdn.commands`` with the seed's default paths
+   (``videos/.../{id}.mp4``, the published asset's ``source_key``, or the
+   one the pipeline's completion markers name when no asset was announced yet);
+5. a ``CacheInvalidate`` on ``cdn.commands`` with the seed's default paths
    plus the MP4's, so the edges purge what they cached.
 
 Playback analytics are left alone: ClickHouse keeps the video's events and
 rollups (they describe what happened). A DELETE of an already deleted video
-by its owner runs steps 2-4 again (idempotent) and answers the same.
+by its owner runs steps 2-5 again (idempotent) and answers the same.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from framelog.api.access_state import ApiError, access_state, video_id_param
 from framelog.api.videos import abandon_upload, inspect_upload, services
+from framelog.jobs import tombstones
 from framelog.processors.video_access import VideoEntry
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
@@ -40,20 +45,9 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["videos"])
 
-VIDEO_PREFIXES = ("uploads", "work", "hls", "thumbnails", "keys", "meta")
-
-
-def video_prefixes(video_id: str) -> tuple[str, ...]:
-    """Every object prefix that belongs to one video alone."""
-    return tuple(f"{p}/{video_id}/" for p in VIDEO_PREFIXES)
-
 
 def _source_key(entry: VideoEntry) -> str | None:
-    key = ((entry.asset or {}).get("metadata") or {}).get("source_key")
-    if isinstance(key, str) and key.startswith("videos/") and key.endswith(f"/{entry.video_id}.mp4") \
-            and ".." not in key:
-        return key
-    return None
+    return tombstones.mp4_key(entry.video_id, ((entry.asset or {}).get("metadata") or {}).get("source_key"))
 
 
 def delete_video(request: Request, video_id: str, reason: str) -> dict[str, Any]:
@@ -63,17 +57,14 @@ def delete_video(request: Request, video_id: str, reason: str) -> dict[str, Any]
         state.emit(topics.UPLOADS, "VideoDeleted", new_event(
             "VideoDeleted", video_id=video_id, owner_id=policy.owner_id, requested_by=viewer.user_id, reason=reason))
     svc = services(request.app)
+    store = ObjectStore(state.config, client=svc.s3)
+    tombstones.mark_deleted(store, video_id, reason)
     upload = inspect_upload(svc, video_id)
     if upload is not None and upload.status == "open" and upload.session is not None:
         abandon_upload(svc, upload.session)
-    store = ObjectStore(state.config, client=svc.s3)
-    removed = {prefix: store.delete_prefix(prefix) for prefix in video_prefixes(video_id)}
-    extra_paths: tuple[str, ...] = ()
     source = _source_key(entry)
-    if source is not None:
-        removed[source] = 1 if store.head(source) is not None else 0
-        store.client.delete_object(Bucket=store.bucket, Key=source)
-        extra_paths = (f"/{source}",)
+    removed = tombstones.purge_video(store, video_id, [source] if source else [])
+    extra_paths = tuple(f"/{key}" for key in removed if key.startswith("videos/"))
     state.invalidate_edges(video_id, "video_deleted", extra_paths)
     log.info("video %s deleted by %s: %s", video_id, viewer.user_id, removed)
     return {"video_id": video_id, "state": "deleted", "objects_removed": removed}

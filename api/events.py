@@ -66,6 +66,7 @@ held while the broker acknowledges.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import json
 import logging
@@ -84,6 +85,7 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 from confluent_kafka import KafkaException
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
 from framelog.config import Config, get_config
@@ -624,6 +626,11 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# The ingest rate at the edge (rate() of the first); the sink's counters say what reached ClickHouse.
+INGESTED = Counter("framelog_events_ingested_total", "Events acknowledged by the broker (202)", ["topic"])
+REFUSED = Counter("framelog_event_batches_refused_total", "Batches answered 4xx/503", ["reason"])
+
+
 @router.post("/v1/events", status_code=202, summary="Ingest a batch of playback events")
 async def post_events(request: Request) -> JSONResponse:
     """Validate the whole batch, produce it, answer 202 once the broker acknowledged every record."""
@@ -640,11 +647,15 @@ async def post_events(request: Request) -> JSONResponse:
     except RequestError as exc:
         if exc.status >= 400:
             log.info("POST /v1/events refused (%d %s): %s", exc.status, exc.reason, exc.message)
+            REFUSED.labels(exc.reason).inc()
         return exc.response()
     try:
         await sender.deliver(encoded, settings.delivery_timeout)
     except DeliveryError as exc:
         log.warning("POST /v1/events: %s", exc)
+        REFUSED.labels(exc.reason).inc()
         return JSONResponse({"error": f"the event log did not acknowledge the batch: {exc.message}",
                              "reason": exc.reason, "retryable": True}, status_code=503, headers={"Retry-After": "1"})
+    for topic, n in collections.Counter(p.topic for p in parsed).items():
+        INGESTED.labels(topic).inc(n)
     return JSONResponse({"accepted": len(parsed)}, status_code=202)

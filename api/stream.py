@@ -37,6 +37,7 @@ than the share token it was issued on.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from typing import Any, Callable
@@ -48,7 +49,7 @@ from starlette.concurrency import run_in_threadpool
 from framelog.api.access_state import AccessState, ApiError, access_state, video_id_param
 from framelog.api.events import COUNTRY_HEADER, ParsedEvent, get_sender, playback_types
 from framelog.api.keys import key_grant, key_url
-from framelog.api.stream_availability import Availability, rendition_availability
+from framelog.api.stream_availability import RESTORING, Availability, rendition_availability
 from framelog.api.videos import STATUS_READY_TIMEOUT, services, upload_view
 from framelog.config import Config
 from framelog.processors.access import Viewer
@@ -66,6 +67,18 @@ AUTO_QUALITY = "auto"
 STREAM_START_TYPE = "view_start"      # PlaybackEvent: "the player opened a playback session (stream requested)"
 STREAM_START_TIMEOUT = 5.0            # how long the answer waits for the broker to acknowledge the view_start
 NO_STORE = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
+RETRY_UNKNOWN_SECONDS = 60            # Retry-After of a restore with no estimate
+
+
+def _restoring(subject: str, estimate: float | None) -> ApiError:
+    """409 for a rendition (or a whole video) being restored: says "restoring" and when to ask again.
+
+    Retry-After is rounded up and at least 1 s: an estimate of 0 means "due now,
+    the tiering worker is about to promote it", not "unknown".
+    """
+    retry = RETRY_UNKNOWN_SECONDS if estimate is None else max(1, math.ceil(estimate))
+    return ApiError(409, f"{subject} is being restored from cold storage; ready in about {retry}s",
+                    {"Retry-After": str(retry)}, {"availability": RESTORING, "restore_estimate_seconds": estimate})
 
 
 def _quality_param(value: str | None, config: Config) -> str | None:
@@ -185,12 +198,12 @@ async def get_stream(request: Request) -> JSONResponse:
         names = [r["name"] for r in renditions]
         if quality is not None and quality not in names:
             raise ApiError(404, f"quality {quality} was not published for video {video_id}; published: {names}")
-        availability = await run_in_threadpool(rendition_availability, request.app, video_id, names)
+        availability = await run_in_threadpool(rendition_availability, request.app, video_id, names, quality)
         if quality is not None and not availability.get(quality, Availability()).playable:
-            a = availability[quality]
-            raise ApiError(409, f"rendition {quality} is being restored from cold storage"
-                           + (f"; ready in about {a.estimate_seconds:.0f}s" if a.estimate_seconds else ""),
-                           {"Retry-After": str(int(a.estimate_seconds or 60))})
+            raise _restoring(f"rendition {quality}", availability[quality].estimate_seconds)
+        if quality is None and availability and not any(a.playable for a in availability.values()):
+            known = [a.estimate_seconds for a in availability.values() if a.estimate_seconds is not None]
+            raise _restoring(f"video {video_id}", min(known) if known else None)
     except ApiError as exc:
         return exc.response()
 

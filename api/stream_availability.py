@@ -40,18 +40,28 @@ class Availability:
         return {"availability": self.state, "restore_estimate_seconds": self.estimate_seconds}
 
 
-def rendition_availability(app: Any, video_id: str, qualities: Iterable[str]) -> dict[str, Availability]:
-    """Availability of each published quality (blocking; call from a worker thread)."""
+def rendition_availability(app: Any, video_id: str, qualities: Iterable[str],
+                           requested: str | None = None) -> dict[str, Availability]:
+    """Availability of each published quality (blocking; call from a worker thread).
+
+    Only what the viewer asks for is restored: the ``requested`` quality, or,
+    for an adaptive stream, every rendition when none of them is playable now.
+    Listing a cold rendition next to playable ones starts no restore, so one
+    viewer does not pull a whole archived ladder back to the hot tier.
+    """
     names = list(qualities)
     try:
         view = access_state(app).tier_view
         if not view.wait_ready(READY_TIMEOUT):
             raise TimeoutError(f"tier view not caught up within {READY_TIMEOUT:g}s ({view.last_error})")
-        out = {}
-        for q in names:
-            a = view.availability(video_id, q)
-            out[q] = Availability(a.state, a.estimate_seconds)
-        return out
+        listed = {q: view.availability(video_id, q, request=False) for q in names}
+        if requested is not None:
+            wanted = [requested]
+        else:
+            wanted = [] if any(a.state == AVAILABLE for a in listed.values()) else names
+        for q in wanted:
+            listed[q] = view.availability(video_id, q, request=True)
+        return {q: Availability(a.state, a.estimate_seconds) for q, a in listed.items()}
     except Exception as exc:  # noqa: BLE001 - see the module docstring
         log.warning("tier availability of %s: %s; assuming available", video_id, exc)
         return {q: Availability() for q in names}

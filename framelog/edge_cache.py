@@ -18,6 +18,7 @@ Warm
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import posixpath
 import re
 import time
@@ -75,6 +76,12 @@ def cached_entries(directory: Path) -> Iterator[tuple[str, Path]]:
 
 def cached_keys(directory: Path) -> list[str]:
     return [key for key, _ in cached_entries(directory)]
+
+
+def cache_file(directory: Path, key: str) -> Path:
+    """Where nginx keeps ``key`` (``levels=1:2``: the md5's last hex digit, then the two before it)."""
+    digest = hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()
+    return directory / digest[-1] / digest[-3:-1] / digest
 
 
 def matching_keys(pattern: str, keys: Iterable[str]) -> list[str]:
@@ -150,17 +157,18 @@ class EdgeCache:
         """
         result = PurgeResult(self.provider_key)
         patterns = list(patterns)
-        held = dict(cached_entries(self.cache_dir))
-        wanted = [key for pattern in patterns for key in matching_keys(pattern, held)]
-        # an exact path the scan did not see (being written) is still purged by key
-        wanted += [p for p in patterns if "*" not in p and p not in held and _served(p)]
+        exact = [p for p in patterns if "*" not in p and _served(p)]
+        wildcards = [p for p in patterns if "*" in p]
+        held = [key for key, _ in cached_entries(self.cache_dir)] if wildcards else []
+        wanted = exact + [key for pattern in wildcards for key in matching_keys(pattern, held)]
         for key in dict.fromkeys(wanted):
             try:
                 if self.purge_key(key):
                     result.purged.append(key)
             except httpx.ConnectError:
-                if key in held:
-                    held[key].unlink(missing_ok=True)
+                path = cache_file(self.cache_dir, key)
+                if path.exists():
+                    path.unlink(missing_ok=True)
                     result.purged.append(key)
             except (httpx.HTTPError, ValueError) as exc:
                 result.errors.append(f"{key}: {exc}")

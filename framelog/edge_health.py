@@ -12,6 +12,7 @@ stall requests for long, hence the short timeout and the short memory.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 import urllib.error
 import urllib.request
@@ -52,7 +53,9 @@ class EdgeHealth:
         with self._lock:
             now = self.clock()
             if self._checked_at is None or now - self._checked_at >= self.cache_seconds:
-                self._last = {key: probe(url, self.timeout) for key, url in self.urls.items()}
+                with ThreadPoolExecutor(max_workers=len(self.urls) or 1) as pool:   # one timeout, not one per edge
+                    results = pool.map(lambda url: probe(url, self.timeout), self.urls.values())
+                    self._last = dict(zip(self.urls, results))
                 self._checked_at = self.clock()
             return dict(self._last)
 

@@ -33,9 +33,11 @@ from framelog.processors.tokens import _check_secret
 
 EDGE_SECRET_DOMAIN = b"framelog.edge.v1"
 EDGE_PURGE_DOMAIN = b"framelog.edge.purge.v1"
+EDGE_ORIGIN_DOMAIN = b"framelog.edge.origin.v1"
 SIGNED_PREFIX = "s"                       # /s/<sig>/<expires>/<object key>
 EDGE_KINDS = ("hls", "thumbnails")        # the object prefixes an edge serves
-_OBJECT = re.compile(r"^(hls|thumbnails)/([A-Za-z0-9_-]{1,64})/([A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*)$")
+_NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]*"   # a file or folder name, never '.' or '..' (no leading dot)
+_OBJECT = re.compile(rf"^(hls|thumbnails)/([A-Za-z0-9_-]{{1,64}})/({_NAME}(?:/{_NAME})*)$")
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,9 @@ def signed_edge_url(provider_key: str, object_path: str, config: Config, *, secr
 def purge_token(secret: bytes) -> str:
     """The token an edge wants in ``X-Framelog-Purge`` before it purges (hex; derived, own domain)."""
     return hmac.new(_check_secret(secret), EDGE_PURGE_DOMAIN, hashlib.sha256).hexdigest()
+
+
+def origin_token(secret: bytes) -> str:
+    """What the edges send the origin as ``Referer``; the bucket policy lets anonymous reads through only
+    with it (the CloudFront custom-origin pattern), so the origin serves the edges, not the world."""
+    return hmac.new(_check_secret(secret), EDGE_ORIGIN_DOMAIN, hashlib.sha256).hexdigest()

@@ -17,9 +17,12 @@ own configuration, proxy cache, access log and error log under
   from loopback and only with the ``X-Framelog-Purge`` token.
 * ``/healthz``: 200 while the edge runs.
 
-The origin is read anonymously: after start the edge puts a bucket policy
-allowing ``s3:GetObject`` on ``hls/*`` and ``thumbnails/*`` only (no list, no
-writes, no ``keys/`` or uploads); nginx passes only GET and HEAD.
+The origin is read without S3 credentials: after start the edge puts a bucket
+policy allowing ``s3:GetObject`` on ``hls/*`` and ``thumbnails/*`` only (no
+list, no writes, no ``keys/`` or uploads), and only to requests carrying the
+edges' ``Referer`` token (``edge_signing.origin_token``, CloudFront's
+custom-origin pattern: SeaweedFS evaluates ``aws:Referer``); nginx passes only
+GET and HEAD.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from urllib.parse import urlsplit
 
 from framelog.config import Config
 from framelog.processors import cache_control as cc
-from framelog.processors.edge_signing import EDGE_KINDS, SIGNED_PREFIX, edge_secret, purge_token
+from framelog.processors.edge_signing import EDGE_KINDS, SIGNED_PREFIX, edge_secret, origin_token, purge_token
 from framelog.stack.process import Component, StackError, rotate_log
 
 PURGE_MODULE = Path("/usr/lib/nginx/modules/ngx_http_cache_purge_module.so")
@@ -51,6 +54,9 @@ CACHE_MAX_SIZE = "2g"
 CACHE_INACTIVE = "30d"              # the longest caching_rules lifetime; expiry itself is per type
 POLICY_SID = "FramelogEdgeRead"
 HEALTH_TIMEOUT = 2.0
+ORIGIN_HIDDEN_HEADERS = ("x-amz-request-id", "x-amz-id-2", "Set-Cookie", "Vary", "Access-Control-Allow-Origin",
+                         "Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
+                         "Access-Control-Expose-Headers", "Access-Control-Max-Age", "Access-Control-Allow-Credentials")
 PREFLIGHT_MAX_AGE = 3600             # seconds a browser may reuse a CORS preflight answer
 ORIGIN_CONNECT_TIMEOUT = "5s"
 ORIGIN_READ_TIMEOUT = "60s"
@@ -60,7 +66,8 @@ _OBJECT_CHARS = r"[A-Za-z0-9_.\-/]"
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if not found:
-        raise StackError("edge", "nginx not found: scripts/bootstrap.sh installs nginx and libnginx-mod-http-cache-purge")
+        raise StackError("edge", "nginx not found: scripts/bootstrap.sh installs nginx and "
+                                 "libnginx-mod-http-cache-purge")
     return found
 
 
@@ -115,6 +122,7 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
     bucket = _nginx_string(config.object_storage.bucket)
     edge_key = edge_secret(secret)
     purge_key = purge_token(secret)
+    origin_key = origin_token(secret)
     d = directory
     headers = (f'        add_header X-Edge "{provider_key}" always;\n'
                '        add_header Access-Control-Allow-Origin "*" always;\n'
@@ -132,9 +140,13 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
         f"        proxy_set_header Host {origin_addr};\n"
         '        proxy_set_header Authorization "";\n'
         '        proxy_set_header Cookie "";\n'
-        "        proxy_hide_header x-amz-request-id;\n"
-        "        proxy_hide_header x-amz-id-2;\n"
-        "        proxy_hide_header Set-Cookie;\n"
+        f'        proxy_set_header Referer "{origin_key}";\n'          # the bucket policy's condition
+        # CORS is the edge's to answer: the origin would add its own (a second, per-origin
+        # Access-Control-Allow-Origin, which browsers refuse) and a Vary: Origin into the cache
+        '        proxy_set_header Origin "";\n'
+        '        proxy_set_header Access-Control-Request-Method "";\n'
+        '        proxy_set_header Access-Control-Request-Headers "";\n'
+        + "".join(f"        proxy_hide_header {h};\n" for h in ORIGIN_HIDDEN_HEADERS) +
         f"        proxy_cache {CACHE_ZONE};\n"
         "        proxy_cache_key $object;\n"
         "        proxy_cache_lock on;\n"
@@ -147,10 +159,9 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
         caching = (f"        proxy_ignore_headers Cache-Control Expires Set-Cookie X-Accel-Expires Vary;\n"
                    f"        proxy_cache_valid 200 {ttl}s;\n") if ttl > 0 else \
             "        proxy_no_cache 1;\n        proxy_cache_bypass 1;\n"
-        typed.append(
-            f"    # {file_type}: caching_rules.{file_type} (edge {ttl}s)\n"
-            f'    location ~ "^{INTERNAL_PATH}(?<object>/{kind}/{_OBJECT_CHARS}+\\.(?:{_regex_alternation(suffixes)}))$" {{\n'
-            + proxy_common + caching + "    }\n")
+        pattern = f"^{INTERNAL_PATH}(?<object>/{kind}/{_OBJECT_CHARS}+\\.(?:{_regex_alternation(suffixes)}))$"
+        typed.append(f"    # {file_type}: caching_rules.{file_type} (edge {ttl}s)\n"
+                     f'    location ~ "{pattern}" {{\n' + proxy_common + caching + "    }\n")
     user = f"user {run_as[0]} {run_as[1]};\n" if run_as else ""
     kinds = "|".join(EDGE_KINDS)
     return f"""# framelog edge {provider_key} ({provider.provider} stand-in); generated by stack/nginx.py, do not edit
@@ -308,16 +319,18 @@ class Edge(Component):
         return info
 
 
-def edge_read_policy_statement(bucket: str) -> dict:
-    """Anonymous GetObject on the prefixes the edges serve, nothing else."""
+def edge_read_policy_statement(bucket: str, secret: bytes) -> dict:
+    """GetObject on the prefixes the edges serve, nothing else, and only with the edges' Referer token."""
     return {"Sid": POLICY_SID, "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"],
-            "Resource": [f"arn:aws:s3:::{bucket}/{kind}/*" for kind in EDGE_KINDS]}
+            "Resource": [f"arn:aws:s3:::{bucket}/{kind}/*" for kind in EDGE_KINDS],
+            "Condition": {"StringEquals": {"aws:Referer": origin_token(secret)}}}
 
 
 def allow_edge_reads(config: Config) -> None:
     """Put (or refresh) the edges' statement in the bucket policy, keeping any other statement."""
     from botocore.exceptions import ClientError
 
+    from framelog.processors.tokens import load_or_create_secret
     from framelog.s3 import s3_client
 
     client = s3_client(config, connect_timeout=2, read_timeout=5, max_attempts=2)
@@ -329,7 +342,7 @@ def allow_edge_reads(config: Config) -> None:
             raise
         policy = {"Version": "2012-10-17", "Statement": []}
     statements = [s for s in policy.get("Statement", []) if s.get("Sid") != POLICY_SID]
-    policy["Statement"] = statements + [edge_read_policy_statement(bucket)]
+    policy["Statement"] = statements + [edge_read_policy_statement(bucket, load_or_create_secret(config))]
     client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 

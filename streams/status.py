@@ -13,6 +13,8 @@ Folding rules, per video and stage (``StatusFold``, no I/O):
   (attempt, terminal-for-the-attempt, event_time, state rank, progress): a lower attempt
   is stale, and a 'started'/'progress' arriving after the same attempt
   'succeeded'/'failed'/'retrying' is stale;
+* a stage ``cancelled`` (its request dropped because the video was deleted)
+  ends the job; the VideoDeleted that caused it says ``deleted``;
 * overall: ``deleted`` once a VideoDeleted was seen (for good: a transition
   of a job still running at deletion changes nothing), else ``failed`` if a
   stage failed (error names the stage and reason), ``ready`` once the
@@ -33,8 +35,8 @@ from framelog.streams.replay import ReplayedTable
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"succeeded", "failed", "retrying"})      # each ends its attempt
-STATE_RANK = {"queued": 1, "started": 2, "progress": 3, "retrying": 4, "succeeded": 5, "failed": 6}
+TERMINAL = frozenset({"succeeded", "failed", "retrying", "cancelled"})      # each ends its attempt
+STATE_RANK = {"queued": 1, "started": 2, "progress": 3, "retrying": 4, "succeeded": 5, "failed": 6, "cancelled": 7}
 
 
 def _millis(value: Any) -> int:

@@ -20,13 +20,14 @@ from framelog.config import Config
 log = logging.getLogger(__name__)
 
 INTAKE = "intake"
-CDN = "cdn"            # edge purges/warms, popularity warming, edge metrics (streams/agents/cdn.py)
+CDN = "cdn"            # edge purges/warms and edge metrics (streams/agents/cdn.py)
 TIERING = "tiering"    # access counts, tier decisions, storage-class moves (streams/agents/tiering.py)
+POPULARITY = "popularity"  # views per video -> CacheWarm past popular_view_count (streams/agents/cdn.py)
 RESTART_BACKOFF = 2.0
 
 
 def groups(config: Config) -> list[str]:
-    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING]
+    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING, POPULARITY]
 
 
 def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
@@ -63,10 +64,14 @@ def run_group(config: Config, group: str) -> int:
         register_intake(app, config, codec, emitter)
     elif group == CDN:
         from framelog.processors.tokens import load_or_create_secret
-        from framelog.streams.agents.cdn import ensure_state_topics, register_cdn
+        from framelog.streams.agents.cdn import register_cdn
+
+        register_cdn(app, config, codec, emitter, secret=load_or_create_secret(config))
+    elif group == POPULARITY:
+        from framelog.streams.agents.cdn import ensure_state_topics, register_popularity
 
         ensure_state_topics(config)
-        register_cdn(app, config, codec, emitter, secret=load_or_create_secret(config))
+        register_popularity(app, config, codec, emitter)
     elif group == TIERING:
         from framelog.streams.agents.tiering import register_tiering
 

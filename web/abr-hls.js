@@ -1,8 +1,8 @@
 // Plugs the seed's AdaptiveBitrateController (abr.js) into hls.js as its
 // `abrController` component, replacing hls.js's own estimator:
-// * every loaded fragment is a bandwidth sample (bits / load time), followed
-//   by an adjust (the seed's measure + adjust pair, at the moment hls.js
-//   needs the next level);
+// * every loaded fragment is a bandwidth sample (bits / load time); once it
+//   is buffered (so the buffer level counts it) the controller adjusts: the
+//   seed's measure + adjust pair, just before hls.js picks the next level;
 // * every `checkIntervalMs` (the seed's 5 s timer) the controller adjusts on
 //   the buffer alone: when it steps down under a low buffer while a fragment
 //   of a higher level is still loading, that request is abandoned the way
@@ -71,6 +71,7 @@ export function createAbrControllerClass(Hls, settings, { onSwitch = () => {}, n
       hls.on(Events.MANIFEST_PARSED, this.onManifestParsed, this);
       hls.on(Events.FRAG_LOADING, this.onFragLoading, this);
       hls.on(Events.FRAG_LOADED, this.onFragLoaded, this);
+      hls.on(Events.FRAG_BUFFERED, this.onFragBuffered, this);
       hls.on(Events.FRAG_LOAD_EMERGENCY_ABORTED, this.onFragDone, this);
       hls.on(Events.ERROR, this.onError, this);
     }
@@ -101,8 +102,11 @@ export function createAbrControllerClass(Hls, settings, { onSwitch = () => {}, n
       const ms = stats.loading.end - stats.loading.start;
       if (stats.loaded > 0 && ms > 0) {
         this.controller.measure((stats.loaded * 8 * 1000) / ms, this.bufferLevel(), now());
-        this.decide();
       }
+    }
+
+    onFragBuffered(_event, data) {
+      if (data.frag && data.frag.type === 'main') this.decide();
     }
 
     onError(_event, data) {
@@ -200,6 +204,7 @@ export function createAbrControllerClass(Hls, settings, { onSwitch = () => {}, n
         hls.off(Events.MANIFEST_PARSED, this.onManifestParsed, this);
         hls.off(Events.FRAG_LOADING, this.onFragLoading, this);
         hls.off(Events.FRAG_LOADED, this.onFragLoaded, this);
+        hls.off(Events.FRAG_BUFFERED, this.onFragBuffered, this);
         hls.off(Events.FRAG_LOAD_EMERGENCY_ABORTED, this.onFragDone, this);
         hls.off(Events.ERROR, this.onError, this);
       }

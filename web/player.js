@@ -117,6 +117,7 @@ export async function start(config) {
   state.sessionId = tracker.sessionId;
   state.viewerId = tracker.viewerId;
   state.flush = () => batcher.flush();
+  state.batcherQueue = () => batcher.queue.slice();
 
   const leave = () => { tracker.stopClock(); batcher.beaconAll(); };
   addEventListener('pagehide', leave);
@@ -133,6 +134,8 @@ export async function start(config) {
     keyUri: info.keyUri, keyPath: config.keyPath, keyToken: info.keyNeedsViewerToken ? token : null, onFailover: (f) => { state.failover = f; say(`Primary edge failed; playing from the fallback`); },
   });
   const report = (change) => {
+    const auto = menu.querySelector(`option[value="${AUTO}"]`);
+    if (auto) auto.textContent = `Auto (${change.toQuality})`;
     state.quality = change.toQuality;
     state.switches.push(change);
     tracker.qualitySwitch(change);
@@ -166,8 +169,10 @@ export async function start(config) {
     say('');
     video.play().catch(() => say('Press play'));
   });
-  hls.on(Hls.Events.FRAG_LOADED, (_e, { frag }) => {
-    if (frag.type === 'main') state.loadedFragments.push({ level: frag.level, sn: frag.sn, url: frag.url });
+  hls.on(Hls.Events.FRAG_LOADED, (_e, { frag, networkDetails }) => {
+    // the URL actually fetched (the fallback edge's after a failover), not the playlist's
+    const url = (networkDetails && networkDetails.responseURL) || frag.url;
+    if (frag.type === 'main') state.loadedFragments.push({ level: frag.level, sn: frag.sn, url });
   });
   hls.on(Hls.Events.ERROR, (_e, data) => {
     if (!data.fatal) return;

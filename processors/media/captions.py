@@ -43,6 +43,7 @@ from framelog.processors.media.probe import MediaInfo, probe
 SAMPLE_RATE = 16000                  # what the bundled acoustic model was trained on
 BYTES_PER_SECOND = SAMPLE_RATE * 2   # 16-bit mono
 EXTRACT_SHARE = 0.1                  # of the progress bar, for the ffmpeg extraction
+PROGRESS_EVERY_SECONDS = 30          # of audio read, at least, between progress reports of the recogniser
 LANGUAGE_NAMES = {"en": "English"}
 _FILLER = re.compile(r"^(<.*>|\[.*\]|\+\+.*\+\+)$")     # <s>, </s>, <sil>, [NOISE], ++UM++
 _ALTERNATE = re.compile(r"\(\d+\)$")                     # "the(2)": the dictionary's second pronunciation
@@ -153,11 +154,12 @@ def _escape(text: str) -> str:
 
 def webvtt(cues: Sequence[Cue], *, mpegts_offset: int | None = None) -> str:
     """A WebVTT file. ``mpegts_offset`` (90 kHz ticks) adds the HLS header
-    ``X-TIMESTAMP-MAP=MPEGTS=<offset>,LOCAL=00:00:00.000`` that ties cue time 0 to
-    the media segments' first timestamp (RFC 8216 §3.5)."""
+    ``X-TIMESTAMP-MAP=MPEGTS:<offset>,LOCAL:00:00:00.000`` that ties cue time 0
+    to the media segments' first timestamp (RFC 8216 §3.5; colons inside, as
+    players such as hls.js parse it)."""
     head = "WEBVTT\n"
     if mpegts_offset is not None:
-        head += f"X-TIMESTAMP-MAP=MPEGTS={int(mpegts_offset)},LOCAL=00:00:00.000\n"
+        head += f"X-TIMESTAMP-MAP=MPEGTS:{int(mpegts_offset)},LOCAL:00:00:00.000\n"
     body = "".join(f"\n{i}\n{vtt_time(c.start)} --> {vtt_time(c.end)}\n{_escape(c.text)}\n"
                    for i, c in enumerate(cues, 1))
     return head + body
@@ -206,13 +208,15 @@ def recognize(pcm: BinaryIO, total_bytes: int, language: str,
 
     model = model_dir(language)
     name = language.lower()
-    decoder = Decoder(hmm=str(model / name), lm=str(model / f"{name}.lm.bin"),
-                      dict=str(model / f"cmudict-{name}.dict"), samprate=SAMPLE_RATE, loglevel="FATAL")
-    frame_rate = float(decoder.config["frate"])
+    decoder = None              # loaded at the first speech stretch (~1.5 s): tones and silence never pay for it
     segmenter = Segmenter(sample_rate=SAMPLE_RATE)
     words: list[Word] = []
-    counted = _CountingReader(pcm)
+    counted = _CountingReader(pcm, total_bytes, progress, every=PROGRESS_EVERY_SECONDS * BYTES_PER_SECOND)
     for stretch, speech in enumerate(segmenter.segment(counted)):
+        if decoder is None:
+            decoder = Decoder(hmm=str(model / name), lm=str(model / f"{name}.lm.bin"),
+                              dict=str(model / f"cmudict-{name}.dict"), samprate=SAMPLE_RATE, loglevel="FATAL")
+            frame_rate = float(decoder.config["frate"])
         decoder.start_utt()
         decoder.process_raw(speech.pcm, False, True)
         decoder.end_utt()
@@ -221,21 +225,28 @@ def recognize(pcm: BinaryIO, total_bytes: int, language: str,
             if text:
                 words.append(Word(text, round(speech.start_time + seg.start_frame / frame_rate, 3),
                                   round(speech.start_time + (seg.end_frame + 1) / frame_rate, 3), stretch))
-        progress(min(counted.position / total_bytes, 1.0) if total_bytes else 1.0)
+        counted.report()
     return words
 
 
 class _CountingReader(io.RawIOBase):
-    """A read-only view of a stream that knows how far it has been read (for progress)."""
+    """A read-only view of a stream that reports how far it has been read, every ``every`` bytes
+    (so long silences, which yield no speech stretch, still show progress)."""
 
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-        self.position = 0
+    def __init__(self, raw: BinaryIO, total: int, progress: Callable[[float], None], every: int):
+        self.raw, self.total, self.progress, self.every = raw, total, progress, every
+        self.position = self.reported = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         self.position += len(data)
+        if self.position - self.reported >= self.every:
+            self.report()
         return data
+
+    def report(self) -> None:
+        self.reported = self.position
+        self.progress(min(self.position / self.total, 1.0) if self.total else 1.0)
 
 
 def _child_main(argv: Sequence[str]) -> int:

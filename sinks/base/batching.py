@@ -8,6 +8,11 @@ what it has not written: if ``write`` raises, the batch stays pending (a
 retry writes the *same* batch again, so a deterministic per-batch token stays
 valid) and nothing of it is committed.
 
+A subclass may overlap its writes: ``start_write(batch)`` starts one and
+returns a ``finish`` callable that blocks until it landed (or raises). A flush
+starts the next partition's write before finishing the previous one, so at
+most two are in flight, and still commits only what finished.
+
 Flush triggers: ``max_rows`` pending rows, the oldest pending record older
 than ``max_age`` seconds (checked on ``add`` and on ``poll``, which a consumer
 loop calls when idle), or an explicit ``checkpoint()``/``flush()``.
@@ -21,9 +26,13 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 __all__ = ["Batch", "BatchingSink", "TopicPartition", "CommitCallback"]
+
+
+def _done() -> None:
+    return None
 
 TopicPartition = tuple[str, int]
 CommitCallback = Callable[[dict[TopicPartition, int]], None]
@@ -43,6 +52,16 @@ class Batch:
             raise ValueError(f"{self.topic}[{self.partition}]: offset {offset} not after {self.offsets[-1]}")
         self.records.append(record)
         self.offsets.append(offset)
+
+    def extend(self, records: Sequence[Any], offsets: Sequence[int]) -> None:
+        """Append records in offset order (checked once per call, not per record)."""
+        if len(records) != len(offsets):
+            raise ValueError("records and offsets differ in length")
+        previous = self.offsets[-1] if self.offsets else -1
+        if offsets and (offsets[0] <= previous or any(a >= b for a, b in zip(offsets, offsets[1:]))):
+            raise ValueError(f"{self.topic}[{self.partition}]: offsets not increasing after {previous}")
+        self.records.extend(records)
+        self.offsets.extend(offsets)
 
     @property
     def first_offset(self) -> int:
@@ -82,6 +101,12 @@ class BatchingSink(abc.ABC):
     def write(self, batch: Batch) -> None:
         """Durably write one partition's batch, or raise. Must be idempotent for a retried batch."""
 
+    def start_write(self, batch: Batch) -> Callable[[], None]:
+        """Start writing ``batch``; the returned callable blocks until it is durable, or raises.
+        Default: write synchronously."""
+        self.write(batch)
+        return _done
+
     def on_revoked(self, partitions: Iterable[TopicPartition]) -> None:
         """Hook for subclasses to forget per-partition state after a rebalance."""
 
@@ -103,6 +128,25 @@ class BatchingSink(abc.ABC):
             batch = self._batches[key] = Batch(topic, partition, created_at=now)
         batch.append(record, offset)
         self._pending_rows += 1
+        if self._oldest is None:
+            self._oldest = now
+        if self._due(now):
+            return self.flush()
+        return None
+
+    def add_many(self, records: Sequence[Any], topic: str, partition: int,
+                 offsets: Sequence[int]) -> dict[TopicPartition, int] | None:
+        """Accumulate one partition's records of a poll at once (the limits are checked after them,
+        so a flush may hold up to one poll more than ``max_rows``)."""
+        if not records:
+            return None
+        now = self._clock()
+        key = (topic, partition)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = Batch(topic, partition, created_at=now)
+        batch.extend(records, offsets)
+        self._pending_rows += len(records)
         if self._oldest is None:
             self._oldest = now
         if self._due(now):
@@ -132,14 +176,36 @@ class BatchingSink(abc.ABC):
         the exception propagates.
         """
         committed: dict[TopicPartition, int] = {}
+        in_flight: tuple[TopicPartition, Batch, Callable[[], None]] | None = None
+
+        def finish(entry: tuple[TopicPartition, Batch, Callable[[], None]]) -> None:
+            key, batch, wait = entry
+            wait()
+            committed[key] = batch.commit_offset
+            del self._batches[key]
+            self._pending_rows -= len(batch)
+
         try:
             for key in sorted(self._batches):
                 batch = self._batches[key]
-                if len(batch):
-                    self.write(batch)
-                    committed[key] = batch.commit_offset
-                del self._batches[key]
-                self._pending_rows -= len(batch)
+                if not len(batch):
+                    del self._batches[key]
+                    continue
+                started = self.start_write(batch)
+                if in_flight is not None:
+                    entry, in_flight = in_flight, None
+                    finish(entry)
+                in_flight = (key, batch, started)
+            if in_flight is not None:
+                entry, in_flight = in_flight, None
+                finish(entry)
+        except BaseException:
+            if in_flight is not None:      # started before the failure: commit it if it landed
+                try:
+                    finish(in_flight)
+                except Exception:
+                    pass
+            raise
         finally:
             self._reset_oldest()
             if committed and self.on_committed is not None:

@@ -14,13 +14,13 @@ Python still touches each record, but only with byte slicing: check the header,
 read the event_id (the first field, a 36-character string) for the sink's
 duplicate filter, and read the counted enum (``type``) for the Prometheus
 counters by skipping the simple fields before it. A record this cannot handle
-(other writer schema, Confluent wire format, an event_id that is not a
-lower-case hyphenated UUID) makes ``build`` return None: the caller then takes
-the per-record Python path, which decodes, validates and dead-letters.
+(other writer schema, Confluent wire format, an event_id that is not 36
+characters without upper case) makes ``build`` return None: the caller then
+takes the per-record Python path, which decodes, validates and dead-letters.
 
 What the engine checks instead of fastavro: a body that is cut short or malformed
 breaks the parse of the whole block (the insert fails and nothing is written;
-the caller falls back); the semantic rules of
+the caller falls back); the UUID column refuses a malformed event_id; the semantic rules of
 :mod:`framelog.streams.events` are table constraints (migration 0003). Limit: a
 body with trailing bytes is caught only if it desynchronises the block, which
 it does unless the extra bytes happen to form a complete valid datum.
@@ -32,7 +32,7 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from framelog.schemas import raw_schema
 from framelog.streams.codec import HEADER_LEN, MARKER, schema_fingerprint
@@ -51,7 +51,11 @@ COORDINATE_FIELDS = ({"name": "kafka_topic", "type": "string"},
 
 def zigzag_varint(n: int) -> bytes:
     """An Avro int/long: zigzag, then little-endian base-128."""
-    n = (n << 1) ^ (n >> 63)
+    return _varint((n << 1) ^ (n >> 63))
+
+
+def _varint(n: int) -> bytes:
+    """Little-endian base-128 of a non-negative int."""
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -90,6 +94,34 @@ def _without_docs(schema: Any) -> Any:
     return schema
 
 
+def _long_length(v: bytes, p: int, b: int) -> int:
+    """Position after a string whose length varint starts with byte ``b`` (>= 0x80) at ``p - 1``."""
+    n, shift = b & 0x7F, 7
+    while b & 0x80:
+        b = v[p]
+        p += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+    return p + (n >> 1)
+
+
+def _compile_enum_reader(plan: Sequence[str | int], start: int) -> Callable[[bytes], int]:
+    """A function returning the byte at the counted enum (its zigzag index, when below 64):
+    the skip plan unrolled into straight-line code, since it runs once per record."""
+    lines = ["def read(v):", f"    p = {start}"]
+    for kind in plan:
+        if kind is _VARINT:
+            lines += ["    b = v[p]", "    p += 1", "    while b & 0x80:", "        b = v[p]", "        p += 1"]
+        elif kind is _BYTES:
+            lines += ["    b = v[p]", "    p += 1", "    p = p + (b >> 1) if b < 0x80 else _long_length(v, p, b)"]
+        else:
+            lines += [f"    p += {int(kind)}"]
+    lines.append("    return v[p]")
+    namespace: dict[str, Any] = {"_long_length": _long_length}
+    exec("\n".join(lines), namespace)      # generated from the schema only, never from data
+    return namespace["read"]
+
+
 @dataclass
 class AvroBlock:
     """One insert's worth: the container bytes and what Python learned on the way."""
@@ -113,7 +145,8 @@ class AvroBlockWriter:
             raise ValueError(f"{schema['name']}: event_id must be the first field, a string")
         self.record = schema["name"].rsplit(".", 1)[-1]
         self.header = MARKER + schema_fingerprint(schema)
-        self._plan, self.symbols = _skip_plan(schema, count_field)
+        plan, self.symbols = _skip_plan(schema, count_field)
+        self._enum_byte = _compile_enum_reader(plan, HEADER_LEN + 1 + _UUID_LEN)
         extended = _without_docs(copy.deepcopy(schema))        # the engine parses this header on every insert
         extended["fields"][0]["type"] = {"type": "string", "logicalType": "uuid"}   # same bytes; read as UUID
         extended["fields"] += [dict(f) for f in COORDINATE_FIELDS]
@@ -133,11 +166,16 @@ class AvroBlockWriter:
               seen: Any) -> AvroBlock | None:
         """The block of ``values`` (single-object encoded), minus event_ids already in ``seen``
         or earlier in the batch; None if any record needs the per-record path."""
-        header, hlen, plan = self.header, HEADER_LEN, self._plan
+        header, hlen, enum_byte = self.header, HEADER_LEN, self._enum_byte
         first_body = hlen + 1 + _UUID_LEN
         suffix = avro_string(topic) + zigzag_varint(partition)
+        # The offset as an Avro long is varint(2 * offset): below 64 one byte; else a first byte
+        # (offset & 63, continuation bit set) and varint(offset >> 6), shared by runs of 64 offsets.
+        small = [suffix + bytes((o << 1,)) for o in range(64)]
+        first = [suffix + bytes((((o << 1) | 0x80),)) for o in range(64)]
+        high, high_bytes = -1, b""
         fresh: dict[str, None] = {}          # event_ids kept, in order
-        parts: list[bytes | bytearray] = []
+        parts: list[bytes] = []
         kept_offsets: list[int] = []
         type_index: list[int] = []
         duplicates = 0
@@ -151,41 +189,20 @@ class AvroBlockWriter:
             if eid in seen or eid in fresh:
                 duplicates += 1
                 continue
-            p = first_body
             try:
-                for kind in plan:
-                    b = v[p]
-                    p += 1
-                    if kind is _BYTES:
-                        if b < 0x80:              # length below 64: one byte
-                            p += b >> 1
-                            continue
-                        n, shift = b & 0x7F, 7
-                        while b & 0x80:
-                            b = v[p]
-                            p += 1
-                            n |= (b & 0x7F) << shift
-                            shift += 7
-                        p += n >> 1
-                    elif kind is _VARINT:
-                        while b & 0x80:
-                            b = v[p]
-                            p += 1
-                    else:
-                        p += kind - 1
-                type_index.append(v[p])
+                type_index.append(enum_byte(v))
             except IndexError:            # cut short: the per-record path dead-letters it
                 return None
             fresh[eid] = None
             parts.append(v[hlen:])
-            parts.append(suffix)
-            n = off << 1                      # the offset as an Avro long (zigzag varint), inline
-            out = bytearray()
-            while n > 0x7F:
-                out.append((n & 0x7F) | 0x80)
-                n >>= 7
-            out.append(n)
-            parts.append(out)
+            if off < 64:
+                parts.append(small[off])
+            else:
+                parts.append(first[off & 63])
+                if off >> 6 != high:
+                    high = off >> 6
+                    high_bytes = _varint(high)
+                parts.append(high_bytes)
             kept_offsets.append(off)
         kept_ids = list(fresh)
         body = b"".join(parts)

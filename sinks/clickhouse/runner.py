@@ -59,11 +59,18 @@ class AnalyticsSinkRunner:
     def step(self) -> int:
         """One poll: add what came, flush what is due. Returns records polled."""
         messages = self.consumer.poll_raw(POLL_MAX_RECORDS, POLL_TIMEOUT)
+        by_partition: dict[tuple[str, int], tuple[list[Any], list[int]]] = {}
+        for m in messages:
+            key = (m.topic(), m.partition())
+            part = by_partition.get(key)
+            if part is None:
+                part = by_partition[key] = ([], [])
+            part[0].append(m)
+            part[1].append(m.offset())
         with self.lock:
             started = time.perf_counter()
-            add = self.sink.add
-            for m in messages:
-                add(m, m.topic(), m.partition(), m.offset())
+            for (topic, partition), (records, offsets) in by_partition.items():
+                self.sink.add_many(records, topic, partition, offsets)
             if not messages:
                 self.sink.poll()
             else:
@@ -94,13 +101,30 @@ class AnalyticsSinkRunner:
         self.stop_event.set()
 
 
+def metrics_port(config: Config) -> int:
+    """Where a standalone sink serves /metrics: the port after the worker groups' ports."""
+    from framelog.streams.worker import groups
+
+    return config.stack.worker_metrics_port + len(groups(config))
+
+
 def run_sink(config: Config, group_id: str = GROUP_ID) -> int:
-    """`framelog sink analytics`: run the sink in the foreground until SIGTERM/SIGINT (then flush)."""
+    """`framelog sink analytics`: run the sink in the foreground until SIGTERM/SIGINT (then flush).
+
+    Serves Prometheus /metrics on ``metrics_port(config)`` (when the API hosts the
+    embedded sink, the API's /metrics has them instead)."""
     import signal
 
+    from prometheus_client import start_http_server
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s analytics-sink %(levelname)s %(message)s")
+    try:
+        start_http_server(metrics_port(config), addr=config.stack.host)
+    except OSError as exc:       # a second sink on this host: metrics from the first
+        log.warning("metrics port %d busy (%s); not exporting from this sink", metrics_port(config), exc)
     runner = AnalyticsSinkRunner(config, group_id=group_id)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     runner.run()
+    log.info("analytics sink stopped: %s", dict(runner.sink.stats))
     return 0

@@ -46,6 +46,9 @@ A refused block wrote nothing (one block, parsed and checked before any part is
 written), so falling back is safe; and if the refusal was not about the data,
 the Python path sends the same rows under the same token, which is then a no-op.
 Both use ``async_insert=0`` so that "insert returned" means "data is in a part".
+Engine-path inserts run on one insert thread, so that a flush builds the next
+partition's block while the previous one is inserted (``start_write``); a flush
+still commits only the partitions whose insert returned.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ import logging
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -213,6 +217,11 @@ class RecentIds:
     def __contains__(self, item: str) -> bool:
         return item in self._set
 
+    @property
+    def members(self) -> frozenset[str] | set[str]:
+        """The ids as a set, for hot loops (read only: change it through ``update``)."""
+        return self._set
+
     def __len__(self) -> int:
         return len(self._set)
 
@@ -250,6 +259,7 @@ class ClickHouseSink(BatchingSink):
             topic: AvroBlockWriter.for_record(spec.avro_record)
             for topic, spec in self.tables.items() if spec.avro_record and engine_decodes}
         self.last_record_ms: dict[TopicPartition, int] = {}   # Kafka timestamp of the newest written record
+        self._inserter: ThreadPoolExecutor | None = None
         self.stats = collections.Counter()
 
     # ------------------------------------------------------------ dedup window
@@ -274,6 +284,12 @@ class ClickHouseSink(BatchingSink):
     # ------------------------------------------------------------ write
 
     def write(self, batch: Batch) -> None:
+        self.start_write(batch)()
+
+    def start_write(self, batch: Batch) -> Callable[[], None]:
+        """Write one partition's batch. An engine-path insert runs on the insert thread, so the
+        flush can build the next partition's block meanwhile; the returned callable waits for
+        it (and falls back to the Python path if the engine refused the block)."""
         spec = self.tables.get(batch.topic)
         if spec is None:
             raise KeyError(f"no ClickHouse table for topic {batch.topic!r}")
@@ -282,49 +298,62 @@ class ClickHouseSink(BatchingSink):
         window = self._window(spec, batch.topic, batch.partition)
         if batch.records and isinstance(batch.records[0], Mapping):      # already decoded
             self._write_records(spec, window, batch.topic, batch.partition, batch.records, batch.offsets)
-            return
+            return _nothing_to_wait_for
+        key = (batch.topic, batch.partition)
         newest = batch.records[-1].timestamp()[1]
-        if not self._write_block(spec, window, batch):
-            records, offsets = [], []
-            for msg, off in zip(batch.records, batch.offsets):
-                decoded = self._decode(msg)
-                if decoded is not None:
-                    records.append(decoded.value)
-                    offsets.append(off)
-            self._write_records(spec, window, batch.topic, batch.partition, records, offsets)
-        if newest > 0:
-            self.last_record_ms[(batch.topic, batch.partition)] = newest
+        writer = self._block_writers.get(batch.topic)
+        block = None
+        if writer is not None:
+            block = writer.build(batch.topic, batch.partition, [m.value() for m in batch.records], batch.offsets,
+                                 window.members)
+            if block is None:
+                self.stats["python_path_batches"] += 1
+        if block is None or not block.rows:
+            if block is None:
+                self._write_decoded(spec, window, batch)
+            else:
+                self.stats["duplicates_dropped"] += block.duplicates
+            self._mark_newest(key, newest)
+            return _nothing_to_wait_for
+        token = dedup_token(batch.topic, batch.partition, block.offsets[0], block.offsets[-1], block.rows)
+        inserting = self._insert_thread().submit(self._insert_block, spec, block, token)
 
-    def _decode(self, msg: Any) -> Any:
+        def finish() -> None:
+            try:
+                inserting.result()
+            except Exception as exc:   # the data (or the engine): the Python path decides, record by record
+                self.stats["engine_refused_batches"] += 1
+                log.warning("%s[%d]@%d-%d: engine refused the Avro block (%s); decoding record by record",
+                            batch.topic, batch.partition, batch.first_offset, batch.last_offset,
+                            str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+                self._write_decoded(spec, window, batch)
+            else:
+                window.update(block.event_ids)
+                self.stats["duplicates_dropped"] += block.duplicates
+                self._written(spec, block.rows, block.type_counts)
+            self._mark_newest(key, newest)
+        return finish
+
+    def _mark_newest(self, key: TopicPartition, timestamp_ms: int) -> None:
+        if timestamp_ms > 0:             # -1: the record has no Kafka timestamp
+            self.last_record_ms[key] = timestamp_ms
+
+    def _insert_thread(self) -> ThreadPoolExecutor:
+        if self._inserter is None:
+            self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-insert")
+        return self._inserter
+
+    def _write_decoded(self, spec: TableSpec, window: RecentIds, batch: Batch) -> None:
+        """The Python path for undecoded messages: decode each (bad ones are dead-lettered)."""
         if self.decode is None:
             raise TypeError("ClickHouseSink got undecoded messages but no decode callback")
-        return self.decode(msg)
-
-    def _write_block(self, spec: TableSpec, window: RecentIds, batch: Batch) -> bool:
-        """The engine path; False when the batch must take the Python path instead."""
-        writer = self._block_writers.get(batch.topic)
-        if writer is None:
-            return False
-        block = writer.build(batch.topic, batch.partition, [m.value() for m in batch.records], batch.offsets, window)
-        if block is None:
-            self.stats["python_path_batches"] += 1
-            return False
-        if not block.rows:
-            self.stats["duplicates_dropped"] += block.duplicates
-            return True
-        token = dedup_token(batch.topic, batch.partition, block.offsets[0], block.offsets[-1], block.rows)
-        try:
-            self._insert_block(spec, block, token)
-        except Exception as exc:   # the data (or the engine): the Python path decides, record by record
-            self.stats["engine_refused_batches"] += 1
-            log.warning("%s[%d]@%d-%d: engine refused the Avro block (%s); decoding record by record",
-                        batch.topic, batch.partition, batch.first_offset, batch.last_offset,
-                        str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
-            return False
-        window.update(block.event_ids)
-        self.stats["duplicates_dropped"] += block.duplicates
-        self._written(spec, block.rows, block.type_counts)
-        return True
+        records, offsets = [], []
+        for msg, off in zip(batch.records, batch.offsets):
+            decoded = self.decode(msg)
+            if decoded is not None:
+                records.append(decoded.value)
+                offsets.append(off)
+        self._write_records(spec, window, batch.topic, batch.partition, records, offsets)
 
     def _insert_block(self, spec: TableSpec, block: AvroBlock, token: str) -> None:
         started = time.perf_counter()
@@ -451,6 +480,10 @@ def _column_array(col: Column, values: list[Any], records: Sequence[Mapping[str,
     if col.default is not None and arr.null_count:
         arr = pc.fill_null(arr, pa.scalar(col.default, target))
     return arr
+
+
+def _nothing_to_wait_for() -> None:
+    return None
 
 
 def new_event_id() -> str:  # convenience for tests and producers of synthetic events

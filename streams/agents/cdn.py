@@ -1,4 +1,4 @@
-"""The ``cdn`` consumer group: edge purges and warms, popularity warming, edge metrics.
+"""Two consumer groups for the edges: ``cdn`` (purges, warms, metrics) and ``popularity``.
 
 * ``cdn.commands``: ``CacheInvalidate`` purges the seed's default paths of the
   video plus the given ones from every wanted edge (``providers`` empty: all);
@@ -9,7 +9,8 @@
 * ``playback.events``: views (``view_start``/``video_view``) are counted per
   video in a Faust table; when a video's count crosses
   ``caching_strategy.cache_warming.popular_view_count`` (seed: ``view_count >
-  1000``) one ``CacheWarm`` (trigger ``high_view_count``) is emitted.
+  1000``) one ``CacheWarm`` (trigger ``high_view_count``) is emitted. The
+  count stops there: past the threshold it decides nothing more.
 * a timer reads the edges' access logs into the Prometheus CDN metrics
   (streams/agents/cdn_metrics.py), served by the worker's metrics port.
 
@@ -35,22 +36,26 @@ from framelog.streams.emitter import AsyncEmitter
 from framelog.streams.events import new_event
 from framelog.streams.exceptions import DecodeError, ValidationError
 from framelog.streams.topics import TopicSpec
+from framelog.streams.worker import POPULARITY
 
 log = logging.getLogger(__name__)
 
-GROUP = "cdn"
 VIEW_COUNTS_TABLE = "view_counts"
 VIEW_TYPES = frozenset({"view_start", "video_view"})
 HIGH_VIEW_COUNT = "high_view_count"
 UPLOAD_COMPLETE = "video_upload_complete"
 LOG_POLL_INTERVAL = 1.0
+# Roll changelog segments hourly and compact eagerly, so a restart recovers about one record per video
+# instead of one per view (Kafka's defaults roll at 1 GiB or 7 days: nothing would ever be compacted).
+CHANGELOG_COMPACTION = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"}
 
 
 def view_counts_changelog(config: Config) -> TopicSpec:
     """The Faust table's changelog (Faust names it ``<app id>-<table>-changelog``); compacted."""
-    return TopicSpec(f"framelog-{GROUP}-{VIEW_COUNTS_TABLE}-changelog", (), compacted=True,
+    return TopicSpec(f"framelog-{POPULARITY}-{VIEW_COUNTS_TABLE}-changelog", (), compacted=True,
                      partitions=_partitions(config, topics.PLAYBACK_EVENTS),
-                     description="views per video counted by the cdn group (popularity warming)")
+                     description="views per video counted by the popularity group (cache warming)",
+                     extra_config=CHANGELOG_COMPACTION)
 
 
 def ensure_state_topics(config: Config) -> None:
@@ -126,15 +131,9 @@ class CdnCommands:
 
 def register_cdn(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter, *, secret: bytes,
                  exporter: EdgeLogExporter | None = None) -> None:
-    """cdn.commands → edges; playback.events → view counts → CacheWarm; edge logs → metrics."""
+    """The ``cdn`` group: cdn.commands → edges; edge logs → metrics."""
     commands = CdnCommands(config, secret)
     exporter = exporter or EdgeLogExporter(config)
-    changelog = view_counts_changelog(config)
-    views = app.Table(VIEW_COUNTS_TABLE, default=int, partitions=changelog.partitions,
-                      key_type=str, value_type=int,
-                      changelog_topic=app.topic(changelog.name, partitions=changelog.partitions,
-                                                key_serializer="json", value_serializer="json",
-                                                compacting=True))
 
     @app.agent(raw_topic(app, topics.CDN_COMMANDS, _partitions(config, topics.CDN_COMMANDS)), name="cdn-commands")
     async def cdn_commands(stream: faust.StreamT) -> None:
@@ -146,6 +145,24 @@ def register_cdn(app: faust.App, config: Config, codec: AvroCodec, emitter: Asyn
                 await commands.handle(*decoded)
             except Exception:      # one bad command must not stop the edges' other work
                 log.exception("cdn command %s for %s failed", decoded[0], decoded[1].get("video_id"))
+
+    @app.timer(LOG_POLL_INTERVAL)
+    async def edge_metrics() -> None:
+        await asyncio.to_thread(exporter.poll)
+
+
+def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter) -> None:
+    """The ``popularity`` group: playback.events → views per video (Faust table) → one CacheWarm on crossing.
+
+    A group of its own: a table's recovery pauses its app's streams, and edge
+    commands must not wait for it.
+    """
+    changelog = view_counts_changelog(config)
+    views = app.Table(VIEW_COUNTS_TABLE, default=int, partitions=changelog.partitions,
+                      key_type=str, value_type=int,
+                      changelog_topic=app.topic(changelog.name, partitions=changelog.partitions,
+                                                key_serializer="json", value_serializer="json",
+                                                compacting=True))
 
     @app.agent(raw_topic(app, topics.PLAYBACK_EVENTS, _partitions(config, topics.PLAYBACK_EVENTS)),
                name="cdn-popularity")
@@ -159,12 +176,10 @@ def register_cdn(app: faust.App, config: Config, codec: AvroCodec, emitter: Asyn
                 continue
             vid = record["video_id"]
             before = views[vid]
+            if cache_control.should_warm(HIGH_VIEW_COUNT, config, before):
+                continue       # popular already: its count decides nothing more, so the changelog stops growing
             views[vid] = before + 1
             if crossed_popularity(before, before + 1, config):
                 await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
                     "CacheWarm", video_id=vid, paths=[], providers=[], trigger=HIGH_VIEW_COUNT), key=vid)
                 log.info("video %s: %d views, warming the edges", vid, before + 1)
-
-    @app.timer(LOG_POLL_INTERVAL)
-    async def edge_metrics() -> None:
-        await asyncio.to_thread(exporter.poll)

@@ -1,6 +1,7 @@
 """Faust agents: intake (uploads → first stage) and one agent per pipeline stage."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -8,6 +9,8 @@ import uuid
 import faust
 
 from framelog.config import Config, StageConfig
+from framelog.jobs import tombstones
+from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.agents.stage import StageRequest, StageRunner
 from framelog.streams.app import raw_topic
@@ -39,9 +42,15 @@ async def _decode_or_dead_letter(codec: AvroCodec, emitter: AsyncEmitter, event:
         return None
 
 
-def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter) -> None:
-    """video.uploads → a StageTransition (queued) and a StageRequest for the first stage."""
+def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter,
+                    store: ObjectStore | None = None) -> None:
+    """video.uploads → a StageTransition (queued) and a StageRequest for the first stage.
+
+    The upload of a video deleted before intake saw it (its tombstone exists)
+    is dropped: its objects go, the first stage says ``cancelled``.
+    """
     first = config.pipeline.stages[0].name
+    objects = store or ObjectStore(config)
     source = raw_topic(app, topics.UPLOADS, _partitions(config, topics.UPLOADS))
 
     @app.agent(source, name="intake")
@@ -55,6 +64,13 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
                 continue
             video_id = upload["video_id"]
             job_id = str(uuid.uuid5(JOB_NAMESPACE, upload["event_id"]))
+            if await asyncio.get_running_loop().run_in_executor(None, tombstones.is_deleted, objects, video_id):
+                await asyncio.get_running_loop().run_in_executor(None, tombstones.purge_video, objects, video_id)
+                await emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
+                    "StageTransition", video_id=video_id, job_id=job_id, stage=first, state="cancelled", attempt=1,
+                    error_type="video_deleted", error_message=f"video {video_id} was deleted"), key=video_id)
+                log.info("video %s: upload dropped, the video was deleted", video_id)
+                continue
             inputs = {"object_key": upload["object_key"], "sha256": upload["sha256"],
                       "size_bytes": str(upload["size_bytes"]), "content_type": upload["content_type"],
                       "owner_id": upload["owner_id"]}

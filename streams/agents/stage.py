@@ -12,6 +12,10 @@ The runner is the only place that knows the stage protocol:
 * When attempts run out, or the error is permanent, ``failed`` with the error
   type and a readable reason, and the request goes to the stage's dead-letter
   topic.
+* A deleted video (its tombstone, ``framelog.jobs.tombstones``) wins: checked
+  before the job runs and again after it ended (its writes landed), it ends
+  the request with ``cancelled`` (error_type ``video_deleted``; no retry, no
+  dead letter, no next stage) after removing the video's objects.
 
 Total attempts are ``1 + retry_attempts`` from the configuration.
 """
@@ -46,6 +50,10 @@ class ResultStore(Protocol):
     def get_marker(self, key: str) -> dict[str, str] | None: ...
 
     def put_marker(self, key: str, outputs: Mapping[str, str]) -> None: ...
+
+    def video_deleted(self, video_id: str) -> bool: ...
+
+    def discard_video(self, video_id: str, stage_values: Mapping[str, str]) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,8 @@ class StageRunner:
         delay = req.not_before / 1000 - time.time()
         if delay > 0:                       # a scheduled retry: honour its backoff
             await asyncio.sleep(delay)
+        if await self._dropped_if_deleted(req):
+            return
 
         marker_key = JobContext(req.video_id, req.job_id, self.stage.name, req.attempt, req.inputs,
                                 Path(".")).marker_key
@@ -129,10 +139,14 @@ class StageRunner:
         try:
             outputs = await self._run_job(req)
         except PermanentJobError as exc:
+            if await self._dropped_if_deleted(req):     # e.g. its input vanished with the video
+                return
             metrics.observe_error(self.stage.name, exc.error_type)
             await self._fail(req, exc.error_type, exc.message, original, started)
             return
         except Exception as exc:           # transient: retry while attempts remain
+            if await self._dropped_if_deleted(req):
+                return
             error_type = "timeout" if isinstance(exc, (asyncio.TimeoutError, JobCancelled)) else type(exc).__name__
             message = (f"{self.stage.name} exceeded its {self.stage.timeout:g}s timeout"
                        if error_type == "timeout" else str(exc) or repr(exc))
@@ -149,8 +163,23 @@ class StageRunner:
                 await self._fail(req, error_type, f"{message} (after {req.attempt} attempts)", original, started)
             return
         await asyncio.get_running_loop().run_in_executor(self.executor, self.store.put_marker, marker_key, outputs)
+        if await self._dropped_if_deleted(req, outputs):   # check after write: deleted while the job ran
+            return
         metrics.observe_stage(self.stage.name, time.monotonic() - started, outputs, req.inputs)
         await self._succeeded(req, outputs, duration_ms=int((time.monotonic() - started) * 1000))
+
+    async def _dropped_if_deleted(self, req: StageRequest, outputs: Mapping[str, str] | None = None) -> bool:
+        """If the video was deleted: remove its objects (this job's writes too), emit ``cancelled``, True."""
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(self.executor, self.store.video_deleted, req.video_id):
+            return False
+        removed = await loop.run_in_executor(self.executor, self.store.discard_video, req.video_id,
+                                             {**req.inputs, **(outputs or {})})
+        log.info("%s job %s dropped: video %s was deleted (removed %s)", self.stage.name, req.job_id,
+                 req.video_id, {k: n for k, n in removed.items() if n})
+        await self.transition(req, "cancelled", error_type="video_deleted",
+                              error_message=f"video {req.video_id} was deleted")
+        return True
 
     async def _run_job(self, req: StageRequest) -> dict[str, str]:
         loop = asyncio.get_running_loop()

@@ -4,8 +4,12 @@ One Faust agent folds ``playback.events`` (accesses), ``video.assets`` (which
 renditions exist, since when, where) and ``storage.tier-transitions`` (its own
 decisions and the API's restore requests) into the table ``renditions``, whose
 changelog topic (``framelog-tiering-renditions-changelog``, compacted) lets a
-restarted worker recover it without replaying the sources; with the changelog
-gone, replaying the sources rebuilds the same rows (``streams.tiering_fold``).
+restarted worker recover it without replaying the sources. Should the
+changelog be lost, resetting the group's offsets to the beginning of the three
+sources rebuilds the same rows: the fold (``streams.tiering_fold``) does not
+depend on how the topics interleave, and the tiers come from the job's own
+TierTransition events (tests/unit/test_tier_ledger.py replays a year); but
+playback.events keeps 30 days, so older accesses survive only in the changelog.
 All three topics are keyed by video id with the same partition count, so one
 video's rows live in the partition its events arrive on.
 
@@ -40,6 +44,7 @@ from framelog.streams.tiering_fold import fold_event, rendition_row
 log = logging.getLogger(__name__)
 
 GROUP = "tiering"
+METRICS_REFRESH = 15.0       # seconds between storage gauge refreshes (a Prometheus scrape interval), not a seed number
 TABLE = "renditions"
 SOURCES = (topics.ASSETS, topics.PLAYBACK_EVENTS, topics.TIER_TRANSITIONS)
 
@@ -127,7 +132,13 @@ class TieringAgent:
         owned = self._owned()
         await self._refresh_gate(owned)
         await self.evaluator.evaluate(owned_renditions(list(self.table.items()), owned), self._load)
-        self.metrics.observe_storage(self._load(key) for _, key in owned_renditions(list(self.table.items()), owned))
+        self.observe_storage()
+
+    def observe_storage(self) -> None:
+        """storage_utilization and storage_costs from the owned rows (in memory: cheap)."""
+        if self._recovered():
+            owned = self._owned()
+            self.metrics.observe_storage(self._load(k) for _, k in owned_renditions(list(self.table.items()), owned))
 
     def _load(self, key: str) -> RenditionRecord | None:
         return rendition_row(self.table, key)
@@ -162,6 +173,10 @@ class TieringAgent:
                 await self.sweep()
             except Exception:  # noqa: BLE001 - a failed sweep is retried at the next tick
                 log.exception("tiering sweep failed")
+
+        @app.timer(METRICS_REFRESH, name="tiering-storage-metrics")
+        async def storage_metrics() -> None:
+            self.observe_storage()      # the evaluation interval may be an hour; the gauges should not wait
 
         @app.task
         async def evaluate_touched() -> None:

@@ -8,7 +8,9 @@ records are dead-lettered, the rest stored once, the rollups exact.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import datetime as dt
 import time
 import uuid
 
@@ -90,7 +92,9 @@ def _rows(client, video: str) -> list[tuple]:
 def test_engine_path_stores_what_the_python_path_stores(stack, config, engine):
     spec = _topic(config)
     video = f"engine{uuid.uuid4().hex[:8]}"
-    events = [_event(i, video) for i in range(300)]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    # late and out of order: offline clients replaying up to two days back, in shuffled order
+    events = [_event(i, video, event_time=now - dt.timedelta(hours=(i * 7) % 50, minutes=i % 60)) for i in range(300)]
     producer = EventProducer(config, AvroCodec(config, topic_specs=[spec]))
     for e in events:
         producer.send(spec.name, "PlaybackEvent", e)
@@ -109,6 +113,10 @@ def test_engine_path_stores_what_the_python_path_stores(stack, config, engine):
     rollup = "SELECT sum(events), sum(views), sum(likes), sum(shares) FROM video_stats_hourly WHERE video_id = {v:String}"
     assert (fast_client.query(rollup, parameters={"v": video}).result_rows
             == slow_client.query(rollup, parameters={"v": video}).result_rows == [(300, 50, 50, 50)])
+    hourly = ("SELECT hour, sum(events) FROM video_stats_hourly WHERE video_id = {v:String} GROUP BY hour ORDER BY hour")
+    expected = collections.Counter(e["event_time"].replace(minute=0, second=0, tzinfo=None) for e in events)
+    for client in (fast_client, slow_client):        # each event in the hour of its event time
+        assert client.query(hourly, parameters={"v": video}).result_rows == sorted(expected.items())
 
 
 def test_a_block_the_engine_refuses_is_taken_record_by_record(stack, config, engine):
@@ -142,3 +150,41 @@ def test_a_block_the_engine_refuses_is_taken_record_by_record(stack, config, eng
     events = client.query("SELECT sum(events) FROM video_stats_hourly WHERE video_id = {v:String}",
                           parameters={"v": video}).result_rows
     assert events == [(100,)]
+
+
+def test_runner_exports_written_counts_insert_latency_and_sink_lag(stack, config, engine):
+    from prometheus_client import REGISTRY
+
+    from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
+    from framelog.streams import topics
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    video = f"metrics{uuid.uuid4().hex[:8]}"
+    producer = EventProducer(config)
+    for i in range(60):
+        producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", _event(i, video))
+    producer.flush(30)
+    views_before, inserts_before = sample("video_views_total"), sample(
+        "framelog_analytics_insert_seconds_count", table="playback_events")
+
+    cfg, client = engine("engine_path_metrics")
+    runner = AnalyticsSinkRunner(cfg, client=client, group_id=f"test-metrics-{uuid.uuid4().hex[:6]}")
+    stored = "SELECT count(), any(kafka_partition) FROM playback_events WHERE video_id = {v:String}"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            runner.step()
+            if client.query(stored, parameters={"v": video}).result_rows[0][0] == 60 and not runner.sink.pending_rows:
+                break
+    finally:
+        runner.consumer.close()
+    count, partition = client.query(stored, parameters={"v": video}).result_rows[0]
+    assert count == 60
+    labels = {"topic": topics.PLAYBACK_EVENTS, "partition": str(partition)}
+    assert REGISTRY.get_sample_value("framelog_analytics_sink_lag_records", labels) == 0
+    assert 0 <= REGISTRY.get_sample_value("framelog_analytics_sink_lag_seconds", labels) < 120
+    written_views = client.query("SELECT sum(views) FROM video_stats_hourly").result_rows[0][0]
+    assert sample("video_views_total") - views_before == written_views      # counters count what was written
+    assert sample("framelog_analytics_insert_seconds_count", table="playback_events") > inserts_before

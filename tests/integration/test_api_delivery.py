@@ -8,79 +8,30 @@ AssetPublished) produced to Kafka. Every wait is a condition with a deadline.
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from framelog.api import access, deletion, events, keys, stream, videos
 from framelog.api.upload_protocol import encode_upload_metadata
-from framelog.config import Config
 from framelog.processors.edge_signing import edge_signature
-from framelog.processors.tokens import issue_share_token, issue_viewer_token, load_or_create_secret, sign_playback
+from framelog.processors.tokens import issue_share_token, load_or_create_secret, sign_playback
+from framelog.jobs.tombstones import video_prefixes
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.catalog import VideoCatalog
-from framelog.streams.consumer import DecodedRecord
 from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
-from framelog.streams.replay import ReplayedTable
+from tests.integration.delivery_api import (KEY, key_with, make_app, published, stream_of, upload,
+                                            viewer_tokens)
+from tests.integration.support import TopicRecorder, wait_for
 
 pytestmark = pytest.mark.integration
 
 DEADLINE = 60.0
-KEY = bytes(range(16))
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)
-
-
-class TopicRecorder(ReplayedTable):
-    """Every record of the given topics, by video id (the production replay, used as a test probe)."""
-
-    def __init__(self, config: Config, names: tuple[str, ...]):
-        super().__init__(config, names, group_prefix="it-delivery-recorder")
-        self.by_video: dict[str, list[DecodedRecord]] = {}
-
-    def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
-        if isinstance(record, DecodedRecord):
-            self.by_video.setdefault(record.value.get("video_id", ""), []).append(record)
-
-    def of(self, video_id: str, name: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [r.value for r in self.by_video.get(video_id, []) if r.name == name]
-
-    def wait(self, video_id: str, name: str, predicate: Callable[[dict], bool] = lambda v: True) -> dict[str, Any]:
-        found: list[dict] = []
-
-        def seen() -> bool:
-            found[:] = [v for v in self.of(video_id, name) if predicate(v)]
-            return bool(found)
-
-        assert self.wait_until(seen, DEADLINE), f"no matching {name} of {video_id}"
-        return found[-1]
-
-
-def make_app(config: Config) -> FastAPI:
-    app = FastAPI()
-    app.state.config = config
-    for module in (videos, events, keys, access, stream, deletion):
-        app.include_router(module.router)
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +42,8 @@ def client(stack, config):
 
 @pytest.fixture(scope="module")
 def recorder(stack, config):
-    rec = TopicRecorder(config, (topics.PLAYBACK_EVENTS, topics.CDN_COMMANDS, topics.UPLOADS, topics.ACCESS)).start()
+    rec = TopicRecorder(config, (topics.PLAYBACK_EVENTS, topics.CDN_COMMANDS, topics.UPLOADS, topics.ACCESS),
+                        group_prefix="it-delivery-recorder").start()
     assert rec.wait_ready(DEADLINE), rec.last_error
     yield rec
     rec.stop()
@@ -104,77 +56,7 @@ def secret(config) -> bytes:
 
 @pytest.fixture(scope="module")
 def tokens(config, secret) -> dict[str, dict[str, str]]:
-    def bearer(user: str, *ws: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {issue_viewer_token(user, config, secret=secret, now=time.time(), workspaces=ws)}"}
-    return {"alice": bearer("alice", "ws-1"), "bob": bearer("bob", "ws-1"), "eve": bearer("eve", "ws-9"),
-            "anon": {}}
-
-
-# ------------------------------------------------------------------ making videos
-
-def upload(client: TestClient, headers: Mapping[str, str], **params: str) -> str:
-    body = os.urandom(32)
-    r = client.post("/videos", params=params, headers={"Upload-Length": str(len(body)), "Tus-Resumable": "1.0.0",
-                                                        **headers})
-    assert r.status_code == 201, r.text
-    vid = r.json()["video_id"]
-    r = client.patch(f"/videos/{vid}/upload", content=body,
-                     headers={"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
-                              "Tus-Resumable": "1.0.0"})
-    assert r.status_code == 200, r.text
-    return vid
-
-
-def publish(config: Config, video_id: str) -> str:
-    """What cdn_upload leaves behind: objects, all stages succeeded, AssetPublished. Returns the mp4 key."""
-    store = ObjectStore(config)
-    mp4 = f"videos/2026/12/01/720p/{video_id}.mp4"
-    store.put_bytes(f"hls/{video_id}/master.m3u8", b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000\n720p/playlist.m3u8\n",
-                    "application/vnd.apple.mpegurl")
-    for q in ("720p", "360p"):
-        store.put_bytes(f"hls/{video_id}/{q}/playlist.m3u8", b"#EXTM3U\n", "application/vnd.apple.mpegurl")
-        store.put_bytes(f"hls/{video_id}/{q}/seg_000.ts", b"\x47" * 188, "video/mp2t")
-    store.put_bytes(f"hls/{video_id}/subtitles/en-US/playlist.m3u8", b"#EXTM3U\n", "application/vnd.apple.mpegurl")
-    store.put_bytes(f"hls/{video_id}/subtitles/captions.vtt", b"WEBVTT\n", "text/vtt")
-    store.put_bytes(f"keys/{video_id}/aes128.key", KEY)
-    store.put_bytes(f"thumbnails/{video_id}/poster.jpg", b"jpeg", "image/jpeg")
-    store.put_bytes(f"thumbnails/{video_id}/chapters.vtt", b"WEBVTT\n", "text/vtt")
-    store.put_bytes(f"meta/{video_id}/analysis.json", b"{}", "application/json")
-    store.put_bytes(f"work/{video_id}/job-1/cdn_upload/attempt-1/x", b"x")
-    store.put_bytes(mp4, b"mp4", "video/mp4")
-    rendition = lambda q, h, bw: dict(name=q, width=h * 16 // 9, height=h, bandwidth=bw, average_bandwidth=bw,  # noqa: E731
-                                      codecs="avc1.4d401f,mp4a.40.2", frame_rate=25.0,
-                                      playlist_key=f"hls/{video_id}/{q}/playlist.m3u8", segment_count=1, size_bytes=188)
-    with EventProducer(config) as producer:
-        for stage in config.pipeline.stage_names:
-            producer.send(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
-                "StageTransition", video_id=video_id, job_id="job-1", stage=stage, state="succeeded"))
-        producer.send(topics.ASSETS, "AssetPublished", new_event(
-            "AssetPublished", video_id=video_id, job_id="job-1",
-            renditions=[rendition("720p", 720, 2_000_000), rendition("360p", 360, 600_000)],
-            master_playlist_key=f"hls/{video_id}/master.m3u8", duration_seconds=4.0,
-            thumbnails=[f"thumbnails/{video_id}/poster.jpg"], chapters_key=f"thumbnails/{video_id}/chapters.vtt",
-            key_id=f"keys/{video_id}/aes128.key",
-            metadata={"source_key": mp4, "captions": "ok", "captions_language": "en-US",
-                      "captions_playlist_key": f"hls/{video_id}/subtitles/en-US/playlist.m3u8",
-                      "captions_key": f"hls/{video_id}/subtitles/captions.vtt"}))
-    return mp4
-
-
-def published(client: TestClient, config: Config, tokens, visibility: str, **params: str) -> str:
-    vid = upload(client, tokens["alice"], visibility=visibility, **params)
-    publish(config, vid)
-    wait_for(lambda: client.get("/v1/stream", params={"video_id": vid}, headers=tokens["alice"]).status_code == 200,
-             f"video {vid} to become playable")
-    return vid
-
-
-def stream_of(client: TestClient, vid: str, who: Mapping[str, str], **params: str) -> httpx.Response:
-    return client.get("/v1/stream", params={"video_id": vid, **params}, headers=dict(who))
-
-
-def key_with(client: TestClient, grant_url_or_vid: str, grant: str, who: Mapping[str, str] = {}) -> httpx.Response:
-    return client.get(f"/v1/keys/{grant_url_or_vid}?{grant}", headers=dict(who))
+    return viewer_tokens(config, secret)
 
 
 # ------------------------------------------------------------------ the stream API
@@ -216,7 +98,7 @@ def test_upload_records_the_policy_and_refuses_impersonation(client, config, tok
         producer.send(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
             "StageTransition", video_id=vid, job_id="job-1", stage=config.pipeline.stage_names[0], state="started"))
     r = wait_for(lambda: (lambda x: x if x.json().get("status", {}).get("state") == "processing" else None)(
-        stream_of(client, vid, tokens["alice"])), "the processing status")
+        stream_of(client, vid, tokens["alice"])), "the processing status", DEADLINE)
     assert r.status_code == 409 and r.json()["status"]["current_stage"] == config.pipeline.stage_names[0]
 
 
@@ -364,7 +246,7 @@ def test_delete_removes_objects_purges_and_keeps_the_status(client, config, toke
     r = client.delete(f"/videos/{vid}", params={"reason": "test"}, headers=tokens["alice"])
     assert r.status_code == 200, r.text
     assert r.json()["objects_removed"][f"hls/{vid}/"] == 7
-    for prefix in deletion.video_prefixes(vid):
+    for prefix in video_prefixes(vid):
         assert list(store.keys(prefix)) == [], prefix
     assert store.head(mp4) is None
     deleted = recorder.wait(vid, "VideoDeleted")
@@ -373,7 +255,7 @@ def test_delete_removes_objects_purges_and_keeps_the_status(client, config, toke
     assert f"/{mp4}" in purge["paths"] and f"/thumbnails/{vid}/*" in purge["paths"]
 
     status = wait_for(lambda: (lambda x: x if x.json().get("state") == "deleted" else None)(
-        client.get(f"/videos/{vid}")), "the status to say deleted")
+        client.get(f"/videos/{vid}")), "the status to say deleted", DEADLINE)
     assert status.json()["deleted_at"]
     assert stream_of(client, vid, tokens["alice"]).status_code == 404
     assert key_with(client, vid, grant).status_code == 404
@@ -386,7 +268,7 @@ def test_stream_urls_play_through_the_edges_and_fail_over(client, config, tokens
 
     vid = published(client, config, tokens, "public")
     s = wait_for(lambda: (lambda x: x if not x["cdn"]["failed_over"] and all(x["cdn"]["health"].values()) else None)(
-        stream_of(client, vid, tokens["anon"], country="US").json()), "both edges to be healthy")
+        stream_of(client, vid, tokens["anon"], country="US").json()), "both edges to be healthy", DEADLINE)
     r = httpx.get(s["manifest_url"], timeout=10)
     assert r.status_code == 200 and r.content.startswith(b"#EXTM3U"), r.text
     seg = s["manifest_url"].replace("/master.m3u8", "/720p/seg_000.ts")      # relative URLs verify too
@@ -400,7 +282,7 @@ def test_stream_urls_play_through_the_edges_and_fail_over(client, config, tokens
     primary.stop()
     try:
         moved = wait_for(lambda: (lambda x: x if x["cdn"]["failed_over"] else None)(
-            stream_of(client, vid, tokens["anon"], country="US").json()), "the stream API to fail over")
+            stream_of(client, vid, tokens["anon"], country="US").json()), "the stream API to fail over", DEADLINE)
         assert moved["cdn"]["primary"] == s["cdn"]["fallback"] and moved["cdn"]["health"][s["cdn"]["primary"]] is False
         assert urlsplit(moved["manifest_url"]).port == config.cdn.providers[s["cdn"]["fallback"]].edge_port
         assert httpx.get(moved["manifest_url"], timeout=10).status_code == 200
@@ -421,7 +303,7 @@ def test_a_rendition_in_a_cold_tier_is_restoring(client, config, tokens):
         q = {x["name"]: x for x in s.get("qualities", [])}
         return q if q.get("720p", {}).get("availability") == "restoring" else None
 
-    q = wait_for(restoring, "the 720p rendition to show as restoring")
+    q = wait_for(restoring, "the 720p rendition to show as restoring", DEADLINE)
     assert q["720p"]["restore_estimate_seconds"] > 0 and q["360p"]["availability"] == "available"
     r = stream_of(client, vid, tokens["anon"], quality="720p")
     assert r.status_code == 409 and int(r.headers["retry-after"]) > 0 and "restored" in r.json()["detail"]

@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from framelog.analytics_client import AnalyticsClient
 from framelog.api import events as ev
@@ -130,11 +131,14 @@ def test_mixed_batch_lands_on_both_topics_exactly_once(client, collector):
               qs(vid), pb(vid, "rebuffer_start"), pb(vid, "rebuffer_end"), qs(vid, reason="low_buffer"),
               pb(vid, "seek", position_seconds=40), pb(vid, "error"), pb(vid, "share"), pb(vid, "video_like"),
               pb(vid, "ended", position_seconds=60, country="US")]
+    ingested = lambda topic: REGISTRY.get_sample_value("framelog_events_ingested_total", {"topic": topic}) or 0
+    counted = ingested(PLAYBACK_EVENTS), ingested(QUALITY_SWITCHES)
     before = now_ms()
     r = client.post("/v1/events", json={"events": events}, headers={"X-Viewer-Country": "DE"})
     after = now_ms()
     assert r.status_code == 202, r.text
     assert r.json() == {"accepted": len(events)}
+    assert (ingested(PLAYBACK_EVENTS) - counted[0], ingested(QUALITY_SWITCHES) - counted[1]) == (10, 2)
 
     got = collector.wait_for_ids(e["event_id"] for e in events)
     post_marker(client, collector, vid)

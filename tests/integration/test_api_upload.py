@@ -14,7 +14,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -33,20 +33,10 @@ from framelog.streams.producer import EventProducer
 from framelog.streams.status import StatusFold, StatusTable
 from framelog.streams.uploader import object_sha256, raw_object_key
 from framelog.upload_client import ResumableUploader, upload_resumable
+from tests.integration.support import wait_for
 
 DEADLINE = 90.0
 PATCH_HEADERS = {"Content-Type": OFFSET_CONTENT_TYPE, "Tus-Resumable": "1.0.0"}
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)
 
 
 def make_app(config: Config) -> FastAPI:
@@ -333,7 +323,7 @@ def test_status_endpoint_follows_transitions_and_survives_replay(client, config,
         return r.json() if r.status_code == 200 else None
 
     v = wait_for(lambda: (lambda x: x if x and x["stages"].get(second, {}).get("progress") == 0.25 else None)(view()),
-                 "the status to show the second stage's progress")
+                 "the status to show the second stage's progress", DEADLINE)
     assert v["state"] == "processing" and v["current_stage"] == second and v["error"] is None
     assert v["stages"][first]["state"] == "succeeded" and v["stages"][first]["progress"] == 1.0
     assert v["stages"][first]["duration_ms"] == 2000 and v["stages"][first]["outputs"] == {"probe": "ok"}
@@ -347,7 +337,7 @@ def test_status_endpoint_follows_transitions_and_survives_replay(client, config,
                       transition(vid, second, "failed", 8, attempt=2, error_type="invalid_media",
                                  error_message="no video stream", duration_ms=1500))
 
-    v = wait_for(lambda: (lambda x: x if x and x["state"] == "failed" else None)(view()), "the failure to show")
+    v = wait_for(lambda: (lambda x: x if x and x["state"] == "failed" else None)(view()), "the failure to show", DEADLINE)
     assert v["current_stage"] == second
     assert v["error"] == {"stage": second, "error_type": "invalid_media", "error_message": "no video stream",
                           "attempt": 2}
@@ -377,7 +367,7 @@ def test_status_ready_when_the_last_stage_succeeded(client, config):
         r = client.get(f"/videos/{vid}")
         return r.json() if r.status_code == 200 and r.json()["state"] == "ready" else None
 
-    v = wait_for(ready, "the video to be ready")
+    v = wait_for(ready, "the video to be ready", DEADLINE)
     assert v["progress"] == 1.0 and v["error"] is None
     assert v["current_stage"] == config.pipeline.stage_names[-1]
     assert all(s["state"] == "succeeded" for s in v["stages"].values())

@@ -27,12 +27,12 @@ PAGE = """<!doctype html><meta charset="utf-8"><video id="v" muted playsinline><
 window.errors = []; window.cues = null; window.tracks = null;
 const v = document.getElementById('v');
 const hls = new Hls({subtitleDisplay: true});
-hls.on(Hls.Events.MANIFEST_PARSED, () => v.play().catch(e => window.errors.push(String(e))));
 hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (e, d) => {   // the tracks of the playing variant's group
   window.tracks = d.subtitleTracks.map(t => ({name: t.name, lang: t.lang}));
-  hls.subtitleTrack = 0;
 });
-hls.on(Hls.Events.ERROR, (e, d) => window.errors.push(d.type + ':' + d.details));
+hls.on(Hls.Events.LEVEL_LOADED, () => setTimeout(() => { hls.subtitleTrack = 0; }, 0));  // a viewer turns captions on
+hls.on(Hls.Events.SUBTITLE_TRACK_LOADED, () => v.play().catch(e => window.errors.push(String(e))));
+hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.errors.push(d.type + ':' + d.details); });
 hls.loadSource('master.m3u8'); hls.attachMedia(v);
 setInterval(() => {
   for (const t of v.textTracks) {

@@ -18,7 +18,7 @@ from framelog.edge_health import EdgeHealth
 from framelog.ids import new_video_id
 from framelog.processors import cache_control as cc
 from framelog.processors.cdn_routing import edge_base_url, stream_urls
-from framelog.processors.edge_signing import signed_edge_url
+from framelog.processors.edge_signing import origin_token, signed_edge_url
 from framelog.processors.tokens import load_or_create_secret
 from framelog.s3 import s3_client
 from framelog.stack.nginx import cache_dir
@@ -28,7 +28,7 @@ from framelog.streams import topics
 from framelog.streams.events import new_event
 from framelog.streams.lag import group_lag
 from framelog.streams.producer import EventProducer
-from framelog.streams.worker import CDN, groups
+from framelog.streams.worker import CDN, POPULARITY, groups
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +63,9 @@ def put_fake_video(config, video_id: str) -> list[str]:
     return sorted(objects)
 
 
-def fetch(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, method=method, data=data)
+def fetch(url: str, method: str = "GET", data: bytes | None = None,
+          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, method=method, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, dict(r.headers), r.read()
@@ -109,6 +110,17 @@ def test_edge_serves_the_origin_object_with_its_cache_control_then_from_cache(co
     assert (f"/hls/{video}/master.m3u8") in keys_of(config, provider, video)
 
 
+def test_browser_requests_get_one_cors_answer_from_the_edge(config, secret, video):
+    """The origin's own CORS headers (per Origin, with Vary) never pass the edge, cached or not."""
+    for _ in range(2):                                     # MISS, then HIT
+        req = urllib.request.Request(url(config, secret, f"hls/{video}/master.m3u8"),
+                                     headers={"Origin": "http://127.0.0.1:1"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.headers.get_all("Access-Control-Allow-Origin") == ["*"]
+            assert r.headers.get_all("Vary") is None
+            assert r.headers.get_all("Access-Control-Allow-Methods") is None
+
+
 def test_edge_refuses_unsigned_forged_expired_and_other_video_paths(config, secret, video):
     base = edge_base_url("primary_cdn", config)
     good = url(config, secret, f"hls/{video}/master.m3u8")
@@ -148,13 +160,17 @@ def test_edge_refuses_unsigned_forged_expired_and_other_video_paths(config, secr
     assert fetch(f"{base}/_purge/hls/{video}/master.m3u8")[0] == 403        # purge needs the edge's token
 
 
-def test_origin_allows_anonymous_reads_of_served_prefixes_only(config, video):
+def test_origin_serves_the_edges_only_and_only_the_served_prefixes(config, secret, video):
     origin = f"{config.object_storage.endpoint_url}/{config.object_storage.bucket}"
-    assert fetch(f"{origin}/hls/{video}/master.m3u8")[0] == 200
-    assert fetch(f"{origin}/keys/{video}/key.bin")[0] == 403
-    assert fetch(f"{origin}/?list-type=2")[0] == 403
-    assert fetch(f"{origin}/hls/{video}/evil.m3u8", "PUT", b"x")[0] == 403
-    assert fetch(f"{origin}/hls/{video}/master.m3u8", "DELETE")[0] == 403
+    edge = {"Referer": origin_token(secret)}
+    assert fetch(f"{origin}/hls/{video}/master.m3u8")[0] == 403              # no token: not for the world
+    assert fetch(f"{origin}/hls/{video}/master.m3u8", headers={"Referer": "x"})[0] == 403
+    assert fetch(f"{origin}/hls/{video}/master.m3u8", headers=edge)[0] == 200
+    assert fetch(f"{origin}/thumbnails/{video}/poster.jpg", headers=edge)[0] == 200
+    assert fetch(f"{origin}/keys/{video}/key.bin", headers=edge)[0] == 403
+    assert fetch(f"{origin}/?list-type=2", headers=edge)[0] == 403
+    assert fetch(f"{origin}/hls/{video}/evil.m3u8", "PUT", b"x", headers=edge)[0] == 403
+    assert fetch(f"{origin}/hls/{video}/master.m3u8", "DELETE", headers=edge)[0] == 403
 
 
 # ------------------------------------------------------------ purge and warm
@@ -219,31 +235,44 @@ def test_stopped_edge_is_unhealthy_and_new_urls_fall_back(stack, config, secret,
 
 # ------------------------------------------------------------ the cdn consumer group
 
-class CdnWorker(WorkerService):
-    """``framelog worker --stage cdn`` alone (the other groups are not needed here)."""
+class GroupWorker(WorkerService):
+    """``framelog worker --stage <group>`` alone (the other groups are not needed here)."""
 
-    name = "worker-cdn"
-    subcommand = ("worker", "--stage", CDN)
+    def __init__(self, config, group: str):
+        self.name = f"worker-{group}"
+        self.subcommand = ("worker", "--stage", group)
+        self.group = group
+        super().__init__(config)
 
     def check_health(self) -> None:
         from confluent_kafka import ConsumerGroupState
 
         from framelog.streams.admin import admin_client
 
-        admin = admin_client(self.config)
-        desc = admin.describe_consumer_groups([f"framelog-{CDN}"], request_timeout=5)[f"framelog-{CDN}"].result(10)
+        name = f"framelog-{self.group}"
+        admin = admin_client(self.config)      # keep a reference: futures die with their client
+        desc = admin.describe_consumer_groups([name], request_timeout=5)[name].result(10)
         if desc.state != ConsumerGroupState.STABLE or not desc.members:
-            raise RuntimeError(f"framelog-{CDN} is {desc.state.name.lower()}")
+            raise RuntimeError(f"{name} is {desc.state.name.lower()}")
 
 
-@pytest.fixture(scope="module")
-def cdn_worker(stack, config):
-    worker = CdnWorker(config)
+def _group_worker(config, group: str):
+    worker = GroupWorker(config, group)
     was_running = worker.is_running()
     worker.start(timeout=120)
     yield worker
     if not was_running:
         worker.stop()
+
+
+@pytest.fixture(scope="module")
+def cdn_worker(stack, config):
+    yield from _group_worker(config, CDN)
+
+
+@pytest.fixture(scope="module")
+def popularity_worker(stack, config, cdn_worker):
+    yield from _group_worker(config, POPULARITY)
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +304,8 @@ def test_commands_purge_and_warm_both_edges(config, secret, video, cdn_worker, p
     assert fetch(url(config, secret, f"hls/{video}/master.m3u8"))[1]["X-Cache-Status"] == "MISS"
 
 
-def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, video, cdn_worker, producer):
+def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, video, popularity_worker,
+                                                                     producer):
     views = config.caching.popular_view_count + 1          # seed: view_count > 1000
     for i in range(views):
         producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", new_event(
@@ -284,11 +314,13 @@ def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, vid
     producer.flush()
     assert wait_until(lambda: f"/hls/{video}/master.m3u8" in keys_of(config, "primary_cdn", video)
                       and f"/hls/{video}/master.m3u8" in keys_of(config, "secondary_cdn", video), WAIT)
-    for i in range(5):                                     # more views: no second warm
+    popularity_worker.stop()                               # the count survives a restart (table changelog) ...
+    popularity_worker.start(timeout=120)
+    for i in range(5):                                     # ... so more views warm nothing again
         producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", new_event(
             "PlaybackEvent", session_id=f"t{i}", viewer_id=f"viewer{i}", video_id=video, type="view_start"), key=video)
     producer.flush()
-    assert wait_until(lambda: group_lag(config, f"framelog-{CDN}", topics.PLAYBACK_EVENTS) == 0, WAIT)
+    assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, WAIT)
     from tests.integration.test_pipeline import read_topic
 
     warms = [r for name, r in read_topic(config, topics.CDN_COMMANDS, video) if name == "CacheWarm"]

@@ -51,7 +51,7 @@ def test_spoken_video_is_published_with_a_subtitles_track(config, spoken, store)
         assert head["ContentType"].startswith("text/vtt")
         assert head["CacheControl"] == cc.cache_control(cc.HLS_SEGMENTS, config)
         body = store.get_bytes(f"{base}/{name}").decode()
-        assert body.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS=")
+        assert body.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:")
         text += body
     assert "-->" in text
 

@@ -1,53 +1,31 @@
 """Storage tiering on the real stack: the tiering worker, Kafka, SeaweedFS's S3 storage classes.
 
-A configuration overlay shrinks time, not the code path: rules of seconds
-instead of days (cold after 3 s with fewer than 10 accesses), a 3 s restore
-delay for the cold tier and a 0.5 s evaluation interval. The worker is the real
-``framelog worker --stage tiering`` process; it is killed with SIGKILL mid-move
-in the last test.
+Time is shrunk to seconds by a configuration overlay (see tests/integration/tiering_worker.py),
+not the code path. The worker is the real ``framelog worker --stage tiering`` process; it is killed
+with SIGKILL mid-move in the last test.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import httpx
 import pytest
-import yaml
 
-from framelog.config import Config, load_config
+from framelog.config import Config
 from framelog.ids import new_video_id
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
-from framelog.streams.admin import admin_client, create_topics
 from framelog.streams.consumer import DecodedRecord
 from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
 from framelog.streams.tier_view import AVAILABLE, RESTORING, TierView
-from framelog.streams.worker import TIERING, groups
+from tests.integration.tiering_worker import AGE_SECONDS, RESTORE_DELAY, play, tcfg, worker  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 DEADLINE = 60.0
-AGE_SECONDS = 3.0            # "Low usage" after this many seconds instead of 90 days
-RESTORE_DELAY = 3.0
-OVERRIDES: dict[str, Any] = {
-    "tiering_evaluation_interval": "0.5s",
-    "tiering_default_tier": "hot_tier",
-    "tiering_restore_hold": "1h",
-    "storage_tiers": {"cold_tier": {"restore_delay": f"{RESTORE_DELAY:g}s"}},
-    "tiering_rules": [
-        {"name": "Low usage", "min_age_days": AGE_SECONDS / 86400, "max_access_count": 10,
-         "target_tier": "cold_tier"},
-        {"name": "Recent uploads", "max_age_days": AGE_SECONDS / 86400, "target_tier": "hot_tier"},
-    ],
-}
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE, step: float = 0.05) -> Any:
@@ -72,70 +50,6 @@ class TransitionLog(ReplayedTable):
     def of(self, video_id: str, name: str = "TierTransition") -> list[dict[str, Any]]:
         with self._lock:
             return [r.value for r in self.decoded if r.name == name and r.value["video_id"] == video_id]
-
-
-class TieringWorker:
-    """``framelog worker --stage tiering`` as a child process of this test (killed only by its pid)."""
-
-    def __init__(self, config: Config, overlay: Path, log_path: Path):
-        self.config, self.overlay, self.log_path = config, overlay, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(self.overlay)}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "framelog.cli", "worker", "--stage", TIERING],
-                                         env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    @property
-    def metrics_url(self) -> str:
-        port = self.config.stack.worker_metrics_port + groups(self.config).index(TIERING)
-        return f"http://{self.config.stack.host}:{port}/metrics"
-
-
-def _group_members(config: Config) -> int:
-    admin = admin_client(config)           # keep a reference: futures die with their client
-    desc = admin.describe_consumer_groups([f"framelog-{TIERING}"], request_timeout=5)
-    return len(next(iter(desc.values())).result(timeout=10).members)
-
-
-@pytest.fixture(scope="module")
-def tcfg(stack, config, tmp_path_factory) -> tuple[Config, Path]:
-    """The configuration of this stack (its overlay, if any) with tiering time shrunk to seconds."""
-    base = os.environ.get("FRAMELOG_CONFIG_OVERLAY")
-    data = yaml.safe_load(Path(base).read_text()) if base else {}
-    data = {**(data or {}), **OVERRIDES}
-    path = tmp_path_factory.mktemp("tiering") / "overlay.yaml"
-    path.write_text(yaml.safe_dump(data))
-    cfg = load_config(overlay=path)
-    create_topics(cfg)
-    return cfg, path
-
-
-@pytest.fixture(scope="module")
-def worker(tcfg, tmp_path_factory):
-    cfg, overlay = tcfg
-    # another tiering worker (default rules: days, not seconds) would own part of the partitions
-    wait_for(lambda: _group_members(cfg) == 0, "no other member in group framelog-tiering "
-             "(stop other workers: framelog services stop)", timeout=30, step=0.5)
-    w = TieringWorker(cfg, overlay, tmp_path_factory.mktemp("tiering-log") / "worker.log")
-    w.start()
-    yield w
-    w.stop()
 
 
 @pytest.fixture(scope="module")
@@ -176,16 +90,6 @@ def publish(cfg: Config, store: ObjectStore, producer: EventProducer, video_id: 
     producer.deliver(topics.ASSETS, "AssetPublished", new_event(
         "AssetPublished", video_id=video_id, job_id=f"job-{video_id}", renditions=rs,
         master_playlist_key=f"hls/{video_id}/master.m3u8"), key=video_id)
-
-
-def play(producer: EventProducer, video_id: str, rendition: str, sessions: int) -> None:
-    now = int(time.time() * 1000)
-    for i in range(sessions):
-        for type_ in ("view_start", "progress", "progress"):         # heartbeats of a session count once
-            producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", new_event(
-                "PlaybackEvent", session_id=f"{video_id}-s{i}", viewer_id=f"viewer{i}", video_id=video_id,
-                type=type_, rendition=rendition, client_time=now, ingest_time=now), key=video_id)
-    producer.flush()
 
 
 def inventory(store: ObjectStore, prefix: str) -> dict[str, tuple[str, int, str]]:
@@ -271,8 +175,10 @@ def test_worker_killed_mid_move_neither_skips_nor_repeats_the_transition(tcfg, w
     cfg, _ = tcfg
     vid = new_video_id()
     prefix = f"hls/{vid}/1080p/"
-    publish(cfg, store, producer, vid, {"1080p": 150})
+    play(producer, vid, "480p", sessions=10)
+    publish(cfg, store, producer, vid, {"1080p": 150, "480p": 2})
     before = inventory(store, prefix)
+    watched = inventory(store, f"hls/{vid}/480p/")
 
     def partly_moved():
         moved = {k for k, (_, _, c) in inventory(store, prefix).items() if c == "GLACIER"}
@@ -295,3 +201,6 @@ def test_worker_killed_mid_move_neither_skips_nor_repeats_the_transition(tcfg, w
     wait_for(lambda: (metric(worker.metrics_url, "storage_utilization", tier="cold_tier",
                              region=cfg.object_storage.region) or 0) >= t["size_bytes"], "a sweep after the move")
     assert len(transitions.of(vid)) == 1
+    # the table came back from its changelog: the rendition published before the kill was known after it
+    # (its move finished), and the watched one still has its 10 accesses, so it stays hot
+    assert inventory(store, f"hls/{vid}/480p/") == watched

@@ -86,7 +86,7 @@ def test_captions_become_an_hls_subtitles_rendition(speech_captions, clip, cfg, 
     seen_text = []
     for name, _ in entries:
         vtt = (playlist.parent / name).read_text()
-        assert vtt.splitlines()[1] == f"X-TIMESTAMP-MAP=MPEGTS={offset},LOCAL=00:00:00.000"
+        assert vtt.splitlines()[1] == f"X-TIMESTAMP-MAP=MPEGTS:{offset},LOCAL:00:00:00.000"
         probe_json = fc.run_json(fc.ffprobe_args(playlist.parent / name, entries="stream=codec_name"))
         assert probe_json["streams"][0]["codec_name"] == "webvtt"       # ffmpeg parses every segment
         seen_text += re.findall(r"-->.*\n(.+)", vtt)

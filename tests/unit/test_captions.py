@@ -42,7 +42,7 @@ def test_webvtt_with_and_without_timestamp_map():
     assert plain.startswith("WEBVTT\n\n1\n00:00:00.050 --> 00:00:00.910\nhello &lt;world&gt; &amp; co\n")
     assert "00:01:01.500 --> 01:02:05.250\nlater\n" in plain
     mapped = captions.webvtt(cues, mpegts_offset=126000)
-    assert mapped.splitlines()[:2] == ["WEBVTT", "X-TIMESTAMP-MAP=MPEGTS=126000,LOCAL=00:00:00.000"]
+    assert mapped.splitlines()[:2] == ["WEBVTT", "X-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000"]
     assert captions.webvtt([], mpegts_offset=0).startswith("WEBVTT\nX-TIMESTAMP-MAP")
 
 

@@ -82,3 +82,10 @@ def test_constraints_cover_the_semantic_rules_of_both_raw_tables():
         ruled = {f["name"] for f in raw_schema(record)["fields"]} & set(FIELD_RULES) - {"event_id"}  # UUID column
         missing = {f for f in ruled if not any(re.search(rf"CHECK .*\b{f}\b", line) for line in checks)}
         assert not missing, f"{table}: no constraint for {sorted(missing)}"
+
+
+def test_kafka_offsets_of_every_size_round_trip():
+    offsets = [0, 1, 63, 64, 65, 127, 128, 8191, 8192, 2**21, 2**40 + 5, 2**62]
+    values = [CODEC.encode("PlaybackEvent", _event(i)) for i in range(len(offsets))]
+    block = WRITER.build("t", 7, values, offsets, set())
+    assert [r["kafka_offset"] for r in _read_block(block.data)] == offsets

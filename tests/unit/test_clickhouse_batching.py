@@ -104,3 +104,72 @@ def test_limits_are_validated():
         RecordingSink(0, 1.0)
     with pytest.raises(ValueError):
         RecordingSink(1, 0)
+
+
+class OverlappingSink(BatchingSink):
+    """Starts each write, finishes it later (like an insert on another thread)."""
+
+    def __init__(self, *a, fail_finish=(), fail_start=(), **kw):
+        super().__init__(*a, **kw)
+        self.log: list[str] = []
+        self.fail_finish, self.fail_start = set(fail_finish), set(fail_start)
+
+    def write(self, batch: Batch) -> None:
+        raise AssertionError("flush must use start_write")
+
+    def start_write(self, batch: Batch):
+        p = batch.partition
+        if p in self.fail_start:
+            raise RuntimeError(f"start {p} failed")
+        self.log.append(f"start {p}")
+
+        def finish():
+            if p in self.fail_finish:
+                raise RuntimeError(f"insert {p} failed")
+            self.log.append(f"done {p}")
+        return finish
+
+
+def _overlapping(**kw):
+    commits = []
+    sink = OverlappingSink(100, 60.0, on_committed=commits.append, clock=FakeClock(), **kw)
+    for p in range(4):
+        sink.add("x", "t", p, 10 * p)
+    return sink, commits
+
+
+def test_flush_starts_the_next_write_before_finishing_the_previous_and_commits_all():
+    sink, commits = _overlapping()
+    assert sink.flush() == {("t", p): 10 * p + 1 for p in range(4)}
+    assert sink.log == ["start 0", "start 1", "done 0", "start 2", "done 1", "start 3", "done 2", "done 3"]
+    assert commits == [{("t", p): 10 * p + 1 for p in range(4)}] and sink.pending_rows == 0
+
+
+def test_a_failed_finish_commits_only_the_writes_before_it():
+    sink, commits = _overlapping(fail_finish={1})
+    with pytest.raises(RuntimeError, match="insert 1"):
+        sink.flush()
+    assert commits == [{("t", 0): 1}]
+    assert set(sink.pending()) == {("t", 1), ("t", 2), ("t", 3)} and sink.pending_rows == 3
+
+
+def test_a_failed_start_still_commits_the_write_in_flight_if_it_landed():
+    sink, commits = _overlapping(fail_start={2})
+    with pytest.raises(RuntimeError, match="start 2"):
+        sink.flush()
+    assert commits == [{("t", 0): 1, ("t", 1): 11}]
+    assert set(sink.pending()) == {("t", 2), ("t", 3)}
+
+
+def test_add_many_takes_a_partitions_poll_at_once_and_checks_offset_order():
+    sink, commits, _ = make(max_rows=5)
+    assert sink.add_many(["a", "b"], "t", 0, [3, 4]) is None
+    assert sink.add_many(["c"], "t", 1, [9]) is None
+    with pytest.raises(ValueError):
+        sink.add_many(["x"], "t", 0, [4])                      # not after the last one taken
+    with pytest.raises(ValueError):
+        sink.add_many(["x", "y"], "t", 0, [8, 7])
+    assert sink.pending_rows == 3
+    assert sink.add_many(["d", "e", "f"], "t", 0, [5, 6, 7]) == {("t", 0): 8, ("t", 1): 10}   # 6 >= 5: flushed
+    assert [w[4] for w in sink.written] == [["a", "b", "d", "e", "f"], ["c"]]
+    assert commits == [{("t", 0): 8, ("t", 1): 10}]

@@ -9,7 +9,7 @@ import pytest
 
 from framelog.config import DEFAULT_CONFIG_PATH, load_config
 from framelog.processors.edge_signing import (
-    edge_secret, edge_signature, parse_object_path, purge_token, scope_for, signed_edge_path, signed_edge_url)
+    edge_secret, edge_signature, origin_token, parse_object_path, purge_token, scope_for, signed_edge_path, signed_edge_url)
 from framelog.processors.tokens import _mac
 
 SECRET = b"s" * 32
@@ -86,7 +86,7 @@ def test_lifetime_and_secret_are_checked(cfg):
 
 def test_derived_keys_are_separate_from_the_token_secret():
     """The edge key and the purge token never equal each other or a token signature of the same secret."""
-    assert edge_secret(SECRET) != purge_token(SECRET)
+    assert len({edge_secret(SECRET), purge_token(SECRET), origin_token(SECRET)}) == 3
     assert SECRET.hex() not in (edge_secret(SECRET), purge_token(SECRET))
     assert edge_secret(SECRET) != _mac(SECRET, b"framelog.edge.v1")
     assert edge_secret(b"t" * 32) != edge_secret(SECRET)

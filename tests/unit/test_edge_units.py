@@ -8,10 +8,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from framelog.config import DEFAULT_CONFIG_PATH, load_config
-from framelog.edge_cache import cached_entries, matching_keys, playlist_uris, resolve_in_scope
+from framelog.edge_cache import cache_file, cached_entries, matching_keys, playlist_uris, resolve_in_scope
 from framelog.edge_health import EdgeHealth
 from framelog.processors.edge_logs import LogFollower, parse_line
-from framelog.stack.nginx import render_config
+from framelog.processors.edge_signing import origin_token
+from framelog.stack.nginx import edge_read_policy_statement, render_config
 from framelog.streams.agents.cdn import crossed_popularity
 from framelog.streams.agents.cdn_metrics import CdnMetrics, edge_labels
 
@@ -106,6 +107,12 @@ def test_seed_default_patterns_cover_one_video_only():
     assert matching_keys("/hls/v[1]/*", KEYS + ["/hls/v[1]/x.ts"]) == ["/hls/v[1]/x.ts"]   # no glob classes
 
 
+def test_cache_file_location_follows_nginx_levels(tmp_path):
+    """levels=1:2: /hls/3a7a…/480p/seg_002.ts lives at 3/6f/02195468244fcf4a1064a6dcd27126f3 (seen on a real edge)."""
+    key = "/hls/3a7a561d9e3b4814923577a683b6fb10/480p/seg_002.ts"
+    assert cache_file(tmp_path, key) == tmp_path / "3" / "6f" / "02195468244fcf4a1064a6dcd27126f3"
+
+
 def test_cache_files_are_read_for_their_key(tmp_path):
     d = tmp_path / "c" / "a" / "bc"
     d.mkdir(parents=True)
@@ -159,6 +166,12 @@ def test_nginx_config_carries_the_seeds_lifetimes_and_the_edge_key(cfg, tmp_path
     assert f"listen 127.0.0.1:{cfg.cdn.providers['primary_cdn'].edge_port};" in text
     assert "secure_link_md5" in text and "proxy_cache_purge" in text
     assert "k" * 32 not in text                        # only derived keys reach nginx
+    assert f'proxy_set_header Referer "{origin_token(b"k" * 32)}";' in text
+    statement = edge_read_policy_statement(cfg.object_storage.bucket, b"k" * 32)
+    assert statement["Action"] == ["s3:GetObject"]
+    assert statement["Resource"] == [f"arn:aws:s3:::{cfg.object_storage.bucket}/hls/*",
+                                     f"arn:aws:s3:::{cfg.object_storage.bucket}/thumbnails/*"]
+    assert statement["Condition"] == {"StringEquals": {"aws:Referer": origin_token(b"k" * 32)}}
     assert f"proxy_pass http://origin/{cfg.object_storage.bucket}$object;" in text
     served_suffixes = re.findall(r"\\.\(\?:([a-z0-9|\\.]+)\)", text)
     assert served_suffixes and not any("key" in s.split("|") for s in served_suffixes)   # keys never via an edge

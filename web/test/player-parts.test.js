@@ -9,7 +9,7 @@ import { EventBatcher } from '../playback-events.js';
 
 const Events = {
   MANIFEST_PARSED: 'manifestParsed', FRAG_LOADING: 'fragLoading', FRAG_LOADED: 'fragLoaded',
-  FRAG_LOAD_EMERGENCY_ABORTED: 'fragLoadEmergencyAborted', ERROR: 'error',
+  FRAG_BUFFERED: 'fragBuffered', FRAG_LOAD_EMERGENCY_ABORTED: 'fragLoadEmergencyAborted', ERROR: 'error',
 };
 const settings = {
   checkIntervalMs: 60_000, bandwidthHistory: 3, lowBufferSeconds: 5, switchThreshold: 0.8,
@@ -74,6 +74,8 @@ test('hls.js gets the lowest level first (startup), then the level the measured 
   const f = frag(1, 1_000_000, 1000);               // 8 Mbit/s
   hls.emit(Events.FRAG_LOADING, { frag: f });
   hls.emit(Events.FRAG_LOADED, { frag: f });
+  assert.equal(abr.nextAutoLevel, 1);                // measured, not yet decided: the fragment is not buffered
+  hls.emit(Events.FRAG_BUFFERED, { frag: f });
   assert.equal(abr.nextAutoLevel, 0);
   assert.deepEqual([switches[1].toQuality, switches[1].reason, switches[1].index], ['480p', 'bandwidth', 0]);
   assert.equal(switches[1].bandwidth, 8_000_000);
@@ -83,7 +85,10 @@ test('the timer steps down on a low buffer and abandons the higher fragment in f
   const { hls, abr, switches } = setup();
   abr.firstAutoLevel;
   hls.media.buffered = ranges([[0, 10]]);
-  hls.emit(Events.FRAG_LOADED, { frag: frag(1, 1_000_000, 1000) });
+  const first = frag(1, 1_000_000, 1000);
+  hls.emit(Events.FRAG_LOADED, { frag: first });
+  hls.emit(Events.FRAG_BUFFERED, { frag: first });
+  assert.equal(switches.at(-1).toQuality, '480p');
   const slow = frag(0, 0, 1);
   hls.emit(Events.FRAG_LOADING, { frag: slow });
   hls.media.currentTime = 8;                         // 2 s left: under lowBufferSeconds

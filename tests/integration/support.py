@@ -1,0 +1,88 @@
+"""What integration tests share: waiting on a condition, recording topics by video, running a service.
+
+Every wait is a condition with a deadline (``framelog.stack.process.wait_until``
+does the polling); a test never sleeps to synchronise.
+"""
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from framelog.config import Config
+from framelog.stack.process import Component, wait_until
+from framelog.streams.consumer import DecodedRecord
+from framelog.streams.replay import ReplayedTable
+
+
+@contextmanager
+def running(service: Component, timeout: float) -> Iterator[Component]:
+    """The service started (or the one already running); stopped afterwards only if this started it."""
+    was_running = service.is_running()
+    service.start(timeout=timeout)
+    try:
+        yield service
+    finally:
+        if not was_running:
+            service.stop()
+
+
+def log_ends(config: Config, names: tuple[str, ...], timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """The current end offset of every partition of the topics."""
+    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": f"it-ends-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    try:
+        return {(name, p): consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout, cached=False)[1]
+                for name in names for p in consumer.list_topics(name, timeout=timeout).topics[name].partitions}
+    finally:
+        consumer.close()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float, step: float = 0.05) -> Any:
+    """The first truthy value of ``condition()``; fails the test naming ``what`` after ``timeout`` seconds."""
+    found: list[Any] = []
+
+    def holds() -> bool:
+        value = condition()
+        if value:
+            found.append(value)
+        return bool(value)
+
+    if not wait_until(holds, timeout, step):
+        pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+    return found[-1]
+
+
+class TopicRecorder(ReplayedTable):
+    """Every record of the given topics, by video id (the production replay, used as a test probe).
+
+    Records are filed under their ``video_id`` field, or their Kafka key for
+    records that have none (a DeadLetter keeps the original record's key).
+    """
+
+    def __init__(self, config: Config, names: tuple[str, ...], group_prefix: str = "it-recorder"):
+        super().__init__(config, names, group_prefix=group_prefix)
+        self.by_video: dict[str, list[DecodedRecord]] = {}
+
+    def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
+        if isinstance(record, DecodedRecord):
+            self.by_video.setdefault(record.value.get("video_id") or record.key or "", []).append(record)
+
+    def of(self, video_id: str, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r.value for r in self.by_video.get(video_id, []) if r.name == name]
+
+    def wait(self, video_id: str, name: str, predicate: Callable[[dict], bool] = lambda v: True,
+             timeout: float = 60.0) -> dict[str, Any]:
+        """The last record of ``name`` for the video that satisfies ``predicate``, once there is one."""
+        return wait_for(lambda: ([v for v in self.of(video_id, name) if predicate(v)] or [None])[-1],
+                        f"a matching {name} of {video_id}", timeout)
+
+    def wait_caught_up(self, timeout: float = 60.0) -> bool:
+        """Wait until every record on the topics now has been folded: "none seen" then means "none written"."""
+        ends = log_ends(self.config, tuple(self.topics))
+        return self.wait_until(lambda: all(self.folded(t, p, end - 1) for (t, p), end in ends.items() if end > 0),
+                               timeout)

@@ -1,0 +1,124 @@
+"""StageRunner.handle and a deleted video: the request ends 'cancelled', never 'failed', no retry, no next stage.
+
+The store and emitter are in-memory stand-ins for one function's collaborators
+(the real stack runs the same path in tests/integration/test_api_deletion.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import pytest
+
+from framelog.config import get_config
+from framelog.jobs.base import JobContext, PermanentJobError
+from framelog.streams.agents.stage import StageRequest, StageRunner
+
+VID = "vid-deleted"
+
+
+class Store:
+    def __init__(self) -> None:
+        self.markers: dict[str, dict[str, str]] = {}
+        self.deleted = False
+        self.discarded: list[dict[str, str]] = []
+
+    def get_marker(self, key: str) -> dict[str, str] | None:
+        return self.markers.get(key)
+
+    def put_marker(self, key: str, outputs: Mapping[str, str]) -> None:
+        self.markers[key] = dict(outputs)
+
+    def video_deleted(self, video_id: str) -> bool:
+        return self.deleted
+
+    def discard_video(self, video_id: str, stage_values: Mapping[str, str]) -> dict[str, int]:
+        self.discarded.append(dict(stage_values))
+        return {f"work/{video_id}/": 1}
+
+
+class Emitter:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.dead: list[str] = []
+
+    async def emit(self, topic: str, name: str, event: dict[str, Any], key: str | None = None) -> None:
+        self.sent.append((name, event))
+
+    async def dead_letter(self, topic: str, value: bytes | None, **kw: Any) -> None:
+        self.dead.append(topic)
+
+    def states(self) -> list[tuple[str, str]]:
+        return [(e["stage"], e["state"]) for n, e in self.sent if n == "StageTransition"]
+
+    def requests(self) -> list[str]:
+        return [e["stage"] for n, e in self.sent if n == "StageRequest"]
+
+
+class Handler:
+    stage = "transcoding"
+
+    def __init__(self, work: Callable[[JobContext], dict[str, str]]):
+        self.work = work
+        self.runs = 0
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        self.runs += 1
+        return self.work(ctx)
+
+
+def run(work: Callable[[JobContext], dict[str, str]], store: Store, tmp_path) -> tuple[Emitter, Handler]:
+    config = get_config()
+    stage = dataclasses.replace(config.pipeline.stage("transcoding"), retry_attempts=2)
+    handler, emitter = Handler(work), Emitter()
+    runner = StageRunner(config, stage, handler, emitter, store, scratch_root=tmp_path)
+    req = StageRequest("job-1", VID, "transcoding", 1, {"object_key": f"uploads/{VID}/x",
+                                                        "source_key": f"videos/2026/12/01/720p/{VID}.mp4"}, 0)
+    asyncio.run(runner.handle(req, original=b"request"))
+    return emitter, handler
+
+
+def test_a_request_for_a_deleted_video_does_not_run(tmp_path):
+    store = Store()
+    store.deleted = True
+    emitter, handler = run(lambda ctx: {"hls_prefix": "x"}, store, tmp_path)
+    assert handler.runs == 0
+    assert emitter.states() == [("transcoding", "cancelled")] and emitter.requests() == []
+    assert store.discarded and not emitter.dead
+
+
+def test_deleted_while_running_removes_its_writes_and_stops_the_chain(tmp_path):
+    store = Store()
+
+    def work(ctx: JobContext) -> dict[str, str]:
+        store.deleted = True                    # the DELETE lands while the job runs
+        return {"hls_prefix": f"work/{VID}/job-1/transcoding/attempt-1/hls"}
+
+    emitter, handler = run(work, store, tmp_path)
+    assert handler.runs == 1
+    assert emitter.states() == [("transcoding", "started"), ("transcoding", "cancelled")]
+    assert emitter.requests() == []                                     # no next stage
+    [values] = store.discarded
+    assert values["hls_prefix"].startswith(f"work/{VID}/") and values["source_key"].endswith(f"/{VID}.mp4")
+
+
+@pytest.mark.parametrize("error", [PermanentJobError("truncated", "source gone"), FileNotFoundError("source gone")])
+def test_a_job_that_fails_because_its_video_was_deleted_is_cancelled_not_failed(error, tmp_path):
+    store = Store()
+
+    def work(ctx: JobContext) -> dict[str, str]:
+        store.deleted = True
+        raise error
+
+    emitter, _ = run(work, store, tmp_path)
+    assert emitter.states() == [("transcoding", "started"), ("transcoding", "cancelled")]
+    assert emitter.requests() == [] and emitter.dead == []               # no retry, no dead letter
+
+
+def test_a_live_video_still_fails_and_dead_letters(tmp_path):
+    def work(ctx: JobContext) -> dict[str, str]:
+        raise PermanentJobError("truncated", "bad upload")
+
+    emitter, _ = run(work, Store(), tmp_path)
+    assert emitter.states() == [("transcoding", "started"), ("transcoding", "failed")] and emitter.dead
