@@ -5,7 +5,7 @@ be restored before an edge may fetch it. Tiering owns that knowledge
 (``streams.tier_view.TierView``, replayed from ``storage.tier-transitions``;
 its first answer for a cold rendition also puts the RestoreRequest on the
 log). The stream API reports what it hears: each quality's ``availability``
-(``available`` or ``restoring`` with ``restore_estimate_seconds``), and a 409
+(``available``, ``restoring`` with ``restore_estimate_seconds``, or ``archived``: cold with no restore asked for), and a 409
 with ``Retry-After`` when the one rendition asked for is being restored.
 
 If the tier view cannot answer (not caught up within its deadline, broker

@@ -188,6 +188,12 @@ def _tiering_simulate(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _edge(args: argparse.Namespace, config: Config) -> int:
+    from framelog.stack.edge_serve import serve
+
+    serve(config, args.provider, listen_host=args.listen)
+
+
 def _config(args: argparse.Namespace, config: Config) -> int:
     print(f"configuration {config.source} is valid")
     print(f"state dir {config.stack.state_dir}; kafka {config.kafka.bootstrap_servers}; "
@@ -281,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--out", help="also write the figures as Markdown here (e.g. bench/results/tiering.md)")
     t.set_defaults(func=_tiering_simulate)
+
+    p = sub.add_parser("edge", help="CDN edges")
+    esub = p.add_subparsers(dest="edge_command", required=True)
+    t = esub.add_parser("serve", help="run one edge's nginx in the foreground (containers; locally `stack up` does it)")
+    t.add_argument("--provider", required=True, help="a cdn_strategy provider key, e.g. primary_cdn")
+    t.add_argument("--listen", help="bind address (default stack.host; 0.0.0.0 in a container)")
+    t.set_defaults(func=_edge)
 
     p = sub.add_parser("config", help="validate and summarise the configuration")
     p.set_defaults(func=_config)

@@ -110,10 +110,14 @@ def _nginx_string(value: str) -> str:
 
 
 def render_config(config: Config, provider_key: str, directory: Path, *, secret: bytes,
-                  run_as: tuple[str, str] | None = None) -> str:
-    """The nginx.conf of one edge (pure: tests read it without starting nginx)."""
+                  run_as: tuple[str, str] | None = None, listen_host: str | None = None) -> str:
+    """The nginx.conf of one edge (pure: tests read it without starting nginx).
+
+    It listens on ``listen_host`` (default ``stack.host``: loopback locally; a
+    container binds every interface) and fetches from ``object_storage.endpoint_url``.
+    """
     provider = config.cdn.providers[provider_key]
-    host = _nginx_string(config.stack.host)
+    host = _nginx_string(listen_host or config.stack.host)
     origin = urlsplit(config.object_storage.endpoint_url)
     if origin.scheme != "http" or not origin.hostname:
         raise StackError(edge_name(provider_key), f"object_storage.endpoint_url must be http://host:port for the "
@@ -241,10 +245,11 @@ http {{
 class Edge(Component):
     """One nginx edge (the CDN stand-in of one ``cdn_strategy`` provider)."""
 
-    def __init__(self, config: Config, provider_key: str):
+    def __init__(self, config: Config, provider_key: str, listen_host: str | None = None):
         self.name = edge_name(provider_key)
         super().__init__(config)
         self.provider_key = provider_key
+        self.listen_host = listen_host
         self.port = config.cdn.providers[provider_key].edge_port
         self.conf_path = self.dir / "nginx.conf"
         self.cache_dir = cache_dir(config, provider_key)
@@ -267,7 +272,7 @@ class Edge(Component):
         from framelog.processors.tokens import load_or_create_secret
 
         return render_config(self.config, self.provider_key, self.dir, secret=load_or_create_secret(self.config),
-                             run_as=self._run_as())
+                             run_as=self._run_as(), listen_host=self.listen_host)
 
     def _write_config(self, text: str) -> None:
         tmp = self.conf_path.with_suffix(".tmp")

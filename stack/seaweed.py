@@ -5,7 +5,10 @@ gateway, every port pinned from configuration (gRPC ports at port+10000, also
 pinned), bound to loopback, telemetry off, data under ``<state>/seaweed/data``.
 S3 credentials come from ``object_storage.access_key``/``secret_key`` through
 an ``-s3.config`` identities file; the bucket ``object_storage.bucket`` is
-created once the gateway answers.
+created once the gateway answers. Every weed process reads a security.toml
+(stack/seaweed_security.py) from ``<state>/seaweed/config``: mutual TLS on the
+master, volume and filer ports (HTTP and gRPC) and JWTs that weed mints
+itself, so the S3 gateway is the only way into the bucket.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from framelog.stack.process import Component, StackError, port_open
+from framelog.stack.seaweed_security import TlsFiles, write_security_files
 
 GRPC_OFFSET = 10000          # weed's own convention for gRPC ports, pinned explicitly here
 VOLUME_SIZE_LIMIT_MB = 1024  # volumes are not preallocated; smaller volumes suit a dev disk
@@ -49,6 +53,8 @@ class Seaweed(Component):
         self.s3_port = s.seaweed_s3_port
         self.data_dir = self.dir / "data"
         self.s3_config_path = self.dir / "s3.json"
+        self.config_dir = self.dir / "config"          # security.toml, JWT keys, mTLS CA and certificate
+        self.tls = TlsFiles.under(self.config_dir)
         self.bucket = config.object_storage.bucket
         ports = self.ports()
         seen: dict[int, str] = {}
@@ -75,6 +81,7 @@ class Seaweed(Component):
 
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        write_security_files(self.config_dir, self.host)
         identities = {"identities": [{
             "name": "framelog",
             "credentials": [{"accessKey": self.config.object_storage.access_key,
@@ -89,7 +96,7 @@ class Seaweed(Component):
 
     def command(self) -> list[str]:
         h = self.host
-        argv = [weed_binary(), "-logtostderr=true", "server",
+        argv = [weed_binary(), "-logtostderr=true", f"-config_dir={self.config_dir}", "server",
                 f"-dir={self.data_dir}", f"-ip={h}", f"-ip.bind={h}",
                 "-master.telemetry=false",
                 # one master: a restart otherwise waits the default 10s election timeout (~15 s measured)
@@ -120,7 +127,11 @@ class Seaweed(Component):
         return s3_client(cfg, connect_timeout=2, read_timeout=5, max_attempts=1)
 
     def _volume_capacity(self) -> int:
-        with urllib.request.urlopen(f"http://{self.host}:{self.master_port}/dir/status", timeout=2) as r:
+        # the master's HTTP port wants our client certificate (seaweed_security); a weed started
+        # before this stack had one (no tls dir yet) still speaks plain HTTP until its next restart
+        secure = self.tls.exist()
+        with urllib.request.urlopen(f"{'https' if secure else 'http'}://{self.host}:{self.master_port}/dir/status",
+                                    timeout=2, context=self.tls.client_context() if secure else None) as r:
             topology = json.load(r).get("Topology", {})
         return int(topology.get("Max", 0))
 

@@ -45,6 +45,7 @@ from framelog.streams.tiering_fold import fold_event, rendition_row
 
 AVAILABLE = "available"
 RESTORING = "restoring"
+ARCHIVED = "archived"                   # in a tier that needs a restore, and none is running
 RESTORE_REASON = "playback_requested"
 
 
@@ -52,7 +53,7 @@ RESTORE_REASON = "playback_requested"
 class Availability:
     video_id: str
     rendition: str
-    state: str                          # "available" or "restoring"
+    state: str                          # "available", "restoring", or "archived" (listed, no restore running)
     tier: str
     estimate_seconds: float | None      # restoring: seconds until playable (0: due now); None when available
     ready_at: datetime | None
@@ -114,8 +115,9 @@ class TierView(ReplayedTable):
             return Availability(video_id, rendition, AVAILABLE, tier, None, None)
         if not request:
             with self._request_lock:
-                plan = self._requested.get(key) or restore_plan(tier, now, self.config)
-            return Availability(video_id, rendition, RESTORING, tier,
+                pending = self._requested.get(key)
+            plan = pending or restore_plan(tier, now, self.config)
+            return Availability(video_id, rendition, RESTORING if pending else ARCHIVED, tier,
                                 max(0.0, (plan.ready_at - now).total_seconds()), plan.ready_at)
         with self._request_lock:
             plan = self._requested.get(key)

@@ -124,8 +124,8 @@ export function createAbrControllerClass(Hls, settings, { onSwitch = () => {}, n
       if (!this.controller || this.hls.manualLevel !== -1) return null;
       const buffer = this.bufferLevel();
       const change = this.controller.adjust(buffer, now());
+      this.forced = -1;            // an error's level hint lasts until the controller decides again
       if (change) {
-        this.forced = -1;
         change.bufferLevel = Number.isFinite(buffer) ? buffer : this.finiteBuffer();
         onSwitch(change, this.indexOf(change.toQuality));
       }

@@ -93,7 +93,7 @@ export async function start(config) {
   const video = document.getElementById('video');
   const menu = document.getElementById('quality');
   const state = window.framelogPlayer = {
-    config, ready: false, error: null, failover: null, quality: null, manual: false,
+    config, ready: false, error: null, failover: null, quality: null, playing: null, manual: false,
     switches: [], sent: [], dropped: [], levels: [], loadedFragments: [],
   };
   const token = viewerToken();
@@ -111,7 +111,8 @@ export async function start(config) {
   });
   const tracker = new PlaybackTracker({
     batcher, media: video, videoId: config.videoId, sessionId: info.sessionId || newId(),
-    viewerId: info.viewerId || viewerId(), heartbeatMs: config.heartbeatMs, rendition: () => state.quality,
+    viewerId: info.viewerId || viewerId(), heartbeatMs: config.heartbeatMs,
+    rendition: () => state.playing || state.quality,
     sendViewStart: !info.streamStartRecorded,
   });
   state.sessionId = tracker.sessionId;
@@ -131,7 +132,11 @@ export async function start(config) {
   }
   const edges = new EdgeRouter({
     manifestUrl: info.manifestUrl, fallbackManifestUrl: info.fallbackManifestUrl, keyGrant: info.keyGrant,
-    keyUri: info.keyUri, keyPath: config.keyPath, keyToken: info.keyNeedsViewerToken ? token : null, onFailover: (f) => { state.failover = f; say(`Primary edge failed; playing from the fallback`); },
+    keyUri: info.keyUri, keyPath: config.keyPath, keyToken: info.keyNeedsViewerToken ? token : null,
+    onFailover: (failover) => {
+      state.failover = failover;
+      say('The primary edge failed; playing from the fallback edge');
+    },
   });
   const report = (change) => {
     const auto = menu.querySelector(`option[value="${AUTO}"]`);
@@ -169,6 +174,9 @@ export async function start(config) {
     say('');
     video.play().catch(() => say('Press play'));
   });
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_e, { level }) => {     // the rendition now on screen
+    state.playing = (state.levels.find((l) => l.index === level) || {}).name || null;
+  });
   hls.on(Hls.Events.FRAG_LOADED, (_e, { frag, networkDetails }) => {
     // the URL actually fetched (the fallback edge's after a failover), not the playlist's
     const url = (networkDetails && networkDetails.responseURL) || frag.url;
@@ -176,12 +184,12 @@ export async function start(config) {
   });
   hls.on(Hls.Events.ERROR, (_e, data) => {
     if (!data.fatal) return;
-    state.error = data.details;
     if (data.type === Hls.ErrorTypes.MEDIA_ERROR && !state.mediaRecovered) {
-      state.mediaRecovered = true;
+      state.mediaRecovered = true;           // once: a decoder hiccup is worth one recovery
       hls.recoverMediaError();
       return;
     }
+    state.error = data.details;
     tracker.error(data.details);
     say(`Playback failed: ${data.details}`, true);
     batcher.flush();

@@ -6,12 +6,14 @@ Quality: each rendition is decoded, scaled back to the source's displayed size
 a window of ``sample_seconds`` from the middle of the video.
 
 Pruning rule (per title): walk the rungs from the lowest up, comparing each
-with the nearest *kept* rung below it. A rung is dropped when it costs more
-bytes than that rung but gains less than ``min_ssim_gain_db`` in SSIM
+with the nearest *kept* rung below it. A rung is dropped when it costs at least
+as many bytes as that rung but gains less than ``min_ssim_gain_db`` in SSIM
 (expressed in dB, ``-10*log10(1-SSIM)``) **and** less than ``min_psnr_gain_db``
 in PSNR. The lowest rung is always kept. Example: a static slide deck whose
 1080p rung scores 0.2 dB above 720p while being twice the bytes loses its 1080p
-rung; a detailed sports clip keeps it.
+rung; a detailed sports clip keeps it. Two perfect scores (a flat picture:
+SSIM 1, PSNR inf) are no gain, and at equal bytes the bigger picture only costs
+the player decoding work, so it goes too.
 """
 from __future__ import annotations
 
@@ -112,6 +114,12 @@ def measure_quality(reference: str | os.PathLike[str], distorted: str | os.PathL
     return QualityScore(ssim, ssim_to_db(ssim), float(mp.group(1)))
 
 
+def _gain(upper: float, lower: float) -> float:
+    """How much better ``upper`` scores; two perfect (infinite) scores are a gain of 0, not NaN
+    (flat or lossless content, where a bigger rung adds nothing)."""
+    return 0.0 if upper == lower else upper - lower
+
+
 def prune_ladder(rungs: Sequence[RungQuality], *, min_ssim_gain_db: float = DEFAULT_MIN_SSIM_GAIN_DB,
                  min_psnr_gain_db: float = DEFAULT_MIN_PSNR_GAIN_DB) -> PruneDecision:
     """Apply the module's pruning rule; returns kept names highest first."""
@@ -122,9 +130,9 @@ def prune_ladder(rungs: Sequence[RungQuality], *, min_ssim_gain_db: float = DEFA
     dropped, reasons = [], {}
     for r in ordered[1:]:
         below = kept[-1]
-        ssim_gain = r.ssim_db - below.ssim_db
-        psnr_gain = r.psnr - below.psnr
-        if r.bytes > below.bytes and ssim_gain < min_ssim_gain_db and psnr_gain < min_psnr_gain_db:
+        ssim_gain = _gain(r.ssim_db, below.ssim_db)
+        psnr_gain = _gain(r.psnr, below.psnr)
+        if r.bytes >= below.bytes and ssim_gain < min_ssim_gain_db and psnr_gain < min_psnr_gain_db:
             dropped.append(r.name)
             reasons[r.name] = (f"vs {below.name}: SSIM +{ssim_gain:.2f} dB (< {min_ssim_gain_db}), "
                                f"PSNR +{psnr_gain:.2f} dB (< {min_psnr_gain_db}) for "

@@ -6,11 +6,16 @@
 * ``framelog_analytics_insert_seconds{table}``: latency of one insert (one
   partition's batch, rollup views included).
 * ``framelog_analytics_sink_lag_records{topic,partition}``: records in the
-  partition after the last committed offset (the high watermark the consumer
-  last saw minus the commit), set at every commit.
-* ``framelog_analytics_sink_lag_seconds{topic,partition}``: at the last commit,
-  how long ago the newest committed record was appended to Kafka.
+  partition after the committed offset (the high watermark the consumer last
+  saw minus the commit), refreshed every poll, so it grows while the sink
+  polls but cannot commit.
+* ``framelog_analytics_sink_lag_seconds{topic,partition}``: how long ago the
+  oldest record the sink holds uncommitted was appended to Kafka (0 when
+  caught up): how far behind the queryable data is.
 * ``framelog_sink_step_seconds``: one poll's worth of sink work (inserts included).
+* ``framelog_analytics_sink_running``: 1 while the sink loop runs; 0 once it
+  stopped (an insert or commit that kept failing ends it, so that a restart
+  replays from the last commit: alert on 0, the lag gauges stop moving then).
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ INSERT_SECONDS = Histogram("framelog_analytics_insert_seconds", "One ClickHouse 
 LAG_RECORDS = Gauge("framelog_analytics_sink_lag_records", "Records after the sink's last committed offset",
                     ["topic", "partition"])
 LAG_SECONDS = Gauge("framelog_analytics_sink_lag_seconds",
-                    "At the last commit: seconds since the newest committed record was appended to Kafka",
+                    "Seconds since the oldest record the sink holds uncommitted was appended to Kafka (0: caught up)",
                     ["topic", "partition"])
+
+RUNNING = Gauge("framelog_analytics_sink_running", "1 while the analytics sink loop runs")
 
 _BY_TYPE = {"view_start": VIEWS, "video_view": VIEWS, "share": SHARES, "like": LIKES}
 

@@ -46,15 +46,30 @@ class AnalyticsSinkRunner:
                                    decode=self.consumer.decode_message)
         self.stop_event = threading.Event()
         self.rows_written = 0
+        self.committed: dict[tuple[str, int], int] = {}      # next offset per partition, as committed
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         self.consumer.commit(offsets)
+        self.committed.update(offsets)
+
+    def export_lag(self) -> None:
+        """Sink lag per partition, refreshed every step (so it grows while nothing gets committed):
+        records after the committed offset, and the age of the oldest record not yet committed
+        (0 when caught up)."""
+        pending = self.sink.pending()
         now_ms = time.time() * 1000
-        for (topic, partition), next_offset in offsets.items():
-            high = self.consumer.high_watermark(topic, partition)
-            newest = self.sink.last_record_ms.get((topic, partition))
-            metrics.set_lag(topic, partition, None if high is None else high - next_offset,
-                            None if newest is None else (now_ms - newest) / 1000)
+        for key in set(self.committed) | set(pending):
+            batch = pending.get(key)
+            committed = self.committed.get(key, batch.first_offset if batch is not None and len(batch) else None)
+            high = self.consumer.high_watermark(*key)
+            records = None if high is None or committed is None else high - committed
+            seconds = None
+            if batch is not None and len(batch):
+                appended = batch.records[0].timestamp()[1]
+                seconds = (now_ms - appended) / 1000 if appended > 0 else None
+            elif records == 0:
+                seconds = 0.0
+            metrics.set_lag(key[0], key[1], records, seconds)
 
     def step(self) -> int:
         """One poll: add what came, flush what is due. Returns records polled."""
@@ -75,16 +90,22 @@ class AnalyticsSinkRunner:
                 self.sink.poll()
             else:
                 metrics.observe_step(time.perf_counter() - started)
+            self.export_lag()
         return len(messages)
 
     def run(self) -> None:
         log.info("analytics sink consuming %s into %s", SOURCE_TOPICS, self.config.clickhouse_dsn)
+        metrics.RUNNING.set(1)
         try:
             while not self.stop_event.is_set():
                 self.step()
             with self.lock:
                 self.sink.flush()
+        except Exception:
+            log.exception("analytics sink stopped on an error; a restart resumes from the last commit")
+            raise
         finally:
+            metrics.RUNNING.set(0)
             self.consumer.close()
 
     def start_thread(self) -> threading.Thread:

@@ -258,7 +258,6 @@ class ClickHouseSink(BatchingSink):
         self._block_writers: dict[str, AvroBlockWriter] = {
             topic: AvroBlockWriter.for_record(spec.avro_record)
             for topic, spec in self.tables.items() if spec.avro_record and engine_decodes}
-        self.last_record_ms: dict[TopicPartition, int] = {}   # Kafka timestamp of the newest written record
         self._inserter: ThreadPoolExecutor | None = None
         self.stats = collections.Counter()
 
@@ -299,8 +298,6 @@ class ClickHouseSink(BatchingSink):
         if batch.records and isinstance(batch.records[0], Mapping):      # already decoded
             self._write_records(spec, window, batch.topic, batch.partition, batch.records, batch.offsets)
             return _nothing_to_wait_for
-        key = (batch.topic, batch.partition)
-        newest = batch.records[-1].timestamp()[1]
         writer = self._block_writers.get(batch.topic)
         block = None
         if writer is not None:
@@ -313,7 +310,6 @@ class ClickHouseSink(BatchingSink):
                 self._write_decoded(spec, window, batch)
             else:
                 self.stats["duplicates_dropped"] += block.duplicates
-            self._mark_newest(key, newest)
             return _nothing_to_wait_for
         token = dedup_token(batch.topic, batch.partition, block.offsets[0], block.offsets[-1], block.rows)
         inserting = self._insert_thread().submit(self._insert_block, spec, block, token)
@@ -331,12 +327,7 @@ class ClickHouseSink(BatchingSink):
                 window.update(block.event_ids)
                 self.stats["duplicates_dropped"] += block.duplicates
                 self._written(spec, block.rows, block.type_counts)
-            self._mark_newest(key, newest)
         return finish
-
-    def _mark_newest(self, key: TopicPartition, timestamp_ms: int) -> None:
-        if timestamp_ms > 0:             # -1: the record has no Kafka timestamp
-            self.last_record_ms[key] = timestamp_ms
 
     def _insert_thread(self) -> ThreadPoolExecutor:
         if self._inserter is None:

@@ -13,9 +13,10 @@ The runner is the only place that knows the stage protocol:
   type and a readable reason, and the request goes to the stage's dead-letter
   topic.
 * A deleted video (its tombstone, ``framelog.jobs.tombstones``) wins: checked
-  before the job runs and again after it ended (its writes landed), it ends
-  the request with ``cancelled`` (error_type ``video_deleted``; no retry, no
-  dead letter, no next stage) after removing the video's objects.
+  before the job runs, while it reports progress (which stops its ffmpeg) and
+  again after it ended (its writes landed), it ends the request with
+  ``cancelled`` (error_type ``video_deleted``; no retry, no dead letter, no
+  next stage) after removing the video's objects.
 
 Total attempts are ``1 + retry_attempts`` from the configuration.
 """
@@ -181,6 +182,14 @@ class StageRunner:
                               error_message=f"video {req.video_id} was deleted")
         return True
 
+    def _deleted_meanwhile(self, req: StageRequest) -> bool:
+        """The tombstone check of a running job (its thread); a storage hiccup here never fails the job."""
+        try:
+            return self.store.video_deleted(req.video_id)
+        except Exception as exc:  # noqa: BLE001 - the checks before and after the job still hold
+            log.warning("%s job %s: deletion check failed: %s", self.stage.name, req.job_id, exc)
+            return False
+
     async def _run_job(self, req: StageRequest) -> dict[str, str]:
         loop = asyncio.get_running_loop()
         workdir = Path(tempfile.mkdtemp(prefix=f"framelog-{self.stage.name}-", dir=self.scratch_root))
@@ -194,6 +203,9 @@ class StageRunner:
             if now - last["t"] < PROGRESS_MIN_INTERVAL and fraction - last["p"] < PROGRESS_MIN_STEP:
                 return
             last.update(t=now, p=fraction)
+            if self._deleted_meanwhile(req):        # deletion stops a long job's ffmpeg too
+                ctx.cancelled.set()
+                raise JobCancelled(f"{self.stage.name} job {req.job_id} stopped: video {req.video_id} was deleted")
             fut = asyncio.run_coroutine_threadsafe(
                 self.transition(req, "progress", progress=round(min(max(fraction, 0.0), 1.0), 4)), loop)
             pending.add(asyncio.wrap_future(fut, loop=loop))

@@ -7,6 +7,7 @@
 //   {"op": "eval", "expr": "js expression"}            -> {"ok": true, "value": ...}
 //   {"op": "wait", "expr": "...", "timeout_ms": 30000} -> value once truthy, else ok: false
 //   {"op": "throttle", "download_bps": n, "upload_bps": n, "latency_ms": n}   (0 bps: unthrottled)
+//   {"op": "block", "pattern": "**/v1/keys/**"}         requests matching the glob fail (connection refused)
 //   {"op": "screenshot", "path": "/tmp/x.png", "selector": "#video"}
 //   {"op": "log"}                                      -> console messages and page errors so far
 //   {"op": "close"}
@@ -47,6 +48,9 @@ async function run(cmd) {
       });
       return null;
     }
+    case 'block':
+      await page.route(cmd.pattern, (route) => route.abort('connectionrefused'));
+      return null;
     case 'screenshot': {
       const target = cmd.selector ? page.locator(cmd.selector) : page;
       await target.screenshot({ path: cmd.path, timeout: cmd.timeout_ms ?? 30000 });

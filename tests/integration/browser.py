@@ -96,6 +96,10 @@ class Browser:
     def throttle(self, download_bps: int = 0, upload_bps: int = 0, latency_ms: int = 0) -> None:
         self.call("throttle", download_bps=download_bps, upload_bps=upload_bps, latency_ms=latency_ms)
 
+    def block(self, pattern: str) -> None:
+        """Requests whose URL matches the glob ``pattern`` fail as if refused."""
+        self.call("block", pattern=pattern)
+
     def screenshot(self, path: Path, selector: str | None = None) -> Path:
         self.call("screenshot", path=str(path), selector=selector)
         return path

@@ -53,9 +53,9 @@ def worker(stack, config):
 
 @pytest.fixture(scope="module")
 def recorder(stack, config):
-    """Stage transitions, deletions and every pipeline stage's dead letters, by video."""
+    """Stage transitions and every pipeline stage's dead letters, by video."""
     dlqs = tuple(topics.topic_spec(topics.pipeline_topic(s), config).dlq for s in config.pipeline.stage_names)
-    rec = TopicRecorder(config, (topics.STAGE_TRANSITIONS, topics.UPLOADS, *dlqs), group_prefix="it-deletion").start()
+    rec = TopicRecorder(config, (topics.STAGE_TRANSITIONS, *dlqs), group_prefix="it-deletion").start()
     assert rec.wait_ready(DEADLINE), rec.last_error
     yield rec
     rec.stop()

@@ -13,7 +13,8 @@ import pytest
 
 from framelog.streams import topics
 from framelog.streams.uploader import upload_file
-from tests.integration.test_pipeline import PIPELINE_TIMEOUT, _done, read_topic, status, store, worker  # noqa: F401
+from tests.integration.test_pipeline import (PIPELINE_TIMEOUT, _done, _process, read_topic, status, store,  # noqa: F401
+                                             worker)
 from tests.media import clips
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ def test_up_to_parallel_jobs_transcodes_run_at_once(config, worker, status, tmp_
         assert _done(status.wait_for(video_id, _done, PIPELINE_TIMEOUT))
 
 
-def test_pipeline_metrics_after_the_transcodes(config, worker):
+def test_pipeline_metrics_after_the_transcodes(config, worker, status, tmp_path):
     """processing_duration from the transcoding worker (with profile and source resolution labels)
     and processing_queue_size (consumer lag) per stage from the broker. Runs after the test above
     (pytest keeps file order), whose transcodes this worker observed."""
@@ -90,6 +91,13 @@ def test_pipeline_metrics_after_the_transcodes(config, worker):
     queue = {m.labels["stage"]: m.value for f in QueueSizeCollector(config).collect() for m in f.samples}
     assert set(queue) == set(config.pipeline.stage_names), queue
     assert all(v >= 0 for v in queue.values())
+
+    _process(config, status, clips.text_file(tmp_path / "not-a-video.mp4"))      # validation fails: not_media
+    port = config.stack.worker_metrics_port + groups(config).index("validation")
+    text = httpx.get(f"http://{config.stack.host}:{port}/metrics", timeout=10).text
+    errors = [s for f in text_string_to_metric_families(text) if f.name == "processing_errors" for s in f.samples
+              if s.name == "processing_errors_total" and s.labels == {"stage": "validation", "error_type": "not_media"}]
+    assert errors and errors[0].value >= 1, errors
 
 
 def _rebalances(log_path: Path, group: str, since: int) -> list[str]:

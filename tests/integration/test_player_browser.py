@@ -268,3 +268,19 @@ def test_purge_removes_what_the_edge_cached(config, api, video_id, browser):
         producer.close()
     # the next request after the purge misses (and caches it again)
     wait_for(lambda: cache_status() == "MISS", "the purge to remove the segment", 60, step=0.5)
+
+
+# ------------------------------------------------------------------ errors are reported
+
+def test_a_key_that_cannot_be_fetched_is_reported_as_an_error(config, api, video_id, browser):
+    browser.block("**/v1/keys/**")
+    assert open_player(browser, api, video_id)["ready"], browser.log()
+    code = browser.wait("framelogPlayer.error", PLAY_DEADLINE)
+    assert code.startswith("key"), code                        # hls.js keyLoadError / keyLoadTimeOut
+    assert browser.eval("document.getElementById('status').textContent").startswith("Playback failed")
+    flush_events(browser)
+    session = session_of(browser)
+    rows = wait_for(lambda: sql(api, "SELECT error_code FROM playback_events WHERE type = 'error' "
+                                     f"AND video_id = '{validate_video_id(video_id)}' AND session_id = '{session}'"),
+                    "the error event in ClickHouse", ANALYTICS_DEADLINE)
+    assert rows[0][0] == code, rows

@@ -20,7 +20,7 @@ from framelog.streams.consumer import DecodedRecord
 from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
-from framelog.streams.tier_view import AVAILABLE, RESTORING, TierView
+from framelog.streams.tier_view import ARCHIVED, AVAILABLE, RESTORING, TierView
 from tests.integration.tiering_worker import AGE_SECONDS, RESTORE_DELAY, play, tcfg, worker  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -149,7 +149,7 @@ def test_unplayed_rendition_goes_cold_and_the_played_one_stays_hot_then_restores
         assert view.wait_ready(30)
         wait_for(lambda: view.record(vid, "720p") and view.record(vid, "720p").tier == "cold_tier", "view folded")
         listed = view.availability(vid, "720p", request=False)          # only listed: reports, asks nothing
-        assert listed.state == RESTORING and not listed.requested_now and listed.estimate_seconds == RESTORE_DELAY
+        assert listed.state == ARCHIVED and not listed.requested_now and listed.estimate_seconds == RESTORE_DELAY
         first = view.availability(vid, "720p")
         assert first.state == RESTORING and first.requested_now
         assert 0 < first.estimate_seconds <= RESTORE_DELAY

@@ -86,6 +86,13 @@ def silent_audio(path: Path) -> Path:
     return path
 
 
+def flat(path: Path, *, width: int = 1280, height: int = 720, duration: float = 6) -> Path:
+    """A plain grey picture, no audio: every rung scores perfectly, so bigger rungs add nothing."""
+    _run(["-f", "lavfi", "-i", f"color=c=gray:size={width}x{height}:rate=25:duration={duration}", *X264,
+          str(path)])
+    return path
+
+
 SPOKEN_SENTENCE = "Hello world. The weather today is sunny and warm. Please open the door and turn on the light."
 
 

@@ -51,7 +51,7 @@ def test_silence_and_tones_give_no_captions(clip, cfg, tmp_path, name):
     assert captions.transcribe(clip(name), tmp_path, cfg.media.captions) is None
 
 
-def test_no_audio_and_long_videos_are_skipped_before_any_work(clip, cfg):
+def test_a_video_without_audio_is_skipped_before_any_work(clip, cfg):
     assert captions.skip_reason(probe(clip("noaudio.mp4")), cfg.media.captions) == "no_audio"
     assert captions.transcribe(clip("noaudio.mp4"), "/nonexistent", cfg.media.captions) is None
 

@@ -122,3 +122,24 @@ def test_a_live_video_still_fails_and_dead_letters(tmp_path):
 
     emitter, _ = run(work, Store(), tmp_path)
     assert emitter.states() == [("transcoding", "started"), ("transcoding", "failed")] and emitter.dead
+
+
+def test_a_deletion_stops_a_running_job_at_its_next_progress_report(tmp_path, monkeypatch):
+    from framelog.streams.agents import stage as stage_module
+
+    monkeypatch.setattr(stage_module, "PROGRESS_MIN_INTERVAL", 0.0)
+    store = Store()
+    reached: list[float] = []
+
+    def work(ctx: JobContext) -> dict[str, str]:
+        for i in range(1, 101):
+            if i == 30:
+                store.deleted = True
+            ctx.progress(i / 100)
+            reached.append(i / 100)
+        return {"hls_prefix": "x"}
+
+    emitter, _ = run(work, store, tmp_path)
+    assert reached and max(reached) < 0.5                               # stopped, not run to the end
+    assert emitter.states()[0] == ("transcoding", "started") and emitter.states()[-1] == ("transcoding", "cancelled")
+    assert not [s for s in emitter.states() if s[1] in ("failed", "retrying", "succeeded")] and emitter.dead == []

@@ -4,29 +4,10 @@
 //   node --test web/test/        (FRAMELOG_PYTHON picks the interpreter; default .venv/bin/python)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
-
 import {
   AdaptiveBitrateController, AUTO, REASON, averageBandwidth, fittingQuality, lowerQuality, selectQuality,
 } from '../abr.js';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-function reference() {
-  const venv = path.join(ROOT, '.venv', 'bin', 'python');
-  const python = process.env.FRAMELOG_PYTHON || (existsSync(venv) ? venv : 'python3');
-  const code = [
-    'import json',
-    'from framelog.config import get_config',
-    'from framelog.processors.abr import js_constants, reference_cases',
-    'c = get_config()',
-    'print(json.dumps({"settings": js_constants(c), "cases": reference_cases(c)}))',
-  ].join('\n');
-  return JSON.parse(execFileSync(python, ['-c', code], { cwd: ROOT, encoding: 'utf8' }));
-}
+import { reference } from '../test-helpers/reference.js';
 
 const { settings, cases } = reference();
 const ladder = settings.qualityLevels;

@@ -5,16 +5,15 @@ import assert from 'node:assert/strict';
 
 import { createAbrControllerClass, bufferAhead, levelName } from '../abr-hls.js';
 import { EdgeRouter, baseOf } from '../edges.js';
-import { EventBatcher } from '../playback-events.js';
+import { EventBatcher, PlaybackTracker } from '../playback-events.js';
+import { reference } from '../test-helpers/reference.js';
 
 const Events = {
   MANIFEST_PARSED: 'manifestParsed', FRAG_LOADING: 'fragLoading', FRAG_LOADED: 'fragLoaded',
   FRAG_BUFFERED: 'fragBuffered', FRAG_LOAD_EMERGENCY_ABORTED: 'fragLoadEmergencyAborted', ERROR: 'error',
 };
-const settings = {
-  checkIntervalMs: 60_000, bandwidthHistory: 3, lowBufferSeconds: 5, switchThreshold: 0.8,
-  qualityLevels: [{ name: '360p', bandwidth: 500_000 }, { name: '480p', bandwidth: 1_000_000 }],
-};
+const { settings } = reference();
+const LOW = settings.lowBufferSeconds;
 
 function ranges(list) {
   return { length: list.length, start: (i) => list[i][0], end: (i) => list[i][1] };
@@ -71,7 +70,7 @@ test('hls.js gets the lowest level first (startup), then the level the measured 
   assert.equal(abr.firstAutoLevel, 1);
   assert.deepEqual([switches[0].fromQuality, switches[0].toQuality, switches[0].reason], ['auto', '360p', 'startup']);
   hls.media.buffered = ranges([[0, 10]]);
-  const f = frag(1, 1_000_000, 1000);               // 8 Mbit/s
+  const f = frag(1, 1_000_000, 1000);               // 8 Mbit/s: fits 480p
   hls.emit(Events.FRAG_LOADING, { frag: f });
   hls.emit(Events.FRAG_LOADED, { frag: f });
   assert.equal(abr.nextAutoLevel, 1);                // measured, not yet decided: the fragment is not buffered
@@ -91,15 +90,27 @@ test('the timer steps down on a low buffer and abandons the higher fragment in f
   assert.equal(switches.at(-1).toQuality, '480p');
   const slow = frag(0, 0, 1);
   hls.emit(Events.FRAG_LOADING, { frag: slow });
-  hls.media.currentTime = 8;                         // 2 s left: under lowBufferSeconds
+  hls.media.currentTime = 10 - (LOW - 3);            // LOW - 3 s ahead: under lowBufferSeconds
   abr.tick();
   assert.equal(switches.at(-1).reason, 'low_buffer');
   assert.equal(switches.at(-1).toQuality, '360p');
-  assert.equal(switches.at(-1).bufferLevel, 2);
+  assert.equal(switches.at(-1).bufferLevel, LOW - 3);
   assert.ok(slow.aborted);
   assert.equal(hls.nextLoadLevel, 1);
   assert.ok(hls.triggered.includes(Events.FRAG_LOAD_EMERGENCY_ABORTED));
   assert.equal(abr.nextAutoLevel, 1);
+});
+
+test("a level hls.js's error handling asks for holds until the controller decides again", () => {
+  const { hls, abr } = setup();
+  abr.firstAutoLevel;
+  abr.nextAutoLevel = 0;
+  assert.equal(abr.forcedAutoLevel, 0);
+  assert.equal(abr.nextAutoLevel, 0);
+  hls.media.buffered = ranges([[0, 10]]);
+  abr.tick();
+  assert.equal(abr.forcedAutoLevel, -1);
+  assert.equal(abr.nextAutoLevel, 1);                // no sample yet: the lowest level again
 });
 
 test('in manual mode hls.js is not steered; the menu choice is a manual switch', () => {
@@ -163,4 +174,65 @@ test('batches: 202 sent, 503 kept with the same ids, 400 drops only the named ev
   assert.deepEqual(beacons[0].map((e) => e.type), ['ended']);
   assert.equal(b.queue.length, 0);
   b.close();
+});
+
+test('the key URI from the stream API decides what a key request is; a viewer-bound grant adds the token', () => {
+  const r = new EdgeRouter({
+    manifestUrl: 'http://edge/s/x/hls/v1/master.m3u8', keyUri: 'http://api/v1/keys/v1',
+    keyGrant: 'video=v1&sig=s', keyToken: 'tok',
+  });
+  assert.ok(r.isKeyRequest('http://api/v1/keys/v1'));
+  assert.ok(!r.isKeyRequest('http://api/v1/keys/v2'));
+  assert.equal(r.resolve('http://api/v1/keys/v1?sig=already'), 'http://api/v1/keys/v1?sig=already');
+  const opened = [];
+  const headers = {};
+  const xhr = { status: 200, addEventListener() {}, open: (m, u) => opened.push(u),
+                setRequestHeader: (k, v) => { headers[k] = v; } };
+  r.xhrSetup()(xhr, 'http://api/v1/keys/v1');
+  assert.deepEqual(opened, ['http://api/v1/keys/v1?video=v1&sig=s']);
+  assert.equal(headers.Authorization, 'Bearer tok');
+  r.xhrSetup()(xhr, 'http://edge/s/x/hls/v1/360p/segment_00000.ts');
+  assert.equal(Object.keys(headers).length, 1);
+});
+
+/** A tracker on a stand-in media element: its listeners, the media, what it tracked. */
+function tracker(options) {
+  const listeners = {};
+  const media = { currentTime: 0, duration: 20, paused: false, ended: false, playbackRate: 1,
+                  addEventListener: (type, fn) => { listeners[type] = fn; } };
+  const tracked = [];
+  const t = new PlaybackTracker({ batcher: { track: (e) => tracked.push(e) }, media, videoId: 'v', sessionId: 's',
+                                  viewerId: 'u', heartbeatMs: 60_000, ...options });
+  return { t, listeners, media, tracked };
+}
+
+test('the tracker: watch time between events, rebuffer with its duration, pause, seek, ended', () => {
+  let clock = 1_000;
+  const { t, listeners, media, tracked } = tracker({ now: () => clock, sendViewStart: true });
+  listeners.play();
+  clock += 400;
+  listeners.playing();
+  clock += 3_000; media.currentTime = 3;
+  listeners.waiting();
+  clock += 800;
+  listeners.playing();
+  clock += 2_000; media.currentTime = 5; media.paused = true;
+  listeners.pause();
+  listeners.seeking(); listeners.seeked();
+  media.ended = true; listeners.ended();
+  t.close();
+  assert.deepEqual(tracked.map((e) => e.type), ['view_start', 'rebuffer_start', 'rebuffer_end', 'pause', 'seek', 'ended']);
+  assert.equal(tracked[0].startup_time_ms, 400);
+  assert.equal(tracked[1].watch_time_delta_seconds, 3);
+  assert.equal(tracked[2].rebuffer_duration_ms, 800);
+  assert.equal(tracked[3].watch_time_delta_seconds, 2);
+  assert.equal(tracked[4].watch_time_delta_seconds, 0);
+  assert.ok(tracked.every((e) => e.session_id === 's' && e.viewer_id === 'u' && e.video_id === 'v'));
+});
+
+test('no view_start from the player when the stream API already recorded the session start', () => {
+  const { t, listeners, tracked } = tracker({ sendViewStart: false });
+  listeners.playing();
+  t.close();
+  assert.deepEqual(tracked, []);
 });
