@@ -162,10 +162,11 @@ class SinkLoop:
                                      decode=runner.consumer.decode_message)
         runner.stop_event = threading.Event()
         runner.rows_written = 0
+        runner.committed = {}
         self.runner = runner
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        self.runner.consumer.commit(offsets)           # what AnalyticsSinkRunner._commit does
+        self.runner._commit(offsets)                   # the runner's own: commit, then lag bookkeeping
         self.committed.update(offsets)
 
     @property

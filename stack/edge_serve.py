@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import NoReturn
 
 from framelog.config import Config
 from framelog.stack.nginx import Edge, allow_edge_reads
-from framelog.stack.process import POLL_INTERVAL, StackError
+from framelog.stack.process import StackError, wait_until
+
+ORIGIN_RETRY_INTERVAL = 1.0     # seconds between attempts while the origin starts
 
 
 def edge_for(config: Config, provider_key: str, listen_host: str | None) -> Edge:
@@ -33,17 +34,20 @@ def edge_for(config: Config, provider_key: str, listen_host: str | None) -> Edge
 
 def wait_for_origin_policy(config: Config, edge: Edge, timeout: float) -> None:
     """Put the edges' bucket-policy statement, retrying until the origin and the bucket answer."""
-    deadline = time.monotonic() + timeout
-    while True:
+    last_error: list[Exception] = []
+
+    def put_policy() -> bool:
         try:
             allow_edge_reads(config)
-            return
+            return True
         except Exception as exc:  # noqa: BLE001 - origin not up, bucket not created yet: retry until the deadline
-            if time.monotonic() >= deadline:
-                raise StackError(edge.name, f"could not set the origin's read policy on "
-                                            f"{config.object_storage.endpoint_url} bucket "
-                                            f"{config.object_storage.bucket} within {timeout:.0f}s: {exc}") from exc
-        time.sleep(POLL_INTERVAL * 5)
+            last_error[:] = [exc]
+            return False
+
+    if not wait_until(put_policy, timeout, interval=ORIGIN_RETRY_INTERVAL):
+        raise StackError(edge.name, f"could not set the origin's read policy on {config.object_storage.endpoint_url} "
+                                    f"bucket {config.object_storage.bucket} within {timeout:.0f}s: "
+                                    f"{last_error[0] if last_error else 'no answer'}")
 
 
 def serve(config: Config, provider_key: str, *, listen_host: str | None = None) -> NoReturn:

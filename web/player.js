@@ -13,6 +13,12 @@ import { EventBatcher, PlaybackTracker, newId } from './playback-events.js';
 
 const VIEWER_KEY = 'framelog.viewer_id';
 const TOKEN_KEY = 'framelog.viewer_token';
+const STREAM_REFUSALS = {
+  401: 'Your sign-in is not valid any more',
+  403: 'You do not have access to this video',
+  404: 'This video does not exist or was deleted',
+  409: 'This video is not ready to play yet',
+};
 
 /** What the page needs from GET /v1/stream's answer (api/stream.py). */
 export function streamInfo(answer) {
@@ -102,7 +108,8 @@ export async function start(config) {
     info = await fetchStream(config, token);
   } catch (err) {
     state.error = err.message;
-    say(err.status === 409 || /process/i.test(err.message) ? `Not ready yet (${err.message})` : err.message, true);
+    const why = STREAM_REFUSALS[err.status];
+    say(why ? `${why} (${err.message})` : `The video cannot be played: ${err.message}`, true);
     return state;
   }
   const batcher = new EventBatcher({

@@ -13,6 +13,7 @@ visible.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -26,6 +27,7 @@ from framelog.processors.media.probe import MediaInfo, probe
 from framelog.sinks.object_store import ObjectStore
 
 SOURCE_NAME = "source"
+log = logging.getLogger(__name__)
 
 
 def _source(ctx: JobContext, store: ObjectStore) -> Path:
@@ -108,7 +110,8 @@ class AiProcessingJob:
     and captions from speech (pocketsphinx's bundled model, offline).
 
     ``captions`` in the outputs says what happened: ``ok``, or why there are
-    none (``no_audio``, ``no_speech``, ``too_long``, ``disabled``, ``timed_out``).
+    none (``no_audio``, ``no_speech``, ``too_long``, ``disabled``, ``timed_out``,
+    ``failed``); the recogniser failing never fails the video.
     """
     config: Config
     store: ObjectStore
@@ -141,8 +144,10 @@ class AiProcessingJob:
         try:
             found = captions.transcribe(src, ctx.workdir, settings, info=info,
                                         progress=lambda f: ctx.progress(1 - share + f * share))
-        except captions.CaptionsTimedOut as exc:      # captions are an extra: the video goes on without
-            return {"captions": "timed_out", "captions_error": str(exc)}
+        except captions.CaptionsUnavailable as exc:   # captions are an extra: the video goes on without
+            log.warning("video %s: no captions: %s", ctx.video_id, exc)
+            timed_out = isinstance(exc, captions.CaptionsTimedOut)
+            return {"captions": "timed_out" if timed_out else "failed", "captions_error": str(exc)[:500]}
         if found is None:
             return {"captions": "no_speech"}
         json_key = f"{ctx.staging_prefix}/captions.json"

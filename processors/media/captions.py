@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -269,8 +270,9 @@ def recognizer_args(pcm: Path, language: str) -> list[str]:
 
 def _run_recognizer(pcm: Path, language: str, progress: Callable[[float], None], time_budget: float) -> list[Word]:
     """The child's words; it is killed when ``progress`` raises (the stage timed out) or after ``time_budget`` s."""
-    with subprocess.Popen(recognizer_args(pcm, language), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+    with tempfile.TemporaryFile() as stderr, subprocess.Popen(  # a file: a chatty child never blocks on a pipe
+            recognizer_args(pcm, language), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
         words = None
         expired = threading.Event()
 
@@ -294,7 +296,8 @@ def _run_recognizer(pcm: Path, language: str, progress: Callable[[float], None],
             raise
         finally:
             watchdog.cancel()
-        err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+        stderr.seek(0)
+        err = stderr.read().decode("utf-8", "replace")
     if expired.is_set() and words is None:
         raise CaptionsTimedOut(f"speech recognition stopped after its {time_budget:g}s budget")
     if rc != 0 or words is None:

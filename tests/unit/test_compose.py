@@ -40,11 +40,12 @@ def _services() -> dict:
 EDGE_STATE = "edge-state:/var/lib/framelog"
 
 
-def test_edges_run_the_projects_image_with_the_rendered_config():
+def test_edges_run_the_projects_image_with_the_rendered_config(monkeypatch):
     """Each cdn_strategy provider has an edge built from the Dockerfile, running `framelog edge serve`."""
-    from framelog.config import get_config
+    from framelog.config import DEFAULT_CONFIG_PATH, load_config
+    monkeypatch.delenv("FRAMELOG_CONFIG_OVERLAY", raising=False)    # the image ships the packaged framelog.yaml
     services = _services()
-    providers = get_config().cdn.providers
+    providers = load_config(DEFAULT_CONFIG_PATH).cdn.providers
     edges = {s["command"][4]: (name, s) for name, s in services.items()
              if s.get("command", [])[:4] == ["framelog", "edge", "serve", "--provider"]}
     assert set(edges) == set(providers)

@@ -59,7 +59,8 @@ def test_durations(text, seconds):
     assert parse_duration(text, "x") == seconds
 
 
-def test_overlay_changes_only_the_keys_it_names(tmp_path):
+def test_overlay_changes_only_the_keys_it_names(tmp_path, monkeypatch):
+    monkeypatch.delenv("FRAMELOG_CONFIG_OVERLAY", raising=False)   # the base is the file alone
     overlay = tmp_path / "ports.yaml"
     overlay.write_text("stack:\n  kafka_port: 32092\nkafka:\n  bootstrap_servers: '127.0.0.1:32092'\n")
     cfg = load_config(overlay=overlay)

@@ -236,3 +236,16 @@ test('no view_start from the player when the stream API already recorded the ses
   t.close();
   assert.deepEqual(tracked, []);
 });
+
+test('heartbeats: a progress event every heartbeatMs while playing, none while paused', (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  const { t: tr, listeners, media, tracked } = tracker({ sendViewStart: false, heartbeatMs: 20 });
+  listeners.playing();
+  t.mock.timers.tick(65);
+  assert.deepEqual(tracked.map((e) => e.type), ['progress', 'progress', 'progress']);
+  media.paused = true;
+  listeners.pause();
+  t.mock.timers.tick(100);
+  assert.deepEqual(tracked.map((e) => e.type), ['progress', 'progress', 'progress', 'pause']);
+  tr.close();
+});

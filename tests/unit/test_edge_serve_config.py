@@ -56,3 +56,12 @@ def test_unknown_provider_is_named(prod_config):
 def test_cli_parses_the_compose_command():
     args = build_parser().parse_args(["edge", "serve", "--provider", "primary_cdn", "--listen", "0.0.0.0"])
     assert (args.edge_command, args.provider, args.listen) == ("serve", "primary_cdn", "0.0.0.0")
+
+
+def test_an_unreachable_origin_is_named_after_the_deadline(prod_config, monkeypatch):
+    from framelog.stack.edge_serve import wait_for_origin_policy
+
+    monkeypatch.setenv("FRAMELOG_S3_ENDPOINT", "http://127.0.0.1:1")       # nothing listens on port 1
+    config = load_config(DEFAULT_CONFIG_PATH)
+    with pytest.raises(StackError, match=r"read policy on http://127.0.0.1:1 bucket media within 0s"):
+        wait_for_origin_policy(config, edge_for(config, "primary_cdn", None), timeout=0)
