@@ -173,7 +173,9 @@ export class PlaybackTracker {
       if (!this.started) {
         this.started = true;
         this.startupMs = Math.max(0, Math.round(this.now() - this.requestedAt));
-        if (this.sendViewStart) this.track('view_start', { startup_time_ms: this.startupMs });
+        // The stream API already recorded this session's view_start; then the startup
+        // time rides on a first heartbeat (the rollups count startup_time_ms on any event).
+        this.track(this.sendViewStart ? 'view_start' : 'progress', { startup_time_ms: this.startupMs });
         this.heartbeat = setInterval(() => { if (!m.paused) this.track('progress'); }, this.heartbeatMs);
       }
       if (this.rebufferingSince !== null) {

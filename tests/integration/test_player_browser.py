@@ -189,6 +189,9 @@ def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, 
     reasons = {r[0] for r in sql(api, "SELECT reason FROM quality_switches "
                                       f"WHERE video_id = '{validate_video_id(video_id)}' AND session_id = '{session}'")}
     assert {"startup", "manual"} <= reasons, reasons
+    startups = sql(api, "SELECT count() FROM playback_events WHERE startup_time_ms IS NOT NULL "
+                        f"AND video_id = '{validate_video_id(video_id)}' AND session_id = '{session}'")[0][0]
+    assert startups == 1, "the first frame's startup time reaches the analytics once"
 
 
 # ------------------------------------------------------------------ ABR under a throttled network
