@@ -290,7 +290,7 @@ def test_stream_urls_play_through_the_edges_and_fail_over(client, config, tokens
         primary.start()
 
 
-def test_a_rendition_in_a_cold_tier_is_restoring(client, config, tokens):
+def test_a_rendition_in_a_cold_tier_is_archived_until_asked_for_then_restoring(client, config, tokens):
     vid = published(client, config, tokens, "public")
     with EventProducer(config) as producer:
         producer.send(topics.TIER_TRANSITIONS, "TierTransition", new_event(
@@ -298,13 +298,15 @@ def test_a_rendition_in_a_cold_tier_is_restoring(client, config, tokens):
             object_count=1, size_bytes=188, from_tier="hot_tier", to_tier="cold_tier", storage_class="GLACIER",
             rule="Archive", age_days=400.0, access_count=0))
 
-    def restoring() -> dict | None:
+    def archived() -> dict | None:
         s = stream_of(client, vid, tokens["anon"]).json()
         q = {x["name"]: x for x in s.get("qualities", [])}
-        return q if q.get("720p", {}).get("availability") == "restoring" else None
+        return q if q.get("720p", {}).get("availability") == "archived" else None
 
-    q = wait_for(restoring, "the 720p rendition to show as restoring", DEADLINE)
+    # listed next to a playable rendition: archived, with what a restore would take; nothing asked for
+    q = wait_for(archived, "the 720p rendition to show as archived", DEADLINE)
     assert q["720p"]["restore_estimate_seconds"] > 0 and q["360p"]["availability"] == "available"
-    r = stream_of(client, vid, tokens["anon"], quality="720p")
+    r = stream_of(client, vid, tokens["anon"], quality="720p")        # asked for: a restore starts
     assert r.status_code == 409 and int(r.headers["retry-after"]) > 0 and "restored" in r.json()["detail"]
+    assert r.json()["availability"] == "restoring"
     assert stream_of(client, vid, tokens["anon"], quality="360p").status_code == 200
