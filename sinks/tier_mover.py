@@ -13,7 +13,7 @@ a multipart ETag ("<md5>-<parts>") changes on copy in AWS S3, so for those the
 SHA-256 of the content is computed before and after instead.
 
 SeaweedFS's S3 gateway applies ``x-amz-storage-class`` on a copy and reports it
-in HEAD and LIST, like AWS S3 (checked by tests/integration/test_tiering.py).
+in HEAD and LIST, like AWS S3 (checked by tests/integration/test_tiering_agent.py).
 On AWS an object in GLACIER/DEEP_ARCHIVE must be restored (RestoreObject,
 ``request_restore``) before it can be copied back to a faster class; until the
 restore finished such a copy fails (InvalidObjectState) and the tiering job
