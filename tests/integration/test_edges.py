@@ -29,6 +29,7 @@ from framelog.streams.events import new_event
 from framelog.streams.lag import group_lag
 from framelog.streams.producer import EventProducer
 from framelog.streams.worker import CDN, POPULARITY, groups
+from tests.integration.support import running
 
 pytestmark = pytest.mark.integration
 
@@ -257,12 +258,8 @@ class GroupWorker(WorkerService):
 
 
 def _group_worker(config, group: str):
-    worker = GroupWorker(config, group)
-    was_running = worker.is_running()
-    worker.start(timeout=120)
-    yield worker
-    if not was_running:
-        worker.stop()
+    with running(GroupWorker(config, group), timeout=120) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="module")

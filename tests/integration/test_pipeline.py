@@ -27,6 +27,7 @@ from framelog.streams import topics
 from framelog.streams.codec import AvroCodec
 from framelog.streams.status import StatusTable
 from framelog.streams.uploader import announce_upload, raw_object_key, upload_file
+from tests.integration.support import running
 from tests.media import clips
 
 pytestmark = pytest.mark.integration
@@ -36,12 +37,8 @@ PIPELINE_TIMEOUT = 420.0
 
 @pytest.fixture(scope="module")
 def worker(stack, config):
-    service = WorkerService(config)
-    was_running = service.is_running()
-    service.start(timeout=300)
-    yield service
-    if not was_running:
-        service.stop()
+    with running(WorkerService(config), timeout=300) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

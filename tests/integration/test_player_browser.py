@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +26,7 @@ from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.upload_client import upload_resumable
 from tests.integration.browser import Browser, missing_requirements
+from tests.integration.support import running, wait_for
 from tests.media import clips
 
 pytestmark = pytest.mark.integration
@@ -38,17 +38,6 @@ SESSION_ID = re.compile(r"^[0-9a-f-]{32,36}$")   # a UUID, with or without dashe
 
 # Two renditions (480p, 360p): the ladder never goes above the 854x480 source.
 CLIP = {"width": 854, "height": 480, "duration": 20}
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float, step: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,12 +59,8 @@ def api(stack, config) -> str:
 
 @pytest.fixture(scope="module")
 def worker(stack, config):
-    service = WorkerService(config)
-    was_running = service.is_running()
-    service.start(timeout=300)
-    yield service
-    if not was_running:
-        service.stop()
+    with running(WorkerService(config), timeout=300) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
 from framelog.streams.tier_view import ARCHIVED, AVAILABLE, RESTORING, TierView
+from tests.integration import support
 from tests.integration.tiering_worker import AGE_SECONDS, RESTORE_DELAY, play, tcfg, worker  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -28,13 +29,8 @@ pytestmark = pytest.mark.integration
 DEADLINE = 60.0
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)
-    return result
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
+    return support.wait_for(condition, what, timeout)
 
 
 class TransitionLog(ReplayedTable):
