@@ -47,6 +47,14 @@ def _topics(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace, config: Config) -> int:
+    from framelog.provision import initialise
+
+    for line in initialise(config, timeout=args.timeout).lines():
+        print(line)
+    return 0
+
+
 def _worker(args: argparse.Namespace, config: Config) -> int:
     from framelog.streams.worker import run_worker
 
@@ -219,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("topics", help="manage Kafka topics")
     p.add_argument("action", choices=["create"])
     p.set_defaults(func=_topics)
+
+    p = sub.add_parser("init", help="create the topics, the bucket and the ClickHouse tables (idempotent; "
+                                    "the compose one-shot every service waits for)")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for Kafka, S3 and ClickHouse")
+    p.set_defaults(func=_init)
 
     p = sub.add_parser("worker", help="run the Faust worker (pipeline agents)")
     p.add_argument("--stage", action="append", help="only these stages' agents (repeatable); default all")

@@ -3,11 +3,14 @@
 1. start the API (with the embedded analytics sink) and the pipeline worker;
 2. generate a clip with ffmpeg and upload it through the resumable API;
 3. follow its six stages from the stage-transition log until it is ready;
-4. prove the published HLS is encrypted and plays: fetch the key with a
-   playback grant, decode every rendition with ffmpeg;
-5. play it: simulated viewers send playback and quality-switch events to the
-   ingestion API;
-6. query the analytics (the seed's get_video_analytics) from ClickHouse.
+4. play it the way a player does: ``GET /v1/stream`` (refused anonymously,
+   the owner gets signed edge URLs), master, playlists and segments through
+   the edge (its X-Edge / X-Cache-Status), the key with the playback grant
+   (refused without), every rendition decrypted and decoded with ffmpeg;
+5. share it: a share link, opened by one real viewer in headless chromium
+   through the web player, whose own playback events go to ClickHouse;
+6. simulated viewers (countries, likes, shares, rebuffers) post their events;
+7. query the analytics (the seed's get_video_analytics) from ClickHouse.
 """
 from __future__ import annotations
 
@@ -23,9 +26,12 @@ import httpx
 
 from framelog.analytics_client import AnalyticsClient
 from framelog.config import Config
+from framelog.demo_viewer import (PLAY_SECONDS, BrowserError, BrowserSession, missing_requirements, play_share_link,
+                                  player_url)
+from framelog.edge_fetch import download_hls
+from framelog.ids import validate_video_id
 from framelog.processors.media import ffmpeg_commands as fc
-from framelog.processors.media.hls import MASTER_NAME, PLAYLIST_NAME, write_local_playlist
-from framelog.sinks.object_store import ObjectStore
+from framelog.processors.media.hls import MASTER_NAME, write_local_playlist
 from framelog.stack.services import ApiService, WorkerService
 from framelog.upload_client import upload_resumable
 
@@ -69,37 +75,72 @@ def follow_pipeline(api_url: str, video_id: str) -> dict[str, Any]:
     raise TimeoutError(f"video {video_id} not processed within {PIPELINE_DEADLINE:.0f}s")
 
 
-def verify_playable(config: Config, api_url: str, video_id: str) -> list[str]:
-    """Download the published HLS, fetch the key through the key endpoint, decode every rendition."""
+def owner_headers(config: Config) -> dict[str, str]:
+    """The demo owner's viewer token, signed with the stack's secret (what a login would hand out)."""
     from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
 
-    store = ObjectStore(config)
+    token = issue_viewer_token(DEMO_OWNER, config, now=time.time(), secret=load_or_create_secret(config))
+    return {"Authorization": "Bearer " + token}
+
+
+def verify_playable(api_url: str, video_id: str, owner: dict[str, str]) -> list[str]:
+    """Fetch the HLS through the owner's signed edge URLs and the key with the grant; decode every rendition."""
     work = Path(tempfile.mkdtemp(prefix="framelog-demo-"))
     try:
-        store.download_prefix(f"hls/{video_id}/", work / "hls")
-        master = (work / "hls" / MASTER_NAME).read_text()
-        renditions = [line.split("/")[0] for line in master.splitlines() if line.endswith(PLAYLIST_NAME)]
-        owner = {"Authorization": "Bearer " + issue_viewer_token(DEMO_OWNER, config, now=time.time(),
-                                                                 secret=load_or_create_secret(config))}
         anonymous = httpx.get(f"{api_url}/v1/stream", params={"video_id": video_id}, timeout=10)
         stream = httpx.get(f"{api_url}/v1/stream", params={"video_id": video_id}, headers=owner, timeout=10)
         stream.raise_for_status()
+        info = stream.json()
         say(f"  stream API: {anonymous.status_code} for an anonymous viewer of the private video, "
-            f"{stream.status_code} for its owner: {stream.json()['manifest_url']}")
-        grant = stream.json()["encryption"]["grant"]
+            f"{stream.status_code} for its owner (edge {info['cdn']['primary']}, fallback {info['cdn']['fallback']})")
+        say(f"  master: {info['manifest_url']}")
+        fetched = download_hls(info["manifest_url"], work / "hls")
+        for line in fetched.summary():
+            say(f"    {line}")
+        grant = info["encryption"]["grant"]
         no_grant = httpx.get(f"{api_url}/v1/keys/{video_id}", timeout=10)
         key = httpx.get(f"{api_url}/v1/keys/{video_id}?{grant}", headers=owner, timeout=10)
         key.raise_for_status()
         say(f"  key endpoint: {no_grant.status_code} without a grant, {key.status_code} with the owner's "
             f"({len(key.content)}-byte AES-128 key)")
         (work / "key").write_bytes(key.content)
-        for name in renditions:
-            local = write_local_playlist(work / "hls" / name / PLAYLIST_NAME, work / "key", work / f"{name}.m3u8")
+        renditions = []
+        for variant in fetched.variants():
+            name = Path(variant).parent.name
+            local = write_local_playlist(fetched.root / variant, work / "key", work / f"{name}.m3u8")
             fc.run_ffmpeg(fc.decode_hls_args(local))
             say(f"  {name:<6} decrypts and decodes end to end")
+            renditions.append(name)
         return renditions
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def share_link(api_url: str, video_id: str, owner: dict[str, str]) -> str:
+    """The owner opens the video to share links (PATCH access) and issues one; returns its token."""
+    with httpx.Client(base_url=api_url, headers=owner, timeout=15) as http:
+        http.patch(f"/videos/{video_id}/access", json={"visibility": "share_link"}).raise_for_status()
+        r = http.post(f"/videos/{video_id}/share", json={})
+        r.raise_for_status()
+    return r.json()["token"]
+
+
+def browser_viewer(config: Config, api_url: str, video_id: str, token: str) -> BrowserSession | None:
+    """One real viewer plays the share link in chromium; None (said why) if no browser can run here."""
+    why = missing_requirements()
+    if why:
+        say(f"  SKIPPED the browser viewer: {why}")
+        return None
+    shot = config.stack.state_dir / "demo" / f"player-{video_id}.png"
+    session = play_share_link(player_url(api_url, video_id, token), shot)
+    switches = ", ".join(f"{s.get('fromQuality') or '-'}->{s.get('toQuality')} ({s.get('reason')})"
+                         for s in session.switches)
+    say(f"  session {session.session_id}: {session.fragments} segments through {session.manifest_url.split('/s/')[0]}, "
+        f"quality {session.quality}; switches: {switches or 'none'}")
+    say(f"  sent while playing: {', '.join(sorted(set(session.sent)))}; by sendBeacon on leaving: "
+        f"{', '.join(session.beaconed) or 'nothing'}")
+    say(f"  screenshot after {PLAY_SECONDS:.0f}s: {session.screenshot}")
+    return session
 
 
 def simulate_viewers(api_url: str, video_id: str, duration: float) -> int:
@@ -138,15 +179,29 @@ def simulate_viewers(api_url: str, video_id: str, duration: float) -> int:
     return sessions
 
 
-def wait_for_analytics(api_url: str, video_id: str, views: int) -> dict[str, Any]:
+def wait_for_analytics(api_url: str, video_id: str, views: int, completed: int) -> dict[str, Any]:
     deadline = time.monotonic() + ANALYTICS_DEADLINE
     with httpx.Client(base_url=api_url, timeout=15) as http:
         while time.monotonic() < deadline:
             result = http.get(f"/v1/videos/{video_id}/analytics").json()
-            if result.get("total_views", 0) >= views and result.get("completed_views", 0) >= views:
+            if result.get("total_views", 0) >= views and result.get("completed_views", 0) >= completed:
                 return result
             time.sleep(0.5)
-    raise TimeoutError(f"analytics for {video_id} did not reach {views} views in {ANALYTICS_DEADLINE:.0f}s")
+    raise TimeoutError(f"analytics for {video_id} did not reach {views} views ({completed} completed) "
+                       f"in {ANALYTICS_DEADLINE:.0f}s")
+
+
+def session_events(api_url: str, video_id: str, session: BrowserSession) -> dict[str, list[list[Any]]]:
+    """The browser session's rows in ClickHouse: events by type, quality switches by reason
+    (ids checked before they meet the SQL)."""
+    where = f"WHERE video_id = '{validate_video_id(video_id)}' AND session_id = '{session.session_id}'"
+    out = {}
+    for table, column in (("playback_events", "type"), ("quality_switches", "reason")):
+        r = httpx.post(f"{api_url}/v1/sql", timeout=30, json={
+            "sql": f"SELECT {column}, count() FROM {table} {where} GROUP BY {column} ORDER BY {column}"})
+        r.raise_for_status()
+        out[table] = r.json()["rows"]
+    return out
 
 
 def run_demo(config: Config) -> int:
@@ -168,19 +223,40 @@ def run_demo(config: Config) -> int:
         return 1
     say(f"  ready in {time.monotonic() - started:.1f}s")
 
-    say("== 4. encrypted HLS comes out")
-    renditions = verify_playable(config, api_url, video_id)
+    say("== 4. encrypted HLS through the edge (GET /v1/stream as the owner: signed edge URLs)")
+    owner = owner_headers(config)
+    renditions = verify_playable(api_url, video_id, owner)
     say(f"  s3://{config.object_storage.bucket}/hls/{video_id}/{MASTER_NAME} with {', '.join(renditions)}")
 
-    say("== 5. viewers play it (events to POST /v1/events → playback.events)")
+    say("== 5. a share link, played in chromium through the web player (GET /player/{id}?share=)")
+    token = share_link(api_url, video_id, owner)
+    url = player_url(api_url, video_id, token)
+    say(f"  POST /videos/{video_id}/share -> a share link (visibility now share_link)")
+    try:
+        browser = browser_viewer(config, api_url, video_id, token)
+    except BrowserError as exc:
+        say(f"  FAILED: the browser viewer: {exc}")
+        return 1
+
+    say("== 6. simulated viewers (events to POST /v1/events → playback.events)")
     sessions = simulate_viewers(api_url, video_id, duration=24.0)
     say(f"  {sessions} sessions sent")
 
-    say("== 6. analytics from ClickHouse (GET /v1/videos/{id}/analytics)")
-    result = wait_for_analytics(api_url, video_id, sessions)
+    say("== 7. analytics from ClickHouse (GET /v1/videos/{id}/analytics)")
+    real = 1 if browser else 0
+    views = sessions + 1 + real          # + the owner's GET /v1/stream (its view_start) + the browser's
+    say(f"  waiting for {views} views: {sessions} simulated, the owner's stream request"
+        + (", the browser's" if browser else ""))
+    result = wait_for_analytics(api_url, video_id, views, sessions + real)
+    if browser:
+        for table, rows in session_events(api_url, video_id, browser).items():
+            say(f"  browser session in {table}: " + ", ".join(f"{t} x{n}" for t, n in rows))
     json.dump(result, sys.stdout, indent=2)
     say("")
+    say("")
+    say(f"Watch it yourself (the share link; while the demo's API runs): {url}")
     say(f"Try: framelog sql \"SELECT type, count() FROM playback_events WHERE video_id = '{video_id}' "
         "GROUP BY type\"")
     say(f"     framelog status {video_id}      framelog events tail video.assets --from-beginning --limit 1")
+    say("     framelog services status        framelog services stop      framelog stack down")
     return 0

@@ -35,3 +35,28 @@ def s3_client(config: Config, *, connect_timeout: float = 5.0, read_timeout: flo
             retries={"max_attempts": max_attempts, "mode": "standard"},
         ),
     )
+
+
+def ensure_bucket(client: Any, bucket: str) -> bool:
+    """Create ``bucket`` unless it exists; True if this call created it.
+
+    Safe when several processes race (the loser sees BucketAlreadyOwnedByYou),
+    and it ends with a HEAD, so it returns only once the bucket answers.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+        return False
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    created = True
+    try:
+        client.create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+        created = False
+    client.head_bucket(Bucket=bucket)
+    return created

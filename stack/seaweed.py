@@ -144,21 +144,9 @@ class Seaweed(Component):
         self.s3_client().list_buckets()
 
     def ensure_bucket(self) -> None:
-        from botocore.exceptions import ClientError
+        from framelog.s3 import ensure_bucket
 
-        client = self.s3_client()
-        try:
-            client.head_bucket(Bucket=self.bucket)
-            return
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-                raise
-        try:
-            client.create_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
-        client.head_bucket(Bucket=self.bucket)
+        ensure_bucket(self.s3_client(), self.bucket)
 
     def after_healthy(self) -> None:
         self.ensure_bucket()

@@ -13,13 +13,13 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from framelog import browser
 from framelog.processors.media import captions
 from framelog.processors.media.hls import media_start_pts, package_hls, write_master, write_subtitle_track
 from tests.media import clips
 
 pytestmark = pytest.mark.integration
 
-browser = pytest.importorskip("tests.integration.browser")
 HLS_JS = browser.ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 
 PAGE = """<!doctype html><meta charset="utf-8"><video id="v" muted playsinline></video>

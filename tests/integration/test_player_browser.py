@@ -25,7 +25,7 @@ from framelog.streams import topics
 from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.upload_client import upload_resumable
-from tests.integration.browser import Browser, missing_requirements
+from framelog.browser import Browser, missing_requirements
 from tests.integration.support import running, wait_for
 from tests.media import clips
 

