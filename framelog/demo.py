@@ -39,7 +39,7 @@ PIPELINE_DEADLINE = 900.0
 ANALYTICS_DEADLINE = 120.0
 WORKER_START_TIMEOUT = 300.0
 VIEWERS = (("viewer-us-1", "US"), ("viewer-us-2", "US"), ("viewer-de-1", "DE"), ("viewer-gb-1", "GB"))
-DEMO_OWNER = "demo"               # uploads the clip; a private video, so the demo plays it as its owner
+DEMO_OWNER = "demo"               # uploads the clip (private): plays it as its owner, then shares it
 
 
 def say(text: str) -> None:
