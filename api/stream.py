@@ -2,7 +2,8 @@
 
     GET /v1/stream?video_id=&quality=&share=&country=
         Authorization: Bearer <viewer token>    (optional: anonymous without it)
-        X-Viewer-Country: US                    (the trusted edge header; ``country=`` overrides it, for tests)
+        X-Viewer-Country: US                    (the trusted edge header; ``country=`` overrides it for
+                                                 routing only: the view_start records the header's country)
 
 Checks, in this order (each refusal says why, never cacheable):
 400 missing or malformed ``video_id``; 401 a viewer token that does not
@@ -207,7 +208,10 @@ async def get_stream(request: Request) -> JSONResponse:
     except ApiError as exc:
         return exc.response()
 
-    country = normalize_country(q.get("country") or request.headers.get(COUNTRY_HEADER))
+    trusted_country = normalize_country(request.headers.get(COUNTRY_HEADER))
+    # ``country=`` may steer routing (tests, a viewer's declared region) but analytics
+    # record only the trusted edge header, exactly as POST /v1/events does.
+    country = normalize_country(q.get("country")) or trusted_country
     chosen, health = await run_in_threadpool(_route, state, country)
     now = time.time()
     ttl = _share_ttl(decision, config, now)
@@ -231,7 +235,7 @@ async def get_stream(request: Request) -> JSONResponse:
                       "grant_requires_viewer_token": viewer is not None}
     thumbnails = list(asset.get("thumbnails") or [])
     poster = next((t for t in thumbnails if t.endswith("poster.jpg")), thumbnails[0] if thumbnails else None)
-    start = await _emit_stream_start(request, video_id, viewer, quality, country)
+    start = await _emit_stream_start(request, video_id, viewer, quality, trusted_country)
     body = {
         "video_id": video_id,
         "quality": quality or AUTO_QUALITY,
@@ -251,7 +255,7 @@ async def get_stream(request: Request) -> JSONResponse:
             "video_id": video_id,
             "session_id": start["session_id"],
             "viewer_id": start["viewer_id"],
-            "country": country,
+            "country": trusted_country,
             "stream_start_event_id": start["event_id"],
             "stream_start_recorded": start["recorded"],
             "event_types": sorted(playback_types() - {"unknown", STREAM_START_TYPE}) + ["quality_switch"],

@@ -109,7 +109,7 @@ def test_private_video_for_owner_workspace_and_strangers(client, config, tokens,
     assert stream_of(client, vid, {"X-User-Id": "alice", "X-Viewer-Id": "alice"}).status_code == 403  # forged headers
     assert stream_of(client, vid, tokens["bob"]).json()["access"]["reason"] == "workspace"
 
-    r = stream_of(client, vid, tokens["alice"], country="US")
+    r = stream_of(client, vid, {**tokens["alice"], "X-Viewer-Country": "US"})      # the edge's trusted header
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     s = r.json()
     assert s["access"]["reason"] == "owner"
@@ -134,8 +134,10 @@ def test_private_video_for_owner_workspace_and_strangers(client, config, tokens,
     assert (start["type"], start["viewer_id"], start["event_id"], start["country"]) == (
         "view_start", "alice", s["analytics"]["stream_start_event_id"], "US")
 
-    # another country routes by the default rule
-    other = stream_of(client, vid, tokens["alice"], country="JP").json()["cdn"]
+    # ?country= steers routing only (another country: the default rule); analytics keep the trusted header's
+    answer = stream_of(client, vid, {**tokens["alice"], "X-Viewer-Country": "US"}, country="JP").json()
+    other = answer["cdn"]
+    assert answer["analytics"]["country"] == "US"
     assert other["rule"] == "default" and other["primary"] == config.cdn.default_route.primary or other["failed_over"]
 
     # qualities
