@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 RENDITIONS = ("720p", "480p")
 SEGMENTS = 5
 WAIT = 60.0
+CATCH_UP = 300.0        # a new popularity group first counts every view already on playback.events
 
 
 # ------------------------------------------------------------ helpers
@@ -309,6 +310,8 @@ def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, vid
             "PlaybackEvent", session_id=f"s{i}", viewer_id=f"viewer{i}", video_id=video,
             type="view_start" if i % 2 else "video_view"), key=video)
     producer.flush()
+    assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, CATCH_UP), \
+        "the popularity group did not catch up with playback.events"
     assert wait_until(lambda: f"/hls/{video}/master.m3u8" in keys_of(config, "primary_cdn", video)
                       and f"/hls/{video}/master.m3u8" in keys_of(config, "secondary_cdn", video), WAIT)
     popularity_worker.stop()                               # the count survives a restart (table changelog) ...

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 DEADLINE = 60.0
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    return support.wait_for(condition, what, timeout)
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE, step: float = 0.05) -> Any:
+    return support.wait_for(condition, what, timeout, step)
 
 
 class TransitionLog(ReplayedTable):
