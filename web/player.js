@@ -126,6 +126,7 @@ export async function start(config) {
   state.viewerId = tracker.viewerId;
   state.flush = () => batcher.flush();
   state.batcherQueue = () => batcher.queue.slice();
+  state.batcher = batcher;                  // for the console and the browser tests, like state.hls
 
   const leave = () => { tracker.stopClock(); batcher.beaconAll(); };
   addEventListener('pagehide', leave);

@@ -159,9 +159,11 @@ def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, 
     sent = browser.eval("framelogPlayer.sent.map(e => e.type)")
     assert "pause" in sent and "quality_switch" in sent
     session = session_of(browser)
-    # a seek that waits in the queue goes out by sendBeacon when the page is left
+    # a seek that waits in the queue goes out by sendBeacon when the page is left (the periodic
+    # send is stopped first, or it could take the seek before the page goes away)
+    browser.eval("framelogPlayer.batcher.close()")
     browser.eval("document.getElementById('video').currentTime = 1")
-    browser.wait("framelogPlayer.batcherQueue().some(e => e.type === 'seek')", 10)
+    browser.wait("framelogPlayer.batcherQueue().some(e => e.type === 'seek')", PLAY_DEADLINE)
     browser.goto("about:blank")
 
     def types() -> set[str]:
