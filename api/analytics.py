@@ -98,6 +98,7 @@ async def video_analytics(request: Request, video_id: str, from_: str | None = Q
 class SqlRequest(BaseModel):
     sql: str
     max_rows: int = 10_000
+    parameters: dict[str, Any] = {}     # bound server-side: {name:Type} in the statement
 
 
 @router.post("/v1/sql")
@@ -109,7 +110,7 @@ async def sql(request: Request, body: SqlRequest) -> JSONResponse:
 
     def query():
         with engine.lock:
-            return run_readonly_sql(engine.readonly, body.sql, max_rows=body.max_rows)
+            return run_readonly_sql(engine.readonly, body.sql, max_rows=body.max_rows, parameters=body.parameters)
 
     try:
         result = await run_in_threadpool(query)

@@ -192,13 +192,15 @@ def wait_for_analytics(api_url: str, video_id: str, views: int, completed: int) 
 
 
 def session_events(api_url: str, video_id: str, session: BrowserSession) -> dict[str, list[list[Any]]]:
-    """The browser session's rows in ClickHouse: events by type, quality switches by reason
-    (ids checked before they meet the SQL)."""
-    where = f"WHERE video_id = '{validate_video_id(video_id)}' AND session_id = '{session.session_id}'"
+    """The browser session's rows in ClickHouse: events by type, quality switches by reason."""
+    params = {"video": validate_video_id(video_id), "session": session.session_id}
     out = {}
     for table, column in (("playback_events", "type"), ("quality_switches", "reason")):
         r = httpx.post(f"{api_url}/v1/sql", timeout=30, json={
-            "sql": f"SELECT {column}, count() FROM {table} {where} GROUP BY {column} ORDER BY {column}"})
+            "sql": f"SELECT {column}, count() FROM {table} "        # names from the tuple above; values bound
+                   "WHERE video_id = {video:String} AND session_id = {session:String} "
+                   f"GROUP BY {column} ORDER BY {column}",
+            "parameters": params})
         r.raise_for_status()
         out[table] = r.json()["rows"]
     return out

@@ -30,7 +30,7 @@ import datetime as _dt
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from clickhouse_connect.driver.client import Client
 
@@ -243,7 +243,8 @@ def check_readonly_sql(sql: Any) -> str:
     return text
 
 
-def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000) -> SqlResult:
+def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
+                     parameters: Mapping[str, Any] | None = None) -> SqlResult:
     """Run one read-only statement for an analyst; returns column names and rows.
 
     Guarded twice: the text check above, and the statement runs with
@@ -252,6 +253,6 @@ def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000) -> Sql
     ``connect_readonly`` to also keep the session itself read-only.
     """
     statement = check_readonly_sql(sql)
-    result = client.query(statement, settings=dict(READONLY_SETTINGS))
+    result = client.query(statement, parameters=dict(parameters or {}), settings=dict(READONLY_SETTINGS))
     rows = [tuple(r) for r in result.result_rows]
     return SqlResult(list(result.column_names), rows[:max_rows], truncated=len(rows) > max_rows)
