@@ -8,7 +8,9 @@ Four measurements in one run, on one broker and one embedded engine:
    skipped) consumes all N: the least a Python consumer can do. Then the real
    sink loop (AnalyticsSinkRunner.step: EventConsumer.poll_raw →
    ClickHouseSink → one Avro container block per partition batch, decoded by
-   chdb, rollup views → commit from on_committed) runs on the same topic with
+   chdb, rollup views, inserts of different partitions on
+   ``analytics.sink_insert_threads`` sessions, in flight while the next batches
+   are polled → commit from on_committed) runs on the same topic with
    a fresh group and a fresh database, timed from the first record polled to
    all N offsets committed; then ``count()`` of playback_events must equal N.
    ``--rounds`` alternates the two (the machine may be shared: the load
@@ -22,7 +24,9 @@ Four measurements in one run, on one broker and one embedded engine:
    - event_time.
 3. **query**: ``--query-rows`` (default 10,000,000) synthetic events generated
    inside the engine (events spread over 30 days, 1000 videos), rollups
-   OPTIMIZEd FINAL, then get_video_analytics for random videos over 30 days.
+   OPTIMIZEd FINAL, then get_video_analytics for random videos over 30 days:
+   once right away (the bulk load's parts still merging on the same 2 cores)
+   and once no merge runs any more (steady state; the target is judged there).
 
 Writes bench/results/analytics.json and bench/results/analytics.md.
 
@@ -159,7 +163,8 @@ class SinkLoop:
                                         codec=codec_for(config, spec, timestamps=MILLIS))
         runner.sink = ClickHouseSink(self.client, config, on_committed=self._commit,
                                      tables={spec.name: DEFAULT_TABLES["playback.events"]},
-                                     decode=runner.consumer.decode_message)
+                                     decode=runner.consumer.decode_message,
+                                     insert_client=lambda: connect(config, create_database=False))
         runner.stop_event = threading.Event()
         runner.rows_written = 0
         runner.committed = {}
@@ -178,6 +183,7 @@ class SinkLoop:
 
     def close(self) -> None:
         self.runner.sink.flush()
+        self.runner.sink.close()
         self.runner.consumer.close()
 
 
@@ -262,14 +268,19 @@ def bench_freshness(loop: SinkLoop, spec: TopicSpec, rate: int, seconds: float, 
 
 # ---------------------------------------------------------------- 5. query
 
-def bench_query(config: Config, client, rows: int, queries: int) -> dict:
-    gen_s = generate_playback_events(client, rows, days=30)
+def wait_for_merges(client, deadline_s: float = 600.0) -> float:
+    """Seconds until the engine has no merge running (the 10 M bulk load leaves the raw table's
+    parts merging in the background for a while)."""
     t0 = time.perf_counter()
-    for table in ROLLUPS:
-        client.command(f"OPTIMIZE TABLE {table} FINAL")
-    optimize_s = time.perf_counter() - t0
-    total = client.query("SELECT count() FROM playback_events").result_rows[0][0]
-    rng = random.Random(42)
+    while time.perf_counter() - t0 < deadline_s:
+        if client.query("SELECT count() FROM system.merges").result_rows[0][0] == 0:
+            return time.perf_counter() - t0
+        time.sleep(0.5)             # polling an engine-side condition; not a sync sleep in a test
+    raise TimeoutError(f"merges still running after {deadline_s:.0f} s")
+
+
+def time_queries(config: Config, client, queries: int, seed: int) -> tuple[list[float], int]:
+    rng = random.Random(seed)
     end = datetime.now(timezone.utc)
     start = end - timedelta(days=30)
     for _ in range(10):                                  # warm-up, not measured
@@ -282,9 +293,27 @@ def bench_query(config: Config, client, rows: int, queries: int) -> dict:
         times.append((time.perf_counter() - t) * 1000)
         views += result["total_views"]
     assert views > 0, "queries found no views: synthetic data missing?"
+    return times, views
+
+
+def bench_query(config: Config, client, rows: int, queries: int) -> dict:
+    """get_video_analytics twice: right after the bulk load (its merges still running on the
+    same 2 cores) and once the engine has no merge running (the steady state the target is for)."""
+    gen_s = generate_playback_events(client, rows, days=30)
+    t0 = time.perf_counter()
+    for table in ROLLUPS:
+        client.command(f"OPTIMIZE TABLE {table} FINAL")
+    optimize_s = time.perf_counter() - t0
+    total = client.query("SELECT count() FROM playback_events").result_rows[0][0]
+    merges_at_start = client.query("SELECT count() FROM system.merges").result_rows[0][0]
+    busy, _ = time_queries(config, client, queries, seed=41)
+    settle_s = wait_for_merges(client)
+    times, views = time_queries(config, client, queries, seed=42)
     return {"synthetic_rows": rows, "table_rows": total, "generate_s": gen_s, "optimize_s": optimize_s,
             "queries": queries, "p50_ms": pct(times, 50), "p95_ms": pct(times, 95), "p99_ms": pct(times, 99),
-            "mean_views": views / queries}
+            "mean_views": views / queries, "merges_running_at_start": merges_at_start,
+            "merges_settled_after_s": settle_s,
+            "during_merges": {"p50_ms": pct(busy, 50), "p95_ms": pct(busy, 95), "p99_ms": pct(busy, 99)}}
 
 
 # ---------------------------------------------------------------- main
@@ -398,7 +427,11 @@ def main() -> None:
         f"{query['queries']} queries for random videos over 30 days; playback_events holds {query['table_rows']:,} rows "
         f"({query['synthetic_rows']:,} synthetic over 30 days and 1000 videos, generated in {query['generate_s']:.0f} s; "
         f"rollups OPTIMIZE FINAL in {query['optimize_s']:.1f} s); {query['mean_views']:,.0f} views per video on average.", "",
-        "| p50 | p95 | p99 | target | met |", "|---:|---:|---:|---|---|",
+        "| when | p50 | p95 | p99 | target | met |", "|---|---:|---:|---:|---|---|",
+        f"| right after the bulk load ({query['merges_running_at_start']} merges of its parts running) "
+        f"| {query['during_merges']['p50_ms']:.1f} ms | {query['during_merges']['p95_ms']:.1f} ms "
+        f"| {query['during_merges']['p99_ms']:.1f} ms | | |",
+        f"| steady state (no merge running; waited {query['merges_settled_after_s']:.0f} s) "
         f"| {query['p50_ms']:.1f} ms | {query['p95_ms']:.1f} ms | {query['p99_ms']:.1f} ms | p95 < {TARGET_QUERY_P95_MS:g} ms "
         f"| {yes(targets['query_p95_under_50ms'])} |", "",
     ]

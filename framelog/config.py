@@ -99,12 +99,14 @@ class _Reader:
             raise ConfigError(self._key(key), f"expected a string, got {value!r}")
         return value
 
-    def int(self, key: str, default: Any = ..., minimum: int | None = None) -> int:
+    def int(self, key: str, default: Any = ..., minimum: int | None = None, maximum: int | None = None) -> int:
         value = self.raw(key, default)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(self._key(key), f"expected an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise ConfigError(self._key(key), f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(self._key(key), f"must be <= {maximum}, got {value}")
         return value
 
     def float(self, key: str, default: Any = ..., minimum: float | None = None, maximum: float | None = None) -> float:
@@ -359,6 +361,7 @@ class AnalyticsConfig:
     completion_threshold: float
     sink_batch_max_rows: int
     sink_batch_max_age: float
+    sink_insert_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -605,7 +608,8 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         player=_player(root.sub("player")),
         analytics=AnalyticsConfig(an.duration("raw_events_ttl"), an.duration("default_timeframe"),
                                   an.duration("max_timeframe"), an.float("completion_threshold", minimum=0, maximum=1),
-                                  an.int("sink_batch_max_rows", minimum=1), an.duration("sink_batch_max_age")),
+                                  an.int("sink_batch_max_rows", minimum=1), an.duration("sink_batch_max_age"),
+                                  an.int("sink_insert_threads", minimum=1, maximum=16)),
         metrics=_metrics(root.sub("monitoring_metrics")),
         security=_security(sec),
         raw=data,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -60,8 +60,12 @@ class EventConsumer:
     """Consumes framelog topics as DecodedRecords; dead-letters what it cannot decode."""
 
     def __init__(self, config: Config, group_id: str, topics: Sequence[str], *, codec: AvroCodec | None = None,
-                 dead_letters: DeadLetterWriter | None = None, validate: bool = True, **overrides: Any):
+                 dead_letters: DeadLetterWriter | None = None, validate: bool = True,
+                 on_revoke: Callable[[list[tuple[str, int]]], None] | None = None, **overrides: Any):
+        """``on_revoke``: called with the partitions being taken away, while they are still
+        ours (a sink finishes and commits its writes in flight there)."""
         self.config = config
+        self.on_revoke = on_revoke
         self.group_id = group_id
         self.topics = list(topics)
         self.codec = codec or AvroCodec(config)
@@ -74,6 +78,8 @@ class EventConsumer:
         self.dead_lettered = 0
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.on_revoke is not None:
+            self.on_revoke([(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:            # positions of partitions we no longer own must not be committed
             self._positions.pop((tp.topic, tp.partition), None)
 

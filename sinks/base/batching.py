@@ -13,6 +13,15 @@ returns a ``finish`` callable that blocks until it landed (or raises). A flush
 starts the next partition's write before finishing the previous one, so at
 most two are in flight, and still commits only what finished.
 
+A subclass that sets ``pipelined = True`` also overlaps its writes with
+consuming: a flush that a limit triggers (``add``/``add_many``/``poll``) starts
+every pending batch's write and returns; the consumer goes on filling new
+batches, and the writes are finished (and committed) when the next flush is
+due, on an idle ``poll``, on ``revoke``, or on an explicit ``flush()``. At most
+one flush is in flight, and the next one starts only after it finished, so a
+subclass sees each partition's writes finish in offset order before it starts
+the next one (its per-partition state, e.g. a dedup window, is up to date).
+
 Flush triggers: ``max_rows`` pending rows, the oldest pending record older
 than ``max_age`` seconds (checked on ``add`` and on ``poll``, which a consumer
 loop calls when idle), or an explicit ``checkpoint()``/``flush()``.
@@ -36,6 +45,7 @@ def _done() -> None:
 
 TopicPartition = tuple[str, int]
 CommitCallback = Callable[[dict[TopicPartition, int]], None]
+Finish = Callable[[], None]
 
 
 @dataclass
@@ -79,8 +89,18 @@ class Batch:
     def __len__(self) -> int:
         return len(self.records)
 
+    def prepend(self, older: "Batch") -> None:
+        """Put ``older`` (a batch of the same partition that failed to land) back in front."""
+        if self.offsets and older.offsets and older.offsets[-1] >= self.offsets[0]:
+            raise ValueError(f"{self.topic}[{self.partition}]: batch to put back overlaps the pending one")
+        self.records[:0] = older.records
+        self.offsets[:0] = older.offsets
+        self.created_at = min(self.created_at, older.created_at)
+
 
 class BatchingSink(abc.ABC):
+    pipelined = False     # True: a triggered flush returns with its writes in flight (see module doc)
+
     def __init__(self, max_rows: int, max_age: float, on_committed: CommitCallback | None = None,
                  clock: Callable[[], float] = time.monotonic):
         if max_rows < 1:
@@ -94,6 +114,7 @@ class BatchingSink(abc.ABC):
         self._batches: dict[TopicPartition, Batch] = {}
         self._pending_rows = 0
         self._oldest: float | None = None
+        self._in_flight: list[tuple[TopicPartition, Batch, Finish]] = []   # started, not yet finished
 
     # ------------------------------------------------------------ the contract
 
@@ -117,7 +138,14 @@ class BatchingSink(abc.ABC):
         return self._pending_rows
 
     def pending(self) -> Mapping[TopicPartition, Batch]:
+        """Batches not yet being written."""
         return dict(self._batches)
+
+    def uncommitted(self) -> Mapping[TopicPartition, Batch]:
+        """Per partition, the oldest batch not yet committed: the one in flight, else the pending one."""
+        out = dict(self._batches)
+        out.update({key: batch for key, batch, _ in self._in_flight})
+        return out
 
     def add(self, record: Any, topic: str, partition: int, offset: int) -> dict[TopicPartition, int] | None:
         """Accumulate one record; flushes (and returns the committed offsets) when a limit is reached."""
@@ -131,7 +159,7 @@ class BatchingSink(abc.ABC):
         if self._oldest is None:
             self._oldest = now
         if self._due(now):
-            return self.flush()
+            return self._flush_due()
         return None
 
     def add_many(self, records: Sequence[Any], topic: str, partition: int,
@@ -150,14 +178,16 @@ class BatchingSink(abc.ABC):
         if self._oldest is None:
             self._oldest = now
         if self._due(now):
-            return self.flush()
+            return self._flush_due()
         return None
 
     def poll(self) -> dict[TopicPartition, int] | None:
-        """Flush if the oldest pending record has waited ``max_age``; call when the consumer is idle."""
+        """Call when the consumer is idle: finish the writes in flight, and flush if the oldest
+        pending record has waited ``max_age``."""
+        committed = self._finish_in_flight() if self._in_flight else {}
         if self._pending_rows and self._due(self._clock()):
-            return self.flush()
-        return None
+            committed.update(self._flush_due())
+        return committed or None
 
     def _due(self, now: float) -> bool:
         return self._pending_rows >= self.max_rows or (
@@ -168,13 +198,61 @@ class BatchingSink(abc.ABC):
     def checkpoint(self) -> dict[TopicPartition, int]:
         return self.flush()
 
-    def flush(self) -> dict[TopicPartition, int]:
-        """Write every pending batch; commit (via ``on_committed``) the ones written.
+    def _flush_due(self) -> dict[TopicPartition, int]:
+        """A limit was reached: flush, leaving the writes in flight if the sink is pipelined."""
+        if not self.pipelined:
+            return self.flush()
+        committed = self._finish_in_flight()
+        try:
+            for key in sorted(self._batches):
+                batch = self._batches[key]
+                if len(batch):
+                    self._in_flight.append((key, batch, self.start_write(batch)))
+                del self._batches[key]
+                self._pending_rows -= len(batch)
+        finally:
+            self._reset_oldest()
+        return committed
 
+    def _finish_in_flight(self) -> dict[TopicPartition, int]:
+        """Wait for the writes a pipelined flush left in flight; commit those that landed.
+
+        If one raises, it and the ones after it go back in front of the pending
+        batches of their partitions (a retry writes the same boundaries again)
+        and the exception propagates, after the ones before it were committed.
+        """
+        committed: dict[TopicPartition, int] = {}
+        try:
+            while self._in_flight:
+                key, batch, finish = self._in_flight[0]
+                finish()
+                self._in_flight.pop(0)
+                committed[key] = batch.commit_offset
+        except BaseException:
+            for key, batch, _ in self._in_flight:
+                newer = self._batches.get(key)
+                if newer is not None:
+                    newer.prepend(batch)
+                else:
+                    self._batches[key] = batch
+                self._pending_rows += len(batch)
+            self._in_flight.clear()
+            self._reset_oldest()
+            raise
+        finally:
+            if committed and self.on_committed is not None:
+                self.on_committed(dict(committed))
+        return committed
+
+    def flush(self) -> dict[TopicPartition, int]:
+        """Write every pending batch and wait; commit (via ``on_committed``) the ones written.
+
+        Writes a pipelined flush left in flight are finished (and committed) first.
         If a write raises, the batches already written are still reported to
         ``on_committed`` and the failed one (and any after it) stay pending;
         the exception propagates.
         """
+        earlier = self._finish_in_flight() if self._in_flight else {}
         committed: dict[TopicPartition, int] = {}
         in_flight: tuple[TopicPartition, Batch, Callable[[], None]] | None = None
 
@@ -210,10 +288,15 @@ class BatchingSink(abc.ABC):
             self._reset_oldest()
             if committed and self.on_committed is not None:
                 self.on_committed(dict(committed))
-        return committed
+        return {**earlier, **committed}
 
     def revoke(self, partitions: Iterable[TopicPartition]) -> None:
-        """Drop pending (uncommitted) records of revoked partitions; their new owner replays them."""
+        """Drop pending (uncommitted) records of revoked partitions; their new owner replays them.
+
+        Writes in flight are finished and committed first (the partitions are still ours
+        while the consumer's revoke callback runs), so a new owner never races an insert."""
+        if self._in_flight:
+            self._finish_in_flight()
         partitions = list(partitions)
         for key in partitions:
             batch = self._batches.pop(tuple(key), None)  # type: ignore[arg-type]

@@ -41,9 +41,10 @@ class AnalyticsSinkRunner:
         with self.lock:
             apply_migrations(self.client, config)
         self.consumer = EventConsumer(config, group_id, list(SOURCE_TOPICS),
-                                      codec=AvroCodec(config, timestamps=MILLIS))
+                                      codec=AvroCodec(config, timestamps=MILLIS), on_revoke=self._on_revoke)
         self.sink = ClickHouseSink(self.client, config, on_committed=self._commit,
-                                   decode=self.consumer.decode_message)
+                                   decode=self.consumer.decode_message,
+                                   insert_client=lambda: connect(config, create_database=False))
         self.stop_event = threading.Event()
         self.rows_written = 0
         self.committed: dict[tuple[str, int], int] = {}      # next offset per partition, as committed
@@ -52,11 +53,18 @@ class AnalyticsSinkRunner:
         self.consumer.commit(offsets)
         self.committed.update(offsets)
 
+    def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
+        """A rebalance takes partitions away: commit what landed, drop the rest (the new owner replays it)."""
+        with self.lock:
+            self.sink.revoke(partitions)
+        for key in partitions:
+            self.committed.pop(key, None)
+
     def export_lag(self) -> None:
         """Sink lag per partition, refreshed every step (so it grows while nothing gets committed):
         records after the committed offset, and the age of the oldest record not yet committed
         (0 when caught up)."""
-        pending = self.sink.pending()
+        pending = self.sink.uncommitted()
         now_ms = time.time() * 1000
         for key in set(self.committed) | set(pending):
             batch = pending.get(key)
@@ -106,6 +114,7 @@ class AnalyticsSinkRunner:
             raise
         finally:
             metrics.RUNNING.set(0)
+            self.sink.close()
             self.consumer.close()
 
     def start_thread(self) -> threading.Thread:

@@ -47,14 +47,18 @@ written), so falling back is safe; and if the refusal was not about the data,
 the Python path sends the same rows under the same token, which is then a no-op.
 Both use ``async_insert=0`` so that "insert returned" means "data is in a part".
 Engine-path inserts run on one insert thread, so that a flush builds the next
-partition's block while the previous one is inserted (``start_write``); a flush
-still commits only the partitions whose insert returned.
+partition's block while the previous one is inserted (``start_write``), and the
+sink is ``pipelined``: a flush returns with its inserts in flight and the
+consumer keeps polling; they are finished (window updated, offsets committed)
+before the next flush builds anything. Only partitions whose insert returned
+are committed.
 """
 from __future__ import annotations
 
 import collections
 import datetime as _dt
 import logging
+import queue
 import re
 import time
 import uuid
@@ -239,14 +243,21 @@ class RecentIds:
 class ClickHouseSink(BatchingSink):
     """Write PlaybackEvent / QualitySwitch records (decoded dicts) into the raw tables."""
 
+    pipelined = True      # inserts run on the insert thread while the consumer fills the next batches
+
     def __init__(self, client: Client, config: Config, on_committed: CommitCallback | None = None, *,
                  tables: Mapping[str, TableSpec] | None = None, dedup_window: int = DEFAULT_DEDUP_WINDOW,
                  max_rows: int | None = None, max_age: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 decode: Callable[[Any], Any] | None = None, engine_decodes: bool = True):
+                 decode: Callable[[Any], Any] | None = None, engine_decodes: bool = True,
+                 insert_client: Callable[[], Client] | None = None):
         """``decode``: message -> DecodedRecord (with ``.value``) or None once dead-lettered
         (``EventConsumer.decode_message``); needed when ``add`` is given undecoded messages.
-        ``engine_decodes=False`` sends everything through the Python path."""
+        ``engine_decodes=False`` sends everything through the Python path.
+        ``insert_client``: opens one more session on the same database; given it, engine-path
+        inserts of different partitions run side by side on ``analytics.sink_insert_threads``
+        threads, each with its own session (one partition's inserts never overlap: a flush
+        has one batch per partition, and the next flush starts after it finished)."""
         super().__init__(max_rows or config.analytics.sink_batch_max_rows,
                          max_age or config.analytics.sink_batch_max_age, on_committed, clock)
         self.client = client
@@ -259,6 +270,10 @@ class ClickHouseSink(BatchingSink):
             topic: AvroBlockWriter.for_record(spec.avro_record)
             for topic, spec in self.tables.items() if spec.avro_record and engine_decodes}
         self._inserter: ThreadPoolExecutor | None = None
+        self._insert_threads = config.analytics.sink_insert_threads if insert_client is not None else 1
+        self._insert_client = insert_client
+        self._insert_sessions: queue.SimpleQueue[Client] = queue.SimpleQueue()
+        self._opened_sessions: list[Client] = []
         self.stats = collections.Counter()
 
     # ------------------------------------------------------------ dedup window
@@ -331,8 +346,24 @@ class ClickHouseSink(BatchingSink):
 
     def _insert_thread(self) -> ThreadPoolExecutor:
         if self._inserter is None:
-            self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-insert")
+            self._insert_sessions.put(self.client)
+            for _ in range(self._insert_threads - 1):
+                session = self._insert_client()        # type: ignore[misc]
+                self._opened_sessions.append(session)
+                self._insert_sessions.put(session)
+            self._inserter = ThreadPoolExecutor(max_workers=self._insert_threads,
+                                                thread_name_prefix="clickhouse-insert")
         return self._inserter
+
+    def close(self) -> None:
+        """Stop the insert threads and close the sessions this sink opened (not the one it was given)."""
+        if self._inserter is not None:
+            self._inserter.shutdown(wait=True)
+            self._inserter = None
+        for session in self._opened_sessions:
+            session.close()
+        self._opened_sessions.clear()
+        self._insert_sessions = queue.SimpleQueue()
 
     def _write_decoded(self, spec: TableSpec, window: RecentIds, batch: Batch) -> None:
         """The Python path for undecoded messages: decode each (bad ones are dead-lettered)."""
@@ -347,9 +378,13 @@ class ClickHouseSink(BatchingSink):
         self._write_records(spec, window, batch.topic, batch.partition, records, offsets)
 
     def _insert_block(self, spec: TableSpec, block: AvroBlock, token: str) -> None:
-        started = time.perf_counter()
-        self.client.raw_insert(spec.table, None, block.data, settings=self._insert_settings(token), fmt="Avro")
-        metrics.observe_insert(spec.table, time.perf_counter() - started)
+        session = self._insert_sessions.get()        # one per insert thread: never waits long
+        try:
+            started = time.perf_counter()
+            session.raw_insert(spec.table, None, block.data, settings=self._insert_settings(token), fmt="Avro")
+            metrics.observe_insert(spec.table, time.perf_counter() - started)
+        finally:
+            self._insert_sessions.put(session)
 
     def _written(self, spec: TableSpec, rows: int, type_counts: Mapping[str, int]) -> None:
         self.stats["rows_written"] += rows

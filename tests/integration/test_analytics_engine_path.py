@@ -176,9 +176,10 @@ def test_runner_exports_written_counts_insert_latency_and_sink_lag(stack, config
     try:
         while time.monotonic() < deadline:
             runner.step()
-            if client.query(stored, parameters={"v": video}).result_rows[0][0] == 60 and not runner.sink.pending_rows:
-                break
+            if client.query(stored, parameters={"v": video}).result_rows[0][0] == 60 and not runner.sink.uncommitted():
+                break       # stored, and no write pending or in flight: everything committed
     finally:
+        runner.sink.close()
         runner.consumer.close()
     count, partition = client.query(stored, parameters={"v": video}).result_rows[0]
     assert count == 60

@@ -173,3 +173,58 @@ def test_add_many_takes_a_partitions_poll_at_once_and_checks_offset_order():
     assert sink.add_many(["d", "e", "f"], "t", 0, [5, 6, 7]) == {("t", 0): 8, ("t", 1): 10}   # 6 >= 5: flushed
     assert [w[4] for w in sink.written] == [["a", "b", "d", "e", "f"], ["c"]]
     assert commits == [{("t", 0): 8, ("t", 1): 10}]
+
+
+class PipelinedSink(OverlappingSink):
+    pipelined = True
+
+
+def _pipelined(**kw):
+    commits = []
+    clock = FakeClock()
+    sink = PipelinedSink(2, 60.0, on_committed=commits.append, clock=clock, **kw)
+    return sink, commits, clock
+
+
+def test_pipelined_flush_returns_with_writes_in_flight_and_finishes_them_at_the_next_flush():
+    sink, commits, _ = _pipelined()
+    sink.add("a", "t", 0, 0)
+    assert sink.add("b", "t", 1, 0) == {}                          # due: both started, none finished
+    assert sink.log == ["start 0", "start 1"] and commits == [] and sink.pending_rows == 0
+    assert set(sink.uncommitted()) == {("t", 0), ("t", 1)} and sink.pending() == {}
+    sink.add("c", "t", 0, 1)                                       # the consumer goes on meanwhile
+    assert sink.add("d", "t", 0, 2) == {("t", 0): 1, ("t", 1): 1}  # next flush: the first one finished first
+    assert sink.log == ["start 0", "start 1", "done 0", "done 1", "start 0"]
+    assert commits == [{("t", 0): 1, ("t", 1): 1}]
+    assert sink.flush() == {("t", 0): 3}                            # explicit flush waits for everything
+    assert commits[-1] == {("t", 0): 3} and sink.uncommitted() == {}
+
+
+def test_pipelined_idle_poll_finishes_the_writes_in_flight():
+    sink, commits, _ = _pipelined()
+    sink.add_many(["a", "b"], "t", 0, [0, 1])
+    assert commits == []
+    assert sink.poll() == {("t", 0): 2}
+    assert commits == [{("t", 0): 2}] and sink.poll() is None
+
+
+def test_pipelined_failed_write_goes_back_in_front_of_newer_records_uncommitted():
+    sink, commits, _ = _pipelined(fail_finish={0})
+    sink.add_many(["a", "b"], "t", 0, [0, 1])                     # started, will fail
+    sink.add("c", "t", 0, 2)                                        # newer record, pending
+    with pytest.raises(RuntimeError, match="insert 0"):
+        sink.flush()
+    assert commits == []
+    batch = sink.pending()[("t", 0)]
+    assert batch.offsets == [0, 1, 2] and batch.records == ["a", "b", "c"] and sink.pending_rows == 3
+    sink.fail_finish.clear()
+    assert sink.flush() == {("t", 0): 3}
+
+
+def test_pipelined_revoke_commits_what_is_in_flight_then_drops_pending():
+    sink, commits, _ = _pipelined()
+    sink.add_many(["a", "b"], "t", 0, [0, 1])                     # in flight
+    sink.add("c", "t", 0, 2)                                        # pending
+    sink.revoke([("t", 0)])
+    assert commits == [{("t", 0): 2}]
+    assert sink.pending() == {} and sink.uncommitted() == {} and sink.pending_rows == 0
