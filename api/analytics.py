@@ -32,8 +32,13 @@ class AnalyticsEngine:
     config: Config
     client: Any
     readonly: Any
+    reader: Any = None        # a second session: get_video_analytics spreads its reads over both
     lock: threading.Lock = field(default_factory=threading.Lock)
     runner: Any = None
+
+    @property
+    def read_sessions(self) -> list[Any]:
+        return [self.client] + ([self.reader] if self.reader is not None else [])
 
 
 def embedded_sink_wanted(config: Config) -> bool:
@@ -45,7 +50,7 @@ def embedded_sink_wanted(config: Config) -> bool:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     config: Config = app.state.config
     client = connect(config)
-    engine = AnalyticsEngine(config, client, connect_readonly(config))
+    engine = AnalyticsEngine(config, client, connect_readonly(config), connect(config, create_database=False))
     if embedded_sink_wanted(config):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
         engine.runner = AnalyticsSinkRunner(config, client=client, lock=engine.lock)
@@ -57,7 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if engine.runner is not None:
             engine.runner.stop()
             engine.runner.join(timeout=30)
-        for c in (engine.readonly, engine.client):
+        for c in (engine.readonly, engine.reader, engine.client):
             c.close()
 
 
@@ -87,7 +92,7 @@ async def video_analytics(request: Request, video_id: str, from_: str | None = Q
 
         def query() -> dict[str, Any]:
             with engine.lock:
-                return get_video_analytics(engine.client, video_id, start, end, config=engine.config)
+                return get_video_analytics(engine.read_sessions, video_id, start, end, config=engine.config)
 
         result = await run_in_threadpool(query)
     except (InvalidIdError, AnalyticsQueryError) as exc:

@@ -152,6 +152,7 @@ class SinkLoop:
     """The production sink loop (AnalyticsSinkRunner.step) on the bench topic and a private chdb path."""
 
     def __init__(self, config: Config, spec: TopicSpec):
+        self.config = config
         self.client = connect(config)
         apply_migrations(self.client, config)
         self.committed: dict[tuple[str, int], int] = {}
@@ -280,6 +281,15 @@ def wait_for_merges(client, deadline_s: float = 600.0) -> float:
 
 
 def time_queries(config: Config, client, queries: int, seed: int) -> tuple[list[float], int]:
+    """get_video_analytics as the API runs it: its reads spread over two sessions."""
+    second = connect(config, create_database=False)
+    try:
+        return _time_queries([client, second], config, queries, seed)
+    finally:
+        second.close()
+
+
+def _time_queries(client, config: Config, queries: int, seed: int) -> tuple[list[float], int]:
     rng = random.Random(seed)
     end = datetime.now(timezone.utc)
     start = end - timedelta(days=30)
@@ -369,7 +379,7 @@ def main() -> None:
         print(f"  p50 {fresh['p50_s']:.2f}s p99 {fresh['p99_s']:.2f}s; query over {args.query_rows:,} rows ...",
               flush=True)
         loop.close()
-        query = bench_query(config, loop.client, args.query_rows, args.queries)
+        query = bench_query(loop.config, loop.client, args.query_rows, args.queries)
     finally:
         if not args.keep_db:
             shutil.rmtree(db_dir, ignore_errors=True)
@@ -427,11 +437,13 @@ def main() -> None:
         f"{query['queries']} queries for random videos over 30 days; playback_events holds {query['table_rows']:,} rows "
         f"({query['synthetic_rows']:,} synthetic over 30 days and 1000 videos, generated in {query['generate_s']:.0f} s; "
         f"rollups OPTIMIZE FINAL in {query['optimize_s']:.1f} s); {query['mean_views']:,.0f} views per video on average.", "",
+        "Each query is the API's: four reads of the hourly rollups, spread over two sessions of the engine. "
+        "Measured twice, right after the bulk load and its OPTIMIZE, and again once `system.merges` is empty.", "",
         "| when | p50 | p95 | p99 | target | met |", "|---|---:|---:|---:|---|---|",
-        f"| right after the bulk load ({query['merges_running_at_start']} merges of its parts running) "
+        f"| first {query['queries']}, right after the bulk load ({query['merges_running_at_start']} merges running) "
         f"| {query['during_merges']['p50_ms']:.1f} ms | {query['during_merges']['p95_ms']:.1f} ms "
         f"| {query['during_merges']['p99_ms']:.1f} ms | | |",
-        f"| steady state (no merge running; waited {query['merges_settled_after_s']:.0f} s) "
+        f"| next {query['queries']}, no merge running (waited {query['merges_settled_after_s']:.0f} s for that) "
         f"| {query['p50_ms']:.1f} ms | {query['p95_ms']:.1f} ms | {query['p99_ms']:.1f} ms | p95 < {TARGET_QUERY_P95_MS:g} ms "
         f"| {yes(targets['query_p95_under_50ms'])} |", "",
     ]

@@ -262,6 +262,18 @@ def test_analytics_from_a_readonly_session_match(fixture_video, engine):
     assert get_video_analytics(ro, v, *span, config=cfg) == get_video_analytics(client, v, *span, config=cfg)
 
 
+def test_analytics_spread_over_several_sessions_match_one_session(fixture_video, engine):
+    cfg, client, v, H = fixture_video
+    _, second = engine("framelog_test")
+    _, ro = engine("framelog_test", readonly=True)
+    span = (H, H + dt.timedelta(hours=3))
+    one = get_video_analytics(client, v, *span, config=cfg)
+    assert get_video_analytics([client, second], v, *span, config=cfg) == one
+    assert get_video_analytics([client, second, ro, client, second], v, *span, config=cfg) == one
+    with pytest.raises(ValueError):
+        get_video_analytics([], v, *span, config=cfg)
+
+
 def test_hour_buckets_and_exclusive_end(fixture_video):
     cfg, client, v, H = fixture_video
     first = get_video_analytics(client, v, H, H + dt.timedelta(hours=1), config=cfg)
