@@ -156,9 +156,10 @@ def _tail(args: argparse.Namespace, config: Config) -> int:
 
 
 def _sql(args: argparse.Namespace, config: Config) -> int:
-    from framelog.sql_client import run_sql
+    from framelog.sql_client import parse_params, run_sql
 
-    return run_sql(config, args.statement, max_rows=args.max_rows, as_json=args.json)
+    return run_sql(config, args.statement, max_rows=args.max_rows, as_json=args.json,
+                   parameters=parse_params(args.param))
 
 
 def _sink(args: argparse.Namespace, config: Config) -> int:
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("statement")
     p.add_argument("--max-rows", type=int, default=1000)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="bind {NAME:Type} in the statement, server-side (repeatable)")
     p.set_defaults(func=_sql)
 
     p = sub.add_parser("sink", help="run a sink in the foreground")

@@ -8,8 +8,9 @@ statement, read-only, rows capped.
 from __future__ import annotations
 
 import json
+import re
 import sys
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import httpx
 
@@ -18,11 +19,30 @@ from framelog.sinks.clickhouse.client import connect_readonly, is_embedded
 from framelog.sinks.clickhouse.queries import AnalyticsQueryError, run_readonly_sql
 
 
-def _query(config: Config, statement: str, max_rows: int) -> tuple[list[str], list[list[Any]], bool]:
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def parse_params(pairs: Iterable[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs (``--param``) for ``{NAME:Type}`` placeholders; the engine parses
+    each value as its placeholder's type, so a value never becomes SQL text."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not _PARAM_NAME.match(name):
+            raise AnalyticsQueryError(f"--param expects NAME=VALUE with NAME an identifier, got {pair!r}")
+        if name in out:
+            raise AnalyticsQueryError(f"--param {name} given twice")
+        out[name] = value
+    return out
+
+
+def _query(config: Config, statement: str, max_rows: int,
+           parameters: Mapping[str, str]) -> tuple[list[str], list[list[Any]], bool]:
     if is_embedded(config.clickhouse_dsn):
         url = f"http://{config.stack.host}:{config.stack.api_port}/v1/sql"
         try:
-            r = httpx.post(url, json={"sql": statement, "max_rows": max_rows}, timeout=60)
+            r = httpx.post(url, json={"sql": statement, "max_rows": max_rows, "parameters": dict(parameters)},
+                           timeout=60)
         except httpx.ConnectError:
             raise AnalyticsQueryError(f"the embedded engine is owned by the API, which is not running at {url} "
                                       "(start it with `framelog api` or `framelog demo`)") from None
@@ -31,12 +51,16 @@ def _query(config: Config, statement: str, max_rows: int) -> tuple[list[str], li
             raise AnalyticsQueryError(body.get("error", r.text))
         return body["columns"], body["rows"], body["truncated"]
     client = connect_readonly(config)
-    result = run_readonly_sql(client, statement, max_rows=max_rows)
+    try:
+        result = run_readonly_sql(client, statement, max_rows=max_rows, parameters=parameters)
+    finally:
+        client.close()
     return result.columns, [list(row) for row in result.rows], result.truncated
 
 
-def run_sql(config: Config, statement: str, *, max_rows: int = 1000, as_json: bool = False) -> int:
-    columns, rows, truncated = _query(config, statement, max_rows)
+def run_sql(config: Config, statement: str, *, max_rows: int = 1000, as_json: bool = False,
+            parameters: Mapping[str, str] | None = None) -> int:
+    columns, rows, truncated = _query(config, statement, max_rows, parameters or {})
     if as_json:
         json.dump({"columns": columns, "rows": rows, "truncated": truncated}, sys.stdout, default=str)
         print()

@@ -140,8 +140,8 @@ def test_analytics_of_a_deleted_video_stay(api, worker, owner, config, tmp_path)
     after = _analytics(api, vid)
     assert {k: after[k] for k in ("total_views", "likes", "total_watch_time", "events")} == \
         {k: before[k] for k in ("total_views", "likes", "total_watch_time", "events")}
-    out = subprocess.run([sys.executable, "-m", "framelog.cli", "sql", "--json",
-                          f"SELECT count() FROM playback_events WHERE video_id = '{vid}'"],
+    out = subprocess.run([sys.executable, "-m", "framelog.cli", "sql", "--json", "--param", f"v={vid}",
+                          "SELECT count() FROM playback_events WHERE video_id = {v:String}"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["rows"] == [[len(events)]]

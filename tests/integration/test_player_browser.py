@@ -97,8 +97,9 @@ def open_player(browser: Browser, api: str, video_id: str, country: str = "US") 
                         "&& {ready: framelogPlayer.ready, error: framelogPlayer.error}", PLAY_DEADLINE)
 
 
-def sql(api: str, statement: str) -> list[list[Any]]:
-    r = httpx.post(f"{api}/v1/sql", json={"sql": statement}, timeout=30)
+def sql(api: str, statement: str, **parameters: Any) -> list[list[Any]]:
+    """POST /v1/sql with the values bound server-side ({name:Type} in the statement)."""
+    r = httpx.post(f"{api}/v1/sql", json={"sql": statement, "parameters": parameters}, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()["rows"]
 
@@ -168,16 +169,16 @@ def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, 
 
     def types() -> set[str]:
         return set(sql(api, "SELECT groupUniqArray(type) FROM playback_events "
-                            f"WHERE video_id = '{validate_video_id(video_id)}' AND session_id = '{session}'")[0][0])
+                            "WHERE video_id = {v:String} AND session_id = {s:String}", v=video_id, s=session)[0][0])
 
     # view_start is emitted by GET /v1/stream for the session; the player adds pause, seek (by beacon), ...
     wait_for(lambda: {"view_start", "pause", "seek"} <= types(), "the session's events in ClickHouse",
              ANALYTICS_DEADLINE)
     reasons = {r[0] for r in sql(api, "SELECT reason FROM quality_switches "
-                                      f"WHERE video_id = '{validate_video_id(video_id)}' AND session_id = '{session}'")}
+                                      "WHERE video_id = {v:String} AND session_id = {s:String}", v=video_id, s=session)}
     assert {"startup", "manual"} <= reasons, reasons
     startups = sql(api, "SELECT count() FROM playback_events WHERE startup_time_ms IS NOT NULL "
-                        f"AND video_id = '{validate_video_id(video_id)}' AND session_id = '{session}'")[0][0]
+                        "AND video_id = {v:String} AND session_id = {s:String}", v=video_id, s=session)[0][0]
     assert startups == 1, "the first frame's startup time reaches the analytics once"
 
 
@@ -204,8 +205,9 @@ def test_throttled_network_makes_the_controller_step_down(config, api, video_id,
     flush_events(browser)
     session = session_of(browser)
     rows = wait_for(lambda: sql(api, "SELECT from_quality, to_quality, reason, direction FROM quality_switches "
-                                     f"WHERE video_id = '{validate_video_id(video_id)}' AND session_id = '{session}' "
-                                     f"AND from_quality = '{top}' AND to_quality = '{lower}'"),
+                                     "WHERE video_id = {v:String} AND session_id = {s:String} "
+                                     "AND from_quality = {f:String} AND to_quality = {t:String}",
+                                v=video_id, s=session, f=top, t=lower),
                     "the step down in ClickHouse", ANALYTICS_DEADLINE)
     assert rows[0][2] == "low_buffer" and rows[0][3] == "down", rows
 
@@ -269,6 +271,6 @@ def test_a_key_that_cannot_be_fetched_is_reported_as_an_error(config, api, video
     flush_events(browser)
     session = session_of(browser)
     rows = wait_for(lambda: sql(api, "SELECT error_code FROM playback_events WHERE type = 'error' "
-                                     f"AND video_id = '{validate_video_id(video_id)}' AND session_id = '{session}'"),
+                                     "AND video_id = {v:String} AND session_id = {s:String}", v=video_id, s=session),
                     "the error event in ClickHouse", ANALYTICS_DEADLINE)
     assert rows[0][0] == code, rows
