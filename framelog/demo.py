@@ -257,8 +257,8 @@ def run_demo(config: Config) -> int:
     say("")
     say("")
     say(f"Watch it yourself (the share link; while the demo's API runs): {url}")
-    say(f"Try: framelog sql \"SELECT type, count() FROM playback_events WHERE video_id = '{video_id}' "
-        "GROUP BY type\"")
+    say(f"Try: framelog sql --param v={video_id} "
+        "\"SELECT type, count() FROM playback_events WHERE video_id = {v:String} GROUP BY type\"")
     say(f"     framelog status {video_id}      framelog events tail video.assets --from-beginning --limit 1")
     say("     framelog services status        framelog services stop      framelog stack down")
     return 0
