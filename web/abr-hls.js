@@ -13,7 +13,10 @@
 //
 // `Hls` is passed in (not imported) so node --test can drive the class with
 // a stand-in; `onSwitch(switch, levelIndex)` reports each switch for the
-// quality_switch events.
+// quality_switch events. `unavailable` names renditions the stream API said
+// cannot be played now (archived or being restored): the static master
+// playlist still lists them, so the controller leaves them out and never
+// sends hls.js there.
 import { AdaptiveBitrateController, AUTO } from './abr.js';
 
 const EPSILON_SECONDS = 0.25;   // buffered this close to the end counts as buffered to the end
@@ -56,8 +59,10 @@ export function controllerLevels(hlsLevels, ladder) {
 }
 
 /** The hls.js `abrController` class bound to the server's settings. */
-export function createAbrControllerClass(Hls, settings, { onSwitch = () => {}, now = () => Date.now() } = {}) {
+export function createAbrControllerClass(Hls, settings,
+                                        { onSwitch = () => {}, now = () => Date.now(), unavailable = [] } = {}) {
   const { Events } = Hls;
+  const skip = new Set(unavailable);
 
   return class FramelogAbrController {
     constructor(hls) {
@@ -79,7 +84,9 @@ export function createAbrControllerClass(Hls, settings, { onSwitch = () => {}, n
     // ---------------------------------------------------------------- hls.js events
 
     onManifestParsed(_event, data) {
-      this.levels = controllerLevels(data.levels, settings.qualityLevels);
+      const all = controllerLevels(data.levels, settings.qualityLevels);
+      const playable = all.filter((l) => !skip.has(l.name));
+      this.levels = playable.length ? playable : all;     // none playable: the stream API answers 409 first
       this.controller = new AdaptiveBitrateController(settings, this.levels);
       this.forced = -1;
       clearInterval(this.timer);
@@ -191,8 +198,8 @@ export function createAbrControllerClass(Hls, settings, { onSwitch = () => {}, n
     }
 
     set nextAutoLevel(index) {
-      // hls.js's error handling moves away from a failing level this way
-      this.forced = Number.isInteger(index) ? index : -1;
+      // hls.js's error handling moves away from a failing level this way (never onto one left out)
+      this.forced = Number.isInteger(index) && this.levels.some((l) => l.index === index) ? index : -1;
     }
 
     resetEstimator() {}

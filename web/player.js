@@ -7,7 +7,7 @@
 // for the browser tests.
 import Hls from './vendor/hls.mjs';
 import { AUTO } from './abr.js';
-import { createAbrControllerClass, controllerLevels } from './abr-hls.js';
+import { createAbrControllerClass } from './abr-hls.js';
 import { EdgeRouter } from './edges.js';
 import { EventBatcher, PlaybackTracker, newId } from './playback-events.js';
 
@@ -32,6 +32,9 @@ export function streamInfo(answer) {
     keyGrant: encryption.grant ?? null,
     keyNeedsViewerToken: Boolean(encryption.grant_requires_viewer_token),
     qualities: (answer.qualities || []).map((q) => q.name),
+    // listed in the master playlist but not playable now (archived, or being restored)
+    unavailable: (answer.qualities || []).filter((q) => q.availability && q.availability !== 'available')
+      .map((q) => q.name),
     posterUrl: answer.poster_url ?? null,
     sessionId: analytics.session_id || null,
     viewerId: analytics.viewer_id || null,
@@ -154,7 +157,7 @@ export async function start(config) {
     tracker.qualitySwitch(change);
   };
   const hls = new Hls({
-    abrController: createAbrControllerClass(Hls, config.abr, { onSwitch: report }),
+    abrController: createAbrControllerClass(Hls, config.abr, { onSwitch: report, unavailable: info.unavailable }),
     xhrSetup: edges.xhrSetup(),
     capLevelToPlayerSize: false,
   });
@@ -163,8 +166,8 @@ export async function start(config) {
   state.info = info;
   if (info.posterUrl) video.poster = info.posterUrl;
 
-  hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
-    state.levels = controllerLevels(data.levels, config.abr.qualityLevels);
+  hls.on(Hls.Events.MANIFEST_PARSED, () => {
+    state.levels = hls.abrController.levels;         // the playable ones, as the controller knows them
     buildMenu(menu, [...state.levels].sort((a, b) => b.bandwidth - a.bandwidth).map((l) => l.name), (choice) => {
       const abr = hls.abrController;
       if (choice === AUTO) {

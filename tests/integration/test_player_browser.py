@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from framelog.ids import validate_video_id
+from framelog.processors import tier_ledger as ledger
 from framelog.processors.cdn_routing import edge_base_url
 from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
@@ -274,3 +275,42 @@ def test_a_key_that_cannot_be_fetched_is_reported_as_an_error(config, api, video
                                      "AND video_id = {v:String} AND session_id = {s:String}", v=video_id, s=session),
                     "the error event in ClickHouse", ANALYTICS_DEADLINE)
     assert rows[0][0] == code, rows
+
+
+# ------------------------------------------------------------------ a rendition in a cold tier
+
+def _tier_move(video_id: str, rendition: str, from_tier: str, to_tier: str, rule: str, config) -> None:
+    with EventProducer(config) as producer:
+        producer.send(topics.TIER_TRANSITIONS, "TierTransition", new_event(
+            "TierTransition", video_id=video_id, rendition=rendition,
+            object_keys=[f"hls/{video_id}/{rendition}/playlist.m3u8"], object_count=1, size_bytes=1,
+            from_tier=from_tier, to_tier=to_tier, storage_class=config.storage_tiers[to_tier].storage_class,
+            rule=rule, age_days=400.0, access_count=0))
+
+
+def test_the_player_leaves_out_a_rendition_in_a_cold_tier(config, api, video_id, browser):
+    """The static master playlist still lists a rendition the tiering job moved to a cold tier; the stream
+    API marks it archived (without restoring it: another rendition plays), and the player neither offers
+    it nor loads a fragment of it."""
+    top, lower = "480p", "360p"
+    entry = ledger.entry_tier(config)
+    cold = next(name for name in config.storage_tiers if ledger.needs_restore(name, config))
+
+    def top_archived() -> bool:
+        r = httpx.get(f"{api}/v1/stream", params={"video_id": video_id}, timeout=10)
+        q = {x["name"]: x["availability"] for x in r.json().get("qualities", [])}
+        return q.get(top) == "archived" and q.get(lower) == "available"
+
+    _tier_move(video_id, top, entry, cold, "Archive", config)
+    try:
+        wait_for(top_archived, f"the stream API to mark {top} archived", PLAY_DEADLINE)
+        assert open_player(browser, api, video_id)["ready"], browser.log()
+        assert browser.eval("framelogPlayer.levels.map(l => l.name)") == [lower]
+        assert browser.eval("[...document.getElementById('quality').options].map(o => o.value)") == ["auto", lower]
+        browser.wait("framelogPlayer.loadedFragments.some(f => f.sn > 0)", PLAY_DEADLINE)   # two of the clip's
+        lower_index = browser.eval(f"framelogPlayer.levels.find(l => l.name === '{lower}').index")
+        assert {f["level"] for f in browser.eval("framelogPlayer.loadedFragments")} == {lower_index}
+        assert all(s["toQuality"] == lower for s in browser.eval("framelogPlayer.switches"))
+    finally:                                               # the other tests' video is whole again
+        _tier_move(video_id, top, cold, entry, "restore", config)
+        wait_for(lambda: not top_archived(), f"{top} available again", PLAY_DEADLINE)

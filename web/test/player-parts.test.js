@@ -41,9 +41,10 @@ function frag(level, bytes, ms) {
 const created = [];
 after(() => created.forEach((abr) => abr.destroy()));   // their check timers would keep node alive
 
-function setup() {
+function setup(unavailable = []) {
   const switches = [];
-  const Abr = createAbrControllerClass(FakeHls, settings, { onSwitch: (s, i) => switches.push({ ...s, index: i }) });
+  const Abr = createAbrControllerClass(FakeHls, settings,
+                                       { onSwitch: (s, i) => switches.push({ ...s, index: i }), unavailable });
   const hls = new FakeHls();
   const abr = new Abr(hls);
   created.push(abr);
@@ -111,6 +112,25 @@ test("a level hls.js's error handling asks for holds until the controller decide
   abr.tick();
   assert.equal(abr.forcedAutoLevel, -1);
   assert.equal(abr.nextAutoLevel, 1);                // no sample yet: the lowest level again
+});
+
+test('a rendition the stream API calls unavailable is never chosen, not even by error handling', () => {
+  const { hls, abr, switches } = setup(['360p']);     // the lowest one archived: start on 480p
+  assert.deepEqual(abr.levels.map((l) => l.name), ['480p']);
+  assert.equal(abr.firstAutoLevel, 0);
+  assert.deepEqual([switches[0].toQuality, switches[0].index], ['480p', 0]);
+  hls.media.buffered = ranges([[0, 1]]);
+  hls.media.currentTime = 0.5;                        // a low buffer would step down: there is nowhere to go
+  abr.tick();
+  assert.equal(abr.nextAutoLevel, 0);
+  abr.nextAutoLevel = 1;                              // hls.js's error handling cannot send it there either
+  assert.equal(abr.forcedAutoLevel, -1);
+  assert.equal(abr.nextAutoLevel, 0);
+});
+
+test('when the stream API marks every rendition unavailable the controller keeps them all', () => {
+  const { abr } = setup(['360p', '480p']);
+  assert.deepEqual(abr.levels.map((l) => l.name), ['480p', '360p']);
 });
 
 test('in manual mode hls.js is not steered; the menu choice is a manual switch', () => {
