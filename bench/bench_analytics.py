@@ -48,7 +48,6 @@ import shlex
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -60,14 +59,13 @@ from confluent_kafka import Consumer
 from framelog.config import Config, get_config
 from framelog.schemas import raw_schema
 from framelog.sinks.clickhouse.client import connect
-from framelog.sinks.clickhouse.migrations import apply_migrations
 from framelog.sinks.clickhouse.queries import get_video_analytics
 from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
-from framelog.sinks.clickhouse.sink import DEFAULT_TABLES, ClickHouseSink
+from framelog.sinks.clickhouse.sink import DEFAULT_TABLES
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
 from framelog.streams.admin import create_topics
 from framelog.streams.codec import HEADER_LEN, MILLIS, AvroCodec
-from framelog.streams.consumer import EventConsumer, consumer_config
+from framelog.streams.consumer import consumer_config
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec
 
@@ -154,30 +152,13 @@ class SinkLoop:
     def __init__(self, config: Config, spec: TopicSpec):
         self.config = config
         self.client = connect(config)
-        apply_migrations(self.client, config)
-        self.committed: dict[tuple[str, int], int] = {}
-        runner = object.__new__(AnalyticsSinkRunner)   # the real step(), without the default topics
-        runner.config = config
-        runner.client = self.client
-        runner.lock = threading.Lock()
-        runner.consumer = EventConsumer(config, f"bench-an-sink-{uuid.uuid4().hex[:6]}", [spec.name],
-                                        codec=codec_for(config, spec, timestamps=MILLIS))
-        runner.sink = ClickHouseSink(self.client, config, on_committed=self._commit,
-                                     tables={spec.name: DEFAULT_TABLES["playback.events"]},
-                                     decode=runner.consumer.decode_message,
-                                     insert_client=lambda: connect(config, create_database=False))
-        runner.stop_event = threading.Event()
-        runner.rows_written = 0
-        runner.committed = {}
-        self.runner = runner
-
-    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        self.runner._commit(offsets)                   # the runner's own: commit, then lag bookkeeping
-        self.committed.update(offsets)
+        self.runner = AnalyticsSinkRunner(config, client=self.client, group_id=f"bench-an-sink-{uuid.uuid4().hex[:6]}",
+                                          tables={spec.name: DEFAULT_TABLES["playback.events"]},
+                                          codec=codec_for(config, spec, timestamps=MILLIS))
 
     @property
     def committed_total(self) -> int:
-        return sum(self.committed.values())            # fresh topic: offsets start at 0
+        return sum(self.runner.committed.values())     # fresh topic: offsets start at 0
 
     def step(self) -> int:
         return self.runner.step()

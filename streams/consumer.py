@@ -74,14 +74,23 @@ class EventConsumer:
         self.dead_letters = dead_letters or DeadLetterWriter(EventProducer(config, self.codec), group_id)
         self._consumer = Consumer(consumer_config(config, group_id, **overrides))
         self._positions: dict[tuple[str, int], int] = {}   # next offset per partition, as polled
-        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        # The partitions this consumer owns, replaced (never mutated) from the rebalance callbacks,
+        # so other threads may read it; the Consumer itself must only be called from the polling thread.
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
         self.dead_lettered = 0
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
         if self.on_revoke is not None:
-            self.on_revoke([(tp.topic, tp.partition) for tp in partitions])
-        for tp in partitions:            # positions of partitions we no longer own must not be committed
-            self._positions.pop((tp.topic, tp.partition), None)
+            self.on_revoke(revoked)
+        self.assigned = self.assigned - set(revoked)
+        for key in revoked:              # positions of partitions we no longer own must not be committed
+            self._positions.pop(key, None)
 
     # ------------------------------------------------------------ polling
 

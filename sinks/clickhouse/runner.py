@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from framelog.config import Config
 from framelog.sinks.clickhouse import metrics
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.migrations import apply_migrations
-from framelog.sinks.clickhouse.sink import ClickHouseSink
+from framelog.sinks.clickhouse.sink import DEFAULT_TABLES, ClickHouseSink, TableSpec
 from framelog.streams import topics
 from framelog.streams.codec import MILLIS, AvroCodec
 from framelog.streams.consumer import EventConsumer
@@ -34,15 +34,20 @@ POLL_TIMEOUT = 0.2
 
 class AnalyticsSinkRunner:
     def __init__(self, config: Config, client: Any = None, lock: threading.Lock | None = None,
-                 group_id: str = GROUP_ID):
+                 group_id: str = GROUP_ID, *, tables: Mapping[str, TableSpec] | None = None,
+                 codec: AvroCodec | None = None):
+        """``tables``: topic -> raw table (default: the playback topics); ``codec`` must know
+        those topics (default: the configured topic registry). Benchmarks and tests pass
+        private topics here; production uses the defaults."""
         self.config = config
         self.client = client if client is not None else connect(config)
         self.lock = lock or threading.Lock()      # chdb: one engine per process, shared with queries
         with self.lock:
             apply_migrations(self.client, config)
-        self.consumer = EventConsumer(config, group_id, list(SOURCE_TOPICS),
-                                      codec=AvroCodec(config, timestamps=MILLIS), on_revoke=self._on_revoke)
-        self.sink = ClickHouseSink(self.client, config, on_committed=self._commit,
+        source = dict(tables) if tables is not None else {t: DEFAULT_TABLES[t] for t in SOURCE_TOPICS}
+        self.consumer = EventConsumer(config, group_id, list(source),
+                                      codec=codec or AvroCodec(config, timestamps=MILLIS), on_revoke=self._on_revoke)
+        self.sink = ClickHouseSink(self.client, config, on_committed=self._commit, tables=source,
                                    decode=self.consumer.decode_message,
                                    insert_client=lambda: connect(config, create_database=False))
         self.stop_event = threading.Event()
