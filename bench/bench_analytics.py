@@ -293,7 +293,7 @@ def bench_query(config: Config, client, rows: int, queries: int) -> dict:
     gen_s = generate_playback_events(client, rows, days=30)
     t0 = time.perf_counter()
     for table in ROLLUPS:
-        client.command(f"OPTIMIZE TABLE {table} FINAL")
+        client.command("OPTIMIZE TABLE {table:Identifier} FINAL", parameters={"table": table})
     optimize_s = time.perf_counter() - t0
     total = client.query("SELECT count() FROM playback_events").result_rows[0][0]
     merges_at_start = client.query("SELECT count() FROM system.merges").result_rows[0][0]

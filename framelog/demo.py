@@ -191,16 +191,21 @@ def wait_for_analytics(api_url: str, video_id: str, views: int, completed: int) 
                        f"in {ANALYTICS_DEADLINE:.0f}s")
 
 
+_SESSION_SQL = {       # the session's values are bound server-side
+    "playback_events": "SELECT type, count() FROM playback_events "
+                       "WHERE video_id = {video:String} AND session_id = {session:String} GROUP BY type ORDER BY type",
+    "quality_switches": "SELECT reason, count() FROM quality_switches "
+                        "WHERE video_id = {video:String} AND session_id = {session:String} "
+                        "GROUP BY reason ORDER BY reason",
+}
+
+
 def session_events(api_url: str, video_id: str, session: BrowserSession) -> dict[str, list[list[Any]]]:
     """The browser session's rows in ClickHouse: events by type, quality switches by reason."""
     params = {"video": validate_video_id(video_id), "session": session.session_id}
     out = {}
-    for table, column in (("playback_events", "type"), ("quality_switches", "reason")):
-        r = httpx.post(f"{api_url}/v1/sql", timeout=30, json={
-            "sql": f"SELECT {column}, count() FROM {table} "        # names from the tuple above; values bound
-                   "WHERE video_id = {video:String} AND session_id = {session:String} "
-                   f"GROUP BY {column} ORDER BY {column}",
-            "parameters": params})
+    for table, sql in _SESSION_SQL.items():
+        r = httpx.post(f"{api_url}/v1/sql", timeout=30, json={"sql": sql, "parameters": params})
         r.raise_for_status()
         out[table] = r.json()["rows"]
     return out

@@ -145,8 +145,8 @@ _QUERY_SETTINGS = {"max_threads": 1}
 # With two or more sessions the reads run side by side, balanced by cost (measured on
 # chdb over 10M events: totals ~12 ms, geo ~10, renditions ~7, switches ~3); on 2 cores
 # two sessions cut the p50 from 38 to 21 ms.
-_READS = (("totals", _TOTALS_SQL), ("geo", _GEO_SQL), ("renditions", _RENDITION_SQL), ("switches", _SWITCH_SQL))
-_READ_ORDER = ("totals", "geo", "renditions", "switches")       # dealt round-robin to the sessions
+_READS = {"totals": _TOTALS_SQL, "geo": _GEO_SQL, "renditions": _RENDITION_SQL,   # in this order,
+          "switches": _SWITCH_SQL}                                                # dealt round-robin
 _read_pool: ThreadPoolExecutor | None = None
 _read_pool_lock = threading.Lock()
 
@@ -161,15 +161,14 @@ def _pool() -> ThreadPoolExecutor:
 
 def _run_reads(sessions: Sequence[Client], params: Mapping[str, Any]) -> dict[str, list]:
     """The four rollup reads; several sessions: one group of reads per session, concurrently."""
-    sql = dict(_READS)
-
     def run(session: Client, names: Sequence[str]) -> dict[str, list]:
         # A readonly=1 session refuses any setting change; it then runs with its own settings.
         settings = None if str(session.get_client_setting("readonly") or "0") == "1" else _QUERY_SETTINGS
-        return {name: session.query(sql[name], parameters=dict(params), settings=settings).result_rows
+        return {name: session.query(_READS[name], parameters=dict(params), settings=settings).result_rows
                 for name in names}
 
-    groups = [(session, _READ_ORDER[i::len(sessions)]) for i, session in enumerate(sessions[:len(_READ_ORDER)])]
+    names = list(_READS)
+    groups = [(session, names[i::len(sessions)]) for i, session in enumerate(sessions[:len(names)])]
     if len(groups) == 1:
         return run(*groups[0])
     others = [_pool().submit(run, session, names) for session, names in groups[1:]]
