@@ -320,7 +320,8 @@ def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, vid
         producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", new_event(
             "PlaybackEvent", session_id=f"t{i}", viewer_id=f"viewer{i}", video_id=video, type="view_start"), key=video)
     producer.flush()
-    assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, WAIT)
+    # the restarted worker first rejoins the group and restores its table: the catch-up deadline again
+    assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, CATCH_UP)
     from tests.integration.test_pipeline import read_topic
 
     warms = [r for name, r in read_topic(config, topics.CDN_COMMANDS, video) if name == "CacheWarm"]
