@@ -30,3 +30,20 @@ def stack(config: Config):
     yield s
     if not was_running and not os.environ.get("FRAMELOG_KEEP_STACK"):
         s.down()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_stack_untouched():
+    """The suite changes nothing on the user's own stack (the default configuration's).
+
+    scripts/test.sh runs the suite on a private stack; when the user's stack is up
+    on this machine (after `scripts/demo.sh`, say), every object of its bucket must
+    be byte- and tier-identical at the end (key, ETag, size, storage class).
+    """
+    from framelog.stack.private_stack import users_objects
+
+    before = users_objects()
+    yield
+    if before is not None:
+        after = users_objects()
+        assert after == before, "the test suite changed objects of the user's own stack"
