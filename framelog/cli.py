@@ -313,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="validate and summarise the configuration")
     p.set_defaults(func=_config)
+
+    from framelog import ops_cli
+    ops_cli.add_parsers(sub)
     return parser
 
 

@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import uuid
+from typing import Any, Mapping
 
 import faust
 
@@ -42,6 +43,13 @@ async def _decode_or_dead_letter(codec: AvroCodec, emitter: AsyncEmitter, event:
         return None
 
 
+def upload_inputs(upload: Mapping[str, Any]) -> dict[str, str]:
+    """The first stage's inputs, from an UploadCompleted (``framelog reprocess`` rebuilds them the same way)."""
+    return {"object_key": upload["object_key"], "sha256": upload["sha256"],
+            "size_bytes": str(upload["size_bytes"]), "content_type": upload["content_type"],
+            "owner_id": upload["owner_id"]}
+
+
 def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter,
                     store: ObjectStore | None = None) -> None:
     """video.uploads → a StageTransition (queued) and a StageRequest for the first stage.
@@ -71,9 +79,7 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
                     error_type="video_deleted", error_message=f"video {video_id} was deleted"), key=video_id)
                 log.info("video %s: upload dropped, the video was deleted", video_id)
                 continue
-            inputs = {"object_key": upload["object_key"], "sha256": upload["sha256"],
-                      "size_bytes": str(upload["size_bytes"]), "content_type": upload["content_type"],
-                      "owner_id": upload["owner_id"]}
+            inputs = upload_inputs(upload)
             await emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
                 "StageTransition", video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1,
                 progress=0.0, duration_ms=None, error_type=None, error_message=None, outputs={}), key=video_id)

@@ -1,0 +1,102 @@
+"""Operator tools against the real stack: group lag, dead-letter replay after a fix, reprocess from a stage.
+
+One story: an upload whose object is not in S3 yet runs out of validation
+retries and is dead-lettered; the operator sees it (`dlq list`), puts the
+object in place (the fix), replays the dead letter, and the video publishes.
+Replaying again sends nothing. Then the video is reprocessed from a later
+stage, which runs only the stages from there on, under a new job id.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from framelog.ids import new_video_id
+from framelog.sinks.object_store import ObjectStore
+from framelog.stack.services import WorkerService
+from framelog.streams import dlq, topics
+from framelog.streams.groups import describe_groups
+from framelog.streams.reprocess import ReprocessError, reprocess, read_history, stage_inputs
+from framelog.streams.uploader import announce_upload, raw_object_key
+from tests.integration.support import TopicRecorder, running, wait_for
+from tests.media import clips
+
+pytestmark = pytest.mark.integration
+
+VALIDATION_DLQ = topics.dead_letter_topic(topics.pipeline_topic("validation"))
+
+
+@pytest.fixture(scope="module")
+def worker(stack, config):
+    with running(WorkerService(config), timeout=300) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def recorder(stack, config):
+    table = TopicRecorder(config, (topics.STAGE_TRANSITIONS, topics.ASSETS, VALIDATION_DLQ,
+                                   topics.pipeline_topic("validation")),
+                          group_prefix="it-ops").start()
+    assert table.wait_ready(60)
+    yield table
+    table.stop()
+
+
+def _pending(config) -> int:
+    return next(s.pending for s in dlq.summarize(config) if s.topic == VALIDATION_DLQ)
+
+
+def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_later_stages(
+        config, worker, recorder, tmp_path):
+    data = clips.video(tmp_path / "late.mp4", width=320, height=180, duration=3).read_bytes()
+    video_id = new_video_id()
+    key = raw_object_key(video_id)
+    announce_upload(config, video_id=video_id, object_key=key, size_bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(), content_type="video/mp4", owner_id="tests")
+
+    # out of retries: failed, dead-lettered
+    recorder.wait(video_id, "StageTransition", lambda t: t["stage"] == "validation" and t["state"] == "failed", 180)
+    recorder.wait(video_id, "DeadLetter", timeout=60)
+    assert _pending(config) >= 1
+
+    ObjectStore(config).put_bytes(key, data, "video/mp4")          # the fix
+    report = dlq.replay(config, VALIDATION_DLQ)
+    assert report.replayed.get(topics.pipeline_topic("validation"), 0) >= 1 and not report.skipped
+    assert _pending(config) == 0
+    published = recorder.wait(video_id, "AssetPublished", timeout=300)
+    assert {r["name"] for r in published["renditions"]}
+
+    again = dlq.replay(config, VALIDATION_DLQ)                       # idempotent: nothing left to send
+    assert again.total == 0
+
+    # the validation group is visible with its members, and caught up on the partition of this video
+    with recorder._lock:
+        partition = next(r.partition for r in recorder.by_video[video_id] if r.name == "StageRequest")
+
+    def caught_up():
+        report = next((r for r in describe_groups(config) if r.group_id == "framelog-validation"), None)
+        if report is None or not report.members:
+            return None
+        lag = {p.partition: p.lag for p in report.partitions if p.topic == topics.pipeline_topic("validation")}
+        return report if lag.get(partition) == 0 else None
+    report = wait_for(caught_up, "framelog-validation caught up with members", 60)
+    assert {p.topic for p in report.partitions} == {topics.pipeline_topic("validation")}
+    assert any(partition in {p for _, p in m.partitions} for m in report.members)
+
+    # reprocess from thumbnail generation: a new job that runs only the stages from there on
+    first_jobs = {t["job_id"] for t in recorder.of(video_id, "StageTransition")}
+    job_id = reprocess(config, video_id, "thumbnail_generation")
+    assert job_id not in first_jobs
+    recorder.wait(video_id, "StageTransition",
+                  lambda t: t["job_id"] == job_id and t["stage"] == "cdn_upload" and t["state"] == "succeeded", 300)
+    ran = {t["stage"] for t in recorder.of(video_id, "StageTransition") if t["job_id"] == job_id}
+    assert ran == {"thumbnail_generation", "ai_processing", "optimization", "cdn_upload"}
+    assert len(recorder.of(video_id, "AssetPublished")) == 2
+
+
+def test_reprocess_refuses_what_it_cannot_rebuild(config, stack):
+    with pytest.raises(ReprocessError, match="no upload"):
+        reprocess(config, new_video_id())
+    with pytest.raises(ReprocessError, match="unknown stage"):
+        stage_inputs(config, read_history(config, new_video_id()), "mastering")
