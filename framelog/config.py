@@ -330,11 +330,21 @@ class CacheLevel:
 
 
 @dataclass(frozen=True)
+class TrendingConfig:
+    """The seed's ``trending_content`` trigger and its "Geographic preloading" strategy."""
+    window: float          # seconds of views counted (a hopping window ...)
+    step: float            # ... advancing in steps of this many seconds
+    min_views: int         # views in the window, from one country, that make a video trending there
+    rewarm_after: float    # seconds before the same video is warmed again for the same country
+
+
+@dataclass(frozen=True)
 class CachingStrategy:
     levels: tuple[CacheLevel, ...]
     warming_triggers: tuple[str, ...]
     popular_view_count: int
     warm_first_segments: int
+    trending: TrendingConfig
 
 
 @dataclass(frozen=True)
@@ -524,8 +534,13 @@ def _cdn(r: _Reader, caching_rules: _Reader) -> CdnConfig:
 def _caching(r: _Reader) -> CachingStrategy:
     levels = tuple(CacheLevel(x.str("name"), x.duration("ttl"), x.str_list("content_types")) for x in r.items("levels"))
     w = r.sub("cache_warming")
+    t = w.sub("trending")
+    trending = TrendingConfig(t.duration("window"), t.duration("step"), t.int("min_views", minimum=1),
+                              t.duration("rewarm_after"))
+    if trending.step <= 0 or trending.window < trending.step:
+        raise ConfigError(f"{t.path}.window", "window must be at least one step, and step above 0")
     return CachingStrategy(levels, w.str_list("triggers"), w.int("popular_view_count", minimum=1),
-                           w.int("warm_first_segments", minimum=0))
+                           w.int("warm_first_segments", minimum=0), trending)
 
 
 def _metrics(r: _Reader) -> dict[str, MetricSpec]:

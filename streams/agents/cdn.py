@@ -11,6 +11,10 @@
   ``caching_strategy.cache_warming.popular_view_count`` (seed: ``view_count >
   1000``) one ``CacheWarm`` (trigger ``high_view_count``) is emitted. The
   count stops there: past the threshold it decides nothing more.
+* the same views, per video and viewer country, over a hopping window
+  (``cache_warming.trending``, processors/trending.py): a video trending in a
+  country is warmed (trigger ``trending_content``) on the edge that serves that
+  country, the seed's "Geographic preloading" (``preload_to_region``).
 * a timer reads the edges' access logs into the Prometheus CDN metrics
   (streams/agents/cdn_metrics.py), served by the worker's metrics port.
 
@@ -27,6 +31,7 @@ import faust
 from framelog.config import Config
 from framelog.edge_cache import EdgeCache, edge_caches
 from framelog.processors import cache_control, cdn_routing
+from framelog.processors.trending import observe, trending_key
 from framelog.streams import topics
 from framelog.streams.agents.cdn_metrics import EdgeLogExporter
 from framelog.streams.agents.pipeline import _decode_or_dead_letter, _partitions
@@ -41,8 +46,10 @@ from framelog.streams.worker import POPULARITY
 log = logging.getLogger(__name__)
 
 VIEW_COUNTS_TABLE = "view_counts"
+TRENDING_TABLE = "trending_views"
 VIEW_TYPES = frozenset({"view_start", "video_view"})
 HIGH_VIEW_COUNT = "high_view_count"
+TRENDING_CONTENT = "trending_content"
 UPLOAD_COMPLETE = "video_upload_complete"
 LOG_POLL_INTERVAL = 1.0
 # Roll changelog segments hourly and compact eagerly, so a restart recovers about one record per video
@@ -50,19 +57,32 @@ LOG_POLL_INTERVAL = 1.0
 CHANGELOG_COMPACTION = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"}
 
 
-def view_counts_changelog(config: Config) -> TopicSpec:
-    """The Faust table's changelog (Faust names it ``<app id>-<table>-changelog``); compacted."""
-    return TopicSpec(f"framelog-{POPULARITY}-{VIEW_COUNTS_TABLE}-changelog", (), compacted=True,
-                     partitions=_partitions(config, topics.PLAYBACK_EVENTS),
-                     description="views per video counted by the popularity group (cache warming)",
+def _changelog(config: Config, table: str, description: str) -> TopicSpec:
+    """A Faust table's changelog (Faust names it ``<app id>-<table>-changelog``); compacted."""
+    return TopicSpec(f"framelog-{POPULARITY}-{table}-changelog", (), compacted=True,
+                     partitions=_partitions(config, topics.PLAYBACK_EVENTS), description=description,
                      extra_config=CHANGELOG_COMPACTION)
 
 
+def view_counts_changelog(config: Config) -> TopicSpec:
+    return _changelog(config, VIEW_COUNTS_TABLE, "views per video counted by the popularity group (cache warming)")
+
+
+def trending_changelog(config: Config) -> TopicSpec:
+    return _changelog(config, TRENDING_TABLE, "windowed views per video and country (trending, regional warming)")
+
+
 def ensure_state_topics(config: Config) -> None:
-    """Create the table changelog if missing (the apps never declare topics themselves)."""
+    """Create the tables' changelogs if missing (the apps never declare topics themselves)."""
     from framelog.streams.admin import create_topics
 
-    create_topics(config, [view_counts_changelog(config)])
+    create_topics(config, [view_counts_changelog(config), trending_changelog(config)])
+
+
+def _table(app: faust.App, spec: TopicSpec, name: str, default: type, value_type: type) -> faust.Table:
+    return app.Table(name, default=default, partitions=spec.partitions, key_type=str, value_type=value_type,
+                     changelog_topic=app.topic(spec.name, partitions=spec.partitions, key_serializer="json",
+                                               value_serializer="json", compacting=True))
 
 
 def crossed_popularity(before: int, after: int, config: Config) -> bool:
@@ -152,17 +172,16 @@ def register_cdn(app: faust.App, config: Config, codec: AvroCodec, emitter: Asyn
 
 
 def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter) -> None:
-    """The ``popularity`` group: playback.events → views per video (Faust table) → one CacheWarm on crossing.
+    """The ``popularity`` group: playback.events → views per video and per (video, country) in Faust
+    tables → one CacheWarm when a video's views cross the popular count, and a regional CacheWarm
+    when it trends in a country.
 
     A group of its own: a table's recovery pauses its app's streams, and edge
     commands must not wait for it.
     """
-    changelog = view_counts_changelog(config)
-    views = app.Table(VIEW_COUNTS_TABLE, default=int, partitions=changelog.partitions,
-                      key_type=str, value_type=int,
-                      changelog_topic=app.topic(changelog.name, partitions=changelog.partitions,
-                                                key_serializer="json", value_serializer="json",
-                                                compacting=True))
+    views = _table(app, view_counts_changelog(config), VIEW_COUNTS_TABLE, int, int)
+    trending = _table(app, trending_changelog(config), TRENDING_TABLE, dict, dict)
+    trend_settings = config.caching.trending
 
     @app.agent(raw_topic(app, topics.PLAYBACK_EVENTS, _partitions(config, topics.PLAYBACK_EVENTS)),
                name="cdn-popularity")
@@ -175,6 +194,7 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
             if name != "PlaybackEvent" or record.get("type") not in VIEW_TYPES:
                 continue
             vid = record["video_id"]
+            await _trend(vid, record)
             before = views[vid]
             if cache_control.should_warm(HIGH_VIEW_COUNT, config, before):
                 continue       # popular already: its count decides nothing more, so the changelog stops growing
@@ -183,3 +203,20 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
                 await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
                     "CacheWarm", video_id=vid, paths=[], providers=[], trigger=HIGH_VIEW_COUNT), key=vid)
                 log.info("video %s: %d views, warming the edges", vid, before + 1)
+
+    async def _trend(vid: str, record: dict) -> None:
+        country = cdn_routing.normalize_country(record.get("country"))
+        key = trending_key(vid, country)
+        seen = observe(trending[key], _event_ms(record), trend_settings)
+        trending[key] = seen.state
+        if seen.warm:
+            edge = cdn_routing.route(country, config).primary
+            await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
+                "CacheWarm", video_id=vid, paths=[], providers=[edge], trigger=TRENDING_CONTENT), key=vid)
+            log.info("video %s: trending in %s (%d views in %gs), warming %s", vid, country or "unknown country",
+                     seen.views_in_window, trend_settings.window, edge)
+
+
+def _event_ms(record: dict) -> int:
+    t = record.get("event_time")
+    return int(t.timestamp() * 1000) if hasattr(t, "timestamp") else int(t or 0)

@@ -17,7 +17,7 @@ from framelog.edge_cache import EdgeCache, cached_keys
 from framelog.edge_health import EdgeHealth
 from framelog.ids import new_video_id
 from framelog.processors import cache_control as cc
-from framelog.processors.cdn_routing import edge_base_url, stream_urls
+from framelog.processors.cdn_routing import edge_base_url, route, stream_urls
 from framelog.processors.edge_signing import origin_token, signed_edge_url
 from framelog.processors.tokens import load_or_create_secret
 from framelog.s3 import s3_client
@@ -325,7 +325,30 @@ def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, vid
     from tests.integration.test_pipeline import read_topic
 
     warms = [r for name, r in read_topic(config, topics.CDN_COMMANDS, video) if name == "CacheWarm"]
-    assert [w["trigger"] for w in warms] == ["high_view_count"]
+    assert [w["trigger"] for w in warms if w["trigger"] == "high_view_count"] == ["high_view_count"]
+    # the same burst (no viewer country) trends once, on the edge of the default route
+    trending = [w for w in warms if w["trigger"] == "trending_content"]
+    assert [w["providers"] for w in trending] == [[config.cdn.default_route.primary]]
+
+
+@pytest.mark.parametrize("country", ["DE", "JP"])
+def test_a_video_trending_in_a_country_is_preloaded_on_the_edge_serving_it(config, video, popularity_worker,
+                                                                          producer, country):
+    edge = route(country, config).primary
+    other = next(p for p in config.cdn.providers if p != edge)
+    for i in range(config.caching.trending.min_views):       # min_views inside one window, from one country
+        producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", new_event(
+            "PlaybackEvent", session_id=f"g{i}", viewer_id=f"geo{i}", video_id=video, type="view_start",
+            country=country), key=video)
+    producer.flush()
+    assert wait_until(lambda: f"/hls/{video}/master.m3u8" in keys_of(config, edge, video), CATCH_UP), \
+        f"{video} trending in {country} was not preloaded on {edge}"
+    assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, CATCH_UP)
+    from tests.integration.test_pipeline import read_topic
+
+    warms = [r for name, r in read_topic(config, topics.CDN_COMMANDS, video) if name == "CacheWarm"]
+    assert [(w["trigger"], w["providers"]) for w in warms] == [("trending_content", [edge])]
+    assert not keys_of(config, other, video)                  # the other region's edge was left alone
 
 
 def test_edge_logs_become_the_seeds_cdn_metrics(config, secret, video, cdn_worker):
