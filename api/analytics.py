@@ -2,12 +2,15 @@
 
 Locally the ClickHouse engine is embedded (chdb) and only one process may open
 it, so the API process owns it: it runs the analytics sink in a thread and
-serves the queries from the same engine, serialised by one lock. Against a
-ClickHouse server (an http(s) DSN) the sink runs as its own service
-(`framelog sink analytics`) and the API only reads.
+serves the queries from the same engine; the sink and get_video_analytics share
+one lock. Analysts' SQL takes no part in that lock: it runs walled and capped on
+its own sessions and threads (api/analyst_pool.py). Against a ClickHouse server
+(an http(s) DSN) the sink runs as its own service (`framelog sink analytics`)
+and the API only reads.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from contextlib import asynccontextmanager
@@ -24,14 +27,16 @@ from framelog.config import Config
 from framelog.exceptions import InvalidIdError
 from framelog.ids import validate_video_id
 from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
-from framelog.sinks.clickhouse.queries import AnalyticsQueryError, get_video_analytics, run_readonly_sql
+from framelog.sinks.clickhouse.queries import (AnalyticsQueryError, UnsafeSqlError, get_video_analytics,
+                                               run_readonly_sql)
+from framelog.api.analyst_pool import AnalystPool
 
 
 @dataclass
 class AnalyticsEngine:
     config: Config
     client: Any
-    readonly: Any
+    analysts: AnalystPool
     reader: Any = None        # a second session: get_video_analytics spreads its reads over both
     lock: threading.Lock = field(default_factory=threading.Lock)
     runner: Any = None
@@ -50,7 +55,8 @@ def embedded_sink_wanted(config: Config) -> bool:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     config: Config = app.state.config
     client = connect(config)
-    engine = AnalyticsEngine(config, client, connect_readonly(config), connect(config, create_database=False))
+    engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(config)),
+                             connect(config, create_database=False))
     if embedded_sink_wanted(config):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
         engine.runner = AnalyticsSinkRunner(config, client=client, lock=engine.lock)
@@ -62,7 +68,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if engine.runner is not None:
             engine.runner.stop()
             engine.runner.join(timeout=30)
-        for c in (engine.readonly, engine.reader, engine.client):
+        engine.analysts.close()
+        for c in (engine.reader, engine.client):
             c.close()
 
 
@@ -108,18 +115,27 @@ class SqlRequest(BaseModel):
 
 @router.post("/v1/sql")
 async def sql(request: Request, body: SqlRequest) -> JSONResponse:
-    """One read-only statement for analysts (also what `framelog sql` calls locally)."""
+    """One read-only statement for analysts (also what `framelog sql` calls locally).
+
+    400 names what the guard refused or what the engine said; 429 when
+    ``analyst_sql.max_concurrent_queries`` are already running."""
     engine: AnalyticsEngine = request.app.state.analytics
-    if not 1 <= body.max_rows <= 100_000:
-        return JSONResponse({"error": "max_rows must be within 1..100000"}, status_code=400)
+    limit = engine.config.analyst_sql.max_result_rows
+    if not 1 <= body.max_rows <= limit:
+        return JSONResponse({"error": f"max_rows must be within 1..{limit}"}, status_code=400)
 
-    def query():
-        with engine.lock:
-            return run_readonly_sql(engine.readonly, body.sql, max_rows=body.max_rows, parameters=body.parameters)
+    def query(session: Any):          # the guard's parse runs here too, off the event loop
+        return run_readonly_sql(session, body.sql, max_rows=body.max_rows, parameters=body.parameters,
+                                config=engine.config)
 
+    future = engine.analysts.try_submit(query)
+    if future is None:
+        pool = engine.analysts
+        return JSONResponse({"error": f"{pool.capacity} analyst queries are running already; retry later"},
+                            status_code=429, headers={"Retry-After": str(pool.retry_after)})
     try:
-        result = await run_in_threadpool(query)
-    except AnalyticsQueryError as exc:
+        result = await asyncio.wrap_future(future)
+    except (AnalyticsQueryError, UnsafeSqlError) as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     except Exception as exc:       # a ClickHouse error in the analyst's SQL: say what the engine said
         return JSONResponse({"error": f"{type(exc).__name__}: {exc}"[:2000]}, status_code=400)

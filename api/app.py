@@ -43,7 +43,7 @@ def create_app(config: Config | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:      # on the event loop: no engine, no thread pool to wait for
         return {"status": "ok"}
 
     return app

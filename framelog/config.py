@@ -375,6 +375,19 @@ class AnalyticsConfig:
 
 
 @dataclass(frozen=True)
+class AnalystSqlConfig:
+    """Engine limits and isolation of analysts' SQL (``analyst_sql:``)."""
+    max_concurrent_queries: int
+    retry_after: float
+    max_execution_time: float
+    max_memory_usage: int
+    max_result_rows: int
+    max_result_bytes: int
+    max_rows_to_read: int
+    max_threads: int
+
+
+@dataclass(frozen=True)
 class MetricSpec:
     name: str
     type: str
@@ -414,6 +427,7 @@ class Config:
     analytics: AnalyticsConfig
     metrics: dict[str, MetricSpec]
     security: SecurityConfig
+    analyst_sql: AnalystSqlConfig
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -627,8 +641,16 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
                                   an.int("sink_insert_threads", minimum=1, maximum=16)),
         metrics=_metrics(root.sub("monitoring_metrics")),
         security=_security(sec),
+        analyst_sql=_analyst_sql(root.sub("analyst_sql")),
         raw=data,
     )
+
+
+def _analyst_sql(r: _Reader) -> AnalystSqlConfig:
+    return AnalystSqlConfig(
+        r.int("max_concurrent_queries", minimum=1, maximum=64), r.duration("retry_after"),
+        r.duration("max_execution_time"), r.size("max_memory_usage"), r.int("max_result_rows", minimum=1),
+        r.size("max_result_bytes"), r.int("max_rows_to_read", minimum=1), r.int("max_threads", minimum=1, maximum=64))
 
 
 def _read_yaml(source: Path) -> Any:

@@ -19,10 +19,10 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from framelog.config import Config
+from framelog.config import AnalystSqlConfig, Config
 from framelog.exceptions import ConfigError
 
-__all__ = ["connect", "connect_readonly", "READONLY_SETTINGS", "is_embedded", "quote_identifier"]
+__all__ = ["connect", "connect_readonly", "analyst_settings", "is_embedded", "quote_identifier"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -59,22 +59,33 @@ def connect(config: Config, *, settings: dict[str, Any] | None = None, create_da
     return _client(dsn, database, settings)
 
 
-# Limits of the analysts' session. A readonly session accepts a SETTINGS clause
-# only if it repeats the current values, so run_readonly_sql sends exactly these.
-READONLY_SETTINGS: dict[str, Any] = {
-    "max_execution_time": 30,
-    "max_result_rows": 100_000,
-    "result_overflow_mode": "break",
-    "readonly": 1,          # last: after it, the session cannot change settings
-}
+def analyst_settings(limits: AnalystSqlConfig) -> dict[str, Any]:
+    """The engine's walls around analysts' SQL (``analyst_sql:`` in framelog.yaml).
+
+    ``readonly=1`` comes last: after it the session cannot change settings any more,
+    and a SETTINGS clause is accepted only if it repeats these values (the guard refuses
+    SETTINGS in analysts' text anyway). Checked on chdb 26.9: ``readonly=1`` refuses
+    writes and the table functions ``file()``, ``url()``, ``s3()``... in SELECT and EXPLAIN;
+    ``allow_python_table_function`` (on by default in chdb, and not stopped by readonly)
+    is switched off. chdb runs the engine as clickhouse-local, which applies neither
+    ``user_files_path`` to the scalar ``file()`` nor ``remote_url_allow_hosts`` to
+    ``DESCRIBE url(...)``: on the embedded engine those two are stopped by the guard
+    (sql_guard.py) alone; a ClickHouse server has the grants and host lists for them.
+    """
+    return {
+        "max_execution_time": int(limits.max_execution_time),
+        "max_memory_usage": limits.max_memory_usage,
+        "max_result_rows": limits.max_result_rows,
+        "max_result_bytes": limits.max_result_bytes,
+        "result_overflow_mode": "break",
+        "max_rows_to_read": limits.max_rows_to_read,
+        "max_threads": limits.max_threads,
+        "allow_python_table_function": 0,
+        "allow_introspection_functions": 0,
+        "readonly": 1,          # last: after it, the session cannot change settings
+    }
 
 
 def connect_readonly(config: Config) -> Client:
-    """A separate session for analysts' SQL, locked to ``readonly=1``.
-
-    ``readonly=1`` is applied last, after the limits, because a readonly
-    session cannot change settings any more (checked on chdb 26.9: it then
-    also refuses table functions such as ``file()``/``url()`` and every write;
-    ``readonly=2`` would still allow ``INSERT INTO FUNCTION file(...)``).
-    """
-    return connect(config, settings=dict(READONLY_SETTINGS), create_database=True)
+    """A separate session for analysts' SQL, locked to ``readonly=1`` with the analyst limits."""
+    return connect(config, settings=analyst_settings(config.analyst_sql), create_database=True)

@@ -27,13 +27,14 @@ from framelog.exceptions import FramelogError
 from framelog.sinks.clickhouse.sqltext import split_statements
 
 __all__ = ["Migration", "MigrationError", "load_migrations", "template_values", "render",
-           "apply_migrations", "applied_versions", "DEDUP_WINDOW"]
+           "apply_migrations", "applied_versions", "analytics_tables", "DEDUP_WINDOW"]
 
 # Insert-token deduplication window (blocks remembered per table). Large enough
 # to cover every batch a consumer can replay between two commits.
 DEDUP_WINDOW = 10_000
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_CREATED = re.compile(r"^CREATE\s+(?:TABLE|VIEW)\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 
 _CREATE_LOG = """
@@ -126,3 +127,18 @@ def apply_migrations(client: Client, config: Config,
                       column_names=["version", "name", "checksum"])
         applied_now.append(mig.version)
     return applied_now
+
+
+def analytics_tables() -> frozenset[str]:
+    """The tables and plain views the migrations create: what analysts' SQL may read.
+
+    Materialized views (their rows live in their TO tables) and ``schema_migrations``
+    (bookkeeping) are left out; a new migration's table is readable without another edit."""
+    names = set()
+    for mig in load_migrations():
+        for statement in split_statements(mig.sql):
+            body = "\n".join(line for line in statement.splitlines() if not line.lstrip().startswith("--"))
+            m = _CREATED.match(body.strip())
+            if m:
+                names.add(m.group(1))
+    return frozenset(names)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,8 +38,9 @@ from clickhouse_connect.driver.client import Client
 from framelog.config import Config, get_config, parse_duration
 from framelog.exceptions import FramelogError
 from framelog.ids import validate_video_id
-from framelog.sinks.clickhouse.client import READONLY_SETTINGS
-from framelog.sinks.clickhouse.sqltext import SqlSyntaxError, split_statements, tokens
+from framelog.sinks.clickhouse.client import analyst_settings
+from framelog.sinks.clickhouse.migrations import analytics_tables
+from framelog.sinks.clickhouse.sql_guard import UnsafeSqlError, guard_sql
 
 __all__ = ["AnalyticsQueryError", "UnsafeSqlError", "SqlResult", "get_video_analytics", "timeframe_bounds",
            "run_readonly_sql", "check_readonly_sql"]
@@ -51,10 +51,6 @@ _HOUR = _dt.timedelta(hours=1)
 
 class AnalyticsQueryError(FramelogError, ValueError):
     """Bad query input (time range, id); nothing was sent to ClickHouse."""
-
-
-class UnsafeSqlError(FramelogError, ValueError):
-    """Analyst SQL refused before reaching ClickHouse."""
 
 
 # ---------------------------------------------------------------- time ranges
@@ -236,12 +232,6 @@ def get_video_analytics(client: Client | Sequence[Client], video_id: str, start:
 
 # ---------------------------------------------------------------- analysts' SQL
 
-_READ_ONLY_LEADS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN"}
-# Refused anywhere in the text, even inside literals: INTO OUTFILE writes a file
-# even in a readonly=1 session (checked on chdb 26.9).
-_FORBIDDEN_ANYWHERE = re.compile(r"\b(OUTFILE)\b", re.IGNORECASE)
-MAX_SQL_CHARS = 100_000
-
 
 @dataclass(frozen=True)
 class SqlResult:
@@ -250,47 +240,24 @@ class SqlResult:
     truncated: bool
 
 
-def check_readonly_sql(sql: Any) -> str:
-    """Return the one statement (trailing ``;`` removed) or raise UnsafeSqlError."""
-    if not isinstance(sql, str):
-        raise UnsafeSqlError("SQL must be a string")
-    if len(sql) > MAX_SQL_CHARS:
-        raise UnsafeSqlError(f"SQL longer than {MAX_SQL_CHARS} characters")
-    if "\x00" in sql:
-        raise UnsafeSqlError("SQL contains a NUL character")
-    text = sql.strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    # Belt and braces: chdb runs ';'-separated scripts, so any remaining ';' is
-    # refused outright, even inside a literal (use char(59) for a semicolon).
-    if ";" in text:
-        raise UnsafeSqlError("exactly one statement is allowed (';' found)")
-    if not text:
-        raise UnsafeSqlError("empty SQL")
-    try:
-        statements = split_statements(text)
-        words = [t.text.upper() for t in tokens(text) if t.kind == "word"]
-    except SqlSyntaxError as exc:
-        raise UnsafeSqlError(str(exc)) from None
-    if len(statements) != 1:
-        raise UnsafeSqlError("exactly one statement is allowed")
-    if not words or words[0] not in _READ_ONLY_LEADS:
-        raise UnsafeSqlError(f"only {', '.join(sorted(_READ_ONLY_LEADS))} statements are allowed")
-    if _FORBIDDEN_ANYWHERE.search(text):
-        raise UnsafeSqlError("INTO OUTFILE is not allowed")
-    return text
+def check_readonly_sql(sql: Any, *, database: str | None = None) -> str:
+    """Return the one statement (trailing ``;`` removed) or raise UnsafeSqlError (see sql_guard)."""
+    return guard_sql(sql, database=database or get_config().clickhouse.database, tables=analytics_tables())
 
 
 def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
-                     parameters: Mapping[str, Any] | None = None) -> SqlResult:
-    """Run one read-only statement for an analyst; returns column names and rows.
+                     parameters: Mapping[str, Any] | None = None, config: Config | None = None) -> SqlResult:
+    """Run one analyst statement; returns column names and rows.
 
-    Guarded twice: the text check above, and the statement runs with
-    ``readonly=1`` (writes, DDL, table functions such as ``file()``/``url()``
-    and setting changes are refused by the engine). Use a client from
-    ``connect_readonly`` to also keep the session itself read-only.
+    Guarded twice: the allow-list guard (one SELECT over the analytics tables of the
+    session's database, pure functions only), and the engine's walls
+    (``analyst_settings``: readonly=1, time, memory, rows and bytes limits) sent with the
+    statement, so even a writer's session runs it walled. Use a client from
+    ``connect_readonly`` to keep the session itself read-only too.
     """
-    statement = check_readonly_sql(sql)
-    result = client.query(statement, parameters=dict(parameters or {}), settings=dict(READONLY_SETTINGS))
+    config = config or get_config()
+    statement = guard_sql(sql, database=client.database or config.clickhouse.database, tables=analytics_tables())
+    result = client.query(statement, parameters=dict(parameters or {}),
+                          settings=analyst_settings(config.analyst_sql))
     rows = [tuple(r) for r in result.result_rows]
     return SqlResult(list(result.column_names), rows[:max_rows], truncated=len(rows) > max_rows)

@@ -1,0 +1,203 @@
+"""The analysts' SQL guard: one SELECT over framelog's analytics tables, pure functions only.
+
+Analyst SQL is hostile input. It is accepted only if **both** readings agree it is safe:
+
+* the lexical reading (:mod:`.sqltext`, ClickHouse's own rules for quotes, nested
+  comments, ``#`` comments and heredocs): every ``name(`` is an allowed function
+  (:mod:`.sql_allowlist`), a type name or SQL syntax; no ``SETTINGS``, ``FORMAT``,
+  ``INTO OUTFILE``, ``APPLY``, ``system`` or ``information_schema`` anywhere; exactly one
+  statement, starting with SELECT, WITH, ``(`` or EXPLAIN [kind] of one;
+* the parse (sqlglot's ClickHouse dialect): a SELECT / UNION / EXCEPT / INTERSECT tree
+  whose every table is one of framelog's analytics tables in the session's database
+  (or a CTE in scope), with no table function at all and only allowed functions.
+
+Two readings because the engine runs the text, not sqlglot's tree (regenerating the SQL
+would change its meaning: ``rand()`` becomes ``randCanonical()``): a trick one parser
+misreads is still caught by the other. What the engine runs is the analyst's own text.
+The engine keeps its own walls (readonly, limits; ``client.analyst_settings``).
+"""
+from __future__ import annotations
+
+from typing import Any, Collection
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from framelog.exceptions import FramelogError
+from framelog.sinks.clickhouse.sql_allowlist import TYPES, function_allowed
+from framelog.sinks.clickhouse.sqltext import SqlSyntaxError, Token, tokens
+
+__all__ = ["UnsafeSqlError", "guard_sql", "MAX_SQL_CHARS"]
+
+MAX_SQL_CHARS = 100_000
+
+
+class UnsafeSqlError(FramelogError, ValueError):
+    """Analyst SQL refused before reaching ClickHouse (the message names what was refused)."""
+
+
+# Words that may stand before "(" without being a function call.
+_SYNTAX_BEFORE_PAREN = frozenset("""
+AND OR NOT IN AS EXISTS OVER USING ON WHERE PREWHERE HAVING SELECT FROM JOIN BY THEN ELSE WHEN CASE IS LIKE ILIKE
+BETWEEN ALL ANY DISTINCT UNION EXCEPT INTERSECT REPLACE WITH LIMIT OFFSET GLOBAL ARRAY INTERVAL FILTER WINDOW
+PARTITION ROWS RANGE QUALIFY SAMPLE CUBE ROLLUP SETS ASC DESC NULLS FIRST LAST TO STEP INTERPOLATE FILL
+LEFT RIGHT INNER OUTER FULL CROSS SEMI ANTI ASOF PASTE EXPLAIN TOTALS
+""".split())
+# Clauses and words refused anywhere outside literals, whatever the parse says.
+_REFUSED_WORDS = {
+    "SETTINGS": "a SETTINGS clause is not allowed (limits are the server's)",
+    "FORMAT": "a FORMAT clause is not allowed (results come back as JSON)",
+    "INTO": "INTO OUTFILE is not allowed",
+    "OUTFILE": "INTO OUTFILE is not allowed",
+    "APPLY": "the APPLY column transformer is not allowed",
+}
+_REFUSED_NAMES = {"system": "database system", "information_schema": "database information_schema"}
+_EXPLAIN_KINDS = ("AST", "SYNTAX", "PLAN", "PIPELINE", "ESTIMATE")
+_QUERY_START = {"SELECT", "WITH"}
+
+
+def _unquote(tok: Token) -> str:
+    return tok.text[1:-1] if tok.kind == "quoted_ident" else tok.text
+
+
+def _prechecked(sql: Any) -> str:
+    if not isinstance(sql, str):
+        raise UnsafeSqlError("SQL must be a string")
+    if len(sql) > MAX_SQL_CHARS:
+        raise UnsafeSqlError(f"SQL longer than {MAX_SQL_CHARS} characters")
+    if "\x00" in sql:
+        raise UnsafeSqlError("SQL contains a NUL character")
+    text = sql.strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    # chdb runs ';'-separated scripts: any remaining ';' is refused, even in a literal (use char(59)).
+    if ";" in text:
+        raise UnsafeSqlError("exactly one statement is allowed (';' found)")
+    if not text:
+        raise UnsafeSqlError("empty SQL")
+    return text
+
+
+def _significant_tokens(text: str) -> list[Token]:
+    try:
+        return [t for t in tokens(text) if t.kind not in ("space", "comment")]
+    except SqlSyntaxError as exc:
+        raise UnsafeSqlError(str(exc)) from None
+
+
+def _query_start(toks: list[Token]) -> int:
+    """Index of the token where the query itself starts (after EXPLAIN [kind])."""
+    if not toks:
+        raise UnsafeSqlError("empty SQL")
+    start = 0
+    first = toks[0].text.upper() if toks[0].kind == "word" else toks[0].text
+    if first == "EXPLAIN":
+        start = 1
+        if start < len(toks) and toks[start].kind == "word" and toks[start].text.upper() in _EXPLAIN_KINDS:
+            start += 1
+        elif (start + 1 < len(toks) and toks[start].text.upper() == "QUERY"
+              and toks[start + 1].text.upper() == "TREE"):
+            start += 2
+        first = toks[start].text.upper() if start < len(toks) else ""
+        if first not in _QUERY_START and first != "(":
+            raise UnsafeSqlError("EXPLAIN is allowed only as EXPLAIN [AST|SYNTAX|QUERY TREE|PLAN|PIPELINE|ESTIMATE] "
+                                 "of a SELECT, without settings")
+    elif first not in _QUERY_START and first != "(":
+        raise UnsafeSqlError(f"only SELECT (with WITH, UNION, subqueries) or EXPLAIN of one is allowed, "
+                             f"not {toks[0].text[:40]!r}")
+    return start
+
+
+def _lexical_check(toks: list[Token]) -> None:
+    """Every ``name(`` an allowed function, a type or syntax; no refused clause or database."""
+    for i, tok in enumerate(toks):
+        if tok.kind not in ("word", "quoted_ident"):
+            continue
+        name = _unquote(tok)
+        if name.lower() in _REFUSED_NAMES:
+            raise UnsafeSqlError(f"{_REFUSED_NAMES[name.lower()]} is not allowed: only framelog's analytics tables")
+        calls = i + 1 < len(toks) and toks[i + 1].text == "("
+        word = tok.text.upper() if tok.kind == "word" else ""
+        if word in _REFUSED_WORDS and not (calls and word == "FORMAT"):     # format() is a string function
+            raise UnsafeSqlError(_REFUSED_WORDS[word])
+        if calls:
+            if tok.kind == "word" and tok.text.upper() in _SYNTAX_BEFORE_PAREN:
+                continue
+            if not (function_allowed(name) or name.lower() in TYPES):
+                raise UnsafeSqlError(f"function {name}() is not allowed (not on the analysts' allow-list)")
+
+
+def _ctes_in_scope(table: exp.Table) -> set[str]:
+    """Names of the CTEs visible where ``table`` stands (a CTE sees only the ones before it)."""
+    ancestors: set[int] = set()
+    names: set[str] = set()
+    node: exp.Expression | None = table
+    while node is not None:
+        ancestors.add(id(node))
+        with_ = node.args.get("with_")
+        if isinstance(with_, exp.With):
+            for cte in with_.expressions:
+                if id(cte) in ancestors:        # the table is inside this CTE's own body
+                    break
+                if cte.alias:
+                    names.add(cte.alias)
+        node = node.parent
+    return names
+
+
+def _tree_check(body: str, database: str, tables: Collection[str]) -> None:
+    try:
+        statements = [s for s in sqlglot.parse(body, read="clickhouse") if s is not None]
+    except SqlglotError as exc:
+        raise UnsafeSqlError(f"could not parse the statement: {str(exc).splitlines()[0][:300]}") from None
+    if len(statements) != 1:
+        raise UnsafeSqlError("exactly one statement is allowed")
+    root = statements[0]
+    while isinstance(root, exp.Subquery):
+        root = root.this
+    if not isinstance(root, (exp.Select, exp.SetOperation)):
+        raise UnsafeSqlError(f"only SELECT (with WITH, UNION, subqueries) or EXPLAIN of one is allowed, "
+                             f"not {root.key.upper()}")
+    for node in root.walk():
+        if isinstance(node, (exp.Command, exp.Into, exp.DDL, exp.DML)):
+            raise UnsafeSqlError(f"{node.key.upper()} is not allowed in analyst SQL")
+        if isinstance(node, exp.With) and node.args.get("recursive"):
+            raise UnsafeSqlError("WITH RECURSIVE is not allowed")
+        if isinstance(node, exp.Query) and (node.args.get("settings") or node.args.get("format")):
+            raise UnsafeSqlError("SETTINGS and FORMAT clauses are not allowed")
+        if isinstance(node, exp.Table):
+            _check_table(node, database, tables)
+        elif isinstance(node, exp.Anonymous) and not function_allowed(node.name):
+            raise UnsafeSqlError(f"function {node.name}() is not allowed (not on the analysts' allow-list)")
+
+
+def _check_table(table: exp.Table, database: str, tables: Collection[str]) -> None:
+    if not isinstance(table.this, exp.Identifier):
+        name = table.this.name if isinstance(table.this, exp.Func) else table.this.sql("clickhouse")[:60]
+        raise UnsafeSqlError(f"table function {name}() is not allowed: read framelog's analytics tables "
+                             f"({', '.join(sorted(tables))})")
+    name = table.name
+    if table.catalog:
+        raise UnsafeSqlError(f"table {table.sql('clickhouse')} is not allowed")
+    if table.db:
+        if table.db != database:
+            raise UnsafeSqlError(f"table {table.db}.{name} is not allowed: only database {database}")
+    elif name in _ctes_in_scope(table):
+        return
+    if name not in tables:
+        raise UnsafeSqlError(f"table {name} is not allowed: only framelog's analytics tables "
+                             f"({', '.join(sorted(tables))})")
+
+
+def guard_sql(sql: Any, *, database: str, tables: Collection[str]) -> str:
+    """The statement to run (trailing ``;`` removed), or UnsafeSqlError naming what was refused.
+
+    ``database``: the session's database (tables may be qualified with it, no other);
+    ``tables``: the analytics tables and views analysts may read."""
+    text = _prechecked(sql)
+    toks = _significant_tokens(text)
+    start = _query_start(toks)
+    _tree_check(text[toks[start].start:], database, tables)
+    _lexical_check(toks)
+    return text
