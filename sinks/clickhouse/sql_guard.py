@@ -174,7 +174,8 @@ def _tree_check(body: str, database: str, tables: Collection[str]) -> None:
 
 def _check_table(table: exp.Table, database: str, tables: Collection[str]) -> None:
     if not isinstance(table.this, exp.Identifier):
-        name = table.this.name if isinstance(table.this, exp.Func) else table.this.sql("clickhouse")[:60]
+        this = table.this
+        name = this.name if isinstance(this, exp.Anonymous) else this.sql("clickhouse").split("(", 1)[0][:60]
         raise UnsafeSqlError(f"table function {name}() is not allowed: read framelog's analytics tables "
                              f"({', '.join(sorted(tables))})")
     name = table.name
