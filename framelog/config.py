@@ -385,6 +385,7 @@ class AnalystSqlConfig:
     max_result_bytes: int
     max_rows_to_read: int
     max_threads: int
+    os_thread_priority: int
 
 
 @dataclass(frozen=True)
@@ -650,7 +651,8 @@ def _analyst_sql(r: _Reader) -> AnalystSqlConfig:
     return AnalystSqlConfig(
         r.int("max_concurrent_queries", minimum=1, maximum=64), r.duration("retry_after"),
         r.duration("max_execution_time"), r.size("max_memory_usage"), r.int("max_result_rows", minimum=1),
-        r.size("max_result_bytes"), r.int("max_rows_to_read", minimum=1), r.int("max_threads", minimum=1, maximum=64))
+        r.size("max_result_bytes"), r.int("max_rows_to_read", minimum=1), r.int("max_threads", minimum=1, maximum=64),
+        r.int("os_thread_priority", minimum=0, maximum=19))
 
 
 def _read_yaml(source: Path) -> Any:

@@ -80,6 +80,7 @@ def analyst_settings(limits: AnalystSqlConfig) -> dict[str, Any]:
         "result_overflow_mode": "break",
         "max_rows_to_read": limits.max_rows_to_read,
         "max_threads": limits.max_threads,
+        "os_thread_priority": limits.os_thread_priority,     # Linux nice of the query's threads (measured)
         "allow_python_table_function": 0,
         "allow_introspection_functions": 0,
         "readonly": 1,          # last: after it, the session cannot change settings
