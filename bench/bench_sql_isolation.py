@@ -22,8 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import json
-import statistics
+import os
 import threading
 import time
 import uuid
@@ -163,6 +162,7 @@ def run(args: argparse.Namespace) -> str:
     was_running = service.is_running()
     service.start(timeout=120)
     api = service.address
+    load_before = os.getloadavg()[0]
     try:
         probe = Probe(api, service.pid())
         loops = [threading.Thread(target=probe.health_loop, daemon=True),
@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> str:
         for t in clients:
             t.join()
         load_seconds = time.time() - started
+        load_during = os.getloadavg()[0]
         probe.phase = "after"
         time.sleep(2)
         probe.stop.set()
@@ -191,16 +192,17 @@ def run(args: argparse.Namespace) -> str:
     finally:
         if not was_running:
             service.stop()
-    return report(args, config, probe, answers, latencies, load_seconds)
+    return report(args, config, probe, answers, latencies, load_seconds, (load_before, load_during))
 
 
-def report(args, config, probe: Probe, answers, latencies, load_seconds: float) -> str:
+def report(args, config, probe: Probe, answers, latencies, load_seconds: float, loadavg: tuple[float, float]) -> str:
     limits = config.analyst_sql
     lines = [
         "# Analysts' SQL isolation (issue 11)",
         "",
-        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on this 2-core machine (shared with other "
-        "sessions' stacks: figures are noisy). Command: "
+        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on this {os.cpu_count()}-core machine, shared "
+        f"with other sessions' stacks (1-min load average {loadavg[0]:.1f} before, {loadavg[1]:.1f} at the end of "
+        "the load: the figures are noisy; the idle phase is the control). Command: "
         f"`python bench/bench_sql_isolation.py --clients {args.clients} --seconds {args.seconds:g}`.",
         "",
         f"{args.clients} analyst clients at once for {load_seconds:.0f} s, each looping on one hostile query; "

@@ -128,11 +128,11 @@ def _lexical_check(toks: list[Token]) -> None:
                 raise UnsafeSqlError(f"function {name}() is not allowed (not on the analysts' allow-list)")
 
 
-def _ctes_in_scope(table: exp.Table) -> set[str]:
-    """Names of the CTEs visible where ``table`` stands (a CTE sees only the ones before it)."""
+def _ctes_in_scope(where: exp.Expression) -> set[str]:
+    """Names of the CTEs (and WITH aliases) visible at ``where`` (a CTE sees only the ones before it)."""
     ancestors: set[int] = set()
     names: set[str] = set()
-    node: exp.Expression | None = table
+    node: exp.Expression | None = where
     while node is not None:
         ancestors.add(id(node))
         with_ = node.args.get("with_")
@@ -168,6 +168,8 @@ def _tree_check(body: str, database: str, tables: Collection[str]) -> None:
             raise UnsafeSqlError("SETTINGS and FORMAT clauses are not allowed")
         if isinstance(node, exp.Table):
             _check_table(node, database, tables)
+        elif isinstance(node, exp.In) and isinstance(node.args.get("field"), exp.Column):
+            _check_in_table(node, node.args["field"], database, tables)
         elif isinstance(node, exp.Anonymous) and not function_allowed(node.name):
             raise UnsafeSqlError(f"function {node.name}() is not allowed (not on the analysts' allow-list)")
 
@@ -188,6 +190,20 @@ def _check_table(table: exp.Table, database: str, tables: Collection[str]) -> No
         return
     if name not in tables:
         raise UnsafeSqlError(f"table {name} is not allowed: only framelog's analytics tables "
+                             f"({', '.join(sorted(tables))})")
+
+
+def _check_in_table(node: exp.In, field: exp.Column, database: str, tables: Collection[str]) -> None:
+    """``x IN name``: ClickHouse reads table ``name`` (or a WITH alias of that name) as the set."""
+    if field.args.get("catalog") or field.args.get("db"):
+        raise UnsafeSqlError(f"IN {field.sql('clickhouse')} is not allowed")
+    if field.table:
+        if field.table != database:
+            raise UnsafeSqlError(f"IN {field.table}.{field.name} is not allowed: only database {database}")
+    elif field.name in _ctes_in_scope(node):
+        return
+    if field.name not in tables:
+        raise UnsafeSqlError(f"IN {field.name} is not allowed: only framelog's analytics tables "
                              f"({', '.join(sorted(tables))})")
 
 

@@ -5,8 +5,6 @@ bench/bench_sql_isolation.py (bench/results/sql_isolation.md).
 """
 from __future__ import annotations
 
-import http.server
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 
 from framelog.stack.services import ApiService
 from tests.integration.support import running, wait_for
+from tests.security.http_listener import listener  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -43,28 +42,6 @@ def rss_mib(pid: int) -> float:
 
 def pool_idle(api_url: str) -> bool:
     return sql(api_url, "SELECT 1").status_code == 200
-
-
-@pytest.fixture
-def listener():
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"a,b\n1,2\n")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 def test_the_issues_attacks_are_refused_with_400_naming_the_offender(api, listener, config):

@@ -7,9 +7,7 @@ README's example queries run through the guard on real tables.
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from framelog.sinks.clickhouse.queries import run_readonly_sql
 from framelog.sinks.clickhouse.sql_allowlist import AGGREGATES, FUNCTIONS, function_allowed
 from framelog.sinks.clickhouse.sql_guard import UnsafeSqlError, guard_sql
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
+from tests.security.http_listener import listener  # noqa: F401  (fixture)
 
 DB = "framelog"
 TABLES = analytics_tables()
@@ -64,6 +63,8 @@ ACCEPTED = [
     "SELECT sum(views) OVER (PARTITION BY video_id ORDER BY hour) FROM video_stats_hourly",
     "SELECT p.video_id FROM playback_events AS p JOIN quality_switches AS q ON p.session_id = q.session_id",
     "SELECT * FROM playback_events WHERE video_id GLOBAL IN (SELECT video_id FROM video_stats_hourly)",
+    "SELECT count() FROM playback_events WHERE video_id IN video_stats_hourly",
+    "WITH ('a', 'b') AS wanted SELECT count() FROM playback_events WHERE video_id IN wanted",
     "SELECT 'system', 'file(x)', $$url('http://x')$$ AS s",            # words inside literals are data
     "SELECT count() FROM playback_events WHERE video_id = {v:String} AND event_time >= {since:DateTime('UTC')}",
     "/* a comment */ SELECT 1 -- trailing comment",
@@ -125,6 +126,10 @@ REFUSED = [
     ("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a", "table b"),
     ("SELECT * FROM (WITH q AS (SELECT 1) SELECT * FROM q), q", "table q"),
     ("WITH RECURSIVE t AS (SELECT 1) SELECT * FROM t", "RECURSIVE"),
+    # `x IN name` reads table `name`
+    ("SELECT count() FROM playback_events WHERE video_id IN schema_migrations", "IN schema_migrations"),
+    ("SELECT count() FROM playback_events WHERE video_id NOT IN other.t", "IN other.t"),
+    ("SELECT count() FROM playback_events WHERE (video_id, type) GLOBAL IN default.t", "IN default.t"),
     # server state and environment
     ("SELECT getSetting('readonly')", "getSetting"),
     ("SELECT getServerSetting('user_files_path')", "getServerSetting"),
@@ -225,29 +230,6 @@ def engine(tmp_path_factory):
     yield cfg, writer, analyst, analyst_short
     for c in (analyst_short, analyst, writer):
         c.close()
-
-
-@pytest.fixture
-def listener():
-    """A local HTTP server that records every request (the SSRF target)."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"a,b\n1,2\n")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 @pytest.mark.integration
