@@ -200,7 +200,7 @@ def _tiering_simulate(args: argparse.Namespace, config: Config) -> int:
 def _edge(args: argparse.Namespace, config: Config) -> int:
     from framelog.stack.edge_serve import serve
 
-    serve(config, args.provider, listen_host=args.listen)
+    serve(config, None if args.shield else args.provider, listen_host=args.listen)
 
 
 def _config(args: argparse.Namespace, config: Config) -> int:
@@ -307,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("edge", help="CDN edges")
     esub = p.add_subparsers(dest="edge_command", required=True)
     t = esub.add_parser("serve", help="run one edge's nginx in the foreground (containers; locally `stack up` does it)")
-    t.add_argument("--provider", required=True, help="a cdn_strategy provider key, e.g. primary_cdn")
+    which = t.add_mutually_exclusive_group(required=True)
+    which.add_argument("--provider", help="a cdn_strategy provider key, e.g. primary_cdn")
+    which.add_argument("--shield", action="store_true", help="the origin shield between the edges and S3")
     t.add_argument("--listen", help="bind address (default stack.host; 0.0.0.0 in a container)")
     t.set_defaults(func=_edge)
 

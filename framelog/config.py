@@ -315,11 +315,33 @@ class CacheRule:
 
 
 @dataclass(frozen=True)
+class OriginShield:
+    """The nginx tier between the edges and the bucket (seed: "Origin shield", the "Origin Cache" level)."""
+    shield_port: int
+    cache_level: str       # the caching_strategy level whose ttl bounds what the shield keeps
+    ttl: float             # that level's ttl, seconds
+
+
+@dataclass(frozen=True)
+class EdgeProtection:
+    """Per-client limits and the request filter at the edges (seed: DDoS protection, WAF, bot management)."""
+    requests_per_second: int
+    burst: int
+    connections_per_client: int
+    refused_status: int
+    header_buffer: int
+    large_header_buffers: int
+    large_header_buffer_size: int
+
+
+@dataclass(frozen=True)
 class CdnConfig:
     providers: dict[str, CdnProvider]
     routing_rules: tuple[RoutingRule, ...]
     default_route: RoutingRule
     caching_rules: dict[str, CacheRule]
+    shield: OriginShield
+    protection: EdgeProtection
 
 
 @dataclass(frozen=True)
@@ -529,7 +551,23 @@ def _route(r: _Reader, providers: Mapping[str, CdnProvider], countries: tuple[st
     return RoutingRule(countries, r.str("primary"), r.str("fallback"))
 
 
-def _cdn(r: _Reader, caching_rules: _Reader) -> CdnConfig:
+def _origin_shield(r: _Reader, caching: CachingStrategy) -> OriginShield:
+    level = r.str("cache_level")
+    found = [x for x in caching.levels if x.name == level]
+    if not found:
+        raise ConfigError(f"{r.path}.cache_level", f"no caching_strategy level named {level!r}; known: "
+                                                   f"{[x.name for x in caching.levels]}")
+    return OriginShield(r.int("shield_port", minimum=1), level, found[0].ttl)
+
+
+def _edge_protection(r: _Reader) -> EdgeProtection:
+    status = r.int("refused_status", minimum=400, maximum=599)
+    return EdgeProtection(r.int("requests_per_second", minimum=1), r.int("burst", minimum=0),
+                          r.int("connections_per_client", minimum=1), status, r.size("header_buffer"),
+                          r.int("large_header_buffers", minimum=1), r.size("large_header_buffer_size"))
+
+
+def _cdn(r: _Reader, caching_rules: _Reader, shield: OriginShield, protection: EdgeProtection) -> CdnConfig:
     providers = {}
     for key in ("primary_cdn", "secondary_cdn"):
         p = r.sub(key)
@@ -543,7 +581,7 @@ def _cdn(r: _Reader, caching_rules: _Reader) -> CdnConfig:
     for required in ("video_files", "thumbnails", "hls_playlists", "hls_segments"):
         if required not in cache:
             raise ConfigError(f"caching_rules.{required}", "missing required key")
-    return CdnConfig(providers, rules, default, cache)
+    return CdnConfig(providers, rules, default, cache, shield, protection)
 
 
 def _caching(r: _Reader) -> CachingStrategy:
@@ -610,6 +648,7 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
     abr = root.sub("abr")
     an = root.sub("analytics")
     sec = root.sub("security")
+    caching = _caching(root.sub("caching_strategy"))
     return Config(
         source=source,
         stack=_stack(root.sub("stack")),
@@ -631,8 +670,9 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         upload_limits=UploadLimits(ul.size("max_size"), ul.duration("max_duration"), ul.bitrate("audio_bitrate")),
         media=_media(root.sub("media")),
         hls=_hls(root.sub("hls_config")),
-        cdn=_cdn(root.sub("cdn_strategy"), root.sub("caching_rules")),
-        caching=_caching(root.sub("caching_strategy")),
+        cdn=_cdn(root.sub("cdn_strategy"), root.sub("caching_rules"),
+                 _origin_shield(root.sub("origin_shield"), caching), _edge_protection(root.sub("edge_protection"))),
+        caching=caching,
         abr=AbrConfig(abr.duration("check_interval"), abr.int("bandwidth_history", minimum=1),
                       abr.float("low_buffer_seconds", minimum=0), abr.float("switch_threshold", minimum=0.01, maximum=1)),
         player=_player(root.sub("player")),

@@ -1,4 +1,4 @@
-"""Purge and warm the local nginx edges (what ``cdn.commands`` asks for).
+"""Purge and warm the local nginx edges and purge the origin shield (what ``cdn.commands`` asks for).
 
 Purge
     ngx_cache_purge (Debian's 2.3) removes one cache key per request and has
@@ -13,7 +13,12 @@ Warm
     Fetch the given paths through the edge with signed URLs, plus what the
     master playlist leads to: every rendition playlist (and init segment) and
     the first ``caching_strategy.cache_warming.warm_first_segments`` segments
-    of each. The edge caches what it fetched, so the next viewer gets a HIT.
+    of each. The edge caches what it fetched, so the next viewer gets a HIT;
+    its misses go through the origin shield, which keeps them too.
+
+The shield is purged like an edge (same module, same token, its own cache
+directory), and before the edges: an edge refetching in between must not get
+the shield's stale copy.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ import httpx
 from framelog.config import Config
 from framelog.processors import cdn_routing
 from framelog.processors.edge_signing import parse_object_path, purge_token, signed_edge_url
-from framelog.stack.nginx import PURGE_HEADER, PURGE_PATH, cache_dir
+from framelog.stack.nginx import PURGE_HEADER, PURGE_PATH, SHIELD_NAME, cache_dir, shield_address, shield_dir
 
 REQUEST_TIMEOUT = 10.0
 KEY_HEADER_BYTES = 4096       # nginx's cache file header (and its "KEY: " line) sits in the first bytes
@@ -125,13 +130,14 @@ def resolve_in_scope(base_path: str, uri: str) -> str | None:
 # ------------------------------------------------------------ the client
 
 class EdgeCache:
-    """Purge and warm one local edge (``provider_key``)."""
+    """Purge and warm one local edge (``provider_key``); :func:`shield_cache` purges the shield with it."""
 
-    def __init__(self, config: Config, provider_key: str, *, secret: bytes, client: httpx.Client | None = None):
+    def __init__(self, config: Config, provider_key: str, *, secret: bytes, client: httpx.Client | None = None,
+                 base_url: str | None = None, directory: Path | None = None):
         self.config = config
         self.provider_key = provider_key
-        self.base_url = cdn_routing.edge_base_url(provider_key, config)
-        self.cache_dir = cache_dir(config, provider_key)
+        self.base_url = base_url or cdn_routing.edge_base_url(provider_key, config)
+        self.cache_dir = directory or cache_dir(config, provider_key)
         self.secret = secret
         self._purge_token = purge_token(secret)
         self.client = client or httpx.Client(timeout=REQUEST_TIMEOUT)
@@ -218,6 +224,12 @@ def _served(path: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def shield_cache(config: Config, *, secret: bytes) -> EdgeCache:
+    """The origin shield's cache, to purge (warming goes through an edge, whose misses fill the shield)."""
+    return EdgeCache(config, SHIELD_NAME, secret=secret, base_url=f"http://{shield_address(config)}",
+                     directory=shield_dir(config))
 
 
 def edge_caches(config: Config, *, secret: bytes, providers: Iterable[str] = ()) -> list[EdgeCache]:

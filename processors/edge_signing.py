@@ -10,7 +10,10 @@ query string::
 One signature authorises every object under the video's prefix of one kind
 (``/hls/<video_id>/`` or ``/thumbnails/<video_id>/``: the *scope*), so
 ``/s/<sig>/<expires>/hls/<video_id>/720p/seg_001.ts`` verifies with the
-master's signature while another video's path does not.
+master's signature while another video's path does not. The progressive MP4
+sits at the seed's CDN path (``generateCDNPath``:
+``videos/<yyyy>/<mm>/<quality>/<video_id>.mp4``) and its signature covers that
+one file: its scope is the whole path.
 
 ``<sig>`` is what nginx's ``secure_link_md5 "$expires$scope <edge secret>"``
 computes: base64url (no padding) of MD5 over ``f"{expires}{scope} {edge
@@ -35,41 +38,56 @@ EDGE_SECRET_DOMAIN = b"framelog.edge.v1"
 EDGE_PURGE_DOMAIN = b"framelog.edge.purge.v1"
 EDGE_ORIGIN_DOMAIN = b"framelog.edge.origin.v1"
 SIGNED_PREFIX = "s"                       # /s/<sig>/<expires>/<object key>
-EDGE_KINDS = ("hls", "thumbnails")        # the object prefixes an edge serves
+VIDEO_FILES = "videos"                    # the progressive MP4s (seed generateCDNPath)
+EDGE_KINDS = ("hls", "thumbnails", VIDEO_FILES)   # the object prefixes an edge serves
+PREFIX_KINDS = ("hls", "thumbnails")      # kinds laid out <kind>/<video_id>/<file...>, signed per prefix
 _NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]*"   # a file or folder name, never '.' or '..' (no leading dot)
 _OBJECT = re.compile(rf"^(hls|thumbnails)/([A-Za-z0-9_-]{{1,64}})/({_NAME}(?:/{_NAME})*)$")
+# videos/<yyyy>/<mm>/<quality>/<video_id>.mp4 (stack/nginx.py matches the same shape)
+VIDEO_FILE_PATTERN = r"videos/[0-9]{4}/[0-9]{2}/[A-Za-z0-9_-]{1,32}/[A-Za-z0-9_-]{1,64}\.mp4"
+_VIDEO_FILE = re.compile(r"^videos/([0-9]{4}/[0-9]{2}/[A-Za-z0-9_-]{1,32})/([A-Za-z0-9_-]{1,64})\.mp4$")
 
 
 @dataclass(frozen=True)
 class EdgeObject:
-    """An object key an edge may serve: ``<kind>/<video_id>/<rest>``."""
+    """An object key an edge may serve: ``<kind>/<video_id>/<rest>``, or an MP4 ``videos/<rest>``."""
     kind: str
     video_id: str
     rest: str
 
     @property
     def key(self) -> str:
+        if self.kind == VIDEO_FILES:
+            return f"{VIDEO_FILES}/{self.rest}"
         return f"{self.kind}/{self.video_id}/{self.rest}"
 
     @property
     def scope(self) -> str:
+        """What one signature covers: the video's prefix of its kind, or the one MP4 file."""
+        if self.kind == VIDEO_FILES:
+            return f"/{self.key}"
         return scope_for(self.kind, self.video_id)
 
 
 def scope_for(kind: str, video_id: str) -> str:
     """The path prefix one signature covers: ``/<kind>/<video_id>/``."""
-    if kind not in EDGE_KINDS:
-        raise ValueError(f"edges serve only {EDGE_KINDS}, not {kind!r}")
+    if kind not in PREFIX_KINDS:
+        raise ValueError(f"signatures cover the prefixes of {PREFIX_KINDS} only, not {kind!r}")
     return f"/{kind}/{validate_video_id(video_id)}/"
 
 
 def parse_object_path(object_path: str) -> EdgeObject:
-    """``hls/<id>/…`` or ``thumbnails/<id>/…`` (one leading '/' allowed); ValueError otherwise."""
+    """``hls/<id>/…``, ``thumbnails/<id>/…`` or ``videos/<y>/<m>/<quality>/<id>.mp4`` (one leading '/'
+    allowed); ValueError otherwise."""
     path = object_path[1:] if isinstance(object_path, str) and object_path.startswith("/") else object_path
+    v = _VIDEO_FILE.fullmatch(path) if isinstance(path, str) else None
+    if v is not None:
+        vid = validate_video_id(v.group(2))
+        return EdgeObject(VIDEO_FILES, vid, f"{v.group(1)}/{vid}.mp4")
     m = _OBJECT.fullmatch(path) if isinstance(path, str) else None
     if m is None or any(part in (".", "..") for part in path.split("/")):
-        raise ValueError(f"not an edge object path: {object_path!r}; expected hls/<video_id>/<file> "
-                         f"or thumbnails/<video_id>/<file>")
+        raise ValueError(f"not an edge object path: {object_path!r}; expected hls/<video_id>/<file>, "
+                         f"thumbnails/<video_id>/<file> or videos/<yyyy>/<mm>/<quality>/<video_id>.mp4")
     return EdgeObject(m.group(1), validate_video_id(m.group(2)), m.group(3))
 
 

@@ -1,12 +1,14 @@
-"""``framelog edge serve``: one CDN edge in the foreground, as a container runs it.
+"""``framelog edge serve``: one CDN edge (or, with ``--shield``, the origin shield) in the foreground,
+as a container runs it.
 
 The same nginx configuration as the local stack's edges (stack/nginx.py
 renders both), from framelog.yaml plus the environment: the origin is
 ``object_storage.endpoint_url`` (FRAMELOG_S3_ENDPOINT), the signing keys
 derive from the token secret (FRAMELOG_TOKEN_SECRET, else the state dir's
 secret file), the port is the provider's ``edge_port``, and the cache and the
-access log live under ``<state>/edge-<provider>/`` (FRAMELOG_STATE_DIR), where
-the cdn worker reads them for wildcard purges and metrics.
+access log live under ``<state>/edge-<provider>/`` (``<state>/origin-shield/``)
+(FRAMELOG_STATE_DIR), where the cdn worker reads them for wildcard purges and
+metrics. An edge fetches from the shield at ``stack.host:origin_shield.shield_port``.
 
 Before handing the process over to nginx it puts the edges' read statement in
 the bucket policy (waiting, up to ``stack.startup_timeout``, for the origin and
@@ -19,7 +21,7 @@ import sys
 from typing import NoReturn
 
 from framelog.config import Config
-from framelog.stack.nginx import Edge, allow_edge_reads
+from framelog.stack.nginx import Edge, NginxCache, OriginShield, allow_edge_reads
 from framelog.stack.process import StackError, wait_until
 
 ORIGIN_RETRY_INTERVAL = 1.0     # seconds between attempts while the origin starts
@@ -32,7 +34,7 @@ def edge_for(config: Config, provider_key: str, listen_host: str | None) -> Edge
     return Edge(config, provider_key, listen_host=listen_host)
 
 
-def wait_for_origin_policy(config: Config, edge: Edge, timeout: float) -> None:
+def wait_for_origin_policy(config: Config, edge: NginxCache, timeout: float) -> None:
     """Put the edges' bucket-policy statement, retrying until the origin and the bucket answer."""
     last_error: list[Exception] = []
 
@@ -50,9 +52,10 @@ def wait_for_origin_policy(config: Config, edge: Edge, timeout: float) -> None:
                                     f"{last_error[0] if last_error else 'no answer'}")
 
 
-def serve(config: Config, provider_key: str, *, listen_host: str | None = None) -> NoReturn:
-    """Render the edge's nginx.conf, set the origin policy, then exec nginx (never returns)."""
-    edge = edge_for(config, provider_key, listen_host)
+def serve(config: Config, provider_key: str | None, *, listen_host: str | None = None) -> NoReturn:
+    """Render the edge's (``provider_key`` None: the shield's) nginx.conf, set the origin policy, then exec
+    nginx (never returns)."""
+    edge = OriginShield(config, listen_host) if provider_key is None else edge_for(config, provider_key, listen_host)
     edge.dir.mkdir(parents=True, exist_ok=True)
     edge.prepare()
     wait_for_origin_policy(config, edge, config.stack.startup_timeout)

@@ -1,4 +1,4 @@
-"""``Stack``: the embedded local stack as one object (Kafka, SeaweedFS, chdb, the nginx edges).
+"""``Stack``: the embedded local stack as one object (Kafka, SeaweedFS, chdb, the origin shield, the nginx edges).
 
     stack = Stack(config)
     stack.up()        # starts what is not running, waits for health, reuses what is
@@ -16,7 +16,7 @@ from typing import Callable
 from framelog.config import Config, get_config
 from framelog.stack.clickhouse import ClickHouse
 from framelog.stack.kafka import Kafka
-from framelog.stack.nginx import Edge, edges
+from framelog.stack.nginx import Edge, OriginShield, edges
 from framelog.stack.process import STOP_TIMEOUT, Component, StackError
 from framelog.stack.seaweed import Seaweed
 
@@ -34,11 +34,12 @@ class Stack:
         self.kafka = Kafka(self.config)
         self.seaweed = Seaweed(self.config)
         self.clickhouse = ClickHouse(self.config)
-        self.edges: list[Edge] = edges(self.config)   # after seaweed: an edge sets the origin's read policy
+        self.shield = OriginShield(self.config)       # after seaweed: the shield sets the origin's read policy
+        self.edges: list[Edge] = edges(self.config)   # in front of the shield
 
     @property
     def processes(self) -> list[Component]:
-        return [self.kafka, self.seaweed, *self.edges]
+        return [self.kafka, self.seaweed, self.shield, *self.edges]
 
     def up(self, report: Report = _quiet, timeout: float | None = None) -> dict[str, str]:
         """Start every component not yet running (in parallel), wait until all are healthy.
@@ -82,7 +83,7 @@ class Stack:
         return outcome
 
     def status(self) -> dict[str, dict]:
-        return {c.name: c.status() for c in (self.kafka, self.seaweed, *self.edges, self.clickhouse)}
+        return {c.name: c.status() for c in (self.kafka, self.seaweed, self.shield, *self.edges, self.clickhouse)}
 
     def is_running(self) -> bool:
         return all(c.is_running() for c in self.processes)

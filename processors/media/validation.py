@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from framelog.exceptions import FramelogError
+from framelog.processors import cdn_routing
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.probe import IMAGE_CODECS, MediaInfo, probe
 
@@ -114,5 +115,12 @@ def quality_of(info: MediaInfo, *, allow_4k: bool = False) -> str:
 
 
 def source_key(video_id: str, uploaded_at: datetime, quality: str) -> str:
-    """The seed's generateStorageKey: videos/{y}/{m:02}/{d:02}/{quality}/{video_id}.mp4."""
-    return f"videos/{uploaded_at.year}/{uploaded_at.month:02d}/{uploaded_at.day:02d}/{quality}/{video_id}.mp4"
+    """Where the progressive MP4 is published: the seed's CDN path (``generateCDNPath``,
+    ``videos/{y}/{m:02}/{quality}/{video_id}.mp4``, dated by the upload).
+
+    The seed also has a storage key with the day (``generateStorageKey``) and
+    uploads a second copy to each CDN at the CDN path; framelog's edges pull
+    from the bucket, so the one published object sits at the CDN path and the
+    edges serve it by its key (README: where framelog differs from the seed).
+    """
+    return cdn_routing.video_file_path(video_id, quality, uploaded_at)

@@ -1,7 +1,8 @@
 """Two consumer groups for the edges: ``cdn`` (purges, warms, metrics) and ``popularity``.
 
 * ``cdn.commands``: ``CacheInvalidate`` purges the seed's default paths of the
-  video plus the given ones from every wanted edge (``providers`` empty: all);
+  video plus the given ones from the origin shield, then from every wanted
+  edge (``providers`` empty: all);
   ``CacheWarm`` fetches the video's master, rendition playlists, first
   segments and the given paths through every wanted edge. A warm after
   publishing (trigger ``video_upload_complete``) purges the video first: a
@@ -29,7 +30,7 @@ import logging
 import faust
 
 from framelog.config import Config
-from framelog.edge_cache import EdgeCache, edge_caches
+from framelog.edge_cache import EdgeCache, edge_caches, shield_cache
 from framelog.processors import cache_control, cdn_routing
 from framelog.processors.trending import observe, trending_key
 from framelog.streams import topics
@@ -111,6 +112,7 @@ class CdnCommands:
     def __init__(self, config: Config, secret: bytes):
         self.config = config
         self.caches = {c.provider_key: c for c in edge_caches(config, secret=secret)}
+        self.shield = shield_cache(config, secret=secret)
 
     def _wanted(self, providers: list[str]) -> list[EdgeCache]:
         """The edges a command names (none named: all); unknown names are logged and skipped."""
@@ -128,7 +130,8 @@ class CdnCommands:
         except ValueError as exc:
             log.warning("video %s: %s; purging the default paths only", vid, exc)
             paths = cdn_routing.default_invalidation_paths(vid)
-        await asyncio.to_thread(_purge_all, self._wanted(record.get("providers") or []), paths)
+        # the shield first: an edge refetching meanwhile must not get its stale copy
+        await asyncio.to_thread(_purge_all, [self.shield, *self._wanted(record.get("providers") or [])], paths)
 
     async def warm(self, record: dict) -> None:
         vid = cdn_routing.validate_video_id(record["video_id"])
@@ -139,7 +142,7 @@ class CdnCommands:
             return
         caches = self._wanted(record.get("providers") or [])
         if trigger == UPLOAD_COMPLETE:
-            await asyncio.to_thread(_purge_all, caches, cdn_routing.default_invalidation_paths(vid))
+            await asyncio.to_thread(_purge_all, [self.shield, *caches], cdn_routing.default_invalidation_paths(vid))
         await asyncio.to_thread(_warm_all, caches, vid, list(record.get("paths") or []))
 
     async def handle(self, name: str, record: dict) -> None:

@@ -66,10 +66,24 @@ def test_scope_is_one_video_and_one_kind(cfg):
 @pytest.mark.parametrize("path", [
     "keys/v1/key.bin", "meta/v1/analysis.json", "uploads/v1/raw", "hls/v1", "hls/v1/", "hls/../keys/v1/key.bin",
     "hls/v1/../../keys/v1/k", "hls/v1/./master.m3u8", "hls/v 1/master.m3u8", "hls/v1/master.m3u8?x=1",
-    "//hls/v1/master.m3u8", "hls/v1/a//b.ts", "videos/2026/01/720p/v1.mp4", "", "hls/" + "x" * 65 + "/m.m3u8"])
+    "//hls/v1/master.m3u8", "hls/v1/a//b.ts", "", "hls/" + "x" * 65 + "/m.m3u8",
+    # an MP4 only at the seed's CDN path, nothing else under videos/
+    "videos/2026/1/720p/v1.mp4", "videos/2026/01/01/720p/v1.mp4", "videos/2026/01/720p/v1.mov",
+    "videos/2026/01/720p/../v1.mp4", "videos/2026/01/720p/v1.mp4/x", "videos/v1/master.m3u8"])
 def test_only_objects_under_a_videos_served_prefix_can_be_signed(cfg, path):
     with pytest.raises(ValueError):
         signed_edge_url("primary_cdn", path, cfg, secret=SECRET, now=NOW)
+
+
+def test_an_mp4_signature_covers_its_one_cdn_path(cfg):
+    o = parse_object_path("/videos/2026/01/720p/v_1.mp4")
+    assert (o.kind, o.video_id, o.key, o.scope) == ("videos", "v_1", "videos/2026/01/720p/v_1.mp4",
+                                                    "/videos/2026/01/720p/v_1.mp4")
+    sig, expires, path = _parts(signed_edge_url("primary_cdn", o.key, cfg, secret=SECRET, now=NOW))
+    assert path == o.scope
+    assert sig == edge_signature(o.scope, int(expires), SECRET)
+    other = _parts(signed_edge_url("primary_cdn", "videos/2026/01/480p/v_1.mp4", cfg, secret=SECRET, now=NOW))[0]
+    assert other != sig
 
 
 def test_parse_object_path():

@@ -30,7 +30,7 @@ def test_determine_quality_optional_4k():
 
 def test_source_key():
     at = datetime(2025, 3, 7, 23, 59, tzinfo=timezone.utc)
-    assert source_key("abc123", at, "720p") == "videos/2025/03/07/720p/abc123.mp4"
+    assert source_key("abc123", at, "720p") == "videos/2025/03/720p/abc123.mp4"      # the seed's generateCDNPath
 
 
 @pytest.mark.parametrize("stream, rot", [
