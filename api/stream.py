@@ -21,6 +21,10 @@ Answer (200, ``Cache-Control: no-store``):
   the primary swapped for the fallback when its health probe fails;
   ``stream_url`` is the requested rendition's playlist, or the master;
   ``fallback`` holds the same two on the other edge.
+* ``download_url``: the progressive MP4 the pipeline published, at the seed's
+  CDN path (``videos/<yyyy>/<mm>/<quality>/<id>.mp4``, dated by the upload as
+  the published asset names it), signed like the rest (null if none was
+  published); ``fallback.download_url`` is the same on the other edge.
 * ``qualities``: the renditions actually published (``AssetPublished``),
   with their playlist URLs and availability; ``subtitles`` (published tracks,
   if any), ``chapters_url``, ``poster_url``, ``duration_seconds``.
@@ -55,7 +59,7 @@ from framelog.api.videos import STATUS_READY_TIMEOUT, services, upload_view
 from framelog.config import Config
 from framelog.processors.access import Viewer
 from framelog.processors.cdn_routing import Route, normalize_country, rendition_playlist_path, route
-from framelog.processors.edge_signing import signed_edge_url
+from framelog.processors.edge_signing import VIDEO_FILES, parse_object_path, signed_edge_url
 from framelog.processors.video_access import AccessDecision, VideoEntry, grant_viewer, stream_access
 from framelog.streams.events import new_event
 from framelog.streams.topics import PLAYBACK_EVENTS
@@ -125,6 +129,20 @@ def _published(asset: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _rendition_path(video_id: str, r: dict[str, Any]) -> str:
     return r.get("playlist_key") or rendition_playlist_path(video_id, r["name"])
+
+
+def _download_path(asset: dict[str, Any], video_id: str) -> str | None:
+    """The published MP4's key (``AssetPublished.metadata.source_key``) if the edges serve it, else None.
+
+    Its y/m come from the upload, as the pipeline laid it out, never from the
+    clock; an MP4 published under an older layout has no edge path.
+    """
+    key = (asset.get("metadata") or {}).get("source_key")
+    try:
+        obj = parse_object_path(key) if key else None
+    except ValueError:
+        return None
+    return obj.key if obj is not None and obj.kind == VIDEO_FILES and obj.video_id == video_id else None
 
 
 def _subtitles(asset: dict[str, Any], sign: Callable[[str], str]) -> list[dict[str, Any]]:
@@ -233,6 +251,9 @@ async def get_stream(request: Request) -> JSONResponse:
         grant = key_grant(config, video_id, grant_viewer(viewer, decision), ttl=ttl)
         encryption = {"method": "AES-128", "key_uri": key_url(config, video_id), "grant": grant,
                       "grant_requires_viewer_token": viewer is not None}
+    mp4 = _download_path(asset, video_id)
+    fallback["download_url"] = None if mp4 is None else signed_edge_url(
+        chosen.fallback, mp4, config, secret=state.secret, now=now, ttl=ttl)
     thumbnails = list(asset.get("thumbnails") or [])
     poster = next((t for t in thumbnails if t.endswith("poster.jpg")), thumbnails[0] if thumbnails else None)
     start = await _emit_stream_start(request, video_id, viewer, quality, trusted_country)
@@ -241,6 +262,7 @@ async def get_stream(request: Request) -> JSONResponse:
         "quality": quality or AUTO_QUALITY,
         "stream_url": primary["stream_url"],
         "manifest_url": primary["manifest_url"],
+        "download_url": sign(mp4) if mp4 is not None else None,
         "fallback": fallback,
         "cdn": {"primary": chosen.primary, "fallback": chosen.fallback, "rule": chosen.rule,
                 "failed_over": chosen.failed_over, "country": country, "health": health},

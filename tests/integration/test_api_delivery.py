@@ -239,7 +239,7 @@ def test_making_a_video_private_withdraws_access_and_purges(client, config, toke
 
 def test_delete_removes_objects_purges_and_keeps_the_status(client, config, tokens, recorder):
     vid = published(client, config, tokens, "public")
-    mp4 = f"videos/2026/12/01/720p/{vid}.mp4"
+    mp4 = f"videos/2026/12/720p/{vid}.mp4"
     grant = stream_of(client, vid, tokens["anon"]).json()["encryption"]["grant"]
     store = ObjectStore(config)
     assert client.delete(f"/videos/{vid}").status_code == 401
