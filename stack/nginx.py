@@ -184,7 +184,7 @@ http {{
     log_format {LOG_FORMAT} escape=json '{{"time":"$time_iso8601","method":"$request_method","path":"$uri",'
         '"status":$status,"cache":"$upstream_cache_status","bytes":$bytes_sent,"body_bytes":$body_bytes_sent,'
         '"request_time":$request_time,"upstream_time":"$upstream_response_time",'
-        '"upstream_status":"$upstream_status","client":"$remote_addr"}}';
+        '"upstream_status":"$upstream_status","client":"$remote_addr","args":"$args"}}';
     proxy_connect_timeout {ORIGIN_CONNECT_TIMEOUT};
     proxy_read_timeout {ORIGIN_READ_TIMEOUT};
     client_max_body_size {MAX_BODY};

@@ -12,7 +12,7 @@ from framelog.edge_cache import cache_file, cached_entries, matching_keys, playl
 from framelog.edge_health import EdgeHealth
 from framelog.processors.edge_logs import LogFollower, parse_line
 from framelog.processors.edge_signing import origin_token
-from framelog.stack.nginx import edge_read_policy_statement, render_config
+from framelog.stack.nginx import edge_read_policy_statement, render_config, render_shield_config
 from framelog.streams.agents.cdn import crossed_popularity
 from framelog.streams.agents.cdn_metrics import CdnMetrics, edge_labels
 
@@ -170,11 +170,37 @@ def test_nginx_config_carries_the_seeds_lifetimes_and_the_edge_key(cfg, tmp_path
     statement = edge_read_policy_statement(cfg.object_storage.bucket, b"k" * 32)
     assert statement["Action"] == ["s3:GetObject"]
     assert statement["Resource"] == [f"arn:aws:s3:::{cfg.object_storage.bucket}/hls/*",
-                                     f"arn:aws:s3:::{cfg.object_storage.bucket}/thumbnails/*"]
+                                     f"arn:aws:s3:::{cfg.object_storage.bucket}/thumbnails/*",
+                                     f"arn:aws:s3:::{cfg.object_storage.bucket}/videos/*"]
     assert statement["Condition"] == {"StringEquals": {"aws:Referer": origin_token(b"k" * 32)}}
-    assert f"proxy_pass http://origin/{cfg.object_storage.bucket}$object;" in text
+    assert "proxy_pass http://shield$object;" in text                  # an edge asks the shield, never S3
+    assert f"server 127.0.0.1:{cfg.cdn.shield.shield_port};" in text
+    assert f"proxy_cache_valid 200 {int(rules['video_files'].cache_duration)}s;" in text    # the MP4
     served_suffixes = re.findall(r"\\.\(\?:([a-z0-9|\\.]+)\)", text)
     assert served_suffixes and not any("key" in s.split("|") for s in served_suffixes)   # keys never via an edge
+    for hidden in ("Seaweed-X-Amz-Owner", "Seaweed-X-Amz-ETag", "x-amz-request-id"):
+        assert f"proxy_hide_header {hidden};" in text
+
+
+def test_nginx_config_carries_the_edge_protection_thresholds(cfg, tmp_path):
+    text = render_config(cfg, "primary_cdn", tmp_path, secret=b"k" * 32)
+    guard = cfg.cdn.protection
+    assert f"rate={guard.requests_per_second}r/s;" in text
+    assert f"limit_req zone=clients burst={guard.burst} nodelay;" in text
+    assert f"limit_conn client_conns {guard.connections_per_client};" in text
+    assert f"limit_req_status {guard.refused_status};" in text
+    assert f"large_client_header_buffers {guard.large_header_buffers} {guard.large_header_buffer_size};" in text
+    assert "proxy_pass_request_body off;" in text and "$1? last;" in text         # no body, no query string
+
+
+def test_shield_config_reads_s3_for_the_origin_level(cfg, tmp_path):
+    text = render_shield_config(cfg, tmp_path, secret=b"k" * 32)
+    assert f"listen 127.0.0.1:{cfg.cdn.shield.shield_port};" in text
+    assert f"proxy_pass http://origin/{cfg.object_storage.bucket}$object;" in text
+    assert f'if ($http_referer != "{origin_token(b"k" * 32)}") {{ return 403; }}' in text
+    assert f"proxy_cache_valid 200 {int(cfg.cdn.shield.ttl)}s;" in text             # 7 d, the MP4 and thumbnails
+    assert f"proxy_cache_valid 200 {int(cfg.cdn.caching_rules['hls_playlists'].cache_duration)}s;" in text
+    assert "k" * 32 not in text
 
 
 # ------------------------------------------------------------ popularity and health
