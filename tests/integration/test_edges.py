@@ -21,7 +21,7 @@ from framelog.processors.cdn_routing import edge_base_url, route, stream_urls
 from framelog.processors.edge_signing import origin_token, signed_edge_url
 from framelog.processors.tokens import load_or_create_secret
 from framelog.s3 import s3_client
-from framelog.stack.nginx import cache_dir
+from framelog.stack.nginx import cache_dir, shield_dir
 from framelog.stack.process import wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
@@ -93,6 +93,10 @@ def url(config, secret, path: str, provider: str = "primary_cdn", **kw) -> str:
 
 def keys_of(config, provider: str, video_id: str) -> set[str]:
     return {k for k in cached_keys(cache_dir(config, provider)) if f"/{video_id}/" in k}
+
+
+def shield_keys_of(config, video_id: str) -> set[str]:
+    return {k for k in cached_keys(shield_dir(config) / "cache") if f"/{video_id}/" in k}
 
 
 # ------------------------------------------------------------ serving and caching
@@ -296,9 +300,11 @@ def test_commands_purge_and_warm_both_edges(config, secret, video, cdn_worker, p
         {p: keys_of(config, p, video) for p in both}
     for p in both:
         assert fetch(url(config, secret, f"hls/{video}/720p/seg_000.ts", p))[1]["X-Cache-Status"] == "HIT"
+    assert wanted <= shield_keys_of(config, video)              # the warm went through the origin shield
 
     _send(producer, "CacheInvalidate", video, paths=[], providers=[], reason="deleted")
     assert wait_until(lambda: not any(keys_of(config, p, video) for p in both), WAIT)
+    assert shield_keys_of(config, video) == set()               # ... and the invalidation purged it too
     assert fetch(url(config, secret, f"hls/{video}/master.m3u8"))[1]["X-Cache-Status"] == "MISS"
 
 

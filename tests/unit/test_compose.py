@@ -132,6 +132,15 @@ def test_edges_run_the_projects_image_with_the_rendered_config(monkeypatch):
     assert "nginx" in dockerfile and "libnginx-mod-http-cache-purge" in dockerfile
 
 
+def test_origin_shield_sits_behind_the_edges_and_shares_their_state():
+    """The edges reach the shield over loopback in their namespace; the cdn worker purges its cache files too."""
+    services = _services()
+    [(name, shield)] = [(n, s) for n, s in services.items() if s.get("command") == ["framelog", "edge", "serve",
+                                                                                     "--shield"]]
+    assert shield["network_mode"] == "service:edge-primary" and "ports" not in shield
+    assert EDGE_STATE in shield["volumes"] and shield["build"] == "."
+
+
 def test_cdn_worker_shares_the_edge_caches():
     """Wildcard purges expand against the edges' cache files, so the cdn worker mounts the same volume."""
     assert EDGE_STATE in _services()["worker-cdn"]["volumes"]
