@@ -8,6 +8,7 @@ from framelog.config import DEFAULT_CONFIG_PATH, load_config
 from framelog.processors.edge_signing import edge_secret, origin_token
 from framelog.processors.tokens import load_or_create_secret
 from framelog.stack.edge_serve import edge_for
+from framelog.stack.nginx import OriginShield
 from framelog.stack.process import StackError
 
 SECRET = "s" * 40
@@ -29,9 +30,13 @@ def test_production_edge_fetches_from_the_environments_origin(prod_config, tmp_p
     text = edge._render()
     port = prod_config.cdn.providers["secondary_cdn"].edge_port
     assert f"listen 0.0.0.0:{port};" in text
-    assert "server s3:8333;" in text and "proxy_set_header Host s3:8333;" in text
-    assert "proxy_pass http://origin/media$object;" in text
+    shield = f"{prod_config.stack.host}:{prod_config.cdn.shield.shield_port}"    # over loopback, same namespace
+    assert f"server {shield};" in text and "proxy_pass http://shield$object;" in text
     assert f"proxy_cache_path {tmp_path}/state/edge-secondary_cdn/cache " in text
+    shield_text = OriginShield(prod_config)._render()                  # the shield reads the environment's origin
+    assert "server s3:8333;" in shield_text and "proxy_set_header Host s3:8333;" in shield_text
+    assert "proxy_pass http://origin/media$object;" in shield_text
+    assert f"proxy_cache_path {tmp_path}/state/origin-shield/cache " in shield_text
     secret = load_or_create_secret(prod_config)
     assert secret == SECRET.encode()
     assert edge_secret(secret) in text and f'Referer "{origin_token(secret)}"' in text
@@ -45,7 +50,7 @@ def test_local_edges_still_listen_on_stack_host(prod_config):
 def test_origin_must_be_plain_http(prod_config, monkeypatch):
     monkeypatch.setenv("FRAMELOG_S3_ENDPOINT", "s3:8333")
     with pytest.raises(StackError, match="endpoint_url must be http://host:port"):
-        edge_for(load_config(DEFAULT_CONFIG_PATH), "primary_cdn", None)._render()
+        OriginShield(load_config(DEFAULT_CONFIG_PATH))._render()
 
 
 def test_unknown_provider_is_named(prod_config):
@@ -56,6 +61,10 @@ def test_unknown_provider_is_named(prod_config):
 def test_cli_parses_the_compose_command():
     args = build_parser().parse_args(["edge", "serve", "--provider", "primary_cdn", "--listen", "0.0.0.0"])
     assert (args.edge_command, args.provider, args.listen) == ("serve", "primary_cdn", "0.0.0.0")
+    args = build_parser().parse_args(["edge", "serve", "--shield"])
+    assert (args.shield, args.provider, args.listen) == (True, None, None)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["edge", "serve", "--shield", "--provider", "primary_cdn"])
 
 
 def test_an_unreachable_origin_is_named_after_the_deadline(prod_config, monkeypatch):
