@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from typing import Any, Iterable, Mapping
 
 import httpx
@@ -36,16 +37,28 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def _post_waiting_for_a_slot(config: Config, url: str, payload: dict[str, Any]) -> httpx.Response:
+    """POST /v1/sql; on 429 (all analyst slots busy) wait Retry-After and try again, for at most
+    ``analyst_sql.max_execution_time`` (by then a running query has ended)."""
+    give_up = time.monotonic() + config.analyst_sql.max_execution_time
+    while True:
+        try:
+            r = httpx.post(url, json=payload, timeout=config.analyst_sql.max_execution_time + 30)
+        except httpx.ConnectError:
+            raise AnalyticsQueryError(f"the embedded engine is owned by the API, which is not running at {url} "
+                                      "(start it with `framelog api` or `framelog demo`)") from None
+        wait = float(r.headers.get("retry-after", "1")) if r.status_code == 429 else None
+        if wait is None or time.monotonic() + wait > give_up:
+            return r
+        time.sleep(wait)
+
+
 def _query(config: Config, statement: str, max_rows: int,
            parameters: Mapping[str, str]) -> tuple[list[str], list[list[Any]], bool]:
     if is_embedded(config.clickhouse_dsn):
         url = f"http://{config.stack.host}:{config.stack.api_port}/v1/sql"
-        try:
-            r = httpx.post(url, json={"sql": statement, "max_rows": max_rows, "parameters": dict(parameters)},
-                           timeout=60)
-        except httpx.ConnectError:
-            raise AnalyticsQueryError(f"the embedded engine is owned by the API, which is not running at {url} "
-                                      "(start it with `framelog api` or `framelog demo`)") from None
+        r = _post_waiting_for_a_slot(config, url, {"sql": statement, "max_rows": max_rows,
+                                                   "parameters": dict(parameters)})
         body = r.json()
         if r.status_code != 200:
             raise AnalyticsQueryError(body.get("error", r.text))

@@ -19,3 +19,26 @@ def test_malformed_pairs_are_refused_with_the_pair_named(bad):
 def test_a_name_given_twice_is_refused():
     with pytest.raises(AnalyticsQueryError, match="twice"):
         parse_params(["v=1", "v=2"])
+
+
+def test_a_429_is_retried_after_its_retry_after_and_a_long_wait_is_not(monkeypatch):
+    import httpx
+
+    from framelog import sql_client
+    from framelog.config import load_config
+
+    config = load_config()
+    answers = [httpx.Response(429, headers={"Retry-After": "0"}, json={"error": "busy"}),
+               httpx.Response(200, json={"columns": [], "rows": [], "truncated": False})]
+    calls = []
+
+    def post(url, **kw):
+        calls.append(kw["json"])
+        return answers.pop(0)
+
+    monkeypatch.setattr(sql_client.httpx, "post", post)
+    assert sql_client._post_waiting_for_a_slot(config, "http://api/v1/sql", {"sql": "SELECT 1"}).status_code == 200
+    assert len(calls) == 2
+    too_long = str(int(config.analyst_sql.max_execution_time) + 60)
+    answers[:] = [httpx.Response(429, headers={"Retry-After": too_long}, json={"error": "busy"})]
+    assert sql_client._post_waiting_for_a_slot(config, "http://api/v1/sql", {"sql": "SELECT 1"}).status_code == 429
