@@ -109,6 +109,13 @@ def _query_start(toks: list[Token]) -> int:
     return start
 
 
+def _no_identifier_parameters(toks: list[Token]) -> None:
+    """``{name:Identifier}`` would let a bound value name a table or column: values only."""
+    for prev, tok in zip(toks, toks[1:]):
+        if prev.text == ":" and tok.kind == "word" and tok.text.upper() == "IDENTIFIER":
+            raise UnsafeSqlError("a parameter of type Identifier is not allowed: bind values, not names")
+
+
 def _lexical_check(toks: list[Token]) -> None:
     """Every ``name(`` an allowed function, a type or syntax; no refused clause or database."""
     for i, tok in enumerate(toks):
@@ -215,6 +222,7 @@ def guard_sql(sql: Any, *, database: str, tables: Collection[str]) -> str:
     text = _prechecked(sql)
     toks = _significant_tokens(text)
     start = _query_start(toks)
+    _no_identifier_parameters(toks)
     _tree_check(text[toks[start].start:], database, tables)
     _lexical_check(toks)
     return text

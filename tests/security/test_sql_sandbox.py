@@ -68,6 +68,10 @@ ACCEPTED = [
     "SELECT 'system', 'file(x)', $$url('http://x')$$ AS s",            # words inside literals are data
     "SELECT count() FROM playback_events WHERE video_id = {v:String} AND event_time >= {since:DateTime('UTC')}",
     "/* a comment */ SELECT 1 -- trailing comment",
+    "SELECT count() FROM playback_events WHERE video_id IN {ids:Array(String)}",
+    "SELECT hour FROM video_stats_hourly ORDER BY hour WITH FILL STEP 3600",
+    "SELECT * FROM playback_events ORDER BY event_time LIMIT 10 WITH TIES",
+    "SELECT toString(1) AS `file`",                     # a name that is not called is just a name
 ]
 
 
@@ -130,6 +134,10 @@ REFUSED = [
     ("SELECT count() FROM playback_events WHERE video_id IN schema_migrations", "IN schema_migrations"),
     ("SELECT count() FROM playback_events WHERE video_id NOT IN other.t", "IN other.t"),
     ("SELECT count() FROM playback_events WHERE (video_id, type) GLOBAL IN default.t", "IN default.t"),
+    # a bound parameter may carry a value, never a name
+    ("SELECT * FROM {t:Identifier}", "Identifier"),
+    ("SELECT count() FROM playback_events WHERE video_id IN {t: identifier}", "Identifier"),
+    ("SELECT {c:Identifier} FROM playback_events", "Identifier"),
     # server state and environment
     ("SELECT getSetting('readonly')", "getSetting"),
     ("SELECT getServerSetting('user_files_path')", "getServerSetting"),
