@@ -24,10 +24,11 @@ import json
 import time
 from typing import Any, Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from framelog.api.auth import current_principal
 from framelog.api.access_state import (ApiError, access_state, lifespan, parse_visibility, parse_workspace,
                                        video_id_param)
 from framelog.processors.access import Visibility
@@ -36,7 +37,7 @@ from framelog.processors.video_access import VideoEntry, VideoPolicy, narrows_ac
 from framelog.streams import topics
 from framelog.streams.events import new_event
 
-router = APIRouter(tags=["access"], lifespan=lifespan)
+router = APIRouter(tags=["access"], lifespan=lifespan, dependencies=[Depends(current_principal)])     # who is asking: api.auth
 
 MAX_BODY = 16 * 1024
 NO_STORE = {"Cache-Control": "no-store"}

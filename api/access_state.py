@@ -1,12 +1,11 @@
 """What the access, stream, key and delete endpoints share: who is asking, and the video catalog.
 
 Viewer identity
-    ``Authorization: Bearer <viewer token>``: an HMAC-signed token naming the
-    user and their workspaces (``processors.tokens.issue_viewer_token``; mint
-    one with ``framelog viewer-token USER [--workspace W]``). No header:
-    anonymous. A header that does not verify (forged, expired, malformed):
-    401, never a silent downgrade to anonymous. Nothing else about the
-    request (``X-User-Id``, ``owner=`` parameters, cookies) says who is asking.
+    ``Authorization: Bearer <JWT>`` (``api.auth``, ``processors.identity``;
+    mint one with ``framelog token mint --sub USER [--workspace W]``). No
+    header: anonymous. A header that does not verify (forged, expired,
+    malformed): 401, never a silent downgrade to anonymous. Nothing else about
+    the request (``X-User-Id``, ``owner=`` parameters, cookies) says who is asking.
 
 Catalog
     One ``VideoCatalog`` per app (replayed from the log at start; requests
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Mapping
 
@@ -26,12 +24,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from framelog.api.auth import principal_of
 from framelog.config import Config, get_config
 from framelog.exceptions import InvalidIdError
 from framelog.ids import validate_video_id
 from framelog.processors.access import Viewer, Visibility
+from framelog.processors.identity import VIDEOS_WRITE, Principal
 from framelog.processors.cdn_routing import invalidation_paths
-from framelog.processors.tokens import TokenError, load_or_create_secret, verify_viewer_token
+from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.video_access import VideoEntry, VideoPolicy
 from framelog.streams import topics
 from framelog.streams.catalog import VideoCatalog
@@ -135,19 +135,9 @@ class AccessState:
     # ------------------------------------------------------------ who is asking
 
     def viewer(self, request: Request) -> Viewer | None:
-        """The signed-in viewer, None when anonymous; ApiError 401 for a token that does not verify."""
-        header = request.headers.get("authorization")
-        if header is None:
-            return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "Authorization must be 'Bearer <viewer token>'", {"WWW-Authenticate": "Bearer"})
-        try:
-            claims = verify_viewer_token(token.strip(), secret=self.secret, now=time.time())
-        except TokenError as exc:
-            raise ApiError(401, f"viewer token refused: {exc.reason}",
-                           {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
-        return Viewer(claims.user_id, frozenset(claims.workspaces))
+        """The signed-in viewer, None when anonymous; 401 for a token that does not verify (``api.auth``)."""
+        principal = principal_of(request)
+        return None if principal is None else principal.viewer
 
     # ------------------------------------------------------------ reading the catalog
 
@@ -169,13 +159,30 @@ class AccessState:
             raise ApiError(404, f"video {video_id} was deleted")
         return entry, policy
 
+    def check_reader(self, principal: Principal, video_id: str, privileged: tuple[str, ...]) -> None:
+        """For reads about a video (its status, its analytics): its owner, a member of its workspace,
+        or a principal holding one of the ``privileged`` scopes; 404 unknown (to anyone else), 403 others."""
+        if any(principal.has(scope) for scope in privileged):
+            return
+        entry = self.entry(video_id)
+        policy = entry.effective_policy(self.config.security.default_visibility) if entry is not None else None
+        if policy is None:
+            raise ApiError(404, f"unknown video {video_id}")
+        if principal.sub != policy.owner_id and (policy.workspace_id is None
+                                                 or policy.workspace_id not in principal.workspaces):
+            raise ApiError(403, f"only the owner of video {video_id}, its workspace"
+                           + "".join(f" or the {s!r} scope" for s in privileged) + " may see this")
+
     def owned_entry(self, request: Request, video_id: str, *,
                     allow_deleted: bool = False) -> tuple[Viewer, VideoEntry, VideoPolicy]:
-        """For owner-only operations: 401 anonymous, 404 unknown, 403 someone else."""
-        viewer = self.viewer(request)
-        if viewer is None:
-            raise ApiError(401, "sign in as the video's owner (Authorization: Bearer <viewer token>)",
+        """For owner-only operations: 401 anonymous, 403 without videos:write, 404 unknown, 403 someone else."""
+        principal = principal_of(request)
+        if principal is None:
+            raise ApiError(401, "sign in as the video's owner (Authorization: Bearer <token>)",
                            {"WWW-Authenticate": "Bearer"})
+        if not principal.has(VIDEOS_WRITE):
+            raise ApiError(403, f"managing a video needs the {VIDEOS_WRITE!r} scope")
+        viewer = principal.viewer
         entry, policy = self.known_entry(video_id, allow_deleted=allow_deleted)
         if viewer.user_id != policy.owner_id:
             raise ApiError(403, f"only the owner of video {video_id} may do this")

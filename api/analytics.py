@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from framelog.api.access_state import ApiError, access_state
+from framelog.api.auth import current_principal, require
 from framelog.config import Config
 from framelog.exceptions import InvalidIdError
 from framelog.ids import validate_video_id
+from framelog.processors.identity import ANALYTICS_READ, Principal
 from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
 from framelog.sinks.clickhouse.queries import (AnalyticsQueryError, UnsafeSqlError, get_video_analytics,
                                                run_readonly_sql)
@@ -73,7 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             c.close()
 
 
-router = APIRouter(tags=["analytics"], lifespan=lifespan)
+router = APIRouter(tags=["analytics"], lifespan=lifespan, dependencies=[Depends(current_principal)])
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -90,10 +93,18 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
 
 @router.get("/v1/videos/{video_id}/analytics")
 async def video_analytics(request: Request, video_id: str, from_: str | None = Query(None, alias="from"),
-                          to: str | None = None) -> JSONResponse:
+                          to: str | None = None, principal: Principal = Depends(require())) -> JSONResponse:
+    """The seed's get_video_analytics for one video: its owner, its workspace, or analytics:read."""
     engine: AnalyticsEngine = request.app.state.analytics
     try:
         validate_video_id(video_id)
+    except InvalidIdError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    try:
+        await run_in_threadpool(access_state(request.app).check_reader, principal, video_id, (ANALYTICS_READ,))
+    except ApiError as exc:
+        return exc.response()
+    try:
         end = _parse_time(to, "to") or datetime.now(timezone.utc)
         start = _parse_time(from_, "from") or end - timedelta(seconds=engine.config.analytics.default_timeframe)
 
@@ -113,7 +124,7 @@ class SqlRequest(BaseModel):
     parameters: dict[str, Any] = {}     # bound server-side: {name:Type} in the statement
 
 
-@router.post("/v1/sql")
+@router.post("/v1/sql", dependencies=[Depends(require(ANALYTICS_READ))])
 async def sql(request: Request, body: SqlRequest) -> JSONResponse:
     """One read-only statement for analysts (also what `framelog sql` calls locally).
 

@@ -1,11 +1,17 @@
-"""The HTTP API: one FastAPI app assembled from one router per concern.
+"""The HTTP API: one FastAPI app assembled from one router per concern, and the operator listener.
 
-    uvicorn framelog.api.app:create_app --factory --port 18000
-or  framelog api
+    framelog api            # both listeners: the public API on stack.api_port, the operator one beside it
+
+The public app serves no /metrics, /docs or /openapi.json: those are on the
+operator app (``create_ops_app``), which ``framelog api`` binds to
+``auth.ops_host`` (127.0.0.1 by default) on ``Config.ops_port``. It has no
+token check of its own: keep it on a private interface.
 """
 from __future__ import annotations
 
 from fastapi import FastAPI, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from framelog import __version__
@@ -14,11 +20,12 @@ from framelog.config import Config, get_config
 
 def create_app(config: Config | None = None) -> FastAPI:
     config = config or get_config()
-    app = FastAPI(title="framelog", version=__version__)
+    app = FastAPI(title="framelog", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
 
-    from framelog.api import analytics, events, keys, videos
+    from framelog.api import analytics, auth, events, keys, videos
 
+    app.include_router(auth.router)
     app.include_router(videos.router)
     app.include_router(events.router)
     app.include_router(analytics.router)
@@ -38,12 +45,31 @@ def create_app(config: Config | None = None) -> FastAPI:
     except ValueError:           # already registered by an earlier app in this process (tests)
         pass
 
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:      # on the event loop: no engine, no thread pool to wait for
         return {"status": "ok"}
 
     return app
+
+
+def create_ops_app(public: FastAPI) -> FastAPI:
+    """The operator listener: Prometheus /metrics, and the public app's OpenAPI document and docs."""
+    ops = FastAPI(title="framelog operator", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @ops.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @ops.get("/openapi.json")
+    def openapi() -> JSONResponse:
+        return JSONResponse(public.openapi())
+
+    @ops.get("/docs")
+    def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="framelog API")
+
+    @ops.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return ops

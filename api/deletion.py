@@ -29,10 +29,11 @@ import logging
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from framelog.api.auth import current_principal
 from framelog.api.access_state import ApiError, access_state, video_id_param
 from framelog.api.videos import abandon_upload, inspect_upload, services
 from framelog.jobs import tombstones
@@ -43,7 +44,7 @@ from framelog.streams.events import new_event
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["videos"])
+router = APIRouter(tags=["videos"], dependencies=[Depends(current_principal)])     # who is asking: api.auth
 
 
 def _source_key(entry: VideoEntry) -> str | None:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from framelog.api.auth import current_principal
 from framelog.api.access_state import ApiError, access_state
 from framelog.config import Config
 from framelog.exceptions import InvalidIdError
@@ -31,7 +32,7 @@ from framelog.processors.tokens import TokenError, load_or_create_secret, sign_p
 from framelog.processors.video_access import key_access
 from framelog.sinks.object_store import ObjectStore
 
-router = APIRouter(tags=["keys"])
+router = APIRouter(tags=["keys"], dependencies=[Depends(current_principal)])     # who is asking: api.auth
 
 KEY_PATH = "/v1/keys/{video_id}"
 

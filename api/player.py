@@ -14,15 +14,16 @@ import html
 import json
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from framelog.api.auth import current_principal
 from framelog.config import Config
 from framelog.exceptions import InvalidIdError
 from framelog.ids import validate_video_id
 from framelog.processors.abr import js_constants
 
-router = APIRouter(tags=["player"])
+router = APIRouter(tags=["player"], dependencies=[Depends(current_principal)])     # who is asking: api.auth
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = REPO_ROOT / "web"

@@ -47,10 +47,11 @@ import time
 import uuid
 from typing import Any, Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from framelog.api.auth import current_principal
 from framelog.api.access_state import AccessState, ApiError, access_state, video_id_param
 from framelog.api.events import COUNTRY_HEADER, ParsedEvent, get_sender, playback_types
 from framelog.api.keys import key_grant, key_url
@@ -66,7 +67,7 @@ from framelog.streams.topics import PLAYBACK_EVENTS
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["stream"])
+router = APIRouter(tags=["stream"], dependencies=[Depends(current_principal)])     # who is asking: api.auth
 
 AUTO_QUALITY = "auto"
 STREAM_START_TYPE = "view_start"      # PlaybackEvent: "the player opened a playback session (stream requested)"

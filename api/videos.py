@@ -6,11 +6,18 @@ the S3 multipart parts, so any replica, or a restarted API, continues any
 upload.
 
     POST   /videos                 Upload-Length, Upload-Metadata -> 201, Location, Upload-Offset: 0
-                                   (owner, visibility, workspace: query or metadata; see initial_policy)
+                                   (visibility, workspace: query or metadata; see initial_policy)
     HEAD   /videos/{id}/upload     -> Upload-Offset, Upload-Length
     PATCH  /videos/{id}/upload     Upload-Offset + a chunk -> 204 Upload-Offset, or 200 + result when complete
     DELETE /videos/{id}/upload     abandon an open upload
     GET    /videos/{id}            status: state, current stage, per-stage progress and errors
+
+Who: creating an upload needs a token with ``videos:write`` (``api.auth``);
+its ``sub`` is the owner. An upload session is bound to that owner: HEAD,
+PATCH and DELETE by anyone else answer 404, exactly as for an upload that does
+not exist. With ``auth.anonymous_upload`` on, a request without a token gets a
+fresh anonymous owner and an ``upload_token`` for that upload alone. The status
+is for the owner, the video's workspace, ``analytics:read`` and ``ops``.
 
 Completion: complete the multipart upload, check the size, hash the object by
 streaming it back, emit UploadCompleted (acks=all, acknowledged), write a
@@ -36,7 +43,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -47,8 +54,10 @@ from framelog.api.upload_protocol import (MAX_CHUNK_SIZE, TUS_RESUMABLE, Protoco
                                           parse_upload_length, parse_upload_metadata, parse_upload_offset,
                                           plan_chunk, upload_path)
 from framelog.api.access_state import ApiError, access_state, parse_visibility, parse_workspace
+from framelog.api.auth import current_principal, principal_of, verifier
 from framelog.config import Config
 from framelog.exceptions import InvalidIdError
+from framelog.processors.identity import ANALYTICS_READ, OPS, VIDEOS_WRITE, Principal, mint_token
 from framelog.processors.video_access import VideoPolicy
 from framelog.ids import new_event_id, new_video_id, validate_video_id
 from framelog.s3 import s3_client
@@ -134,7 +143,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await run_in_threadpool(access.close)
 
 
-router = APIRouter(tags=["videos"], lifespan=lifespan)
+router = APIRouter(tags=["videos"], lifespan=lifespan, dependencies=[Depends(current_principal)])
 
 
 # ------------------------------------------------------------------ helpers
@@ -368,23 +377,50 @@ def upload_options(request: Request) -> Response:
                                               "Tus-Max-Size": str(config.upload_limits.max_size)})
 
 
-def initial_policy(request: Request, owner: str, owner_named: bool, visibility: str | None,
-                   workspace: str | None) -> VideoPolicy:
-    """The policy a new upload starts with.
+ANONYMOUS_PREFIX = "anon-"
 
-    With a viewer token the uploader is the owner (an ``owner`` naming
-    someone else is refused) and must belong to the workspace it names;
-    without one (scripts, the demo) the ``owner`` given is recorded as is.
+
+@dataclass(frozen=True)
+class Uploader:
+    """Who creates an upload: the owner recorded, and the token an anonymous uploader gets back."""
+    owner: str
+    upload_token: str | None = None
+
+
+def uploader(request: Request, named_owner: str | None, workspace: str | None) -> Uploader:
+    """The owner of a new upload: the token's ``sub``, never a request parameter.
+
+    ``owner`` (query or metadata) may only repeat the token's own ``sub``; a
+    workspace must be one of the token's. Without a token: 401, unless
+    ``auth.anonymous_upload`` is on, and then the upload may name neither an
+    owner nor a workspace and belongs to a fresh anonymous id.
     """
+    config = access_state(request.app).config
+    principal = principal_of(request)
+    if principal is None:
+        if not config.auth.anonymous_upload:
+            raise ApiError(401, "sign in to upload (Authorization: Bearer <token> with videos:write)",
+                           {"WWW-Authenticate": "Bearer"})
+        if named_owner or workspace:
+            raise ApiError(403, "an anonymous upload cannot name an owner or a workspace")
+        owner = ANONYMOUS_PREFIX + new_event_id()[:24]
+        token = mint_token(config, verifier(request.app).keyring, owner, scopes=[VIDEOS_WRITE],
+                           ttl=config.auth.anonymous_upload_ttl)
+        return Uploader(owner, token)
+    if not principal.has(VIDEOS_WRITE):
+        raise ApiError(403, f"uploading needs the {VIDEOS_WRITE!r} scope")
+    if named_owner and named_owner != principal.sub:
+        raise ApiError(403, f"you are {principal.sub}; you cannot upload as {named_owner}")
+    return Uploader(principal.sub)
+
+
+def initial_policy(request: Request, owner: str, visibility: str | None, workspace: str | None) -> VideoPolicy:
+    """The policy a new upload starts with: its owner, a workspace the owner belongs to, a visibility."""
     state = access_state(request.app)
-    viewer = state.viewer(request)
+    principal = principal_of(request)
     ws = parse_workspace(workspace)
-    if viewer is not None:
-        if owner_named and owner != viewer.user_id:
-            raise ApiError(403, f"you are {viewer.user_id}; you cannot upload as {owner}")
-        owner = viewer.user_id
-        if ws is not None and ws not in viewer.workspaces:
-            raise ApiError(403, f"you are not a member of workspace {ws}")
+    if ws is not None and (principal is None or ws not in principal.workspaces):
+        raise ApiError(403, f"you are not a member of workspace {ws}")
     vis = parse_visibility(visibility, state.config.security.default_visibility)
     assert vis is not None
     return VideoPolicy(owner, ws, vis)
@@ -401,10 +437,12 @@ async def create_video_upload(request: Request) -> Response:
         content_type = clean_content_type(q.get("content_type") or meta.get("content_type") or meta.get("filetype"),
                                           filename)
         named_owner = q.get("owner") or meta.get("owner")
-        owner = clean_owner(named_owner)
-        policy = await run_in_threadpool(initial_policy, request, owner, bool(named_owner),
-                                         q.get("visibility") or meta.get("visibility"),
-                                         q.get("workspace") or meta.get("workspace"))
+        if named_owner:
+            clean_owner(named_owner)
+        workspace = q.get("workspace") or meta.get("workspace")
+        who = await run_in_threadpool(uploader, request, named_owner, workspace)
+        policy = await run_in_threadpool(initial_policy, request, who.owner,
+                                         q.get("visibility") or meta.get("visibility"), workspace)
     except ProtocolError as exc:
         return _error(exc.status, exc.message)
     except ApiError as exc:
@@ -417,9 +455,29 @@ async def create_video_upload(request: Request) -> Response:
         await run_in_threadpool(abandon_upload, svc, session)
         return _error(503, "the access policy could not be written to the log; retry", {"Retry-After": "1"})
     location = upload_path(session.video_id)
-    return JSONResponse({"video_id": session.video_id, "upload_url": location, "upload_offset": 0,
-                         "upload_length": length}, status_code=201,
+    body: dict[str, Any] = {"video_id": session.video_id, "upload_url": location, "upload_offset": 0,
+                            "upload_length": length, "owner": policy.owner_id}
+    if who.upload_token:
+        body["upload_token"] = who.upload_token        # the only credential for this anonymous upload
+    return JSONResponse(body, status_code=201,
                         headers={**_upload_headers(0, length), "Location": location, "Video-Id": session.video_id})
+
+
+def own_upload(svc: VideoServices, video_id: str, principal: Principal) -> UploadView | None:
+    """The upload if ``principal`` created it; None when it does not exist or belongs to someone else
+    (the same answer, so nobody learns which uploads exist)."""
+    view = inspect_upload(svc, video_id)
+    if view is None:
+        return None
+    owner = view.session.owner if view.session is not None else (view.receipt or {}).get("owner")
+    return view if owner == principal.sub else None
+
+
+def _signed_in(request: Request) -> Principal | JSONResponse:
+    principal = principal_of(request)
+    if principal is None:
+        return _error(401, "sign in as the uploader (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+    return principal
 
 
 @router.head("/videos/{video_id}/upload")
@@ -428,7 +486,10 @@ async def upload_offset(video_id: str, request: Request) -> Response:
         validate_video_id(video_id)
     except InvalidIdError:
         return Response(status_code=400, headers={"Tus-Resumable": TUS_RESUMABLE})
-    view = await run_in_threadpool(inspect_upload, services(request.app), video_id)
+    principal = _signed_in(request)
+    if isinstance(principal, JSONResponse):
+        return Response(status_code=401, headers={"Tus-Resumable": TUS_RESUMABLE, "WWW-Authenticate": "Bearer"})
+    view = await run_in_threadpool(own_upload, services(request.app), video_id, principal)
     if view is None:
         return Response(status_code=404, headers={"Tus-Resumable": TUS_RESUMABLE, "Cache-Control": "no-store"})
     headers = _upload_headers(view.offset, view.length)
@@ -448,8 +509,11 @@ async def append_chunk(video_id: str, request: Request) -> Response:
         return _error(400, str(exc))
     except ProtocolError as exc:
         return _error(exc.status, exc.message)
+    principal = _signed_in(request)
+    if isinstance(principal, JSONResponse):
+        return principal
     svc = services(request.app)
-    view = await run_in_threadpool(inspect_upload, svc, video_id)
+    view = await run_in_threadpool(own_upload, svc, video_id, principal)
     if view is None:
         return _error(404, f"no upload for video {video_id}")
     if view.status == "completed":
@@ -503,8 +567,11 @@ async def abandon(video_id: str, request: Request) -> Response:
         validate_video_id(video_id)
     except InvalidIdError as exc:
         return _error(400, str(exc))
+    principal = _signed_in(request)
+    if isinstance(principal, JSONResponse):
+        return principal
     svc = services(request.app)
-    view = await run_in_threadpool(inspect_upload, svc, video_id)
+    view = await run_in_threadpool(own_upload, svc, video_id, principal)
     if view is None:
         return _error(404, f"no upload for video {video_id}")
     if view.status != "open" or view.session is None:
@@ -521,6 +588,13 @@ async def video_status(video_id: str, request: Request) -> Response:
         validate_video_id(video_id)
     except InvalidIdError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+    principal = _signed_in(request)
+    if isinstance(principal, JSONResponse):
+        return principal
+    try:
+        await run_in_threadpool(access_state(request.app).check_reader, principal, video_id, (ANALYTICS_READ, OPS))
+    except ApiError as exc:
+        return exc.response()
     svc = services(request.app)
     table = svc.status
     if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):

@@ -78,8 +78,12 @@ def _upload(args: argparse.Namespace, config: Config) -> int:
             print(f"\ruploading {args.file}: {percent:3d}% ({done}/{total} bytes)", end="", file=sys.stderr,
                   flush=True)
 
+    from framelog.credentials import local_token
+    from framelog.processors.identity import VIDEOS_WRITE
+
+    token = local_token(config, args.owner, [VIDEOS_WRITE], [args.workspace] if args.workspace else [])
     try:
-        outcome = upload_resumable_outcome(api, args.file, owner=args.owner, chunk_size=args.chunk_mib * 2**20,
+        outcome = upload_resumable_outcome(api, args.file, token=token, chunk_size=args.chunk_mib * 2**20,
                                            progress=progress, visibility=args.visibility, workspace=args.workspace)
     except UploadError as exc:
         print("", file=sys.stderr)
@@ -93,10 +97,21 @@ def _upload(args: argparse.Namespace, config: Config) -> int:
 
 
 def _api(args: argparse.Namespace, config: Config) -> int:
+    """The public API and, in a thread beside it, the operator listener (/metrics, /docs)."""
+    import threading
+
     import uvicorn
 
-    uvicorn.run("framelog.api.app:create_app", factory=True, host=args.host or config.stack.host,
-                port=args.port or config.stack.api_port, log_level=args.log_level)
+    from framelog.api.app import create_app, create_ops_app
+
+    app = create_app(config)
+    port = args.port or config.stack.api_port
+    ops_port = args.ops_port or port + config.auth.ops_port_offset
+    ops = uvicorn.Server(uvicorn.Config(create_ops_app(app), host=config.auth.ops_host, port=ops_port,
+                                        log_level=args.log_level, lifespan="off"))
+    threading.Thread(target=ops.run, name="ops-listener", daemon=True).start()
+    uvicorn.run(app, host=args.host or config.stack.host, port=port, log_level=args.log_level)
+    ops.should_exit = True
     return 0
 
 
@@ -109,7 +124,11 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     if args.api:
         import httpx
 
-        r = httpx.get(f"{args.api.rstrip('/')}/videos/{video_id}", timeout=args.timeout + 5)
+        from framelog.credentials import bearer, local_token
+        from framelog.processors.identity import OPS
+
+        r = httpx.get(f"{args.api.rstrip('/')}/videos/{video_id}", timeout=args.timeout + 5,
+                      headers=bearer(local_token(config, "framelog-cli", [OPS])))
         if r.status_code == 404:
             print(f"framelog: unknown video {video_id}", file=sys.stderr)
             return 1
@@ -174,13 +193,41 @@ def _demo(args: argparse.Namespace, config: Config) -> int:
     return run_demo(config)
 
 
+def _token_mint(args: argparse.Namespace, config: Config) -> int:
+    from framelog.processors.identity import Keyring, mint_token, parse_scopes
+
+    scopes = parse_scopes(" ".join(args.scope)) if args.scope else None
+    try:
+        print(mint_token(config, Keyring(config), args.sub, workspaces=args.workspace or (), scopes=scopes,
+                         ttl=args.ttl))
+    except ValueError as exc:
+        raise FramelogError(str(exc)) from exc
+    return 0
+
+
 def _viewer_token(args: argparse.Namespace, config: Config) -> int:
+    args.sub, args.scope = args.user, None
+    return _token_mint(args, config)
+
+
+def _keys(args: argparse.Namespace, config: Config) -> int:
     import time
 
-    from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+    from framelog.processors.identity import Keyring
 
-    print(issue_viewer_token(args.user, config, secret=load_or_create_secret(config), now=time.time(),
-                             workspaces=args.workspace or (), ttl=args.ttl))
+    keyring = Keyring(config)
+    if args.keys_command == "rotate":
+        key = keyring.rotate()
+        print(f"{key.kid}  new signing key; older keys verify until `framelog keys retire KID`")
+    elif args.keys_command == "retire":
+        key = keyring.retire(args.kid)
+        print(f"{key.kid}  retired: tokens it signed are refused from now on")
+    current = keyring.current().kid
+    for key in keyring.keys():
+        state = "retired " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.retired)) if key.retired \
+            else ("signing" if key.kid == current else "verifying")
+        print(f"  {key.kid}  created {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(key.created))}  {state}")
+    print(f"keyring: {keyring.path if not config.auth.keyring_json else 'FRAMELOG_KEYRING'}")
     return 0
 
 
@@ -240,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("upload", help="upload a video file through the API (resumable); prints the video id")
     p.add_argument("file")
-    p.add_argument("--owner", default="local-user")
+    p.add_argument("--owner", default="local-user",
+                   help="whose upload (the token's sub; FRAMELOG_TOKEN, if set, decides instead)")
     p.add_argument("--visibility", choices=("public", "private", "share_link"),
                    help="who may watch (default: security.default_visibility)")
     p.add_argument("--workspace", help="the workspace whose members may watch")
@@ -252,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="run the HTTP API (uvicorn) on stack.host:stack.api_port")
     p.add_argument("--host", help="bind address (default stack.host)")
     p.add_argument("--port", type=int, help="port (default stack.api_port)")
+    p.add_argument("--ops-port", type=int, help="operator listener port (default: --port + auth.ops_port_offset)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_api)
 
@@ -288,11 +337,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the main job end to end on the local stack")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("viewer-token", help="sign a viewer (bearer) token for the API: Authorization: Bearer <token>")
-    p.add_argument("user", help="the viewer's user id")
-    p.add_argument("--workspace", action="append", help="a workspace the viewer belongs to (repeatable)")
-    p.add_argument("--ttl", type=float, help="lifetime in seconds (default: security.viewer_token_ttl)")
+    p = sub.add_parser("token", help="API tokens (JWTs signed with the local keyring)")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("mint", help="sign a token: Authorization: Bearer <token>")
+    t.add_argument("--sub", required=True, help="the user (or service) id")
+    t.add_argument("--workspace", action="append", help="a workspace it belongs to (repeatable)")
+    t.add_argument("--scope", action="append",
+                   help="videos:write, analytics:read, events:write, ops (repeatable; default videos:write)")
+    t.add_argument("--ttl", type=float, help="lifetime in seconds (default: auth.token_ttl)")
+    t.set_defaults(func=_token_mint)
+
+    p = sub.add_parser("viewer-token", help="alias of `token mint --sub USER` (default scopes)")
+    p.add_argument("user", help="the user id")
+    p.add_argument("--workspace", action="append", help="a workspace the user belongs to (repeatable)")
+    p.add_argument("--ttl", type=float, help="lifetime in seconds (default: auth.token_ttl)")
     p.set_defaults(func=_viewer_token)
+
+    p = sub.add_parser("keys", help="the keyring that signs API tokens (public keys: GET /.well-known/jwks.json)")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+    ksub.add_parser("list", help="every key and whether it signs, verifies or is retired").set_defaults(func=_keys)
+    ksub.add_parser("rotate", help="add a new signing key (older keys keep verifying)").set_defaults(func=_keys)
+    t = ksub.add_parser("retire", help="stop accepting tokens signed with KID")
+    t.add_argument("kid")
+    t.set_defaults(func=_keys)
 
     p = sub.add_parser("tiering", help="storage tiering tools")
     tsub = p.add_subparsers(dest="tiering_command", required=True)

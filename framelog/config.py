@@ -427,6 +427,32 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class TrustedIssuer:
+    """A customer's back end allowed to mint user tokens: its issuer, public keys and grantable scopes."""
+    issuer: str
+    jwks_file: Path
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """API tokens (JWTs, see processors/identity.py) and the operator listener."""
+    issuer: str
+    audience: str
+    keyring_file: str                # "" = <state_dir>/keyring.json
+    keyring_json: str                # FRAMELOG_KEYRING: the keyring itself (read-only), for deployments
+    token_ttl: float
+    max_token_lifetime: float
+    max_token_bytes: int
+    clock_leeway: float
+    anonymous_upload: bool
+    anonymous_upload_ttl: float
+    ops_host: str
+    ops_port_offset: int
+    trusted_issuers: tuple[TrustedIssuer, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     stack: StackConfig
@@ -451,7 +477,13 @@ class Config:
     metrics: dict[str, MetricSpec]
     security: SecurityConfig
     analyst_sql: AnalystSqlConfig
+    auth: AuthConfig
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def ops_port(self) -> int:
+        """The operator listener's port (/metrics, /docs): next to the API's, so every stack moves both."""
+        return self.stack.api_port + self.auth.ops_port_offset
 
     @property
     def clickhouse_dsn(self) -> str:
@@ -618,6 +650,19 @@ def _security(r: _Reader) -> SecurityConfig:
                           r.duration("share_token_ttl"), r.duration("viewer_token_ttl"), visibility)
 
 
+def _auth(r: _Reader) -> AuthConfig:
+    issuers = []
+    for i, item in enumerate(r.raw("trusted_issuers", [])):
+        t = _Reader(item, f"{r.path}.trusted_issuers[{i}]")
+        issuers.append(TrustedIssuer(t.str("issuer"), Path(t.str("jwks_file")), t.str_list("scopes", [])))
+    return AuthConfig(
+        r.str("issuer"), r.str("audience"), _env("FRAMELOG_KEYRING_FILE", r.str("keyring_file")),
+        os.environ.get("FRAMELOG_KEYRING", ""), r.duration("token_ttl"), r.duration("max_token_lifetime"),
+        r.int("max_token_bytes", minimum=256), r.duration("clock_leeway"), r.bool("anonymous_upload"),
+        r.duration("anonymous_upload_ttl"), _env("FRAMELOG_OPS_HOST", r.str("ops_host")),
+        r.int("ops_port_offset", minimum=1), tuple(issuers))
+
+
 def _known_tier(r: _Reader, key: str, tiers: Mapping[str, StorageTier]) -> str:
     name = r.str(key)
     if name not in tiers:
@@ -683,6 +728,7 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         metrics=_metrics(root.sub("monitoring_metrics")),
         security=_security(sec),
         analyst_sql=_analyst_sql(root.sub("analyst_sql")),
+        auth=_auth(root.sub("auth")),
         raw=data,
     )
 

@@ -26,11 +26,13 @@ import httpx
 
 from framelog.analytics_client import AnalyticsClient
 from framelog.config import Config
+from framelog.credentials import bearer
 from framelog.demo_viewer import (PLAY_SECONDS, BrowserError, BrowserSession, missing_requirements, play_share_link,
                                   player_url)
 from framelog.edge_fetch import download_hls
 from framelog.ids import validate_video_id
 from framelog.processors.media import ffmpeg_commands as fc
+from framelog.processors.identity import ANALYTICS_READ, VIDEOS_WRITE
 from framelog.processors.media.hls import MASTER_NAME, write_local_playlist
 from framelog.stack.services import ApiService, WorkerService
 from framelog.upload_client import upload_resumable
@@ -54,11 +56,11 @@ def start_services(config: Config) -> str:
     return api.address
 
 
-def follow_pipeline(api_url: str, video_id: str) -> dict[str, Any]:
+def follow_pipeline(api_url: str, video_id: str, owner: dict[str, str]) -> dict[str, Any]:
     """Print each stage change as the status table sees it; return the final status."""
     seen: dict[str, str] = {}
     deadline = time.monotonic() + PIPELINE_DEADLINE
-    with httpx.Client(base_url=api_url, timeout=15) as http:
+    with httpx.Client(base_url=api_url, timeout=15, headers=owner) as http:
         while time.monotonic() < deadline:
             r = http.get(f"/videos/{video_id}")
             status = r.json() if r.status_code == 200 else {}
@@ -75,12 +77,22 @@ def follow_pipeline(api_url: str, video_id: str) -> dict[str, Any]:
     raise TimeoutError(f"video {video_id} not processed within {PIPELINE_DEADLINE:.0f}s")
 
 
-def owner_headers(config: Config) -> dict[str, str]:
-    """The demo owner's viewer token, signed with the stack's secret (what a login would hand out)."""
-    from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+def demo_token(config: Config, *scopes: str) -> str:
+    """A token of the demo owner, signed with the stack's keyring (what a login would hand out)."""
+    from framelog.processors.identity import Keyring, mint_token
 
-    token = issue_viewer_token(DEMO_OWNER, config, now=time.time(), secret=load_or_create_secret(config))
-    return {"Authorization": "Bearer " + token}
+    return mint_token(config, Keyring(config), DEMO_OWNER, scopes=list(scopes))
+
+
+def owner_headers(config: Config) -> dict[str, str]:
+    return bearer(demo_token(config, VIDEOS_WRITE))
+
+
+def analyst_headers(config: Config) -> dict[str, str]:
+    """An analyst's token (analytics:read): POST /v1/sql; the demo owner reads its own analytics anyway."""
+    from framelog.processors.identity import Keyring, mint_token
+
+    return bearer(mint_token(config, Keyring(config), "demo-analyst", scopes=[ANALYTICS_READ]))
 
 
 def verify_playable(api_url: str, video_id: str, owner: dict[str, str]) -> list[str]:
@@ -179,9 +191,10 @@ def simulate_viewers(api_url: str, video_id: str, duration: float) -> int:
     return sessions
 
 
-def wait_for_analytics(api_url: str, video_id: str, views: int, completed: int) -> dict[str, Any]:
+def wait_for_analytics(api_url: str, video_id: str, views: int, completed: int,
+                       owner: dict[str, str]) -> dict[str, Any]:
     deadline = time.monotonic() + ANALYTICS_DEADLINE
-    with httpx.Client(base_url=api_url, timeout=15) as http:
+    with httpx.Client(base_url=api_url, timeout=15, headers=owner) as http:
         while time.monotonic() < deadline:
             result = http.get(f"/v1/videos/{video_id}/analytics").json()
             if result.get("total_views", 0) >= views and result.get("completed_views", 0) >= completed:
@@ -200,12 +213,13 @@ _SESSION_SQL = {       # the session's values are bound server-side
 }
 
 
-def session_events(api_url: str, video_id: str, session: BrowserSession) -> dict[str, list[list[Any]]]:
+def session_events(api_url: str, video_id: str, session: BrowserSession,
+                   analyst: dict[str, str]) -> dict[str, list[list[Any]]]:
     """The browser session's rows in ClickHouse: events by type, quality switches by reason."""
     params = {"video": validate_video_id(video_id), "session": session.session_id}
     out = {}
     for table, sql in _SESSION_SQL.items():
-        r = httpx.post(f"{api_url}/v1/sql", timeout=30, json={"sql": sql, "parameters": params})
+        r = httpx.post(f"{api_url}/v1/sql", timeout=30, json={"sql": sql, "parameters": params}, headers=analyst)
         r.raise_for_status()
         out[table] = r.json()["rows"]
     return out
@@ -219,12 +233,12 @@ def run_demo(config: Config) -> int:
     clip = config.stack.state_dir / "demo" / "sample.mp4"
     clip.parent.mkdir(parents=True, exist_ok=True)
     fc.run_ffmpeg(fc.sample_clip_args(clip))
-    video_id = upload_resumable(api_url, clip, owner=DEMO_OWNER)
+    video_id = upload_resumable(api_url, clip, token=demo_token(config, VIDEOS_WRITE))
     say(f"  uploaded {clip.name} ({clip.stat().st_size:,} bytes) as video {video_id}")
 
     say("== 3. the pipeline (events on video.stage-transitions)")
     started = time.monotonic()
-    status = follow_pipeline(api_url, video_id)
+    status = follow_pipeline(api_url, video_id, owner_headers(config))
     if status.get("state") != "ready":
         say(f"  FAILED: {json.dumps(status.get('error'))}")
         return 1
@@ -254,9 +268,9 @@ def run_demo(config: Config) -> int:
     views = sessions + 1 + real          # + the owner's GET /v1/stream (its view_start) + the browser's
     say(f"  waiting for {views} views: {sessions} simulated, the owner's stream request"
         + (", the browser's" if browser else ""))
-    result = wait_for_analytics(api_url, video_id, views, sessions + real)
+    result = wait_for_analytics(api_url, video_id, views, sessions + real, owner)
     if browser:
-        for table, rows in session_events(api_url, video_id, browser).items():
+        for table, rows in session_events(api_url, video_id, browser, analyst_headers(config)).items():
             say(f"  browser session in {table}: " + ", ".join(f"{t} x{n}" for t, n in rows))
     json.dump(result, sys.stdout, indent=2)
     say("")

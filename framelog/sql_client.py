@@ -1,8 +1,10 @@
 """`framelog sql`: one read-only statement for analysts.
 
 With the embedded engine (chdb) only the process that owns it may open it, so
-the statement goes to the API's /v1/sql; against a ClickHouse server it runs
-directly with a read-only session. Either way the same guard applies: one
+the statement goes to the API's /v1/sql with an analyst's token
+(``analytics:read``: FRAMELOG_TOKEN, else one minted from the local keyring, see
+``framelog.credentials``); against a ClickHouse server it runs directly with a
+read-only session. Either way the same guard applies: one
 statement, read-only, rows capped.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from framelog.sinks.clickhouse.client import connect_readonly, is_embedded
 from framelog.sinks.clickhouse.queries import AnalyticsQueryError, run_readonly_sql
 
 
+ANALYST_SUB = "framelog-sql"      # the sub of the locally minted analyst token
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -40,10 +43,14 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
 def _post_waiting_for_a_slot(config: Config, url: str, payload: dict[str, Any]) -> httpx.Response:
     """POST /v1/sql; on 429 (all analyst slots busy) wait Retry-After and try again, for at most
     ``analyst_sql.max_execution_time`` (by then a running query has ended)."""
+    from framelog.credentials import bearer, local_token
+    from framelog.processors.identity import ANALYTICS_READ
+
+    headers = bearer(local_token(config, ANALYST_SUB, [ANALYTICS_READ]))
     give_up = time.monotonic() + config.analyst_sql.max_execution_time
     while True:
         try:
-            r = httpx.post(url, json=payload, timeout=config.analyst_sql.max_execution_time + 30)
+            r = httpx.post(url, json=payload, timeout=config.analyst_sql.max_execution_time + 30, headers=headers)
         except httpx.ConnectError:
             raise AnalyticsQueryError(f"the embedded engine is owned by the API, which is not running at {url} "
                                       "(start it with `framelog api` or `framelog demo`)") from None
@@ -61,7 +68,7 @@ def _query(config: Config, statement: str, max_rows: int,
                                                    "parameters": dict(parameters)})
         body = r.json()
         if r.status_code != 200:
-            raise AnalyticsQueryError(body.get("error", r.text))
+            raise AnalyticsQueryError(body.get("error") or body.get("detail") or r.text)
         return body["columns"], body["rows"], body["truncated"]
     client = connect_readonly(config)
     try:

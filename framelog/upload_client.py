@@ -61,7 +61,7 @@ class ResumableUploader:
 
     def __init__(self, api_url: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, max_retries: int = 8,
                  backoff_initial: float = 0.5, backoff_max: float = 15.0, progress: Progress | None = None,
-                 http: httpx.Client | None = None):
+                 http: httpx.Client | None = None, token: str | None = None):
         if chunk_size < MIN_PART_SIZE:
             raise ValueError(f"chunk_size must be at least {MIN_PART_SIZE} bytes (the S3 part minimum)")
         self.api_url = api_url.rstrip("/") + "/"
@@ -74,6 +74,11 @@ class ResumableUploader:
         self.http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
         self.failures = 0          # consecutive
         self.retries = 0           # in total
+        self.token = token         # the uploader's bearer token (its sub owns the upload); an anonymous
+                                   # upload's own upload_token once created
+
+    def _headers(self, headers: dict[str, str]) -> dict[str, str]:
+        return {**headers, "Authorization": f"Bearer {self.token}"} if self.token else headers
 
     def close(self) -> None:
         if self._own_http:
@@ -99,6 +104,7 @@ class ResumableUploader:
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         """One request, retried on connection errors and 5xx (for idempotent use: POST only creates)."""
+        kw["headers"] = self._headers(kw.get("headers") or {})
         while True:
             try:
                 response = self.http.request(method, url, **kw)
@@ -112,13 +118,13 @@ class ResumableUploader:
 
     # ------------------------------------------------------------ protocol steps
 
-    def create(self, path: str | os.PathLike[str], owner: str = "local-user",
-               content_type: str | None = None, visibility: str | None = None,
-               workspace: str | None = None) -> str:
-        """POST /videos; returns the upload URL. ``visibility``/``workspace``: the video's access policy."""
+    def create(self, path: str | os.PathLike[str], content_type: str | None = None,
+               visibility: str | None = None, workspace: str | None = None) -> str:
+        """POST /videos; returns the upload URL. The owner is the token's sub;
+        ``visibility``/``workspace``: the video's access policy."""
         src = Path(path)
         length = src.stat().st_size
-        meta = {"filename": src.name, "owner": owner}
+        meta = {"filename": src.name}
         if content_type:
             meta["content_type"] = content_type
         if visibility:
@@ -131,6 +137,8 @@ class ResumableUploader:
         if r.status_code != 201:
             raise UploadError(f"creating the upload of {src} failed: HTTP {r.status_code} {_detail(r)}", r.status_code)
         self.failures = 0
+        if r.json().get("upload_token"):                # anonymous: this upload's own credential
+            self.token = r.json()["upload_token"]
         return self.url(r.headers["Location"])
 
     def offset(self, upload_url: str) -> tuple[int, int]:
@@ -155,8 +163,9 @@ class ResumableUploader:
                 chunk = f.read(self.chunk_size) if offset < length else b""
                 try:
                     r = self.http.patch(upload_url, content=chunk,
-                                        headers={"Tus-Resumable": TUS_RESUMABLE, "Upload-Offset": str(offset),
-                                                 "Content-Type": OFFSET_CONTENT_TYPE})
+                                        headers=self._headers({"Tus-Resumable": TUS_RESUMABLE,
+                                                               "Upload-Offset": str(offset),
+                                                               "Content-Type": OFFSET_CONTENT_TYPE}))
                 except httpx.TransportError as exc:
                     self._failed(f"PATCH at offset {offset}: {exc!r}")
                     offset, _ = self.offset(upload_url)
@@ -179,26 +188,25 @@ class ResumableUploader:
                     continue
                 raise UploadError(f"PATCH at offset {offset}: HTTP {r.status_code} {_detail(r)}", r.status_code)
 
-    def upload(self, path: str | os.PathLike[str], owner: str = "local-user",
-               content_type: str | None = None, visibility: str | None = None,
+    def upload(self, path: str | os.PathLike[str], content_type: str | None = None, visibility: str | None = None,
                workspace: str | None = None) -> UploadOutcome:
-        return self.resume(self.create(path, owner, content_type, visibility, workspace), path)
+        return self.resume(self.create(path, content_type, visibility, workspace), path)
 
 
-def upload_resumable(api_url: str, path: str | os.PathLike[str], owner: str = "local-user",
-                     chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None, *,
+def upload_resumable(api_url: str, path: str | os.PathLike[str], *, token: str | None,
+                     chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
                      visibility: str | None = None, workspace: str | None = None, **kw: Any) -> str:
-    """Upload a file through the API's resumable protocol; returns the video id."""
-    return upload_resumable_outcome(api_url, path, owner, chunk_size, progress, visibility=visibility,
-                                    workspace=workspace, **kw).video_id
+    """Upload a file through the API's resumable protocol as ``token``'s subject; returns the video id."""
+    return upload_resumable_outcome(api_url, path, token=token, chunk_size=chunk_size, progress=progress,
+                                    visibility=visibility, workspace=workspace, **kw).video_id
 
 
-def upload_resumable_outcome(api_url: str, path: str | os.PathLike[str], owner: str = "local-user",
-                             chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None, *,
+def upload_resumable_outcome(api_url: str, path: str | os.PathLike[str], *, token: str | None,
+                             chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
                              visibility: str | None = None, workspace: str | None = None,
                              **kw: Any) -> UploadOutcome:
-    with ResumableUploader(api_url, chunk_size=chunk_size, progress=progress, **kw) as up:
-        return up.upload(path, owner, visibility=visibility, workspace=workspace)
+    with ResumableUploader(api_url, chunk_size=chunk_size, progress=progress, token=token, **kw) as up:
+        return up.upload(path, visibility=visibility, workspace=workspace)
 
 
 __all__ = ["ResumableUploader", "UploadError", "UploadOutcome", "upload_resumable", "upload_resumable_outcome"]
