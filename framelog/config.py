@@ -422,7 +422,6 @@ class SecurityConfig:
     token_secret: str
     stream_url_ttl: float
     share_token_ttl: float
-    viewer_token_ttl: float
     default_visibility: str          # of a video whose upload named none (public / private / share_link)
 
 
@@ -647,7 +646,7 @@ def _security(r: _Reader) -> SecurityConfig:
     if visibility not in VISIBILITIES:
         raise ConfigError(f"{r.path}.default_visibility", f"expected one of {list(VISIBILITIES)}, got {visibility!r}")
     return SecurityConfig(_env("FRAMELOG_TOKEN_SECRET", r.str("token_secret")), r.duration("stream_url_ttl"),
-                          r.duration("share_token_ttl"), r.duration("viewer_token_ttl"), visibility)
+                          r.duration("share_token_ttl"), visibility)
 
 
 def _auth(r: _Reader) -> AuthConfig:

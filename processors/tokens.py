@@ -6,11 +6,7 @@ Share token
     token id a revocation list refers to. Lifetime defaults to
     ``config.security.share_token_ttl``.
 
-Viewer token
-    ``<payload>.<signature>`` like a share token, payload ``{"exp", "sub",
-    "typ": "viewer", "v": 1, "ws"}``: who is asking (user id) and their
-    workspaces. Sent as ``Authorization: Bearer <token>``. Lifetime defaults to
-    ``config.security.viewer_token_ttl``.
+Who is asking (API tokens) is not here: standard JWTs, ``processors.identity``.
 
 Playback URL parameters
     A query string ``video=..&prefix=..&exp=..[&viewer=..]&sig=..`` that
@@ -384,63 +380,4 @@ def verify_playback(query: str | Mapping[str, str], *, video_id: str, path: str,
         raise WrongPathError(f"{path!r} is not under the signed prefix {claims.path_prefix!r}")
     if viewer_id is not None and claims.viewer_id is not None and viewer_id != claims.viewer_id:
         raise WrongViewerError("URL is signed for another viewer")
-    return claims
-
-
-# ------------------------------------------------------------ viewer tokens
-
-_VIEWER_DOMAIN = b"framelog.viewer.v1."
-_USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")       # the upload API's owner ids
-MAX_WORKSPACES = 32
-
-
-@dataclass(frozen=True)
-class ViewerClaims:
-    user_id: str
-    workspaces: tuple[str, ...]
-    expires_at: int
-
-
-def _user_claim(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _USER_ID.fullmatch(value):
-        raise MalformedTokenError(f"bad {what}")
-    return value
-
-
-def issue_viewer_token(user_id: str, config: Config, *, secret: bytes, now: float,
-                       workspaces: tuple[str, ...] | list[str] = (), ttl: float | None = None) -> str:
-    """A bearer token naming a signed-in viewer and their workspaces (default ttl: viewer_token_ttl).
-
-    framelog has no login of its own: an identity provider (here: the
-    ``framelog viewer-token`` command, or tests) signs these with the shared
-    secret, and the API believes nothing else about who is asking.
-    """
-    for value, what in [(user_id, "user id"), *((w, "workspace") for w in workspaces)]:
-        if not isinstance(value, str) or not _USER_ID.fullmatch(value):
-            raise ValueError(f"invalid {what} {value!r}: expected 1-128 characters of [A-Za-z0-9_.@:-]")
-    if len(workspaces) > MAX_WORKSPACES:
-        raise ValueError(f"at most {MAX_WORKSPACES} workspaces per viewer token")
-    exp = _expiry(now, config.security.viewer_token_ttl if ttl is None else ttl)
-    payload = _b64(json.dumps({"exp": exp, "sub": user_id, "typ": "viewer", "v": 1, "ws": sorted(set(workspaces))},
-                              separators=(",", ":"), sort_keys=True).encode())
-    return f"{payload}.{_mac(secret, _VIEWER_DOMAIN + payload.encode())}"
-
-
-def verify_viewer_token(token: str, *, secret: bytes, now: float) -> ViewerClaims:
-    """The viewer's claims, or a ``TokenError`` (malformed, bad_signature, expired)."""
-    payload = _signed_payload(token, _VIEWER_DOMAIN, secret)
-    try:
-        data = json.loads(_unb64(payload))
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedTokenError("payload is not JSON") from None
-    if not isinstance(data, dict) or data.get("v") != 1 or data.get("typ") != "viewer":
-        raise MalformedTokenError("not a version 1 viewer token")
-    exp, ws = data.get("exp"), data.get("ws")
-    if not isinstance(exp, int) or isinstance(exp, bool) or exp < 0:
-        raise MalformedTokenError("bad expiry")
-    if not isinstance(ws, list) or len(ws) > MAX_WORKSPACES:
-        raise MalformedTokenError("bad workspaces")
-    claims = ViewerClaims(_user_claim(data.get("sub"), "user id"), tuple(_user_claim(w, "workspace") for w in ws), exp)
-    if now >= claims.expires_at:
-        raise ExpiredTokenError(f"token expired at {claims.expires_at}")
     return claims

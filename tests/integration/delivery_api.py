@@ -9,7 +9,6 @@ Kafka, without running ffmpeg (the pipeline has its own tests).
 from __future__ import annotations
 
 import os
-import time
 from typing import Mapping
 
 import httpx
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from framelog.api import access, deletion, events, keys, stream, videos
 from framelog.config import Config
-from framelog.processors.tokens import issue_viewer_token
+from framelog.processors.identity import Keyring, mint_token
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.events import new_event
@@ -38,12 +37,15 @@ def make_app(config: Config) -> FastAPI:
     return app
 
 
-def viewer_tokens(config: Config, secret: bytes) -> dict[str, dict[str, str]]:
+def bearer(config: Config, user: str, *ws: str, scopes: tuple[str, ...] = ("videos:write",)) -> dict[str, str]:
+    """An Authorization header with a token of ``user`` signed with the stack's keyring."""
+    return {"Authorization": f"Bearer {mint_token(config, Keyring(config), user, workspaces=ws, scopes=scopes)}"}
+
+
+def viewer_tokens(config: Config) -> dict[str, dict[str, str]]:
     """Bearer headers: alice and bob share workspace ws-1, eve is elsewhere, anon has none."""
-    def bearer(user: str, *ws: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {issue_viewer_token(user, config, secret=secret, now=time.time(), workspaces=ws)}"}
-    return {"alice": bearer("alice", "ws-1"), "bob": bearer("bob", "ws-1"), "eve": bearer("eve", "ws-9"),
-            "anon": {}}
+    return {"alice": bearer(config, "alice", "ws-1"), "bob": bearer(config, "bob", "ws-1"),
+            "eve": bearer(config, "eve", "ws-9"), "anon": {}}
 
 
 def upload(client: TestClient, headers: Mapping[str, str], **params: str) -> str:
@@ -54,7 +56,7 @@ def upload(client: TestClient, headers: Mapping[str, str], **params: str) -> str
     vid = r.json()["video_id"]
     r = client.patch(f"/videos/{vid}/upload", content=body,
                      headers={"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
-                              "Tus-Resumable": "1.0.0"})
+                              "Tus-Resumable": "1.0.0", **headers})
     assert r.status_code == 200, r.text
     return vid
 

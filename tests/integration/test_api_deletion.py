@@ -20,7 +20,7 @@ import pytest
 
 from framelog.ids import validate_video_id
 from framelog.jobs.tombstones import is_deleted, video_prefixes
-from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+from framelog.processors.identity import Keyring, mint_token
 from framelog.sinks.object_store import ObjectStore
 from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
@@ -62,9 +62,13 @@ def recorder(stack, config):
 
 
 @pytest.fixture(scope="module")
-def owner(config) -> dict[str, str]:
-    token = issue_viewer_token(OWNER, config, secret=load_or_create_secret(config), now=time.time())
-    return {"Authorization": f"Bearer {token}"}
+def owner_token(config) -> str:
+    return mint_token(config, Keyring(config), OWNER, scopes=["videos:write"])
+
+
+@pytest.fixture(scope="module")
+def owner(owner_token) -> dict[str, str]:
+    return {"Authorization": f"Bearer {owner_token}"}
 
 
 def objects_of(store: ObjectStore, video_id: str) -> list[str]:
@@ -77,9 +81,9 @@ def transitions(recorder: TopicRecorder, video_id: str, **match: str) -> list[di
     return [t for t in recorder.of(video_id, "StageTransition") if all(t[k] == v for k, v in match.items())]
 
 
-def test_delete_while_transcoding_wins(api, worker, recorder, owner, config, tmp_path):
+def test_delete_while_transcoding_wins(api, worker, recorder, owner, owner_token, config, tmp_path):
     clip = clips.video(tmp_path / "deleted.mp4", **CLIP)
-    vid = upload_resumable(api, clip, owner=OWNER, visibility="private")
+    vid = upload_resumable(api, clip, token=owner_token, visibility="private")
     recorder.wait(vid, "StageTransition", lambda t: (t["stage"], t["state"]) == ("transcoding", "started"),
                   PIPELINE_DEADLINE)
 
@@ -99,7 +103,7 @@ def test_delete_while_transcoding_wins(api, worker, recorder, owner, config, tmp
     later = config.pipeline.stage_names[config.pipeline.stage_names.index("transcoding") + 1:]
     assert not [t for t in transitions(recorder, vid) if t["stage"] in later]
     assert recorder.of(vid, "DeadLetter") == []
-    assert httpx.get(f"{api}/videos/{vid}", timeout=10).json()["state"] == "deleted"
+    assert httpx.get(f"{api}/videos/{vid}", headers=owner, timeout=10).json()["state"] == "deleted"
 
     # a redelivered upload of the deleted video is dropped at intake
     with EventProducer(config) as producer:
@@ -111,14 +115,14 @@ def test_delete_while_transcoding_wins(api, worker, recorder, owner, config, tmp
     assert len(transitions(recorder, vid, stage=first, state="started")) == 1      # the upload's first run only
 
 
-def _analytics(api: str, video_id: str) -> dict:
-    r = httpx.get(f"{api}/v1/videos/{video_id}/analytics", timeout=30)
+def _analytics(api: str, video_id: str, owner: dict[str, str]) -> dict:
+    r = httpx.get(f"{api}/v1/videos/{video_id}/analytics", headers=owner, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()
 
 
-def test_analytics_of_a_deleted_video_stay(api, worker, owner, config, tmp_path):
-    vid = validate_video_id(upload_resumable(api, clips.very_short(tmp_path / "short.mp4"), owner=OWNER,
+def test_analytics_of_a_deleted_video_stay(api, worker, owner, owner_token, config, tmp_path):
+    vid = validate_video_id(upload_resumable(api, clips.very_short(tmp_path / "short.mp4"), token=owner_token,
                                              visibility="public"))
     session = str(uuid.uuid4())
     now = int(time.time() * 1000)
@@ -128,7 +132,7 @@ def test_analytics_of_a_deleted_video_stay(api, worker, owner, config, tmp_path)
               dict(base, type="like", event_id=str(uuid.uuid4()), position_seconds=4)]
     assert httpx.post(f"{api}/v1/events", json=events, headers={"X-Viewer-Country": "DE"},
                       timeout=30).status_code == 202
-    before = wait_for(lambda: (lambda a: a if a["events"] >= len(events) else None)(_analytics(api, vid)),
+    before = wait_for(lambda: (lambda a: a if a["events"] >= len(events) else None)(_analytics(api, vid, owner)),
                       "the events to be in ClickHouse", DEADLINE, step=0.5)
     assert (before["total_views"], before["likes"], before["total_watch_time"]) == (1, 1, 4.0)
 
@@ -137,7 +141,7 @@ def test_analytics_of_a_deleted_video_stay(api, worker, owner, config, tmp_path)
     wait_for(lambda: httpx.get(f"{api}/videos/{vid}", timeout=10).json().get("state") == "deleted",
              "the status to say deleted", DEADLINE)
 
-    after = _analytics(api, vid)
+    after = _analytics(api, vid, owner)
     assert {k: after[k] for k in ("total_views", "likes", "total_watch_time", "events")} == \
         {k: before[k] for k in ("total_views", "likes", "total_watch_time", "events")}
     out = subprocess.run([sys.executable, "-m", "framelog.cli", "sql", "--json", "--param", f"v={vid}",

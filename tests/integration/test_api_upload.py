@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from framelog.api import videos
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE
 from framelog.config import Config
+from framelog.processors.identity import Keyring, mint_token
 from framelog.s3 import s3_client
 from framelog.streams import topics
 from framelog.streams.codec import AvroCodec
@@ -37,6 +38,14 @@ from tests.integration.support import wait_for
 
 DEADLINE = 90.0
 PATCH_HEADERS = {"Content-Type": OFFSET_CONTENT_TYPE, "Tus-Resumable": "1.0.0"}
+
+
+def token(config: Config, sub: str, *scopes: str) -> str:
+    return mint_token(config, Keyring(config), sub, scopes=scopes or ("videos:write",))
+
+
+def auth(config: Config, sub: str, *scopes: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(config, sub, *scopes)}"}
 
 
 def make_app(config: Config) -> FastAPI:
@@ -159,8 +168,8 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
 
     # client 1 against API process 1: creates the upload, sends one chunk, then dies
     with LiveApi(config) as api1:
-        with ResumableUploader(api1.url, progress=stop_after_first_chunk) as client1:
-            upload_url = client1.create(src, owner="it-owner")
+        with ResumableUploader(api1.url, progress=stop_after_first_chunk, token=token(config, "it-owner")) as client1:
+            upload_url = client1.create(src)
             with pytest.raises(Interrupted):
                 client1.resume(upload_url, src)
     video_id = upload_url.rstrip("/").split("/")[-2]
@@ -168,14 +177,17 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
 
     # client 2 against a new API process: learns the offset with HEAD and finishes, through a flaky network
     with LiveApi(config) as api2:
-        head = httpx.head(api2.url + path)
+        owner = auth(config, "it-owner")
+        assert httpx.head(api2.url + path).status_code == 401
+        assert httpx.head(api2.url + path, headers=auth(config, "someone-else")).status_code == 404
+        head = httpx.head(api2.url + path, headers=owner)
         assert head.status_code == 200
         assert int(head.headers["Upload-Offset"]) == 8 * MIB and int(head.headers["Upload-Length"]) == size
         # PATCH 1 (8..16 MiB) lands but its answer is lost; PATCH 2 (final) is refused; PATCH 3 (final) lands,
         # completes the upload, and its answer is lost too; the client then HEADs and asks for the result.
         transport = FlakyTransport(lose_response_of={1, 3}, refuse={2})
         with httpx.Client(transport=transport, timeout=httpx.Timeout(30, read=300)) as http:
-            client2 = ResumableUploader(api2.url, http=http, backoff_initial=0.01)
+            client2 = ResumableUploader(api2.url, http=http, backoff_initial=0.01, token=token(config, "it-owner"))
             outcome = client2.resume(api2.url + path, src)
         assert transport.lost == 3 and client2.retries == 3
 
@@ -193,10 +205,11 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
         with src.open("rb") as f:
             f.seek(16 * MIB)
             last = f.read()
-        again = httpx.patch(api2.url + path, content=last, headers={**PATCH_HEADERS, "Upload-Offset": str(16 * MIB)})
+        again = httpx.patch(api2.url + path, content=last,
+                            headers={**PATCH_HEADERS, "Upload-Offset": str(16 * MIB), **owner})
         assert again.status_code == 200
         assert again.json()["sha256"] == expected and again.json()["video_id"] == video_id
-        assert httpx.head(api2.url + path).headers["Upload-Offset"] == str(size)
+        assert httpx.head(api2.url + path, headers=owner).headers["Upload-Offset"] == str(size)
 
     records = upload_records(config, video_id)
     assert len(records) == 1, records
@@ -218,7 +231,7 @@ def test_cli_upload_prints_the_video_id(stack, config, tmp_path, capsys):
         video_id = capsys.readouterr().out.strip()
         assert upload_records(config, video_id)[0]["sha256"] == expected
         # and the plain client function against the same API
-        other = upload_resumable(api.url, src, owner="someone", chunk_size=5 * MIB)
+        other = upload_resumable(api.url, src, token=token(config, "someone"), chunk_size=5 * MIB)
         assert other != video_id and len(upload_records(config, other)) == 1
 
 
@@ -226,7 +239,8 @@ def test_cli_upload_prints_the_video_id(stack, config, tmp_path, capsys):
 
 @pytest.fixture()
 def client(stack, config):
-    with TestClient(make_app(config)) as c:
+    """As it-owner, who may also read any video's status (ops)."""
+    with TestClient(make_app(config), headers=auth(config, "it-owner", "videos:write", "ops")) as c:
         yield c
 
 
@@ -437,6 +451,6 @@ def test_status_is_503_while_the_table_cannot_catch_up(config, monkeypatch):
 
     monkeypatch.setattr(videos, "STATUS_READY_TIMEOUT", 0.5)
     unreachable = replace(config, kafka=replace(config.kafka, bootstrap_servers="127.0.0.1:9"))
-    with TestClient(make_app(unreachable)) as c:
+    with TestClient(make_app(unreachable), headers=auth(config, "operator", "ops")) as c:
         r = c.get(f"/videos/{uuid.uuid4().hex}")
         assert r.status_code == 503 and r.headers["Retry-After"]

@@ -18,9 +18,11 @@ from typing import Any, Callable
 import httpx
 import pytest
 
+from framelog.config import get_config
 from framelog.ids import validate_video_id
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.cdn_routing import edge_base_url
+from framelog.processors.identity import Keyring, mint_token
 from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
 from framelog.streams.events import new_event
@@ -65,17 +67,19 @@ def worker(stack, config):
 
 
 @pytest.fixture(scope="module")
-def video_id(api, worker, tmp_path_factory) -> str:
+def video_id(api, worker, config, tmp_path_factory) -> str:
     clip = clips.video(tmp_path_factory.mktemp("clip") / "player.mp4", **CLIP)
-    vid = upload_resumable(api, clip, owner="player-tests", visibility="public")
+    token = mint_token(config, Keyring(config), "player-tests", scopes=["videos:write"])
+    owner = {"Authorization": f"Bearer {token}"}
+    vid = upload_resumable(api, clip, token=token, visibility="public")
 
     def state() -> str | None:
-        r = httpx.get(f"{api}/videos/{vid}", timeout=10)
+        r = httpx.get(f"{api}/videos/{vid}", headers=owner, timeout=10)
         return r.json().get("state") if r.status_code == 200 else None
 
     final = wait_for(lambda: state() in ("ready", "failed") and state(), f"video {vid} processed", PIPELINE_DEADLINE,
                      step=1.0)
-    assert final == "ready", httpx.get(f"{api}/videos/{vid}", timeout=10).text
+    assert final == "ready", httpx.get(f"{api}/videos/{vid}", headers=owner, timeout=10).text
     # the stream API answers once the published asset reached its catalogue
     wait_for(lambda: httpx.get(f"{api}/v1/stream", params={"video_id": vid}, timeout=10).status_code == 200,
              "the stream API to know the video", 60)
@@ -99,8 +103,10 @@ def open_player(browser: Browser, api: str, video_id: str, country: str = "US") 
 
 
 def sql(api: str, statement: str, **parameters: Any) -> list[list[Any]]:
-    """POST /v1/sql with the values bound server-side ({name:Type} in the statement)."""
-    r = httpx.post(f"{api}/v1/sql", json={"sql": statement, "parameters": parameters}, timeout=30)
+    """POST /v1/sql as an analyst, with the values bound server-side ({name:Type} in the statement)."""
+    analyst = mint_token(get_config(), Keyring(get_config()), "player-tests-analyst", scopes=["analytics:read"])
+    r = httpx.post(f"{api}/v1/sql", json={"sql": statement, "parameters": parameters}, timeout=30,
+                   headers={"Authorization": f"Bearer {analyst}"})
     assert r.status_code == 200, r.text
     return r.json()["rows"]
 

@@ -20,7 +20,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from framelog.config import Config
-from framelog.processors.tokens import load_or_create_secret
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
@@ -44,7 +43,7 @@ def client(tcfg, worker):
 
 @pytest.fixture(scope="module")
 def tokens(tcfg) -> dict[str, dict[str, str]]:
-    return viewer_tokens(tcfg[0], load_or_create_secret(tcfg[0]))
+    return viewer_tokens(tcfg[0])
 
 
 @pytest.fixture(scope="module")

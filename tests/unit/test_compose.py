@@ -152,3 +152,20 @@ def test_every_bind_mount_exists():
             source = volume.split(":", 1)[0]
             if source.startswith(("./", "/")):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_api_keeps_its_keyring_on_a_volume_and_publishes_its_operator_port_on_loopback_only():
+    """framelog api runs both listeners; /metrics is never reachable from outside the host."""
+    from framelog.config import DEFAULT_CONFIG_PATH, load_config
+
+    services = _resolved()
+    api = services["api"]
+    assert api["command"][:2] == ["framelog", "api"]
+    assert api["environment"]["FRAMELOG_KEYRING_FILE"].startswith("/var/lib/framelog-keys/")
+    assert any(v["target"] == "/var/lib/framelog-keys" and v["type"] == "volume" for v in api["volumes"])
+    api_port = int(api["command"][api["command"].index("--port") + 1])
+    ops_port = api_port + load_config(DEFAULT_CONFIG_PATH).auth.ops_port_offset
+    owner = api["network_mode"].split(":", 1)[1]
+    published = {(p.get("host_ip", ""), int(p["target"])) for p in services[owner]["ports"]}
+    assert ("127.0.0.1", ops_port) in published
+    assert not [p for p in published if p[1] == ops_port and p[0] != "127.0.0.1"]
