@@ -234,7 +234,7 @@ class Keyring:
         """Add a new signing key; the older ones keep verifying until retired."""
         key = _new_key(time.time() if now is None else now)
         with self._edit() as keys:
-            if any(k.created > key.created for k in keys):
+            if any(k.created >= key.created for k in keys):       # the newest key signs: strictly newer
                 key = SigningKey(key.kid, key.private_key, max(k.created for k in keys) + 1)
             keys.append(key)
         return key

@@ -63,7 +63,7 @@ class ApiService(_FramelogProcess):
         return f"http://{self.host}:{self.config.stack.api_port}"
 
     def ports(self) -> list[tuple[str, int]]:
-        return [("api", self.config.stack.api_port)]
+        return [("api", self.config.stack.api_port), ("api operator listener", self.config.ops_port)]
 
     def check_health(self) -> None:
         with urllib.request.urlopen(f"{self.address}/healthz", timeout=2) as resp:
