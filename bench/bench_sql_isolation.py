@@ -114,7 +114,7 @@ class Probe:
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         seen = 0
-        with httpx.Client(timeout=60) as c:
+        with httpx.Client(timeout=60, headers=analyst_headers()) as c:
             deadline = None
             while True:
                 with lock:
@@ -141,8 +141,16 @@ class Probe:
             self.errors.append(f"{len(sent) - seen} views not visible 30 s after the end")
 
 
+def analyst_headers() -> dict[str, str]:
+    """An analyst's token (analytics:read): FRAMELOG_TOKEN, else minted from the local keyring."""
+    from framelog.credentials import bearer, local_token
+    from framelog.processors.identity import ANALYTICS_READ
+
+    return bearer(local_token(get_config(), "bench-analyst", [ANALYTICS_READ]))
+
+
 def analyst(api: str, sql: str, until: float, answers: collections.Counter, latencies: dict) -> None:
-    with httpx.Client(timeout=120) as c:
+    with httpx.Client(timeout=120, headers=analyst_headers()) as c:
         while time.time() < until:
             t0 = time.perf_counter()
             try:

@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from framelog.config import get_config
+from framelog.processors.identity import ANALYTICS_READ, Keyring, mint_token
 from framelog.stack.services import ApiService
 from tests.integration.support import running, wait_for
 from tests.security.http_listener import listener  # noqa: F401  (fixture)
@@ -29,8 +31,14 @@ def api(stack, config):
         yield service
 
 
+def analyst() -> dict[str, str]:
+    """An analyst's bearer token (analytics:read), signed with the stack's keyring."""
+    return {"Authorization": f"Bearer {mint_token(get_config(), Keyring(get_config()), 'analyst', scopes=[ANALYTICS_READ])}"}
+
+
 def sql(api_url: str, statement: str, timeout: float = DEADLINE, **parameters) -> httpx.Response:
-    return httpx.post(f"{api_url}/v1/sql", json={"sql": statement, "parameters": parameters}, timeout=timeout)
+    return httpx.post(f"{api_url}/v1/sql", json={"sql": statement, "parameters": parameters}, timeout=timeout,
+                      headers=analyst())
 
 
 def rss_mib(pid: int) -> float:
@@ -87,7 +95,7 @@ def test_fifty_concurrent_queries_get_a_cap_and_429_while_the_api_answers(api, c
         for _ in range(10):
             health = httpx.get(f"{api.address}/healthz", timeout=5)
             assert health.status_code == 200
-        analytics = httpx.get(f"{api.address}/v1/videos/vnope/analytics", timeout=30)
+        analytics = httpx.get(f"{api.address}/v1/videos/vnope/analytics", timeout=30, headers=analyst())
         assert analytics.status_code == 200, analytics.text
         answers = [f.result(timeout=DEADLINE) for f in futures]
     refused = [r for r in answers if r.status_code == 429]
