@@ -5,7 +5,7 @@
     POST   /videos/{id}/share                owner: {"ttl_seconds": n} (optional) -> 201 a share token
     DELETE /videos/{id}/share/{token}        owner: revoke a link (by token id, or the token itself) -> 204
 
-Owner-only means a viewer token (``Authorization: Bearer``) whose user is the
+Owner-only means a token (``Authorization: Bearer``, ``api.auth``) with ``videos:write`` whose sub is the
 video's owner: 401 without one, 403 for anyone else. The policy is set at
 upload (``POST /videos`` with ``visibility`` and ``workspace``) and defaults to
 ``security.default_visibility``.

@@ -1,12 +1,12 @@
 """``GET /v1/stream``: where and how to play a video (the seed's StreamingService.GetStreamURL).
 
     GET /v1/stream?video_id=&quality=&share=&country=
-        Authorization: Bearer <viewer token>    (optional: anonymous without it)
+        Authorization: Bearer <token>           (optional: anonymous without it; api.auth)
         X-Viewer-Country: US                    (the trusted edge header; ``country=`` overrides it for
                                                  routing only: the view_start records the header's country)
 
 Checks, in this order (each refusal says why, never cacheable):
-400 missing or malformed ``video_id``; 401 a viewer token that does not
+400 missing or malformed ``video_id``; 401 a token that does not
 verify; 404 unknown or deleted video; 403 no access (``share`` refused:
 forged, expired, revoked, another video's; or the video is private); 409 not
 playable yet, with the status from the stage-transition log (uploading,
