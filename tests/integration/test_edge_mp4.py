@@ -38,8 +38,8 @@ def secret(config) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def tokens(config, secret):
-    return viewer_tokens(config, secret)
+def tokens(config):
+    return viewer_tokens(config)
 
 
 @pytest.fixture(scope="module")
