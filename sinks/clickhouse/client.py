@@ -22,7 +22,8 @@ from clickhouse_connect.driver.client import Client
 from framelog.config import AnalystSqlConfig, Config
 from framelog.exceptions import ConfigError
 
-__all__ = ["connect", "connect_readonly", "analyst_settings", "is_embedded", "quote_identifier"]
+__all__ = ["connect", "connect_readonly", "analyst_settings", "client_is_embedded", "is_embedded",
+           "quote_identifier"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -59,7 +60,7 @@ def connect(config: Config, *, settings: dict[str, Any] | None = None, create_da
     return _client(dsn, database, settings)
 
 
-def analyst_settings(limits: AnalystSqlConfig) -> dict[str, Any]:
+def analyst_settings(limits: AnalystSqlConfig, *, embedded: bool) -> dict[str, Any]:
     """The engine's walls around analysts' SQL (``analyst_sql:`` in framelog.yaml).
 
     ``readonly=1`` comes last: after it the session cannot change settings any more,
@@ -72,7 +73,7 @@ def analyst_settings(limits: AnalystSqlConfig) -> dict[str, Any]:
     ``DESCRIBE url(...)``: on the embedded engine those two are stopped by the guard
     (sql_guard.py) alone; a ClickHouse server has the grants and host lists for them.
     """
-    return {
+    settings: dict[str, Any] = {
         "max_execution_time": int(limits.max_execution_time),
         "max_memory_usage": limits.max_memory_usage,
         "max_result_rows": limits.max_result_rows,
@@ -81,12 +82,20 @@ def analyst_settings(limits: AnalystSqlConfig) -> dict[str, Any]:
         "max_rows_to_read": limits.max_rows_to_read,
         "max_threads": limits.max_threads,
         "os_thread_priority": limits.os_thread_priority,     # Linux nice of the query's threads (measured)
-        "allow_python_table_function": 0,
         "allow_introspection_functions": 0,
-        "readonly": 1,          # last: after it, the session cannot change settings
     }
+    if embedded:        # chdb's own setting: a ClickHouse server would refuse it as unknown
+        settings["allow_python_table_function"] = 0
+    settings["readonly"] = 1          # last: after it, the session cannot change settings
+    return settings
+
+
+def client_is_embedded(client: Client) -> bool:
+    """The session runs on the embedded engine (chdb) rather than a ClickHouse server."""
+    return str(getattr(client, "uri", "") or "").startswith("chdb:") or type(client).__name__ == "ChdbClient"
 
 
 def connect_readonly(config: Config) -> Client:
     """A separate session for analysts' SQL, locked to ``readonly=1`` with the analyst limits."""
-    return connect(config, settings=analyst_settings(config.analyst_sql), create_database=True)
+    settings = analyst_settings(config.analyst_sql, embedded=is_embedded(config.clickhouse_dsn))
+    return connect(config, settings=settings, create_database=True)

@@ -38,7 +38,7 @@ from clickhouse_connect.driver.client import Client
 from framelog.config import Config, get_config, parse_duration
 from framelog.exceptions import FramelogError
 from framelog.ids import validate_video_id
-from framelog.sinks.clickhouse.client import analyst_settings
+from framelog.sinks.clickhouse.client import analyst_settings, client_is_embedded
 from framelog.sinks.clickhouse.migrations import analytics_tables
 from framelog.sinks.clickhouse.sql_guard import UnsafeSqlError, guard_sql
 
@@ -258,6 +258,6 @@ def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
     config = config or get_config()
     statement = guard_sql(sql, database=client.database or config.clickhouse.database, tables=analytics_tables())
     result = client.query(statement, parameters=dict(parameters or {}),
-                          settings=analyst_settings(config.analyst_sql))
+                          settings=analyst_settings(config.analyst_sql, embedded=client_is_embedded(client)))
     rows = [tuple(r) for r in result.result_rows]
     return SqlResult(list(result.column_names), rows[:max_rows], truncated=len(rows) > max_rows)

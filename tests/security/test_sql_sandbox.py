@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from framelog.config import load_config
-from framelog.sinks.clickhouse.client import analyst_settings, connect, connect_readonly
+from framelog.sinks.clickhouse.client import analyst_settings, client_is_embedded, connect, connect_readonly
 from framelog.sinks.clickhouse.migrations import analytics_tables, apply_migrations
 from framelog.sinks.clickhouse.queries import run_readonly_sql
 from framelog.sinks.clickhouse.sql_allowlist import AGGREGATES, FUNCTIONS, function_allowed
@@ -243,11 +243,13 @@ def engine(tmp_path_factory):
 @pytest.mark.integration
 def test_the_analyst_session_runs_with_the_configured_walls(engine):
     cfg, _, analyst, _ = engine
-    want = analyst_settings(cfg.analyst_sql)
+    want = analyst_settings(cfg.analyst_sql, embedded=True)
+    assert "allow_python_table_function" not in analyst_settings(cfg.analyst_sql, embedded=False)
     names = sorted(want)
     rows = dict(analyst.query("SELECT name, value FROM system.settings WHERE name IN {names:Array(String)}",
                               parameters={"names": names}).result_rows)
     assert {k: str(v) for k, v in want.items()} == {k: rows[k] for k in names}
+    assert client_is_embedded(analyst)
     with pytest.raises(Exception, match="(?i)readonly"):
         analyst.command("SET readonly = 0")
     with pytest.raises(Exception, match="(?i)readonly"):
