@@ -191,6 +191,28 @@ def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, 
 
 # ------------------------------------------------------------------ ABR under a throttled network
 
+def test_the_published_mp4_downloads_through_the_edge_by_ranges(config, api, video_id, tmp_path):
+    """The progressive MP4 the pipeline published is at its download_url (the seed's CDN path), in ranges."""
+    from framelog.processors.media import ffmpeg_commands as fc
+    from framelog.sinks.object_store import ObjectStore
+
+    s = httpx.get(f"{api}/v1/stream", params={"video_id": video_id}, timeout=10).json()
+    url = s["download_url"]
+    assert re.search(rf"/videos/\d{{4}}/\d{{2}}/480p/{video_id}\.mp4$", url), url
+    head = httpx.head(url, timeout=10)
+    assert head.status_code == 200 and head.headers["Content-Type"] == "video/mp4"
+    size, chunk, parts = int(head.headers["Content-Length"]), 256 * 1024, []
+    for start in range(0, size, chunk):
+        r = httpx.get(url, headers={"Range": f"bytes={start}-{min(start + chunk, size) - 1}"}, timeout=10)
+        assert r.status_code == 206, (start, r.status_code)
+        parts.append(r.content)
+    body = b"".join(parts)
+    key = url.split("/", 6)[-1]                                   # the object key: videos/<y>/<m>/<q>/<id>.mp4
+    assert key.startswith("videos/") and body == ObjectStore(config).get_bytes(key)
+    (tmp_path / "download.mp4").write_bytes(body)
+    fc.run_ffmpeg(fc.decode_check_args(tmp_path / "download.mp4"))
+
+
 def test_throttled_network_makes_the_controller_step_down(config, api, video_id, browser):
     """A link of the top rendition's nominal bandwidth: the first (lowest) segment measures enough to step up,
     but the top segments (their real bitrate is above nominal) cannot keep up, the buffer drains under
