@@ -175,6 +175,7 @@ class ObjectStorageConfig:
     region: str
     access_key: str
     secret_key: str
+    vault_bucket: str = ""         # Object Lock bucket for tiers with a retention_lock ("": none)
 
 
 @dataclass(frozen=True)
@@ -183,14 +184,18 @@ class ClickHouseConfig:
     database: str
 
 
+RETENTION_LOCKS = ("none", "governance", "compliance")
+
+
 @dataclass(frozen=True)
 class StorageTier:
     name: str
     description: str
     storage_class: str
-    retention_period: float
+    retention_period: float       # seconds an object stays in the tier before any rule moves or deletes it
     price_per_gb_month: float
     restore_delay: float
+    retention_lock: str = "none"  # "governance" / "compliance": S3 Object Lock in the vault bucket; "none"
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,7 @@ class TieringRule:
     min_age_days: float | None = None
     max_age_days: float | None = None
     max_access_count: int | None = None
+    min_idle_days: float | None = None   # popularity guard: not while watched within this many days
 
 
 @dataclass(frozen=True)
@@ -512,7 +518,11 @@ def _tiers(r: _Reader) -> dict[str, StorageTier]:
             name=name, description=t.str("description", ""), storage_class=t.str("storage_class"),
             retention_period=t.duration("retention_period"),
             price_per_gb_month=t.float("price_per_gb_month", minimum=0),
-            restore_delay=t.duration("restore_delay", "0s"))
+            restore_delay=t.duration("restore_delay", "0s"),
+            retention_lock=t.str("retention_lock", "none"))
+        if tiers[name].retention_lock not in RETENTION_LOCKS:
+            raise ConfigError(f"{t.path}.retention_lock", f"{tiers[name].retention_lock!r} is not one of "
+                                                          f"{', '.join(RETENTION_LOCKS)}")
     if not tiers:
         raise ConfigError(r.path, "at least one storage tier is required")
     return tiers
@@ -528,7 +538,8 @@ def _tiering_rules(items: list[_Reader], tiers: Mapping[str, StorageTier]) -> tu
             name=r.str("name"), target_tier=target,
             min_age_days=r.float("min_age_days", None, minimum=0) if r.has("min_age_days") else None,
             max_age_days=r.float("max_age_days", None, minimum=0) if r.has("max_age_days") else None,
-            max_access_count=r.int("max_access_count", None, minimum=0) if r.has("max_access_count") else None))
+            max_access_count=r.int("max_access_count", None, minimum=0) if r.has("max_access_count") else None,
+            min_idle_days=r.float("min_idle_days", None, minimum=0) if r.has("min_idle_days") else None))
     return tuple(rules)
 
 
@@ -702,7 +713,8 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         object_storage=ObjectStorageConfig(
             _env("FRAMELOG_S3_ENDPOINT", s3.str("endpoint_url")), _env("FRAMELOG_S3_BUCKET", s3.str("bucket")),
             s3.str("region"), _env("FRAMELOG_S3_ACCESS_KEY", s3.str("access_key")),
-            _env("FRAMELOG_S3_SECRET_KEY", s3.str("secret_key"))),
+            _env("FRAMELOG_S3_SECRET_KEY", s3.str("secret_key")),
+            _env("FRAMELOG_S3_VAULT_BUCKET", s3.str("vault_bucket", ""))),
         clickhouse=ClickHouseConfig(_env("FRAMELOG_CLICKHOUSE_DSN", ch.str("dsn")), ch.str("database")),
         storage_tiers=tiers,
         tiering_rules=_tiering_rules(root.items("tiering_rules"), tiers),

@@ -104,6 +104,7 @@ class RenditionRecord:
     applied_transitions: tuple[str, ...] = ()
     restore: PendingRestore | None = None
     restored_at_ms: int | None = None
+    tier_since_ms: int | None = None   # entered its current tier (None: at created_at_ms); retention counts from here
     published: bool = True        # False: known only from accesses or transitions folded before its AssetPublished
 
     @property
@@ -128,7 +129,8 @@ class RenditionRecord:
     def state(self) -> RenditionState:
         """The view ``processors.tiering`` decides on."""
         return RenditionState(self.video_id, self.rendition, ms_to_datetime(self.created_at_ms), self.access_count,
-                              None if self.last_access_ms is None else ms_to_datetime(self.last_access_ms), self.tier)
+                              None if self.last_access_ms is None else ms_to_datetime(self.last_access_ms), self.tier,
+                              None if self.tier_since_ms is None else ms_to_datetime(self.tier_since_ms))
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ def on_asset_published(existing: RenditionRecord | None, asset: Mapping[str, Any
                                  size_bytes=existing.size_bytes or size, created_at_ms=created)
     if at <= existing.published_at_ms:
         return filled if existing.published else dataclasses.replace(filled, published_at_ms=at)
-    return dataclasses.replace(filled, published_at_ms=at, tier=entry_tier(config), size_bytes=size, restore=None)
+    return dataclasses.replace(filled, published_at_ms=at, tier=entry_tier(config), size_bytes=size, restore=None,
+                               tier_since_ms=at)
 
 
 def _remember(recent: tuple[str, ...], item: str, limit: int) -> tuple[str, ...]:
@@ -260,7 +263,7 @@ def on_transition(record: RenditionRecord | None, event: Mapping[str, Any],
         record, tier=event["to_tier"], published_at_ms=max(record.published_at_ms, at) if not record.published
         else record.published_at_ms, transitions=record.transitions + 1,
         applied_transitions=_remember(record.applied_transitions, event_id, RECENT_TRANSITIONS),
-        size_bytes=int(event.get("size_bytes") or record.size_bytes),
+        size_bytes=int(event.get("size_bytes") or record.size_bytes), tier_since_ms=at,
         restore=None if restored else record.restore,
         restored_at_ms=at if restored else record.restored_at_ms), True
 

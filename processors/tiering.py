@@ -55,6 +55,7 @@ class RenditionState:
     access_count: int
     last_access: datetime | None
     current_tier: str
+    tier_since: datetime | None = None     # when it entered current_tier (None: since created_at)
 
     def age_days(self, now: datetime) -> float:
         """Age in days at ``now``; a creation time in the future (clock skew) counts as 0."""
@@ -119,8 +120,11 @@ def tier_for_storage_class(label: str, config: Config) -> str:
     raise UnknownTierError(label, (t.storage_class for t in config.storage_tiers.values()))
 
 
-def rule_matches(rule: TieringRule, age_days: float, access_count: int) -> bool:
+def rule_matches(rule: TieringRule, age_days: float, access_count: int, idle_days: float | None = None) -> bool:
+    """Whether every bound of ``rule`` holds; ``idle_days`` None means never watched."""
     if rule.min_age_days is not None and age_days < rule.min_age_days:
+        return False
+    if rule.min_idle_days is not None and idle_days is not None and idle_days < rule.min_idle_days:
         return False
     if rule.max_age_days is not None and age_days >= rule.max_age_days:
         return False
@@ -129,23 +133,38 @@ def rule_matches(rule: TieringRule, age_days: float, access_count: int) -> bool:
     return True
 
 
-def decide_tier(age_days: float, access_count: int, config: Config) -> TierDecision:
+def decide_tier(age_days: float, access_count: int, config: Config,
+                idle_days: float | None = None) -> TierDecision:
     """The tier of the first matching rule, else the default tier (rule ``"default"``)."""
     if age_days < 0:
         raise ValueError(f"age_days must be >= 0, got {age_days}")
     if access_count < 0:
         raise ValueError(f"access_count must be >= 0, got {access_count}")
     for rule in config.tiering_rules:
-        if rule_matches(rule, age_days, access_count):
+        if rule_matches(rule, age_days, access_count, idle_days):
             return TierDecision(rule.target_tier, rule.name)
     return TierDecision(config.tiering_default_tier, DEFAULT_RULE_NAME)
 
 
+def retention_until(state: RenditionState, config: Config) -> datetime:
+    """Until when the rendition must stay in its current tier (its retention_period from entering it)."""
+    since = ensure_utc(state.tier_since or state.created_at)
+    return since + timedelta(seconds=tier(state.current_tier, config).retention_period)
+
+
+def idle_days(state: RenditionState, now: datetime) -> float | None:
+    """Days since the last view (None: never viewed)."""
+    if state.last_access is None:
+        return None
+    return max(0.0, (ensure_utc(now) - ensure_utc(state.last_access)).total_seconds() / SECONDS_PER_DAY)
+
+
 def evaluate(state: RenditionState, now: datetime, config: Config) -> TierChange | None:
-    """The move this rendition needs at ``now``, or ``None`` if it is already in place."""
+    """The move this rendition needs at ``now``, or ``None`` if it is already in place or its
+    current tier's retention period still holds it there."""
     age = state.age_days(now)
-    decision = decide_tier(age, state.access_count, config)
-    if decision.tier == state.current_tier:
+    decision = decide_tier(age, state.access_count, config, idle_days(state, now))
+    if decision.tier == state.current_tier or ensure_utc(now) < retention_until(state, config):
         return None
     return TierChange(
         video_id=state.video_id, rendition=state.rendition, from_tier=state.current_tier,

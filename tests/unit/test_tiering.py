@@ -1,4 +1,5 @@
 """Tier policy: the seed's rules, every boundary, restore plans and costs."""
+import dataclasses
 import copy
 from datetime import datetime, timedelta, timezone
 
@@ -143,7 +144,7 @@ def test_renditions_are_decided_independently(cfg):
 
 
 def test_future_creation_time_counts_as_age_zero(cfg):
-    s = state(-1, tier="warm_tier")
+    s = dataclasses.replace(state(-1, tier="warm_tier"), tier_since=T0 - timedelta(days=1000))   # retention over
     assert s.age_days(T0) == 0
     assert evaluate(s, T0, cfg).to_tier == "hot_tier"
 

@@ -8,9 +8,8 @@ def test_a_small_year_is_cheaper_tiered_and_deterministic():
     result = simulate(cfg, videos=40, days=200, seed=3)
     rules, ages, hot = result.policies
     assert len(rules.monthly) == 7 and rules.monthly[-1]["days"] == 20
-    assert rules.period_cost() < hot.period_cost()
-    assert ages.period_cost() <= rules.period_cost()
-    assert ages.restores >= rules.restores
+    assert rules.period_cost() < hot.period_cost() and ages.period_cost() < hot.period_cost()
+    assert ages.restores >= rules.restores         # age-only rules send watched renditions cold: restores
     assert hot.transitions == 0 and hot.restores == 0
     tiers = {r.tier for r in rules.records.values()}
     assert {"warm_tier", "cold_tier"} <= tiers
