@@ -102,10 +102,12 @@ def _topics(config: Config, timeout: float) -> TopicsSummary:
 
 
 def _bucket(config: Config, timeout: float) -> bool:
-    from framelog.s3 import ensure_bucket, s3_client
+    from framelog.s3 import ensure_bucket, ensure_buckets, s3_client
 
     client = s3_client(config, connect_timeout=min(timeout, 5.0), read_timeout=timeout, max_attempts=1)
-    return ensure_bucket(client, config.object_storage.bucket)
+    created = ensure_bucket(client, config.object_storage.bucket)
+    ensure_buckets(client, config)
+    return created
 
 
 def _migrations(config: Config, _timeout: float) -> list[int]:   # clickhouse-connect's own timeouts

@@ -37,26 +37,51 @@ def s3_client(config: Config, *, connect_timeout: float = 5.0, read_timeout: flo
     )
 
 
-def ensure_bucket(client: Any, bucket: str) -> bool:
+def ensure_bucket(client: Any, bucket: str, *, object_lock: bool = False) -> bool:
     """Create ``bucket`` unless it exists; True if this call created it.
 
     Safe when several processes race (the loser sees BucketAlreadyOwnedByYou),
     and it ends with a HEAD, so it returns only once the bucket answers.
+    ``object_lock``: created with S3 Object Lock (it can only be enabled at
+    creation), and an existing bucket without it is an error.
     """
     from botocore.exceptions import ClientError
 
     try:
         client.head_bucket(Bucket=bucket)
+        if object_lock:
+            _require_object_lock(client, bucket)
         return False
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
             raise
     created = True
     try:
-        client.create_bucket(Bucket=bucket)
+        client.create_bucket(Bucket=bucket, **({"ObjectLockEnabledForBucket": True} if object_lock else {}))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
         created = False
     client.head_bucket(Bucket=bucket)
     return created
+
+
+def _require_object_lock(client: Any, bucket: str) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        conf = client.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration", {})
+    except ClientError:          # ObjectLockConfigurationNotFoundError
+        conf = {}
+    if conf.get("ObjectLockEnabled") != "Enabled":
+        from framelog.exceptions import ConfigError
+
+        raise ConfigError("object_storage.vault_bucket",
+                          f"bucket {bucket!r} exists without S3 Object Lock (it can only be enabled at creation)")
+
+
+def ensure_buckets(client: Any, config: Config) -> None:
+    """The serving bucket, and the vault bucket (Object Lock) when one is configured."""
+    ensure_bucket(client, config.object_storage.bucket)
+    if config.object_storage.vault_bucket:
+        ensure_bucket(client, config.object_storage.vault_bucket, object_lock=True)

@@ -159,6 +159,29 @@ def idle_days(state: RenditionState, now: datetime) -> float | None:
     return max(0.0, (ensure_utc(now) - ensure_utc(state.last_access)).total_seconds() / SECONDS_PER_DAY)
 
 
+@dataclass(frozen=True)
+class RetentionHold:
+    """Renditions a video keeps in a locked (compliance) tier whose retention has not ended."""
+    tier: str
+    until: datetime                   # the latest retention end among them
+    renditions: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return (f"under compliance retention in {self.tier} until {self.until:%Y-%m-%d} "
+                f"(renditions {', '.join(self.renditions)})")
+
+
+def deletion_hold(states: Iterable[RenditionState], now: datetime, config: Config) -> RetentionHold | None:
+    """What forbids deleting a video now: its renditions in a tier with a retention lock, within retention."""
+    held = [(s, retention_until(s, config)) for s in states
+            if tier(s.current_tier, config).retention_lock != "none"]
+    held = [(s, until) for s, until in held if ensure_utc(now) < until]
+    if not held:
+        return None
+    return RetentionHold(held[0][0].current_tier, max(u for _, u in held), tuple(sorted(s.rendition for s, _ in held)))
+
+
 def evaluate(state: RenditionState, now: datetime, config: Config) -> TierChange | None:
     """The move this rendition needs at ``now``, or ``None`` if it is already in place or its
     current tier's retention period still holds it there."""

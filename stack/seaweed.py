@@ -144,9 +144,9 @@ class Seaweed(Component):
         self.s3_client().list_buckets()
 
     def ensure_bucket(self) -> None:
-        from framelog.s3 import ensure_bucket
+        from framelog.s3 import ensure_buckets
 
-        ensure_bucket(self.s3_client(), self.bucket)
+        ensure_buckets(self.s3_client(), self.config)
 
     def after_healthy(self) -> None:
         self.ensure_bucket()

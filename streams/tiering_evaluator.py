@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 from framelog.clock import Clock
 from framelog.config import Config
 from framelog.processors.tier_ledger import PlannedMove, RenditionRecord, next_move
-from framelog.processors.tiering import SECONDS_PER_DAY, storage_class
+from framelog.processors.tiering import SECONDS_PER_DAY, storage_class, tier
 from framelog.sinks.tier_mover import MoveReport, TierMover
 from framelog.streams import topics
 from framelog.streams.events import new_event
@@ -157,8 +157,9 @@ class TieringEvaluator:
                 if move is None:
                     continue
                 try:
-                    report = await self.run_blocking(self.mover.move, move.object_prefix,
-                                                     storage_class(move.to_tier, self.config))
+                    report = await self.run_blocking(self.mover.move_between, move.object_prefix,
+                                                     tier(move.from_tier, self.config),
+                                                     tier(move.to_tier, self.config), now)
                 except Exception as exc:  # noqa: BLE001 - S3 trouble: decide again at the next evaluation
                     self.failures += 1
                     log.warning("tiering %s/%s %s -> %s failed: %s", move.video_id, move.rendition,

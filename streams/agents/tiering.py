@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, TopicPartition
 from framelog.clock import Clock, SystemClock
 from framelog.config import Config
 from framelog.processors.tier_ledger import RenditionRecord
-from framelog.sinks.object_store import ObjectStore
+from framelog.sinks.object_store import ObjectStore, vault_store
 from framelog.sinks.tier_mover import TierMover
 from framelog.streams import topics
 from framelog.streams.agents.pipeline import _decode_or_dead_letter
@@ -97,7 +97,7 @@ class TieringAgent:
         self.table = app.Table(TABLE, default=None, partitions=self.partitions,
                                schema=faust.Schema(key_serializer="json", value_serializer="json"),
                                help="per rendition: created, accesses, tier, restore; per video: accesses")
-        self.evaluator = TieringEvaluator(config, self.clock, mover or TierMover(ObjectStore(config)), self._emit)
+        self.evaluator = TieringEvaluator(config, self.clock, mover or TierMover(ObjectStore(config), vault_store(config)), self._emit)
         self._queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
         self._queued: set[str] = set()
         self._register()

@@ -35,7 +35,9 @@ SECONDS_RULES: dict[str, Any] = {
     "tiering_evaluation_interval": "0.5s",
     "tiering_default_tier": "hot_tier",
     "tiering_restore_hold": "1h",
-    "storage_tiers": {"cold_tier": {"restore_delay": f"{RESTORE_DELAY:g}s"}},
+    # retention periods shrunk with the rules (they hold an object in its tier for that long)
+    "storage_tiers": {"hot_tier": {"retention_period": "0s"}, "warm_tier": {"retention_period": "0s"},
+                      "cold_tier": {"restore_delay": f"{RESTORE_DELAY:g}s", "retention_period": "0s"}},
     "tiering_rules": [
         {"name": "Low usage", "min_age_days": AGE_SECONDS / 86400, "max_access_count": KEEP_HOT_SESSIONS,
          "target_tier": "cold_tier"},

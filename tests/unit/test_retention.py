@@ -46,3 +46,16 @@ def test_an_unknown_retention_lock_is_refused_naming_the_key():
     raw["storage_tiers"]["deep_archive_tier"]["retention_lock"] = "forever"
     with pytest.raises(ConfigError, match="deep_archive_tier.retention_lock"):
         build_config(raw)
+
+
+def test_a_video_in_a_locked_tier_cannot_be_deleted_before_its_retention_ends():
+    from framelog.processors.tiering import deletion_hold
+
+    archived = state(800, "deep_archive_tier", in_tier_days=100)
+    cold = state(800, "cold_tier", in_tier_days=10)
+    hold = deletion_hold([archived, cold], T0, CFG)
+    assert hold is not None and hold.renditions == ("720p",) and hold.tier == "deep_archive_tier"
+    assert hold.until == T0 + timedelta(days=2555 - 100)
+    assert "compliance retention" in hold.reason and hold.until.strftime("%Y-%m-%d") in hold.reason
+    assert deletion_hold([state(3000, "deep_archive_tier", in_tier_days=2555), cold], T0, CFG) is None
+    assert deletion_hold([cold], T0, CFG) is None
