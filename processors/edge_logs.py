@@ -1,4 +1,4 @@
-"""The edges' access logs: one JSON object per request (stack/nginx.py's ``framelog_edge`` format).
+"""The edges' and the origin shield's access logs: one JSON object per request (stack/nginx.py's ``framelog_edge`` format).
 
 ``parse_line`` turns a line into an ``EdgeRequest``; ``LogFollower`` reads the
 lines appended to a log since the last call, surviving rotation and
@@ -55,9 +55,8 @@ class EdgeRequest:
 
 
 def _object_path(path: str) -> str | None:
-    if not path.startswith(INTERNAL_PREFIX):
-        return None
-    candidate = path[len(INTERNAL_PREFIX) - 1:]
+    """The object key an edge (``/_edge/<key>``) or the origin shield (``/<key>``) logged, if any."""
+    candidate = path[len(INTERNAL_PREFIX) - 1:] if path.startswith(INTERNAL_PREFIX) else path
     try:
         parse_object_path(candidate)
     except ValueError:

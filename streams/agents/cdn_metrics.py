@@ -7,8 +7,10 @@
 ``provider`` is the cdn_strategy key (primary_cdn, secondary_cdn), ``region``
 the provider's first configured region (a local edge stands for one region),
 ``edge_location`` the edge's host:port, ``content_type`` the caching_rules
-file type. ``EdgeLogExporter.poll`` reads what each edge logged since the
-last poll; the cdn worker calls it on a timer.
+file type. The origin shield is counted the same way under
+``provider="origin-shield"``, ``region="origin"``: its hit ratio is the
+"Origin Cache" level's. ``EdgeLogExporter.poll`` reads what each edge and the
+shield logged since the last poll; the cdn worker calls it on a timer.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from framelog.config import Config
 from framelog.processors.edge_logs import EdgeRequest, LogFollower, parse_line
-from framelog.stack.nginx import access_log_path
+from framelog.stack.nginx import SHIELD_NAME, access_log_path, shield_address, shield_dir
 
 RESPONSE_TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -30,6 +32,13 @@ class EdgeLabels:
     provider: str
     region: str
     edge_location: str
+
+
+SHIELD_REGION = "origin"
+
+
+def shield_labels(config: Config) -> EdgeLabels:
+    return EdgeLabels(SHIELD_NAME, SHIELD_REGION, shield_address(config))
 
 
 def edge_labels(config: Config, provider_key: str) -> EdgeLabels:
@@ -73,7 +82,7 @@ class CdnMetrics:
 
 
 class EdgeLogExporter:
-    """Follows every edge's access log and feeds ``CdnMetrics``."""
+    """Follows every edge's (and the origin shield's) access log and feeds ``CdnMetrics``."""
 
     def __init__(self, config: Config, metrics: CdnMetrics | None = None, *, from_start: bool = False,
                  providers: Iterable[str] | None = None):
@@ -81,6 +90,9 @@ class EdgeLogExporter:
         keys = list(providers) if providers is not None else list(config.cdn.providers)
         self.followers = {edge_labels(config, k): LogFollower(access_log_path(config, k), from_start=from_start)
                           for k in keys}
+        if providers is None:           # every edge: the shield behind them too
+            self.followers[shield_labels(config)] = LogFollower(shield_dir(config) / "access.log",
+                                                                from_start=from_start)
 
     def poll(self) -> int:
         """Read and account every new log line; returns how many requests were counted."""

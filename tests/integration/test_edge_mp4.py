@@ -13,7 +13,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from framelog.edge_cache import edge_caches, shield_cache
 from framelog.processors import cache_control as cc
+from framelog.processors.cdn_routing import default_invalidation_paths
 from framelog.processors.edge_signing import edge_signature
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.tokens import load_or_create_secret
@@ -98,6 +100,12 @@ def test_public_mp4_downloads_through_both_edges_by_ranges_and_decodes(client, c
 
     whole = get(s["fallback"]["download_url"])                 # the other edge, no range: the whole file
     assert (whole.status_code, whole.content) == (200, clip)
+
+    # the seed's invalidation paths (/videos/*/<id>*) purge it from the shield and both edges
+    caches = [shield_cache(config, secret=secret), *edge_caches(config, secret=secret)]
+    purged = {c.provider_key: c.purge(default_invalidation_paths(vid)) for c in caches}
+    assert {p: (r.purged, r.errors) for p, r in purged.items()} == {p: ([f"/{key}"], []) for p in purged}
+    assert get(url, Range="bytes=0-9").headers["X-Cache-Status"] == "MISS"
 
 
 def test_mp4_of_a_private_video_only_for_who_may_watch(client, config, tokens, clip):

@@ -73,6 +73,26 @@ def test_follower_reads_appended_whole_lines_and_survives_rotation(tmp_path):
 
 # ------------------------------------------------------------ metrics
 
+def test_the_origin_shield_log_becomes_the_origin_levels_hit_ratio(cfg, tmp_path, monkeypatch):
+    from framelog.config import load_config as load
+    from framelog.stack.nginx import shield_dir
+    from framelog.streams.agents.cdn_metrics import EdgeLogExporter
+
+    monkeypatch.setenv("FRAMELOG_STATE_DIR", str(tmp_path))
+    config = load(DEFAULT_CONFIG_PATH)
+    shield_log = shield_dir(config) / "access.log"
+    shield_log.parent.mkdir(parents=True)
+    shield_log.write_text("".join(_line(path, cache) + "\n" for path, cache in [
+        ("/hls/v1/720p/seg_001.ts", "MISS"), ("/hls/v1/720p/seg_001.ts", "HIT"),
+        ("/videos/2026/12/720p/v1.mp4", "MISS"), ("/hls/v1/master.m3u8", "")]))
+    reg = CollectorRegistry()
+    exporter = EdgeLogExporter(config, CdnMetrics(config, registry=reg), from_start=True)
+    assert exporter.poll() == 4
+    labels = {"provider": "origin-shield", "region": "origin"}
+    assert reg.get_sample_value("cdn_cache_hit_ratio", {**labels, "content_type": "hls_segments"}) == 0.5
+    assert reg.get_sample_value("cdn_cache_hit_ratio", {**labels, "content_type": "video_files"}) == 0.0
+
+
 def test_metrics_use_the_configured_names_and_labels(cfg):
     reg = CollectorRegistry()
     m = CdnMetrics(cfg, registry=reg)
