@@ -404,7 +404,9 @@ class AnalyticsConfig:
 
 @dataclass(frozen=True)
 class AnalystSqlConfig:
-    """Engine limits and isolation of analysts' SQL (``analyst_sql:``)."""
+    """Guard bounds, engine limits and isolation of analysts' SQL (``analyst_sql:``)."""
+    max_sql_chars: int
+    max_nesting: int
     max_concurrent_queries: int
     retry_after: float
     max_execution_time: float
@@ -746,6 +748,7 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
 
 def _analyst_sql(r: _Reader) -> AnalystSqlConfig:
     return AnalystSqlConfig(
+        r.int("max_sql_chars", minimum=1), r.int("max_nesting", minimum=1, maximum=256),
         r.int("max_concurrent_queries", minimum=1, maximum=64), r.duration("retry_after"),
         r.duration("max_execution_time"), r.size("max_memory_usage"), r.int("max_result_rows", minimum=1),
         r.size("max_result_bytes"), r.int("max_rows_to_read", minimum=1), r.int("max_threads", minimum=1, maximum=64),

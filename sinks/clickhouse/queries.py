@@ -240,9 +240,11 @@ class SqlResult:
     truncated: bool
 
 
-def check_readonly_sql(sql: Any, *, database: str | None = None) -> str:
+def check_readonly_sql(sql: Any, *, database: str | None = None, config: Config | None = None) -> str:
     """Return the one statement (trailing ``;`` removed) or raise UnsafeSqlError (see sql_guard)."""
-    return guard_sql(sql, database=database or get_config().clickhouse.database, tables=analytics_tables())
+    config = config or get_config()
+    return guard_sql(sql, database=database or config.clickhouse.database, tables=analytics_tables(),
+                     max_chars=config.analyst_sql.max_sql_chars, max_depth=config.analyst_sql.max_nesting)
 
 
 def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
@@ -256,7 +258,7 @@ def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
     ``connect_readonly`` to keep the session itself read-only too.
     """
     config = config or get_config()
-    statement = guard_sql(sql, database=client.database or config.clickhouse.database, tables=analytics_tables())
+    statement = check_readonly_sql(sql, database=client.database or config.clickhouse.database, config=config)
     result = client.query(statement, parameters=dict(parameters or {}),
                           settings=analyst_settings(config.analyst_sql, embedded=client_is_embedded(client)))
     rows = [tuple(r) for r in result.result_rows]

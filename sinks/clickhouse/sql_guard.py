@@ -28,9 +28,7 @@ from framelog.exceptions import FramelogError
 from framelog.sinks.clickhouse.sql_allowlist import TYPES, function_allowed
 from framelog.sinks.clickhouse.sqltext import SqlSyntaxError, Token, tokens
 
-__all__ = ["UnsafeSqlError", "guard_sql", "MAX_SQL_CHARS"]
-
-MAX_SQL_CHARS = 100_000
+__all__ = ["UnsafeSqlError", "guard_sql"]
 
 
 class UnsafeSqlError(FramelogError, ValueError):
@@ -61,11 +59,11 @@ def _unquote(tok: Token) -> str:
     return tok.text[1:-1] if tok.kind == "quoted_ident" else tok.text
 
 
-def _prechecked(sql: Any) -> str:
+def _prechecked(sql: Any, max_chars: int) -> str:
     if not isinstance(sql, str):
         raise UnsafeSqlError("SQL must be a string")
-    if len(sql) > MAX_SQL_CHARS:
-        raise UnsafeSqlError(f"SQL longer than {MAX_SQL_CHARS} characters")
+    if len(sql) > max_chars:
+        raise UnsafeSqlError(f"SQL longer than {max_chars} characters (analyst_sql.max_sql_chars)")
     if "\x00" in sql:
         raise UnsafeSqlError("SQL contains a NUL character")
     text = sql.strip()
@@ -116,6 +114,18 @@ def _no_identifier_parameters(toks: list[Token]) -> None:
             raise UnsafeSqlError("a parameter of type Identifier is not allowed: bind values, not names")
 
 
+def _shallow_enough(toks: list[Token], max_depth: int) -> None:
+    """Refuse deep nesting before parsing it: the parser recurses (and holds the GIL) per level."""
+    depth = 0
+    for tok in toks:
+        if tok.text in ("(", "["):
+            depth += 1
+            if depth > max_depth:
+                raise UnsafeSqlError(f"brackets nested deeper than {max_depth} (analyst_sql.max_nesting)")
+        elif tok.text in (")", "]"):
+            depth -= 1
+
+
 def _lexical_check(toks: list[Token]) -> None:
     """Every ``name(`` an allowed function, a type or syntax; no refused clause or database."""
     for i, tok in enumerate(toks):
@@ -158,6 +168,8 @@ def _tree_check(body: str, database: str, tables: Collection[str]) -> None:
         statements = [s for s in sqlglot.parse(body, read="clickhouse") if s is not None]
     except SqlglotError as exc:
         raise UnsafeSqlError(f"could not parse the statement: {str(exc).splitlines()[0][:300]}") from None
+    except RecursionError:
+        raise UnsafeSqlError("the statement is nested too deeply to check") from None
     if len(statements) != 1:
         raise UnsafeSqlError("exactly one statement is allowed")
     root = statements[0]
@@ -214,14 +226,17 @@ def _check_in_table(node: exp.In, field: exp.Column, database: str, tables: Coll
                              f"({', '.join(sorted(tables))})")
 
 
-def guard_sql(sql: Any, *, database: str, tables: Collection[str]) -> str:
+def guard_sql(sql: Any, *, database: str, tables: Collection[str], max_chars: int, max_depth: int) -> str:
     """The statement to run (trailing ``;`` removed), or UnsafeSqlError naming what was refused.
 
     ``database``: the session's database (tables may be qualified with it, no other);
-    ``tables``: the analytics tables and views analysts may read."""
-    text = _prechecked(sql)
+    ``tables``: the analytics tables and views analysts may read; ``max_chars``,
+    ``max_depth``: size and bracket nesting accepted (``analyst_sql:``), which bound the
+    parse's time."""
+    text = _prechecked(sql, max_chars)
     toks = _significant_tokens(text)
     start = _query_start(toks)
+    _shallow_enough(toks, max_depth)
     _no_identifier_parameters(toks)
     _tree_check(text[toks[start].start:], database, tables)
     _lexical_check(toks)

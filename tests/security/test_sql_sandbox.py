@@ -23,11 +23,12 @@ from tests.security.http_listener import listener  # noqa: F401  (fixture)
 
 DB = "framelog"
 TABLES = analytics_tables()
+LIMITS = load_config().analyst_sql
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def guard(sql: str) -> str:
-    return guard_sql(sql, database=DB, tables=TABLES)
+    return guard_sql(sql, database=DB, tables=TABLES, max_chars=LIMITS.max_sql_chars, max_depth=LIMITS.max_nesting)
 
 
 # ---------------------------------------------------------------- the guard (unit)
@@ -183,9 +184,22 @@ def test_guard_refuses_and_names_the_offender(sql, names):
 
 
 def test_guard_only_allows_the_sessions_own_database():
-    assert guard_sql("SELECT * FROM other.playback_events", database="other", tables=TABLES)
+    bounds = {"max_chars": LIMITS.max_sql_chars, "max_depth": LIMITS.max_nesting}
+    assert guard_sql("SELECT * FROM other.playback_events", database="other", tables=TABLES, **bounds)
     with pytest.raises(UnsafeSqlError, match="framelog.playback_events"):
-        guard_sql("SELECT * FROM framelog.playback_events", database="other", tables=TABLES)
+        guard_sql("SELECT * FROM framelog.playback_events", database="other", tables=TABLES, **bounds)
+
+
+def test_size_and_nesting_are_bounded_before_the_parse():
+    with pytest.raises(UnsafeSqlError, match="longer than"):
+        guard("SELECT " + "+".join(["1"] * LIMITS.max_sql_chars))
+    deep = LIMITS.max_nesting + 1
+    with pytest.raises(UnsafeSqlError, match="nested deeper"):
+        guard("SELECT " + "(" * deep + "1" + ")" * deep)
+    with pytest.raises(UnsafeSqlError, match="nested deeper"):
+        guard("SELECT " + "abs(" * deep + "1" + ")" * deep)
+    ok = LIMITS.max_nesting - 1
+    assert guard("SELECT " + "abs(" * ok + "1" + ")" * ok)
 
 
 def test_allow_list_has_no_function_that_reads_files_urls_or_server_state():
