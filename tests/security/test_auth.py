@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import time
 import uuid
 from dataclasses import replace
@@ -115,6 +116,20 @@ def test_metrics_and_docs_only_on_the_operator_listener(api, ops_url, config):
     paths = httpx.get(f"{ops_url}/openapi.json", timeout=10).json()["paths"]
     assert "/v1/sql" in paths and "/metrics" not in paths
     assert config.auth.ops_host == "127.0.0.1" and config.ops_port != config.stack.api_port
+
+
+def test_the_operator_listener_is_not_reachable_on_other_interfaces(ops_url, config):
+    """Bound to loopback: through the host's own non-loopback address the port is closed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.254", 9))          # no packet is sent: this only picks the outgoing address
+            address = probe.getsockname()[0]
+        except OSError:
+            pytest.skip("no non-loopback IPv4 address on this machine")
+    if address.startswith("127."):
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://{address}:{config.ops_port}/metrics", timeout=5)
 
 
 def test_jwks_lets_a_customer_back_end_verify_framelogs_tokens(api, config):
