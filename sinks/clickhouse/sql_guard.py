@@ -28,7 +28,7 @@ from framelog.exceptions import FramelogError
 from framelog.sinks.clickhouse.sql_allowlist import TYPES, function_allowed
 from framelog.sinks.clickhouse.sqltext import SqlSyntaxError, Token, tokens
 
-__all__ = ["UnsafeSqlError", "guard_sql"]
+__all__ = ["UnsafeSqlError", "guard_sql", "PARENLESS_SERVER_STATE"]
 
 
 class UnsafeSqlError(FramelogError, ValueError):
@@ -51,6 +51,13 @@ _REFUSED_WORDS = {
     "APPLY": "the APPLY column transformer is not allowed",
 }
 _REFUSED_NAMES = {"system": "database system", "information_schema": "database information_schema"}
+# Functions ClickHouse also calls when named without parentheses (measured on chdb 26.9 by
+# running `SELECT name` for every function; tests/security/test_sql_sandbox.py re-derives the
+# list from the engine): those that tell the server's state are refused as bare names too.
+PARENLESS_SERVER_STATE = frozenset("""
+currentdatabase current_database database schema currentuser current_user session_user user
+currenthandler currentrequesturl
+""".split())
 _EXPLAIN_KINDS = ("AST", "SYNTAX", "PLAN", "PIPELINE", "ESTIMATE")
 _QUERY_START = {"SELECT", "WITH"}
 
@@ -135,6 +142,8 @@ def _lexical_check(toks: list[Token]) -> None:
         if name.lower() in _REFUSED_NAMES:
             raise UnsafeSqlError(f"{_REFUSED_NAMES[name.lower()]} is not allowed: only framelog's analytics tables")
         calls = i + 1 < len(toks) and toks[i + 1].text == "("
+        if not calls and name.lower() in PARENLESS_SERVER_STATE:
+            raise UnsafeSqlError(f"{name} is not allowed: ClickHouse reads it as {name}(), the server's state")
         word = tok.text.upper() if tok.kind == "word" else ""
         if word in _REFUSED_WORDS and not (calls and word == "FORMAT"):     # format() is a string function
             raise UnsafeSqlError(_REFUSED_WORDS[word])

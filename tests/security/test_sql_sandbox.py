@@ -17,7 +17,7 @@ from framelog.sinks.clickhouse.client import analyst_settings, client_is_embedde
 from framelog.sinks.clickhouse.migrations import analytics_tables, apply_migrations
 from framelog.sinks.clickhouse.queries import run_readonly_sql
 from framelog.sinks.clickhouse.sql_allowlist import AGGREGATES, FUNCTIONS, function_allowed
-from framelog.sinks.clickhouse.sql_guard import UnsafeSqlError, guard_sql
+from framelog.sinks.clickhouse.sql_guard import PARENLESS_SERVER_STATE, UnsafeSqlError, guard_sql
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
 from tests.security.http_listener import listener  # noqa: F401  (fixture)
 
@@ -73,6 +73,7 @@ ACCEPTED = [
     "SELECT hour FROM video_stats_hourly ORDER BY hour WITH FILL STEP 3600",
     "SELECT * FROM playback_events ORDER BY event_time LIMIT 10 WITH TIES",
     "SELECT toString(1) AS `file`",                     # a name that is not called is just a name
+    "SELECT CURRENT_DATE, CURRENT_TIMESTAMP, now, today",     # paren-less, but only the clock
 ]
 
 
@@ -152,6 +153,13 @@ REFUSED = [
     ("SELECT getMacro('x')", "getMacro"),
     ("SELECT hasColumnInTable('system', 'users', 'name')", "hasColumnInTable"),
     ("SELECT chdb('SELECT 1')", "chdb"),
+    # functions ClickHouse calls without parentheses
+    ("SELECT currentUser", "currentUser"),
+    ("SELECT CURRENT_USER", "CURRENT_USER"),
+    ("SELECT `currentDatabase`", "currentDatabase"),
+    ('SELECT "user"', "user"),
+    ("SELECT session_user, database, schema", "session_user"),
+    ("SELECT arrayMap(x -> currentUser, [1])", "currentUser"),
     # clauses
     ("SELECT 1 SETTINGS readonly = 0", "SETTINGS"),
     ("SELECT 1 FORMAT JSON", "FORMAT"),
@@ -341,3 +349,23 @@ def test_every_allowed_function_exists_in_the_engine(engine):
     known = {r[0].lower() for r in writer.query("SELECT name FROM system.functions").result_rows}
     assert sorted(FUNCTIONS - known) == []
     assert sorted(AGGREGATES - known) == []
+
+
+@pytest.mark.integration
+def test_every_function_the_engine_calls_without_parentheses_is_allowed_or_refused_by_name(engine):
+    """`SELECT currentUser` runs currentUser(): re-derive from the engine which names do that."""
+    _, writer, _, _ = engine
+    names = [r[0] for r in writer.query("SELECT name FROM system.functions WHERE is_aggregate = 0").result_rows]
+    parenless = set()
+    for name in names:
+        try:
+            writer.query(f"SELECT `{name}`")
+        except Exception:
+            continue
+        parenless.add(name)
+    assert len(parenless) >= 5, parenless
+    unhandled = sorted(n for n in parenless if not function_allowed(n) and n.lower() not in PARENLESS_SERVER_STATE)
+    assert unhandled == []
+    for name in PARENLESS_SERVER_STATE:
+        with pytest.raises(UnsafeSqlError):
+            guard(f"SELECT {name}")
