@@ -39,6 +39,10 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(deletion.router)
 
+    from framelog.api import live, webhooks
+    app.include_router(webhooks.router)
+    app.include_router(live.router)
+
     from framelog.streams.agents.metrics import register_queue_size
     try:
         register_queue_size(config)

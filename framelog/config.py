@@ -460,6 +460,29 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    """Webhook delivery (streams/webhooks.py): retries, limits and which private networks may be targets."""
+    retry_backoff_initial: float
+    retry_backoff_max: float
+    retry_jitter: float
+    max_attempts: int
+    request_timeout: float
+    max_in_flight_per_endpoint: int
+    delivery_threads: int
+    max_payload_bytes: int
+    deliveries_retention: float
+    max_endpoints_per_owner: int
+    allow_private_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LiveProgressConfig:
+    """GET /videos/{id}/events (api/live.py)."""
+    heartbeat_interval: float
+    max_stream_duration: float
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     stack: StackConfig
@@ -485,6 +508,8 @@ class Config:
     security: SecurityConfig
     analyst_sql: AnalystSqlConfig
     auth: AuthConfig
+    webhooks: WebhooksConfig
+    live_progress: LiveProgressConfig
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -691,6 +716,37 @@ def _player(r: _Reader) -> PlayerConfig:
     return cfg
 
 
+def _webhooks(r: _Reader) -> WebhooksConfig:
+    import ipaddress
+
+    networks = r.str_list("allow_private_networks", [])
+    for i, net in enumerate(networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{r.path}.allow_private_networks[{i}]", f"expected a CIDR network, got {net!r}") from None
+    cfg = WebhooksConfig(
+        retry_backoff_initial=r.duration("retry_backoff_initial"), retry_backoff_max=r.duration("retry_backoff_max"),
+        retry_jitter=r.float("retry_jitter", minimum=0, maximum=1), max_attempts=r.int("max_attempts", minimum=1),
+        request_timeout=r.duration("request_timeout"),
+        max_in_flight_per_endpoint=r.int("max_in_flight_per_endpoint", minimum=1),
+        delivery_threads=r.int("delivery_threads", minimum=1), max_payload_bytes=r.size("max_payload_bytes"),
+        deliveries_retention=r.duration("deliveries_retention"),
+        max_endpoints_per_owner=r.int("max_endpoints_per_owner", minimum=1), allow_private_networks=networks)
+    for key in ("retry_backoff_initial", "retry_backoff_max", "request_timeout"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{r.path}.{key}", f"must be > 0, got {getattr(cfg, key)}")
+    return cfg
+
+
+def _live_progress(r: _Reader) -> LiveProgressConfig:
+    cfg = LiveProgressConfig(r.duration("heartbeat_interval"), r.duration("max_stream_duration"))
+    for key in ("heartbeat_interval", "max_stream_duration"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{r.path}.{key}", f"must be > 0, got {getattr(cfg, key)}")
+    return cfg
+
+
 def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
     """Validate a parsed YAML tree and build the typed Config."""
     root = _Reader(data, "")
@@ -742,6 +798,8 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         security=_security(sec),
         analyst_sql=_analyst_sql(root.sub("analyst_sql")),
         auth=_auth(root.sub("auth")),
+        webhooks=_webhooks(root.sub("webhooks")),
+        live_progress=_live_progress(root.sub("live_progress")),
         raw=data,
     )
 

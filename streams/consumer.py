@@ -124,6 +124,10 @@ class EventConsumer:
             out.append(msg)
         return out
 
+    def polled_positions(self) -> dict[tuple[str, int], int]:
+        """The next offset per owned partition, as polled (records this caller skipped included)."""
+        return dict(self._positions)
+
     def decode_message(self, msg: Message) -> DecodedRecord | None:
         """The decoded record of a polled message, or None after dead-lettering it."""
         topic = msg.topic()

@@ -70,6 +70,9 @@ class ReplayedTable:
         self._progress_cond = threading.Condition()
         self.last_error: str | None = None
         self.records = 0
+        self._sync_wanted = 0                   # sync() requests, served by the consuming thread
+        self._sync_served = 0
+        self._sync_targets: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------ to override
 
@@ -131,6 +134,34 @@ class ReplayedTable:
         with self._progress_cond:
             return self._positions.get((topic, partition), OFFSET_INVALID) > offset
 
+    def sync(self, timeout: float) -> bool:
+        """Wait until the table has folded everything on its topics now (the end offsets as of this call).
+
+        For a reader that must see every record written before some event it
+        is handling (a webhook endpoint registered just before the event).
+        """
+        with self._progress_cond:
+            self._sync_wanted += 1
+            wanted = self._sync_wanted
+
+        def done() -> bool:
+            with self._progress_cond:
+                if self._sync_served < wanted:
+                    return False
+                return all(self._positions.get(tp, OFFSET_INVALID) >= hi for tp, hi in self._sync_targets.items())
+        return self.ready and self.wait_until(done, timeout)
+
+    def _serve_sync(self, consumer: "ReplayConsumer") -> None:
+        with self._progress_cond:
+            wanted = self._sync_wanted
+        if wanted <= self._sync_served:
+            return
+        targets = {(t, p): hi for t in self.topics for p, (lo, hi) in consumer.watermarks(t, timeout=10.0).items()
+                   if hi > lo}
+        with self._progress_cond:
+            self._sync_targets, self._sync_served = targets, wanted
+            self._progress_cond.notify_all()
+
     def wait_offset(self, topic: str, partition: int, offset: int, timeout: float) -> bool:
         """Wait until the record written at ``offset`` is in the table (read your own writes)."""
         return self.wait_until(lambda: self.folded(topic, partition, offset), timeout)
@@ -150,6 +181,7 @@ class ReplayedTable:
                     log.info("table %s: replaying %s up to %s", self.group_id, self.topics, self._targets)
                 backoff = 0.5
                 while not self._stop.is_set():
+                    self._serve_sync(consumer)
                     batch = consumer.poll_batch(1000, 0.2)
                     positions = consumer.positions()
                     self.apply(batch)

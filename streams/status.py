@@ -185,16 +185,50 @@ class StatusTable(ReplayedTable):
         super().__init__(config, (topic, topics.UPLOADS), group_prefix="framelog-status", group_id=group_id)
         self.topic = topic
         self._fold_state = StatusFold(config.pipeline.stage_names)
+        self._watchers: dict[str, list[Callable[[dict[str, Any] | None, dict[str, Any]], None]]] = {}
 
     def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
         if isinstance(record, DecodedRecord):
             if record.name == "VideoDeleted":
                 self._fold_state.delete(record.value["video_id"], _millis(record.value.get("event_time")))
+                self._notify(record.value["video_id"], None)
                 return
             if record.name != "StageTransition":
                 return
             record = record.value
-        self._fold_state.apply(record)
+        if self._fold_state.apply(record):
+            self._notify(record["video_id"], record)
+
+    def _notify(self, video_id: str, transition: Mapping[str, Any] | None) -> None:
+        """Tell the video's watchers (called with the lock held, so keep callbacks short)."""
+        watchers = self._watchers.get(video_id)
+        if not watchers:
+            return
+        view = copy.deepcopy(self._fold_state.view(video_id)) or {}
+        change = None
+        if transition is not None:
+            change = {k: transition.get(k) for k in ("stage", "state", "attempt", "progress", "job_id",
+                                                     "error_type", "error_message", "duration_ms")}
+            change["at"] = _iso(_millis(transition.get("event_time")))
+        for notify in list(watchers):
+            notify(change, view)
+
+    def watch(self, video_id: str, notify: Callable[[dict[str, Any] | None, dict[str, Any]], None]
+              ) -> tuple[dict[str, Any] | None, Callable[[], None]]:
+        """The video's status now, and from then on ``notify(transition or None, status)`` after every change
+        (None: the video was deleted); no change falls between the two. Returns (status, unwatch)."""
+        with self._lock:
+            view = copy.deepcopy(self._fold_state.view(video_id))
+            self._watchers.setdefault(video_id, []).append(notify)
+
+        def unwatch() -> None:
+            with self._lock:
+                left = [w for w in self._watchers.get(video_id, []) if w is not notify]
+                if left:
+                    self._watchers[video_id] = left
+                else:
+                    self._watchers.pop(video_id, None)
+        return view, unwatch
 
     # ------------------------------------------------------------ reads
 

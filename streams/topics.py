@@ -51,6 +51,8 @@ QUALITY_SWITCHES = "playback.quality-switches"
 TIER_TRANSITIONS = "storage.tier-transitions"
 CDN_COMMANDS = "cdn.commands"
 ACCESS = "video.access"
+WEBHOOK_ENDPOINTS = "webhooks.endpoints"
+WEBHOOK_DELIVERIES = "webhooks.deliveries"
 
 
 def pipeline_topic(stage: str) -> str:
@@ -77,6 +79,13 @@ def _data_topics(config: Config) -> list[TopicSpec]:
         TopicSpec(ACCESS, ("AccessPolicy", "ShareLink"),
                   description="who may watch a video (policy snapshots) and its share links issued/revoked; "
                               "kept forever, not compacted: a revocation must outlive later policy changes"),
+        TopicSpec(WEBHOOK_ENDPOINTS, ("WebhookEndpoint",), key="endpoint_id", compacted=True,
+                  description="webhook endpoint registrations; each record is the endpoint's whole state, "
+                              "so compaction to the latest per endpoint loses nothing"),
+        TopicSpec(WEBHOOK_DELIVERIES, ("WebhookDelivery",), key="endpoint_id",
+                  retention_ms=int(config.webhooks.deliveries_retention * 1000),
+                  description="every webhook delivery step (parked, attempted, given up) with its message: "
+                              "pending messages survive restarts, any message can be replayed"),
     ]
     topics += [
         TopicSpec(pipeline_topic(stage.name), ("StageRequest",),

@@ -23,11 +23,12 @@ INTAKE = "intake"
 CDN = "cdn"            # edge purges/warms and edge metrics (streams/agents/cdn.py)
 TIERING = "tiering"    # access counts, tier decisions, storage-class moves (streams/agents/tiering.py)
 POPULARITY = "popularity"  # views per video -> CacheWarm past popular_view_count (streams/agents/cdn.py)
+WEBHOOKS = "webhooks"      # video events -> signed HTTP deliveries to registered endpoints (streams/webhooks.py)
 RESTART_BACKOFF = 2.0
 
 
 def groups(config: Config) -> list[str]:
-    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING, POPULARITY]
+    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING, POPULARITY, WEBHOOKS]
 
 
 def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
@@ -57,6 +58,10 @@ def run_group(config: Config, group: str) -> int:
         start_http_server(config.stack.worker_metrics_port + groups(config).index(group), addr=config.stack.host)
     except OSError as exc:      # a second worker of the same stage on this host: metrics from the first
         logging.getLogger(__name__).warning("metrics port busy (%s); not exporting from this worker", exc)
+    if group == WEBHOOKS:               # a plain consumer: it commits only what is delivered or parked on the log
+        from framelog.streams.webhooks import run_webhooks
+
+        return run_webhooks(config)
     app = create_app(config, group)
     codec = AvroCodec(config)
     emitter = AsyncEmitter(config, codec)

@@ -1,0 +1,117 @@
+"""Live progress: ``GET /videos/{id}/events``, the video's stage transitions as server-sent events.
+
+The stream first replays what happened so far (each stage's latest transition
+in the order they happened, ``"replayed": true``), then follows the log as the
+API's status table folds new transitions (``streams.status.StatusTable.watch``:
+no transition falls between the replay and the follow). Events:
+
+    event: transition   {"stage", "state", "attempt", "progress", "at", "error_type", ...}
+    event: status       the video's status (as GET /videos/{id}) after the change
+    event: end          the final status, once the video is ready, failed or deleted; then the stream closes
+
+A comment line (``: keepalive``) every ``live_progress.heartbeat_interval``
+keeps proxies from closing an idle stream; a stream lasts at most
+``live_progress.max_stream_duration``. Only the video's owner, a member of its
+workspace (or an ops principal) may watch.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from framelog.api.access_state import ApiError, access_state, video_id_param
+from framelog.api.videos import STATUS_READY_TIMEOUT, services
+from framelog.api.webhooks import Caller, webhook_caller
+
+router = APIRouter(tags=["live"])
+
+FINAL = frozenset({"ready", "failed", "deleted"})
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
+    lines = [f"id: {event_id}"] if event_id is not None else []
+    lines.append(f"event: {event}")
+    lines += [f"data: {line}" for line in json.dumps(data, separators=(",", ":")).splitlines()]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def check_watcher(request: Request, caller: Caller, video_id: str) -> None:
+    """The video's owner, a member of its workspace, or ops; 404 unknown, 403 anyone else."""
+    state = access_state(request.app)
+    _, policy = state.known_entry(video_id, allow_deleted=True)
+    if caller.ops or caller.user_id == policy.owner_id or \
+            (policy.workspace_id is not None and policy.workspace_id in caller.workspaces):
+        return
+    raise ApiError(403, f"only the owner of video {video_id} or its workspace may watch its progress")
+
+
+def replayed(view: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each stage's latest transition, in the order they happened."""
+    stages = sorted((view or {}).get("stages", {}).values(), key=lambda s: s.get("updated_at") or "")
+    return [{"stage": s["stage"], "state": s["state"], "attempt": s["attempt"], "progress": s["progress"],
+             "job_id": s.get("job_id"), "error_type": s.get("error_type"), "error_message": s.get("error_message"),
+             "duration_ms": s.get("duration_ms"), "at": s.get("updated_at"), "replayed": True} for s in stages]
+
+
+async def event_stream(request: Request, video_id: str) -> AsyncIterator[bytes]:
+    config = access_state(request.app).config
+    table = services(request.app).status
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[dict[str, Any] | None, dict[str, Any]]] = asyncio.Queue()
+
+    def notify(change: dict[str, Any] | None, view: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (change, view))
+
+    view, unwatch = table.watch(video_id, notify)
+    seq = 0
+    try:
+        for change in replayed(view):
+            seq += 1
+            yield sse("transition", change, seq)
+        if view is not None:
+            seq += 1
+            yield sse("status", view, seq)
+            if view.get("state") in FINAL:
+                yield sse("end", view, seq + 1)
+                return
+        heartbeat = config.live_progress.heartbeat_interval
+        deadline = time.monotonic() + config.live_progress.max_stream_duration
+        while time.monotonic() < deadline:
+            try:
+                change, view = await asyncio.wait_for(queue.get(), timeout=heartbeat)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    return
+                yield b": keepalive\n\n"
+                continue
+            if change is not None:
+                seq += 1
+                yield sse("transition", {**change, "replayed": False}, seq)
+            seq += 1
+            yield sse("status", view, seq)
+            if view.get("state") in FINAL:
+                seq += 1
+                yield sse("end", view, seq)
+                return
+    finally:
+        unwatch()
+
+
+@router.get("/videos/{video_id}/events")
+async def video_events(video_id: str, request: Request, caller: Caller = Depends(webhook_caller)):
+    try:
+        video_id = video_id_param(video_id)
+        await run_in_threadpool(check_watcher, request, caller, video_id)
+        table = services(request.app).status
+        if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):
+            raise ApiError(503, "the status table is still catching up with the log", {"Retry-After": "5"})
+    except ApiError as exc:
+        return exc.response()
+    return StreamingResponse(event_stream(request, video_id), media_type="text/event-stream", headers=SSE_HEADERS)
