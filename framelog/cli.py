@@ -92,8 +92,20 @@ def _upload(args: argparse.Namespace, config: Config) -> int:
         raise FramelogError(f"cannot read {args.file}: {exc}") from exc
     if not args.quiet:
         print(f"\nuploaded {args.file}: {outcome.size_bytes} bytes, sha256 {outcome.sha256}", file=sys.stderr)
-    print(outcome.video_id)
+    print(outcome.video_id, flush=True)
+    if args.wait:
+        return _follow(api, outcome.video_id, args.owner, config, quiet=args.quiet)
     return 0
+
+
+def _follow(api: str, video_id: str, user: str, config: Config, quiet: bool = False) -> int:
+    from framelog.live_cli import cli_headers, follow, print_final
+
+    try:
+        view = follow(api, video_id, cli_headers(config, user), stage_names=config.pipeline.stage_names, quiet=quiet)
+    except RuntimeError as exc:
+        raise FramelogError(str(exc)) from exc
+    return print_final(view)
 
 
 def _api(args: argparse.Namespace, config: Config) -> int:
@@ -121,6 +133,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     from framelog.ids import validate_video_id
 
     video_id = validate_video_id(args.video_id)
+    if args.follow:
+        return _follow(_api_url(args, config), video_id, args.owner, config)
     if args.api:
         import httpx
 
@@ -177,7 +191,7 @@ def _tail(args: argparse.Namespace, config: Config) -> int:
 def _sql(args: argparse.Namespace, config: Config) -> int:
     from framelog.sql_client import parse_params, run_sql
 
-    return run_sql(config, args.statement, max_rows=args.max_rows, as_json=args.json,
+    return run_sql(config, args.statement, max_rows=args.max_rows, fmt="json" if args.json else args.format,
                    parameters=parse_params(args.param))
 
 
@@ -258,7 +272,10 @@ def _config(args: argparse.Namespace, config: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from framelog import __version__
+
     parser = argparse.ArgumentParser(prog="framelog", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"framelog {__version__}")
     parser.add_argument("--config", help="path to a framelog.yaml (default: FRAMELOG_CONFIG or the packaged one)")
     parser.add_argument("--state-dir", help="the local stack's state directory (default: FRAMELOG_STATE_DIR or "
                                             "stack.state_dir of the configuration)")
@@ -295,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api", help="API base URL (default http://<stack.host>:<stack.api_port>)")
     p.add_argument("--chunk-mib", type=int, default=8, help="chunk size in MiB (at least 5)")
     p.add_argument("--quiet", action="store_true", help="print only the video id")
+    p.add_argument("--wait", action="store_true", help="then show its progress per stage until ready or failed")
     p.set_defaults(func=_upload)
 
     p = sub.add_parser("api", help="run the HTTP API (uvicorn) on stack.host:stack.api_port")
@@ -309,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api", help="ask this API (base URL) instead of replaying the log directly")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the replay to catch up")
     p.add_argument("--json", action="store_true", help="print the JSON the API answers")
+    p.add_argument("--follow", action="store_true",
+                   help="progress per stage, live from the API's event stream, until ready or failed")
+    p.add_argument("--owner", default="local-user", help="with --follow: watch as this user (the video's owner)")
     p.set_defaults(func=_status)
 
     p = sub.add_parser("events", help="inspect events on the log")
@@ -324,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", help="run one read-only SQL statement against the analytics engine")
     p.add_argument("statement")
     p.add_argument("--max-rows", type=int, default=1000)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument("--json", action="store_true", help="alias of --format json")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="bind {NAME:Type} in the statement, server-side (repeatable)")
     p.set_defaults(func=_sql)
@@ -383,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="validate and summarise the configuration")
     p.set_defaults(func=_config)
 
-    from framelog import ops_cli
+    from framelog import live_cli, ops_cli
     ops_cli.add_parsers(sub)
+    live_cli.add_webhooks_parser(sub)
     return parser
 
 

@@ -79,9 +79,16 @@ def _query(config: Config, statement: str, max_rows: int,
 
 
 def run_sql(config: Config, statement: str, *, max_rows: int = 1000, as_json: bool = False,
-            parameters: Mapping[str, str] | None = None) -> int:
+            parameters: Mapping[str, str] | None = None, fmt: str = "table") -> int:
+    """Print the result as a table, CSV (header row, RFC 4180 quoting) or JSON."""
     columns, rows, truncated = _query(config, statement, max_rows, parameters or {})
-    if as_json:
+    if fmt == "csv":
+        import csv
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return 0
+    if as_json or fmt == "json":
         json.dump({"columns": columns, "rows": rows, "truncated": truncated}, sys.stdout, default=str)
         print()
         return 0
