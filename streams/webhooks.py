@@ -101,7 +101,8 @@ def message_from_record(value: dict[str, Any]) -> Message:
                    millis(value.get("occurred_at")), value["payload"],
                    (value.get("source_topic") or "", int(value.get("source_partition") or 0),
                     int(value.get("source_offset") if value.get("source_offset") is not None else -1)),
-                   attempt=int(value.get("attempt") or 1) - (1 if value.get("outcome") == "queued" else 0), next_at=millis(nxt) / 1000 if nxt else 0.0, parked=True)
+                   attempt=int(value.get("attempt") or 1) - (1 if value.get("outcome") == "queued" else 0),
+                   next_at=millis(nxt) / 1000 if nxt else 0.0, parked=True)
 
 
 class SourceOffsets:
@@ -340,7 +341,7 @@ class Router:
 
     def messages(self, record: DecodedRecord) -> list[Message]:
         event: WebhookEvent | None = derive(record.name, record.value, self.first_stage)
-        if event is None:
+        if event is None or not any(e.wants(event.type) for e in self.registry.live()):
             return []
         owner, workspace = self.owner_of(record)
         body = event.body()
