@@ -18,17 +18,18 @@ every delivery (``processors.webhook_targets``).
 """
 from __future__ import annotations
 
-import json
 import socket
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from framelog.api.access import _json_body
 from framelog.api.access_state import ApiError, access_state, parse_workspace
 from framelog.config import Config
 from framelog.processors.webhook_signing import ENDPOINT_PREFIX, derive_secret, new_endpoint_id, new_salt
@@ -39,7 +40,6 @@ from framelog.streams.events import new_event
 from framelog.streams.exceptions import DeliveryError
 from framelog.streams.webhook_registry import EndpointRegistry
 
-MAX_BODY = 16 * 1024
 MAX_DESCRIPTION = 256
 READY_TIMEOUT = 10.0
 NO_STORE = {"Cache-Control": "no-store"}
@@ -144,23 +144,6 @@ def _emit(request: Request, record: dict[str, Any]) -> None:
     registry(request.app).wait_offset(delivery.topic, delivery.partition, delivery.offset, READY_TIMEOUT)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, f"body exceeds {MAX_BODY} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object")
-    return body
-
-
 async def _answer(work: Any, *args: Any, status: int = 200) -> Response:
     try:
         out = await run_in_threadpool(work, *args)
@@ -171,7 +154,18 @@ async def _answer(work: Any, *args: Any, status: int = 200) -> Response:
     return JSONResponse(out, status_code=status, headers=NO_STORE)
 
 
-router = APIRouter(tags=["webhooks"])
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        found = getattr(app.state, "webhook_registry", None)
+        app.state.webhook_registry = None
+        if found is not None:
+            await run_in_threadpool(found.stop)
+
+
+router = APIRouter(tags=["webhooks"], lifespan=lifespan)
 
 
 # ------------------------------------------------------------ routes
