@@ -27,7 +27,8 @@ from starlette.concurrency import run_in_threadpool
 
 from framelog.api.access_state import ApiError, access_state, video_id_param
 from framelog.api.videos import STATUS_READY_TIMEOUT, services
-from framelog.api.webhooks import Caller, webhook_caller
+from framelog.api.auth import require
+from framelog.processors.identity import OPS, Principal
 
 router = APIRouter(tags=["live"])
 
@@ -40,16 +41,6 @@ def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
     lines.append(f"event: {event}")
     lines += [f"data: {line}" for line in json.dumps(data, separators=(",", ":")).splitlines()]
     return ("\n".join(lines) + "\n\n").encode()
-
-
-def check_watcher(request: Request, caller: Caller, video_id: str) -> None:
-    """The video's owner, a member of its workspace, or ops; 404 unknown, 403 anyone else."""
-    state = access_state(request.app)
-    _, policy = state.known_entry(video_id, allow_deleted=True)
-    if caller.ops or caller.user_id == policy.owner_id or \
-            (policy.workspace_id is not None and policy.workspace_id in caller.workspaces):
-        return
-    raise ApiError(403, f"only the owner of video {video_id} or its workspace may watch its progress")
 
 
 def replayed(view: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -105,10 +96,11 @@ async def event_stream(request: Request, video_id: str) -> AsyncIterator[bytes]:
 
 
 @router.get("/videos/{video_id}/events")
-async def video_events(video_id: str, request: Request, caller: Caller = Depends(webhook_caller)):
+async def video_events(video_id: str, request: Request, principal: Principal = Depends(require())):
     try:
         video_id = video_id_param(video_id)
-        await run_in_threadpool(check_watcher, request, caller, video_id)
+        # the video's owner, a member of its workspace, or ops: 404 unknown, 403 anyone else
+        await run_in_threadpool(access_state(request.app).check_reader, principal, video_id, (OPS,))
         table = services(request.app).status
         if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):
             raise ApiError(503, "the status table is still catching up with the log", {"Retry-After": "5"})

@@ -31,7 +31,9 @@ from starlette.concurrency import run_in_threadpool
 
 from framelog.api.access import _json_body
 from framelog.api.access_state import ApiError, access_state, parse_workspace
+from framelog.api.auth import forbidden, require
 from framelog.config import Config
+from framelog.processors.identity import OPS, VIDEOS_WRITE, Principal
 from framelog.processors.webhook_signing import ENDPOINT_PREFIX, derive_secret, new_endpoint_id, new_salt
 from framelog.processors.webhook_targets import TargetRefused, check_addresses, literal_address, parse_target
 from framelog.processors.webhooks import EVENT_TYPES, Endpoint
@@ -55,20 +57,11 @@ class Caller:
     ops: bool = False
 
 
-def webhook_caller(request: Request) -> Caller:
-    """Dependency: the signed-in caller (401 anonymous or a token that does not verify)."""
-    try:
-        viewer = access_state(request.app).viewer(request)
-    except ApiError as exc:
-        raise _http(exc) from None
-    if viewer is None:
-        raise _http(ApiError(401, "sign in (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"}))
-    return Caller(viewer.user_id, frozenset(viewer.workspaces), False)
-
-
-def _http(exc: ApiError) -> Exception:
-    from fastapi import HTTPException
-    return HTTPException(exc.status, exc.message, headers={**NO_STORE, **exc.headers})
+def webhook_caller(principal: Principal = Depends(require())) -> Caller:
+    """Dependency: the signed-in caller managing webhooks: ``videos:write`` (their own videos) or ``ops``."""
+    if not (principal.has(VIDEOS_WRITE) or principal.has(OPS)):
+        raise forbidden(f"managing webhooks needs the {VIDEOS_WRITE!r} or {OPS!r} scope")
+    return Caller(principal.sub, frozenset(principal.workspaces), principal.has(OPS))
 
 
 def may_manage(caller: Caller, endpoint: Endpoint) -> bool:

@@ -94,15 +94,16 @@ def _upload(args: argparse.Namespace, config: Config) -> int:
         print(f"\nuploaded {args.file}: {outcome.size_bytes} bytes, sha256 {outcome.sha256}", file=sys.stderr)
     print(outcome.video_id, flush=True)
     if args.wait:
-        return _follow(api, outcome.video_id, args.owner, config, quiet=args.quiet)
+        return _follow(api, outcome.video_id, token, config, quiet=args.quiet)
     return 0
 
 
-def _follow(api: str, video_id: str, user: str, config: Config, quiet: bool = False) -> int:
-    from framelog.live_cli import cli_headers, follow, print_final
+def _follow(api: str, video_id: str, token: str, config: Config, quiet: bool = False) -> int:
+    from framelog.credentials import bearer
+    from framelog.live_cli import follow, print_final
 
     try:
-        view = follow(api, video_id, cli_headers(config, user), stage_names=config.pipeline.stage_names, quiet=quiet)
+        view = follow(api, video_id, bearer(token), stage_names=config.pipeline.stage_names, quiet=quiet)
     except RuntimeError as exc:
         raise FramelogError(str(exc)) from exc
     return print_final(view)
@@ -134,7 +135,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
     video_id = validate_video_id(args.video_id)
     if args.follow:
-        return _follow(_api_url(args, config), video_id, args.owner, config)
+        from framelog.credentials import local_token
+        from framelog.processors.identity import OPS
+
+        return _follow(_api_url(args, config), video_id, local_token(config, "framelog-cli", [OPS]), config)
     if args.api:
         import httpx
 
@@ -329,7 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON the API answers")
     p.add_argument("--follow", action="store_true",
                    help="progress per stage, live from the API's event stream, until ready or failed")
-    p.add_argument("--owner", default="local-user", help="with --follow: watch as this user (the video's owner)")
     p.set_defaults(func=_status)
 
     p = sub.add_parser("events", help="inspect events on the log")

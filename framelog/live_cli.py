@@ -137,9 +137,3 @@ def add_webhooks_parser(sub: Any) -> None:
     r.add_argument("--since", help="only events from then on (epoch seconds or ISO 8601)")
     r.set_defaults(func=webhooks_command)
 
-
-def cli_headers(config: Config, user: str) -> dict[str, str]:
-    """A bearer token for ``user``, signed with the local stack's secret (the CLI runs beside the stack)."""
-    from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
-
-    return {"Authorization": f"Bearer {issue_viewer_token(user, config, secret=load_or_create_secret(config), now=time.time())}"}

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -22,7 +21,7 @@ import pytest
 import uvicorn
 
 from framelog.live_cli import sse_events
-from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+from framelog.processors.identity import Keyring, mint_token
 from framelog.streams import topics
 from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
@@ -57,8 +56,7 @@ def live(stack, config, tmp_path_factory):
 
 
 def bearer(cfg, user, workspaces=()):
-    return {"Authorization": "Bearer " + issue_viewer_token(user, cfg, secret=load_or_create_secret(cfg),
-                                                           now=time.time(), workspaces=workspaces)}
+    return {"Authorization": "Bearer " + mint_token(cfg, Keyring(cfg), user, workspaces=workspaces, scopes=[])}
 
 
 class Transitions:
@@ -142,8 +140,8 @@ def test_cli_status_follow_shows_the_stages_and_exits_on_failure(live):
     write = Transitions(cfg, vid, owner)
     first, second, *_ = cfg.pipeline.stage_names
     env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay), "COLUMNS": "120"}
-    proc = subprocess.Popen([sys.executable, "-m", "framelog.cli", "status", vid, "--follow", "--api", base,
-                             "--owner", owner], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "framelog.cli", "status", vid, "--follow", "--api", base],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     write(first, "queued")
     write(first, "succeeded")
     write(second, "started")

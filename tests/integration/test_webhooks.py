@@ -10,7 +10,6 @@ at-least-once with stable webhook-ids across a kill -9 of the worker.
 """
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
-from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+from framelog.processors.identity import Keyring, mint_token
 from framelog.streams import topics
 from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
@@ -61,7 +60,7 @@ def worker(hooks, tmp_path):
 
 
 def bearer(cfg, user: str, workspaces: tuple[str, ...] = ()) -> dict[str, str]:
-    token = issue_viewer_token(user, cfg, secret=load_or_create_secret(cfg), now=time.time(), workspaces=workspaces)
+    token = mint_token(cfg, Keyring(cfg), user, workspaces=workspaces, scopes=["videos:write"])
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -7,8 +7,6 @@ loopback server stands ready and must receive no request.
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from framelog.processors.webhook_signing import derive_secret
@@ -36,9 +34,9 @@ def test_registration_refuses_internal_targets(stack, config):
     from fastapi.testclient import TestClient
 
     from framelog.api.app import create_app
-    from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+    from framelog.processors.identity import Keyring, mint_token
 
-    token = issue_viewer_token("sam", config, secret=load_or_create_secret(config), now=time.time())
+    token = mint_token(config, Keyring(config), "sam", scopes=["videos:write"])
     with TestClient(create_app(config)) as api:
         for url in REFUSED:
             r = api.post("/v1/webhooks", json={"url": url}, headers={"Authorization": f"Bearer {token}"})
