@@ -19,6 +19,14 @@ DELETE finishes the job:
 5. a ``CacheInvalidate`` on ``cdn.commands`` with the seed's default paths
    plus the MP4's, so the edges purge what they cached.
 
+A video with renditions in a tier with a retention lock (deep archive:
+compliance and legal retention) within their retention period cannot be
+deleted: 409 naming the tier and the date. An operator (``ops`` scope) may
+override with ``?retention_override=REASON``; the override is recorded on the
+log in the ``VideoDeleted`` event (``requested_by`` the operator, ``reason``
+``retention_override: REASON``) and also removes the locked vault copies
+(GOVERNANCE retention bypassed).
+
 Playback analytics are left alone: ClickHouse keeps the video's events and
 rollups (they describe what happened). A DELETE of an already deleted video
 by its owner runs steps 2-5 again (idempotent) and answers the same.
@@ -26,6 +34,7 @@ by its owner runs steps 2-5 again (idempotent) and answers the same.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,12 +42,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.auth import current_principal
+from framelog.api.auth import current_principal, principal_of
 from framelog.api.access_state import ApiError, access_state, video_id_param
+from framelog.api.stream_availability import READY_TIMEOUT
 from framelog.api.videos import abandon_upload, inspect_upload, services
 from framelog.jobs import tombstones
 from framelog.processors.video_access import VideoEntry
-from framelog.sinks.object_store import ObjectStore
+from framelog.processors.identity import OPS
+from framelog.processors.tiering import RetentionHold, deletion_hold
+from framelog.sinks.object_store import ObjectStore, vault_store
 from framelog.streams import topics
 from framelog.streams.events import new_event
 
@@ -51,10 +63,39 @@ def _source_key(entry: VideoEntry) -> str | None:
     return tombstones.mp4_key(entry.video_id, ((entry.asset or {}).get("metadata") or {}).get("source_key"))
 
 
-def delete_video(request: Request, video_id: str, reason: str) -> dict[str, Any]:
+def _retention_hold(state: Any, entry: VideoEntry) -> RetentionHold | None:
+    """What keeps the video's renditions under a retention lock now (tiering's view of the log)."""
+    names = [r["name"] for r in ((entry.asset or {}).get("renditions") or [])]
+    if not names:
+        return None
+    view = state.tier_view
+    if not view.wait_ready(READY_TIMEOUT):
+        raise ApiError(503, "storage tiers are not known yet; retry", {"Retry-After": "1"})
+    records = [view.record(entry.video_id, name) for name in names]
+    return deletion_hold([r.state() for r in records if r is not None], datetime.now(timezone.utc), state.config)
+
+
+def _deleter(request: Request, state: Any, video_id: str, override: str) -> tuple[Any, VideoEntry, Any]:
+    """(who, entry, policy): the owner, or with a retention override an operator."""
+    if not override:
+        return state.owned_entry(request, video_id, allow_deleted=True)
+    principal = principal_of(request)
+    if principal is None or not principal.has(OPS):
+        raise ApiError(403, f"a retention override needs the {OPS!r} scope")
+    entry, policy = state.known_entry(video_id, allow_deleted=True)
+    return principal.viewer, entry, policy
+
+
+def delete_video(request: Request, video_id: str, reason: str, override: str = "") -> dict[str, Any]:
     state = access_state(request.app)
-    viewer, entry, policy = state.owned_entry(request, video_id, allow_deleted=True)
+    viewer, entry, policy = _deleter(request, state, video_id, override)
     if not entry.deleted:
+        hold = _retention_hold(state, entry)
+        if hold is not None and not override:
+            raise ApiError(409, f"video {video_id} cannot be deleted: it is {hold.reason}; an operator may "
+                                "override with ?retention_override=REASON")
+        if override:
+            reason = f"retention_override: {override}" + (f" ({hold.reason})" if hold else "")
         state.emit(topics.UPLOADS, "VideoDeleted", new_event(
             "VideoDeleted", video_id=video_id, owner_id=policy.owner_id, requested_by=viewer.user_id, reason=reason))
     svc = services(request.app)
@@ -65,6 +106,10 @@ def delete_video(request: Request, video_id: str, reason: str) -> dict[str, Any]
         abandon_upload(svc, upload.session)
     source = _source_key(entry)
     removed = tombstones.purge_video(store, video_id, [source] if source else [])
+    vault = vault_store(state.config)
+    if vault is not None:                       # locked copies: only expired ones go, unless overridden
+        for prefix in tombstones.video_prefixes(video_id):
+            removed[f"vault:{prefix}"] = vault.delete_locked_prefix(prefix, bypass=bool(override))
     extra_paths = tuple(f"/{key}" for key in removed if key.startswith("videos/"))
     state.invalidate_edges(video_id, "video_deleted", extra_paths)
     log.info("video %s deleted by %s: %s", video_id, viewer.user_id, removed)
@@ -76,7 +121,8 @@ async def delete(video_id: str, request: Request) -> Response:
     try:
         video_id = video_id_param(video_id)
         reason = request.query_params.get("reason", "")[:256]
-        out = await run_in_threadpool(delete_video, request, video_id, reason)
+        override = request.query_params.get("retention_override", "")[:256]
+        out = await run_in_threadpool(delete_video, request, video_id, reason, override)
     except ApiError as exc:
         return exc.response()
     except (BotoCoreError, ClientError) as exc:        # deleted on the log, objects partly left: retry finishes

@@ -135,15 +135,19 @@ class ObjectStore:
             return None
         return head["ObjectLockMode"], head.get("ObjectLockRetainUntilDate")
 
-    def delete_locked_prefix(self, prefix: str) -> int:
-        """Every version under ``prefix`` of a lock-enabled bucket, bypassing GOVERNANCE retention
-        (an operator's recorded override; COMPLIANCE retention still refuses)."""
+    def delete_locked_prefix(self, prefix: str, *, bypass: bool = False) -> int:
+        """Every version under ``prefix`` of a lock-enabled bucket whose retention allows it; with
+        ``bypass`` (an operator's recorded override) GOVERNANCE retention too, never COMPLIANCE."""
         n = 0
+        extra = {"BypassGovernanceRetention": True} if bypass else {}
         for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
             for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-                self.client.delete_object(Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"],
-                                          BypassGovernanceRetention=True)
-                n += 1
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"], **extra)
+                    n += 1
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "AccessDenied":
+                        raise
         return n
 
     def set_storage_class(self, key: str, storage_class: str) -> None:

@@ -91,8 +91,12 @@ def users_objects() -> dict[str, tuple[str, int, str]] | None:
 
     if not os.environ.get("FRAMELOG_CONFIG_OVERLAY"):
         return None
+    from framelog.config import get_config
+
     source = Path(os.environ.get("FRAMELOG_CONFIG") or DEFAULT_CONFIG_PATH)
     users = build_config(yaml.safe_load(source.read_text()), source)
+    if users.object_storage.endpoint_url == get_config().object_storage.endpoint_url:
+        return None                     # the overlay moved other things, not the store: it is the user's stack
     if not port_open(users.stack.host, users.stack.seaweed_s3_port):
         return None
     from botocore.exceptions import ClientError
