@@ -138,7 +138,7 @@ def test_analytics_of_a_deleted_video_stay(api, worker, owner, owner_token, conf
 
     r = httpx.delete(f"{api}/videos/{vid}", headers=owner, timeout=30)
     assert r.status_code == 200, r.text
-    wait_for(lambda: httpx.get(f"{api}/videos/{vid}", timeout=10).json().get("state") == "deleted",
+    wait_for(lambda: httpx.get(f"{api}/videos/{vid}", headers=owner, timeout=10).json().get("state") == "deleted",
              "the status to say deleted", DEADLINE)
 
     after = _analytics(api, vid, owner)
