@@ -111,7 +111,7 @@ def test_s3_rejects_unknown_credentials(stack, config):
 
 def test_status_names_each_component(stack, config, capsys):
     status = stack.status()
-    edges = {f"edge-{key}" for key in config.cdn.providers}
+    edges = {f"edge-{key}" for key in config.cdn.providers} | {"origin-shield"}     # the edges' origin shield
     assert set(status) == {"kafka", "seaweed", "clickhouse", *edges}
     for name in ("kafka", "seaweed", *edges):
         assert status[name]["state"] == "running" and status[name]["healthy"]

@@ -19,10 +19,10 @@ from framelog.edge_cache import EdgeCache
 from framelog.ids import new_video_id
 from framelog.processors.cdn_routing import edge_base_url
 from framelog.processors.edge_signing import signed_edge_url
-from framelog.processors.tokens import load_or_create_secret
 from framelog.s3 import s3_client
 from framelog.stack.nginx import access_log_path, shield_dir
 from framelog.stack.process import wait_until
+from tests.integration.test_edges import put_fake_video, secret  # noqa: F401 - secret is a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -38,17 +38,10 @@ def client_at(address: str) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=TIMEOUT)
 
 
-@pytest.fixture(scope="module")
-def secret(config) -> bytes:
-    return load_or_create_secret(config)
-
-
 @pytest.fixture()
 def video(stack, config) -> str:
     vid = new_video_id()
-    s3 = s3_client(config)
-    s3.put_object(Bucket=config.object_storage.bucket, Key=f"hls/{vid}/master.m3u8", Body=b"#EXTM3U\n",
-                  ContentType="application/vnd.apple.mpegurl")
+    put_fake_video(config, vid)
     return vid
 
 
