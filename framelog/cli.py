@@ -214,8 +214,8 @@ def _demo(args: argparse.Namespace, config: Config) -> int:
 def _token_mint(args: argparse.Namespace, config: Config) -> int:
     from framelog.processors.identity import Keyring, mint_token, parse_scopes
 
-    scopes = parse_scopes(" ".join(args.scope)) if args.scope else None
     try:
+        scopes = parse_scopes(" ".join(args.scope)) if args.scope else None
         print(mint_token(config, Keyring(config), args.sub, workspaces=args.workspace or (), scopes=scopes,
                          ttl=args.ttl))
     except ValueError as exc:
@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sub", required=True, help="the user (or service) id")
     t.add_argument("--workspace", action="append", help="a workspace it belongs to (repeatable)")
     t.add_argument("--scope", action="append",
-                   help="videos:write, analytics:read, events:write, ops (repeatable; default videos:write)")
+                   help="videos:write, analytics:read, events:write, ops (repeatable; default videos:write; "
+                        "--scope '' mints a viewer's token: identity only)")
     t.add_argument("--ttl", type=float, help="lifetime in seconds (default: auth.token_ttl)")
     t.set_defaults(func=_token_mint)
 
