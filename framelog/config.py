@@ -338,6 +338,7 @@ class EdgeProtection:
     header_buffer: int
     large_header_buffers: int
     large_header_buffer_size: int
+    max_body: int
 
 
 @dataclass(frozen=True)
@@ -633,7 +634,8 @@ def _edge_protection(r: _Reader) -> EdgeProtection:
     status = r.int("refused_status", minimum=400, maximum=599)
     return EdgeProtection(r.int("requests_per_second", minimum=1), r.int("burst", minimum=0),
                           r.int("connections_per_client", minimum=1), status, r.size("header_buffer"),
-                          r.int("large_header_buffers", minimum=1), r.size("large_header_buffer_size"))
+                          r.int("large_header_buffers", minimum=1), r.size("large_header_buffer_size"),
+                          r.size("max_body"))
 
 
 def _cdn(r: _Reader, caching_rules: _Reader, shield: OriginShield, protection: EdgeProtection) -> CdnConfig:

@@ -71,7 +71,6 @@ SHIELD_NAME = "origin-shield"
 SHIELD_CACHE_ZONE = "shield"
 SHIELD_CACHE_HEADER = "X-Shield-Cache"     # the shield's cache status, for the edges' logs; viewers never see it
 CLIENT_ZONE_SIZE = "10m"             # ~160k client addresses per limit zone
-MAX_BODY = "1k"                      # a viewer's GET carries no body worth reading; nothing is passed on
 CACHE_KEYS_ZONE_SIZE = "10m"        # ~80k keys
 CACHE_MAX_SIZE = "2g"
 CACHE_INACTIVE = "30d"              # the longest caching_rules lifetime; expiry itself is per type
@@ -161,7 +160,7 @@ def _origin_addr(config: Config, component: str) -> str:
     return _nginx_string(f"{origin.hostname}:{origin.port or 80}")
 
 
-def _http_head(directory: Path, run_as: tuple[str, str] | None, comment: str) -> str:
+def _http_head(config: Config, directory: Path, run_as: tuple[str, str] | None, comment: str) -> str:
     """What both tiers' nginx.conf start with: process, paths, the JSON access-log format."""
     user = f"user {run_as[0]} {run_as[1]};\n" if run_as else ""
     d = directory
@@ -187,7 +186,7 @@ http {{
         '"upstream_status":"$upstream_status","client":"$remote_addr","args":"$args"}}';
     proxy_connect_timeout {ORIGIN_CONNECT_TIMEOUT};
     proxy_read_timeout {ORIGIN_READ_TIMEOUT};
-    client_max_body_size {MAX_BODY};
+    client_max_body_size {config.cdn.protection.max_body};
 """
 
 
@@ -279,7 +278,7 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
                '        if ($secure_link = "0") { return 403; }\n'
                # the object path only: a query string never reaches the shield (nor splits the cache)
                f'        rewrite "^/{SIGNED_PREFIX}/[^/]+/[0-9]+(/.*)$" {INTERNAL_PATH}$1? last;\n')
-    return _http_head(d, run_as, f"framelog edge {provider_key} ({provider.provider} stand-in)") + f"""
+    return _http_head(config, d, run_as, f"framelog edge {provider_key} ({provider.provider} stand-in)") + f"""
     proxy_cache_path {d}/cache levels=1:2 keys_zone={CACHE_ZONE}:{CACHE_KEYS_ZONE_SIZE} max_size={CACHE_MAX_SIZE} inactive={CACHE_INACTIVE} use_temp_path=off;
     # edge_protection (the seed's DDoS protection / WAF / bot management): per client address, counted on the
     # requests that get past the signature check (the others are refused before any work); health and purge
@@ -360,7 +359,7 @@ def render_shield_config(config: Config, directory: Path, *, secret: bytes,
                           SHIELD_CACHE_HEADER, "")
     typed = _typed_locations("", proxy, lambda file_type: shield_ttl(file_type, config), guard)
     level = config.cdn.shield
-    return _http_head(d, run_as, f"framelog origin shield ({level.cache_level}, {int(level.ttl)}s)") + f"""
+    return _http_head(config, d, run_as, f"framelog origin shield ({level.cache_level}, {int(level.ttl)}s)") + f"""
     proxy_cache_path {d}/cache levels=1:2 keys_zone={SHIELD_CACHE_ZONE}:{CACHE_KEYS_ZONE_SIZE} max_size={CACHE_MAX_SIZE} inactive={int(level.ttl)}s use_temp_path=off;
     upstream origin {{
         server {origin_addr};

@@ -143,7 +143,7 @@ def test_the_request_filter_refuses_before_the_origin(config, secret, video):
             "unsigned path shape": c.get(f"{base}/{config.object_storage.bucket}/hls/{video}/master.m3u8").status_code,
             "huge header": raw_status("127.0.0.7", base, url[len(base):],
                                       f"X-Junk: {'j' * (config.cdn.protection.large_header_buffer_size + 1)}\r\n"),
-            "huge body": c.request("GET", url, content=b"b" * 4096).status_code,
+            "huge body": c.request("GET", url, content=b"b" * (config.cdn.protection.max_body + 1)).status_code,
         }
     assert refused["POST"] == refused["PUT"] == 403, refused
     assert refused["PURGE-like path from a client without the token"] == 403

@@ -211,6 +211,7 @@ def test_nginx_config_carries_the_edge_protection_thresholds(cfg, tmp_path):
     assert f"limit_req_status {guard.refused_status};" in text
     assert f"large_client_header_buffers {guard.large_header_buffers} {guard.large_header_buffer_size};" in text
     assert "proxy_pass_request_body off;" in text and "$1? last;" in text         # no body, no query string
+    assert f"client_max_body_size {guard.max_body};" in text
 
 
 def test_shield_config_reads_s3_for_the_origin_level(cfg, tmp_path):
