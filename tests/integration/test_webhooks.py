@@ -218,7 +218,7 @@ def test_signed_ordered_retried_recorded_and_replayed(api, hooks, worker):
 def test_at_least_once_across_kill_9(api, hooks, worker):
     _, cfg = hooks
     owner = f"bob-{uuid.uuid4().hex[:8]}"
-    with Receiver(delay=0.02) as rx:
+    with Receiver(delay=0.05) as rx:
         endpoint = register(api, cfg, owner, f"{rx.base}/hook")
         videos = [f"wh-kill-{uuid.uuid4().hex[:8]}-{i}" for i in range(24)]
         with EventProducer(cfg) as producer:
