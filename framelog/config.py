@@ -26,6 +26,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|k|K)?\s*$")
 _SIZE_UNITS = {None: 1, "B": 1, "k": 1000, "K": 1000, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 _RESOLUTION = re.compile(r"^(\d+)x(\d+)$")
 _BITRATE = re.compile(r"^(\d+)k$")
+PROFILE_SUFFIX = "_profile"
 
 
 def parse_duration(value: Any, path: str) -> float:
@@ -225,6 +226,11 @@ class TranscodingProfile:
     bitrate: int
     codec: str
 
+    @property
+    def rendition(self) -> str:
+        """The rung's name without the seed's ``_profile`` suffix ("1080p_profile" -> "1080p")."""
+        return self.name[: -len(PROFILE_SUFFIX)] if self.name.endswith(PROFILE_SUFFIX) else self.name
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -282,20 +288,29 @@ class MediaConfig:
 
 @dataclass(frozen=True)
 class QualityLevel:
+    """One rung of the ladder as encoded and streamed (see :func:`_ladder`)."""
     name: str
     width: int
     height: int
     bitrate: int
     bandwidth: int
+    codec: str = "h264"
 
 
 @dataclass(frozen=True)
 class HlsConfig:
+    """Segmenting settings plus the ladder.
+
+    ``quality_levels`` is the ladder the encoder produces and the player is
+    offered: one level per ``transcoding_profiles`` entry (see :func:`_ladder`);
+    ``seed_levels`` are ``hls_config.quality_levels`` as written.
+    """
     segment_duration: int
-    playlist_type: str
+    playlist_type: str           # "VOD" or "EVENT"
     encryption: bool
     key_uri_base: str
     quality_levels: tuple[QualityLevel, ...]
+    seed_levels: tuple[QualityLevel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -580,10 +595,21 @@ def _pipeline(r: _Reader) -> PipelineConfig:
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"{r.path}.stages", f"stage names must be unique, got {names}")
+    from framelog.processors.media.ffmpeg_commands import VIDEO_ENCODERS  # the codecs framelog can encode
+
     profiles = []
     for p in r.items("transcoding_profiles"):
         w, h = p.resolution("resolution")
-        profiles.append(TranscodingProfile(p.str("name"), w, h, p.bitrate("bitrate"), p.str("codec")))
+        name, codec = p.str("name"), p.str("codec").lower()
+        if codec not in VIDEO_ENCODERS:
+            raise ConfigError(f"{p.path}.codec", f"{p.raw('codec')!r} is not supported for profile {name!r} "
+                                                 f"(supported: {', '.join(sorted(VIDEO_ENCODERS))})")
+        profiles.append(TranscodingProfile(name, w, h, p.bitrate("bitrate"), codec))
+    renditions = [(p.rendition.lower(), i) for i, p in enumerate(profiles)]
+    for n, (rendition, i) in enumerate(renditions):
+        if any(rendition == other for other, _ in renditions[:n]):
+            raise ConfigError(f"{r.path}.transcoding_profiles[{i}].name",
+                              f"{profiles[i].name!r} names the rung {profiles[i].rendition!r} twice")
     return PipelineConfig(stages, tuple(profiles), r.duration("retry_backoff_initial"),
                           r.duration("retry_backoff_max"))
 
@@ -604,14 +630,44 @@ def _media(r: _Reader) -> MediaConfig:
                                 c.int("max_cue_words", minimum=1)))
 
 
-def _hls(r: _Reader) -> HlsConfig:
+def _hls(r: _Reader, profiles: tuple[TranscodingProfile, ...]) -> HlsConfig:
+    from framelog.processors.media.ffmpeg_commands import HLS_PLAYLIST_TYPES
+
     levels = []
     for q in r.items("quality_levels"):
         w, h = q.resolution("resolution")
         levels.append(QualityLevel(q.str("name"), w, h, q.bitrate("bitrate"), q.int("bandwidth", minimum=1)))
     levels.sort(key=lambda q: q.height, reverse=True)
     seg = r.int("segment_duration", minimum=1)
-    return HlsConfig(seg, r.str("playlist_type"), r.bool("encryption"), r.str("key_uri_base"), tuple(levels))
+    playlist_type = r.str("playlist_type").upper()
+    if playlist_type not in HLS_PLAYLIST_TYPES:
+        raise ConfigError(r._key("playlist_type"), f"{r.raw('playlist_type')!r} is not supported "
+                                                   f"(supported: {', '.join(sorted(HLS_PLAYLIST_TYPES))})")
+    return HlsConfig(seg, playlist_type, r.bool("encryption"), r.str("key_uri_base"),
+                     _ladder(profiles, levels), tuple(levels))
+
+
+def _ladder(profiles: tuple[TranscodingProfile, ...], levels: list[QualityLevel]) -> tuple[QualityLevel, ...]:
+    """The encoded ladder: one rung per transcoding profile, highest first.
+
+    The profile gives the rung's resolution, bitrate and codec. The HLS level of
+    the same name ("1080p_profile" <-> "1080p", case-insensitive) gives the
+    rendition's name and its nominal BANDWIDTH for the player, scaled by the
+    profile's bitrate over the level's (equal in the seed); a profile with no
+    HLS level is streamed under its own name at its bitrate. An HLS level with
+    no profile is not encoded.
+    """
+    by_name = {q.name.lower(): q for q in levels}
+    ladder = []
+    for p in profiles:
+        level = by_name.get(p.rendition.lower())
+        if level is None:
+            ladder.append(QualityLevel(p.rendition, p.width, p.height, p.bitrate, p.bitrate, p.codec))
+        else:
+            bandwidth = max(1, round(level.bandwidth * p.bitrate / level.bitrate))
+            ladder.append(QualityLevel(level.name, p.width, p.height, p.bitrate, bandwidth, p.codec))
+    ladder.sort(key=lambda q: min(q.width, q.height), reverse=True)
+    return tuple(ladder)
 
 
 def _route(r: _Reader, providers: Mapping[str, CdnProvider], countries: tuple[str, ...]) -> RoutingRule:
@@ -760,6 +816,7 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
     if default_tier not in tiers:
         raise ConfigError("tiering_default_tier", f"unknown tier {default_tier!r}; known: {sorted(tiers)}")
     ul = root.sub("upload_limits")
+    pipeline = _pipeline(root.sub("processing_pipeline"))
     abr = root.sub("abr")
     an = root.sub("analytics")
     sec = root.sub("security")
@@ -782,10 +839,10 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         tiering_evaluation_interval=root.duration("tiering_evaluation_interval"),
         tiering_restore_tier=_known_tier(root, "tiering_restore_tier", tiers),
         tiering_restore_hold=root.duration("tiering_restore_hold"),
-        pipeline=_pipeline(root.sub("processing_pipeline")),
+        pipeline=pipeline,
         upload_limits=UploadLimits(ul.size("max_size"), ul.duration("max_duration"), ul.bitrate("audio_bitrate")),
         media=_media(root.sub("media")),
-        hls=_hls(root.sub("hls_config")),
+        hls=_hls(root.sub("hls_config"), pipeline.transcoding_profiles),
         cdn=_cdn(root.sub("cdn_strategy"), root.sub("caching_rules"),
                  _origin_shield(root.sub("origin_shield"), caching), _edge_protection(root.sub("edge_protection"))),
         caching=caching,

@@ -197,7 +197,8 @@ class OptimizationJob:
         segments = [(d, captions.webvtt(cues, mpegts_offset=offset))
                     for d, cues in captions.segment_cues(found.cues, duration, result.segment_duration)]
         track = hls.write_subtitle_track(result.out_dir, segments, language=found.language,
-                                         name=captions.language_name(found.language))
+                                         name=captions.language_name(found.language),
+                                         playlist_type=self.config.hls.playlist_type)
         hls.write_master(result.out_dir, kept, [track])
         prefix = f"{ctx.staging_prefix}/{hls.SUBTITLES_DIR}"
         self.store.upload_dir(result.out_dir / hls.SUBTITLES_DIR, prefix)

@@ -40,6 +40,16 @@ FFPROBE = os.environ.get("FRAMELOG_FFPROBE", shutil.which("ffprobe") or "/usr/bi
 DEFAULT_PRESET = "veryfast"
 DEFAULT_AUDIO_BITRATE = 128_000
 
+# transcoding_profiles[].codec -> (ffmpeg encoder, its per-stream options). Only what an
+# HLS player here can decode: h264 in MPEG-TS. libx265 is in Debian's ffmpeg, but HEVC
+# in HLS needs fMP4 segments with the hvc1 tag and Debian's chromium (the player test's
+# browser) cannot decode it, so "h265"/"hevc" are refused at config load, not half-made.
+VIDEO_ENCODERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "h264": ("libx264", ("-profile:v", "high")),
+}
+# hls_config.playlist_type -> ffmpeg 5.1 hls muxer's -hls_playlist_type value.
+HLS_PLAYLIST_TYPES = {"VOD": "vod", "EVENT": "event"}
+
 
 class FfmpegError(FramelogError):
     """ffmpeg/ffprobe exited non-zero; carries the command and the end of stderr."""
@@ -154,6 +164,7 @@ class RungSpec:
     video_bitrate: int
     maxrate: int
     bufsize: int
+    codec: str = "h264"      # a VIDEO_ENCODERS key
 
 
 def _fps_expr(fps: float) -> str:
@@ -166,13 +177,15 @@ def _fps_expr(fps: float) -> str:
 def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec], *, fps: float,
                     has_audio: bool, segment_seconds: int = 10, key_info_file: PathLike | None = None,
                     preset: str = DEFAULT_PRESET, audio_bitrate: int = DEFAULT_AUDIO_BITRATE,
-                    threads: int = 0) -> list[str]:
+                    threads: int = 0, playlist_type: str = "VOD") -> list[str]:
     """One decode feeding every rung: split + scale, one HLS muxer with var_stream_map.
 
     Keyframes are forced every ``segment_seconds`` on every rung (and scene-cut
     keyframes disabled) so segment boundaries line up across renditions.
     Autorotation is left on, so a rotated phone video is scaled in its displayed
     orientation. ``fps`` resamples variable-frame-rate sources to constant rate.
+    Each rung is encoded with its own codec's encoder (VIDEO_ENCODERS);
+    ``playlist_type`` is hls_config's ("VOD" or "EVENT").
     """
     n = len(rungs)
     gop = max(1, round(fps * segment_seconds))
@@ -187,7 +200,10 @@ def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec],
     if has_audio:
         for _ in range(n):
             args += ["-map", "0:a:0"]
-    args += ["-c:v", "libx264", "-preset", preset, "-profile:v", "high", "-sc_threshold", "0",
+    for i, r in enumerate(rungs):
+        encoder, options = VIDEO_ENCODERS[r.codec]
+        args += [f"-c:v:{i}", encoder, *(f"{opt}:{i}" if opt.endswith(":v") else opt for opt in options)]
+    args += ["-preset", preset, "-sc_threshold", "0",
              "-g", str(gop), "-keyint_min", str(gop), "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
              "-flags", "+cgop"]
     for i, r in enumerate(rungs):
@@ -196,7 +212,8 @@ def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec],
         args += ["-c:a", "aac", "-b:a", str(audio_bitrate), "-ac", "2", "-ar", "48000"]
     vsm = " ".join(f"v:{i},a:{i},name:{r.name}" if has_audio else f"v:{i},name:{r.name}" for i, r in enumerate(rungs))
     out = Path(out_dir)
-    args += ["-f", "hls", "-hls_time", str(segment_seconds), "-hls_playlist_type", "vod",
+    args += ["-f", "hls", "-hls_time", str(segment_seconds),
+             "-hls_playlist_type", HLS_PLAYLIST_TYPES[playlist_type.upper()],
              "-hls_segment_type", "mpegts", "-hls_list_size", "0", "-hls_flags", "independent_segments",
              "-hls_segment_filename", str(out / "%v" / "segment_%05d.ts")]
     if key_info_file is not None:

@@ -51,6 +51,7 @@ _AVC_PROFILES = {
 
 class HlsSettings(Protocol):  # framelog.config.HlsConfig fits
     segment_duration: int
+    playlist_type: str           # "VOD" or "EVENT"
     encryption: bool
     key_uri_base: str
     quality_levels: Sequence[Level]
@@ -238,8 +239,8 @@ def write_master(out_dir: Path, renditions: Iterable[Rendition], subtitles: Sequ
 
 
 def write_subtitle_track(out_dir: Path, segments: Sequence[tuple[float, str]], *, language: str,
-                         name: str) -> SubtitleTrack:
-    """WebVTT segments (duration, text) and their VOD media playlist under ``subtitles/<language>/``.
+                         name: str, playlist_type: str = "VOD") -> SubtitleTrack:
+    """WebVTT segments (duration, text) and their media playlist under ``subtitles/<language>/``.
 
     The segments should follow the video's segmentation (same target duration),
     each holding every cue shown during it, so a player fetches captions as it
@@ -250,7 +251,7 @@ def write_subtitle_track(out_dir: Path, segments: Sequence[tuple[float, str]], *
     directory.mkdir(parents=True, exist_ok=True)
     target = max(1, math.ceil(max((d for d, _ in segments), default=1.0)))
     lines = ["#EXTM3U", "#EXT-X-VERSION:6", f"#EXT-X-TARGETDURATION:{target}", "#EXT-X-MEDIA-SEQUENCE:0",
-             "#EXT-X-PLAYLIST-TYPE:VOD"]
+             f"#EXT-X-PLAYLIST-TYPE:{playlist_type}"]
     for i, (duration, text) in enumerate(segments):
         seg = f"segment_{i:05d}.vtt"
         (directory / seg).write_text(text)
@@ -309,7 +310,7 @@ def package_hls(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], vi
             key = iv = key_uri = None
         args = fc.hls_ladder_args(src, out, [r.spec() for r in rungs], fps=fps, has_audio=info.has_audio,
                                   segment_seconds=hls.segment_duration, key_info_file=key_info, preset=preset,
-                                  audio_bitrate=audio_bitrate)
+                                  audio_bitrate=audio_bitrate, playlist_type=hls.playlist_type)
         fc.run_ffmpeg(args, duration=info.duration, progress=progress)
         renditions = []
         for r in rungs:

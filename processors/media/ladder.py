@@ -1,4 +1,8 @@
-"""Plan the HLS ladder for one source from ``hls_config.quality_levels``.
+"""Plan the HLS ladder for one source from the configured ladder.
+
+The configured ladder is ``config.hls.quality_levels``: one level per
+``transcoding_profiles`` entry (resolution, bitrate, codec), named after its
+HLS level (framelog.config._ladder).
 
 Rules:
 
@@ -35,6 +39,7 @@ class Level(Protocol):  # framelog.config.QualityLevel fits
     height: int
     bitrate: int
     bandwidth: int
+    codec: str
 
 
 @dataclass(frozen=True)
@@ -48,13 +53,15 @@ class Rung:
     nominal_bandwidth: int  # the config's bandwidth, before measurement
     box_width: int       # the config's resolution (landscape)
     box_height: int
+    codec: str = "h264"  # the profile's codec (ffmpeg_commands.VIDEO_ENCODERS key)
 
     @property
     def resolution(self) -> str:
         return f"{self.width}x{self.height}"
 
     def spec(self) -> RungSpec:
-        return RungSpec(self.name, self.width, self.height, self.video_bitrate, self.maxrate, self.bufsize)
+        return RungSpec(self.name, self.width, self.height, self.video_bitrate, self.maxrate, self.bufsize,
+                        self.codec)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +83,7 @@ def fit(src_w: int, src_h: int, box_w: int, box_h: int) -> tuple[int, int]:
 
 def _rung(level: Level, w: int, h: int, bitrate: int) -> Rung:
     return Rung(level.name, w, h, bitrate, int(bitrate * MAXRATE_FACTOR), int(bitrate * BUFSIZE_FACTOR),
-                level.bandwidth, level.width, level.height)
+                level.bandwidth, level.width, level.height, level.codec)
 
 
 def plan_ladder(info: MediaInfo | tuple[int, int], levels: Iterable[Level]) -> list[Rung]:
