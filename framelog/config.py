@@ -238,6 +238,7 @@ class PipelineConfig:
     transcoding_profiles: tuple[TranscodingProfile, ...]
     retry_backoff_initial: float
     retry_backoff_max: float
+    kill_grace: float = 5.0     # SIGTERM -> SIGKILL of a timed-out job's children
 
     def stage(self, name: str) -> StageConfig:
         for s in self.stages:
@@ -611,7 +612,7 @@ def _pipeline(r: _Reader) -> PipelineConfig:
             raise ConfigError(f"{r.path}.transcoding_profiles[{i}].name",
                               f"{profiles[i].name!r} names the rung {profiles[i].rendition!r} twice")
     return PipelineConfig(stages, tuple(profiles), r.duration("retry_backoff_initial"),
-                          r.duration("retry_backoff_max"))
+                          r.duration("retry_backoff_max"), r.duration("kill_grace"))
 
 
 def _media(r: _Reader) -> MediaConfig:

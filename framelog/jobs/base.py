@@ -27,6 +27,10 @@ class JobCancelled(FramelogError):
     """The stage timed out or the worker is shutting down; the job stopped its work."""
 
 
+class JobTimedOut(JobCancelled):
+    """The stage's timeout fired: the job's child processes were killed (framelog.child_processes)."""
+
+
 class PermanentJobError(FramelogError):
     """A failure that retrying cannot fix (a corrupt upload, say): fail the video now.
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Protocol, Sequence
 
+from framelog import child_processes
 from framelog.exceptions import FramelogError
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.probe import MediaInfo, probe
@@ -270,7 +271,7 @@ def recognizer_args(pcm: Path, language: str) -> list[str]:
 
 def _run_recognizer(pcm: Path, language: str, progress: Callable[[float], None], time_budget: float) -> list[Word]:
     """The child's words; it is killed when ``progress`` raises (the stage timed out) or after ``time_budget`` s."""
-    with tempfile.TemporaryFile() as stderr, subprocess.Popen(  # a file: a chatty child never blocks on a pipe
+    with tempfile.TemporaryFile() as stderr, child_processes.popen(  # a file: a chatty child never blocks on a pipe
             recognizer_args(pcm, language), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
         words = None
@@ -296,6 +297,7 @@ def _run_recognizer(pcm: Path, language: str, progress: Callable[[float], None],
             raise
         finally:
             watchdog.cancel()
+            child_processes.forget(proc)
         stderr.seek(0)
         err = stderr.read().decode("utf-8", "replace")
     if expired.is_set() and words is None:

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import ffmpeg  # ffmpeg-python
 
+from framelog import child_processes
 from framelog.exceptions import FramelogError
 
 Progress = Callable[[float], None]
@@ -89,7 +90,7 @@ def ffprobe_args(path: PathLike, *, select: str | None = None, entries: str | No
 
 
 def run_json(args: Sequence[str]) -> dict:
-    proc = subprocess.run(list(args), capture_output=True)
+    proc = child_processes.run(args)
     if proc.returncode != 0:
         raise FfmpegError(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
     return json.loads(proc.stdout or b"{}")
@@ -110,8 +111,8 @@ def run_ffmpeg(args: Sequence[str], *, duration: float | None = None, progress: 
         args = [args[0], "-progress", "pipe:1", "-nostats", *args[1:]]
     start = time.monotonic()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if want_progress else subprocess.DEVNULL,
-                                stderr=err)
+        proc = child_processes.popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if want_progress else subprocess.DEVNULL, stderr=err)
         try:
             if want_progress:
                 last = 0.0
@@ -128,6 +129,8 @@ def run_ffmpeg(args: Sequence[str], *, duration: float | None = None, progress: 
             proc.kill()
             proc.wait()
             raise
+        finally:
+            child_processes.forget(proc)
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
     if check and rc != 0:

@@ -19,6 +19,11 @@ The runner is the only place that knows the stage protocol:
   next stage) after removing the video's objects.
 
 Total attempts are ``1 + retry_attempts`` from the configuration.
+
+A timeout is hard: the job's child processes (each in its own process group,
+framelog.child_processes) get SIGTERM, then SIGKILL after
+``processing_pipeline.kill_grace``; the job's scratch directory is removed and
+its thread freed (or abandoned), whether or not the job cooperates.
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from framelog.config import Config, StageConfig
-from framelog.jobs.base import JobCancelled, JobContext, JobHandler, PermanentJobError
+from framelog import child_processes
+from framelog.child_processes import ChildGroup
+from framelog.jobs.base import JobCancelled, JobContext, JobHandler, JobTimedOut, PermanentJobError
 from framelog.streams import topics
 from framelog.streams.agents import metrics
 from framelog.streams.emitter import AsyncEmitter
@@ -149,7 +156,8 @@ class StageRunner:
             if await self._dropped_if_deleted(req):
                 return
             error_type = "timeout" if isinstance(exc, (asyncio.TimeoutError, JobCancelled)) else type(exc).__name__
-            message = (f"{self.stage.name} exceeded its {self.stage.timeout:g}s timeout"
+            message = (str(exc) if isinstance(exc, JobTimedOut) else
+                       f"{self.stage.name} exceeded its {self.stage.timeout:g}s timeout"
                        if error_type == "timeout" else str(exc) or repr(exc))
             metrics.observe_error(self.stage.name, error_type)
             if req.attempt < 1 + self.stage.retry_attempts:
@@ -211,20 +219,50 @@ class StageRunner:
             pending.add(asyncio.wrap_future(fut, loop=loop))
 
         ctx = JobContext(req.video_id, req.job_id, self.stage.name, req.attempt, req.inputs, workdir, progress)
-        job = loop.run_in_executor(self.executor, self.handler.run, ctx)
+        children = ChildGroup(f"{self.stage.name} job {req.job_id}")
+        executor = self.executor
+        job = loop.run_in_executor(executor, self._run_tracked, ctx, children)
         try:
             return await asyncio.wait_for(asyncio.shield(job), timeout=self.stage.timeout)
         except asyncio.TimeoutError:
-            ctx.cancelled.set()              # the handler stops its ffmpeg; wait for it to let go
-            try:
-                await job
-            except Exception:
-                pass
-            raise
+            ctx.cancelled.set()              # a cooperative job stops at its next progress call ...
+            raise await self._hard_stop(req, job, children, executor) from None   # ... a hung one is killed
         finally:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run_tracked(self, ctx: JobContext, children: ChildGroup) -> dict[str, str]:
+        """The handler, in a stage thread, with every child process it starts recorded in ``children``."""
+        with child_processes.tracking(children):
+            return self.handler.run(ctx)
+
+    async def _hard_stop(self, req: StageRequest, job: asyncio.Future[Any], children: ChildGroup,
+                         executor: ThreadPoolExecutor) -> JobTimedOut:
+        """Kill the timed-out job's process groups (SIGTERM, SIGKILL after kill_grace) and free its thread.
+
+        The kill runs on the loop's default executor: the stage's own threads may
+        all be taken by hung jobs. A job thread that has not returned kill_grace
+        after the kill (stuck outside any child process) is abandoned with its
+        executor, so the stage's parallel_jobs slots are free for the next request.
+        """
+        loop = asyncio.get_running_loop()
+        grace = self.config.pipeline.kill_grace
+        killed = await loop.run_in_executor(None, children.kill, grace)
+        message = (f"{self.stage.name} exceeded its {self.stage.timeout:g}s timeout; "
+                   f"killed {len(killed)} child process group(s)")
+        try:
+            await asyncio.wait_for(asyncio.shield(job), timeout=grace)
+        except asyncio.TimeoutError:
+            if self.executor is executor:
+                self.executor = ThreadPoolExecutor(max_workers=self.stage.parallel_jobs,
+                                                   thread_name_prefix=f"stage-{self.stage.name}")
+                executor.shutdown(wait=False)
+            message += f"; its thread did not return within {grace:g}s and was abandoned"
+        except Exception:  # noqa: BLE001 - the killed job's own error (ffmpeg exit -9, ...) is expected
+            pass
+        log.warning("%s job %s: %s (pids %s)", self.stage.name, req.job_id, message, killed)
+        return JobTimedOut(message)
 
     async def _succeeded(self, req: StageRequest, outputs: Mapping[str, str], duration_ms: int | None) -> None:
         await self.transition(req, "succeeded", progress=1.0, outputs=outputs, duration_ms=duration_ms)
