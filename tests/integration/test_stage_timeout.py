@@ -1,0 +1,129 @@
+"""A stage timeout kills a hung child on the real stack, then retries and fails by the configuration.
+
+A worker (intake + validation, its own processes) runs with a tiny validation
+timeout from a configuration overlay and an ffprobe that hangs while a flag
+file exists: it ignores SIGTERM, never writes a byte and leaves a grandchild
+that ignores SIGTERM too. The log must show ``retrying`` then ``failed``, both
+naming the timeout; every hung process is gone, the job's scratch directory is
+removed, and the stage's only slot (parallel_jobs 1) takes the next upload.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from framelog.config import merge_overlay
+from framelog.stack.services import WorkerService
+from framelog.streams import topics
+from framelog.streams.uploader import upload_file
+from tests.integration.support import running, wait_for
+from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
+from tests.media import clips
+
+pytestmark = pytest.mark.integration
+
+STAGE = "validation"
+TIMEOUT = "6s"           # a healthy 2 s clip validates well within it on a busy 2-core machine
+GRACE = "1s"
+
+
+class TimeoutWorker(WorkerService):
+    """`framelog worker --stage intake --stage validation` with its own environment and state."""
+
+    name = "worker-timeout-test"
+    subcommand = ("worker", "--stage", "intake", "--stage", STAGE)
+
+    def __init__(self, config, env: dict[str, str]):
+        super().__init__(config)
+        self._env = env
+
+    def env(self) -> dict[str, str]:
+        return self._env
+
+    def check_health(self) -> None:
+        from confluent_kafka import ConsumerGroupState
+
+        from framelog.streams.admin import admin_client
+
+        admin = admin_client(self.config)
+        for name, fut in admin.describe_consumer_groups([f"framelog-intake", f"framelog-{STAGE}"],
+                                                        request_timeout=5).items():
+            desc = fut.result(timeout=10)
+            if desc.state != ConsumerGroupState.STABLE or not desc.members:
+                raise RuntimeError(f"group {name} is {desc.state.name.lower()}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def hanging(config, stack, tmp_path):
+    """(flag file, pids file, scratch dir) of a running TimeoutWorker."""
+    if WorkerService(config).is_running():
+        pytest.skip("a full worker is running on this stack: its validation group would take the uploads")
+    flag, pids, scratch = tmp_path / "hang", tmp_path / "pids", tmp_path / "scratch"
+    scratch.mkdir()
+    fake = tmp_path / "ffprobe"
+    fake.write_text(f"""#!/bin/bash
+if [ -e {flag} ]; then
+  trap '' TERM            # ignores the polite stop
+  echo $$ >> {pids}
+  sleep 3600 &            # a grandchild in the same process group, ignoring TERM too
+  echo $! >> {pids}
+  wait
+fi
+exec {shutil.which('ffprobe')} "$@"
+""")
+    fake.chmod(0o755)
+    stages = [dict(s, **({"timeout": TIMEOUT, "retry_attempts": 1, "parallel_jobs": 1} if s["name"] == STAGE else {}))
+              for s in config.raw["processing_pipeline"]["stages"]]
+    base = os.environ.get("FRAMELOG_CONFIG_OVERLAY")
+    overlay = merge_overlay(yaml.safe_load(Path(base).read_text()) if base else {}, {"processing_pipeline": {
+        "stages": stages, "retry_backoff_initial": "1s", "kill_grace": GRACE}})
+    overlay_path = tmp_path / "overlay.yaml"
+    overlay_path.write_text(yaml.safe_dump(overlay))
+    env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay_path), "FRAMELOG_FFPROBE": str(fake),
+           "TMPDIR": str(scratch)}
+    flag.touch()
+    with running(TimeoutWorker(config, env), timeout=180):
+        yield flag, pids, scratch
+
+
+def _transitions(config, video_id: str) -> list[dict]:
+    return [t for name, t in read_topic(config, topics.STAGE_TRANSITIONS, video_id)
+            if name == "StageTransition" and t["stage"] == STAGE and t["state"] not in ("queued", "progress")]
+
+
+def test_a_hung_child_is_killed_retried_then_failed(config, hanging, status, tmp_path):  # noqa: F811
+    flag, pids, scratch = hanging
+    video_id = upload_file(config, clips.video(tmp_path / "a.mp4", duration=2), owner_id="tests").video_id
+    view = status.wait_for(video_id, lambda v: v is not None and
+                           (v["stages"].get(STAGE) or {}).get("state") == "failed", 120)
+    assert (view["stages"].get(STAGE) or {}).get("state") == "failed", view
+    trs = _transitions(config, video_id)
+    assert [(t["state"], t["attempt"]) for t in trs] == [
+        ("started", 1), ("retrying", 1), ("started", 2), ("failed", 2)], trs
+    retrying, failed = trs[1], trs[3]
+    assert retrying["error_type"] == failed["error_type"] == "timeout"
+    assert retrying["error_message"] == f"{STAGE} exceeded its 6s timeout; killed 1 child process group(s)"
+    assert failed["error_message"].startswith(f"{STAGE} exceeded its 6s timeout") and "(after 2 attempts)" in \
+        failed["error_message"]
+    hung = [int(p) for p in pids.read_text().split()]
+    assert len(hung) == 4                                   # two attempts, a shell and its sleep each
+    wait_for(lambda: not any(alive(p) for p in hung), "the hung processes to be gone", 10)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith(f"framelog-{STAGE}-")] == []
+
+    flag.unlink()                                           # ffprobe behaves again: the slot must be free
+    healthy = upload_file(config, clips.video(tmp_path / "b.mp4", duration=2), owner_id="tests").video_id
+    view = status.wait_for(healthy, lambda v: v is not None and
+                           (v["stages"].get(STAGE) or {}).get("state") in ("succeeded", "failed"), 120)
+    assert (view["stages"].get(STAGE) or {}).get("state") == "succeeded", view
+    assert [t["state"] for t in _transitions(config, healthy)] == ["started", "succeeded"]
