@@ -210,6 +210,7 @@ class UploadSession:
     created: str              # ISO 8601 UTC
     event_id: str             # the UploadCompleted event's id, fixed up front: a re-emission is a duplicate
     version: int = SESSION_VERSION
+    priority: str = ""        # processing_priorities level from the request or the workspace
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode("utf-8")

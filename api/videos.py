@@ -6,7 +6,7 @@ the S3 multipart parts, so any replica, or a restarted API, continues any
 upload.
 
     POST   /videos                 Upload-Length, Upload-Metadata -> 201, Location, Upload-Offset: 0
-                                   (visibility, workspace: query or metadata; see initial_policy)
+                                   (visibility, workspace, priority: query or metadata; see initial_policy)
     HEAD   /videos/{id}/upload     -> Upload-Offset, Upload-Length
     PATCH  /videos/{id}/upload     Upload-Offset + a chunk -> 204 Upload-Offset, or 200 + result when complete
     DELETE /videos/{id}/upload     abandon an open upload
@@ -245,7 +245,8 @@ def inspect_upload(svc: VideoServices, video_id: str) -> UploadView | None:
     return None
 
 
-def create_upload(svc: VideoServices, length: int, filename: str, content_type: str, owner: str) -> UploadSession:
+def create_upload(svc: VideoServices, length: int, filename: str, content_type: str, owner: str,
+                  priority: str = "") -> UploadSession:
     video_id = new_video_id()
     key = raw_object_key(video_id)
     metadata = {"owner-id": owner}
@@ -255,7 +256,7 @@ def create_upload(svc: VideoServices, length: int, filename: str, content_type: 
                                                Metadata=metadata)["UploadId"]
     session = UploadSession(video_id=video_id, object_key=key, upload_id=upload_id, length=length,
                             filename=filename, content_type=content_type, owner=owner, created=_now(),
-                            event_id=new_event_id())
+                            event_id=new_event_id(), priority=priority)
     try:
         _put_json(svc, session_key(video_id), session.to_json())
     except Exception:
@@ -303,7 +304,7 @@ def finish_upload(svc: VideoServices, session: UploadSession,
     delivery = announce_upload(svc.config, video_id=session.video_id, object_key=key, size_bytes=size,
                                sha256=sha256, content_type=session.content_type, owner_id=session.owner,
                                original_filename=session.filename, event_id=session.event_id,
-                               producer=svc.producer)
+                               producer=svc.producer, priority=session.priority)
     receipt = {
         "video_id": session.video_id, "object_key": key, "size_bytes": size, "sha256": sha256,
         "content_type": session.content_type, "owner": session.owner, "filename": session.filename,
@@ -447,7 +448,12 @@ async def create_video_upload(request: Request) -> Response:
         return _error(exc.status, exc.message)
     except ApiError as exc:
         return _error(exc.status, exc.message, exc.headers)
-    session = await run_in_threadpool(create_upload, svc, length, filename, content_type, policy.owner_id)
+    try:                                # the request's processing priority, else its workspace's
+        priority = svc.config.priorities.resolve(q.get("priority") or meta.get("priority"), policy.workspace_id)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    session = await run_in_threadpool(create_upload, svc, length, filename, content_type, policy.owner_id,
+                                      priority)
     try:
         await run_in_threadpool(access_state(request.app).record_policy, session.video_id, policy, policy.owner_id)
     except Exception as exc:  # noqa: BLE001 - no policy on the log: no upload either

@@ -252,6 +252,26 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class PriorityConfig:
+    """processing_priorities: levels first to last, the default, per-workspace levels."""
+    levels: tuple[str, ...]
+    default: str
+    workspaces: Mapping[str, str]
+
+    def rank(self, priority: str) -> int:
+        """0 for the first level; an unknown or empty priority ranks as the default."""
+        return self.levels.index(priority if priority in self.levels else self.default)
+
+    def resolve(self, requested: str | None, workspace: str | None = None) -> str:
+        """The request's level if it names one, else the workspace's, else the default."""
+        if requested:
+            if requested not in self.levels:
+                raise ValueError(f"unknown priority {requested[:40]!r}; expected one of {list(self.levels)}")
+            return requested
+        return self.workspaces.get(workspace or "", self.default)
+
+
+@dataclass(frozen=True)
 class UploadLimits:
     max_size: int
     max_duration: float
@@ -513,6 +533,7 @@ class Config:
     tiering_restore_tier: str
     tiering_restore_hold: float
     pipeline: PipelineConfig
+    priorities: PriorityConfig
     upload_limits: UploadLimits
     media: MediaConfig
     hls: HlsConfig
@@ -613,6 +634,26 @@ def _pipeline(r: _Reader) -> PipelineConfig:
                               f"{profiles[i].name!r} names the rung {profiles[i].rendition!r} twice")
     return PipelineConfig(stages, tuple(profiles), r.duration("retry_backoff_initial"),
                           r.duration("retry_backoff_max"), r.duration("kill_grace"))
+
+
+_PRIORITY = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+
+
+def _priorities(r: _Reader) -> PriorityConfig:
+    levels = r.str_list("levels")
+    for i, level in enumerate(levels):
+        if not _PRIORITY.match(level) or level == "dlq":
+            raise ConfigError(f"{r.path}.levels[{i}]", f"{level!r} must be a short lower-case name (not 'dlq')")
+    if not levels or len(set(levels)) != len(levels):
+        raise ConfigError(f"{r.path}.levels", f"expected distinct levels, got {list(levels)}")
+    default = r.str("default")
+    if default not in levels:
+        raise ConfigError(f"{r.path}.default", f"{default!r} is not one of the levels {list(levels)}")
+    ws = r.sub("workspaces")
+    for name, level in ws.data.items():
+        if level not in levels:
+            raise ConfigError(f"{ws.path}.{name}", f"{level!r} is not one of the levels {list(levels)}")
+    return PriorityConfig(tuple(levels), default, dict(ws.data))
 
 
 def _media(r: _Reader) -> MediaConfig:
@@ -841,6 +882,7 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         tiering_restore_tier=_known_tier(root, "tiering_restore_tier", tiers),
         tiering_restore_hold=root.duration("tiering_restore_hold"),
         pipeline=pipeline,
+        priorities=_priorities(root.sub("processing_priorities")),
         upload_limits=UploadLimits(ul.size("max_size"), ul.duration("max_duration"), ul.bitrate("audio_bitrate")),
         media=_media(root.sub("media")),
         hls=_hls(root.sub("hls_config"), pipeline.transcoding_profiles),

@@ -55,9 +55,23 @@ WEBHOOK_ENDPOINTS = "webhooks.endpoints"
 WEBHOOK_DELIVERIES = "webhooks.deliveries"
 
 
-def pipeline_topic(stage: str) -> str:
-    """The request topic of one pipeline stage: ``pipeline.<stage>``."""
-    return f"pipeline.{stage}"
+def pipeline_topic(stage: str, priority: str = "") -> str:
+    """The request topic of one pipeline stage: ``pipeline.<stage>``, or ``pipeline.<stage>.<priority>``.
+
+    The default priority (and the empty one) uses the plain topic.
+    """
+    return f"pipeline.{stage}.{priority}" if priority else f"pipeline.{stage}"
+
+
+def stage_topic(config: Config, stage: str, priority: str = "") -> str:
+    """The request topic of ``stage`` for a priority level (the default level's is the plain one)."""
+    level = priority if priority in config.priorities.levels else config.priorities.default
+    return pipeline_topic(stage, "" if level == config.priorities.default else level)
+
+
+def stage_topics(config: Config, stage: str) -> list[tuple[str, str]]:
+    """(priority, topic) of every level of ``stage``, first level first."""
+    return [(level, stage_topic(config, stage, level)) for level in config.priorities.levels]
 
 
 def _data_topics(config: Config) -> list[TopicSpec]:
@@ -88,9 +102,9 @@ def _data_topics(config: Config) -> list[TopicSpec]:
                               "pending messages survive restarts, any message can be replayed"),
     ]
     topics += [
-        TopicSpec(pipeline_topic(stage.name), ("StageRequest",),
-                  description=f"work requests for the {stage.name} stage (its own consumer group)")
-        for stage in config.pipeline.stages
+        TopicSpec(topic, ("StageRequest",),
+                  description=f"{priority}-priority work requests for the {stage.name} stage (its own consumer group)")
+        for stage in config.pipeline.stages for priority, topic in stage_topics(config, stage.name)
     ]
     return topics
 

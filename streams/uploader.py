@@ -55,7 +55,7 @@ class _HashingReader:
 
 
 def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "local-user",
-                video_id: str | None = None) -> UploadResult:
+                video_id: str | None = None, priority: str = "") -> UploadResult:
     src = Path(path)
     if not src.is_file():
         raise FileNotFoundError(f"{src} is not a file")
@@ -75,7 +75,8 @@ def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "l
         raise IOError(f"upload of {src} is incomplete: {size} of {src.stat().st_size} bytes landed")
     digest = reader.sha256.hexdigest()
     delivery = announce_upload(config, video_id=video_id, object_key=key, size_bytes=size, sha256=digest,
-                               content_type=content_type, owner_id=owner_id, original_filename=src.name)
+                               content_type=content_type, owner_id=owner_id, original_filename=src.name,
+                               priority=priority)
     return UploadResult(video_id, key, size, digest, delivery.offset)
 
 
@@ -96,17 +97,19 @@ def object_sha256(client: Any, bucket: str, key: str, chunk_size: int = CHUNK) -
 def announce_upload(config: Config, *, video_id: str, object_key: str, size_bytes: int, sha256: str,
                     content_type: str, owner_id: str, original_filename: str | None = None,
                     event_id: str | None = None, producer: EventProducer | None = None,
-                    timeout: float = 30.0) -> Delivery:
+                    timeout: float = 30.0, priority: str = "") -> Delivery:
     """Emit UploadCompleted for an object that is complete, and wait for the broker's acknowledgement.
 
     Call only once the object is whole and its size and sha256 are known. A
     fixed ``event_id`` (the API derives one per upload session) makes a
     re-emission after a crash a duplicate that consumers drop on event_id.
     Uses ``producer`` if given (acks=all, idempotent), else a short-lived one.
+    ``priority`` is a processing_priorities level ("" = the default).
     """
     fields: dict[str, Any] = dict(video_id=validate_video_id(video_id), object_key=object_key,
                                   size_bytes=size_bytes, sha256=sha256, content_type=content_type,
-                                  owner_id=owner_id, original_filename=(original_filename or "")[:200])
+                                  owner_id=owner_id, original_filename=(original_filename or "")[:200],
+                                  priority=config.priorities.resolve(priority))
     if event_id is not None:
         fields["event_id"] = event_id
     event = new_event("UploadCompleted", **fields)

@@ -40,23 +40,24 @@ def observe_error(stage: str, error_type: str) -> None:
 
 
 class QueueSizeCollector(Collector):
-    """processing_queue_size{priority, stage}: records not yet committed by each stage's group."""
+    """processing_queue_size{priority, stage}: records not yet committed by each stage's group, per priority topic."""
 
     def __init__(self, config: Config):
         self.config = config
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         from framelog.streams.lag import group_lag
-        from framelog.streams.topics import pipeline_topic
+        from framelog.streams.topics import stage_topics
 
         family = GaugeMetricFamily("processing_queue_size", "Processing queue size (consumer lag)",
                                    labels=_labels("processing_queue_size"))
         for stage in self.config.pipeline.stage_names:
-            try:
-                lag = group_lag(self.config, f"framelog-{stage}", pipeline_topic(stage))
-            except Exception:        # broker unreachable: report nothing rather than a wrong zero
-                continue
-            family.add_metric(["normal", stage], lag)
+            for priority, topic in stage_topics(self.config, stage):
+                try:
+                    lag = group_lag(self.config, f"framelog-{stage}", topic)
+                except Exception:    # broker unreachable: report nothing rather than a wrong zero
+                    continue
+                family.add_metric([priority, stage], lag)
         yield family
 
 

@@ -83,19 +83,28 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
             await emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
                 "StageTransition", video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1,
                 progress=0.0, duration_ms=None, error_type=None, error_message=None, outputs={}), key=video_id)
-            await emitter.emit(topics.pipeline_topic(first), "StageRequest", new_event(
+            priority = upload.get("priority") or ""
+            await emitter.emit(topics.stage_topic(config, first, priority), "StageRequest", new_event(
                 "StageRequest", job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs,
-                not_before=0), key=video_id)
-            log.info("video %s: job %s queued for %s", video_id, job_id, first)
+                not_before=0, priority=priority), key=video_id)
+            log.info("video %s: job %s queued for %s (priority %s)", video_id, job_id, first,
+                     priority or config.priorities.default)
 
 
 def register_stage(app: faust.App, config: Config, stage: StageConfig, runner: StageRunner,
                    codec: AvroCodec, emitter: AsyncEmitter) -> None:
-    """pipeline.<stage> → StageRunner, up to parallel_jobs at once in this worker."""
-    name = topics.pipeline_topic(stage.name)
-    source = raw_topic(app, name, _partitions(config, name))
+    """pipeline.<stage>[.<priority>] → StageRunner: one agent per priority topic, the runner's
+    priority gate lets parallel_jobs run at once in this worker, highest priority first."""
+    for priority, name in topics.stage_topics(config, stage.name):
+        _register_stage_topic(app, config, stage, runner, codec, emitter, priority, name)
 
-    @app.agent(source, name=f"stage-{stage.name}", concurrency=stage.parallel_jobs)
+
+def _register_stage_topic(app: faust.App, config: Config, stage: StageConfig, runner: StageRunner,
+                          codec: AvroCodec, emitter: AsyncEmitter, priority: str, name: str) -> None:
+    source = raw_topic(app, name, _partitions(config, name))
+    agent_name = f"stage-{stage.name}" if priority == config.priorities.default else f"stage-{stage.name}-{priority}"
+
+    @app.agent(source, name=agent_name, concurrency=stage.parallel_jobs)
     async def run_stage(stream: faust.StreamT) -> None:
         async for event in stream.events():
             decoded = await _decode_or_dead_letter(codec, emitter, event)

@@ -43,6 +43,7 @@ from framelog.child_processes import ChildGroup
 from framelog.jobs.base import JobCancelled, JobContext, JobHandler, JobTimedOut, PermanentJobError
 from framelog.streams import topics
 from framelog.streams.agents import metrics
+from framelog.streams.agents.priority_gate import PriorityGate
 from framelog.streams.emitter import AsyncEmitter
 from framelog.streams.events import new_event
 
@@ -72,11 +73,13 @@ class StageRequest:
     attempt: int
     inputs: dict[str, str]
     not_before: int          # epoch milliseconds; 0 = now
+    priority: str = ""       # processing_priorities level; "" = the default
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "StageRequest":
         return cls(record["job_id"], record["video_id"], record["stage"], int(record["attempt"]),
-                   dict(record.get("inputs") or {}), int(record.get("not_before") or 0))
+                   dict(record.get("inputs") or {}), int(record.get("not_before") or 0),
+                   str(record.get("priority") or ""))
 
 
 def backoff_seconds(attempt: int, config: Config) -> float:
@@ -105,6 +108,7 @@ class StageRunner:
         self.scratch_root = scratch_root
         self.executor = ThreadPoolExecutor(max_workers=stage.parallel_jobs,
                                            thread_name_prefix=f"stage-{stage.name}")
+        self.gate = PriorityGate(stage.parallel_jobs)   # the stage's slots, highest priority first
 
     # ------------------------------------------------------------ events
 
@@ -122,8 +126,9 @@ class StageRunner:
     async def request(self, stage: str, req: StageRequest, *, attempt: int, inputs: Mapping[str, str],
                       not_before: int = 0) -> None:
         event = new_event("StageRequest", job_id=req.job_id, video_id=req.video_id, stage=stage,
-                          attempt=attempt, inputs=dict(inputs), not_before=not_before)
-        await self.emitter.emit(topics.pipeline_topic(stage), "StageRequest", event, key=req.video_id)
+                          attempt=attempt, inputs=dict(inputs), not_before=not_before, priority=req.priority)
+        await self.emitter.emit(topics.stage_topic(self.config, stage, req.priority), "StageRequest", event,
+                                key=req.video_id)
 
     # ------------------------------------------------------------ the protocol
 
@@ -141,7 +146,15 @@ class StageRunner:
             log.info("%s job %s already succeeded; re-emitting its outcome", self.stage.name, req.job_id)
             await self._succeeded(req, done, duration_ms=None)
             return
+        async with self.gate.slot(self.config.priorities.rank(req.priority)):
+            await self._attempt(req, original)
 
+    async def _attempt(self, req: StageRequest, original: bytes | None) -> None:
+        """One attempt in a slot: started, the job, then succeeded, retrying or failed."""
+        if await self._dropped_if_deleted(req):     # deleted while it waited for its slot
+            return
+        marker_key = JobContext(req.video_id, req.job_id, self.stage.name, req.attempt, req.inputs,
+                                Path(".")).marker_key
         await self.transition(req, "started")
         started = time.monotonic()
         try:
@@ -280,5 +293,5 @@ class StageRunner:
         await self.transition(req, "failed", error_type=error_type, error_message=message,
                               duration_ms=int((time.monotonic() - started) * 1000))
         if original is not None:
-            await self.emitter.dead_letter(topics.pipeline_topic(self.stage.name), original,
+            await self.emitter.dead_letter(topics.stage_topic(self.config, self.stage.name, req.priority), original,
                                            key=req.video_id, reason=f"stage_failed:{error_type}", error=message)

@@ -154,10 +154,10 @@ def test_timestamps_may_be_given_as_milliseconds(codec):
 def test_new_event_fills_common_fields_and_defaults():
     e = new_event("UploadCompleted", video_id=VID, object_key="k", size_bytes=1, sha256="0" * 64,
                   content_type="video/mp4", owner_id="u")
-    assert len(e["event_id"]) == 36 and e["schema_version"] == 1
+    assert len(e["event_id"]) == 36 and e["schema_version"] == 2           # v2 added the priority
     assert e["event_time"].tzinfo is not None and e["event_time"].microsecond % 1000 == 0
     assert e["uploaded_at"] == e["event_time"]
-    assert e["original_filename"] == ""
+    assert e["original_filename"] == "" and e["priority"] == ""
 
 
 def test_new_event_rejects_unknown_fields():
