@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import pytest
@@ -14,6 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from framelog.config import Config
 from framelog.stack.process import Component, wait_until
+from framelog.stack.services import WorkerService
 from framelog.streams.consumer import DecodedRecord
 from framelog.streams.replay import ReplayedTable
 
@@ -86,3 +88,49 @@ class TopicRecorder(ReplayedTable):
         ends = log_ends(self.config, tuple(self.topics))
         return self.wait_until(lambda: all(self.folded(t, p, end - 1) for (t, p), end in ends.items() if end > 0),
                                timeout)
+
+
+class StageWorker(WorkerService):
+    """`framelog worker --stage intake --stage STAGE` with its own environment (overlay, fake tools)."""
+
+    name = "worker-stage-test"
+
+    def __init__(self, config: Config, env: Mapping[str, str], stage: str):
+        super().__init__(config)
+        self._env = dict(env)
+        self.stage = stage
+        self.subcommand = ("worker", "--stage", "intake", "--stage", stage)
+
+    def env(self) -> dict[str, str]:
+        return self._env
+
+    def check_health(self) -> None:
+        from confluent_kafka import ConsumerGroupState
+
+        from framelog.streams.admin import admin_client
+
+        admin = admin_client(self.config)      # keep a reference: futures die with their client
+        for name, fut in admin.describe_consumer_groups(["framelog-intake", f"framelog-{self.stage}"],
+                                                        request_timeout=5).items():
+            desc = fut.result(timeout=10)
+            if desc.state != ConsumerGroupState.STABLE or not desc.members:
+                raise RuntimeError(f"group {name} is {desc.state.name.lower()} with {len(desc.members)} member(s)")
+
+
+def overlay_file(config: Config, directory: Path, stage: str, stage_settings: Mapping[str, Any],
+                 pipeline_settings: Mapping[str, Any] | None = None) -> Path:
+    """A configuration overlay: this session's overlay (if any) plus new settings for one stage."""
+    import os
+
+    import yaml
+
+    from framelog.config import merge_overlay
+
+    stages = [dict(s, **(stage_settings if s["name"] == stage else {}))
+              for s in config.raw["processing_pipeline"]["stages"]]
+    base = os.environ.get("FRAMELOG_CONFIG_OVERLAY")
+    data = merge_overlay(yaml.safe_load(Path(base).read_text()) if base else {},
+                         {"processing_pipeline": {"stages": stages, **(pipeline_settings or {})}})
+    path = directory / "overlay.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -14,13 +14,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
-from framelog.config import merge_overlay
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from framelog.streams.uploader import upload_file
-from tests.integration.support import running, wait_for
+from tests.integration.support import StageWorker, overlay_file, running, wait_for
 from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
 from tests.media import clips
 
@@ -29,32 +27,6 @@ pytestmark = pytest.mark.integration
 STAGE = "validation"
 TIMEOUT = "6s"           # a healthy 2 s clip validates well within it on a busy 2-core machine
 GRACE = "1s"
-
-
-class TimeoutWorker(WorkerService):
-    """`framelog worker --stage intake --stage validation` with its own environment and state."""
-
-    name = "worker-timeout-test"
-    subcommand = ("worker", "--stage", "intake", "--stage", STAGE)
-
-    def __init__(self, config, env: dict[str, str]):
-        super().__init__(config)
-        self._env = env
-
-    def env(self) -> dict[str, str]:
-        return self._env
-
-    def check_health(self) -> None:
-        from confluent_kafka import ConsumerGroupState
-
-        from framelog.streams.admin import admin_client
-
-        admin = admin_client(self.config)
-        for name, fut in admin.describe_consumer_groups([f"framelog-intake", f"framelog-{STAGE}"],
-                                                        request_timeout=5).items():
-            desc = fut.result(timeout=10)
-            if desc.state != ConsumerGroupState.STABLE or not desc.members:
-                raise RuntimeError(f"group {name} is {desc.state.name.lower()}")
 
 
 def alive(pid: int) -> bool:
@@ -83,17 +55,12 @@ fi
 exec {shutil.which('ffprobe')} "$@"
 """)
     fake.chmod(0o755)
-    stages = [dict(s, **({"timeout": TIMEOUT, "retry_attempts": 1, "parallel_jobs": 1} if s["name"] == STAGE else {}))
-              for s in config.raw["processing_pipeline"]["stages"]]
-    base = os.environ.get("FRAMELOG_CONFIG_OVERLAY")
-    overlay = merge_overlay(yaml.safe_load(Path(base).read_text()) if base else {}, {"processing_pipeline": {
-        "stages": stages, "retry_backoff_initial": "1s", "kill_grace": GRACE}})
-    overlay_path = tmp_path / "overlay.yaml"
-    overlay_path.write_text(yaml.safe_dump(overlay))
-    env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay_path), "FRAMELOG_FFPROBE": str(fake),
+    overlay = overlay_file(config, tmp_path, STAGE, {"timeout": TIMEOUT, "retry_attempts": 1, "parallel_jobs": 1},
+                           {"retry_backoff_initial": "1s", "kill_grace": GRACE})
+    env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay), "FRAMELOG_FFPROBE": str(fake),
            "TMPDIR": str(scratch)}
     flag.touch()
-    with running(TimeoutWorker(config, env), timeout=180):
+    with running(StageWorker(config, env, STAGE), timeout=180):
         yield flag, pids, scratch
 
 

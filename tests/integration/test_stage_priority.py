@@ -1,0 +1,82 @@
+"""Priorities on the real stack: with a stage's slots full, a high-priority upload queued after
+low-priority ones starts before them.
+
+A worker (intake + validation) runs with validation's parallel_jobs at 1 (an overlay) and an
+ffprobe that takes a few seconds per call, so one validation holds the only slot while the
+others queue. The order comes from the log: the ``started`` transitions' event times.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+
+import pytest
+
+from framelog.stack.services import WorkerService
+from framelog.streams import topics
+from framelog.streams.uploader import upload_file
+from tests.integration.support import StageWorker, overlay_file, running
+from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
+from tests.media import clips
+
+pytestmark = pytest.mark.integration
+
+STAGE = "validation"
+PROBE_SECONDS = 2        # each ffprobe call of the slow validation
+
+
+def _ms(value) -> int:
+    if isinstance(value, datetime):
+        return int((value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int(value)
+
+
+@pytest.fixture
+def slow_worker(config, stack, tmp_path):
+    if WorkerService(config).is_running():
+        pytest.skip("a full worker is running on this stack: its validation group would take the uploads")
+    fake = tmp_path / "ffprobe"
+    fake.write_text(f"#!/bin/bash\nsleep {PROBE_SECONDS}\nexec {shutil.which('ffprobe')} \"$@\"\n")
+    fake.chmod(0o755)
+    overlay = overlay_file(config, tmp_path, STAGE, {"timeout": "120s", "parallel_jobs": 1})
+    env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay), "FRAMELOG_FFPROBE": str(fake)}
+    with running(StageWorker(config, env, STAGE), timeout=180) as worker:
+        yield worker
+
+
+def _stage_state(status, video_id: str, states: tuple[str, ...], timeout: float):  # noqa: F811
+    view = status.wait_for(video_id, lambda v: v is not None and
+                           (v["stages"].get(STAGE) or {}).get("state") in states, timeout)
+    assert (view["stages"].get(STAGE) or {}).get("state") in states, view
+    return view
+
+
+def _started_at(config, video_id: str) -> int:
+    [started] = [t for name, t in read_topic(config, topics.STAGE_TRANSITIONS, video_id)
+                 if name == "StageTransition" and t["stage"] == STAGE and t["state"] == "started"]
+    return _ms(started["event_time"])
+
+
+def test_high_priority_upload_queued_last_starts_first(config, slow_worker, status, tmp_path):  # noqa: F811
+    src = clips.video(tmp_path / "clip.mp4", duration=1, audio=False)
+    first = upload_file(config, src, owner_id="tests", priority="low").video_id
+    _stage_state(status, first, ("started", "progress"), 60)               # the only slot is taken
+    lows = [upload_file(config, src, owner_id="tests", priority="low").video_id for _ in range(2)]
+    high = upload_file(config, src, owner_id="tests", priority="high").video_id
+    for video_id in (first, *lows, high):
+        _stage_state(status, video_id, ("succeeded",), 120)
+    order = sorted((first, *lows, high), key=lambda v: _started_at(config, v))
+    assert order[:2] == [first, high], {v: _started_at(config, v) for v in order}
+    assert set(order[2:]) == set(lows)
+    requests = {t: read_topic(config, t, high) for _, t in topics.stage_topics(config, STAGE)}
+    assert [t for t, recs in requests.items() if recs] == ["pipeline.validation.high"]
+    assert read_topic(config, "pipeline.validation.high", high)[0][1]["priority"] == "high"
+
+
+def test_queue_size_metric_has_a_series_per_priority(config, stack):
+    from framelog.streams.agents.metrics import QueueSizeCollector
+
+    samples = [m for f in QueueSizeCollector(config).collect() for m in f.samples]
+    assert {(m.labels["priority"], m.labels["stage"]) for m in samples} == {
+        (p, s) for s in config.pipeline.stage_names for p in config.priorities.levels}
