@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from framelog.api.access_state import ApiError, access_state
 from framelog.api.auth import current_principal, require
+from framelog.cache import analytics_query_cache
 from framelog.config import Config
 from framelog.exceptions import InvalidIdError
 from framelog.ids import validate_video_id
@@ -43,6 +44,9 @@ class AnalyticsEngine:
     reader: Any = None        # a second session: get_video_analytics spreads its reads over both
     lock: threading.Lock = field(default_factory=threading.Lock)
     runner: Any = None
+    # the seed's "Database Cache" (15 m): answers by video, dropped when the sink commits that video's events;
+    # against a ClickHouse server the sink is another process and only the TTL bounds an answer's age
+    query_cache: Any = None
 
     @property
     def read_sessions(self) -> list[Any]:
@@ -59,10 +63,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     config: Config = app.state.config
     client = connect(config)
     engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(config)),
-                             connect(config, create_database=False))
+                             connect(config, create_database=False), query_cache=analytics_query_cache(config))
     if embedded_sink_wanted(config):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
-        engine.runner = AnalyticsSinkRunner(config, client=client, lock=engine.lock)
+        engine.runner = AnalyticsSinkRunner(config, client=client, lock=engine.lock,
+                                            on_videos_written=engine.query_cache.invalidate)
         engine.runner.start_thread()
     app.state.analytics = engine
     try:
@@ -112,7 +117,8 @@ async def video_analytics(request: Request, video_id: str, from_: str | None = Q
             with engine.lock:
                 return get_video_analytics(engine.read_sessions, video_id, start, end, config=engine.config)
 
-        result = await run_in_threadpool(query)
+        result = await run_in_threadpool(engine.query_cache.get_or_compute, (video_id, from_, to), query,
+                                         (video_id,))
     except (InvalidIdError, AnalyticsQueryError) as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse(_jsonable(result))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from framelog.config import Config
 from framelog.sinks.clickhouse import metrics
@@ -35,10 +35,12 @@ POLL_TIMEOUT = 0.2
 class AnalyticsSinkRunner:
     def __init__(self, config: Config, client: Any = None, lock: threading.Lock | None = None,
                  group_id: str = GROUP_ID, *, tables: Mapping[str, TableSpec] | None = None,
-                 codec: AvroCodec | None = None):
+                 codec: AvroCodec | None = None, on_videos_written: Callable[[set[str]], None] | None = None):
         """``tables``: topic -> raw table (default: the playback topics); ``codec`` must know
         those topics (default: the configured topic registry). Benchmarks and tests pass
-        private topics here; production uses the defaults."""
+        private topics here; production uses the defaults. ``on_videos_written`` hears the
+        video ids (record keys) whose events just became queryable, after their commit:
+        the API's analytics query cache drops their answers."""
         self.config = config
         self.client = client if client is not None else connect(config)
         self.lock = lock or threading.Lock()      # chdb: one engine per process, shared with queries
@@ -53,10 +55,21 @@ class AnalyticsSinkRunner:
         self.stop_event = threading.Event()
         self.rows_written = 0
         self.committed: dict[tuple[str, int], int] = {}      # next offset per partition, as committed
+        self.on_videos_written = on_videos_written
+        # per partition, (last offset, video ids) of each poll not yet committed: for on_videos_written
+        self._videos_in_flight: dict[tuple[str, int], list[tuple[int, set[str]]]] = {}
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         self.consumer.commit(offsets)
         self.committed.update(offsets)
+        if self.on_videos_written is not None:
+            written: set[str] = set()
+            for key, next_offset in offsets.items():
+                polls = self._videos_in_flight.get(key, [])
+                while polls and polls[0][0] < next_offset:
+                    written |= polls.pop(0)[1]
+            if written:
+                self.on_videos_written(written)
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         """A rebalance takes partitions away: commit what landed, drop the rest (the new owner replays it)."""
@@ -64,6 +77,7 @@ class AnalyticsSinkRunner:
             self.sink.revoke(partitions)
         for key in partitions:
             self.committed.pop(key, None)
+            self._videos_in_flight.pop(key, None)
 
     def export_lag(self) -> None:
         """Sink lag per partition, refreshed every step (so it grows while nothing gets committed):
@@ -95,6 +109,10 @@ class AnalyticsSinkRunner:
                 part = by_partition[key] = ([], [])
             part[0].append(m)
             part[1].append(m.offset())
+        if self.on_videos_written is not None:
+            for key, (records, offsets) in by_partition.items():
+                videos = {k.decode("utf-8", "replace") for k in (m.key() for m in records) if k}
+                self._videos_in_flight.setdefault(key, []).append((offsets[-1], videos))
         with self.lock:
             started = time.perf_counter()
             for (topic, partition), (records, offsets) in by_partition.items():
