@@ -476,6 +476,7 @@ class TrustedIssuer:
     issuer: str
     jwks_file: Path
     scopes: tuple[str, ...]
+    subject_prefix: str = ""         # its sub and ws must start with this: one tenant cannot name another's users
 
 
 @dataclass(frozen=True)
@@ -791,7 +792,8 @@ def _auth(r: _Reader) -> AuthConfig:
     issuers = []
     for i, item in enumerate(r.raw("trusted_issuers", [])):
         t = _Reader(item, f"{r.path}.trusted_issuers[{i}]")
-        issuers.append(TrustedIssuer(t.str("issuer"), Path(t.str("jwks_file")), t.str_list("scopes", [])))
+        issuers.append(TrustedIssuer(t.str("issuer"), Path(t.str("jwks_file")), t.str_list("scopes", []),
+                                     t.str("subject_prefix", "")))
     return AuthConfig(
         r.str("issuer"), r.str("audience"), _env("FRAMELOG_KEYRING_FILE", r.str("keyring_file")),
         os.environ.get("FRAMELOG_KEYRING", ""), r.duration("token_ttl"), r.duration("max_token_lifetime"),

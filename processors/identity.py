@@ -98,6 +98,10 @@ class TooLongLivedError(TokenError):
     reason = "lifetime_too_long"
 
 
+class ForeignSubjectError(TokenError):
+    reason = "foreign_subject"
+
+
 class KeyringError(FramelogError):
     """The keyring cannot do what was asked (unknown kid, last key, read-only)."""
 
@@ -322,6 +326,7 @@ class _Issuer:
     name: str
     scopes: frozenset[str]
     jwks_file: Path | None = None
+    subject_prefix: str = ""
     keys: dict[str, tuple[Any, str]] = field(default_factory=dict)   # kid -> (public key, algorithm)
     stamp: tuple[int, int] | None = None
 
@@ -366,7 +371,7 @@ class TokenVerifier:
     def __init__(self, config: Config, keyring: Keyring | None = None):
         self.config = config
         self.keyring = keyring or Keyring(config)
-        self._issuers = {t.issuer: _Issuer(t.issuer, frozenset(parse_scopes(t.scopes)), t.jwks_file)
+        self._issuers = {t.issuer: _Issuer(t.issuer, frozenset(parse_scopes(t.scopes)), t.jwks_file, t.subject_prefix)
                          for t in config.auth.trusted_issuers}
         if config.auth.issuer in self._issuers:
             raise FramelogError(f"trusted issuer {config.auth.issuer!r} is framelog's own issuer name")
@@ -384,8 +389,8 @@ class TokenVerifier:
             raise UnknownKeyError(f"issuer {issuer.name} has no key {kid!r}")
         return found
 
-    def _key_for(self, iss: str, kid: str) -> tuple[Any, str, frozenset[str] | None]:
-        """(public key, its algorithm, the scopes this issuer may grant; None = any)."""
+    def _key_for(self, iss: str, kid: str) -> tuple[Any, str, _Issuer | None]:
+        """(public key, its algorithm, the trusted issuer; None for framelog itself, which may grant anything)."""
         if iss == self.config.auth.issuer:
             key = self.keyring.find(kid)
             if key is None:
@@ -397,7 +402,7 @@ class TokenVerifier:
         if issuer is None:
             raise UnknownIssuerError(f"issuer {iss!r} is not trusted")
         public, alg = self._issuer_key(issuer, kid)
-        return public, alg, issuer.scopes
+        return public, alg, issuer
 
     def verify(self, token: str) -> Principal:
         auth = self.config.auth
@@ -416,7 +421,7 @@ class TokenVerifier:
             raise UnknownKeyError("the token names no valid kid")
         if not isinstance(iss, str):
             raise UnknownIssuerError("the token names no issuer")
-        public, key_alg, grantable = self._key_for(iss, kid)
+        public, key_alg, trusted = self._key_for(iss, kid)
         if alg != key_alg:
             raise BadAlgorithmError(f"key {kid} signs with {key_alg}, the token says {alg}")
         try:
@@ -434,9 +439,9 @@ class TokenVerifier:
             raise WrongAudienceError(f"token is not for {auth.audience!r}") from None
         except jwt.PyJWTError as exc:
             raise MalformedTokenError(f"claims refused: {exc}") from None
-        return self._principal(claims, iss, grantable)
+        return self._principal(claims, iss, trusted)
 
-    def _principal(self, claims: Mapping[str, Any], iss: str, grantable: frozenset[str] | None) -> Principal:
+    def _principal(self, claims: Mapping[str, Any], iss: str, trusted: _Issuer | None) -> Principal:
         exp, iat = claims["exp"], claims["iat"]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
             raise MalformedTokenError("exp and iat must be integers")
@@ -451,6 +456,9 @@ class TokenVerifier:
         if not isinstance(scope, str):
             raise MalformedTokenError("bad scope")
         scopes = frozenset(s for s in scope.split() if s in SCOPES)
-        if grantable is not None:
-            scopes &= grantable                      # a customer's back end grants only what it was allowed
+        if trusted is not None:
+            scopes &= trusted.scopes                 # a customer's back end grants only what it was allowed
+            if not all(name.startswith(trusted.subject_prefix) for name in (sub, *ws)):
+                raise ForeignSubjectError(f"issuer {iss} may only name users and workspaces "
+                                          f"starting with {trusted.subject_prefix!r}")
         return Principal(sub, frozenset(ws), scopes, iss, exp)

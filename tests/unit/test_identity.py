@@ -232,6 +232,21 @@ def test_a_trusted_issuers_tokens_verify_with_only_the_scopes_it_may_grant(custo
     assert refused(verifier, jwt.encode(own, ec_key, algorithm="ES256", headers={"kid": "c-ec"})) == "unknown_key"
 
 
+def test_a_tenant_prefix_confines_a_trusted_issuer_to_its_own_users(customer):
+    cfg, ec_key, _, jwks = customer
+    confined = replace(cfg, auth=replace(cfg.auth, trusted_issuers=(
+        TrustedIssuer("https://idp.customer.example", jwks, (VIDEOS_WRITE,), "acme:"),)))
+    verifier = TokenVerifier(confined)
+
+    def token(sub: str, ws: list[str]) -> str:
+        body = claims(confined, iss="https://idp.customer.example", sub=sub, ws=ws)
+        return jwt.encode(body, ec_key, algorithm="ES256", headers={"kid": "c-ec"})
+
+    assert verifier.verify(token("acme:u1", ["acme:team"])).sub == "acme:u1"
+    assert refused(verifier, token("alice", [])) == "foreign_subject"          # a framelog user's id
+    assert refused(verifier, token("acme:u1", ["ws-1"])) == "foreign_subject"  # another tenant's workspace
+
+
 def test_a_jwks_with_private_or_weak_or_symmetric_keys_is_refused(tmp_path):
     bad = {
         "private": {"keys": [{**jwk_of(ec.generate_private_key(ec.SECP256R1()).public_key(), "k"), "d": "AAAA"}]},
