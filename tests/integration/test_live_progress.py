@@ -156,3 +156,24 @@ def test_version_and_sql_formats(live):
     env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay)}
     out = subprocess.run([sys.executable, "-m", "framelog.cli", "--version"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("framelog ")
+
+
+def test_upload_wait_follows_the_real_pipeline(stack, config, tmp_path):
+    """`framelog upload FILE --wait` against the real API and worker: a bar per stage, exit 0 once ready."""
+    from framelog.stack.services import ApiService, WorkerService
+    from tests.integration.support import running
+    from tests.media import clips
+
+    clip = clips.video(tmp_path / "wait.mp4", duration=4)
+    with running(ApiService(config), 120) as api, running(WorkerService(config), 300):
+        out = subprocess.run([sys.executable, "-m", "framelog.cli", "upload", str(clip), "--wait", "--api",
+                              api.address], env={**os.environ, "COLUMNS": "120"}, capture_output=True, text=True,
+                             timeout=420)
+        assert out.returncode == 0, out.stderr[-2000:]
+        video_id = out.stdout.strip()
+        for stage in config.pipeline.stage_names:
+            assert stage in out.stderr and "succeeded" in out.stderr
+        assert f"video {video_id}: ready" in out.stderr
+        r = httpx.get(f"{api.address}/videos/{video_id}/events",
+                      headers=bearer(config, "local-user") | {"Accept": "text/event-stream"}, timeout=30)
+        assert r.status_code == 200 and "event: end" in r.text
