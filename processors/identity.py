@@ -410,8 +410,8 @@ class TokenVerifier:
                 or token.count(".") != 2:
             raise MalformedTokenError("not a compact JWT within the size limit")
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
+            header, unverified = unverified_token["header"], unverified_token["payload"]
         except jwt.PyJWTError:
             raise MalformedTokenError("not a JWT") from None
         alg, kid, iss = header.get("alg"), header.get("kid"), unverified.get("iss")
