@@ -262,4 +262,6 @@ def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
     result = client.query(statement, parameters=dict(parameters or {}),
                           settings=analyst_settings(config.analyst_sql, embedded=client_is_embedded(client)))
     rows = [tuple(r) for r in result.result_rows]
-    return SqlResult(list(result.column_names), rows[:max_rows], truncated=len(rows) > max_rows)
+    # result_overflow_mode=break: the engine stops at (about) max_result_rows without an error
+    cut = len(rows) >= config.analyst_sql.max_result_rows
+    return SqlResult(list(result.column_names), rows[:max_rows], truncated=len(rows) > max_rows or cut)
