@@ -124,6 +124,13 @@ class EventConsumer:
             out.append(msg)
         return out
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """librdkafka's position (next offset to fetch) of every assigned partition; negative: not known yet."""
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return {}
+        return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned)}
+
     def polled_positions(self) -> dict[tuple[str, int], int]:
         """The next offset per owned partition, as polled (records this caller skipped included)."""
         return dict(self._positions)

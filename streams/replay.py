@@ -47,12 +47,6 @@ class ReplayConsumer(EventConsumer):
         return {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
                 for p in self.partitions(topic, timeout)}
 
-    def positions(self) -> dict[tuple[str, int], int]:
-        assigned = self._consumer.assignment()
-        if not assigned:
-            return {}
-        return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned)}
-
 
 class ReplayedTable:
     """Replays ``topics`` in a background thread and folds every record; thread-safe reads."""

@@ -45,7 +45,7 @@ from prometheus_client import Counter as PromCounter, Histogram
 from framelog.config import Config
 from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.webhook_signing import derive_secret, message_id
-from framelog.processors.webhooks import Endpoint, WebhookEvent, backoff_delay, derive, subscribers
+from framelog.processors.webhooks import Endpoint, WebhookEvent, backoff_delay, derive, millis, subscribers
 from framelog.sinks.webhook_transport import AttemptResult, post_message, webhook_client
 from framelog.streams import topics
 from framelog.streams.catalog import VideoCatalog
@@ -95,7 +95,6 @@ class Message:
 
 def message_from_record(value: dict[str, Any]) -> Message:
     """A pending message resumed from its last WebhookDelivery record."""
-    from framelog.processors.webhooks import millis
     nxt = value.get("next_attempt_at")
     return Message(value["endpoint_id"], value["message_id"], value["event_type"], value["video_id"],
                    millis(value.get("occurred_at")), value["payload"],
@@ -250,8 +249,12 @@ class DeliveryEngine:
             self._secrets[key] = derive_secret(self.master, endpoint.endpoint_id, endpoint.secret_salt)
         return self._secrets[key]
 
-    def dispatch(self) -> int:
-        """Start every head that is due, within the limits; returns how many were started."""
+    def dispatch(self, horizon_ms: float = float("inf")) -> int:
+        """Start every head that is due, within the limits; returns how many were started.
+
+        ``horizon_ms``: heads of events after this time wait (``EventTimeHorizon``): an earlier event
+        of the same video may still be unread on another source topic.
+        """
         started = 0
         now = self.clock()
         busy = len(self.futures)
@@ -259,7 +262,8 @@ class DeliveryEngine:
             if busy >= self.w.delivery_threads:
                 break
             head = queue[0]
-            if head.in_flight or head.next_at > now or self.in_flight[endpoint_id] >= self.w.max_in_flight_per_endpoint:
+            if head.in_flight or head.next_at > now or head.occurred_at_ms > horizon_ms \
+                    or self.in_flight[endpoint_id] >= self.w.max_in_flight_per_endpoint:
                 continue
             endpoint = self.registry.get(endpoint_id)
             if endpoint is None or endpoint.deleted:
@@ -316,6 +320,32 @@ class DeliveryEngine:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class EventTimeHorizon:
+    """Up to which event time every source partition has been read: a video's events come from four
+    topics, read at their own pace; while catching up on a backlog, an event is sent only once no
+    assigned partition that still lags can hold an earlier one (a partition read to its end holds none).
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, int], int] = {}
+
+    def saw(self, topic: str, partition: int, event_time_ms: int) -> None:
+        key = (topic, partition)
+        self.seen[key] = max(self.seen.get(key, 0), event_time_ms)
+
+    def horizon(self, positions: dict[tuple[str, int], int], ends: dict[tuple[str, int], int | None],
+                assigned: frozenset[tuple[str, int]]) -> float:
+        """``positions``: next offset per partition where known (a partition of a group that never
+        committed and not read yet has none: it is not waited for, or an empty one would block forever)."""
+        lagging = [tp for tp in assigned
+                   if positions.get(tp, -1) >= 0 and (ends.get(tp) is None or positions[tp] < (ends.get(tp) or 0))]
+        return min((self.seen.get(tp, float("-inf")) for tp in lagging), default=float("inf"))
+
+    def forget(self, partitions: set[int]) -> None:
+        for key in [k for k in self.seen if k[1] in partitions]:
+            del self.seen[key]
 
 
 # ------------------------------------------------------------ routing
@@ -375,6 +405,8 @@ class WebhookWorker:
                                 lambda url, secret, mid, body: post_message(client, url, secret, mid, body),
                                 master=load_or_create_secret(config))
         router = Router(config, registry, catalog)
+        horizon = EventTimeHorizon()
+        starts: dict[tuple[str, int], int] = {}         # committed offsets when assigned: where reading resumes
         owned: set[int] = set()
 
         def on_revoke(parts: list[tuple[str, int]]) -> None:
@@ -382,6 +414,7 @@ class WebhookWorker:
             self._commit(consumer, offsets, producer, force=True)
             engine.drop_partitions(numbers)
             offsets.forget(numbers)
+            horizon.forget(numbers)
             owned.difference_update(numbers)
 
         consumer = EventConsumer(config, GROUP_ID, list(SOURCE_TOPICS), on_revoke=on_revoke,
@@ -396,16 +429,23 @@ class WebhookWorker:
                     resumed = engine.resume(read_deliveries(config, READY_TIMEOUT), numbers - owned)
                     log.info("partitions %s assigned; %d pending message(s) resumed", sorted(numbers - owned), resumed)
                     owned.update(numbers)
+                    starts.update({tp: off for tp, off in consumer.committed().items() if off >= 0})
                 batch = [r for r in map(self._decode(consumer), messages) if r is not None]
                 if batch:
                     registry.sync(SYNC_TIMEOUT)        # endpoints registered before these events
                 for record in sorted(batch, key=lambda r: (r.value.get("event_time") or 0, r.topic, r.offset)):
                     for msg in router.messages(record):
                         engine.offer(msg)
-                for (topic, partition), position in consumer.polled_positions().items():
+                    horizon.saw(record.topic, record.partition, millis(record.value.get("event_time")))
+                positions = consumer.polled_positions()
+                for (topic, partition), position in positions.items():
                     offsets.polled(topic, partition, position - 1)
+                assigned = consumer.assigned
                 engine.collect()
-                engine.dispatch()
+                known = {tp: max(starts.get(tp, -1), positions.get(tp, -1), pos)
+                         for tp, pos in consumer.positions().items()}
+                engine.dispatch(horizon.horizon(known, {tp: consumer.high_watermark(*tp) for tp in assigned},
+                                                assigned))
                 producer.poll(0)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL:
                     self._commit(consumer, offsets, producer)

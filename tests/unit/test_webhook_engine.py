@@ -140,3 +140,25 @@ def test_a_deleted_endpoint_is_dropped_and_releases_its_offsets():
     e.registry.endpoints["ep_a"] = replace(e.registry.endpoints["ep_a"], deleted=True)
     run(e)
     assert e.pending() == 0 and offsets.committable()[("video.assets", 0)] == 1
+
+
+def test_event_time_horizon_waits_for_lagging_partitions():
+    from framelog.streams.webhooks import EventTimeHorizon
+
+    h = EventTimeHorizon()
+    up, st = ("video.uploads", 0), ("video.stage-transitions", 0)
+    assigned = frozenset({up, st})
+    assert h.horizon({up: 0, st: 0}, {}, assigned) == float("-inf")     # no end known yet: nothing may go
+    assert h.horizon({}, {up: 5, st: 5}, assigned) == float("inf")       # no position known: not waited for
+    h.saw(*st, 500)
+    h.saw(*up, 100)
+    # the uploads partition still lags behind its end: events after t=100 wait for it
+    assert h.horizon({up: 3, st: 9}, {up: 10, st: 9}, assigned) == 100
+    h.saw(*up, 400)
+    assert h.horizon({up: 10, st: 9}, {up: 10, st: 9}, assigned) == float("inf")      # both read to their end
+    e, producer, offsets, _ = engine(Sender(), "ep_a")
+    e.offer(msg("ep_a", "v", 200, 0))
+    e.dispatch(horizon_ms=100)
+    assert not e.futures
+    e.dispatch(horizon_ms=200)
+    assert len(e.futures) == 1
