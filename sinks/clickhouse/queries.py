@@ -40,7 +40,7 @@ from framelog.exceptions import FramelogError
 from framelog.ids import validate_video_id
 from framelog.sinks.clickhouse.client import analyst_settings, client_is_embedded
 from framelog.sinks.clickhouse.migrations import analytics_tables
-from framelog.sinks.clickhouse.sql_guard import UnsafeSqlError, guard_sql
+from framelog.sinks.clickhouse.sql_guard import UnsafeSqlError, check_query_tree, guard_sql, is_explain
 
 __all__ = ["AnalyticsQueryError", "UnsafeSqlError", "SqlResult", "get_video_analytics", "timeframe_bounds",
            "run_readonly_sql", "check_readonly_sql"]
@@ -251,16 +251,21 @@ def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
                      parameters: Mapping[str, Any] | None = None, config: Config | None = None) -> SqlResult:
     """Run one analyst statement; returns column names and rows.
 
-    Guarded twice: the allow-list guard (one SELECT over the analytics tables of the
-    session's database, pure functions only), and the engine's walls
+    Guarded three times: the allow-list guard (one SELECT over the analytics tables of the
+    session's database, pure functions only), the same allow-list over the engine's own
+    resolution of the statement (``EXPLAIN QUERY TREE``), and the engine's walls
     (``analyst_settings``: readonly=1, time, memory, rows and bytes limits) sent with the
     statement, so even a writer's session runs it walled. Use a client from
     ``connect_readonly`` to keep the session itself read-only too.
     """
     config = config or get_config()
-    statement = check_readonly_sql(sql, database=client.database or config.clickhouse.database, config=config)
-    result = client.query(statement, parameters=dict(parameters or {}),
-                          settings=analyst_settings(config.analyst_sql, embedded=client_is_embedded(client)))
+    database = client.database or config.clickhouse.database
+    statement = check_readonly_sql(sql, database=database, config=config)
+    settings = analyst_settings(config.analyst_sql, embedded=client_is_embedded(client))
+    if not is_explain(statement):      # the third reading: what the engine itself resolved
+        tree = client.query(f"EXPLAIN QUERY TREE {statement}", parameters=dict(parameters or {}), settings=settings)
+        check_query_tree("\n".join(str(row[0]) for row in tree.result_rows), database, analytics_tables())
+    result = client.query(statement, parameters=dict(parameters or {}), settings=settings)
     rows = [tuple(r) for r in result.result_rows]
     # result_overflow_mode=break: the engine stops at (about) max_result_rows without an error
     cut = len(rows) >= config.analyst_sql.max_result_rows

@@ -14,10 +14,16 @@ Analyst SQL is hostile input. It is accepted only if **both** readings agree it 
 Two readings because the engine runs the text, not sqlglot's tree (regenerating the SQL
 would change its meaning: ``rand()`` becomes ``randCanonical()``): a trick one parser
 misreads is still caught by the other. What the engine runs is the analyst's own text.
-The engine keeps its own walls (readonly, limits; ``client.analyst_settings``).
+A third reading, ``check_query_tree``, applies the same allow-lists to the engine's own
+resolution of the text (``EXPLAIN QUERY TREE``, run by ``queries.run_readonly_sql`` only
+after both readings accepted it: the analyzer folds constants, so it runs allowed functions
+only). It catches what a text reading cannot know, such as ClickHouse calling
+``currentUser`` written without parentheses. The engine keeps its own walls (readonly,
+limits; ``client.analyst_settings``).
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Collection
 
 import sqlglot
@@ -28,7 +34,7 @@ from framelog.exceptions import FramelogError
 from framelog.sinks.clickhouse.sql_allowlist import TYPES, function_allowed
 from framelog.sinks.clickhouse.sqltext import SqlSyntaxError, Token, tokens
 
-__all__ = ["UnsafeSqlError", "guard_sql", "PARENLESS_SERVER_STATE"]
+__all__ = ["UnsafeSqlError", "guard_sql", "PARENLESS_SERVER_STATE", "is_explain", "check_query_tree"]
 
 
 class UnsafeSqlError(FramelogError, ValueError):
@@ -250,3 +256,36 @@ def guard_sql(sql: Any, *, database: str, tables: Collection[str], max_chars: in
     _tree_check(text[toks[start].start:], database, tables)
     _lexical_check(toks)
     return text
+
+
+# ---------------------------------------------------------------- the engine's own reading
+
+# Functions the engine's analyzer writes into a query tree for syntax (CAST, CASE x WHEN, EXISTS).
+_ENGINE_SYNTAX = frozenset({"_cast", "casewithexpression", "exists", "__getscalar", "__scalarsubqueryresult"})
+_TREE_FUNCTION = re.compile(r"^\s*FUNCTION id: \d+, function_name: ([^,\s]+)")
+_TREE_TABLE = re.compile(r"^\s*TABLE id: \d+,.*\btable_name: (\S+?)(?:,|$)")
+_TREE_TABLE_FUNCTION = re.compile(r"^\s*TABLE_FUNCTION id: \d+,.*\btable_function_name: ([^,\s]+)")
+_DUAL = "system.one"      # what a SELECT without FROM reads
+
+
+def is_explain(statement: str) -> bool:
+    toks = _significant_tokens(statement)
+    return bool(toks) and toks[0].kind == "word" and toks[0].text.upper() == "EXPLAIN"
+
+
+def check_query_tree(tree: str, database: str, tables: Collection[str]) -> None:
+    """The third reading: ``EXPLAIN QUERY TREE`` of the statement, i.e. what the engine resolved
+    (paren-less calls, aliases, escaped identifiers included). Every function must be allowed,
+    every table one of the analytics tables of ``database``, no table function."""
+    for line in tree.splitlines():
+        if m := _TREE_FUNCTION.match(line):
+            name = m.group(1)
+            if not (function_allowed(name) or name.lower() in _ENGINE_SYNTAX):
+                raise UnsafeSqlError(f"the engine resolved a call to {name}(), which is not allowed")
+        elif m := _TREE_TABLE_FUNCTION.match(line):
+            raise UnsafeSqlError(f"the engine resolved a table function {m.group(1)}(), which is not allowed")
+        elif m := _TREE_TABLE.match(line):
+            qualified = m.group(1)
+            db, _, table = qualified.rpartition(".")
+            if qualified != _DUAL and not (db == database and table in tables):
+                raise UnsafeSqlError(f"the engine resolved table {qualified}, which is not allowed")

@@ -17,7 +17,7 @@ from framelog.sinks.clickhouse.client import analyst_settings, client_is_embedde
 from framelog.sinks.clickhouse.migrations import analytics_tables, apply_migrations
 from framelog.sinks.clickhouse.queries import run_readonly_sql
 from framelog.sinks.clickhouse.sql_allowlist import AGGREGATES, FUNCTIONS, function_allowed
-from framelog.sinks.clickhouse.sql_guard import PARENLESS_SERVER_STATE, UnsafeSqlError, guard_sql
+from framelog.sinks.clickhouse.sql_guard import PARENLESS_SERVER_STATE, UnsafeSqlError, check_query_tree, guard_sql
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
 from tests.security.http_listener import listener  # noqa: F401  (fixture)
 
@@ -368,3 +368,55 @@ def test_every_function_the_engine_calls_without_parentheses_is_allowed_or_refus
     for name in PARENLESS_SERVER_STATE:
         with pytest.raises(UnsafeSqlError):
             guard(f"SELECT {name}")
+
+
+TREE = """QUERY id: 0
+  PROJECTION
+    LIST id: 1, nodes: 1
+      FUNCTION id: 2, function_name: count, function_type: aggregate, result_type: UInt64
+  JOIN TREE
+    TABLE id: 3, alias: __table1, table_name: framelog.playback_events
+  WHERE
+    FUNCTION id: 4, function_name: in, function_type: ordinary, result_type: UInt8
+      ARGUMENTS
+        LIST id: 5, nodes: 2
+          COLUMN id: 8, column_name: video_id, result_type: String, source_id: 3
+          TABLE id: 12, alias: __table2, table_name: {inner}
+"""
+
+
+def test_the_engines_query_tree_is_checked_against_the_same_allow_lists():
+    check_query_tree(TREE.format(inner="framelog.video_stats_hourly"), DB, TABLES)
+    check_query_tree(TREE.replace("framelog.playback_events", "system.one").format(inner="framelog.quality_switches"),
+                     DB, TABLES)          # a SELECT without FROM reads system.one
+    for inner, named in [("system.users", "system.users"), ("other.playback_events", "other.playback_events"),
+                         ("framelog.schema_migrations", "schema_migrations")]:
+        with pytest.raises(UnsafeSqlError, match=re.escape(named)):
+            check_query_tree(TREE.format(inner=inner), DB, TABLES)
+    with pytest.raises(UnsafeSqlError, match="currentUser"):
+        check_query_tree(TREE.replace("function_name: in,", "function_name: currentUser,").format(
+            inner="framelog.quality_switches"), DB, TABLES)
+    with pytest.raises(UnsafeSqlError, match="numbers"):
+        check_query_tree("QUERY id: 0\n  JOIN TREE\n    TABLE_FUNCTION id: 3, alias: __table1, "
+                         "table_function_name: numbers\n", DB, TABLES)
+
+
+@pytest.mark.integration
+def test_the_engines_own_reading_catches_what_the_text_hid(engine):
+    """With the text guard bypassed, the engine's EXPLAIN QUERY TREE alone refuses the escapes."""
+    cfg, _, analyst, _ = engine
+    db = cfg.clickhouse.database
+
+    def tree(sql: str) -> str:
+        return "\n".join(r[0] for r in analyst.query(f"EXPLAIN QUERY TREE {sql}").result_rows)
+
+    for sql, named in [("SELECT currentUser", "currentUser"), ("SELECT user", "currentUser"),
+                       ("SELECT version()", "version"), ("SELECT count() FROM numbers(3)", "numbers"),
+                       ("SELECT count() FROM system.tables", "system.tables"),
+                       ("SELECT count() FROM playback_events WHERE video_id IN (SELECT name FROM system.tables)",
+                        "system.tables")]:
+        with pytest.raises(UnsafeSqlError, match=named):
+            check_query_tree(tree(sql), db, TABLES)
+    for statement, _ in readme_queries():
+        if "{" not in statement:
+            check_query_tree(tree(statement), db, TABLES)
