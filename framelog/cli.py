@@ -84,7 +84,8 @@ def _upload(args: argparse.Namespace, config: Config) -> int:
     token = local_token(config, args.owner, [VIDEOS_WRITE], [args.workspace] if args.workspace else [])
     try:
         outcome = upload_resumable_outcome(api, args.file, token=token, chunk_size=args.chunk_mib * 2**20,
-                                           progress=progress, visibility=args.visibility, workspace=args.workspace)
+                                           progress=progress, visibility=args.visibility, workspace=args.workspace,
+                                           priority=args.priority)
     except UploadError as exc:
         print("", file=sys.stderr)
         raise FramelogError(f"upload via {api} failed: {exc}") from exc
@@ -313,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--visibility", choices=("public", "private", "share_link"),
                    help="who may watch (default: security.default_visibility)")
     p.add_argument("--workspace", help="the workspace whose members may watch")
+    p.add_argument("--priority", help="processing priority, one of processing_priorities.levels "
+                                      "(default: the workspace's, else processing_priorities.default)")
     p.add_argument("--api", help="API base URL (default http://<stack.host>:<stack.api_port>)")
     p.add_argument("--chunk-mib", type=int, default=8, help="chunk size in MiB (at least 5)")
     p.add_argument("--quiet", action="store_true", help="print only the video id")

@@ -119,9 +119,9 @@ class ResumableUploader:
     # ------------------------------------------------------------ protocol steps
 
     def create(self, path: str | os.PathLike[str], content_type: str | None = None,
-               visibility: str | None = None, workspace: str | None = None) -> str:
+               visibility: str | None = None, workspace: str | None = None, priority: str | None = None) -> str:
         """POST /videos; returns the upload URL. The owner is the token's sub;
-        ``visibility``/``workspace``: the video's access policy."""
+        ``visibility``/``workspace``: the video's access policy; ``priority``: its processing priority."""
         src = Path(path)
         length = src.stat().st_size
         meta = {"filename": src.name}
@@ -131,6 +131,8 @@ class ResumableUploader:
             meta["visibility"] = visibility
         if workspace:
             meta["workspace"] = workspace
+        if priority:
+            meta["priority"] = priority
         r = self._request("POST", self.url("/videos"),
                           headers={"Tus-Resumable": TUS_RESUMABLE, "Upload-Length": str(length),
                                    "Upload-Metadata": encode_upload_metadata(meta)})
@@ -189,8 +191,8 @@ class ResumableUploader:
                 raise UploadError(f"PATCH at offset {offset}: HTTP {r.status_code} {_detail(r)}", r.status_code)
 
     def upload(self, path: str | os.PathLike[str], content_type: str | None = None, visibility: str | None = None,
-               workspace: str | None = None) -> UploadOutcome:
-        return self.resume(self.create(path, content_type, visibility, workspace), path)
+               workspace: str | None = None, priority: str | None = None) -> UploadOutcome:
+        return self.resume(self.create(path, content_type, visibility, workspace, priority), path)
 
 
 def upload_resumable(api_url: str, path: str | os.PathLike[str], *, token: str | None,
@@ -204,9 +206,9 @@ def upload_resumable(api_url: str, path: str | os.PathLike[str], *, token: str |
 def upload_resumable_outcome(api_url: str, path: str | os.PathLike[str], *, token: str | None,
                              chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
                              visibility: str | None = None, workspace: str | None = None,
-                             **kw: Any) -> UploadOutcome:
+                             priority: str | None = None, **kw: Any) -> UploadOutcome:
     with ResumableUploader(api_url, chunk_size=chunk_size, progress=progress, token=token, **kw) as up:
-        return up.upload(path, visibility=visibility, workspace=workspace)
+        return up.upload(path, visibility=visibility, workspace=workspace, priority=priority)
 
 
 __all__ = ["ResumableUploader", "UploadError", "UploadOutcome", "upload_resumable", "upload_resumable_outcome"]

@@ -80,3 +80,28 @@ def test_queue_size_metric_has_a_series_per_priority(config, stack):
     samples = [m for f in QueueSizeCollector(config).collect() for m in f.samples]
     assert {(m.labels["priority"], m.labels["stage"]) for m in samples} == {
         (p, s) for s in config.pipeline.stage_names for p in config.priorities.levels}
+
+
+def test_the_api_takes_the_priority_from_the_request_or_the_workspace(config, stack, tmp_path):
+    """POST /videos: ``priority`` in Upload-Metadata, else the workspace's level; an unknown one is a 400."""
+    import dataclasses
+
+    from framelog.processors.identity import Keyring, mint_token
+    from framelog.upload_client import ResumableUploader, UploadError
+    from tests.integration.test_api_upload import LiveApi, upload_records
+
+    cfg = dataclasses.replace(config, priorities=dataclasses.replace(config.priorities,
+                                                                      workspaces={"newsroom": "high"}))
+    src = tmp_path / "small.bin"
+    src.write_bytes(b"x" * 1024)
+    tok = mint_token(cfg, Keyring(cfg), "it-prio", workspaces=["newsroom"], scopes=("videos:write",))
+    with LiveApi(cfg) as api, ResumableUploader(api.url, token=tok) as up:
+        low = up.upload(src, priority="low").video_id
+        by_workspace = up.upload(src, workspace="newsroom").video_id
+        plain = up.upload(src).video_id
+        with pytest.raises(UploadError) as err:
+            up.upload(src, priority="urgent")
+    assert err.value.status == 400 and "unknown priority 'urgent'" in str(err.value)
+    assert [r["priority"] for r in upload_records(config, low)] == ["low"]
+    assert [r["priority"] for r in upload_records(config, by_workspace)] == ["high"]
+    assert [r["priority"] for r in upload_records(config, plain)] == ["normal"]
