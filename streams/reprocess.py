@@ -24,6 +24,7 @@ from framelog.streams import topics
 from framelog.streams.agents.pipeline import upload_inputs
 from framelog.streams.consumer import DecodedRecord
 from framelog.streams.events import new_event
+from framelog.sinks.object_store import ObjectStore
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
 
@@ -94,11 +95,25 @@ def stage_inputs(config: Config, history: VideoHistory, stage: str) -> dict[str,
                          f"reprocess from an earlier stage")
 
 
+def check_inputs_exist(store: ObjectStore, inputs: Mapping[str, str], first_stage: str) -> None:
+    """Earlier stages' staging outputs must still be there (they are discarded once a video publishes)."""
+    for value in inputs.values():
+        if value.startswith("work/") and store.head(value) is None and next(iter(store.keys(value + "/")), None) is None:
+            raise ReprocessError(f"an earlier stage's output is gone ({value}): staging is discarded once a video "
+                                 f"is published; reprocess from {first_stage}")
+
+
 def reprocess(config: Config, video_id: str, from_stage: str | None = None, *,
-              producer: EventProducer | None = None, timeout: float = 60.0) -> str:
-    """Queue a new job for ``video_id`` at ``from_stage`` (the first stage by default); returns its job id."""
-    stage = from_stage or config.pipeline.stage_names[0]
-    inputs = stage_inputs(config, read_history(config, video_id, timeout), stage)
+              producer: EventProducer | None = None, store: ObjectStore | None = None, timeout: float = 60.0) -> str:
+    """Queue a new job for ``video_id`` at ``from_stage`` (the first stage by default), at the upload's
+    priority; returns its job id."""
+    first = config.pipeline.stage_names[0]
+    stage = from_stage or first
+    history = read_history(config, video_id, timeout)
+    inputs = stage_inputs(config, history, stage)
+    if stage != first:
+        check_inputs_exist(store or ObjectStore(config), inputs, first)
+    priority = str((history.upload or {}).get("priority") or "")
     job_id = str(uuid.uuid4())
     own = producer is None
     producer = producer or EventProducer(config)
@@ -106,9 +121,9 @@ def reprocess(config: Config, video_id: str, from_stage: str | None = None, *,
         producer.send(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
             "StageTransition", video_id=video_id, job_id=job_id, stage=stage, state="queued", attempt=1,
             progress=0.0, duration_ms=None, error_type=None, error_message=None, outputs={}), key=video_id)
-        producer.send(topics.pipeline_topic(stage), "StageRequest", new_event(
+        producer.send(topics.stage_topic(config, stage, priority), "StageRequest", new_event(
             "StageRequest", job_id=job_id, video_id=video_id, stage=stage, attempt=1, inputs=inputs,
-            not_before=0), key=video_id)
+            not_before=0, priority=priority), key=video_id)
         producer.flush(timeout)
     finally:
         if own:

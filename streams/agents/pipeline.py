@@ -11,6 +11,7 @@ import faust
 
 from framelog.config import Config, StageConfig
 from framelog.jobs import tombstones
+from framelog.jobs.staging import discard_staging
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.agents.stage import StageRequest, StageRunner
@@ -113,8 +114,10 @@ def _register_stage_topic(app: faust.App, config: Config, stage: StageConfig, ru
             await runner.handle(StageRequest.from_record(decoded[1]), original=event.message.value)
 
 
-def asset_publisher(config: Config, emitter: AsyncEmitter):
-    """After the last stage: announce AssetPublished and ask the edges to warm the video."""
+def asset_publisher(config: Config, emitter: AsyncEmitter, store: ObjectStore | None = None):
+    """After the last stage: announce AssetPublished, ask the edges to warm the video, and discard
+    its staging (framelog.jobs.staging) once the announcement is on the log."""
+    objects = store or ObjectStore(config)
 
     async def publish(req: StageRequest, outputs: dict[str, str]) -> None:
         asset = json.loads(outputs["asset"])
@@ -122,6 +125,8 @@ def asset_publisher(config: Config, emitter: AsyncEmitter):
         await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
             "CacheWarm", video_id=req.video_id, paths=json.loads(outputs.get("warm_paths", "[]")),
             providers=sorted(config.cdn.providers), trigger="video_upload_complete"), key=req.video_id)
-        log.info("video %s published (%d renditions)", req.video_id, len(asset["renditions"]))
+        removed = await asyncio.get_running_loop().run_in_executor(None, discard_staging, objects, req.video_id)
+        log.info("video %s published (%d renditions); %d staging objects discarded", req.video_id,
+                 len(asset["renditions"]), removed)
 
     return publish
