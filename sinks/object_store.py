@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from botocore.exceptions import ClientError
 
@@ -87,10 +87,16 @@ class ObjectStore:
             extra["CacheControl"] = cache_control
         self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra)
 
-    def upload_dir(self, directory: Path, prefix: str) -> list[str]:
-        """Upload every file under ``directory`` to ``prefix/<relative path>``."""
+    def upload_dir(self, directory: Path, prefix: str, before_each: Callable[[], None] | None = None) -> list[str]:
+        """Upload every file under ``directory`` to ``prefix/<relative path>``.
+
+        ``before_each`` runs before every file and may raise to stop (a timed-out
+        job's ``check_cancelled``): no further upload, multipart or not, starts.
+        """
         keys = []
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            if before_each is not None:
+                before_each()
             key = f"{prefix}/{path.relative_to(directory).as_posix()}"
             self.upload_file(path, key)
             keys.append(key)

@@ -75,7 +75,7 @@ class TranscodingJob:
         result = hls.package_hls(src, out, ctx.video_id, self.config.hls, preset=self.config.media.x264_preset,
                                  audio_bitrate=self.config.upload_limits.audio_bitrate, progress=ctx.progress)
         prefix = f"{ctx.staging_prefix}/hls"
-        self.store.upload_dir(out, prefix)
+        self.store.upload_dir(out, prefix, ctx.check_cancelled)
         manifest_key = f"{ctx.staging_prefix}/hls.json"
         key_key = f"{ctx.staging_prefix}/aes128.key"
         if result.key:
@@ -100,7 +100,7 @@ class ThumbnailJob:
                                                 tile_width=m.thumbnail_tile_width, columns=m.thumbnail_columns,
                                                 progress=ctx.progress)
         prefix = f"{ctx.staging_prefix}/thumbnails"
-        self.store.upload_dir(out, prefix)
+        self.store.upload_dir(out, prefix, ctx.check_cancelled)
         return {"thumbnails_prefix": prefix, "thumbnail_count": str(len(thumbs.thumbnails))}
 
 
@@ -201,7 +201,7 @@ class OptimizationJob:
                                          playlist_type=self.config.hls.playlist_type)
         hls.write_master(result.out_dir, kept, [track])
         prefix = f"{ctx.staging_prefix}/{hls.SUBTITLES_DIR}"
-        self.store.upload_dir(result.out_dir / hls.SUBTITLES_DIR, prefix)
+        self.store.upload_dir(result.out_dir / hls.SUBTITLES_DIR, prefix, ctx.check_cancelled)
         return {"subtitles_prefix": prefix, "subtitles_playlist": track.playlist}
 
 

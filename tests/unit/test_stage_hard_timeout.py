@@ -121,3 +121,30 @@ def test_children_run_in_their_own_process_group():
     out = child_processes.run(["bash", "-c", "ps -o pgid= -p $$"])
     assert int(out.stdout) != os.getpgrp() and out.returncode == 0
     assert isinstance(out, subprocess.CompletedProcess)
+
+
+def test_a_cancelled_job_starts_no_further_upload(tmp_path):
+    """upload_dir asks before every file: once the job is cancelled, nothing more goes to S3."""
+    import pytest
+
+    from framelog.jobs.base import JobCancelled
+    from framelog.sinks.object_store import ObjectStore
+
+    class Client:
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def upload_file(self, path, bucket, key, ExtraArgs=None):  # noqa: N803 - boto3's name
+            self.keys.append(key)
+            if len(self.keys) == 2:
+                ctx.cancelled.set()                 # the stage timed out during the second file
+
+    for i in range(5):
+        (tmp_path / "out" / f"segment_{i}.ts").parent.mkdir(exist_ok=True)
+        (tmp_path / "out" / f"segment_{i}.ts").write_bytes(b"x")
+    ctx = JobContext(VID, "job-1", "transcoding", 1, {}, tmp_path)
+    store = ObjectStore.__new__(ObjectStore)
+    store.client, store.bucket = Client(), "b"
+    with pytest.raises(JobCancelled):
+        store.upload_dir(tmp_path / "out", "p", ctx.check_cancelled)
+    assert store.client.keys == ["p/segment_0.ts", "p/segment_1.ts"]
