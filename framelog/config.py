@@ -159,6 +159,7 @@ class StackConfig:
     api_port: int
     worker_metrics_port: int
     startup_timeout: float
+    metrics_host: str = "127.0.0.1"    # where workers and the sink serve /metrics (0.0.0.0 in containers)
 
 
 @dataclass(frozen=True)
@@ -573,7 +574,8 @@ def _stack(r: _Reader) -> StackConfig:
         "seaweed_filer_port", "seaweed_s3_port", "seaweed_admin_port", "api_port", "worker_metrics_port")}
     return StackConfig(
         state_dir=Path(_env("FRAMELOG_STATE_DIR", r.str("state_dir"))).absolute(),
-        host=r.str("host"), startup_timeout=r.duration("startup_timeout"), **ports)
+        host=r.str("host"), startup_timeout=r.duration("startup_timeout"),
+        metrics_host=_env("FRAMELOG_METRICS_HOST", r.str("metrics_host", r.str("host"))), **ports)
 
 
 def _tiers(r: _Reader) -> dict[str, StorageTier]:

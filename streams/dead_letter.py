@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from prometheus_client import Counter
+
 from framelog.clock import Clock
 from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
@@ -18,6 +20,8 @@ from framelog.streams.topics import dead_letter_topic
 log = logging.getLogger(__name__)
 
 DEAD_LETTER = "DeadLetter"
+DEAD_LETTERS = Counter("framelog_dead_letters_total", "Records sent to a dead-letter topic, by original topic",
+                       ["topic"])
 DLQ_SUFFIX = dead_letter_topic("")
 
 
@@ -51,6 +55,7 @@ class DeadLetterWriter:
                                   reason=reason, error=error, consumer_group=self.consumer_group)
         self.producer.send(dead_letter_topic(original_topic), DEAD_LETTER, event, key=key)
         self.sent += 1
+        DEAD_LETTERS.labels(original_topic).inc()
         log.warning("dead-lettered %s[%s]@%s: %s: %s", original_topic, partition, offset, reason, error)
         return True
 

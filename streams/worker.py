@@ -16,6 +16,7 @@ import time
 from typing import Sequence
 
 from framelog.config import Config
+from framelog.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,10 @@ def run_group(config: Config, group: str) -> int:
     from framelog.streams.codec import AvroCodec
     from framelog.streams.emitter import AsyncEmitter
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {group} %(levelname)s %(name)s: %(message)s")
+    configure_logging(group)
     from prometheus_client import start_http_server
     try:
-        start_http_server(config.stack.worker_metrics_port + groups(config).index(group), addr=config.stack.host)
+        start_http_server(config.stack.worker_metrics_port + groups(config).index(group), addr=config.stack.metrics_host)
     except OSError as exc:      # a second worker of the same stage on this host: metrics from the first
         logging.getLogger(__name__).warning("metrics port busy (%s); not exporting from this worker", exc)
     if group == WEBHOOKS:               # a plain consumer: it commits only what is delivered or parked on the log

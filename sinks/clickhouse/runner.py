@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from framelog.config import Config
+from framelog.logs import configure_logging
 from framelog.sinks.clickhouse import metrics
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.migrations import apply_migrations
@@ -170,9 +171,9 @@ def run_sink(config: Config, group_id: str = GROUP_ID) -> int:
 
     from prometheus_client import start_http_server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s analytics-sink %(levelname)s %(message)s")
+    configure_logging("analytics-sink")
     try:
-        start_http_server(metrics_port(config), addr=config.stack.host)
+        start_http_server(metrics_port(config), addr=config.stack.metrics_host)
     except OSError as exc:       # a second sink on this host: metrics from the first
         log.warning("metrics port %d busy (%s); not exporting from this sink", metrics_port(config), exc)
     runner = AnalyticsSinkRunner(config, group_id=group_id)
