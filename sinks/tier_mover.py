@@ -121,6 +121,18 @@ def _differences(expected: Mapping[str, ObjectFacts], expected_sums: Mapping[str
     return after, problems
 
 
+def _copy_missing(source: ObjectStore, target: ObjectStore, wanted: Mapping[str, ObjectFacts],
+                  present: Mapping[str, ObjectFacts], storage_class: str) -> int:
+    """Copy each wanted object that ``target`` lacks (or holds with another size or class); how many."""
+    copied = 0
+    for key, facts in sorted(wanted.items()):
+        there = present.get(key)
+        if there is None or there.size != facts.size or there.storage_class != storage_class:
+            target.copy_from(source, key, storage_class)
+            copied += 1
+    return copied
+
+
 class TierMover:
     def __init__(self, store: ObjectStore, vault: ObjectStore | None = None):
         self.store = store
@@ -164,13 +176,9 @@ class TierMover:
                               sum(f.size for f in vaulted.values()), 0)
         strong = {k for k, f in serving.items() if f.multipart}
         sums = _checksums(self.store, serving, strong)
-        copied = 0
-        for key, facts in sorted(serving.items()):
-            there = vaulted.get(key)
-            if there is None or there.size != facts.size or there.storage_class != storage_class:
-                self.vault.copy_from(self.store, key, storage_class)
-                copied += 1
-            if there is None or self.vault.retention(key) is None:
+        copied = _copy_missing(self.store, self.vault, serving, vaulted, storage_class)
+        for key in serving:
+            if self.vault.retention(key) is None:
                 self.vault.retain(key, mode, until)
         # extra vault keys: the part of an interrupted archive whose serving copies are deleted already
         after, problems = _differences(serving, sums, self.vault, prefix, storage_class, strong, extra_allowed=True)
@@ -191,12 +199,7 @@ class TierMover:
         serving = self.inventory(prefix)
         strong = {k for k, f in vaulted.items() if f.multipart}
         sums = _checksums(self.vault, vaulted, strong)
-        copied = 0
-        for key, facts in sorted(vaulted.items()):
-            there = serving.get(key)
-            if there is None or there.size != facts.size or there.storage_class != storage_class:
-                self.store.copy_from(self.vault, key, storage_class)
-                copied += 1
+        copied = _copy_missing(self.vault, self.store, vaulted, serving, storage_class)
         after, problems = _differences(vaulted, sums, self.store, prefix, storage_class, strong)
         if problems:
             raise TierMoveError(f"restoring {prefix} from the vault to {storage_class}: " + "; ".join(problems))
