@@ -33,6 +33,7 @@ from framelog.processors.identity import OPS, Principal
 router = APIRouter(tags=["live"])
 
 FINAL = frozenset({"ready", "failed", "deleted"})
+CATALOG_SYNC_TIMEOUT = 5.0
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -99,8 +100,11 @@ async def event_stream(request: Request, video_id: str) -> AsyncIterator[bytes]:
 async def video_events(video_id: str, request: Request, principal: Principal = Depends(require())):
     try:
         video_id = video_id_param(video_id)
+        state = access_state(request.app)
+        if await run_in_threadpool(state.entry, video_id) is None:     # just created: fold what the log has now
+            await run_in_threadpool(state.catalog.sync, CATALOG_SYNC_TIMEOUT)
         # the video's owner, a member of its workspace, or ops: 404 unknown, 403 anyone else
-        await run_in_threadpool(access_state(request.app).check_reader, principal, video_id, (OPS,))
+        await run_in_threadpool(state.check_reader, principal, video_id, (OPS,))
         table = services(request.app).status
         if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):
             raise ApiError(503, "the status table is still catching up with the log", {"Retry-After": "5"})

@@ -26,7 +26,7 @@ from framelog.streams import topics
 from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
 from tests.integration.support import wait_for
-from tests.integration.webhook_receiver import webhook_overlay
+from tests.integration.webhook_receiver import make_app, webhook_overlay
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,6 @@ DEADLINE = 60.0
 @pytest.fixture(scope="module")
 def live(stack, config, tmp_path_factory):
     """(base URL, config, overlay) of an API with fast heartbeats."""
-    from framelog.api.app import create_app
-
     overlay, cfg = webhook_overlay(config, tmp_path_factory.mktemp("live"))
     overlay.write_text(overlay.read_text() + "live_progress:\n  heartbeat_interval: 200ms\n  max_stream_duration: 5m\n")
     from framelog.config import load_config
@@ -45,7 +43,7 @@ def live(stack, config, tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(make_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

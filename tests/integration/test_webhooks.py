@@ -24,7 +24,8 @@ from framelog.streams.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.webhooks import GROUP_ID
 from tests.integration.support import TopicRecorder, wait_for
-from tests.integration.webhook_receiver import Receiver, WebhookWorkerProcess, group_members, webhook_overlay
+from tests.integration.webhook_receiver import (Receiver, WebhookWorkerProcess, group_members, make_app,
+                                                webhook_overlay)
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +43,7 @@ def hooks(stack, config, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(hooks):
-    from framelog.api.app import create_app
-
-    with TestClient(create_app(hooks[1])) as client:
+    with TestClient(make_app(hooks[1])) as client:
         yield client
 
 

@@ -132,3 +132,17 @@ def group_members(config: Config, group: str) -> int:
     admin = admin_client(config)
     desc = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=10)
     return len(desc.members)
+
+
+def make_app(config: Config) -> Any:
+    """The API's routers these tests use, without the analytics router: it would open the embedded
+    ClickHouse engine in the test process, and chdb lets one process only (the API service's)."""
+    from fastapi import FastAPI
+
+    from framelog.api import access, live, videos, webhooks
+
+    app = FastAPI()
+    app.state.config = config
+    for module in (videos, access, webhooks, live):
+        app.include_router(module.router)
+    return app

@@ -11,7 +11,7 @@ import pytest
 
 from framelog.processors.webhook_signing import derive_secret
 from framelog.sinks.webhook_transport import post_message, webhook_client
-from tests.integration.webhook_receiver import Receiver
+from tests.integration.webhook_receiver import Receiver, make_app
 
 REFUSED = ["http://127.0.0.1:8080/x", "http://localhost/x", "http://169.254.169.254/latest/meta-data/",
            "http://[::1]/x", "http://10.0.0.5/x", "http://192.168.1.1/x", "http://0.0.0.0/x",
@@ -33,11 +33,10 @@ def test_the_transport_refuses_loopback_without_an_allow_list(config):
 def test_registration_refuses_internal_targets(stack, config):
     from fastapi.testclient import TestClient
 
-    from framelog.api.app import create_app
     from framelog.processors.identity import Keyring, mint_token
 
     token = mint_token(config, Keyring(config), "sam", scopes=["videos:write"])
-    with TestClient(create_app(config)) as api:
+    with TestClient(make_app(config)) as api:
         for url in REFUSED:
             r = api.post("/v1/webhooks", json={"url": url}, headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 400, (url, r.text)
