@@ -6,9 +6,35 @@ Request
     ``navigator.sendBeacon`` sends for a string), ``application/octet-stream``
     or absent; ``Content-Encoding: gzip`` is accepted, and a gzip body without
     the header (a beacon cannot set headers) is recognised by its magic bytes.
-    Limits: 1 MiB on the wire, 10 MiB decompressed (decompressed incrementally
-    with a cap, so a gzip bomb costs at most the cap), 500 events per batch;
-    beyond any of them: 413.
+    Limits (``playback_trust`` in framelog.yaml): 1 MiB on the wire, 10 MiB
+    decompressed (decompressed incrementally with a cap, so a gzip bomb costs
+    at most the cap), 8 gzip members, 500 events per batch; beyond any of
+    them: 413. The body is decompressed, parsed and validated on a worker
+    thread, never on the event loop.
+
+Trust (``api.event_trust``)
+    A batch carries the playback session ``GET /v1/stream`` issued
+    (``X-Playback-Session`` header, or ``{"session": ..., "events": [...]}``
+    for ``sendBeacon``), and is then believed only as far as the session says:
+
+    * every event's ``video_id``, ``session_id`` and ``viewer_id`` are the
+      session's (taken from it when absent); an event naming another video is
+      refused with 403 ``session_wrong_video``, another session or viewer with
+      400 ``session_mismatch`` (both with the event's index);
+    * ``country`` is the session's (what the stream API saw from a trusted
+      proxy), else ``X-Viewer-Country`` from a trusted proxy, else null;
+    * ``view_start`` / ``video_view`` are refused (400 ``view_already_recorded``)
+      when the stream API recorded the session's start itself (the usual case);
+      otherwise one is accepted per session.
+
+    No session: 401 ``session_required``; a forged, malformed or expired one:
+    401 ``session_invalid`` / ``session_expired``. A request with the
+    ``events:write`` scope (a server-side producer) needs no session and is
+    bound to nothing. Refusals are answered, not dead-lettered: nothing of a
+    refused batch is written, and the reason (with the event's index) goes
+    back to the sender and to ``framelog_event_batches_refused_total``.
+    Rate limits: 429 with ``Retry-After`` per client address (requests) and
+    per session (events).
 
 Events
     Every event has ``type``. ``quality_switch`` (the seed's
@@ -35,9 +61,7 @@ Events
     * ``client_time`` (alias: the seed's ``timestamp``): epoch milliseconds or
       ISO 8601 with a UTC offset; required.
     * Owned by the server, never read from the body: ``schema_version``,
-      ``ingest_time`` (now), ``country`` (the trusted edge header
-      ``X-Viewer-Country``, two upper-case letters, else null) and
-      ``event_time``.
+      ``ingest_time`` (now), ``country`` (see Trust) and ``event_time``.
     * ``event_time`` = ``client_time``, which is what analytics bucket on and
       what stays identical across client retries (the raw tables are keyed
       by (video_id, event_time, event_id)). A client clock more than 5
@@ -51,8 +75,10 @@ Answers
       request (acks=all, idempotent producer).
     * 400 ``{"error", "reason", "event_index", "field"}`` naming the first bad
       field of the first bad event; the whole batch is validated before
-      anything is produced, so a 400 means nothing of the batch was written.
-    * 413 too large / too many events, 415 unsupported type or encoding.
+      anything is produced, so a 4xx means nothing of the batch was written.
+    * 401 / 403 the session (see Trust), 429 rate limited (``Retry-After``),
+      413 too large / too many events / gzip members, 415 unsupported type or
+      encoding.
     * 503 (``Retry-After``) when the broker did not acknowledge in time. Some
       records of the batch may have been written (or still be written later);
       the client resends the batch with the same event ids and the sink drops
@@ -88,7 +114,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
+from framelog.api.event_trust import (COUNTRY_HEADER, SESSION_FIELD, SESSION_HEADER, event_trust,
+                                      producer_authorized, retry_after, viewer_country)
 from framelog.config import Config, get_config
+from framelog.processors.playback_session import PlaybackSession, verify_session
+from framelog.processors.tokens import ExpiredTokenError, TokenError
 from framelog.schemas import current_version, raw_schema
 from framelog.streams.events import UNKNOWN_SYMBOL, check_record, record_rules
 from framelog.streams.exceptions import DeliveryError, EncodeError, ValidationError
@@ -98,10 +128,9 @@ from framelog.streams.topics import PLAYBACK_EVENTS, QUALITY_SWITCHES
 log = logging.getLogger(__name__)
 
 __all__ = ["router", "IngestSettings", "RequestError", "EventError", "ParsedEvent", "EventSender",
-           "decode_body", "gunzip_capped", "parse_batch", "parse_event", "parse_events", "parse_client_time",
+           "decode_body", "gunzip_capped", "parse_batch", "parse_body", "bind_to_session", "parse_event", "parse_events", "parse_client_time",
            "country_from_header", "derived_event_id", "get_sender", "COUNTRY_HEADER", "QUALITY_SWITCH"]
 
-COUNTRY_HEADER = "X-Viewer-Country"
 QUALITY_SWITCH = "quality_switch"
 PLAYBACK_RECORD = "PlaybackEvent"
 QUALITY_RECORD = "QualitySwitch"
@@ -109,6 +138,8 @@ TYPE_ALIASES = {"video_share": "share", "video_like": "like"}    # the seed's up
 CLIENT_TIME_ALIASES = ("client_time", "timestamp")                 # the seed's trackQualitySwitch sends timestamp
 SERVER_FIELDS = frozenset({"schema_version", "event_time", "ingest_time", "country"})
 ID_FIELDS = frozenset({"session_id", "viewer_id"})
+SESSION_BOUND = ("video_id", "session_id", "viewer_id")            # taken from the playback session
+VIEW_TYPES = frozenset({"view_start", "video_view"})              # what the rollups count as a view
 MAX_ID_LEN = 128
 MAX_STRING_LEN = 256
 MIN_CLIENT_TIME_MS = 946_684_800_000        # 2000-01-01: anything earlier is almost surely seconds, not ms
@@ -123,13 +154,20 @@ _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """Limits of the endpoint; an app may set ``app.state.events_settings`` to override them."""
+    """Limits of the endpoint (from ``playback_trust``); an app may set ``app.state.events_settings`` instead."""
     max_body_bytes: int = 1 * MiB              # on the wire (compressed or not)
     max_decoded_bytes: int = 10 * MiB          # after gzip
     max_events: int = 500
+    max_gzip_members: int = 8
     max_future_skew_ms: int = 5 * 60_000       # client_time further ahead: event_time = ingest_time
     delivery_timeout: float = 15.0             # seconds to wait for the broker's acknowledgements
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> "IngestSettings":
+        t = config.playback_trust
+        return cls(max_body_bytes=t.max_body_bytes, max_decoded_bytes=t.max_decoded_bytes, max_events=t.max_events,
+                   max_gzip_members=t.max_gzip_members)
 
 
 # ---------------------------------------------------------------- errors
@@ -138,26 +176,28 @@ class RequestError(Exception):
     """A request refused before anything was produced; ``response()`` is the HTTP answer."""
 
     def __init__(self, status: int, reason: str, message: str, *, field: str | None = None,
-                 event_index: int | None = None):
+                 event_index: int | None = None, headers: Mapping[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.field = field
         self.event_index = event_index
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "reason": self.reason, "event_index": self.event_index, "field": self.field}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers or None)
 
 
 class EventError(RequestError):
-    """One event is invalid: 400 naming the event (index in the batch) and the field."""
+    """One event is invalid: 400 (or ``status``) naming the event (index in the batch) and the field."""
 
-    def __init__(self, reason: str, message: str, field: str | None = None, event_index: int | None = None):
-        super().__init__(400, reason, message, field=field, event_index=event_index)
+    def __init__(self, reason: str, message: str, field: str | None = None, event_index: int | None = None,
+                 status: int = 400):
+        super().__init__(status, reason, message, field=field, event_index=event_index)
 
     def at(self, index: int) -> "EventError":
         self.event_index = index
@@ -167,11 +207,21 @@ class EventError(RequestError):
 
 # ---------------------------------------------------------------- body
 
-def gunzip_capped(data: bytes, cap: int) -> bytes:
-    """Decompress gzip (several members allowed) without ever holding more than ``cap`` + 1 bytes of output."""
+def gunzip_capped(data: bytes, cap: int, max_members: int = IngestSettings.max_gzip_members) -> bytes:
+    """Decompress gzip without ever holding more than ``cap`` + 1 bytes of output.
+
+    Several members are allowed (concatenated gzip streams), at most
+    ``max_members``: each member costs a fresh decompressor and a copy of the
+    rest of the body, so a body of thousands of tiny members is refused at
+    the first member over the limit instead of burning seconds of CPU.
+    """
     out = bytearray()
     rest = data
+    members = 0
     while True:
+        members += 1
+        if members > max_members:
+            raise RequestError(413, "too_many_gzip_members", f"the gzip body has more than {max_members} members")
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             while not d.eof:
@@ -189,11 +239,12 @@ def gunzip_capped(data: bytes, cap: int) -> bytes:
             return bytes(out)
 
 
-def decode_body(raw: bytes, content_encoding: str | None, max_decoded_bytes: int) -> bytes:
+def decode_body(raw: bytes, content_encoding: str | None, max_decoded_bytes: int,
+                max_gzip_members: int = IngestSettings.max_gzip_members) -> bytes:
     """The JSON bytes of a request body: gunzipped when declared gzip or starting with the gzip magic."""
     enc = (content_encoding or "").strip().lower()
     if enc in ("gzip", "x-gzip") or (enc in ("", "identity") and raw[:2] == b"\x1f\x8b"):
-        return gunzip_capped(raw, max_decoded_bytes)
+        return gunzip_capped(raw, max_decoded_bytes, max_gzip_members)
     if enc not in ("", "identity"):
         raise RequestError(415, "unsupported_encoding", f"Content-Encoding {content_encoding!r} is not supported "
                            "(use gzip or none)")
@@ -216,6 +267,12 @@ def _no_constants(name: str) -> Any:
 
 def parse_batch(data: bytes, max_events: int) -> list[Any]:
     """The list of events of a JSON body: ``{"events": [...]}`` or a bare array."""
+    return parse_body(data, max_events)[0]
+
+
+def parse_body(data: bytes, max_events: int) -> tuple[list[Any], str | None]:
+    """(events, the body's playback session or None) of ``{"session"?, "events": [...]}`` or a bare array."""
+    session = None
     try:
         doc = json.loads(data, parse_constant=_no_constants)
     except RecursionError:
@@ -225,6 +282,9 @@ def parse_batch(data: bytes, max_events: int) -> list[Any]:
     if isinstance(doc, dict):
         if "events" not in doc:
             raise RequestError(400, "missing_field", 'expected {"events": [...]} or a JSON array', field="events")
+        session = doc.get(SESSION_FIELD)
+        if session is not None and not isinstance(session, str):
+            raise RequestError(400, "invalid_field", "session: expected a string", field=SESSION_FIELD)
         doc = doc["events"]
     if not isinstance(doc, list):
         raise RequestError(400, "invalid_field", f"events must be a JSON array, got {type(doc).__name__}",
@@ -234,21 +294,10 @@ def parse_batch(data: bytes, max_events: int) -> list[Any]:
     if len(doc) > max_events:
         raise RequestError(413, "too_many_events", f"{len(doc)} events in one batch; at most {max_events}",
                            field="events")
-    return doc
+    return doc, session
 
 
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-
-
-def country_from_header(value: str | None) -> str | None:
-    """The viewer's ISO 3166-1 alpha-2 country from the trusted edge header; None unless two upper-case letters.
-
-    ``XX`` (the CDNs' 'unknown') counts as unknown too.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    return value if _COUNTRY.match(value) and value != "XX" else None
+country_from_header = viewer_country      # the trusted edge header's value (read from trusted proxies only)
 
 
 # ---------------------------------------------------------------- fields
@@ -408,9 +457,30 @@ class ParsedEvent:
         return self.record["video_id"]
 
 
+def bind_to_session(event: dict[str, Any], session: PlaybackSession) -> dict[str, Any]:
+    """``event`` with the session's video, session and viewer ids; EventError if it names others."""
+    claims = {"video_id": session.video_id, "session_id": session.session_id, "viewer_id": session.viewer_id}
+    bound = dict(event)
+    for name in SESSION_BOUND:
+        value = event.get(name)
+        if value is None:
+            bound[name] = claims[name]
+        elif value != claims[name]:
+            if name == "video_id":
+                raise EventError("session_wrong_video", f"video_id: the playback session is for another video "
+                                 f"than {_show(value)}", name, status=403)
+            raise EventError("session_mismatch", f"{name}: {_show(value)} is not the playback session's", name)
+    return bound
+
+
 def parse_event(event: Any, *, ingest_ms: int, country: str | None,
-                max_future_skew_ms: int = IngestSettings.max_future_skew_ms) -> ParsedEvent:
-    """One client event as a complete record; raises EventError (without index) naming the bad field."""
+                max_future_skew_ms: int = IngestSettings.max_future_skew_ms,
+                session: PlaybackSession | None = None) -> ParsedEvent:
+    """One client event as a complete record; raises EventError (without index) naming the bad field.
+
+    With ``session`` the event is bound to it (``bind_to_session``), and a view
+    the stream API already recorded for the session cannot be reported again.
+    """
     if not isinstance(event, dict):
         raise EventError("invalid_event", f"expected a JSON object, got {type(event).__name__}")
     etype = event.get("type")
@@ -419,6 +489,11 @@ def parse_event(event: Any, *, ingest_ms: int, country: str | None,
     if not isinstance(etype, str):
         raise EventError("invalid_enum", f"type: expected a string, got {_show(etype)}", "type")
     etype = TYPE_ALIASES.get(etype, etype)
+    if session is not None:
+        event = bind_to_session(event, session)
+        if etype in VIEW_TYPES and session.view_recorded:
+            raise EventError("view_already_recorded", f"type: the stream API recorded this session's {etype} "
+                             "already", "type")
     if etype == QUALITY_SWITCH:
         name, topic = QUALITY_RECORD, QUALITY_SWITCHES
     elif etype in playback_types():
@@ -486,13 +561,14 @@ def parse_event(event: Any, *, ingest_ms: int, country: str | None,
 
 
 def parse_events(events: Sequence[Any], *, ingest_ms: int, country: str | None,
-                 max_future_skew_ms: int = IngestSettings.max_future_skew_ms) -> list[ParsedEvent]:
+                 max_future_skew_ms: int = IngestSettings.max_future_skew_ms,
+                 session: PlaybackSession | None = None) -> list[ParsedEvent]:
     """Every event of a batch, or EventError for the first bad one (with its index)."""
     out = []
     for i, event in enumerate(events):
         try:
             out.append(parse_event(event, ingest_ms=ingest_ms, country=country,
-                                   max_future_skew_ms=max_future_skew_ms))
+                                   max_future_skew_ms=max_future_skew_ms, session=session))
         except EventError as exc:
             raise exc.at(i) from None
     return out
@@ -577,7 +653,11 @@ _SENDER_LOCK = threading.Lock()
 
 
 def _settings(app: FastAPI) -> IngestSettings:
-    return getattr(app.state, "events_settings", None) or IngestSettings()
+    settings = getattr(app.state, "events_settings", None)
+    if settings is None:
+        settings = IngestSettings.from_config(getattr(app.state, "config", None) or get_config())
+        app.state.events_settings = settings
+    return settings
 
 
 def get_sender(app: FastAPI) -> EventSender:
@@ -631,20 +711,84 @@ INGESTED = Counter("framelog_events_ingested_total", "Events acknowledged by the
 REFUSED = Counter("framelog_event_batches_refused_total", "Batches answered 4xx/503", ["reason"])
 
 
+def _session(token: str | None, producer: bool, secret: bytes) -> PlaybackSession | None:
+    """The batch's verified playback session; None for a producer without one; else RequestError 401."""
+    if token is None:
+        if producer:
+            return None
+        raise RequestError(401, "session_required", "events need the playback session GET /v1/stream issued "
+                           f"(header {SESSION_HEADER} or the body's \"{SESSION_FIELD}\" field)", field=SESSION_FIELD)
+    try:
+        return verify_session(token, secret=secret, now=time.time())
+    except ExpiredTokenError:
+        raise RequestError(401, "session_expired", "the playback session expired; renew it through "
+                           "POST /v1/stream/renew", field=SESSION_FIELD) from None
+    except TokenError as exc:
+        raise RequestError(401, "session_invalid", f"the playback session was refused: {exc.reason}",
+                           field=SESSION_FIELD) from None
+
+
+def _prepare(raw: bytes, content_encoding: str | None, settings: IngestSettings, secret: bytes,
+             header_session: str | None, producer: bool, proxy_country: str | None
+             ) -> tuple[list[ParsedEvent], PlaybackSession | None]:
+    """Decode, parse, check the session and validate the batch: CPU work, run on a worker thread."""
+    data = decode_body(raw, content_encoding, settings.max_decoded_bytes, settings.max_gzip_members)
+    items, body_session = parse_body(data, settings.max_events)
+    if header_session is not None and body_session is not None and header_session != body_session:
+        raise RequestError(400, "session_conflict", f"the {SESSION_HEADER} header and the body's session differ",
+                           field=SESSION_FIELD)
+    session = _session(header_session or body_session, producer, secret)
+    country = session.country if session is not None and session.country else proxy_country
+    parsed = parse_events(items, ingest_ms=_now_ms(), country=country, max_future_skew_ms=settings.max_future_skew_ms,
+                          session=session)
+    return parsed, session
+
+
+def _claim_views(parsed: Sequence[ParsedEvent], session: PlaybackSession | None, claims: Any) -> list[str]:
+    """One client-reported view per session whose start the stream API did not record; EventError past it."""
+    if session is None:
+        return []
+    claimed = []
+    for i, p in enumerate(parsed):
+        if p.record_name == PLAYBACK_RECORD and p.record["type"] in VIEW_TYPES:
+            if not claims.claim(session.session_id):
+                for sid in claimed:
+                    claims.release(sid)
+                raise EventError("view_already_recorded", f"type: a {p.record['type']} of this session was "
+                                 "recorded already", "type").at(i)
+            claimed.append(session.session_id)
+    return claimed
+
+
 @router.post("/v1/events", status_code=202, summary="Ingest a batch of playback events")
 async def post_events(request: Request) -> JSONResponse:
-    """Validate the whole batch, produce it, answer 202 once the broker acknowledged every record."""
+    """Check the client's rate, the session and the whole batch, produce it, answer 202 once acknowledged."""
     settings = _settings(request.app)
+    trust = event_trust(request.app)
+    claimed: list[str] = []
     try:
+        wait = trust.client_wait(request)
+        if wait:
+            raise RequestError(429, "rate_limited", "too many requests from this client address",
+                               headers={"Retry-After": retry_after(wait)})
         check_content_type(request.headers.get("content-type"))
         raw = await _read_body(request, settings.max_body_bytes)
-        data = decode_body(raw, request.headers.get("content-encoding"), settings.max_decoded_bytes)
-        items = parse_batch(data, settings.max_events)
-        parsed = parse_events(items, ingest_ms=_now_ms(), country=country_from_header(request.headers.get(COUNTRY_HEADER)),
-                              max_future_skew_ms=settings.max_future_skew_ms)
+        header_session = request.headers.get(SESSION_HEADER)
+        producer = header_session is None and producer_authorized(request)
+        parsed, session = await run_in_threadpool(
+            _prepare, raw, request.headers.get("content-encoding"), settings, trust.secret, header_session, producer,
+            trust.country(request))
+        if session is not None:
+            wait = trust.sessions.take(session.session_id, len(parsed))
+            if wait:
+                raise RequestError(429, "session_rate_limited", "too many events for this playback session",
+                                   headers={"Retry-After": retry_after(wait)})
+        claimed = _claim_views(parsed, session, trust.views)
         sender = get_sender(request.app)
         encoded = await run_in_threadpool(sender.encode, parsed)
     except RequestError as exc:
+        for sid in claimed:
+            trust.views.release(sid)
         if exc.status >= 400:
             log.info("POST /v1/events refused (%d %s): %s", exc.status, exc.reason, exc.message)
             REFUSED.labels(exc.reason).inc()
@@ -652,6 +796,8 @@ async def post_events(request: Request) -> JSONResponse:
     try:
         await sender.deliver(encoded, settings.delivery_timeout)
     except DeliveryError as exc:
+        for sid in claimed:                 # the client resends the same batch: its view must pass again
+            trust.views.release(sid)
         log.warning("POST /v1/events: %s", exc)
         REFUSED.labels(exc.reason).inc()
         return JSONResponse({"error": f"the event log did not acknowledge the batch: {exc.message}",

@@ -2,8 +2,12 @@
 
     GET /v1/stream?video_id=&quality=&share=&country=
         Authorization: Bearer <token>           (optional: anonymous without it; api.auth)
-        X-Viewer-Country: US                    (the trusted edge header; ``country=`` overrides it for
-                                                 routing only: the view_start records the header's country)
+        X-Viewer-Country: US                    (the edge's header, believed from a trusted proxy only
+                                                 (``playback_trust.trusted_proxies``); ``country=`` overrides
+                                                 it for routing only: analytics record the trusted country)
+
+    POST /v1/stream/renew   {"session": <playback session>}  (or header X-Playback-Session)
+        Authorization: Bearer <token>           (when the session was opened by a signed-in viewer)
 
 Checks, in this order (each refusal says why, never cacheable):
 400 missing or malformed ``video_id``; 401 a token that does not
@@ -35,9 +39,23 @@ Answer (200, ``Cache-Control: no-store``):
   ``session_id``/``viewer_id`` to put on its events, the id of the
   ``view_start`` this request already emitted -- the player must not send a
   second one for the session).
+* ``session``: the signed playback session (``processors.playback_session``:
+  video, viewer, trusted country, the basis access was granted on, expiry)
+  the player sends with every event batch and with each renewal;
+  ``renewal``: where to renew and after how many seconds.
 
-Every URL and grant lives ``security.stream_url_ttl``, or less: never longer
-than the share token it was issued on.
+Every URL and grant lives ``security.stream_url_ttl`` (minutes), or less:
+never longer than the share token it was issued on. Before they expire the
+player renews them: ``POST /v1/stream/renew`` checks the session, then access
+again exactly as the key endpoint does (``video_access.key_access`` on the
+session's basis: a revoked share link, a video made private or deleted, a
+viewer token missing for a viewer-bound session: 403) and answers fresh
+URLs, key grant and session (the same body without ``analytics``; no second
+view_start). A refused renewal leaves the URLs already issued to run out,
+so revocation takes effect within one ``stream_url_ttl``: the edges check
+the expiry in the path on every request, cached or not.
+
+Both endpoints count against the client address's rate limit (429).
 """
 from __future__ import annotations
 
@@ -53,7 +71,8 @@ from starlette.concurrency import run_in_threadpool
 
 from framelog.api.auth import current_principal
 from framelog.api.access_state import AccessState, ApiError, access_state, video_id_param
-from framelog.api.events import COUNTRY_HEADER, ParsedEvent, get_sender, playback_types
+from framelog.api.event_trust import SESSION_FIELD, SESSION_HEADER, event_trust, retry_after
+from framelog.api.events import ParsedEvent, get_sender, playback_types
 from framelog.api.keys import key_grant, key_url
 from framelog.api.stream_availability import RESTORING, Availability, rendition_availability
 from framelog.api.videos import STATUS_READY_TIMEOUT, services, upload_view
@@ -61,7 +80,10 @@ from framelog.config import Config
 from framelog.processors.access import Viewer
 from framelog.processors.cdn_routing import Route, normalize_country, rendition_playlist_path, route
 from framelog.processors.edge_signing import VIDEO_FILES, parse_object_path, signed_edge_url
-from framelog.processors.video_access import AccessDecision, VideoEntry, grant_viewer, stream_access
+from framelog.processors.playback_session import PlaybackSession, issue_session, verify_session
+from framelog.processors.tokens import ExpiredTokenError, TokenError
+from framelog.processors.video_access import (AccessDecision, VideoEntry, grant_viewer, key_access,
+                                              parse_grant_viewer, stream_access)
 from framelog.streams.events import new_event
 from framelog.streams.topics import PLAYBACK_EVENTS
 
@@ -73,6 +95,7 @@ AUTO_QUALITY = "auto"
 STREAM_START_TYPE = "view_start"      # PlaybackEvent: "the player opened a playback session (stream requested)"
 STREAM_START_TIMEOUT = 5.0            # how long the answer waits for the broker to acknowledge the view_start
 NO_STORE = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
+RENEW_PATH = "/v1/stream/renew"
 RETRY_UNKNOWN_SECONDS = 60            # Retry-After of a restore with no estimate
 
 
@@ -109,10 +132,11 @@ def _not_playable(app: Any, video_id: str) -> ApiError:
     return ApiError(409, f"video {video_id} is not playable yet: {view.get('state')}", extra={"status": view})
 
 
-def _share_ttl(decision: AccessDecision, config: Config, now: float) -> float:
+def _share_ttl(share_expires_at: int | None, config: Config, now: float) -> float:
+    """URL lifetime: stream_url_ttl, never past the share link's own expiry."""
     ttl = config.security.stream_url_ttl
-    if decision.share is not None:
-        ttl = min(ttl, decision.share.expires_at - now)
+    if share_expires_at is not None:
+        ttl = min(ttl, share_expires_at - now)
     return max(ttl, 1.0)
 
 
@@ -204,12 +228,82 @@ def _route(state: AccessState, country: str | None) -> tuple[Route, dict[str, bo
     return route(country, state.config, lambda p: health.get(p, False)), health
 
 
+def _rate_limited(request: Request) -> ApiError | None:
+    """429 when the client address spent its requests (``playback_trust.client_rate``)."""
+    wait = event_trust(request.app).client_wait(request)
+    if not wait:
+        return None
+    return ApiError(429, "too many requests from this client address", {"Retry-After": retry_after(wait)})
+
+
+async def _delivery(request: Request, state: AccessState, video_id: str, quality: str | None, asset: dict[str, Any],
+                    renditions: list[dict[str, Any]], availability: dict[str, Availability], route_country: str | None,
+                    grant_basis: str | None, viewer_bound: bool, share_expires_at: int | None) -> dict[str, Any]:
+    """The signed part of an answer: edge URLs (primary and fallback), renditions, poster, key grant, expiry."""
+    config = state.config
+    chosen, health = await run_in_threadpool(_route, state, route_country)
+    now = time.time()
+    ttl = _share_ttl(share_expires_at, config, now)
+    primary = _urls(chosen.primary, video_id, quality, config, state.secret, now, ttl)
+    fallback = _urls(chosen.fallback, video_id, quality, config, state.secret, now, ttl)
+
+    def sign(key: str) -> str:
+        return signed_edge_url(chosen.primary, key, config, secret=state.secret, now=now, ttl=ttl)
+
+    qualities = []
+    for r in renditions:
+        a = availability.get(r["name"], Availability())
+        qualities.append({"name": r["name"], "width": r.get("width"), "height": r.get("height"),
+                          "bandwidth": r.get("bandwidth"), "average_bandwidth": r.get("average_bandwidth"),
+                          "codecs": r.get("codecs"), "frame_rate": r.get("frame_rate"),
+                          "playlist_url": sign(_rendition_path(video_id, r)), **a.to_dict()})
+    encryption = None
+    if asset.get("key_id"):
+        # the key grant lives exactly as long as the edge URLs and is renewed with them
+        grant = key_grant(config, video_id, grant_basis, ttl=ttl)
+        encryption = {"method": "AES-128", "key_uri": key_url(config, video_id), "grant": grant,
+                      "grant_requires_viewer_token": viewer_bound}
+    mp4 = _download_path(asset, video_id)
+    fallback["download_url"] = None if mp4 is None else signed_edge_url(
+        chosen.fallback, mp4, config, secret=state.secret, now=now, ttl=ttl)
+    thumbnails = list(asset.get("thumbnails") or [])
+    poster = next((t for t in thumbnails if t.endswith("poster.jpg")), thumbnails[0] if thumbnails else None)
+    return {
+        "video_id": video_id,
+        "quality": quality or AUTO_QUALITY,
+        "stream_url": primary["stream_url"],
+        "manifest_url": primary["manifest_url"],
+        "download_url": sign(mp4) if mp4 is not None else None,
+        "fallback": fallback,
+        "cdn": {"primary": chosen.primary, "fallback": chosen.fallback, "rule": chosen.rule,
+                "failed_over": chosen.failed_over, "country": route_country, "health": health},
+        "qualities": qualities,
+        "subtitles": _subtitles(asset, sign),
+        "chapters_url": sign(asset["chapters_key"]) if asset.get("chapters_key") else None,
+        "poster_url": sign(poster) if poster else None,
+        "duration_seconds": asset.get("duration_seconds"),
+        "encryption": encryption,
+        "expires_at": int(now + ttl),
+        "renewal": {"url": f"{str(request.base_url).rstrip('/')}{RENEW_PATH}",
+                    "after_seconds": round(ttl * config.playback_trust.renew_at_fraction, 3)},
+    }
+
+
+def _with_session(body: dict[str, Any], token: str, session: PlaybackSession) -> dict[str, Any]:
+    body["session"] = token
+    body["session_expires_at"] = session.expires_at
+    return body
+
+
 @router.get("/v1/stream")
 async def get_stream(request: Request) -> JSONResponse:
     q = request.query_params
     state = access_state(request.app)
     config = state.config
     try:
+        limited = _rate_limited(request)
+        if limited is not None:
+            raise limited
         video_id = video_id_param(q.get("video_id"))
         quality = _quality_param(q.get("quality"), config)
         viewer, entry, decision = await run_in_threadpool(_resolve, state, request, video_id, q.get("share"))
@@ -227,63 +321,94 @@ async def get_stream(request: Request) -> JSONResponse:
     except ApiError as exc:
         return exc.response()
 
-    trusted_country = normalize_country(request.headers.get(COUNTRY_HEADER))
-    # ``country=`` may steer routing (tests, a viewer's declared region) but analytics
-    # record only the trusted edge header, exactly as POST /v1/events does.
+    # The viewer's country only from a trusted proxy's header; ``country=`` may steer
+    # routing (tests, a viewer's declared region) but analytics record the trusted one.
+    trusted_country = event_trust(request.app).country(request)
     country = normalize_country(q.get("country")) or trusted_country
-    chosen, health = await run_in_threadpool(_route, state, country)
-    now = time.time()
-    ttl = _share_ttl(decision, config, now)
-    primary = _urls(chosen.primary, video_id, quality, config, state.secret, now, ttl)
-    fallback = _urls(chosen.fallback, video_id, quality, config, state.secret, now, ttl)
-
-    def sign(key: str) -> str:
-        return signed_edge_url(chosen.primary, key, config, secret=state.secret, now=now, ttl=ttl)
-
-    qualities = []
-    for r in renditions:
-        a = availability.get(r["name"], Availability())
-        qualities.append({"name": r["name"], "width": r.get("width"), "height": r.get("height"),
-                          "bandwidth": r.get("bandwidth"), "average_bandwidth": r.get("average_bandwidth"),
-                          "codecs": r.get("codecs"), "frame_rate": r.get("frame_rate"),
-                          "playlist_url": sign(_rendition_path(video_id, r)), **a.to_dict()})
-    encryption = None
-    if asset.get("key_id"):
-        grant = key_grant(config, video_id, grant_viewer(viewer, decision), ttl=ttl)
-        encryption = {"method": "AES-128", "key_uri": key_url(config, video_id), "grant": grant,
-                      "grant_requires_viewer_token": viewer is not None}
-    mp4 = _download_path(asset, video_id)
-    fallback["download_url"] = None if mp4 is None else signed_edge_url(
-        chosen.fallback, mp4, config, secret=state.secret, now=now, ttl=ttl)
-    thumbnails = list(asset.get("thumbnails") or [])
-    poster = next((t for t in thumbnails if t.endswith("poster.jpg")), thumbnails[0] if thumbnails else None)
+    basis = grant_viewer(viewer, decision)
+    share_exp = decision.share.expires_at if decision.share is not None else None
+    body = await _delivery(request, state, video_id, quality, asset, renditions, availability, country, basis,
+                           viewer is not None, share_exp)
     start = await _emit_stream_start(request, video_id, viewer, quality, trusted_country)
-    body = {
+    token, session = issue_session(
+        secret=state.secret, now=time.time(), ttl=config.playback_trust.session_ttl, session_id=start["session_id"],
+        video_id=video_id, viewer_id=start["viewer_id"], country=trusted_country, basis=basis,
+        share_expires_at=share_exp, view_recorded=start["recorded"])
+    body["analytics"] = {
+        "ingest_url": _ingest_url(request),
         "video_id": video_id,
-        "quality": quality or AUTO_QUALITY,
-        "stream_url": primary["stream_url"],
-        "manifest_url": primary["manifest_url"],
-        "download_url": sign(mp4) if mp4 is not None else None,
-        "fallback": fallback,
-        "cdn": {"primary": chosen.primary, "fallback": chosen.fallback, "rule": chosen.rule,
-                "failed_over": chosen.failed_over, "country": country, "health": health},
-        "qualities": qualities,
-        "subtitles": _subtitles(asset, sign),
-        "chapters_url": sign(asset["chapters_key"]) if asset.get("chapters_key") else None,
-        "poster_url": sign(poster) if poster else None,
-        "duration_seconds": asset.get("duration_seconds"),
-        "encryption": encryption,
-        "analytics": {
-            "ingest_url": _ingest_url(request),
-            "video_id": video_id,
-            "session_id": start["session_id"],
-            "viewer_id": start["viewer_id"],
-            "country": trusted_country,
-            "stream_start_event_id": start["event_id"],
-            "stream_start_recorded": start["recorded"],
-            "event_types": sorted(playback_types() - {"unknown", STREAM_START_TYPE}) + ["quality_switch"],
-        },
-        "access": {"reason": decision.reason},
-        "expires_at": int(now + ttl),
+        "session_id": start["session_id"],
+        "viewer_id": start["viewer_id"],
+        "country": trusted_country,
+        "stream_start_event_id": start["event_id"],
+        "stream_start_recorded": start["recorded"],
+        "event_types": sorted(playback_types() - {"unknown", STREAM_START_TYPE}) + ["quality_switch"],
     }
-    return JSONResponse(body, headers=NO_STORE)
+    body["access"] = {"reason": decision.reason}
+    return JSONResponse(_with_session(body, token, session), headers=NO_STORE)
+
+
+# ------------------------------------------------------------------ renewal
+
+async def _renew_session(request: Request, secret: bytes) -> PlaybackSession:
+    """The session of a renewal (header or JSON body); ApiError 400/401 when absent or refused."""
+    token = request.headers.get(SESSION_HEADER)
+    if token is None:
+        try:
+            doc = await request.json()
+        except ValueError:
+            doc = None
+        token = doc.get(SESSION_FIELD) if isinstance(doc, dict) else None
+    if not isinstance(token, str) or not token:
+        raise ApiError(401, f"renewal needs the playback session ({SESSION_HEADER} or {{\"{SESSION_FIELD}\": ...}})")
+    try:
+        return verify_session(token, secret=secret, now=time.time())
+    except ExpiredTokenError:
+        raise ApiError(401, "the playback session expired: open the stream again (GET /v1/stream)") from None
+    except TokenError as exc:
+        raise ApiError(401, f"playback session refused: {exc.reason}") from None
+
+
+def _still_allowed(state: AccessState, request: Request, session: PlaybackSession) -> VideoEntry:
+    """Access re-checked now on the basis the session was opened on; ApiError 403 when it no longer holds."""
+    viewer = state.viewer(request)
+    try:
+        entry, policy = state.known_entry(session.video_id)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise ApiError(403, f"renewal refused: {exc.message}") from None
+        raise
+    if session.share_expires_at is not None and time.time() >= session.share_expires_at:
+        raise ApiError(403, "renewal refused: the share link expired")
+    decision = key_access(entry, policy, session.basis, viewer)
+    if not decision.allowed:
+        raise ApiError(403, f"renewal refused: {decision.refusal}")
+    if entry.asset is None:
+        raise ApiError(403, "renewal refused: the video has no published asset any more")
+    return entry
+
+
+@router.post(RENEW_PATH)
+async def renew_stream(request: Request) -> JSONResponse:
+    """Fresh edge URLs, key grant and session for a playback still allowed (no second view_start)."""
+    state = access_state(request.app)
+    try:
+        limited = _rate_limited(request)
+        if limited is not None:
+            raise limited
+        session = await _renew_session(request, state.secret)
+        entry = await run_in_threadpool(_still_allowed, state, request, session)
+        asset = entry.asset or {}
+        renditions = _published(asset)
+        names = [r["name"] for r in renditions]
+        availability = await run_in_threadpool(rendition_availability, request.app, session.video_id, names, None)
+    except ApiError as exc:
+        if exc.status == 403:
+            log.info("stream renewal refused: %s", exc.message)
+        return exc.response()
+    body = await _delivery(request, state, session.video_id, None, asset, renditions, availability, session.country,
+                           session.basis, parse_grant_viewer(session.basis)[0] is not None, session.share_expires_at)
+    token, renewed = issue_session(session, secret=state.secret, now=time.time(),
+                                   ttl=state.config.playback_trust.session_ttl)
+    body["session_id"] = session.session_id
+    return JSONResponse(_with_session(body, token, renewed), headers=NO_STORE)

@@ -522,6 +522,23 @@ class LiveProgressConfig:
 
 
 @dataclass(frozen=True)
+class PlaybackTrustConfig:
+    """How far playback events are believed (api/event_trust.py): sessions, rate limits, proxies, body limits."""
+    session_ttl: float
+    renew_at_fraction: float
+    trusted_proxies: tuple[str, ...]
+    session_rate: float
+    session_burst: int
+    client_rate: float
+    client_burst: int
+    rate_limit_entries: int
+    max_body_bytes: int
+    max_decoded_bytes: int
+    max_gzip_members: int
+    max_events: int
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     stack: StackConfig
@@ -550,6 +567,7 @@ class Config:
     auth: AuthConfig
     webhooks: WebhooksConfig
     live_progress: LiveProgressConfig
+    playback_trust: PlaybackTrustConfig
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -804,6 +822,26 @@ def _auth(r: _Reader) -> AuthConfig:
         r.int("ops_port_offset", minimum=1), tuple(issuers))
 
 
+def _playback_trust(r: _Reader) -> PlaybackTrustConfig:
+    import ipaddress
+
+    proxies = r.str_list("trusted_proxies")
+    for i, cidr in enumerate(proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{r.path}.trusted_proxies[{i}]", f"expected a CIDR like 10.0.0.0/8, got {cidr!r}") from None
+    cfg = PlaybackTrustConfig(
+        r.duration("session_ttl"), r.float("renew_at_fraction", minimum=0.1, maximum=0.9), proxies,
+        r.float("session_rate", minimum=0.001), r.int("session_burst", minimum=1),
+        r.float("client_rate", minimum=0.001), r.int("client_burst", minimum=1),
+        r.int("rate_limit_entries", minimum=1), r.size("max_body_bytes"), r.size("max_decoded_bytes"),
+        r.int("max_gzip_members", minimum=1), r.int("max_events", minimum=1))
+    if cfg.session_ttl <= 0:
+        raise ConfigError(f"{r.path}.session_ttl", f"must be > 0, got {cfg.session_ttl}")
+    return cfg
+
+
 def _known_tier(r: _Reader, key: str, tiers: Mapping[str, StorageTier]) -> str:
     name = r.str(key)
     if name not in tiers:
@@ -906,6 +944,7 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         auth=_auth(root.sub("auth")),
         webhooks=_webhooks(root.sub("webhooks")),
         live_progress=_live_progress(root.sub("live_progress")),
+        playback_trust=_playback_trust(root.sub("playback_trust")),
         raw=data,
     )
 

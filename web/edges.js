@@ -7,6 +7,13 @@
 // from the edge). hls.js retries a failed fragment or playlist through the
 // same loader, so the retry lands on the fallback and playback continues
 // without reloading the player. The choice sticks for the page's life.
+//
+// Signed edge URLs live minutes (security.stream_url_ttl): the player renews
+// them through the stream API, and `renew()` swaps in the new signed bases.
+// hls.js keeps requesting URLs resolved against the manifest URL it loaded
+// first (the signature sits in the path, /s/<sig>/<expires>/hls/<id>/...), so
+// every request under a base ever issued is rewritten onto the current one:
+// playback continues across renewals without hls.js knowing.
 
 /** The URL up to and including the last '/' of its path (query and fragment dropped). */
 export function baseOf(url) {
@@ -42,6 +49,9 @@ export class EdgeRouter {
                 keyToken = null, onFailover = () => {} }) {
     this.primaryBase = baseOf(manifestUrl);
     this.fallbackBase = fallbackManifestUrl ? baseOf(fallbackManifestUrl) : null;
+    // every base issued so far -> 'primary' / 'fallback' (what a request under it stands for)
+    this.issued = new Map([[this.primaryBase, 'primary']]);
+    if (this.fallbackBase) this.issued.set(this.fallbackBase, 'fallback');
     this.keyGrant = keyGrant;
     this.keyUri = keyUri;
     this.keyPath = keyPath;
@@ -59,16 +69,35 @@ export class EdgeRouter {
     }
   }
 
-  /** The URL to actually request for hls.js's `url`. */
+  /** New signed URLs from a renewal: later requests go to these bases, the key requests carry the new grant. */
+  renew({ manifestUrl, fallbackManifestUrl = null, keyGrant = null }) {
+    this.primaryBase = baseOf(manifestUrl);
+    this.issued.set(this.primaryBase, 'primary');
+    if (fallbackManifestUrl) {
+      this.fallbackBase = baseOf(fallbackManifestUrl);
+      this.issued.set(this.fallbackBase, 'fallback');
+    }
+    if (keyGrant) this.keyGrant = keyGrant;
+  }
+
+  /** (the base `url` lies under, what it stands for) for a URL under any base issued so far, else null. */
+  issuedBase(url) {
+    for (const [base, role] of this.issued) if (url.startsWith(base)) return { base, role };
+    return null;
+  }
+
+  /** The URL to actually request for hls.js's `url`: under the current signed base of the edge in use. */
   resolve(url) {
     if (this.isKeyRequest(url)) return this.keyGrant && !url.includes('sig=') ? withQuery(url, this.keyGrant) : url;
-    if (this.failedOver && url.startsWith(this.primaryBase)) return this.fallbackBase + url.slice(this.primaryBase.length);
-    return url;
+    const under = this.issuedBase(url);
+    if (!under) return url;
+    const target = this.failedOver || under.role === 'fallback' ? this.fallbackBase || this.primaryBase : this.primaryBase;
+    return target + url.slice(under.base.length);
   }
 
   /** A request for `url` failed with `status`; true when this moved playback to the fallback. */
   failed(url, status) {
-    if (this.failedOver || !this.fallbackBase || !isEdgeFailure(status) || !url.startsWith(this.primaryBase)) {
+    if (this.failedOver || !this.fallbackBase || !isEdgeFailure(status) || this.issuedBase(url)?.role !== 'primary') {
       return false;
     }
     this.failedOver = true;

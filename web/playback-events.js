@@ -3,6 +3,9 @@
 // tracked, so a resent batch is counted once by the sink. Batches go out every
 // `flushMs` or as soon as `batchMax` events wait; when the page is hidden or
 // left, whatever waits goes with navigator.sendBeacon, which outlives the page.
+// Every batch carries the playback session the stream API issued (header
+// X-Playback-Session; in the body for a beacon, which cannot set headers):
+// the server believes the events only as far as the session says.
 
 export function newId() {
   if (globalThis.crypto && typeof globalThis.crypto.randomUUID === 'function') return globalThis.crypto.randomUUID();
@@ -23,11 +26,12 @@ export class EventBatcher {
    * @param {typeof fetch} [opts.fetch]
    * @param {(url: string, body: string) => boolean} [opts.beacon]
    * @param {(events: object[], status: number) => void} [opts.onSent]
+   * @param {() => string|null} [opts.session]  the current playback session (it changes with each renewal)
    */
   constructor({ endpoint, flushMs, batchMax, fetch = globalThis.fetch?.bind(globalThis),
                 beacon = (url, body) => globalThis.navigator?.sendBeacon?.(url, body) ?? false,
-                onSent = () => {}, onDropped = () => {} }) {
-    Object.assign(this, { endpoint, flushMs, batchMax, fetch, beacon, onSent, onDropped });
+                onSent = () => {}, onDropped = () => {}, session = () => null }) {
+    Object.assign(this, { endpoint, flushMs, batchMax, fetch, beacon, onSent, onDropped, session });
     this.queue = [];
     this.inFlight = null;
     this.timer = setInterval(() => this.flush(), flushMs);
@@ -50,10 +54,12 @@ export class EventBatcher {
 
   async _send(batch) {
     let response;
+    const headers = { 'Content-Type': 'application/json' };
+    const session = this.session();
+    if (session) headers['X-Playback-Session'] = session;
     try {
       response = await this.fetch(this.endpoint, {
-        method: 'POST', headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ events: batch }), keepalive: true,
+        method: 'POST', headers, body: JSON.stringify({ events: batch }), keepalive: true,
       });
     } catch {
       this.queue.unshift(...batch);            // network: the same events (same ids) next time
@@ -61,8 +67,8 @@ export class EventBatcher {
     }
     if (response.status === 202) {
       this.onSent(batch, response.status);
-    } else if (response.status === 400) {
-      // the server names the first bad event: drop it, resend the rest
+    } else if (response.status === 400 || response.status === 403) {
+      // the server names the first bad event (400, or 403 for another video's): drop it, resend the rest
       const answer = await response.json().catch(() => ({}));
       const bad = Number.isInteger(answer.event_index) ? answer.event_index : -1;
       if (bad >= 0 && bad < batch.length) {
@@ -82,7 +88,9 @@ export class EventBatcher {
   beaconAll() {
     while (this.queue.length) {
       const batch = this.queue.slice(0, this.batchMax);
-      if (!this.beacon(this.endpoint, JSON.stringify({ events: batch }))) return false;
+      const session = this.session();
+      const body = session ? { session, events: batch } : { events: batch };
+      if (!this.beacon(this.endpoint, JSON.stringify(body))) return false;
       this.queue.splice(0, batch.length);
       this.onSent(batch, 0);
     }

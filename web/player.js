@@ -2,6 +2,11 @@
 // them with hls.js driven by the seed's ABR controller, offers a manual
 // quality menu and reports playback to the ingestion API.
 //
+// The edge URLs, the key grant and the playback session live minutes; the
+// player renews them through the stream API (POST /v1/stream/renew) before
+// they expire, and stops when a renewal is refused (a revoked share link, a
+// video made private or deleted): what was issued then runs out at the edge.
+//
 // The page embeds its settings as JSON (#framelog-player-config, written by
 // api/player.py from framelog.yaml); window.framelogPlayer exposes the state
 // for the browser tests.
@@ -13,6 +18,7 @@ import { EventBatcher, PlaybackTracker, newId } from './playback-events.js';
 
 const VIEWER_KEY = 'framelog.viewer_id';
 const TOKEN_KEY = 'framelog.viewer_token';
+const RENEW_RETRY_MS = 2_000;          // a renewal that failed for a network or server reason is tried again
 const STREAM_REFUSALS = {
   401: 'Your sign-in is not valid any more',
   403: 'You do not have access to this video',
@@ -36,7 +42,11 @@ export function streamInfo(answer) {
     unavailable: (answer.qualities || []).filter((q) => q.availability && q.availability !== 'available')
       .map((q) => q.name),
     posterUrl: answer.poster_url ?? null,
-    sessionId: analytics.session_id || null,
+    session: answer.session ?? null,              // sent with every event batch and each renewal
+    renewUrl: answer.renewal?.url ?? null,
+    renewAfterMs: answer.renewal ? Math.max(1_000, answer.renewal.after_seconds * 1000) : null,
+    expiresAt: answer.expires_at ?? null,
+    sessionId: analytics.session_id || answer.session_id || null,
     viewerId: analytics.viewer_id || null,
     eventsEndpoint: analytics.ingest_url || null,
     // the stream API already recorded this session's view_start: a second one would count the view twice
@@ -115,8 +125,12 @@ export async function start(config) {
     say(why ? `${why} (${err.message})` : `The video cannot be played: ${err.message}`, true);
     return state;
   }
+  state.session = info.session;
+  state.renewals = [];                      // each renewal's answer: status, and the new URLs when granted
+  state.renewal = { stopped: false, status: null, reason: null };
   const batcher = new EventBatcher({
     endpoint: info.eventsEndpoint || config.eventsEndpoint, flushMs: config.eventFlushMs, batchMax: config.eventBatchMax,
+    session: () => state.session,
     onSent: (events) => state.sent.push(...events), onDropped: (events, reason) => state.dropped.push({ events, reason }),
   });
   const tracker = new PlaybackTracker({
@@ -207,7 +221,49 @@ export async function start(config) {
   });
   hls.attachMedia(video);
   hls.loadSource(info.manifestUrl);
+  scheduleRenewal(state, info, token, { edges, hls, video, batcher });
   return state;
+}
+
+/** Renew the signed URLs, key grant and session before they expire; stop when the stream API refuses. */
+function scheduleRenewal(state, info, token, { edges, hls, video, batcher }) {
+  if (!info.renewUrl || !info.session) return;
+  const later = (ms) => { state.renewTimer = setTimeout(renew, ms); };
+  const renew = async () => {
+    const headers = { 'Content-Type': 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let response;
+    try {
+      response = await fetch(info.renewUrl, { method: 'POST', headers, body: JSON.stringify({ session: state.session }) });
+    } catch {
+      later(RENEW_RETRY_MS);                      // network: again soon, the current URLs still hold
+      return;
+    }
+    const answer = await response.json().catch(() => ({}));
+    if (response.ok) {
+      const next = streamInfo(answer);
+      edges.renew(next);
+      state.session = next.session;
+      Object.assign(state.info, { manifestUrl: next.manifestUrl, fallbackManifestUrl: next.fallbackManifestUrl,
+                                  keyGrant: next.keyGrant, posterUrl: next.posterUrl, expiresAt: next.expiresAt });
+      if (next.posterUrl) video.poster = next.posterUrl;
+      state.renewals.push({ status: response.status, manifestUrl: next.manifestUrl, posterUrl: next.posterUrl,
+                            expiresAt: next.expiresAt, at: Date.now() });
+      later(next.renewAfterMs);
+    } else if (response.status === 429 || response.status >= 500) {
+      const retry = Number(response.headers.get('Retry-After'));
+      later(Number.isFinite(retry) && retry > 0 ? retry * 1000 : RENEW_RETRY_MS);
+    } else {                                      // refused: access was withdrawn; no more URLs, no more playback
+      const reason = answer.detail || answer.error || response.statusText;
+      state.renewal = { stopped: true, status: response.status, reason };
+      state.renewals.push({ status: response.status, reason, at: Date.now() });
+      hls.stopLoad();
+      video.pause();
+      batcher.flush();
+      say(`Playback stopped: ${reason}`, true);
+    }
+  };
+  later(info.renewAfterMs);
 }
 
 const configElement = document.getElementById('framelog-player-config');

@@ -248,6 +248,7 @@ def app(config):
     app = FastAPI()
     app.state.config = config
     app.state.events_settings = IngestSettings(max_body_bytes=64 * 1024, max_decoded_bytes=256 * 1024, max_events=5)
+    app.state.events_producer_check = lambda request: True      # a server-side producer: no session needed
     app.include_router(ev.router)
     return app
 
@@ -274,6 +275,7 @@ def test_endpoint_answers_503_when_the_broker_does_not_acknowledge(config):
     app.state.config = dead
     app.state.events_settings = IngestSettings(delivery_timeout=1.0,
                                                producer_overrides={"message.timeout.ms": 1500, "log_level": 0})
+    app.state.events_producer_check = lambda request: True
     app.include_router(ev.router)
     with TestClient(app) as client:
         r = client.post("/v1/events", json=[playback()])

@@ -271,3 +271,41 @@ test('heartbeats: a progress event every heartbeatMs while playing, none while p
   assert.deepEqual(tracked.map((e) => e.type), ['progress', 'progress', 'progress', 'progress', 'pause']);
   tr.close();
 });
+
+test('a renewal moves every request under any issued base onto the new signed base, failover included', () => {
+  const r = new EdgeRouter({
+    manifestUrl: 'http://127.0.0.1:1/s/sig1/100/hls/v1/master.m3u8',
+    fallbackManifestUrl: 'http://127.0.0.1:2/s/sig2/100/hls/v1/master.m3u8',
+    keyGrant: 'video=v1&exp=100&sig=a', keyPath: '/v1/keys/',
+  });
+  const seg = 'http://127.0.0.1:1/s/sig1/100/hls/v1/480p/segment_00001.ts';   // what hls.js resolved at first
+  r.renew({ manifestUrl: 'http://127.0.0.1:1/s/sig3/200/hls/v1/master.m3u8',
+            fallbackManifestUrl: 'http://127.0.0.1:2/s/sig4/200/hls/v1/master.m3u8', keyGrant: 'video=v1&exp=200&sig=b' });
+  assert.equal(r.resolve(seg), 'http://127.0.0.1:1/s/sig3/200/hls/v1/480p/segment_00001.ts');
+  assert.equal(r.resolve('http://api/v1/keys/v1'), 'http://api/v1/keys/v1?video=v1&exp=200&sig=b');
+  assert.equal(r.resolve('http://elsewhere/x.ts'), 'http://elsewhere/x.ts');
+  assert.equal(r.failed(seg, 0), true);                 // an old primary URL failing still means the primary
+  assert.equal(r.resolve(seg), 'http://127.0.0.1:2/s/sig4/200/hls/v1/480p/segment_00001.ts');
+  r.renew({ manifestUrl: 'http://127.0.0.1:1/s/sig5/300/hls/v1/master.m3u8',
+            fallbackManifestUrl: 'http://127.0.0.1:2/s/sig6/300/hls/v1/master.m3u8' });
+  assert.equal(r.resolve(seg), 'http://127.0.0.1:2/s/sig6/300/hls/v1/480p/segment_00001.ts');
+});
+
+test('every batch carries the current playback session: a header for fetch, a body field for a beacon', async () => {
+  let session = 's1';
+  const headers = [];
+  const beacons = [];
+  const b = new EventBatcher({
+    endpoint: '/v1/events', flushMs: 60_000, batchMax: 10, session: () => session,
+    fetch: async (_url, init) => { headers.push(init.headers['X-Playback-Session']); return answer(202); },
+    beacon: (_url, body) => { beacons.push(JSON.parse(body)); return true; },
+  });
+  b.track({ type: 'progress' });
+  await b.flush();
+  session = 's2';                                       // renewed
+  b.track({ type: 'pause' });
+  assert.ok(b.beaconAll());
+  assert.deepEqual(headers, ['s1']);
+  assert.equal(beacons[0].session, 's2');
+  b.close();
+});
