@@ -7,6 +7,11 @@
     client.flush(timeout=10)
     client.close()
 
+The API believes events only with a credential: a player's playback session
+(``headers={"X-Playback-Session": <GET /v1/stream's "session">}``; video,
+session and viewer ids are then taken from it), or for a server-side
+producer a token with the ``events:write`` scope (``Authorization``).
+
 ``track`` copies the event, fills ``event_id`` (a UUID4) and ``client_time``
 (now, epoch ms) when missing, and queues it; the id and time are fixed at
 that moment, so every retry resends the very same event and the sink counts it

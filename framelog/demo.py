@@ -9,7 +9,9 @@
    (refused without), every rendition decrypted and decoded with ffmpeg;
 5. share it: a share link, opened by one real viewer in headless chromium
    through the web player, whose own playback events go to ClickHouse;
-6. simulated viewers (countries, likes, shares, rebuffers) post their events;
+6. simulated viewers open the share link through ``GET /v1/stream`` (each
+   gets the playback session that carries its view) and post their events
+   (heartbeats, likes, shares, rebuffers) with that session;
 7. query the analytics (the seed's get_video_analytics) from ClickHouse.
 """
 from __future__ import annotations
@@ -95,6 +97,13 @@ def analyst_headers(config: Config) -> dict[str, str]:
     return bearer(mint_token(config, Keyring(config), "demo-analyst", scopes=[ANALYTICS_READ]))
 
 
+def viewer_headers(config: Config, user: str) -> dict[str, str]:
+    """A signed-in viewer's token (no scope: it may watch what its user may watch)."""
+    from framelog.processors.identity import Keyring, mint_token
+
+    return bearer(mint_token(config, Keyring(config), user, scopes=[]))
+
+
 def verify_playable(api_url: str, video_id: str, owner: dict[str, str]) -> list[str]:
     """Fetch the HLS through the owner's signed edge URLs and the key with the grant; decode every rendition."""
     work = Path(tempfile.mkdtemp(prefix="framelog-demo-"))
@@ -155,23 +164,38 @@ def browser_viewer(config: Config, api_url: str, video_id: str, token: str) -> B
     return session
 
 
-def simulate_viewers(api_url: str, video_id: str, duration: float) -> int:
-    """Each viewer: view start, heartbeats, a quality switch, a rebuffer, likes/shares, the end."""
+def open_session(config: Config, api_url: str, video_id: str, share: str, viewer: str, country: str
+                 ) -> dict[str, Any]:
+    """A signed-in viewer opens the share link: ``GET /v1/stream`` records the view_start and issues the session.
+
+    ``country=`` only steers the edge choice: analytics take the country from a
+    trusted proxy's header (none here), so the demo's viewers have none.
+    """
+    r = httpx.get(f"{api_url}/v1/stream", params={"video_id": video_id, "share": share, "country": country},
+                  headers=viewer_headers(config, viewer), timeout=15)
+    r.raise_for_status()
+    return r.json()
+
+
+def simulate_viewers(config: Config, api_url: str, video_id: str, share: str, duration: float) -> int:
+    """Each viewer: a stream session, heartbeats, a quality switch, a rebuffer, likes/shares, the end."""
     sessions = 0
     for i, (viewer, country) in enumerate(VIEWERS):
-        client = AnalyticsClient(api_url, headers={"X-Viewer-Country": country})
+        stream = open_session(config, api_url, video_id, share, viewer, country)
+        client = AnalyticsClient(api_url, headers={"X-Playback-Session": stream["session"]})
         now = int(time.time() * 1000)
-        session = f"demo-{video_id[:8]}-{i}"
 
         def track(t: str, at: float, **fields: Any) -> None:
-            base = {"type": t, "video_id": video_id, "session_id": session, "viewer_id": viewer,
-                    "client_time": now + int(at * 1000), "position_seconds": min(at, duration),
+            # video, session and viewer ids come from the playback session
+            base = {"type": t, "client_time": now + int(at * 1000), "position_seconds": min(at, duration),
                     "watch_time_delta_seconds": 0.0, "rendition": "720p", "device": "web",
                     "duration_seconds": duration}
             base.update(fields)
             client.track(base)
 
-        track("view_start", 0, startup_time_ms=350 + 100 * i)
+        # the stream API recorded the view_start; the startup time rides on the first heartbeat
+        first = "progress" if stream["analytics"]["stream_start_recorded"] else "view_start"
+        track(first, 0, startup_time_ms=350 + 100 * i)
         for t in range(5, int(duration) + 1, 5):
             track("progress", t, watch_time_delta_seconds=5.0, rendition="720p" if t < 10 else "480p")
             if t == 10:
@@ -259,8 +283,8 @@ def run_demo(config: Config) -> int:
         say(f"  FAILED: the browser viewer: {exc}")
         return 1
 
-    say("== 6. simulated viewers (events to POST /v1/events → playback.events)")
-    sessions = simulate_viewers(api_url, video_id, duration=24.0)
+    say("== 6. simulated viewers (GET /v1/stream for a session, events to POST /v1/events → playback.events)")
+    sessions = simulate_viewers(config, api_url, video_id, token, duration=24.0)
     say(f"  {sessions} sessions sent")
 
     say("== 7. analytics from ClickHouse (GET /v1/videos/{id}/analytics)")

@@ -124,13 +124,15 @@ def _analytics(api: str, video_id: str, owner: dict[str, str]) -> dict:
 def test_analytics_of_a_deleted_video_stay(api, worker, owner, owner_token, config, tmp_path):
     vid = validate_video_id(upload_resumable(api, clips.very_short(tmp_path / "short.mp4"), token=owner_token,
                                              visibility="public"))
-    session = str(uuid.uuid4())
+    # a viewer opens the video (GET /v1/stream records its view_start and issues the session) and reports
+    stream = wait_for(lambda: (lambda r: r.status_code == 200 and r.json())(
+        httpx.get(f"{api}/v1/stream", params={"video_id": vid}, timeout=10)), "the stream API to play it", DEADLINE)
     now = int(time.time() * 1000)
-    base = {"session_id": session, "viewer_id": "viewer-deletion", "video_id": vid, "client_time": now - 5000}
-    events = [dict(base, type="view_start", event_id=str(uuid.uuid4()), position_seconds=0),
+    base = {"client_time": now - 5000}
+    events = [{"type": "view_start"},            # stands for the stream API's: counted in the totals below
               dict(base, type="progress", event_id=str(uuid.uuid4()), position_seconds=4, watch_time_delta_seconds=4),
               dict(base, type="like", event_id=str(uuid.uuid4()), position_seconds=4)]
-    assert httpx.post(f"{api}/v1/events", json=events, headers={"X-Viewer-Country": "DE"},
+    assert httpx.post(f"{api}/v1/events", json={"session": stream["session"], "events": events[1:]},
                       timeout=30).status_code == 202
     before = wait_for(lambda: (lambda a: a if a["events"] >= len(events) else None)(_analytics(api, vid, owner)),
                       "the events to be in ClickHouse", DEADLINE, step=0.5)

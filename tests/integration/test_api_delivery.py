@@ -8,6 +8,7 @@ AssetPublished) produced to Kafka. Every wait is a condition with a deadline.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from urllib.parse import parse_qsl, urlsplit
@@ -34,9 +35,14 @@ pytestmark = pytest.mark.integration
 DEADLINE = 60.0
 
 
+EDGE = ("10.20.0.1", 50000)          # the test client plays a trusted edge: its X-Viewer-Country is believed
+
+
 @pytest.fixture(scope="module")
 def client(stack, config):
-    with TestClient(make_app(config)) as c:
+    trusting = dataclasses.replace(config, playback_trust=dataclasses.replace(config.playback_trust,
+                                                                              trusted_proxies=("10.20.0.0/16",)))
+    with TestClient(make_app(trusting), client=EDGE) as c:
         yield c
 
 
