@@ -13,7 +13,7 @@ Playback sessions
     that the player sends with every event batch, as the ``X-Playback-Session``
     header or the body's ``"session"`` field (``navigator.sendBeacon`` cannot
     set headers). Server-side producers may instead hold a token with the
-    ``events:write`` scope (:func:`producer_authorized`).
+    ``events:write`` scope (:func:`producer_authorized`, ``api.auth``).
 
 Rate limits
     Token buckets: requests per client address (``client_rate`` /
@@ -36,14 +36,15 @@ from typing import Any, Callable
 
 from fastapi import Request
 
+from framelog.api.auth import principal_of
 from framelog.config import Config, PlaybackTrustConfig, get_config
+from framelog.processors.identity import EVENTS_WRITE
 from framelog.processors.tokens import load_or_create_secret
 
 FORWARDED_FOR_HEADER = "X-Forwarded-For"
 COUNTRY_HEADER = "X-Viewer-Country"
 SESSION_HEADER = "X-Playback-Session"
 SESSION_FIELD = "session"                 # the same, in a JSON body ({"session": ..., "events": [...]})
-PRODUCER_SCOPE = "events:write"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -207,11 +208,11 @@ def event_trust(app: Any) -> EventTrust:
 # ------------------------------------------------------------ server-side producers
 
 def producer_authorized(request: Request) -> bool:
-    """Does the request carry a credential with the ``events:write`` scope (a server-side producer)?
+    """Does the request carry a token with the ``events:write`` scope (a server-side producer)?
 
-    The check is ``app.state.events_producer_check(request) -> bool`` when an
-    app sets one (the authentication module wires its scope check there);
-    without one no request is a producer and every event needs a session.
+    A token that does not verify is a 401 (``api.auth``), never a silent
+    downgrade; a valid one without the scope is no producer (its events need
+    a session like anyone's).
     """
-    check = getattr(request.app.state, "events_producer_check", None)
-    return bool(check(request)) if check is not None else False
+    principal = principal_of(request)
+    return principal is not None and principal.has(EVENTS_WRITE)

@@ -7,9 +7,9 @@ event posted afterwards with the same video_id lands after them on that
 partition, so once the marker has been consumed, anything of the test that
 was produced has been consumed too. Every wait is a condition with a deadline.
 
-These tests post as a server-side producer (the ``events:write`` scope, granted
-here through the app's producer check), so no playback session binds the
-events; tests/security/test_event_trust.py covers the player's path.
+These tests post as a server-side producer (a token with the ``events:write``
+scope), so no playback session binds the events;
+tests/security/test_event_trust.py covers the player's path.
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ from prometheus_client import REGISTRY
 
 from framelog.analytics_client import AnalyticsClient
 from framelog.api import events as ev
+from framelog.credentials import bearer
+from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.streams.admin import create_topics
 from framelog.streams.consumer import DecodedRecord, EventConsumer
 from framelog.streams.topics import PLAYBACK_EVENTS, QUALITY_SWITCHES, topic_spec
@@ -59,9 +61,12 @@ def now_ms() -> int:
 def make_app(config) -> FastAPI:
     app = FastAPI()
     app.state.config = config
-    app.state.events_producer_check = lambda request: True     # as a token with events:write would
     app.include_router(ev.router)
     return app
+
+
+def producer_headers(config) -> dict[str, str]:
+    return bearer(mint_token(config, Keyring(config), "it-producer", scopes=[EVENTS_WRITE]))
 
 
 class Collector:
@@ -93,7 +98,7 @@ def collector(stack, config):
 
 @pytest.fixture(scope="module")
 def client(stack, config):
-    with TestClient(make_app(config)) as c:        # the lifespan closes the app's producer
+    with TestClient(make_app(config), headers=producer_headers(config)) as c:   # the lifespan closes the producer
         yield c
 
 
@@ -249,7 +254,7 @@ def free_port() -> int:
 def test_client_retries_until_the_server_is_up_and_delivers_each_event_once(stack, config, client, collector):
     port = free_port()
     analytics = AnalyticsClient(f"http://127.0.0.1:{port}", batch_size=10, flush_interval=0.05, max_retries=60,
-                                backoff_base=0.05, backoff_max=0.5)
+                                backoff_base=0.05, backoff_max=0.5, headers=producer_headers(config))
     vid = video()
     ids = [analytics.track({k: v for k, v in pb(vid, "progress", position_seconds=float(i)).items()
                             if k != "event_id"}) for i in range(15)]

@@ -28,7 +28,10 @@ from fastapi.testclient import TestClient
 from framelog.api import access, events
 from framelog.api import stream as stream_api
 from framelog.processors.playback_session import issue_session, verify_session
-from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+from framelog.credentials import bearer
+from framelog.config import get_config
+from framelog.processors.identity import ANALYTICS_READ, VIDEOS_WRITE, Keyring, mint_token
+from framelog.processors.tokens import load_or_create_secret
 from framelog.stack.services import ApiService, WorkerService
 from framelog.upload_client import upload_resumable
 from tests.integration.support import running, wait_for
@@ -62,17 +65,17 @@ def secret(config) -> bytes:
 
 @pytest.fixture(scope="module")
 def owner(config, secret) -> dict[str, str]:
-    return {"Authorization": "Bearer " + issue_viewer_token(OWNER, config, secret=secret, now=time.time())}
+    return bearer(mint_token(config, Keyring(config), OWNER, scopes=[VIDEOS_WRITE]))
 
 
 @pytest.fixture(scope="module")
 def video_id(api, worker, owner, tmp_path_factory) -> str:
     """A private video, processed; its owner may stream it."""
     clip = clips.video(tmp_path_factory.mktemp("clip") / "trust.mp4", **CLIP)
-    vid = upload_resumable(api, clip, owner=OWNER, visibility="private")
+    vid = upload_resumable(api, clip, token=owner["Authorization"].split(" ", 1)[1], visibility="private")
 
     def state() -> str | None:
-        r = httpx.get(f"{api}/videos/{vid}", timeout=10)
+        r = httpx.get(f"{api}/videos/{vid}", headers=owner, timeout=10)
         return r.json().get("state") if r.status_code == 200 else None
 
     final = wait_for(lambda: state() in ("ready", "failed") and state(), f"video {vid} processed", PIPELINE_DEADLINE,
@@ -101,7 +104,8 @@ def post(api: str, events: list[dict], session: str | None = None, **headers: st
 
 
 def sql(api: str, statement: str, **parameters: Any) -> list[list[Any]]:
-    r = httpx.post(f"{api}/v1/sql", json={"sql": statement, "parameters": parameters}, timeout=30)
+    analyst = bearer(mint_token(get_config(), Keyring(get_config()), "trust-analyst", scopes=[ANALYTICS_READ]))
+    r = httpx.post(f"{api}/v1/sql", json={"sql": statement, "parameters": parameters}, headers=analyst, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()["rows"]
 

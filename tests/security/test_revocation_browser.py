@@ -23,7 +23,8 @@ import yaml
 
 from framelog.browser import Browser, missing_requirements
 from framelog.config import Config, load_config, merge_overlay
-from framelog.processors.tokens import issue_viewer_token, load_or_create_secret
+from framelog.credentials import bearer
+from framelog.processors.identity import VIDEOS_WRITE, Keyring, mint_token
 from framelog.stack.services import ApiService, WorkerService
 from framelog.upload_client import upload_resumable
 from tests.integration.support import running, wait_for
@@ -87,8 +88,7 @@ def worker(stack, config):
 
 @pytest.fixture(scope="module")
 def owner(config) -> dict[str, str]:
-    token = issue_viewer_token(OWNER, config, secret=load_or_create_secret(config), now=time.time())
-    return {"Authorization": "Bearer " + token}
+    return bearer(mint_token(config, Keyring(config), OWNER, scopes=[VIDEOS_WRITE]))
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +96,10 @@ def shared(short, worker, owner, tmp_path_factory) -> tuple[str, str]:
     """(video id, share token) of a processed video opened to share links."""
     api, _ = short
     clip = clips.video(tmp_path_factory.mktemp("clip") / "revocation.mp4", **CLIP)
-    vid = upload_resumable(api, clip, owner=OWNER, visibility="share_link")
+    vid = upload_resumable(api, clip, token=owner["Authorization"].split(" ", 1)[1], visibility="share_link")
 
     def state() -> str | None:
-        r = httpx.get(f"{api}/videos/{vid}", timeout=10)
+        r = httpx.get(f"{api}/videos/{vid}", headers=owner, timeout=10)
         return r.json().get("state") if r.status_code == 200 else None
 
     assert wait_for(lambda: state() in ("ready", "failed") and state(), f"video {vid} processed",

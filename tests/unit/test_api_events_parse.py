@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 from framelog.analytics_client import AnalyticsClient
 from framelog.api import events as ev
 from framelog.api.events import EventError, IngestSettings, RequestError
+from framelog.credentials import bearer
+from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.schemas import current_version
 
 NOW = 1_767_225_600_000          # 2026-01-01T00:00:00Z in ms
@@ -243,18 +245,24 @@ def test_content_types():
 
 # ---------------------------------------------------------------- the endpoint, refusing (no broker needed)
 
+def producer(config, tmp_path):
+    """(config with a keyring of its own, a server-side producer's headers: a token with events:write)."""
+    own = dataclasses.replace(config, auth=dataclasses.replace(config.auth, keyring_file=str(tmp_path / "keyring.json")))
+    return own, bearer(mint_token(own, Keyring(own), "unit-producer", scopes=[EVENTS_WRITE]))
+
+
 @pytest.fixture()
-def app(config):
+def app(config, tmp_path):
     app = FastAPI()
-    app.state.config = config
+    app.state.config, app.state.producer_headers = producer(config, tmp_path)
     app.state.events_settings = IngestSettings(max_body_bytes=64 * 1024, max_decoded_bytes=256 * 1024, max_events=5)
-    app.state.events_producer_check = lambda request: True      # a server-side producer: no session needed
     app.include_router(ev.router)
     return app
 
 
 def test_endpoint_refusals_never_create_a_producer(app):
-    client = TestClient(app)
+    client = TestClient(app, headers=app.state.producer_headers)     # no session needed
+    assert TestClient(app).post("/v1/events", json=[playback()]).json()["reason"] == "session_required"
     r = client.post("/v1/events", json={"events": [playback(), playback(video_id="no/slash")]})
     assert r.status_code == 400
     assert r.json() == {"error": r.json()["error"], "reason": "invalid_video_id", "event_index": 1,
@@ -269,15 +277,15 @@ def test_endpoint_refusals_never_create_a_producer(app):
     assert getattr(app.state, "event_sender", None) is None
 
 
-def test_endpoint_answers_503_when_the_broker_does_not_acknowledge(config):
-    dead = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:9"))
+def test_endpoint_answers_503_when_the_broker_does_not_acknowledge(config, tmp_path):
+    own, headers = producer(config, tmp_path)
+    dead = dataclasses.replace(own, kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:9"))
     app = FastAPI()
     app.state.config = dead
     app.state.events_settings = IngestSettings(delivery_timeout=1.0,
                                                producer_overrides={"message.timeout.ms": 1500, "log_level": 0})
-    app.state.events_producer_check = lambda request: True
     app.include_router(ev.router)
-    with TestClient(app) as client:
+    with TestClient(app, headers=headers) as client:
         r = client.post("/v1/events", json=[playback()])
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1" and r.json()["retryable"] is True
@@ -407,7 +415,7 @@ def test_client_rejects_bad_input_and_use_after_close():
 
 def test_client_against_the_real_endpoint_refusal_path(app):
     """The client speaks the endpoint's wire format: gzip JSON, 400 names the event it then drops."""
-    http = TestClient(app)
+    http = TestClient(app, headers=app.state.producer_headers)
     c = AnalyticsClient("", http_client=http, backoff_base=0.001)
     c.track(playback(video_id="bad id"))
     assert c.flush(timeout=10)
