@@ -66,7 +66,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                              connect(config, create_database=False), query_cache=analytics_query_cache(config))
     if embedded_sink_wanted(config):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
-        engine.runner = AnalyticsSinkRunner(config, client=client, lock=engine.lock,
+        from framelog.streams.kafka_auth import SINK, as_principal
+
+        # the embedded sink keeps the sink's principal: the API's own may not read the sink's group
+        engine.runner = AnalyticsSinkRunner(as_principal(config, SINK), client=client, lock=engine.lock,
                                             on_videos_written=engine.query_cache.invalidate)
         engine.runner.start_thread()
     app.state.analytics = engine

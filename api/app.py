@@ -19,7 +19,9 @@ from framelog.config import Config, get_config
 
 
 def create_app(config: Config | None = None) -> FastAPI:
-    config = config or get_config()
+    from framelog.streams.kafka_auth import API, as_principal
+
+    config = as_principal(config or get_config(), API)     # the API's own Kafka principal (streams/acls.py)
     app = FastAPI(title="framelog", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
 

@@ -39,11 +39,14 @@ def _services(args: argparse.Namespace, config: Config) -> int:
 
 
 def _topics(args: argparse.Namespace, config: Config) -> int:
+    from framelog.streams.acls import apply_acls
     from framelog.streams.admin import create_topics
 
-    summary = create_topics(config)
-    for line in summary.lines() if hasattr(summary, "lines") else [str(summary)]:
-        print(line)
+    if args.action == "create":
+        summary = create_topics(config)
+        for line in summary.lines() if hasattr(summary, "lines") else [str(summary)]:
+            print(line)
+    print(apply_acls(config))        # topics create also (re)applies every principal's ACLs
     return 0
 
 
@@ -298,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["create"])
     p.set_defaults(func=_topics)
 
+    p = sub.add_parser("acls", help="apply every Kafka principal's ACLs (streams/acls.py), idempotently")
+    p.add_argument("action", choices=["apply"])
+    p.set_defaults(func=_topics)
+
     p = sub.add_parser("init", help="create the topics, the bucket and the ClickHouse tables (idempotent; "
                                     "the compose one-shot every service waits for)")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for Kafka, S3 and ClickHouse")
@@ -359,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sink", help="run a sink in the foreground")
     p.add_argument("name", choices=["analytics"])
-    p.add_argument("--group", default="framelog-analytics-sink", help="consumer group id")
+    p.add_argument("--group", default="framelog-analytics-sink",
+                   help="consumer group id (the sink's Kafka principal may join framelog-analytics-sink*)")
     p.set_defaults(func=_sink)
 
     p = sub.add_parser("demo", help="run the main job end to end on the local stack")

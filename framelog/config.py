@@ -168,6 +168,9 @@ class KafkaConfig:
     schema_registry_url: str
     default_partitions: int
     client_id: str
+    security_protocol: str = "SASL_PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    principal: str = "admin"     # not in the YAML: what the process is (streams/kafka_auth.as_principal)
 
 
 @dataclass(frozen=True)
@@ -175,9 +178,10 @@ class ObjectStorageConfig:
     endpoint_url: str
     bucket: str
     region: str
-    access_key: str
+    access_key: str              # "" (the default): the identity's key pair from <state_dir>/credentials/s3.json
     secret_key: str
     vault_bucket: str = ""         # Object Lock bucket for tiers with a retention_lock ("": none)
+    identity: str = "pipeline"     # which generated identity the process uses (framelog/service_credentials.py)
 
 
 @dataclass(frozen=True)
@@ -596,6 +600,31 @@ def _stack(r: _Reader) -> StackConfig:
         metrics_host=_env("FRAMELOG_METRICS_HOST", r.str("metrics_host", r.str("host"))), **ports)
 
 
+KAFKA_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+S3_IDENTITIES = ("pipeline", "media")
+
+
+def _kafka_security(r: _Reader) -> tuple[str, str]:
+    """(protocol, mechanism): only authenticated protocols, only SCRAM (no plaintext passwords on the wire)."""
+    protocol, mechanism = r.str("protocol"), r.str("mechanism")
+    if protocol not in KAFKA_PROTOCOLS:
+        raise ConfigError(f"{r.path}.protocol", f"expected one of {list(KAFKA_PROTOCOLS)}, got {protocol!r}")
+    if mechanism not in KAFKA_MECHANISMS:
+        raise ConfigError(f"{r.path}.mechanism", f"expected one of {list(KAFKA_MECHANISMS)}, got {mechanism!r}")
+    return protocol, mechanism
+
+
+def _s3_identity(r: _Reader) -> str:
+    if r.has("access_key") or r.has("secret_key"):
+        raise ConfigError(f"{r.path}.access_key", "S3 credentials do not belong in the configuration file: stack up "
+                                                  "generates them; set FRAMELOG_S3_ACCESS_KEY/SECRET_KEY to override")
+    identity = r.str("identity")
+    if identity not in S3_IDENTITIES:
+        raise ConfigError(f"{r.path}.identity", f"expected one of {list(S3_IDENTITIES)}, got {identity!r}")
+    return identity
+
+
 def _tiers(r: _Reader) -> dict[str, StorageTier]:
     tiers = {}
     for name in r.data:
@@ -910,12 +939,12 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         stack=_stack(root.sub("stack")),
         kafka=KafkaConfig(_env("FRAMELOG_KAFKA_BOOTSTRAP", k.str("bootstrap_servers")),
                           _env("FRAMELOG_SCHEMA_REGISTRY_URL", k.str("schema_registry_url")),
-                          k.int("default_partitions", minimum=1), k.str("client_id")),
+                          k.int("default_partitions", minimum=1), k.str("client_id"),
+                          *_kafka_security(k.sub("security"))),
         object_storage=ObjectStorageConfig(
             _env("FRAMELOG_S3_ENDPOINT", s3.str("endpoint_url")), _env("FRAMELOG_S3_BUCKET", s3.str("bucket")),
-            s3.str("region"), _env("FRAMELOG_S3_ACCESS_KEY", s3.str("access_key")),
-            _env("FRAMELOG_S3_SECRET_KEY", s3.str("secret_key")),
-            _env("FRAMELOG_S3_VAULT_BUCKET", s3.str("vault_bucket", ""))),
+            s3.str("region"), _env("FRAMELOG_S3_ACCESS_KEY", ""), _env("FRAMELOG_S3_SECRET_KEY", ""),
+            _env("FRAMELOG_S3_VAULT_BUCKET", s3.str("vault_bucket", "")), _s3_identity(s3)),
         clickhouse=ClickHouseConfig(_env("FRAMELOG_CLICKHOUSE_DSN", ch.str("dsn")), ch.str("database")),
         storage_tiers=tiers,
         tiering_rules=_tiering_rules(root.items("tiering_rules"), tiers),

@@ -18,6 +18,7 @@ changed migration) fails at once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -96,9 +97,18 @@ def retry_until(what: str, step: Callable[[float], T], deadline: float) -> T:
 
 
 def _topics(config: Config, timeout: float) -> TopicsSummary:
-    from framelog.streams.admin import create_topics
+    from framelog.streams.acls import apply_acls, upsert_scram_users
+    from framelog.streams.admin import admin_client, create_topics
+    from framelog.streams.kafka_auth import password_env_var, principals
 
-    return create_topics(config, timeout=timeout)
+    admin = admin_client(config)
+    summary = create_topics(config, timeout=timeout, admin=admin)
+    # compose: the principals' passwords come from the environment (the local stack writes them itself)
+    passwords = {p: os.environ[password_env_var(p)] for p in principals(config) if os.environ.get(password_env_var(p))}
+    if passwords:
+        upsert_scram_users(admin, sorted(passwords), passwords, timeout=timeout)
+    log.info("%s", apply_acls(config, timeout=timeout, admin=admin))     # every principal's grants (streams/acls.py)
+    return summary
 
 
 def _bucket(config: Config, timeout: float) -> bool:

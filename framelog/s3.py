@@ -6,6 +6,17 @@ from typing import Any
 from framelog.config import Config
 
 
+def s3_credentials(config: Config) -> tuple[str, str]:
+    """(access key, secret key): the environment's (FRAMELOG_S3_ACCESS_KEY/SECRET_KEY) if set, else the
+    key pair of ``object_storage.identity`` that ``stack up`` generated into the state dir."""
+    s3 = config.object_storage
+    if s3.access_key and s3.secret_key:
+        return s3.access_key, s3.secret_key
+    from framelog.service_credentials import s3_keys
+
+    return s3_keys(config, s3.identity)
+
+
 def s3_client(config: Config, *, connect_timeout: float = 5.0, read_timeout: float = 60.0,
               max_attempts: int = 3) -> Any:
     """A boto3 S3 client for ``config.object_storage``.
@@ -19,13 +30,14 @@ def s3_client(config: Config, *, connect_timeout: float = 5.0, read_timeout: flo
     from botocore.config import Config as BotoConfig
 
     s3 = config.object_storage
+    access_key, secret_key = s3_credentials(config)
     session = boto3.session.Session()
     return session.client(
         "s3",
         endpoint_url=s3.endpoint_url or None,
         region_name=s3.region,
-        aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         config=BotoConfig(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",

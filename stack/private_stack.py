@@ -80,7 +80,9 @@ if __name__ == "__main__":
 def users_objects() -> dict[str, tuple[str, int, str]] | None:
     """Every object of the user's stack (the configuration without overlay): key → (ETag, size, class).
 
-    None when that stack is the one in use (no overlay) or its S3 gateway is not up.
+    None when that stack is the one in use (no overlay), its S3 gateway is not up, or its
+    credentials are not the ones in its state dir here (a stack of another checkout: each state
+    dir generates its own S3 keys, so there is nothing this suite could touch there either).
     """
     import os
     from pathlib import Path
@@ -101,13 +103,21 @@ def users_objects() -> dict[str, tuple[str, int, str]] | None:
         return None
     from botocore.exceptions import ClientError
 
-    client = s3_client(users)
+    from framelog.service_credentials import MissingCredentials
+
+    try:
+        client = s3_client(users)
+    except MissingCredentials:
+        return None
     out: dict[str, tuple[str, int, str]] = {}
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=users.object_storage.bucket):
             for o in page.get("Contents", []):
                 out[o["Key"]] = (o["ETag"], o["Size"], o.get("StorageClass", "STANDARD"))
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+            return None
+        if code != "NoSuchBucket":
             raise
     return out

@@ -3,8 +3,11 @@
 One ``weed server`` process runs master, volume server, filer and the S3
 gateway, every port pinned from configuration (gRPC ports at port+10000, also
 pinned), bound to loopback, telemetry off, data under ``<state>/seaweed/data``.
-S3 credentials come from ``object_storage.access_key``/``secret_key`` through
-an ``-s3.config`` identities file; the bucket ``object_storage.bucket`` is
+S3 credentials are generated once per state dir (framelog/service_credentials.py, ``s3.json``)
+and given to the gateway through an ``-s3.config`` identities file (``s3_identities``):
+``pipeline`` may do anything, ``media`` only read/write/list renditions and thumbnails
+(``hls/``, ``thumbnails/``: never the AES keys under ``keys/``); a request without valid
+credentials is refused. The bucket ``object_storage.bucket`` is
 created once the gateway answers. Every weed process reads a security.toml
 (stack/seaweed_security.py) from ``<state>/seaweed/config``: mutual TLS on the
 master, volume and filer ports (HTTP and gRPC) and JWTs that weed mints
@@ -20,6 +23,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from framelog.service_credentials import ensure_s3_identities
 from framelog.stack.process import Component, StackError, port_open
 from framelog.stack.seaweed_security import TlsFiles, write_security_files
 
@@ -28,6 +32,29 @@ VOLUME_SIZE_LIMIT_MB = 1024  # volumes are not preallocated; smaller volumes sui
 VOLUME_MAX = 100             # enough volumes for a few buckets (weed grows 7 per collection)
 MAX_UNIX_SOCKET_PATH = 100
 ELECTION_TIMEOUT = "1s"
+
+
+# What each generated identity may do (weed's identities: "Action" anywhere, "Action:bucket/prefix*"
+# on keys under a prefix). "media" is the tiering worker's: it lists, copies (storage class) and
+# restores renditions, and can neither read nor write keys/, uploads/ or anything else.
+MEDIA_PREFIXES = ("hls/", "thumbnails/")
+S3_IDENTITY_ACTIONS: dict[str, tuple[str, ...]] = {
+    "pipeline": ("Admin", "Read", "Write", "List", "Tagging"),
+    "media": ("Read", "Write", "Tagging"),
+}
+
+
+def s3_identities(bucket: str, keys: dict[str, dict[str, str]]) -> dict:
+    """weed's -s3.config document for the generated key pairs (pure)."""
+    def actions(name: str) -> list[str]:
+        if name == "pipeline":
+            return list(S3_IDENTITY_ACTIONS[name])
+        return [f"List:{bucket}"] + [f"{a}:{bucket}/{prefix}*" for a in S3_IDENTITY_ACTIONS[name]
+                                     for prefix in MEDIA_PREFIXES]
+
+    return {"identities": [{"name": name, "credentials": [{"accessKey": keys[name]["access_key"],
+                                                           "secretKey": keys[name]["secret_key"]}],
+                            "actions": actions(name)} for name in S3_IDENTITY_ACTIONS]}
 
 
 def weed_binary() -> str:
@@ -79,15 +106,23 @@ class Seaweed(Component):
                 ("filer", self.filer_port), ("filer gRPC", self.filer_port + GRPC_OFFSET),
                 ("s3", self.s3_port), ("s3 gRPC", self.s3_port + GRPC_OFFSET)]
 
+    def launch(self) -> bool:
+        """As Component.launch; a gateway still running with the shipped key pair is restarted first."""
+        if self.is_running() and not self._generated_identities():
+            self.stop()
+        return super().launch()
+
+    def _generated_identities(self) -> bool:
+        try:
+            names = {i.get("name") for i in json.loads(self.s3_config_path.read_text()).get("identities", [])}
+        except (OSError, ValueError):
+            return False
+        return names == set(S3_IDENTITY_ACTIONS)
+
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         write_security_files(self.config_dir, self.host)
-        identities = {"identities": [{
-            "name": "framelog",
-            "credentials": [{"accessKey": self.config.object_storage.access_key,
-                             "secretKey": self.config.object_storage.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
+        identities = s3_identities(self.bucket, ensure_s3_identities(self.config, S3_IDENTITY_ACTIONS))
         tmp = self.s3_config_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

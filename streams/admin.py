@@ -18,6 +18,7 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
                                    NewTopic, ResourceType)
 
 from framelog.config import Config
+from framelog.streams.kafka_auth import client_settings
 from framelog.streams.topics import TopicSpec, all_topics
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,7 @@ class TopicsSummary:
 
 
 def admin_client(config: Config) -> AdminClient:
-    return AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers,
-                        "client.id": f"{config.kafka.client_id}-admin"})
+    return AdminClient({**client_settings(config), "client.id": f"{config.kafka.client_id}-admin"})
 
 
 def _partitions(spec: TopicSpec, config: Config) -> int:

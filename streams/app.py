@@ -12,6 +12,7 @@ from __future__ import annotations
 import faust
 
 from framelog.config import Config
+from framelog.streams.kafka_auth import faust_credentials
 
 # A record is acked, and its offset committed, only after its agent finished;
 # the poll interval must outlast the longest stage so a long transcode never
@@ -30,6 +31,7 @@ def create_app(config: Config, group: str) -> faust.App:
     app = faust.App(
         f"framelog-{group}",
         broker=[f"kafka://{server}" for server in config.kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(config),   # the worker group's own principal
         key_serializer="raw",
         value_serializer="raw",
         topic_allow_declare=False,           # framelog creates its topics (framelog topics create)

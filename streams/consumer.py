@@ -19,6 +19,7 @@ from framelog.config import Config
 from framelog.streams.codec import AvroCodec
 from framelog.streams.dead_letter import DeadLetterWriter
 from framelog.streams.exceptions import CommitError, DecodeError, ValidationError
+from framelog.streams.kafka_auth import client_settings
 from framelog.streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class DecodedRecord:
 
 def consumer_config(config: Config, group_id: str, **overrides: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
-        "bootstrap.servers": config.kafka.bootstrap_servers,
+        **client_settings(config),
         "client.id": f"{config.kafka.client_id}-{group_id}",
         "group.id": group_id,
         "enable.auto.commit": False,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from framelog.config import Config
+from framelog.streams.kafka_auth import client_settings
 
 # The group coordinator moves or is still loading right after a broker start or
 # restart; asking again a moment later is the documented answer.
@@ -34,8 +35,7 @@ def group_position(config: Config, group_id: str, topic: str, timeout: float = 5
 
 
 def _group_position(config: Config, group_id: str, topic: str, timeout: float) -> GroupPosition:
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": group_id,
-                         "enable.auto.commit": False})
+    consumer = Consumer({**client_settings(config), "group.id": group_id, "enable.auto.commit": False})
     try:
         partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
         tps = [TopicPartition(topic, p) for p in partitions]

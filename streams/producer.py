@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from framelog.config import Config
 from framelog.streams.codec import AvroCodec
 from framelog.streams.exceptions import DeliveryError
+from framelog.streams.kafka_auth import client_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Delivery:
 def producer_config(config: Config, **overrides: Any) -> dict[str, Any]:
     """librdkafka settings: idempotent, acks=all, batched."""
     conf: dict[str, Any] = {
-        "bootstrap.servers": config.kafka.bootstrap_servers,
+        **client_settings(config),
         "client.id": f"{config.kafka.client_id}-producer",
         "enable.idempotence": True,
         "acks": "all",

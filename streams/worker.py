@@ -7,6 +7,7 @@ is what the demo and a single-machine install want.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -53,6 +54,12 @@ def run_group(config: Config, group: str) -> int:
     from framelog.streams.codec import AvroCodec
     from framelog.streams.emitter import AsyncEmitter
 
+    from framelog.streams.kafka_auth import as_principal, worker_principal
+
+    config = as_principal(config, worker_principal(group))   # this group's own Kafka principal (streams/acls.py)
+    if group == TIERING:                                      # moves renditions only: no access to keys/
+        config = dataclasses.replace(config, object_storage=dataclasses.replace(config.object_storage,
+                                                                                identity="media"))
     configure_logging(group)
     from prometheus_client import start_http_server
     try:

@@ -171,6 +171,9 @@ def run_sink(config: Config, group_id: str = GROUP_ID) -> int:
 
     from prometheus_client import start_http_server
 
+    from framelog.streams.kafka_auth import SINK, as_principal
+
+    config = as_principal(config, SINK)
     configure_logging("analytics-sink")
     try:
         start_http_server(metrics_port(config), addr=config.stack.metrics_host)

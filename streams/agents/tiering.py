@@ -38,6 +38,7 @@ from framelog.streams.agents.pipeline import _decode_or_dead_letter
 from framelog.streams.agents.tiering_metrics import TieringMetrics
 from framelog.streams.codec import AvroCodec
 from framelog.streams.emitter import AsyncEmitter
+from framelog.streams.kafka_auth import client_settings
 from framelog.streams.tiering_evaluator import TieringEvaluator, owned_renditions
 from framelog.streams.tiering_fold import fold_event, rendition_row
 
@@ -67,8 +68,7 @@ def source_partitions(config: Config) -> int:
 def log_positions(config: Config, group_id: str, partitions: set[int],
                   timeout: float = 10.0) -> dict[int, dict[str, tuple[int, int]]]:
     """partition -> topic -> (committed offset of ``group_id`` or -1, end offset), for the agent's sources."""
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": group_id,
-                         "enable.auto.commit": False})
+    consumer = Consumer({**client_settings(config), "group.id": group_id, "enable.auto.commit": False})
     try:
         tps = consumer.committed([TopicPartition(t, p) for t in SOURCES for p in sorted(partitions)],
                                  timeout=timeout)

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from framelog.config import Config
 from framelog.stack.process import Component, wait_until
 from framelog.stack.services import WorkerService
-from framelog.streams.consumer import DecodedRecord
+from framelog.streams.consumer import DecodedRecord, consumer_config
 from framelog.streams.replay import ReplayedTable
 
 
@@ -34,8 +34,7 @@ def running(service: Component, timeout: float) -> Iterator[Component]:
 
 def log_ends(config: Config, names: tuple[str, ...], timeout: float = 10.0) -> dict[tuple[str, int], int]:
     """The current end offset of every partition of the topics."""
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": f"it-ends-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(consumer_config(config, f"it-ends-{uuid.uuid4().hex}"))
     try:
         return {(name, p): consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout, cached=False)[1]
                 for name in names for p in consumer.list_topics(name, timeout=timeout).topics[name].partitions}

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from framelog.config import DEFAULT_CONFIG_PATH
+from framelog.sinks.clickhouse.runner import GROUP_ID
 from framelog.stack.process import wait_until
 from framelog.streams import topics
 from framelog.streams.events import new_event
@@ -52,7 +53,7 @@ def test_sink_killed_mid_batch_counts_every_event_once(stack, config, tmp_path):
     cfg_path.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "FRAMELOG_CONFIG": str(cfg_path), "FRAMELOG_STATE_DIR": str(config.stack.state_dir),
            "FRAMELOG_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'ch'}"}
-    group = f"test-sink-{uuid.uuid4().hex[:8]}"
+    group = f"{GROUP_ID}-test-{uuid.uuid4().hex[:8]}"      # the sink's principal joins only groups under its id
     videos = [f"sinkkill{uuid.uuid4().hex[:8]}{i}" for i in range(VIDEOS)]
 
     producer = EventProducer(config)

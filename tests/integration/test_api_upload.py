@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from framelog.streams.consumer import consumer_config
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -119,9 +121,8 @@ class FlakyTransport(httpx.HTTPTransport):
 def upload_records(config: Config, video_id: str, timeout: float = DEADLINE) -> list[dict[str, Any]]:
     """Every UploadCompleted of ``video_id`` on video.uploads, reading up to the current end offsets."""
     codec = AvroCodec(config)
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers,
-                         "group.id": f"it-api-count-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    consumer = Consumer(consumer_config(config, f"it-api-count-{uuid.uuid4().hex[:8]}",
+                                        **{"enable.partition.eof": True}))
     try:
         meta = consumer.list_topics(topics.UPLOADS, timeout=10)
         parts = sorted(meta.topics[topics.UPLOADS].partitions)

@@ -25,6 +25,7 @@ from framelog.stack.process import wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from framelog.streams.codec import AvroCodec
+from framelog.streams.consumer import consumer_config
 from framelog.streams.status import StatusTable
 from framelog.streams.uploader import announce_upload, raw_object_key, upload_file
 from tests.integration.support import running
@@ -61,8 +62,7 @@ def _done(view) -> bool:
 def read_topic(config, topic: str, video_id: str) -> list[tuple[str, dict]]:
     """Every decoded record of ``video_id`` on ``topic``, read up to the current end."""
     codec = AvroCodec(config)
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer = Consumer(consumer_config(config, f"t-{uuid.uuid4().hex}"))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}

@@ -10,6 +10,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from framelog.streams.admin import admin_client
+from framelog.streams.consumer import consumer_config
+from framelog.streams.kafka_auth import client_settings
+
 from framelog.s3 import s3_client
 from framelog.stack import cli
 from framelog.stack.manager import Stack
@@ -21,7 +25,7 @@ pytestmark = pytest.mark.integration
 # ---------------------------------------------------------------- helpers
 
 def admin(config) -> AdminClient:
-    return AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+    return admin_client(config)
 
 
 def create_topic(config, partitions: int = 1) -> str:
@@ -38,8 +42,7 @@ def delete_topic(config, name: str) -> None:
 
 
 def produce(config, topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "acks": "all",
-                         "enable.idempotence": True})
+    producer = Producer({**client_settings(config), "acks": "all", "enable.idempotence": True})
     errors = []
     for v in values:
         producer.produce(topic, value=v, key=v, on_delivery=lambda err, msg: err and errors.append(err))
@@ -48,8 +51,7 @@ def produce(config, topic: str, values: list[bytes]) -> None:
 
 
 def consume_all(config, topic: str, expected: int, timeout: float = 30) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": f"test-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(consumer_config(config, f"test-{uuid.uuid4().hex}"))
     consumer.subscribe([topic])
     out: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -192,5 +194,5 @@ def test_start_fails_clearly_when_a_port_is_taken(config, tmp_path):
             Stack(other).kafka.start()
     message = str(err.value)
     assert message.startswith("kafka: ")
-    assert f"PLAINTEXT port {busy}" in message
+    assert f"CLIENT port {busy}" in message
     assert str(tmp_path / "state" / "kafka" / "kafka.log") in message

@@ -277,7 +277,9 @@ def test_endpoint_refusals_never_create_a_producer(app):
     assert getattr(app.state, "event_sender", None) is None
 
 
-def test_endpoint_answers_503_when_the_broker_does_not_acknowledge(config, tmp_path):
+def test_endpoint_answers_503_when_the_broker_does_not_acknowledge(config, tmp_path, monkeypatch):
+    monkeypatch.setenv("FRAMELOG_KAFKA_USERNAME", "api")        # any credentials: nothing answers
+    monkeypatch.setenv("FRAMELOG_KAFKA_PASSWORD", "unused")
     own, headers = producer(config, tmp_path)
     dead = dataclasses.replace(own, kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:9"))
     app = FastAPI()

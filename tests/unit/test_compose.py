@@ -11,8 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # The deployment's secrets: required, so the test supplies them (and checks that without them it fails).
+KAFKA_PRINCIPALS = ("admin", "broker", "controller", "api", "sink", "worker-intake", "worker-validation",
+                    "worker-transcoding", "worker-thumbnail_generation", "worker-ai_processing", "worker-optimization",
+                    "worker-cdn_upload", "worker-cdn", "worker-tiering", "worker-popularity")
+KAFKA_SECRETS = {f"FRAMELOG_KAFKA_PASSWORD_{p.upper().replace('-', '_')}": f"kafka-password-of-{p}"
+                 for p in KAFKA_PRINCIPALS}
 SECRETS = {"FRAMELOG_TOKEN_SECRET": "t" * 32, "FRAMELOG_S3_SECRET_KEY": "s3-secret-for-the-test",
-           "CLICKHOUSE_PASSWORD": "clickhouse-password-for-the-test"}
+           "FRAMELOG_S3_ACCESS_KEY": "s3-access-key-for-the-test",
+           "FRAMELOG_S3_MEDIA_ACCESS_KEY": "s3-media-access-key", "FRAMELOG_S3_MEDIA_SECRET_KEY": "s3-media-secret",
+           "CLICKHOUSE_PASSWORD": "clickhouse-password-for-the-test", **KAFKA_SECRETS}
 
 
 def _compose() -> list[str]:
@@ -29,7 +36,7 @@ def _compose() -> list[str]:
 
 
 def _run_config(*args: str, without: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in SECRETS and k != "FRAMELOG_S3_ACCESS_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
     env.update({k: v for k, v in SECRETS.items() if k != without})
     return subprocess.run([*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", *args],
                           capture_output=True, text=True, timeout=60, env=env)
@@ -61,11 +68,50 @@ def test_secrets_reach_the_services_and_the_s3_gateway():
     assert env["FRAMELOG_S3_SECRET_KEY"] == SECRETS["FRAMELOG_S3_SECRET_KEY"]
     assert f":{SECRETS['CLICKHOUSE_PASSWORD']}@clickhouse:" in env["FRAMELOG_CLICKHOUSE_DSN"]
     assert services["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"] == SECRETS["CLICKHOUSE_PASSWORD"]
-    s3 = services["s3"]["environment"]       # weed's admin identity (no -s3.config): no anonymous access
-    assert s3 == {"AWS_ACCESS_KEY_ID": env["FRAMELOG_S3_ACCESS_KEY"],
-                  "AWS_SECRET_ACCESS_KEY": SECRETS["FRAMELOG_S3_SECRET_KEY"]}
-    assert "-s3.config" not in services["s3"]["command"]
+    assert env["FRAMELOG_S3_ACCESS_KEY"] == SECRETS["FRAMELOG_S3_ACCESS_KEY"]
+    tiering = services["worker-tiering"]["environment"]           # the narrow identity: no keys/
+    assert (tiering["FRAMELOG_S3_ACCESS_KEY"], tiering["FRAMELOG_S3_SECRET_KEY"]) == (
+        SECRETS["FRAMELOG_S3_MEDIA_ACCESS_KEY"], SECRETS["FRAMELOG_S3_MEDIA_SECRET_KEY"])
     assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_s3_gateway_has_the_local_stacks_identities():
+    """The -s3.config compose writes is the one stack/seaweed.py renders for the same key pairs."""
+    from framelog.stack.seaweed import s3_identities
+
+    s3 = _resolved()["s3"]
+    script = "\n".join(s3["command"]).replace("$$", "$")
+    body = script.split("<<EOF\n", 1)[1].split("\nEOF", 1)[0]
+    body = re.sub(r"\$(\w+)", lambda m: s3["environment"][m.group(1)], body)
+    keys = {"pipeline": {"access_key": SECRETS["FRAMELOG_S3_ACCESS_KEY"], "secret_key": SECRETS["FRAMELOG_S3_SECRET_KEY"]},
+            "media": {"access_key": SECRETS["FRAMELOG_S3_MEDIA_ACCESS_KEY"],
+                      "secret_key": SECRETS["FRAMELOG_S3_MEDIA_SECRET_KEY"]}}
+    assert json.loads(body) == s3_identities("framelog", keys)
+    assert "-s3.config=/data/s3.json" in script and "AWS_SECRET_ACCESS_KEY" not in s3["environment"]
+
+
+def test_each_service_logs_in_to_kafka_as_its_own_principal():
+    """Every framelog service that talks to Kafka has its own principal and only its own password."""
+    from framelog.config import get_config
+    from framelog.streams.kafka_auth import password_env_var, principals, worker_principal
+    from framelog.streams.worker import groups
+
+    services = _resolved()
+    expected = {"api": "api", "analytics-sink": "sink", "init": "admin"}
+    expected.update({f"worker-{g.replace('_', '-')}": worker_principal(g) for g in groups(get_config())})
+    for name, principal in expected.items():
+        env = services[name]["environment"]
+        assert env["FRAMELOG_KAFKA_USERNAME"] == principal, name
+        assert env["FRAMELOG_KAFKA_PASSWORD"] == SECRETS[password_env_var(principal)], name
+        others = {k for k, v in env.items() if v in KAFKA_SECRETS.values()} - {"FRAMELOG_KAFKA_PASSWORD"}
+        if name != "init":          # init creates every principal's SCRAM user, so it holds all passwords
+            assert not others, f"{name} holds other principals' passwords: {others}"
+    assert set(KAFKA_PRINCIPALS) == {*principals(get_config()), "controller"}
+    for name in ("edge-primary", "edge-secondary"):
+        assert "FRAMELOG_KAFKA_PASSWORD" not in services[name]["environment"], name
+    command = "\n".join(services["kafka"]["command"])
+    assert "allow.everyone.if.no.acl.found=false" in command and "SASL_PLAINTEXT" in command
+    assert "PLAINTEXT://" not in command and "CLIENT:PLAINTEXT" not in command
 
 
 def test_seaweedfs_image_is_the_local_stacks_version():

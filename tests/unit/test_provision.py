@@ -57,8 +57,8 @@ def test_a_step_that_recovers_returns_its_value():
 
 
 def test_unreachable_storage_fails_after_the_deadline(config):
-    cfg = dataclasses.replace(config, object_storage=dataclasses.replace(
-        config.object_storage, endpoint_url=f"http://127.0.0.1:{_closed_port()}"))
+    cfg = dataclasses.replace(config, object_storage=dataclasses.replace(   # any key pair: nothing answers
+        config.object_storage, endpoint_url=f"http://127.0.0.1:{_closed_port()}", access_key="a", secret_key="b"))
     started = time.monotonic()
     with pytest.raises(InitError, match="object storage at http://127.0.0.1:.* not reachable before the deadline"):
         retry_until("object storage at " + cfg.object_storage.endpoint_url, lambda t: _bucket(cfg, t),
@@ -66,7 +66,9 @@ def test_unreachable_storage_fails_after_the_deadline(config):
     assert time.monotonic() - started < 15
 
 
-def test_unreachable_kafka_fails_after_the_deadline(config):
+def test_unreachable_kafka_fails_after_the_deadline(config, monkeypatch):
+    monkeypatch.setenv("FRAMELOG_KAFKA_USERNAME", "admin")      # any credentials: nothing answers
+    monkeypatch.setenv("FRAMELOG_KAFKA_PASSWORD", "unused")
     cfg = dataclasses.replace(config, kafka=dataclasses.replace(
         config.kafka, bootstrap_servers=f"127.0.0.1:{_closed_port()}"))
     with pytest.raises(InitError, match="kafka at 127.0.0.1:.* not reachable"):
