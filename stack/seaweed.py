@@ -44,13 +44,14 @@ S3_IDENTITY_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def s3_identities(bucket: str, keys: dict[str, dict[str, str]]) -> dict:
-    """weed's -s3.config document for the generated key pairs (pure)."""
+def s3_identities(buckets: list[str], keys: dict[str, dict[str, str]]) -> dict:
+    """weed's -s3.config document for the generated key pairs (pure); ``buckets``: the serving bucket and
+    the vault (the tiering worker moves locked renditions there), the media identity's scope."""
     def actions(name: str) -> list[str]:
         if name == "pipeline":
             return list(S3_IDENTITY_ACTIONS[name])
-        return [f"List:{bucket}"] + [f"{a}:{bucket}/{prefix}*" for a in S3_IDENTITY_ACTIONS[name]
-                                     for prefix in MEDIA_PREFIXES]
+        return [f"List:{b}" for b in buckets] + [f"{a}:{b}/{prefix}*" for b in buckets
+                                                 for a in S3_IDENTITY_ACTIONS[name] for prefix in MEDIA_PREFIXES]
 
     return {"identities": [{"name": name, "credentials": [{"accessKey": keys[name]["access_key"],
                                                            "secretKey": keys[name]["secret_key"]}],
@@ -107,22 +108,25 @@ class Seaweed(Component):
                 ("s3", self.s3_port), ("s3 gRPC", self.s3_port + GRPC_OFFSET)]
 
     def launch(self) -> bool:
-        """As Component.launch; a gateway still running with the shipped key pair is restarted first."""
-        if self.is_running() and not self._generated_identities():
+        """As Component.launch; a gateway running with other identities (the shipped key pair) restarts first."""
+        if self.is_running() and not self._identities_current():
             self.stop()
         return super().launch()
 
-    def _generated_identities(self) -> bool:
+    def identities(self) -> dict:
+        buckets = [b for b in (self.bucket, self.config.object_storage.vault_bucket) if b]
+        return s3_identities(buckets, ensure_s3_identities(self.config, S3_IDENTITY_ACTIONS))
+
+    def _identities_current(self) -> bool:
         try:
-            names = {i.get("name") for i in json.loads(self.s3_config_path.read_text()).get("identities", [])}
+            return json.loads(self.s3_config_path.read_text()) == self.identities()
         except (OSError, ValueError):
             return False
-        return names == set(S3_IDENTITY_ACTIONS)
 
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         write_security_files(self.config_dir, self.host)
-        identities = s3_identities(self.bucket, ensure_s3_identities(self.config, S3_IDENTITY_ACTIONS))
+        identities = self.identities()
         tmp = self.s3_config_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

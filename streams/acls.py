@@ -55,37 +55,44 @@ def _faust_app(principal: str, group: str) -> list[Grant]:
 
 def registry(config: Config) -> list[Grant]:
     """Every grant of every framelog principal."""
-    from framelog.streams.worker import CDN, INTAKE, POPULARITY, TIERING
+    from framelog.streams.worker import CDN, INTAKE, POPULARITY, TIERING, WEBHOOKS
 
     stages = config.pipeline.stage_names
+
+    def requests(stage: str) -> list[str]:      # a stage's request topics, one per priority level
+        return [topic for _, topic in t.stage_topics(config, stage)]
+
     grants: list[Grant] = []
     # The HTTP API: uploads, deletions, access policies and share links, playback events, restore
     # requests, cache purges; it replays the catalog, status and tier views under its own
     # per-process groups, and reads the stages' committed offsets for its queue-size gauge.
-    grants += _topics(API, reads=(t.ACCESS, t.UPLOADS, t.ASSETS, t.STAGE_TRANSITIONS, t.TIER_TRANSITIONS),
+    # Webhooks: it registers endpoints, lists their delivery steps and replays messages.
+    grants += _topics(API, reads=(t.ACCESS, t.UPLOADS, t.ASSETS, t.STAGE_TRANSITIONS, t.TIER_TRANSITIONS,
+                                  t.WEBHOOK_ENDPOINTS, t.WEBHOOK_DELIVERIES),
                       writes=(t.UPLOADS, t.ACCESS, t.CDN_COMMANDS, t.PLAYBACK_EVENTS, t.QUALITY_SWITCHES,
-                              t.TIER_TRANSITIONS, t.dead_letter_topic(t.PLAYBACK_EVENTS),
-                              t.dead_letter_topic(t.QUALITY_SWITCHES)))
+                              t.TIER_TRANSITIONS, t.WEBHOOK_ENDPOINTS, t.WEBHOOK_DELIVERIES,
+                              t.dead_letter_topic(t.PLAYBACK_EVENTS), t.dead_letter_topic(t.QUALITY_SWITCHES)))
     grants += [Grant(API, GROUP, prefix, READ, PREFIXED)
-               for prefix in ("framelog-catalog-", "framelog-status-", "framelog-tier-view-")]
+               for prefix in ("framelog-catalog-", "framelog-status-", "framelog-tier-view-",
+                              "framelog-webhook-endpoints-", "framelog-webhook-deliveries-", "framelog-webhook-steps-")]
     grants += [Grant(API, GROUP, f"framelog-{s}", DESCRIBE) for s in stages]
-    grants += [Grant(API, TOPIC, t.pipeline_topic(s), DESCRIBE) for s in stages]
+    grants += [Grant(API, TOPIC, topic, DESCRIBE) for s in stages for topic in requests(s)]
     # The analytics sink: playback events and quality switches into ClickHouse.
     from framelog.sinks.clickhouse.runner import GROUP_ID, SOURCE_TOPICS
     grants += _topics(SINK, reads=SOURCE_TOPICS, writes=())
     grants += [Grant(SINK, GROUP, GROUP_ID, READ, PREFIXED)]     # `framelog sink analytics --group <GROUP_ID>-...`
     # The worker groups (streams/worker.py, streams/agents/).
     intake = worker_principal(INTAKE)
-    grants += _topics(intake, reads=(t.UPLOADS,), writes=(t.STAGE_TRANSITIONS, t.pipeline_topic(stages[0])))
+    grants += _topics(intake, reads=(t.UPLOADS,), writes=(t.STAGE_TRANSITIONS, *requests(stages[0])))
     grants += _faust_app(intake, INTAKE)
     for i, stage in enumerate(stages):
         p = worker_principal(stage)
-        writes = [t.STAGE_TRANSITIONS]
+        writes = [t.STAGE_TRANSITIONS, *requests(stage)]                          # its own: retries
         if i + 1 < len(stages):
-            writes.append(t.pipeline_topic(stages[i + 1]))
+            writes += requests(stages[i + 1])
         else:                              # the last stage publishes the assets and warms the edges
             writes += [t.ASSETS, t.CDN_COMMANDS]
-        grants += _topics(p, reads=(t.pipeline_topic(stage),), writes=writes + [t.pipeline_topic(stage)])  # retries
+        grants += _topics(p, reads=requests(stage), writes=writes)
         grants += _faust_app(p, stage)
     grants += _topics(worker_principal(CDN), reads=(t.CDN_COMMANDS,), writes=())
     grants += _faust_app(worker_principal(CDN), CDN)
@@ -94,6 +101,15 @@ def registry(config: Config) -> list[Grant]:
     grants += _topics(worker_principal(TIERING), reads=(t.ASSETS, t.PLAYBACK_EVENTS, t.TIER_TRANSITIONS),
                       writes=(t.TIER_TRANSITIONS,))
     grants += _faust_app(worker_principal(TIERING), TIERING)
+    # The webhooks worker (streams/webhooks.py, a plain consumer): video events in, delivery steps out;
+    # it replays the endpoint registry, the video catalog and the pending deliveries.
+    hooks = worker_principal(WEBHOOKS)
+    from framelog.streams.webhooks import GROUP_ID as WEBHOOKS_GROUP, SOURCE_TOPICS as WEBHOOK_SOURCES
+    grants += _topics(hooks, reads=(*WEBHOOK_SOURCES, t.ACCESS, t.WEBHOOK_ENDPOINTS, t.WEBHOOK_DELIVERIES),
+                      writes=(t.WEBHOOK_DELIVERIES,))
+    grants += [Grant(hooks, GROUP, WEBHOOKS_GROUP, READ)]
+    grants += [Grant(hooks, GROUP, prefix, READ, PREFIXED)
+               for prefix in ("framelog-catalog-", "framelog-webhook-endpoints-", "framelog-webhook-deliveries-")]
     return sorted(set(grants))
 
 

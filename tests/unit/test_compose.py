@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The deployment's secrets: required, so the test supplies them (and checks that without them it fails).
 KAFKA_PRINCIPALS = ("admin", "broker", "controller", "api", "sink", "worker-intake", "worker-validation",
                     "worker-transcoding", "worker-thumbnail_generation", "worker-ai_processing", "worker-optimization",
-                    "worker-cdn_upload", "worker-cdn", "worker-tiering", "worker-popularity")
+                    "worker-cdn_upload", "worker-cdn", "worker-tiering", "worker-popularity", "worker-webhooks")
 KAFKA_SECRETS = {f"FRAMELOG_KAFKA_PASSWORD_{p.upper().replace('-', '_')}": f"kafka-password-of-{p}"
                  for p in KAFKA_PRINCIPALS}
 SECRETS = {"FRAMELOG_TOKEN_SECRET": "t" * 32, "FRAMELOG_S3_SECRET_KEY": "s3-secret-for-the-test",
@@ -86,7 +86,10 @@ def test_s3_gateway_has_the_local_stacks_identities():
     keys = {"pipeline": {"access_key": SECRETS["FRAMELOG_S3_ACCESS_KEY"], "secret_key": SECRETS["FRAMELOG_S3_SECRET_KEY"]},
             "media": {"access_key": SECRETS["FRAMELOG_S3_MEDIA_ACCESS_KEY"],
                       "secret_key": SECRETS["FRAMELOG_S3_MEDIA_SECRET_KEY"]}}
-    assert json.loads(body) == s3_identities("framelog", keys)
+    from framelog.config import DEFAULT_CONFIG_PATH, load_config
+
+    s3_config = load_config(DEFAULT_CONFIG_PATH).object_storage       # the image's packaged framelog.yaml
+    assert json.loads(body) == s3_identities([s3_config.bucket, s3_config.vault_bucket], keys)
     assert "-s3.config=/data/s3.json" in script and "AWS_SECRET_ACCESS_KEY" not in s3["environment"]
 
 

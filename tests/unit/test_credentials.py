@@ -64,10 +64,10 @@ def test_s3_identities_and_their_scopes(cfg):
     assert s3_credentials(cfg) == (keys["pipeline"]["access_key"], keys["pipeline"]["secret_key"])
     media = dataclasses.replace(cfg, object_storage=dataclasses.replace(cfg.object_storage, identity="media"))
     assert s3_credentials(media)[0] == keys["media"]["access_key"] != keys["pipeline"]["access_key"]
-    doc = {i["name"]: i["actions"] for i in s3_identities("framelog", keys)["identities"]}
+    doc = {i["name"]: i["actions"] for i in s3_identities(["framelog", "framelog-vault"], keys)["identities"]}
     assert "Admin" in doc["pipeline"]
     assert not any("keys" in a or a in ("Admin", "Read", "Write") for a in doc["media"])
-    assert "Read:framelog/hls/*" in doc["media"]
+    assert "Read:framelog/hls/*" in doc["media"] and "Write:framelog-vault/hls/*" in doc["media"]
 
 
 def test_credentials_in_the_configuration_file_are_refused():
