@@ -55,6 +55,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:      # on the event loop: no engine, no thread pool to wait for
         return {"status": "ok"}
 
+    from framelog.api.protection import ApiProtection
+    app.add_middleware(ApiProtection, config=config)   # per-client limits before any route runs
     return app
 
 

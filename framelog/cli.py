@@ -127,7 +127,8 @@ def _api(args: argparse.Namespace, config: Config) -> int:
     ops = uvicorn.Server(uvicorn.Config(create_ops_app(app), host=config.auth.ops_host, port=ops_port,
                                         log_level=args.log_level, lifespan="off"))
     threading.Thread(target=ops.run, name="ops-listener", daemon=True).start()
-    uvicorn.run(app, host=args.host or config.stack.host, port=port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host or config.stack.host, port=port, log_level=args.log_level,
+                limit_concurrency=config.api_protection.max_concurrent_requests)
     ops.should_exit = True
     return 0
 

@@ -526,6 +526,15 @@ class LiveProgressConfig:
 
 
 @dataclass(frozen=True)
+class ApiProtectionConfig:
+    """Per-client limits for every API route (api/protection.py) and the process's connection ceiling."""
+    requests_per_second: float
+    burst: int
+    max_concurrent_per_client: int
+    max_concurrent_requests: int
+
+
+@dataclass(frozen=True)
 class PlaybackTrustConfig:
     """How far playback events are believed (api/event_trust.py): sessions, rate limits, proxies, body limits."""
     session_ttl: float
@@ -572,6 +581,7 @@ class Config:
     webhooks: WebhooksConfig
     live_progress: LiveProgressConfig
     playback_trust: PlaybackTrustConfig
+    api_protection: ApiProtectionConfig
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -918,6 +928,11 @@ def _live_progress(r: _Reader) -> LiveProgressConfig:
     return cfg
 
 
+def _api_protection(r: _Reader) -> ApiProtectionConfig:
+    return ApiProtectionConfig(r.float("requests_per_second", minimum=0.1), r.int("burst", minimum=1),
+                               r.int("max_concurrent_per_client", minimum=1), r.int("max_concurrent_requests", minimum=1))
+
+
 def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
     """Validate a parsed YAML tree and build the typed Config."""
     root = _Reader(data, "")
@@ -974,6 +989,7 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
         webhooks=_webhooks(root.sub("webhooks")),
         live_progress=_live_progress(root.sub("live_progress")),
         playback_trust=_playback_trust(root.sub("playback_trust")),
+        api_protection=_api_protection(root.sub("api_protection")),
         raw=data,
     )
 
