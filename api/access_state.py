@@ -34,7 +34,9 @@ from framelog.processors.cdn_routing import invalidation_paths
 from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.video_access import VideoEntry, VideoPolicy
 from framelog.streams import topics
+from framelog.cache import application_cache
 from framelog.streams.catalog import VideoCatalog
+from framelog.streams.consumer import DecodedRecord
 from framelog.streams.events import new_event
 from framelog.streams.exceptions import DeliveryError
 from framelog.streams.producer import Delivery, EventProducer
@@ -83,12 +85,17 @@ class AccessState:
         self._producer: EventProducer | None = None
         self._edge_health: Any = None
         self._tier_view: Any = None
+        # the seed's "Application Cache" (1 h): delivery plans by video, dropped when the catalog or the
+        # tier view folds an event of the video (publish, access change, deletion, tier change)
+        self.delivery_plans = application_cache(config, "delivery_plans")
 
     @property
     def catalog(self) -> VideoCatalog:
         with self._lock:
             if self._catalog is None:
-                self._catalog = VideoCatalog(self.config).start()
+                self._catalog = VideoCatalog(self.config)
+                self._catalog.on_folded(self._invalidate_plans)
+                self._catalog.start()
             return self._catalog
 
     @property
@@ -111,8 +118,14 @@ class AccessState:
         with self._lock:
             if self._tier_view is None:
                 from framelog.streams.tier_view import TierView
-                self._tier_view = TierView(self.config, producer=self._producer_locked()).start()
+                self._tier_view = TierView(self.config, producer=self._producer_locked())
+                self._tier_view.on_folded(self._invalidate_plans)
+                self._tier_view.start()
             return self._tier_view
+
+    def _invalidate_plans(self, records: list[Any]) -> None:
+        videos = {(r.value.get("video_id") or r.key) for r in records if isinstance(r, DecodedRecord)}
+        self.delivery_plans.invalidate(v for v in videos if v)
 
     def _producer_locked(self) -> EventProducer:
         if self._producer is None:

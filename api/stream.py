@@ -79,7 +79,8 @@ from framelog.api.videos import STATUS_READY_TIMEOUT, services, upload_view
 from framelog.config import Config
 from framelog.processors.access import Viewer
 from framelog.processors.cdn_routing import Route, normalize_country, rendition_playlist_path, route
-from framelog.processors.edge_signing import VIDEO_FILES, parse_object_path, signed_edge_url
+from framelog.processors.delivery_plan import DeliveryPlan, plan_for, plan_key
+from framelog.processors.edge_signing import signed_edge_url
 from framelog.processors.playback_session import PlaybackSession, issue_session, verify_session
 from framelog.processors.tokens import ExpiredTokenError, TokenError
 from framelog.processors.video_access import (AccessDecision, VideoEntry, grant_viewer, key_access,
@@ -148,42 +149,18 @@ def _urls(provider: str, video_id: str, quality: str | None, config: Config, sec
     return {"provider": provider, "stream_url": stream, "manifest_url": manifest}
 
 
-def _published(asset: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(asset.get("renditions") or [])
+def _subtitles(plan: DeliveryPlan, sign: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Published subtitle tracks: ``playlist_url`` (also named by the master playlist's EXT-X-MEDIA,
+    so hls.js finds it on its own) and ``vtt_url`` (the whole track, for a <track> element)."""
+    return [{"language": t.language, "label": t.language or "captions", "kind": "captions",
+             "playlist_url": sign(t.playlist_path) if t.playlist_path else None,
+             "vtt_url": sign(t.vtt_path) if t.vtt_path else None} for t in plan.subtitles]
 
 
-def _rendition_path(video_id: str, r: dict[str, Any]) -> str:
-    return r.get("playlist_key") or rendition_playlist_path(video_id, r["name"])
-
-
-def _download_path(asset: dict[str, Any], video_id: str) -> str | None:
-    """The published MP4's key (``AssetPublished.metadata.source_key``) if the edges serve it, else None.
-
-    Its y/m come from the upload, as the pipeline laid it out, never from the
-    clock; an MP4 published under an older layout has no edge path.
-    """
-    key = (asset.get("metadata") or {}).get("source_key")
-    try:
-        obj = parse_object_path(key) if key else None
-    except ValueError:
-        return None
-    return obj.key if obj is not None and obj.kind == VIDEO_FILES and obj.video_id == video_id else None
-
-
-def _subtitles(asset: dict[str, Any], sign: Callable[[str], str]) -> list[dict[str, Any]]:
-    """Published subtitle tracks: the captions the pipeline published (``AssetPublished.metadata``).
-
-    ``playlist_url``: the WebVTT subtitle playlist (also named by the master
-    playlist's EXT-X-MEDIA, so hls.js finds it on its own); ``vtt_url``: the
-    whole track as one WebVTT file (for a <track> element).
-    """
-    meta = asset.get("metadata") or {}
-    playlist, whole = meta.get("captions_playlist_key"), meta.get("captions_key")
-    if not playlist and not whole:
-        return []
-    language = meta.get("captions_language") or ""
-    return [{"language": language, "label": language or "captions", "kind": "captions",
-             "playlist_url": sign(playlist) if playlist else None, "vtt_url": sign(whole) if whole else None}]
+def _plan(state: AccessState, video_id: str, asset: dict[str, Any]) -> DeliveryPlan:
+    """The video's delivery plan, from the application cache (dropped when the catalog folds its events)."""
+    return state.delivery_plans.get_or_compute(plan_key(video_id, asset), lambda: plan_for(video_id, asset),
+                                               (video_id,))
 
 
 async def _emit_stream_start(request: Request, video_id: str, viewer: Viewer | None, quality: str | None,
@@ -236,8 +213,8 @@ def _rate_limited(request: Request) -> ApiError | None:
     return ApiError(429, "too many requests from this client address", {"Retry-After": retry_after(wait)})
 
 
-async def _delivery(request: Request, state: AccessState, video_id: str, quality: str | None, asset: dict[str, Any],
-                    renditions: list[dict[str, Any]], availability: dict[str, Availability], route_country: str | None,
+async def _delivery(request: Request, state: AccessState, video_id: str, quality: str | None, plan: DeliveryPlan,
+                    availability: dict[str, Availability], route_country: str | None,
                     grant_basis: str | None, viewer_bound: bool, share_expires_at: int | None) -> dict[str, Any]:
     """The signed part of an answer: edge URLs (primary and fallback), renditions, poster, key grant, expiry."""
     config = state.config
@@ -251,23 +228,21 @@ async def _delivery(request: Request, state: AccessState, video_id: str, quality
         return signed_edge_url(chosen.primary, key, config, secret=state.secret, now=now, ttl=ttl)
 
     qualities = []
-    for r in renditions:
+    for r in plan.renditions:
         a = availability.get(r["name"], Availability())
         qualities.append({"name": r["name"], "width": r.get("width"), "height": r.get("height"),
                           "bandwidth": r.get("bandwidth"), "average_bandwidth": r.get("average_bandwidth"),
                           "codecs": r.get("codecs"), "frame_rate": r.get("frame_rate"),
-                          "playlist_url": sign(_rendition_path(video_id, r)), **a.to_dict()})
+                          "playlist_url": sign(r["playlist_path"]), **a.to_dict()})
     encryption = None
-    if asset.get("key_id"):
+    if plan.encrypted:
         # the key grant lives exactly as long as the edge URLs and is renewed with them
         grant = key_grant(config, video_id, grant_basis, ttl=ttl)
         encryption = {"method": "AES-128", "key_uri": key_url(config, video_id), "grant": grant,
                       "grant_requires_viewer_token": viewer_bound}
-    mp4 = _download_path(asset, video_id)
+    mp4 = plan.download_path
     fallback["download_url"] = None if mp4 is None else signed_edge_url(
         chosen.fallback, mp4, config, secret=state.secret, now=now, ttl=ttl)
-    thumbnails = list(asset.get("thumbnails") or [])
-    poster = next((t for t in thumbnails if t.endswith("poster.jpg")), thumbnails[0] if thumbnails else None)
     return {
         "video_id": video_id,
         "quality": quality or AUTO_QUALITY,
@@ -278,10 +253,10 @@ async def _delivery(request: Request, state: AccessState, video_id: str, quality
         "cdn": {"primary": chosen.primary, "fallback": chosen.fallback, "rule": chosen.rule,
                 "failed_over": chosen.failed_over, "country": route_country, "health": health},
         "qualities": qualities,
-        "subtitles": _subtitles(asset, sign),
-        "chapters_url": sign(asset["chapters_key"]) if asset.get("chapters_key") else None,
-        "poster_url": sign(poster) if poster else None,
-        "duration_seconds": asset.get("duration_seconds"),
+        "subtitles": _subtitles(plan, sign),
+        "chapters_url": sign(plan.chapters_path) if plan.chapters_path else None,
+        "poster_url": sign(plan.poster_path) if plan.poster_path else None,
+        "duration_seconds": plan.duration_seconds,
         "encryption": encryption,
         "expires_at": int(now + ttl),
         "renewal": {"url": f"{str(request.base_url).rstrip('/')}{RENEW_PATH}",
@@ -307,9 +282,8 @@ async def get_stream(request: Request) -> JSONResponse:
         video_id = video_id_param(q.get("video_id"))
         quality = _quality_param(q.get("quality"), config)
         viewer, entry, decision = await run_in_threadpool(_resolve, state, request, video_id, q.get("share"))
-        asset = entry.asset or {}
-        renditions = _published(asset)
-        names = [r["name"] for r in renditions]
+        plan = _plan(state, video_id, entry.asset or {})
+        names = plan.names
         if quality is not None and quality not in names:
             raise ApiError(404, f"quality {quality} was not published for video {video_id}; published: {names}")
         availability = await run_in_threadpool(rendition_availability, request.app, video_id, names, quality)
@@ -327,7 +301,7 @@ async def get_stream(request: Request) -> JSONResponse:
     country = normalize_country(q.get("country")) or trusted_country
     basis = grant_viewer(viewer, decision)
     share_exp = decision.share.expires_at if decision.share is not None else None
-    body = await _delivery(request, state, video_id, quality, asset, renditions, availability, country, basis,
+    body = await _delivery(request, state, video_id, quality, plan, availability, country, basis,
                            viewer is not None, share_exp)
     start = await _emit_stream_start(request, video_id, viewer, quality, trusted_country)
     token, session = issue_session(
@@ -398,15 +372,14 @@ async def renew_stream(request: Request) -> JSONResponse:
             raise limited
         session = await _renew_session(request, state.secret)
         entry = await run_in_threadpool(_still_allowed, state, request, session)
-        asset = entry.asset or {}
-        renditions = _published(asset)
-        names = [r["name"] for r in renditions]
-        availability = await run_in_threadpool(rendition_availability, request.app, session.video_id, names, None)
+        plan = _plan(state, session.video_id, entry.asset or {})
+        availability = await run_in_threadpool(rendition_availability, request.app, session.video_id, plan.names,
+                                               None)
     except ApiError as exc:
         if exc.status == 403:
             log.info("stream renewal refused: %s", exc.message)
         return exc.response()
-    body = await _delivery(request, state, session.video_id, None, asset, renditions, availability, session.country,
+    body = await _delivery(request, state, session.video_id, None, plan, availability, session.country,
                            session.basis, parse_grant_viewer(session.basis)[0] is not None, session.share_expires_at)
     token, renewed = issue_session(session, secret=state.secret, now=time.time(),
                                    ttl=state.config.playback_trust.session_ttl)

@@ -134,3 +134,8 @@ class TaggedTtlCache(Generic[V]):
 def analytics_query_cache(config: Config) -> TaggedTtlCache[Any]:
     """The seed's "Database Cache" level (query results, 15 m): get_video_analytics answers by video."""
     return TaggedTtlCache("analytics_query", "Database Cache", level_ttl(config, "Database Cache"))
+
+
+def application_cache(config: Config, name: str) -> TaggedTtlCache[Any]:
+    """The seed's "Application Cache" level (metadata, 1 h)."""
+    return TaggedTtlCache(name, "Application Cache", level_ttl(config, "Application Cache"))

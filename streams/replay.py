@@ -64,6 +64,7 @@ class ReplayedTable:
         self._progress_cond = threading.Condition()
         self.last_error: str | None = None
         self.records = 0
+        self._listeners: list[Callable[[list[DecodedRecord | Mapping[str, Any]]], None]] = []
         self._sync_wanted = 0                   # sync() requests, served by the consuming thread
         self._sync_served = 0
         self._sync_targets: dict[tuple[str, int], int] = {}
@@ -105,12 +106,20 @@ class ReplayedTable:
 
     def apply(self, records: Iterable[DecodedRecord | Mapping[str, Any]]) -> None:
         """Fold records; used by the consuming thread and by tests."""
+        folded = []
         with self._lock:
             for r in records:
                 self._fold(r)
                 self.records += 1
+                folded.append(r)
+        for listener in self._listeners:       # after the fold: a listener reading the table sees the change
+            listener(folded)
         with self._progress_cond:
             self._progress_cond.notify_all()
+
+    def on_folded(self, listener: Callable[[list[DecodedRecord | Mapping[str, Any]]], None]) -> None:
+        """Call ``listener`` with every batch of records once folded (e.g. to invalidate a cache)."""
+        self._listeners.append(listener)
 
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``condition()`` holds (checked after every folded batch); False at the deadline."""
