@@ -19,10 +19,13 @@ from framelog.streams.acls import registry
 from framelog.streams.consumer import consumer_config
 from framelog.streams.kafka_auth import API, SINK, as_principal, client_settings, principals, worker_principal
 from framelog.streams.producer import producer_config
+from tests.integration.support import wait_for
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 10.0
+COORDINATOR_NOT_READY = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                         KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
 
 
 def _deliver(conf: dict, topic: str) -> KafkaError | None:
@@ -124,8 +127,19 @@ def test_a_worker_cannot_read_a_topic_it_does_not_consume(stack, config):
     try:
         described = consumer.list_topics(topics.PLAYBACK_EVENTS, timeout=TIMEOUT).topics[topics.PLAYBACK_EVENTS]
         assert described.error is not None and described.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
-        (tp,) = consumer.committed([TopicPartition(topics.PLAYBACK_EVENTS, 0)], timeout=TIMEOUT)
-        assert tp.error is not None and tp.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, tp.error
+
+
+        def refused() -> KafkaError | None:
+            """The offset fetch's error once the group coordinator answers (a fresh broker loads it first)."""
+            try:
+                (tp,) = consumer.committed([TopicPartition(topics.PLAYBACK_EVENTS, 0)], timeout=TIMEOUT)
+                err = tp.error
+            except KafkaException as exc:
+                err = exc.args[0]
+            return None if err is None or err.code() in COORDINATOR_NOT_READY else err
+
+        err = wait_for(refused, "the offset fetch's answer", timeout=30, step=0.5)
+        assert err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
         own = consumer.list_topics(topics.UPLOADS, timeout=TIMEOUT).topics[topics.UPLOADS]
         assert own.error is None                      # its own source stays readable
     finally:
@@ -135,7 +149,15 @@ def test_a_worker_cannot_read_a_topic_it_does_not_consume(stack, config):
 def test_sink_reads_its_topics_in_its_group(stack, config):
     consumer = Consumer(consumer_config(as_principal(config, SINK), SINK_GROUP, log_level=0))
     try:
-        committed = consumer.committed([TopicPartition(topics.PLAYBACK_EVENTS, 0)], timeout=TIMEOUT)
+        def answered() -> list | None:
+            try:
+                return consumer.committed([TopicPartition(topics.PLAYBACK_EVENTS, 0)], timeout=TIMEOUT)
+            except KafkaException as exc:          # a fresh broker loads the group coordinator first
+                if exc.args[0].code() in COORDINATOR_NOT_READY:
+                    return None
+                raise
+
+        committed = wait_for(answered, "the sink's committed offsets", timeout=30, step=0.5)
         assert committed[0].error is None
         low, high = consumer.get_watermark_offsets(TopicPartition(topics.PLAYBACK_EVENTS, 0), timeout=TIMEOUT)
         assert 0 <= low <= high
