@@ -15,7 +15,7 @@ from framelog.config import load_config
 from framelog.ids import new_video_id
 from framelog.processors.edge_signing import signed_edge_url
 from framelog.processors.tokens import load_or_create_secret
-from framelog.s3 import s3_client
+from framelog.s3 import s3_client, s3_credentials
 from framelog.stack.process import wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,9 @@ def test_foreground_edge_renders_its_config_and_serves_from_the_origin(stack, co
     env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(tmp_path / "overlay.yaml"),
            "FRAMELOG_STATE_DIR": str(tmp_path / "state"),
            # the stack's secret, so the origin policy it (re)writes keeps the running edges' Referer token
-           "FRAMELOG_TOKEN_SECRET": load_or_create_secret(config).decode()}
+           "FRAMELOG_TOKEN_SECRET": load_or_create_secret(config).decode(),
+           # and the stack's S3 identity, as compose hands it over (a fresh state dir would make keys of its own)
+           **dict(zip(("FRAMELOG_S3_ACCESS_KEY", "FRAMELOG_S3_SECRET_KEY"), s3_credentials(config)))}
     edge_config = load_config(overlay=tmp_path / "overlay.yaml")
     key = f"hls/{new_video_id()}/master.m3u8"
     s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
