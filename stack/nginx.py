@@ -43,6 +43,7 @@ request ids) never reach a viewer.
 """
 from __future__ import annotations
 
+import abc
 import grp
 import json
 import os
@@ -393,7 +394,7 @@ def render_shield_config(config: Config, directory: Path, *, secret: bytes,
 """
 
 
-class NginxCache(Component):
+class NginxCache(Component, abc.ABC):
     """One nginx cache process (an edge or the shield): its own config, cache, access log under the state dir."""
 
     port: int
@@ -418,8 +419,9 @@ class NginxCache(Component):
             return None
         return pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
 
+    @abc.abstractmethod
     def _render_with(self, secret: bytes) -> str:
-        raise NotImplementedError
+        """This cache's nginx.conf, signed paths checked with ``secret`` (an edge's or the shield's)."""
 
     def _render(self) -> str:
         from framelog.processors.tokens import load_or_create_secret
