@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, TopicPartition
 
 from framelog.config import Config
+from framelog.streams.admin import admin_client
 from framelog.stack.process import Component, wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams.consumer import DecodedRecord, consumer_config
@@ -40,6 +41,17 @@ def log_ends(config: Config, names: tuple[str, ...], timeout: float = 10.0) -> d
                 for name in names for p in consumer.list_topics(name, timeout=timeout).topics[name].partitions}
     finally:
         consumer.close()
+
+
+def skip_backlog(config: Config, group_id: str, names: tuple[str, ...]) -> None:
+    """Commit ``group_id`` at the current end of ``names``: what earlier tests left queued is not its work.
+
+    For a test that needs a stage's slots to itself (the group must have no running member).
+    """
+    ends = log_ends(config, names)
+    admin = admin_client(config)
+    request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p, end) for (t, p), end in ends.items()])
+    admin.alter_consumer_group_offsets([request])[group_id].result(timeout=30)
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float, step: float = 0.05) -> Any:

@@ -18,7 +18,7 @@ import pytest
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from framelog.streams.uploader import upload_file
-from tests.integration.support import StageWorker, overlay_file, running, wait_for
+from tests.integration.support import StageWorker, overlay_file, running, skip_backlog, wait_for
 from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
 from tests.media import clips
 
@@ -59,6 +59,9 @@ exec {shutil.which('ffprobe')} "$@"
                            {"retry_backoff_initial": "1s", "kill_grace": GRACE})
     env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay), "FRAMELOG_FFPROBE": str(fake),
            "TMPDIR": str(scratch)}
+    # uploads earlier tests left queued would each hang for two timeouts ahead of this test's own
+    skip_backlog(config, "framelog-intake", (topics.UPLOADS,))
+    skip_backlog(config, f"framelog-{STAGE}", tuple(t for _, t in topics.stage_topics(config, STAGE)))
     flag.touch()
     with running(StageWorker(config, env, STAGE), timeout=180):
         yield flag, pids, scratch
