@@ -98,7 +98,7 @@ class Probe:
         lock = threading.Lock()
 
         def send() -> None:
-            with httpx.Client(timeout=30) as c:
+            with httpx.Client(timeout=30, headers=producer_headers()) as c:     # a trusted server-side producer
                 while not self.stop.is_set():
                     now = time.time()
                     event = {"type": "view_start", "event_id": str(uuid.uuid4()), "session_id": f"s-{uuid.uuid4().hex}",
@@ -140,6 +140,14 @@ class Probe:
         sender.join(timeout=30)
         if seen < len(sent):
             self.errors.append(f"{len(sent) - seen} views not visible 30 s after the end")
+
+
+def producer_headers() -> dict[str, str]:
+    """A server-side event producer's token (events:write): it posts without a playback session."""
+    from framelog.credentials import bearer, local_token
+    from framelog.processors.identity import EVENTS_WRITE
+
+    return bearer(local_token(get_config(), "bench-producer", [EVENTS_WRITE]))
 
 
 def analyst_headers() -> dict[str, str]:
