@@ -44,6 +44,11 @@ def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
     return supervise(config, wanted)
 
 
+# groups whose S3 work is renditions and thumbnails at most (tiering moves them; the others touch no
+# object): they run as the narrow "media" identity, which cannot read keys/
+NARROW_S3_GROUPS = frozenset({TIERING, CDN, POPULARITY, WEBHOOKS})
+
+
 def run_group(config: Config, group: str) -> int:
     """Build the Faust app of one consumer group and run it until stopped."""
     from faust.worker import Worker
@@ -57,7 +62,7 @@ def run_group(config: Config, group: str) -> int:
     from framelog.streams.kafka_auth import as_principal, worker_principal
 
     config = as_principal(config, worker_principal(group))   # this group's own Kafka principal (streams/acls.py)
-    if group == TIERING:                                      # moves renditions only: no access to keys/
+    if group in NARROW_S3_GROUPS:                             # no access to keys/: they do not need it
         config = dataclasses.replace(config, object_storage=dataclasses.replace(config.object_storage,
                                                                                 identity="media"))
     configure_logging(group)
