@@ -102,13 +102,14 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
     with pytest.raises(ReprocessError, match="staging is discarded"):
         reprocess(config, video_id, "thumbnail_generation")
     first_jobs = {t["job_id"] for t in recorder.of(video_id, "StageTransition")}
+    publications = len(recorder.of(video_id, "AssetPublished"))    # a redelivered request re-announces: >= 1
     job_id = reprocess(config, video_id)
     assert job_id not in first_jobs
     recorder.wait(video_id, "StageTransition",
                   lambda t: t["job_id"] == job_id and t["stage"] == "cdn_upload" and t["state"] == "succeeded", 300)
     ran = {t["stage"] for t in recorder.of(video_id, "StageTransition") if t["job_id"] == job_id}
     assert ran == set(config.pipeline.stage_names)
-    wait_for(lambda: len(recorder.of(video_id, "AssetPublished")) == 2, "the second publication", 60)
+    wait_for(lambda: len(recorder.of(video_id, "AssetPublished")) > publications, "the reprocessed publication", 60)
     wait_for(lambda: not staging_left(), "the staging of the second job to be discarded", 60)
 
 
