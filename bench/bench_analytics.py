@@ -56,7 +56,7 @@ from pathlib import Path
 import fastavro
 from confluent_kafka import Consumer
 
-from framelog.config import Config, get_config
+from framelog.core.config import Config, get_config
 from framelog.schemas import raw_schema
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.queries import get_video_analytics
@@ -64,7 +64,7 @@ from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
 from framelog.sinks.clickhouse.sink import DEFAULT_TABLES
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
 from framelog.streams.admin import create_topics
-from framelog.streams.codec import HEADER_LEN, MILLIS, AvroCodec
+from framelog.schemas.codec import HEADER_LEN, MILLIS, AvroCodec
 from framelog.streams.consumer import consumer_config
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec

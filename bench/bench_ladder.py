@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from framelog.config import load_config
+from framelog.core.config import load_config
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import package_hls
 from framelog.processors.media.ladder import plan_ladder

@@ -26,10 +26,10 @@ from pathlib import Path
 import fastavro
 from confluent_kafka import Consumer, Producer
 
-from framelog.config import get_config
+from framelog.core.config import get_config
 from framelog.schemas import raw_schema
 from framelog.streams.admin import create_topics
-from framelog.streams.codec import MILLIS, AvroCodec
+from framelog.schemas.codec import MILLIS, AvroCodec
 from framelog.streams.consumer import EventConsumer
 from framelog.streams.producer import EventProducer, producer_config
 from framelog.streams.consumer import consumer_config

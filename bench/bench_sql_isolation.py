@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from framelog.config import get_config
+from framelog.core.config import get_config
 from framelog.stack.services import ApiService
 
 LONG = ("SELECT count() FROM (SELECT arrayJoin(range(100000)) AS a) AS l "
@@ -144,7 +144,7 @@ class Probe:
 
 def producer_headers() -> dict[str, str]:
     """A server-side event producer's token (events:write): it posts without a playback session."""
-    from framelog.credentials import bearer, local_token
+    from framelog.clients.credentials import bearer, local_token
     from framelog.processors.identity import EVENTS_WRITE
 
     return bearer(local_token(get_config(), "bench-producer", [EVENTS_WRITE]))
@@ -152,7 +152,7 @@ def producer_headers() -> dict[str, str]:
 
 def analyst_headers() -> dict[str, str]:
     """An analyst's token (analytics:read): FRAMELOG_TOKEN, else minted from the local keyring."""
-    from framelog.credentials import bearer, local_token
+    from framelog.clients.credentials import bearer, local_token
     from framelog.processors.identity import ANALYTICS_READ
 
     return bearer(local_token(get_config(), "bench-analyst", [ANALYTICS_READ]))

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from framelog.config import Config, get_config
+from framelog.core.config import Config, get_config
 
 
 @pytest.fixture(scope="session")

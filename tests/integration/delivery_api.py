@@ -16,11 +16,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from framelog.api import access, deletion, events, keys, stream, videos
-from framelog.config import Config
+from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from tests.integration.support import wait_for
 

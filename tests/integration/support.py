@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, TopicPartition
 
-from framelog.config import Config
+from framelog.core.config import Config
 from framelog.streams.admin import admin_client
 from framelog.stack.process import Component, wait_until
 from framelog.stack.services import WorkerService
@@ -135,7 +135,7 @@ def overlay_file(config: Config, directory: Path, stage: str, stage_settings: Ma
 
     import yaml
 
-    from framelog.config import merge_overlay
+    from framelog.core.config import merge_overlay
 
     stages = [dict(s, **(stage_settings if s["name"] == stage else {}))
               for s in config.raw["processing_pipeline"]["stages"]]

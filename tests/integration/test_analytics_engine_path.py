@@ -16,14 +16,14 @@ import uuid
 
 import pytest
 
-from framelog.config import load_config
+from framelog.core.config import load_config
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.migrations import apply_migrations
 from framelog.sinks.clickhouse.sink import PLAYBACK_EVENTS_TABLE, ClickHouseSink
 from framelog.streams.admin import create_topics
-from framelog.streams.codec import MILLIS, AvroCodec
+from framelog.schemas.codec import MILLIS, AvroCodec
 from framelog.streams.consumer import EventConsumer
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec
 

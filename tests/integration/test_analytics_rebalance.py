@@ -21,8 +21,8 @@ from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
 from framelog.sinks.clickhouse.sink import DEFAULT_TABLES
 from framelog.streams.admin import create_topics
-from framelog.streams.codec import MILLIS, AvroCodec
-from framelog.streams.events import new_event
+from framelog.schemas.codec import MILLIS, AvroCodec
+from framelog.schemas.events import new_event
 from framelog.streams.lag import group_position
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH
+from framelog.core.config import DEFAULT_CONFIG_PATH
 from framelog.sinks.clickhouse.runner import GROUP_ID
 from framelog.stack.process import wait_until
 from framelog.streams import topics
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.lag import group_position
 from framelog.streams.producer import EventProducer
 
@@ -35,7 +35,7 @@ VIDEOS = 6
 
 
 def _sink(env: dict[str, str], group: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "framelog.cli", "sink", "analytics", "--group", group],
+    return subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "sink", "analytics", "--group", group],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -90,7 +90,7 @@ def test_sink_killed_mid_batch_counts_every_event_once(stack, config, tmp_path):
 
     check = subprocess.run([sys.executable, "-c", f"""
 import json
-from framelog.config import get_config
+from framelog.core.config import get_config
 from framelog.sinks.clickhouse.client import connect
 c = connect(get_config())
 ids = {json.dumps(videos)}

@@ -18,15 +18,15 @@ import uuid
 import httpx
 import pytest
 
-from framelog.ids import validate_video_id
-from framelog.jobs.tombstones import is_deleted, video_prefixes
+from framelog.core.ids import validate_video_id
+from framelog.pipeline.jobs.tombstones import is_deleted, video_prefixes
 from framelog.processors.identity import Keyring, mint_token
 from framelog.sinks.object_store import ObjectStore
 from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
-from framelog.upload_client import upload_resumable
+from framelog.clients.upload import upload_resumable
 from tests.integration.support import TopicRecorder, running, wait_for
 from tests.media import clips
 
@@ -146,7 +146,7 @@ def test_analytics_of_a_deleted_video_stay(api, worker, owner, owner_token, conf
     after = _analytics(api, vid, owner)
     assert {k: after[k] for k in ("total_views", "likes", "total_watch_time", "events")} == \
         {k: before[k] for k in ("total_views", "likes", "total_watch_time", "events")}
-    out = subprocess.run([sys.executable, "-m", "framelog.cli", "sql", "--json", "--param", f"v={vid}",
+    out = subprocess.run([sys.executable, "-m", "framelog.cli.main", "sql", "--json", "--param", f"v={vid}",
                           "SELECT count() FROM playback_events WHERE video_id = {v:String}"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -20,11 +20,11 @@ from fastapi.testclient import TestClient
 from framelog.api.upload_protocol import encode_upload_metadata
 from framelog.processors.edge_signing import edge_signature
 from framelog.processors.tokens import issue_share_token, load_or_create_secret, sign_playback
-from framelog.jobs.tombstones import video_prefixes
+from framelog.pipeline.jobs.tombstones import video_prefixes
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
-from framelog.streams.catalog import VideoCatalog
-from framelog.streams.events import new_event
+from framelog.views.catalog import VideoCatalog
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from tests.integration.delivery_api import (KEY, bearer, key_with, make_app, published, stream_of, upload,
                                             viewer_tokens)

@@ -29,9 +29,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from framelog.analytics_client import AnalyticsClient
+from framelog.clients.analytics import AnalyticsClient
 from framelog.api import events as ev
-from framelog.credentials import bearer
+from framelog.clients.credentials import bearer
 from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.streams.admin import create_topics
 from framelog.streams.consumer import DecodedRecord, EventConsumer

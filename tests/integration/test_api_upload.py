@@ -26,16 +26,16 @@ from fastapi.testclient import TestClient
 
 from framelog.api import videos
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE
-from framelog.config import Config
+from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
-from framelog.s3 import s3_client
+from framelog.sinks.s3 import s3_client
 from framelog.streams import topics
-from framelog.streams.codec import AvroCodec
-from framelog.streams.events import new_event
+from framelog.schemas.codec import AvroCodec
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
-from framelog.streams.status import StatusFold, StatusTable
-from framelog.streams.uploader import object_sha256, raw_object_key
-from framelog.upload_client import ResumableUploader, upload_resumable
+from framelog.views.status import StatusFold, StatusTable
+from framelog.sinks.uploads import object_sha256, raw_object_key
+from framelog.clients.upload import ResumableUploader, upload_resumable
 from tests.integration.support import wait_for
 
 DEADLINE = 90.0
@@ -223,7 +223,7 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
 
 @pytest.mark.integration
 def test_cli_upload_prints_the_video_id(stack, config, tmp_path, capsys):
-    from framelog.cli import main
+    from framelog.cli.main import main
 
     src = tmp_path / "small.mov"
     expected = random_file(src, 6 * MIB + 123)        # one 5+ MiB chunk would not do: 8 MiB, then the tail
@@ -364,7 +364,7 @@ def test_status_endpoint_follows_transitions_and_survives_replay(client, config,
         assert replayed.get(vid) == v
 
     # and the command line reads it the same way
-    from framelog.cli import main
+    from framelog.cli.main import main
     assert main(["status", vid]) == 0
     out = capsys.readouterr().out
     assert "failed" in out and "invalid_media" in out and "no video stream" in out

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from framelog.api.access_state import access_state
 from framelog.streams import topics
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from tests.integration.delivery_api import make_app, published, stream_of, viewer_tokens
 from tests.integration.support import wait_for

@@ -13,7 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from framelog import browser
+from framelog.demo import browser
 from framelog.processors.media import captions
 from framelog.processors.media.hls import media_start_pts, package_hls, write_master, write_subtitle_track
 from tests.media import clips

@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from framelog.config import load_config
-from framelog.exceptions import InvalidIdError
+from framelog.core.config import load_config
+from framelog.core.errors import InvalidIdError
 from framelog.sinks.clickhouse.client import connect, connect_readonly
 from framelog.sinks.clickhouse.migrations import Migration, MigrationError, apply_migrations, load_migrations
 from framelog.sinks.clickhouse.queries import (AnalyticsQueryError, UnsafeSqlError, get_video_analytics,

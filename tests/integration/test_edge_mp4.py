@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from framelog.edge_cache import edge_caches, shield_cache
+from framelog.sinks.edges.cache_commands import edge_caches, shield_cache
 from framelog.processors import cache_control as cc
 from framelog.processors.cdn_routing import default_invalidation_paths
 from framelog.processors.edge_signing import edge_signature

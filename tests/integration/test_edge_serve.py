@@ -11,11 +11,11 @@ import urllib.request
 import pytest
 import yaml
 
-from framelog.config import load_config
-from framelog.ids import new_video_id
+from framelog.core.config import load_config
+from framelog.core.ids import new_video_id
 from framelog.processors.edge_signing import signed_edge_url
 from framelog.processors.tokens import load_or_create_secret
-from framelog.s3 import s3_client, s3_credentials
+from framelog.sinks.s3 import s3_client, s3_credentials
 from framelog.stack.process import wait_until
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def test_foreground_edge_renders_its_config_and_serves_from_the_origin(stack, co
     s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
                                  ContentType="application/vnd.apple.mpegurl")
     url = signed_edge_url("primary_cdn", key, edge_config, secret=load_or_create_secret(config), now=time.time())
-    proc = subprocess.Popen([sys.executable, "-m", "framelog.cli", "edge", "serve", "--provider", "primary_cdn",
+    proc = subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "edge", "serve", "--provider", "primary_cdn",
                              "--listen", config.stack.host], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from framelog.s3 import s3_client
+from framelog.sinks.s3 import s3_client
 from framelog.streams.admin import admin_client
 from framelog.streams.topics import all_topics
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import uvicorn
 
-from framelog.live_cli import sse_events
+from framelog.cli.live import sse_events
 from framelog.processors.identity import Keyring, mint_token
 from framelog.streams import topics
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from tests.integration.support import wait_for
 from tests.integration.webhook_receiver import make_app, webhook_overlay
@@ -38,7 +38,7 @@ def live(stack, config, tmp_path_factory):
     """(base URL, config, overlay) of an API with fast heartbeats."""
     overlay, cfg = webhook_overlay(config, tmp_path_factory.mktemp("live"))
     overlay.write_text(overlay.read_text() + "live_progress:\n  heartbeat_interval: 200ms\n  max_stream_duration: 5m\n")
-    from framelog.config import load_config
+    from framelog.core.config import load_config
     cfg = load_config(overlay=overlay)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,7 +138,7 @@ def test_cli_status_follow_shows_the_stages_and_exits_on_failure(live):
     write = Transitions(cfg, vid, owner)
     first, second, *_ = cfg.pipeline.stage_names
     env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay), "COLUMNS": "120"}
-    proc = subprocess.Popen([sys.executable, "-m", "framelog.cli", "status", vid, "--follow", "--api", base],
+    proc = subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "status", vid, "--follow", "--api", base],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     write(first, "queued")
     write(first, "succeeded")
@@ -152,7 +152,7 @@ def test_cli_status_follow_shows_the_stages_and_exits_on_failure(live):
 def test_version_and_sql_formats(live):
     _, cfg, overlay = live
     env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay)}
-    out = subprocess.run([sys.executable, "-m", "framelog.cli", "--version"], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "framelog.cli.main", "--version"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("framelog ")
 
 
@@ -164,7 +164,7 @@ def test_upload_wait_follows_the_real_pipeline(stack, config, tmp_path):
 
     clip = clips.video(tmp_path / "wait.mp4", duration=4)
     with running(ApiService(config), 120) as api, running(WorkerService(config), 300):
-        out = subprocess.run([sys.executable, "-m", "framelog.cli", "upload", str(clip), "--wait", "--api",
+        out = subprocess.run([sys.executable, "-m", "framelog.cli.main", "upload", str(clip), "--wait", "--api",
                               api.address], env={**os.environ, "COLUMNS": "120"}, capture_output=True, text=True,
                              timeout=420)
         assert out.returncode == 0, out.stderr[-2000:]

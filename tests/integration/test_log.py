@@ -14,9 +14,9 @@ from typing import Callable
 import pytest
 
 from framelog.streams.admin import admin_client, create_topics, delete_topics
-from framelog.streams.codec import AvroCodec
+from framelog.schemas.codec import AvroCodec
 from framelog.streams.consumer import DecodedRecord, EventConsumer
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec, dead_letter_topic
 

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from framelog.edge_cache import cached_keys, shield_cache
-from framelog.ids import new_video_id
+from framelog.sinks.edges.cache_commands import cached_keys, shield_cache
+from framelog.core.ids import new_video_id
 from framelog.processors.edge_signing import origin_token
 from framelog.stack.nginx import SHIELD_NAME, shield_address, shield_dir, shield_ttl
 from framelog.stack.process import wait_until

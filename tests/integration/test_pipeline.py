@@ -17,17 +17,17 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from framelog.ids import new_video_id
+from framelog.core.ids import new_video_id
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import write_local_playlist
 from framelog.sinks.object_store import ObjectStore
 from framelog.stack.process import wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
-from framelog.streams.codec import AvroCodec
+from framelog.schemas.codec import AvroCodec
 from framelog.streams.consumer import consumer_config
-from framelog.streams.status import StatusTable
-from framelog.streams.uploader import announce_upload, raw_object_key, upload_file
+from framelog.views.status import StatusTable
+from framelog.sinks.uploads import announce_upload, raw_object_key, upload_file
 from tests.integration.support import running
 from tests.media import clips
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from framelog.streams import topics
-from framelog.streams.uploader import upload_file
+from framelog.sinks.uploads import upload_file
 from tests.integration.test_pipeline import (PIPELINE_TIMEOUT, _done, _process, read_topic, status, store,  # noqa: F401
                                              worker)
 from tests.media import clips
@@ -79,8 +79,8 @@ def test_pipeline_metrics_after_the_transcodes(config, worker, status, tmp_path)
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    from framelog.streams.agents.metrics import QueueSizeCollector
-    from framelog.streams.worker import groups
+    from framelog.pipeline.agents.metrics import QueueSizeCollector
+    from framelog.pipeline.worker import groups
 
     port = config.stack.worker_metrics_port + groups(config).index(STAGE)
     text = httpx.get(f"http://{config.stack.host}:{port}/metrics", timeout=10).text

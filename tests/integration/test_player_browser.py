@@ -18,17 +18,17 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from framelog.config import get_config
-from framelog.ids import validate_video_id
+from framelog.core.config import get_config
+from framelog.core.ids import validate_video_id
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.cdn_routing import edge_base_url
 from framelog.processors.identity import Keyring, mint_token
 from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
-from framelog.upload_client import upload_resumable
-from framelog.browser import Browser, missing_requirements
+from framelog.clients.upload import upload_resumable
+from framelog.demo.browser import Browser, missing_requirements
 from tests.integration.support import running, wait_for
 from tests.media import clips
 

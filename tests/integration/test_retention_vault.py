@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from framelog.ids import new_video_id
+from framelog.core.ids import new_video_id
 from framelog.sinks.object_store import ObjectStore, vault_store
 from framelog.sinks.tier_mover import TierMover
 

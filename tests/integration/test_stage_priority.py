@@ -15,7 +15,7 @@ import pytest
 
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
-from framelog.streams.uploader import upload_file
+from framelog.sinks.uploads import upload_file
 from tests.integration.support import StageWorker, overlay_file, running
 from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
 from tests.media import clips
@@ -75,7 +75,7 @@ def test_high_priority_upload_queued_last_starts_first(config, slow_worker, stat
 
 
 def test_queue_size_metric_has_a_series_per_priority(config, stack):
-    from framelog.streams.agents.metrics import QueueSizeCollector
+    from framelog.pipeline.agents.metrics import QueueSizeCollector
 
     samples = [m for f in QueueSizeCollector(config).collect() for m in f.samples]
     assert {(m.labels["priority"], m.labels["stage"]) for m in samples} == {
@@ -87,7 +87,7 @@ def test_the_api_takes_the_priority_from_the_request_or_the_workspace(config, st
     import dataclasses
 
     from framelog.processors.identity import Keyring, mint_token
-    from framelog.upload_client import ResumableUploader, UploadError
+    from framelog.clients.upload import ResumableUploader, UploadError
     from tests.integration.test_api_upload import LiveApi, upload_records
 
     cfg = dataclasses.replace(config, priorities=dataclasses.replace(config.priorities,

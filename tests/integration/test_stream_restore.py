@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from framelog.config import Config
+from framelog.core.config import Config
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer

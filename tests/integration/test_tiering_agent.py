@@ -12,15 +12,15 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from framelog.config import Config
-from framelog.ids import new_video_id
+from framelog.core.config import Config
+from framelog.core.ids import new_video_id
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
-from framelog.streams.tier_view import ARCHIVED, AVAILABLE, RESTORING, TierView
+from framelog.views.tier_view import ARCHIVED, AVAILABLE, RESTORING, TierView
 from tests.integration import support
 from tests.integration.tiering_worker import AGE_SECONDS, RESTORE_DELAY, play, tcfg, worker  # noqa: F401
 

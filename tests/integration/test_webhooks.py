@@ -20,9 +20,9 @@ from standardwebhooks import Webhook
 
 from framelog.processors.identity import Keyring, mint_token
 from framelog.streams import topics
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
-from framelog.streams.webhooks import GROUP_ID
+from framelog.pipeline.webhooks import GROUP_ID
 from tests.integration.support import TopicRecorder, wait_for
 from tests.integration.webhook_receiver import (Receiver, WebhookWorkerProcess, group_members, make_app,
                                                 webhook_overlay)

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import yaml
 
-from framelog.config import Config, load_config
+from framelog.core.config import Config, load_config
 from framelog.streams import topics
 from framelog.streams.admin import admin_client, create_topics
-from framelog.streams.events import new_event
+from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
-from framelog.streams.worker import TIERING, groups
+from framelog.pipeline.worker import TIERING, groups
 from tests.integration.support import wait_for
 
 AGE_SECONDS = 3.0            # "Low usage" after this many seconds instead of 90 days
@@ -67,7 +67,7 @@ class TieringWorker:
     def start(self) -> None:
         env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(self.overlay)}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "framelog.cli", "worker", "--stage", TIERING],
+            self.proc = subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "worker", "--stage", TIERING],
                                          env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def kill9(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import yaml
 
-from framelog.config import Config, load_config, merge_overlay
+from framelog.core.config import Config, load_config, merge_overlay
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class WebhookWorkerProcess:
     def start(self) -> None:
         env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(self.overlay)}
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "framelog.cli", "--state-dir",
+        self.proc = subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "--state-dir",
                                       str(self.config.stack.state_dir), "worker", "--stage", "webhooks"],
                                      env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()

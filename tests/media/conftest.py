@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from framelog.config import load_config
+from framelog.core.config import load_config
 
 from . import clips
 

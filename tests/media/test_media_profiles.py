@@ -1,7 +1,7 @@
 """An operator's overlay on transcoding_profiles / hls_config changes what ffmpeg produces."""
 import subprocess
 
-from framelog.config import load_config
+from framelog.core.config import load_config
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import PLAYLIST_NAME, package_hls
 

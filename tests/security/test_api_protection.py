@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from framelog.api.protection import ApiProtection
-from framelog.config import get_config
+from framelog.core.config import get_config
 from framelog.stack.services import ApiService
 from tests.integration.support import running
 

@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 from framelog.api import auth as auth_routes
 from framelog.api import videos
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE, encode_upload_metadata
-from framelog.config import Config
+from framelog.core.config import Config
 from framelog.processors.identity import ANALYTICS_READ, OPS, VIDEOS_WRITE, Keyring, mint_token
 from framelog.stack.services import ApiService
 from tests.integration.support import running

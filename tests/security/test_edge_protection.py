@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from framelog.edge_cache import EdgeCache
-from framelog.ids import new_video_id
+from framelog.sinks.edges.cache_commands import EdgeCache
+from framelog.core.ids import new_video_id
 from framelog.processors.cdn_routing import edge_base_url
 from framelog.processors.edge_signing import signed_edge_url
-from framelog.s3 import s3_client
+from framelog.sinks.s3 import s3_client
 from framelog.stack.nginx import access_log_path, shield_dir
 from framelog.stack.process import wait_until
 from tests.integration.test_edges import put_fake_video, secret  # noqa: F401 - secret is a fixture

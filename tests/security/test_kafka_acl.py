@@ -12,7 +12,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from framelog.service_credentials import kafka_credentials_path
+from framelog.core.service_credentials import kafka_credentials_path
 from framelog.sinks.clickhouse.runner import GROUP_ID as SINK_GROUP
 from framelog.streams import topics
 from framelog.streams.acls import registry

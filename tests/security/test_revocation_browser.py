@@ -21,12 +21,12 @@ import httpx
 import pytest
 import yaml
 
-from framelog.browser import Browser, missing_requirements
-from framelog.config import Config, load_config, merge_overlay
-from framelog.credentials import bearer
+from framelog.demo.browser import Browser, missing_requirements
+from framelog.core.config import Config, load_config, merge_overlay
+from framelog.clients.credentials import bearer
 from framelog.processors.identity import VIDEOS_WRITE, Keyring, mint_token
 from framelog.stack.services import ApiService, WorkerService
-from framelog.upload_client import upload_resumable
+from framelog.clients.upload import upload_resumable
 from tests.integration.support import running, wait_for
 from tests.media import clips
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from framelog.config import get_config
+from framelog.core.config import get_config
 from framelog.processors.identity import ANALYTICS_READ, Keyring, mint_token
 from framelog.stack.services import ApiService
 from tests.integration.support import running, wait_for

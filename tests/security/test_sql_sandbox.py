@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from framelog.config import load_config
+from framelog.core.config import load_config
 from framelog.sinks.clickhouse.client import analyst_settings, client_is_embedded, connect, connect_readonly
 from framelog.sinks.clickhouse.migrations import analytics_tables, apply_migrations
 from framelog.sinks.clickhouse.queries import run_readonly_sql

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from framelog.config import DEFAULT_CONFIG_PATH
-from framelog.service_credentials import s3_credentials_path
-from framelog.ids import new_video_id
-from framelog.s3 import s3_client
+from framelog.core.config import DEFAULT_CONFIG_PATH
+from framelog.core.service_credentials import s3_credentials_path
+from framelog.core.ids import new_video_id
+from framelog.sinks.s3 import s3_client
 
 pytestmark = pytest.mark.integration
 

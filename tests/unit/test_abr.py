@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH, build_config, load_config
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
 from framelog.processors.abr import (
     AUTO, REASON_BANDWIDTH, REASON_LOW_BUFFER, REASON_MANUAL, REASON_STARTUP, AdaptiveBitrateController, QualityDecision,
     average_bandwidth, decide_quality, fitting_quality, js_constants, lower_quality, reference_cases,
@@ -168,7 +168,7 @@ def test_manual_choice_before_any_adjust(cfg):
 
 def test_reasons_are_symbols_of_the_quality_switch_schema():
     import pathlib
-    schema = json.loads((pathlib.Path(__file__).parents[2] / "schemas" / "QualitySwitch.avsc").read_text())
+    schema = json.loads((pathlib.Path(__file__).parents[2] / "src" / "framelog" / "schemas" / "QualitySwitch.avsc").read_text())
     reason = next(f for f in schema["fields"] if f["name"] == "reason")["type"]
     assert {REASON_BANDWIDTH, REASON_LOW_BUFFER, REASON_MANUAL, REASON_STARTUP} <= set(reason["symbols"])
 

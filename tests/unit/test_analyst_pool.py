@@ -4,7 +4,7 @@ import dataclasses
 import threading
 
 from framelog.api.analyst_pool import AnalystPool
-from framelog.config import load_config
+from framelog.core.config import load_config
 
 
 class FakeSession:

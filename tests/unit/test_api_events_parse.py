@@ -14,10 +14,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from framelog.analytics_client import AnalyticsClient
+from framelog.clients.analytics import AnalyticsClient
 from framelog.api import events as ev
 from framelog.api.events import EventError, IngestSettings, RequestError
-from framelog.credentials import bearer
+from framelog.clients.credentials import bearer
 from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.schemas import current_version
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from framelog.cache import TaggedTtlCache, analytics_query_cache, level_ttl
-from framelog.config import get_config
+from framelog.core.cache import TaggedTtlCache, analytics_query_cache, level_ttl
+from framelog.core.config import get_config
 
 
 class Clock:

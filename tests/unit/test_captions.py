@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from framelog.processors.media import captions
-from framelog.config import CaptionsConfig
+from framelog.core.config import CaptionsConfig
 from framelog.processors.media.captions import Cue, Word
 from framelog.processors.media.hls import Rendition, SubtitleTrack, master_playlist_text
 

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH, build_config, load_config
-from framelog.exceptions import InvalidIdError
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
+from framelog.core.errors import InvalidIdError
 from framelog.processors.cdn_routing import (
     Route, UnknownProviderError, adaptive_urls, default_invalidation_paths, edge_base_url, edge_url,
     hls_file_path, invalidation_paths, master_playlist_path, normalize_country, rendition_playlist_path,

@@ -8,8 +8,8 @@ import fastavro
 
 from framelog.schemas import raw_schema
 from framelog.sinks.clickhouse.avro_blocks import AvroBlockWriter, zigzag_varint
-from framelog.streams.codec import MILLIS, AvroCodec
-from framelog.streams.events import FIELD_RULES, new_event
+from framelog.schemas.codec import MILLIS, AvroCodec
+from framelog.schemas.events import FIELD_RULES, new_event
 
 CODEC = AvroCodec(timestamps=MILLIS)
 DATETIME_CODEC = AvroCodec()

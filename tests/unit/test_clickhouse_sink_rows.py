@@ -63,7 +63,7 @@ def _avro_roundtrip(name, record):
     import fastavro
     import pytest
 
-    path = Path(__file__).resolve().parents[2] / "schemas" / f"{name}.avsc"
+    path = Path(__file__).resolve().parents[2] / "src" / "framelog" / "schemas" / f"{name}.avsc"
     if not path.exists():
         pytest.skip(f"{path} not written yet")
     schema = fastavro.parse_schema(json.loads(path.read_text()))

@@ -4,7 +4,7 @@ import pytest
 from framelog.sinks.clickhouse.migrations import load_migrations, render, template_values, MigrationError
 from framelog.sinks.clickhouse.queries import UnsafeSqlError, check_readonly_sql
 from framelog.sinks.clickhouse.sqltext import SqlSyntaxError, split_statements
-from framelog.config import load_config
+from framelog.core.config import load_config
 
 
 def test_split_respects_literals_and_comments():

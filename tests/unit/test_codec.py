@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from framelog.config import get_config
+from framelog.core.config import get_config
 from framelog.schemas import raw_schema, schema_names
 from framelog.streams import topics
-from framelog.streams.codec import CONFLUENT, MILLIS, SINGLE_OBJECT, AvroCodec, schema_fingerprint
-from framelog.streams.events import new_event, validate
+from framelog.schemas.codec import CONFLUENT, MILLIS, SINGLE_OBJECT, AvroCodec, schema_fingerprint
+from framelog.schemas.events import new_event, validate
 from framelog.streams.exceptions import DecodeError, EncodeError, TopicSchemaError, ValidationError
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)

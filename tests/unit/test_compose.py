@@ -86,7 +86,7 @@ def test_s3_gateway_has_the_local_stacks_identities():
     keys = {"pipeline": {"access_key": SECRETS["FRAMELOG_S3_ACCESS_KEY"], "secret_key": SECRETS["FRAMELOG_S3_SECRET_KEY"]},
             "media": {"access_key": SECRETS["FRAMELOG_S3_MEDIA_ACCESS_KEY"],
                       "secret_key": SECRETS["FRAMELOG_S3_MEDIA_SECRET_KEY"]}}
-    from framelog.config import DEFAULT_CONFIG_PATH, load_config
+    from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
 
     s3_config = load_config(DEFAULT_CONFIG_PATH).object_storage       # the image's packaged framelog.yaml
     assert json.loads(body) == s3_identities([s3_config.bucket, s3_config.vault_bucket], keys)
@@ -95,9 +95,9 @@ def test_s3_gateway_has_the_local_stacks_identities():
 
 def test_each_service_logs_in_to_kafka_as_its_own_principal():
     """Every framelog service that talks to Kafka has its own principal and only its own password."""
-    from framelog.config import get_config
+    from framelog.core.config import get_config
     from framelog.streams.kafka_auth import password_env_var, principals, worker_principal
-    from framelog.streams.worker import groups
+    from framelog.pipeline.worker import groups
 
     services = _resolved()
     expected = {"api": "api", "analytics-sink": "sink", "init": "admin"}
@@ -140,7 +140,7 @@ def test_init_runs_once_before_every_framelog_service():
 
 
 def test_every_stage_has_a_worker_service():
-    from framelog.config import get_config
+    from framelog.core.config import get_config
     text = (ROOT / "docker-compose.yml").read_text()
     for stage in get_config().pipeline.stage_names:
         assert f'"--stage", "{stage}"' in text
@@ -157,7 +157,7 @@ EDGE_STATE = "edge-state:/var/lib/framelog"
 
 def test_edges_run_the_projects_image_with_the_rendered_config(monkeypatch):
     """Each cdn_strategy provider has an edge built from the Dockerfile, running `framelog edge serve`."""
-    from framelog.config import DEFAULT_CONFIG_PATH, load_config
+    from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
     monkeypatch.delenv("FRAMELOG_CONFIG_OVERLAY", raising=False)    # the image ships the packaged framelog.yaml
     services = _services()
     providers = load_config(DEFAULT_CONFIG_PATH).cdn.providers
@@ -205,7 +205,7 @@ def test_every_bind_mount_exists():
 
 def test_api_keeps_its_keyring_on_a_volume_and_publishes_its_operator_port_on_loopback_only():
     """framelog api runs both listeners; /metrics is never reachable from outside the host."""
-    from framelog.config import DEFAULT_CONFIG_PATH, load_config
+    from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
 
     services = _resolved()
     api = services["api"]

@@ -4,8 +4,8 @@ import copy
 import pytest
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH, build_config, load_config, parse_duration
-from framelog.exceptions import ConfigError
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config, parse_duration
+from framelog.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import copy
 import pytest
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH, build_config
-from framelog.exceptions import ConfigError
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
+from framelog.core.errors import ConfigError
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.ladder import plan_ladder
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from framelog.cli import build_parser
-from framelog.config import DEFAULT_CONFIG_PATH, load_config
+from framelog.cli.main import build_parser
+from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
 from framelog.processors.edge_signing import edge_secret, origin_token
 from framelog.processors.tokens import load_or_create_secret
 from framelog.stack.edge_serve import edge_for

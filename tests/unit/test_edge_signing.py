@@ -7,7 +7,7 @@ from urllib.parse import urljoin
 
 import pytest
 
-from framelog.config import DEFAULT_CONFIG_PATH, load_config
+from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
 from framelog.processors.edge_signing import (
     edge_secret, edge_signature, origin_token, parse_object_path, purge_token, scope_for, signed_edge_path, signed_edge_url)
 from framelog.processors.tokens import _mac

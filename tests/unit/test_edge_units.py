@@ -7,14 +7,14 @@ import re
 import pytest
 from prometheus_client import CollectorRegistry
 
-from framelog.config import DEFAULT_CONFIG_PATH, load_config
-from framelog.edge_cache import cache_file, cached_entries, matching_keys, playlist_uris, resolve_in_scope
-from framelog.edge_health import EdgeHealth
+from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
+from framelog.sinks.edges.cache_commands import cache_file, cached_entries, matching_keys, playlist_uris, resolve_in_scope
+from framelog.sinks.edges.health import EdgeHealth
 from framelog.processors.edge_logs import LogFollower, parse_line
 from framelog.processors.edge_signing import origin_token
 from framelog.stack.nginx import edge_read_policy_statement, render_config, render_shield_config
-from framelog.streams.agents.cdn import crossed_popularity
-from framelog.streams.agents.cdn_metrics import CdnMetrics, edge_labels
+from framelog.pipeline.agents.cdn import crossed_popularity
+from framelog.pipeline.agents.cdn_metrics import CdnMetrics, edge_labels
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,9 @@ def test_follower_reads_appended_whole_lines_and_survives_rotation(tmp_path):
 # ------------------------------------------------------------ metrics
 
 def test_the_origin_shield_log_becomes_the_origin_levels_hit_ratio(cfg, tmp_path, monkeypatch):
-    from framelog.config import load_config as load
+    from framelog.core.config import load_config as load
     from framelog.stack.nginx import shield_dir
-    from framelog.streams.agents.cdn_metrics import EdgeLogExporter
+    from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
 
     monkeypatch.setenv("FRAMELOG_STATE_DIR", str(tmp_path))
     config = load(DEFAULT_CONFIG_PATH)
@@ -233,7 +233,7 @@ def test_popularity_crosses_once_past_the_configured_count(cfg):
 
 
 def test_edge_health_probes_once_per_cache_period(cfg, monkeypatch):
-    import framelog.edge_health as eh
+    import framelog.sinks.edges.health as eh
 
     assert eh.probe("http://127.0.0.1:1/healthz", 0.2) is False          # nothing listens on port 1
     now = [0.0]

@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from framelog.config import TrustedIssuer
-from framelog.exceptions import FramelogError
+from framelog.core.config import TrustedIssuer
+from framelog.core.errors import FramelogError
 from framelog.processors.identity import (ANALYTICS_READ, OPS, VIDEOS_WRITE, Keyring, KeyringError, TokenVerifier,
                                           load_jwks, mint_token, parse_scopes)
 from framelog.processors.tokens import TokenError

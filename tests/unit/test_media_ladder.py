@@ -1,7 +1,7 @@
 """Ladder planning: never upscale, keep the aspect ratio, even sizes, portrait boxes."""
 import pytest
 
-from framelog.config import load_config
+from framelog.core.config import load_config
 from framelog.processors.media.ladder import fit, plan_ladder
 
 

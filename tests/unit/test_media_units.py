@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from framelog.config import load_config
+from framelog.core.config import load_config
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.analysis import (chapters_from_scenes, parse_black, parse_loudness,
                                                 parse_scene_changes, parse_silence)

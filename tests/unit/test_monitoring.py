@@ -8,12 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from framelog.config import get_config
-from framelog.streams.worker import groups
+from framelog.core.config import get_config
+from framelog.pipeline.worker import groups
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
-SOURCES = ("api", "streams", "sinks", "processors", "framelog", "stack")
+SOURCE = ROOT / "src" / "framelog"
 _DEFINED = re.compile(r"(?:Counter|Gauge|Histogram|Summary|MetricFamily)\(\s*\"([a-z_:][a-z0-9_:]*)\"")
 _SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
 _PROMQL_WORDS = {"sum", "by", "rate", "increase", "deriv", "max", "min", "avg", "and", "or", "absent", "le",
@@ -22,9 +22,8 @@ _PROMQL_WORDS = {"sum", "by", "rate", "increase", "deriv", "max", "min", "avg", 
 
 def defined_metrics() -> set[str]:
     names = set(get_config().metrics)                      # the seed's metrics, created from configuration
-    for folder in SOURCES:
-        for path in (ROOT / folder).rglob("*.py"):
-            names |= set(_DEFINED.findall(path.read_text()))
+    for path in SOURCE.rglob("*.py"):
+        names |= set(_DEFINED.findall(path.read_text()))
     return names
 
 
@@ -74,7 +73,7 @@ def test_alerts_cover_what_operators_asked_for():
 
 def test_scrape_targets_follow_the_metrics_ports():
     # compose runs the image's packaged framelog.yaml, not this machine's overlay (the test stack moves ports)
-    from framelog.config import DEFAULT_CONFIG_PATH, build_config
+    from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
 
     config = build_config(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()))
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
@@ -95,7 +94,7 @@ def test_scrape_targets_follow_the_metrics_ports():
 def test_json_logs_behind_a_switch(monkeypatch, capsys):
     import logging
 
-    from framelog.logs import configure_logging
+    from framelog.core.logs import configure_logging
 
     monkeypatch.setenv("FRAMELOG_LOG_FORMAT", "json")
     configure_logging("validation")

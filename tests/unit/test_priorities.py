@@ -7,10 +7,10 @@ import copy
 import pytest
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH, build_config, get_config
-from framelog.exceptions import ConfigError
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, get_config
+from framelog.core.errors import ConfigError
 from framelog.streams import topics
-from framelog.streams.agents.priority_gate import PriorityGate
+from framelog.pipeline.agents.priority_gate import PriorityGate
 
 
 @pytest.fixture

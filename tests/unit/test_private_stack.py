@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH, build_config, merge_overlay
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, merge_overlay
 from framelog.stack.private_stack import private_overlay
 
 

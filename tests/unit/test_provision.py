@@ -8,8 +8,8 @@ import time
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from framelog.cli import build_parser
-from framelog.provision import InitError, InitReport, _bucket, initialise, retry_until, still_starting
+from framelog.cli.main import build_parser
+from framelog.ops.provision import InitError, InitReport, _bucket, initialise, retry_until, still_starting
 from framelog.streams.admin import TopicsSummary
 
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH, build_config
-from framelog.exceptions import ConfigError
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
+from framelog.core.errors import ConfigError
 from framelog.processors.tiering import RenditionState, evaluate, retention_until
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)

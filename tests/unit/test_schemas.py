@@ -116,7 +116,7 @@ def test_data_written_with_a_superseded_schema_stays_readable():
     import fastavro
 
     from framelog.schemas import historical_schemas
-    from framelog.streams.codec import MARKER, AvroCodec, schema_fingerprint
+    from framelog.schemas.codec import MARKER, AvroCodec, schema_fingerprint
 
     v1 = next(s for s in historical_schemas() if s["name"] == "PlaybackEvent")
     record = {"event_id": str(uuid.uuid4()), "schema_version": 1, "event_time": 1_700_000_000_000,

@@ -2,7 +2,7 @@
 import pytest
 
 from framelog.sinks.clickhouse.queries import AnalyticsQueryError
-from framelog.sql_client import parse_params
+from framelog.clients.sql import parse_params
 
 
 def test_pairs_become_parameters_and_values_keep_their_equals_signs():
@@ -24,8 +24,8 @@ def test_a_name_given_twice_is_refused():
 def test_a_429_is_retried_after_its_retry_after_and_a_long_wait_is_not(monkeypatch):
     import httpx
 
-    from framelog import sql_client
-    from framelog.config import load_config
+    from framelog.clients import sql as sql_client
+    from framelog.core.config import load_config
 
     config = load_config()
     answers = [httpx.Response(429, headers={"Retry-After": "0"}, json={"error": "busy"}),

@@ -11,9 +11,9 @@ from typing import Any, Callable, Mapping
 
 import pytest
 
-from framelog.config import get_config
-from framelog.jobs.base import JobContext, PermanentJobError
-from framelog.streams.agents.stage import StageRequest, StageRunner
+from framelog.core.config import get_config
+from framelog.pipeline.jobs.base import JobContext, PermanentJobError
+from framelog.pipeline.agents.stage import StageRequest, StageRunner
 
 VID = "vid-deleted"
 
@@ -125,7 +125,7 @@ def test_a_live_video_still_fails_and_dead_letters(tmp_path):
 
 
 def test_a_deletion_stops_a_running_job_at_its_next_progress_report(tmp_path, monkeypatch):
-    from framelog.streams.agents import stage as stage_module
+    from framelog.pipeline.agents import stage as stage_module
 
     monkeypatch.setattr(stage_module, "PROGRESS_MIN_INTERVAL", 0.0)
     store = Store()

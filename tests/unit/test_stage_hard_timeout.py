@@ -11,10 +11,10 @@ import os
 import subprocess
 import time
 
-from framelog.config import get_config
-from framelog.jobs.base import JobContext
+from framelog.core.config import get_config
+from framelog.pipeline.jobs.base import JobContext
 from framelog.processors.media import ffmpeg_commands as fc
-from framelog.streams.agents.stage import StageRequest, StageRunner
+from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from tests.unit.test_stage_deletion import VID, Emitter, Handler, Store
 
 
@@ -116,7 +116,7 @@ def test_a_thread_stuck_outside_a_child_is_abandoned_and_its_slot_replaced(tmp_p
 
 
 def test_children_run_in_their_own_process_group():
-    from framelog import child_processes
+    from framelog.core import child_processes
 
     out = child_processes.run(["bash", "-c", "ps -o pgid= -p $$"])
     assert int(out.stdout) != os.getpgrp() and out.returncode == 0
@@ -127,7 +127,7 @@ def test_a_cancelled_job_starts_no_further_upload(tmp_path):
     """upload_dir asks before every file: once the job is cancelled, nothing more goes to S3."""
     import pytest
 
-    from framelog.jobs.base import JobCancelled
+    from framelog.pipeline.jobs.base import JobCancelled
     from framelog.sinks.object_store import ObjectStore
 
     class Client:

@@ -5,10 +5,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from framelog.clock import ManualClock
-from framelog.config import DEFAULT_CONFIG_PATH, load_config
+from framelog.core.clock import ManualClock
+from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
 from framelog.processors import tier_ledger as ledger
-from framelog.streams.tiering_fold import fold_event, rendition_row
+from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from tiering_harness import Crash, World
 
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -344,7 +344,7 @@ def test_a_record_read_before_waiting_for_the_lock_is_not_used(cfg):
 
 
 def test_the_gate_waits_for_every_source_topic_at_takeover():
-    from framelog.streams.tiering_evaluator import LogGate
+    from framelog.pipeline.tiering_evaluator import LogGate
 
     gate = LogGate()
     assert not gate.open(0, "v/720p")                      # not owned yet

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from framelog.clock import Clock, ManualClock, SystemClock
-from framelog.config import DEFAULT_CONFIG_PATH, build_config, load_config
+from framelog.core.clock import Clock, ManualClock, SystemClock
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
 from framelog.processors.tiering import (
     BYTES_PER_GB, DEFAULT_RULE_NAME, RenditionState, TierChange, TierDecision, UnknownTierError,
     decide_tier, evaluate, evaluate_all, monthly_cost, monthly_cost_by_tier, restore_plan,

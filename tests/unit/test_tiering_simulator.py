@@ -1,6 +1,6 @@
 """The tiering simulator: the same decisions as the worker over a small synthetic catalogue."""
-from framelog.config import DEFAULT_CONFIG_PATH, load_config
-from framelog.tiering_simulator import age_only, report_markdown, simulate
+from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
+from framelog.ops.tiering_simulator import age_only, report_markdown, simulate
 
 
 def test_a_small_year_is_cheaper_tiered_and_deterministic():

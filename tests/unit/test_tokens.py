@@ -10,8 +10,8 @@ from urllib.parse import parse_qsl, urlencode
 import pytest
 import yaml
 
-from framelog.config import DEFAULT_CONFIG_PATH, build_config
-from framelog.exceptions import ConfigError, FramelogError, InvalidIdError
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
+from framelog.core.errors import ConfigError, FramelogError, InvalidIdError
 from framelog.processors.tokens import (
     BadSignatureError, ExpiredTokenError, MalformedTokenError, RevokedTokenError, TokenError,
     WrongPathError, WrongVideoError, WrongViewerError, issue_share_token, load_or_create_secret,

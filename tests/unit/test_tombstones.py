@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from framelog.exceptions import InvalidIdError
-from framelog.jobs import tombstones
+from framelog.core.errors import InvalidIdError
+from framelog.pipeline.jobs import tombstones
 
 
 def test_keys_are_built_from_validated_ids_only():

@@ -1,7 +1,7 @@
 """Trending detection: a hopping window of views per (video, country), warm once per rewarm period."""
 from __future__ import annotations
 
-from framelog.config import TrendingConfig
+from framelog.core.config import TrendingConfig
 from framelog.processors.trending import observe, split_key, trending_key
 
 S = TrendingConfig(window=600, step=60, min_views=3, rewarm_after=3600)

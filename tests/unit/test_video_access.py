@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from framelog.config import get_config
+from framelog.core.config import get_config
 from framelog.processors.access import Viewer, Visibility
 from framelog.processors.tokens import issue_share_token
 from framelog.processors.video_access import (CatalogFold, VideoPolicy, grant_viewer, key_access, narrows_access,
@@ -172,8 +172,8 @@ def test_narrowing_access():
 
 
 def test_status_fold_says_deleted_for_good():
-    from framelog.streams.events import new_event
-    from framelog.streams.status import StatusFold
+    from framelog.schemas.events import new_event
+    from framelog.views.status import StatusFold
 
     fold = StatusFold(("validation", "cdn_upload"))
     fold.apply(new_event("StageTransition", video_id=VID, job_id="j", stage="validation", state="started",

@@ -6,10 +6,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from framelog.config import get_config
+from framelog.core.config import get_config
 from framelog.processors.webhooks import Endpoint
 from framelog.sinks.webhook_transport import AttemptResult
-from framelog.streams.webhooks import DeliveryEngine, Message, SourceOffsets
+from framelog.pipeline.webhooks import DeliveryEngine, Message, SourceOffsets
 
 
 class FakeProducer:
@@ -143,7 +143,7 @@ def test_a_deleted_endpoint_is_dropped_and_releases_its_offsets():
 
 
 def test_event_time_horizon_waits_for_lagging_partitions():
-    from framelog.streams.webhooks import EventTimeHorizon
+    from framelog.pipeline.webhooks import EventTimeHorizon
 
     h = EventTimeHorizon()
     up, st = ("video.uploads", 0), ("video.stage-transitions", 0)

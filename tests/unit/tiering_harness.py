@@ -11,12 +11,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from framelog.clock import ManualClock
-from framelog.config import Config
+from framelog.core.clock import ManualClock
+from framelog.core.config import Config
 from framelog.sinks.tier_mover import TierMover
-from framelog.streams.events import new_event
-from framelog.streams.tiering_evaluator import TieringEvaluator, owned_renditions
-from framelog.streams.tiering_fold import fold_event, rendition_row
+from framelog.schemas.events import new_event
+from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditions
+from framelog.pipeline.tiering_fold import fold_event, rendition_row
 
 PARTITIONS = 3
 TOPIC = "storage.tier-transitions"      # one log per partition stands for all three source topics

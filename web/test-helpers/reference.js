@@ -16,7 +16,7 @@ export function reference() {
   const python = process.env.FRAMELOG_PYTHON || (existsSync(venv) ? venv : 'python3');
   const code = [
     'import json',
-    'from framelog.config import get_config',
+    'from framelog.core.config import get_config',
     'from framelog.processors.abr import js_constants, reference_cases',
     'c = get_config()',
     'print(json.dumps({"settings": js_constants(c), "cases": reference_cases(c)}))',

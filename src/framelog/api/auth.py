@@ -1,0 +1,103 @@
+"""Who is asking, for every route: one FastAPI dependency over ``processors.identity``.
+
+    principal: Principal | None = Depends(current_principal)     # anonymous allowed (None)
+    principal: Principal = Depends(require())                    # any signed-in principal
+    principal: Principal = Depends(require(ANALYTICS_READ))      # that scope
+
+A missing token where one is needed, or any token that does not verify
+(forged, expired, wrong audience, retired key...): 401 with
+``WWW-Authenticate: Bearer``. A valid token without the scope, or the wrong
+owner: 403. A bad token is never downgraded to anonymous. The principal is
+verified once per request and kept on ``request.state``, so code below the
+route (``AccessState.viewer``) reads the same one.
+
+``GET /.well-known/jwks.json`` publishes the public keys of framelog's keyring,
+so a customer's back end can verify framelog's tokens.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from framelog.core.config import get_config
+from framelog.processors.identity import Principal, TokenVerifier
+from framelog.processors.tokens import TokenError
+
+UNSET = object()
+CHALLENGE = {"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"}
+
+router = APIRouter(tags=["auth"])
+_LOCK = threading.Lock()
+
+
+class AuthError(HTTPException):
+    """401/403 in the API's usual ``{"detail": ...}`` shape."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(status, message, headers=headers or {"Cache-Control": "no-store"})
+
+
+def unauthorized(message: str, error: str | None = None) -> AuthError:
+    challenge = f'Bearer error="{error}"' if error else "Bearer"
+    return AuthError(401, message, {**CHALLENGE, "WWW-Authenticate": challenge})
+
+
+def forbidden(message: str) -> AuthError:
+    return AuthError(403, message)
+
+
+def verifier(app: Any) -> TokenVerifier:
+    found = getattr(app.state, "token_verifier", None)
+    if found is None:
+        with _LOCK:
+            found = getattr(app.state, "token_verifier", None)
+            if found is None:
+                found = TokenVerifier(getattr(app.state, "config", None) or get_config())
+                app.state.token_verifier = found
+    return found
+
+
+def principal_of(request: Request) -> Principal | None:
+    """The request's verified principal (None: no Authorization header); AuthError 401 for a bad token."""
+    cached = getattr(request.state, "principal", UNSET)
+    if cached is not UNSET:
+        return cached
+    header = request.headers.get("authorization")
+    principal = None
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("Authorization must be 'Bearer <token>'", "invalid_request")
+        try:
+            principal = verifier(request.app).verify(token.strip())
+        except TokenError as exc:
+            raise unauthorized(f"token refused: {exc.reason}", "invalid_token") from None
+    request.state.principal = principal
+    return principal
+
+
+def current_principal(request: Request) -> Principal | None:
+    """Dependency: the principal, or None when the request carries no token."""
+    return principal_of(request)
+
+
+def require(scope: str | None = None) -> Callable[[Request], Principal]:
+    """Dependency factory: a signed-in principal (401 otherwise) holding ``scope`` (403 otherwise)."""
+    def dependency(request: Request) -> Principal:
+        principal = principal_of(request)
+        if principal is None:
+            raise unauthorized("sign in: Authorization: Bearer <token>")
+        if scope is not None and not principal.has(scope):
+            raise forbidden(f"this needs the {scope!r} scope")
+        return principal
+    dependency.__name__ = f"require_{(scope or 'principal').replace(':', '_')}"
+    return dependency
+
+
+@router.get("/.well-known/jwks.json", include_in_schema=True)
+def jwks(request: Request) -> JSONResponse:
+    """framelog's public signing keys (retired keys are gone from here as they stop verifying)."""
+    return JSONResponse(verifier(request.app).keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})

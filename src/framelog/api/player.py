@@ -1,0 +1,85 @@
+"""The web player: ``GET /player/{video_id}`` and its static files.
+
+The page (web/player.html) carries its settings as JSON built here from the
+configuration (the seed's ABR thresholds through ``processors.abr.js_constants``,
+the reporting cadence from ``player``), so the JavaScript repeats no number.
+Its scripts are served from web/ and hls.js from node_modules (installed by
+``npm ci`` in scripts/bootstrap.sh); nothing comes from a CDN. What to play is
+asked by the page itself from ``GET /v1/stream`` with the page's own query
+(a share token, for instance), so access is decided there, not here.
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from framelog.api.auth import current_principal
+from framelog.core.config import Config
+from framelog.core.errors import InvalidIdError
+from framelog.core.ids import validate_video_id
+from framelog.processors.abr import js_constants
+
+router = APIRouter(tags=["player"], dependencies=[Depends(current_principal)])     # who is asking: api.auth
+
+REPO_ROOT = Path(__file__).resolve().parents[3]     # the checkout: web/ and node_modules/ sit there
+WEB_DIR = REPO_ROOT / "web"
+HLS_JS = REPO_ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.mjs"
+ASSETS_PATH = "/player/assets"
+STREAM_PATH = "/v1/stream"
+EVENTS_PATH = "/v1/events"
+KEYS_PATH = "/v1/keys/"
+ASSET_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
+NO_CACHE = {"Cache-Control": "no-cache"}     # revalidated (ETag) so a new deploy shows at once
+
+
+def player_settings(config: Config, video_id: str) -> dict:
+    """The JSON the page reads: endpoints, ABR constants and the reporting cadence."""
+    return {
+        "videoId": video_id,
+        "streamEndpoint": STREAM_PATH,
+        "eventsEndpoint": EVENTS_PATH,
+        "keyPath": KEYS_PATH,
+        "abr": js_constants(config),
+        "heartbeatMs": int(config.player.heartbeat_interval * 1000),
+        "eventFlushMs": int(config.player.event_flush_interval * 1000),
+        "eventBatchMax": config.player.event_batch_max,
+    }
+
+
+def render_page(config: Config, video_id: str) -> str:
+    settings = json.dumps(player_settings(config, video_id))
+    # inside <script> only "</" could end the element early
+    settings = settings.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    page = (WEB_DIR / "player.html").read_text()
+    return (page.replace("{{CONFIG_JSON}}", settings).replace("{{ASSETS}}", ASSETS_PATH)
+            .replace("{{TITLE}}", html.escape(video_id)))
+
+
+@router.get("/player/{video_id}", response_class=HTMLResponse)
+async def player_page(request: Request, video_id: str) -> Response:
+    try:
+        validate_video_id(video_id)
+    except InvalidIdError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return HTMLResponse(render_page(request.app.state.config, video_id), headers=NO_CACHE)
+
+
+@router.get(ASSETS_PATH + "/vendor/hls.mjs")
+async def hls_js() -> Response:
+    if not HLS_JS.is_file():
+        return JSONResponse({"error": "hls.js is not installed; run scripts/bootstrap.sh (npm ci)"}, status_code=503)
+    return FileResponse(HLS_JS, media_type="text/javascript", headers=NO_CACHE)
+
+
+@router.get(ASSETS_PATH + "/{name}")
+async def asset(name: str) -> Response:
+    """A script or style sheet of web/ (no sub-folders: nothing else is reachable)."""
+    path = WEB_DIR / name
+    media_type = ASSET_TYPES.get(path.suffix)
+    if media_type is None or "/" in name or name.startswith(".") or not path.is_file():
+        return JSONResponse({"error": f"no asset {name!r}"}, status_code=404)
+    return FileResponse(path, media_type=media_type, headers=NO_CACHE)

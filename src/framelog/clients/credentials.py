@@ -1,0 +1,29 @@
+"""The bearer token a framelog command sends to the API.
+
+``FRAMELOG_TOKEN`` when set (a token an operator or identity provider handed
+out); otherwise, against the local stack, one minted from the local keyring
+(``processors.identity``): whoever can read the keyring can sign any token, so
+this adds no power the caller did not already have.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from framelog.core.config import Config
+
+TOKEN_ENV = "FRAMELOG_TOKEN"
+
+
+def local_token(config: Config, sub: str, scopes: Iterable[str], workspaces: Iterable[str] = ()) -> str:
+    """``FRAMELOG_TOKEN``, else a token for ``sub`` with ``scopes`` signed with the local keyring."""
+    given = os.environ.get(TOKEN_ENV, "").strip()
+    if given:
+        return given
+    from framelog.processors.identity import Keyring, mint_token
+
+    return mint_token(config, Keyring(config), sub, workspaces=workspaces, scopes=list(scopes))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,225 @@
+"""Two consumer groups for the edges: ``cdn`` (purges, warms, metrics) and ``popularity``.
+
+* ``cdn.commands``: ``CacheInvalidate`` purges the seed's default paths of the
+  video plus the given ones from the origin shield, then from every wanted
+  edge (``providers`` empty: all);
+  ``CacheWarm`` fetches the video's master, rendition playlists, first
+  segments and the given paths through every wanted edge. A warm after
+  publishing (trigger ``video_upload_complete``) purges the video first: a
+  reprocessed video must not be served from its old cached playlists.
+* ``playback.events``: views (``view_start``/``video_view``) are counted per
+  video in a Faust table; when a video's count crosses
+  ``caching_strategy.cache_warming.popular_view_count`` (seed: ``view_count >
+  1000``) one ``CacheWarm`` (trigger ``high_view_count``) is emitted. The
+  count stops there: past the threshold it decides nothing more.
+* the same views, per video and viewer country, over a hopping window
+  (``cache_warming.trending``, processors/trending.py): a video trending in a
+  country is warmed (trigger ``trending_content``) on the edge that serves that
+  country, the seed's "Geographic preloading" (``preload_to_region``).
+* a timer reads the edges' access logs into the Prometheus CDN metrics
+  (streams/agents/cdn_metrics.py), served by the worker's metrics port.
+
+Edge calls block (HTTP to nginx), so they run in a thread; an edge that is
+down is logged and skipped, like the seed's ``Promise.allSettled``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from framelog.core.config import Config
+from framelog.sinks.edges.cache_commands import EdgeCache, edge_caches, shield_cache
+from framelog.processors import cache_control, cdn_routing
+from framelog.processors.trending import observe, trending_key
+from framelog.streams import topics
+from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
+from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, _partitions
+from framelog.streams.app import raw_topic
+from framelog.schemas.codec import AvroCodec
+from framelog.streams.emitter import AsyncEmitter
+from framelog.schemas.events import new_event
+from framelog.streams.exceptions import DecodeError, ValidationError
+from framelog.streams.topics import TopicSpec
+from framelog.pipeline.worker import POPULARITY
+
+log = logging.getLogger(__name__)
+
+VIEW_COUNTS_TABLE = "view_counts"
+TRENDING_TABLE = "trending_views"
+VIEW_TYPES = frozenset({"view_start", "video_view"})
+HIGH_VIEW_COUNT = "high_view_count"
+TRENDING_CONTENT = "trending_content"
+UPLOAD_COMPLETE = "video_upload_complete"
+LOG_POLL_INTERVAL = 1.0
+# Roll changelog segments hourly and compact eagerly, so a restart recovers about one record per video
+# instead of one per view (Kafka's defaults roll at 1 GiB or 7 days: nothing would ever be compacted).
+CHANGELOG_COMPACTION = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"}
+
+
+def _changelog(config: Config, table: str, description: str) -> TopicSpec:
+    """A Faust table's changelog (Faust names it ``<app id>-<table>-changelog``); compacted."""
+    return TopicSpec(f"framelog-{POPULARITY}-{table}-changelog", (), compacted=True,
+                     partitions=_partitions(config, topics.PLAYBACK_EVENTS), description=description,
+                     extra_config=CHANGELOG_COMPACTION)
+
+
+def view_counts_changelog(config: Config) -> TopicSpec:
+    return _changelog(config, VIEW_COUNTS_TABLE, "views per video counted by the popularity group (cache warming)")
+
+
+def trending_changelog(config: Config) -> TopicSpec:
+    return _changelog(config, TRENDING_TABLE, "windowed views per video and country (trending, regional warming)")
+
+
+def ensure_state_topics(config: Config) -> None:
+    """Create the tables' changelogs if missing (the apps never declare topics themselves)."""
+    from framelog.streams.admin import create_topics
+
+    create_topics(config, [view_counts_changelog(config), trending_changelog(config)])
+
+
+def _table(app: faust.App, spec: TopicSpec, name: str, default: type, value_type: type) -> faust.Table:
+    return app.Table(name, default=default, partitions=spec.partitions, key_type=str, value_type=value_type,
+                     changelog_topic=app.topic(spec.name, partitions=spec.partitions, key_serializer="json",
+                                               value_serializer="json", compacting=True))
+
+
+def crossed_popularity(before: int, after: int, config: Config) -> bool:
+    """True exactly when a count goes from not popular to popular (cache_control.should_warm)."""
+    return (not cache_control.should_warm(HIGH_VIEW_COUNT, config, before)
+            and cache_control.should_warm(HIGH_VIEW_COUNT, config, after))
+
+
+def _purge_all(caches: list[EdgeCache], paths: tuple[str, ...]) -> None:
+    for cache in caches:
+        result = cache.purge(paths)
+        log.info("edge %s: purged %d object(s)%s", cache.provider_key, len(result.purged),
+                 f"; errors: {result.errors}" if result.errors else "")
+
+
+def _warm_all(caches: list[EdgeCache], video_id: str, paths: list[str]) -> None:
+    for cache in caches:
+        result = cache.warm(video_id, paths)
+        log.info("edge %s: warmed %d object(s) of %s%s", cache.provider_key, len(result.fetched), video_id,
+                 f"; errors: {result.errors[:5]}" if result.errors else "")
+
+
+class CdnCommands:
+    """What one ``cdn.commands`` record asks the edges to do."""
+
+    def __init__(self, config: Config, secret: bytes):
+        self.config = config
+        self.caches = {c.provider_key: c for c in edge_caches(config, secret=secret)}
+        self.shield = shield_cache(config, secret=secret)
+
+    def _wanted(self, providers: list[str]) -> list[EdgeCache]:
+        """The edges a command names (none named: all); unknown names are logged and skipped."""
+        if not providers:
+            return list(self.caches.values())
+        unknown = [p for p in providers if p not in self.caches]
+        if unknown:
+            log.warning("ignoring unknown CDN provider(s) %s; known: %s", unknown, sorted(self.caches))
+        return [self.caches[p] for p in providers if p in self.caches]
+
+    async def invalidate(self, record: dict) -> None:
+        vid = cdn_routing.validate_video_id(record["video_id"])
+        try:
+            paths = cdn_routing.invalidation_paths(vid, record.get("paths") or ())
+        except ValueError as exc:
+            log.warning("video %s: %s; purging the default paths only", vid, exc)
+            paths = cdn_routing.default_invalidation_paths(vid)
+        # the shield first: an edge refetching meanwhile must not get its stale copy
+        await asyncio.to_thread(_purge_all, [self.shield, *self._wanted(record.get("providers") or [])], paths)
+
+    async def warm(self, record: dict) -> None:
+        vid = cdn_routing.validate_video_id(record["video_id"])
+        trigger = record.get("trigger") or ""
+        if trigger and trigger not in self.config.caching.warming_triggers:
+            log.warning("video %s: warming trigger %r is not configured (%s); skipped", vid, trigger,
+                        self.config.caching.warming_triggers)
+            return
+        caches = self._wanted(record.get("providers") or [])
+        if trigger == UPLOAD_COMPLETE:
+            await asyncio.to_thread(_purge_all, [self.shield, *caches], cdn_routing.default_invalidation_paths(vid))
+        await asyncio.to_thread(_warm_all, caches, vid, list(record.get("paths") or []))
+
+    async def handle(self, name: str, record: dict) -> None:
+        if name == "CacheInvalidate":
+            await self.invalidate(record)
+        elif name == "CacheWarm":
+            await self.warm(record)
+
+
+def register_cdn(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter, *, secret: bytes,
+                 exporter: EdgeLogExporter | None = None) -> None:
+    """The ``cdn`` group: cdn.commands → edges; edge logs → metrics."""
+    commands = CdnCommands(config, secret)
+    exporter = exporter or EdgeLogExporter(config)
+
+    @app.agent(raw_topic(app, topics.CDN_COMMANDS, _partitions(config, topics.CDN_COMMANDS)), name="cdn-commands")
+    async def cdn_commands(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            decoded = await _decode_or_dead_letter(codec, emitter, event)
+            if decoded is None:
+                continue
+            try:
+                await commands.handle(*decoded)
+            except Exception:      # one bad command must not stop the edges' other work
+                log.exception("cdn command %s for %s failed", decoded[0], decoded[1].get("video_id"))
+
+    @app.timer(LOG_POLL_INTERVAL)
+    async def edge_metrics() -> None:
+        await asyncio.to_thread(exporter.poll)
+
+
+def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter) -> None:
+    """The ``popularity`` group: playback.events → views per video and per (video, country) in Faust
+    tables → one CacheWarm when a video's views cross the popular count, and a regional CacheWarm
+    when it trends in a country.
+
+    A group of its own: a table's recovery pauses its app's streams, and edge
+    commands must not wait for it.
+    """
+    views = _table(app, view_counts_changelog(config), VIEW_COUNTS_TABLE, int, int)
+    trending = _table(app, trending_changelog(config), TRENDING_TABLE, dict, dict)
+    trend_settings = config.caching.trending
+
+    @app.agent(raw_topic(app, topics.PLAYBACK_EVENTS, _partitions(config, topics.PLAYBACK_EVENTS)),
+               name="cdn-popularity")
+    async def popularity(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:       # undecodable records are the analytics sink's to dead-letter, not ours
+                name, record = codec.decode_for_topic(event.message.topic, event.message.value)
+            except (DecodeError, ValidationError):
+                continue
+            if name != "PlaybackEvent" or record.get("type") not in VIEW_TYPES:
+                continue
+            vid = record["video_id"]
+            await _trend(vid, record)
+            before = views[vid]
+            if cache_control.should_warm(HIGH_VIEW_COUNT, config, before):
+                continue       # popular already: its count decides nothing more, so the changelog stops growing
+            views[vid] = before + 1
+            if crossed_popularity(before, before + 1, config):
+                await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
+                    "CacheWarm", video_id=vid, paths=[], providers=[], trigger=HIGH_VIEW_COUNT), key=vid)
+                log.info("video %s: %d views, warming the edges", vid, before + 1)
+
+    async def _trend(vid: str, record: dict) -> None:
+        country = cdn_routing.normalize_country(record.get("country"))
+        key = trending_key(vid, country)
+        seen = observe(trending[key], _event_ms(record), trend_settings)
+        trending[key] = seen.state
+        if seen.warm:
+            edge = cdn_routing.route(country, config).primary
+            await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
+                "CacheWarm", video_id=vid, paths=[], providers=[edge], trigger=TRENDING_CONTENT), key=vid)
+            log.info("video %s: trending in %s (%d views in %gs), warming %s", vid, country or "unknown country",
+                     seen.views_in_window, trend_settings.window, edge)
+
+
+def _event_ms(record: dict) -> int:
+    t = record.get("event_time")
+    return int(t.timestamp() * 1000) if hasattr(t, "timestamp") else int(t or 0)

@@ -1,0 +1,132 @@
+"""Faust agents: intake (uploads → first stage) and one agent per pipeline stage."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any, Mapping
+
+import faust
+
+from framelog.core.config import Config, StageConfig
+from framelog.pipeline.jobs import tombstones
+from framelog.pipeline.jobs.staging import discard_staging
+from framelog.sinks.object_store import ObjectStore
+from framelog.streams import topics
+from framelog.pipeline.agents.stage import StageRequest, StageRunner
+from framelog.streams.app import raw_topic
+from framelog.schemas.codec import AvroCodec
+from framelog.streams.emitter import AsyncEmitter
+from framelog.schemas.events import new_event
+from framelog.streams.exceptions import DecodeError, ValidationError
+
+log = logging.getLogger(__name__)
+
+# Job ids are derived from the upload event, so a redelivered upload maps to
+# the same job and its stages' completion markers.
+JOB_NAMESPACE = uuid.UUID("6f1c8f55-2b0e-4c57-9a8e-1f5d2f0c7a11")
+
+
+def _partitions(config: Config, name: str) -> int:
+    return topics.topic_spec(name, config).partitions or config.kafka.default_partitions
+
+
+async def _decode_or_dead_letter(codec: AvroCodec, emitter: AsyncEmitter, event: faust.EventT):
+    """Decoded (name, record), or None after sending the record to the dead-letter topic."""
+    msg = event.message
+    try:
+        return codec.decode_for_topic(msg.topic, msg.value)
+    except (DecodeError, ValidationError) as exc:
+        log.warning("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+        await emitter.dead_letter(msg.topic, msg.value, key=msg.key, reason=exc.reason, error=str(exc),
+                                  partition=msg.partition, offset=msg.offset)
+        return None
+
+
+def upload_inputs(upload: Mapping[str, Any]) -> dict[str, str]:
+    """The first stage's inputs, from an UploadCompleted (``framelog reprocess`` rebuilds them the same way)."""
+    return {"object_key": upload["object_key"], "sha256": upload["sha256"],
+            "size_bytes": str(upload["size_bytes"]), "content_type": upload["content_type"],
+            "owner_id": upload["owner_id"]}
+
+
+def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter,
+                    store: ObjectStore | None = None) -> None:
+    """video.uploads → a StageTransition (queued) and a StageRequest for the first stage.
+
+    The upload of a video deleted before intake saw it (its tombstone exists)
+    is dropped: its objects go, the first stage says ``cancelled``.
+    """
+    first = config.pipeline.stages[0].name
+    objects = store or ObjectStore(config)
+    source = raw_topic(app, topics.UPLOADS, _partitions(config, topics.UPLOADS))
+
+    @app.agent(source, name="intake")
+    async def intake(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            decoded = await _decode_or_dead_letter(codec, emitter, event)
+            if decoded is None:
+                continue
+            name, upload = decoded
+            if name != "UploadCompleted":
+                continue
+            video_id = upload["video_id"]
+            job_id = str(uuid.uuid5(JOB_NAMESPACE, upload["event_id"]))
+            if await asyncio.get_running_loop().run_in_executor(None, tombstones.is_deleted, objects, video_id):
+                await asyncio.get_running_loop().run_in_executor(None, tombstones.purge_video, objects, video_id)
+                await emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
+                    "StageTransition", video_id=video_id, job_id=job_id, stage=first, state="cancelled", attempt=1,
+                    error_type="video_deleted", error_message=f"video {video_id} was deleted"), key=video_id)
+                log.info("video %s: upload dropped, the video was deleted", video_id)
+                continue
+            inputs = upload_inputs(upload)
+            await emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
+                "StageTransition", video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1,
+                progress=0.0, duration_ms=None, error_type=None, error_message=None, outputs={}), key=video_id)
+            priority = upload.get("priority") or ""
+            await emitter.emit(topics.stage_topic(config, first, priority), "StageRequest", new_event(
+                "StageRequest", job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs,
+                not_before=0, priority=priority), key=video_id)
+            log.info("video %s: job %s queued for %s (priority %s)", video_id, job_id, first,
+                     priority or config.priorities.default)
+
+
+def register_stage(app: faust.App, config: Config, stage: StageConfig, runner: StageRunner,
+                   codec: AvroCodec, emitter: AsyncEmitter) -> None:
+    """pipeline.<stage>[.<priority>] → StageRunner: one agent per priority topic, the runner's
+    priority gate lets parallel_jobs run at once in this worker, highest priority first."""
+    for priority, name in topics.stage_topics(config, stage.name):
+        _register_stage_topic(app, config, stage, runner, codec, emitter, priority, name)
+
+
+def _register_stage_topic(app: faust.App, config: Config, stage: StageConfig, runner: StageRunner,
+                          codec: AvroCodec, emitter: AsyncEmitter, priority: str, name: str) -> None:
+    source = raw_topic(app, name, _partitions(config, name))
+    agent_name = f"stage-{stage.name}" if priority == config.priorities.default else f"stage-{stage.name}-{priority}"
+
+    @app.agent(source, name=agent_name, concurrency=stage.parallel_jobs)
+    async def run_stage(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            decoded = await _decode_or_dead_letter(codec, emitter, event)
+            if decoded is None:
+                continue
+            await runner.handle(StageRequest.from_record(decoded[1]), original=event.message.value)
+
+
+def asset_publisher(config: Config, emitter: AsyncEmitter, store: ObjectStore | None = None):
+    """After the last stage: announce AssetPublished, ask the edges to warm the video, and discard
+    its staging (framelog.pipeline.jobs.staging) once the announcement is on the log."""
+    objects = store or ObjectStore(config)
+
+    async def publish(req: StageRequest, outputs: dict[str, str]) -> None:
+        asset = json.loads(outputs["asset"])
+        await emitter.emit(topics.ASSETS, "AssetPublished", new_event("AssetPublished", **asset), key=req.video_id)
+        await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
+            "CacheWarm", video_id=req.video_id, paths=json.loads(outputs.get("warm_paths", "[]")),
+            providers=sorted(config.cdn.providers), trigger="video_upload_complete"), key=req.video_id)
+        removed = await asyncio.get_running_loop().run_in_executor(None, discard_staging, objects, req.video_id)
+        log.info("video %s published (%d renditions); %d staging objects discarded", req.video_id,
+                 len(asset["renditions"]), removed)
+
+    return publish

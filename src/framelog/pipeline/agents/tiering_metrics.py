@@ -1,0 +1,46 @@
+"""Prometheus metrics of storage tiering, with the seed's names and labels (framelog.yaml monitoring_metrics).
+
+storage_utilization{tier, region}: bytes stored per tier; storage_costs{tier, region}:
+those bytes times the tier's configured price per GB-month (a monthly figure);
+both set from the tiering table after every evaluation. access_patterns{tier,
+access_type}: playback events per tier of the rendition played and event type
+(view_start, progress, ...), plus restore_request.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, REGISTRY
+
+from framelog.core.config import Config
+from framelog.processors.tier_ledger import RenditionRecord
+from framelog.processors.tiering import monthly_cost_by_tier
+
+
+class TieringMetrics:
+    def __init__(self, config: Config, registry: CollectorRegistry = REGISTRY):
+        self.config = config
+        self.region = config.object_storage.region
+        labels = {n: list(config.metrics[n].labels) for n in ("storage_utilization", "storage_costs",
+                                                             "access_patterns")}
+        self.utilization = Gauge("storage_utilization", "Bytes stored per storage tier",
+                                 labels["storage_utilization"], registry=registry)
+        self.costs = Gauge("storage_costs", "Monthly storage cost per tier (bytes x price per GB-month)",
+                           labels["storage_costs"], registry=registry)
+        self.accesses = Counter("access_patterns", "Playback accesses by tier and access type",
+                                labels["access_patterns"], registry=registry)
+
+    def observe_storage(self, records: Iterable[RenditionRecord | None]) -> dict[str, int]:
+        """Set utilization and cost per tier from the renditions this worker owns; returns bytes per tier."""
+        by_tier = {name: 0 for name in self.config.storage_tiers}
+        for r in records:
+            if r is not None and r.published:
+                by_tier[r.tier] = by_tier.get(r.tier, 0) + r.size_bytes
+        for name, cost in monthly_cost_by_tier(by_tier, self.config).items():
+            self.utilization.labels(tier=name, region=self.region).set(by_tier[name])
+            self.costs.labels(tier=name, region=self.region).set(cost)
+        return by_tier
+
+    def observe_accesses(self, accesses: Iterable[tuple[str, str]]) -> None:
+        for tier, access_type in accesses:
+            self.accesses.labels(tier=tier, access_type=access_type).inc()

@@ -1,0 +1,78 @@
+"""What a pipeline stage's job is, independent of Kafka.
+
+A job handler (one module per stage, after PeerTube's job handlers) takes a
+JobContext — the video, the job, the stage's inputs, a scratch directory and a
+progress callback — fetches what it needs from object storage, calls the
+processors, writes its outputs under the job's staging prefix and returns the
+outputs for the next stage. The agent that calls it knows Kafka; the handler
+does not.
+
+Idempotence: a handler's outputs live under
+``work/{video_id}/{job_id}/{stage}/attempt-{n}/`` and a completion marker
+(``_SUCCESS.json`` under ``work/{video_id}/{job_id}/{stage}/``) is written
+last. A redelivered request whose marker exists returns the recorded outputs
+without running again, so redelivery never produces a second visible result.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Protocol
+
+from framelog.core.errors import FramelogError
+
+
+class JobCancelled(FramelogError):
+    """The stage timed out or the worker is shutting down; the job stopped its work."""
+
+
+class JobTimedOut(JobCancelled):
+    """The stage's timeout fired: the job's child processes were killed (framelog.core.child_processes)."""
+
+
+class PermanentJobError(FramelogError):
+    """A failure that retrying cannot fix (a corrupt upload, say): fail the video now.
+
+    ``error_type`` is a short stable code (``truncated``, ``audio_only``...) for
+    metrics and the stage transition; the message is for people.
+    """
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass
+class JobContext:
+    video_id: str
+    job_id: str
+    stage: str
+    attempt: int
+    inputs: Mapping[str, str]
+    workdir: Path
+    progress: Callable[[float], None] = lambda fraction: None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled(f"{self.stage} job {self.job_id} was cancelled")
+
+    @property
+    def staging_prefix(self) -> str:
+        return f"work/{self.video_id}/{self.job_id}/{self.stage}/attempt-{self.attempt}"
+
+    @property
+    def marker_key(self) -> str:
+        return f"work/{self.video_id}/{self.job_id}/{self.stage}/_SUCCESS.json"
+
+
+class JobHandler(Protocol):
+    """One stage's work. ``run`` is called in a worker thread and may take minutes."""
+
+    stage: str
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        """Do the work and return the outputs handed to the next stage."""
+        ...

@@ -1,0 +1,291 @@
+"""The six stage job handlers: fetch inputs from object storage, call the
+processors, write outputs under the job's staging prefix.
+
+Stage outputs are a flat string map carried by StageTransition/StageRequest;
+anything larger is a JSON object in storage and the map holds its key. Every
+stage reads the upload itself (``object_key``) rather than a predecessor's
+local file, so stages can run on different machines.
+
+Published (public) keys are written only by ``cdn_upload``; everything before
+it lives under ``work/`` which no edge serves, so nothing half-done is ever
+visible.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Mapping
+
+from framelog.core.config import Config
+from framelog.pipeline.jobs.base import JobContext, PermanentJobError
+from framelog.processors import cache_control as cc
+from framelog.processors.media import analysis, captions, hls, optimization, thumbnails, validation
+from framelog.processors.media.probe import MediaInfo, probe
+from framelog.sinks.object_store import ObjectStore
+
+SOURCE_NAME = "source"
+log = logging.getLogger(__name__)
+
+
+def _source(ctx: JobContext, store: ObjectStore) -> Path:
+    return store.download(ctx.inputs["object_key"], ctx.workdir / SOURCE_NAME)
+
+
+def hls_key_object(video_id: str) -> str:
+    """Where a video's AES-128 key lives: never under a prefix an edge serves."""
+    return f"keys/{video_id}/aes128.key"
+
+
+@dataclass
+class ValidationJob:
+    config: Config
+    store: ObjectStore
+    stage: str = "validation"
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        src = _source(ctx, self.store)
+        try:
+            info = validation.validate(src, self.config.upload_limits, progress=ctx.progress)
+        except validation.ValidationFailed as exc:
+            raise PermanentJobError(exc.reason, exc.message) from None
+        quality = validation.quality_of(info, allow_4k=self.config.media.allow_4k_label)
+        uploaded = datetime.now(timezone.utc)
+        info_key = f"{ctx.staging_prefix}/media_info.json"
+        self.store.put_json(info_key, info.to_dict())
+        return {
+            "media_info_key": info_key, "duration": f"{info.duration:.3f}", "width": str(info.width),
+            "height": str(info.height), "fps": f"{info.fps:.3f}", "has_audio": str(info.has_audio).lower(),
+            "video_codec": info.video_codec or "", "quality": quality,
+            "source_key": validation.source_key(ctx.video_id, uploaded, quality),
+        }
+
+
+@dataclass
+class TranscodingJob:
+    config: Config
+    store: ObjectStore
+    stage: str = "transcoding"
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        src = _source(ctx, self.store)
+        out = ctx.workdir / "hls"
+        result = hls.package_hls(src, out, ctx.video_id, self.config.hls, preset=self.config.media.x264_preset,
+                                 audio_bitrate=self.config.upload_limits.audio_bitrate, progress=ctx.progress)
+        prefix = f"{ctx.staging_prefix}/hls"
+        self.store.upload_dir(out, prefix, ctx.check_cancelled)
+        manifest_key = f"{ctx.staging_prefix}/hls.json"
+        key_key = f"{ctx.staging_prefix}/aes128.key"
+        if result.key:
+            self.store.put_bytes(key_key, result.key)
+        self.store.put_json(manifest_key, result.to_dict())
+        return {"hls_prefix": prefix, "hls_manifest_key": manifest_key,
+                "hls_key_staging": key_key if result.key else "",
+                "renditions": ",".join(r.name for r in result.renditions)}
+
+
+@dataclass
+class ThumbnailJob:
+    config: Config
+    store: ObjectStore
+    stage: str = "thumbnail_generation"
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        src = _source(ctx, self.store)
+        out = ctx.workdir / "thumbnails"
+        m = self.config.media
+        thumbs = thumbnails.generate_thumbnails(src, out, interval=m.thumbnail_interval,
+                                                tile_width=m.thumbnail_tile_width, columns=m.thumbnail_columns,
+                                                progress=ctx.progress)
+        prefix = f"{ctx.staging_prefix}/thumbnails"
+        self.store.upload_dir(out, prefix, ctx.check_cancelled)
+        return {"thumbnails_prefix": prefix, "thumbnail_count": str(len(thumbs.thumbnails))}
+
+
+@dataclass
+class AiProcessingJob:
+    """Chapters from scene changes, black and silent stretches, EBU R128 loudness,
+    and captions from speech (pocketsphinx's bundled model, offline).
+
+    ``captions`` in the outputs says what happened: ``ok``, or why there are
+    none (``no_audio``, ``no_speech``, ``too_long``, ``disabled``, ``timed_out``,
+    ``failed``); the recogniser failing never fails the video.
+    """
+    config: Config
+    store: ObjectStore
+    stage: str = "ai_processing"
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        src = _source(ctx, self.store)
+        m = self.config.media
+        info = probe(src)
+        speech_share = 0.0 if captions.skip_reason(info, m.captions) else 0.5
+        result = analysis.analyze(src, info=info, scene_threshold=m.scene_threshold,
+                                  min_chapter_seconds=m.min_chapter, black_min_duration=m.black_min_duration,
+                                  silence_noise_db=m.silence_noise_db, silence_min_duration=m.silence_min_duration,
+                                  progress=lambda f: ctx.progress(f * (1 - speech_share)))
+        key = f"{ctx.staging_prefix}/analysis.json"
+        self.store.put_bytes(key, result.to_json().encode(), "application/json")
+        chapters_vtt = captions.webvtt([captions.Cue(c.start, c.end, c.title) for c in result.chapters])
+        chapters_key = f"{ctx.staging_prefix}/chapters.vtt"
+        self.store.put_bytes(chapters_key, chapters_vtt.encode(), "text/vtt")
+        outputs = {"analysis_key": key, "chapters_key": chapters_key, "chapter_count": str(len(result.chapters)),
+                   "loudness_lufs": f"{result.loudness.integrated_lufs:.1f}" if result.loudness and
+                   result.loudness.integrated_lufs is not None else ""}
+        return {**outputs, **self._captions(ctx, src, info, speech_share)}
+
+    def _captions(self, ctx: JobContext, src: Path, info: MediaInfo, share: float) -> dict[str, str]:
+        settings = self.config.media.captions
+        reason = captions.skip_reason(info, settings)
+        if reason:
+            return {"captions": reason}
+        try:
+            found = captions.transcribe(src, ctx.workdir, settings, info=info,
+                                        progress=lambda f: ctx.progress(1 - share + f * share))
+        except captions.CaptionsUnavailable as exc:   # captions are an extra: the video goes on without
+            log.warning("video %s: no captions: %s", ctx.video_id, exc)
+            timed_out = isinstance(exc, captions.CaptionsTimedOut)
+            return {"captions": "timed_out" if timed_out else "failed", "captions_error": str(exc)[:500]}
+        if found is None:
+            return {"captions": "no_speech"}
+        json_key = f"{ctx.staging_prefix}/captions.json"
+        self.store.put_bytes(json_key, captions.cues_to_json(found).encode(), "application/json")
+        vtt_key = f"{ctx.staging_prefix}/captions.vtt"
+        self.store.put_bytes(vtt_key, found.to_webvtt().encode(), "text/vtt")
+        return {"captions": "ok", "captions_key": json_key, "captions_vtt_key": vtt_key,
+                "captions_language": found.language, "caption_cue_count": str(len(found.cues))}
+
+
+@dataclass
+class OptimizationJob:
+    """Fast-start MP4, SSIM/PSNR per rung, and the per-title ladder (a pruned master)."""
+    config: Config
+    store: ObjectStore
+    stage: str = "optimization"
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        src = _source(ctx, self.store)
+        hls_dir = ctx.workdir / "hls"
+        self.store.download_prefix(ctx.inputs["hls_prefix"], hls_dir)
+        key = self.store.get_bytes(ctx.inputs["hls_key_staging"]) if ctx.inputs.get("hls_key_staging") else None
+        result = hls.hls_result_from_dict(self.store.get_json(ctx.inputs["hls_manifest_key"]), hls_dir, key)
+        m = self.config.media
+        mp4 = ctx.workdir / "faststart.mp4"
+        report = optimization.optimize(src, result, faststart_out=mp4, sample_seconds=m.quality_sample,
+                                       min_ssim_gain_db=m.min_ssim_gain_db, min_psnr_gain_db=m.min_psnr_gain_db,
+                                       apply=True, progress=ctx.progress)
+        subtitles = self._subtitles(ctx, result, [r for r in result.renditions if r.name in report.pruning.kept])
+        master_key = f"{ctx.staging_prefix}/master.m3u8"
+        self.store.upload_file(hls_dir / hls.MASTER_NAME, master_key, "application/vnd.apple.mpegurl")
+        mp4_key = f"{ctx.staging_prefix}/faststart.mp4"
+        self.store.upload_file(mp4, mp4_key, "video/mp4")
+        report_key = f"{ctx.staging_prefix}/optimization.json"
+        self.store.put_json(report_key, report.to_dict())
+        return {"master_staging_key": master_key, "mp4_staging_key": mp4_key, "optimization_key": report_key,
+                "kept_renditions": ",".join(report.pruning.kept),
+                "dropped_renditions": ",".join(report.pruning.dropped), **subtitles}
+
+    def _subtitles(self, ctx: JobContext, result: hls.HlsResult, kept: list[hls.Rendition]) -> dict[str, str]:
+        """The captions as an HLS subtitles rendition on the video's segment grid, named in the master."""
+        if not ctx.inputs.get("captions_key"):
+            return {}
+        found = captions.cues_from_json(self.store.get_bytes(ctx.inputs["captions_key"]) or b"{}")
+        offset = hls.media_start_pts(result, ctx.workdir)
+        duration = max(r.duration for r in result.renditions)
+        segments = [(d, captions.webvtt(cues, mpegts_offset=offset))
+                    for d, cues in captions.segment_cues(found.cues, duration, result.segment_duration)]
+        track = hls.write_subtitle_track(result.out_dir, segments, language=found.language,
+                                         name=captions.language_name(found.language),
+                                         playlist_type=self.config.hls.playlist_type)
+        hls.write_master(result.out_dir, kept, [track])
+        prefix = f"{ctx.staging_prefix}/{hls.SUBTITLES_DIR}"
+        self.store.upload_dir(result.out_dir / hls.SUBTITLES_DIR, prefix, ctx.check_cancelled)
+        return {"subtitles_prefix": prefix, "subtitles_playlist": track.playlist}
+
+
+@dataclass
+class CdnUploadJob:
+    """Publish: staging → hls/{id}/…, thumbnails/{id}/…, the seed's source key, the key store.
+
+    Every object gets its content type and the seed's Cache-Control for its
+    file type. The master playlist is copied last, so a player never finds a
+    master that names a rendition not yet there. Returns the AssetPublished
+    body (as JSON) for the agent to announce.
+    """
+    config: Config
+    store: ObjectStore
+    stage: str = "cdn_upload"
+
+    def _publish(self, src: str, dst: str) -> None:
+        h = cc.headers_for_key(dst, self.config)
+        self.store.copy(src, dst, headers={"ContentType": h["Content-Type"], "CacheControl": h["Cache-Control"]})
+
+    def _publish_captions(self, vid: str, inputs: Mapping[str, str]) -> dict[str, str]:
+        """The subtitles rendition (segments before their playlist) and the whole-file WebVTT."""
+        meta: dict[str, str] = {}
+        if inputs.get("subtitles_prefix"):
+            prefix = inputs["subtitles_prefix"]
+            for key in sorted(self.store.keys(prefix + "/"), key=lambda k: k.endswith(hls.PLAYLIST_NAME)):
+                self._publish(key, f"hls/{vid}/{hls.SUBTITLES_DIR}/{key[len(prefix) + 1:]}")
+            meta = {"captions_playlist_key": f"hls/{vid}/{inputs['subtitles_playlist']}",
+                    "captions_language": inputs.get("captions_language", "")}
+        if inputs.get("captions_vtt_key"):
+            meta["captions_key"] = f"hls/{vid}/{hls.SUBTITLES_DIR}/captions.vtt"
+            self._publish(inputs["captions_vtt_key"], meta["captions_key"])
+        return meta
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        vid = ctx.video_id
+        inputs = ctx.inputs
+        manifest = self.store.get_json(inputs["hls_manifest_key"])
+        kept = set(filter(None, inputs.get("kept_renditions", "").split(",")))
+        staging = inputs["hls_prefix"]
+        renditions = []
+        warm = [f"/hls/{vid}/{hls.MASTER_NAME}"]
+        first_n = self.config.caching.warm_first_segments
+        for i, r in enumerate(manifest["renditions"]):
+            if kept and r["name"] not in kept:
+                continue
+            for seg in r["segments"]:
+                self._publish(f"{staging}/{r['name']}/{seg['name']}", f"hls/{vid}/{r['name']}/{seg['name']}")
+            self._publish(f"{staging}/{r['playlist']}", f"hls/{vid}/{r['playlist']}")
+            warm.append(f"/hls/{vid}/{r['playlist']}")
+            warm += [f"/hls/{vid}/{r['name']}/{seg['name']}" for seg in r["segments"][:first_n]]
+            renditions.append({"name": r["name"], "width": r["width"], "height": r["height"],
+                               "bandwidth": r["bandwidth"], "average_bandwidth": r["average_bandwidth"],
+                               "codecs": r["codecs"], "frame_rate": r["frame_rate"],
+                               "playlist_key": f"hls/{vid}/{r['playlist']}", "segment_count": len(r["segments"]),
+                               "size_bytes": r["size"]})
+            ctx.progress(0.8 * (i + 1) / len(manifest["renditions"]))
+        if inputs.get("hls_key_staging"):
+            self.store.copy(inputs["hls_key_staging"], hls_key_object(vid),
+                            headers={"ContentType": "application/octet-stream",
+                                     "CacheControl": "private, no-store"})
+        thumbs = []
+        for key in self.store.keys(inputs["thumbnails_prefix"] + "/"):
+            rel = PurePosixPath(key[len(inputs["thumbnails_prefix"]) + 1:])
+            dst = f"thumbnails/{vid}/{rel}"
+            self._publish(key, dst)
+            thumbs.append(dst)
+        chapters = f"thumbnails/{vid}/chapters.vtt"
+        self._publish(inputs["chapters_key"], chapters)
+        captions_meta = self._publish_captions(vid, inputs)
+        self.store.copy(inputs["analysis_key"], f"meta/{vid}/analysis.json",
+                        headers={"ContentType": "application/json", "CacheControl": "no-cache"})
+        self._publish(inputs["mp4_staging_key"], inputs["source_key"])
+        master = f"hls/{vid}/{hls.MASTER_NAME}"
+        self._publish(inputs["master_staging_key"], master)      # last: the master makes the video playable
+        storyboard = next((t for t in thumbs if t.endswith("storyboard.vtt")), None)
+        asset = {"video_id": vid, "job_id": ctx.job_id, "renditions": renditions, "master_playlist_key": master,
+                 "duration_seconds": float(inputs.get("duration", "0") or 0),
+                 "thumbnails": sorted(t for t in thumbs if "/thumbs/" in t or t.endswith("poster.jpg")),
+                 "storyboard_key": storyboard, "chapters_key": chapters,
+                 "key_id": hls_key_object(vid) if inputs.get("hls_key_staging") else None,
+                 "metadata": {"source_key": inputs["source_key"], "quality": inputs.get("quality", ""),
+                              "owner_id": inputs.get("owner_id", ""),
+                              "dropped_renditions": inputs.get("dropped_renditions", ""),
+                              "captions": inputs.get("captions", ""), **captions_meta}}
+        ctx.progress(1.0)
+        return {"master_playlist_key": master, "asset": json.dumps(asset), "warm_paths": json.dumps(warm)}

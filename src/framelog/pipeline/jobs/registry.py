@@ -1,0 +1,24 @@
+"""Which job handler performs which pipeline stage."""
+from __future__ import annotations
+
+from framelog.core.config import Config
+from framelog.pipeline.jobs import handlers
+from framelog.pipeline.jobs.base import JobHandler
+from framelog.sinks.object_store import ObjectStore
+
+HANDLERS = {
+    "validation": handlers.ValidationJob,
+    "transcoding": handlers.TranscodingJob,
+    "thumbnail_generation": handlers.ThumbnailJob,
+    "ai_processing": handlers.AiProcessingJob,
+    "optimization": handlers.OptimizationJob,
+    "cdn_upload": handlers.CdnUploadJob,
+}
+
+
+def handler_for(config: Config, stage: str) -> JobHandler:
+    try:
+        cls = HANDLERS[stage]
+    except KeyError:
+        raise KeyError(f"no job handler for stage {stage!r}; known: {sorted(HANDLERS)}") from None
+    return cls(config, ObjectStore(config))

@@ -1,0 +1,150 @@
+"""`framelog worker`: run the intake agent and the pipeline stages.
+
+``framelog worker --stage transcoding`` runs one consumer group in this
+process (scale a stage by starting more of these). Without ``--stage`` it
+supervises one child process per group, restarting a child that dies, which
+is what the demo and a single-machine install want.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from framelog.core.config import Config
+from framelog.core.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+INTAKE = "intake"
+CDN = "cdn"            # edge purges/warms and edge metrics (streams/agents/cdn.py)
+TIERING = "tiering"    # access counts, tier decisions, storage-class moves (streams/agents/tiering.py)
+POPULARITY = "popularity"  # views per video -> CacheWarm past popular_view_count (streams/agents/cdn.py)
+WEBHOOKS = "webhooks"      # video events -> signed HTTP deliveries to registered endpoints (streams/webhooks.py)
+RESTART_BACKOFF = 2.0
+
+
+def groups(config: Config) -> list[str]:
+    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING, POPULARITY, WEBHOOKS]
+
+
+def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
+    wanted = list(stages or groups(config))
+    unknown = [s for s in wanted if s not in groups(config)]
+    if unknown:
+        print(f"framelog: error: unknown stage(s) {unknown}; known: {groups(config)}", file=sys.stderr)
+        return 2
+    if len(wanted) == 1:
+        return run_group(config, wanted[0])
+    return supervise(config, wanted)
+
+
+# groups whose S3 work is renditions and thumbnails at most (tiering moves them; the others touch no
+# object): they run as the narrow "media" identity, which cannot read keys/
+NARROW_S3_GROUPS = frozenset({TIERING, CDN, POPULARITY, WEBHOOKS})
+
+
+def run_group(config: Config, group: str) -> int:
+    """Build the Faust app of one consumer group and run it until stopped."""
+    from faust.worker import Worker
+
+    from framelog.pipeline.agents.pipeline import register_intake, register_stage
+    from framelog.pipeline.agents.stage import StageRunner
+    from framelog.streams.app import create_app
+    from framelog.schemas.codec import AvroCodec
+    from framelog.streams.emitter import AsyncEmitter
+
+    from framelog.streams.kafka_auth import as_principal, worker_principal
+
+    config = as_principal(config, worker_principal(group))   # this group's own Kafka principal (streams/acls.py)
+    if group in NARROW_S3_GROUPS:                             # no access to keys/: they do not need it
+        config = dataclasses.replace(config, object_storage=dataclasses.replace(config.object_storage,
+                                                                                identity="media"))
+    configure_logging(group)
+    from prometheus_client import start_http_server
+    try:
+        start_http_server(config.stack.worker_metrics_port + groups(config).index(group), addr=config.stack.metrics_host)
+    except OSError as exc:      # a second worker of the same stage on this host: metrics from the first
+        logging.getLogger(__name__).warning("metrics port busy (%s); not exporting from this worker", exc)
+    if group == WEBHOOKS:               # a plain consumer: it commits only what is delivered or parked on the log
+        from framelog.pipeline.webhooks import run_webhooks
+
+        return run_webhooks(config)
+    app = create_app(config, group)
+    codec = AvroCodec(config)
+    emitter = AsyncEmitter(config, codec)
+    if group == INTAKE:
+        register_intake(app, config, codec, emitter)
+    elif group == CDN:
+        from framelog.processors.tokens import load_or_create_secret
+        from framelog.pipeline.agents.cdn import register_cdn
+
+        register_cdn(app, config, codec, emitter, secret=load_or_create_secret(config))
+    elif group == POPULARITY:
+        from framelog.pipeline.agents.cdn import ensure_state_topics, register_popularity
+
+        ensure_state_topics(config)
+        register_popularity(app, config, codec, emitter)
+    elif group == TIERING:
+        from framelog.pipeline.agents.tiering import register_tiering
+
+        register_tiering(app, config, codec, emitter)
+    else:
+        from framelog.pipeline.jobs.registry import handler_for
+        from framelog.pipeline.jobs.store import S3ResultStore
+        from framelog.pipeline.agents.pipeline import asset_publisher
+
+        stage = config.pipeline.stage(group)
+        last = group == config.pipeline.stage_names[-1]
+        runner = StageRunner(config, stage, handler_for(config, group), emitter, S3ResultStore(config),
+                             on_complete=asset_publisher(config, emitter) if last else None)
+        register_stage(app, config, stage, runner, codec, emitter)
+
+    worker = Worker(app, loglevel="INFO", quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()      # exits the process when the worker stops
+    finally:
+        emitter.close()
+    return 0
+
+
+def supervise(config: Config, wanted: Sequence[str]) -> int:
+    """Run each group as a child process; restart children that die."""
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def start(group: str) -> None:
+        children[group] = subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "--state-dir",
+                                            str(config.stack.state_dir), "worker", "--stage", group],
+                                           env=os.environ.copy())
+        print(f"worker {group}: pid {children[group].pid}", flush=True)
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for group in wanted:
+        start(group)
+    while not stopping:
+        for group, proc in list(children.items()):
+            if proc.poll() is not None and not stopping:
+                print(f"worker {group} exited with {proc.returncode}; restarting", flush=True)
+                time.sleep(RESTART_BACKOFF)
+                start(group)
+        time.sleep(0.5)
+    for proc in children.values():
+        proc.terminate()
+    deadline = time.monotonic() + 30
+    for proc in children.values():
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return 0

@@ -1,0 +1,198 @@
+"""Multi-CDN routing (seed §3.1/§3.2): which edge serves a viewer, the CDN
+paths of a video's files, and what to invalidate when a video changes.
+
+Pure decisions: no HTTP. Providers, edge ports and routing rules come from
+``config.cdn``; the edges are local stand-ins reached at
+``http://<stack.host>:<edge_port>``.
+
+``route`` ports the seed's ``selectPrimaryCDN``/``selectFallbackCDN``: the
+first routing rule listing the viewer's country wins, else the default route
+(the seed falls back to Cloudflare). Unlike the seed, health is taken into
+account: when the primary is down and the fallback is up, they swap.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Collection, Iterable, Union
+
+from framelog.core.config import Config, CdnProvider, RoutingRule
+from framelog.core.errors import FramelogError, InvalidIdError
+from framelog.core.ids import validate_video_id as _validate_id
+
+Health = Union[Callable[[str], bool], Collection[str], None]
+
+_QUALITY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+# One file name, or a few of them separated by '/', never '.' or '..' segments.
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_INVALIDATION = re.compile(r"^/[A-Za-z0-9_.*/-]{0,1023}$")
+
+
+def validate_video_id(value: object) -> str:
+    """framelog.core.ids.validate_video_id, plus a guard: its ``$`` lets one trailing newline through."""
+    vid = _validate_id(value)
+    if "\n" in vid:
+        raise InvalidIdError(f"invalid video id {value!r}: expected 1-64 characters of [A-Za-z0-9_-]")
+    return vid
+
+
+class UnknownProviderError(FramelogError, KeyError):
+    def __init__(self, key: str, known: Iterable[str]):
+        self.provider = key
+        super().__init__(f"unknown CDN provider {key!r}; known: {sorted(known)}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class Route:
+    primary: str
+    fallback: str
+    rule: str            # "countries:US" / "default": which routing rule matched
+    failed_over: bool = False  # primary and fallback swapped because the primary is unhealthy
+
+
+# ------------------------------------------------------------ routing
+
+def normalize_country(country: str | None) -> str | None:
+    """'us ' -> 'US'; anything that is not a two-letter code -> None (use the default route)."""
+    if country is None:
+        return None
+    code = country.strip().upper()
+    return code if _COUNTRY.fullmatch(code) else None
+
+
+def _is_healthy(healthy: Health, provider: str) -> bool:
+    if healthy is None:
+        return True
+    if callable(healthy):
+        return bool(healthy(provider))
+    return provider in healthy
+
+
+def matching_rule(country: str | None, config: Config) -> tuple[RoutingRule, str]:
+    code = normalize_country(country)
+    if code is not None:
+        for rule in config.cdn.routing_rules:
+            if code in rule.countries:
+                return rule, "countries:" + ",".join(rule.countries)
+    return config.cdn.default_route, "default"
+
+
+def route(country: str | None, config: Config, healthy: Health = None) -> Route:
+    """Primary and fallback provider keys for a viewer in ``country``.
+
+    ``healthy`` is a predicate over provider keys or the set of healthy keys
+    (``None``: all healthy). If the primary is unhealthy and the fallback is
+    healthy, the fallback is promoted. If both are down the configured order is
+    kept: there is nothing better to offer.
+    """
+    rule, name = matching_rule(country, config)
+    if not _is_healthy(healthy, rule.primary) and _is_healthy(healthy, rule.fallback):
+        return Route(rule.fallback, rule.primary, name, failed_over=True)
+    return Route(rule.primary, rule.fallback, name)
+
+
+# ------------------------------------------------------------ URLs and paths
+
+def provider(provider_key: str, config: Config) -> CdnProvider:
+    try:
+        return config.cdn.providers[provider_key]
+    except KeyError:
+        raise UnknownProviderError(provider_key, config.cdn.providers) from None
+
+
+def edge_base_url(provider_key: str, config: Config) -> str:
+    return f"http://{config.stack.host}:{provider(provider_key, config).edge_port}"
+
+
+def _quality(quality: str) -> str:
+    if not isinstance(quality, str) or not _QUALITY.fullmatch(quality):
+        raise ValueError(f"invalid quality name {quality!r}: expected 1-32 characters of [A-Za-z0-9_-]")
+    return quality
+
+
+def _file_path(name: str) -> str:
+    parts = name.split("/") if isinstance(name, str) else [None]
+    if not all(isinstance(p, str) and _SEGMENT.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise ValueError(f"invalid file name {name!r}: expected names of [A-Za-z0-9_.-] separated by '/'")
+    return name
+
+
+def master_playlist_path(video_id: str) -> str:
+    return f"hls/{validate_video_id(video_id)}/master.m3u8"
+
+
+def rendition_playlist_path(video_id: str, quality: str) -> str:
+    return f"hls/{validate_video_id(video_id)}/{_quality(quality)}/playlist.m3u8"
+
+
+def hls_file_path(video_id: str, quality: str, name: str) -> str:
+    """A segment or init file of one rendition: ``hls/{id}/{quality}/{name}``."""
+    return f"hls/{validate_video_id(video_id)}/{_quality(quality)}/{_file_path(name)}"
+
+
+def thumbnail_path(video_id: str, name: str) -> str:
+    return f"thumbnails/{validate_video_id(video_id)}/{_file_path(name)}"
+
+
+def video_file_path(video_id: str, quality: str, at: datetime) -> str:
+    """The seed's ``generateCDNPath``: ``videos/{yyyy}/{mm}/{quality}/{id}.mp4``."""
+    return f"videos/{at.year:04d}/{at.month:02d}/{_quality(quality)}/{validate_video_id(video_id)}.mp4"
+
+
+def edge_url(provider_key: str, path: str, config: Config) -> str:
+    return f"{edge_base_url(provider_key, config)}/{path.lstrip('/')}"
+
+
+@dataclass(frozen=True)
+class AdaptiveUrls:
+    master: str
+    renditions: dict[str, str]  # quality name -> playlist URL
+
+
+@dataclass(frozen=True)
+class StreamUrls:
+    route: Route
+    primary: AdaptiveUrls
+    fallback: AdaptiveUrls
+
+
+def adaptive_urls(video_id: str, provider_key: str, config: Config,
+                  qualities: Iterable[str] | None = None) -> AdaptiveUrls:
+    """The seed's ``generateAdaptiveStreamingUrls``; qualities default to the HLS ladder."""
+    names = [q.name for q in config.hls.quality_levels] if qualities is None else list(qualities)
+    return AdaptiveUrls(
+        master=edge_url(provider_key, master_playlist_path(video_id), config),
+        renditions={q: edge_url(provider_key, rendition_playlist_path(video_id, q), config) for q in names})
+
+
+def stream_urls(video_id: str, country: str | None, config: Config, healthy: Health = None,
+                qualities: Iterable[str] | None = None) -> StreamUrls:
+    """The seed's ``getOptimalCDNUrl``, on the edges chosen by :func:`route`."""
+    names = None if qualities is None else list(qualities)
+    r = route(country, config, healthy)
+    return StreamUrls(r, adaptive_urls(video_id, r.primary, config, names),
+                      adaptive_urls(video_id, r.fallback, config, names))
+
+
+# ------------------------------------------------------------ invalidation
+
+def default_invalidation_paths(video_id: str) -> tuple[str, ...]:
+    """The seed's ``invalidateCache`` defaults for one video."""
+    vid = validate_video_id(video_id)
+    return (f"/videos/*/{vid}*", f"/hls/{vid}/*", f"/thumbnails/{vid}/*")
+
+
+def invalidation_paths(video_id: str, paths: Iterable[str] = ()) -> tuple[str, ...]:
+    """Default paths plus ``paths`` (each absolute, no '..'), without duplicates, in order."""
+    out = list(default_invalidation_paths(video_id))
+    for p in paths:
+        if not isinstance(p, str) or not _INVALIDATION.fullmatch(p) or "/../" in p + "/" or "/./" in p + "/":
+            raise ValueError(f"invalid invalidation path {p!r}: expected an absolute path of [A-Za-z0-9_.*/-]")
+        if p not in out:
+            out.append(p)
+    return tuple(out)

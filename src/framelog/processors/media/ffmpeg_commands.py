@@ -1,0 +1,360 @@
+"""Every ffmpeg and ffprobe command line framelog runs, and the runner.
+
+This is the one module that knows ffmpeg's options (like PeerTube's
+``ffmpeg-commands``): the other media modules describe *what* they want and call
+a builder here, then :func:`run_ffmpeg` / :func:`ffprobe_json`. Builders return
+plain argument lists (``[ffmpeg, ...]``) so commands can be logged, tested and
+compared; ffmpeg-python is used where its graph builder fits (single-input,
+single-output filters such as the poster frame), argument lists elsewhere (the
+ladder's ``-var_stream_map`` is beyond ffmpeg-python's model).
+
+Long commands report progress with ``-progress pipe:1``: ffmpeg writes
+``out_time_us=...`` key/value blocks on stdout, which :func:`run_ffmpeg` turns
+into a fraction of the known duration for the ``progress`` callback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import ffmpeg  # ffmpeg-python
+
+from framelog.core import child_processes
+from framelog.core.errors import FramelogError
+
+Progress = Callable[[float], None]
+PathLike = str | os.PathLike[str]
+
+FFMPEG = os.environ.get("FRAMELOG_FFMPEG", shutil.which("ffmpeg") or "/usr/bin/ffmpeg")
+FFPROBE = os.environ.get("FRAMELOG_FFPROBE", shutil.which("ffprobe") or "/usr/bin/ffprobe")
+
+# Production default of the x264 speed/quality trade-off (tests pass "ultrafast").
+# veryfast, not x264's medium: medium costs ~4.3 CPU-s per second of 1080p source
+# for a 4-rung ladder here, which no 2-core worker can fit in the 30 min
+# transcoding timeout for long uploads. Proposed config key: transcoding.x264_preset.
+DEFAULT_PRESET = "veryfast"
+DEFAULT_AUDIO_BITRATE = 128_000
+
+# transcoding_profiles[].codec -> (ffmpeg encoder, its per-stream options). Only what an
+# HLS player here can decode: h264 in MPEG-TS. libx265 is in Debian's ffmpeg, but HEVC
+# in HLS needs fMP4 segments with the hvc1 tag and Debian's chromium (the player test's
+# browser) cannot decode it, so "h265"/"hevc" are refused at config load, not half-made.
+VIDEO_ENCODERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "h264": ("libx264", ("-profile:v", "high")),
+}
+# hls_config.playlist_type -> ffmpeg 5.1 hls muxer's -hls_playlist_type value.
+HLS_PLAYLIST_TYPES = {"VOD": "vod", "EVENT": "event"}
+
+
+class FfmpegError(FramelogError):
+    """ffmpeg/ffprobe exited non-zero; carries the command and the end of stderr."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str):
+        tail = stderr.strip()[-2000:]
+        super().__init__(f"{Path(args[0]).name} exited with {returncode}: {tail}")
+        self.args_list = list(args)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stderr: str
+    wall_seconds: float
+
+
+# ---------------------------------------------------------------- runners
+
+def ffprobe_json(path: PathLike) -> dict:
+    """ffprobe -show_format -show_streams as a dict."""
+    return run_json(ffprobe_args(path))
+
+
+def ffprobe_args(path: PathLike, *, select: str | None = None, entries: str | None = None,
+                 extra: Sequence[str] = ()) -> list[str]:
+    args = [FFPROBE, "-v", "error", *extra]
+    if select:
+        args += ["-select_streams", select]
+    if entries:
+        args += ["-show_entries", entries]
+    else:
+        args += ["-show_format", "-show_streams"]
+    return args + ["-of", "json", str(path)]
+
+
+def run_json(args: Sequence[str]) -> dict:
+    proc = child_processes.run(args)
+    if proc.returncode != 0:
+        raise FfmpegError(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
+    return json.loads(proc.stdout or b"{}")
+
+
+def run_ffmpeg(args: Sequence[str], *, duration: float | None = None, progress: Progress | None = None,
+               check: bool = True) -> RunResult:
+    """Run one ffmpeg command; stderr is captured (for filters that log results).
+
+    With ``progress`` and a ``duration``, ``-progress pipe:1 -nostats`` is added
+    and the callback receives fractions in [0, 1] (monotonic, ends with 1.0).
+    """
+    import time
+
+    args = list(args)
+    want_progress = progress is not None and duration and duration > 0
+    if want_progress:
+        args = [args[0], "-progress", "pipe:1", "-nostats", *args[1:]]
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as err:
+        proc = child_processes.popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if want_progress else subprocess.DEVNULL, stderr=err)
+        try:
+            if want_progress:
+                last = 0.0
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+                    if key in ("out_time_us", "out_time_ms") and value.strip().lstrip("-").isdigit():
+                        frac = min(1.0, max(0.0, int(value) / 1e6 / duration))
+                        if frac > last:
+                            last = frac
+                            progress(frac)   # may raise to cancel (a stage timeout): ffmpeg is killed below
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            child_processes.forget(proc)
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    if check and rc != 0:
+        raise FfmpegError(args, rc, stderr)
+    if want_progress and rc == 0:
+        progress(1.0)
+    return RunResult(rc, stderr, time.monotonic() - start)
+
+
+# ---------------------------------------------------------------- validation
+
+def decode_check_args(path: PathLike) -> list[str]:
+    """Full decode, failing on the first error (ffprobe alone says 0 on truncated files)."""
+    # -xerror (exit on the first decode/demux error) but not -err_detect explode, so a
+    # cut file fails while the harmless bitstream quirks of real phone videos pass.
+    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-i", str(path),
+            "-map", "0:v?", "-map", "0:a?", "-f", "null", "-"]
+
+
+def count_frames_args(path: PathLike) -> list[str]:
+    """Count decoded video frames of the first video stream (for still-image detection)."""
+    return [FFPROBE, "-v", "error", "-select_streams", "v:0", "-count_frames", "-read_intervals", "%+#2",
+            "-show_entries", "stream=nb_read_frames", "-of", "json", str(path)]
+
+
+# ---------------------------------------------------------------- the ladder
+
+@dataclass(frozen=True)
+class RungSpec:
+    """What ffmpeg needs per rung (ladder.Rung carries more)."""
+    name: str
+    width: int
+    height: int
+    video_bitrate: int
+    maxrate: int
+    bufsize: int
+    codec: str = "h264"      # a VIDEO_ENCODERS key
+
+
+def _fps_expr(fps: float) -> str:
+    for num, den in ((24000, 1001), (30000, 1001), (60000, 1001)):
+        if abs(fps - num / den) < 0.005:
+            return f"{num}/{den}"
+    return f"{fps:g}" if fps == int(fps) else f"{fps:.3f}"
+
+
+def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec], *, fps: float,
+                    has_audio: bool, segment_seconds: int = 10, key_info_file: PathLike | None = None,
+                    preset: str = DEFAULT_PRESET, audio_bitrate: int = DEFAULT_AUDIO_BITRATE,
+                    threads: int = 0, playlist_type: str = "VOD") -> list[str]:
+    """One decode feeding every rung: split + scale, one HLS muxer with var_stream_map.
+
+    Keyframes are forced every ``segment_seconds`` on every rung (and scene-cut
+    keyframes disabled) so segment boundaries line up across renditions.
+    Autorotation is left on, so a rotated phone video is scaled in its displayed
+    orientation. ``fps`` resamples variable-frame-rate sources to constant rate.
+    Each rung is encoded with its own codec's encoder (VIDEO_ENCODERS);
+    ``playlist_type`` is hls_config's ("VOD" or "EVENT").
+    """
+    n = len(rungs)
+    gop = max(1, round(fps * segment_seconds))
+    labels = "".join(f"[s{i}]" for i in range(n))
+    parts = [f"[0:v:0]fps={_fps_expr(fps)},split={n}{labels}"]
+    for i, r in enumerate(rungs):
+        parts.append(f"[s{i}]scale={r.width}:{r.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]")
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-y", "-v", "error", "-threads", str(threads), "-i", str(src),
+            "-filter_complex", ";".join(parts)]
+    for i in range(n):
+        args += ["-map", f"[v{i}]"]
+    if has_audio:
+        for _ in range(n):
+            args += ["-map", "0:a:0"]
+    for i, r in enumerate(rungs):
+        encoder, options = VIDEO_ENCODERS[r.codec]
+        args += [f"-c:v:{i}", encoder, *(f"{opt}:{i}" if opt.endswith(":v") else opt for opt in options)]
+    args += ["-preset", preset, "-sc_threshold", "0",
+             "-g", str(gop), "-keyint_min", str(gop), "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
+             "-flags", "+cgop"]
+    for i, r in enumerate(rungs):
+        args += [f"-b:v:{i}", str(r.video_bitrate), f"-maxrate:v:{i}", str(r.maxrate), f"-bufsize:v:{i}", str(r.bufsize)]
+    if has_audio:
+        args += ["-c:a", "aac", "-b:a", str(audio_bitrate), "-ac", "2", "-ar", "48000"]
+    vsm = " ".join(f"v:{i},a:{i},name:{r.name}" if has_audio else f"v:{i},name:{r.name}" for i, r in enumerate(rungs))
+    out = Path(out_dir)
+    args += ["-f", "hls", "-hls_time", str(segment_seconds),
+             "-hls_playlist_type", HLS_PLAYLIST_TYPES[playlist_type.upper()],
+             "-hls_segment_type", "mpegts", "-hls_list_size", "0", "-hls_flags", "independent_segments",
+             "-hls_segment_filename", str(out / "%v" / "segment_%05d.ts")]
+    if key_info_file is not None:
+        args += ["-hls_key_info_file", str(key_info_file)]
+    args += ["-var_stream_map", vsm, str(out / "%v" / "playlist.m3u8")]
+    return args
+
+
+def seed_per_profile_commands(src: PathLike, profiles: Sequence[tuple[str, int, int, int]], out_dir: PathLike, *,
+                              audio_bitrate: int = DEFAULT_AUDIO_BITRATE, preset: str | None = None,
+                              has_audio: bool = True) -> list[list[str]]:
+    """The seed's ``_transcode_profile``: one full ffmpeg (one decode) per profile.
+
+    ``profiles`` are (name, width, height, bitrate). The seed passes no preset
+    (x264's default, medium); ``preset`` lets a benchmark use the same preset as
+    framelog's ladder. The seed runs these concurrently (asyncio.gather).
+    """
+    cmds = []
+    for name, w, h, bitrate in profiles:
+        cmd = [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-i", str(src), "-c:v", "h264",
+               "-b:v", f"{bitrate // 1000}k", "-s", f"{w}x{h}"]
+        if preset:
+            cmd += ["-preset", preset]
+        cmd += ["-c:a", "aac", "-b:a", f"{audio_bitrate // 1000}k"] if has_audio else ["-an"]
+        cmd += ["-y", str(Path(out_dir) / f"{name}.mp4")]
+        cmds.append(cmd)
+    return cmds
+
+
+# ---------------------------------------------------------------- thumbnails
+
+def poster_args(src: PathLike, out: PathLike, at_seconds: float, max_width: int = 1280) -> list[str]:
+    """One JPEG frame at ``at_seconds`` (input seeking, then the first decoded frame)."""
+    stream = (ffmpeg.input(str(src), ss=f"{at_seconds:.3f}")
+              .filter("scale", f"min({max_width},iw)", -2)
+              .output(str(out), vframes=1, **{"q:v": 3, "update": 1}))
+    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error"] + ffmpeg.compile(stream.overwrite_output(), cmd="")[1:]
+
+
+def thumbnails_sprite_args(src: PathLike, thumbs_pattern: PathLike, sprite: PathLike, *, interval: float,
+                           width: int, height: int, columns: int, rows: int) -> list[str]:
+    """Thumbnails every ``interval`` s and the sprite sheet of the same frames, one decode."""
+    pick = f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{interval:g})'"
+    graph = (f"[0:v:0]{pick},scale={width}:{height}:flags=bicubic,setsar=1,split[t][s];"
+             f"[s]tile={columns}x{rows}[sp]")
+    return [FFMPEG, "-hide_banner", "-nostdin", "-y", "-v", "error", "-i", str(src), "-filter_complex", graph,
+            "-map", "[t]", "-q:v", "4", "-fps_mode", "passthrough", str(thumbs_pattern),
+            "-map", "[sp]", "-q:v", "4", "-frames:v", "1", "-update", "1", str(sprite)]
+
+
+# ---------------------------------------------------------------- analysis
+
+def analysis_args(src: PathLike, *, has_video: bool, has_audio: bool, scene_threshold: float,
+                  black_min_duration: float, black_pixel_threshold: float, silence_noise_db: float,
+                  silence_min_duration: float, analysis_width: int = 320) -> list[str]:
+    """Scene changes, black frames, silence and loudness in one decode pass.
+
+    Video is shrunk first (scene scores and black detection need no detail);
+    results are read from the filters' log lines on stderr (``-v info``).
+    """
+    parts, maps = [], []
+    if has_video:
+        parts.append(f"[0:v:0]scale={analysis_width}:-2,blackdetect=d={black_min_duration:g}:pix_th={black_pixel_threshold:g},"
+                     f"select='gt(scene,{scene_threshold:g})',metadata=print:key=lavfi.scene_score,showinfo[vout]")
+        maps += ["-map", "[vout]"]
+    if has_audio:
+        parts.append(f"[0:a:0]silencedetect=n={silence_noise_db:g}dB:d={silence_min_duration:g},"
+                     f"ebur128=peak=true:framelog=verbose[aout]")
+        maps += ["-map", "[aout]"]
+    return [FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-v", "info", "-i", str(src),
+            "-filter_complex", ";".join(parts), *maps, "-f", "null", "-"]
+
+
+# ---------------------------------------------------------------- captions
+
+def speech_pcm_args(src: PathLike, out: PathLike, *, sample_rate: int) -> list[str]:
+    """The first audio track as mono 16-bit little-endian PCM at ``sample_rate`` (what
+    speech recognisers read), raw, without a header."""
+    return [FFMPEG, "-hide_banner", "-nostdin", "-y", "-v", "error", "-i", str(src), "-map", "0:a:0", "-vn",
+            "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "s16le", str(out)]
+
+
+# ---------------------------------------------------------------- optimization
+
+def faststart_args(src: PathLike, out: PathLike) -> list[str]:
+    """Remux (no re-encode) with the moov atom in front, for progressive download."""
+    stream = ffmpeg.input(str(src)).output(str(out), c="copy", movflags="+faststart", map=0)
+    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error"] + ffmpeg.compile(stream.overwrite_output(), cmd="")[1:]
+
+
+def quality_compare_args(reference: PathLike, distorted: PathLike, *, ref_width: int, ref_height: int,
+                         start: float, sample_seconds: float, fps: float,
+                         distorted_input_options: Sequence[str] = ()) -> list[str]:
+    """SSIM and PSNR of ``distorted`` scaled back to the reference size, on a sample window."""
+    fr = _fps_expr(fps)
+    graph = (f"[0:v:0]fps={fr},setpts=PTS-STARTPTS,format=yuv420p,split[r1][r2];"
+             f"[1:v:0]fps={fr},setpts=PTS-STARTPTS,scale={ref_width}:{ref_height}:flags=bicubic,setsar=1,format=yuv420p,split[d1][d2];"
+             f"[d1][r1]ssim[o1];[d2][r2]psnr[o2]")
+    # No "-ss 0": on an HLS input whose timestamps start at 1.4 s it misaligns the frames.
+    window = (["-ss", f"{start:.3f}"] if start > 0 else []) + ["-t", f"{sample_seconds:.3f}"]
+    return [FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-v", "info", *window, "-i", str(reference),
+            *distorted_input_options, *window, "-i", str(distorted),
+            "-filter_complex", graph, "-map", "[o1]", "-f", "null", "-", "-map", "[o2]", "-f", "null", "-"]
+
+
+def hls_input_options(local: bool = True) -> list[str]:
+    """Input options to read a framelog HLS playlist whose key URI is a local file."""
+    return ["-allowed_extensions", "ALL", "-protocol_whitelist", "file,crypto,data"]
+
+
+def decode_hls_args(playlist: PathLike) -> list[str]:
+    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", *hls_input_options(), "-i", str(playlist),
+            "-f", "null", "-"]
+
+
+def probe_hls_args(playlist: PathLike) -> list[str]:
+    return ffprobe_args(playlist, extra=hls_input_options())
+
+
+__all__ = [
+    "FFMPEG", "FFPROBE", "DEFAULT_PRESET", "DEFAULT_AUDIO_BITRATE", "FfmpegError", "RunResult", "RungSpec",
+    "ffprobe_json", "ffprobe_args", "run_json", "run_ffmpeg", "decode_check_args", "count_frames_args",
+    "hls_ladder_args", "seed_per_profile_commands", "poster_args", "thumbnails_sprite_args", "analysis_args",
+    "speech_pcm_args",
+    "faststart_args", "quality_compare_args", "hls_input_options", "decode_hls_args", "probe_hls_args",
+]
+
+
+def sample_clip_args(out: PathLike, *, width: int = 1280, height: int = 720, duration: float = 24,
+                     fps: int = 25) -> list[str]:
+    """A synthetic clip for demos and benchmarks: a test pattern that cuts hard to colour
+    bars half-way (a scene change to find), over a tone with a silent second stretch."""
+    half = duration / 2
+    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={half}",
+            "-f", "lavfi", "-i", f"smptehdbars=size={width}x{height}:rate={fps}:duration={half}",
+            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={half}",
+            "-f", "lavfi", "-i", f"anullsrc=channel_layout=mono:sample_rate=48000:d={half}",
+            "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v];[2:a][3:a]concat=n=2:v=0:a=1[a]",
+            "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(out)]

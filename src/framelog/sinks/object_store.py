@@ -1,0 +1,180 @@
+"""Object storage operations framelog needs, on one bucket.
+
+Job handlers, the uploader, tiering and delete all go through this class, so
+the S3 details (paging, server-side copies, metadata replacement, storage
+class changes) live in one place.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from botocore.exceptions import ClientError
+
+from framelog.core.config import Config
+from framelog.sinks.s3 import s3_client
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
+class ObjectStore:
+    def __init__(self, config: Config, client: Any = None, *, bucket: str | None = None):
+        self.client = client or s3_client(config)
+        self.bucket = bucket or config.object_storage.bucket
+
+    # ------------------------------------------------------------ reading
+
+    def download(self, key: str, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, key, str(path))
+        return path
+
+    def download_prefix(self, prefix: str, dest: Path) -> list[Path]:
+        """Every object under ``prefix/`` into ``dest`` keeping relative paths."""
+        out = []
+        for key in self.keys(prefix):
+            rel = key[len(prefix):].lstrip("/")
+            if rel:
+                out.append(self.download(key, dest / rel))
+        return out
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def get_json(self, key: str) -> Any:
+        body = self.get_bytes(key)
+        return None if body is None else json.loads(body)
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+
+    # ------------------------------------------------------------ writing
+
+    def put_bytes(self, key: str, body: bytes, content_type: str = "application/octet-stream",
+                  cache_control: str | None = None) -> None:
+        extra = {"CacheControl": cache_control} if cache_control else {}
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **extra)
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put_bytes(key, json.dumps(value, default=str).encode(), "application/json")
+
+    def upload_file(self, path: Path, key: str, content_type: str = "application/octet-stream",
+                    cache_control: str | None = None) -> None:
+        extra: dict[str, str] = {"ContentType": content_type}
+        if cache_control:
+            extra["CacheControl"] = cache_control
+        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra)
+
+    def upload_dir(self, directory: Path, prefix: str, before_each: Callable[[], None] | None = None) -> list[str]:
+        """Upload every file under ``directory`` to ``prefix/<relative path>``.
+
+        ``before_each`` runs before every file and may raise to stop (a timed-out
+        job's ``check_cancelled``): no further upload, multipart or not, starts.
+        """
+        keys = []
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            if before_each is not None:
+                before_each()
+            key = f"{prefix}/{path.relative_to(directory).as_posix()}"
+            self.upload_file(path, key)
+            keys.append(key)
+        return keys
+
+    def copy(self, src_key: str, dst_key: str, headers: Mapping[str, str] | None = None,
+             storage_class: str | None = None) -> None:
+        """Server-side copy; ``headers`` (ContentType, CacheControl) replace the source's."""
+        extra: dict[str, Any] = {}
+        if headers:
+            extra.update(headers)
+            extra["MetadataDirective"] = "REPLACE"
+        if storage_class:
+            extra["StorageClass"] = storage_class
+            extra["MetadataDirective"] = "REPLACE"
+        self.client.copy_object(Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
+                                **extra)
+
+    def copy_from(self, source: "ObjectStore", key: str, storage_class: str) -> None:
+        """Server-side copy of ``key`` from another bucket onto the same key here, in ``storage_class``."""
+        head = source.head(key)
+        if head is None:
+            raise FileNotFoundError(f"{source.bucket}/{key}")
+        extra: dict[str, Any] = {"ContentType": head.get("ContentType", "application/octet-stream")}
+        if head.get("CacheControl"):
+            extra["CacheControl"] = head["CacheControl"]
+        self.client.copy_object(Bucket=self.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
+                                StorageClass=storage_class, MetadataDirective="REPLACE", **extra)
+
+    def retain(self, key: str, mode: str, until: Any) -> None:
+        """S3 Object Lock on the current version of ``key`` (the bucket must have Object Lock enabled).
+
+        Set after the copy, not with it: SeaweedFS ignores lock headers on CopyObject.
+        """
+        self.client.put_object_retention(Bucket=self.bucket, Key=key,
+                                         Retention={"Mode": mode.upper(), "RetainUntilDate": until})
+
+    def retention(self, key: str) -> tuple[str, Any] | None:
+        """(mode, retain-until) of ``key``'s lock, or None."""
+        head = self.head(key)
+        if head is None or not head.get("ObjectLockMode"):
+            return None
+        return head["ObjectLockMode"], head.get("ObjectLockRetainUntilDate")
+
+    def delete_locked_prefix(self, prefix: str, *, bypass: bool = False) -> int:
+        """Every version under ``prefix`` of a lock-enabled bucket whose retention allows it; with
+        ``bypass`` (an operator's recorded override) GOVERNANCE retention too, never COMPLIANCE."""
+        n = 0
+        extra = {"BypassGovernanceRetention": True} if bypass else {}
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"], **extra)
+                    n += 1
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "AccessDenied":
+                        raise
+        return n
+
+    def set_storage_class(self, key: str, storage_class: str) -> None:
+        """Copy onto the same key with the new class, keeping content type and cache control."""
+        head = self.head(key)
+        if head is None:
+            raise FileNotFoundError(key)
+        headers = {"ContentType": head.get("ContentType", "application/octet-stream")}
+        if head.get("CacheControl"):
+            headers["CacheControl"] = head["CacheControl"]
+        self.copy(key, key, headers=headers, storage_class=storage_class)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.keys(prefix))
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket,
+                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+        return len(keys)
+
+
+def vault_store(config: Config) -> ObjectStore | None:
+    """The Object Lock bucket of tiers with a retention_lock, if one is configured."""
+    bucket = config.object_storage.vault_bucket
+    return ObjectStore(config, bucket=bucket) if bucket else None

@@ -1,0 +1,122 @@
+"""Put a local file into object storage and announce it with UploadCompleted.
+
+The event is produced only after the object is complete (multipart upload
+finished and its size checked), so no consumer ever sees a half-written upload.
+Two paths lead here: ``upload_file`` (a direct boto3 upload from this host) and
+the API's resumable protocol (``framelog.api.videos``); both announce through
+``announce_upload``, and the API hashes the finished object with ``object_sha256``.
+"""
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framelog.core.config import Config
+from framelog.core.ids import new_video_id, validate_video_id
+from framelog.sinks.s3 import s3_client
+from framelog.streams import topics
+from framelog.schemas.events import new_event
+from framelog.streams.producer import Delivery, EventProducer
+
+CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    video_id: str
+    object_key: str
+    size_bytes: int
+    sha256: str
+    offset: int
+
+
+def raw_object_key(video_id: str) -> str:
+    return f"uploads/{validate_video_id(video_id)}/original"
+
+
+class _HashingReader:
+    """A file wrapper that hashes what boto3 reads, so the file is read once."""
+
+    def __init__(self, path: Path):
+        self._f = path.open("rb")
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self.sha256.update(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "local-user",
+                video_id: str | None = None, priority: str = "") -> UploadResult:
+    src = Path(path)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} is not a file")
+    video_id = validate_video_id(video_id or new_video_id())
+    key = raw_object_key(video_id)
+    content_type = mimetypes.guess_type(src.name)[0] or "application/octet-stream"
+    client = s3_client(config)
+    reader = _HashingReader(src)
+    try:
+        client.upload_fileobj(reader, config.object_storage.bucket, key,
+                              ExtraArgs={"ContentType": content_type,
+                                         "Metadata": {"owner-id": owner_id, "original-filename": src.name[:200]}})
+    finally:
+        reader.close()
+    size = client.head_object(Bucket=config.object_storage.bucket, Key=key)["ContentLength"]
+    if size != src.stat().st_size:
+        raise IOError(f"upload of {src} is incomplete: {size} of {src.stat().st_size} bytes landed")
+    digest = reader.sha256.hexdigest()
+    delivery = announce_upload(config, video_id=video_id, object_key=key, size_bytes=size, sha256=digest,
+                               content_type=content_type, owner_id=owner_id, original_filename=src.name,
+                               priority=priority)
+    return UploadResult(video_id, key, size, digest, delivery.offset)
+
+
+def object_sha256(client: Any, bucket: str, key: str, chunk_size: int = CHUNK) -> tuple[str, int]:
+    """sha256 and byte count of a stored object, streamed in chunks (never the whole object in memory)."""
+    digest = hashlib.sha256()
+    size = 0
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        for chunk in body.iter_chunks(chunk_size):
+            digest.update(chunk)
+            size += len(chunk)
+    finally:
+        body.close()
+    return digest.hexdigest(), size
+
+
+def announce_upload(config: Config, *, video_id: str, object_key: str, size_bytes: int, sha256: str,
+                    content_type: str, owner_id: str, original_filename: str | None = None,
+                    event_id: str | None = None, producer: EventProducer | None = None,
+                    timeout: float = 30.0, priority: str = "") -> Delivery:
+    """Emit UploadCompleted for an object that is complete, and wait for the broker's acknowledgement.
+
+    Call only once the object is whole and its size and sha256 are known. A
+    fixed ``event_id`` (the API derives one per upload session) makes a
+    re-emission after a crash a duplicate that consumers drop on event_id.
+    Uses ``producer`` if given (acks=all, idempotent), else a short-lived one.
+    ``priority`` is a processing_priorities level ("" = the default).
+    """
+    fields: dict[str, Any] = dict(video_id=validate_video_id(video_id), object_key=object_key,
+                                  size_bytes=size_bytes, sha256=sha256, content_type=content_type,
+                                  owner_id=owner_id, original_filename=(original_filename or "")[:200],
+                                  priority=config.priorities.resolve(priority))
+    if event_id is not None:
+        fields["event_id"] = event_id
+    event = new_event("UploadCompleted", **fields)
+    own = producer is None
+    producer = producer or EventProducer(config)
+    try:
+        return producer.deliver(topics.UPLOADS, "UploadCompleted", event, key=video_id, timeout=timeout)
+    finally:
+        if own:
+            producer.close()

@@ -1,0 +1,71 @@
+"""framelog's own long-running processes, managed like the stack's components.
+
+The demo (and a single-machine install) runs the pipeline worker supervisor
+and the HTTP API as detached processes with pid files and logs in the state
+directory, reusing the Component lifecycle of the stack.
+"""
+from __future__ import annotations
+
+import sys
+import urllib.request
+
+from framelog.stack.process import Component
+
+
+class _FramelogProcess(Component):
+    subcommand: tuple[str, ...] = ()
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "framelog.cli.main", "--state-dir", str(self.state_dir), *self.subcommand]
+
+    @property
+    def marker(self) -> str:
+        return f"--state-dir {self.state_dir} {' '.join(self.subcommand)}"
+
+
+class WorkerService(_FramelogProcess):
+    """`framelog worker`: the intake agent and every pipeline stage, one child process each."""
+
+    name = "worker"
+    subcommand = ("worker",)
+
+    @property
+    def address(self) -> str:
+        return f"consumer groups framelog-* on {self.config.kafka.bootstrap_servers}"
+
+    def ports(self) -> list[tuple[str, int]]:
+        return []
+
+    def check_health(self) -> None:
+        """Healthy once every group (intake and each stage) has a member and is stable."""
+        from confluent_kafka import ConsumerGroupState
+
+        from framelog.streams.admin import admin_client
+        from framelog.pipeline.worker import groups
+
+        names = [f"framelog-{g}" for g in groups(self.config)]
+        admin = admin_client(self.config)      # keep a reference: futures die with their client
+        futures = admin.describe_consumer_groups(names, request_timeout=5)
+        for name, fut in futures.items():
+            desc = fut.result(timeout=10)
+            if desc.state != ConsumerGroupState.STABLE or not desc.members:
+                raise RuntimeError(f"group {name} is {desc.state.name.lower()} with {len(desc.members)} member(s)")
+
+
+class ApiService(_FramelogProcess):
+    """`framelog api`: upload, status, playback events, analytics, stream URLs and keys."""
+
+    name = "api"
+    subcommand = ("api",)
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.host}:{self.config.stack.api_port}"
+
+    def ports(self) -> list[tuple[str, int]]:
+        return [("api", self.config.stack.api_port), ("api operator listener", self.config.ops_port)]
+
+    def check_health(self) -> None:
+        with urllib.request.urlopen(f"{self.address}/healthz", timeout=2) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"/healthz answered {resp.status}")

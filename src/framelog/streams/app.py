@@ -1,0 +1,54 @@
+"""The Faust application factory.
+
+One Faust app per consumer group: ``framelog-intake`` turns uploads into
+pipeline jobs, and each pipeline stage runs as ``framelog-<stage>``, so an
+operator scales one stage by starting more workers of it. Faust owns the group
+membership and offsets (at-least-once: an offset is committed only after the
+agent finished the record); framelog's codec decodes the raw bytes and
+framelog's idempotent producer (acks=all) writes every output event.
+"""
+from __future__ import annotations
+
+import faust
+
+from framelog.core.config import Config
+from framelog.streams.kafka_auth import faust_credentials
+
+# A record is acked, and its offset committed, only after its agent finished;
+# the poll interval must outlast the longest stage so a long transcode never
+# looks like a dead consumer.
+POLL_INTERVAL_MARGIN = 300.0
+# A kill -9'd worker's partitions move on within seconds. Long jobs never hold
+# the event loop (they run in threads), so heartbeats keep a busy member alive.
+SESSION_TIMEOUT = 10.0
+HEARTBEAT_INTERVAL = 3.0
+
+
+def create_app(config: Config, group: str) -> faust.App:
+    longest = max(s.timeout for s in config.pipeline.stages)
+    datadir = config.stack.state_dir / "faust" / group
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"framelog-{group}",
+        broker=[f"kafka://{server}" for server in config.kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(config),   # the worker group's own principal
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_allow_declare=False,           # framelog creates its topics (framelog topics create)
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_interval=longest + POLL_INTERVAL_MARGIN,
+        broker_session_timeout=SESSION_TIMEOUT,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL,
+        broker_commit_every=1,
+        broker_commit_interval=1.0,
+        store="memory://",
+        web_enabled=False,
+        producer_acks=-1,
+        datadir=str(datadir),
+    )
+    return app
+
+
+def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)

@@ -1,0 +1,77 @@
+"""Who a Kafka client is, and the one place its connection settings come from.
+
+Every process authenticates as the principal of what it is: the HTTP API as ``api``, the
+analytics sink as ``sink`` (also when the API hosts it), each worker group as
+``worker-<group>``, operators' commands, the stack and the tests as ``admin``. The
+principal travels in ``config.kafka.principal`` (``as_principal``); the password comes
+from FRAMELOG_KAFKA_USERNAME/PASSWORD when set (compose: each service its own), else from
+``<state_dir>/credentials/kafka.json`` (framelog/service_credentials.py). What each principal may
+touch is streams/acls.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from framelog.core.config import Config
+from framelog.core.service_credentials import kafka_password
+
+ADMIN = "admin"          # super user: topics, ACLs, SCRAM users, operators' tools, tests' probes
+API = "api"
+SINK = "sink"
+BROKER = "broker"        # the broker's own inter-broker identity (super user)
+CONTROLLER = "controller"  # PLAIN user of the controller listener, static in server.properties (super user)
+WORKER_PREFIX = "worker-"
+ENV_USERNAME, ENV_PASSWORD = "FRAMELOG_KAFKA_USERNAME", "FRAMELOG_KAFKA_PASSWORD"
+
+
+def worker_principal(group: str) -> str:
+    return f"{WORKER_PREFIX}{group}"
+
+
+def principals(config: Config) -> list[str]:
+    """Every SCRAM user of the stack (services first, then the broker's own)."""
+    from framelog.pipeline.worker import groups
+
+    return [ADMIN, API, SINK, *(worker_principal(g) for g in groups(config)), BROKER]
+
+
+def password_env_var(principal: str) -> str:
+    """Where compose's init one-shot finds each principal's password: FRAMELOG_KAFKA_PASSWORD_WORKER_CDN, ..."""
+    return f"FRAMELOG_KAFKA_PASSWORD_{principal.upper().replace('-', '_')}"
+
+
+def as_principal(config: Config, principal: str) -> Config:
+    """The same configuration, for a process (or one client) acting as ``principal``."""
+    return dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, principal=principal))
+
+
+def credentials(config: Config) -> tuple[str, str]:
+    """(username, password) of this process: the environment's pair, else the state dir's."""
+    username, password = os.environ.get(ENV_USERNAME), os.environ.get(ENV_PASSWORD)
+    if username and password:
+        return username, password
+    return config.kafka.principal, kafka_password(config, config.kafka.principal)
+
+
+def client_settings(config: Config) -> dict[str, Any]:
+    """librdkafka settings every confluent-kafka client starts from: brokers and authentication."""
+    username, password = credentials(config)
+    return {"bootstrap.servers": config.kafka.bootstrap_servers,
+            "security.protocol": config.kafka.security_protocol,
+            "sasl.mechanism": config.kafka.sasl_mechanism,
+            "sasl.username": username,
+            "sasl.password": password}
+
+
+def faust_credentials(config: Config) -> Any:
+    """The same identity for Faust (aiokafka): SASL with the configured SCRAM mechanism."""
+    import ssl
+
+    import faust
+
+    username, password = credentials(config)
+    context = ssl.create_default_context() if config.kafka.security_protocol == "SASL_SSL" else None
+    return faust.SASLCredentials(username=username, password=password, mechanism=config.kafka.sasl_mechanism,
+                                 ssl_context=context)
