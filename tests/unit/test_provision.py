@@ -1,4 +1,4 @@
-"""`framelog init` (framelog/provision.py): which errors it waits out, and its deadline."""
+"""`framelog init` (ops/provision.py): which errors it waits out, and its deadline."""
 from __future__ import annotations
 
 import dataclasses

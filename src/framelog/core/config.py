@@ -181,7 +181,7 @@ class ObjectStorageConfig:
     access_key: str              # "" (the default): the identity's key pair from <state_dir>/credentials/s3.json
     secret_key: str
     vault_bucket: str = ""         # Object Lock bucket for tiers with a retention_lock ("": none)
-    identity: str = "pipeline"     # which generated identity the process uses (framelog/service_credentials.py)
+    identity: str = "pipeline"     # which generated identity the process uses (core/service_credentials.py)
 
 
 @dataclass(frozen=True)
@@ -504,7 +504,7 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class WebhooksConfig:
-    """Webhook delivery (streams/webhooks.py): retries, limits and which private networks may be targets."""
+    """Webhook delivery (pipeline/webhooks.py): retries, limits and which private networks may be targets."""
     retry_backoff_initial: float
     retry_backoff_max: float
     retry_jitter: float

@@ -1,4 +1,4 @@
-"""A headless Debian chromium driven over pipes: framelog/browser_driver.mjs (playwright-core).
+"""A headless Debian chromium driven over pipes: demo/browser_driver.mjs (playwright-core).
 
 Used by the browser integration tests and by ``framelog demo`` (one real viewer).
 

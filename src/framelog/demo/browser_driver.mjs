@@ -1,6 +1,6 @@
 // A headless Debian chromium driven by playwright-core, commanded one JSON
 // line at a time on stdin, answering one JSON line per command on stdout, so
-// its Python side (framelog/browser.py, used by the integration tests and by
+// its Python side (demo/browser.py, used by the integration tests and by
 // `framelog demo`) can interleave browser steps with the stack's (stopping an
 // edge, purging a cache, querying ClickHouse).
 //

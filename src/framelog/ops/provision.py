@@ -5,7 +5,7 @@ the topics, the embedded sink its tables). In docker-compose a one-shot ``init``
 service runs it and every other framelog service waits for it to complete:
 
 * the Kafka topics of the registry (streams/admin.py, idempotent),
-* the object-storage bucket (framelog/s3.py, idempotent),
+* the object-storage bucket (sinks/s3.py, idempotent),
 * the ClickHouse migrations, on a ClickHouse server (the sink applies them too at
   start, but the API queries the tables before the sink may have run). An
   embedded chdb engine belongs to the process that opens it, so it is left to

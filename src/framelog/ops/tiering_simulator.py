@@ -229,7 +229,7 @@ def report_markdown(result: SimulationResult) -> str:
         f"`framelog tiering simulate --days {result.days} --videos {result.videos} --seed {result.seed}`: "
         "a synthetic catalogue (uploads at an even rate, Zipf popularity decaying with age, "
         f"{result.sessions:,} playback sessions in all) through the tiering worker's decision code "
-        "(`processors/tier_ledger.py`, rules and prices from `framelog/framelog.yaml`), evaluated daily.",
+        "(`processors/tier_ledger.py`, rules and prices from `core/framelog.yaml`), evaluated daily.",
         "",
         f"Monthly storage cost (USD per month: mean bytes stored that month x the tier's price per GB-month; "
         f"months of {DAYS_PER_MONTH} days, the last one may be shorter):",
@@ -266,7 +266,7 @@ def report_markdown(result: SimulationResult) -> str:
         "(hours, for Glacier): the access-count bound keeps watched renditions readable.",
         "",
         "Not modelled: retrieval and request fees, minimum storage durations (Glacier bills at least 90 days, "
-        "Deep Archive 180). The workload's parameters are in `framelog/tiering_simulator.py`.",
+        "Deep Archive 180). The workload's parameters are in `ops/tiering_simulator.py`.",
         "",
     ]
     return "\n".join(lines)

@@ -22,10 +22,10 @@ from framelog.core.logs import configure_logging
 log = logging.getLogger(__name__)
 
 INTAKE = "intake"
-CDN = "cdn"            # edge purges/warms and edge metrics (streams/agents/cdn.py)
-TIERING = "tiering"    # access counts, tier decisions, storage-class moves (streams/agents/tiering.py)
-POPULARITY = "popularity"  # views per video -> CacheWarm past popular_view_count (streams/agents/cdn.py)
-WEBHOOKS = "webhooks"      # video events -> signed HTTP deliveries to registered endpoints (streams/webhooks.py)
+CDN = "cdn"            # edge purges/warms and edge metrics (pipeline/agents/cdn.py)
+TIERING = "tiering"    # access counts, tier decisions, storage-class moves (pipeline/agents/tiering.py)
+POPULARITY = "popularity"  # views per video -> CacheWarm past popular_view_count (pipeline/agents/cdn.py)
+WEBHOOKS = "webhooks"      # video events -> signed HTTP deliveries to registered endpoints (pipeline/webhooks.py)
 RESTART_BACKOFF = 2.0
 
 

@@ -11,7 +11,7 @@ that host could otherwise read and write every topic):
 
 * the client listener (``stack.kafka_port``, the advertised one) speaks SASL with SCRAM
   (``kafka.security.mechanism``); every principal's password is generated into
-  ``<state>/credentials/kafka.json`` (framelog/service_credentials.py) and its SCRAM credentials are
+  ``<state>/credentials/kafka.json`` (core/service_credentials.py) and its SCRAM credentials are
   written at format time (``--add-scram``), or for a state dir formatted before credentials
   existed by one start of the broker in its old, open configuration (``_migrate_to_scram``).
   ``after_healthy`` adds the credentials of principals that appeared since (a new stage) and

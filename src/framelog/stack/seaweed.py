@@ -3,7 +3,7 @@
 One ``weed server`` process runs master, volume server, filer and the S3
 gateway, every port pinned from configuration (gRPC ports at port+10000, also
 pinned), bound to loopback, telemetry off, data under ``<state>/seaweed/data``.
-S3 credentials are generated once per state dir (framelog/service_credentials.py, ``s3.json``)
+S3 credentials are generated once per state dir (core/service_credentials.py, ``s3.json``)
 and given to the gateway through an ``-s3.config`` identities file (``s3_identities``):
 ``pipeline`` may do anything, ``media`` only read/write/list renditions and thumbnails
 (``hls/``, ``thumbnails/``: never the AES keys under ``keys/``); a request without valid

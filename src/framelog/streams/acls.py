@@ -81,7 +81,7 @@ def registry(config: Config) -> list[Grant]:
     from framelog.sinks.clickhouse.runner import GROUP_ID, SOURCE_TOPICS
     grants += _topics(SINK, reads=SOURCE_TOPICS, writes=())
     grants += [Grant(SINK, GROUP, GROUP_ID, READ, PREFIXED)]     # `framelog sink analytics --group <GROUP_ID>-...`
-    # The worker groups (streams/worker.py, streams/agents/).
+    # The worker groups (pipeline/worker.py, pipeline/agents/).
     intake = worker_principal(INTAKE)
     grants += _topics(intake, reads=(t.UPLOADS,), writes=(t.STAGE_TRANSITIONS, *requests(stages[0])))
     grants += _faust_app(intake, INTAKE)
@@ -101,7 +101,7 @@ def registry(config: Config) -> list[Grant]:
     grants += _topics(worker_principal(TIERING), reads=(t.ASSETS, t.PLAYBACK_EVENTS, t.TIER_TRANSITIONS),
                       writes=(t.TIER_TRANSITIONS,))
     grants += _faust_app(worker_principal(TIERING), TIERING)
-    # The webhooks worker (streams/webhooks.py, a plain consumer): video events in, delivery steps out;
+    # The webhooks worker (pipeline/webhooks.py, a plain consumer): video events in, delivery steps out;
     # it replays the endpoint registry, the video catalog and the pending deliveries.
     hooks = worker_principal(WEBHOOKS)
     from framelog.pipeline.webhooks import GROUP_ID as WEBHOOKS_GROUP, SOURCE_TOPICS as WEBHOOK_SOURCES

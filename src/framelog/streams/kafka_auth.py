@@ -5,7 +5,7 @@ analytics sink as ``sink`` (also when the API hosts it), each worker group as
 ``worker-<group>``, operators' commands, the stack and the tests as ``admin``. The
 principal travels in ``config.kafka.principal`` (``as_principal``); the password comes
 from FRAMELOG_KAFKA_USERNAME/PASSWORD when set (compose: each service its own), else from
-``<state_dir>/credentials/kafka.json`` (framelog/service_credentials.py). What each principal may
+``<state_dir>/credentials/kafka.json`` (core/service_credentials.py). What each principal may
 touch is streams/acls.py.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@
   country is warmed (trigger ``trending_content``) on the edge that serves that
   country, the seed's "Geographic preloading" (``preload_to_region``).
 * a timer reads the edges' access logs into the Prometheus CDN metrics
-  (streams/agents/cdn_metrics.py), served by the worker's metrics port.
+  (pipeline/agents/cdn_metrics.py), served by the worker's metrics port.
 
 Edge calls block (HTTP to nginx), so they run in a thread; an edge that is
 down is logged and skipped, like the seed's ``Promise.allSettled``.
