@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import fastavro
@@ -58,13 +58,13 @@ from confluent_kafka import Consumer
 
 from framelog.core.config import Config, get_config
 from framelog.schemas import raw_schema
+from framelog.schemas.codec import HEADER_LEN, MILLIS, AvroCodec
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.queries import get_video_analytics
 from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
 from framelog.sinks.clickhouse.sink import DEFAULT_TABLES
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
 from framelog.streams.admin import create_topics
-from framelog.schemas.codec import HEADER_LEN, MILLIS, AvroCodec
 from framelog.streams.consumer import consumer_config
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec
@@ -272,7 +272,7 @@ def time_queries(config: Config, client, queries: int, seed: int) -> tuple[list[
 
 def _time_queries(client, config: Config, queries: int, seed: int) -> tuple[list[float], int]:
     rng = random.Random(seed)
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     start = end - timedelta(days=30)
     for _ in range(10):                                  # warm-up, not measured
         get_video_analytics(client, f"video-{rng.randrange(1000)}", start, end, config=config)
@@ -338,12 +338,13 @@ def main() -> None:
         produce_s = produce(config, spec, n)
         print(f"  {n / produce_s:,.0f} events/s", flush=True)
         rounds = []
+        loop: SinkLoop | None = None
         for r in range(args.rounds):
             load = os.getloadavg()[0]
             print(f"round {r + 1}: load {load:.1f}; baseline consume+decode ...", flush=True)
             base_s, base_cpu = bench_baseline(config, spec.name, n)
             print(f"  {n / base_s:,.0f} events/s; framelog sink into {config.clickhouse_dsn} ...", flush=True)
-            if r:
+            if loop is not None:
                 loop.close()
             round_config = dataclasses.replace(config, clickhouse=dataclasses.replace(
                 config.clickhouse, database=f"bench_r{r}"))
@@ -373,7 +374,7 @@ def main() -> None:
         "freshness_p99_under_5s": fresh["p99_s"] < TARGET_FRESH_P99_S,
         "query_p95_under_50ms": query["p95_ms"] < TARGET_QUERY_P95_MS,
     }
-    measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     result = {
         "command": command, "measured_at": measured_at, "events": n, "topic_partitions": 6,
         "produce_eps": n / produce_s,

@@ -20,7 +20,7 @@ import io
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fastavro
@@ -28,11 +28,10 @@ from confluent_kafka import Consumer, Producer
 
 from framelog.core.config import get_config
 from framelog.schemas import raw_schema
-from framelog.streams.admin import create_topics
 from framelog.schemas.codec import MILLIS, AvroCodec
-from framelog.streams.consumer import EventConsumer
+from framelog.streams.admin import create_topics
+from framelog.streams.consumer import EventConsumer, consumer_config
 from framelog.streams.producer import EventProducer, producer_config
-from framelog.streams.consumer import consumer_config
 from framelog.streams.topics import TopicSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -125,7 +124,7 @@ def main() -> None:
     f_prod, f_cons = bench_framelog(config, ours, events)
     n = len(events)
     result = {
-        "events": n, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "events": n, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "baseline": {"produce_eps": n / b_prod, "consume_decode_eps": n / b_cons},
         "framelog": {"produce_eps": n / f_prod, "consume_decode_eps": n / f_cons},
     }

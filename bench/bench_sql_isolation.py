@@ -225,7 +225,7 @@ def report(args, config, probe: Probe, answers, latencies, load_seconds: float, 
     lines = [
         "# Analysts' SQL isolation (issue 11)",
         "",
-        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on this {os.cpu_count()}-core machine, shared "
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on this {os.cpu_count()}-core machine, shared "
         f"with other sessions' stacks (1-min load average {loadavg[0]:.1f} before, {loadavg[1]:.1f} at the end of "
         "the load: the figures are noisy; the idle phase is the control). Command: "
         f"`python bench/bench_sql_isolation.py --clients {args.clients} --seconds {args.seconds:g}`.",

@@ -9,7 +9,7 @@ Kafka, without running ffmpeg (the pipeline has its own tests).
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import httpx
 from fastapi import FastAPI
@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from framelog.api import access, deletion, events, keys, stream, videos
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
+from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from tests.integration.support import wait_for
 

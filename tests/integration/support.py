@@ -6,17 +6,18 @@ does the polling); a test never sleeps to synchronise.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 
 from framelog.core.config import Config
-from framelog.streams.admin import admin_client
 from framelog.stack.process import Component, wait_until
 from framelog.stack.services import WorkerService
+from framelog.streams.admin import admin_client
 from framelog.streams.consumer import DecodedRecord, consumer_config
 from framelog.streams.replay import ReplayedTable
 

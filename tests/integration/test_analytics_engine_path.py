@@ -17,13 +17,13 @@ import uuid
 import pytest
 
 from framelog.core.config import load_config
+from framelog.schemas.codec import MILLIS, AvroCodec
+from framelog.schemas.events import new_event
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.migrations import apply_migrations
 from framelog.sinks.clickhouse.sink import PLAYBACK_EVENTS_TABLE, ClickHouseSink
 from framelog.streams.admin import create_topics
-from framelog.schemas.codec import MILLIS, AvroCodec
 from framelog.streams.consumer import EventConsumer
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec
 
@@ -92,7 +92,7 @@ def _rows(client, video: str) -> list[tuple]:
 def test_engine_path_stores_what_the_python_path_stores(stack, config, engine):
     spec = _topic(config)
     video = f"engine{uuid.uuid4().hex[:8]}"
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     # late and out of order: offline clients replaying up to two days back, in shuffled order
     events = [_event(i, video, event_time=now - dt.timedelta(hours=(i * 7) % 50, minutes=i % 60)) for i in range(300)]
     producer = EventProducer(config, AvroCodec(config, topic_specs=[spec]))
@@ -110,10 +110,12 @@ def test_engine_path_stores_what_the_python_path_stores(stack, config, engine):
     assert fast.stats["duplicates_dropped"] == slow.stats["duplicates_dropped"] == 1
     assert fast.stats["python_path_batches"] == fast.stats["engine_refused_batches"] == 0
     assert _rows(fast_client, video) == _rows(slow_client, video)
-    rollup = "SELECT sum(events), sum(views), sum(likes), sum(shares) FROM video_stats_hourly WHERE video_id = {v:String}"
+    rollup = ("SELECT sum(events), sum(views), sum(likes), sum(shares) FROM video_stats_hourly "
+              "WHERE video_id = {v:String}")
     assert (fast_client.query(rollup, parameters={"v": video}).result_rows
             == slow_client.query(rollup, parameters={"v": video}).result_rows == [(300, 50, 50, 50)])
-    hourly = ("SELECT hour, sum(events) FROM video_stats_hourly WHERE video_id = {v:String} GROUP BY hour ORDER BY hour")
+    hourly = ("SELECT hour, sum(events) FROM video_stats_hourly WHERE video_id = {v:String} "
+              "GROUP BY hour ORDER BY hour")
     expected = collections.Counter(e["event_time"].replace(minute=0, second=0, tzinfo=None) for e in events)
     for client in (fast_client, slow_client):        # each event in the hour of its event time
         assert client.query(hourly, parameters={"v": video}).result_rows == sorted(expected.items())

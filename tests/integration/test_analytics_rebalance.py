@@ -17,12 +17,12 @@ import uuid
 
 import pytest
 
+from framelog.schemas.codec import MILLIS, AvroCodec
+from framelog.schemas.events import new_event
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
 from framelog.sinks.clickhouse.sink import DEFAULT_TABLES
 from framelog.streams.admin import create_topics
-from framelog.schemas.codec import MILLIS, AvroCodec
-from framelog.schemas.events import new_event
 from framelog.streams.lag import group_position
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec
@@ -95,8 +95,8 @@ def test_a_second_sink_joining_the_group_counts_every_event_once(stack, config, 
         def one(sql: str) -> tuple:
             return client.query(sql, parameters={"videos": videos}).result_rows[0]
 
-        assert one("SELECT count(), uniqExact(event_id) FROM playback_events WHERE video_id IN {videos:Array(String)}") \
-            == (EVENTS, EVENTS)
+        assert one("SELECT count(), uniqExact(event_id) FROM playback_events "
+                   "WHERE video_id IN {videos:Array(String)}") == (EVENTS, EVENTS)
         views = sum(e["type"] == "view_start" for e in events)
         likes = sum(e["type"] == "like" for e in events)
         assert one("SELECT sum(events), sum(views), sum(likes), sum(watch_time_seconds) FROM video_stats_hourly "

@@ -14,16 +14,15 @@ import signal
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import yaml
 
 from framelog.core.config import DEFAULT_CONFIG_PATH
+from framelog.schemas.events import new_event
 from framelog.sinks.clickhouse.runner import GROUP_ID
 from framelog.stack.process import wait_until
 from framelog.streams import topics
-from framelog.schemas.events import new_event
 from framelog.streams.lag import group_position
 from framelog.streams.producer import EventProducer
 

@@ -18,16 +18,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from framelog.api.upload_protocol import encode_upload_metadata
+from framelog.pipeline.jobs.tombstones import video_prefixes
 from framelog.processors.edge_signing import edge_signature
 from framelog.processors.tokens import issue_share_token, load_or_create_secret, sign_playback
-from framelog.pipeline.jobs.tombstones import video_prefixes
+from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
-from framelog.views.catalog import VideoCatalog
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
-from tests.integration.delivery_api import (KEY, bearer, key_with, make_app, published, stream_of, upload,
-                                            viewer_tokens)
+from framelog.views.catalog import VideoCatalog
+from tests.integration.delivery_api import KEY, bearer, key_with, make_app, published, stream_of, upload, viewer_tokens
 from tests.integration.support import TopicRecorder, wait_for
 
 pytestmark = pytest.mark.integration
@@ -236,8 +235,9 @@ def test_making_a_video_private_withdraws_access_and_purges(client, config, toke
     grant = s.json()["encryption"]["grant"]
     assert key_with(client, vid, grant).status_code == 200
 
-    assert client.patch(f"/videos/{vid}/access", json={"visibility": "private"}, headers=tokens["bob"]).status_code == 403
-    assert client.patch(f"/videos/{vid}/access", json={"visibility": "nope"}, headers=tokens["alice"]).status_code == 400
+    access = f"/videos/{vid}/access"
+    assert client.patch(access, json={"visibility": "private"}, headers=tokens["bob"]).status_code == 403
+    assert client.patch(access, json={"visibility": "nope"}, headers=tokens["alice"]).status_code == 400
     r = client.patch(f"/videos/{vid}/access", json={"visibility": "private"}, headers=tokens["alice"])
     assert r.status_code == 200 and r.json()["visibility"] == "private"
     assert stream_of(client, vid, tokens["anon"]).status_code == 403

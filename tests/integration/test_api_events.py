@@ -20,8 +20,8 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 import uvicorn
@@ -29,8 +29,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from framelog.clients.analytics import AnalyticsClient
 from framelog.api import events as ev
+from framelog.clients.analytics import AnalyticsClient
 from framelog.clients.credentials import bearer
 from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.streams.admin import create_topics
@@ -141,7 +141,9 @@ def test_mixed_batch_lands_on_both_topics_exactly_once(client, collector):
               qs(vid), pb(vid, "rebuffer_start"), pb(vid, "rebuffer_end"), qs(vid, reason="low_buffer"),
               pb(vid, "seek", position_seconds=40), pb(vid, "error"), pb(vid, "share"), pb(vid, "video_like"),
               pb(vid, "ended", position_seconds=60, country="US")]
-    ingested = lambda topic: REGISTRY.get_sample_value("framelog_events_ingested_total", {"topic": topic}) or 0
+    def ingested(topic: str) -> float:
+        return REGISTRY.get_sample_value("framelog_events_ingested_total", {"topic": topic}) or 0
+
     counted = ingested(PLAYBACK_EVENTS), ingested(QUALITY_SWITCHES)
     before = now_ms()
     r = client.post("/v1/events", json={"events": events}, headers={"X-Viewer-Country": "DE"})

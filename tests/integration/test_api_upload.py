@@ -12,30 +12,29 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-from framelog.streams.consumer import consumer_config
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from framelog.api import videos
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE
+from framelog.clients.upload import ResumableUploader, upload_resumable
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
-from framelog.sinks.s3 import s3_client
-from framelog.streams import topics
 from framelog.schemas.codec import AvroCodec
 from framelog.schemas.events import new_event
+from framelog.sinks.s3 import s3_client
+from framelog.sinks.uploads import object_sha256, raw_object_key
+from framelog.streams import topics
+from framelog.streams.consumer import consumer_config
 from framelog.streams.producer import EventProducer
 from framelog.views.status import StatusFold, StatusTable
-from framelog.sinks.uploads import object_sha256, raw_object_key
-from framelog.clients.upload import ResumableUploader, upload_resumable
 from tests.integration.support import wait_for
 
 DEADLINE = 90.0
@@ -84,7 +83,7 @@ class LiveApi:
                                                    log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LiveApi":
+    def __enter__(self) -> LiveApi:
         self.thread.start()
         wait_for(lambda: self.server.started, "uvicorn to start", 30)
         return self
@@ -307,7 +306,7 @@ def test_unknown_uploads_are_404(client):
 
 # ------------------------------------------------------------------ status
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def transition(video_id: str, stage: str, state: str, second: float, job: str = "job-1", **extra: Any) -> dict:
@@ -352,7 +351,8 @@ def test_status_endpoint_follows_transitions_and_survives_replay(client, config,
                       transition(vid, second, "failed", 8, attempt=2, error_type="invalid_media",
                                  error_message="no video stream", duration_ms=1500))
 
-    v = wait_for(lambda: (lambda x: x if x and x["state"] == "failed" else None)(view()), "the failure to show", DEADLINE)
+    v = wait_for(lambda: (lambda x: x if x and x["state"] == "failed" else None)(view()),
+                 "the failure to show", DEADLINE)
     assert v["current_stage"] == second
     assert v["error"] == {"stage": second, "error_type": "invalid_media", "error_message": "no video stream",
                           "attempt": 2}

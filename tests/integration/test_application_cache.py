@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from framelog.api.access_state import access_state
-from framelog.streams import topics
 from framelog.schemas.events import new_event
+from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from tests.integration.delivery_api import make_app, published, stream_of, viewer_tokens
 from tests.integration.support import wait_for
@@ -46,7 +46,8 @@ def test_a_plan_is_cached_until_the_video_changes_on_the_log(client, config):
                              playlist_key=f"hls/{vid}/360p/playlist.m3u8", segment_count=1, size_bytes=188)],
             master_playlist_key=f"hls/{vid}/master.m3u8", duration_seconds=4.0, thumbnails=[],
             chapters_key=None, key_id=None, metadata={}), key=vid)
-    body = wait_for(lambda: (lambda b: b if names(b) == ["360p"] else None)(stream_of(client, vid, tokens["alice"]).json()),
+    body = wait_for(lambda: (lambda b: b if names(b) == ["360p"] else None)(
+                        stream_of(client, vid, tokens["alice"]).json()),
                     "the new publication to be served", DEADLINE)
     assert body["encryption"] is None and body["poster_url"] is None
 

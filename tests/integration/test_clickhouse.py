@@ -20,8 +20,7 @@ from framelog.core.config import load_config
 from framelog.core.errors import InvalidIdError
 from framelog.sinks.clickhouse.client import connect, connect_readonly
 from framelog.sinks.clickhouse.migrations import Migration, MigrationError, apply_migrations, load_migrations
-from framelog.sinks.clickhouse.queries import (AnalyticsQueryError, UnsafeSqlError, get_video_analytics,
-                                               run_readonly_sql)
+from framelog.sinks.clickhouse.queries import AnalyticsQueryError, UnsafeSqlError, get_video_analytics, run_readonly_sql
 from framelog.sinks.clickhouse.sink import ClickHouseSink, dedup_token
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
 
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 PE = "playback.events"
 QS = "playback.quality-switches"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _config(path, database):
@@ -199,21 +198,27 @@ def fixture_video(db):
     v, H = "vfix", BASE
     m = lambda minutes: H + dt.timedelta(minutes=minutes)  # noqa: E731
     s1 = [ev(v, "s1", "u1", "view_start", m(1), startup_time_ms=400, rendition="720p", country="US"),
-          ev(v, "s1", "u1", "progress", m(2), position_seconds=30.0, watch_time_delta_seconds=30.0, rendition="720p", country="US"),
-          ev(v, "s1", "u1", "progress", m(3), position_seconds=55.0, watch_time_delta_seconds=30.0, rendition="1080p", country="US"),
-          ev(v, "s1", "u1", "ended", m(4), position_seconds=60.0, watch_time_delta_seconds=5.0, rendition="1080p", country="US"),
+          ev(v, "s1", "u1", "progress", m(2), position_seconds=30.0, watch_time_delta_seconds=30.0, rendition="720p",
+             country="US"),
+          ev(v, "s1", "u1", "progress", m(3), position_seconds=55.0, watch_time_delta_seconds=30.0, rendition="1080p",
+             country="US"),
+          ev(v, "s1", "u1", "ended", m(4), position_seconds=60.0, watch_time_delta_seconds=5.0, rendition="1080p",
+             country="US"),
           ev(v, "s1", "u1", "like", m(5), position_seconds=60.0, country="US")]
     s2 = [ev(v, "s2", "u2", "view_start", m(10), startup_time_ms=600, rendition="720p", country="DE"),
           ev(v, "s2", "u2", "rebuffer_start", m(11), country="DE"),
           ev(v, "s2", "u2", "rebuffer_end", m(12), rebuffer_duration_ms=2000, country="DE"),
-          ev(v, "s2", "u2", "progress", m(13), position_seconds=10.0, watch_time_delta_seconds=10.0, rendition="480p", country="DE"),
+          ev(v, "s2", "u2", "progress", m(13), position_seconds=10.0, watch_time_delta_seconds=10.0, rendition="480p",
+             country="DE"),
           ev(v, "s2", "u2", "error", m(14), error_code="MEDIA_ERR_DECODE", country="DE")]
     s3 = [ev(v, "s3", "u1", "view_start", m(20), country="US"),
           ev(v, "s3", "u1", "share", m(21), country="US"),
-          ev(v, "s3", "u1", "progress", m(59), position_seconds=20.0, watch_time_delta_seconds=20.0, rendition="720p", country="US")]
+          ev(v, "s3", "u1", "progress", m(59), position_seconds=20.0, watch_time_delta_seconds=20.0, rendition="720p",
+             country="US")]
     s4 = [ev(v, "s4", "u3", "view_start", m(125)),
           ev(v, "s4", "u3", "progress", m(126), position_seconds=15.0, watch_time_delta_seconds=15.0, rendition="720p")]
-    switches = [qs(v, "s1", "720p", "1080p", m(3)), qs(v, "s2", "720p", "480p", m(13)), qs(v, "s3", "auto", "720p", m(20))]
+    switches = [qs(v, "s1", "720p", "1080p", m(3)), qs(v, "s2", "720p", "480p", m(13)),
+                qs(v, "s3", "auto", "720p", m(20))]
     sink = ClickHouseSink(client, cfg, max_rows=7, max_age=60)
     feed = Offsets()
     # interleaved sessions, several batches
@@ -381,7 +386,7 @@ def test_p95_of_get_video_analytics_over_a_large_table(engine, capsys):
     rng = random.Random(7)
     end = dt.datetime.now(UTC)
     timings = []
-    for i in range(60):
+    for _ in range(60):
         video = f"video-{rng.randrange(videos)}"
         t = time.perf_counter()
         a = get_video_analytics(client, video, end - dt.timedelta(days=30), end, config=cfg)

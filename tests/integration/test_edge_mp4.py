@@ -13,12 +13,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from framelog.sinks.edges.cache_commands import edge_caches, shield_cache
 from framelog.processors import cache_control as cc
 from framelog.processors.cdn_routing import default_invalidation_paths
 from framelog.processors.edge_signing import edge_signature
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.tokens import load_or_create_secret
+from framelog.sinks.edges.cache_commands import edge_caches, shield_cache
 from framelog.sinks.object_store import ObjectStore
 from tests.integration.delivery_api import make_app, published, stream_of, viewer_tokens
 

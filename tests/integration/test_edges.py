@@ -13,22 +13,22 @@ import urllib.request
 
 import pytest
 
-from framelog.sinks.edges.cache_commands import EdgeCache, cached_keys
-from framelog.sinks.edges.health import EdgeHealth
 from framelog.core.ids import new_video_id
+from framelog.pipeline.worker import CDN, POPULARITY, groups
 from framelog.processors import cache_control as cc
 from framelog.processors.cdn_routing import edge_base_url, route, stream_urls
 from framelog.processors.edge_signing import origin_token, signed_edge_url
 from framelog.processors.tokens import load_or_create_secret
+from framelog.schemas.events import new_event
+from framelog.sinks.edges.cache_commands import EdgeCache, cached_keys
+from framelog.sinks.edges.health import EdgeHealth
 from framelog.sinks.s3 import s3_client
 from framelog.stack.nginx import cache_dir, shield_dir
 from framelog.stack.process import wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
-from framelog.schemas.events import new_event
 from framelog.streams.lag import group_lag
 from framelog.streams.producer import EventProducer
-from framelog.pipeline.worker import CDN, POPULARITY, groups
 from tests.integration.support import running
 
 pytestmark = pytest.mark.integration

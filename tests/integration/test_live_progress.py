@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -22,8 +22,8 @@ import uvicorn
 
 from framelog.cli.live import sse_events
 from framelog.processors.identity import Keyring, mint_token
-from framelog.streams import topics
 from framelog.schemas.events import new_event
+from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from tests.integration.support import wait_for
 from tests.integration.webhook_receiver import make_app, webhook_overlay
@@ -63,7 +63,7 @@ class Transitions:
     def __init__(self, cfg, video_id: str, owner: str, workspace: str | None = None):
         self.producer = EventProducer(cfg)
         self.video_id, self.job = video_id, f"j-{video_id}"
-        self.t = datetime.now(timezone.utc)
+        self.t = datetime.now(UTC)
         self.producer.send_and_wait(topics.ACCESS, "AccessPolicy", new_event(
             "AccessPolicy", video_id=video_id, owner_id=owner, workspace_id=workspace, visibility="private"))
         self.producer.send_and_wait(topics.UPLOADS, "UploadCompleted", new_event(
@@ -152,7 +152,8 @@ def test_cli_status_follow_shows_the_stages_and_exits_on_failure(live):
 def test_version_and_sql_formats(live):
     _, cfg, overlay = live
     env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(overlay)}
-    out = subprocess.run([sys.executable, "-m", "framelog.cli.main", "--version"], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "framelog.cli.main", "--version"], env=env,
+                         capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("framelog ")
 
 

@@ -9,14 +9,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
-from framelog.streams.admin import admin_client, create_topics, delete_topics
 from framelog.schemas.codec import AvroCodec
-from framelog.streams.consumer import DecodedRecord, EventConsumer
 from framelog.schemas.events import new_event
+from framelog.streams.admin import admin_client, create_topics, delete_topics
+from framelog.streams.consumer import DecodedRecord, EventConsumer
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec, dead_letter_topic
 
@@ -30,7 +30,8 @@ def playback(video_id: str = "vid_it", **extra) -> dict:
                      position_seconds=1.0, watch_time_delta_seconds=1.0, **extra)
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE, step: Callable[[], None] | None = None) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE,
+             step: Callable[[], None] | None = None) -> None:
     """Run ``step`` until ``condition`` holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -13,14 +13,14 @@ import hashlib
 import pytest
 
 from framelog.core.ids import new_video_id
-from framelog.pipeline.jobs.tombstones import video_prefixes
-from framelog.sinks.object_store import ObjectStore
-from framelog.stack.services import WorkerService
-from framelog.streams import topics
 from framelog.ops import dlq
 from framelog.ops.groups import describe_groups
-from framelog.ops.reprocess import ReprocessError, reprocess, read_history, stage_inputs
+from framelog.ops.reprocess import ReprocessError, read_history, reprocess, stage_inputs
+from framelog.pipeline.jobs.tombstones import video_prefixes
+from framelog.sinks.object_store import ObjectStore
 from framelog.sinks.uploads import announce_upload, raw_object_key
+from framelog.stack.services import WorkerService
+from framelog.streams import topics
 from tests.integration.support import TopicRecorder, running, wait_for
 from tests.media import clips
 

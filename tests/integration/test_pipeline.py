@@ -20,14 +20,14 @@ from confluent_kafka import Consumer, TopicPartition
 from framelog.core.ids import new_video_id
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import write_local_playlist
+from framelog.schemas.codec import AvroCodec
 from framelog.sinks.object_store import ObjectStore
+from framelog.sinks.uploads import announce_upload, raw_object_key, upload_file
 from framelog.stack.process import wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
-from framelog.schemas.codec import AvroCodec
 from framelog.streams.consumer import consumer_config
 from framelog.views.status import StatusTable
-from framelog.sinks.uploads import announce_upload, raw_object_key, upload_file
 from tests.integration.support import running
 from tests.media import clips
 
@@ -104,7 +104,7 @@ def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, s
     infs = re.findall(r"#EXT-X-STREAM-INF:(.*)\n(.*)/playlist.m3u8", master)
     assert infs, master
     heights = []
-    for attrs, name in infs:
+    for attrs, _name in infs:
         for key in ("BANDWIDTH=", "AVERAGE-BANDWIDTH=", "RESOLUTION=", "FRAME-RATE=", 'CODECS="avc1.'):
             assert key in attrs, (key, attrs)
         assert "mp4a.40.2" in attrs
@@ -113,7 +113,7 @@ def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, s
 
     key = store.get_bytes(f"keys/{video_id}/aes128.key")
     assert key is not None and len(key) == 16
-    for attrs, name in infs:
+    for _attrs, name in infs:
         playlist = store.get_bytes(f"hls/{video_id}/{name}/playlist.m3u8").decode()
         assert "#EXT-X-KEY:METHOD=AES-128" in playlist and f"/v1/keys/{video_id}" in playlist
         durations = [float(d) for d in re.findall(r"#EXTINF:([\d.]+)", playlist)]

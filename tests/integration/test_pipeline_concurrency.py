@@ -6,15 +6,14 @@ coordinator (whether the transcoding group rebalanced while a job ran).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from framelog.streams import topics
 from framelog.sinks.uploads import upload_file
-from tests.integration.test_pipeline import (PIPELINE_TIMEOUT, _done, _process, read_topic, status, store,  # noqa: F401
-                                             worker)
+from framelog.streams import topics
+from tests.integration.test_pipeline import PIPELINE_TIMEOUT, _done, _process, read_topic, status, store, worker  # noqa: F401
 from tests.media import clips
 
 pytestmark = pytest.mark.integration
@@ -24,7 +23,7 @@ STAGE = "transcoding"
 
 def _ms(value) -> int:
     if isinstance(value, datetime):
-        return int((value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+        return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp() * 1000)
     return int(value)
 
 

@@ -13,22 +13,21 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 
+from framelog.clients.upload import upload_resumable
 from framelog.core.config import get_config
-from framelog.core.ids import validate_video_id
+from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.cdn_routing import edge_base_url
 from framelog.processors.identity import Keyring, mint_token
+from framelog.schemas.events import new_event
 from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
-from framelog.clients.upload import upload_resumable
-from framelog.demo.browser import Browser, missing_requirements
 from tests.integration.support import running, wait_for
 from tests.media import clips
 
@@ -149,7 +148,8 @@ def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, 
     assert httpx.get(state["info"]["keyUri"], timeout=10).status_code in (401, 403)
 
     # the quality menu: a manual choice overrides the controller until "auto" again
-    choose = "(v) => { const m = document.getElementById('quality'); m.value = v; m.dispatchEvent(new Event('change')); }"
+    choose = ("(v) => { const m = document.getElementById('quality'); m.value = v; "
+              "m.dispatchEvent(new Event('change')); }")
     options = browser.eval("[...document.getElementById('quality').options].map(o => o.value)")
     current = browser.eval("framelogPlayer.quality")
     assert options[0] == "auto" and current in options, (options, current)
@@ -183,7 +183,8 @@ def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, 
              ANALYTICS_DEADLINE)
     def reasons() -> set[str]:       # quality_switches is another topic: the sink may reach it a little later
         return {r[0] for r in sql(api, "SELECT reason FROM quality_switches "
-                                       "WHERE video_id = {v:String} AND session_id = {s:String}", v=video_id, s=session)}
+                                       "WHERE video_id = {v:String} AND session_id = {s:String}",
+                                  v=video_id, s=session)}
 
     wait_for(lambda: {"startup", "manual"} <= reasons(), "the session's quality switches in ClickHouse",
              ANALYTICS_DEADLINE)

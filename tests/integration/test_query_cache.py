@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from framelog.processors.identity import ANALYTICS_READ, Keyring, mint_token
+from framelog.schemas.events import new_event
 from framelog.stack.services import ApiService
 from framelog.streams import topics
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from tests.integration.support import running, wait_for
 

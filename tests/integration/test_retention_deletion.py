@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from framelog.processors.identity import Keyring, mint_token
-from framelog.streams import topics
 from framelog.schemas.events import new_event
+from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from tests.integration.delivery_api import make_app, published, viewer_tokens
 from tests.integration.support import TopicRecorder, wait_for

@@ -7,7 +7,7 @@ locked object cannot be deleted without the governance bypass.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
@@ -28,11 +28,12 @@ def test_archive_locks_the_rendition_in_the_vault_and_a_restore_brings_it_back(c
     serving, vault = stores
     tiers = config.storage_tiers
     prefix = f"hls/{new_video_id()}/720p/"
-    objects = {f"{prefix}playlist.m3u8": b"#EXTM3U\n", **{f"{prefix}seg_{i:03d}.ts": bytes([i]) * 5000 for i in range(3)}}
+    objects = {f"{prefix}playlist.m3u8": b"#EXTM3U\n",
+               **{f"{prefix}seg_{i:03d}.ts": bytes([i]) * 5000 for i in range(3)}}
     for key, body in objects.items():
         serving.put_bytes(key, body, "video/mp2t")
     mover = TierMover(serving, vault)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     report = mover.move_between(prefix, tiers["cold_tier"], tiers["deep_archive_tier"], now)
     assert report.copied == len(objects) and set(report.keys) == set(objects)

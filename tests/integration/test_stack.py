@@ -10,14 +10,13 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from framelog.streams.admin import admin_client
-from framelog.streams.consumer import consumer_config
-from framelog.streams.kafka_auth import client_settings
-
 from framelog.sinks.s3 import s3_client
 from framelog.stack import cli
 from framelog.stack.manager import Stack
 from framelog.stack.process import StackError, port_open
+from framelog.streams.admin import admin_client
+from framelog.streams.consumer import consumer_config
+from framelog.streams.kafka_auth import client_settings
 
 pytestmark = pytest.mark.integration
 

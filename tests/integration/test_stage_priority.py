@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
+from framelog.sinks.uploads import upload_file
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
-from framelog.sinks.uploads import upload_file
 from tests.integration.support import StageWorker, overlay_file, running
 from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
 from tests.media import clips
@@ -28,7 +28,7 @@ PROBE_SECONDS = 2        # each ffprobe call of the slow validation
 
 def _ms(value) -> int:
     if isinstance(value, datetime):
-        return int((value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+        return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp() * 1000)
     return int(value)
 
 
@@ -86,8 +86,8 @@ def test_the_api_takes_the_priority_from_the_request_or_the_workspace(config, st
     """POST /videos: ``priority`` in Upload-Metadata, else the workspace's level; an unknown one is a 400."""
     import dataclasses
 
-    from framelog.processors.identity import Keyring, mint_token
     from framelog.clients.upload import ResumableUploader, UploadError
+    from framelog.processors.identity import Keyring, mint_token
     from tests.integration.test_api_upload import LiveApi, upload_records
 
     cfg = dataclasses.replace(config, priorities=dataclasses.replace(config.priorities,

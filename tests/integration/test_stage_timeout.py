@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from framelog.sinks.uploads import upload_file
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
-from framelog.sinks.uploads import upload_file
 from tests.integration.support import StageWorker, overlay_file, running, skip_backlog, wait_for
 from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
 from tests.media import clips

@@ -20,8 +20,8 @@ import pytest
 from framelog.core.ids import new_video_id
 from framelog.processors.edge_signing import signed_edge_url
 from framelog.processors.tokens import load_or_create_secret
-from framelog.sinks.s3 import s3_client
 from framelog.sinks.object_store import ObjectStore
+from framelog.sinks.s3 import s3_client
 from framelog.stack.seaweed import weed_binary
 from framelog.stack.seaweed_security import SECURITY_FILE, read_keys
 

@@ -25,8 +25,7 @@ from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from tests.integration.delivery_api import QUALITIES, make_app, publish, stream_of, upload, viewer_tokens
 from tests.integration.support import TopicRecorder, wait_for
-from tests.integration.tiering_worker import (KEEP_HOT_SESSIONS, RESTORE_DELAY, play, tcfg,  # noqa: F401
-                                              worker)
+from tests.integration.tiering_worker import KEEP_HOT_SESSIONS, RESTORE_DELAY, play, tcfg, worker  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

@@ -7,17 +7,18 @@ with SIGKILL mid-move in the last test.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from framelog.core.config import Config
 from framelog.core.ids import new_video_id
+from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
 from framelog.views.tier_view import ARCHIVED, AVAILABLE, RESTORING, TierView

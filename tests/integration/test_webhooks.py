@@ -11,21 +11,20 @@ at-least-once with stable webhook-ids across a kill -9 of the worker.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
-from framelog.processors.identity import Keyring, mint_token
-from framelog.streams import topics
-from framelog.schemas.events import new_event
-from framelog.streams.producer import EventProducer
 from framelog.pipeline.webhooks import GROUP_ID
+from framelog.processors.identity import Keyring, mint_token
+from framelog.schemas.events import new_event
+from framelog.streams import topics
+from framelog.streams.producer import EventProducer
 from tests.integration.support import TopicRecorder, wait_for
-from tests.integration.webhook_receiver import (Receiver, WebhookWorkerProcess, group_members, make_app,
-                                                webhook_overlay)
+from tests.integration.webhook_receiver import Receiver, WebhookWorkerProcess, group_members, make_app, webhook_overlay
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +145,7 @@ def test_signed_ordered_retried_recorded_and_replayed(api, hooks, worker):
         videos = {stuck_video: False, f"wh-good-{uuid.uuid4().hex[:8]}": False,
                   f"wh-bad-{uuid.uuid4().hex[:8]}": True}
         with EventProducer(cfg) as producer:
-            t0 = datetime.now(timezone.utc)
+            t0 = datetime.now(UTC)
             for i, (vid, fails) in enumerate(videos.items()):
                 produce_video(producer, vid, owner, fails=fails, t0=t0 + timedelta(milliseconds=100 * i))
         expected = {vid: BAD if fails else GOOD for vid, fails in videos.items()}
@@ -221,7 +220,7 @@ def test_at_least_once_across_kill_9(api, hooks, worker):
         endpoint = register(api, cfg, owner, f"{rx.base}/hook")
         videos = [f"wh-kill-{uuid.uuid4().hex[:8]}-{i}" for i in range(24)]
         with EventProducer(cfg) as producer:
-            t0 = datetime.now(timezone.utc)
+            t0 = datetime.now(UTC)
             for i, vid in enumerate(videos):
                 produce_video(producer, vid, owner, fails=False, t0=t0 + timedelta(milliseconds=10 * i))
         total = len(videos) * len(GOOD)

@@ -21,11 +21,11 @@ import pytest
 import yaml
 
 from framelog.core.config import Config, load_config
+from framelog.pipeline.worker import TIERING, groups
+from framelog.schemas.events import new_event
 from framelog.streams import topics
 from framelog.streams.admin import admin_client, create_topics
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
-from framelog.pipeline.worker import TIERING, groups
 from tests.integration.support import wait_for
 
 AGE_SECONDS = 3.0            # "Low usage" after this many seconds instead of 90 days

@@ -10,8 +10,14 @@ import pytest
 
 from framelog.processors.media import captions
 from framelog.processors.media import ffmpeg_commands as fc
-from framelog.processors.media.hls import (MASTER_NAME, media_start_pts, package_hls, parse_media_playlist,
-                                           write_master, write_subtitle_track)
+from framelog.processors.media.hls import (
+    MASTER_NAME,
+    media_start_pts,
+    package_hls,
+    parse_media_playlist,
+    write_master,
+    write_subtitle_track,
+)
 from framelog.processors.media.probe import probe
 
 from .conftest import PRESET

@@ -1,5 +1,4 @@
 """Faststart remux, rung quality against the source and ladder pruning."""
-import pytest
 
 from framelog.processors.media.optimization import evaluate_ladder, faststart, optimize, prune_ladder
 
@@ -42,6 +41,7 @@ def test_rung_quality_and_pruning(clip, landscape_hls, tmp_path):
 
 def test_optimize_end_to_end(clip, cfg, tmp_path):
     from framelog.processors.media.hls import package_hls
+
     from .conftest import PRESET
     res = package_hls(clip("odd.mp4"), tmp_path / "hls", "vid-opt", cfg.hls, preset=PRESET)
     o = optimize(clip("odd.mp4"), res, faststart_out=tmp_path / "fs.mp4", min_ssim_gain_db=100, apply=True)

@@ -38,8 +38,10 @@ def test_analysis_finds_cuts_black_and_silence(clip):
     assert any(abs(t - 7.0) < 0.1 for t in a.scene_changes)
     assert [c.start for c in a.chapters][0] == 0.0 and a.chapters[-1].end == pytest.approx(12.0, abs=0.1)
     assert len(a.chapters) >= 2
-    assert any(b.start == pytest.approx(5.0, abs=0.1) and b.end == pytest.approx(7.0, abs=0.1) for b in a.black_segments)
-    assert any(s.start == pytest.approx(4.0, abs=0.1) and s.end == pytest.approx(7.0, abs=0.1) for s in a.silence_segments)
+    assert any(b.start == pytest.approx(5.0, abs=0.1) and b.end == pytest.approx(7.0, abs=0.1)
+               for b in a.black_segments)
+    assert any(s.start == pytest.approx(4.0, abs=0.1) and s.end == pytest.approx(7.0, abs=0.1)
+               for s in a.silence_segments)
     assert a.loudness and -40 < a.loudness.integrated_lufs < 0 and a.loudness.true_peak_dbfs < 0
     assert a.loudness.loudness_range_lu is not None
     assert json.loads(a.to_json())["scene_changes"] == list(a.scene_changes)

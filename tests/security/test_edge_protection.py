@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from framelog.sinks.edges.cache_commands import EdgeCache
 from framelog.core.ids import new_video_id
 from framelog.processors.cdn_routing import edge_base_url
 from framelog.processors.edge_signing import signed_edge_url
+from framelog.sinks.edges.cache_commands import EdgeCache
 from framelog.sinks.s3 import s3_client
 from framelog.stack.nginx import access_log_path, shield_dir
 from framelog.stack.process import wait_until
@@ -137,8 +137,10 @@ def test_the_request_filter_refuses_before_the_origin(config, secret, video):
         refused = {
             "POST": c.post(url, content=b"x").status_code,
             "PUT": c.put(url, content=b"x").status_code,
-            "PURGE-like path from a client without the token": c.get(f"{base}/_purge/hls/{video}/master.m3u8").status_code,
-            "dot segments into keys/": raw_status("127.0.0.7", base, f"{sig_part}/hls/{video}/../../keys/{video}/k.key"),
+            "PURGE-like path from a client without the token":
+                c.get(f"{base}/_purge/hls/{video}/master.m3u8").status_code,
+            "dot segments into keys/":
+                raw_status("127.0.0.7", base, f"{sig_part}/hls/{video}/../../keys/{video}/k.key"),
             "dot segments above the root": raw_status("127.0.0.7", base, f"/s/../../../hls/{video}/master.m3u8"),
             "unsigned path shape": c.get(f"{base}/{config.object_storage.bucket}/hls/{video}/master.m3u8").status_code,
             "huge header": raw_status("127.0.0.7", base, url[len(base):],

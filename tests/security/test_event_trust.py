@@ -27,13 +27,13 @@ from fastapi.testclient import TestClient
 
 from framelog.api import access, events
 from framelog.api import stream as stream_api
-from framelog.processors.playback_session import issue_session, verify_session
 from framelog.clients.credentials import bearer
+from framelog.clients.upload import upload_resumable
 from framelog.core.config import get_config
 from framelog.processors.identity import ANALYTICS_READ, VIDEOS_WRITE, Keyring, mint_token
+from framelog.processors.playback_session import issue_session, verify_session
 from framelog.processors.tokens import load_or_create_secret
 from framelog.stack.services import ApiService, WorkerService
-from framelog.clients.upload import upload_resumable
 from tests.integration.support import running, wait_for
 from tests.media import clips
 
@@ -209,7 +209,8 @@ def test_country_is_taken_from_trusted_proxies_only(config, api, video_id, owner
 
     def rows() -> dict | None:
         got = dict(sql(api, "SELECT toString(event_id), country FROM playback_events WHERE video_id = {v:String} "
-                            "AND event_id IN ({a:UUID}, {b:UUID})", v=video_id, a=mine["event_id"], b=theirs["event_id"]))
+                            "AND event_id IN ({a:UUID}, {b:UUID})",
+                       v=video_id, a=mine["event_id"], b=theirs["event_id"]))
         return got if len(got) == 2 else None
 
     rows = wait_for(rows, "both events in ClickHouse", ANALYTICS_DEADLINE)

@@ -21,12 +21,12 @@ import httpx
 import pytest
 import yaml
 
-from framelog.demo.browser import Browser, missing_requirements
-from framelog.core.config import Config, load_config, merge_overlay
 from framelog.clients.credentials import bearer
+from framelog.clients.upload import upload_resumable
+from framelog.core.config import Config, load_config, merge_overlay
+from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors.identity import VIDEOS_WRITE, Keyring, mint_token
 from framelog.stack.services import ApiService, WorkerService
-from framelog.clients.upload import upload_resumable
 from tests.integration.support import running, wait_for
 from tests.media import clips
 
@@ -154,7 +154,8 @@ def test_urls_are_renewed_while_playing_and_a_revoked_link_stops_serving(short, 
         last = browser.eval("framelogPlayer.renewals.filter(r => r.status === 200).at(-1)")
 
         def refused() -> bool:
-            return all(httpx.get(url, timeout=10).status_code == 403 for url in (last["manifestUrl"], last["posterUrl"]))
+            return all(httpx.get(url, timeout=10).status_code == 403
+                       for url in (last["manifestUrl"], last["posterUrl"]))
 
         wait_for(refused, "the edge to refuse the last issued playlist and poster", TTL + 5, step=0.5)
         assert time.time() - revoked_at <= TTL + 5

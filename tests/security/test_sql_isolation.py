@@ -33,7 +33,8 @@ def api(stack, config):
 
 def analyst() -> dict[str, str]:
     """An analyst's bearer token (analytics:read), signed with the stack's keyring."""
-    return {"Authorization": f"Bearer {mint_token(get_config(), Keyring(get_config()), 'analyst', scopes=[ANALYTICS_READ])}"}
+    token = mint_token(get_config(), Keyring(get_config()), "analyst", scopes=[ANALYTICS_READ])
+    return {"Authorization": f"Bearer {token}"}
 
 
 def sql(api_url: str, statement: str, timeout: float = DEADLINE, **parameters) -> httpx.Response:

@@ -15,8 +15,8 @@ import yaml
 from botocore.exceptions import ClientError
 
 from framelog.core.config import DEFAULT_CONFIG_PATH
-from framelog.core.service_credentials import s3_credentials_path
 from framelog.core.ids import new_video_id
+from framelog.core.service_credentials import s3_credentials_path
 from framelog.sinks.s3 import s3_client
 
 pytestmark = pytest.mark.integration
@@ -72,8 +72,8 @@ def test_shipped_and_wrong_keys_are_refused(stack, config, objects):
     bucket = config.object_storage.bucket
     for keys in (SHIPPED, ("nobody", "wrong"), (s3_client(config)._request_signer._credentials.access_key, "wrong")):
         client = s3_client(with_keys(config, *keys), max_attempts=1)
-        assert status_of(lambda: client.get_object(Bucket=bucket, Key=objects["key"])) == 403
-        assert status_of(lambda: client.list_objects_v2(Bucket=bucket)) == 403
+        assert status_of(lambda c=client: c.get_object(Bucket=bucket, Key=objects["key"])) == 403
+        assert status_of(lambda c=client: c.list_objects_v2(Bucket=bucket)) == 403
 
 
 def test_unsigned_request_is_refused(stack, config, objects):

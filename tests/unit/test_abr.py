@@ -8,9 +8,22 @@ import yaml
 
 from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
 from framelog.processors.abr import (
-    AUTO, REASON_BANDWIDTH, REASON_LOW_BUFFER, REASON_MANUAL, REASON_STARTUP, AdaptiveBitrateController, QualityDecision,
-    average_bandwidth, decide_quality, fitting_quality, js_constants, lower_quality, reference_cases,
-    render_js_constants, select_quality)
+    AUTO,
+    REASON_BANDWIDTH,
+    REASON_LOW_BUFFER,
+    REASON_MANUAL,
+    REASON_STARTUP,
+    AdaptiveBitrateController,
+    QualityDecision,
+    average_bandwidth,
+    decide_quality,
+    fitting_quality,
+    js_constants,
+    lower_quality,
+    reference_cases,
+    render_js_constants,
+    select_quality,
+)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +181,8 @@ def test_manual_choice_before_any_adjust(cfg):
 
 def test_reasons_are_symbols_of_the_quality_switch_schema():
     import pathlib
-    schema = json.loads((pathlib.Path(__file__).parents[2] / "src" / "framelog" / "schemas" / "QualitySwitch.avsc").read_text())
+    avsc = pathlib.Path(__file__).parents[2] / "src" / "framelog" / "schemas" / "QualitySwitch.avsc"
+    schema = json.loads(avsc.read_text())
     reason = next(f for f in schema["fields"] if f["name"] == "reason")["type"]
     assert {REASON_BANDWIDTH, REASON_LOW_BUFFER, REASON_MANUAL, REASON_STARTUP} <= set(reason["symbols"])
 

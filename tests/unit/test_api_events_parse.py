@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from framelog.clients.analytics import AnalyticsClient
 from framelog.api import events as ev
 from framelog.api.events import EventError, IngestSettings, RequestError
+from framelog.clients.analytics import AnalyticsClient
 from framelog.clients.credentials import bearer
 from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.schemas import current_version
@@ -247,7 +247,8 @@ def test_content_types():
 
 def producer(config, tmp_path):
     """(config with a keyring of its own, a server-side producer's headers: a token with events:write)."""
-    own = dataclasses.replace(config, auth=dataclasses.replace(config.auth, keyring_file=str(tmp_path / "keyring.json")))
+    own = dataclasses.replace(config, auth=dataclasses.replace(config.auth,
+                                                               keyring_file=str(tmp_path / "keyring.json")))
     return own, bearer(mint_token(own, Keyring(own), "unit-producer", scopes=[EVENTS_WRITE]))
 
 

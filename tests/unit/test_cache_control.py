@@ -6,8 +6,19 @@ import yaml
 
 from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
 from framelog.processors.cache_control import (
-    HLS_KEYS, NO_STORE, UNKNOWN_TYPE_CACHE_CONTROL, cache_control, cache_control_for_key, cache_levels_for,
-    content_type_for_key, edge_ttl, file_type_for_key, headers_for_key, should_warm, warm_segment_count)
+    HLS_KEYS,
+    NO_STORE,
+    UNKNOWN_TYPE_CACHE_CONTROL,
+    cache_control,
+    cache_control_for_key,
+    cache_levels_for,
+    content_type_for_key,
+    edge_ttl,
+    file_type_for_key,
+    headers_for_key,
+    should_warm,
+    warm_segment_count,
+)
 
 
 @pytest.fixture(scope="module")

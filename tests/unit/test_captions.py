@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from framelog.processors.media import captions
 from framelog.core.config import CaptionsConfig
+from framelog.processors.media import captions
 from framelog.processors.media.captions import Cue, Word
 from framelog.processors.media.hls import Rendition, SubtitleTrack, master_playlist_text
 

@@ -1,6 +1,6 @@
 """CDN routing: the seed's rules and default, failover, paths and invalidation."""
 import copy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -8,9 +8,22 @@ import yaml
 from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
 from framelog.core.errors import InvalidIdError
 from framelog.processors.cdn_routing import (
-    Route, UnknownProviderError, adaptive_urls, default_invalidation_paths, edge_base_url, edge_url,
-    hls_file_path, invalidation_paths, master_playlist_path, normalize_country, rendition_playlist_path,
-    route, stream_urls, thumbnail_path, video_file_path)
+    Route,
+    UnknownProviderError,
+    adaptive_urls,
+    default_invalidation_paths,
+    edge_base_url,
+    edge_url,
+    hls_file_path,
+    invalidation_paths,
+    master_playlist_path,
+    normalize_country,
+    rendition_playlist_path,
+    route,
+    stream_urls,
+    thumbnail_path,
+    video_file_path,
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +95,7 @@ def test_seed_paths():
     assert hls_file_path("abc", "720p", "segment_00001.ts") == "hls/abc/720p/segment_00001.ts"
     assert thumbnail_path("abc", "poster.jpg") == "thumbnails/abc/poster.jpg"
     assert thumbnail_path("abc", "sprites/storyboard.vtt") == "thumbnails/abc/sprites/storyboard.vtt"
-    assert video_file_path("abc", "1080p", datetime(2025, 3, 9, tzinfo=timezone.utc)) == \
+    assert video_file_path("abc", "1080p", datetime(2025, 3, 9, tzinfo=UTC)) == \
         "videos/2025/03/1080p/abc.mp4"
 
 

@@ -7,9 +7,9 @@ from importlib import resources
 import fastavro
 
 from framelog.schemas import raw_schema
-from framelog.sinks.clickhouse.avro_blocks import AvroBlockWriter, zigzag_varint
 from framelog.schemas.codec import MILLIS, AvroCodec
 from framelog.schemas.events import FIELD_RULES, new_event
+from framelog.sinks.clickhouse.avro_blocks import AvroBlockWriter, zigzag_varint
 
 CODEC = AvroCodec(timestamps=MILLIS)
 DATETIME_CODEC = AvroCodec()

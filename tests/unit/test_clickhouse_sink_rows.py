@@ -3,8 +3,14 @@ import datetime as dt
 
 import pyarrow as pa
 
-from framelog.sinks.clickhouse.sink import (PLAYBACK_EVENTS_TABLE, QUALITY_SWITCHES_TABLE, ClickHouseSink, RecentIds,
-                                            dedup_token, quality_direction)
+from framelog.sinks.clickhouse.sink import (
+    PLAYBACK_EVENTS_TABLE,
+    QUALITY_SWITCHES_TABLE,
+    ClickHouseSink,
+    RecentIds,
+    dedup_token,
+    quality_direction,
+)
 
 
 def test_to_arrow_converts_defaults_nulls_and_times():
@@ -14,7 +20,7 @@ def test_to_arrow_converts_defaults_nulls_and_times():
          "event_time": 1_700_000_000_123, "ingest_time": 1_700_000_001_000},
         {"event_id": "e2", "video_id": "v", "session_id": "s", "viewer_id": "u", "type": "view_start",
          "position_seconds": 0.0, "watch_time_delta_seconds": 1.5, "startup_time_ms": 250,
-         "client_time": dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc), "ingest_time": None},
+         "client_time": dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC), "ingest_time": None},
     ]
     t = ClickHouseSink.to_arrow(PLAYBACK_EVENTS_TABLE, recs, "playback.events", 3, [10, 11])
     d = t.to_pydict()
@@ -25,8 +31,8 @@ def test_to_arrow_converts_defaults_nulls_and_times():
     assert d["rendition"] == [None, None]
     assert d["startup_time_ms"] == [None, 250]
     assert t.schema.field("event_time").type == pa.timestamp("ms", tz="UTC")
-    assert d["event_time"][0] == dt.datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=dt.timezone.utc)
-    assert d["event_time"][1] == dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc)
+    assert d["event_time"][0] == dt.datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=dt.UTC)
+    assert d["event_time"][1] == dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC)
     assert d["ingest_time"][1] is not None
     assert d["kafka_topic"] == ["playback.events"] * 2
     assert d["kafka_partition"] == [3, 3] and d["kafka_offset"] == [10, 11]
@@ -77,7 +83,7 @@ def _avro_roundtrip(name, record):
 
 
 def test_decoded_avro_records_convert():
-    now = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
     pe = _avro_roundtrip("PlaybackEvent", {
         "event_id": "0b6f7e8e-3f0e-4a53-9d0e-8b7a1f0c2d11", "schema_version": 1, "event_time": now,
         "session_id": "s", "viewer_id": "u", "video_id": "v", "type": "view_start", "position_seconds": 0.0,
@@ -94,8 +100,9 @@ def test_decoded_avro_records_convert():
 
 
 def test_canonical_event_id():
-    from framelog.sinks.clickhouse.sink import canonical_event_id
     import uuid
+
+    from framelog.sinks.clickhouse.sink import canonical_event_id
     u = uuid.uuid4()
     assert canonical_event_id(str(u)) == str(u)
     assert canonical_event_id(str(u).upper()) == str(u)

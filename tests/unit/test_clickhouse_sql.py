@@ -1,10 +1,10 @@
 """SQL text handling: statement splitting for migrations and the analysts' read-only guard."""
 import pytest
 
-from framelog.sinks.clickhouse.migrations import load_migrations, render, template_values, MigrationError
+from framelog.core.config import load_config
+from framelog.sinks.clickhouse.migrations import MigrationError, load_migrations, render, template_values
 from framelog.sinks.clickhouse.queries import UnsafeSqlError, check_readonly_sql
 from framelog.sinks.clickhouse.sqltext import SqlSyntaxError, split_statements
-from framelog.core.config import load_config
 
 
 def test_split_respects_literals_and_comments():

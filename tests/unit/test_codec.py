@@ -4,18 +4,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from framelog.core.config import get_config
 from framelog.schemas import raw_schema, schema_names
-from framelog.streams import topics
 from framelog.schemas.codec import CONFLUENT, MILLIS, SINGLE_OBJECT, AvroCodec, schema_fingerprint
 from framelog.schemas.events import new_event, validate
+from framelog.streams import topics
 from framelog.streams.exceptions import DecodeError, EncodeError, TopicSchemaError, ValidationError
 
-T0 = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 VID = "vid_01"
 
 
@@ -56,7 +56,8 @@ def sample(name: str) -> dict:
         "CacheInvalidate": dict(video_id=VID, paths=["/hls/vid_01/*"], providers=[], reason="republished"),
         "AccessPolicy": dict(video_id=VID, owner_id="alice", workspace_id="ws-1", visibility="share_link",
                              changed_by="alice"),
-        "ShareLink": dict(video_id=VID, token_id="jti_1", action="issued", expires_at=T0 + timedelta(minutes=1), actor="alice"),
+        "ShareLink": dict(video_id=VID, token_id="jti_1", action="issued", expires_at=T0 + timedelta(minutes=1),
+                          actor="alice"),
         "WebhookEndpoint": dict(endpoint_id="ep_0123456789abcdef01234567", action="registered", owner_id="alice",
                                 workspace_id="ws-1", url="https://hooks.example.com/framelog",
                                 event_types=["video.ready", "video.failed"], secret_salt="c2FsdA", created_at=T0,
@@ -113,8 +114,8 @@ def _rabin(data: bytes) -> int:
 
 
 def test_single_object_layout(codec):
-    from fastavro.schema import to_parsing_canonical_form
     import fastavro
+    from fastavro.schema import to_parsing_canonical_form
     data = codec.encode("CacheWarm", sample("CacheWarm"))
     assert data[:2] == b"\xc3\x01"
     canonical = to_parsing_canonical_form(fastavro.parse_schema(raw_schema("CacheWarm"), named_schemas={}))

@@ -4,7 +4,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,7 +82,8 @@ def test_s3_gateway_has_the_local_stacks_identities():
     script = "\n".join(s3["command"]).replace("$$", "$")
     body = script.split("<<EOF\n", 1)[1].split("\nEOF", 1)[0]
     body = re.sub(r"\$(\w+)", lambda m: s3["environment"][m.group(1)], body)
-    keys = {"pipeline": {"access_key": SECRETS["FRAMELOG_S3_ACCESS_KEY"], "secret_key": SECRETS["FRAMELOG_S3_SECRET_KEY"]},
+    keys = {"pipeline": {"access_key": SECRETS["FRAMELOG_S3_ACCESS_KEY"],
+                         "secret_key": SECRETS["FRAMELOG_S3_SECRET_KEY"]},
             "media": {"access_key": SECRETS["FRAMELOG_S3_MEDIA_ACCESS_KEY"],
                       "secret_key": SECRETS["FRAMELOG_S3_MEDIA_SECRET_KEY"]}}
     from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
@@ -96,8 +96,8 @@ def test_s3_gateway_has_the_local_stacks_identities():
 def test_each_service_logs_in_to_kafka_as_its_own_principal():
     """Every framelog service that talks to Kafka has its own principal and only its own password."""
     from framelog.core.config import get_config
-    from framelog.streams.kafka_auth import password_env_var, principals, worker_principal
     from framelog.pipeline.worker import groups
+    from framelog.streams.kafka_auth import password_env_var, principals, worker_principal
 
     services = _resolved()
     expected = {"api": "api", "analytics-sink": "sink", "init": "admin"}

@@ -8,9 +8,14 @@ import stat
 import pytest
 
 from framelog.core.config import ConfigError, build_config, get_config
-from framelog.core.service_credentials import (MissingCredentials, ensure_kafka_passwords, ensure_s3_identities,
-                                  kafka_credentials_path, read_json)
 from framelog.core.errors import FramelogError
+from framelog.core.service_credentials import (
+    MissingCredentials,
+    ensure_kafka_passwords,
+    ensure_s3_identities,
+    kafka_credentials_path,
+    read_json,
+)
 from framelog.sinks.s3 import s3_credentials
 from framelog.stack.seaweed import s3_identities
 from framelog.streams.kafka_auth import API, as_principal, client_settings, principals

@@ -9,7 +9,15 @@ import pytest
 
 from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
 from framelog.processors.edge_signing import (
-    edge_secret, edge_signature, origin_token, parse_object_path, purge_token, scope_for, signed_edge_path, signed_edge_url)
+    edge_secret,
+    edge_signature,
+    origin_token,
+    parse_object_path,
+    purge_token,
+    scope_for,
+    signed_edge_path,
+    signed_edge_url,
+)
 from framelog.processors.tokens import _mac
 
 SECRET = b"s" * 32

@@ -8,13 +8,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
-from framelog.sinks.edges.cache_commands import cache_file, cached_entries, matching_keys, playlist_uris, resolve_in_scope
-from framelog.sinks.edges.health import EdgeHealth
-from framelog.processors.edge_logs import LogFollower, parse_line
-from framelog.processors.edge_signing import origin_token
-from framelog.stack.nginx import edge_read_policy_statement, render_config, render_shield_config
 from framelog.pipeline.agents.cdn import crossed_popularity
 from framelog.pipeline.agents.cdn_metrics import CdnMetrics, edge_labels
+from framelog.processors.edge_logs import LogFollower, parse_line
+from framelog.processors.edge_signing import origin_token
+from framelog.sinks.edges.cache_commands import (
+    cache_file,
+    cached_entries,
+    matching_keys,
+    playlist_uris,
+    resolve_in_scope,
+)
+from framelog.sinks.edges.health import EdgeHealth
+from framelog.stack.nginx import edge_read_policy_statement, render_config, render_shield_config
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +81,8 @@ def test_follower_reads_appended_whole_lines_and_survives_rotation(tmp_path):
 
 def test_the_origin_shield_log_becomes_the_origin_levels_hit_ratio(cfg, tmp_path, monkeypatch):
     from framelog.core.config import load_config as load
-    from framelog.stack.nginx import shield_dir
     from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
+    from framelog.stack.nginx import shield_dir
 
     monkeypatch.setenv("FRAMELOG_STATE_DIR", str(tmp_path))
     config = load(DEFAULT_CONFIG_PATH)

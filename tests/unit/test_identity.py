@@ -14,8 +14,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from framelog.core.config import TrustedIssuer
 from framelog.core.errors import FramelogError
-from framelog.processors.identity import (ANALYTICS_READ, OPS, VIDEOS_WRITE, Keyring, KeyringError, TokenVerifier,
-                                          load_jwks, mint_token, parse_scopes)
+from framelog.processors.identity import (
+    ANALYTICS_READ,
+    OPS,
+    VIDEOS_WRITE,
+    Keyring,
+    KeyringError,
+    TokenVerifier,
+    load_jwks,
+    mint_token,
+    parse_scopes,
+)
 from framelog.processors.tokens import TokenError
 
 

@@ -1,15 +1,27 @@
 """Pure parts of the media processors: no ffmpeg is run here."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from framelog.core.config import load_config
 from framelog.processors.media import ffmpeg_commands as fc
-from framelog.processors.media.analysis import (chapters_from_scenes, parse_black, parse_loudness,
-                                                parse_scene_changes, parse_silence)
-from framelog.processors.media.hls import (Rendition, Segment, avc_codec_string, master_playlist_text,
-                                           parse_media_playlist, write_key_info, write_local_playlist)
+from framelog.processors.media.analysis import (
+    chapters_from_scenes,
+    parse_black,
+    parse_loudness,
+    parse_scene_changes,
+    parse_silence,
+)
+from framelog.processors.media.hls import (
+    Rendition,
+    Segment,
+    avc_codec_string,
+    master_playlist_text,
+    parse_media_playlist,
+    write_key_info,
+    write_local_playlist,
+)
 from framelog.processors.media.ladder import plan_ladder
 from framelog.processors.media.optimization import RungQuality, prune_ladder, sample_window, ssim_to_db
 from framelog.processors.media.probe import media_info_from_probe, rotation_of
@@ -29,7 +41,7 @@ def test_determine_quality_optional_4k():
 
 
 def test_source_key():
-    at = datetime(2025, 3, 7, 23, 59, tzinfo=timezone.utc)
+    at = datetime(2025, 3, 7, 23, 59, tzinfo=UTC)
     assert source_key("abc123", at, "720p") == "videos/2025/03/720p/abc123.mp4"      # the seed's generateCDNPath
 
 

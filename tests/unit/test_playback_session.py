@@ -124,4 +124,5 @@ def test_client_address_and_country_believe_trusted_proxies_only():
 def test_event_ids_stay_stable_under_binding():
     _, claims = session()
     e = {"type": "pause", "client_time": int(NOW * 1000), "event_id": str(uuid.uuid4())}
-    assert ev.parse_event(e, ingest_ms=int(NOW * 1000), country=None, session=claims).record["event_id"] == e["event_id"]
+    parsed = ev.parse_event(e, ingest_ms=int(NOW * 1000), country=None, session=claims)
+    assert parsed.record["event_id"] == e["event_id"]

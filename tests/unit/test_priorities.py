@@ -9,8 +9,8 @@ import yaml
 
 from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, get_config
 from framelog.core.errors import ConfigError
-from framelog.streams import topics
 from framelog.pipeline.agents.priority_gate import PriorityGate
+from framelog.streams import topics
 
 
 @pytest.fixture

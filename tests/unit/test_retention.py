@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -11,7 +11,7 @@ from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
 from framelog.core.errors import ConfigError
 from framelog.processors.tiering import RenditionState, evaluate, retention_until
 
-T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 RAW = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
 CFG = build_config(RAW)
 

@@ -7,8 +7,14 @@ import tomllib
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from framelog.stack.seaweed_security import SECURITY_FILE, SeaweedKeys, TlsFiles, read_keys, \
-    render_security_toml, write_security_files
+from framelog.stack.seaweed_security import (
+    SECURITY_FILE,
+    SeaweedKeys,
+    TlsFiles,
+    read_keys,
+    render_security_toml,
+    write_security_files,
+)
 
 
 def test_the_file_sets_every_jwt_key_tls_everywhere_but_s3_and_hides_the_uis(tmp_path):

@@ -1,8 +1,8 @@
 """framelog sql --param: NAME=VALUE pairs become bound parameters, never SQL text."""
 import pytest
 
-from framelog.sinks.clickhouse.queries import AnalyticsQueryError
 from framelog.clients.sql import parse_params
+from framelog.sinks.clickhouse.queries import AnalyticsQueryError
 
 
 def test_pairs_become_parameters_and_values_keep_their_equals_signs():

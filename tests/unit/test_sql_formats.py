@@ -5,8 +5,8 @@ import csv
 import io
 import json
 
-from framelog.clients import sql as sql_client
 from framelog.cli.main import build_parser
+from framelog.clients import sql as sql_client
 
 RESULT = (["video_id", "views", "note"], [["a", 3, 'say "hi", ok'], ["b", 0, None]], False)
 

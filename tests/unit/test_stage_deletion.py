@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
 from framelog.core.config import get_config
-from framelog.pipeline.jobs.base import JobContext, PermanentJobError
 from framelog.pipeline.agents.stage import StageRequest, StageRunner
+from framelog.pipeline.jobs.base import JobContext, PermanentJobError
 
 VID = "vid-deleted"
 

@@ -12,11 +12,10 @@ import subprocess
 import time
 
 from framelog.core.config import get_config
+from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs.base import JobContext
 from framelog.processors.media import ffmpeg_commands as fc
-from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from tests.unit.test_stage_deletion import VID, Emitter, Handler, Store
-
 
 
 def hang_script(tmp_path) -> tuple[str, object]:

@@ -1,17 +1,17 @@
 """Tiering as the worker runs it: folds, decisions at every boundary, restore, replay, crashes."""
 import copy
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from tiering_harness import Crash, World
 
 from framelog.core.clock import ManualClock
 from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
-from framelog.processors import tier_ledger as ledger
 from framelog.pipeline.tiering_fold import fold_event, rendition_row
-from tiering_harness import Crash, World
+from framelog.processors import tier_ledger as ledger
 
-T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
@@ -300,8 +300,9 @@ def test_a_restarted_worker_waits_until_it_has_folded_the_log(cfg):
 
 
 def test_copies_are_verified(cfg):
-    from framelog.sinks.tier_mover import TierMoveError, TierMover
     from tiering_harness import FakeStore
+
+    from framelog.sinks.tier_mover import TierMoveError, TierMover
 
     store = FakeStore()
     for i in range(3):

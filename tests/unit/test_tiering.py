@@ -1,7 +1,7 @@
 """Tier policy: the seed's rules, every boundary, restore plans and costs."""
-import dataclasses
 import copy
-from datetime import datetime, timedelta, timezone
+import dataclasses
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -9,11 +9,24 @@ import yaml
 from framelog.core.clock import Clock, ManualClock, SystemClock
 from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
 from framelog.processors.tiering import (
-    BYTES_PER_GB, DEFAULT_RULE_NAME, RenditionState, TierChange, TierDecision, UnknownTierError,
-    decide_tier, evaluate, evaluate_all, monthly_cost, monthly_cost_by_tier, restore_plan,
-    rule_matches, storage_class, tier_for_storage_class)
+    BYTES_PER_GB,
+    DEFAULT_RULE_NAME,
+    RenditionState,
+    TierChange,
+    TierDecision,
+    UnknownTierError,
+    decide_tier,
+    evaluate,
+    evaluate_all,
+    monthly_cost,
+    monthly_cost_by_tier,
+    restore_plan,
+    rule_matches,
+    storage_class,
+    tier_for_storage_class,
+)
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,21 @@ import yaml
 from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
 from framelog.core.errors import ConfigError, FramelogError, InvalidIdError
 from framelog.processors.tokens import (
-    BadSignatureError, ExpiredTokenError, MalformedTokenError, RevokedTokenError, TokenError,
-    WrongPathError, WrongVideoError, WrongViewerError, issue_share_token, load_or_create_secret,
-    secret_path, sign_playback, verify_playback, verify_share_token)
+    BadSignatureError,
+    ExpiredTokenError,
+    MalformedTokenError,
+    RevokedTokenError,
+    TokenError,
+    WrongPathError,
+    WrongVideoError,
+    WrongViewerError,
+    issue_share_token,
+    load_or_create_secret,
+    secret_path,
+    sign_playback,
+    verify_playback,
+    verify_share_token,
+)
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 OTHER_SECRET = b"fedcba9876543210fedcba9876543210"

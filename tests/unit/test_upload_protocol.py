@@ -5,11 +5,24 @@ import base64
 
 import pytest
 
-from framelog.api.upload_protocol import (MAX_PARTS, MIB, MIN_PART_SIZE, ProtocolError, UploadSession,
-                                          check_chunk_size, check_offset_content_type, clean_content_type,
-                                          clean_filename, clean_owner, encode_upload_metadata, offset_of_parts,
-                                          parse_upload_length, parse_upload_metadata, parse_upload_offset,
-                                          plan_chunk)
+from framelog.api.upload_protocol import (
+    MAX_PARTS,
+    MIB,
+    MIN_PART_SIZE,
+    ProtocolError,
+    UploadSession,
+    check_chunk_size,
+    check_offset_content_type,
+    clean_content_type,
+    clean_filename,
+    clean_owner,
+    encode_upload_metadata,
+    offset_of_parts,
+    parse_upload_length,
+    parse_upload_metadata,
+    parse_upload_offset,
+    plan_chunk,
+)
 
 
 def status_of(fn, *args, **kw) -> int:

@@ -6,8 +6,16 @@ import pytest
 from framelog.core.config import get_config
 from framelog.processors.access import Viewer, Visibility
 from framelog.processors.tokens import issue_share_token
-from framelog.processors.video_access import (CatalogFold, VideoPolicy, grant_viewer, key_access, narrows_access,
-                                              parse_grant_viewer, stream_access, with_changes)
+from framelog.processors.video_access import (
+    CatalogFold,
+    VideoPolicy,
+    grant_viewer,
+    key_access,
+    narrows_access,
+    parse_grant_viewer,
+    stream_access,
+    with_changes,
+)
 
 SECRET = b"unit-test-secret-0123456789"
 OTHER_SECRET = b"another-secret-0123456789ab"
@@ -130,8 +138,8 @@ def test_a_bad_share_token_does_not_stop_the_owner(config):
 # ------------------------------------------------------------------ grants and key-time checks
 
 def test_grant_viewer_claims_round_trip():
-    from framelog.processors.video_access import AccessDecision
     from framelog.processors.tokens import ShareClaims
+    from framelog.processors.video_access import AccessDecision
 
     share = ShareClaims("jti-9", VID, 0)
     assert grant_viewer(None, AccessDecision("public")) is None

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from framelog.core.config import get_config
+from framelog.pipeline.webhooks import DeliveryEngine, Message, SourceOffsets
 from framelog.processors.webhooks import Endpoint
 from framelog.sinks.webhook_transport import AttemptResult
-from framelog.pipeline.webhooks import DeliveryEngine, Message, SourceOffsets
 
 
 class FakeProducer:
@@ -120,7 +120,8 @@ def test_settled_messages_are_not_sent_again_and_pending_ones_resume():
     e, producer, offsets, _ = engine(sender, "ep_a")
     done, parked = msg("ep_a", "v", 1, 0), msg("ep_a", "v", 2, 1)
     records = {("ep_a", done.message_id): {"outcome": "delivered", "occurred_at": 1},
-               ("ep_a", parked.message_id): {"outcome": "failed", "endpoint_id": "ep_a", "message_id": parked.message_id,
+               ("ep_a", parked.message_id): {"outcome": "failed", "endpoint_id": "ep_a",
+                                            "message_id": parked.message_id,
                                             "event_type": "video.ready", "video_id": "v", "occurred_at": 2,
                                             "payload": parked.body, "attempt": 2, "next_attempt_at": None,
                                             "source_topic": "video.assets", "source_partition": 0, "source_offset": 1}}

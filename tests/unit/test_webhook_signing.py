@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -26,7 +26,7 @@ def test_signature_matches_the_specification_vector():
 def test_signed_headers_verify_with_the_reference_library_and_our_verifier():
     standardwebhooks = pytest.importorskip("standardwebhooks")
     secret = ws.derive_secret(b"m" * 32, "ep_x", "salt")
-    now = int(datetime.now(timezone.utc).timestamp())
+    now = int(datetime.now(UTC).timestamp())
     headers = ws.signed_headers(secret, "msg_1", now, '{"a":1}')
     assert standardwebhooks.Webhook(secret).verify('{"a":1}', headers) == {"a": 1}
     assert ws.verify(secret, headers, '{"a":1}', now=now)

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from framelog.core.clock import ManualClock
 from framelog.core.config import Config
-from framelog.sinks.tier_mover import TierMover
-from framelog.schemas.events import new_event
 from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditions
 from framelog.pipeline.tiering_fold import fold_event, rendition_row
+from framelog.schemas.events import new_event
+from framelog.sinks.tier_mover import TierMover
 
 PARTITIONS = 3
 TOPIC = "storage.tier-transitions"      # one log per partition stands for all three source topics

@@ -22,22 +22,30 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from framelog.api.access_state import (
+    ApiError,
+    access_state,
+    lifespan,
+    parse_visibility,
+    parse_workspace,
+    video_id_param,
+)
 from framelog.api.auth import current_principal
-from framelog.api.access_state import (ApiError, access_state, lifespan, parse_visibility, parse_workspace,
-                                       video_id_param)
 from framelog.processors.access import Visibility
 from framelog.processors.tokens import TokenError, issue_share_token, verify_share_token
 from framelog.processors.video_access import VideoEntry, VideoPolicy, narrows_access, with_changes
-from framelog.streams import topics
 from framelog.schemas.events import new_event
+from framelog.streams import topics
 
-router = APIRouter(tags=["access"], lifespan=lifespan, dependencies=[Depends(current_principal)])     # who is asking: api.auth
+# who is asking: api.auth
+router = APIRouter(tags=["access"], lifespan=lifespan, dependencies=[Depends(current_principal)])
 
 MAX_BODY = 16 * 1024
 NO_STORE = {"Cache-Control": "no-store"}

@@ -17,29 +17,30 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from framelog.api.auth import principal_of
+from framelog.core.cache import application_cache
 from framelog.core.config import Config, get_config
 from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id
 from framelog.processors.access import Viewer, Visibility
-from framelog.processors.identity import VIDEOS_WRITE, Principal
 from framelog.processors.cdn_routing import invalidation_paths
+from framelog.processors.identity import VIDEOS_WRITE, Principal
 from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.video_access import VideoEntry, VideoPolicy
-from framelog.streams import topics
-from framelog.core.cache import application_cache
-from framelog.views.catalog import VideoCatalog
-from framelog.streams.consumer import DecodedRecord
 from framelog.schemas.events import new_event
+from framelog.streams import topics
+from framelog.streams.consumer import DecodedRecord
 from framelog.streams.exceptions import DeliveryError
 from framelog.streams.producer import Delivery, EventProducer
+from framelog.views.catalog import VideoCatalog
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,8 @@ _STATE_LOCK = threading.Lock()
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = access_state(app)
-    state.catalog                      # start replaying now, so the first request rarely waits
-    state.tier_view
+    _ = state.catalog                  # start replaying now, so the first request rarely waits
+    _ = state.tier_view
     try:
         yield
     finally:

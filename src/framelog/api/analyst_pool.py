@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from framelog.core.config import Config
 

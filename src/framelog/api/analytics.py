@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from framelog.api.access_state import ApiError, access_state
+from framelog.api.analyst_pool import AnalystPool
 from framelog.api.auth import current_principal, require
 from framelog.core.cache import analytics_query_cache
 from framelog.core.config import Config
@@ -31,9 +33,7 @@ from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id
 from framelog.processors.identity import ANALYTICS_READ, Principal
 from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
-from framelog.sinks.clickhouse.queries import (AnalyticsQueryError, UnsafeSqlError, get_video_analytics,
-                                               run_readonly_sql)
-from framelog.api.analyst_pool import AnalystPool
+from framelog.sinks.clickhouse.queries import AnalyticsQueryError, UnsafeSqlError, get_video_analytics, run_readonly_sql
 
 
 @dataclass
@@ -92,9 +92,9 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
         return None
     try:
         if value.lstrip("-").isdigit():
-            return datetime.fromtimestamp(int(value), timezone.utc)
+            return datetime.fromtimestamp(int(value), UTC)
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
         raise AnalyticsQueryError(f"'{name}' must be ISO 8601 or epoch seconds, got {value!r}") from None
 
@@ -113,7 +113,7 @@ async def video_analytics(request: Request, video_id: str, from_: str | None = Q
     except ApiError as exc:
         return exc.response()
     try:
-        end = _parse_time(to, "to") or datetime.now(timezone.utc)
+        end = _parse_time(to, "to") or datetime.now(UTC)
         start = _parse_time(from_, "from") or end - timedelta(seconds=engine.config.analytics.default_timeframe)
 
         def query() -> dict[str, Any]:

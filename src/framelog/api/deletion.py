@@ -34,7 +34,7 @@ by its owner runs steps 2-5 again (idempotent) and answers the same.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,17 +42,17 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.auth import current_principal, principal_of
 from framelog.api.access_state import ApiError, access_state, video_id_param
+from framelog.api.auth import current_principal, principal_of
 from framelog.api.stream_availability import READY_TIMEOUT
 from framelog.api.videos import abandon_upload, inspect_upload, services
 from framelog.pipeline.jobs import tombstones
-from framelog.processors.video_access import VideoEntry
 from framelog.processors.identity import OPS
 from framelog.processors.tiering import RetentionHold, deletion_hold
+from framelog.processors.video_access import VideoEntry
+from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore, vault_store
 from framelog.streams import topics
-from framelog.schemas.events import new_event
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _retention_hold(state: Any, entry: VideoEntry) -> RetentionHold | None:
     if not view.wait_ready(READY_TIMEOUT):
         raise ApiError(503, "storage tiers are not known yet; retry", {"Retry-After": "1"})
     records = [view.record(entry.video_id, name) for name in names]
-    return deletion_hold([r.state() for r in records if r is not None], datetime.now(timezone.utc), state.config)
+    return deletion_hold([r.state() for r in records if r is not None], datetime.now(UTC), state.config)
 
 
 def _deleter(request: Request, state: Any, video_id: str, override: str) -> tuple[Any, VideoEntry, Any]:

@@ -31,8 +31,9 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import Request
 
@@ -143,10 +144,10 @@ class EventTrust:
     trusted: tuple[Network, ...]
     clients: RateLimiter
     sessions: RateLimiter
-    views: "ViewClaims"
+    views: ViewClaims
 
     @classmethod
-    def from_config(cls, config: Config) -> "EventTrust":
+    def from_config(cls, config: Config) -> EventTrust:
         s = config.playback_trust
         return cls(s, load_or_create_secret(config), parse_networks(s.trusted_proxies),
                    RateLimiter(s.client_rate, s.client_burst, s.rate_limit_entries),

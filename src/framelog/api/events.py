@@ -102,11 +102,12 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import lru_cache
-from typing import Any, AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
 
 from confluent_kafka import KafkaException
 from fastapi import APIRouter, FastAPI, Request
@@ -114,8 +115,15 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.event_trust import (COUNTRY_HEADER, SESSION_FIELD, SESSION_HEADER, event_trust,
-                                      producer_authorized, retry_after, viewer_country)
+from framelog.api.event_trust import (
+    COUNTRY_HEADER,
+    SESSION_FIELD,
+    SESSION_HEADER,
+    event_trust,
+    producer_authorized,
+    retry_after,
+    viewer_country,
+)
 from framelog.core.config import Config, get_config
 from framelog.processors.playback_session import PlaybackSession, verify_session
 from framelog.processors.tokens import ExpiredTokenError, TokenError
@@ -128,7 +136,8 @@ from framelog.streams.topics import PLAYBACK_EVENTS, QUALITY_SWITCHES
 log = logging.getLogger(__name__)
 
 __all__ = ["router", "IngestSettings", "RequestError", "EventError", "ParsedEvent", "EventSender",
-           "decode_body", "gunzip_capped", "parse_batch", "parse_body", "bind_to_session", "parse_event", "parse_events", "parse_client_time",
+           "decode_body", "gunzip_capped", "parse_batch", "parse_body", "bind_to_session", "parse_event",
+           "parse_events", "parse_client_time",
            "country_from_header", "derived_event_id", "get_sender", "COUNTRY_HEADER", "QUALITY_SWITCH"]
 
 QUALITY_SWITCH = "quality_switch"
@@ -164,7 +173,7 @@ class IngestSettings:
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: Config) -> "IngestSettings":
+    def from_config(cls, config: Config) -> IngestSettings:
         t = config.playback_trust
         return cls(max_body_bytes=t.max_body_bytes, max_decoded_bytes=t.max_decoded_bytes, max_events=t.max_events,
                    max_gzip_members=t.max_gzip_members)
@@ -199,7 +208,7 @@ class EventError(RequestError):
                  status: int = 400):
         super().__init__(status, reason, message, field=field, event_index=event_index)
 
-    def at(self, index: int) -> "EventError":
+    def at(self, index: int) -> EventError:
         self.event_index = index
         self.message = f"event {index}: {self.message}"
         return self
@@ -336,13 +345,13 @@ def _field_spec(f: Mapping[str, Any]) -> FieldSpec:
     return FieldSpec(f["name"], kind, nullable, "default" in f, f.get("default"), symbols)
 
 
-@lru_cache(maxsize=None)
+@cache
 def record_fields(name: str) -> tuple[FieldSpec, ...]:
     """The field specs of record ``name``, read from its packaged schema."""
     return tuple(_field_spec(f) for f in raw_schema(name)["fields"])
 
 
-@lru_cache(maxsize=None)
+@cache
 def playback_types() -> frozenset[str]:
     """PlaybackEvent types a client may send (the schema's enum minus the reader fallback)."""
     for f in record_fields(PLAYBACK_RECORD):

@@ -22,8 +22,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from framelog.api.auth import current_principal
 from framelog.api.access_state import ApiError, access_state
+from framelog.api.auth import current_principal
 from framelog.core.config import Config
 from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id

@@ -19,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from framelog.api.access_state import ApiError, access_state, video_id_param
-from framelog.api.videos import STATUS_READY_TIMEOUT, services
 from framelog.api.auth import require
+from framelog.api.videos import STATUS_READY_TIMEOUT, services
 from framelog.processors.identity import OPS, Principal
 
 router = APIRouter(tags=["live"])
@@ -78,7 +79,7 @@ async def event_stream(request: Request, video_id: str) -> AsyncIterator[bytes]:
         while time.monotonic() < deadline:
             try:
                 change, view = await asyncio.wait_for(queue.get(), timeout=heartbeat)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if await request.is_disconnected():
                     return
                 yield b": keepalive\n\n"

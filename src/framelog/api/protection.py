@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from framelog.api.event_trust import RateLimiter, client_address, parse_networks, retry_after
 from framelog.core.config import Config

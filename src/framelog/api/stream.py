@@ -63,14 +63,15 @@ import logging
 import math
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.auth import current_principal
 from framelog.api.access_state import AccessState, ApiError, access_state, video_id_param
+from framelog.api.auth import current_principal
 from framelog.api.event_trust import SESSION_FIELD, SESSION_HEADER, event_trust, retry_after
 from framelog.api.events import ParsedEvent, get_sender, playback_types
 from framelog.api.keys import key_grant, key_url
@@ -83,8 +84,14 @@ from framelog.processors.delivery_plan import DeliveryPlan, plan_for, plan_key
 from framelog.processors.edge_signing import signed_edge_url
 from framelog.processors.playback_session import PlaybackSession, issue_session, verify_session
 from framelog.processors.tokens import ExpiredTokenError, TokenError
-from framelog.processors.video_access import (AccessDecision, VideoEntry, grant_viewer, key_access,
-                                              parse_grant_viewer, stream_access)
+from framelog.processors.video_access import (
+    AccessDecision,
+    VideoEntry,
+    grant_viewer,
+    key_access,
+    parse_grant_viewer,
+    stream_access,
+)
 from framelog.schemas.events import new_event
 from framelog.streams.topics import PLAYBACK_EVENTS
 

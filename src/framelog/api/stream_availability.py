@@ -5,8 +5,8 @@ be restored before an edge may fetch it. Tiering owns that knowledge
 (``streams.tier_view.TierView``, replayed from ``storage.tier-transitions``;
 its first answer for a cold rendition also puts the RestoreRequest on the
 log). The stream API reports what it hears: each quality's ``availability``
-(``available``, ``restoring`` with ``restore_estimate_seconds``, or ``archived``: cold with no restore asked for), and a 409
-with ``Retry-After`` when the one rendition asked for is being restored.
+(``available``, ``restoring`` with ``restore_estimate_seconds``, or ``archived``: cold with no restore asked for),
+and a 409 with ``Retry-After`` when the one rendition asked for is being restored.
 
 If the tier view cannot answer (not caught up within its deadline, broker
 trouble) every rendition counts as available: tiering trouble must not stop
@@ -15,8 +15,9 @@ the playback of renditions that are almost always hot.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from framelog.api.access_state import access_state
 

@@ -22,8 +22,9 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 TUS_RESUMABLE = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
@@ -216,7 +217,7 @@ class UploadSession:
         return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "UploadSession":
+    def from_json(cls, data: bytes | str) -> UploadSession:
         raw = json.loads(data)
         if not isinstance(raw, dict) or raw.get("version") != SESSION_VERSION:
             raise ValueError(f"not an upload session of version {SESSION_VERSION}")

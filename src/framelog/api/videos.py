@@ -36,11 +36,12 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -48,21 +49,34 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from framelog.api.upload_protocol import (MAX_CHUNK_SIZE, TUS_RESUMABLE, ProtocolError, UploadSession,
-                                          check_chunk_size, check_offset_content_type, clean_content_type,
-                                          clean_filename, clean_owner, offset_of_parts, parse_non_negative,
-                                          parse_upload_length, parse_upload_metadata, parse_upload_offset,
-                                          plan_chunk, upload_path)
 from framelog.api.access_state import ApiError, access_state, parse_visibility, parse_workspace
 from framelog.api.auth import current_principal, principal_of, verifier
+from framelog.api.upload_protocol import (
+    MAX_CHUNK_SIZE,
+    TUS_RESUMABLE,
+    ProtocolError,
+    UploadSession,
+    check_chunk_size,
+    check_offset_content_type,
+    clean_content_type,
+    clean_filename,
+    clean_owner,
+    offset_of_parts,
+    parse_non_negative,
+    parse_upload_length,
+    parse_upload_metadata,
+    parse_upload_offset,
+    plan_chunk,
+    upload_path,
+)
 from framelog.core.config import Config
 from framelog.core.errors import InvalidIdError
+from framelog.core.ids import new_event_id, new_video_id, validate_video_id
 from framelog.processors.identity import ANALYTICS_READ, OPS, VIDEOS_WRITE, Principal, mint_token
 from framelog.processors.video_access import VideoPolicy
-from framelog.core.ids import new_event_id, new_video_id, validate_video_id
 from framelog.sinks.s3 import s3_client
-from framelog.views.status import StatusTable
 from framelog.sinks.uploads import announce_upload, object_sha256, raw_object_key
+from framelog.views.status import StatusTable
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +146,7 @@ def services(app: Any) -> VideoServices:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     svc = services(app)
-    svc.status                       # start replaying now, so the first status request rarely waits
+    _ = svc.status                   # start replaying now, so the first status request rarely waits
     try:
         yield
     finally:
@@ -166,7 +180,7 @@ def receipt_key(video_id: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _get_json(svc: VideoServices, key: str) -> bytes | None:

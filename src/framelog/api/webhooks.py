@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import socket
 import threading
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -37,8 +38,8 @@ from framelog.processors.identity import OPS, VIDEOS_WRITE, Principal
 from framelog.processors.webhook_signing import ENDPOINT_PREFIX, derive_secret, new_endpoint_id, new_salt
 from framelog.processors.webhook_targets import TargetRefused, check_addresses, literal_address, parse_target
 from framelog.processors.webhooks import EVENT_TYPES, Endpoint
-from framelog.streams import topics
 from framelog.schemas.events import new_event
+from framelog.streams import topics
 from framelog.streams.exceptions import DeliveryError
 from framelog.views.webhook_registry import EndpointRegistry
 
@@ -98,7 +99,8 @@ def check_url(config: Config, url: Any) -> str:
             addresses = [str(literal)]
         else:
             try:
-                addresses = list({i[4][0] for i in socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)})
+                infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+                addresses = list({i[4][0] for i in infos})
             except OSError as exc:
                 raise TargetRefused(f"{target.host} does not resolve ({exc.strerror or exc})") from None
         check_addresses(target.host, addresses, config.webhooks.allow_private_networks)
@@ -255,7 +257,7 @@ def parse_since(value: Any) -> int:
             at = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise ApiError(400, f"since: expected epoch seconds or ISO 8601, got {value!r}") from None
-        return int((at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+        return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() * 1000)
     raise ApiError(400, "since: expected epoch seconds or ISO 8601")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from framelog.core.config import Config, get_config
 from framelog.core.errors import FramelogError
@@ -103,8 +103,8 @@ def _upload(args: argparse.Namespace, config: Config) -> int:
 
 
 def _follow(api: str, video_id: str, token: str, config: Config, quiet: bool = False) -> int:
-    from framelog.clients.credentials import bearer
     from framelog.cli.live import follow, print_final
+    from framelog.clients.credentials import bearer
 
     try:
         view = follow(api, video_id, bearer(token), stage_names=config.pipeline.stage_names, quiet=quiet)
@@ -422,7 +422,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_config)
 
     from framelog.cli import live as live_cli
-
     from framelog.cli import ops as ops_cli
     ops_cli.add_parsers(sub)
     live_cli.add_webhooks_parser(sub)

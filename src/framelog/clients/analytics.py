@@ -46,9 +46,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import httpx
 
@@ -176,7 +177,7 @@ class AnalyticsClient:
         with self._cond:
             return self._pending
 
-    def __enter__(self) -> "AnalyticsClient":
+    def __enter__(self) -> AnalyticsClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

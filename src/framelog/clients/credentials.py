@@ -8,7 +8,7 @@ this adds no power the caller did not already have.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from framelog.core.config import Config
 

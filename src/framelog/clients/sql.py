@@ -13,14 +13,14 @@ import json
 import re
 import sys
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import httpx
 
 from framelog.core.config import Config
 from framelog.sinks.clickhouse.client import connect_readonly, is_embedded
 from framelog.sinks.clickhouse.queries import AnalyticsQueryError, run_readonly_sql
-
 
 ANALYST_SUB = "framelog-sql"      # the sub of the locally minted analyst token
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 
-from framelog.api.upload_protocol import (DEFAULT_CHUNK_SIZE, MIN_PART_SIZE, OFFSET_CONTENT_TYPE, TUS_RESUMABLE,
-                                          encode_upload_metadata)
+from framelog.api.upload_protocol import (
+    DEFAULT_CHUNK_SIZE,
+    MIN_PART_SIZE,
+    OFFSET_CONTENT_TYPE,
+    TUS_RESUMABLE,
+    encode_upload_metadata,
+)
 from framelog.core.errors import FramelogError
 
 Progress = Callable[[int, int], None]           # (bytes the server holds, total bytes)
@@ -84,7 +90,7 @@ class ResumableUploader:
         if self._own_http:
             self.http.close()
 
-    def __enter__(self) -> "ResumableUploader":
+    def __enter__(self) -> ResumableUploader:
         return self
 
     def __exit__(self, *exc: object) -> None:

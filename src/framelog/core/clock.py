@@ -11,7 +11,7 @@ instant as seconds since the epoch.
 from __future__ import annotations
 
 import time as _time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 
@@ -30,18 +30,18 @@ def ensure_utc(value: datetime) -> datetime:
     """Reject naive datetimes (their instant is ambiguous); convert aware ones to UTC."""
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def from_timestamp(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 class SystemClock:
     """The real wall clock."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def time(self) -> float:
         return _time.time()
@@ -55,7 +55,7 @@ class ManualClock:
 
     def __init__(self, start: datetime | float | None = None):
         if start is None:
-            start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+            start = datetime(2025, 1, 1, tzinfo=UTC)
         self._now = from_timestamp(start) if isinstance(start, (int, float)) else ensure_utc(start)
 
     def now(self) -> datetime:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -85,10 +86,10 @@ class _Reader:
             return default
         return self.data[key]
 
-    def sub(self, key: str) -> "_Reader":
+    def sub(self, key: str) -> _Reader:
         return _Reader(self.raw(key), self._key(key))
 
-    def items(self, key: str) -> list["_Reader"]:
+    def items(self, key: str) -> list[_Reader]:
         value = self.raw(key)
         if not isinstance(value, list) or not value:
             raise ConfigError(self._key(key), "expected a non-empty list")
@@ -869,7 +870,8 @@ def _playback_trust(r: _Reader) -> PlaybackTrustConfig:
         try:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            raise ConfigError(f"{r.path}.trusted_proxies[{i}]", f"expected a CIDR like 10.0.0.0/8, got {cidr!r}") from None
+            raise ConfigError(f"{r.path}.trusted_proxies[{i}]",
+                              f"expected a CIDR like 10.0.0.0/8, got {cidr!r}") from None
     cfg = PlaybackTrustConfig(
         r.duration("session_ttl"), r.float("renew_at_fraction", minimum=0.1, maximum=0.9), proxies,
         r.float("session_rate", minimum=0.001), r.int("session_burst", minimum=1),
@@ -905,7 +907,8 @@ def _webhooks(r: _Reader) -> WebhooksConfig:
         try:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
-            raise ConfigError(f"{r.path}.allow_private_networks[{i}]", f"expected a CIDR network, got {net!r}") from None
+            raise ConfigError(f"{r.path}.allow_private_networks[{i}]",
+                              f"expected a CIDR network, got {net!r}") from None
     cfg = WebhooksConfig(
         retry_backoff_initial=r.duration("retry_backoff_initial"), retry_backoff_max=r.duration("retry_backoff_max"),
         retry_jitter=r.float("retry_jitter", minimum=0, maximum=1), max_attempts=r.int("max_attempts", minimum=1),
@@ -930,7 +933,8 @@ def _live_progress(r: _Reader) -> LiveProgressConfig:
 
 def _api_protection(r: _Reader) -> ApiProtectionConfig:
     return ApiProtectionConfig(r.float("requests_per_second", minimum=0.1), r.int("burst", minimum=1),
-                               r.int("max_concurrent_per_client", minimum=1), r.int("max_concurrent_requests", minimum=1))
+                               r.int("max_concurrent_per_client", minimum=1),
+                               r.int("max_concurrent_requests", minimum=1))
 
 
 def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
@@ -976,7 +980,8 @@ def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
                  _origin_shield(root.sub("origin_shield"), caching), _edge_protection(root.sub("edge_protection"))),
         caching=caching,
         abr=AbrConfig(abr.duration("check_interval"), abr.int("bandwidth_history", minimum=1),
-                      abr.float("low_buffer_seconds", minimum=0), abr.float("switch_threshold", minimum=0.01, maximum=1)),
+                      abr.float("low_buffer_seconds", minimum=0),
+                      abr.float("switch_threshold", minimum=0.01, maximum=1)),
         player=_player(root.sub("player")),
         analytics=AnalyticsConfig(an.duration("raw_events_ttl"), an.duration("default_timeframe"),
                                   an.duration("max_timeframe"), an.float("completion_threshold", minimum=0, maximum=1),

@@ -19,8 +19,9 @@ import json
 import os
 import secrets
 import stat
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.core.errors import FramelogError

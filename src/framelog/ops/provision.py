@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from framelog.core.config import Config
 from framelog.core.errors import FramelogError
@@ -59,7 +60,8 @@ class InitReport:
 
 def still_starting(exc: BaseException) -> bool:
     """True for the errors of a service that is not up yet; worth another attempt."""
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
     from clickhouse_connect.driver.exceptions import OperationalError
     from confluent_kafka import KafkaError, KafkaException
 

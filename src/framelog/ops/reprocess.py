@@ -15,16 +15,17 @@ is refused, and so is a stage whose predecessors never succeeded.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.core.ids import validate_video_id
-from framelog.streams import topics
 from framelog.pipeline.agents.pipeline import upload_inputs
-from framelog.streams.consumer import DecodedRecord
 from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore
+from framelog.streams import topics
+from framelog.streams.consumer import DecodedRecord
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
 
@@ -98,7 +99,8 @@ def stage_inputs(config: Config, history: VideoHistory, stage: str) -> dict[str,
 def check_inputs_exist(store: ObjectStore, inputs: Mapping[str, str], first_stage: str) -> None:
     """Earlier stages' staging outputs must still be there (they are discarded once a video publishes)."""
     for value in inputs.values():
-        if value.startswith("work/") and store.head(value) is None and next(iter(store.keys(value + "/")), None) is None:
+        if (value.startswith("work/") and store.head(value) is None
+                and next(iter(store.keys(value + "/")), None) is None):
             raise ReprocessError(f"an earlier stage's output is gone ({value}): staging is discarded once a video "
                                  f"is published; reprocess from {first_stage}")
 

@@ -30,7 +30,7 @@ import math
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -39,7 +39,7 @@ from framelog.core.config import Config
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.tiering import BYTES_PER_GB, monthly_cost_by_tier
 
-START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+START = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS_PER_MONTH = 30
 ZIPF_EXPONENT = 1.0
 SESSIONS_PER_VIDEO_PER_DAY = 20.0       # catalogue average on upload day
@@ -252,7 +252,8 @@ def report_markdown(result: SimulationResult) -> str:
         "",
         "| over the whole period | rules | age only | all hot |",
         "|---|---:|---:|---:|",
-        "| storage cost over the period (USD) | " + " | ".join(_money(p.period_cost()) for p in (rules, ages, hot)) + " |",
+        "| storage cost over the period (USD) | "
+        + " | ".join(_money(p.period_cost()) for p in (rules, ages, hot)) + " |",
         "| tier transitions | " + " | ".join(str(p.transitions) for p in (rules, ages, hot)) + " |",
         "| restores (a session found the rendition in a tier with a restore delay) | "
         + " | ".join(str(p.restores) for p in (rules, ages, hot)) + " |",

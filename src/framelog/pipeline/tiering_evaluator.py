@@ -28,16 +28,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from framelog.core.clock import Clock
 from framelog.core.config import Config
 from framelog.processors.tier_ledger import PlannedMove, RenditionRecord, next_move
 from framelog.processors.tiering import SECONDS_PER_DAY, storage_class, tier
+from framelog.schemas.events import new_event
 from framelog.sinks.tier_mover import MoveReport, TierMover
 from framelog.streams import topics
-from framelog.schemas.events import new_event
 
 log = logging.getLogger(__name__)
 

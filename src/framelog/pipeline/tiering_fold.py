@@ -15,8 +15,9 @@ Every row is written back whole (a Faust table only logs assignments).
 """
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, MutableMapping
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.processors import tier_ledger as ledger

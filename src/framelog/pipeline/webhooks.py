@@ -36,23 +36,25 @@ import signal
 import threading
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from prometheus_client import Counter as PromCounter, Histogram
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
 from framelog.core.config import Config
 from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.webhook_signing import derive_secret, message_id
 from framelog.processors.webhooks import Endpoint, WebhookEvent, backoff_delay, derive, millis, subscribers
+from framelog.schemas.events import new_event
 from framelog.sinks.webhook_transport import AttemptResult, post_message, webhook_client
 from framelog.streams import topics
-from framelog.views.catalog import VideoCatalog
 from framelog.streams.consumer import DecodedRecord, EventConsumer
-from framelog.schemas.events import new_event
 from framelog.streams.exceptions import DecodeError, ValidationError
 from framelog.streams.producer import EventProducer
+from framelog.views.catalog import VideoCatalog
 from framelog.views.webhook_registry import PENDING, SETTLED, EndpointRegistry, read_deliveries
 
 log = logging.getLogger(__name__)

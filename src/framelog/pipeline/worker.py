@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from framelog.core.config import Config
 from framelog.core.logs import configure_logging
@@ -55,10 +55,9 @@ def run_group(config: Config, group: str) -> int:
 
     from framelog.pipeline.agents.pipeline import register_intake, register_stage
     from framelog.pipeline.agents.stage import StageRunner
-    from framelog.streams.app import create_app
     from framelog.schemas.codec import AvroCodec
+    from framelog.streams.app import create_app
     from framelog.streams.emitter import AsyncEmitter
-
     from framelog.streams.kafka_auth import as_principal, worker_principal
 
     config = as_principal(config, worker_principal(group))   # this group's own Kafka principal (streams/acls.py)
@@ -68,7 +67,8 @@ def run_group(config: Config, group: str) -> int:
     configure_logging(group)
     from prometheus_client import start_http_server
     try:
-        start_http_server(config.stack.worker_metrics_port + groups(config).index(group), addr=config.stack.metrics_host)
+        port = config.stack.worker_metrics_port + groups(config).index(group)
+        start_http_server(port, addr=config.stack.metrics_host)
     except OSError as exc:      # a second worker of the same stage on this host: metrics from the first
         logging.getLogger(__name__).warning("metrics port busy (%s); not exporting from this worker", exc)
     if group == WEBHOOKS:               # a plain consumer: it commits only what is delivered or parked on the log
@@ -81,8 +81,8 @@ def run_group(config: Config, group: str) -> int:
     if group == INTAKE:
         register_intake(app, config, codec, emitter)
     elif group == CDN:
-        from framelog.processors.tokens import load_or_create_secret
         from framelog.pipeline.agents.cdn import register_cdn
+        from framelog.processors.tokens import load_or_create_secret
 
         register_cdn(app, config, codec, emitter, secret=load_or_create_secret(config))
     elif group == POPULARITY:
@@ -95,9 +95,9 @@ def run_group(config: Config, group: str) -> int:
 
         register_tiering(app, config, codec, emitter)
     else:
+        from framelog.pipeline.agents.pipeline import asset_publisher
         from framelog.pipeline.jobs.registry import handler_for
         from framelog.pipeline.jobs.store import S3ResultStore
-        from framelog.pipeline.agents.pipeline import asset_publisher
 
         stage = config.pipeline.stage(group)
         last = group == config.pipeline.stage_names[-1]

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from framelog.core.config import Config, QualityLevel
 

@@ -22,7 +22,7 @@ class Visibility(str, Enum):
     SHARE_LINK = "share_link"
 
     @classmethod
-    def parse(cls, value: "Visibility | str") -> "Visibility":
+    def parse(cls, value: Visibility | str) -> Visibility:
         try:
             return cls(value)
         except ValueError:

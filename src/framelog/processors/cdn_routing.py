@@ -13,15 +13,15 @@ account: when the primary is down and the fallback is up, they swap.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Collection, Iterable, Union
 
-from framelog.core.config import Config, CdnProvider, RoutingRule
+from framelog.core.config import CdnProvider, Config, RoutingRule
 from framelog.core.errors import FramelogError, InvalidIdError
 from framelog.core.ids import validate_video_id as _validate_id
 
-Health = Union[Callable[[str], bool], Collection[str], None]
+Health = Callable[[str], bool] | Collection[str] | None
 
 _QUALITY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 # One file name, or a few of them separated by '/', never '.' or '..' segments.

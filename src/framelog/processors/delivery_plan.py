@@ -11,8 +11,9 @@ storage availability) is decided per request.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from framelog.processors.cdn_routing import rendition_playlist_path
 from framelog.processors.edge_signing import VIDEO_FILES, parse_object_path

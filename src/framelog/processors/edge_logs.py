@@ -1,4 +1,5 @@
-"""The edges' and the origin shield's access logs: one JSON object per request (stack/nginx.py's ``framelog_edge`` format).
+"""The edges' and the origin shield's access logs: one JSON object per request
+(stack/nginx.py's ``framelog_edge`` format).
 
 ``parse_line`` turns a line into an ``EdgeRequest``; ``LogFollower`` reads the
 lines appended to a log since the last call, surviving rotation and

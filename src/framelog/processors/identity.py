@@ -35,10 +35,11 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization

@@ -23,8 +23,17 @@ import json
 import re
 from dataclasses import dataclass
 
-from framelog.processors.tokens import (ExpiredTokenError, MalformedTokenError, WrongVideoError, _b64, _expiry,
-                                        _mac, _signed_payload, _unb64, _video_claim)
+from framelog.processors.tokens import (
+    ExpiredTokenError,
+    MalformedTokenError,
+    WrongVideoError,
+    _b64,
+    _expiry,
+    _mac,
+    _signed_payload,
+    _unb64,
+    _video_claim,
+)
 
 _SESSION_DOMAIN = b"framelog.playback-session.v1."
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

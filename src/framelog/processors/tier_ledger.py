@@ -33,9 +33,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from framelog.core.clock import ensure_utc, from_timestamp
 from framelog.core.config import Config
@@ -118,7 +119,7 @@ class RenditionRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RenditionRecord":
+    def from_dict(cls, d: Mapping[str, Any]) -> RenditionRecord:
         d = dict(d)
         d["recent_sessions"] = tuple(d.get("recent_sessions") or ())
         d["applied_transitions"] = tuple(d.get("applied_transitions") or ())
@@ -146,7 +147,7 @@ class VideoAccess:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "VideoAccess":
+    def from_dict(cls, d: Mapping[str, Any]) -> VideoAccess:
         return cls(**{**d, "recent_sessions": tuple(d.get("recent_sessions") or ())})
 
 
@@ -273,7 +274,8 @@ def needs_restore(tier_name: str, config: Config) -> bool:
     return tier(tier_name, config).restore_delay > 0
 
 
-def on_restore_request(record: RenditionRecord, event: Mapping[str, Any], config: Config) -> tuple[RenditionRecord, bool]:
+def on_restore_request(record: RenditionRecord, event: Mapping[str, Any],
+                       config: Config) -> tuple[RenditionRecord, bool]:
     """Start a restore unless one runs already or the objects are readable as they are."""
     if record.restore is not None or not needs_restore(record.tier, config):
         return record, False

@@ -15,9 +15,9 @@ can go cold while the 720p rendition of the same video stays hot.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping
 
 from framelog.core.clock import ensure_utc
 from framelog.core.config import Config, StorageTier, TieringRule
@@ -62,7 +62,7 @@ class RenditionState:
         seconds = (ensure_utc(now) - ensure_utc(self.created_at)).total_seconds()
         return max(0.0, seconds / SECONDS_PER_DAY)
 
-    def accessed(self, at: datetime, count: int = 1) -> "RenditionState":
+    def accessed(self, at: datetime, count: int = 1) -> RenditionState:
         """A copy with ``count`` more accesses, the last one at ``at``."""
         if count < 0:
             raise ValueError(f"access count delta must be >= 0, got {count}")
@@ -70,7 +70,7 @@ class RenditionState:
         last = at if self.last_access is None else max(ensure_utc(self.last_access), at)
         return dataclasses.replace(self, access_count=self.access_count + count, last_access=last)
 
-    def moved_to(self, tier: str) -> "RenditionState":
+    def moved_to(self, tier: str) -> RenditionState:
         return dataclasses.replace(self, current_tier=tier)
 
 

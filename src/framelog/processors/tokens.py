@@ -35,9 +35,9 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Container, Mapping, Union
 from urllib.parse import parse_qsl, urlencode
 
 from framelog.core.config import Config
@@ -56,7 +56,7 @@ _EXP = re.compile(r"[0-9]{1,12}")
 _PREFIX = re.compile(r"/[A-Za-z0-9_.\-/]{0,511}")
 _VIEWER = re.compile(r"[A-Za-z0-9_.@:+-]{1,256}")
 
-Revoked = Union[Callable[[str], bool], Container[str], None]
+Revoked = Callable[[str], bool] | Container[str] | None
 
 
 # ------------------------------------------------------------ errors

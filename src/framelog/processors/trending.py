@@ -14,8 +14,9 @@ did; a view older than the window of the newest one seen counts for nothing.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from framelog.core.config import TrendingConfig
 

@@ -28,8 +28,9 @@ Decisions:
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from framelog.processors.access import Viewer, Visibility, key_access_reason
 from framelog.processors.tokens import ShareClaims, TokenError, verify_share_token
@@ -156,7 +157,8 @@ class AccessDecision:
         return self.reason is not None
 
 
-def check_share_token(entry: VideoEntry, token: str | None, *, secret: bytes, now: float) -> tuple[ShareClaims | None, str]:
+def check_share_token(entry: VideoEntry, token: str | None, *, secret: bytes,
+                      now: float) -> tuple[ShareClaims | None, str]:
     """(claims, "") for a valid share token of this video, else (None, why it was refused or "")."""
     if not token:
         return None, ""

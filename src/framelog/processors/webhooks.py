@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 EVENT_TYPES = ("upload.completed", "video.processing", "video.ready", "video.failed", "video.deleted",
                "tier.changed")
@@ -33,13 +34,13 @@ EVENT_TYPES = ("upload.completed", "video.processing", "video.ready", "video.fai
 def millis(value: Any) -> int:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return int(value.timestamp() * 1000)
     return int(value or 0)
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

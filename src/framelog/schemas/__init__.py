@@ -9,7 +9,7 @@ and parsed once per process (parsing is far too slow to do per record).
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -18,14 +18,14 @@ import fastavro
 NAMESPACE = "framelog.events"
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_names() -> tuple[str, ...]:
     """Short record names of every packaged schema, sorted."""
     files = resources.files(__name__)
     return tuple(sorted(p.name[: -len(".avsc")] for p in files.iterdir() if p.name.endswith(".avsc")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _raw_text(name: str) -> str:
     if name not in schema_names():
         raise KeyError(f"unknown schema {name!r}; known: {', '.join(schema_names())}")
@@ -42,7 +42,7 @@ def raw_schema_text(name: str) -> str:
     return _raw_text(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     """The parsed (fastavro) schema of record ``name``, e.g. ``"UploadCompleted"``.
 
@@ -66,7 +66,7 @@ def short_name(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def current_version(name: str) -> int:
     """The schema's current version: the default of its ``schema_version`` field."""
     for f in raw_schema(name)["fields"]:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import fastavro
 from fastavro import schemaless_reader, schemaless_writer
@@ -34,8 +35,8 @@ from fastavro.validation import validate as _fastavro_validate
 
 from framelog.core.config import Config
 from framelog.schemas import historical_schemas, raw_schema, schema_names, short_name
-from framelog.streams import topics as topic_registry
 from framelog.schemas.events import RecordRules, check_record, rules_for_schema
+from framelog.streams import topics as topic_registry
 from framelog.streams.exceptions import DecodeError, EncodeError, TopicSchemaError, ValidationError
 from framelog.streams.topics import TopicSpec
 
@@ -108,7 +109,8 @@ class AvroCodec:
         if timestamps not in (DATETIME, MILLIS):
             raise ValueError(f"timestamps must be {DATETIME!r} or {MILLIS!r}, got {timestamps!r}")
         self.timestamps = timestamps
-        raw = {n: dict(s) for n, s in schemas.items()} if schemas is not None else {n: raw_schema(n) for n in schema_names()}
+        raw = ({n: dict(s) for n, s in schemas.items()} if schemas is not None
+               else {n: raw_schema(n) for n in schema_names()})
         self._writers: dict[str, _Writer] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
         self._readers: dict[bytes, _Reader] = {}
@@ -266,7 +268,8 @@ class AvroCodec:
         allowed = self._topics.get(topic)
         if allowed is not None and decoded.name not in allowed:
             raise TopicSchemaError("record_not_allowed",
-                                   f"{decoded.name} is not allowed on {topic!r} (allowed: {', '.join(sorted(allowed))})")
+                                   f"{decoded.name} is not allowed on {topic!r} "
+                                   f"(allowed: {', '.join(sorted(allowed))})")
         if validate:
             check_record(self._writers[decoded.name].rules, decoded.value)
         return decoded

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from functools import lru_cache
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 
 from framelog.core.clock import Clock
 from framelog.core.errors import InvalidIdError
@@ -132,7 +133,7 @@ def rules_for_schema(schema: Mapping[str, Any]) -> RecordRules:
                        frozenset(f["name"] for f in schema["fields"]), tuple(stamps))
 
 
-@lru_cache(maxsize=None)
+@cache
 def record_rules(name: str) -> RecordRules:
     if name not in schema_names():
         raise ValidationError("unknown_record", f"no schema named {name!r}")
@@ -166,7 +167,7 @@ def validate(name: str, record: Mapping[str, Any], *, for_write: bool = False) -
 
 
 def _now_ms(clock: Clock | None) -> datetime:
-    now = clock.now() if clock is not None else datetime.now(timezone.utc)
+    now = clock.now() if clock is not None else datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)   # what Avro millis keep
 
 
@@ -194,6 +195,6 @@ def new_event(name: str, /, *, clock: Clock | None = None, **fields: Any) -> dic
     return record
 
 
-@lru_cache(maxsize=None)
+@cache
 def _defaults(name: str) -> tuple[tuple[str, Any], ...]:
     return tuple((f["name"], f["default"]) for f in raw_schema(name)["fields"] if "default" in f)

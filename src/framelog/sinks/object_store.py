@@ -7,8 +7,9 @@ class changes) live in one place.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -115,7 +116,7 @@ class ObjectStore:
         self.client.copy_object(Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
                                 **extra)
 
-    def copy_from(self, source: "ObjectStore", key: str, storage_class: str) -> None:
+    def copy_from(self, source: ObjectStore, key: str, storage_class: str) -> None:
         """Server-side copy of ``key`` from another bucket onto the same key here, in ``storage_class``."""
         head = source.head(key)
         if head is None:

@@ -17,9 +17,9 @@ from typing import Any
 
 from framelog.core.config import Config
 from framelog.core.ids import new_video_id, validate_video_id
+from framelog.schemas.events import new_event
 from framelog.sinks.s3 import s3_client
 from framelog.streams import topics
-from framelog.schemas.events import new_event
 from framelog.streams.producer import Delivery, EventProducer
 
 CHUNK = 8 * 1024 * 1024
@@ -72,7 +72,7 @@ def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "l
         reader.close()
     size = client.head_object(Bucket=config.object_storage.bucket, Key=key)["ContentLength"]
     if size != src.stat().st_size:
-        raise IOError(f"upload of {src} is incomplete: {size} of {src.stat().st_size} bytes landed")
+        raise OSError(f"upload of {src} is incomplete: {size} of {src.stat().st_size} bytes landed")
     digest = reader.sha256.hexdigest()
     delivery = announce_upload(config, video_id=video_id, object_key=key, size_bytes=size, sha256=digest,
                                content_type=content_type, owner_id=owner_id, original_filename=src.name,

@@ -91,7 +91,8 @@ def post_message(client: httpx.Client, url: str, secret: str, msg_id: str, body:
             return AttemptResult(True, response.status_code, latency, None)
         return AttemptResult(False, response.status_code, latency, f"HTTP {response.status_code}")
     except TargetRefused as exc:
-        return AttemptResult(False, None, int((time.monotonic() - start) * 1000), f"target refused: {exc}"[:MAX_ERROR_LENGTH])
+        return AttemptResult(False, None, int((time.monotonic() - start) * 1000),
+                             f"target refused: {exc}"[:MAX_ERROR_LENGTH])
     except httpx.HTTPError as exc:
         return AttemptResult(False, None, int((time.monotonic() - start) * 1000),
                              f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH])

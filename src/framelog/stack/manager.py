@@ -11,7 +11,7 @@ Tests reach the processes through ``stack.kafka`` and ``stack.seaweed``
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from framelog.core.config import Config, get_config
 from framelog.stack.clickhouse import ClickHouse

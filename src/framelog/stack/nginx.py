@@ -57,7 +57,15 @@ from urllib.parse import urlsplit
 from framelog.core.config import Config
 from framelog.processors import cache_control as cc
 from framelog.processors.edge_signing import (
-    EDGE_KINDS, PREFIX_KINDS, SIGNED_PREFIX, VIDEO_FILE_PATTERN, VIDEO_FILES, edge_secret, origin_token, purge_token)
+    EDGE_KINDS,
+    PREFIX_KINDS,
+    SIGNED_PREFIX,
+    VIDEO_FILE_PATTERN,
+    VIDEO_FILES,
+    edge_secret,
+    origin_token,
+    purge_token,
+)
 from framelog.stack.process import Component, StackError, rotate_log
 
 PURGE_MODULE = Path("/usr/lib/nginx/modules/ngx_http_cache_purge_module.so")
@@ -280,7 +288,8 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
                # the object path only: a query string never reaches the shield (nor splits the cache)
                f'        rewrite "^/{SIGNED_PREFIX}/[^/]+/[0-9]+(/.*)$" {INTERNAL_PATH}$1? last;\n')
     return _http_head(config, d, run_as, f"framelog edge {provider_key} ({provider.provider} stand-in)") + f"""
-    proxy_cache_path {d}/cache levels=1:2 keys_zone={CACHE_ZONE}:{CACHE_KEYS_ZONE_SIZE} max_size={CACHE_MAX_SIZE} inactive={CACHE_INACTIVE} use_temp_path=off;
+    proxy_cache_path {d}/cache levels=1:2 keys_zone={CACHE_ZONE}:{CACHE_KEYS_ZONE_SIZE}
+                     max_size={CACHE_MAX_SIZE} inactive={CACHE_INACTIVE} use_temp_path=off;
     # edge_protection (the seed's DDoS protection / WAF / bot management): per client address, counted on the
     # requests that get past the signature check (the others are refused before any work); health and purge
     # are not counted
@@ -315,7 +324,8 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
 {check}        secure_link_md5 "$expires/$kind/$vid/ {edge_key}";
 {verdict}    }}
 
-    # the progressive MP4 at the seed's CDN path: /{SIGNED_PREFIX}/<sig>/<expires>/videos/<yyyy>/<mm>/<quality>/<id>.mp4;
+    # the progressive MP4 at the seed's CDN path:
+    # /{SIGNED_PREFIX}/<sig>/<expires>/videos/<yyyy>/<mm>/<quality>/<id>.mp4;
     # scope: that one file
     location ~ "^{signed}/(?<video_file>{VIDEO_FILE_PATTERN})$" {{
 {check}        secure_link_md5 "$expires/$video_file {edge_key}";
@@ -361,7 +371,8 @@ def render_shield_config(config: Config, directory: Path, *, secret: bytes,
     typed = _typed_locations("", proxy, lambda file_type: shield_ttl(file_type, config), guard)
     level = config.cdn.shield
     return _http_head(config, d, run_as, f"framelog origin shield ({level.cache_level}, {int(level.ttl)}s)") + f"""
-    proxy_cache_path {d}/cache levels=1:2 keys_zone={SHIELD_CACHE_ZONE}:{CACHE_KEYS_ZONE_SIZE} max_size={CACHE_MAX_SIZE} inactive={int(level.ttl)}s use_temp_path=off;
+    proxy_cache_path {d}/cache levels=1:2 keys_zone={SHIELD_CACHE_ZONE}:{CACHE_KEYS_ZONE_SIZE}
+                     max_size={CACHE_MAX_SIZE} inactive={int(level.ttl)}s use_temp_path=off;
     upstream origin {{
         server {origin_addr};
         keepalive 8;

@@ -53,7 +53,7 @@ class SeaweedKeys:
     filer_signing_read: str          # [jwt.filer_signing.read]  s3     -> filer reads
 
     @classmethod
-    def generate(cls) -> "SeaweedKeys":
+    def generate(cls) -> SeaweedKeys:
         return cls(**{f.name: secrets.token_hex(KEY_BYTES) for f in fields(cls)})
 
 
@@ -66,7 +66,7 @@ class TlsFiles:
     key: Path
 
     @classmethod
-    def under(cls, config_dir: Path) -> "TlsFiles":
+    def under(cls, config_dir: Path) -> TlsFiles:
         d = config_dir / TLS_DIR
         return cls(d / CA_CERT, d / CERT, d / KEY)
 
@@ -143,7 +143,7 @@ def write_tls_files(config_dir: Path, host: str) -> TlsFiles:
         return tls
     tls.ca.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(tls.ca.parent, 0o700)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=CERT_DAYS)
 
     def name(cn: str) -> x509.Name:

@@ -40,8 +40,8 @@ class WorkerService(_FramelogProcess):
         """Healthy once every group (intake and each stage) has a member and is stable."""
         from confluent_kafka import ConsumerGroupState
 
-        from framelog.streams.admin import admin_client
         from framelog.pipeline.worker import groups
+        from framelog.streams.admin import admin_client
 
         names = [f"framelog-{g}" for g in groups(self.config)]
         admin = admin_client(self.config)      # keep a reference: futures die with their client

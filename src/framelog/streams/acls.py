@@ -13,8 +13,8 @@ bindings that the registry no longer lists, so a run after a code change converg
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from framelog.core.config import Config
 from framelog.streams import topics as t
@@ -104,7 +104,8 @@ def registry(config: Config) -> list[Grant]:
     # The webhooks worker (pipeline/webhooks.py, a plain consumer): video events in, delivery steps out;
     # it replays the endpoint registry, the video catalog and the pending deliveries.
     hooks = worker_principal(WEBHOOKS)
-    from framelog.pipeline.webhooks import GROUP_ID as WEBHOOKS_GROUP, SOURCE_TOPICS as WEBHOOK_SOURCES
+    from framelog.pipeline.webhooks import GROUP_ID as WEBHOOKS_GROUP
+    from framelog.pipeline.webhooks import SOURCE_TOPICS as WEBHOOK_SOURCES
     grants += _topics(hooks, reads=(*WEBHOOK_SOURCES, t.ACCESS, t.WEBHOOK_ENDPOINTS, t.WEBHOOK_DELIVERIES),
                       writes=(t.WEBHOOK_DELIVERIES,))
     grants += [Grant(hooks, GROUP, WEBHOOKS_GROUP, READ)]
@@ -116,8 +117,7 @@ def registry(config: Config) -> list[Grant]:
 # ---------------------------------------------------------------- applying
 
 def _binding(grant: Grant):
-    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, ResourcePatternType,
-                                       ResourceType)
+    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
     return AclBinding(ResourceType[grant.resource], grant.name, ResourcePatternType[grant.pattern],
                       f"User:{grant.principal}", "*", AclOperation[grant.operation], AclPermissionType.ALLOW)
@@ -142,8 +142,13 @@ class AclSummary:
 
 def apply_acls(config: Config, *, timeout: float = 30.0, admin=None) -> AclSummary:
     """Make the broker's ALLOW bindings of framelog's principals equal the registry."""
-    from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType,
-                                       ResourceType)
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
 
     from framelog.streams.admin import admin_client
 

@@ -10,8 +10,9 @@ commit that moves past it. Tombstones (null values) are skipped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -227,7 +228,7 @@ class EventConsumer:
             if self._own_producer:
                 self.dead_letters.flush()
 
-    def __enter__(self) -> "EventConsumer":
+    def __enter__(self) -> EventConsumer:
         return self
 
     def __exit__(self, *exc: object) -> None:

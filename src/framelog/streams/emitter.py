@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.schemas.codec import AvroCodec

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -139,7 +140,8 @@ class EventProducer:
                 self._failures.append(f"{msg.topic()}: {err.str()}")
         log.error("delivery to %s failed: %s", msg.topic(), err.str())
 
-    def _chain(self, user: Callable[[KafkaError | None, Message], None]) -> Callable[[KafkaError | None, Message], None]:
+    def _chain(self, user: Callable[[KafkaError | None, Message], None],
+               ) -> Callable[[KafkaError | None, Message], None]:
         def callback(err: KafkaError | None, msg: Message) -> None:
             self._on_delivery(err, msg)
             user(err, msg)
@@ -173,7 +175,7 @@ class EventProducer:
         """Flush what is queued; raises like flush."""
         self.flush(timeout)
 
-    def __enter__(self) -> "EventProducer":
+    def __enter__(self) -> EventProducer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
@@ -77,7 +78,7 @@ class ReplayedTable:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> "ReplayedTable":
+    def start(self) -> ReplayedTable:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"replay-{self.group_id}", daemon=True)
             self._thread.start()
@@ -88,7 +89,7 @@ class ReplayedTable:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "ReplayedTable":
+    def __enter__(self) -> ReplayedTable:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -154,7 +155,7 @@ class ReplayedTable:
                 return all(self._positions.get(tp, OFFSET_INVALID) >= hi for tp, hi in self._sync_targets.items())
         return self.ready and self.wait_until(done, timeout)
 
-    def _serve_sync(self, consumer: "ReplayConsumer") -> None:
+    def _serve_sync(self, consumer: ReplayConsumer) -> None:
         with self._progress_cond:
             wanted = self._sync_wanted
         if wanted <= self._sync_served:

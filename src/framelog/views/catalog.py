@@ -6,7 +6,8 @@ module for why the log (and not a database or an S3 object) holds this state.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.processors.video_access import CatalogFold, VideoEntry

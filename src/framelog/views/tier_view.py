@@ -28,20 +28,21 @@ video's qualities does not restore all of them.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from framelog.core.clock import Clock, SystemClock
 from framelog.core.config import Config
+from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.tiering import RestorePlan, restore_plan
+from framelog.schemas.events import new_event
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
-from framelog.pipeline.tiering_fold import fold_event, rendition_row
 
 AVAILABLE = "available"
 RESTORING = "restoring"

@@ -12,7 +12,8 @@ ones and does not resend settled ones; a replay reads the messages back.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.processors.webhooks import Endpoint, EndpointFold

@@ -9,16 +9,17 @@ pending or settled. Used by ``framelog webhooks replay`` and
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.processors.webhook_signing import derive_secret
 from framelog.processors.webhooks import Endpoint, iso, millis
+from framelog.schemas.events import new_event
 from framelog.sinks.webhook_transport import post_message, webhook_client
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
-from framelog.schemas.events import new_event
 from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
 from framelog.views.webhook_registry import read_deliveries

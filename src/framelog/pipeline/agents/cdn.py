@@ -30,19 +30,19 @@ import logging
 import faust
 
 from framelog.core.config import Config
-from framelog.sinks.edges.cache_commands import EdgeCache, edge_caches, shield_cache
-from framelog.processors import cache_control, cdn_routing
-from framelog.processors.trending import observe, trending_key
-from framelog.streams import topics
 from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
 from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, _partitions
-from framelog.streams.app import raw_topic
+from framelog.pipeline.worker import POPULARITY
+from framelog.processors import cache_control, cdn_routing
+from framelog.processors.trending import observe, trending_key
 from framelog.schemas.codec import AvroCodec
-from framelog.streams.emitter import AsyncEmitter
 from framelog.schemas.events import new_event
+from framelog.sinks.edges.cache_commands import EdgeCache, edge_caches, shield_cache
+from framelog.streams import topics
+from framelog.streams.app import raw_topic
+from framelog.streams.emitter import AsyncEmitter
 from framelog.streams.exceptions import DecodeError, ValidationError
 from framelog.streams.topics import TopicSpec
-from framelog.pipeline.worker import POPULARITY
 
 log = logging.getLogger(__name__)
 

@@ -5,20 +5,21 @@ import asyncio
 import json
 import logging
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import faust
 
 from framelog.core.config import Config, StageConfig
+from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs import tombstones
 from framelog.pipeline.jobs.staging import discard_staging
+from framelog.schemas.codec import AvroCodec
+from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
-from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.streams.app import raw_topic
-from framelog.schemas.codec import AvroCodec
 from framelog.streams.emitter import AsyncEmitter
-from framelog.schemas.events import new_event
 from framelog.streams.exceptions import DecodeError, ValidationError
 
 log = logging.getLogger(__name__)

@@ -32,20 +32,21 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
-from framelog.core.config import Config, StageConfig
 from framelog.core import child_processes
 from framelog.core.child_processes import ChildGroup
-from framelog.pipeline.jobs.base import JobCancelled, JobContext, JobHandler, JobTimedOut, PermanentJobError
-from framelog.streams import topics
+from framelog.core.config import Config, StageConfig
 from framelog.pipeline.agents import metrics
 from framelog.pipeline.agents.priority_gate import PriorityGate
-from framelog.streams.emitter import AsyncEmitter
+from framelog.pipeline.jobs.base import JobCancelled, JobContext, JobHandler, JobTimedOut, PermanentJobError
 from framelog.schemas.events import new_event
+from framelog.streams import topics
+from framelog.streams.emitter import AsyncEmitter
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class StageRequest:
     priority: str = ""       # processing_priorities level; "" = the default
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "StageRequest":
+    def from_record(cls, record: Mapping[str, Any]) -> StageRequest:
         return cls(record["job_id"], record["video_id"], record["stage"], int(record["attempt"]),
                    dict(record.get("inputs") or {}), int(record.get("not_before") or 0),
                    str(record.get("priority") or ""))
@@ -237,7 +238,7 @@ class StageRunner:
         job = loop.run_in_executor(executor, self._run_tracked, ctx, children)
         try:
             return await asyncio.wait_for(asyncio.shield(job), timeout=self.stage.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ctx.cancelled.set()              # a cooperative job stops at its next progress call ...
             raise await self._hard_stop(req, job, children, executor) from None   # ... a hung one is killed
         finally:
@@ -266,7 +267,7 @@ class StageRunner:
                    f"killed {len(killed)} child process group(s)")
         try:
             await asyncio.wait_for(asyncio.shield(job), timeout=grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if self.executor is executor:
                 self.executor = ThreadPoolExecutor(max_workers=self.stage.parallel_jobs,
                                                    thread_name_prefix=f"stage-{self.stage.name}")

@@ -30,17 +30,17 @@ from confluent_kafka import Consumer, TopicPartition
 
 from framelog.core.clock import Clock, SystemClock
 from framelog.core.config import Config
+from framelog.pipeline.agents.pipeline import _decode_or_dead_letter
+from framelog.pipeline.agents.tiering_metrics import TieringMetrics
+from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditions
+from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from framelog.processors.tier_ledger import RenditionRecord
+from framelog.schemas.codec import AvroCodec
 from framelog.sinks.object_store import ObjectStore, vault_store
 from framelog.sinks.tier_mover import TierMover
 from framelog.streams import topics
-from framelog.pipeline.agents.pipeline import _decode_or_dead_letter
-from framelog.pipeline.agents.tiering_metrics import TieringMetrics
-from framelog.schemas.codec import AvroCodec
 from framelog.streams.emitter import AsyncEmitter
 from framelog.streams.kafka_auth import client_settings
-from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditions
-from framelog.pipeline.tiering_fold import fold_event, rendition_row
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ class TieringAgent:
         self.table = app.Table(TABLE, default=None, partitions=self.partitions,
                                schema=faust.Schema(key_serializer="json", value_serializer="json"),
                                help="per rendition: created, accesses, tier, restore; per video: accesses")
-        self.evaluator = TieringEvaluator(config, self.clock, mover or TierMover(ObjectStore(config), vault_store(config)), self._emit)
+        mover = mover or TierMover(ObjectStore(config), vault_store(config))
+        self.evaluator = TieringEvaluator(config, self.clock, mover, self._emit)
         self._queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
         self._queued: set[str] = set()
         self._register()

@@ -8,9 +8,9 @@ access_type}: playback events per tier of the rendition played and event type
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from framelog.core.config import Config
 from framelog.processors.tier_ledger import RenditionRecord

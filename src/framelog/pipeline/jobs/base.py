@@ -16,9 +16,10 @@ without running again, so redelivery never produces a second visible result.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
 from framelog.core.errors import FramelogError
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Mapping
 
 from framelog.core.config import Config
 from framelog.pipeline.jobs.base import JobContext, PermanentJobError
@@ -52,7 +52,7 @@ class ValidationJob:
         except validation.ValidationFailed as exc:
             raise PermanentJobError(exc.reason, exc.message) from None
         quality = validation.quality_of(info, allow_4k=self.config.media.allow_4k_label)
-        uploaded = datetime.now(timezone.utc)
+        uploaded = datetime.now(UTC)
         info_key = f"{ctx.staging_prefix}/media_info.json"
         self.store.put_json(info_key, info.to_dict())
         return {

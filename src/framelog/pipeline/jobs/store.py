@@ -7,14 +7,14 @@ stage runner needs one store for both.
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from botocore.exceptions import ClientError
 
 from framelog.core.config import Config
 from framelog.pipeline.jobs import tombstones
-from framelog.sinks.s3 import s3_client
 from framelog.sinks.object_store import ObjectStore
+from framelog.sinks.s3 import s3_client
 
 
 class S3ResultStore:

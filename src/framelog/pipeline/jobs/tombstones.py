@@ -13,9 +13,8 @@ and under a prefix no edge serves; it is a few bytes per deleted video.
 """
 from __future__ import annotations
 
-import json
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from framelog.core.ids import validate_video_id
 from framelog.sinks.object_store import ObjectStore

@@ -139,14 +139,16 @@ def chapters_from_scenes(scenes: list[float], duration: float, min_chapter: floa
         if t - bounds[-1] >= min_chapter and duration - t >= min_chapter:
             bounds.append(t)
     bounds.append(max(duration, bounds[-1]))
-    return [Chapter(i, round(a, 3), round(b, 3), f"Chapter {i + 1}") for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+    return [Chapter(i, round(a, 3), round(b, 3), f"Chapter {i + 1}")
+            for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
 
 
 def analyze(src: str | os.PathLike[str], *, info: MediaInfo | None = None,
             scene_threshold: float = DEFAULT_SCENE_THRESHOLD, min_chapter_seconds: float = DEFAULT_MIN_CHAPTER_SECONDS,
             black_min_duration: float = DEFAULT_BLACK_MIN_DURATION,
             black_pixel_threshold: float = DEFAULT_BLACK_PIXEL_THRESHOLD,
-            silence_noise_db: float = DEFAULT_SILENCE_NOISE_DB, silence_min_duration: float = DEFAULT_SILENCE_MIN_DURATION,
+            silence_noise_db: float = DEFAULT_SILENCE_NOISE_DB,
+            silence_min_duration: float = DEFAULT_SILENCE_MIN_DURATION,
             progress: fc.Progress | None = None) -> Analysis:
     info = info or probe(src)
     if not info.has_video and not info.has_audio:

@@ -19,9 +19,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import ffmpeg  # ffmpeg-python
 
@@ -210,7 +210,8 @@ def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec],
              "-g", str(gop), "-keyint_min", str(gop), "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
              "-flags", "+cgop"]
     for i, r in enumerate(rungs):
-        args += [f"-b:v:{i}", str(r.video_bitrate), f"-maxrate:v:{i}", str(r.maxrate), f"-bufsize:v:{i}", str(r.bufsize)]
+        args += [f"-b:v:{i}", str(r.video_bitrate), f"-maxrate:v:{i}", str(r.maxrate),
+                 f"-bufsize:v:{i}", str(r.bufsize)]
     if has_audio:
         args += ["-c:a", "aac", "-b:a", str(audio_bitrate), "-ac", "2", "-ar", "48000"]
     vsm = " ".join(f"v:{i},a:{i},name:{r.name}" if has_audio else f"v:{i},name:{r.name}" for i, r in enumerate(rungs))

@@ -26,9 +26,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.ladder import Level, Rung, plan_ladder
@@ -191,7 +192,8 @@ def _probe_codec(local_playlist: Path) -> str:
 
 def measure_rendition(rung: Rung, out_dir: Path, fps: float, codecs: str) -> Rendition:
     playlist = out_dir / rung.name / PLAYLIST_NAME
-    segs = tuple(Segment(uri, dur, (playlist.parent / uri).stat().st_size) for uri, dur in parse_media_playlist(playlist))
+    segs = tuple(Segment(uri, dur, (playlist.parent / uri).stat().st_size)
+                 for uri, dur in parse_media_playlist(playlist))
     if not segs:
         raise fc.FfmpegError(["hls"], 1, f"{playlist} lists no segments")
     total = sum(s.duration for s in segs)
@@ -261,7 +263,7 @@ def write_subtitle_track(out_dir: Path, segments: Sequence[tuple[float, str]], *
     return SubtitleTrack(language, name, f"{rel}/{PLAYLIST_NAME}")
 
 
-def media_start_pts(result: "HlsResult", scratch: Path) -> int:
+def media_start_pts(result: HlsResult, scratch: Path) -> int:
     """The 90 kHz MPEG-TS timestamp at which the renditions start (ffmpeg shifts them,
     typically to 1.4 s): what a WebVTT X-TIMESTAMP-MAP ties cue time 0 to."""
     key_path = None

@@ -22,8 +22,9 @@ Rules:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from framelog.processors.media.ffmpeg_commands import RungSpec
 from framelog.processors.media.probe import MediaInfo

@@ -22,12 +22,12 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 from framelog.processors.media import ffmpeg_commands as fc
-from framelog.processors.media.hls import HlsResult, PLAYLIST_NAME, write_local_playlist, write_master
+from framelog.processors.media.hls import PLAYLIST_NAME, HlsResult, write_local_playlist, write_master
 from framelog.processors.media.probe import MediaInfo, probe
 
 DEFAULT_SAMPLE_SECONDS = 20.0

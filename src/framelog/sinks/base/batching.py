@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["Batch", "BatchingSink", "TopicPartition", "CommitCallback"]
 
@@ -89,7 +90,7 @@ class Batch:
     def __len__(self) -> int:
         return len(self.records)
 
-    def prepend(self, older: "Batch") -> None:
+    def prepend(self, older: Batch) -> None:
         """Put ``older`` (a batch of the same partition that failed to land) back in front."""
         if self.offsets and older.offsets and older.offsets[-1] >= self.offsets[0]:
             raise ValueError(f"{self.topic}[{self.partition}]: batch to put back overlaps the pending one")
@@ -128,7 +129,7 @@ class BatchingSink(abc.ABC):
         self.write(batch)
         return _done
 
-    def on_revoked(self, partitions: Iterable[TopicPartition]) -> None:
+    def on_revoked(self, partitions: Iterable[TopicPartition]) -> None:  # noqa: B027 - optional hook, not abstract
         """Hook for subclasses to forget per-partition state after a rebalance."""
 
     # ------------------------------------------------------------ accumulate

@@ -31,8 +31,9 @@ import copy
 import json
 import os
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from framelog.schemas import raw_schema
 from framelog.schemas.codec import HEADER_LEN, MARKER, schema_fingerprint
@@ -158,7 +159,7 @@ class AvroBlockWriter:
                              + b"\x00" + self._sync)
 
     @classmethod
-    def for_record(cls, name: str, count_field: str = "type") -> "AvroBlockWriter":
+    def for_record(cls, name: str, count_field: str = "type") -> AvroBlockWriter:
         """For the current (packaged) schema of record ``name``: what framelog's producers write."""
         return cls(raw_schema(name), count_field)
 

@@ -19,7 +19,7 @@
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 

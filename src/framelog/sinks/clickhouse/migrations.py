@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterable
 
 from clickhouse_connect.driver.client import Client
 
@@ -105,7 +105,8 @@ def render(sql: str, values: dict[str, str]) -> str:
 
 def applied_versions(client: Client) -> dict[int, str]:
     client.command(_CREATE_LOG)
-    rows = client.query("SELECT version, argMax(checksum, applied_at) FROM schema_migrations GROUP BY version").result_rows
+    rows = client.query("SELECT version, argMax(checksum, applied_at) FROM schema_migrations "
+                        "GROUP BY version").result_rows
     return {int(v): c for v, c in rows}
 
 

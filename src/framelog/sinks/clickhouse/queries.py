@@ -29,9 +29,10 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import threading
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -45,7 +46,7 @@ from framelog.sinks.clickhouse.sql_guard import UnsafeSqlError, check_query_tree
 __all__ = ["AnalyticsQueryError", "UnsafeSqlError", "SqlResult", "get_video_analytics", "timeframe_bounds",
            "run_readonly_sql", "check_readonly_sql"]
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 _HOUR = _dt.timedelta(hours=1)
 
 

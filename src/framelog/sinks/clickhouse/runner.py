@@ -13,16 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.core.logs import configure_logging
+from framelog.schemas.codec import MILLIS, AvroCodec
 from framelog.sinks.clickhouse import metrics
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.migrations import apply_migrations
 from framelog.sinks.clickhouse.sink import DEFAULT_TABLES, ClickHouseSink, TableSpec
 from framelog.streams import topics
-from framelog.schemas.codec import MILLIS, AvroCodec
 from framelog.streams.consumer import EventConsumer
 
 log = logging.getLogger(__name__)

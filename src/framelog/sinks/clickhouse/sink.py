@@ -62,9 +62,10 @@ import queue
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -82,7 +83,7 @@ __all__ = ["ClickHouseSink", "RecentIds", "TableSpec", "PLAYBACK_EVENTS_TABLE", 
 
 DEFAULT_DEDUP_WINDOW = 100_000   # event ids remembered per partition
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 _TS = pa.timestamp("ms", tz="UTC")
 
 

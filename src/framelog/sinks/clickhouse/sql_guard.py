@@ -24,7 +24,8 @@ limits; ``client.analyst_settings``).
 from __future__ import annotations
 
 import re
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 import sqlglot
 from sqlglot import exp

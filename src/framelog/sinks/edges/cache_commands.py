@@ -27,9 +27,9 @@ import hashlib
 import posixpath
 import re
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import httpx

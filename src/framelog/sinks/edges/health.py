@@ -12,11 +12,11 @@ stall requests for long, hence the short timeout and the short memory.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 import urllib.error
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from framelog.core.config import Config
 from framelog.processors.cdn_routing import edge_base_url
