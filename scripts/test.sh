@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# Checks before the tests (pyproject.toml): types with no error beyond the baseline.
+python scripts/typecheck.py
 if [ -z "${FRAMELOG_CONFIG_OVERLAY:-}" ]; then
   mkdir -p .state-test
   python -m framelog.stack.private_stack --state-dir "$PWD/.state-test" \

@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -188,7 +188,7 @@ def check_chunk_size(size: int, remaining: int) -> None:
                                  f"least {MIN_PART_SIZE} bytes")
 
 
-def offset_of_parts(parts: list[Mapping[str, Any]]) -> int:
+def offset_of_parts(parts: Sequence[Mapping[str, Any]]) -> int:
     """The upload offset the S3 parts add up to; the parts must be numbered 1..n without gaps."""
     numbers = sorted(int(p["PartNumber"]) for p in parts)
     if numbers != list(range(1, len(numbers) + 1)):

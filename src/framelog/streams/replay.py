@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
@@ -78,7 +78,7 @@ class ReplayedTable:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> ReplayedTable:
+    def start(self) -> Self:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"replay-{self.group_id}", daemon=True)
             self._thread.start()

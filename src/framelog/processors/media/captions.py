@@ -87,13 +87,19 @@ class Captions:
         return webvtt(self.cues, mpegts_offset=mpegts_offset)
 
 
-class CaptionSettings(Protocol):  # framelog.core.config.CaptionsConfig fits
-    enabled: bool
-    language: str
-    max_duration: float
-    max_recognition_time: float
-    max_cue_duration: float
-    max_cue_words: int
+class CaptionSettings(Protocol):  # framelog.core.config.CaptionsConfig fits (read-only: configs are frozen)
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def max_duration(self) -> float: ...
+    @property
+    def max_recognition_time(self) -> float: ...
+    @property
+    def max_cue_duration(self) -> float: ...
+    @property
+    def max_cue_words(self) -> int: ...
 
 
 # ---------------------------------------------------------------- pure parts

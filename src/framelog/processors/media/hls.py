@@ -50,12 +50,17 @@ _AVC_PROFILES = {
 }
 
 
-class HlsSettings(Protocol):  # framelog.core.config.HlsConfig fits
-    segment_duration: int
-    playlist_type: str           # "VOD" or "EVENT"
-    encryption: bool
-    key_uri_base: str
-    quality_levels: Sequence[Level]
+class HlsSettings(Protocol):  # framelog.core.config.HlsConfig fits (read-only: configs are frozen)
+    @property
+    def segment_duration(self) -> int: ...
+    @property
+    def playlist_type(self) -> str: ...  # "VOD" or "EVENT"
+    @property
+    def encryption(self) -> bool: ...
+    @property
+    def key_uri_base(self) -> str: ...
+    @property
+    def quality_levels(self) -> Sequence[Level]: ...
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,19 @@ BUFSIZE_FACTOR = 2.0
 MIN_BITRATE_FRACTION = 0.25
 
 
-class Level(Protocol):  # framelog.core.config.QualityLevel fits
-    name: str
-    width: int
-    height: int
-    bitrate: int
-    bandwidth: int
-    codec: str
+class Level(Protocol):  # framelog.core.config.QualityLevel fits (read-only: configs are frozen)
+    @property
+    def name(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def bitrate(self) -> int: ...
+    @property
+    def bandwidth(self) -> int: ...
+    @property
+    def codec(self) -> str: ...
 
 
 @dataclass(frozen=True)

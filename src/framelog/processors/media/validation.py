@@ -36,9 +36,11 @@ class ValidationFailed(FramelogError):
         self.message = message
 
 
-class Limits(Protocol):  # framelog.core.config.UploadLimits fits
-    max_size: int
-    max_duration: float
+class Limits(Protocol):  # framelog.core.config.UploadLimits fits (read-only: configs are frozen)
+    @property
+    def max_size(self) -> int: ...
+    @property
+    def max_duration(self) -> float: ...
 
 
 def validate(path: str | os.PathLike[str], limits: Limits, *, full_decode: bool = True,
