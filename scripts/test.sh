@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
-# Checks before the tests (pyproject.toml): types with no error beyond the baseline.
+# Checks before the tests (pyproject.toml; README, "Checks before the tests"): lint, then types
+# with no error beyond the baseline.
+ruff check
 python scripts/typecheck.py
 if [ -z "${FRAMELOG_CONFIG_OVERLAY:-}" ]; then
   mkdir -p .state-test

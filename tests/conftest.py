@@ -1,5 +1,12 @@
 """Fixtures shared by every test: the configuration and the real local stack.
 
+The layout (tests/unit/test_test_layout.py guards it): each tier (unit, media,
+integration, security) has a conftest.py with its fixtures and a support/
+package with its helpers. A test module takes fixtures by name and imports
+helpers only from a support package (``from tests.<tier>.support... import``),
+never from another test module or a conftest. Fixtures more than one tier uses
+live here.
+
 Integration tests (``@pytest.mark.integration``) take the session-scoped ``stack``
 fixture: it brings the embedded stack up with the default configuration,
 reusing one that already runs. A stack this session started is stopped at the
@@ -30,6 +37,14 @@ def stack(config: Config):
     yield s
     if not was_running and not os.environ.get("FRAMELOG_KEEP_STACK"):
         s.down()
+
+
+@pytest.fixture(scope="module")
+def secret(config: Config) -> bytes:
+    """The stack's edge-signing secret (signed edge URLs, share tokens)."""
+    from framelog.processors.tokens import load_or_create_secret
+
+    return load_or_create_secret(config)
 
 
 @pytest.fixture(scope="session", autouse=True)

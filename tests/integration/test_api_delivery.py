@@ -20,14 +20,23 @@ from fastapi.testclient import TestClient
 from framelog.api.upload_protocol import encode_upload_metadata
 from framelog.pipeline.jobs.tombstones import video_prefixes
 from framelog.processors.edge_signing import edge_signature
-from framelog.processors.tokens import issue_share_token, load_or_create_secret, sign_playback
+from framelog.processors.tokens import issue_share_token, sign_playback
 from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from framelog.views.catalog import VideoCatalog
-from tests.integration.delivery_api import KEY, bearer, key_with, make_app, published, stream_of, upload, viewer_tokens
 from tests.integration.support import TopicRecorder, wait_for
+from tests.integration.support.delivery_api import (
+    KEY,
+    bearer,
+    key_with,
+    make_app,
+    published,
+    stream_of,
+    upload,
+    viewer_tokens,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +61,6 @@ def recorder(stack, config):
     assert rec.wait_ready(DEADLINE), rec.last_error
     yield rec
     rec.stop()
-
-
-@pytest.fixture(scope="module")
-def secret(config) -> bytes:
-    return load_or_create_secret(config)
 
 
 @pytest.fixture(scope="module")

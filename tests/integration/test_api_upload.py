@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from framelog.api import videos
@@ -27,15 +22,14 @@ from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE
 from framelog.clients.upload import ResumableUploader, upload_resumable
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
-from framelog.schemas.codec import AvroCodec
 from framelog.schemas.events import new_event
 from framelog.sinks.s3 import s3_client
 from framelog.sinks.uploads import object_sha256, raw_object_key
 from framelog.streams import topics
-from framelog.streams.consumer import consumer_config
 from framelog.streams.producer import EventProducer
 from framelog.views.status import StatusFold, StatusTable
 from tests.integration.support import wait_for
+from tests.integration.support.upload_api import LiveApi, make_app, upload_records
 
 DEADLINE = 90.0
 PATCH_HEADERS = {"Content-Type": OFFSET_CONTENT_TYPE, "Tus-Resumable": "1.0.0"}
@@ -49,14 +43,6 @@ def auth(config: Config, sub: str, *scopes: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(config, sub, *scopes)}"}
 
 
-def make_app(config: Config) -> FastAPI:
-    """The videos router alone (the full app assembles other routers too)."""
-    app = FastAPI()
-    app.state.config = config
-    app.include_router(videos.router)
-    return app
-
-
 def random_file(path: Path, size: int) -> str:
     digest = hashlib.sha256()
     with path.open("wb") as f:
@@ -67,30 +53,6 @@ def random_file(path: Path, size: int) -> str:
             digest.update(block)
             left -= len(block)
     return digest.hexdigest()
-
-
-class LiveApi:
-    """uvicorn serving a fresh app on a free port, in a thread."""
-
-    def __init__(self, config: Config):
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(make_app(config), host="127.0.0.1", port=self.port,
-                                                   log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveApi:
-        self.thread.start()
-        wait_for(lambda: self.server.started, "uvicorn to start", 30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 class FlakyTransport(httpx.HTTPTransport):
@@ -115,40 +77,6 @@ class FlakyTransport(httpx.HTTPTransport):
                 self.lost += 1
                 raise httpx.ReadError("injected: connection reset before the response", request=request)
         return super().handle_request(request)
-
-
-def upload_records(config: Config, video_id: str, timeout: float = DEADLINE) -> list[dict[str, Any]]:
-    """Every UploadCompleted of ``video_id`` on video.uploads, reading up to the current end offsets."""
-    codec = AvroCodec(config)
-    consumer = Consumer(consumer_config(config, f"it-api-count-{uuid.uuid4().hex[:8]}",
-                                        **{"enable.partition.eof": True}))
-    try:
-        meta = consumer.list_topics(topics.UPLOADS, timeout=10)
-        parts = sorted(meta.topics[topics.UPLOADS].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topics.UPLOADS, p), timeout=10, cached=False)
-                for p in parts}
-        pending = {p for p, (lo, hi) in ends.items() if hi > lo}
-        consumer.assign([TopicPartition(topics.UPLOADS, p, OFFSET_BEGINNING) for p in parts])
-        found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                pytest.fail(f"could not read video.uploads to its end within {timeout:g}s")
-            for msg in consumer.consume(500, 0.5):
-                p = msg.partition()
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(p)
-                    continue
-                if msg.offset() + 1 >= ends[p][1]:
-                    pending.discard(p)
-                if msg.key() == video_id.encode():
-                    name, record = codec.decode_for_topic(topics.UPLOADS, msg.value())
-                    if name == "UploadCompleted":
-                        found.append(record)
-        return found
-    finally:
-        consumer.close()
 
 
 # ------------------------------------------------------------------ upload: the whole path

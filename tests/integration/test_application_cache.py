@@ -10,8 +10,8 @@ from framelog.api.access_state import access_state
 from framelog.schemas.events import new_event
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
-from tests.integration.delivery_api import make_app, published, stream_of, viewer_tokens
 from tests.integration.support import wait_for
+from tests.integration.support.delivery_api import make_app, published, stream_of, viewer_tokens
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 from framelog.demo import browser
 from framelog.processors.media import captions
 from framelog.processors.media.hls import media_start_pts, package_hls, write_master, write_subtitle_track
-from tests.media import clips
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 

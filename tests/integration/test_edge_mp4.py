@@ -17,10 +17,9 @@ from framelog.processors import cache_control as cc
 from framelog.processors.cdn_routing import default_invalidation_paths
 from framelog.processors.edge_signing import edge_signature
 from framelog.processors.media import ffmpeg_commands as fc
-from framelog.processors.tokens import load_or_create_secret
 from framelog.sinks.edges.cache_commands import edge_caches, shield_cache
 from framelog.sinks.object_store import ObjectStore
-from tests.integration.delivery_api import make_app, published, stream_of, viewer_tokens
+from tests.integration.support.delivery_api import make_app, published, stream_of, viewer_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +31,6 @@ TIMEOUT = 10.0
 def client(stack, config):
     with TestClient(make_app(config)) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def secret(config) -> bytes:
-    return load_or_create_secret(config)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ from framelog.core.ids import new_video_id
 from framelog.pipeline.worker import CDN, POPULARITY, groups
 from framelog.processors import cache_control as cc
 from framelog.processors.cdn_routing import edge_base_url, route, stream_urls
-from framelog.processors.edge_signing import origin_token, signed_edge_url
-from framelog.processors.tokens import load_or_create_secret
+from framelog.processors.edge_signing import origin_token
 from framelog.schemas.events import new_event
 from framelog.sinks.edges.cache_commands import EdgeCache, cached_keys
 from framelog.sinks.edges.health import EdgeHealth
@@ -30,65 +29,21 @@ from framelog.streams import topics
 from framelog.streams.lag import group_lag
 from framelog.streams.producer import EventProducer
 from tests.integration.support import running
+from tests.integration.support.edges import RENDITIONS, fetch, put_fake_video, url
 
 pytestmark = pytest.mark.integration
 
-RENDITIONS = ("720p", "480p")
-SEGMENTS = 5
 WAIT = 60.0
 CATCH_UP = 300.0        # a new popularity group first counts every view already on playback.events
 
 
 # ------------------------------------------------------------ helpers
 
-def put_fake_video(config, video_id: str) -> list[str]:
-    """Master, rendition playlists, segments, a thumbnail and an AES key, as cdn_upload lays them out."""
-    objects: dict[str, bytes] = {}
-    master = ["#EXTM3U", "#EXT-X-VERSION:6"]
-    for i, name in enumerate(RENDITIONS):
-        master += [f"#EXT-X-STREAM-INF:BANDWIDTH={(i + 1) * 1000000}", f"{name}/playlist.m3u8"]
-        media = ["#EXTM3U", "#EXT-X-TARGETDURATION:10",
-                 f'#EXT-X-KEY:METHOD=AES-128,URI="http://127.0.0.1:1/v1/keys/{video_id}"']
-        for n in range(SEGMENTS):
-            media += ["#EXTINF:10.0,", f"seg_{n:03d}.ts"]
-            objects[f"hls/{video_id}/{name}/seg_{n:03d}.ts"] = f"{video_id}/{name}/{n}".encode() * 50
-        objects[f"hls/{video_id}/{name}/playlist.m3u8"] = ("\n".join(media + ["#EXT-X-ENDLIST"]) + "\n").encode()
-    objects[f"hls/{video_id}/master.m3u8"] = ("\n".join(master) + "\n").encode()
-    objects[f"thumbnails/{video_id}/poster.jpg"] = b"\xff\xd8fakejpeg"
-    s3 = s3_client(config)
-    for key, body in objects.items():
-        h = cc.headers_for_key(key, config)
-        s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=body, ContentType=h["Content-Type"],
-                      CacheControl=h["Cache-Control"])
-    s3.put_object(Bucket=config.object_storage.bucket, Key=f"keys/{video_id}/key.bin", Body=b"k" * 16,
-                  CacheControl=cc.NO_STORE)
-    return sorted(objects)
-
-
-def fetch(url: str, method: str = "GET", data: bytes | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, method=method, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
-@pytest.fixture(scope="module")
-def secret(config) -> bytes:
-    return load_or_create_secret(config)
-
-
 @pytest.fixture()
 def video(stack, config) -> str:
     vid = new_video_id()
     put_fake_video(config, vid)
     return vid
-
-
-def url(config, secret, path: str, provider: str = "primary_cdn", **kw) -> str:
-    return signed_edge_url(provider, path, config, secret=secret, now=kw.pop("now", time.time()), **kw)
 
 
 def keys_of(config, provider: str, video_id: str) -> set[str]:
@@ -328,7 +283,7 @@ def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, vid
     producer.flush()
     # the restarted worker first rejoins the group and restores its table: the catch-up deadline again
     assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, CATCH_UP)
-    from tests.integration.test_pipeline import read_topic
+    from tests.integration.support.pipeline import read_topic
 
     warms = [r for name, r in read_topic(config, topics.CDN_COMMANDS, video) if name == "CacheWarm"]
     assert [w["trigger"] for w in warms if w["trigger"] == "high_view_count"] == ["high_view_count"]
@@ -350,7 +305,7 @@ def test_a_video_trending_in_a_country_is_preloaded_on_the_edge_serving_it(confi
     assert wait_until(lambda: f"/hls/{video}/master.m3u8" in keys_of(config, edge, video), CATCH_UP), \
         f"{video} trending in {country} was not preloaded on {edge}"
     assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, CATCH_UP)
-    from tests.integration.test_pipeline import read_topic
+    from tests.integration.support.pipeline import read_topic
 
     warms = [r for name, r in read_topic(config, topics.CDN_COMMANDS, video) if name == "CacheWarm"]
     assert [(w["trigger"], w["providers"]) for w in warms] == [("trending_content", [edge])]

@@ -26,7 +26,7 @@ from framelog.schemas.events import new_event
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from tests.integration.support import wait_for
-from tests.integration.webhook_receiver import make_app, webhook_overlay
+from tests.integration.support.webhook_receiver import make_app, webhook_overlay
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +161,7 @@ def test_upload_wait_follows_the_real_pipeline(stack, config, tmp_path):
     """`framelog upload FILE --wait` against the real API and worker: a bar per stage, exit 0 once ready."""
     from framelog.stack.services import ApiService, WorkerService
     from tests.integration.support import running
-    from tests.media import clips
+    from tests.media.support import clips
 
     clip = clips.video(tmp_path / "wait.mp4", duration=4)
     with running(ApiService(config), 120) as api, running(WorkerService(config), 300):

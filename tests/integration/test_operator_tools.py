@@ -22,7 +22,7 @@ from framelog.sinks.uploads import announce_upload, raw_object_key
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from tests.integration.support import TopicRecorder, running, wait_for
-from tests.media import clips
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from framelog.processors.edge_signing import origin_token
 from framelog.sinks.edges.cache_commands import cached_keys, shield_cache
 from framelog.stack.nginx import SHIELD_NAME, shield_address, shield_dir, shield_ttl
 from framelog.stack.process import wait_until
-from tests.integration.test_edges import fetch, put_fake_video, secret, url  # noqa: F401 - fixture
+from tests.integration.support.edges import fetch, put_fake_video, url
 
 pytestmark = pytest.mark.integration
 

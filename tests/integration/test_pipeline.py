@@ -11,91 +11,27 @@ import hashlib
 import os
 import re
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from framelog.core.ids import new_video_id
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import write_local_playlist
-from framelog.schemas.codec import AvroCodec
-from framelog.sinks.object_store import ObjectStore
 from framelog.sinks.uploads import announce_upload, raw_object_key, upload_file
 from framelog.stack.process import wait_until
-from framelog.stack.services import WorkerService
 from framelog.streams import topics
-from framelog.streams.consumer import consumer_config
-from framelog.views.status import StatusTable
-from tests.integration.support import running
-from tests.media import clips
+from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
-
-PIPELINE_TIMEOUT = 420.0
-
-
-@pytest.fixture(scope="module")
-def worker(stack, config):
-    with running(WorkerService(config), timeout=300) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def status(stack, config):
-    table = StatusTable(config).start()
-    assert table.wait_ready(60)
-    yield table
-    table.stop()
-
-
-@pytest.fixture(scope="module")
-def store(stack, config) -> ObjectStore:
-    return ObjectStore(config)
-
-
-def _done(view) -> bool:
-    return view is not None and view.get("state") in ("ready", "failed")
-
-
-def read_topic(config, topic: str, video_id: str) -> list[tuple[str, dict]]:
-    """Every decoded record of ``video_id`` on ``topic``, read up to the current end."""
-    codec = AvroCodec(config)
-    consumer = Consumer(consumer_config(config, f"t-{uuid.uuid4().hex}"))
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        todo = {p for p, end in ends.items() if end > 0}
-        out = []
-        while todo:
-            msg = consumer.poll(10)
-            assert msg is not None, f"{topic}: no record within 10s, still to read {todo}"
-            if msg.error():
-                continue
-            if msg.offset() >= ends[msg.partition()] - 1:
-                todo.discard(msg.partition())
-            if msg.key() == video_id.encode():
-                out.append(tuple(codec.decode_for_topic(topic, msg.value(), validate=False)))
-        return out
-    finally:
-        consumer.close()
-
-
-def _process(config, status, path: Path) -> tuple[str, dict]:
-    video_id = upload_file(config, path, owner_id="tests").video_id
-    view = status.wait_for(video_id, _done, PIPELINE_TIMEOUT)
-    assert _done(view), f"video {video_id} not processed: {view}"
-    return video_id, view
-
 
 def _is_mpegts(data: bytes) -> bool:
     return len(data) >= 188 * 3 and all(data[i] == 0x47 for i in range(0, 188 * 3, 188))
 
 
 def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, status, store, tmp_path):
-    video_id, view = _process(config, status, clips.video(tmp_path / "in.mp4", width=1280, height=720, duration=14))
+    video_id, view = process_clip(config, status, clips.video(tmp_path / "in.mp4", width=1280, height=720, duration=14))
     assert view["state"] == "ready", view
     assert all(s["state"] == "succeeded" for s in view["stages"].values())
 
@@ -140,7 +76,7 @@ def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, s
 
 
 def test_portrait_phone_clip_with_rotation_metadata(config, worker, status, store, tmp_path):
-    video_id, view = _process(config, status, clips.portrait_rotated(tmp_path / "p.mp4"))
+    video_id, view = process_clip(config, status, clips.portrait_rotated(tmp_path / "p.mp4"))
     assert view["state"] == "ready", view
     master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
     sizes = re.findall(r"RESOLUTION=(\d+)x(\d+)", master)
@@ -157,7 +93,7 @@ def test_portrait_phone_clip_with_rotation_metadata(config, worker, status, stor
 def test_broken_upload_fails_validation_with_reason_and_dead_letter(config, worker, status, tmp_path, make, name,
                                                                    reason):
     path = make(tmp_path / name)
-    video_id, view = _process(config, status, path)
+    video_id, view = process_clip(config, status, path)
     assert view["state"] == "failed"
     stage = view["stages"]["validation"]
     assert stage["state"] == "failed" and stage["error_type"] == reason, stage
@@ -179,7 +115,7 @@ def test_transient_failure_is_retried_then_succeeds(config, worker, status, stor
                            (v["stages"].get("validation") or {}).get("state") == "retrying", 120)
     assert view["stages"]["validation"]["state"] == "retrying", view
     store.put_bytes(key, data, "video/mp4")
-    view = status.wait_for(video_id, _done, PIPELINE_TIMEOUT)
+    view = status.wait_for(video_id, finished, PIPELINE_TIMEOUT)
     assert view["state"] == "ready", view
     assert view["stages"]["validation"]["attempt"] >= 2
     assert "mp4a" not in store.get_bytes(f"hls/{video_id}/master.m3u8").decode()   # a source without audio
@@ -211,7 +147,7 @@ def test_worker_killed_mid_transcode_is_replaced_and_the_job_completes_once(conf
         os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: all(not Path(f"/proc/{p}").exists() or
                                   Path(f"/proc/{p}/stat").read_text().split()[2] == "Z" for p in pids), 10)
-    view = status.wait_for(video_id, _done, PIPELINE_TIMEOUT)
+    view = status.wait_for(video_id, finished, PIPELINE_TIMEOUT)
     assert view["state"] == "ready", view
     published = read_topic(config, topics.ASSETS, video_id)
     assert len(published) == 1                                    # no second visible result

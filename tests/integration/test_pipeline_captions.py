@@ -9,8 +9,8 @@ import pytest
 
 from framelog.processors import cache_control as cc
 from framelog.streams import topics
-from tests.integration.test_pipeline import _process, read_topic, status, store, worker  # noqa: F401
-from tests.media import clips
+from tests.integration.support.pipeline import process_clip, read_topic
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ if shutil.which("espeak-ng") is None:  # pragma: no cover
 @pytest.fixture(scope="module")
 def spoken(config, worker, status, tmp_path_factory):
     """One spoken clip through the whole pipeline: (video_id, status view)."""
-    return _process(config, status, clips.speech(tmp_path_factory.mktemp("speech") / "speech.mp4"))
+    return process_clip(config, status, clips.speech(tmp_path_factory.mktemp("speech") / "speech.mp4"))
 
 
 def test_spoken_video_is_published_with_a_subtitles_track(config, spoken, store):
@@ -96,7 +96,7 @@ def test_every_published_file_type_has_the_seeds_cache_control(config, spoken, s
 
 
 def test_silent_video_gets_no_captions_and_no_error(config, worker, status, store, tmp_path):
-    video_id, view = _process(config, status, clips.silent_audio(tmp_path / "silent.mp4"))
+    video_id, view = process_clip(config, status, clips.silent_audio(tmp_path / "silent.mp4"))
     assert view["state"] == "ready", view
     assert view["stages"]["ai_processing"]["outputs"]["captions"] == "no_speech"
     master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()

@@ -13,8 +13,8 @@ import pytest
 
 from framelog.sinks.uploads import upload_file
 from framelog.streams import topics
-from tests.integration.test_pipeline import PIPELINE_TIMEOUT, _done, _process, read_topic, status, store, worker  # noqa: F401
-from tests.media import clips
+from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def test_up_to_parallel_jobs_transcodes_run_at_once(config, worker, status, tmp_
     peak = max_overlap(intervals)
     assert 1 < peak <= limit, (peak, intervals)
     for video_id in ids:                                   # leave nothing running for the next test
-        assert _done(status.wait_for(video_id, _done, PIPELINE_TIMEOUT))
+        assert finished(status.wait_for(video_id, finished, PIPELINE_TIMEOUT))
 
 
 def test_pipeline_metrics_after_the_transcodes(config, worker, status, tmp_path):
@@ -91,7 +91,7 @@ def test_pipeline_metrics_after_the_transcodes(config, worker, status, tmp_path)
     assert set(queue) == set(config.pipeline.stage_names), queue
     assert all(v >= 0 for v in queue.values())
 
-    _process(config, status, clips.text_file(tmp_path / "not-a-video.mp4"))      # validation fails: not_media
+    process_clip(config, status, clips.text_file(tmp_path / "not-a-video.mp4"))      # validation fails: not_media
     port = config.stack.worker_metrics_port + groups(config).index("validation")
     text = httpx.get(f"http://{config.stack.host}:{port}/metrics", timeout=10).text
     errors = [s for f in text_string_to_metric_families(text) if f.name == "processing_errors" for s in f.samples
@@ -132,6 +132,6 @@ def test_transcode_longer_than_the_session_timeout_causes_no_rebalance(config, w
     assert ran > 2 * SESSION_TIMEOUT, f"the transcode took {ran:.1f}s: too short to prove anything"
     assert any(t["state"] == "progress" for t in trs)
     assert _rebalances(broker_log, f"framelog-{STAGE}", mark) == []
-    view = status.wait_for(video_id, _done, PIPELINE_TIMEOUT)
+    view = status.wait_for(video_id, finished, PIPELINE_TIMEOUT)
     assert view["state"] == "ready", view
     assert len(read_topic(config, topics.ASSETS, video_id)) == 1

@@ -6,14 +6,14 @@ import re
 import pytest
 
 from framelog.streams import topics
-from tests.integration.test_pipeline import _process, read_topic, status, store, worker  # noqa: F401
-from tests.media import clips
+from tests.integration.support.pipeline import process_clip, read_topic
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 
 
 def test_rungs_that_add_nothing_are_dropped_from_the_published_ladder(config, worker, status, store, tmp_path):
-    video_id, view = _process(config, status, clips.flat(tmp_path / "flat.mp4"))
+    video_id, view = process_clip(config, status, clips.flat(tmp_path / "flat.mp4"))
     assert view["state"] == "ready", view
     made = view["stages"]["transcoding"]["outputs"]["renditions"].split(",")
     assert len(made) > 1, made                                     # 720p source: 720p, 480p, 360p made

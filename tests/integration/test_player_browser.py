@@ -29,7 +29,7 @@ from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from tests.integration.support import running, wait_for
-from tests.media import clips
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from framelog.processors.identity import Keyring, mint_token
 from framelog.schemas.events import new_event
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
-from tests.integration.delivery_api import make_app, published, viewer_tokens
 from tests.integration.support import TopicRecorder, wait_for
+from tests.integration.support.delivery_api import make_app, published, viewer_tokens
 
 pytestmark = pytest.mark.integration
 

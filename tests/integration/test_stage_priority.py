@@ -17,8 +17,8 @@ from framelog.sinks.uploads import upload_file
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from tests.integration.support import StageWorker, overlay_file, running
-from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
-from tests.media import clips
+from tests.integration.support.pipeline import read_topic
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ def test_the_api_takes_the_priority_from_the_request_or_the_workspace(config, st
 
     from framelog.clients.upload import ResumableUploader, UploadError
     from framelog.processors.identity import Keyring, mint_token
-    from tests.integration.test_api_upload import LiveApi, upload_records
+    from tests.integration.support.upload_api import LiveApi, upload_records
 
     cfg = dataclasses.replace(config, priorities=dataclasses.replace(config.priorities,
                                                                       workspaces={"newsroom": "high"}))

@@ -19,8 +19,8 @@ from framelog.sinks.uploads import upload_file
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from tests.integration.support import StageWorker, overlay_file, running, skip_backlog, wait_for
-from tests.integration.test_pipeline import read_topic, status  # noqa: F401 - the status fixture
-from tests.media import clips
+from tests.integration.support.pipeline import read_topic
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 

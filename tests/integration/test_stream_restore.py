@@ -1,7 +1,7 @@
 """A stream request for a cold rendition restores it (issue 6, point 5), on the real stack.
 
 The real HTTP API (in this process, as in test_api_delivery.py) and the real
-tiering worker with time shrunk to seconds (tests/integration/tiering_worker.py):
+tiering worker with time shrunk to seconds (tests/integration/support/tiering_worker.py):
 a published public video whose 720p rendition nobody watches goes cold, its
 watched 360p rendition stays hot. Asking for 720p answers 409 "restoring" with
 Retry-After and puts exactly one RestoreRequest on storage.tier-transitions;
@@ -23,9 +23,9 @@ from framelog.core.config import Config
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
-from tests.integration.delivery_api import QUALITIES, make_app, publish, stream_of, upload, viewer_tokens
 from tests.integration.support import TopicRecorder, wait_for
-from tests.integration.tiering_worker import KEEP_HOT_SESSIONS, RESTORE_DELAY, play, tcfg, worker  # noqa: F401
+from tests.integration.support.delivery_api import QUALITIES, make_app, publish, stream_of, upload, viewer_tokens
+from tests.integration.support.tiering_worker import KEEP_HOT_SESSIONS, RESTORE_DELAY, play
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ MAX_RETRY_AFTER = math.ceil(RESTORE_DELAY)
 
 
 @pytest.fixture(scope="module")
-def client(tcfg, worker):
+def client(tcfg, tiering_worker):
     with TestClient(make_app(tcfg[0])) as c:
         yield c
 

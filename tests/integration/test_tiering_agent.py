@@ -1,6 +1,6 @@
 """Storage tiering on the real stack: the tiering worker, Kafka, SeaweedFS's S3 storage classes.
 
-Time is shrunk to seconds by a configuration overlay (see tests/integration/tiering_worker.py),
+Time is shrunk to seconds by a configuration overlay (see tests/integration/support/tiering_worker.py),
 not the code path. The worker is the real ``framelog worker --stage tiering`` process; it is killed
 with SIGKILL mid-move in the last test.
 """
@@ -23,7 +23,7 @@ from framelog.streams.producer import EventProducer
 from framelog.streams.replay import ReplayedTable
 from framelog.views.tier_view import ARCHIVED, AVAILABLE, RESTORING, TierView
 from tests.integration import support
-from tests.integration.tiering_worker import AGE_SECONDS, RESTORE_DELAY, play, tcfg, worker  # noqa: F401
+from tests.integration.support.tiering_worker import AGE_SECONDS, RESTORE_DELAY, play
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def metric(url_or_text: str, name: str, **labels: str) -> float | None:
 
 
 def test_unplayed_rendition_goes_cold_and_the_played_one_stays_hot_then_restores(
-        tcfg, worker, transitions, store, producer):
+        tcfg, tiering_worker, transitions, store, producer):
     cfg, _ = tcfg
     vid = new_video_id()
     play(producer, vid, "480p", sessions=10)                 # 10 sessions: not "fewer than 10"
@@ -128,9 +128,9 @@ def test_unplayed_rendition_goes_cold_and_the_played_one_stays_hot_then_restores
         "GLACIER", "video/mp2t", "public, max-age=31536000")
     assert inventory(store, f"hls/{vid}/480p/") == before["480p"]                      # played: stays hot
 
-    wait_for(lambda: (metric(worker.metrics_url, "storage_utilization", tier="cold_tier",
+    wait_for(lambda: (metric(tiering_worker.metrics_url, "storage_utilization", tier="cold_tier",
                              region=cfg.object_storage.region) or 0) >= t["size_bytes"], "storage_utilization")
-    scrape = httpx.get(worker.metrics_url, timeout=5).text
+    scrape = httpx.get(tiering_worker.metrics_url, timeout=5).text
     region = cfg.object_storage.region
     for tier in cfg.storage_tiers:
         stored = metric(scrape, "storage_utilization", tier=tier, region=region)
@@ -168,7 +168,8 @@ def test_unplayed_rendition_goes_cold_and_the_played_one_stays_hot_then_restores
     assert len(transitions.of(vid)) == 2
 
 
-def test_worker_killed_mid_move_neither_skips_nor_repeats_the_transition(tcfg, worker, transitions, store, producer):
+def test_worker_killed_mid_move_neither_skips_nor_repeats_the_transition(tcfg, tiering_worker, transitions,
+                                                                        store, producer):
     cfg, _ = tcfg
     vid = new_video_id()
     prefix = f"hls/{vid}/1080p/"
@@ -181,13 +182,13 @@ def test_worker_killed_mid_move_neither_skips_nor_repeats_the_transition(tcfg, w
         moved = {k for k, (_, _, c) in inventory(store, prefix).items() if c == "GLACIER"}
         return moved if moved else None
     moved_at_kill = wait_for(partly_moved, "the first objects in GLACIER", step=0.01)
-    worker.kill9()
+    tiering_worker.kill9()
     at_kill = inventory(store, prefix)
     assert 0 < len(moved_at_kill) and len(moved_at_kill) < len(before), "the kill came after the whole move"
     modified = {k: store.head(k)["LastModified"] for k, (_, _, c) in at_kill.items() if c == "GLACIER"}
     assert not transitions.of(vid)
 
-    worker.start()
+    tiering_worker.start()
     [t] = wait_for(lambda: transitions.of(vid), "the TierTransition after the restart", timeout=90)
     assert (t["from_tier"], t["to_tier"], t["object_count"]) == ("hot_tier", "cold_tier", len(before))
     after = inventory(store, prefix)
@@ -195,7 +196,7 @@ def test_worker_killed_mid_move_neither_skips_nor_repeats_the_transition(tcfg, w
     assert {c for _, _, c in after.values()} == {"GLACIER"}
     assert {k: store.head(k)["LastModified"] for k in modified} == modified           # none copied twice
     # the restarted worker evaluates again (its metrics include the move) and decides nothing more
-    wait_for(lambda: (metric(worker.metrics_url, "storage_utilization", tier="cold_tier",
+    wait_for(lambda: (metric(tiering_worker.metrics_url, "storage_utilization", tier="cold_tier",
                              region=cfg.object_storage.region) or 0) >= t["size_bytes"], "a sweep after the move")
     assert len(transitions.of(vid)) == 1
     # the table came back from its changelog: the rendition published before the kill was known after it

@@ -24,7 +24,13 @@ from framelog.schemas.events import new_event
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from tests.integration.support import TopicRecorder, wait_for
-from tests.integration.webhook_receiver import Receiver, WebhookWorkerProcess, group_members, make_app, webhook_overlay
+from tests.integration.support.webhook_receiver import (
+    Receiver,
+    WebhookWorkerProcess,
+    group_members,
+    make_app,
+    webhook_overlay,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Fixtures for the media tests: clips made on demand, once per session."""
+"""Fixtures of the media tests: clips made on demand, once per session (helpers: tests/media/support/)."""
 from __future__ import annotations
 
 import shutil
@@ -7,13 +7,10 @@ from pathlib import Path
 import pytest
 
 from framelog.core.config import load_config
-
-from . import clips
+from tests.media.support import PRESET, clips
 
 if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:  # pragma: no cover
     pytest.skip("ffmpeg/ffprobe not installed", allow_module_level=True)
-
-PRESET = "ultrafast"   # tests only; production uses ffmpeg_commands.DEFAULT_PRESET
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,7 @@ from framelog.processors.media.hls import (
     write_subtitle_track,
 )
 from framelog.processors.media.probe import probe
-
-from .conftest import PRESET
+from tests.media.support import PRESET
 
 if shutil.which("espeak-ng") is None:  # pragma: no cover
     pytest.skip("espeak-ng not installed (scripts/bootstrap.sh installs it)", allow_module_level=True)

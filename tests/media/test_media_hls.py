@@ -7,8 +7,7 @@ import pytest
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import package_hls, parse_media_playlist, write_local_playlist
 from framelog.processors.media.probe import probe
-
-from .conftest import PRESET
+from tests.media.support import PRESET
 
 SEGMENT_TOLERANCE = 0.25
 

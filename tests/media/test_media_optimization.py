@@ -41,8 +41,7 @@ def test_rung_quality_and_pruning(clip, landscape_hls, tmp_path):
 
 def test_optimize_end_to_end(clip, cfg, tmp_path):
     from framelog.processors.media.hls import package_hls
-
-    from .conftest import PRESET
+    from tests.media.support import PRESET
     res = package_hls(clip("odd.mp4"), tmp_path / "hls", "vid-opt", cfg.hls, preset=PRESET)
     o = optimize(clip("odd.mp4"), res, faststart_out=tmp_path / "fs.mp4", min_ssim_gain_db=100, apply=True)
     assert o.faststart.is_file()

@@ -4,8 +4,7 @@ import subprocess
 from framelog.core.config import load_config
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import PLAYLIST_NAME, package_hls
-
-from .conftest import PRESET
+from tests.media.support import PRESET
 
 
 def test_profile_overlay_changes_the_produced_ladder(clip, tmp_path, monkeypatch):

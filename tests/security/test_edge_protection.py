@@ -22,7 +22,7 @@ from framelog.sinks.edges.cache_commands import EdgeCache
 from framelog.sinks.s3 import s3_client
 from framelog.stack.nginx import access_log_path, shield_dir
 from framelog.stack.process import wait_until
-from tests.integration.test_edges import put_fake_video, secret  # noqa: F401 - secret is a fixture
+from tests.integration.support.edges import put_fake_video
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from framelog.processors.playback_session import issue_session, verify_session
 from framelog.processors.tokens import load_or_create_secret
 from framelog.stack.services import ApiService, WorkerService
 from tests.integration.support import running, wait_for
-from tests.media import clips
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +56,6 @@ def api(stack, config) -> str:
 def worker(stack, config):
     with running(WorkerService(config), timeout=300) as service:
         yield service
-
-
-@pytest.fixture(scope="module")
-def secret(config) -> bytes:
-    return load_or_create_secret(config)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors.identity import VIDEOS_WRITE, Keyring, mint_token
 from framelog.stack.services import ApiService, WorkerService
 from tests.integration.support import running, wait_for
-from tests.media import clips
+from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
 

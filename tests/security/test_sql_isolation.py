@@ -15,7 +15,6 @@ from framelog.core.config import get_config
 from framelog.processors.identity import ANALYTICS_READ, Keyring, mint_token
 from framelog.stack.services import ApiService
 from tests.integration.support import running, wait_for
-from tests.security.http_listener import listener  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ from framelog.sinks.clickhouse.queries import run_readonly_sql
 from framelog.sinks.clickhouse.sql_allowlist import AGGREGATES, FUNCTIONS, function_allowed
 from framelog.sinks.clickhouse.sql_guard import PARENLESS_SERVER_STATE, UnsafeSqlError, check_query_tree, guard_sql
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
-from tests.security.http_listener import listener  # noqa: F401  (fixture)
 
 DB = "framelog"
 TABLES = analytics_tables()

@@ -11,7 +11,7 @@ import pytest
 
 from framelog.processors.webhook_signing import derive_secret
 from framelog.sinks.webhook_transport import post_message, webhook_client
-from tests.integration.webhook_receiver import Receiver, make_app
+from tests.integration.support.webhook_receiver import Receiver, make_app
 
 REFUSED = ["http://127.0.0.1:8080/x", "http://localhost/x", "http://169.254.169.254/latest/meta-data/",
            "http://[::1]/x", "http://10.0.0.5/x", "http://192.168.1.1/x", "http://0.0.0.0/x",

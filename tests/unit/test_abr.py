@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
 from framelog.processors.abr import (
     AUTO,
     REASON_BANDWIDTH,
@@ -24,11 +24,6 @@ from framelog.processors.abr import (
     render_js_constants,
     select_quality,
 )
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(DEFAULT_CONFIG_PATH)
 
 
 def bw(cfg, name):

@@ -4,7 +4,7 @@ import copy
 import pytest
 import yaml
 
-from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
 from framelog.processors.cache_control import (
     HLS_KEYS,
     NO_STORE,
@@ -19,11 +19,6 @@ from framelog.processors.cache_control import (
     should_warm,
     warm_segment_count,
 )
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(DEFAULT_CONFIG_PATH)
 
 
 @pytest.mark.parametrize("key, file_type", [

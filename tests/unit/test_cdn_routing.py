@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
 from framelog.core.errors import InvalidIdError
 from framelog.processors.cdn_routing import (
     Route,
@@ -24,11 +24,6 @@ from framelog.processors.cdn_routing import (
     thumbnail_path,
     video_file_path,
 )
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(DEFAULT_CONFIG_PATH)
 
 
 @pytest.mark.parametrize("country", ["US", "GB", "DE", "FR", "us", " fr "])

@@ -7,7 +7,6 @@ from urllib.parse import urljoin
 
 import pytest
 
-from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
 from framelog.processors.edge_signing import (
     edge_secret,
     edge_signature,
@@ -22,11 +21,6 @@ from framelog.processors.tokens import _mac
 
 SECRET = b"s" * 32
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(DEFAULT_CONFIG_PATH)
 
 
 def _parts(url: str) -> tuple[str, int, str]:

@@ -7,7 +7,7 @@ import re
 import pytest
 from prometheus_client import CollectorRegistry
 
-from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
+from framelog.core.config import DEFAULT_CONFIG_PATH
 from framelog.pipeline.agents.cdn import crossed_popularity
 from framelog.pipeline.agents.cdn_metrics import CdnMetrics, edge_labels
 from framelog.processors.edge_logs import LogFollower, parse_line
@@ -21,11 +21,6 @@ from framelog.sinks.edges.cache_commands import (
 )
 from framelog.sinks.edges.health import EdgeHealth
 from framelog.stack.nginx import edge_read_policy_statement, render_config, render_shield_config
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(DEFAULT_CONFIG_PATH)
 
 
 def _line(path="/_edge/hls/v1/720p/seg_001.ts", cache="HIT", status=200, nbytes=1000, rt=0.004, method="GET"):

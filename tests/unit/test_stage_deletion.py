@@ -7,66 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from framelog.core.config import get_config
 from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs.base import JobContext, PermanentJobError
-
-VID = "vid-deleted"
-
-
-class Store:
-    def __init__(self) -> None:
-        self.markers: dict[str, dict[str, str]] = {}
-        self.deleted = False
-        self.discarded: list[dict[str, str]] = []
-
-    def get_marker(self, key: str) -> dict[str, str] | None:
-        return self.markers.get(key)
-
-    def put_marker(self, key: str, outputs: Mapping[str, str]) -> None:
-        self.markers[key] = dict(outputs)
-
-    def video_deleted(self, video_id: str) -> bool:
-        return self.deleted
-
-    def discard_video(self, video_id: str, stage_values: Mapping[str, str]) -> dict[str, int]:
-        self.discarded.append(dict(stage_values))
-        return {f"work/{video_id}/": 1}
-
-
-class Emitter:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.dead: list[str] = []
-
-    async def emit(self, topic: str, name: str, event: dict[str, Any], key: str | None = None) -> None:
-        self.sent.append((name, event))
-
-    async def dead_letter(self, topic: str, value: bytes | None, **kw: Any) -> None:
-        self.dead.append(topic)
-
-    def states(self) -> list[tuple[str, str]]:
-        return [(e["stage"], e["state"]) for n, e in self.sent if n == "StageTransition"]
-
-    def requests(self) -> list[str]:
-        return [e["stage"] for n, e in self.sent if n == "StageRequest"]
-
-
-class Handler:
-    stage = "transcoding"
-
-    def __init__(self, work: Callable[[JobContext], dict[str, str]]):
-        self.work = work
-        self.runs = 0
-
-    def run(self, ctx: JobContext) -> dict[str, str]:
-        self.runs += 1
-        return self.work(ctx)
+from tests.unit.support.stage_fakes import VID, Emitter, Handler, Store
 
 
 def run(work: Callable[[JobContext], dict[str, str]], store: Store, tmp_path) -> tuple[Emitter, Handler]:

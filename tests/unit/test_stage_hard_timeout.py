@@ -1,6 +1,6 @@
 """StageRunner's timeout kills a job whose child hangs (ignores SIGTERM, never reports progress).
 
-Real child processes, in-memory store and emitter (tests/unit/test_stage_deletion.py's);
+Real child processes, in-memory store and emitter (tests/unit/support/stage_fakes.py);
 the real stack runs the same path in tests/integration/test_stage_timeout.py.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from framelog.core.config import get_config
 from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs.base import JobContext
 from framelog.processors.media import ffmpeg_commands as fc
-from tests.unit.test_stage_deletion import VID, Emitter, Handler, Store
+from tests.unit.support.stage_fakes import VID, Emitter, Handler, Store
 
 
 def hang_script(tmp_path) -> tuple[str, object]:

@@ -4,20 +4,14 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tiering_harness import Crash, World
 
 from framelog.core.clock import ManualClock
-from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
 from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from framelog.processors import tier_ledger as ledger
+from tests.unit.support.tiering_harness import Crash, World
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(DEFAULT_CONFIG_PATH)
 
 
 def record(cfg, age_days=0.0, accesses=0, tier="hot_tier", now=T0):
@@ -300,9 +294,8 @@ def test_a_restarted_worker_waits_until_it_has_folded_the_log(cfg):
 
 
 def test_copies_are_verified(cfg):
-    from tiering_harness import FakeStore
-
     from framelog.sinks.tier_mover import TierMoveError, TierMover
+    from tests.unit.support.tiering_harness import FakeStore
 
     store = FakeStore()
     for i in range(3):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from framelog.core.clock import Clock, ManualClock, SystemClock
-from framelog.core.config import DEFAULT_CONFIG_PATH, build_config, load_config
+from framelog.core.config import DEFAULT_CONFIG_PATH, build_config
 from framelog.processors.tiering import (
     BYTES_PER_GB,
     DEFAULT_RULE_NAME,
@@ -27,11 +27,6 @@ from framelog.processors.tiering import (
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(DEFAULT_CONFIG_PATH)
 
 
 def state(created_days_ago=0.0, access_count=0, tier="hot_tier", rendition="1080p", now=T0):

@@ -4,8 +4,8 @@ A configuration overlay shrinks time, not the code path: rules of seconds
 instead of days (cold after ``AGE_SECONDS`` with fewer than 10 accesses), a
 ``RESTORE_DELAY`` for the cold tier and a 0.5 s evaluation interval. The
 worker is ``framelog worker --stage tiering`` as a child process of the test,
-stopped (or killed) only by its pid. A test module takes the ``tcfg`` and
-``worker`` fixtures by importing them.
+stopped (or killed) only by its pid. Its fixtures, ``tcfg`` and
+``tiering_worker``, are in tests/integration/conftest.py.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from framelog.core.config import Config, load_config
@@ -106,21 +105,6 @@ def started_alone(config: Config, overlay: Path, log_path: Path) -> TieringWorke
     worker = TieringWorker(config, overlay, log_path)
     worker.start()
     return worker
-
-
-@pytest.fixture(scope="module")
-def tcfg(stack, tmp_path_factory) -> tuple[Config, Path]:
-    """The configuration of this stack (its overlay, if any) with tiering time shrunk to seconds."""
-    return seconds_config(tmp_path_factory.mktemp("tiering"))
-
-
-@pytest.fixture(scope="module")
-def worker(tcfg, tmp_path_factory):
-    """The tiering worker of this module, on the seconds configuration; stopped after the module."""
-    cfg, overlay = tcfg
-    w = started_alone(cfg, overlay, tmp_path_factory.mktemp("tiering-log") / "worker.log")
-    yield w
-    w.stop()
 
 
 def play(producer: EventProducer, video_id: str, rendition: str, sessions: int) -> None:

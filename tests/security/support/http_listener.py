@@ -4,13 +4,12 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
-import pytest
 
-
-@pytest.fixture
-def listener() -> Iterator[tuple[str, list[str]]]:
-    """(base URL, paths requested so far); a test asserts the list stays empty."""
+@contextmanager
+def recording_server() -> Iterator[tuple[str, list[str]]]:
+    """(base URL, paths requested so far) of a server on a free loopback port, shut down on exit."""
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -26,6 +25,8 @@ def listener() -> Iterator[tuple[str, list[str]]]:
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
