@@ -1,22 +1,48 @@
-"""Load and validate framelog.yaml into typed, frozen dataclasses.
+"""framelog.yaml, its overlay and the environment, validated into typed, frozen dataclasses.
 
-The YAML file is the only place the seed's numbers live. Loading checks every
-key it knows and fails with ``ConfigError`` naming the dotted path of the bad
-key (``processing_pipeline.stages[1].timeout: ...``), so a typo is caught at
-start, not in the middle of a transcode.
+The YAML file is the only place the seed's numbers live. Three sources, each
+laid over the one before, key by key (a list is replaced whole):
+
+1. the file: FRAMELOG_CONFIG, else the packaged framelog.yaml;
+2. the overlay: FRAMELOG_CONFIG_OVERLAY, a file naming only the keys it changes
+   (a second stack's ports, a test's short timeout);
+3. the environment, by one rule for every key: ``FRAMELOG__<KEY>__<KEY>...``
+   names the key's path in the file, case-insensitively, ``__`` between levels,
+   a list item by its index or its ``name``; the value is read as YAML::
+
+       FRAMELOG__PROCESSING_PIPELINE__STAGES__TRANSCODING__TIMEOUT=60s
+       FRAMELOG__ANALYTICS__SINK_BATCH_MAX_ROWS=1000
+       FRAMELOG__PLAYBACK_TRUST__TRUSTED_PROXIES='[10.0.0.0/8]'
+
+   The older names (FRAMELOG_STATE_DIR, FRAMELOG_S3_ENDPOINT, ...) still work:
+   core/config_env.py lists them (ENV_ALIASES) and details the rule.
+
+Every mapping of the schema refuses keys it does not know, from any source:
+``paralel_jobs: 8`` fails at start with ``ConfigError``
+``processing_pipeline.stages[1].paralel_jobs: unknown key (did you mean
+parallel_jobs?)``; a bad value names its dotted path the same way
+(``processing_pipeline.stages[1].timeout: expected a duration ...``). The
+schema is the dataclasses below: pydantic validates the merged tree against
+their type hints (types, ranges, choices), then ``build_config`` checks what
+ties one section to another (tier names, the ladder, routes) and assembles
+``Config``, whose shape the code reads.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
+from framelog.core.config_env import apply_env, env_settings, refuse_env_only
+from framelog.core.config_errors import config_error, unknown_key
 from framelog.core.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("framelog.yaml")
@@ -64,103 +90,84 @@ def parse_resolution(value: Any, path: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-class _Reader:
-    """Reads one mapping of the YAML tree, remembering its dotted path for errors."""
+# ---------------------------------------------------------------- value types of the schema
 
-    def __init__(self, data: Any, path: str):
-        if not isinstance(data, Mapping):
-            raise ConfigError(path or "<root>", f"expected a mapping, got {type(data).__name__}")
-        self.data = data
-        self.path = path
+def _parsed(parse: Any) -> BeforeValidator:
+    """A ``parse_*`` function as a pydantic validator (pydantic adds the key's path)."""
+    def validate(value: Any) -> Any:
+        try:
+            return parse(value, "")
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+    return BeforeValidator(validate)
 
-    def _key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
 
-    def has(self, key: str) -> bool:
-        return key in self.data
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"expected a CIDR network like 10.0.0.0/8, got {value!r}") from None
+    return value
 
-    def raw(self, key: str, default: Any = ...) -> Any:
-        if key not in self.data:
-            if default is ...:
-                raise ConfigError(self._key(key), "missing required key")
-            return default
-        return self.data[key]
 
-    def sub(self, key: str) -> _Reader:
-        return _Reader(self.raw(key), self._key(key))
+Str = Annotated[str, Field(strict=True)]
+Bool = Annotated[bool, Field(strict=True)]
+Int = Annotated[int, Field(strict=True)]
+Number = Annotated[float, Field(strict=True)]            # an int or a float, never a bool or a string
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+Duration = Annotated[float, _parsed(parse_duration)]     # seconds
+PositiveDuration = Annotated[float, _parsed(parse_duration), Field(gt=0)]
+Size = Annotated[int, _parsed(parse_size)]               # bytes
+Bitrate = Annotated[int, _parsed(parse_bitrate)]         # bits per second
+Resolution = Annotated[tuple[int, int], _parsed(parse_resolution)]
+StrList = tuple[Str, ...]
+Cidr = Annotated[str, Field(strict=True), AfterValidator(_cidr)]
+NonEmpty = Field(min_length=1)
 
-    def items(self, key: str) -> list[_Reader]:
-        value = self.raw(key)
-        if not isinstance(value, list) or not value:
-            raise ConfigError(self._key(key), "expected a non-empty list")
-        return [_Reader(v, f"{self._key(key)}[{i}]") for i, v in enumerate(value)]
 
-    def str(self, key: str, default: Any = ...) -> str:
-        value = self.raw(key, default)
-        if not isinstance(value, str):
-            raise ConfigError(self._key(key), f"expected a string, got {value!r}")
-        return value
+def _named(key_field: str) -> BeforeValidator:
+    """A mapping of name -> section whose dataclass carries the name: the key fills ``key_field``."""
+    def inject(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        for name, item in value.items():
+            if isinstance(item, Mapping) and key_field in item:
+                raise ValueError(f"{name}: '{key_field}' is the mapping's key; remove the '{key_field}:' line")
+        return {name: {key_field: name, **item} if isinstance(item, Mapping) else item
+                for name, item in value.items()}
+    return BeforeValidator(inject)
 
-    def int(self, key: str, default: Any = ..., minimum: int | None = None, maximum: int | None = None) -> int:
-        value = self.raw(key, default)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(self._key(key), f"expected an integer, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise ConfigError(self._key(key), f"must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(self._key(key), f"must be <= {maximum}, got {value}")
-        return value
 
-    def float(self, key: str, default: Any = ..., minimum: float | None = None, maximum: float | None = None) -> float:
-        value = self.raw(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(self._key(key), f"expected a number, got {value!r}")
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise ConfigError(self._key(key), f"must be within [{minimum}, {maximum}], got {value}")
-        return float(value)
-
-    def bool(self, key: str, default: Any = ...) -> bool:
-        value = self.raw(key, default)
-        if not isinstance(value, bool):
-            raise ConfigError(self._key(key), f"expected true or false, got {value!r}")
-        return value
-
-    def duration(self, key: str, default: Any = ...) -> float:
-        return parse_duration(self.raw(key, default), self._key(key))
-
-    def size(self, key: str, default: Any = ...) -> int:
-        return parse_size(self.raw(key, default), self._key(key))
-
-    def bitrate(self, key: str) -> int:
-        return parse_bitrate(self.raw(key), self._key(key))
-
-    def resolution(self, key: str) -> tuple[int, int]:
-        return parse_resolution(self.raw(key), self._key(key))
-
-    def str_list(self, key: str, default: Any = ...) -> tuple[str, ...]:
-        value = self.raw(key, default)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(self._key(key), f"expected a list of strings, got {value!r}")
-        return tuple(value)
+def section(cls: type) -> type:
+    """A frozen dataclass whose validation refuses keys it does not declare."""
+    return with_config(ConfigDict(extra="forbid"))(dataclass(frozen=True)(cls))
 
 
 # ---------------------------------------------------------------- sections
 
-@dataclass(frozen=True)
+@section
 class StackConfig:
     state_dir: Path
-    host: str
-    kafka_port: int
-    kafka_controller_port: int
-    seaweed_master_port: int
-    seaweed_volume_port: int
-    seaweed_filer_port: int
-    seaweed_s3_port: int
-    seaweed_admin_port: int
-    api_port: int
-    worker_metrics_port: int
-    startup_timeout: float
-    metrics_host: str = "127.0.0.1"    # where workers and the sink serve /metrics (0.0.0.0 in containers)
+    host: Str
+    kafka_port: Port
+    kafka_controller_port: Port
+    seaweed_master_port: Port
+    seaweed_volume_port: Port
+    seaweed_filer_port: Port
+    seaweed_s3_port: Port
+    seaweed_admin_port: Port
+    api_port: Port
+    worker_metrics_port: Port
+    startup_timeout: Duration
+    metrics_host: Str = "127.0.0.1"    # where workers and the sink serve /metrics (0.0.0.0 in containers)
+
+
+KafkaProtocol = Literal["SASL_PLAINTEXT", "SASL_SSL"]        # only authenticated protocols ...
+KafkaMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256"]   # ... only SCRAM (no plaintext passwords on the wire)
+KAFKA_PROTOCOLS = get_args(KafkaProtocol)
+KAFKA_MECHANISMS = get_args(KafkaMechanism)
+S3Identity = Literal["pipeline", "media"]
+S3_IDENTITIES = get_args(S3Identity)
 
 
 @dataclass(frozen=True)
@@ -174,54 +181,58 @@ class KafkaConfig:
     principal: str = "admin"     # not in the YAML: what the process is (streams/kafka_auth.as_principal)
 
 
-@dataclass(frozen=True)
+@section
 class ObjectStorageConfig:
-    endpoint_url: str
-    bucket: str
-    region: str
-    access_key: str              # "" (the default): the identity's key pair from <state_dir>/credentials/s3.json
-    secret_key: str
-    vault_bucket: str = ""         # Object Lock bucket for tiers with a retention_lock ("": none)
-    identity: str = "pipeline"     # which generated identity the process uses (core/service_credentials.py)
+    endpoint_url: Str
+    bucket: Str
+    region: Str
+    access_key: Str = ""         # env only; "": the identity's key pair from <state_dir>/credentials/s3.json
+    secret_key: Str = ""
+    vault_bucket: Str = ""         # Object Lock bucket for tiers with a retention_lock ("": none)
+    identity: S3Identity = "pipeline"  # which generated identity the process uses (core/service_credentials.py)
 
 
-@dataclass(frozen=True)
+@section
 class ClickHouseConfig:
-    dsn: str
-    database: str
+    dsn: Str
+    database: Str
 
 
-RETENTION_LOCKS = ("none", "governance", "compliance")
+RetentionLock = Literal["none", "governance", "compliance"]
+RETENTION_LOCKS = get_args(RetentionLock)
 
 
-@dataclass(frozen=True)
+@section
 class StorageTier:
-    name: str
-    description: str
-    storage_class: str
-    retention_period: float       # seconds an object stays in the tier before any rule moves or deletes it
-    price_per_gb_month: float
-    restore_delay: float
-    retention_lock: str = "none"  # "governance" / "compliance": S3 Object Lock in the vault bucket; "none"
+    name: Str
+    storage_class: Str
+    retention_period: Duration    # seconds an object stays in the tier before any rule moves or deletes it
+    price_per_gb_month: Annotated[Number, Field(ge=0)]
+    description: Str = ""
+    restore_delay: Duration = 0.0
+    retention_lock: RetentionLock = "none"  # "governance" / "compliance": S3 Object Lock in the vault bucket; "none"
 
 
-@dataclass(frozen=True)
+_Bound = Annotated[Number, Field(ge=0)]
+
+
+@section
 class TieringRule:
     """One seed rule; bounds left as None do not constrain."""
-    name: str
-    target_tier: str
-    min_age_days: float | None = None
-    max_age_days: float | None = None
-    max_access_count: int | None = None
-    min_idle_days: float | None = None   # popularity guard: not while watched within this many days
+    name: Str
+    target_tier: Str
+    min_age_days: _Bound | None = None
+    max_age_days: _Bound | None = None
+    max_access_count: Annotated[Int, Field(ge=0)] | None = None
+    min_idle_days: _Bound | None = None   # popularity guard: not while watched within this many days
 
 
-@dataclass(frozen=True)
+@section
 class StageConfig:
-    name: str
-    timeout: float
-    retry_attempts: int
-    parallel_jobs: int = 1
+    name: Str
+    timeout: Duration
+    retry_attempts: Annotated[Int, Field(ge=0)]
+    parallel_jobs: Annotated[Int, Field(ge=1)] = 1
 
 
 @dataclass(frozen=True)
@@ -257,12 +268,12 @@ class PipelineConfig:
         return tuple(s.name for s in self.stages)
 
 
-@dataclass(frozen=True)
+@section
 class PriorityConfig:
     """processing_priorities: levels first to last, the default, per-workspace levels."""
-    levels: tuple[str, ...]
-    default: str
-    workspaces: Mapping[str, str]
+    levels: StrList
+    default: Str
+    workspaces: dict[str, Str]
 
     def rank(self, priority: str) -> int:
         """0 for the first level; an unknown or empty priority ranks as the default."""
@@ -277,22 +288,22 @@ class PriorityConfig:
         return self.workspaces.get(workspace or "", self.default)
 
 
-@dataclass(frozen=True)
+@section
 class UploadLimits:
-    max_size: int
-    max_duration: float
-    audio_bitrate: int
+    max_size: Size
+    max_duration: Duration
+    audio_bitrate: Bitrate
 
 
-@dataclass(frozen=True)
+@section
 class CaptionsConfig:
     """Speech-to-text captions (pocketsphinx's bundled model; media.captions)."""
-    enabled: bool
-    language: str                # BCP 47 tag of the bundled model's language, e.g. "en-US"
-    max_duration: float          # longer videos get no captions (CPU cost grows with the audio)
-    max_recognition_time: float  # the recogniser is stopped after this long: no captions, the video goes on
-    max_cue_duration: float
-    max_cue_words: int
+    enabled: Bool
+    language: Str                # BCP 47 tag of the bundled model's language, e.g. "en-US"
+    max_duration: Duration       # longer videos get no captions (CPU cost grows with the audio)
+    max_recognition_time: Duration  # the recogniser is stopped after this long: no captions, the video goes on
+    max_cue_duration: Duration
+    max_cue_words: Annotated[Int, Field(ge=1)]
 
 
 @dataclass(frozen=True)
@@ -340,26 +351,26 @@ class HlsConfig:
     seed_levels: tuple[QualityLevel, ...] = ()
 
 
-@dataclass(frozen=True)
+@section
 class CdnProvider:
-    key: str
-    provider: str
-    edge_port: int
-    regions: tuple[str, ...]
+    key: Str
+    provider: Str
+    edge_port: Port
+    regions: StrList
 
 
-@dataclass(frozen=True)
+@section
 class RoutingRule:
-    countries: tuple[str, ...]
-    primary: str
-    fallback: str
+    countries: StrList
+    primary: Str
+    fallback: Str
 
 
-@dataclass(frozen=True)
+@section
 class CacheRule:
-    cache_duration: float
-    browser_cache: float
-    edge_cache: bool
+    cache_duration: Duration
+    browser_cache: Duration
+    edge_cache: Bool
 
 
 @dataclass(frozen=True)
@@ -370,17 +381,17 @@ class OriginShield:
     ttl: float             # that level's ttl, seconds
 
 
-@dataclass(frozen=True)
+@section
 class EdgeProtection:
     """Per-client limits and the request filter at the edges (seed: DDoS protection, WAF, bot management)."""
-    requests_per_second: int
-    burst: int
-    connections_per_client: int
-    refused_status: int
-    header_buffer: int
-    large_header_buffers: int
-    large_header_buffer_size: int
-    max_body: int
+    requests_per_second: Annotated[Int, Field(ge=1)]
+    burst: Annotated[Int, Field(ge=0)]
+    connections_per_client: Annotated[Int, Field(ge=1)]
+    refused_status: Annotated[Int, Field(ge=400, le=599)]
+    header_buffer: Size
+    large_header_buffers: Annotated[Int, Field(ge=1)]
+    large_header_buffer_size: Size
+    max_body: Size
 
 
 @dataclass(frozen=True)
@@ -393,20 +404,20 @@ class CdnConfig:
     protection: EdgeProtection
 
 
-@dataclass(frozen=True)
+@section
 class CacheLevel:
-    name: str
-    ttl: float
-    content_types: tuple[str, ...]
+    name: Str
+    ttl: Duration
+    content_types: StrList
 
 
-@dataclass(frozen=True)
+@section
 class TrendingConfig:
     """The seed's ``trending_content`` trigger and its "Geographic preloading" strategy."""
-    window: float          # seconds of views counted (a hopping window ...)
-    step: float            # ... advancing in steps of this many seconds
-    min_views: int         # views in the window, from one country, that make a video trending there
-    rewarm_after: float    # seconds before the same video is warmed again for the same country
+    window: Duration       # seconds of views counted (a hopping window ...)
+    step: Duration         # ... advancing in steps of this many seconds
+    min_views: Annotated[Int, Field(ge=1)]  # views in the window, from one country, that make a video trending there
+    rewarm_after: Duration  # seconds before the same video is warmed again for the same country
 
 
 @dataclass(frozen=True)
@@ -418,138 +429,142 @@ class CachingStrategy:
     trending: TrendingConfig
 
 
-@dataclass(frozen=True)
+@section
 class AbrConfig:
-    check_interval: float
-    bandwidth_history: int
-    low_buffer_seconds: float
-    switch_threshold: float
+    check_interval: Duration
+    bandwidth_history: Annotated[Int, Field(ge=1)]
+    low_buffer_seconds: Annotated[Number, Field(ge=0)]
+    switch_threshold: Annotated[Number, Field(ge=0.01, le=1)]
 
 
-@dataclass(frozen=True)
+@section
 class PlayerConfig:
     """The web player's reporting cadence (not in the seed; web/playback-events.js)."""
-    heartbeat_interval: float        # a progress event this often while playing
-    event_flush_interval: float      # queued events go to POST /v1/events at least this often
-    event_batch_max: int             # ... or as soon as this many wait
+    heartbeat_interval: PositiveDuration    # a progress event this often while playing
+    event_flush_interval: PositiveDuration  # queued events go to POST /v1/events at least this often
+    event_batch_max: Annotated[Int, Field(ge=1)]  # ... or as soon as this many wait
 
 
-@dataclass(frozen=True)
+@section
 class AnalyticsConfig:
-    raw_events_ttl: float
-    default_timeframe: float
-    max_timeframe: float
-    completion_threshold: float
-    sink_batch_max_rows: int
-    sink_batch_max_age: float
-    sink_insert_threads: int = 1
+    raw_events_ttl: Duration
+    default_timeframe: Duration
+    max_timeframe: Duration
+    completion_threshold: Annotated[Number, Field(ge=0, le=1)]
+    sink_batch_max_rows: Annotated[Int, Field(ge=1)]
+    sink_batch_max_age: Duration
+    sink_insert_threads: Annotated[Int, Field(ge=1, le=16)] = 1
 
 
-@dataclass(frozen=True)
+@section
 class AnalystSqlConfig:
     """Guard bounds, engine limits and isolation of analysts' SQL (``analyst_sql:``)."""
-    max_sql_chars: int
-    max_nesting: int
-    max_concurrent_queries: int
-    retry_after: float
-    max_execution_time: float
-    max_memory_usage: int
-    max_result_rows: int
-    max_result_bytes: int
-    max_rows_to_read: int
-    max_threads: int
-    os_thread_priority: int
+    max_sql_chars: Annotated[Int, Field(ge=1)]
+    max_nesting: Annotated[Int, Field(ge=1, le=256)]
+    max_concurrent_queries: Annotated[Int, Field(ge=1, le=64)]
+    retry_after: Duration
+    max_execution_time: Duration
+    max_memory_usage: Size
+    max_result_rows: Annotated[Int, Field(ge=1)]
+    max_result_bytes: Size
+    max_rows_to_read: Annotated[Int, Field(ge=1)]
+    max_threads: Annotated[Int, Field(ge=1, le=64)]
+    os_thread_priority: Annotated[Int, Field(ge=0, le=19)]
 
 
-@dataclass(frozen=True)
+@section
 class MetricSpec:
-    name: str
-    type: str
-    labels: tuple[str, ...]
+    name: Str
+    type: Literal["gauge", "counter", "histogram"]
+    labels: StrList
 
 
-@dataclass(frozen=True)
+Visibility = Literal["public", "private", "share_link"]
+VISIBILITIES = get_args(Visibility)
+
+
+@section
 class SecurityConfig:
-    token_secret: str
-    stream_url_ttl: float
-    share_token_ttl: float
-    default_visibility: str          # of a video whose upload named none (public / private / share_link)
+    token_secret: Str
+    stream_url_ttl: Duration
+    share_token_ttl: Duration
+    default_visibility: Visibility   # of a video whose upload named none (public / private / share_link)
 
 
-@dataclass(frozen=True)
+@section
 class TrustedIssuer:
     """A customer's back end allowed to mint user tokens: its issuer, public keys and grantable scopes."""
-    issuer: str
+    issuer: Str
     jwks_file: Path
-    scopes: tuple[str, ...]
-    subject_prefix: str = ""         # its sub and ws must start with this: one tenant cannot name another's users
+    scopes: StrList = ()
+    subject_prefix: Str = ""         # its sub and ws must start with this: one tenant cannot name another's users
 
 
-@dataclass(frozen=True)
+@section
 class AuthConfig:
     """API tokens (JWTs, see processors/identity.py) and the operator listener."""
-    issuer: str
-    audience: str
-    keyring_file: str                # "" = <state_dir>/keyring.json
-    keyring_json: str                # FRAMELOG_KEYRING: the keyring itself (read-only), for deployments
-    token_ttl: float
-    max_token_lifetime: float
-    max_token_bytes: int
-    clock_leeway: float
-    anonymous_upload: bool
-    anonymous_upload_ttl: float
-    ops_host: str
-    ops_port_offset: int
-    trusted_issuers: tuple[TrustedIssuer, ...]
+    issuer: Str
+    audience: Str
+    keyring_file: Str                # "" = <state_dir>/keyring.json
+    token_ttl: Duration
+    max_token_lifetime: Duration
+    max_token_bytes: Annotated[Int, Field(ge=256)]
+    clock_leeway: Duration
+    anonymous_upload: Bool
+    anonymous_upload_ttl: Duration
+    ops_host: Str
+    ops_port_offset: Annotated[Int, Field(ge=1)]
+    trusted_issuers: tuple[TrustedIssuer, ...] = ()
+    keyring_json: Str = ""           # env only (FRAMELOG_KEYRING): the keyring itself (read-only), for deployments
 
 
-@dataclass(frozen=True)
+@section
 class WebhooksConfig:
     """Webhook delivery (pipeline/webhooks.py): retries, limits and which private networks may be targets."""
-    retry_backoff_initial: float
-    retry_backoff_max: float
-    retry_jitter: float
-    max_attempts: int
-    request_timeout: float
-    max_in_flight_per_endpoint: int
-    delivery_threads: int
-    max_payload_bytes: int
-    deliveries_retention: float
-    max_endpoints_per_owner: int
-    allow_private_networks: tuple[str, ...] = ()
+    retry_backoff_initial: PositiveDuration
+    retry_backoff_max: PositiveDuration
+    retry_jitter: Annotated[Number, Field(ge=0, le=1)]
+    max_attempts: Annotated[Int, Field(ge=1)]
+    request_timeout: PositiveDuration
+    max_in_flight_per_endpoint: Annotated[Int, Field(ge=1)]
+    delivery_threads: Annotated[Int, Field(ge=1)]
+    max_payload_bytes: Size
+    deliveries_retention: Duration
+    max_endpoints_per_owner: Annotated[Int, Field(ge=1)]
+    allow_private_networks: tuple[Cidr, ...] = ()
 
 
-@dataclass(frozen=True)
+@section
 class LiveProgressConfig:
     """GET /videos/{id}/events (api/live.py)."""
-    heartbeat_interval: float
-    max_stream_duration: float
+    heartbeat_interval: PositiveDuration
+    max_stream_duration: PositiveDuration
 
 
-@dataclass(frozen=True)
+@section
 class ApiProtectionConfig:
     """Per-client limits for every API route (api/protection.py) and the process's connection ceiling."""
-    requests_per_second: float
-    burst: int
-    max_concurrent_per_client: int
-    max_concurrent_requests: int
+    requests_per_second: Annotated[Number, Field(ge=0.1)]
+    burst: Annotated[Int, Field(ge=1)]
+    max_concurrent_per_client: Annotated[Int, Field(ge=1)]
+    max_concurrent_requests: Annotated[Int, Field(ge=1)]
 
 
-@dataclass(frozen=True)
+@section
 class PlaybackTrustConfig:
     """How far playback events are believed (api/event_trust.py): sessions, rate limits, proxies, body limits."""
-    session_ttl: float
-    renew_at_fraction: float
-    trusted_proxies: tuple[str, ...]
-    session_rate: float
-    session_burst: int
-    client_rate: float
-    client_burst: int
-    rate_limit_entries: int
-    max_body_bytes: int
-    max_decoded_bytes: int
-    max_gzip_members: int
-    max_events: int
+    session_ttl: PositiveDuration
+    renew_at_fraction: Annotated[Number, Field(ge=0.1, le=0.9)]
+    trusted_proxies: tuple[Cidr, ...]
+    session_rate: Annotated[Number, Field(ge=0.001)]
+    session_burst: Annotated[Int, Field(ge=1)]
+    client_rate: Annotated[Number, Field(ge=0.001)]
+    client_burst: Annotated[Int, Field(ge=1)]
+    rate_limit_entries: Annotated[Int, Field(ge=1)]
+    max_body_bytes: Size
+    max_decoded_bytes: Size
+    max_gzip_members: Annotated[Int, Field(ge=1)]
+    max_events: Annotated[Int, Field(ge=1)]
 
 
 @dataclass(frozen=True)
@@ -595,158 +610,243 @@ class Config:
         return self.clickhouse.dsn or f"chdb://{(self.stack.state_dir / 'clickhouse').resolve()}"
 
 
-# ---------------------------------------------------------------- builders
+# ---------------------------------------------------------------- the file's shape where Config's differs
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def _stack(r: _Reader) -> StackConfig:
-    ports = {k: r.int(k, minimum=1) for k in (
-        "kafka_port", "kafka_controller_port", "seaweed_master_port", "seaweed_volume_port",
-        "seaweed_filer_port", "seaweed_s3_port", "seaweed_admin_port", "api_port", "worker_metrics_port")}
-    return StackConfig(
-        state_dir=Path(_env("FRAMELOG_STATE_DIR", r.str("state_dir"))).absolute(),
-        host=r.str("host"), startup_timeout=r.duration("startup_timeout"),
-        metrics_host=_env("FRAMELOG_METRICS_HOST", r.str("metrics_host", r.str("host"))), **ports)
+@section
+class _KafkaSecurity:
+    protocol: KafkaProtocol      # SASL_SSL where the broker terminates TLS
+    mechanism: KafkaMechanism
 
 
-KAFKA_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
-KAFKA_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
-S3_IDENTITIES = ("pipeline", "media")
+@section
+class _KafkaFile:
+    bootstrap_servers: Str
+    schema_registry_url: Str
+    default_partitions: Annotated[Int, Field(ge=1)]
+    client_id: Str
+    security: _KafkaSecurity
 
 
-def _kafka_security(r: _Reader) -> tuple[str, str]:
-    """(protocol, mechanism): only authenticated protocols, only SCRAM (no plaintext passwords on the wire)."""
-    protocol, mechanism = r.str("protocol"), r.str("mechanism")
-    if protocol not in KAFKA_PROTOCOLS:
-        raise ConfigError(f"{r.path}.protocol", f"expected one of {list(KAFKA_PROTOCOLS)}, got {protocol!r}")
-    if mechanism not in KAFKA_MECHANISMS:
-        raise ConfigError(f"{r.path}.mechanism", f"expected one of {list(KAFKA_MECHANISMS)}, got {mechanism!r}")
-    return protocol, mechanism
+@section
+class _ProfileFile:
+    name: Str
+    resolution: Resolution
+    bitrate: Bitrate
+    codec: Str
 
 
-def _s3_identity(r: _Reader) -> str:
-    if r.has("access_key") or r.has("secret_key"):
-        raise ConfigError(f"{r.path}.access_key", "S3 credentials do not belong in the configuration file: stack up "
-                                                  "generates them; set FRAMELOG_S3_ACCESS_KEY/SECRET_KEY to override")
-    identity = r.str("identity")
-    if identity not in S3_IDENTITIES:
-        raise ConfigError(f"{r.path}.identity", f"expected one of {list(S3_IDENTITIES)}, got {identity!r}")
-    return identity
+@section
+class _PipelineFile:
+    stages: Annotated[tuple[StageConfig, ...], NonEmpty]
+    transcoding_profiles: Annotated[tuple[_ProfileFile, ...], NonEmpty]
+    retry_backoff_initial: Duration
+    retry_backoff_max: Duration
+    kill_grace: Duration
 
 
-def _tiers(r: _Reader) -> dict[str, StorageTier]:
-    tiers = {}
-    for name in r.data:
-        t = r.sub(name)
-        tiers[name] = StorageTier(
-            name=name, description=t.str("description", ""), storage_class=t.str("storage_class"),
-            retention_period=t.duration("retention_period"),
-            price_per_gb_month=t.float("price_per_gb_month", minimum=0),
-            restore_delay=t.duration("restore_delay", "0s"),
-            retention_lock=t.str("retention_lock", "none"))
-        if tiers[name].retention_lock not in RETENTION_LOCKS:
-            raise ConfigError(f"{t.path}.retention_lock", f"{tiers[name].retention_lock!r} is not one of "
-                                                          f"{', '.join(RETENTION_LOCKS)}")
-    if not tiers:
-        raise ConfigError(r.path, "at least one storage tier is required")
-    return tiers
+@section
+class _Thumbnails:
+    interval: Duration
+    tile_width: Annotated[Int, Field(ge=16)]
+    columns: Annotated[Int, Field(ge=1)]
 
 
-def _tiering_rules(items: list[_Reader], tiers: Mapping[str, StorageTier]) -> tuple[TieringRule, ...]:
-    rules = []
-    for r in items:
-        target = r.str("target_tier")
-        if target not in tiers:
-            raise ConfigError(f"{r.path}.target_tier", f"unknown tier {target!r}; known: {sorted(tiers)}")
-        rules.append(TieringRule(
-            name=r.str("name"), target_tier=target,
-            min_age_days=r.float("min_age_days", None, minimum=0) if r.has("min_age_days") else None,
-            max_age_days=r.float("max_age_days", None, minimum=0) if r.has("max_age_days") else None,
-            max_access_count=r.int("max_access_count", None, minimum=0) if r.has("max_access_count") else None,
-            min_idle_days=r.float("min_idle_days", None, minimum=0) if r.has("min_idle_days") else None))
-    return tuple(rules)
+@section
+class _Analysis:
+    scene_threshold: Annotated[Number, Field(ge=0, le=1)]
+    min_chapter: Duration
+    black_min_duration: Duration
+    silence_noise_db: Number
+    silence_min_duration: Duration
 
 
-def _pipeline(r: _Reader) -> PipelineConfig:
-    stages = tuple(
-        StageConfig(name=s.str("name"), timeout=s.duration("timeout"),
-                    retry_attempts=s.int("retry_attempts", minimum=0),
-                    parallel_jobs=s.int("parallel_jobs", 1, minimum=1))
-        for s in r.items("stages"))
-    names = [s.name for s in stages]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{r.path}.stages", f"stage names must be unique, got {names}")
-    from framelog.processors.media.ffmpeg_commands import VIDEO_ENCODERS  # the codecs framelog can encode
-
-    profiles = []
-    for p in r.items("transcoding_profiles"):
-        w, h = p.resolution("resolution")
-        name, codec = p.str("name"), p.str("codec").lower()
-        if codec not in VIDEO_ENCODERS:
-            raise ConfigError(f"{p.path}.codec", f"{p.raw('codec')!r} is not supported for profile {name!r} "
-                                                 f"(supported: {', '.join(sorted(VIDEO_ENCODERS))})")
-        profiles.append(TranscodingProfile(name, w, h, p.bitrate("bitrate"), codec))
-    renditions = [(p.rendition.lower(), i) for i, p in enumerate(profiles)]
-    for n, (rendition, i) in enumerate(renditions):
-        if any(rendition == other for other, _ in renditions[:n]):
-            raise ConfigError(f"{r.path}.transcoding_profiles[{i}].name",
-                              f"{profiles[i].name!r} names the rung {profiles[i].rendition!r} twice")
-    return PipelineConfig(stages, tuple(profiles), r.duration("retry_backoff_initial"),
-                          r.duration("retry_backoff_max"), r.duration("kill_grace"))
+@section
+class _Optimization:
+    quality_sample: Duration
+    min_ssim_gain_db: Annotated[Number, Field(ge=0)]
+    min_psnr_gain_db: Annotated[Number, Field(ge=0)]
 
 
+@section
+class _MediaFile:
+    x264_preset: Str
+    allow_4k_label: Bool
+    thumbnails: _Thumbnails
+    analysis: _Analysis
+    optimization: _Optimization
+    captions: CaptionsConfig
+
+
+@section
+class _QualityLevelFile:
+    name: Str
+    resolution: Resolution
+    bitrate: Bitrate
+    bandwidth: Annotated[Int, Field(ge=1)]
+
+
+@section
+class _HlsFile:
+    segment_duration: Annotated[Int, Field(ge=1)]
+    playlist_type: Str
+    encryption: Bool
+    key_uri_base: Str
+    quality_levels: Annotated[tuple[_QualityLevelFile, ...], NonEmpty]
+
+
+@section
+class _ProviderFile:
+    provider: Str
+    edge_port: Port
+    regions: StrList
+
+
+@section
+class _DefaultRoute:
+    primary: Str
+    fallback: Str
+
+
+@section
+class _CdnStrategyFile:
+    primary_cdn: _ProviderFile
+    secondary_cdn: _ProviderFile
+    routing_rules: Annotated[tuple[RoutingRule, ...], NonEmpty]
+    default_route: _DefaultRoute
+
+
+@section
+class _OriginShieldFile:
+    shield_port: Port
+    cache_level: Str
+
+
+@section
+class _CacheWarming:
+    triggers: StrList
+    popular_view_count: Annotated[Int, Field(ge=1)]
+    warm_first_segments: Annotated[Int, Field(ge=0)]
+    trending: TrendingConfig
+
+
+@section
+class _CachingFile:
+    levels: Annotated[tuple[CacheLevel, ...], NonEmpty]
+    cache_warming: _CacheWarming
+
+
+def _metrics_host_defaults_to_host(value: Any) -> Any:
+    if isinstance(value, Mapping) and "metrics_host" not in value and "host" in value:
+        return {**value, "metrics_host": value["host"]}
+    return value
+
+
+@section
+class ConfigFile:
+    """framelog.yaml's top level: every key a file, an overlay or the environment may set."""
+    stack: Annotated[StackConfig, BeforeValidator(_metrics_host_defaults_to_host)]
+    kafka: _KafkaFile
+    object_storage: ObjectStorageConfig
+    clickhouse: ClickHouseConfig
+    storage_tiers: Annotated[dict[str, StorageTier], _named("name"), NonEmpty]
+    tiering_rules: Annotated[tuple[TieringRule, ...], NonEmpty]
+    tiering_default_tier: Str
+    tiering_evaluation_interval: Duration
+    tiering_restore_tier: Str
+    tiering_restore_hold: Duration
+    processing_pipeline: _PipelineFile
+    processing_priorities: PriorityConfig
+    upload_limits: UploadLimits
+    media: _MediaFile
+    hls_config: _HlsFile
+    cdn_strategy: _CdnStrategyFile
+    origin_shield: _OriginShieldFile
+    edge_protection: EdgeProtection
+    caching_rules: dict[str, CacheRule]
+    caching_strategy: _CachingFile
+    abr: AbrConfig
+    player: PlayerConfig
+    analytics: AnalyticsConfig
+    analyst_sql: AnalystSqlConfig
+    monitoring_metrics: Annotated[dict[str, MetricSpec], _named("name")]
+    security: SecurityConfig
+    auth: AuthConfig
+    webhooks: WebhooksConfig
+    live_progress: LiveProgressConfig
+    playback_trust: PlaybackTrustConfig
+    api_protection: ApiProtectionConfig
+
+
+_SCHEMA = TypeAdapter(ConfigFile)
+
+
+# ---------------------------------------------------------------- what ties one section to another
+
+CACHE_KINDS = ("video_files", "thumbnails", "hls_playlists", "hls_segments")   # caching_rules, one per file type
 _PRIORITY = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 
 
-def _priorities(r: _Reader) -> PriorityConfig:
-    levels = r.str_list("levels")
-    for i, level in enumerate(levels):
+def _known(value: str, known: Mapping[str, Any] | tuple[str, ...], key: str, what: str) -> str:
+    if value not in known:
+        raise ConfigError(key, f"unknown {what} {value!r}; known: {sorted(known)}")
+    return value
+
+
+def _pipeline(f: _PipelineFile) -> PipelineConfig:
+    names = [s.name for s in f.stages]
+    if len(set(names)) != len(names):
+        raise ConfigError("processing_pipeline.stages", f"stage names must be unique, got {names}")
+    from framelog.processors.media.ffmpeg_commands import VIDEO_ENCODERS  # the codecs framelog can encode
+
+    profiles = []
+    for i, p in enumerate(f.transcoding_profiles):
+        codec = p.codec.lower()
+        if codec not in VIDEO_ENCODERS:
+            raise ConfigError(f"processing_pipeline.transcoding_profiles[{i}].codec",
+                              f"{p.codec!r} is not supported for profile {p.name!r} "
+                              f"(supported: {', '.join(sorted(VIDEO_ENCODERS))})")
+        profiles.append(TranscodingProfile(p.name, *p.resolution, p.bitrate, codec))
+    renditions = [p.rendition.lower() for p in profiles]
+    for i, rendition in enumerate(renditions):
+        if rendition in renditions[:i]:
+            raise ConfigError(f"processing_pipeline.transcoding_profiles[{i}].name",
+                              f"{profiles[i].name!r} names the rung {profiles[i].rendition!r} twice")
+    return PipelineConfig(f.stages, tuple(profiles), f.retry_backoff_initial, f.retry_backoff_max, f.kill_grace)
+
+
+def _priorities(p: PriorityConfig) -> PriorityConfig:
+    for i, level in enumerate(p.levels):
         if not _PRIORITY.match(level) or level == "dlq":
-            raise ConfigError(f"{r.path}.levels[{i}]", f"{level!r} must be a short lower-case name (not 'dlq')")
-    if not levels or len(set(levels)) != len(levels):
-        raise ConfigError(f"{r.path}.levels", f"expected distinct levels, got {list(levels)}")
-    default = r.str("default")
-    if default not in levels:
-        raise ConfigError(f"{r.path}.default", f"{default!r} is not one of the levels {list(levels)}")
-    ws = r.sub("workspaces")
-    for name, level in ws.data.items():
-        if level not in levels:
-            raise ConfigError(f"{ws.path}.{name}", f"{level!r} is not one of the levels {list(levels)}")
-    return PriorityConfig(tuple(levels), default, dict(ws.data))
+            raise ConfigError(f"processing_priorities.levels[{i}]",
+                              f"{level!r} must be a short lower-case name (not 'dlq')")
+    if not p.levels or len(set(p.levels)) != len(p.levels):
+        raise ConfigError("processing_priorities.levels", f"expected distinct levels, got {list(p.levels)}")
+    _known(p.default, p.levels, "processing_priorities.default", "level")
+    for name, level in p.workspaces.items():
+        _known(level, p.levels, f"processing_priorities.workspaces.{name}", "level")
+    return p
 
 
-def _media(r: _Reader) -> MediaConfig:
-    t, a, o, c = r.sub("thumbnails"), r.sub("analysis"), r.sub("optimization"), r.sub("captions")
+def _media(m: _MediaFile) -> MediaConfig:
+    t, a, o = m.thumbnails, m.analysis, m.optimization
     return MediaConfig(
-        x264_preset=r.str("x264_preset"), allow_4k_label=r.bool("allow_4k_label"),
-        thumbnail_interval=t.duration("interval"), thumbnail_tile_width=t.int("tile_width", minimum=16),
-        thumbnail_columns=t.int("columns", minimum=1),
-        scene_threshold=a.float("scene_threshold", minimum=0, maximum=1), min_chapter=a.duration("min_chapter"),
-        black_min_duration=a.duration("black_min_duration"), silence_noise_db=a.float("silence_noise_db"),
-        silence_min_duration=a.duration("silence_min_duration"),
-        quality_sample=o.duration("quality_sample"), min_ssim_gain_db=o.float("min_ssim_gain_db", minimum=0),
-        min_psnr_gain_db=o.float("min_psnr_gain_db", minimum=0),
-        captions=CaptionsConfig(c.bool("enabled"), c.str("language"), c.duration("max_duration"),
-                                c.duration("max_recognition_time"), c.duration("max_cue_duration"),
-                                c.int("max_cue_words", minimum=1)))
+        x264_preset=m.x264_preset, allow_4k_label=m.allow_4k_label, thumbnail_interval=t.interval,
+        thumbnail_tile_width=t.tile_width, thumbnail_columns=t.columns, scene_threshold=a.scene_threshold,
+        min_chapter=a.min_chapter, black_min_duration=a.black_min_duration, silence_noise_db=a.silence_noise_db,
+        silence_min_duration=a.silence_min_duration, quality_sample=o.quality_sample,
+        min_ssim_gain_db=o.min_ssim_gain_db, min_psnr_gain_db=o.min_psnr_gain_db, captions=m.captions)
 
 
-def _hls(r: _Reader, profiles: tuple[TranscodingProfile, ...]) -> HlsConfig:
+def _hls(h: _HlsFile, profiles: tuple[TranscodingProfile, ...]) -> HlsConfig:
     from framelog.processors.media.ffmpeg_commands import HLS_PLAYLIST_TYPES
 
-    levels = []
-    for q in r.items("quality_levels"):
-        w, h = q.resolution("resolution")
-        levels.append(QualityLevel(q.str("name"), w, h, q.bitrate("bitrate"), q.int("bandwidth", minimum=1)))
-    levels.sort(key=lambda q: q.height, reverse=True)
-    seg = r.int("segment_duration", minimum=1)
-    playlist_type = r.str("playlist_type").upper()
+    levels = sorted((QualityLevel(q.name, *q.resolution, q.bitrate, q.bandwidth) for q in h.quality_levels),
+                    key=lambda q: q.height, reverse=True)
+    playlist_type = h.playlist_type.upper()
     if playlist_type not in HLS_PLAYLIST_TYPES:
-        raise ConfigError(r._key("playlist_type"), f"{r.raw('playlist_type')!r} is not supported "
-                                                   f"(supported: {', '.join(sorted(HLS_PLAYLIST_TYPES))})")
-    return HlsConfig(seg, playlist_type, r.bool("encryption"), r.str("key_uri_base"),
+        raise ConfigError("hls_config.playlist_type", f"{h.playlist_type!r} is not supported "
+                                                      f"(supported: {', '.join(sorted(HLS_PLAYLIST_TYPES))})")
+    return HlsConfig(h.segment_duration, playlist_type, h.encryption, h.key_uri_base,
                      _ladder(profiles, levels), tuple(levels))
 
 
@@ -773,239 +873,100 @@ def _ladder(profiles: tuple[TranscodingProfile, ...], levels: list[QualityLevel]
     return tuple(ladder)
 
 
-def _route(r: _Reader, providers: Mapping[str, CdnProvider], countries: tuple[str, ...]) -> RoutingRule:
-    for key in ("primary", "fallback"):
-        if r.str(key) not in providers:
-            raise ConfigError(f"{r.path}.{key}", f"unknown CDN {r.str(key)!r}; known: {sorted(providers)}")
-    return RoutingRule(countries, r.str("primary"), r.str("fallback"))
+def _route(primary: str, fallback: str, countries: tuple[str, ...], providers: Mapping[str, CdnProvider],
+           key: str) -> RoutingRule:
+    _known(primary, providers, f"{key}.primary", "CDN")
+    _known(fallback, providers, f"{key}.fallback", "CDN")
+    return RoutingRule(countries, primary, fallback)
 
 
-def _origin_shield(r: _Reader, caching: CachingStrategy) -> OriginShield:
-    level = r.str("cache_level")
+def _cdn(f: ConfigFile, caching: CachingStrategy) -> CdnConfig:
+    s = f.cdn_strategy
+    providers = {key: CdnProvider(key, p.provider, p.edge_port, p.regions)
+                 for key, p in (("primary_cdn", s.primary_cdn), ("secondary_cdn", s.secondary_cdn))}
+    rules = tuple(_route(r.primary, r.fallback, r.countries, providers, f"cdn_strategy.routing_rules[{i}]")
+                  for i, r in enumerate(s.routing_rules))
+    default = _route(s.default_route.primary, s.default_route.fallback, (), providers, "cdn_strategy.default_route")
+    for kind in f.caching_rules:
+        if kind not in CACHE_KINDS:
+            raise ConfigError(f"caching_rules.{kind}", unknown_key(kind, list(CACHE_KINDS)))
+    for kind in CACHE_KINDS:
+        if kind not in f.caching_rules:
+            raise ConfigError(f"caching_rules.{kind}", "missing required key")
+    level = f.origin_shield.cache_level
     found = [x for x in caching.levels if x.name == level]
     if not found:
-        raise ConfigError(f"{r.path}.cache_level", f"no caching_strategy level named {level!r}; known: "
-                                                   f"{[x.name for x in caching.levels]}")
-    return OriginShield(r.int("shield_port", minimum=1), level, found[0].ttl)
+        raise ConfigError("origin_shield.cache_level", f"no caching_strategy level named {level!r}; known: "
+                                                       f"{[x.name for x in caching.levels]}")
+    shield = OriginShield(f.origin_shield.shield_port, level, found[0].ttl)
+    return CdnConfig(providers, rules, default, dict(f.caching_rules), shield, f.edge_protection)
 
 
-def _edge_protection(r: _Reader) -> EdgeProtection:
-    status = r.int("refused_status", minimum=400, maximum=599)
-    return EdgeProtection(r.int("requests_per_second", minimum=1), r.int("burst", minimum=0),
-                          r.int("connections_per_client", minimum=1), status, r.size("header_buffer"),
-                          r.int("large_header_buffers", minimum=1), r.size("large_header_buffer_size"),
-                          r.size("max_body"))
+def _caching(c: _CachingFile) -> CachingStrategy:
+    w = c.cache_warming
+    if w.trending.step <= 0 or w.trending.window < w.trending.step:
+        raise ConfigError("caching_strategy.cache_warming.trending.window",
+                          "window must be at least one step, and step above 0")
+    return CachingStrategy(c.levels, w.triggers, w.popular_view_count, w.warm_first_segments, w.trending)
 
 
-def _cdn(r: _Reader, caching_rules: _Reader, shield: OriginShield, protection: EdgeProtection) -> CdnConfig:
-    providers = {}
-    for key in ("primary_cdn", "secondary_cdn"):
-        p = r.sub(key)
-        providers[key] = CdnProvider(key, p.str("provider"), p.int("edge_port", minimum=1), p.str_list("regions"))
-    rules = tuple(_route(x, providers, x.str_list("countries")) for x in r.items("routing_rules"))
-    default = _route(r.sub("default_route"), providers, ())
-    cache = {}
-    for kind in caching_rules.data:
-        c = caching_rules.sub(kind)
-        cache[kind] = CacheRule(c.duration("cache_duration"), c.duration("browser_cache"), c.bool("edge_cache"))
-    for required in ("video_files", "thumbnails", "hls_playlists", "hls_segments"):
-        if required not in cache:
-            raise ConfigError(f"caching_rules.{required}", "missing required key")
-    return CdnConfig(providers, rules, default, cache, shield, protection)
+def _validate(data: Any, origins: Mapping[tuple[Any, ...], str]) -> ConfigFile:
+    try:
+        return _SCHEMA.validate_python(data)
+    except ValidationError as exc:
+        raise config_error(exc, ConfigFile, origins) from None
 
 
-def _caching(r: _Reader) -> CachingStrategy:
-    levels = tuple(CacheLevel(x.str("name"), x.duration("ttl"), x.str_list("content_types")) for x in r.items("levels"))
-    w = r.sub("cache_warming")
-    t = w.sub("trending")
-    trending = TrendingConfig(t.duration("window"), t.duration("step"), t.int("min_views", minimum=1),
-                              t.duration("rewarm_after"))
-    if trending.step <= 0 or trending.window < trending.step:
-        raise ConfigError(f"{t.path}.window", "window must be at least one step, and step above 0")
-    return CachingStrategy(levels, w.str_list("triggers"), w.int("popular_view_count", minimum=1),
-                           w.int("warm_first_segments", minimum=0), trending)
+def build_config(data: Any, source: Path = Path("<memory>"), environ: Mapping[str, str] | None = None,
+                 origins: Mapping[tuple[Any, ...], str] | None = None) -> Config:
+    """Validate a parsed YAML tree, with the environment laid over it, and build the typed Config.
 
-
-def _metrics(r: _Reader) -> dict[str, MetricSpec]:
-    out = {}
-    for name in r.data:
-        m = r.sub(name)
-        kind = m.str("type")
-        if kind not in ("gauge", "counter", "histogram"):
-            raise ConfigError(f"{m.path}.type", f"expected gauge, counter or histogram, got {kind!r}")
-        out[name] = MetricSpec(name, kind, m.str_list("labels"))
-    return out
-
-
-VISIBILITIES = ("public", "private", "share_link")
-
-
-def _security(r: _Reader) -> SecurityConfig:
-    visibility = r.str("default_visibility")
-    if visibility not in VISIBILITIES:
-        raise ConfigError(f"{r.path}.default_visibility", f"expected one of {list(VISIBILITIES)}, got {visibility!r}")
-    return SecurityConfig(_env("FRAMELOG_TOKEN_SECRET", r.str("token_secret")), r.duration("stream_url_ttl"),
-                          r.duration("share_token_ttl"), visibility)
-
-
-def _auth(r: _Reader) -> AuthConfig:
-    issuers = []
-    for i, item in enumerate(r.raw("trusted_issuers", [])):
-        t = _Reader(item, f"{r.path}.trusted_issuers[{i}]")
-        issuers.append(TrustedIssuer(t.str("issuer"), Path(t.str("jwks_file")), t.str_list("scopes", []),
-                                     t.str("subject_prefix", "")))
-    return AuthConfig(
-        r.str("issuer"), r.str("audience"), _env("FRAMELOG_KEYRING_FILE", r.str("keyring_file")),
-        os.environ.get("FRAMELOG_KEYRING", ""), r.duration("token_ttl"), r.duration("max_token_lifetime"),
-        r.int("max_token_bytes", minimum=256), r.duration("clock_leeway"), r.bool("anonymous_upload"),
-        r.duration("anonymous_upload_ttl"), _env("FRAMELOG_OPS_HOST", r.str("ops_host")),
-        r.int("ops_port_offset", minimum=1), tuple(issuers))
-
-
-def _playback_trust(r: _Reader) -> PlaybackTrustConfig:
-    import ipaddress
-
-    proxies = r.str_list("trusted_proxies")
-    for i, cidr in enumerate(proxies):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(f"{r.path}.trusted_proxies[{i}]",
-                              f"expected a CIDR like 10.0.0.0/8, got {cidr!r}") from None
-    cfg = PlaybackTrustConfig(
-        r.duration("session_ttl"), r.float("renew_at_fraction", minimum=0.1, maximum=0.9), proxies,
-        r.float("session_rate", minimum=0.001), r.int("session_burst", minimum=1),
-        r.float("client_rate", minimum=0.001), r.int("client_burst", minimum=1),
-        r.int("rate_limit_entries", minimum=1), r.size("max_body_bytes"), r.size("max_decoded_bytes"),
-        r.int("max_gzip_members", minimum=1), r.int("max_events", minimum=1))
-    if cfg.session_ttl <= 0:
-        raise ConfigError(f"{r.path}.session_ttl", f"must be > 0, got {cfg.session_ttl}")
-    return cfg
-
-
-def _known_tier(r: _Reader, key: str, tiers: Mapping[str, StorageTier]) -> str:
-    name = r.str(key)
-    if name not in tiers:
-        raise ConfigError(key, f"unknown tier {name!r}; known: {sorted(tiers)}")
-    return name
-
-
-def _player(r: _Reader) -> PlayerConfig:
-    cfg = PlayerConfig(r.duration("heartbeat_interval"), r.duration("event_flush_interval"),
-                       r.int("event_batch_max", minimum=1))
-    for key in ("heartbeat_interval", "event_flush_interval"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"{r.path}.{key}", f"must be > 0, got {getattr(cfg, key)}")
-    return cfg
-
-
-def _webhooks(r: _Reader) -> WebhooksConfig:
-    import ipaddress
-
-    networks = r.str_list("allow_private_networks", [])
-    for i, net in enumerate(networks):
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise ConfigError(f"{r.path}.allow_private_networks[{i}]",
-                              f"expected a CIDR network, got {net!r}") from None
-    cfg = WebhooksConfig(
-        retry_backoff_initial=r.duration("retry_backoff_initial"), retry_backoff_max=r.duration("retry_backoff_max"),
-        retry_jitter=r.float("retry_jitter", minimum=0, maximum=1), max_attempts=r.int("max_attempts", minimum=1),
-        request_timeout=r.duration("request_timeout"),
-        max_in_flight_per_endpoint=r.int("max_in_flight_per_endpoint", minimum=1),
-        delivery_threads=r.int("delivery_threads", minimum=1), max_payload_bytes=r.size("max_payload_bytes"),
-        deliveries_retention=r.duration("deliveries_retention"),
-        max_endpoints_per_owner=r.int("max_endpoints_per_owner", minimum=1), allow_private_networks=networks)
-    for key in ("retry_backoff_initial", "retry_backoff_max", "request_timeout"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"{r.path}.{key}", f"must be > 0, got {getattr(cfg, key)}")
-    return cfg
-
-
-def _live_progress(r: _Reader) -> LiveProgressConfig:
-    cfg = LiveProgressConfig(r.duration("heartbeat_interval"), r.duration("max_stream_duration"))
-    for key in ("heartbeat_interval", "max_stream_duration"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"{r.path}.{key}", f"must be > 0, got {getattr(cfg, key)}")
-    return cfg
-
-
-def _api_protection(r: _Reader) -> ApiProtectionConfig:
-    return ApiProtectionConfig(r.float("requests_per_second", minimum=0.1), r.int("burst", minimum=1),
-                               r.int("max_concurrent_per_client", minimum=1),
-                               r.int("max_concurrent_requests", minimum=1))
-
-
-def build_config(data: Any, source: Path = Path("<memory>")) -> Config:
-    """Validate a parsed YAML tree and build the typed Config."""
-    root = _Reader(data, "")
-    k = root.sub("kafka")
-    s3 = root.sub("object_storage")
-    ch = root.sub("clickhouse")
-    tiers = _tiers(root.sub("storage_tiers"))
-    default_tier = root.str("tiering_default_tier")
-    if default_tier not in tiers:
-        raise ConfigError("tiering_default_tier", f"unknown tier {default_tier!r}; known: {sorted(tiers)}")
-    ul = root.sub("upload_limits")
-    pipeline = _pipeline(root.sub("processing_pipeline"))
-    abr = root.sub("abr")
-    an = root.sub("analytics")
-    sec = root.sub("security")
-    caching = _caching(root.sub("caching_strategy"))
+    ``origins`` says which source set which key (an overlay): errors name it.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError("<root>", f"expected a mapping, got {type(data).__name__}")
+    refuse_env_only(data)
+    tree, from_env = apply_env(data, env_settings(os.environ if environ is None else environ))
+    f = _validate(tree, {**(origins or {}), **from_env})
+    tiers = f.storage_tiers
+    for i, rule in enumerate(f.tiering_rules):
+        _known(rule.target_tier, tiers, f"tiering_rules[{i}].target_tier", "tier")
+    pipeline = _pipeline(f.processing_pipeline)
+    caching = _caching(f.caching_strategy)
+    k = f.kafka
     return Config(
         source=source,
-        stack=_stack(root.sub("stack")),
-        kafka=KafkaConfig(_env("FRAMELOG_KAFKA_BOOTSTRAP", k.str("bootstrap_servers")),
-                          _env("FRAMELOG_SCHEMA_REGISTRY_URL", k.str("schema_registry_url")),
-                          k.int("default_partitions", minimum=1), k.str("client_id"),
-                          *_kafka_security(k.sub("security"))),
-        object_storage=ObjectStorageConfig(
-            _env("FRAMELOG_S3_ENDPOINT", s3.str("endpoint_url")), _env("FRAMELOG_S3_BUCKET", s3.str("bucket")),
-            s3.str("region"), _env("FRAMELOG_S3_ACCESS_KEY", ""), _env("FRAMELOG_S3_SECRET_KEY", ""),
-            _env("FRAMELOG_S3_VAULT_BUCKET", s3.str("vault_bucket", "")), _s3_identity(s3)),
-        clickhouse=ClickHouseConfig(_env("FRAMELOG_CLICKHOUSE_DSN", ch.str("dsn")), ch.str("database")),
+        stack=replace(f.stack, state_dir=f.stack.state_dir.absolute()),
+        kafka=KafkaConfig(k.bootstrap_servers, k.schema_registry_url, k.default_partitions, k.client_id,
+                          k.security.protocol, k.security.mechanism),
+        object_storage=f.object_storage,
+        clickhouse=f.clickhouse,
         storage_tiers=tiers,
-        tiering_rules=_tiering_rules(root.items("tiering_rules"), tiers),
-        tiering_default_tier=default_tier,
-        tiering_evaluation_interval=root.duration("tiering_evaluation_interval"),
-        tiering_restore_tier=_known_tier(root, "tiering_restore_tier", tiers),
-        tiering_restore_hold=root.duration("tiering_restore_hold"),
+        tiering_rules=f.tiering_rules,
+        tiering_default_tier=_known(f.tiering_default_tier, tiers, "tiering_default_tier", "tier"),
+        tiering_evaluation_interval=f.tiering_evaluation_interval,
+        tiering_restore_tier=_known(f.tiering_restore_tier, tiers, "tiering_restore_tier", "tier"),
+        tiering_restore_hold=f.tiering_restore_hold,
         pipeline=pipeline,
-        priorities=_priorities(root.sub("processing_priorities")),
-        upload_limits=UploadLimits(ul.size("max_size"), ul.duration("max_duration"), ul.bitrate("audio_bitrate")),
-        media=_media(root.sub("media")),
-        hls=_hls(root.sub("hls_config"), pipeline.transcoding_profiles),
-        cdn=_cdn(root.sub("cdn_strategy"), root.sub("caching_rules"),
-                 _origin_shield(root.sub("origin_shield"), caching), _edge_protection(root.sub("edge_protection"))),
+        priorities=_priorities(f.processing_priorities),
+        upload_limits=f.upload_limits,
+        media=_media(f.media),
+        hls=_hls(f.hls_config, pipeline.transcoding_profiles),
+        cdn=_cdn(f, caching),
         caching=caching,
-        abr=AbrConfig(abr.duration("check_interval"), abr.int("bandwidth_history", minimum=1),
-                      abr.float("low_buffer_seconds", minimum=0),
-                      abr.float("switch_threshold", minimum=0.01, maximum=1)),
-        player=_player(root.sub("player")),
-        analytics=AnalyticsConfig(an.duration("raw_events_ttl"), an.duration("default_timeframe"),
-                                  an.duration("max_timeframe"), an.float("completion_threshold", minimum=0, maximum=1),
-                                  an.int("sink_batch_max_rows", minimum=1), an.duration("sink_batch_max_age"),
-                                  an.int("sink_insert_threads", minimum=1, maximum=16)),
-        metrics=_metrics(root.sub("monitoring_metrics")),
-        security=_security(sec),
-        analyst_sql=_analyst_sql(root.sub("analyst_sql")),
-        auth=_auth(root.sub("auth")),
-        webhooks=_webhooks(root.sub("webhooks")),
-        live_progress=_live_progress(root.sub("live_progress")),
-        playback_trust=_playback_trust(root.sub("playback_trust")),
-        api_protection=_api_protection(root.sub("api_protection")),
+        abr=f.abr,
+        player=f.player,
+        analytics=f.analytics,
+        metrics=f.monitoring_metrics,
+        security=f.security,
+        analyst_sql=f.analyst_sql,
+        auth=f.auth,
+        webhooks=f.webhooks,
+        live_progress=f.live_progress,
+        playback_trust=f.playback_trust,
+        api_protection=f.api_protection,
         raw=data,
     )
-
-
-def _analyst_sql(r: _Reader) -> AnalystSqlConfig:
-    return AnalystSqlConfig(
-        r.int("max_sql_chars", minimum=1), r.int("max_nesting", minimum=1, maximum=256),
-        r.int("max_concurrent_queries", minimum=1, maximum=64), r.duration("retry_after"),
-        r.duration("max_execution_time"), r.size("max_memory_usage"), r.int("max_result_rows", minimum=1),
-        r.size("max_result_bytes"), r.int("max_rows_to_read", minimum=1), r.int("max_threads", minimum=1, maximum=64),
-        r.int("os_thread_priority", minimum=0, maximum=19))
 
 
 def _read_yaml(source: Path) -> Any:
@@ -1029,17 +990,29 @@ def merge_overlay(base: Any, overlay: Any) -> Any:
 
 def load_config(path: str | os.PathLike[str] | None = None,
                 overlay: str | os.PathLike[str] | None = None) -> Config:
-    """Read the YAML file (FRAMELOG_CONFIG, else the packaged framelog.yaml).
+    """Read the YAML file (FRAMELOG_CONFIG, else the packaged framelog.yaml), its overlay and the environment.
 
     An overlay file (FRAMELOG_CONFIG_OVERLAY) changes only the keys it names,
-    e.g. a second stack's ports, so the seed's numbers stay in one file.
+    e.g. a second stack's ports, so the seed's numbers stay in one file. A
+    mistake in it is reported with the overlay's name.
     """
     source = Path(path or os.environ.get("FRAMELOG_CONFIG") or DEFAULT_CONFIG_PATH)
     data = _read_yaml(source)
+    origins: dict[tuple[Any, ...], str] = {}
     overlay = overlay or os.environ.get("FRAMELOG_CONFIG_OVERLAY")
     if overlay:
-        data = merge_overlay(data, _read_yaml(Path(overlay)))
-    return build_config(data, source)
+        extra = _read_yaml(Path(overlay)) or {}
+        refuse_env_only(extra, f"in the overlay {overlay}")
+        data = merge_overlay(data, extra)
+        origins = {path: f"the overlay {overlay}" for path in _leaf_paths(extra)}
+    return build_config(data, source, origins=origins)
+
+
+def _leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The paths an overlay sets: mappings are walked, anything else (a list too) is one setting."""
+    if not isinstance(tree, Mapping) or not tree:
+        return [prefix] if prefix else []
+    return [p for key, value in tree.items() for p in _leaf_paths(value, (*prefix, key))]
 
 
 @lru_cache(maxsize=1)
