@@ -79,7 +79,11 @@ def _one(error: Mapping[str, Any], schema: type) -> tuple[tuple[Any, ...], str]:
 
 def config_error(exc: ValidationError, schema: type, origins: Mapping[tuple[Any, ...], str] = {}) -> ConfigError:
     """One ConfigError for a failed validation: the first problem's key, every problem in the message."""
-    problems = [_one(e, schema) for e in exc.errors()]
+    errors = exc.errors()
+    # a list whose item failed is also "too short after validation": only the item's own problem is told
+    errors = [e for e in errors if not any(tuple(o["loc"])[:len(e["loc"])] == tuple(e["loc"]) and o is not e
+                                           for o in errors)] or errors
+    problems = [_one(e, schema) for e in errors]
     (loc, message), rest = problems[0], problems[1:]
     text = message + _origin(loc, origins)
     if rest:
