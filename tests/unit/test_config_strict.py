@@ -147,7 +147,7 @@ def test_the_packaged_file_the_private_stack_overlay_and_compose_environment_loa
     build_config(raw, environ={})
     build_config(merge_overlay(raw, private_overlay(raw, 97 * 4, "/tmp/state")), environ={})
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    for name, service in compose["services"].items():
+    for service in compose["services"].values():
         env = service.get("environment") or {}
         if isinstance(env, list):
             env = dict(item.partition("=")[::2] for item in env)      # "- NAME" passes the host's on

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
@@ -138,14 +138,18 @@ def _named(key_field: str) -> BeforeValidator:
     return BeforeValidator(inject)
 
 
-def section(cls: type) -> type:
-    """A frozen dataclass whose validation refuses keys it does not declare."""
-    return with_config(ConfigDict(extra="forbid"))(dataclass(frozen=True)(cls))
+_T = TypeVar("_T")
+
+
+def section(cls: type[_T]) -> type[_T]:
+    """A dataclass of the schema: its validation refuses keys it does not declare."""
+    return with_config(ConfigDict(extra="forbid"))(cls)
 
 
 # ---------------------------------------------------------------- sections
 
 @section
+@dataclass(frozen=True)
 class StackConfig:
     state_dir: Path
     host: Str
@@ -182,6 +186,7 @@ class KafkaConfig:
 
 
 @section
+@dataclass(frozen=True)
 class ObjectStorageConfig:
     endpoint_url: Str
     bucket: Str
@@ -193,6 +198,7 @@ class ObjectStorageConfig:
 
 
 @section
+@dataclass(frozen=True)
 class ClickHouseConfig:
     dsn: Str
     database: Str
@@ -203,6 +209,7 @@ RETENTION_LOCKS = get_args(RetentionLock)
 
 
 @section
+@dataclass(frozen=True)
 class StorageTier:
     name: Str
     storage_class: Str
@@ -217,6 +224,7 @@ _Bound = Annotated[Number, Field(ge=0)]
 
 
 @section
+@dataclass(frozen=True)
 class TieringRule:
     """One seed rule; bounds left as None do not constrain."""
     name: Str
@@ -228,6 +236,7 @@ class TieringRule:
 
 
 @section
+@dataclass(frozen=True)
 class StageConfig:
     name: Str
     timeout: Duration
@@ -269,6 +278,7 @@ class PipelineConfig:
 
 
 @section
+@dataclass(frozen=True)
 class PriorityConfig:
     """processing_priorities: levels first to last, the default, per-workspace levels."""
     levels: StrList
@@ -289,6 +299,7 @@ class PriorityConfig:
 
 
 @section
+@dataclass(frozen=True)
 class UploadLimits:
     max_size: Size
     max_duration: Duration
@@ -296,6 +307,7 @@ class UploadLimits:
 
 
 @section
+@dataclass(frozen=True)
 class CaptionsConfig:
     """Speech-to-text captions (pocketsphinx's bundled model; media.captions)."""
     enabled: Bool
@@ -352,6 +364,7 @@ class HlsConfig:
 
 
 @section
+@dataclass(frozen=True)
 class CdnProvider:
     key: Str
     provider: Str
@@ -360,6 +373,7 @@ class CdnProvider:
 
 
 @section
+@dataclass(frozen=True)
 class RoutingRule:
     countries: StrList
     primary: Str
@@ -367,6 +381,7 @@ class RoutingRule:
 
 
 @section
+@dataclass(frozen=True)
 class CacheRule:
     cache_duration: Duration
     browser_cache: Duration
@@ -382,6 +397,7 @@ class OriginShield:
 
 
 @section
+@dataclass(frozen=True)
 class EdgeProtection:
     """Per-client limits and the request filter at the edges (seed: DDoS protection, WAF, bot management)."""
     requests_per_second: Annotated[Int, Field(ge=1)]
@@ -405,6 +421,7 @@ class CdnConfig:
 
 
 @section
+@dataclass(frozen=True)
 class CacheLevel:
     name: Str
     ttl: Duration
@@ -412,6 +429,7 @@ class CacheLevel:
 
 
 @section
+@dataclass(frozen=True)
 class TrendingConfig:
     """The seed's ``trending_content`` trigger and its "Geographic preloading" strategy."""
     window: Duration       # seconds of views counted (a hopping window ...)
@@ -430,6 +448,7 @@ class CachingStrategy:
 
 
 @section
+@dataclass(frozen=True)
 class AbrConfig:
     check_interval: Duration
     bandwidth_history: Annotated[Int, Field(ge=1)]
@@ -438,6 +457,7 @@ class AbrConfig:
 
 
 @section
+@dataclass(frozen=True)
 class PlayerConfig:
     """The web player's reporting cadence (not in the seed; web/playback-events.js)."""
     heartbeat_interval: PositiveDuration    # a progress event this often while playing
@@ -446,6 +466,7 @@ class PlayerConfig:
 
 
 @section
+@dataclass(frozen=True)
 class AnalyticsConfig:
     raw_events_ttl: Duration
     default_timeframe: Duration
@@ -457,6 +478,7 @@ class AnalyticsConfig:
 
 
 @section
+@dataclass(frozen=True)
 class AnalystSqlConfig:
     """Guard bounds, engine limits and isolation of analysts' SQL (``analyst_sql:``)."""
     max_sql_chars: Annotated[Int, Field(ge=1)]
@@ -473,6 +495,7 @@ class AnalystSqlConfig:
 
 
 @section
+@dataclass(frozen=True)
 class MetricSpec:
     name: Str
     type: Literal["gauge", "counter", "histogram"]
@@ -484,6 +507,7 @@ VISIBILITIES = get_args(Visibility)
 
 
 @section
+@dataclass(frozen=True)
 class SecurityConfig:
     token_secret: Str
     stream_url_ttl: Duration
@@ -492,6 +516,7 @@ class SecurityConfig:
 
 
 @section
+@dataclass(frozen=True)
 class TrustedIssuer:
     """A customer's back end allowed to mint user tokens: its issuer, public keys and grantable scopes."""
     issuer: Str
@@ -501,6 +526,7 @@ class TrustedIssuer:
 
 
 @section
+@dataclass(frozen=True)
 class AuthConfig:
     """API tokens (JWTs, see processors/identity.py) and the operator listener."""
     issuer: Str
@@ -519,6 +545,7 @@ class AuthConfig:
 
 
 @section
+@dataclass(frozen=True)
 class WebhooksConfig:
     """Webhook delivery (pipeline/webhooks.py): retries, limits and which private networks may be targets."""
     retry_backoff_initial: PositiveDuration
@@ -535,6 +562,7 @@ class WebhooksConfig:
 
 
 @section
+@dataclass(frozen=True)
 class LiveProgressConfig:
     """GET /videos/{id}/events (api/live.py)."""
     heartbeat_interval: PositiveDuration
@@ -542,6 +570,7 @@ class LiveProgressConfig:
 
 
 @section
+@dataclass(frozen=True)
 class ApiProtectionConfig:
     """Per-client limits for every API route (api/protection.py) and the process's connection ceiling."""
     requests_per_second: Annotated[Number, Field(ge=0.1)]
@@ -551,6 +580,7 @@ class ApiProtectionConfig:
 
 
 @section
+@dataclass(frozen=True)
 class PlaybackTrustConfig:
     """How far playback events are believed (api/event_trust.py): sessions, rate limits, proxies, body limits."""
     session_ttl: PositiveDuration
@@ -613,12 +643,14 @@ class Config:
 # ---------------------------------------------------------------- the file's shape where Config's differs
 
 @section
+@dataclass(frozen=True)
 class _KafkaSecurity:
     protocol: KafkaProtocol      # SASL_SSL where the broker terminates TLS
     mechanism: KafkaMechanism
 
 
 @section
+@dataclass(frozen=True)
 class _KafkaFile:
     bootstrap_servers: Str
     schema_registry_url: Str
@@ -628,6 +660,7 @@ class _KafkaFile:
 
 
 @section
+@dataclass(frozen=True)
 class _ProfileFile:
     name: Str
     resolution: Resolution
@@ -636,6 +669,7 @@ class _ProfileFile:
 
 
 @section
+@dataclass(frozen=True)
 class _PipelineFile:
     stages: Annotated[tuple[StageConfig, ...], NonEmpty]
     transcoding_profiles: Annotated[tuple[_ProfileFile, ...], NonEmpty]
@@ -645,6 +679,7 @@ class _PipelineFile:
 
 
 @section
+@dataclass(frozen=True)
 class _Thumbnails:
     interval: Duration
     tile_width: Annotated[Int, Field(ge=16)]
@@ -652,6 +687,7 @@ class _Thumbnails:
 
 
 @section
+@dataclass(frozen=True)
 class _Analysis:
     scene_threshold: Annotated[Number, Field(ge=0, le=1)]
     min_chapter: Duration
@@ -661,6 +697,7 @@ class _Analysis:
 
 
 @section
+@dataclass(frozen=True)
 class _Optimization:
     quality_sample: Duration
     min_ssim_gain_db: Annotated[Number, Field(ge=0)]
@@ -668,6 +705,7 @@ class _Optimization:
 
 
 @section
+@dataclass(frozen=True)
 class _MediaFile:
     x264_preset: Str
     allow_4k_label: Bool
@@ -678,6 +716,7 @@ class _MediaFile:
 
 
 @section
+@dataclass(frozen=True)
 class _QualityLevelFile:
     name: Str
     resolution: Resolution
@@ -686,6 +725,7 @@ class _QualityLevelFile:
 
 
 @section
+@dataclass(frozen=True)
 class _HlsFile:
     segment_duration: Annotated[Int, Field(ge=1)]
     playlist_type: Str
@@ -695,6 +735,7 @@ class _HlsFile:
 
 
 @section
+@dataclass(frozen=True)
 class _ProviderFile:
     provider: Str
     edge_port: Port
@@ -702,12 +743,14 @@ class _ProviderFile:
 
 
 @section
+@dataclass(frozen=True)
 class _DefaultRoute:
     primary: Str
     fallback: Str
 
 
 @section
+@dataclass(frozen=True)
 class _CdnStrategyFile:
     primary_cdn: _ProviderFile
     secondary_cdn: _ProviderFile
@@ -716,12 +759,14 @@ class _CdnStrategyFile:
 
 
 @section
+@dataclass(frozen=True)
 class _OriginShieldFile:
     shield_port: Port
     cache_level: Str
 
 
 @section
+@dataclass(frozen=True)
 class _CacheWarming:
     triggers: StrList
     popular_view_count: Annotated[Int, Field(ge=1)]
@@ -730,6 +775,7 @@ class _CacheWarming:
 
 
 @section
+@dataclass(frozen=True)
 class _CachingFile:
     levels: Annotated[tuple[CacheLevel, ...], NonEmpty]
     cache_warming: _CacheWarming
@@ -742,6 +788,7 @@ def _metrics_host_defaults_to_host(value: Any) -> Any:
 
 
 @section
+@dataclass(frozen=True)
 class ConfigFile:
     """framelog.yaml's top level: every key a file, an overlay or the environment may set."""
     stack: Annotated[StackConfig, BeforeValidator(_metrics_host_defaults_to_host)]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -114,7 +115,8 @@ def apply_env(data: Any, settings: list[EnvSetting]) -> tuple[Any, dict[tuple[An
     tree = copy.deepcopy(data) if data is not None else {}
     origins: dict[tuple[Any, ...], str] = {}
     for s in settings:
-        node, loc = tree, []
+        node: Any = tree
+        loc: list[Any] = []
         for i, part in enumerate(s.path):
             last = i == len(s.path) - 1
             if isinstance(node, list):

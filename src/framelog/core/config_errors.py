@@ -5,7 +5,8 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -87,5 +88,5 @@ def config_error(exc: ValidationError, schema: type, origins: Mapping[tuple[Any,
     (loc, message), rest = problems[0], problems[1:]
     text = message + _origin(loc, origins)
     if rest:
-        text += "; also " + "; ".join(f"{dotted(l)}: {m}{_origin(l, origins)}" for l, m in rest)
+        text += "; also " + "; ".join(f"{dotted(where)}: {m}{_origin(where, origins)}" for where, m in rest)
     return ConfigError(dotted(loc), text)
