@@ -318,6 +318,14 @@ class CaptionsConfig:
     max_cue_words: Annotated[Int, Field(ge=1)]
 
 
+@section
+@dataclass(frozen=True)
+class ValidationSampling:
+    """How validation decodes a sample of the upload (media.validation): start, end and ``samples`` between."""
+    samples: Annotated[Int, Field(ge=0)]
+    sample_duration: Duration
+
+
 @dataclass(frozen=True)
 class MediaConfig:
     x264_preset: str
@@ -334,6 +342,7 @@ class MediaConfig:
     min_ssim_gain_db: float
     min_psnr_gain_db: float
     captions: CaptionsConfig
+    validation: ValidationSampling
 
 
 @dataclass(frozen=True)
@@ -713,6 +722,7 @@ class _MediaFile:
     analysis: _Analysis
     optimization: _Optimization
     captions: CaptionsConfig
+    validation: ValidationSampling
 
 
 @section
@@ -881,7 +891,8 @@ def _media(m: _MediaFile) -> MediaConfig:
         thumbnail_tile_width=t.tile_width, thumbnail_columns=t.columns, scene_threshold=a.scene_threshold,
         min_chapter=a.min_chapter, black_min_duration=a.black_min_duration, silence_noise_db=a.silence_noise_db,
         silence_min_duration=a.silence_min_duration, quality_sample=o.quality_sample,
-        min_ssim_gain_db=o.min_ssim_gain_db, min_psnr_gain_db=o.min_psnr_gain_db, captions=m.captions)
+        min_ssim_gain_db=o.min_ssim_gain_db, min_psnr_gain_db=o.min_psnr_gain_db, captions=m.captions,
+        validation=m.validation)
 
 
 def _hls(h: _HlsFile, profiles: tuple[TranscodingProfile, ...]) -> HlsConfig:

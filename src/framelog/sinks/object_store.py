@@ -33,6 +33,12 @@ class ObjectStore:
         self.client.download_file(self.bucket, key, str(path))
         return path
 
+    def presigned_url(self, key: str, expires: float) -> str:
+        """A GET URL for ``key`` valid ``expires`` seconds: ffmpeg reads only the byte ranges it needs
+        (an index, a few sampled seconds) instead of the whole object."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
+                                                  ExpiresIn=max(1, int(expires)))
+
     def download_prefix(self, prefix: str, dest: Path) -> list[Path]:
         """Every object under ``prefix/`` into ``dest`` keeping relative paths."""
         out = []

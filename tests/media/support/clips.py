@@ -107,6 +107,52 @@ def speech(path: Path, text: str = SPOKEN_SENTENCE, *, duration: float = 10) -> 
     return path
 
 
+def long_clip(path: Path, *, hours: float = 2.0, piece_seconds: int = 60) -> Path:
+    """A ``hours``-long 256x144 H.264/AAC clip made in seconds: one ``piece_seconds`` clip (2 s GOPs),
+    stream-copied end to end by the concat demuxer."""
+    piece = path.with_suffix(".piece.mp4")
+    _run(["-f", "lavfi", "-i", f"testsrc2=size=256x144:rate=25:duration={piece_seconds}",
+          "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={piece_seconds}",
+          *X264, "-g", "50", *AAC, str(piece)])
+    listing = path.with_suffix(".txt")
+    listing.write_text(f"file '{piece.name}'\n" * int(round(hours * 3600 / piece_seconds)))
+    _run(["-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(path)])
+    listing.unlink()
+    piece.unlink()
+    return path
+
+
+def packet_offset(path: Path, at_seconds: float, stream: str = "v:0") -> int:
+    """The byte offset in ``path`` of the first ``stream`` packet at or after ``at_seconds``."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", stream, "-read_intervals",
+                          f"{at_seconds}%+2", "-show_entries", "packet=pts_time,pos", "-of", "csv=p=0", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        t, pos = line.split(",")[:2]
+        if float(t) >= at_seconds and pos.isdigit():
+            return int(pos)
+    raise ValueError(f"no {stream} packet at {at_seconds}s in {path}")
+
+
+def corrupt_at(src: Path, dest: Path, at_seconds: float, length: int = 6000) -> Path:
+    """A copy of ``src`` with ``length`` bytes overwritten from the video packet at ``at_seconds``
+    (the container index left intact: it probes fine, and only that stretch fails to decode)."""
+    data = bytearray(src.read_bytes())
+    offset = packet_offset(src, at_seconds)
+    data[offset + 16:offset + 16 + length] = bytes((i * 37 + 11) % 256 for i in range(length))
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def corrupt_middle(path: Path) -> Path:
+    """60 s clip whose bytes at 30.0 s are overwritten: undecodable frames at 00:00:30."""
+    full = path.with_suffix(".full.mp4")
+    video(full, width=320, height=180, duration=60)
+    corrupt_at(full, path, 30.0)
+    full.unlink()
+    return path
+
+
 # ---------------------------------------------------------------- broken inputs
 
 def zero_bytes(path: Path) -> Path:
@@ -150,6 +196,7 @@ ALL = {
     "scenes.mp4": scenes_and_silence, "silent.mp4": silent_audio, "empty.mp4": zero_bytes,
     "truncated.mp4": truncated, "text.mp4": text_file, "still.png": png_still,
     "oneframe.mp4": single_frame_mp4, "audio.m4a": audio_only, "speech.mp4": speech,
+    "corrupt_middle.mp4": corrupt_middle, "two_hours.mp4": long_clip,
 }
 
 

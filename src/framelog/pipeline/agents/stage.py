@@ -164,7 +164,7 @@ class StageRunner:
             if await self._dropped_if_deleted(req):     # e.g. its input vanished with the video
                 return
             metrics.observe_error(self.stage.name, exc.error_type)
-            await self._fail(req, exc.error_type, exc.message, original, started)
+            await self._fail(req, exc.error_type, exc.message, original, started, detail=exc.detail)
             return
         except Exception as exc:           # transient: retry while attempts remain
             if await self._dropped_if_deleted(req):
@@ -289,10 +289,14 @@ class StageRunner:
             await self.on_complete(req, {**req.inputs, **outputs})
 
     async def _fail(self, req: StageRequest, error_type: str, message: str, original: bytes | None,
-                    started: float) -> None:
-        log.error("%s job %s failed: %s: %s", self.stage.name, req.job_id, error_type, message)
+                    started: float, detail: str = "") -> None:
+        """``message`` is shown to the uploader; ``detail`` (tool output) only to operators: the log and
+        the dead letter's ``error``."""
+        log.error("%s job %s failed: %s: %s%s", self.stage.name, req.job_id, error_type, message,
+                  f"\n{detail}" if detail else "")
         await self.transition(req, "failed", error_type=error_type, error_message=message,
                               duration_ms=int((time.monotonic() - started) * 1000))
         if original is not None:
             await self.emitter.dead_letter(topics.stage_topic(self.config, self.stage.name, req.priority), original,
-                                           key=req.video_id, reason=f"stage_failed:{error_type}", error=message)
+                                           key=req.video_id, reason=f"stage_failed:{error_type}",
+                                           error=f"{message}\n{detail}" if detail else message)

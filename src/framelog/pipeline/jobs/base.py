@@ -36,13 +36,16 @@ class PermanentJobError(FramelogError):
     """A failure that retrying cannot fix (a corrupt upload, say): fail the video now.
 
     ``error_type`` is a short stable code (``truncated``, ``audio_only``...) for
-    metrics and the stage transition; the message is for people.
+    metrics and the stage transition; the message is for people (the uploader
+    sees it: words, never a server path); ``detail`` (tool output) is for
+    operators only: the log and the dead letter's ``error``.
     """
 
-    def __init__(self, error_type: str, message: str):
+    def __init__(self, error_type: str, message: str, detail: str = ""):
         super().__init__(message)
         self.error_type = error_type
         self.message = message
+        self.detail = detail
 
 
 @dataclass

@@ -142,12 +142,20 @@ def run_ffmpeg(args: Sequence[str], *, duration: float | None = None, progress: 
 
 # ---------------------------------------------------------------- validation
 
-def decode_check_args(path: PathLike) -> list[str]:
-    """Full decode, failing on the first error (ffprobe alone says 0 on truncated files)."""
-    # -xerror (exit on the first decode/demux error) but not -err_detect explode, so a
-    # cut file fails while the harmless bitstream quirks of real phone videos pass.
-    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-i", str(path),
-            "-map", "0:v?", "-map", "0:a?", "-f", "null", "-"]
+# A decode's log that names when it failed (processors.media.decode_check): every decoded
+# frame's time (-debug_ts) and each line's level, so errors are told from frame lines.
+DECODE_LOG_OPTIONS = ("-loglevel", "level+info", "-debug_ts")
+
+
+def decode_window_args(src: PathLike, start: float = 0.0, seconds: float | None = None) -> list[str]:
+    """Decode the first video and audio stream of ``[start, start + seconds)`` (the whole file without
+    ``seconds``), logging for decode_check. ``src`` may be an http(s) URL: ffmpeg seeks with range requests.
+
+    No -xerror: the decode goes on past the first error so the log shows where a corrupt stretch ends.
+    """
+    window = (["-ss", f"{start:.3f}"] if start > 0 else []) + (["-t", f"{seconds:.3f}"] if seconds else [])
+    return [FFMPEG, "-hide_banner", "-nostdin", "-nostats", *DECODE_LOG_OPTIONS, *window, "-i", str(src),
+            "-map", "0:v:0", "-map", "0:a:0?", "-f", "null", "-"]
 
 
 def count_frames_args(path: PathLike) -> list[str]:
@@ -339,7 +347,7 @@ def probe_hls_args(playlist: PathLike) -> list[str]:
 
 __all__ = [
     "FFMPEG", "FFPROBE", "DEFAULT_PRESET", "DEFAULT_AUDIO_BITRATE", "FfmpegError", "RunResult", "RungSpec",
-    "ffprobe_json", "ffprobe_args", "run_json", "run_ffmpeg", "decode_check_args", "count_frames_args",
+    "ffprobe_json", "ffprobe_args", "run_json", "run_ffmpeg", "DECODE_LOG_OPTIONS", "decode_window_args", "count_frames_args",
     "hls_ladder_args", "seed_per_profile_commands", "poster_args", "thumbnails_sprite_args", "analysis_args",
     "speech_pcm_args",
     "faststart_args", "quality_compare_args", "hls_input_options", "decode_hls_args", "probe_hls_args",

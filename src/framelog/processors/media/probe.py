@@ -13,6 +13,11 @@ IMAGE_CODECS = frozenset({"png", "mjpeg", "jpeg2000", "bmp", "gif", "tiff", "web
                           "pgm", "pbm", "qoi", "jpegxl", "libjxl", "svg", "sgi", "targa", "photocd"})
 
 
+INTERLACED_FIELD_ORDERS = frozenset({"tt", "bb", "tb", "bt"})
+SQUARE_TOLERANCE = 0.01   # a SAR within 1 % of 1:1 is taken as square pixels
+HDR_TRANSFERS = {"smpte2084": "pq", "arib-std-b67": "hlg"}
+
+
 @dataclass(frozen=True)
 class MediaInfo:
     path: str
@@ -35,6 +40,24 @@ class MediaInfo:
     audio_codec: str | None
     audio_channels: int
     audio_sample_rate: int
+    # How the source must be conditioned before scaling (ffmpeg_commands.source_filters):
+    sar: str = "1:1"                  # sample (pixel) aspect ratio; 4:3 on 1440x1080 HDV shows 16:9
+    field_order: str = "progressive"  # tt/bb/tb/bt: interlaced (ffprobe field_order), else progressive
+    color_transfer: str | None = None   # smpte2084 (PQ) or arib-std-b67 (HLG) on HDR
+    color_primaries: str | None = None
+    color_space: str | None = None
+    audio_index: int = 0              # which audio stream (among the audio streams) is used: the default one
+    audio_streams: int = 0
+    audio_channel_layout: str | None = None
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order in INTERLACED_FIELD_ORDERS
+
+    @property
+    def hdr(self) -> str | None:
+        """"pq" or "hlg" for an HDR transfer function, else None."""
+        return HDR_TRANSFERS.get(self.color_transfer or "")
 
     @property
     def short_side(self) -> int:
@@ -91,7 +114,9 @@ def media_info_from_probe(data: dict, path: str = "", size: int | None = None) -
     fmt = data.get("format") or {}
     video = next((s for s in streams if s.get("codec_type") == "video"
                   and not (s.get("disposition") or {}).get("attached_pic")), None)
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    audio_index = next((i for i, s in enumerate(audios) if (s.get("disposition") or {}).get("default")), 0)
+    audio = audios[audio_index] if audios else None
     if size is None:
         size = _int(fmt.get("size")) or (os.path.getsize(path) if path and os.path.exists(path) else 0)
     duration = _float(fmt.get("duration"))
@@ -111,7 +136,9 @@ def media_info_from_probe(data: dict, path: str = "", size: int | None = None) -
         if not fps:
             fps = r
         frames = _int(video.get("nb_frames")) or None
-    w, h = (ch, cw) if rot in (90, 270) else (cw, ch)
+    sar = _sar(video.get("sample_aspect_ratio") if video else None)
+    dw = _display_width(cw * float(Fraction(sar.replace(":", "/")))) if cw else 0   # displayed width: square pixels
+    w, h = (ch, dw) if rot in (90, 270) else (dw, ch)
     return MediaInfo(
         path=str(path), format_name=fmt.get("format_name", ""), size=int(size), duration=duration, bitrate=bitrate,
         has_video=video is not None, video_codec=video.get("codec_name") if video else None,
@@ -119,10 +146,37 @@ def media_info_from_probe(data: dict, path: str = "", size: int | None = None) -
         frame_count=frames, pix_fmt=video.get("pix_fmt") if video else None,
         has_audio=audio is not None, audio_codec=audio.get("codec_name") if audio else None,
         audio_channels=_int(audio.get("channels")) if audio else 0,
-        audio_sample_rate=_int(audio.get("sample_rate")) if audio else 0)
+        audio_sample_rate=_int(audio.get("sample_rate")) if audio else 0,
+        sar=sar, field_order=(video.get("field_order") or "progressive") if video else "progressive",
+        color_transfer=video.get("color_transfer") if video else None,
+        color_primaries=video.get("color_primaries") if video else None,
+        color_space=video.get("color_space") if video else None,
+        audio_index=audio_index, audio_streams=len(audios),
+        audio_channel_layout=audio.get("channel_layout") if audio else None)
 
 
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
-    """Run ffprobe on ``path``; raises ffmpeg_commands.FfmpegError if ffprobe cannot read it."""
-    p = Path(path)
-    return media_info_from_probe(fc.ffprobe_json(p), str(p), p.stat().st_size)
+def _sar(value: str | None) -> str:
+    """ffprobe's sample_aspect_ratio as "n:d"; unknown (0:1, N/A) is square."""
+    try:
+        n, d = (int(x) for x in (value or "").split(":"))
+    except ValueError:
+        return "1:1"
+    if n <= 0 or d <= 0:
+        return "1:1"
+    f = Fraction(n, d)
+    if abs(f - 1) < SQUARE_TOLERANCE:   # a scaler's rounding (15878:15859), not anamorphic video
+        return "1:1"
+    return f"{f.numerator}:{f.denominator}"
+
+
+def _display_width(x: float) -> int:
+    """Width with non-square pixels made square: nearest integer (the coded width when SAR is 1)."""
+    return max(1, int(round(x)))
+
+
+def probe(path: str | os.PathLike[str], *, size: int | None = None) -> MediaInfo:
+    """Run ffprobe on ``path`` (a file, or an http(s) URL with its ``size``); raises
+    ffmpeg_commands.FfmpegError if ffprobe cannot read it."""
+    if size is None:
+        size = Path(path).stat().st_size
+    return media_info_from_probe(fc.ffprobe_json(path), str(path), size)
