@@ -189,7 +189,8 @@ class OptimizationJob:
         mp4 = ctx.workdir / "faststart.mp4"
         report = optimization.optimize(src, result, faststart_out=mp4, sample_seconds=m.quality_sample,
                                        min_ssim_gain_db=m.min_ssim_gain_db, min_psnr_gain_db=m.min_psnr_gain_db,
-                                       apply=True, progress=ctx.progress)
+                                       apply=True, progress=ctx.progress, preset=m.x264_preset,
+                                       audio_bitrate=self.config.upload_limits.audio_bitrate)
         subtitles = self._subtitles(ctx, result, [r for r in result.renditions if r.name in report.pruning.kept])
         master_key = f"{ctx.staging_prefix}/master.m3u8"
         self.store.upload_file(hls_dir / hls.MASTER_NAME, master_key, "application/vnd.apple.mpegurl")

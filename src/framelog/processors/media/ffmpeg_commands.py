@@ -4,9 +4,8 @@ This is the one module that knows ffmpeg's options (like PeerTube's
 ``ffmpeg-commands``): the other media modules describe *what* they want and call
 a builder here, then :func:`run_ffmpeg` / :func:`ffprobe_json`. Builders return
 plain argument lists (``[ffmpeg, ...]``) so commands can be logged, tested and
-compared; ffmpeg-python is used where its graph builder fits (single-input,
-single-output filters such as the poster frame), argument lists elsewhere (the
-ladder's ``-var_stream_map`` is beyond ffmpeg-python's model).
+compared (filter graphs are strings: the ladder's ``-var_stream_map`` and the
+conditioning chains are beyond ffmpeg-python's model, so it is not used).
 
 Long commands report progress with ``-progress pipe:1``: ffmpeg writes
 ``out_time_us=...`` key/value blocks on stdout, which :func:`run_ffmpeg` turns
@@ -22,8 +21,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import ffmpeg  # ffmpeg-python
 
 from framelog.core import child_processes
 from framelog.core.errors import FramelogError
@@ -164,6 +161,45 @@ def count_frames_args(path: PathLike) -> list[str]:
             "-show_entries", "stream=nb_read_frames", "-of", "json", str(path)]
 
 
+# ---------------------------------------------------------------- sources from cameras and editors
+
+# Interlaced (1080i broadcast, camcorders): bwdif (motion-adaptive, better than yadif on
+# edges), one frame out per frame in, every frame deinterlaced whatever its flag says.
+DEINTERLACE = "bwdif=mode=send_frame:parity=auto:deint=all"
+# HDR to SDR (Debian's ffmpeg has libzimg): linearise with the source's transfer (PQ or HLG),
+# BT.2020 -> BT.709 primaries in float RGB, Hable tone curve (no desaturation), BT.709 transfer
+# and matrix, limited range, 8-bit 4:2:0.
+_TONEMAP = ("zscale=tin={tin}:min=bt2020nc:pin=bt2020:rin=tv:t=linear:npl=100,format=gbrpf32le,"
+            "zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p")
+HDR_TRANSFER_IN = {"pq": "smpte2084", "hlg": "arib-std-b67"}
+# The tags an SDR output carries (x264's VUI); a player then shows BT.709 colours.
+BT709_TAGS = ("-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv")
+# Codecs an MP4 holds that browsers play: copied by the faststart remux; others are re-encoded.
+MP4_VIDEO_CODECS = frozenset({"h264", "hevc", "av1", "vp9"})
+MP4_AUDIO_CODECS = frozenset({"aac", "mp3"})
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a source needs before it is scaled (probe.MediaInfo.conditioning). Non-square pixels need
+    nothing here: every rung is scaled to a square-pixel size of the displayed aspect, then setsar=1."""
+    deinterlace: bool = False
+    hdr: str | None = None        # "pq" or "hlg": tone-mapped to BT.709 SDR
+
+    def filters(self) -> list[str]:
+        out = [DEINTERLACE] if self.deinterlace else []
+        if self.hdr:
+            out.append(_TONEMAP.format(tin=HDR_TRANSFER_IN[self.hdr]))
+        return out
+
+    def output_tags(self) -> tuple[str, ...]:
+        return BT709_TAGS if self.hdr else ()
+
+
+def _chain(*filters: str) -> str:
+    return ",".join(f for f in filters if f)
+
+
 # ---------------------------------------------------------------- the ladder
 
 @dataclass(frozen=True)
@@ -188,7 +224,8 @@ def _fps_expr(fps: float) -> str:
 def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec], *, fps: float,
                     has_audio: bool, segment_seconds: int = 10, key_info_file: PathLike | None = None,
                     preset: str = DEFAULT_PRESET, audio_bitrate: int = DEFAULT_AUDIO_BITRATE,
-                    threads: int = 0, playlist_type: str = "VOD") -> list[str]:
+                    threads: int = 0, playlist_type: str = "VOD", conditioning: Conditioning = Conditioning(),
+                    audio_stream: int = 0) -> list[str]:
     """One decode feeding every rung: split + scale, one HLS muxer with var_stream_map.
 
     Keyframes are forced every ``segment_seconds`` on every rung (and scene-cut
@@ -196,12 +233,15 @@ def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec],
     Autorotation is left on, so a rotated phone video is scaled in its displayed
     orientation. ``fps`` resamples variable-frame-rate sources to constant rate.
     Each rung is encoded with its own codec's encoder (VIDEO_ENCODERS);
-    ``playlist_type`` is hls_config's ("VOD" or "EVENT").
+    ``playlist_type`` is hls_config's ("VOD" or "EVENT"). ``conditioning``
+    deinterlaces and tone-maps before the split; rung sizes are square-pixel
+    (the displayed aspect), so anamorphic sources come out right with setsar=1.
+    Audio is the source's ``audio_stream``-th track, as stereo AAC whatever it was.
     """
     n = len(rungs)
     gop = max(1, round(fps * segment_seconds))
     labels = "".join(f"[s{i}]" for i in range(n))
-    parts = [f"[0:v:0]fps={_fps_expr(fps)},split={n}{labels}"]
+    parts = [f"[0:v:0]{_chain(*conditioning.filters(), f'fps={_fps_expr(fps)}', f'split={n}')}{labels}"]
     for i, r in enumerate(rungs):
         parts.append(f"[s{i}]scale={r.width}:{r.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]")
     args = [FFMPEG, "-hide_banner", "-nostdin", "-y", "-v", "error", "-threads", str(threads), "-i", str(src),
@@ -210,13 +250,13 @@ def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec],
         args += ["-map", f"[v{i}]"]
     if has_audio:
         for _ in range(n):
-            args += ["-map", "0:a:0"]
+            args += ["-map", f"0:a:{audio_stream}"]
     for i, r in enumerate(rungs):
         encoder, options = VIDEO_ENCODERS[r.codec]
         args += [f"-c:v:{i}", encoder, *(f"{opt}:{i}" if opt.endswith(":v") else opt for opt in options)]
     args += ["-preset", preset, "-sc_threshold", "0",
              "-g", str(gop), "-keyint_min", str(gop), "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
-             "-flags", "+cgop"]
+             "-flags", "+cgop", *conditioning.output_tags()]
     for i, r in enumerate(rungs):
         args += [f"-b:v:{i}", str(r.video_bitrate), f"-maxrate:v:{i}", str(r.maxrate),
                  f"-bufsize:v:{i}", str(r.bufsize)]
@@ -257,19 +297,24 @@ def seed_per_profile_commands(src: PathLike, profiles: Sequence[tuple[str, int, 
 
 # ---------------------------------------------------------------- thumbnails
 
-def poster_args(src: PathLike, out: PathLike, at_seconds: float, max_width: int = 1280) -> list[str]:
-    """One JPEG frame at ``at_seconds`` (input seeking, then the first decoded frame)."""
-    stream = (ffmpeg.input(str(src), ss=f"{at_seconds:.3f}")
-              .filter("scale", f"min({max_width},iw)", -2)
-              .output(str(out), vframes=1, **{"q:v": 3, "update": 1}))
-    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error"] + ffmpeg.compile(stream.overwrite_output(), cmd="")[1:]
+def poster_args(src: PathLike, out: PathLike, at_seconds: float, max_width: int = 1280,
+                conditioning: Conditioning = Conditioning()) -> list[str]:
+    """One JPEG frame at ``at_seconds`` (input seeking, then the first decoded frame), square pixels
+    at the displayed aspect (an anamorphic frame is widened), deinterlaced and tone-mapped if need be."""
+    width = f"trunc(min({max_width},iw*sar)/2)*2"
+    graph = _chain(*conditioning.filters(), f"scale=w='{width}':h='trunc(ow/dar/2)*2'", "setsar=1")
+    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-ss", f"{at_seconds:.3f}", "-i", str(src),
+            "-filter_complex", f"[0:v:0]{graph}[p]", "-map", "[p]", "-frames:v", "1", "-q:v", "3", "-update", "1",
+            "-y", str(out)]
 
 
 def thumbnails_sprite_args(src: PathLike, thumbs_pattern: PathLike, sprite: PathLike, *, interval: float,
-                           width: int, height: int, columns: int, rows: int) -> list[str]:
+                           width: int, height: int, columns: int, rows: int,
+                           conditioning: Conditioning = Conditioning()) -> list[str]:
     """Thumbnails every ``interval`` s and the sprite sheet of the same frames, one decode."""
     pick = f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{interval:g})'"
-    graph = (f"[0:v:0]{pick},scale={width}:{height}:flags=bicubic,setsar=1,split[t][s];"
+    graph = (f"[0:v:0]{_chain(pick, *conditioning.filters())},scale={width}:{height}:flags=bicubic,setsar=1,"
+             "split[t][s];"
              f"[s]tile={columns}x{rows}[sp]")
     return [FFMPEG, "-hide_banner", "-nostdin", "-y", "-v", "error", "-i", str(src), "-filter_complex", graph,
             "-map", "[t]", "-q:v", "4", "-fps_mode", "passthrough", str(thumbs_pattern),
@@ -310,18 +355,46 @@ def speech_pcm_args(src: PathLike, out: PathLike, *, sample_rate: int) -> list[s
 
 # ---------------------------------------------------------------- optimization
 
-def faststart_args(src: PathLike, out: PathLike) -> list[str]:
-    """Remux (no re-encode) with the moov atom in front, for progressive download."""
-    stream = ffmpeg.input(str(src)).output(str(out), c="copy", movflags="+faststart", map=0)
-    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error"] + ffmpeg.compile(stream.overwrite_output(), cmd="")[1:]
+def faststart_args(src: PathLike, out: PathLike, *, video_codec: str | None = "h264",
+                   audio_codec: str | None = "aac", audio_stream: int = 0, preset: str = DEFAULT_PRESET,
+                   audio_bitrate: int = DEFAULT_AUDIO_BITRATE, conditioning: Conditioning = Conditioning()) -> list[str]:
+    """The progressive MP4 with the moov atom in front: the picture and one audio track.
+
+    A stream an MP4 holds and browsers play (MP4_VIDEO_CODECS, MP4_AUDIO_CODECS)
+    is copied; any other is re-encoded: audio (PCM, ALAC, Opus, AC-3, FLAC ...)
+    to stereo AAC, video (ProRes, DNxHD, MPEG-2 ...) to H.264 with the source's
+    conditioning. A copied HDR or interlaced H.264 stays what it was. Data and
+    timecode tracks of editors' MOVs are left out (no -map 0).
+    """
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-i", str(src), "-map", "0:v:0"]
+    if audio_codec:
+        args += ["-map", f"0:a:{audio_stream}"]
+    if video_codec in MP4_VIDEO_CODECS:
+        args += ["-c:v", "copy"]
+        if video_codec == "hevc":
+            args += ["-tag:v", "hvc1"]          # what Apple players want in MP4
+    else:
+        filters = _chain(*conditioning.filters(), "format=yuv420p")
+        args += ["-vf", filters, "-c:v", "libx264", "-preset", preset, "-crf", "20", *conditioning.output_tags()]
+    if audio_codec in MP4_AUDIO_CODECS:
+        args += ["-c:a", "copy"]
+    elif audio_codec:
+        args += ["-c:a", "aac", "-b:a", str(audio_bitrate), "-ac", "2"]
+    return args + ["-movflags", "+faststart", "-f", "mp4", "-y", str(out)]
 
 
 def quality_compare_args(reference: PathLike, distorted: PathLike, *, ref_width: int, ref_height: int,
                          start: float, sample_seconds: float, fps: float,
-                         distorted_input_options: Sequence[str] = ()) -> list[str]:
-    """SSIM and PSNR of ``distorted`` scaled back to the reference size, on a sample window."""
+                         distorted_input_options: Sequence[str] = (),
+                         conditioning: Conditioning = Conditioning()) -> list[str]:
+    """SSIM and PSNR of ``distorted`` scaled back to the reference's displayed size, on a sample window.
+
+    The reference gets the ladder's conditioning (deinterlaced, tone-mapped, square pixels) so the
+    rungs are compared with what they were made from."""
     fr = _fps_expr(fps)
-    graph = (f"[0:v:0]fps={fr},setpts=PTS-STARTPTS,format=yuv420p,split[r1][r2];"
+    ref = _chain(*conditioning.filters(), f"fps={fr}", "setpts=PTS-STARTPTS",
+                 f"scale={ref_width}:{ref_height}:flags=bicubic", "setsar=1", "format=yuv420p")
+    graph = (f"[0:v:0]{ref},split[r1][r2];"
              f"[1:v:0]fps={fr},setpts=PTS-STARTPTS,scale={ref_width}:{ref_height}:flags=bicubic,setsar=1,format=yuv420p,split[d1][d2];"
              f"[d1][r1]ssim[o1];[d2][r2]psnr[o2]")
     # No "-ss 0": on an HLS input whose timestamps start at 1.4 s it misaligns the frames.
@@ -348,6 +421,7 @@ def probe_hls_args(playlist: PathLike) -> list[str]:
 __all__ = [
     "FFMPEG", "FFPROBE", "DEFAULT_PRESET", "DEFAULT_AUDIO_BITRATE", "FfmpegError", "RunResult", "RungSpec",
     "ffprobe_json", "ffprobe_args", "run_json", "run_ffmpeg", "DECODE_LOG_OPTIONS", "decode_window_args", "count_frames_args",
+    "Conditioning", "DEINTERLACE", "BT709_TAGS", "MP4_VIDEO_CODECS", "MP4_AUDIO_CODECS",
     "hls_ladder_args", "seed_per_profile_commands", "poster_args", "thumbnails_sprite_args", "analysis_args",
     "speech_pcm_args",
     "faststart_args", "quality_compare_args", "hls_input_options", "decode_hls_args", "probe_hls_args",

@@ -317,7 +317,8 @@ def package_hls(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], vi
             key = iv = key_uri = None
         args = fc.hls_ladder_args(src, out, [r.spec() for r in rungs], fps=fps, has_audio=info.has_audio,
                                   segment_seconds=hls.segment_duration, key_info_file=key_info, preset=preset,
-                                  audio_bitrate=audio_bitrate, playlist_type=hls.playlist_type)
+                                  audio_bitrate=audio_bitrate, playlist_type=hls.playlist_type,
+                                  conditioning=info.conditioning(), audio_stream=info.audio_index)
         fc.run_ffmpeg(args, duration=info.duration, progress=progress)
         renditions = []
         for r in rungs:

@@ -82,10 +82,17 @@ def ssim_to_db(ssim: float) -> float:
     return math.inf if ssim >= 1.0 else -10.0 * math.log10(1.0 - ssim)
 
 
-def faststart(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Remux to MP4 with the moov atom first (no re-encode)."""
+def faststart(src: str | os.PathLike[str], out: str | os.PathLike[str], info: MediaInfo | None = None, *,
+              preset: str = fc.DEFAULT_PRESET, audio_bitrate: int = fc.DEFAULT_AUDIO_BITRATE) -> Path:
+    """The progressive MP4, moov atom first: a remux of every stream an MP4 holds and browsers play,
+    the others re-encoded (PCM, ALAC, Opus, AC-3 audio -> AAC; ProRes & co -> H.264), so every
+    source validation accepted gets one (ffmpeg_commands.faststart_args)."""
     out = Path(out)
-    fc.run_ffmpeg(fc.faststart_args(src, out))
+    info = info or probe(src)
+    fc.run_ffmpeg(fc.faststart_args(src, out, video_codec=info.video_codec,
+                                    audio_codec=info.audio_codec if info.has_audio else None,
+                                    audio_stream=info.audio_index, preset=preset, audio_bitrate=audio_bitrate,
+                                    conditioning=info.conditioning()))
     return out
 
 
@@ -102,10 +109,11 @@ def sample_window(duration: float, sample_seconds: float) -> tuple[float, float]
 
 def measure_quality(reference: str | os.PathLike[str], distorted: str | os.PathLike[str], *, ref_width: int,
                     ref_height: int, fps: float, start: float = 0.0, sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
-                    distorted_is_hls: bool = False) -> QualityScore:
+                    distorted_is_hls: bool = False, conditioning: fc.Conditioning = fc.Conditioning()) -> QualityScore:
     args = fc.quality_compare_args(reference, distorted, ref_width=ref_width, ref_height=ref_height, start=start,
                                    sample_seconds=sample_seconds, fps=fps,
-                                   distorted_input_options=fc.hls_input_options() if distorted_is_hls else ())
+                                   distorted_input_options=fc.hls_input_options() if distorted_is_hls else (),
+                                   conditioning=conditioning)
     err = fc.run_ffmpeg(args).stderr
     ms, mp = _SSIM.search(err), _PSNR.search(err)
     if not ms or not mp:
@@ -159,7 +167,8 @@ def evaluate_ladder(src: str | os.PathLike[str], hls: HlsResult, *, info: MediaI
         for i, r in enumerate(hls.renditions):
             local = write_local_playlist(hls.out_dir / r.name / PLAYLIST_NAME, key_path, private / f"{r.name}.m3u8")
             q = measure_quality(src, local, ref_width=info.width, ref_height=info.height, fps=r.frame_rate,
-                                start=start, sample_seconds=length, distorted_is_hls=True)
+                                start=start, sample_seconds=length, distorted_is_hls=True,
+                                conditioning=info.conditioning())
             out.append(RungQuality(r.name, r.width, r.height, r.size, r.average_bandwidth, r.target_bitrate,
                                    q.ssim, q.ssim_db, q.psnr))
             if progress:
@@ -182,10 +191,11 @@ def apply_pruning(hls: HlsResult, decision: PruneDecision, *, delete_files: bool
 def optimize(src: str | os.PathLike[str], hls: HlsResult, *, faststart_out: str | os.PathLike[str] | None = None,
              info: MediaInfo | None = None, sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
              min_ssim_gain_db: float = DEFAULT_MIN_SSIM_GAIN_DB, min_psnr_gain_db: float = DEFAULT_MIN_PSNR_GAIN_DB,
-             apply: bool = False, progress: fc.Progress | None = None) -> OptimizationResult:
+             apply: bool = False, progress: fc.Progress | None = None, preset: str = fc.DEFAULT_PRESET,
+             audio_bitrate: int = fc.DEFAULT_AUDIO_BITRATE) -> OptimizationResult:
     """The whole stage: optional faststart remux of ``src``, rung quality, pruning decision (applied if ``apply``)."""
     info = info or probe(src)
-    fs = faststart(src, faststart_out) if faststart_out else None
+    fs = faststart(src, faststart_out, info, preset=preset, audio_bitrate=audio_bitrate) if faststart_out else None
     rungs, start, length = evaluate_ladder(src, hls, info=info, sample_seconds=sample_seconds, progress=progress)
     decision = prune_ladder(rungs, min_ssim_gain_db=min_ssim_gain_db, min_psnr_gain_db=min_psnr_gain_db)
     if apply and decision.dropped:

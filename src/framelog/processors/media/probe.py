@@ -59,6 +59,10 @@ class MediaInfo:
         """"pq" or "hlg" for an HDR transfer function, else None."""
         return HDR_TRANSFERS.get(self.color_transfer or "")
 
+    def conditioning(self) -> fc.Conditioning:
+        """What the picture needs before scaling: deinterlacing, tone mapping (ffmpeg_commands)."""
+        return fc.Conditioning(deinterlace=self.interlaced, hdr=self.hdr)
+
     @property
     def short_side(self) -> int:
         return min(self.width, self.height)

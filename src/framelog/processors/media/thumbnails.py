@@ -73,9 +73,9 @@ def poster(src: str | os.PathLike[str], out: str | os.PathLike[str], info: Media
     info = info or probe(src)
     at = max(0.0, info.duration * position) if info.duration > 0 else 0.0
     out = Path(out)
-    fc.run_ffmpeg(fc.poster_args(src, out, at))
+    fc.run_ffmpeg(fc.poster_args(src, out, at, conditioning=info.conditioning()))
     if not out.exists() or out.stat().st_size == 0:  # seeking past the last frame (very short clip): take the first
-        fc.run_ffmpeg(fc.poster_args(src, out, 0.0))
+        fc.run_ffmpeg(fc.poster_args(src, out, 0.0, conditioning=info.conditioning()))
     return out
 
 
@@ -97,7 +97,8 @@ def generate_thumbnails(src: str | os.PathLike[str], out_dir: str | os.PathLike[
     tile_h = max(2, int(round(tile_w * info.height / info.width / 2)) * 2) if info.width else tile_w * 9 // 16
     sprite = out / "storyboard.jpg"
     fc.run_ffmpeg(fc.thumbnails_sprite_args(src, thumbs_dir / "thumb_%05d.jpg", sprite, interval=interval,
-                                            width=tile_w, height=tile_h, columns=columns, rows=rows),
+                                            width=tile_w, height=tile_h, columns=columns, rows=rows,
+                                            conditioning=info.conditioning()),
                   duration=info.duration, progress=progress)
     thumbs = tuple(sorted(thumbs_dir.glob("thumb_*.jpg")))
     count = min(len(thumbs), columns * rows)
