@@ -103,8 +103,9 @@ def test_a_corrupt_stretch_fails_with_its_time_range(clip, cfg):
 def test_a_chunks_decode_errors_give_the_same_reason(clip, cfg):
     """What a chunk job calls on its own decode's log (decode_window_args / DECODE_LOG_OPTIONS)."""
     res = fc.run_ffmpeg(fc.decode_window_args(clip("corrupt_middle.mp4"), 20.0, 20.0), check=False)
-    assert decode_check.chunk_failure(res.stderr, res.returncode, chunk_start=20.0, chunk_end=40.0,
-                                      grid=cfg.hls.segment_duration) == "corrupt: undecodable frames at 00:00:30-00:00:40"
+    reason = decode_check.chunk_failure(res.stderr, res.returncode, chunk_start=20.0, chunk_end=40.0,
+                                        grid=cfg.hls.segment_duration)
+    assert reason == "corrupt: undecodable frames at 00:00:30-00:00:40"
     clean = fc.run_ffmpeg(fc.decode_window_args(clip("corrupt_middle.mp4"), 0.0, 20.0), check=False)
     assert decode_check.chunk_failure(clean.stderr, clean.returncode, chunk_start=0.0, chunk_end=20.0,
                                       grid=cfg.hls.segment_duration) is None

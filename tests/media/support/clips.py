@@ -153,6 +153,52 @@ def corrupt_middle(path: Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- sources from cameras and editors
+
+def anamorphic(path: Path) -> Path:
+    """HDV: 1440x1080 coded, SAR 4:3, displayed 1920x1080 (16:9)."""
+    _run(["-f", "lavfi", "-i", "testsrc2=size=1440x1080:rate=25:duration=2", "-f", "lavfi",
+          "-i", "sine=frequency=440:sample_rate=48000:duration=2", "-vf", "setsar=4/3", *X264, *AAC, str(path)])
+    return path
+
+
+def interlaced(path: Path) -> Path:
+    """1080i25, top field first: 50p motion woven into fields, coded interlaced and tagged tt."""
+    _run(["-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=50:duration=2", "-f", "lavfi",
+          "-i", "sine=frequency=440:sample_rate=48000:duration=2",
+          "-vf", "tinterlace=mode=interleave_top,setfield=tff", *X264, "-flags", "+ilme+ildct", "-top", "1",
+          "-field_order", "tt", *AAC, str(path)])
+    return path
+
+
+def hdr(path: Path, transfer: str) -> Path:
+    """10-bit HEVC as phones record HDR: BT.2020 primaries and matrix, ``transfer`` smpte2084 (PQ) or
+    arib-std-b67 (HLG), tagged in the stream and the container."""
+    _run(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=2", "-f", "lavfi",
+          "-i", "sine=frequency=440:sample_rate=48000:duration=2", "-vf", "format=yuv420p10le",
+          "-c:v", "libx265", "-preset", "ultrafast",
+          "-x265-params", f"log-level=error:colorprim=bt2020:transfer={transfer}:colormatrix=bt2020nc",
+          "-color_primaries", "bt2020", "-color_trc", transfer, "-colorspace", "bt2020nc", "-tag:v", "hvc1",
+          *AAC, str(path)])
+    return path
+
+
+def with_audio(path: Path, codec: list[str], *, layout: str = "stereo", tracks: int = 1) -> Path:
+    """A 320x180 H.264 clip with ``tracks`` audio tracks of ``codec`` in ``layout``; with two tracks the
+    second (880 Hz) is the default one."""
+    args = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=2"]
+    for i in range(tracks):
+        args += ["-f", "lavfi", "-i", f"sine=frequency={440 * (i + 1)}:sample_rate=48000:duration=2"]
+    args += ["-map", "0:v"]
+    for i in range(tracks):
+        args += ["-map", f"{i + 1}:a"]
+    args += [*X264, "-af", f"aformat=channel_layouts={layout}", *codec]
+    if tracks > 1:
+        args += ["-disposition:a:0", "0", "-disposition:a:1", "default"]
+    _run(args + [str(path)])
+    return path
+
+
 # ---------------------------------------------------------------- broken inputs
 
 def zero_bytes(path: Path) -> Path:
@@ -197,6 +243,14 @@ ALL = {
     "truncated.mp4": truncated, "text.mp4": text_file, "still.png": png_still,
     "oneframe.mp4": single_frame_mp4, "audio.m4a": audio_only, "speech.mp4": speech,
     "corrupt_middle.mp4": corrupt_middle, "two_hours.mp4": long_clip,
+    "anamorphic.mp4": anamorphic, "interlaced.mp4": interlaced,
+    "hdr_pq.mp4": lambda p: hdr(p, "smpte2084"), "hdr_hlg.mp4": lambda p: hdr(p, "arib-std-b67"),
+    "pcm.mov": lambda p: with_audio(p, ["-c:a", "pcm_s16le"]),
+    "alac.mov": lambda p: with_audio(p, ["-c:a", "alac"]),
+    "opus.mkv": lambda p: with_audio(p, ["-c:a", "libopus", "-b:a", "64k"]),
+    "ac3.mkv": lambda p: with_audio(p, ["-c:a", "ac3", "-b:a", "192k"]),
+    "surround.mp4": lambda p: with_audio(p, ["-c:a", "aac", "-b:a", "192k"], layout="5.1"),
+    "multitrack.mkv": lambda p: with_audio(p, ["-c:a", "aac", "-b:a", "64k"], tracks=2),
 }
 
 

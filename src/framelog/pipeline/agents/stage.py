@@ -43,7 +43,14 @@ from framelog.core.child_processes import ChildGroup
 from framelog.core.config import Config, StageConfig
 from framelog.pipeline.agents import metrics
 from framelog.pipeline.agents.priority_gate import PriorityGate
-from framelog.pipeline.jobs.base import JobCancelled, JobContext, JobHandler, JobTimedOut, PermanentJobError
+from framelog.pipeline.jobs.base import (
+    JobCancelled,
+    JobContext,
+    JobHandler,
+    JobTimedOut,
+    PermanentJobError,
+    public_reason,
+)
 from framelog.schemas.events import new_event
 from framelog.streams import topics
 from framelog.streams.emitter import AsyncEmitter
@@ -170,20 +177,23 @@ class StageRunner:
             if await self._dropped_if_deleted(req):
                 return
             error_type = "timeout" if isinstance(exc, (asyncio.TimeoutError, JobCancelled)) else type(exc).__name__
+            public, detail = public_reason(exc)     # no server path or tool output for the uploader
             message = (str(exc) if isinstance(exc, JobTimedOut) else
                        f"{self.stage.name} exceeded its {self.stage.timeout:g}s timeout"
-                       if error_type == "timeout" else str(exc) or repr(exc))
+                       if error_type == "timeout" else public)
             metrics.observe_error(self.stage.name, error_type)
             if req.attempt < 1 + self.stage.retry_attempts:
                 wait = backoff_seconds(req.attempt + 1, self.config)
-                log.warning("%s job %s attempt %d failed (%s: %s); retrying in %.1fs",
-                            self.stage.name, req.job_id, req.attempt, error_type, message, wait)
+                log.warning("%s job %s attempt %d failed (%s: %s); retrying in %.1fs%s",
+                            self.stage.name, req.job_id, req.attempt, error_type, message, wait,
+                            f"\n{detail}" if detail else "")
                 await self.transition(req, "retrying", error_type=error_type, error_message=message,
                                       duration_ms=int((time.monotonic() - started) * 1000))
                 await self.request(self.stage.name, req, attempt=req.attempt + 1, inputs=req.inputs,
                                    not_before=int((time.time() + wait) * 1000))
             else:
-                await self._fail(req, error_type, f"{message} (after {req.attempt} attempts)", original, started)
+                await self._fail(req, error_type, f"{message} (after {req.attempt} attempts)", original, started,
+                                 detail=detail)
             return
         await asyncio.get_running_loop().run_in_executor(self.executor, self.store.put_marker, marker_key, outputs)
         if await self._dropped_if_deleted(req, outputs):   # check after write: deleted while the job ran

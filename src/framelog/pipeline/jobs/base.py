@@ -15,6 +15,7 @@ without running again, so redelivery never produces a second visible result.
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,24 @@ class PermanentJobError(FramelogError):
         self.error_type = error_type
         self.message = message
         self.detail = detail
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/'\":,;()\[\]]+){2,}/?")
+
+
+def public_reason(exc: BaseException) -> tuple[str, str]:
+    """(what the uploader is shown, what only operators see) for a job's failure.
+
+    An error that knows both (``public`` and ``detail``: a media tool's failure,
+    PermanentJobError's ``message``/``detail``) says so; any other has its
+    filesystem paths replaced, so no server path reaches a user.
+    """
+    public = getattr(exc, "public", None) or getattr(exc, "message", None)
+    detail = getattr(exc, "detail", "") or ""
+    text = str(exc) or repr(exc)
+    if not isinstance(public, str) or not public:
+        public, detail = text, detail or text
+    return _PATH.sub("<path>", public), detail
 
 
 @dataclass

@@ -49,15 +49,35 @@ VIDEO_ENCODERS: dict[str, tuple[str, tuple[str, ...]]] = {
 HLS_PLAYLIST_TYPES = {"VOD": "vod", "EVENT": "event"}
 
 
+# What a failed ffmpeg's stderr says, in words a user may read (FfmpegError.public): first match wins.
+_PROBLEMS = (
+    (("Could not find tag for codec", "not currently supported in container"),
+     "a stream's codec cannot be stored in the output format"),
+    (("No space left on device",), "the worker ran out of disk space"),
+    (("Invalid data found when processing input", "moov atom not found", "partial file"),
+     "the source has data that cannot be read or decoded"),
+    (("Decoder (codec", "Unknown decoder", "unsupported codec", "is not supported"),
+     "the source uses a codec this server cannot decode"),
+    (("Cannot allocate memory", "Out of memory"), "the worker ran out of memory"),
+    (("Connection refused", "HTTP error", "Server returned"), "the source could not be read from storage"),
+)
+
+
 class FfmpegError(FramelogError):
-    """ffmpeg/ffprobe exited non-zero; carries the command and the end of stderr."""
+    """ffmpeg/ffprobe exited non-zero. ``public`` names the problem in words (no path, no tool output):
+    what a user is shown; ``detail`` (the command's end of stderr) is for operators only."""
 
     def __init__(self, args: Sequence[str], returncode: int, stderr: str):
+        tool = Path(args[0]).name
         tail = stderr.strip()[-2000:]
-        super().__init__(f"{Path(args[0]).name} exited with {returncode}: {tail}")
+        super().__init__(f"{tool} exited with {returncode}: {tail}")
         self.args_list = list(args)
         self.returncode = returncode
         self.stderr = stderr
+        self.detail = tail
+        problem = next((words for needles, words in _PROBLEMS if any(n in stderr for n in needles)),
+                       "it was killed" if returncode < 0 else "it failed")
+        self.public = f"{tool}: {problem} (exit {returncode})"
 
 
 @dataclass(frozen=True)
@@ -196,6 +216,9 @@ class Conditioning:
         return BT709_TAGS if self.hdr else ()
 
 
+NO_CONDITIONING = Conditioning()   # a progressive SDR source
+
+
 def _chain(*filters: str) -> str:
     return ",".join(f for f in filters if f)
 
@@ -224,7 +247,7 @@ def _fps_expr(fps: float) -> str:
 def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec], *, fps: float,
                     has_audio: bool, segment_seconds: int = 10, key_info_file: PathLike | None = None,
                     preset: str = DEFAULT_PRESET, audio_bitrate: int = DEFAULT_AUDIO_BITRATE,
-                    threads: int = 0, playlist_type: str = "VOD", conditioning: Conditioning = Conditioning(),
+                    threads: int = 0, playlist_type: str = "VOD", conditioning: Conditioning = NO_CONDITIONING,
                     audio_stream: int = 0) -> list[str]:
     """One decode feeding every rung: split + scale, one HLS muxer with var_stream_map.
 
@@ -298,7 +321,7 @@ def seed_per_profile_commands(src: PathLike, profiles: Sequence[tuple[str, int, 
 # ---------------------------------------------------------------- thumbnails
 
 def poster_args(src: PathLike, out: PathLike, at_seconds: float, max_width: int = 1280,
-                conditioning: Conditioning = Conditioning()) -> list[str]:
+                conditioning: Conditioning = NO_CONDITIONING) -> list[str]:
     """One JPEG frame at ``at_seconds`` (input seeking, then the first decoded frame), square pixels
     at the displayed aspect (an anamorphic frame is widened), deinterlaced and tone-mapped if need be."""
     width = f"trunc(min({max_width},iw*sar)/2)*2"
@@ -310,7 +333,7 @@ def poster_args(src: PathLike, out: PathLike, at_seconds: float, max_width: int 
 
 def thumbnails_sprite_args(src: PathLike, thumbs_pattern: PathLike, sprite: PathLike, *, interval: float,
                            width: int, height: int, columns: int, rows: int,
-                           conditioning: Conditioning = Conditioning()) -> list[str]:
+                           conditioning: Conditioning = NO_CONDITIONING) -> list[str]:
     """Thumbnails every ``interval`` s and the sprite sheet of the same frames, one decode."""
     pick = f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{interval:g})'"
     graph = (f"[0:v:0]{_chain(pick, *conditioning.filters())},scale={width}:{height}:flags=bicubic,setsar=1,"
@@ -357,7 +380,8 @@ def speech_pcm_args(src: PathLike, out: PathLike, *, sample_rate: int) -> list[s
 
 def faststart_args(src: PathLike, out: PathLike, *, video_codec: str | None = "h264",
                    audio_codec: str | None = "aac", audio_stream: int = 0, preset: str = DEFAULT_PRESET,
-                   audio_bitrate: int = DEFAULT_AUDIO_BITRATE, conditioning: Conditioning = Conditioning()) -> list[str]:
+                   audio_bitrate: int = DEFAULT_AUDIO_BITRATE,
+                   conditioning: Conditioning = NO_CONDITIONING) -> list[str]:
     """The progressive MP4 with the moov atom in front: the picture and one audio track.
 
     A stream an MP4 holds and browsers play (MP4_VIDEO_CODECS, MP4_AUDIO_CODECS)
@@ -386,7 +410,7 @@ def faststart_args(src: PathLike, out: PathLike, *, video_codec: str | None = "h
 def quality_compare_args(reference: PathLike, distorted: PathLike, *, ref_width: int, ref_height: int,
                          start: float, sample_seconds: float, fps: float,
                          distorted_input_options: Sequence[str] = (),
-                         conditioning: Conditioning = Conditioning()) -> list[str]:
+                         conditioning: Conditioning = NO_CONDITIONING) -> list[str]:
     """SSIM and PSNR of ``distorted`` scaled back to the reference's displayed size, on a sample window.
 
     The reference gets the ladder's conditioning (deinterlaced, tone-mapped, square pixels) so the
@@ -420,8 +444,9 @@ def probe_hls_args(playlist: PathLike) -> list[str]:
 
 __all__ = [
     "FFMPEG", "FFPROBE", "DEFAULT_PRESET", "DEFAULT_AUDIO_BITRATE", "FfmpegError", "RunResult", "RungSpec",
-    "ffprobe_json", "ffprobe_args", "run_json", "run_ffmpeg", "DECODE_LOG_OPTIONS", "decode_window_args", "count_frames_args",
-    "Conditioning", "DEINTERLACE", "BT709_TAGS", "MP4_VIDEO_CODECS", "MP4_AUDIO_CODECS",
+    "ffprobe_json", "ffprobe_args", "run_json", "run_ffmpeg", "DECODE_LOG_OPTIONS", "decode_window_args",
+    "count_frames_args", "Conditioning", "NO_CONDITIONING", "DEINTERLACE", "BT709_TAGS", "MP4_VIDEO_CODECS",
+    "MP4_AUDIO_CODECS",
     "hls_ladder_args", "seed_per_profile_commands", "poster_args", "thumbnails_sprite_args", "analysis_args",
     "speech_pcm_args",
     "faststart_args", "quality_compare_args", "hls_input_options", "decode_hls_args", "probe_hls_args",

@@ -109,7 +109,7 @@ def sample_window(duration: float, sample_seconds: float) -> tuple[float, float]
 
 def measure_quality(reference: str | os.PathLike[str], distorted: str | os.PathLike[str], *, ref_width: int,
                     ref_height: int, fps: float, start: float = 0.0, sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
-                    distorted_is_hls: bool = False, conditioning: fc.Conditioning = fc.Conditioning()) -> QualityScore:
+                    distorted_is_hls: bool = False, conditioning: fc.Conditioning = fc.NO_CONDITIONING) -> QualityScore:
     args = fc.quality_compare_args(reference, distorted, ref_width=ref_width, ref_height=ref_height, start=start,
                                    sample_seconds=sample_seconds, fps=fps,
                                    distorted_input_options=fc.hls_input_options() if distorted_is_hls else (),
