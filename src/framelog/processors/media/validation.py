@@ -61,9 +61,11 @@ class Limits(Protocol):  # framelog.core.config.UploadLimits fits (read-only: co
     def max_duration(self) -> float: ...
 
 
-class Sampling(Protocol):  # framelog.core.config.ValidationSampling fits
-    samples: int
-    sample_duration: float
+class Sampling(Protocol):  # framelog.core.config.ValidationSampling fits (read-only: configs are frozen)
+    @property
+    def samples(self) -> int: ...
+    @property
+    def sample_duration(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,8 @@ def validate(source: str | os.PathLike[str], limits: Limits, *, size: int | None
         raise ValidationFailed("still_image", f"the file holds a single frame ({info.video_codec})")
     if info.duration > limits.max_duration:
         raise ValidationFailed("too_long", f"{info.duration:.1f} s exceeds the limit of {limits.max_duration:.0f} s")
-    sampling = sampling or DefaultSampling()
-    windows = sample_windows(info.duration, sampling.samples, sampling.sample_duration)
+    plan: Sampling = sampling or DefaultSampling()
+    windows = sample_windows(info.duration, plan.samples, plan.sample_duration)
     for i, w in enumerate(windows):
         _check_window(source, info, w, segment_seconds)
         if progress:
