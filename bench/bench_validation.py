@@ -32,7 +32,7 @@ from framelog.processors.media.validation import validate
 from framelog.sinks.object_store import ObjectStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.media import clips  # noqa: E402  (the generators the media tests use)
+from tests.media.support import clips  # noqa: E402  (the generators the media tests use)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -13,8 +13,7 @@ from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import package_hls, write_local_playlist
 from framelog.processors.media.optimization import faststart
 from framelog.processors.media.probe import probe
-
-from .conftest import PRESET
+from tests.media.support import PRESET
 
 
 def _package(clip, cfg, tmp_path, name):
