@@ -154,3 +154,13 @@ def test_a_failure_reason_names_the_problem_without_a_path(clip, tmp_path):
     assert "/tmp" not in public and str(tmp_path) not in public and str(tmp_path) in detail
     public, detail = public_reason(PermanentJobError("corrupt", "undecodable frames at 00:00:30-00:00:40", "[error]"))
     assert (public, detail) == ("undecodable frames at 00:00:30-00:00:40", "[error]")
+
+
+def test_poster_of_anamorphic_and_hdr_sources(clip, tmp_path):
+    """The poster is conditioned like the ladder: square pixels at the displayed aspect, SDR."""
+    from framelog.processors.media.thumbnails import poster
+
+    wide = probe(poster(clip("anamorphic.mp4"), tmp_path / "a.jpg"))
+    assert (wide.width, wide.height) == (1280, 720)
+    sdr = poster(clip("hdr_pq.mp4"), tmp_path / "h.jpg")
+    assert _mean_luma(sdr, hls=False) < _mean_luma(clip("hdr_pq.mp4"), "format=yuv420p", hls=False) - 20
