@@ -97,7 +97,6 @@ import copy
 import json
 import logging
 import math
-import re
 import threading
 import time
 import uuid
@@ -125,6 +124,7 @@ from framelog.api.event_trust import (
     viewer_country,
 )
 from framelog.core.config import Config, get_config
+from framelog.core.ids import is_event_id
 from framelog.processors.playback_session import PlaybackSession, verify_session
 from framelog.processors.tokens import ExpiredTokenError, TokenError
 from framelog.schemas import current_version, raw_schema
@@ -440,14 +440,13 @@ def derived_event_id(event: Mapping[str, Any]) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, canonical))
 
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 def _event_id(event: Mapping[str, Any]) -> str:
     v = event.get("event_id")
     if v is None:
         return derived_event_id(event)
-    if not isinstance(v, str) or not _UUID.match(v):
+    if not isinstance(v, str) or not is_event_id(v):
         raise EventError("invalid_event_id", f"event_id: expected a UUID string, got {_show(v)}", "event_id")
     return v.lower()
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 
+from framelog.core.backoff import Backoff
 from framelog.core.config import Config
 
 RECONNECTS = 5
+RECONNECT_BACKOFF = Backoff(1.0, 10.0)   # 1 s, 2 s, 4 s, ... at most 10 s between reconnects
 FINAL = ("ready", "failed", "deleted")
 
 
@@ -74,7 +76,7 @@ def follow(api: str, video_id: str, headers: dict[str, str], *, stage_names: tup
             except httpx.HTTPError as exc:
                 if attempt == RECONNECTS:
                     raise RuntimeError(f"{url}: {exc}") from exc
-                time.sleep(min(2 ** attempt, 10))
+                time.sleep(RECONNECT_BACKOFF.delay(attempt + 1))
             if final is not None:
                 break
     if final is None:

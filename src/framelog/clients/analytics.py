@@ -53,6 +53,8 @@ from typing import Any
 
 import httpx
 
+from framelog.core.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 __all__ = ["AnalyticsClient", "ClientStats", "RETRYABLE_STATUSES"]
@@ -276,7 +278,7 @@ class AnalyticsClient:
             if attempt > self.max_retries:
                 self._drop(events, f"gave up after {self.max_retries} retries; last: {problem}")
                 return
-            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            delay = Backoff(self.backoff_base, self.backoff_max).delay(attempt) * (0.5 + random.random() / 2)
             delay = max(delay, min(retry_after, self.backoff_max))
             log.info("analytics client: %s; retry %d/%d in %.2fs", problem, attempt, self.max_retries, delay)
             self._abort.wait(delay)

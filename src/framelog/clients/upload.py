@@ -25,6 +25,7 @@ from framelog.api.upload_protocol import (
     TUS_RESUMABLE,
     encode_upload_metadata,
 )
+from framelog.core.backoff import Backoff
 from framelog.core.errors import FramelogError
 
 Progress = Callable[[int, int], None]           # (bytes the server holds, total bytes)
@@ -106,7 +107,7 @@ class ResumableUploader:
         self.retries += 1
         if self.failures > self.max_retries:
             raise UploadError(f"{what}; gave up after {self.max_retries} retries")
-        time.sleep(min(self.backoff_initial * 2 ** (self.failures - 1), self.backoff_max))   # backoff, not a wait
+        time.sleep(Backoff(self.backoff_initial, self.backoff_max).delay(self.failures))   # backoff, not a wait
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         """One request, retried on connection errors and 5xx (for idempotent use: POST only creates)."""

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from framelog.core.config import Config
 from framelog.core.errors import FramelogError
+from framelog.core.ids import is_opaque_id
 from framelog.processors.access import Viewer
 from framelog.processors.tokens import BadSignatureError, ExpiredTokenError, MalformedTokenError, TokenError
 
@@ -65,7 +66,6 @@ ALLOWED_ALGORITHMS = frozenset(_ALG_OF_KEY.values())
 MIN_RSA_BITS = 2048
 MAX_WORKSPACES = 32
 USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")               # the upload API's owner ids
-_KID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 KEYRING_FILE_NAME = "keyring.json"
 
 
@@ -180,7 +180,7 @@ def _parse_keyring(text: str, where: str) -> list[SigningKey]:
         keys = []
         for item in data["keys"]:
             private = serialization.load_pem_private_key(item["private_key"].encode("ascii"), password=None)
-            if not isinstance(private, Ed25519PrivateKey) or not _KID.fullmatch(item["kid"]):
+            if not isinstance(private, Ed25519PrivateKey) or not is_opaque_id(item["kid"]):
                 raise ValueError("not an Ed25519 key with a valid kid")
             keys.append(SigningKey(item["kid"], private, int(item["created"]),
                                    None if item.get("retired") is None else int(item["retired"])))
@@ -335,7 +335,7 @@ class _Issuer:
 def _jwk_key(jwk: Mapping[str, Any], where: str) -> tuple[str, Any, str]:
     kty, kid = jwk.get("kty"), jwk.get("kid")
     alg = _ALG_OF_KEY.get(str(kty))
-    if alg is None or not isinstance(kid, str) or not _KID.fullmatch(kid):
+    if alg is None or not is_opaque_id(kid):
         raise FramelogError(f"{where}: only OKP/EC/RSA public keys with a kid are accepted (got kty={kty!r})")
     if "d" in jwk:
         raise FramelogError(f"{where}: key {kid} holds a private part; register only public keys")
@@ -418,7 +418,7 @@ class TokenVerifier:
         alg, kid, iss = header.get("alg"), header.get("kid"), unverified.get("iss")
         if alg not in ALLOWED_ALGORITHMS:
             raise BadAlgorithmError(f"algorithm {alg!r} is not accepted")
-        if not isinstance(kid, str) or not _KID.fullmatch(kid):
+        if not is_opaque_id(kid):
             raise UnknownKeyError("the token names no valid kid")
         if not isinstance(iss, str):
             raise UnknownIssuerError("the token names no issuer")

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from framelog.core.ids import is_opaque_id, is_viewer_id
 from framelog.processors.tokens import (
     ExpiredTokenError,
     MalformedTokenError,
@@ -36,8 +38,7 @@ from framelog.processors.tokens import (
 )
 
 _SESSION_DOMAIN = b"framelog.playback-session.v1."
-_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_VIEWER_ID = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")
+VIEWER_ID_MAX = 128   # a playback session's viewer id (core.ids.is_viewer_id)
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _BASIS = re.compile(r"[A-Za-z0-9_.@:+-]{1,256}")
 
@@ -54,10 +55,10 @@ class PlaybackSession:
     expires_at: int
 
 
-def _optional(value: object, pattern: re.Pattern[str], what: str) -> str | None:
+def _optional(value: object, valid: Callable[[str], object], what: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not pattern.fullmatch(value):
+    if not isinstance(value, str) or not valid(value):
         raise MalformedTokenError(f"bad {what}")
     return value
 
@@ -77,9 +78,9 @@ def issue_session(session: PlaybackSession | None = None, *, secret: bytes, now:
         session_id, video_id, viewer_id = session.session_id, session.video_id, session.viewer_id
         country, basis, share_expires_at = session.country, session.basis, session.share_expires_at
         view_recorded = session.view_recorded
-    if not _SESSION_ID.fullmatch(session_id or ""):
+    if not is_opaque_id(session_id):
         raise ValueError(f"invalid session id {session_id!r}")
-    if not _VIEWER_ID.fullmatch(viewer_id or ""):
+    if not is_viewer_id(viewer_id, VIEWER_ID_MAX):
         raise ValueError(f"invalid viewer id {viewer_id!r}")
     if country is not None and not _COUNTRY.fullmatch(country):
         raise ValueError(f"invalid country {country!r}")
@@ -106,13 +107,14 @@ def verify_session(token: str, *, secret: bytes, now: float, video_id: str | Non
         raise MalformedTokenError("payload is not JSON") from None
     if not isinstance(data, dict) or data.get("v") != 1 or data.get("typ") != "session":
         raise MalformedTokenError("not a version 1 playback session")
-    sid = _optional(data.get("sid"), _SESSION_ID, "session id")
-    viewer = _optional(data.get("sub"), _VIEWER_ID, "viewer id")
+    sid = _optional(data.get("sid"), is_opaque_id, "session id")
+    viewer = _optional(data.get("sub"), lambda v: is_viewer_id(v, VIEWER_ID_MAX), "viewer id")
     if sid is None or viewer is None or not isinstance(data.get("vs"), bool):
         raise MalformedTokenError("incomplete session")
     sx = data.get("sx")
-    claims = PlaybackSession(sid, _video_claim(data.get("vid")), viewer, _optional(data.get("cc"), _COUNTRY, "country"),
-                             _optional(data.get("basis"), _BASIS, "basis"),
+    claims = PlaybackSession(sid, _video_claim(data.get("vid")), viewer,
+                             _optional(data.get("cc"), _COUNTRY.fullmatch, "country"),
+                             _optional(data.get("basis"), _BASIS.fullmatch, "basis"),
                              None if sx is None else _epoch(sx, "share expiry"), data["vs"],
                              _epoch(data.get("exp"), "expiry"))
     if video_id is not None and claims.video_id != video_id:

@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from framelog.core.config import Config
 from framelog.core.errors import ConfigError, FramelogError, InvalidIdError
-from framelog.core.ids import validate_video_id
+from framelog.core.ids import is_opaque_id, is_viewer_id, validate_video_id
 
 SECRET_FILE_NAME = "secret"
 MIN_SECRET_BYTES = 16
@@ -51,10 +51,9 @@ MAX_TOKEN_CHARS = 2048
 _SHARE_DOMAIN = b"framelog.share.v1."
 _PLAYBACK_DOMAIN = "framelog.playback.v1"
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
-_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _EXP = re.compile(r"[0-9]{1,12}")
 _PREFIX = re.compile(r"/[A-Za-z0-9_.\-/]{0,511}")
-_VIEWER = re.compile(r"[A-Za-z0-9_.@:+-]{1,256}")
+VIEWER_ID_MAX = 256   # a viewer id a stream URL may carry (core.ids.is_viewer_id)
 
 Revoked = Callable[[str], bool] | Container[str] | None
 
@@ -220,7 +219,7 @@ def issue_share_token(video_id: str, config: Config, *, secret: bytes, now: floa
     """A share link token for ``video_id``, valid ``ttl`` seconds (default: share_token_ttl)."""
     vid = validate_video_id(video_id)
     jti = new_token_id() if token_id is None else token_id
-    if not isinstance(jti, str) or not _TOKEN_ID.fullmatch(jti):
+    if not is_opaque_id(jti):
         raise ValueError(f"invalid token id {jti!r}: expected 1-64 characters of [A-Za-z0-9_-]")
     exp = _expiry(now, config.security.share_token_ttl if ttl is None else ttl)
     payload = _b64(json.dumps({"exp": exp, "jti": jti, "typ": "share", "v": 1, "vid": vid},
@@ -252,7 +251,7 @@ def _share_claims(payload: str) -> ShareClaims:
     exp, jti = data.get("exp"), data.get("jti")
     if not isinstance(exp, int) or isinstance(exp, bool) or exp < 0:
         raise MalformedTokenError("bad expiry")
-    if not isinstance(jti, str) or not _TOKEN_ID.fullmatch(jti):
+    if not is_opaque_id(jti):
         raise MalformedTokenError("bad token id")
     return ShareClaims(jti, _video_claim(data.get("vid")), exp)
 
@@ -312,7 +311,7 @@ def sign_playback(video_id: str, path_prefix: str, config: Config, *, secret: by
     prefix = _check_prefix(path_prefix)
     if vid not in prefix.split("/"):
         raise ValueError(f"path prefix {prefix!r} must name the video {vid!r} as one of its segments")
-    if viewer_id is not None and (not isinstance(viewer_id, str) or not _VIEWER.fullmatch(viewer_id)):
+    if viewer_id is not None and not is_viewer_id(viewer_id, VIEWER_ID_MAX):
         raise ValueError(f"invalid viewer id {viewer_id!r}")
     exp = _expiry(now, config.security.stream_url_ttl if ttl is None else ttl)
     params = {"video": vid, "prefix": prefix, "exp": str(exp)}
@@ -350,7 +349,7 @@ def _playback_claims(params: Mapping[str, str]) -> tuple[PlaybackClaims, str]:
         raise MalformedTokenError("bad prefix")
     if not _EXP.fullmatch(exp):
         raise MalformedTokenError("bad expiry")
-    if viewer is not None and not _VIEWER.fullmatch(viewer):
+    if viewer is not None and not is_viewer_id(viewer, VIEWER_ID_MAX):
         raise MalformedTokenError("bad viewer")
     if not _B64URL.fullmatch(sig):
         raise MalformedTokenError("bad signature encoding")

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from framelog.core.backoff import Backoff
+
 EVENT_TYPES = ("upload.completed", "video.processing", "video.ready", "video.failed", "video.deleted",
                "tier.changed")
 
@@ -157,6 +159,4 @@ def subscribers(endpoints: Iterable[Endpoint], event: WebhookEvent, owner: str |
 def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float,
                   rng: random.Random | None = None) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): initial * 2^(attempt-1), capped, plus jitter."""
-    base = min(maximum, initial * (2 ** max(attempt - 1, 0)))
-    spread = (rng or random).random() * jitter if jitter else 0.0
-    return min(maximum * (1 + jitter), base * (1 + spread))
+    return Backoff(initial, maximum, jitter).jittered(attempt, rng)

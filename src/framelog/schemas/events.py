@@ -17,21 +17,20 @@ from typing import Any
 
 from framelog.core.clock import Clock
 from framelog.core.errors import InvalidIdError
-from framelog.core.ids import new_event_id, validate_video_id
+from framelog.core.ids import is_event_id, new_event_id, validate_video_id
 from framelog.schemas import current_version, raw_schema, schema_names
 from framelog.streams.exceptions import ValidationError
 
 # Enum symbol that readers fall back to for symbols added by newer writers.
 UNKNOWN_SYMBOL = "unknown"
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 Check = Callable[[Any], "str | None"]   # returns a reason-message, or None when fine
 
 
 def _uuid(v: Any) -> str | None:
-    return None if isinstance(v, str) and _UUID.match(v) else f"expected a UUID string, got {v!r}"
+    return None if is_event_id(v) else f"expected a UUID string, got {v!r}"
 
 
 def _video_id(v: Any) -> str | None:

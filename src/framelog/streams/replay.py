@@ -22,12 +22,13 @@ from typing import Any, Self
 
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
+from framelog.core.backoff import Backoff
 from framelog.core.config import Config
 from framelog.streams.consumer import DecodedRecord, EventConsumer
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = 10.0
+RECONNECT_BACKOFF = Backoff(0.5, 10.0)   # after broker trouble: 0.5 s, doubling, at most 10 s
 
 
 class ReplayConsumer(EventConsumer):
@@ -173,7 +174,7 @@ class ReplayedTable:
     # ------------------------------------------------------------ the consuming thread
 
     def _run(self) -> None:
-        backoff = 0.5
+        failures = 0
         while not self._stop.is_set():
             consumer = None
             try:
@@ -183,7 +184,7 @@ class ReplayedTable:
                     self._targets = {(t, p): marks for t in self.topics
                                      for p, marks in consumer.watermarks(t, timeout=10.0).items()}
                     log.info("table %s: replaying %s up to %s", self.group_id, self.topics, self._targets)
-                backoff = 0.5
+                failures = 0
                 while not self._stop.is_set():
                     self._serve_sync(consumer)
                     batch = consumer.poll_batch(1000, 0.2)
@@ -198,9 +199,10 @@ class ReplayedTable:
                         self._ready.set()
             except Exception as exc:  # noqa: BLE001 - keep replaying through broker trouble
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("table %s: %s; retrying in %.1fs", self.group_id, self.last_error, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                failures += 1
+                wait = RECONNECT_BACKOFF.delay(failures)
+                log.warning("table %s: %s; retrying in %.1fs", self.group_id, self.last_error, wait)
+                self._stop.wait(wait)
             finally:
                 if consumer is not None:
                     try:

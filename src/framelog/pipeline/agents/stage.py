@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from framelog.core import child_processes
+from framelog.core.backoff import Backoff
 from framelog.core.child_processes import ChildGroup
 from framelog.core.config import Config, StageConfig
 from framelog.pipeline.agents import metrics
@@ -93,7 +94,7 @@ class StageRequest:
 def backoff_seconds(attempt: int, config: Config) -> float:
     """Exponential backoff before ``attempt`` (2, 3, ...), capped by configuration."""
     p = config.pipeline
-    return min(p.retry_backoff_initial * (2 ** max(attempt - 2, 0)), p.retry_backoff_max)
+    return Backoff(p.retry_backoff_initial, p.retry_backoff_max).delay(attempt - 1)
 
 
 def next_stage(config: Config, stage: str) -> str | None:

@@ -59,7 +59,6 @@ import collections
 import datetime as _dt
 import logging
 import queue
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -72,6 +71,7 @@ import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
 from framelog.core.config import Config
+from framelog.core.ids import is_event_id
 from framelog.sinks.base.batching import Batch, BatchingSink, CommitCallback, TopicPartition
 from framelog.sinks.clickhouse import metrics
 from framelog.sinks.clickhouse.avro_blocks import AvroBlock, AvroBlockWriter
@@ -182,12 +182,11 @@ DEFAULT_TABLES: dict[str, TableSpec] = {
 _TIME_COLUMNS = {"event_time", "ingest_time"}
 
 
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def canonical_event_id(value: Any) -> str | None:
     """Lower-case hyphenated UUID text (what ClickHouse's toString(UUID) gives back), or None if invalid."""
-    if isinstance(value, str) and _UUID_RE.match(value):
+    if is_event_id(value) and value == value.lower():
         return value
     try:
         return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
