@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import TypeGuard
 
 from framelog.core.errors import InvalidIdError
 
@@ -25,17 +26,17 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
-def is_opaque_id(value: object, max_len: int = 64) -> bool:
+def is_opaque_id(value: object, max_len: int = 64) -> TypeGuard[str]:
     """Letters, digits, '-' and '_', 1..max_len characters: safe in a path, key or query."""
     return isinstance(value, str) and 0 < len(value) <= max_len and _OPAQUE.fullmatch(value) is not None
 
 
-def is_event_id(value: object) -> bool:
+def is_event_id(value: object) -> TypeGuard[str]:
     """Hyphenated UUID text (either case), what every event's event_id holds."""
     return isinstance(value, str) and _UUID.fullmatch(value) is not None
 
 
-def is_viewer_id(value: object, max_len: int) -> bool:
+def is_viewer_id(value: object, max_len: int) -> TypeGuard[str]:
     """An opaque id that may also hold '.', '@', ':' and '+', 1..max_len characters."""
     return isinstance(value, str) and 0 < len(value) <= max_len and _VIEWER.fullmatch(value) is not None
 
