@@ -93,7 +93,7 @@ def test_upload_records_the_policy_and_refuses_impersonation(client, config, tok
     assert r.status_code == 200 and r.json()["visibility"] == "share_link"
     carol = bearer(config, "carol")
     r = client.post("/videos", headers={"Upload-Length": "10", "Upload-Metadata": encode_upload_metadata(
-        {"visibility": "public"}), **carol})                              # what the upload client sends
+        {"visibility": "public"}), "Tus-Resumable": "1.0.0", **carol})     # what the upload client sends
     assert r.status_code == 201 and r.json()["owner"] == "carol"
     policy = recorder.wait(r.json()["video_id"], "AccessPolicy")
     assert (policy["owner_id"], policy["visibility"]) == ("carol", "public")

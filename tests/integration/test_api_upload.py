@@ -6,6 +6,7 @@ records per video by reading ``video.uploads`` up to its end offsets, so
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import uuid
@@ -96,7 +97,8 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
 
     # client 1 against API process 1: creates the upload, sends one chunk, then dies
     with LiveApi(config) as api1:
-        with ResumableUploader(api1.url, progress=stop_after_first_chunk, token=token(config, "it-owner")) as client1:
+        with ResumableUploader(api1.url, progress=stop_after_first_chunk, token=token(config, "it-owner"),
+                               chunk_size=8 * MIB) as client1:
             upload_url = client1.create(src)
             with pytest.raises(Interrupted):
                 client1.resume(upload_url, src)
@@ -105,9 +107,9 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
 
     # client 2 against a new API process: learns the offset with HEAD and finishes, through a flaky network
     with LiveApi(config) as api2:
-        owner = auth(config, "it-owner")
+        owner = {**auth(config, "it-owner"), "Tus-Resumable": "1.0.0"}
         assert httpx.head(api2.url + path).status_code == 401
-        assert httpx.head(api2.url + path, headers=auth(config, "someone-else")).status_code == 404
+        assert httpx.head(api2.url + path, headers={**owner, **auth(config, "someone-else")}).status_code == 404
         head = httpx.head(api2.url + path, headers=owner)
         assert head.status_code == 200
         assert int(head.headers["Upload-Offset"]) == 8 * MIB and int(head.headers["Upload-Length"]) == size
@@ -115,7 +117,8 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
         # completes the upload, and its answer is lost too; the client then HEADs and asks for the result.
         transport = FlakyTransport(lose_response_of={1, 3}, refuse={2})
         with httpx.Client(transport=transport, timeout=httpx.Timeout(30, read=300)) as http:
-            client2 = ResumableUploader(api2.url, http=http, backoff_initial=0.01, token=token(config, "it-owner"))
+            client2 = ResumableUploader(api2.url, http=http, backoff_initial=0.01, token=token(config, "it-owner"),
+                                        chunk_size=8 * MIB)
             outcome = client2.resume(api2.url + path, src)
         assert transport.lost == 3 and client2.retries == 3
 
@@ -129,14 +132,15 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
             s3.head_object(Bucket=bucket, Key=f"uploads/{video_id}/_session.json")
         assert "404" in str(gone.value) or "Not Found" in str(gone.value)
 
-        # a retried final PATCH after completion: the same answer, nothing emitted again
+        # a retried final PATCH after completion: 409 with the final offset, nothing emitted again
         with src.open("rb") as f:
             f.seek(16 * MIB)
             last = f.read()
         again = httpx.patch(api2.url + path, content=last,
                             headers={**PATCH_HEADERS, "Upload-Offset": str(16 * MIB), **owner})
-        assert again.status_code == 200
-        assert again.json()["sha256"] == expected and again.json()["video_id"] == video_id
+        assert again.status_code == 409 and again.headers["Upload-Offset"] == str(size)
+        empty = httpx.patch(api2.url + path, headers={**PATCH_HEADERS, "Upload-Offset": str(size), **owner})
+        assert empty.status_code == 204 and empty.headers["Upload-Offset"] == str(size)
         assert httpx.head(api2.url + path, headers=owner).headers["Upload-Offset"] == str(size)
 
     records = upload_records(config, video_id)
@@ -153,13 +157,13 @@ def test_cli_upload_prints_the_video_id(stack, config, tmp_path, capsys):
     from framelog.cli.main import main
 
     src = tmp_path / "small.mov"
-    expected = random_file(src, 6 * MIB + 123)        # one 5+ MiB chunk would not do: 8 MiB, then the tail
+    expected = random_file(src, 6 * MIB + 123)        # two PATCHes: 5 MiB (a partial part), then the tail
     with LiveApi(config) as api:
         assert main(["upload", str(src), "--api", api.url, "--chunk-mib", "5", "--quiet"]) == 0
         video_id = capsys.readouterr().out.strip()
         assert upload_records(config, video_id)[0]["sha256"] == expected
-        # and the plain client function against the same API
-        other = upload_resumable(api.url, src, token=token(config, "someone"), chunk_size=5 * MIB)
+        # and the plain client function against the same API, in chunks smaller than an S3 part
+        other = upload_resumable(api.url, src, token=token(config, "someone"), chunk_size=MIB + 7)
         assert other != video_id and len(upload_records(config, other)) == 1
 
 
@@ -167,39 +171,104 @@ def test_cli_upload_prints_the_video_id(stack, config, tmp_path, capsys):
 
 @pytest.fixture()
 def client(stack, config):
-    """As it-owner, who may also read any video's status (ops)."""
-    with TestClient(make_app(config), headers=auth(config, "it-owner", "videos:write", "ops")) as c:
+    """As it-owner, who may also read any video's status (ops); speaking tus 1.0.0."""
+    with TestClient(make_app(config), headers={**auth(config, "it-owner", "videos:write", "ops"),
+                                               "Tus-Resumable": "1.0.0"}) as c:
         yield c
 
 
+def checksum(algorithm: str, body: bytes) -> str:
+    return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, body).digest()).decode()}"
+
+
 @pytest.mark.integration
-def test_offset_mismatch_is_409_and_small_chunks_are_400(client, config):
-    r = client.post("/videos", headers={"Upload-Length": str(12 * MIB)}, params={"filename": "x.mp4"})
-    assert r.status_code == 201 and r.headers["Upload-Offset"] == "0"
+def test_tus_core_creation_termination_checksum(client, config):
+    """tus 1.0.0: 412, 415, 409, chunks of any size (a partial part kept in object storage), 460 discards,
+    413, HEAD no-store, method override, DELETE."""
+    data = os.urandom(12 * MIB + 5)
+    r = client.post("/videos", headers={"Upload-Length": str(len(data)), "Tus-Resumable": "0.2.2"})
+    assert r.status_code == 412 and r.headers["Tus-Version"] == "1.0.0"
+    r = client.post("/videos", headers={"Upload-Length": str(len(data))}, params={"filename": "x.mp4"})
+    assert r.status_code == 201 and r.headers["Tus-Resumable"] == "1.0.0"
     loc = r.headers["Location"]
     assert loc == f"/videos/{r.json()['video_id']}/upload"
 
-    r = client.patch(loc, content=os.urandom(8 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": "5"})
-    assert r.status_code == 409 and r.headers["Upload-Offset"] == "0"
-    r = client.patch(loc, content=os.urandom(1 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": "0"})
-    assert r.status_code == 400                        # not final and under 5 MiB
-    r = client.patch(loc, content=os.urandom(8 * MIB), headers={"Content-Type": "application/octet-stream",
-                                                                "Upload-Offset": "0"})
-    assert r.status_code == 415
-    r = client.patch(loc, content=os.urandom(8 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": "0"})
-    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(8 * MIB)
-    r = client.patch(loc, content=os.urandom(8 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": "0"})
-    assert r.status_code == 409 and r.headers["Upload-Offset"] == str(8 * MIB)     # a replayed chunk
-    r = client.patch(loc, content=os.urandom(5 * MIB), headers={**PATCH_HEADERS, "Upload-Offset": str(8 * MIB)})
-    assert r.status_code == 413                        # overruns Upload-Length
-    assert client.head(loc).headers["Upload-Offset"] == str(8 * MIB)
+    def patch(offset: int, body: bytes, **headers: str) -> httpx.Response:
+        return client.patch(loc, content=body, headers={**PATCH_HEADERS, "Upload-Offset": str(offset), **headers})
+
+    assert patch(5, data[:MIB]).status_code == 409
+    assert client.patch(loc, content=data[:MIB], headers={"Content-Type": "application/octet-stream",
+                                                          "Upload-Offset": "0"}).status_code == 415
+    assert patch(0, data[:MIB], **{"Tus-Resumable": "2.0.0"}).status_code == 412
+    r = patch(0, data[:MIB])                                   # under an S3 part: kept as the partial object
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(MIB) and not r.content
+    head = client.head(loc)
+    assert head.status_code == 200 and head.headers["Upload-Offset"] == str(MIB)
+    assert head.headers["Upload-Length"] == str(len(data)) and head.headers["Cache-Control"] == "no-store"
+    r = patch(MIB, data[MIB:3 * MIB], **{"Upload-Checksum": checksum("sha1", b"something else")})
+    assert r.status_code == 460 and r.headers["Upload-Offset"] == str(MIB)      # discarded
+    assert patch(MIB, data[MIB:2 * MIB], **{"Upload-Checksum": "crc32 AAAA"}).status_code == 400
+    r = patch(MIB, data[MIB:10 * MIB], **{"Upload-Checksum": checksum("sha1", data[MIB:10 * MIB])})
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(10 * MIB)  # one 8 MiB part + 2 MiB partial
+    assert patch(0, data[:MIB]).status_code == 409                          # a replayed chunk
+    assert patch(10 * MIB, os.urandom(3 * MIB)).status_code == 413           # overruns Upload-Length
+    via_post = client.post(loc, headers={"X-HTTP-Method-Override": "HEAD"})
+    assert via_post.status_code == 200 and via_post.headers["Upload-Offset"] == str(10 * MIB)
 
     video_id = loc.split("/")[2]
     status = client.get(f"/videos/{video_id}")
     assert status.status_code == 200 and status.json()["state"] == "uploading"
+    assert status.json()["upload"]["offset"] == 10 * MIB
 
-    assert client.delete(loc).status_code == 204       # abandon: multipart aborted, session gone
+    assert client.delete(loc, headers={"Tus-Resumable": "0.1"}).status_code == 412
+    assert client.delete(loc).status_code == 204                            # termination
     assert client.head(loc).status_code == 404
+    assert patch(10 * MIB, data[10 * MIB:]).status_code == 404
+
+
+@pytest.mark.integration
+def test_tus_completion_is_204_and_announced_once(client, config):
+    data = os.urandom(9 * MIB + 3)
+    r = client.post("/videos", headers={"Upload-Length": str(len(data))}, params={"filename": "y.mp4"})
+    loc, video_id = r.headers["Location"], r.json()["video_id"]
+    for start, end in ((0, 3 * MIB), (3 * MIB, 9 * MIB), (9 * MIB, len(data))):
+        r = client.patch(loc, content=data[start:end], headers={**PATCH_HEADERS, "Upload-Offset": str(start)})
+        assert r.status_code == 204 and r.headers["Upload-Offset"] == str(end) and not r.content
+    assert client.head(loc).headers["Upload-Offset"] == str(len(data))
+    [event] = upload_records(config, video_id)
+    assert event["sha256"] == hashlib.sha256(data).hexdigest() and event["size_bytes"] == len(data)
+    store = s3_client(config)
+    listed = store.list_objects_v2(Bucket=config.object_storage.bucket, Prefix=f"uploads/{video_id}/")
+    assert sorted(o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])) == ["_receipt.json", "original"]
+
+
+@pytest.mark.integration
+def test_options_and_cors(stack, config):
+    from framelog.api.app import add_cors
+
+    opts = TestClient(make_app(config)).options("/videos")
+    assert opts.status_code == 204
+    assert opts.headers["Tus-Version"] == "1.0.0" and opts.headers["Tus-Max-Size"] == str(config.upload_limits.max_size)
+    assert set(opts.headers["Tus-Extension"].split(",")) == {"creation", "termination", "checksum"}
+    assert "sha1" in opts.headers["Tus-Checksum-Algorithm"].split(",")
+
+    preflight = {"Origin": "https://studio.example", "Access-Control-Request-Method": "PATCH",
+                 "Access-Control-Request-Headers": "upload-offset,tus-resumable,content-type,authorization"}
+    closed = make_app(config)                          # the default: no origin allowed
+    add_cors(closed, config)
+    r = TestClient(closed).options("/videos/x/upload", headers=preflight)
+    assert "access-control-allow-origin" not in r.headers
+    from dataclasses import replace
+    opened = make_app(config)
+    add_cors(opened, replace(config, cors=replace(config.cors, allowed_origins=("https://studio.example",))))
+    r = TestClient(opened).options("/videos/x/upload", headers=preflight)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://studio.example"
+    assert "upload-offset" in r.headers["access-control-allow-headers"].lower()
+    r = TestClient(opened).options("/videos", headers={"Origin": "https://studio.example"})
+    exposed = r.headers["access-control-expose-headers"].lower()
+    assert all(h in exposed for h in ("upload-offset", "location", "upload-length", "tus-version"))
+    r = TestClient(opened).options("/videos/x/upload", headers={**preflight, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
 
 
 @pytest.mark.integration

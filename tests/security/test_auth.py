@@ -31,6 +31,7 @@ from framelog.api import videos
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE, encode_upload_metadata
 from framelog.core.config import Config
 from framelog.processors.identity import ANALYTICS_READ, OPS, VIDEOS_WRITE, Keyring, mint_token
+from framelog.sinks.object_store import ObjectStore
 from framelog.stack.services import ApiService
 from tests.integration.support import running
 
@@ -101,7 +102,7 @@ def upload_video(api: str, headers: dict[str, str], **meta: str) -> str:
     vid = r.json()["video_id"]
     r = httpx.patch(f"{api}/videos/{vid}/upload", content=body, headers={**PATCH, **headers, "Upload-Offset": "0"},
                     timeout=30)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(body)), r.text
     return vid
 
 
@@ -213,7 +214,8 @@ def test_anonymous_upload_is_refused_and_params_cannot_name_another_owner(api, c
     assert httpx.post(f"{api}/videos", headers={**headers, **viewer_only}, timeout=30).status_code == 403
     r = httpx.post(f"{api}/videos", params={"owner": "mallory"}, headers={**headers, **mallory}, timeout=30)
     assert r.status_code == 201 and r.json()["owner"] == "mallory"      # naming oneself is fine
-    assert httpx.delete(f"{api}/videos/{r.json()['video_id']}/upload", headers=mallory, timeout=30).status_code == 204
+    assert httpx.delete(f"{api}/videos/{r.json()['video_id']}/upload", headers={**TUS, **mallory},
+                        timeout=30).status_code == 204
 
 
 def test_an_open_upload_cannot_be_hijacked(api, config):
@@ -245,8 +247,9 @@ def test_an_open_upload_cannot_be_hijacked(api, config):
     head = httpx.head(loc, headers={**TUS, **alice}, timeout=30)
     assert head.status_code == 200 and head.headers["Upload-Offset"] == str(len(first))
     done = httpx.patch(loc, content=rest, headers={**PATCH, **alice, "Upload-Offset": str(len(first))}, timeout=120)
-    assert done.status_code == 200, done.text
-    assert done.json()["sha256"] == hashlib.sha256(first + rest).hexdigest() and done.json()["owner"] == "alice-up"
+    assert done.status_code == 204, done.text
+    receipt = ObjectStore(config).get_json(f"uploads/{vid}/_receipt.json")
+    assert receipt["sha256"] == hashlib.sha256(first + rest).hexdigest() and receipt["owner"] == "alice-up"
     # and a completed upload stays hidden from others
     assert httpx.head(loc, headers={**TUS, **mallory}, timeout=30).status_code == 404
     assert httpx.patch(loc, content=b"", headers={**PATCH, **mallory, "Upload-Offset": "0"},
@@ -282,7 +285,8 @@ def test_anonymous_upload_when_enabled_never_names_an_owner(stack, config):
         assert client.patch(loc, content=body, headers={**PATCH, **bearer(other["upload_token"]),
                                                         "Upload-Offset": "0"}).status_code == 404
         done = client.patch(loc, content=body, headers={**PATCH, **bearer(token), "Upload-Offset": "0"})
-        assert done.status_code == 200 and done.json()["owner"] == owner
+        assert done.status_code == 204 and done.headers["Upload-Offset"] == "32"
+        assert ObjectStore(config).get_json(f"uploads/{vid}/_receipt.json")["owner"] == owner
         assert client.delete(f"/videos/{other['video_id']}/upload",
                              headers={**TUS, **bearer(other["upload_token"])}).status_code == 204
 

@@ -2,27 +2,25 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 
 from framelog.api.upload_protocol import (
-    MAX_PARTS,
     MIB,
-    MIN_PART_SIZE,
     ProtocolError,
-    UploadSession,
-    check_chunk_size,
     check_offset_content_type,
+    check_tus_resumable,
     clean_content_type,
     clean_filename,
     clean_owner,
     encode_upload_metadata,
-    offset_of_parts,
+    parse_upload_checksum,
     parse_upload_length,
     parse_upload_metadata,
     parse_upload_offset,
-    plan_chunk,
 )
+from framelog.sinks.upload_sessions import MAX_PARTS, MIN_PART_SIZE, UploadSession, offset_of_parts, part_size_for
 
 
 def status_of(fn, *args, **kw) -> int:
@@ -114,26 +112,31 @@ def test_clean_owner():
     assert status_of(clean_owner, "x" * 129) == 400
 
 
-# ------------------------------------------------------------------ chunk rules
+# ------------------------------------------------------------------ versions, checksums, parts
 
-def test_non_final_chunk_under_5_mib_is_400():
-    length = 20 * MIB
-    assert status_of(check_chunk_size, MIN_PART_SIZE - 1, length) == 400
-    check_chunk_size(MIN_PART_SIZE, length)                      # exactly the minimum
-    check_chunk_size(3, 3)                                       # a small final chunk is fine
-    check_chunk_size(0, length)                                  # an empty PATCH changes nothing
+def test_tus_resumable_is_required_and_only_1_0_0():
+    check_tus_resumable("1.0.0")
+    for bad in (None, "", "0.2.2", "1.0.0,0.2.2"):
+        assert status_of(check_tus_resumable, bad) == 412
 
 
-def test_plan_chunk_uses_content_length_up_front():
-    plan = plan_chunk(8 * MIB, 20 * MIB, 1, 8 * MIB)
-    assert plan.remaining == 12 * MIB and plan.max_bytes == 12 * MIB
-    assert plan_chunk(16 * MIB, 20 * MIB, 2, 4 * MIB).remaining == 4 * MIB       # the final chunk
-    assert status_of(plan_chunk, 16 * MIB, 20 * MIB, 2, 5 * MIB) == 413           # overruns the length
-    assert status_of(plan_chunk, 0, 20 * MIB, 0, 1 * MIB) == 400                  # too small, not final
-    assert status_of(plan_chunk, 21 * MIB, 20 * MIB, 0, None) == 409              # beyond the end
-    assert status_of(plan_chunk, 0, 2**40, 0, 512 * MIB, 256 * MIB) == 413        # over the chunk maximum
-    assert status_of(plan_chunk, 0, 2**40, MAX_PARTS, None) == 400                # out of part numbers
-    assert plan_chunk(0, 2**40, 0, None, 256 * MIB).max_bytes == 256 * MIB
+def test_upload_checksum():
+    assert parse_upload_checksum(None) is None
+    digest = hashlib.sha1(b"abc").digest()
+    c = parse_upload_checksum(f"sha1 {base64.b64encode(digest).decode()}")
+    assert c is not None and c.algorithm == "sha1" and c.digest == digest
+    assert c.hasher().name == "sha1"
+    assert status_of(parse_upload_checksum, "crc32 AAAA") == 400                 # unsupported algorithm
+    assert status_of(parse_upload_checksum, "sha1 !!") == 400                    # not base64
+    assert status_of(parse_upload_checksum, "sha1 AAAA") == 400                  # wrong digest length
+    assert status_of(parse_upload_checksum, "sha1") == 400
+
+
+def test_part_size_keeps_within_the_part_count():
+    assert part_size_for(100, 8 * MIB) == 8 * MIB
+    assert part_size_for(100, 1) == MIN_PART_SIZE
+    big = part_size_for(200 * 2**30, 8 * MIB)                     # 200 GiB: parts grow to fit 10,000
+    assert big % MIB == 0 and big * MAX_PARTS >= 200 * 2**30
 
 
 def test_offset_of_parts():

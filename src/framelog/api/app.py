@@ -57,7 +57,22 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     from framelog.api.protection import ApiProtection
     app.add_middleware(ApiProtection, config=config)   # per-client limits before any route runs
+    add_cors(app, config)                              # outermost: a 429 carries CORS headers too
     return app
+
+
+def add_cors(app: FastAPI, config: Config) -> None:
+    """Browser pages of ``cors.allowed_origins`` may call the API (a tus upload from another site):
+    tus request headers allowed, its response headers exposed. None by default; bearer tokens, not
+    cookies, so no credentials mode."""
+    from fastapi.middleware.cors import CORSMiddleware
+
+    from framelog.api.upload_protocol import METHODS, REQUEST_HEADERS, RESPONSE_HEADERS
+
+    origins = list(config.cors.allowed_origins)
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=list(METHODS),
+                       allow_headers=list(REQUEST_HEADERS), expose_headers=list(RESPONSE_HEADERS),
+                       allow_credentials=False, max_age=int(config.cors.max_age))
 
 
 def create_ops_app(public: FastAPI) -> FastAPI:

@@ -45,13 +45,13 @@ from starlette.concurrency import run_in_threadpool
 from framelog.api.access_state import ApiError, access_state, video_id_param
 from framelog.api.auth import current_principal, principal_of
 from framelog.api.stream_availability import READY_TIMEOUT
-from framelog.api.videos import abandon_upload, inspect_upload, services
+from framelog.api.videos import services
 from framelog.pipeline.jobs import tombstones
 from framelog.processors.identity import OPS
 from framelog.processors.tiering import RetentionHold, deletion_hold
 from framelog.processors.video_access import VideoEntry
 from framelog.schemas.events import new_event
-from framelog.sinks.object_store import ObjectStore, vault_store
+from framelog.sinks.object_store import vault_store
 from framelog.streams import topics
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,11 @@ def delete_video(request: Request, video_id: str, reason: str, override: str = "
         state.emit(topics.UPLOADS, "VideoDeleted", new_event(
             "VideoDeleted", video_id=video_id, owner_id=policy.owner_id, requested_by=viewer.user_id, reason=reason))
     svc = services(request.app)
-    store = ObjectStore(state.config, client=svc.s3)
+    store = svc.uploads.store
     tombstones.mark_deleted(store, video_id, reason)
-    upload = inspect_upload(svc, video_id)
+    upload = svc.uploads.inspect(video_id)
     if upload is not None and upload.status == "open" and upload.session is not None:
-        abandon_upload(svc, upload.session)
+        svc.uploads.abandon(upload.session)
     source = _source_key(entry)
     removed = tombstones.purge_video(store, video_id, [source] if source else [])
     vault = vault_store(state.config)

@@ -76,7 +76,7 @@ from framelog.api.event_trust import SESSION_FIELD, SESSION_HEADER, event_trust,
 from framelog.api.events import ParsedEvent, get_sender, playback_types
 from framelog.api.keys import key_grant, key_url
 from framelog.api.stream_availability import RESTORING, Availability, rendition_availability
-from framelog.api.videos import STATUS_READY_TIMEOUT, services, upload_view
+from framelog.api.videos import STATUS_READY_TIMEOUT, services
 from framelog.core.config import Config
 from framelog.processors.access import Viewer
 from framelog.processors.cdn_routing import Route, normalize_country, rendition_playlist_path, route
@@ -136,7 +136,7 @@ def _not_playable(app: Any, video_id: str) -> ApiError:
     if table.ready or table.wait_ready(STATUS_READY_TIMEOUT):
         view = table.get(video_id)
     if view is None:
-        view = upload_view(svc, video_id) or {"video_id": video_id, "state": "uploaded"}
+        view = svc.uploads.status_view(video_id) or {"video_id": video_id, "state": "uploaded"}
     return ApiError(409, f"video {video_id} is not playable yet: {view.get('state')}", extra={"status": view})
 
 

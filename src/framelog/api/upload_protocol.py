@@ -1,41 +1,53 @@
-"""The resumable upload protocol (tus-like, over S3 multipart): headers, sessions, chunk rules.
+"""The tus 1.0.0 resumable upload protocol (core, creation, termination, checksum): headers and rules.
 
-Pure helpers, no I/O, shared by the API (``framelog.api.videos``) and the client
-(``framelog.clients.upload``):
+Pure helpers, no I/O, shared by the API (``framelog.api.videos``), the upload
+service (``framelog.sinks.upload_sessions``) and the client
+(``framelog.clients.upload``). What the API answers (https://tus.io/protocols/resumable-upload):
 
-* ``POST /videos`` with ``Upload-Length`` (and optional tus ``Upload-Metadata``:
-  ``key base64(value),key2 base64(value2)``; keys ``filename``, ``filetype`` or
-  ``content_type``, ``owner``) creates an upload; 201, ``Location`` and
-  ``Upload-Offset: 0``.
-* ``HEAD <location>`` tells the offset the server holds (sum of the S3 parts).
-* ``PATCH <location>`` with ``Upload-Offset`` and a body of
-  ``application/offset+octet-stream`` appends one part; 204 and the new
-  ``Upload-Offset``, or 200 and the upload's result once it is complete.
+* ``OPTIONS /videos``: 204, ``Tus-Version``, ``Tus-Extension``, ``Tus-Max-Size``,
+  ``Tus-Checksum-Algorithm``.
+* ``POST /videos`` (creation) with ``Upload-Length`` and ``Upload-Metadata``
+  (``key base64(value),...``; ``filename``, ``filetype``/``content_type``,
+  ``visibility``, ``workspace``, ``priority``): 201 and ``Location``.
+* ``HEAD <location>``: 200, ``Upload-Offset``, ``Upload-Length``, ``Cache-Control: no-store``.
+* ``PATCH <location>`` with ``Upload-Offset`` and an ``application/offset+octet-stream``
+  body of any size: 204 and the new ``Upload-Offset``; 409 when the offset is not the
+  server's, 415 for another content type, 460 when ``Upload-Checksum`` does not match
+  (the chunk is discarded).
+* ``DELETE <location>`` (termination): 204.
+* Every request but OPTIONS carries ``Tus-Resumable: 1.0.0``; another version is 412.
 
-Every part but the last must be at least ``MIN_PART_SIZE`` bytes (the S3
-multipart rule); the session itself lives in object storage, so any API
-process continues any upload.
+The server cuts a body into S3 multipart parts as it streams in, so a client
+may send the whole file in one PATCH or chunks of any size.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import hashlib
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 TUS_RESUMABLE = "1.0.0"
+TUS_VERSIONS = (TUS_RESUMABLE,)
+TUS_EXTENSIONS = ("creation", "termination", "checksum")
+CHECKSUM_ALGORITHMS = ("sha1", "sha256", "sha512", "md5")
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+CHECKSUM_MISMATCH = 460           # tus checksum extension: the chunk was discarded
+
+# What a browser page on another origin must be allowed to send and to read (CORS)
+REQUEST_HEADERS = ("Authorization", "Content-Type", "Tus-Resumable", "Upload-Length", "Upload-Offset",
+                   "Upload-Metadata", "Upload-Checksum", "Upload-Defer-Length", "Upload-Concat",
+                   "X-HTTP-Method-Override", "X-Requested-With")
+RESPONSE_HEADERS = ("Location", "Upload-Offset", "Upload-Length", "Upload-Metadata", "Tus-Resumable",
+                    "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm", "Video-Id",
+                    "Upload-Status", "Retry-After")
+METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
 
 MIB = 1024 * 1024
-MIN_PART_SIZE = 5 * MIB           # S3: every part but the last
-DEFAULT_CHUNK_SIZE = 8 * MIB      # what the client sends
-MAX_CHUNK_SIZE = 256 * MIB        # one PATCH body at most (it is spooled to disk)
-MAX_PARTS = 10_000                # S3: parts per multipart upload
-
-SESSION_VERSION = 1
+DEFAULT_CHUNK_SIZE = 64 * MIB     # what framelog's own client sends per PATCH (any size works)
 
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -152,80 +164,43 @@ def clean_owner(value: str | None, default: str = "local-user") -> str:
     return value
 
 
-# ------------------------------------------------------------------ chunks
+# ------------------------------------------------------------------ versions, checksums, parts
+
+def check_tus_resumable(value: str | None) -> None:
+    """Every request but OPTIONS names the protocol version it speaks; 412 for one not served."""
+    if value is None or value.strip() not in TUS_VERSIONS:
+        raise ProtocolError(412, f"Tus-Resumable {value!r} is not supported; this server speaks "
+                                 f"{', '.join(TUS_VERSIONS)}")
+
 
 @dataclass(frozen=True)
-class ChunkPlan:
-    """What one PATCH may carry at ``offset`` of an upload of ``length`` bytes."""
-    offset: int
-    length: int
-    remaining: int
-    max_bytes: int            # the body must not exceed this
+class Checksum:
+    """``Upload-Checksum: <algorithm> <base64 digest>`` of one PATCH body."""
+    algorithm: str
+    digest: bytes
+
+    def hasher(self) -> Any:
+        return hashlib.new(self.algorithm)
 
 
-def plan_chunk(offset: int, length: int, parts_so_far: int, declared: int | None,
-               max_chunk: int = MAX_CHUNK_SIZE) -> ChunkPlan:
-    """Check what can be known before reading a body (``declared``: its Content-Length, if any)."""
-    if offset > length:
-        raise ProtocolError(409, f"Upload-Offset {offset} is beyond Upload-Length {length}")
-    remaining = length - offset
-    max_bytes = min(remaining, max_chunk)
-    if declared is not None:
-        if declared > remaining:
-            raise ProtocolError(413, f"a body of {declared} bytes at offset {offset} overruns Upload-Length {length}")
-        if declared > max_chunk:
-            raise ProtocolError(413, f"a body of {declared} bytes exceeds the maximum chunk of {max_chunk} bytes")
-        check_chunk_size(declared, remaining)
-    if remaining and parts_so_far >= MAX_PARTS:
-        raise ProtocolError(400, f"an upload has at most {MAX_PARTS} parts")
-    return ChunkPlan(offset, length, remaining, max_bytes)
-
-
-def check_chunk_size(size: int, remaining: int) -> None:
-    """Every chunk but the final one (which ends the upload) must be at least MIN_PART_SIZE."""
-    if 0 < size < remaining and size < MIN_PART_SIZE:
-        raise ProtocolError(400, f"a chunk of {size} bytes is too small: every chunk but the last must be at "
-                                 f"least {MIN_PART_SIZE} bytes")
-
-
-def offset_of_parts(parts: Sequence[Mapping[str, Any]]) -> int:
-    """The upload offset the S3 parts add up to; the parts must be numbered 1..n without gaps."""
-    numbers = sorted(int(p["PartNumber"]) for p in parts)
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise ValueError(f"multipart parts are not contiguous: {numbers[:20]}")
-    return sum(int(p["Size"]) for p in parts)
-
-
-# ------------------------------------------------------------------ the session object
-
-@dataclass(frozen=True)
-class UploadSession:
-    """What the API keeps in ``uploads/{video_id}/_session.json`` while an upload is open."""
-    video_id: str
-    object_key: str
-    upload_id: str
-    length: int
-    filename: str
-    content_type: str
-    owner: str
-    created: str              # ISO 8601 UTC
-    event_id: str             # the UploadCompleted event's id, fixed up front: a re-emission is a duplicate
-    version: int = SESSION_VERSION
-    priority: str = ""        # processing_priorities level from the request or the workspace
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> UploadSession:
-        raw = json.loads(data)
-        if not isinstance(raw, dict) or raw.get("version") != SESSION_VERSION:
-            raise ValueError(f"not an upload session of version {SESSION_VERSION}")
-        fields = {f: raw[f] for f in cls.__dataclass_fields__ if f in raw}
-        session = cls(**fields)
-        if not isinstance(session.length, int) or session.length < 1:
-            raise ValueError(f"bad session length {session.length!r}")
-        return session
+def parse_upload_checksum(value: str | None) -> Checksum | None:
+    if value is None:
+        return None
+    parts = value.strip().split()
+    if len(parts) != 2:
+        raise ProtocolError(400, f"Upload-Checksum must be '<algorithm> <base64 digest>', got {value[:80]!r}")
+    algorithm = parts[0].lower()
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise ProtocolError(400, f"checksum algorithm {parts[0][:20]!r} is not supported; "
+                                 f"use one of {', '.join(CHECKSUM_ALGORITHMS)}")
+    try:
+        digest = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(400, "Upload-Checksum digest is not base64") from exc
+    if len(digest) != hashlib.new(algorithm).digest_size:
+        raise ProtocolError(400, f"Upload-Checksum digest has {len(digest)} bytes, {algorithm} has "
+                                 f"{hashlib.new(algorithm).digest_size}")
+    return Checksum(algorithm, digest)
 
 
 def upload_path(video_id: str) -> str:

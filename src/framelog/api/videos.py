@@ -1,37 +1,34 @@
-"""Videos: resumable uploads into object storage, and status from the stage-transition log.
+"""Videos: tus 1.0.0 resumable uploads into object storage, and status from the stage-transition log.
 
-Upload (tus-like, see ``upload_protocol``), stateless in this process: the
-session lives in ``uploads/{id}/_session.json`` and the offset is the sum of
-the S3 multipart parts, so any replica, or a restarted API, continues any
-upload.
+The protocol is ``upload_protocol`` (core, creation, termination, checksum);
+the upload service behind it is ``framelog.sinks.upload_sessions`` (object
+storage only, so any replica or a restarted API continues any upload).
 
-    POST   /videos                 Upload-Length, Upload-Metadata -> 201, Location, Upload-Offset: 0
-                                   (visibility, workspace, priority: query or metadata; see initial_policy)
-    HEAD   /videos/{id}/upload     -> Upload-Offset, Upload-Length
-    PATCH  /videos/{id}/upload     Upload-Offset + a chunk -> 204 Upload-Offset, or 200 + result when complete
-    DELETE /videos/{id}/upload     abandon an open upload
-    GET    /videos/{id}            status: state, current stage, per-stage progress and errors
+    OPTIONS /videos, /videos/{id}/upload   Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm
+    POST    /videos                 Upload-Length, Upload-Metadata -> 201, Location
+                                    (visibility, workspace, priority: query or metadata; see initial_policy)
+    HEAD    /videos/{id}/upload     -> Upload-Offset, Upload-Length
+    PATCH   /videos/{id}/upload     Upload-Offset + a body of any size -> 204, Upload-Offset
+    DELETE  /videos/{id}/upload     termination -> 204
+    GET     /videos/{id}            status: state, current stage, per-stage progress and errors
+
+A PATCH body streams into S3 multipart parts as it arrives (memory: one part
+per upload); when the last byte lands the upload is completed, hashed and
+announced with UploadCompleted before the 204 is sent, so processing starts.
+One PATCH at a time per upload in a process (423 to a second one).
 
 Who: creating an upload needs a token with ``videos:write`` (``api.auth``);
-its ``sub`` is the owner. An upload session is bound to that owner: HEAD,
-PATCH and DELETE by anyone else answer 404, exactly as for an upload that does
-not exist. With ``auth.anonymous_upload`` on, a request without a token gets a
-fresh anonymous owner and an ``upload_token`` for that upload alone. The status
-is for the owner, the video's workspace, ``analytics:read`` and ``ops``.
-
-Completion: complete the multipart upload, check the size, hash the object by
-streaming it back, emit UploadCompleted (acks=all, acknowledged), write a
-receipt (``uploads/{id}/_receipt.json``), delete the session. A retried final
-PATCH finds the session gone and answers the receipt: nothing is emitted twice.
-If the API dies between emitting and deleting the session, the retry emits
-the event again with the same event_id (fixed in the session), which
-consumers drop as a duplicate.
+its ``sub`` is the owner. An upload is bound to that owner: HEAD, PATCH and
+DELETE by anyone else answer 404, exactly as for an upload that does not
+exist. With ``auth.anonymous_upload`` on, a request without a token gets a
+fresh anonymous owner and an ``upload_token`` for that upload alone (in the
+201's body). The status is for the owner, the video's workspace,
+``analytics:read`` and ``ops``.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
+import asyncio
+import hmac
 import logging
 import os
 import tempfile
@@ -39,10 +36,8 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -52,59 +47,64 @@ from starlette.requests import ClientDisconnect
 from framelog.api.access_state import ApiError, access_state, parse_visibility, parse_workspace
 from framelog.api.auth import current_principal, principal_of, verifier
 from framelog.api.upload_protocol import (
-    MAX_CHUNK_SIZE,
+    CHECKSUM_ALGORITHMS,
+    CHECKSUM_MISMATCH,
+    TUS_EXTENSIONS,
     TUS_RESUMABLE,
+    TUS_VERSIONS,
+    Checksum,
     ProtocolError,
-    UploadSession,
-    check_chunk_size,
     check_offset_content_type,
+    check_tus_resumable,
     clean_content_type,
     clean_filename,
     clean_owner,
-    offset_of_parts,
     parse_non_negative,
+    parse_upload_checksum,
     parse_upload_length,
     parse_upload_metadata,
     parse_upload_offset,
-    plan_chunk,
     upload_path,
 )
 from framelog.core.config import Config
 from framelog.core.errors import InvalidIdError
-from framelog.core.ids import new_event_id, new_video_id, validate_video_id
+from framelog.core.ids import new_event_id, validate_video_id
 from framelog.processors.identity import ANALYTICS_READ, OPS, VIDEOS_WRITE, Principal, mint_token
 from framelog.processors.video_access import VideoPolicy
+from framelog.sinks.object_store import ObjectStore
 from framelog.sinks.s3 import s3_client
-from framelog.sinks.uploads import announce_upload, object_sha256, raw_object_key
+from framelog.sinks.upload_sessions import PartWriter, UploadService, UploadView
 from framelog.views.status import StatusTable
 
 log = logging.getLogger(__name__)
 
 STATUS_READY_TIMEOUT = 10.0      # how long a status request waits for the table to catch up
 STATUS_RETRY_AFTER = "5"
-SPOOL_WRITE = 1024 * 1024
+SPOOL_READ = 1024 * 1024
 
 
 # ------------------------------------------------------------------ per-app services
 
 class VideoServices:
-    """The S3 client, producer and status table one app shares (created on first use, closed at shutdown)."""
+    """The upload service, producer and status table one app shares (created on first use, closed at
+    shutdown), and the per-upload locks of this process."""
 
     def __init__(self, config: Config):
         self.config = config
-        self.bucket = config.object_storage.bucket
         self._lock = threading.Lock()
-        self._s3: Any = None
+        self._uploads: UploadService | None = None
         self._producer: Any = None
         self._status: StatusTable | None = None
         self.spool_dir = Path(config.stack.state_dir) / "api-spool"
+        self.upload_locks: dict[str, asyncio.Lock] = {}
 
     @property
-    def s3(self) -> Any:
+    def uploads(self) -> UploadService:
         with self._lock:
-            if self._s3 is None:
-                self._s3 = s3_client(self.config, read_timeout=300.0)
-            return self._s3
+            if self._uploads is None:
+                store = ObjectStore(self.config, client=s3_client(self.config, read_timeout=300.0))
+                self._uploads = UploadService(self.config, store, lambda: self.producer)
+            return self._uploads
 
     @property
     def producer(self) -> Any:
@@ -162,234 +162,43 @@ router = APIRouter(tags=["videos"], lifespan=lifespan, dependencies=[Depends(cur
 
 # ------------------------------------------------------------------ helpers
 
+def _tus(headers: dict[str, str] | None = None) -> dict[str, str]:
+    return {"Tus-Resumable": TUS_RESUMABLE, **(headers or {})}
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status,
-                        headers={"Tus-Resumable": TUS_RESUMABLE, **(headers or {})})
+    return JSONResponse({"detail": message}, status_code=status, headers=_tus(headers))
 
 
-def _s3_code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-
-
-def session_key(video_id: str) -> str:
-    return f"uploads/{validate_video_id(video_id)}/_session.json"
-
-
-def receipt_key(video_id: str) -> str:
-    return f"uploads/{validate_video_id(video_id)}/_receipt.json"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _get_json(svc: VideoServices, key: str) -> bytes | None:
-    try:
-        return svc.s3.get_object(Bucket=svc.bucket, Key=key)["Body"].read()
-    except Exception as exc:
-        if _s3_code(exc) in ("NoSuchKey", "404", "NotFound"):
-            return None
-        raise
-
-
-def _put_json(svc: VideoServices, key: str, data: bytes) -> None:
-    svc.s3.put_object(Bucket=svc.bucket, Key=key, Body=data, ContentType="application/json")
-
-
-def _object_size(svc: VideoServices, key: str) -> int | None:
-    try:
-        return int(svc.s3.head_object(Bucket=svc.bucket, Key=key)["ContentLength"])
-    except Exception as exc:
-        if _s3_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-
-
-def _list_parts(svc: VideoServices, session: UploadSession) -> list[dict[str, Any]] | None:
-    """All parts of the open multipart upload, or None when it no longer exists (completed or aborted)."""
-    parts: list[dict[str, Any]] = []
-    marker = 0
-    while True:
-        try:
-            page = svc.s3.list_parts(Bucket=svc.bucket, Key=session.object_key, UploadId=session.upload_id,
-                                     PartNumberMarker=marker, MaxParts=1000)
-        except Exception as exc:
-            if _s3_code(exc) == "NoSuchUpload":
-                return None
-            raise
-        got = page.get("Parts") or []
-        parts.extend({"PartNumber": p["PartNumber"], "ETag": p["ETag"], "Size": p["Size"]} for p in got)
-        if not page.get("IsTruncated") or not got:
-            return parts
-        marker = int(page.get("NextPartNumberMarker") or got[-1]["PartNumber"])
-
-
-@dataclass
-class UploadView:
-    """Where one upload stands, read from object storage alone."""
-    video_id: str
-    status: str                         # open | completing | completed
-    offset: int
-    length: int
-    session: UploadSession | None = None
-    parts: list[dict[str, Any]] | None = None
-    receipt: dict[str, Any] | None = None
-
-
-def inspect_upload(svc: VideoServices, video_id: str) -> UploadView | None:
-    """None when there is no such upload (never created, abandoned, or lost)."""
-    raw = _get_json(svc, session_key(video_id))
-    if raw is not None:
-        session = UploadSession.from_json(raw)
-        parts = _list_parts(svc, session)
-        if parts is not None:
-            return UploadView(video_id, "open", offset_of_parts(parts), session.length, session, parts)
-        size = _object_size(svc, session.object_key)   # completed by S3, not yet announced: finish it
-        if size == session.length:
-            return UploadView(video_id, "completing", size, session.length, session)
-        return None
-    raw = _get_json(svc, receipt_key(video_id))
-    if raw is not None:
-        receipt = json.loads(raw)
-        return UploadView(video_id, "completed", receipt["size_bytes"], receipt["size_bytes"], receipt=receipt)
-    size = _object_size(svc, raw_object_key(video_id))  # e.g. an upload of `upload_file` (no receipt)
-    if size is not None:
-        return UploadView(video_id, "completed", size, size,
-                          receipt={"video_id": video_id, "object_key": raw_object_key(video_id), "size_bytes": size})
-    return None
-
-
-def create_upload(svc: VideoServices, length: int, filename: str, content_type: str, owner: str,
-                  priority: str = "") -> UploadSession:
-    video_id = new_video_id()
-    key = raw_object_key(video_id)
-    metadata = {"owner-id": owner}
-    if filename:
-        metadata["original-filename"] = quote(filename, safe=" ._-()[]")[:1024]
-    upload_id = svc.s3.create_multipart_upload(Bucket=svc.bucket, Key=key, ContentType=content_type,
-                                               Metadata=metadata)["UploadId"]
-    session = UploadSession(video_id=video_id, object_key=key, upload_id=upload_id, length=length,
-                            filename=filename, content_type=content_type, owner=owner, created=_now(),
-                            event_id=new_event_id(), priority=priority)
-    try:
-        _put_json(svc, session_key(video_id), session.to_json())
-    except Exception:
-        svc.s3.abort_multipart_upload(Bucket=svc.bucket, Key=key, UploadId=upload_id)
-        raise
-    return session
-
-
-def upload_part(svc: VideoServices, session: UploadSession, part_number: int, path: Path, size: int,
-                md5: bytes) -> dict[str, Any]:
-    with path.open("rb") as body:
-        out = svc.s3.upload_part(Bucket=svc.bucket, Key=session.object_key, UploadId=session.upload_id,
-                                 PartNumber=part_number, Body=body, ContentLength=size,
-                                 ContentMD5=base64.b64encode(md5).decode("ascii"))
-    return {"PartNumber": part_number, "ETag": out["ETag"], "Size": size}
-
-
-class UploadIntegrityError(Exception):
-    pass
-
-
-def finish_upload(svc: VideoServices, session: UploadSession,
-                  parts: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Complete, verify, hash, announce, then forget the session. Returns the receipt."""
-    key = session.object_key
-    if parts is None:
-        parts = _list_parts(svc, session)
-    if parts is not None:
-        if offset_of_parts(parts) != session.length:
-            raise UploadIntegrityError(f"parts add up to {offset_of_parts(parts)} bytes, not {session.length}")
-        try:
-            svc.s3.complete_multipart_upload(
-                Bucket=svc.bucket, Key=key, UploadId=session.upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}
-                                           for p in sorted(parts, key=lambda p: p["PartNumber"])]})
-        except Exception as exc:
-            if _s3_code(exc) != "NoSuchUpload":       # another request completed it meanwhile
-                raise
-    size = _object_size(svc, key)
-    if size != session.length:
-        raise UploadIntegrityError(f"object {key} holds {size} bytes, the upload declared {session.length}")
-    sha256, streamed = object_sha256(svc.s3, svc.bucket, key)
-    if streamed != session.length:
-        raise UploadIntegrityError(f"object {key} streamed {streamed} bytes, the upload declared {session.length}")
-    delivery = announce_upload(svc.config, video_id=session.video_id, object_key=key, size_bytes=size,
-                               sha256=sha256, content_type=session.content_type, owner_id=session.owner,
-                               original_filename=session.filename, event_id=session.event_id,
-                               producer=svc.producer, priority=session.priority)
-    receipt = {
-        "video_id": session.video_id, "object_key": key, "size_bytes": size, "sha256": sha256,
-        "content_type": session.content_type, "owner": session.owner, "filename": session.filename,
-        "event_id": session.event_id, "completed_at": _now(),
-        "upload_completed": {"topic": delivery.topic, "partition": delivery.partition, "offset": delivery.offset},
-    }
-    _put_json(svc, receipt_key(session.video_id), json.dumps(receipt, sort_keys=True).encode("utf-8"))
-    svc.s3.delete_object(Bucket=svc.bucket, Key=session_key(session.video_id))
-    log.info("upload %s complete: %d bytes, sha256 %s, UploadCompleted at %s[%d]@%d", session.video_id, size,
-             sha256, delivery.topic, delivery.partition, delivery.offset)
-    return receipt
-
-
-def abandon_upload(svc: VideoServices, session: UploadSession) -> None:
-    try:
-        svc.s3.abort_multipart_upload(Bucket=svc.bucket, Key=session.object_key, UploadId=session.upload_id)
-    except Exception as exc:
-        if _s3_code(exc) != "NoSuchUpload":
-            raise
-    svc.s3.delete_object(Bucket=svc.bucket, Key=session_key(session.video_id))
-
-
-async def _spool(request: Request, directory: Path, limit: int) -> tuple[Path, int, bytes]:
-    """Stream the request body into a temporary file; at most ``limit`` bytes (ProtocolError 413 beyond)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="chunk-", dir=directory)
-    path = Path(name)
-    md5 = hashlib.md5()
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            buffer = bytearray()
-            async for piece in request.stream():
-                if not piece:
-                    continue
-                size += len(piece)
-                if size > limit:
-                    raise ProtocolError(413, f"the chunk exceeds the {limit} bytes this upload can still take")
-                md5.update(piece)
-                buffer += piece
-                if len(buffer) >= SPOOL_WRITE:
-                    out.write(buffer)
-                    buffer.clear()
-            out.write(buffer)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path, size, md5.digest()
-
-
-def _upload_headers(offset: int, length: int | None = None) -> dict[str, str]:
-    headers = {"Tus-Resumable": TUS_RESUMABLE, "Upload-Offset": str(offset), "Cache-Control": "no-store"}
+def _offset_headers(offset: int, length: int | None = None) -> dict[str, str]:
+    headers = _tus({"Upload-Offset": str(offset), "Cache-Control": "no-store"})
     if length is not None:
         headers["Upload-Length"] = str(length)
     return headers
 
 
-def _completed(receipt: dict[str, Any]) -> JSONResponse:
-    size = int(receipt["size_bytes"])
-    return JSONResponse(receipt, status_code=200,
-                        headers={**_upload_headers(size, size), "Video-Id": receipt["video_id"]})
+def _version_error(exc: ProtocolError) -> JSONResponse:
+    headers = {"Tus-Version": ",".join(TUS_VERSIONS)} if exc.status == 412 else None
+    return _error(exc.status, exc.message, headers)
 
 
 # ------------------------------------------------------------------ upload endpoints
 
+def _capabilities(config: Config) -> dict[str, str]:
+    return _tus({"Tus-Version": ",".join(TUS_VERSIONS), "Tus-Extension": ",".join(TUS_EXTENSIONS),
+                 "Tus-Max-Size": str(config.upload_limits.max_size),
+                 "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS)})
+
+
 @router.options("/videos")
 def upload_options(request: Request) -> Response:
-    config = services(request.app).config
-    return Response(status_code=204, headers={"Tus-Resumable": TUS_RESUMABLE, "Tus-Version": TUS_RESUMABLE,
-                                              "Tus-Extension": "creation,termination",
-                                              "Tus-Max-Size": str(config.upload_limits.max_size)})
+    """tus discovery: versions, extensions, the size limit and the checksum algorithms (no credentials)."""
+    return Response(status_code=204, headers=_capabilities(services(request.app).config))
+
+
+@router.options("/videos/{video_id}/upload")
+def upload_url_options(video_id: str, request: Request) -> Response:
+    return Response(status_code=204, headers=_capabilities(services(request.app).config))
 
 
 ANONYMOUS_PREFIX = "anon-"
@@ -443,8 +252,11 @@ def initial_policy(request: Request, owner: str, visibility: str | None, workspa
 
 @router.post("/videos", status_code=201)
 async def create_video_upload(request: Request) -> Response:
+    """tus creation: ``Upload-Length`` (and ``Upload-Metadata``) -> 201 with ``Location``."""
     svc = services(request.app)
     try:
+        if request.headers.get("upload-defer-length") is not None:
+            raise ProtocolError(400, "Upload-Defer-Length is not supported: send Upload-Length")
         length = parse_upload_length(request.headers.get("upload-length"), svc.config.upload_limits.max_size)
         meta = parse_upload_metadata(request.headers.get("upload-metadata"))
         q = request.query_params
@@ -458,21 +270,22 @@ async def create_video_upload(request: Request) -> Response:
         who = await run_in_threadpool(uploader, request, named_owner, workspace)
         policy = await run_in_threadpool(initial_policy, request, who.owner,
                                          q.get("visibility") or meta.get("visibility"), workspace)
+        check_tus_resumable(request.headers.get("tus-resumable"))      # after the caller is known (401 first)
     except ProtocolError as exc:
-        return _error(exc.status, exc.message)
+        return _version_error(exc)
     except ApiError as exc:
         return _error(exc.status, exc.message, exc.headers)
     try:                                # the request's processing priority, else its workspace's
         priority = svc.config.priorities.resolve(q.get("priority") or meta.get("priority"), policy.workspace_id)
     except ValueError as exc:
         return _error(400, str(exc))
-    session = await run_in_threadpool(create_upload, svc, length, filename, content_type, policy.owner_id,
-                                      priority)
+    uploads = svc.uploads
+    session = await run_in_threadpool(uploads.create, length, filename, content_type, policy.owner_id, priority)
     try:
         await run_in_threadpool(access_state(request.app).record_policy, session.video_id, policy, policy.owner_id)
     except Exception as exc:  # noqa: BLE001 - no policy on the log: no upload either
         log.warning("upload %s: access policy not recorded (%s); abandoning it", session.video_id, exc)
-        await run_in_threadpool(abandon_upload, svc, session)
+        await run_in_threadpool(uploads.abandon, session)
         return _error(503, "the access policy could not be written to the log; retry", {"Retry-After": "1"})
     location = upload_path(session.video_id)
     body: dict[str, Any] = {"video_id": session.video_id, "upload_url": location, "upload_offset": 0,
@@ -480,17 +293,30 @@ async def create_video_upload(request: Request) -> Response:
     if who.upload_token:
         body["upload_token"] = who.upload_token        # the only credential for this anonymous upload
     return JSONResponse(body, status_code=201,
-                        headers={**_upload_headers(0, length), "Location": location, "Video-Id": session.video_id})
+                        headers={**_offset_headers(0, length), "Location": location, "Video-Id": session.video_id})
 
 
 def own_upload(svc: VideoServices, video_id: str, principal: Principal) -> UploadView | None:
     """The upload if ``principal`` created it; None when it does not exist or belongs to someone else
     (the same answer, so nobody learns which uploads exist)."""
-    view = inspect_upload(svc, video_id)
-    if view is None:
-        return None
-    owner = view.session.owner if view.session is not None else (view.receipt or {}).get("owner")
-    return view if owner == principal.sub else None
+    view = svc.uploads.inspect(video_id)
+    return view if view is not None and view.owner == principal.sub else None
+
+
+def settle(svc: VideoServices, view: UploadView) -> UploadView:
+    """An upload whose every byte is stored but that was not announced (its last request died before
+    completion): complete and announce it now, so a client told "offset = length" is right."""
+    if view.status == "completing" and view.session is not None:
+        view.receipt = svc.uploads.finish(view.session, None)
+        view.status = "completed"
+    elif view.status == "open" and view.offset == view.length:
+        writer = svc.uploads.writer(view)
+        writer.load()
+        writer.close()
+        assert view.session is not None
+        view.receipt = svc.uploads.finish(view.session, writer.parts)
+        view.status = "completed"
+    return view
 
 
 def _signed_in(request: Request) -> Principal | JSONResponse:
@@ -500,104 +326,193 @@ def _signed_in(request: Request) -> Principal | JSONResponse:
     return principal
 
 
-@router.head("/videos/{video_id}/upload")
-async def upload_offset(video_id: str, request: Request) -> Response:
+async def _upload_request(video_id: str, request: Request) -> tuple[VideoServices, Principal] | Response:
+    """What HEAD, PATCH and DELETE check first: the id (400), the caller (401), the version (412)."""
     try:
         validate_video_id(video_id)
-    except InvalidIdError:
-        return Response(status_code=400, headers={"Tus-Resumable": TUS_RESUMABLE})
+    except InvalidIdError as exc:
+        return _error(400, str(exc))
     principal = _signed_in(request)
     if isinstance(principal, JSONResponse):
-        return Response(status_code=401, headers={"Tus-Resumable": TUS_RESUMABLE, "WWW-Authenticate": "Bearer"})
-    view = await run_in_threadpool(own_upload, services(request.app), video_id, principal)
+        return principal
+    try:
+        check_tus_resumable(request.headers.get("tus-resumable"))
+    except ProtocolError as exc:
+        return _version_error(exc)
+    return services(request.app), principal
+
+
+def _bodyless(response: Response, request: Request) -> Response:
+    """HEAD answers carry no body."""
+    if request.method == "HEAD" and response.body:
+        return Response(status_code=response.status_code,
+                        headers={k: v for k, v in response.headers.items() if k.lower() != "content-length"})
+    return response
+
+
+@router.head("/videos/{video_id}/upload")
+async def upload_offset(video_id: str, request: Request) -> Response:
+    """tus HEAD: the offset object storage holds durably."""
+    checked = await _upload_request(video_id, request)
+    if isinstance(checked, Response):
+        return _bodyless(checked, request)
+    svc, principal = checked
+    view = await run_in_threadpool(own_upload, svc, video_id, principal)
     if view is None:
-        return Response(status_code=404, headers={"Tus-Resumable": TUS_RESUMABLE, "Cache-Control": "no-store"})
-    headers = _upload_headers(view.offset, view.length)
+        return Response(status_code=404, headers=_tus({"Cache-Control": "no-store"}))
+    if view.offset == view.length and view.status != "completed":
+        async with _lock(svc, video_id):
+            view = await run_in_threadpool(settle, svc, view)
+    headers = _offset_headers(view.offset, view.length)
     headers["Upload-Status"] = view.status
     return Response(status_code=200, headers=headers)
 
 
+def _lock(svc: VideoServices, video_id: str) -> asyncio.Lock:
+    lock = svc.upload_locks.get(video_id)
+    if lock is None:
+        lock = svc.upload_locks[video_id] = asyncio.Lock()
+    return lock
+
+
 @router.patch("/videos/{video_id}/upload")
 async def append_chunk(video_id: str, request: Request) -> Response:
+    """tus PATCH: the body, of any size, lands at ``Upload-Offset``; 204 with the new offset."""
+    checked = await _upload_request(video_id, request)
+    if isinstance(checked, Response):
+        return checked
+    svc, principal = checked
     try:
-        validate_video_id(video_id)
         check_offset_content_type(request.headers.get("content-type"))
         offset = parse_upload_offset(request.headers.get("upload-offset"))
         declared_header = request.headers.get("content-length")
         declared = parse_non_negative(declared_header, "Content-Length") if declared_header is not None else None
-    except InvalidIdError as exc:
-        return _error(400, str(exc))
+        checksum = parse_upload_checksum(request.headers.get("upload-checksum"))
     except ProtocolError as exc:
         return _error(exc.status, exc.message)
-    principal = _signed_in(request)
-    if isinstance(principal, JSONResponse):
-        return principal
-    svc = services(request.app)
+    lock = _lock(svc, video_id)
+    if lock.locked():
+        return _error(423, f"another request is writing to the upload of {video_id}; retry after it ends",
+                      {"Retry-After": "1"})
+    async with lock:
+        return await _append(svc, video_id, principal, request, offset, declared, checksum)
+
+
+async def _append(svc: VideoServices, video_id: str, principal: Principal, request: Request, offset: int,
+                  declared: int | None, checksum: Checksum | None) -> Response:
     view = await run_in_threadpool(own_upload, svc, video_id, principal)
     if view is None:
         return _error(404, f"no upload for video {video_id}")
-    if view.status == "completed":
-        if offset > view.length:
-            return _error(409, f"Upload-Offset {offset} is beyond the upload's {view.length} bytes",
-                          _upload_headers(view.length, view.length))
-        return _completed(view.receipt or {})          # a retried final PATCH: same answer, nothing re-emitted
-    assert view.session is not None
-    if view.status == "completing":
-        return _completed(await run_in_threadpool(finish_upload, svc, view.session, None))
+    if view.status != "open" or view.offset == view.length:
+        view = await run_in_threadpool(settle, svc, view)
+        if offset == view.length and not declared:          # a retried final PATCH: the same answer
+            return Response(status_code=204, headers={**_offset_headers(view.length), "Video-Id": video_id})
+        return _error(409, f"Upload-Offset {offset}: the upload is complete at {view.length} bytes",
+                      _offset_headers(view.length, view.length))
     if offset != view.offset:
-        if view.offset == view.length and declared is not None and offset + declared == view.length:
-            # the final chunk landed but its answer was lost before completion: finish now
-            return _completed(await run_in_threadpool(finish_upload, svc, view.session, view.parts))
         return _error(409, f"Upload-Offset {offset} does not match the upload's offset {view.offset}",
-                      _upload_headers(view.offset, view.length))
+                      _offset_headers(view.offset, view.length))
+    if declared is not None and declared > view.length - offset:
+        return _error(413, f"a body of {declared} bytes at offset {offset} overruns Upload-Length {view.length}",
+                      _offset_headers(view.offset, view.length))
+    writer = svc.uploads.writer(view)
+    await run_in_threadpool(writer.load)
+    if checksum is not None:
+        failure = await _append_checked(svc, request, writer, checksum)
+    else:
+        failure = await _append_stream(request, writer)
+    new_offset = await run_in_threadpool(writer.close)
+    if failure is not None:
+        return _error(failure.status, failure.message, _offset_headers(new_offset, view.length))
+    if writer.complete:
+        assert view.session is not None
+        await run_in_threadpool(svc.uploads.finish, view.session, writer.parts)
+        svc.upload_locks.pop(video_id, None)
+    return Response(status_code=204, headers={**_offset_headers(new_offset), "Video-Id": video_id})
+
+
+async def _append_stream(request: Request, writer: PartWriter) -> ProtocolError | None:
+    """Feed the body into ``writer`` part by part; what arrived before a disconnect is kept."""
     try:
-        plan = plan_chunk(offset, view.length, len(view.parts or []), declared, MAX_CHUNK_SIZE)
-    except ProtocolError as exc:
-        return _error(exc.status, exc.message, _upload_headers(view.offset, view.length))
-    if plan.remaining == 0:                            # every byte is there: an empty PATCH finishes
-        return _completed(await run_in_threadpool(finish_upload, svc, view.session, view.parts))
-    try:
-        path, size, md5 = await _spool(request, svc.spool_dir, plan.max_bytes)
-    except ProtocolError as exc:
-        return _error(exc.status, exc.message, _upload_headers(view.offset, view.length))
+        async for piece in request.stream():
+            if not piece:
+                continue
+            if len(piece) > writer.remaining:
+                return ProtocolError(413, f"the body overruns Upload-Length {writer.length}")
+            if writer.add(piece):
+                await run_in_threadpool(writer.flush)
     except ClientDisconnect:
-        return _error(400, "the client went away before the chunk was complete")
+        log.info("upload %s: the client went away at offset %d", writer.session.video_id, writer.offset)
+        return ProtocolError(400, "the client went away before the body was complete")
+    return None
+
+
+async def _append_checked(svc: VideoServices, request: Request, writer: PartWriter,
+                          checksum: Checksum) -> ProtocolError | None:
+    """A body with ``Upload-Checksum``: spooled to disk (at most ``upload_limits.checksum_body_max``)
+    and checked before any of it lands; a mismatch discards it all (460)."""
+    limit = min(svc.config.upload_limits.checksum_body_max, writer.remaining)
+    svc.spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="chunk-", dir=svc.spool_dir)
+    path = Path(name)
     try:
-        if size == 0:
-            return Response(status_code=204, headers=_upload_headers(offset, view.length))
-        if declared is not None and size != declared:
-            return _error(400, f"received {size} bytes, Content-Length said {declared}",
-                          _upload_headers(view.offset, view.length))
-        try:
-            check_chunk_size(size, plan.remaining)
-        except ProtocolError as exc:
-            return _error(exc.status, exc.message, _upload_headers(view.offset, view.length))
-        part = await run_in_threadpool(upload_part, svc, view.session, len(view.parts or []) + 1, path, size, md5)
+        hasher = checksum.hasher()
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            try:
+                async for piece in request.stream():
+                    size += len(piece)
+                    if size > limit:
+                        return ProtocolError(413, f"a body with Upload-Checksum may have at most {limit} bytes here")
+                    hasher.update(piece)
+                    out.write(piece)
+            except ClientDisconnect:
+                return ProtocolError(400, "the client went away before the body was complete (nothing kept)")
+        if not hmac.compare_digest(hasher.digest(), checksum.digest):
+            return ProtocolError(CHECKSUM_MISMATCH, f"Upload-Checksum {checksum.algorithm} does not match the body; "
+                                                    "the chunk was discarded")
+        await run_in_threadpool(_feed_file, writer, path)
+        return None
     finally:
         path.unlink(missing_ok=True)
-    new_offset = offset + size
-    if new_offset == view.length:
-        return _completed(await run_in_threadpool(finish_upload, svc, view.session, [*(view.parts or []), part]))
-    return Response(status_code=204, headers=_upload_headers(new_offset, view.length))
+
+
+def _feed_file(writer: PartWriter, path: Path) -> None:
+    with path.open("rb") as f:
+        while piece := f.read(SPOOL_READ):
+            if writer.add(piece):
+                writer.flush()
 
 
 @router.delete("/videos/{video_id}/upload")
 async def abandon(video_id: str, request: Request) -> Response:
-    try:
-        validate_video_id(video_id)
-    except InvalidIdError as exc:
-        return _error(400, str(exc))
-    principal = _signed_in(request)
-    if isinstance(principal, JSONResponse):
-        return principal
-    svc = services(request.app)
-    view = await run_in_threadpool(own_upload, svc, video_id, principal)
-    if view is None:
-        return _error(404, f"no upload for video {video_id}")
-    if view.status != "open" or view.session is None:
-        return _error(409, f"the upload of video {video_id} is already complete")
-    await run_in_threadpool(abandon_upload, svc, view.session)
-    return Response(status_code=204, headers={"Tus-Resumable": TUS_RESUMABLE})
+    """tus termination: the multipart upload is aborted and the session forgotten."""
+    checked = await _upload_request(video_id, request)
+    if isinstance(checked, Response):
+        return checked
+    svc, principal = checked
+    async with _lock(svc, video_id):
+        view = await run_in_threadpool(own_upload, svc, video_id, principal)
+        if view is None:
+            return _error(404, f"no upload for video {video_id}")
+        if view.status != "open" or view.session is None:
+            return _error(409, f"the upload of video {video_id} is already complete")
+        await run_in_threadpool(svc.uploads.abandon, view.session)
+    svc.upload_locks.pop(video_id, None)
+    return Response(status_code=204, headers=_tus())
+
+
+@router.post("/videos/{video_id}/upload")
+async def method_override(video_id: str, request: Request) -> Response:
+    """tus: a client behind a proxy that knows only GET and POST sends ``X-HTTP-Method-Override``."""
+    method = (request.headers.get("x-http-method-override") or "").upper()
+    if method == "PATCH":
+        return await append_chunk(video_id, request)
+    if method == "DELETE":
+        return await abandon(video_id, request)
+    if method == "HEAD":
+        return await upload_offset(video_id, request)
+    return _error(405, "POST to an upload URL needs X-HTTP-Method-Override: PATCH, DELETE or HEAD")
 
 
 # ------------------------------------------------------------------ status
@@ -624,17 +539,7 @@ async def video_status(video_id: str, request: Request) -> Response:
     view = table.get(video_id)
     if view is not None:
         return JSONResponse(view, headers={"Cache-Control": "no-store"})
-    upload = await run_in_threadpool(upload_view, svc, video_id)     # no transition yet: maybe uploading
+    upload = await run_in_threadpool(svc.uploads.status_view, video_id)     # no transition yet: uploading?
     if upload is None:
         return JSONResponse({"detail": f"unknown video {video_id}"}, status_code=404)
     return JSONResponse(upload, headers={"Cache-Control": "no-store"})
-
-
-def upload_view(svc: VideoServices, video_id: str) -> dict[str, Any] | None:
-    """The status of a video the stage-transition log does not know yet: uploading or uploaded, or None."""
-    upload = inspect_upload(svc, video_id)
-    if upload is None:
-        return None
-    return {"video_id": video_id, "job_id": None, "state": "uploading" if upload.status == "open" else "uploaded",
-            "current_stage": None, "progress": 0.0, "stages": {}, "error": None,
-            "upload": {"offset": upload.offset, "length": upload.length, "status": upload.status}}

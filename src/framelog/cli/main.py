@@ -165,9 +165,9 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         except TimeoutError as exc:
             raise FramelogError(str(exc)) from exc
         if view is None:
-            from framelog.api.videos import VideoServices, upload_view
+            from framelog.api.videos import VideoServices
 
-            view = upload_view(VideoServices(config), video_id)
+            view = VideoServices(config).uploads.status_view(video_id)
         if view is None:
             print(f"framelog: unknown video {video_id} (no upload, no stage transitions)", file=sys.stderr)
             return 1
@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", help="processing priority, one of processing_priorities.levels "
                                       "(default: the workspace's, else processing_priorities.default)")
     p.add_argument("--api", help="API base URL (default http://<stack.host>:<stack.api_port>)")
-    p.add_argument("--chunk-mib", type=int, default=8, help="chunk size in MiB (at least 5)")
+    p.add_argument("--chunk-mib", type=int, default=64, help="bytes per PATCH in MiB (any size; each is checksummed)")
     p.add_argument("--quiet", action="store_true", help="print only the video id")
     p.add_argument("--wait", action="store_true", help="then show its progress per stage until ready or failed")
     p.set_defaults(func=_upload)

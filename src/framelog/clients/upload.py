@@ -1,13 +1,18 @@
-"""The resumable upload client: ``upload_resumable(api_url, path)`` -> video id.
+"""framelog's tus 1.0.0 client: ``upload_resumable(api_url, path)`` -> video id.
 
-POST /videos creates the upload; PATCH sends the file in ``chunk_size`` pieces
-(read one at a time, never the whole file). On a connection error, a 5xx or a
-409, the client asks HEAD for the offset the server holds and continues from
-there, with bounded retries and exponential backoff. A server restarted in the
-middle continues, since the upload's state lives in object storage.
+POST /videos creates the upload (tus creation); PATCH sends the file in
+``chunk_size`` pieces (read one at a time, never the whole file), each with an
+``Upload-Checksum: sha256`` the server checks before keeping it (460: resent).
+On a connection error, a 5xx, a 409 or a 423, the client asks HEAD for the
+offset the server holds and continues from there, with bounded retries and
+exponential backoff. A server restarted in the middle continues, since the
+upload's state lives in object storage. The file's sha256 is computed on the
+way (re-reading only what a rewind skips).
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -19,8 +24,8 @@ from urllib.parse import urljoin
 import httpx
 
 from framelog.api.upload_protocol import (
+    CHECKSUM_MISMATCH,
     DEFAULT_CHUNK_SIZE,
-    MIN_PART_SIZE,
     OFFSET_CONTENT_TYPE,
     TUS_RESUMABLE,
     encode_upload_metadata,
@@ -31,6 +36,7 @@ from framelog.core.errors import FramelogError
 Progress = Callable[[int, int], None]           # (bytes the server holds, total bytes)
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=900.0)   # the final PATCH hashes the whole object before answering
+HASH_READ = 4 * 1024 * 1024
 
 
 class UploadError(FramelogError):
@@ -53,7 +59,7 @@ def _retryable(exc: Exception | None, response: httpx.Response | None) -> bool:
     if exc is not None:
         return isinstance(exc, httpx.TransportError)
     assert response is not None
-    return response.status_code >= 500 or response.status_code in (408, 429)
+    return response.status_code >= 500 or response.status_code in (408, 423, 429)
 
 
 def _detail(response: httpx.Response) -> str:
@@ -63,14 +69,43 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:500]
 
 
+class _FileDigest:
+    """The file's sha256, fed by the chunks as they are sent; a jump forward reads the skipped bytes
+    from the file, a jump back starts over."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.hash = hashlib.sha256()
+        self.upto = 0
+
+    def _read(self, end: int) -> None:
+        with self.path.open("rb") as f:
+            f.seek(self.upto)
+            while self.upto < end and (block := f.read(min(HASH_READ, end - self.upto))):
+                self.hash.update(block)
+                self.upto += len(block)
+
+    def extend(self, offset: int, chunk: bytes) -> None:
+        if offset < self.upto:
+            self.hash, self.upto = hashlib.sha256(), 0
+        self._read(offset)
+        if offset == self.upto:
+            self.hash.update(chunk)
+            self.upto += len(chunk)
+
+    def hexdigest(self, length: int) -> str:
+        self._read(length)
+        return self.hash.hexdigest()
+
+
 class ResumableUploader:
     """One file, one upload; ``max_retries`` consecutive failures (reset by any progress) end it."""
 
     def __init__(self, api_url: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, max_retries: int = 8,
                  backoff_initial: float = 0.5, backoff_max: float = 15.0, progress: Progress | None = None,
                  http: httpx.Client | None = None, token: str | None = None):
-        if chunk_size < MIN_PART_SIZE:
-            raise ValueError(f"chunk_size must be at least {MIN_PART_SIZE} bytes (the S3 part minimum)")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1 byte")
         self.api_url = api_url.rstrip("/") + "/"
         self.chunk_size = chunk_size
         self.max_retries = max_retries
@@ -81,6 +116,7 @@ class ResumableUploader:
         self.http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
         self.failures = 0          # consecutive
         self.retries = 0           # in total
+        self.video_id: str | None = None
         self.token = token         # the uploader's bearer token (its sub owns the upload); an anonymous
                                    # upload's own upload_token once created
 
@@ -148,6 +184,7 @@ class ResumableUploader:
         self.failures = 0
         if r.json().get("upload_token"):                # anonymous: this upload's own credential
             self.token = r.json()["upload_token"]
+        self.video_id = r.headers.get("Video-Id") or r.json().get("video_id")
         return self.url(r.headers["Location"])
 
     def offset(self, upload_url: str) -> tuple[int, int]:
@@ -164,38 +201,41 @@ class ResumableUploader:
         offset, length = self.offset(upload_url)
         if length != size:
             raise UploadError(f"{src} has {size} bytes but the upload at {upload_url} expects {length}")
+        digest = _FileDigest(src)
         with src.open("rb") as f:
-            while True:
+            while offset < length:
                 if self.progress is not None:
                     self.progress(offset, length)
                 f.seek(offset)
-                chunk = f.read(self.chunk_size) if offset < length else b""
+                chunk = f.read(min(self.chunk_size, length - offset))
+                digest.extend(offset, chunk)
+                checksum = base64.b64encode(hashlib.sha256(chunk).digest()).decode("ascii")
                 try:
                     r = self.http.patch(upload_url, content=chunk,
                                         headers=self._headers({"Tus-Resumable": TUS_RESUMABLE,
                                                                "Upload-Offset": str(offset),
+                                                               "Upload-Checksum": f"sha256 {checksum}",
                                                                "Content-Type": OFFSET_CONTENT_TYPE}))
                 except httpx.TransportError as exc:
                     self._failed(f"PATCH at offset {offset}: {exc!r}")
                     offset, _ = self.offset(upload_url)
                     continue
-                if r.status_code == 200:                   # complete
-                    receipt = r.json()
-                    if self.progress is not None:
-                        self.progress(length, length)
-                    return UploadOutcome(receipt["video_id"], int(receipt["size_bytes"]), receipt.get("sha256"),
-                                         receipt)
                 if r.status_code == 204:
                     new = int(r.headers["Upload-Offset"])
                     if new > offset:
                         self.failures = 0
                     offset = new
                     continue
-                if r.status_code == 409 or _retryable(None, r):
+                if r.status_code in (409, CHECKSUM_MISMATCH) or _retryable(None, r):
                     self._failed(f"PATCH at offset {offset}: HTTP {r.status_code} {_detail(r)}")
                     offset, _ = self.offset(upload_url)
                     continue
                 raise UploadError(f"PATCH at offset {offset}: HTTP {r.status_code} {_detail(r)}", r.status_code)
+        if self.progress is not None:
+            self.progress(length, length)
+        video_id = self.video_id or upload_url.rstrip("/").split("/")[-2]
+        return UploadOutcome(video_id, length, digest.hexdigest(length), {"video_id": video_id,
+                                                                          "upload_url": upload_url})
 
     def upload(self, path: str | os.PathLike[str], content_type: str | None = None, visibility: str | None = None,
                workspace: str | None = None, priority: str | None = None) -> UploadOutcome:

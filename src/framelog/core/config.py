@@ -304,6 +304,16 @@ class UploadLimits:
     max_size: Size
     max_duration: Duration
     audio_bitrate: Bitrate
+    part_size: Annotated[Size, Field(ge=5 * 2**20)]     # S3 multipart part the API cuts a PATCH body into
+    checksum_body_max: Annotated[Size, Field(ge=1)]      # a PATCH with Upload-Checksum is spooled to disk, <= this
+
+
+@section
+@dataclass(frozen=True)
+class CorsConfig:
+    """Which browser origins may call the API (tus uploads from another site's page); none by default."""
+    allowed_origins: StrList      # exact origins ("https://studio.example"); "*" allows any (no credentials)
+    max_age: Duration             # how long a browser may cache a preflight answer
 
 
 @section
@@ -622,6 +632,7 @@ class Config:
     pipeline: PipelineConfig
     priorities: PriorityConfig
     upload_limits: UploadLimits
+    cors: CorsConfig
     media: MediaConfig
     hls: HlsConfig
     cdn: CdnConfig
@@ -814,6 +825,7 @@ class ConfigFile:
     processing_pipeline: _PipelineFile
     processing_priorities: PriorityConfig
     upload_limits: UploadLimits
+    cors: CorsConfig
     media: _MediaFile
     hls_config: _HlsFile
     cdn_strategy: _CdnStrategyFile
@@ -1008,6 +1020,7 @@ def build_config(data: Any, source: Path = Path("<memory>"), environ: Mapping[st
         pipeline=pipeline,
         priorities=_priorities(f.processing_priorities),
         upload_limits=f.upload_limits,
+        cors=f.cors,
         media=_media(f.media),
         hls=_hls(f.hls_config, pipeline.transcoding_profiles),
         cdn=_cdn(f, caching),

@@ -6,6 +6,8 @@ class changes) live in one place.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -19,6 +21,10 @@ from framelog.sinks.s3 import s3_client
 
 def _missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
+def _no_upload(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404", "NotFound")
 
 
 class ObjectStore:
@@ -67,6 +73,24 @@ class ObjectStore:
             if _missing(exc):
                 return None
             raise
+
+    def size(self, key: str) -> int | None:
+        """Bytes of ``key``, or None when it does not exist."""
+        head = self.head(key)
+        return None if head is None else int(head["ContentLength"])
+
+    def sha256(self, key: str, chunk_size: int = 8 * 2**20) -> tuple[str, int]:
+        """sha256 and byte count of an object, streamed (never the whole object in memory)."""
+        digest = hashlib.sha256()
+        size = 0
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        try:
+            for chunk in body.iter_chunks(chunk_size):
+                digest.update(chunk)
+                size += len(chunk)
+        finally:
+            body.close()
+        return digest.hexdigest(), size
 
     def keys(self, prefix: str) -> Iterator[str]:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
@@ -172,6 +196,64 @@ class ObjectStore:
         if head.get("CacheControl"):
             headers["CacheControl"] = head["CacheControl"]
         self.copy(key, key, headers=headers, storage_class=storage_class)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    # ------------------------------------------------------------ multipart (resumable uploads)
+
+    def create_multipart(self, key: str, content_type: str, metadata: Mapping[str, str]) -> str:
+        """Start a multipart upload of ``key``; returns its upload id."""
+        out = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type,
+                                                  Metadata=dict(metadata))
+        return str(out["UploadId"])
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        """One part (Content-MD5 checked by the store); returns {PartNumber, ETag, Size}."""
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode("ascii")
+        out = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                      Body=body, ContentLength=len(body), ContentMD5=md5)
+        return {"PartNumber": number, "ETag": out["ETag"], "Size": len(body)}
+
+    def list_parts(self, key: str, upload_id: str) -> list[dict[str, Any]] | None:
+        """Every part of an open multipart upload ({PartNumber, ETag, Size}), or None once it is
+        completed or aborted."""
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        while True:
+            try:
+                page = self.client.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                              PartNumberMarker=marker, MaxParts=1000)
+            except ClientError as exc:
+                if _no_upload(exc):
+                    return None
+                raise
+            got = page.get("Parts") or []
+            parts.extend({"PartNumber": p["PartNumber"], "ETag": p["ETag"], "Size": p["Size"]} for p in got)
+            if not page.get("IsTruncated") or not got:
+                return parts
+            marker = int(page.get("NextPartNumberMarker") or got[-1]["PartNumber"])
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> bool:
+        """Assemble the parts into ``key``; False when the upload is already gone (completed by another
+        request, or aborted)."""
+        ordered = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}
+                   for p in sorted(parts, key=lambda p: p["PartNumber"])]
+        try:
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": ordered})
+        except ClientError as exc:
+            if _no_upload(exc):
+                return False
+            raise
+        return True
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if not _no_upload(exc):
+                raise
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.keys(prefix))

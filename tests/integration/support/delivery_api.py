@@ -57,7 +57,7 @@ def upload(client: TestClient, headers: Mapping[str, str], **params: str) -> str
     r = client.patch(f"/videos/{vid}/upload", content=body,
                      headers={"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
                               "Tus-Resumable": "1.0.0", **headers})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 204, r.text
     return vid
 
 
