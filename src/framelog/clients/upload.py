@@ -116,7 +116,6 @@ class ResumableUploader:
         self.http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
         self.failures = 0          # consecutive
         self.retries = 0           # in total
-        self.video_id: str | None = None
         self.token = token         # the uploader's bearer token (its sub owns the upload); an anonymous
                                    # upload's own upload_token once created
 
@@ -184,7 +183,6 @@ class ResumableUploader:
         self.failures = 0
         if r.json().get("upload_token"):                # anonymous: this upload's own credential
             self.token = r.json()["upload_token"]
-        self.video_id = r.headers.get("Video-Id") or r.json().get("video_id")
         return self.url(r.headers["Location"])
 
     def offset(self, upload_url: str) -> tuple[int, int]:
@@ -233,7 +231,7 @@ class ResumableUploader:
                 raise UploadError(f"PATCH at offset {offset}: HTTP {r.status_code} {_detail(r)}", r.status_code)
         if self.progress is not None:
             self.progress(length, length)
-        video_id = self.video_id or upload_url.rstrip("/").split("/")[-2]
+        video_id = upload_url.rstrip("/").split("/")[-2]          # /videos/{id}/upload
         return UploadOutcome(video_id, length, digest.hexdigest(length), {"video_id": video_id,
                                                                           "upload_url": upload_url})
 
