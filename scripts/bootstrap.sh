@@ -39,4 +39,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "bootstrap: installing the player's npm packages (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# The creator upload page's bundle (Uppy from node_modules, web/upload/ -> web/dist/ by esbuild)
+if [ ! -f web/dist/upload.js ] || [ -n "$(find web/upload scripts/build_web.mjs package-lock.json -newer web/dist/upload.js 2>/dev/null)" ]; then
+  echo "bootstrap: bundling the upload page (node scripts/build_web.mjs)"
+  node scripts/build_web.mjs
+fi
 echo "bootstrap: ready (.venv/bin/framelog)"

@@ -33,8 +33,9 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(analytics.router)
     app.include_router(keys.router)
 
-    from framelog.api import player
+    from framelog.api import player, upload_page
     app.include_router(player.router)
+    app.include_router(upload_page.router)
 
     from framelog.api import access, deletion, stream
     app.include_router(access.router)

@@ -306,6 +306,7 @@ class UploadLimits:
     audio_bitrate: Bitrate
     part_size: Annotated[Size, Field(ge=5 * 2**20)]     # S3 multipart part the API cuts a PATCH body into
     checksum_body_max: Annotated[Size, Field(ge=1)]      # a PATCH with Upload-Checksum is spooled to disk, <= this
+    page_status_poll: PositiveDuration                    # the upload page asks GET /videos/{id} this often
 
 
 @section

@@ -107,6 +107,10 @@ class Browser:
         self.call("screenshot", path=str(path), selector=selector)
         return path
 
+    def choose_files(self, selector: str, paths: list[Path]) -> None:
+        """Put files in a file input, as a person choosing them would (large files are not copied)."""
+        self.call("files", selector=selector, paths=[str(p) for p in paths])
+
     def log(self) -> list[str]:
         try:
             return self.call("log", timeout=10)

@@ -10,6 +10,7 @@
 //   {"op": "throttle", "download_bps": n, "upload_bps": n, "latency_ms": n}   (0 bps: unthrottled)
 //   {"op": "block", "pattern": "**/v1/keys/**"}         requests matching the glob fail (connection refused)
 //   {"op": "screenshot", "path": "/tmp/x.png", "selector": "#video"}
+//   {"op": "files", "selector": "input[type=file]", "paths": ["/tmp/a.mp4"]}   choose files in a file input
 //   {"op": "log"}                                      -> console messages and page errors so far
 //   {"op": "close"}
 // CHROMIUM overrides the browser (default /usr/bin/chromium).
@@ -57,6 +58,9 @@ async function run(cmd) {
       await target.screenshot({ path: cmd.path, timeout: cmd.timeout_ms ?? 30000 });
       return cmd.path;
     }
+    case 'files':
+      await page.locator(cmd.selector).first().setInputFiles(cmd.paths, { timeout: cmd.timeout_ms ?? 30000 });
+      return null;
     case 'log':
       return log.slice();
     case 'close':
