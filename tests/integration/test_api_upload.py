@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from framelog.api import videos
-from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE
+from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE, parse_upload_metadata
 from framelog.clients.upload import ResumableUploader, upload_resumable
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
@@ -205,6 +205,7 @@ def test_tus_core_creation_termination_checksum(client, config):
     head = client.head(loc)
     assert head.status_code == 200 and head.headers["Upload-Offset"] == str(MIB)
     assert head.headers["Upload-Length"] == str(len(data)) and head.headers["Cache-Control"] == "no-store"
+    assert parse_upload_metadata(head.headers["Upload-Metadata"]) == {"filename": "x.mp4", "filetype": "video/mp4"}
     r = patch(MIB, data[MIB:3 * MIB], **{"Upload-Checksum": checksum("sha1", b"something else")})
     assert r.status_code == 460 and r.headers["Upload-Offset"] == str(MIB)      # discarded
     assert patch(MIB, data[MIB:2 * MIB], **{"Upload-Checksum": "crc32 AAAA"}).status_code == 400

@@ -59,6 +59,7 @@ from framelog.api.upload_protocol import (
     clean_content_type,
     clean_filename,
     clean_owner,
+    encode_upload_metadata,
     parse_non_negative,
     parse_upload_checksum,
     parse_upload_length,
@@ -365,7 +366,19 @@ async def upload_offset(video_id: str, request: Request) -> Response:
             view = await run_in_threadpool(settle, svc, view)
     headers = _offset_headers(view.offset, view.length)
     headers["Upload-Status"] = view.status
+    metadata = upload_metadata(view)
+    if metadata:
+        headers["Upload-Metadata"] = metadata           # tus: a HEAD of an upload with metadata carries it
     return Response(status_code=200, headers=headers)
+
+
+def upload_metadata(view: UploadView) -> str:
+    """The upload's ``filename`` and ``filetype`` as tus metadata (from the session or the receipt)."""
+    source: dict[str, Any] = dict(view.receipt or {})
+    if view.session is not None:
+        source = {"filename": view.session.filename, "content_type": view.session.content_type}
+    pairs = {"filename": source.get("filename") or "", "filetype": source.get("content_type") or ""}
+    return encode_upload_metadata({k: v for k, v in pairs.items() if v})
 
 
 def _lock(svc: VideoServices, video_id: str) -> asyncio.Lock:
