@@ -33,7 +33,16 @@ from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id
 from framelog.processors.identity import ANALYTICS_READ, Principal
 from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
-from framelog.sinks.clickhouse.queries import AnalyticsQueryError, UnsafeSqlError, get_video_analytics, run_readonly_sql
+from framelog.sinks.clickhouse.queries import (
+    SERIES_INTERVALS,
+    AnalyticsQueryError,
+    UnsafeSqlError,
+    get_video_analytics,
+    get_video_retention,
+    get_video_series,
+    run_readonly_sql,
+    series_bounds,
+)
 
 
 @dataclass
@@ -99,22 +108,36 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
         raise AnalyticsQueryError(f"'{name}' must be ISO 8601 or epoch seconds, got {value!r}") from None
 
 
+async def _readable(request: Request, video_id: str, principal: Principal) -> None:
+    """400 a malformed id; then its owner, its workspace, or analytics:read (404 unknown, 403 others)."""
+    try:
+        validate_video_id(video_id)
+    except InvalidIdError as exc:
+        raise ApiError(400, str(exc)) from None
+    await run_in_threadpool(access_state(request.app).check_reader, principal, video_id, (ANALYTICS_READ,))
+
+
+def _range(engine: AnalyticsEngine, from_: str | None, to: str | None) -> tuple[datetime, datetime]:
+    """``from``/``to`` (ISO 8601 or epoch seconds); default: the last ``analytics.default_timeframe``."""
+    end = _parse_time(to, "to") or datetime.now(UTC)
+    start = _parse_time(from_, "from") or end - timedelta(seconds=engine.config.analytics.default_timeframe)
+    return start, end
+
+
+def _error(exc: Exception) -> JSONResponse:
+    if isinstance(exc, ApiError):
+        return exc.response()
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
 @router.get("/v1/videos/{video_id}/analytics")
 async def video_analytics(request: Request, video_id: str, from_: str | None = Query(None, alias="from"),
                           to: str | None = None, principal: Principal = Depends(require())) -> JSONResponse:
     """The seed's get_video_analytics for one video: its owner, its workspace, or analytics:read."""
     engine: AnalyticsEngine = request.app.state.analytics
     try:
-        validate_video_id(video_id)
-    except InvalidIdError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    try:
-        await run_in_threadpool(access_state(request.app).check_reader, principal, video_id, (ANALYTICS_READ,))
-    except ApiError as exc:
-        return exc.response()
-    try:
-        end = _parse_time(to, "to") or datetime.now(UTC)
-        start = _parse_time(from_, "from") or end - timedelta(seconds=engine.config.analytics.default_timeframe)
+        await _readable(request, video_id, principal)
+        start, end = _range(engine, from_, to)
 
         def query() -> dict[str, Any]:
             with engine.lock:
@@ -122,8 +145,55 @@ async def video_analytics(request: Request, video_id: str, from_: str | None = Q
 
         result = await run_in_threadpool(engine.query_cache.get_or_compute, (video_id, from_, to), query,
                                          (video_id,))
-    except (InvalidIdError, AnalyticsQueryError) as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    except (ApiError, InvalidIdError, AnalyticsQueryError) as exc:
+        return _error(exc)
+    return JSONResponse(_jsonable(result))
+
+
+@router.get("/v1/videos/{video_id}/analytics/series")
+async def video_series(request: Request, video_id: str, interval: str = "1h",
+                       from_: str | None = Query(None, alias="from"), to: str | None = None,
+                       principal: Principal = Depends(require())) -> JSONResponse:
+    """The rollups per bucket (``interval`` 1h or 1d) over ``[from, to)``, one point per bucket, columns of
+    equal length (``time`` in epoch seconds, then views, unique_viewers, watch_time, ...); 400 names a bad
+    interval, time or a range beyond ``analytics.max_series_points`` buckets."""
+    engine: AnalyticsEngine = request.app.state.analytics
+    try:
+        await _readable(request, video_id, principal)
+        if interval not in SERIES_INTERVALS:
+            raise AnalyticsQueryError(f"'interval' must be one of {', '.join(SERIES_INTERVALS)}, got {interval!r}")
+        start, end = _range(engine, from_, to)
+        series_bounds(start, end, interval, engine.config)      # 400 before any lock is taken
+
+        def query() -> dict[str, Any]:
+            with engine.lock:
+                return get_video_series(engine.client, video_id, start, end, interval, config=engine.config)
+
+        result = await run_in_threadpool(engine.query_cache.get_or_compute, ("series", video_id, interval, from_, to),
+                                         query, (video_id,))
+    except (ApiError, InvalidIdError, AnalyticsQueryError) as exc:
+        return _error(exc)
+    return JSONResponse(_jsonable(result))
+
+
+@router.get("/v1/videos/{video_id}/analytics/retention")
+async def video_retention(request: Request, video_id: str, from_: str | None = Query(None, alias="from"),
+                          to: str | None = None, principal: Principal = Depends(require())) -> JSONResponse:
+    """Audience retention over ``[from, to)``: the share of sessions that watched each of
+    ``analytics.retention_points`` steps of the video."""
+    engine: AnalyticsEngine = request.app.state.analytics
+    try:
+        await _readable(request, video_id, principal)
+        start, end = _range(engine, from_, to)
+
+        def query() -> dict[str, Any]:
+            with engine.lock:
+                return get_video_retention(engine.client, video_id, start, end, config=engine.config)
+
+        result = await run_in_threadpool(engine.query_cache.get_or_compute, ("retention", video_id, from_, to),
+                                         query, (video_id,))
+    except (ApiError, InvalidIdError, AnalyticsQueryError) as exc:
+        return _error(exc)
     return JSONResponse(_jsonable(result))
 
 

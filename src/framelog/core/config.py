@@ -494,6 +494,8 @@ class AnalyticsConfig:
     completion_threshold: Annotated[Number, Field(ge=0, le=1)]
     sink_batch_max_rows: Annotated[Int, Field(ge=1)]
     sink_batch_max_age: Duration
+    max_series_points: Annotated[Int, Field(ge=1, le=100_000)]   # buckets one series answer may hold
+    retention_points: Annotated[Int, Field(ge=2, le=1000)]        # the retention curve's steps over the duration
     sink_insert_threads: Annotated[Int, Field(ge=1, le=16)] = 1
 
 

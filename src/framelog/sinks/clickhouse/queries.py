@@ -43,8 +43,8 @@ from framelog.sinks.clickhouse.client import analyst_settings, client_is_embedde
 from framelog.sinks.clickhouse.migrations import analytics_tables
 from framelog.sinks.clickhouse.sql_guard import UnsafeSqlError, check_query_tree, guard_sql, is_explain
 
-__all__ = ["AnalyticsQueryError", "UnsafeSqlError", "SqlResult", "get_video_analytics", "timeframe_bounds",
-           "run_readonly_sql", "check_readonly_sql"]
+__all__ = ["AnalyticsQueryError", "UnsafeSqlError", "SqlResult", "get_video_analytics", "get_video_series",
+           "get_video_retention", "SERIES_INTERVALS", "timeframe_bounds", "run_readonly_sql", "check_readonly_sql"]
 
 _UTC = _dt.UTC
 _HOUR = _dt.timedelta(hours=1)
@@ -228,6 +228,156 @@ def get_video_analytics(client: Client | Sequence[Client], video_id: str, start:
             "quality_switches_down": int(down or 0),
             "playing_time_per_rendition": {r: float(s) for r, s in renditions},
         },
+    }
+
+
+# ---------------------------------------------------------------- series over time
+
+# The interval is chosen from this table, never spliced from the caller's text: each name maps
+# to the bucket width and to the SQL expression (of the rollups' ``hour`` column) that makes it.
+SERIES_INTERVALS: dict[str, tuple[_dt.timedelta, str]] = {
+    "1h": (_HOUR, "hour"),
+    "1d": (_dt.timedelta(days=1), "toStartOfDay(hour, 'UTC')"),
+}
+
+_SERIES_STATS_SQL = """
+SELECT {bucket} AS bucket,
+    sum(views), uniqMerge(unique_viewers), sum(watch_time_seconds), uniqExactMerge(completed_sessions),
+    sum(likes), sum(shares), sum(startups), sum(startup_time_ms_sum), sum(rebuffer_count),
+    sum(rebuffer_seconds), sum(playback_failures)
+FROM video_stats_hourly
+WHERE {where}
+GROUP BY bucket
+ORDER BY bucket
+"""
+
+_SERIES_SWITCH_SQL = """
+SELECT {bucket} AS bucket, sum(switches)
+FROM quality_switch_hourly
+WHERE {where}
+GROUP BY bucket
+ORDER BY bucket
+"""
+
+SERIES_FIELDS = ("views", "unique_viewers", "watch_time", "completed_views", "likes", "shares",
+                 "average_startup_time_ms", "rebuffer_ratio", "playback_failures", "quality_switches")
+
+
+def _floor_to(t: _dt.datetime, step: _dt.timedelta) -> _dt.datetime:
+    epoch = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
+    return epoch + ((t - epoch) // step) * step
+
+
+def series_bounds(start: Any, end: Any, interval: str, config: Config) -> tuple[_dt.datetime, _dt.datetime, int]:
+    """``[start, end)`` widened to whole buckets of ``interval``, and the number of buckets; the bounds of
+    ``analytics.max_timeframe`` and ``analytics.max_series_points`` checked before anything is sent."""
+    if interval not in SERIES_INTERVALS:
+        raise AnalyticsQueryError(f"interval must be one of {', '.join(SERIES_INTERVALS)}, got {interval!r}")
+    step = SERIES_INTERVALS[interval][0]
+    lo, hi = _validated_range(start, end, config)
+    lo = _floor_to(lo, step)
+    hi = _floor_to(hi, step) + (step if _floor_to(hi, step) != hi else _dt.timedelta(0))
+    points = int((hi - lo) / step)
+    limit = config.analytics.max_series_points
+    if points > limit:
+        raise AnalyticsQueryError(
+            f"{points} buckets of {interval} exceed analytics.max_series_points ({limit}); "
+            f"narrow the range or use a wider interval")
+    return lo, hi, points
+
+
+def get_video_series(client: Client, video_id: str, start: Any, end: Any, interval: str = "1h", *,
+                     config: Config | None = None) -> dict[str, Any]:
+    """The video's rollups per hour or per day over ``[start, end)``, one point per bucket (empty buckets
+    are zeros, so a chart's x axis is the time itself). Unique viewers are distinct per bucket."""
+    config = config or get_config()
+    video_id = validate_video_id(video_id)
+    lo, hi, points = series_bounds(start, end, interval, config)
+    step, bucket = SERIES_INTERVALS[interval]
+    params = {"video_id": video_id, "start": lo.replace(tzinfo=None), "end": hi.replace(tzinfo=None)}
+    settings = None if str(client.get_client_setting("readonly") or "0") == "1" else _QUERY_SETTINGS
+    stats = client.query(_SERIES_STATS_SQL.format(bucket=bucket, where=_WHERE), parameters=params,
+                         settings=settings).result_rows
+    switches = client.query(_SERIES_SWITCH_SQL.format(bucket=bucket, where=_WHERE), parameters=params,
+                            settings=settings).result_rows
+    by_bucket = {_utc(row[0], "bucket"): row[1:] for row in stats}
+    switch_by_bucket = {_utc(row[0], "bucket"): int(row[1] or 0) for row in switches}
+    times, columns = [], {name: [] for name in SERIES_FIELDS}    # type: ignore[var-annotated]
+    for i in range(points):
+        t = lo + i * step
+        (views, uniques, watch, completed, likes, shares, startups, startup_sum, _rebuffers, rebuffer_s,
+         failures) = by_bucket.get(t, (0,) * 11)
+        watch, rebuffer_s = float(watch or 0.0), float(rebuffer_s or 0.0)
+        times.append(int(t.timestamp()))
+        for name, value in zip(SERIES_FIELDS, (
+                int(views or 0), int(uniques or 0), watch, int(completed or 0), int(likes or 0), int(shares or 0),
+                _ratio(startup_sum or 0.0, startups or 0), _ratio(rebuffer_s, rebuffer_s + watch),
+                int(failures or 0), switch_by_bucket.get(t, 0))):
+            columns[name].append(value)
+    return {"video_id": video_id, "interval": interval,
+            "timeframe": {"start": lo.isoformat(), "end": hi.isoformat()},
+            "time": times, **columns}
+
+
+# ---------------------------------------------------------------- retention
+
+# Audience retention from the raw events: an event that carries watch time covers the stretch
+# [position - watched, position] of the video; a session watched step i when one of its stretches
+# overlaps [i/N, (i+1)/N) of the duration. A seek event's watch time was spent before the seek
+# (web/playback-events.js), at another position, so seeks are left out. The raw table is
+# ReplacingMergeTree: a duplicate not merged yet covers the same stretch, and uniqExact ignores it.
+_RETENTION_SQL = """
+SELECT step, uniqExact(session_id)
+FROM (
+    SELECT session_id,
+        toInt64(floor(greatest(position_seconds - watch_time_delta_seconds, 0) / duration_seconds * {points:UInt32}))
+            AS first,
+        greatest(toInt64(ceil(position_seconds / duration_seconds * {points:UInt32})) - 1, first) AS last,
+        arrayJoin(range(toUInt32(least(first, {points:UInt32} - 1)),
+                        toUInt32(least(last, {points:UInt32} - 1)) + 1)) AS step
+    FROM playback_events
+    WHERE video_id = {video_id:String} AND event_time >= {start:DateTime64(3, 'UTC')}
+      AND event_time < {end:DateTime64(3, 'UTC')}
+      AND duration_seconds > 0 AND watch_time_delta_seconds > 0 AND type != 'seek'
+)
+GROUP BY step
+ORDER BY step
+"""
+
+_RETENTION_SESSIONS_SQL = """
+SELECT uniqExact(session_id), max(duration_seconds)
+FROM playback_events
+WHERE video_id = {video_id:String} AND event_time >= {start:DateTime64(3, 'UTC')}
+  AND event_time < {end:DateTime64(3, 'UTC')}
+  AND duration_seconds > 0 AND watch_time_delta_seconds > 0 AND type != 'seek'
+"""
+
+
+def get_video_retention(client: Client, video_id: str, start: Any, end: Any, *,
+                        config: Config | None = None) -> dict[str, Any]:
+    """Audience retention over ``[start, end)``: of the sessions that watched anything, the share that
+    watched each of ``analytics.retention_points`` equal steps of the video (``retention[i]`` for the
+    step starting at ``position[i]`` = i/N of the duration). Read from the raw events (kept
+    ``analytics.raw_events_ttl``), since the rollups do not keep positions."""
+    config = config or get_config()
+    video_id = validate_video_id(video_id)
+    s, e = _utc(start, "start"), _utc(end, "end")
+    _validated_range(s, e, config)
+    points = config.analytics.retention_points
+    params = {"video_id": video_id, "start": s.replace(tzinfo=None), "end": e.replace(tzinfo=None),
+              "points": points}
+    settings = None if str(client.get_client_setting("readonly") or "0") == "1" else _QUERY_SETTINGS
+    sessions, duration = client.query(_RETENTION_SESSIONS_SQL, parameters=params, settings=settings).result_rows[0]
+    rows = client.query(_RETENTION_SQL, parameters=params, settings=settings).result_rows if sessions else []
+    watched = {int(step): int(n) for step, n in rows}
+    sessions = int(sessions or 0)
+    return {
+        "video_id": video_id,
+        "timeframe": {"start": s.isoformat(), "end": e.isoformat()},
+        "sessions": sessions,
+        "duration_seconds": float(duration) if sessions and duration is not None else None,
+        "position": [i / points for i in range(points)],
+        "retention": [_ratio(watched.get(i, 0), sessions) for i in range(points)],
     }
 
 
