@@ -15,9 +15,11 @@ import { AUTO } from './abr.js';
 import { createAbrControllerClass } from './abr-hls.js';
 import { EdgeRouter } from './edges.js';
 import { EventBatcher, PlaybackTracker, newId } from './playback-events.js';
+import { showChapters } from './chapters.js';
+import { viewerToken } from './viewer-token.js';
 
 const VIEWER_KEY = 'framelog.viewer_id';
-const TOKEN_KEY = 'framelog.viewer_token';
+const LIKED_KEY = 'framelog.liked';          // videos this browser liked (one like per viewer and video)
 const RENEW_RETRY_MS = 2_000;          // a renewal that failed for a network or server reason is tried again
 const STREAM_REFUSALS = {
   401: 'Your sign-in is not valid any more',
@@ -42,6 +44,7 @@ export function streamInfo(answer) {
     unavailable: (answer.qualities || []).filter((q) => q.availability && q.availability !== 'available')
       .map((q) => q.name),
     posterUrl: answer.poster_url ?? null,
+    chaptersUrl: answer.chapters_url ?? null,
     session: answer.session ?? null,              // sent with every event batch and each renewal
     renewUrl: answer.renewal?.url ?? null,
     renewAfterMs: answer.renewal ? Math.max(1_000, answer.renewal.after_seconds * 1000) : null,
@@ -52,17 +55,6 @@ export function streamInfo(answer) {
     // the stream API already recorded this session's view_start: a second one would count the view twice
     streamStartRecorded: analytics.stream_start_recorded === true,
   };
-}
-
-/** A signed-in viewer's token: from the page's #viewer_token= (never sent to a server) or localStorage. */
-function viewerToken() {
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get('viewer_token');
-  try {
-    if (fromHash) localStorage.setItem(TOKEN_KEY, fromHash);
-    return fromHash || localStorage.getItem(TOKEN_KEY);
-  } catch {
-    return fromHash;
-  }
 }
 
 function viewerId() {
@@ -144,6 +136,10 @@ export async function start(config) {
   state.flush = () => batcher.flush();
   state.batcherQueue = () => batcher.queue.slice();
   state.batcher = batcher;                  // for the console and the browser tests, like state.hls
+  engagement(state, tracker, batcher, config.videoId);
+  state.chapters = [];
+  state.chaptersLoaded = showChapters(video, document.getElementById('chapters'), info.chaptersUrl)
+    .then((chapters) => { state.chapters = chapters; return chapters; });
 
   const leave = () => { tracker.stopClock(); batcher.beaconAll(); };
   addEventListener('pagehide', leave);
@@ -223,6 +219,52 @@ export async function start(config) {
   hls.loadSource(info.manifestUrl);
   scheduleRenewal(state, info, token, { edges, hls, video, batcher });
   return state;
+}
+
+function likedVideos() {
+  try {
+    const list = JSON.parse(localStorage.getItem(LIKED_KEY) || '[]');
+    return Array.isArray(list) ? list : [];
+  } catch {
+    return [];
+  }
+}
+
+/** The like and share buttons: each click is a PlaybackEvent (like / share) sent at once; a viewer likes
+ *  a video once (remembered in this browser), shares it as often as they like. */
+function engagement(state, tracker, batcher, videoId) {
+  const like = document.getElementById('like');
+  const share = document.getElementById('share');
+  state.engagement = { liked: likedVideos().includes(videoId), shares: 0 };
+  const showLiked = () => {
+    like.disabled = state.engagement.liked;
+    like.setAttribute('aria-pressed', String(state.engagement.liked));
+    like.textContent = state.engagement.liked ? '♥ Liked' : '♡ Like';
+  };
+  showLiked();
+  like.onclick = () => {
+    if (state.engagement.liked) return;
+    state.engagement.liked = true;
+    try {
+      localStorage.setItem(LIKED_KEY, JSON.stringify([...likedVideos(), videoId].slice(-500)));
+    } catch { /* private mode: the like still counts once for this page */ }
+    showLiked();
+    tracker.track('like');
+    batcher.flush();
+  };
+  share.disabled = false;
+  share.onclick = async () => {
+    const url = location.href.split('#')[0];          // never the fragment: it may hold the viewer's token
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(url);
+      copied = true;
+    } catch { /* no clipboard permission: show the link instead */ }
+    state.engagement.shares += 1;
+    tracker.track('share');
+    batcher.flush();
+    say(copied ? 'Link copied' : `Share this link: ${url}`);
+  };
 }
 
 /** Renew the signed URLs, key grant and session before they expire; stop when the stream API refuses. */

@@ -11,8 +11,6 @@ deadline.
 from __future__ import annotations
 
 import re
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +27,7 @@ from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from tests.integration.support import running, wait_for
+from tests.integration.support.screenshots import frame_stddev
 from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
@@ -118,15 +117,6 @@ def session_of(browser: Browser) -> str:
 
 def flush_events(browser: Browser) -> None:
     browser.wait("framelogPlayer.flush().then(() => true)", 30)
-
-
-def frame_stddev(png: Path) -> float:
-    """Standard deviation of the screenshot's grey levels: 0 for a blank (black) player."""
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(png), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-                         check=True, capture_output=True).stdout
-    n = len(raw)
-    mean = sum(raw) / n
-    return (sum((b - mean) ** 2 for b in raw[::7]) / len(raw[::7])) ** 0.5
 
 
 # ------------------------------------------------------------------ it plays

@@ -18,7 +18,7 @@ PUBLIC = {                                   # (method, path): why no token is a
     ("GET", "/healthz"): "load balancers' health probe",
     ("GET", "/.well-known/jwks.json"): "public keys, for anyone verifying framelog's tokens",
     ("OPTIONS", "/videos"): "tus capability discovery, no data",
-    ("GET", "/player/assets/vendor/hls.mjs"): "static player code",
+    ("GET", "/player/assets/vendor/{name}"): "static page code from node_modules (hls.js, uPlot)",
     ("GET", "/player/assets/{name}"): "static player code",
     ("POST", "/v1/events"): "players post with the playback session GET /v1/stream issued (issue 11 point 3)",
 }

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from framelog.api import player
+from framelog.api import player, studio
 from framelog.processors.abr import js_constants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +24,7 @@ def client(config) -> TestClient:
     app = FastAPI()
     app.state.config = config
     app.include_router(player.router)
+    app.include_router(studio.router)
     return TestClient(app)
 
 
@@ -51,7 +52,8 @@ def test_bad_video_id_is_refused(client):
 
 
 def test_assets_are_served_and_nothing_else(client):
-    for name in ("player.js", "abr.js", "abr-hls.js", "edges.js", "playback-events.js", "player.css"):
+    for name in ("player.js", "abr.js", "abr-hls.js", "edges.js", "playback-events.js", "player.css", "chapters.js",
+                 "viewer-token.js", "analytics.js", "analytics-format.js", "analytics.css"):
         r = client.get(f"/player/assets/{name}")
         assert r.status_code == 200, name
         assert r.headers["cache-control"] == "no-cache"
@@ -66,6 +68,31 @@ def test_hls_js_comes_from_node_modules(client):
     r = client.get("/player/assets/vendor/hls.mjs")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
     assert re.search(rb"export\{.* as default", r.content[-4000:], re.S)
+
+
+def test_uplot_comes_from_node_modules_and_other_vendor_names_do_not(client):
+    for name, kind in (("uplot.mjs", "text/javascript"), ("uplot.css", "text/css")):
+        r = client.get(f"/player/assets/vendor/{name}")
+        assert r.status_code == 200, (name, r.text[:200])
+        assert r.headers["content-type"].startswith(kind)
+    assert b"export { uPlot as default }" in client.get("/player/assets/vendor/uplot.mjs").content[-2000:]
+    assert client.get("/player/assets/vendor/..%2F..%2Fpackage.json").status_code == 404
+    assert client.get("/player/assets/vendor/react.js").status_code == 404
+
+
+def test_the_analytics_page_carries_its_settings_and_no_data(client, config):
+    r = client.get("/studio/abc123/analytics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    m = re.search(r'<script type="application/json" id="framelog-studio-config">(.*?)</script>', r.text, re.S)
+    settings = json.loads(m.group(1))
+    assert settings["analyticsPath"] == "/v1/videos/abc123/analytics"
+    assert settings["maxSeriesPoints"] == config.analytics.max_series_points
+    assert settings["intervals"] == {"1h": 3600, "1d": 86400}
+    assert settings["defaultTimeframeSeconds"] == config.analytics.default_timeframe
+    assert '<script type="module" src="/player/assets/analytics.js">' in r.text
+    assert "cdn" not in r.text.lower() and "https://" not in r.text
+    assert client.get("/studio/a%20b/analytics").status_code == 400
+    assert client.get("/studio/<script>/analytics").status_code in (400, 404)
 
 
 def test_javascript_unit_tests_pass():

@@ -33,9 +33,10 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.include_router(analytics.router)
     app.include_router(keys.router)
 
-    from framelog.api import player, upload_page
+    from framelog.api import player, studio, upload_page
     app.include_router(player.router)
     app.include_router(upload_page.router)
+    app.include_router(studio.router)
 
     from framelog.api import access, deletion, stream
     app.include_router(access.router)

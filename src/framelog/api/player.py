@@ -28,6 +28,11 @@ router = APIRouter(tags=["player"], dependencies=[Depends(current_principal)])  
 REPO_ROOT = Path(__file__).resolve().parents[3]     # the checkout: web/ and node_modules/ sit there
 WEB_DIR = REPO_ROOT / "web"
 HLS_JS = REPO_ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.mjs"
+VENDOR = {                           # npm packages the pages import, served from node_modules (no CDN)
+    "hls.mjs": (HLS_JS, "text/javascript"),
+    "uplot.mjs": (REPO_ROOT / "node_modules" / "uplot" / "dist" / "uPlot.esm.js", "text/javascript"),
+    "uplot.css": (REPO_ROOT / "node_modules" / "uplot" / "dist" / "uPlot.min.css", "text/css"),
+}
 ASSETS_PATH = "/player/assets"
 STREAM_PATH = "/v1/stream"
 EVENTS_PATH = "/v1/events"
@@ -50,13 +55,18 @@ def player_settings(config: Config, video_id: str) -> dict:
     }
 
 
-def render_page(config: Config, video_id: str) -> str:
-    settings = json.dumps(player_settings(config, video_id))
+def render_template(name: str, settings: dict, title: str) -> str:
+    """A page of web/ with its settings JSON, the assets path and the (escaped) title filled in."""
+    text = json.dumps(settings)
     # inside <script> only "</" could end the element early
-    settings = settings.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    page = (WEB_DIR / "player.html").read_text()
-    return (page.replace("{{CONFIG_JSON}}", settings).replace("{{ASSETS}}", ASSETS_PATH)
-            .replace("{{TITLE}}", html.escape(video_id)))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    page = (WEB_DIR / name).read_text()
+    return (page.replace("{{CONFIG_JSON}}", text).replace("{{ASSETS}}", ASSETS_PATH)
+            .replace("{{TITLE}}", html.escape(title)))
+
+
+def render_page(config: Config, video_id: str) -> str:
+    return render_template("player.html", player_settings(config, video_id), video_id)
 
 
 @router.get("/player/{video_id}", response_class=HTMLResponse)
@@ -68,11 +78,16 @@ async def player_page(request: Request, video_id: str) -> Response:
     return HTMLResponse(render_page(request.app.state.config, video_id), headers=NO_CACHE)
 
 
-@router.get(ASSETS_PATH + "/vendor/hls.mjs")
-async def hls_js() -> Response:
-    if not HLS_JS.is_file():
-        return JSONResponse({"error": "hls.js is not installed; run scripts/bootstrap.sh (npm ci)"}, status_code=503)
-    return FileResponse(HLS_JS, media_type="text/javascript", headers=NO_CACHE)
+@router.get(ASSETS_PATH + "/vendor/{name}")
+async def vendor(name: str) -> Response:
+    """hls.js for the player, uPlot for the analytics page: from node_modules, installed by npm ci."""
+    if name not in VENDOR:
+        return JSONResponse({"error": f"no vendor asset {name!r}"}, status_code=404)
+    path, media_type = VENDOR[name]
+    if not path.is_file():
+        return JSONResponse({"error": f"{path.relative_to(REPO_ROOT)} is not installed; run scripts/bootstrap.sh "
+                                      "(npm ci)"}, status_code=503)
+    return FileResponse(path, media_type=media_type, headers=NO_CACHE)
 
 
 @router.get(ASSETS_PATH + "/{name}")

@@ -1,0 +1,49 @@
+"""The owner's analytics page: ``GET /studio/{video_id}/analytics``.
+
+The page (web/analytics.html and web/analytics.js) holds no data: it carries its
+settings (the API paths, the default range, the series bound) and asks
+``GET /v1/videos/{id}/analytics``, ``.../analytics/series`` and
+``.../analytics/retention`` with the signed-in user's bearer token (the page's
+``#viewer_token=`` fragment, kept in localStorage, as the player does), so
+access is decided by those routes: the video's owner, its workspace, or
+``analytics:read``. Charts are drawn by uPlot, served from node_modules like
+hls.js (``/player/assets/vendor/uplot.mjs``); nothing comes from a CDN.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from framelog.api.auth import current_principal
+from framelog.api.player import NO_CACHE, render_template
+from framelog.core.config import Config
+from framelog.core.errors import InvalidIdError
+from framelog.core.ids import validate_video_id
+from framelog.sinks.clickhouse.queries import SERIES_INTERVALS
+
+router = APIRouter(tags=["studio"], dependencies=[Depends(current_principal)])
+
+ANALYTICS_PATH = "/v1/videos/{id}/analytics"
+PLAYER_PATH = "/player/{id}"
+
+
+def studio_settings(config: Config, video_id: str) -> dict:
+    """The JSON the page reads: where to ask, the default range and the series bound (from framelog.yaml)."""
+    return {
+        "videoId": video_id,
+        "analyticsPath": ANALYTICS_PATH.format(id=video_id),
+        "playerPath": PLAYER_PATH.format(id=video_id),
+        "defaultTimeframeSeconds": int(config.analytics.default_timeframe),
+        "maxSeriesPoints": config.analytics.max_series_points,
+        "intervals": {name: int(step.total_seconds()) for name, (step, _) in SERIES_INTERVALS.items()},
+    }
+
+
+@router.get("/studio/{video_id}/analytics", response_class=HTMLResponse)
+async def analytics_page(request: Request, video_id: str) -> Response:
+    try:
+        validate_video_id(video_id)
+    except InvalidIdError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    page = render_template("analytics.html", studio_settings(request.app.state.config, video_id), video_id)
+    return HTMLResponse(page, headers=NO_CACHE)
