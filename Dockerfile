@@ -14,5 +14,5 @@ RUN mkdir -p /var/lib/framelog && chown nobody:nogroup /var/lib/framelog
 WORKDIR /app
 COPY . /app
 COPY --from=player-deps /web/node_modules /app/node_modules
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e ./client -e .      # framelog-client (client/) first: framelog depends on it
 USER nobody

@@ -27,10 +27,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.framelog-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "bootstrap: installing framelog and its dependencies into .venv"
+# framelog depends on framelog-client (client/, the light client), installed from the checkout alongside
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ client/pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing framelog, framelog-client (./client) and their dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -e ./client -e ".[test]"
   touch "$stamp"
 fi
 # The web player's hls.js and the browser tests' playwright-core (package-lock.json pins them)

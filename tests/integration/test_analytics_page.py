@@ -15,13 +15,13 @@ import uuid
 import httpx
 import pytest
 
-from framelog.clients.analytics import AnalyticsClient
 from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors.identity import ANALYTICS_READ, EVENTS_WRITE, Keyring, mint_token
 from framelog.schemas.events import new_event
 from framelog.stack.services import ApiService
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
+from framelog_client.events import AnalyticsClient
 from tests.integration.support import wait_for
 from tests.integration.support.screenshots import frame_stddev
 from tests.media.support import clips

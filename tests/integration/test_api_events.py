@@ -30,12 +30,12 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from framelog.api import events as ev
-from framelog.clients.analytics import AnalyticsClient
 from framelog.clients.credentials import bearer
 from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.streams.admin import create_topics
 from framelog.streams.consumer import DecodedRecord, EventConsumer
 from framelog.streams.topics import PLAYBACK_EVENTS, QUALITY_SWITCHES, topic_spec
+from framelog_client.events import AnalyticsClient
 
 pytestmark = pytest.mark.integration
 

@@ -185,6 +185,43 @@ def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, 
 
 # ------------------------------------------------------------------ ABR under a throttled network
 
+def test_chapters_show_and_like_and_share_reach_the_analytics(config, api, video_id, browser):
+    """The AI stage's chapters are listed beside the player (and a chapters text track added); the like
+    and share buttons send their events, which the owner's analytics count (issue 15 pt 4)."""
+    assert open_player(browser, api, video_id)["ready"], browser.log()
+    chapters = browser.wait("framelogPlayer.chapters.length > 0 && framelogPlayer.chapters", PLAY_DEADLINE)
+    assert chapters[0]["start"] == 0 and chapters[-1]["end"] == pytest.approx(CLIP["duration"], abs=0.5)
+    shown = browser.eval("[...document.querySelectorAll('#chapters li .name')].map(e => e.textContent)")
+    assert shown == [c["title"] for c in chapters]
+    cues = browser.eval("[...document.getElementById('video').textTracks].filter(t => t.kind === 'chapters')"
+                        ".map(t => t.cues.length)")
+    assert cues == [len(chapters)]
+    browser.wait("document.getElementById('video').currentTime > 1", PLAY_DEADLINE)
+    browser.eval("document.querySelector('#chapters li:first-child button').click()")     # back to its start
+    browser.wait("document.getElementById('video').currentTime < 1", PLAY_DEADLINE)
+
+    assert browser.eval("document.getElementById('like').disabled") is False
+    browser.eval("document.getElementById('like').click()")
+    browser.eval("document.getElementById('like').click()")                              # once only
+    browser.eval("document.getElementById('share').click()")
+    assert browser.eval("[document.getElementById('like').disabled, framelogPlayer.engagement]") == [
+        True, {"liked": True, "shares": 1}]
+    browser.wait("framelogPlayer.engagement.shares === 1 && framelogPlayer.flush().then(() => "
+                 "framelogPlayer.sent.filter(e => e.type === 'like' || e.type === 'share').length === 2)", 30)
+    owner = {"Authorization": f"Bearer {mint_token(config, Keyring(config), 'player-tests', scopes=['videos:write'])}"}
+
+    def engagement() -> tuple[int, int, float]:
+        t = httpx.get(f"{api}/v1/videos/{video_id}/analytics", headers=owner, timeout=10).json()
+        return t["likes"], t["shares"], t["engagement_rate"]
+
+    wait_for(lambda: engagement()[0] >= 1 and engagement()[1] >= 1, "the like and the share in the analytics",
+             ANALYTICS_DEADLINE)
+    assert engagement()[2] > 0
+    browser.goto(f"{api}/player/{video_id}?country=US")            # the like is remembered in this browser
+    browser.wait("window.framelogPlayer && framelogPlayer.engagement", PLAY_DEADLINE)
+    assert browser.eval("document.getElementById('like').disabled") is True
+
+
 def test_the_published_mp4_downloads_through_the_edge_by_ranges(config, api, video_id, tmp_path):
     """The progressive MP4 the pipeline published is at its download_url (the seed's CDN path), in ranges."""
     from framelog.processors.media import ffmpeg_commands as fc

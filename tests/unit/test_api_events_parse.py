@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 
 from framelog.api import events as ev
 from framelog.api.events import EventError, IngestSettings, RequestError
-from framelog.clients.analytics import AnalyticsClient
 from framelog.clients.credentials import bearer
 from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.schemas import current_version
+from framelog_client.events import AnalyticsClient
 
 NOW = 1_767_225_600_000          # 2026-01-01T00:00:00Z in ms
 

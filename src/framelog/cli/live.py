@@ -9,39 +9,29 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
-from framelog.core.backoff import Backoff
 from framelog.core.config import Config
+from framelog_client.status import FollowError
+from framelog_client.status import follow as follow_stream
+from framelog_client.status import sse_events as client_sse_events
 
 RECONNECTS = 5
-RECONNECT_BACKOFF = Backoff(1.0, 10.0)   # 1 s, 2 s, 4 s, ... at most 10 s between reconnects
-FINAL = ("ready", "failed", "deleted")
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
     """(event, data) pairs of a text/event-stream response; comments (heartbeats) skipped."""
-    event, data = "message", []
-    for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
+    for item in client_sse_events(response.iter_lines()):
+        yield item.event, item.data
 
 
 def follow(api: str, video_id: str, headers: dict[str, str], *, stage_names: tuple[str, ...],
            quiet: bool = False) -> dict[str, Any]:
-    """Show the video's progress per stage until it ends; returns the final status."""
+    """Show the video's progress per stage until it ends; returns the final status. The stream and its
+    reconnects are the light client's (framelog_client.status.follow)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -49,39 +39,24 @@ def follow(api: str, video_id: str, headers: dict[str, str], *, stage_names: tup
     progress = Progress(TextColumn("{task.fields[stage]:<22}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                         TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=console, transient=False)
     tasks = {name: progress.add_task(name, total=1.0, stage=name, state="waiting") for name in stage_names}
-    final: dict[str, Any] | None = None
-    url = f"{api.rstrip('/')}/videos/{video_id}/events"
     with progress:
-        for attempt in range(RECONNECTS + 1):
-            try:
-                with httpx.stream("GET", url, headers={**headers, "Accept": "text/event-stream"},
-                                  timeout=httpx.Timeout(10.0, read=None)) as response:
-                    if response.status_code != 200:
-                        response.read()
-                        raise RuntimeError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
-                    for event, data in sse_events(response):
-                        if event == "transition":
-                            stage = data["stage"]
-                            if stage not in tasks:
-                                tasks[stage] = progress.add_task(stage, total=1.0, stage=stage, state="")
-                            label = data["state"] + (f" (attempt {data['attempt']})" if data.get("attempt", 1) > 1
-                                                     else "")
-                            if data.get("error_type"):
-                                label += f": {data['error_type']}"
-                            done = 1.0 if data["state"] == "succeeded" else float(data.get("progress") or 0.0)
-                            progress.update(tasks[stage], completed=done, state=label)
-                        elif event == "end":
-                            final = data
-                            break
-            except httpx.HTTPError as exc:
-                if attempt == RECONNECTS:
-                    raise RuntimeError(f"{url}: {exc}") from exc
-                time.sleep(RECONNECT_BACKOFF.delay(attempt + 1))
-            if final is not None:
-                break
-    if final is None:
-        raise RuntimeError(f"the event stream of {video_id} ended before the video did")
-    return final
+        try:
+            for item in follow_stream(api, video_id, headers=headers, reconnects=RECONNECTS):
+                data = item.data
+                if item.event == "transition":
+                    stage = data["stage"]
+                    if stage not in tasks:
+                        tasks[stage] = progress.add_task(stage, total=1.0, stage=stage, state="")
+                    label = data["state"] + (f" (attempt {data['attempt']})" if data.get("attempt", 1) > 1 else "")
+                    if data.get("error_type"):
+                        label += f": {data['error_type']}"
+                    done = 1.0 if data["state"] == "succeeded" else float(data.get("progress") or 0.0)
+                    progress.update(tasks[stage], completed=done, state=label)
+                elif item.final:
+                    return data
+        except FollowError as exc:
+            raise RuntimeError(str(exc)) from exc
+    raise RuntimeError(f"the event stream of {video_id} ended before the video did")
 
 
 def print_final(view: dict[str, Any]) -> int:

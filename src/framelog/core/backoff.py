@@ -1,28 +1,12 @@
-"""The one exponential backoff: how long to wait after the n-th failure in a row.
+"""The one exponential backoff (``Backoff``: delay, jittered), defined in the light client.
 
-Every retry loop (stage retries, webhook deliveries, the upload and analytics
-clients, replayed tables, the live CLI) asks this for its delay, so the rule
-is written once: ``initial * 2^(n-1)`` capped at ``maximum``, optionally
-stretched by up to ``jitter`` of itself so many clients do not retry in step.
+framelog-client (client/) ships alone with only httpx, and its upload and
+analytics clients retry with this same rule, so the definition lives there;
+the back end's retry loops (stage retries, webhook deliveries, replayed
+tables, the live CLI) import it through this module.
 """
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+from framelog_client.backoff import Backoff
 
-
-@dataclass(frozen=True)
-class Backoff:
-    initial: float          # seconds after the first failure
-    maximum: float          # cap of the exponential part
-    jitter: float = 0.0     # fraction the delay may be stretched by (0: none)
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after ``failures`` (1-based) failures in a row, without jitter."""
-        return min(self.maximum, self.initial * (2 ** max(failures - 1, 0)))
-
-    def jittered(self, failures: int, rng: random.Random | None = None) -> float:
-        """``delay`` stretched by a random fraction up to ``jitter``; never above maximum * (1 + jitter)."""
-        base = self.delay(failures)
-        spread = (rng or random).random() * self.jitter if self.jitter else 0.0
-        return min(self.maximum * (1 + self.jitter), base * (1 + spread))
+__all__ = ["Backoff"]

@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 
-from framelog.clients.analytics import AnalyticsClient
 from framelog.clients.credentials import bearer
 from framelog.clients.edge_fetch import download_hls
 from framelog.clients.upload import upload_resumable
@@ -44,6 +43,7 @@ from framelog.processors.identity import ANALYTICS_READ, VIDEOS_WRITE
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import MASTER_NAME, write_local_playlist
 from framelog.stack.services import ApiService, WorkerService
+from framelog_client.events import AnalyticsClient
 
 PIPELINE_DEADLINE = 900.0
 ANALYTICS_DEADLINE = 120.0

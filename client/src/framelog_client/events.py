@@ -1,4 +1,4 @@
-"""A client of ``POST /v1/events`` for server-side producers: batching, gzip, retries.
+"""The events producer: a client of ``POST /v1/events`` for server-side producers: batching, gzip, retries.
 
 ::
 
@@ -46,14 +46,13 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 import httpx
 
-from framelog.core.backoff import Backoff
+from framelog_client.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +77,9 @@ class AnalyticsClient:
 
     def __init__(self, base_url: str, batch_size: int = 100, flush_interval: float = 1.0, max_retries: int = 5, *,
                  timeout: float = 10.0, max_queue: int = 100_000, backoff_base: float = 0.2,
-                 backoff_max: float = 10.0, compress: bool = True, headers: Mapping[str, str] | None = None,
-                 http_client: httpx.Client | None = None, transport: httpx.BaseTransport | None = None,
-                 on_drop: Callable[[dict[str, Any], str], None] | None = None, keep_dropped: int = 1000):
+                 backoff_max: float = 10.0, compress: bool = True, headers: Optional[Mapping[str, str]] = None,
+                 http_client: Optional[httpx.Client] = None, transport: Optional[httpx.BaseTransport] = None,
+                 on_drop: Optional[Callable[[Dict[str, Any], str], None]] = None, keep_dropped: int = 1000):
         """``http_client``: an httpx.Client to use (e.g. FastAPI's TestClient; not closed by us);
         otherwise one is made for ``base_url`` with ``transport`` if given."""
         if batch_size < 1:
@@ -103,9 +102,9 @@ class AnalyticsClient:
         self._url = (self.base_url + EVENTS_PATH) if self._own_http or self.base_url else EVENTS_PATH
 
         self.stats = ClientStats()
-        self.dropped: collections.deque[tuple[str, str]] = collections.deque(maxlen=keep_dropped)
+        self.dropped: Deque[Tuple[str, str]] = collections.deque(maxlen=keep_dropped)
         self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
+        self._queue: Deque[Tuple[float, Dict[str, Any]]] = collections.deque()
         self._pending = 0           # queued + being sent
         self._flushing = 0          # flush() calls waiting: send partial batches at once
         self._closing = False
@@ -115,7 +114,7 @@ class AnalyticsClient:
 
     # ------------------------------------------------------------ public API
 
-    def track(self, event: Mapping[str, Any]) -> str | None:
+    def track(self, event: Mapping[str, Any]) -> Optional[str]:
         """Queue a copy of ``event``; returns its event_id (None when the queue was full and it was dropped)."""
         if not isinstance(event, Mapping):
             raise TypeError(f"event must be a mapping, got {type(event).__name__}")
@@ -145,7 +144,7 @@ class AnalyticsClient:
             return None
         return ev["event_id"]
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: Optional[float] = None) -> bool:
         """Send what is queued now and wait until every tracked event was sent or dropped; False on timeout."""
         with self._cond:
             self._flushing += 1
@@ -187,7 +186,7 @@ class AnalyticsClient:
 
     # ------------------------------------------------------------ sender thread
 
-    def _next_batch(self) -> list[dict[str, Any]] | None:
+    def _next_batch(self) -> Optional[List[Dict[str, Any]]]:
         with self._cond:
             while True:
                 if self._queue:
@@ -219,7 +218,7 @@ class AnalyticsClient:
                     self._pending -= len(batch)
                     self._cond.notify_all()
 
-    def _body(self, events: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    def _body(self, events: List[Dict[str, Any]]) -> Tuple[bytes, Dict[str, str]]:
         body = json.dumps({"events": events}, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": "application/json", **self._extra_headers}
         if self.compress:
@@ -227,7 +226,7 @@ class AnalyticsClient:
             headers["Content-Encoding"] = "gzip"
         return body, headers
 
-    def _send(self, events: list[dict[str, Any]]) -> None:
+    def _send(self, events: List[Dict[str, Any]]) -> None:
         """Deliver ``events`` (sent, or dropped with a reason); retries the retryable failures."""
         events = list(events)
         attempt = 0
@@ -283,7 +282,7 @@ class AnalyticsClient:
             log.info("analytics client: %s; retry %d/%d in %.2fs", problem, attempt, self.max_retries, delay)
             self._abort.wait(delay)
 
-    def _drop(self, events: list[dict[str, Any]], reason: str) -> None:
+    def _drop(self, events: List[Dict[str, Any]], reason: str) -> None:
         for ev in events:
             log.warning("analytics client: dropping event %s (%s): %s", ev.get("event_id"), ev.get("type"), reason)
             self.dropped.append((str(ev.get("event_id")), reason))
@@ -296,7 +295,7 @@ class AnalyticsClient:
             self.stats.dropped += len(events)
 
 
-def _json_or_empty(resp: httpx.Response) -> dict[str, Any]:
+def _json_or_empty(resp: httpx.Response) -> Dict[str, Any]:
     try:
         data = resp.json()
     except ValueError:
