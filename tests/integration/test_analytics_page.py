@@ -98,7 +98,7 @@ def owner(config) -> dict[str, str]:
 def video_id(api, config, owner, tmp_path_factory) -> str:
     """A video of OWNER's (uploaded; no worker needed) and its playback: sessions over three hours
     produced onto playback.events, likes and shares posted through POST /v1/events."""
-    from framelog.clients.upload import upload_resumable
+    from framelog_client.upload import upload_resumable
 
     clip = clips.video(tmp_path_factory.mktemp("studio") / "clip.mp4", duration=2)
     vid = upload_resumable(api, clip, token=owner["Authorization"].split()[1], visibility="public")

@@ -18,7 +18,6 @@ import uuid
 import httpx
 import pytest
 
-from framelog.clients.upload import upload_resumable
 from framelog.core.ids import validate_video_id
 from framelog.pipeline.jobs.tombstones import is_deleted, video_prefixes
 from framelog.processors.identity import Keyring, mint_token
@@ -27,6 +26,7 @@ from framelog.sinks.object_store import ObjectStore
 from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
+from framelog_client.upload import upload_resumable
 from tests.integration.support import TopicRecorder, running, wait_for
 from tests.media.support import clips
 

@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 
 from framelog.api import videos
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE, parse_upload_metadata
-from framelog.clients.upload import ResumableUploader, upload_resumable
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
 from framelog.schemas.events import new_event
@@ -29,6 +28,7 @@ from framelog.sinks.uploads import object_sha256, raw_object_key
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from framelog.views.status import StatusFold, StatusTable
+from framelog_client.upload import ResumableUploader, upload_resumable
 from tests.integration.support import wait_for
 from tests.integration.support.upload_api import LiveApi, make_app, upload_records
 

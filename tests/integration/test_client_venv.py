@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,11 +40,13 @@ def api(stack, config) -> str:
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
     """A fresh virtualenv with framelog-client installed from ./client (not editable), and nothing else."""
-    where = tmp_path_factory.mktemp("client-venv") / "venv"
+    base = tmp_path_factory.mktemp("client-venv")
+    where, source = base / "venv", base / "client"
+    shutil.copytree(ROOT / "client", source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
     subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run([str(where / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                           str(ROOT / "client")], env=env, capture_output=True, text=True, timeout=600)
+                           str(source)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return where
 

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from framelog.clients.upload import upload_resumable
 from framelog.core.config import get_config
 from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors import tier_ledger as ledger
@@ -26,6 +25,7 @@ from framelog.schemas.events import new_event
 from framelog.stack.services import ApiService, WorkerService
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
+from framelog_client.upload import upload_resumable
 from tests.integration.support import running, wait_for
 from tests.integration.support.screenshots import frame_stddev
 from tests.media.support import clips

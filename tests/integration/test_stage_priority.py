@@ -86,8 +86,8 @@ def test_the_api_takes_the_priority_from_the_request_or_the_workspace(config, st
     """POST /videos: ``priority`` in Upload-Metadata, else the workspace's level; an unknown one is a 400."""
     import dataclasses
 
-    from framelog.clients.upload import ResumableUploader, UploadError
     from framelog.processors.identity import Keyring, mint_token
+    from framelog_client.upload import ResumableUploader, UploadError
     from tests.integration.support.upload_api import LiveApi, upload_records
 
     cfg = dataclasses.replace(config, priorities=dataclasses.replace(config.priorities,

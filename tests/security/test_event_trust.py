@@ -28,12 +28,12 @@ from fastapi.testclient import TestClient
 from framelog.api import access, events
 from framelog.api import stream as stream_api
 from framelog.clients.credentials import bearer
-from framelog.clients.upload import upload_resumable
 from framelog.core.config import get_config
 from framelog.processors.identity import ANALYTICS_READ, VIDEOS_WRITE, Keyring, mint_token
 from framelog.processors.playback_session import issue_session, verify_session
 from framelog.processors.tokens import load_or_create_secret
 from framelog.stack.services import ApiService, WorkerService
+from framelog_client.upload import upload_resumable
 from tests.integration.support import running, wait_for
 from tests.media.support import clips
 

@@ -22,11 +22,11 @@ import pytest
 import yaml
 
 from framelog.clients.credentials import bearer
-from framelog.clients.upload import upload_resumable
 from framelog.core.config import Config, load_config, merge_overlay
 from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors.identity import VIDEOS_WRITE, Keyring, mint_token
 from framelog.stack.services import ApiService, WorkerService
+from framelog_client.upload import upload_resumable
 from tests.integration.support import running, wait_for
 from tests.media.support import clips
 

@@ -78,6 +78,7 @@ def test_the_upload_protocol_matches_the_server():
     assert client.TUS_RESUMABLE == server.TUS_RESUMABLE == "1.0.0"
     assert client.OFFSET_CONTENT_TYPE == server.OFFSET_CONTENT_TYPE
     assert client.DEFAULT_CHUNK_SIZE == server.DEFAULT_CHUNK_SIZE
+    assert client.CHECKSUM_MISMATCH == server.CHECKSUM_MISMATCH == 460
     meta = {"filename": "clip été.mp4", "visibility": "public", "empty": ""}
     assert server.parse_upload_metadata(client.encode_upload_metadata(meta)) == meta
     with pytest.raises(ValueError):

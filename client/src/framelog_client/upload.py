@@ -37,7 +37,7 @@ __all__ = ["ResumableUploader", "UploadError", "UploadOutcome", "upload_resumabl
 
 TUS_RESUMABLE = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024      # per PATCH; the server streams any size into its S3 parts
 CHECKSUM_MISMATCH = 460                 # tus checksum extension: the chunk was discarded
 RESUME_STATUSES = (409, 423, CHECKSUM_MISMATCH)   # ask HEAD where the server is, then continue
 HASH_READ = 4 * 1024 * 1024

@@ -1,8 +1,10 @@
 """The tus 1.0.0 resumable upload protocol (core, creation, termination, checksum): headers and rules.
 
-Pure helpers, no I/O, shared by the API (``framelog.api.videos``), the upload
-service (``framelog.sinks.upload_sessions``) and the client
-(``framelog.clients.upload``). What the API answers (https://tus.io/protocols/resumable-upload):
+Pure helpers, no I/O, shared by the API (``framelog.api.videos``) and the upload
+service (``framelog.sinks.upload_sessions``); the light client (client/,
+``framelog_client.upload``) repeats the few constants it needs, since it ships
+alone (tests/unit/test_client_package.py checks they agree). What the API
+answers (https://tus.io/protocols/resumable-upload):
 
 * ``OPTIONS /videos``: 204, ``Tus-Version``, ``Tus-Extension``, ``Tus-Max-Size``,
   ``Tus-Checksum-Algorithm``.

@@ -69,7 +69,7 @@ def _api_url(args: argparse.Namespace, config: Config) -> str:
 
 
 def _upload(args: argparse.Namespace, config: Config) -> int:
-    from framelog.clients.upload import UploadError, upload_resumable_outcome
+    from framelog_client.upload import UploadError, upload_resumable_outcome
 
     api = _api_url(args, config)
     shown = [-1]

@@ -28,7 +28,6 @@ import httpx
 
 from framelog.clients.credentials import bearer
 from framelog.clients.edge_fetch import download_hls
-from framelog.clients.upload import upload_resumable
 from framelog.core.config import Config
 from framelog.core.ids import validate_video_id
 from framelog.demo.viewer import (
@@ -44,6 +43,7 @@ from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import MASTER_NAME, write_local_playlist
 from framelog.stack.services import ApiService, WorkerService
 from framelog_client.events import AnalyticsClient
+from framelog_client.upload import upload_resumable
 
 PIPELINE_DEADLINE = 900.0
 ANALYTICS_DEADLINE = 120.0
