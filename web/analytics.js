@@ -21,7 +21,8 @@ async function getJson(url, token) {
   const response = await fetch(url, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const why = answer.detail || answer.error || response.statusText;
+    // the API's one error shape {"error": {"code", "message"}}; the older {"detail"} / {"error": "..."} too
+    const why = answer.error?.message || answer.detail || answer.error || response.statusText;
     throw Object.assign(new Error(`${response.status}: ${typeof why === 'string' ? why : JSON.stringify(why)}`),
                         { status: response.status });
   }

@@ -94,3 +94,21 @@ def test_server_sent_events_are_parsed_as_the_api_writes_them():
     events = list(sse_events(wire.split("\n")))
     assert [(e.event, e.id, e.final) for e in events] == [("transition", "1", False), ("end", "2", True)]
     assert events[1].data == {"video_id": "v1", "state": "ready"}
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"error": {"code": "invalid_field", "message": "type: no such symbol", "event_index": 3}},
+     {"code": "invalid_field", "message": "type: no such symbol", "event_index": 3}),
+    ({"error": "type: no such symbol", "reason": "invalid_field", "event_index": 3, "field": "type"},
+     {"code": "invalid_field", "message": "type: no such symbol", "event_index": 3, "field": "type"}),
+    ({"detail": "only the owner may see this"}, {"message": "only the owner may see this"}),
+])
+def test_refusals_are_read_in_the_api_shape_and_the_older_ones(body, expected):
+    import httpx
+
+    from framelog_client.errors import error_message, error_of
+
+    response = httpx.Response(400, json=body)
+    assert error_of(response) == expected
+    assert error_message(response) == expected["message"]
+    assert error_of(httpx.Response(502, text="<html>bad gateway</html>")) == {}

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Union
 
 import httpx
 
+from framelog_client.errors import error_message, error_of
 from framelog_client.events import AnalyticsClient
 from framelog_client.status import FollowError, StatusEvent, follow
 from framelog_client.upload import PathLike, Progress, ResumableUploader, UploadOutcome
@@ -24,10 +25,13 @@ TimeLike = Union[_dt.datetime, int, float, str]     # a datetime, epoch seconds 
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    """A refusal: the HTTP status, the API's message and its code (a stable word, when the server gives one)."""
+
+    def __init__(self, status: int, message: str, code: Optional[str] = None):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+        self.code = code
 
 
 def _when(value: Optional[TimeLike]) -> Optional[str]:
@@ -69,12 +73,7 @@ class Client:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         r = self.http.get(f"{self.api_url}{path}", params=query, headers=self.headers)
         if r.status_code != 200:
-            try:
-                body = r.json()
-                message = str(body.get("detail") or body.get("error") or body)
-            except ValueError:
-                message = r.text[:500]
-            raise ApiError(r.status_code, message)
+            raise ApiError(r.status_code, error_message(r), error_of(r).get("code"))
         return r.json()
 
     # ------------------------------------------------------------ uploads and status

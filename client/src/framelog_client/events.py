@@ -53,6 +53,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 import httpx
 
 from framelog_client.backoff import Backoff
+from framelog_client.errors import error_of
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +250,12 @@ class AnalyticsClient:
                 if 200 <= status < 300:
                     self.stats.sent += len(events)
                     return
-                info = _json_or_empty(resp)
-                reason = info.get("error") or resp.text[:200] or resp.reason_phrase
+                info = error_of(resp)
+                reason = info.get("message") or resp.text[:200] or resp.reason_phrase
                 if status == 400:
                     idx = info.get("event_index")
                     if isinstance(idx, int) and 0 <= idx < len(events):
-                        self._drop([events[idx]], f"400 {info.get('reason', '')}: {reason}".strip())
+                        self._drop([events[idx]], f"400 {info.get('code', '')}: {reason}".strip())
                         del events[idx]
                         attempt = 0
                         continue
@@ -293,14 +294,6 @@ class AnalyticsClient:
                     log.exception("analytics client: on_drop callback failed")
         with self._cond:
             self.stats.dropped += len(events)
-
-
-def _json_or_empty(resp: httpx.Response) -> Dict[str, Any]:
-    try:
-        data = resp.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _retry_after(resp: httpx.Response) -> float:

@@ -30,6 +30,7 @@ from urllib.parse import urljoin
 import httpx
 
 from framelog_client.backoff import Backoff
+from framelog_client.errors import error_message
 
 __all__ = ["ResumableUploader", "UploadError", "UploadOutcome", "upload_resumable", "upload_resumable_outcome",
            "encode_upload_metadata", "TUS_RESUMABLE", "OFFSET_CONTENT_TYPE", "DEFAULT_CHUNK_SIZE",
@@ -80,11 +81,7 @@ def _retryable(response: httpx.Response) -> bool:
 
 
 def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return str(body.get("detail") or body.get("error") or body) if isinstance(body, dict) else str(body)
-    except Exception:  # noqa: BLE001 - any body: show its start
-        return response.text[:500]
+    return error_message(response)
 
 
 class _FileDigest:
