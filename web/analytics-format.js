@@ -36,3 +36,29 @@ export function tiles(totals) {
     ['Rebuffer ratio', percent(q.rebuffer_ratio, 2)],
   ];
 }
+
+
+const span = (s) => `${clockOf(s.start)}–${clockOf(s.end)}`;
+
+function clockOf(seconds) {
+  const s = Math.max(0, Math.round(Number(seconds) || 0));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/** Rows (label, text) of the AI stage's analysis (GET /v1/videos/{id}/analysis): what a creator checks
+ *  before publishing (a black stretch, a silent gap, loudness far from the -14..-16 LUFS platforms use). */
+export function analysisRows(a) {
+  const l = a.loudness || {};
+  const list = (items) => (items.length ? items.slice(0, 8).map(span).join(', ')
+    + (items.length > 8 ? ` and ${items.length - 8} more` : '') : 'none');
+  return [
+    ['Chapters', `${(a.chapters || []).length}` + ((a.chapters || []).length
+      ? ` (${a.chapters.map((c) => `${c.title} at ${clockOf(c.start)}`).slice(0, 6).join(', ')})` : '')],
+    ['Scene changes', String((a.scene_changes || []).length)],
+    ['Black stretches', list(a.black_segments || [])],
+    ['Silent stretches', list(a.silence_segments || [])],
+    ['Integrated loudness', l.integrated_lufs == null ? 'no audio above the gate' : `${l.integrated_lufs.toFixed(1)} LUFS`],
+    ['Loudness range', l.loudness_range_lu == null ? '–' : `${l.loudness_range_lu.toFixed(1)} LU`],
+    ['True peak', l.true_peak_dbfs == null ? '–' : `${l.true_peak_dbfs.toFixed(1)} dBFS`],
+  ];
+}

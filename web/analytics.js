@@ -5,7 +5,7 @@
 // The page embeds its settings as JSON (#framelog-studio-config, written by api/studio.py from
 // framelog.yaml); window.framelogAnalytics exposes what was read and drawn, for the browser tests.
 import uPlot from './vendor/uplot.mjs';
-import { chooseInterval, count, duration, percent, tiles } from './analytics-format.js';
+import { analysisRows, chooseInterval, count, duration, percent, tiles } from './analytics-format.js';
 import { viewerToken } from './viewer-token.js';
 
 const COLORS = { views: '#4a8fe0', unique: '#f0a040', watch: '#50c080', retention: '#c070f0', startup: '#e0d050',
@@ -123,6 +123,20 @@ function drawTotals(totals) {
   ]);
 }
 
+/** The AI stage's results; a video not analysed yet (404, 409) says so instead. */
+async function loadAnalysis(config, token, state) {
+  try {
+    state.analysis = await getJson(config.analysisPath, token);
+    fillTable('analysis', analysisRows(state.analysis));
+  } catch (err) {
+    state.analysis = null;
+    const body = document.querySelector('#analysis tbody');
+    body.innerHTML = '<tr><td class="empty"></td></tr>';
+    body.querySelector('td').textContent = err.status === 404 ? 'Not analysed yet (the video is still processing)'
+      : `The analysis cannot be read: ${err.message}`;
+  }
+}
+
 export async function load(config, state) {
   const token = viewerToken();
   const rangeSeconds = Number(document.getElementById('range').value);
@@ -165,6 +179,7 @@ export function start(config) {
   range.onchange = () => load(config, state);
   document.getElementById('interval').onchange = () => load(config, state);
   state.loaded = load(config, state);
+  state.analysisLoaded = loadAnalysis(config, viewerToken(), state);
   return state;
 }
 

@@ -17,7 +17,9 @@ import pytest
 
 from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors.identity import ANALYTICS_READ, EVENTS_WRITE, Keyring, mint_token
+from framelog.processors.media import analysis
 from framelog.schemas.events import new_event
+from framelog.sinks.object_store import ObjectStore
 from framelog.stack.services import ApiService
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
@@ -70,6 +72,16 @@ def playback_records(video_id: str) -> list[dict]:
             out.append(new_event("PlaybackEvent", type="ended", event_time=at(hour, 10), client_time=at(hour, 10),
                                  position_seconds=DURATION, **common))
     return out
+
+
+def publish_analysis(config, video_id: str) -> None:
+    """What the publish stage writes for the owner's page (pipeline/jobs/handlers.py), without the pipeline."""
+    result = analysis.Analysis(
+        duration=2.0, scene_changes=(1.0,), scene_scores=(0.6,),
+        chapters=(analysis.Chapter(0, 0.0, 1.0, "Chapter 1"), analysis.Chapter(1, 1.0, 2.0, "Chapter 2")),
+        black_segments=(analysis.Interval(0.0, 0.5),), silence_segments=(),
+        loudness=analysis.Loudness(-16.0, 3.5, -1.2), wall_seconds=0.1)
+    ObjectStore(config).put_bytes(analysis.analysis_object(video_id), result.to_json().encode(), "application/json")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -176,8 +188,21 @@ def test_series_and_retention_routes(api, config, owner, video_id):
     assert answer.status_code == 400
 
 
+def test_the_ai_stage_analysis_is_served_to_the_owner(api, config, owner, video_id):
+    url = f"{api}/v1/videos/{video_id}/analysis"
+    assert httpx.get(url, headers=owner, timeout=10).status_code == 404        # not published yet
+    publish_analysis(config, video_id)
+    a = httpx.get(url, headers=owner, timeout=10)
+    assert a.status_code == 200, a.text
+    assert a.json()["loudness"]["integrated_lufs"] == -16.0 and len(a.json()["chapters"]) == 2
+    stranger = {"Authorization": f"Bearer {token(config, 'studio-stranger', 'videos:write')}"}
+    assert httpx.get(url, headers=stranger, timeout=10).status_code == 403
+    assert httpx.get(url, timeout=10).status_code == 401
+
+
 def test_owner_page_draws_the_charts(api, config, owner, video_id, browser, tmp_path):
     owner_token = owner["Authorization"].split()[1]
+    publish_analysis(config, video_id)
     browser.goto(f"{api}/studio/{video_id}/analytics#viewer_token={owner_token}")
     state = browser.wait("window.framelogAnalytics && (framelogAnalytics.ready || framelogAnalytics.error) && "
                          "{ready: framelogAnalytics.ready, error: framelogAnalytics.error}", DEADLINE)
@@ -206,6 +231,11 @@ def test_owner_page_draws_the_charts(api, config, owner, video_id, browser, tmp_
     for name in ("views", "watch", "retention", "qoe"):
         shot = browser.screenshot(tmp_path / f"{name}.png", f"#chart-{name}")
         assert frame_stddev(shot) > 8, f"the {name} chart looks blank"
+    browser.wait("framelogAnalytics.analysisLoaded.then(() => true)", DEADLINE)
+    analysis = browser.eval("Object.fromEntries([...document.querySelectorAll('#analysis tr')].map(tr => "
+                            "[tr.cells[0].textContent, tr.cells[1].textContent]))")
+    assert analysis["Integrated loudness"] == "-16.0 LUFS" and analysis["Black stretches"] == "0:00–0:01"
+    assert analysis["Chapters"].startswith("2 (Chapter 1 at 0:00")
     assert not [line for line in browser.log() if line.startswith(("pageerror", "error"))], browser.log()
 
 

@@ -86,6 +86,7 @@ def test_the_analytics_page_carries_its_settings_and_no_data(client, config):
     m = re.search(r'<script type="application/json" id="framelog-studio-config">(.*?)</script>', r.text, re.S)
     settings = json.loads(m.group(1))
     assert settings["analyticsPath"] == "/v1/videos/abc123/analytics"
+    assert settings["analysisPath"] == "/v1/videos/abc123/analysis"
     assert settings["maxSeriesPoints"] == config.analytics.max_series_points
     assert settings["intervals"] == {"1h": 3600, "1d": 86400}
     assert settings["defaultTimeframeSeconds"] == config.analytics.default_timeframe

@@ -53,3 +53,17 @@ test('tiles show the totals the API answers', () => {
   assert.equal(duration(59), '59 s');
   assert.equal(percent(1), '100.0 %');
 });
+
+test('the analysis rows: chapters, stretches as m:ss, loudness with units, silence without audio', async () => {
+  const { analysisRows } = await import('../analytics-format.js');
+  const rows = Object.fromEntries(analysisRows({
+    chapters: [{ title: 'Chapter 1', start: 0, end: 6 }, { title: 'Chapter 2', start: 6, end: 75 }],
+    scene_changes: [6.0], black_segments: [{ start: 0, end: 1.5 }], silence_segments: [],
+    loudness: { integrated_lufs: -23.04, loudness_range_lu: 4.2, true_peak_dbfs: -1.0 },
+  }));
+  assert.equal(rows.Chapters, '2 (Chapter 1 at 0:00, Chapter 2 at 0:06)');
+  assert.equal(rows['Black stretches'], '0:00–0:02');
+  assert.equal(rows['Silent stretches'], 'none');
+  assert.equal(rows['Integrated loudness'], '-23.0 LUFS');
+  assert.equal(analysisRows({ loudness: null })[4][1], 'no audio above the gate');
+});

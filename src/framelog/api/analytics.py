@@ -32,6 +32,7 @@ from framelog.core.config import Config
 from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id
 from framelog.processors.identity import ANALYTICS_READ, Principal
+from framelog.processors.media.analysis import analysis_object
 from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
 from framelog.sinks.clickhouse.queries import (
     SERIES_INTERVALS,
@@ -43,6 +44,7 @@ from framelog.sinks.clickhouse.queries import (
     run_readonly_sql,
     series_bounds,
 )
+from framelog.sinks.object_store import ObjectStore
 
 
 @dataclass
@@ -56,6 +58,7 @@ class AnalyticsEngine:
     # the seed's "Database Cache" (15 m): answers by video, dropped when the sink commits that video's events;
     # against a ClickHouse server the sink is another process and only the TTL bounds an answer's age
     query_cache: Any = None
+    store: Any = None         # the bucket: the AI stage's published analysis (meta/{id}/analysis.json)
 
     @property
     def read_sessions(self) -> list[Any]:
@@ -72,7 +75,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     config: Config = app.state.config
     client = connect(config)
     engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(config)),
-                             connect(config, create_database=False), query_cache=analytics_query_cache(config))
+                             connect(config, create_database=False), query_cache=analytics_query_cache(config),
+                             store=ObjectStore(config))
     if embedded_sink_wanted(config):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
         from framelog.streams.kafka_auth import SINK, as_principal
@@ -195,6 +199,22 @@ async def video_retention(request: Request, video_id: str, from_: str | None = Q
     except (ApiError, InvalidIdError, AnalyticsQueryError) as exc:
         return _error(exc)
     return JSONResponse(_jsonable(result))
+
+
+@router.get("/v1/videos/{video_id}/analysis")
+async def video_analysis(request: Request, video_id: str, principal: Principal = Depends(require())) -> JSONResponse:
+    """What the AI stage found (chapters, scene changes, black and silent stretches, EBU R128 loudness), as
+    published with the video; 404 until the video was published. Its owner, its workspace, or analytics:read."""
+    engine: AnalyticsEngine = request.app.state.analytics
+    try:
+        await _readable(request, video_id, principal)
+    except ApiError as exc:
+        return exc.response()
+    found = await run_in_threadpool(engine.store.get_json, analysis_object(video_id))
+    if found is None:
+        return JSONResponse({"error": f"video {video_id} has no published analysis yet (still processing?)"},
+                            status_code=404)
+    return JSONResponse(found, headers={"Cache-Control": "private, no-cache"})
 
 
 class SqlRequest(BaseModel):

@@ -2,12 +2,13 @@
 
 The page (web/analytics.html and web/analytics.js) holds no data: it carries its
 settings (the API paths, the default range, the series bound) and asks
-``GET /v1/videos/{id}/analytics``, ``.../analytics/series`` and
-``.../analytics/retention`` with the signed-in user's bearer token (the page's
-``#viewer_token=`` fragment, kept in localStorage, as the player does), so
-access is decided by those routes: the video's owner, its workspace, or
-``analytics:read``. Charts are drawn by uPlot, served from node_modules like
-hls.js (``/player/assets/vendor/uplot.mjs``); nothing comes from a CDN.
+``GET /v1/videos/{id}/analytics``, ``.../analytics/series``,
+``.../analytics/retention`` and the AI stage's ``GET /v1/videos/{id}/analysis``
+with the signed-in user's bearer token (the page's ``#viewer_token=``
+fragment, kept in localStorage, as the player does), so access is decided by
+those routes: the video's owner, its workspace, or ``analytics:read``. Charts
+are drawn by uPlot, served from node_modules like hls.js
+(``/player/assets/vendor/uplot.mjs``); nothing comes from a CDN.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from framelog.sinks.clickhouse.queries import SERIES_INTERVALS
 router = APIRouter(tags=["studio"], dependencies=[Depends(current_principal)])
 
 ANALYTICS_PATH = "/v1/videos/{id}/analytics"
+ANALYSIS_PATH = "/v1/videos/{id}/analysis"
 PLAYER_PATH = "/player/{id}"
 
 
@@ -32,6 +34,7 @@ def studio_settings(config: Config, video_id: str) -> dict:
     return {
         "videoId": video_id,
         "analyticsPath": ANALYTICS_PATH.format(id=video_id),
+        "analysisPath": ANALYSIS_PATH.format(id=video_id),
         "playerPath": PLAYER_PATH.format(id=video_id),
         "defaultTimeframeSeconds": int(config.analytics.default_timeframe),
         "maxSeriesPoints": config.analytics.max_series_points,

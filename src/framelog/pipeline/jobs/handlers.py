@@ -287,7 +287,7 @@ class CdnUploadJob:
         chapters = f"thumbnails/{vid}/chapters.vtt"
         self._publish(inputs["chapters_key"], chapters)
         captions_meta = self._publish_captions(vid, inputs)
-        self.store.copy(inputs["analysis_key"], f"meta/{vid}/analysis.json",
+        self.store.copy(inputs["analysis_key"], analysis.analysis_object(vid),
                         headers={"ContentType": "application/json", "CacheControl": "no-cache"})
         self._publish(inputs["mp4_staging_key"], inputs["source_key"])
         master = f"hls/{vid}/{hls.MASTER_NAME}"
