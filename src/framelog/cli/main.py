@@ -21,9 +21,9 @@ def _stack(args: argparse.Namespace, config: Config) -> int:
         for service in (WorkerService(config), ApiService(config)):
             if service.is_running():
                 print(f"{service.name:<10} {service.stop()}")
-    action: Callable[[Config], int] = {
-        "up": stack_cli.stack_up, "down": stack_cli.stack_down, "status": stack_cli.stack_status,
-    }[args.action]
+    if args.action == "up":
+        return stack_cli.stack_up(config, brokers=args.brokers)
+    action: Callable[[Config], int] = {"down": stack_cli.stack_down, "status": stack_cli.stack_status}[args.action]
     return action(config)
 
 
@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stack", help="start, stop or inspect the embedded local stack")
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--brokers", type=int, choices=range(1, 10), metavar="N",
+                   help="up: Kafka nodes (KRaft broker+controller each) for a fresh state dir; default: the "
+                        "state dir's, else kafka.brokers. With 3, topics get replication 3 and min ISR 2")
     p.set_defaults(func=_stack)
 
     p = sub.add_parser("services", help="framelog's own background processes (api, worker) started by the demo")

@@ -164,6 +164,7 @@ class StackConfig:
     worker_metrics_port: Port
     startup_timeout: Duration
     metrics_host: Str = "127.0.0.1"    # where workers and the sink serve /metrics (0.0.0.0 in containers)
+    kafka_node_port_step: Annotated[Int, Field(ge=2)] = 2   # broker i of N listens on kafka_port + step*(i-1)
 
 
 KafkaProtocol = Literal["SASL_PLAINTEXT", "SASL_SSL"]        # only authenticated protocols ...
@@ -182,6 +183,9 @@ class KafkaConfig:
     client_id: str
     security_protocol: str = "SASL_PLAINTEXT"
     sasl_mechanism: str = "SCRAM-SHA-512"
+    brokers: int = 1                  # KRaft nodes of the local stack (stack up --brokers N)
+    replication_factor: int = 3       # replicas per topic, at most the cluster's brokers (streams/admin.py)
+    min_insync_replicas: int = 2      # acks=all waits for these, at most replication_factor - 1
     principal: str = "admin"     # not in the YAML: what the process is (streams/kafka_auth.as_principal)
 
 
@@ -680,6 +684,9 @@ class _KafkaFile:
     default_partitions: Annotated[Int, Field(ge=1)]
     client_id: Str
     security: _KafkaSecurity
+    brokers: Annotated[Int, Field(ge=1, le=9)] = 1
+    replication_factor: Annotated[Int, Field(ge=1)] = 3
+    min_insync_replicas: Annotated[Int, Field(ge=1)] = 2
 
 
 @section
@@ -1011,7 +1018,8 @@ def build_config(data: Any, source: Path = Path("<memory>"), environ: Mapping[st
         source=source,
         stack=replace(f.stack, state_dir=f.stack.state_dir.absolute()),
         kafka=KafkaConfig(k.bootstrap_servers, k.schema_registry_url, k.default_partitions, k.client_id,
-                          k.security.protocol, k.security.mechanism),
+                          k.security.protocol, k.security.mechanism, k.brokers, k.replication_factor,
+                          k.min_insync_replicas),
         object_storage=f.object_storage,
         clickhouse=f.clickhouse,
         storage_tiers=tiers,

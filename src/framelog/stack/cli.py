@@ -12,10 +12,10 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def stack_up(config: Config | None = None) -> int:
-    """Start (or reuse) the stack. 0 when everything is healthy, 1 on failure."""
+def stack_up(config: Config | None = None, brokers: int | None = None) -> int:
+    """Start (or reuse) the stack (``brokers`` Kafka nodes). 0 when everything is healthy, 1 on failure."""
     try:
-        Stack(config or get_config()).up(report=_print)
+        Stack(config or get_config(), brokers=brokers).up(report=_print)
     except StackError as exc:
         print(f"stack up failed: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -45,5 +45,5 @@ def stack_status(config: Config | None = None) -> int:
             print(f"{name:<10} {s['state']:<9} {pid:<10} {where}")
         else:
             print(f"{name:<10} {s['state']:<9} {pid:<10} {s['address']}{extra}; log {s['log']}")
-    ok = all(status[n]["healthy"] for n in ("kafka", "seaweed"))
+    ok = all(status[n]["healthy"] for n in (*(k.name for k in stack.kafka_nodes), "seaweed"))
     return 0 if ok else 3

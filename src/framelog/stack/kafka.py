@@ -1,4 +1,10 @@
-"""The embedded Kafka broker: Apache Kafka 4.3 in KRaft mode, one combined broker+controller.
+"""The embedded Kafka cluster: Apache Kafka 4.3 in KRaft mode, one or more combined broker+controller nodes.
+
+One node (the default, the demo's) is a standalone quorum. With ``kafka.brokers`` (or ``framelog stack
+up --brokers N``) above one, each node is its own process with its own node id, ports
+(core/kafka_nodes.py), data dir (``<state>/kafka-<i>``; node 1 keeps ``<state>/kafka``) and a static
+voter set of all nodes; the jars, the cluster id and the credentials are shared. Internal topics
+get the replication of core/kafka_nodes.replication (3 nodes: RF 3, min ISR 2).
 
 First use fetches the jars from Maven Central with ``mvn dependency:copy-dependencies``
 (the pom next to this file) into ``<state>/kafka/libs``; later starts skip the
@@ -34,6 +40,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from framelog.core.kafka_nodes import node_ports, record_brokers, replication
 from framelog.core.service_credentials import ensure_kafka_passwords
 from framelog.stack.process import Component, StackError, port_open, run_checked, wait_until
 from framelog.streams.acls import SCRAM_ITERATIONS, SCRAM_MECHANISMS, upsert_scram_users
@@ -63,14 +70,22 @@ def java_binary() -> str:
     return found
 
 
+def node_name(node_id: int) -> str:
+    """Node 1 is ``kafka`` (the single-node layout of every existing state dir), the others ``kafka-<i>``."""
+    return "kafka" if node_id == 1 else f"kafka-{node_id}"
+
+
 class Kafka(Component):
     name = "kafka"
 
-    def __init__(self, config):
+    def __init__(self, config, node_id: int = 1, brokers: int = 1):
+        self.name = node_name(node_id)
         super().__init__(config)
-        self.port = config.stack.kafka_port
-        self.controller_port = config.stack.kafka_controller_port
-        self.libs_dir = self.dir / "libs"
+        self.node_id = node_id
+        self.brokers = brokers
+        self.port, self.controller_port = node_ports(config, node_id)
+        self.first_dir = self.state_dir / node_name(1)     # shared: jars, cluster id
+        self.libs_dir = self.first_dir / "libs"
         self.data_dir = self.dir / "data"
         self.properties_path = self.dir / "server.properties"
         self.open_properties_path = self.dir / "server.open.properties"   # only while migrating to SCRAM
@@ -80,6 +95,11 @@ class Kafka(Component):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def marker(self) -> str:
+        """Exact: node 1's dir is a prefix of node 2's, and every node's command names node 1's jars."""
+        return f"-Dkafka.logs.dir={self.dir} "
 
     @property
     def bootstrap_servers(self) -> str:
@@ -154,10 +174,14 @@ class Kafka(Component):
         """The broker's configuration: secured with ``passwords``; open (the pre-SASL layout) without."""
         h = self.host
         listener = "CLIENT" if passwords is not None else "PLAINTEXT"
+        rf, min_isr = replication(self.config, self.brokers)
+        quorum = ({"controller.quorum.bootstrap.servers": f"{h}:{self.controller_port}"} if self.brokers == 1 else
+                  {"controller.quorum.voters": ",".join(f"{i}@{h}:{node_ports(self.config, i)[1]}"
+                                                        for i in range(1, self.brokers + 1))})
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"{h}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            **quorum,
             "listeners": f"{listener}://{h}:{self.port},CONTROLLER://{h}:{self.controller_port}",
             "advertised.listeners": f"{listener}://{h}:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -165,14 +189,14 @@ class Kafka(Component):
             "inter.broker.listener.name": "PLAINTEXT",
             **(self.security_properties(passwords) if passwords is not None else {}),
             "log.dirs": str(self.data_dir),
-            # one broker: every internal topic at replication 1
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
+            # every internal topic as replicated as framelog's own (one node: 1/1; three: 3/2)
+            "offsets.topic.replication.factor": str(rf),
+            "transaction.state.log.replication.factor": str(rf),
+            "transaction.state.log.min.isr": str(min_isr),
+            "share.coordinator.state.topic.replication.factor": str(rf),
+            "share.coordinator.state.topic.min.isr": str(min_isr),
+            "default.replication.factor": str(rf),
+            "min.insync.replicas": str(min_isr),
             "num.partitions": "1",
             "group.initial.rebalance.delay.ms": "0",
             # fewer internal partitions than the defaults (50 each): every start and every
@@ -184,8 +208,9 @@ class Kafka(Component):
             # framelog creates its topics explicitly (streams/), never by accident
             "auto.create.topics.enable": "false",
             "delete.topic.enable": "true",
-            # a crash (kill -9) loses nothing acknowledged with acks=all: one broker, and the
-            # page cache outlives the process; the OS flushes. No unclean leader election.
+            # a crash (kill -9) loses nothing acknowledged with acks=all: the page cache outlives the
+            # process (the OS flushes), and with three nodes acks=all waits for min ISR replicas.
+            # No unclean leader election: an out-of-sync replica never becomes leader.
             "unclean.leader.election.enable": "false",
             # after a kill -9 the restarted broker cannot register until the dead incarnation's
             # session expires (DuplicateBrokerRegistrationException): 6 s instead of the default 9 s,
@@ -203,16 +228,20 @@ class Kafka(Component):
         """Format once, with every principal's SCRAM credentials in the bootstrap metadata."""
         if self.is_formatted():
             return
-        cluster_id_path = self.dir / "cluster.id"
+        cluster_id_path = self.first_dir / "cluster.id"      # one cluster id for every node
         cluster_id = cluster_id_path.read_text().strip() if cluster_id_path.exists() else new_cluster_id()
+        cluster_id_path.parent.mkdir(parents=True, exist_ok=True)
         cluster_id_path.write_text(cluster_id + "\n")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        quorum = ["--standalone"] if self.brokers == 1 else []   # several nodes: the static voters in the properties
         run_checked(self.name, [java_binary(), "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
                                 "-cp", str(self.libs_dir / "*"), "kafka.tools.StorageTool", "format",
-                                "--standalone", "-t", cluster_id, "-c", str(self.properties_path),
+                                *quorum, "-t", cluster_id, "-c", str(self.properties_path),
                                 *self._add_scram_args(passwords)],
                     self.log_path, self.startup_timeout, "formatting the KRaft storage", cwd=self.dir)
         self.scram_marker.write_text("formatted with SCRAM users\n")
+        if self.node_id == 1:
+            record_brokers(self.state_dir, self.brokers)
 
     def _add_scram_args(self, passwords: dict[str, str]) -> list[str]:
         args = []
@@ -230,7 +259,10 @@ class Kafka(Component):
         os.replace(tmp, path)
 
     def prepare(self) -> None:
-        self.fetch_jars()
+        if self.node_id == 1:
+            self.fetch_jars()
+        elif not self.jars_present():
+            raise StackError(self.name, f"the Kafka jars are not in {self.libs_dir} (node 1 fetches them first)")
         passwords = self.passwords()
         self._write_properties(self.properties_path, self.server_properties(passwords))
         if not self.is_formatted():
@@ -300,7 +332,9 @@ class Kafka(Component):
                 "sasl.password": self.passwords()[ADMIN]}
 
     def after_healthy(self) -> None:
-        """SCRAM users of principals added since the format (a new stage), then the ACLs."""
+        """SCRAM users of principals added since the format (a new stage), then the ACLs (node 1 does it)."""
+        if self.node_id != 1:
+            return
         from confluent_kafka.admin import AdminClient
 
         from framelog.streams.acls import apply_acls
@@ -317,7 +351,7 @@ class Kafka(Component):
 
     # ------------------------------------------------------------ health
     def check_health(self) -> None:
-        """The client port accepts and the broker answers the admin's metadata request listing itself."""
+        """The client port accepts and the node answers the admin's metadata request listing itself."""
         if not port_open(self.host, self.port):
             raise ConnectionError(f"nothing listening on {self.address}")
         from confluent_kafka.admin import AdminClient
@@ -325,13 +359,14 @@ class Kafka(Component):
         admin = AdminClient({**self.admin_settings(), "client.id": "framelog-stack-health",
                              "socket.connection.setup.timeout.ms": 2000, "log_level": 2})
         metadata = admin.list_topics(timeout=3)
-        if not metadata.brokers:
-            raise ConnectionError("metadata lists no brokers yet")
+        if self.node_id not in metadata.brokers:
+            raise ConnectionError(f"metadata does not list broker {self.node_id} yet")
         if metadata.controller_id is None or metadata.controller_id < 0:
             raise ConnectionError("no active controller yet")
 
     def status(self) -> dict:
         info = super().status()
         info["data"] = str(self.data_dir)
+        info["node_id"] = self.node_id
         return info
 

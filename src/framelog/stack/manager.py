@@ -5,8 +5,8 @@
     stack.status()    # {"kafka": {...}, "seaweed": {...}, "clickhouse": {...}}
     stack.down()      # SIGTERM, wait with a deadline, then SIGKILL; data is kept
 
-Tests reach the processes through ``stack.kafka`` and ``stack.seaweed``
-(``start``, ``stop``, ``kill9``, ``is_running``, ``wait_healthy``).
+Tests reach the processes through ``stack.kafka`` (node 1), ``stack.kafka_nodes`` (every node of a
+multi-broker stack) and ``stack.seaweed`` (``start``, ``stop``, ``kill9``, ``is_running``, ``wait_healthy``).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from framelog.core.config import Config, get_config
+from framelog.core.kafka_nodes import recorded_brokers
 from framelog.stack.clickhouse import ClickHouse
 from framelog.stack.kafka import Kafka
 from framelog.stack.nginx import Edge, OriginShield, edges
@@ -28,10 +29,17 @@ def _quiet(_: str) -> None:
 
 
 class Stack:
-    def __init__(self, config: Config | None = None):
+    def __init__(self, config: Config | None = None, brokers: int | None = None):
+        """``brokers``: the Kafka nodes to run (default: what the state dir was formatted with, else
+        ``kafka.brokers``). A state dir formatted for another count is refused at ``up``."""
         self.config = config or get_config()
         self.state_dir = self.config.stack.state_dir
-        self.kafka = Kafka(self.config)
+        self.recorded_brokers = recorded_brokers(self.state_dir)
+        self.brokers = brokers or self.recorded_brokers or self.config.kafka.brokers
+        # down/status also see nodes of a larger recorded cluster, so nothing is left running
+        known = max(self.brokers, self.recorded_brokers or 0)
+        self.kafka_nodes = [Kafka(self.config, i, self.brokers) for i in range(1, known + 1)]
+        self.kafka = self.kafka_nodes[0]
         self.seaweed = Seaweed(self.config)
         self.clickhouse = ClickHouse(self.config)
         self.shield = OriginShield(self.config)       # after seaweed: the shield sets the origin's read policy
@@ -39,7 +47,16 @@ class Stack:
 
     @property
     def processes(self) -> list[Component]:
-        return [self.kafka, self.seaweed, self.shield, *self.edges]
+        return [*self.kafka_nodes, self.seaweed, self.shield, *self.edges]
+
+    def _check_brokers(self) -> None:
+        if self.recorded_brokers is not None and self.recorded_brokers != self.brokers:
+            raise StackError("kafka", f"the state dir {self.state_dir} holds a cluster of {self.recorded_brokers} "
+                                      f"broker(s), not {self.brokers}: a KRaft quorum keeps its shape; use another "
+                                      "state dir (--state-dir) for another shape")
+        if self.recorded_brokers is None and self.brokers > 1 and self.kafka.is_formatted():
+            raise StackError("kafka", f"the state dir {self.state_dir} holds a single-broker cluster; "
+                                      f"{self.brokers} brokers need a fresh state dir (--state-dir)")
 
     def up(self, report: Report = _quiet, timeout: float | None = None) -> dict[str, str]:
         """Start every component not yet running (in parallel), wait until all are healthy.
@@ -48,6 +65,7 @@ class Stack:
         component that failed, with its log file and the log's last lines.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._check_brokers()
         t0 = time.monotonic()
         launched: dict[str, bool] = {}
         outcome: dict[str, str] = {}
@@ -83,7 +101,8 @@ class Stack:
         return outcome
 
     def status(self) -> dict[str, dict]:
-        return {c.name: c.status() for c in (self.kafka, self.seaweed, self.shield, *self.edges, self.clickhouse)}
+        return {c.name: c.status() for c in (*self.kafka_nodes, self.seaweed, self.shield, *self.edges,
+                                             self.clickhouse)}
 
     def is_running(self) -> bool:
         return all(c.is_running() for c in self.processes)

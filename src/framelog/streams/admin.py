@@ -5,6 +5,12 @@ topic already exists (another process may create it concurrently). Existing
 topics get their configs altered incrementally (only the keys framelog sets)
 and more partitions if the registry asks for more; partitions are never
 removed (Kafka cannot), which the summary reports as a warning.
+
+Replication follows the cluster (core/kafka_nodes.replication): the brokers it has (the live ones, or
+``kafka.brokers``/the local stack's record if more) cap ``kafka.replication_factor``, and min ISR is
+at most RF - 1: one broker gives 1/1 as before, three give RF 3 with min.insync.replicas 2, so a
+producer with acks=all keeps writing, and loses nothing, with one broker down. Creating a topic while
+fewer brokers than configured are up fails (INVALID_REPLICATION_FACTOR) rather than under-replicate.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from confluent_kafka.admin import (
 )
 
 from framelog.core.config import Config
+from framelog.core.kafka_nodes import replication, stack_brokers
 from framelog.streams.kafka_auth import client_settings
 from framelog.streams.topics import TopicSpec, all_topics
 
@@ -63,6 +70,19 @@ def _existing(admin: AdminClient, timeout: float) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
 
 
+def cluster_replication(config: Config, admin: AdminClient, timeout: float = 30.0) -> tuple[int, int]:
+    """(replication factor, min ISR) for new topics on this cluster (see the module's docstring)."""
+    live = len(admin.list_topics(timeout=timeout).brokers)
+    return replication(config, max(live, stack_brokers(config)))
+
+
+def replication_factors(admin: AdminClient, names: Iterable[str], timeout: float = 30.0) -> dict[str, int]:
+    """The smallest replica count among each topic's partitions (tools and tests)."""
+    md = admin.list_topics(timeout=timeout)
+    return {n: min(len(p.replicas) for p in md.topics[n].partitions.values())
+            for n in names if n in md.topics and md.topics[n].partitions}
+
+
 def create_topics(config: Config, specs: Iterable[TopicSpec] | None = None, *, timeout: float = 30.0,
                   admin: AdminClient | None = None) -> TopicsSummary:
     """Make the cluster match the topic registry (or ``specs``); returns what was done."""
@@ -70,12 +90,14 @@ def create_topics(config: Config, specs: Iterable[TopicSpec] | None = None, *, t
     specs = list(specs) if specs is not None else all_topics(config)
     summary = TopicsSummary()
     existing = _existing(admin, timeout)
+    rf, min_isr = cluster_replication(config, admin, timeout)
 
     missing = [s for s in specs if s.name not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(s.name, num_partitions=_partitions(s, config), replication_factor=-1, config=s.kafka_config())
-             for s in missing], request_timeout=timeout, operation_timeout=timeout)
+            [NewTopic(s.name, num_partitions=_partitions(s, config), replication_factor=rf,
+                      config=s.kafka_config(min_isr)) for s in missing],
+            request_timeout=timeout, operation_timeout=timeout)
         for name, fut in futures.items():
             try:
                 fut.result()
@@ -85,25 +107,32 @@ def create_topics(config: Config, specs: Iterable[TopicSpec] | None = None, *, t
                     raise
         existing = _existing(admin, timeout) if len(summary.created) < len(missing) else existing
 
+    replicas = replication_factors(admin, [s.name for s in specs if s.name not in summary.created], timeout)
     for spec in specs:
         if spec.name in summary.created:
             continue
-        changes = _update(admin, spec, config, existing.get(spec.name, 0), summary, timeout)
+        # never more in-sync replicas than an older, less replicated topic can give (it would refuse writes)
+        topic_min_isr = min(min_isr, max(1, replicas.get(spec.name, rf) - 1))
+        changes = _update(admin, spec, config, existing.get(spec.name, 0), summary, timeout, topic_min_isr)
         if changes:
             summary.updated[spec.name] = changes
         else:
             summary.unchanged.append(spec.name)
     _wait_visible(admin, [(s.name, _partitions(s, config)) for s in specs], timeout)
+    for name, count in replication_factors(admin, [s.name for s in specs], timeout).items():
+        if count < rf:
+            summary.warnings.append(f"{name} has {count} replica(s), the cluster's shape asks for {rf}: "
+                                    "raise it with a partition reassignment")
     return summary
 
 
 def _update(admin: AdminClient, spec: TopicSpec, config: Config, current_partitions: int,
-            summary: TopicsSummary, timeout: float) -> list[str]:
+            summary: TopicsSummary, timeout: float, min_isr: int) -> list[str]:
     """Alter the configs that differ and add partitions; returns the changes made."""
     changes: list[str] = []
     resource = ConfigResource(ResourceType.TOPIC, spec.name)
     current = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
-    wanted = spec.kafka_config()
+    wanted = spec.kafka_config(min_isr)
     diff = {k: v for k, v in wanted.items() if k not in current or current[k].value != v}
     if diff:
         alter = ConfigResource(ResourceType.TOPIC, spec.name, incremental_configs=[

@@ -9,9 +9,14 @@ framelog's idempotent producer (acks=all) writes every output event.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import faust
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 
 from framelog.core.config import Config
+from framelog.core.kafka_nodes import bootstrap_servers
 from framelog.streams.kafka_auth import faust_credentials
 
 # A record is acked, and its offset committed, only after its agent finished;
@@ -24,13 +29,24 @@ SESSION_TIMEOUT = 10.0
 HEARTBEAT_INTERVAL = 3.0
 
 
+class IdempotentProducer(AIOKafkaDriverProducer):
+    """Faust's own producer (table changelogs) as framelog's: acks=all and idempotent, always.
+
+    Faust asks aiokafka for idempotence only inside transactions; without it a retry after a
+    broker failover can write a changelog record twice or out of order.
+    """
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 def create_app(config: Config, group: str) -> faust.App:
     longest = max(s.timeout for s in config.pipeline.stages)
     datadir = config.stack.state_dir / "faust" / group
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"framelog-{group}",
-        broker=[f"kafka://{server}" for server in config.kafka.bootstrap_servers.split(",")],
+        broker=[f"kafka://{server}" for server in bootstrap_servers(config).split(",")],
         broker_credentials=faust_credentials(config),   # the worker group's own principal
         key_serializer="raw",
         value_serializer="raw",
@@ -47,6 +63,7 @@ def create_app(config: Config, group: str) -> faust.App:
         producer_acks=-1,
         datadir=str(datadir),
     )
+    app.transport.Producer = IdempotentProducer   # type: ignore[misc]  # instance attribute, read by create_producer
     return app
 
 

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from framelog.core.config import Config
+from framelog.core.kafka_nodes import bootstrap_servers
 from framelog.core.service_credentials import kafka_password
 
 ADMIN = "admin"          # super user: topics, ACLs, SCRAM users, operators' tools, tests' probes
@@ -58,7 +59,7 @@ def credentials(config: Config) -> tuple[str, str]:
 def client_settings(config: Config) -> dict[str, Any]:
     """librdkafka settings every confluent-kafka client starts from: brokers and authentication."""
     username, password = credentials(config)
-    return {"bootstrap.servers": config.kafka.bootstrap_servers,
+    return {"bootstrap.servers": bootstrap_servers(config),
             "security.protocol": config.kafka.security_protocol,
             "sasl.mechanism": config.kafka.sasl_mechanism,
             "sasl.username": username,

@@ -29,11 +29,12 @@ class TopicSpec:
     def dlq(self) -> str:
         return dead_letter_topic(self.name)
 
-    def kafka_config(self) -> dict[str, str]:
+    def kafka_config(self, min_insync_replicas: int = 1) -> dict[str, str]:
+        """The topic's configs; ``min_insync_replicas`` comes from the cluster's shape (streams/admin.py)."""
         cfg = {
             "cleanup.policy": "compact" if self.compacted else "delete",
             "retention.ms": str(self.retention_ms),
-            "min.insync.replicas": "1",
+            "min.insync.replicas": str(min_insync_replicas),
         }
         cfg.update(self.extra_config)
         return cfg
