@@ -52,6 +52,7 @@ def test_playlists_carry_the_aes_key_line(landscape_hls, cfg):
     result, _ = landscape_hls
     assert result.encrypted and len(result.key) == 16 and len(result.iv) == 16
     assert result.key_uri == f"{cfg.hls.key_uri_base}/vid-landscape"
+    assert "://" not in result.key_uri             # no host frozen into a stored playlist (issue 14 pt 4)
     for r in result.renditions:
         text = (result.out_dir / r.name / "playlist.m3u8").read_text()
         assert f'#EXT-X-KEY:METHOD=AES-128,URI="{result.key_uri}",IV={result.iv_hex}' in text

@@ -233,7 +233,7 @@ def _properties(service: dict) -> dict[str, str]:
 
 
 def test_kafka_is_three_replicated_kraft_nodes():
-    """The local `stack up --brokers 3` shape (issue 14 pt 1): three voters, RF 3, min ISR 2, each its own id and data."""
+    """The `stack up --brokers 3` shape (issue 14 pt 1): three voters, RF 3, min ISR 2, own ids and data."""
     services = _resolved()
     nodes = {n: _properties(services[n]) for n in KAFKA_NODES}
     assert [p["node.id"] for p in nodes.values()] == ["1", "2", "3"]
@@ -271,3 +271,49 @@ def test_compose_kafka_environment_gives_topics_replication_3_and_min_isr_2(monk
     config = load_config(DEFAULT_CONFIG_PATH)
     assert config.kafka.brokers == 3
     assert replication(config, config.kafka.brokers) == (3, 2)
+
+
+def test_every_framelog_service_has_a_healthcheck_asking_its_own_process():
+    """Issue 14 pt 4: each long-running framelog service is checked by `framelog healthcheck` of its kind."""
+    services = _resolved()
+    init_image = services["init"]["image"]
+    for name, service in services.items():
+        if service.get("image") != init_image or name == "init":
+            continue
+        test = service.get("healthcheck", {}).get("test")
+        assert test and test[:3] == ["CMD", "framelog", "healthcheck"], name
+        command = service["command"]
+        kind = test[3]
+        if command[:2] == ["framelog", "worker"]:
+            assert kind == "worker" and test[test.index("--stage") + 1] == command[command.index("--stage") + 1]
+        elif command[:2] == ["framelog", "api"]:
+            assert kind == "api" and test[test.index("--port") + 1] == command[command.index("--port") + 1]
+        elif command[:2] == ["framelog", "sink"]:
+            assert kind == "sink"
+        elif "--shield" in command:
+            assert kind == "shield"
+        else:
+            assert kind == "edge" and test[test.index("--provider") + 1] == command[command.index("--provider") + 1]
+
+
+def test_public_urls_come_from_the_environment():
+    """The API, key and edge URLs viewers get are the deployment's public names, not 127.0.0.1 or a service name."""
+    env = _resolved()["api"]["environment"]
+    assert env["FRAMELOG__DELIVERY__PUBLIC_API_URL"] == "http://localhost:8000"
+    assert env["FRAMELOG__DELIVERY__KEY_URL_BASE"] == "http://localhost:8000/v1/keys"
+    os.environ["FRAMELOG_PUBLIC_API_URL"] = "https://api.example.com"
+    try:
+        env = _resolved()["edge-primary"]["environment"]
+    finally:
+        del os.environ["FRAMELOG_PUBLIC_API_URL"]
+    assert env["FRAMELOG__DELIVERY__KEY_URL_BASE"] == "https://api.example.com/v1/keys"
+    for provider in ("PRIMARY", "SECONDARY"):
+        assert env[f"FRAMELOG__CDN_STRATEGY__{provider}_CDN__PUBLIC_URL"].startswith("http")
+    for service in ("worker-transcoding", "analytics-sink"):
+        assert _resolved()[service]["environment"]["FRAMELOG_METRICS_HOST"] == "0.0.0.0"
+
+
+def test_dockerignore_keeps_state_history_and_environments_out_of_the_image():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".state*", ".git", ".venv", "node_modules"} <= ignored

@@ -28,6 +28,7 @@ from framelog.core.config import Config
 from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id
 from framelog.pipeline.jobs.handlers import hls_key_object
+from framelog.processors.public_urls import key_url as public_key_url
 from framelog.processors.tokens import TokenError, load_or_create_secret, sign_playback, verify_playback
 from framelog.processors.video_access import key_access
 from framelog.sinks.object_store import ObjectStore
@@ -42,8 +43,9 @@ def key_path(video_id: str) -> str:
 
 
 def key_url(config: Config, video_id: str) -> str:
-    """The key URI the HLS playlists name (``hls_config.key_uri_base``)."""
-    return f"{config.hls.key_uri_base.rstrip('/')}/{validate_video_id(video_id)}"
+    """The key URI viewers fetch: the public key base (``delivery.key_url_base``), which the edges also
+    write into the playlists they serve in place of the stored, host-less ``hls_config.key_uri_base``."""
+    return public_key_url(config, video_id)
 
 
 def key_grant(config: Config, video_id: str, viewer_id: str | None = None, ttl: float | None = None) -> str:

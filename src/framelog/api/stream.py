@@ -192,7 +192,12 @@ async def _emit_stream_start(request: Request, video_id: str, viewer: Viewer | N
 
 def _ingest_url(request: Request) -> str:
     """Where the player posts its events: this API's ``POST /v1/events``."""
-    return f"{str(request.base_url).rstrip('/')}/v1/events"
+    return f"{_api_base(request)}/v1/events"
+
+
+def _api_base(request: Request) -> str:
+    """The API's public base (``delivery.public_api_url``), else the one the client used."""
+    return request.app.state.config.delivery.public_api_url.rstrip("/") or str(request.base_url).rstrip("/")
 
 
 def _resolve(state: AccessState, request: Request, video_id: str, share: str | None
@@ -266,7 +271,7 @@ async def _delivery(request: Request, state: AccessState, video_id: str, quality
         "duration_seconds": plan.duration_seconds,
         "encryption": encryption,
         "expires_at": int(now + ttl),
-        "renewal": {"url": f"{str(request.base_url).rstrip('/')}{RENEW_PATH}",
+        "renewal": {"url": f"{_api_base(request)}{RENEW_PATH}",
                     "after_seconds": round(ttl * config.playback_trust.renew_at_fraction, 3)},
     }
 

@@ -27,6 +27,13 @@ def _stack(args: argparse.Namespace, config: Config) -> int:
     return action(config)
 
 
+def _healthcheck(args: argparse.Namespace, config: Config) -> int:
+    from framelog.ops.healthcheck import run_healthcheck
+
+    return run_healthcheck(config, args.kind, stage=args.stage, provider=args.provider, port=args.port,
+                           timeout=args.timeout)
+
+
 def _services(args: argparse.Namespace, config: Config) -> int:
     from framelog.stack.services import ApiService, WorkerService
 
@@ -308,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("acls", help="apply every Kafka principal's ACLs (streams/acls.py), idempotently")
     p.add_argument("action", choices=["apply"])
     p.set_defaults(func=_topics)
+
+    p = sub.add_parser("healthcheck", help="exit 0 when this host's framelog process of KIND answers (compose "
+                                           "healthchecks): api, worker --stage S, sink, edge --provider P, shield")
+    p.add_argument("kind", choices=["api", "worker", "sink", "edge", "shield"])
+    p.add_argument("--stage", help="worker: its group (framelog worker --stage)")
+    p.add_argument("--provider", help="edge: its cdn_strategy provider")
+    p.add_argument("--port", type=int, help="the port it listens on, when not the configured one (api --port)")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=_healthcheck)
 
     p = sub.add_parser("init", help="create the topics, the bucket and the ClickHouse tables (idempotent; "
                                     "the compose one-shot every service waits for)")

@@ -394,6 +394,7 @@ class CdnProvider:
     provider: Str
     edge_port: Port
     regions: StrList
+    public_url: Str = ""         # how viewers reach this edge; "": http://<stack.host>:<edge_port>
 
 
 @section
@@ -589,6 +590,14 @@ class WebhooksConfig:
 
 @section
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """The public addresses viewers use (processors/public_urls.py); "" derives them from the local ports."""
+    public_api_url: Str = ""     # "": http://<stack.host>:<stack.api_port>
+    key_url_base: Str = ""       # "": <public api url>/v1/keys
+
+
+@section
+@dataclass(frozen=True)
 class LiveProgressConfig:
     """GET /videos/{id}/events (api/live.py)."""
     heartbeat_interval: PositiveDuration
@@ -655,6 +664,7 @@ class Config:
     live_progress: LiveProgressConfig
     playback_trust: PlaybackTrustConfig
     api_protection: ApiProtectionConfig
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -771,6 +781,7 @@ class _ProviderFile:
     provider: Str
     edge_port: Port
     regions: StrList
+    public_url: Str = ""
 
 
 @section
@@ -854,6 +865,7 @@ class ConfigFile:
     live_progress: LiveProgressConfig
     playback_trust: PlaybackTrustConfig
     api_protection: ApiProtectionConfig
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
 
 _SCHEMA = TypeAdapter(ConfigFile)
@@ -962,7 +974,7 @@ def _route(primary: str, fallback: str, countries: tuple[str, ...], providers: M
 
 def _cdn(f: ConfigFile, caching: CachingStrategy) -> CdnConfig:
     s = f.cdn_strategy
-    providers = {key: CdnProvider(key, p.provider, p.edge_port, p.regions)
+    providers = {key: CdnProvider(key, p.provider, p.edge_port, p.regions, p.public_url)
                  for key, p in (("primary_cdn", s.primary_cdn), ("secondary_cdn", s.secondary_cdn))}
     rules = tuple(_route(r.primary, r.fallback, r.countries, providers, f"cdn_strategy.routing_rules[{i}]")
                   for i, r in enumerate(s.routing_rules))
@@ -1047,6 +1059,7 @@ def build_config(data: Any, source: Path = Path("<memory>"), environ: Mapping[st
         live_progress=f.live_progress,
         playback_trust=f.playback_trust,
         api_protection=f.api_protection,
+        delivery=f.delivery,
         raw=data,
     )
 

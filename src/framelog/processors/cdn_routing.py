@@ -20,6 +20,7 @@ from datetime import datetime
 from framelog.core.config import CdnProvider, Config, RoutingRule
 from framelog.core.errors import FramelogError, InvalidIdError
 from framelog.core.ids import validate_video_id as _validate_id
+from framelog.processors.public_urls import public_edge_url
 
 Health = Callable[[str], bool] | Collection[str] | None
 
@@ -106,6 +107,7 @@ def provider(provider_key: str, config: Config) -> CdnProvider:
 
 
 def edge_base_url(provider_key: str, config: Config) -> str:
+    """Where framelog's own processes reach an edge (health probes, purges, warming): never a viewer's URL."""
     return f"http://{config.stack.host}:{provider(provider_key, config).edge_port}"
 
 
@@ -145,7 +147,9 @@ def video_file_path(video_id: str, quality: str, at: datetime) -> str:
 
 
 def edge_url(provider_key: str, path: str, config: Config) -> str:
-    return f"{edge_base_url(provider_key, config)}/{path.lstrip('/')}"
+    """A viewer's URL of ``path`` on an edge (its public base: processors/public_urls.py)."""
+    provider(provider_key, config)
+    return f"{public_edge_url(provider_key, config)}/{path.lstrip('/')}"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ import re
 from dataclasses import dataclass
 
 from framelog.core.config import Config
-from framelog.processors.cdn_routing import edge_base_url, validate_video_id
+from framelog.processors.cdn_routing import validate_video_id
+from framelog.processors.public_urls import public_edge_url
 from framelog.processors.tokens import _check_secret
 
 EDGE_SECRET_DOMAIN = b"framelog.edge.v1"
@@ -121,7 +122,7 @@ def signed_edge_url(provider_key: str, object_path: str, config: Config, *, secr
     ``processors.tokens.load_or_create_secret(config)``. Relative URLs in the
     object's playlists resolve under the same signature (same video, same kind).
     """
-    return edge_base_url(provider_key, config) + signed_edge_path(object_path, config, secret=secret, now=now,
+    return public_edge_url(provider_key, config) + signed_edge_path(object_path, config, secret=secret, now=now,
                                                                   ttl=ttl)
 
 

@@ -66,6 +66,7 @@ from framelog.processors.edge_signing import (
     origin_token,
     purge_token,
 )
+from framelog.processors.public_urls import KEY_PATH_PREFIX, key_url_base
 from framelog.stack.process import Component, StackError, rotate_log
 
 PURGE_MODULE = Path("/usr/lib/nginx/modules/ngx_http_cache_purge_module.so")
@@ -227,7 +228,7 @@ def _proxy_common(pass_to: str, host: str, origin_key: str, zone: str, status_he
         f"        add_header {status_header} $upstream_cache_status always;\n" + extra)
 
 
-def _typed_locations(prefix: str, proxy: str, ttl_of, guard: str = "") -> str:
+def _typed_locations(prefix: str, proxy: str, ttl_of, guard: str = "", extra_of=lambda file_type: "") -> str:
     """One location per (kind, caching_rules file type): its own cache lifetime, ``ttl_of(file_type)`` seconds."""
     typed = []
     for (kind, file_type), suffixes in sorted(_suffix_groups().items()):
@@ -239,7 +240,7 @@ def _typed_locations(prefix: str, proxy: str, ttl_of, guard: str = "") -> str:
                  else f"{kind}/[A-Za-z0-9_-]{{1,64}}/{_OBJECT_CHARS}+")
         pattern = f"^{prefix}(?<object>/{shape}\\.(?:{_regex_alternation(suffixes)}))$"
         typed.append(f"    # {file_type}: caching_rules.{file_type} ({ttl}s)\n"
-                     f'    location ~ "{pattern}" {{\n' + guard + proxy + caching + "    }\n")
+                     f'    location ~ "{pattern}" {{\n' + guard + proxy + caching + extra_of(file_type) + "    }\n")
     return "".join(typed)
 
 
@@ -252,6 +253,30 @@ def _purge_location(zone: str, purge_key: str) -> str:
         proxy_cache_purge {zone} $object;
     }}
 """
+
+
+def _quoted_uri_attribute(prefix: str) -> str:
+    """``'URI="<prefix>'`` as a single-quoted nginx string (the prefix must hold nothing nginx would read)."""
+    if any(c in prefix for c in "'\"\\$;{}\n \t"):
+        raise ValueError(f"URL not safe inside an nginx string: {prefix!r}")
+    return f"'URI=\"{prefix}'"
+
+
+def key_uri_rewrite(config: Config) -> str:
+    """nginx directives that point the key URIs of a playlist at the public key endpoint as it is served.
+
+    Stored playlists name the key by a host-less path (``hls_config.key_uri_base``); playlists packaged
+    before that name the local API's address. Both become ``delivery.key_url_base`` (the cached copy
+    stays as stored: the rewrite is an output filter), so a domain change needs no re-transcode.
+    """
+    public = key_url_base(config) + "/"
+    stored = [config.hls.key_uri_base.rstrip("/") + "/",
+              f"http://{config.stack.host}:{config.stack.api_port}{KEY_PATH_PREFIX}/"]   # packaged before the rewrite
+    lines = ['        proxy_set_header Accept-Encoding "";\n',      # the filter reads the body as stored
+             "        sub_filter_types *;\n", "        sub_filter_once off;\n"]
+    lines += [f"        sub_filter {_quoted_uri_attribute(old)} {_quoted_uri_attribute(public)};\n"
+              for old in dict.fromkeys(stored) if old != public]
+    return "".join(lines) if len(lines) > 3 else ""
 
 
 def render_config(config: Config, provider_key: str, directory: Path, *, secret: bytes,
@@ -277,7 +302,9 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
                  f'        add_header Access-Control-Max-Age {PREFLIGHT_MAX_AGE} always;\n')
     proxy = "        internal;\n" + _proxy_common("http://shield$object", shield_addr, origin_key, CACHE_ZONE,
                                                     "X-Cache-Status", headers)
-    typed = _typed_locations(INTERNAL_PATH, proxy, lambda file_type: cc.edge_ttl(file_type, config))
+    rewrite = key_uri_rewrite(config)
+    typed = _typed_locations(INTERNAL_PATH, proxy, lambda file_type: cc.edge_ttl(file_type, config),
+                             extra_of=lambda file_type: rewrite if file_type == cc.HLS_PLAYLISTS else "")
     kinds = "|".join(PREFIX_KINDS)
     signed = f"/{SIGNED_PREFIX}/(?<sig>[A-Za-z0-9_-]{{22}})/(?<expires>[0-9]{{1,12}})"
     check = (f"{headers}{preflight}        if ($request_method = OPTIONS) {{ return 204; }}\n"

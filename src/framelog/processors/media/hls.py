@@ -8,8 +8,10 @@ Layout written under ``out_dir`` (everything there is meant for the CDN)::
 
 The AES-128 key never lands in ``out_dir``: it is written to a private temp
 directory for ffmpeg (``-hls_key_info_file``: key URI, key file, IV) and
-returned as bytes, for framelog's key endpoint (``hls_config.key_uri_base`` +
-"/" + video_id) which checks access before serving it.
+returned as bytes, for framelog's key endpoint, which checks access before serving it. The
+playlists name the key as ``hls_config.key_uri_base`` + "/" + video_id: by default a path with
+no host (``/v1/keys/<id>``), which the edges rewrite to the public key URL as they serve it
+(processors/public_urls.py), so a domain change needs no re-transcode.
 
 The master playlist follows the seed's template (``#EXT-X-VERSION:6``) with
 measured figures: BANDWIDTH is the peak segment bitrate (bytes*8/EXTINF of the
