@@ -241,6 +241,18 @@ class TieringRule:
 
 @section
 @dataclass(frozen=True)
+class ObjectTieringRules:
+    """Rules for the objects of a video that are not HLS renditions (processors/tier_ledger.py object groups).
+
+    Same shape and order semantics as ``tiering_rules``; access counts are the video's (any rendition).
+    """
+    source: tuple[TieringRule, ...] = ()       # the raw upload (uploads/<id>/original)
+    mp4: tuple[TieringRule, ...] = ()          # the progressive MP4 (videos/yyyy/mm/<quality>/<id>.mp4)
+    thumbnails: tuple[TieringRule, ...] = ()   # posters, thumbnails, storyboard, chapters (thumbnails/<id>/)
+
+
+@section
+@dataclass(frozen=True)
 class StageConfig:
     name: Str
     timeout: Duration
@@ -641,6 +653,7 @@ class Config:
     clickhouse: ClickHouseConfig
     storage_tiers: dict[str, StorageTier]
     tiering_rules: tuple[TieringRule, ...]
+    tiering_object_rules: ObjectTieringRules
     tiering_default_tier: str
     tiering_evaluation_interval: float
     tiering_restore_tier: str
@@ -839,6 +852,7 @@ class ConfigFile:
     clickhouse: ClickHouseConfig
     storage_tiers: Annotated[dict[str, StorageTier], _named("name"), NonEmpty]
     tiering_rules: Annotated[tuple[TieringRule, ...], NonEmpty]
+    tiering_object_rules: ObjectTieringRules
     tiering_default_tier: Str
     tiering_evaluation_interval: Duration
     tiering_restore_tier: Str
@@ -1023,6 +1037,9 @@ def build_config(data: Any, source: Path = Path("<memory>"), environ: Mapping[st
     tiers = f.storage_tiers
     for i, rule in enumerate(f.tiering_rules):
         _known(rule.target_tier, tiers, f"tiering_rules[{i}].target_tier", "tier")
+    for group in ("source", "mp4", "thumbnails"):
+        for i, rule in enumerate(getattr(f.tiering_object_rules, group)):
+            _known(rule.target_tier, tiers, f"tiering_object_rules.{group}[{i}].target_tier", "tier")
     pipeline = _pipeline(f.processing_pipeline)
     caching = _caching(f.caching_strategy)
     k = f.kafka
@@ -1036,6 +1053,7 @@ def build_config(data: Any, source: Path = Path("<memory>"), environ: Mapping[st
         clickhouse=f.clickhouse,
         storage_tiers=tiers,
         tiering_rules=f.tiering_rules,
+        tiering_object_rules=f.tiering_object_rules,
         tiering_default_tier=_known(f.tiering_default_tier, tiers, "tiering_default_tier", "tier"),
         tiering_evaluation_interval=f.tiering_evaluation_interval,
         tiering_restore_tier=_known(f.tiering_restore_tier, tiers, "tiering_restore_tier", "tier"),

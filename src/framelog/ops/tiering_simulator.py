@@ -13,7 +13,11 @@ decays with age as ``(1 + age / DECAY_DAYS) ** -DECAY_POWER``; its daily
 sessions are Poisson around that, split over the renditions by
 ``RENDITION_SHARES`` (highest quality first). A rendition's size is its
 profile's bitrate times the video's duration (log-normal around
-``MEDIAN_DURATION``).
+``MEDIAN_DURATION``). Every object a video keeps is counted, not the HLS
+renditions only: the raw upload (``SOURCE_BITRATE_FACTOR`` times the top
+profile's bitrate), the progressive MP4 (the top rendition's size) and the
+thumbnails (``THUMBNAIL_BYTES_PER_SECOND``), each decided by its own rules
+(``tiering_object_rules``) on the video's sessions, as the worker does.
 
 Compared: the configured rules (ages and access counts), the same rules with
 the access-count bounds removed ("age only") and keeping everything hot. A
@@ -48,6 +52,8 @@ DECAY_POWER = 1.5
 MEDIAN_DURATION = 240.0                 # seconds
 DURATION_SIGMA = 0.8
 RENDITION_SHARES = (0.05, 0.35, 0.40, 0.20)   # of sessions, highest profile first
+SOURCE_BITRATE_FACTOR = 1.6             # a camera or phone upload against the top rung's bitrate
+THUMBNAIL_BYTES_PER_SECOND = 2_000      # poster, a thumbnail every few seconds, storyboard, chapters
 
 
 def poisson(rng: random.Random, lam: float) -> int:
@@ -63,9 +69,15 @@ def poisson(rng: random.Random, lam: float) -> int:
 
 
 def age_only(config: Config) -> Config:
-    """The configured rules without their access-count bounds."""
-    return dataclasses.replace(config, tiering_rules=tuple(
-        dataclasses.replace(r, max_access_count=None) for r in config.tiering_rules))
+    """The configured rules without their access-count bounds (and popularity guards)."""
+    def strip(rules: tuple) -> tuple:
+        return tuple(dataclasses.replace(r, max_access_count=None, min_idle_days=None) for r in rules)
+
+    objects = config.tiering_object_rules
+    return dataclasses.replace(config, tiering_rules=strip(config.tiering_rules),
+                               tiering_object_rules=dataclasses.replace(
+                                   objects, source=strip(objects.source), mp4=strip(objects.mp4),
+                                   thumbnails=strip(objects.thumbnails)))
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class Video:
     popularity: float                   # expected sessions on upload day
     duration: float
     renditions: tuple[tuple[str, int, float], ...]   # (name, size_bytes, share of sessions)
+    objects: tuple[tuple[str, str, int], ...] = ()   # (object group, key or prefix, size_bytes)
 
 
 def catalogue(config: Config, videos: int, days: int, seed: int) -> list[Video]:
@@ -91,7 +104,12 @@ def catalogue(config: Config, videos: int, days: int, seed: int) -> list[Video]:
         duration = MEDIAN_DURATION * math.exp(rng.gauss(0, DURATION_SIGMA))
         rs = tuple((p.name.removesuffix("_profile"), int(p.bitrate / 8 * duration), share)
                    for p, share in zip(profiles, shares))
-        out.append(Video(f"sim{i:06d}", i * days // videos, weights[i] * scale, duration, rs))
+        vid = f"sim{i:06d}"
+        top = profiles[0]
+        objects = (("_source", f"uploads/{vid}/original", int(top.bitrate / 8 * duration * SOURCE_BITRATE_FACTOR)),
+                   ("_mp4", f"videos/2025/01/{top.name.removesuffix('_profile')}/{vid}.mp4", rs[0][1]),
+                   ("_thumbnails", f"thumbnails/{vid}/", int(THUMBNAIL_BYTES_PER_SECOND * duration)))
+        out.append(Video(vid, i * days // videos, weights[i] * scale, duration, rs, objects))
     return out
 
 
@@ -113,6 +131,13 @@ class Policy:
             r = {"name": name, "playlist_key": f"hls/{video.video_id}/{name}/playlist.m3u8", "size_bytes": size}
             record = ledger.on_asset_published(None, asset, r, self.config or base)
             self.records[record.key] = record
+        for group, prefix, size in video.objects:
+            record = ledger.on_object_published(None, asset, group, prefix, size, self.config or base)
+            self.records[record.key] = record
+
+    def count(self, key: str, sessions: int, now: datetime) -> None:
+        """Sessions of the video counted on an object group (nobody reads the source to play: no restore)."""
+        self.records[key] = ledger.on_accesses(self.records[key], sessions, now)
 
     def access(self, key: str, sessions: int, now: datetime) -> None:
         record = ledger.on_accesses(self.records[key], sessions, now)
@@ -197,13 +222,19 @@ def simulate(config: Config, *, videos: int, days: int, seed: int = 1) -> Simula
                 p.publish(v, clock.now(), config)
         for v in live:
             lam = v.popularity * (1 + (day - v.upload_day) / DECAY_DAYS) ** -DECAY_POWER
+            video_sessions = 0
             for name, _, share in v.renditions:
                 n = poisson(rng, lam * share)
                 if n:
                     sessions_total += n
+                    video_sessions += n
                     key = ledger.rendition_key(v.video_id, name)
                     for p in policies:
                         p.access(key, n, clock.now())
+            if video_sessions:
+                for group, _, _ in v.objects:
+                    for p in policies:
+                        p.count(ledger.rendition_key(v.video_id, group), video_sessions, clock.now())
         clock.set(START + timedelta(days=day + 1) - timedelta(seconds=1))   # the day's last evaluation
         for p in policies:
             p.evaluate(clock.now())
@@ -229,7 +260,9 @@ def report_markdown(result: SimulationResult) -> str:
         f"`framelog tiering simulate --days {result.days} --videos {result.videos} --seed {result.seed}`: "
         "a synthetic catalogue (uploads at an even rate, Zipf popularity decaying with age, "
         f"{result.sessions:,} playback sessions in all) through the tiering worker's decision code "
-        "(`processors/tier_ledger.py`, rules and prices from `core/framelog.yaml`), evaluated daily.",
+        "(`processors/tier_ledger.py`, rules and prices from `core/framelog.yaml`), evaluated daily. "
+        "Every object a video keeps is stored and priced: its HLS renditions (`tiering_rules`), the raw "
+        "upload, the progressive MP4 and the thumbnails (`tiering_object_rules`).",
         "",
         f"Monthly storage cost (USD per month: mean bytes stored that month x the tier's price per GB-month; "
         f"months of {DAYS_PER_MONTH} days, the last one may be shorter):",

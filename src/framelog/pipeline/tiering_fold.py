@@ -5,7 +5,9 @@ Rows live in any mutable mapping: the Faust table of the tiering agent
 the simulator. Keys and values are JSON-friendly:
 
 * ``<video_id>/<rendition>`` -> ``{"partition": p, "record": RenditionRecord.to_dict()}``
-* ``<video_id>``             -> ``{"partition": p, "video": VideoAccess.to_dict(), "renditions": [...]}``
+* ``<video_id>``             -> ``{"partition": p, "video": VideoAccess.to_dict(), "renditions": [...],
+  "objects": [...]}`` (its object groups: ``_source``, ``_mp4``, ``_thumbnails``; rows like renditions', their
+  accesses the video's)
 
 ``partition`` is the Kafka partition the video's events arrive on (all of
 framelog's topics are keyed by video id and co-partitioned), so a worker
@@ -15,6 +17,7 @@ Every row is written back whole (a Faust table only logs assignments).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +62,17 @@ def fold_event(rows: Rows, name: str, value: dict[str, Any], partition: int, con
             out.rendition_keys.append(_put_rendition(rows, record, partition))
             if r["name"] not in video["renditions"]:
                 video["renditions"] = [*video["renditions"], r["name"]]
+        seen = ledger.VideoAccess.from_dict(video["video"])    # sessions folded before the publication count too
+        for group, prefix, size in ledger.object_groups(value):
+            key = ledger.rendition_key(vid, group)
+            existing = rendition_row(rows, key)
+            record = ledger.on_object_published(existing, value, group, prefix, size, config)
+            if existing is None:
+                record = dataclasses.replace(record, access_count=seen.access_count,
+                                             last_access_ms=seen.last_access_ms, recent_sessions=seen.recent_sessions)
+            out.rendition_keys.append(_put_rendition(rows, record, partition))
+            if group not in video.get("objects", []):
+                video["objects"] = [*video.get("objects", []), group]
         rows[ledger.video_key(vid)] = {**video, "partition": partition}
         out.applied = True
     elif name == "PlaybackEvent":
@@ -66,6 +80,14 @@ def fold_event(rows: Rows, name: str, value: dict[str, Any], partition: int, con
         video = _video_row(rows, vid)
         access, counted = ledger.on_video_access(ledger.VideoAccess.from_dict(video["video"]), vid, session, at)
         rows[ledger.video_key(vid)] = {**video, "video": access.to_dict(), "partition": partition}
+        for group in video.get("objects", []):          # the MP4, the source, the thumbnails: the video's accesses
+            key = ledger.rendition_key(vid, group)
+            group_record = rendition_row(rows, key)
+            if group_record is not None:
+                group_record, group_counted = ledger.on_access(group_record, session, at)
+                _put_rendition(rows, group_record, partition)
+                if group_counted:
+                    out.rendition_keys.append(key)
         rendition = value.get("rendition")
         tier = "unknown"
         if rendition:

@@ -23,6 +23,11 @@ Decision order for one rendition at ``now`` (``next_move``):
    restored, so it comes back only through a restore. It may still move to a
    slower tier (cold → deep archive).
 
+Besides its HLS renditions a video keeps other objects, each tracked as an *object group* with a
+reserved name (``_source``: the raw upload, ``_mp4``: the progressive MP4, ``_thumbnails``: its
+thumbnails prefix), moved by the same code and counted by the same metrics, but decided by its own
+rules (``tiering_object_rules``) on the video's accesses (any rendition).
+
 An access is a playback *session* that played the rendition: the first event
 of a session carrying that rendition counts once (heartbeats of the same
 session do not). The record remembers the last ``RECENT_SESSIONS`` session ids
@@ -39,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from framelog.core.clock import ensure_utc, from_timestamp
-from framelog.core.config import Config
+from framelog.core.config import Config, TieringRule
 from framelog.core.ids import validate_video_id
 from framelog.processors.tiering import SECONDS_PER_DAY, RenditionState, TierChange, evaluate, tier
 
@@ -62,6 +67,16 @@ def to_ms(value: Any) -> int:
 
 def ms_to_datetime(ms: int) -> datetime:
     return from_timestamp(ms / 1000)
+
+
+# object group name -> its rules in tiering_object_rules; "_" never starts an HLS rendition name
+OBJECT_GROUPS = {"_source": "source", "_mp4": "mp4", "_thumbnails": "thumbnails"}
+
+
+def rules_for(rendition: str, config: Config) -> tuple[TieringRule, ...]:
+    """The rules that decide a rendition (``tiering_rules``) or an object group (its own)."""
+    group = OBJECT_GROUPS.get(rendition)
+    return config.tiering_rules if group is None else getattr(config.tiering_object_rules, group)
 
 
 def validate_rendition(name: object) -> str:
@@ -209,6 +224,49 @@ def on_asset_published(existing: RenditionRecord | None, asset: Mapping[str, Any
                                tier_since_ms=at)
 
 
+def on_object_published(existing: RenditionRecord | None, asset: Mapping[str, Any], group: str, prefix: str,
+                        size_bytes: int, config: Config) -> RenditionRecord:
+    """An object group of a (re)published video (``group`` in OBJECT_GROUPS), as on_asset_published does a
+    rendition: its objects are those under ``prefix`` (one exact key for the source and the MP4)."""
+    if group not in OBJECT_GROUPS:
+        raise ValueError(f"unknown object group {group!r}")
+    video_id = validate_video_id(asset["video_id"])
+    if not prefix or ".." in prefix or prefix.startswith("/") or video_id not in prefix:
+        raise ValueError(f"object key {prefix!r} is not one of video {video_id}")
+    at = to_ms(asset["event_time"])
+    if existing is None:
+        return RenditionRecord(video_id, group, prefix, at, at, entry_tier(config), size_bytes=size_bytes)
+    created = existing.created_at_ms if existing.created_at_ms and at - existing.created_at_ms > CLOCK_SLACK_MS \
+        else at
+    filled = dataclasses.replace(existing, object_prefix=prefix, published=True,
+                                 size_bytes=existing.size_bytes or size_bytes, created_at_ms=created)
+    if at <= existing.published_at_ms:
+        return filled if existing.published else dataclasses.replace(filled, published_at_ms=at)
+    return dataclasses.replace(filled, published_at_ms=at, tier=entry_tier(config), size_bytes=size_bytes,
+                               restore=None, tier_since_ms=at)
+
+
+def object_groups(asset: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    """(group, object prefix, bytes) of every object group an AssetPublished names (its metadata)."""
+    vid = validate_video_id(asset["video_id"])
+    meta = asset.get("metadata") or {}
+
+    def size(key: str) -> int:
+        try:
+            return max(0, int(meta.get(key) or 0))
+        except ValueError:
+            return 0
+
+    out = []
+    if meta.get("upload_key"):
+        out.append(("_source", meta["upload_key"], size("upload_size")))
+    if meta.get("source_key"):
+        out.append(("_mp4", meta["source_key"], size("mp4_size")))
+    if asset.get("thumbnails") or meta.get("thumbnails_size"):
+        out.append(("_thumbnails", f"thumbnails/{vid}/", size("thumbnails_size")))
+    return out
+
+
 def _remember(recent: tuple[str, ...], item: str, limit: int) -> tuple[str, ...]:
     return (recent + (item,))[-limit:]
 
@@ -314,7 +372,7 @@ def next_move(record: RenditionRecord, now: datetime, config: Config) -> Planned
     if record.restored_at_ms is not None and now < ms_to_datetime(record.restored_at_ms) + timedelta(
             seconds=config.tiering_restore_hold):
         return None
-    change = evaluate(record.state(), now, config)
+    change = evaluate(record.state(), now, config, rules_for(record.rendition, config))
     if change is None:
         return None
     current, target = tier(record.tier, config), tier(change.to_tier, config)

@@ -134,13 +134,14 @@ def rule_matches(rule: TieringRule, age_days: float, access_count: int, idle_day
 
 
 def decide_tier(age_days: float, access_count: int, config: Config,
-                idle_days: float | None = None) -> TierDecision:
-    """The tier of the first matching rule, else the default tier (rule ``"default"``)."""
+                idle_days: float | None = None, rules: Iterable[TieringRule] | None = None) -> TierDecision:
+    """The tier of the first matching rule (``rules``, default ``tiering_rules``), else the default tier
+    (rule ``"default"``)."""
     if age_days < 0:
         raise ValueError(f"age_days must be >= 0, got {age_days}")
     if access_count < 0:
         raise ValueError(f"access_count must be >= 0, got {access_count}")
-    for rule in config.tiering_rules:
+    for rule in config.tiering_rules if rules is None else rules:
         if rule_matches(rule, age_days, access_count, idle_days):
             return TierDecision(rule.target_tier, rule.name)
     return TierDecision(config.tiering_default_tier, DEFAULT_RULE_NAME)
@@ -182,11 +183,12 @@ def deletion_hold(states: Iterable[RenditionState], now: datetime, config: Confi
     return RetentionHold(held[0][0].current_tier, max(u for _, u in held), tuple(sorted(s.rendition for s, _ in held)))
 
 
-def evaluate(state: RenditionState, now: datetime, config: Config) -> TierChange | None:
-    """The move this rendition needs at ``now``, or ``None`` if it is already in place or its
-    current tier's retention period still holds it there."""
+def evaluate(state: RenditionState, now: datetime, config: Config,
+             rules: Iterable[TieringRule] | None = None) -> TierChange | None:
+    """The move this rendition (or object group, with its ``rules``) needs at ``now``, or ``None`` if it is
+    already in place or its current tier's retention period still holds it there."""
     age = state.age_days(now)
-    decision = decide_tier(age, state.access_count, config, idle_days(state, now))
+    decision = decide_tier(age, state.access_count, config, idle_days(state, now), rules)
     if decision.tier == state.current_tier or ensure_utc(now) < retention_until(state, config):
         return None
     return TierChange(

@@ -81,11 +81,12 @@ class MoveReport:
 
 
 def _inventory(store: ObjectStore, prefix: str) -> dict[str, ObjectFacts]:
-    if not prefix.endswith("/"):
-        raise ValueError(f"a rendition prefix ends with '/', got {prefix!r}")
+    """The objects a move covers: everything under a prefix ending in '/' (a rendition, the thumbnails),
+    else that one key and nothing it is a prefix of (a video's upload or MP4)."""
+    exact = not prefix.endswith("/")
     return {o["Key"]: ObjectFacts(o["Key"], int(o["Size"]), o.get("ETag", "").strip('"'),
                                   o.get("StorageClass") or DEFAULT_STORAGE_CLASS)
-            for o in store.objects(prefix)}
+            for o in store.objects(prefix) if not exact or o["Key"] == prefix}
 
 
 def _sha256(store: ObjectStore, key: str) -> str:

@@ -36,8 +36,9 @@ ELECTION_TIMEOUT = "1s"
 
 # What each generated identity may do (weed's identities: "Action" anywhere, "Action:bucket/prefix*"
 # on keys under a prefix). "media" is the tiering worker's: it lists, copies (storage class) and
-# restores renditions, and can neither read nor write keys/, uploads/ or anything else.
-MEDIA_PREFIXES = ("hls/", "thumbnails/")
+# restores a video's objects (renditions, thumbnails, the progressive MP4 and the raw upload: each has its
+# tier rules), and can neither read nor write keys/, meta/, work/ or anything else.
+MEDIA_PREFIXES = ("hls/", "thumbnails/", "videos/", "uploads/")
 S3_IDENTITY_ACTIONS: dict[str, tuple[str, ...]] = {
     "pipeline": ("Admin", "Read", "Write", "List", "Tagging"),
     "media": ("Read", "Write", "Tagging"),

@@ -251,6 +251,19 @@ class CdnUploadJob:
             self._publish(inputs["captions_vtt_key"], meta["captions_key"])
         return meta
 
+    def _kept_objects(self, vid: str, inputs: Mapping[str, str]) -> dict[str, str]:
+        """The objects the video keeps besides its renditions, with their sizes, for the tiering worker
+        (processors/tier_ledger.object_groups): the raw upload, the MP4 and the thumbnails prefix."""
+        def size(key: str) -> str:
+            head = self.store.head(key)
+            return str(head["ContentLength"]) if head else "0"
+
+        out = {"mp4_size": size(inputs["source_key"]),
+               "thumbnails_size": str(sum(o["Size"] for o in self.store.objects(f"thumbnails/{vid}/")))}
+        if inputs.get("object_key"):
+            out |= {"upload_key": inputs["object_key"], "upload_size": size(inputs["object_key"])}
+        return out
+
     def run(self, ctx: JobContext) -> dict[str, str]:
         vid = ctx.video_id
         inputs = ctx.inputs
@@ -293,6 +306,7 @@ class CdnUploadJob:
         master = f"hls/{vid}/{hls.MASTER_NAME}"
         self._publish(inputs["master_staging_key"], master)      # last: the master makes the video playable
         storyboard = next((t for t in thumbs if t.endswith("storyboard.vtt")), None)
+        kept_objects = self._kept_objects(vid, inputs)
         asset = {"video_id": vid, "job_id": ctx.job_id, "renditions": renditions, "master_playlist_key": master,
                  "duration_seconds": float(inputs.get("duration", "0") or 0),
                  "thumbnails": sorted(t for t in thumbs if "/thumbs/" in t or t.endswith("poster.jpg")),
@@ -301,6 +315,6 @@ class CdnUploadJob:
                  "metadata": {"source_key": inputs["source_key"], "quality": inputs.get("quality", ""),
                               "owner_id": inputs.get("owner_id", ""),
                               "dropped_renditions": inputs.get("dropped_renditions", ""),
-                              "captions": inputs.get("captions", ""), **captions_meta}}
+                              "captions": inputs.get("captions", ""), **captions_meta, **kept_objects}}
         ctx.progress(1.0)
         return {"master_playlist_key": master, "asset": json.dumps(asset), "warm_paths": json.dumps(warm)}
