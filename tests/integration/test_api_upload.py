@@ -23,8 +23,9 @@ from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE, parse_upload_
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
 from framelog.schemas.events import new_event
+from framelog.sinks.object_store import ObjectStore
 from framelog.sinks.s3 import s3_client
-from framelog.sinks.uploads import object_sha256, raw_object_key
+from framelog.sinks.uploads import raw_object_key
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
 from framelog.views.status import StatusFold, StatusTable
@@ -127,7 +128,7 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
 
         s3 = s3_client(config)
         bucket = config.object_storage.bucket
-        assert object_sha256(s3, bucket, raw_object_key(video_id)) == (expected, size)
+        assert ObjectStore(config).sha256(raw_object_key(video_id)) == (expected, size)
         with pytest.raises(Exception) as gone:
             s3.head_object(Bucket=bucket, Key=f"uploads/{video_id}/_session.json")
         assert "404" in str(gone.value) or "Not Found" in str(gone.value)

@@ -20,8 +20,8 @@ import pytest
 
 from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors.identity import Keyring, mint_token
-from framelog.stack.services import ApiService, WorkerService
-from tests.integration.support import running, wait_for
+from framelog.stack.services import ApiService
+from tests.integration.support import wait_for
 from tests.integration.support.upload_api import upload_records
 
 pytestmark = pytest.mark.integration
@@ -49,12 +49,6 @@ def api(stack, config) -> str:
         service.stop()
 
 
-@pytest.fixture(scope="module")
-def worker(stack, config):
-    with running(WorkerService(config), timeout=300) as service:
-        yield service
-
-
 def large_clip(path: Path, seconds: int = 12) -> Path:
     """A valid H.264/AAC MP4 that is large for its length: random luma, lossless (~9 MB per second)."""
     subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
@@ -77,6 +71,7 @@ FILE = "framelogUpload.uppy.getFiles()[0]"
 
 
 def test_upload_page_large_file_pause_resume_then_processing(api, worker, config, tmp_path):
+    """``worker``: the whole pipeline (tests/integration/conftest.py)."""
     clip = large_clip(tmp_path / "creator-clip.mp4")
     size = clip.stat().st_size
     assert size > 64 * MIB

@@ -3,8 +3,8 @@
 The event is produced only after the object is complete (multipart upload
 finished and its size checked), so no consumer ever sees a half-written upload.
 Two paths lead here: ``upload_file`` (a direct boto3 upload from this host) and
-the API's resumable protocol (``framelog.api.videos``); both announce through
-``announce_upload``, and the API hashes the finished object with ``object_sha256``.
+the API's tus uploads (``framelog.sinks.upload_sessions``); both announce through
+``announce_upload`` (the tus service hashes the finished object with ``ObjectStore.sha256``).
 """
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ from framelog.schemas.events import new_event
 from framelog.sinks.s3 import s3_client
 from framelog.streams import topics
 from framelog.streams.producer import Delivery, EventProducer
-
-CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,20 +76,6 @@ def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "l
                                content_type=content_type, owner_id=owner_id, original_filename=src.name,
                                priority=priority)
     return UploadResult(video_id, key, size, digest, delivery.offset)
-
-
-def object_sha256(client: Any, bucket: str, key: str, chunk_size: int = CHUNK) -> tuple[str, int]:
-    """sha256 and byte count of a stored object, streamed in chunks (never the whole object in memory)."""
-    digest = hashlib.sha256()
-    size = 0
-    body = client.get_object(Bucket=bucket, Key=key)["Body"]
-    try:
-        for chunk in body.iter_chunks(chunk_size):
-            digest.update(chunk)
-            size += len(chunk)
-    finally:
-        body.close()
-    return digest.hexdigest(), size
 
 
 def announce_upload(config: Config, *, video_id: str, object_key: str, size_bytes: int, sha256: str,
