@@ -23,6 +23,7 @@ from framelog.sinks.object_store import ObjectStore
 from framelog.stack.services import ApiService
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
+from framelog_client import ApiError, Client
 from framelog_client.events import AnalyticsClient
 from tests.integration.support import wait_for
 from tests.integration.support.screenshots import frame_stddev
@@ -167,6 +168,15 @@ def test_series_and_retention_routes(api, config, owner, video_id):
     r = httpx.get(f"{base}/retention", params={"from": frm, "to": to}, headers=owner, timeout=10).json()
     assert r["sessions"] == len(SESSIONS) and len(r["retention"]) == config.analytics.retention_points
     assert r["retention"][0] == 1.0 and r["retention"][-1] == pytest.approx(2 / 5)   # s1 and s5 watched to the end
+
+    # the light client reads the same
+    with Client(api, token=owner["Authorization"].split()[1]) as fl:
+        assert fl.series(video_id, "1h", frm, to) == s
+        assert fl.retention(video_id, HOUR0, HOUR0 + dt.timedelta(hours=3)) == r
+        assert fl.analytics(video_id, frm, to)["likes"] == 2
+        with pytest.raises(ApiError) as refused:
+            fl.series(video_id, "5m")
+        assert refused.value.status == 400 and "'interval' must be one of 1h, 1d" in refused.value.message
 
     analyst = {"Authorization": f"Bearer {token(config, 'studio-analyst', ANALYTICS_READ)}"}
     stranger = {"Authorization": f"Bearer {token(config, 'studio-stranger', 'videos:write')}"}
