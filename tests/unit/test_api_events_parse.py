@@ -424,3 +424,29 @@ def test_client_against_the_real_endpoint_refusal_path(app):
     assert c.flush(timeout=10)
     assert c.stats.dropped == 1 and "video_id" in c.dropped[0][1]
     c.close()
+
+
+def test_a_player_session_likes_once_and_shares_freely():
+    """One like per playback session (issue 15 pt 4: engagement_rate must not be pumped by one page);
+    the seed's video_like is the same like; a refused batch gives its claims back."""
+    from framelog.api.event_trust import ViewClaims
+    from framelog.processors.playback_session import PlaybackSession
+
+    session = PlaybackSession("sess-like", "vid-1", "viewer-1", None, None, None, True, 2**40)
+    claims = ViewClaims(100)
+
+    def batch(*types: str) -> list[ev.ParsedEvent]:
+        return [ev.ParsedEvent("playback.events", "PlaybackEvent", {"type": t, "video_id": "vid-1"}) for t in types]
+
+    assert ev._claim_views(batch("share", "like", "share"), session, claims) == ["sess-like#like"]
+    with pytest.raises(EventError) as refused:
+        ev._claim_views(batch("progress", "like"), session, claims)
+    assert (refused.value.reason, refused.value.event_index, refused.value.field) == ("like_already_recorded", 1,
+                                                                                     "type")
+    assert ev._claim_views(batch("share", "share"), session, claims) == []
+    other = PlaybackSession("sess-2", "vid-1", "viewer-1", None, None, None, False, 2**40)
+    with pytest.raises(EventError) as refused:
+        ev._claim_views(batch("like", "view_start", "video_view"), other, claims)
+    assert (refused.value.reason, refused.value.event_index) == ("view_already_recorded", 2)
+    assert ev._claim_views(batch("like"), other, claims) == ["sess-2#like"]     # the refused batch let go of it
+    assert ev._claim_views(batch("like"), None, claims) == []                 # server-side producers: not limited

@@ -26,6 +26,8 @@ Trust (``api.event_trust``)
     * ``view_start`` / ``video_view`` are refused (400 ``view_already_recorded``)
       when the stream API recorded the session's start itself (the usual case);
       otherwise one is accepted per session.
+    * ``like`` (or the seed's ``video_like``): one per session; another is
+      refused with 400 ``like_already_recorded`` (shares are not limited).
 
     No session: 401 ``session_required``; a forged, malformed or expired one:
     401 ``session_invalid`` / ``session_expired``. A request with the
@@ -149,6 +151,7 @@ SERVER_FIELDS = frozenset({"schema_version", "event_time", "ingest_time", "count
 ID_FIELDS = frozenset({"session_id", "viewer_id"})
 SESSION_BOUND = ("video_id", "session_id", "viewer_id")            # taken from the playback session
 VIEW_TYPES = frozenset({"view_start", "video_view"})              # what the rollups count as a view
+ONCE_PER_SESSION = frozenset({"like"})                            # a player session likes its video once
 MAX_ID_LEN = 128
 MAX_STRING_LEN = 256
 MIN_CLIENT_TIME_MS = 946_684_800_000        # 2000-01-01: anything earlier is almost surely seconds, not ms
@@ -753,18 +756,25 @@ def _prepare(raw: bytes, content_encoding: str | None, settings: IngestSettings,
 
 
 def _claim_views(parsed: Sequence[ParsedEvent], session: PlaybackSession | None, claims: Any) -> list[str]:
-    """One client-reported view per session whose start the stream API did not record; EventError past it."""
+    """One client-reported view per session whose start the stream API did not record, and one like per
+    session (a player cannot inflate engagement_rate); EventError past either."""
     if session is None:
         return []
-    claimed = []
+    claimed: list[str] = []
     for i, p in enumerate(parsed):
-        if p.record_name == PLAYBACK_RECORD and p.record["type"] in VIEW_TYPES:
-            if not claims.claim(session.session_id):
-                for sid in claimed:
-                    claims.release(sid)
-                raise EventError("view_already_recorded", f"type: a {p.record['type']} of this session was "
-                                 "recorded already", "type").at(i)
-            claimed.append(session.session_id)
+        if p.record_name != PLAYBACK_RECORD or p.record["type"] not in VIEW_TYPES | ONCE_PER_SESSION:
+            continue
+        kind = p.record["type"]
+        key = session.session_id if kind in VIEW_TYPES else f"{session.session_id}#{kind}"
+        if not claims.claim(key):
+            for done in claimed:
+                claims.release(done)
+            if kind in VIEW_TYPES:
+                raise EventError("view_already_recorded", f"type: a {kind} of this session was recorded already",
+                                 "type").at(i)
+            raise EventError(f"{kind}_already_recorded", f"type: this session sent a {kind} already (one per "
+                             "playback session)", "type").at(i)
+        claimed.append(key)
     return claimed
 
 
