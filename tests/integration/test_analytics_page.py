@@ -15,6 +15,7 @@ import uuid
 import httpx
 import pytest
 
+from framelog.core import object_keys
 from framelog.demo.browser import Browser, missing_requirements
 from framelog.processors.identity import ANALYTICS_READ, EVENTS_WRITE, Keyring, mint_token
 from framelog.processors.media import analysis
@@ -82,7 +83,7 @@ def publish_analysis(config, video_id: str) -> None:
         chapters=(analysis.Chapter(0, 0.0, 1.0, "Chapter 1"), analysis.Chapter(1, 1.0, 2.0, "Chapter 2")),
         black_segments=(analysis.Interval(0.0, 0.5),), silence_segments=(),
         loudness=analysis.Loudness(-16.0, 3.5, -1.2), wall_seconds=0.1)
-    ObjectStore(config).put_bytes(analysis.analysis_object(video_id), result.to_json().encode(), "application/json")
+    ObjectStore(config).put_bytes(object_keys.analysis_report(video_id), result.to_json().encode(), "application/json")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from framelog.core.ids import validate_video_id
-from framelog.pipeline.jobs.tombstones import is_deleted, video_prefixes
+from framelog.core.object_keys import video_prefixes
+from framelog.pipeline.jobs.tombstones import is_deleted
 from framelog.processors.identity import Keyring, mint_token
 from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore

@@ -18,7 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from framelog.api.upload_protocol import encode_upload_metadata
-from framelog.pipeline.jobs.tombstones import video_prefixes
+from framelog.core import object_keys
+from framelog.core.object_keys import video_prefixes
 from framelog.processors.edge_signing import edge_signature
 from framelog.processors.tokens import issue_share_token, sign_playback
 from framelog.schemas.events import new_event
@@ -310,7 +311,8 @@ def test_a_rendition_in_a_cold_tier_is_archived_until_asked_for_then_restoring(c
     vid = published(client, config, tokens, "public")
     with EventProducer(config) as producer:
         producer.send(topics.TIER_TRANSITIONS, "TierTransition", new_event(
-            "TierTransition", video_id=vid, rendition="720p", object_keys=[f"hls/{vid}/720p/seg_000.ts"],
+            "TierTransition", video_id=vid, rendition="720p",
+            object_keys=[object_keys.hls_file(vid, "720p", "seg_000.ts")],
             object_count=1, size_bytes=188, from_tier="hot_tier", to_tier="cold_tier", storage_class="GLACIER",
             rule="Archive", age_days=400.0, access_count=0))
 

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from framelog.api import videos
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE, parse_upload_metadata
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
 from framelog.schemas.events import new_event
@@ -130,7 +131,7 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
         bucket = config.object_storage.bucket
         assert ObjectStore(config).sha256(raw_object_key(video_id)) == (expected, size)
         with pytest.raises(Exception) as gone:
-            s3.head_object(Bucket=bucket, Key=f"uploads/{video_id}/_session.json")
+            s3.head_object(Bucket=bucket, Key=object_keys.upload_session(video_id))
         assert "404" in str(gone.value) or "Not Found" in str(gone.value)
 
         # a retried final PATCH after completion: 409 with the final offset, nothing emitted again

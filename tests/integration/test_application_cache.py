@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from framelog.api.access_state import access_state
+from framelog.core import object_keys
 from framelog.schemas.events import new_event
 from framelog.streams import topics
 from framelog.streams.producer import EventProducer
@@ -43,8 +44,9 @@ def test_a_plan_is_cached_until_the_video_changes_on_the_log(client, config):
             "AssetPublished", video_id=vid, job_id="job-2",
             renditions=[dict(name="360p", width=640, height=360, bandwidth=600_000, average_bandwidth=600_000,
                              codecs="avc1.4d401f,mp4a.40.2", frame_rate=25.0,
-                             playlist_key=f"hls/{vid}/360p/playlist.m3u8", segment_count=1, size_bytes=188)],
-            master_playlist_key=f"hls/{vid}/master.m3u8", duration_seconds=4.0, thumbnails=[],
+                             playlist_key=object_keys.rendition_playlist(vid, "360p"), segment_count=1,
+                             size_bytes=188)],
+            master_playlist_key=object_keys.master_playlist(vid), duration_seconds=4.0, thumbnails=[],
             chapters_key=None, key_id=None, metadata={}), key=vid)
     body = wait_for(lambda: (lambda b: b if names(b) == ["360p"] else None)(
                         stream_of(client, vid, tokens["alice"]).json()),
@@ -53,7 +55,8 @@ def test_a_plan_is_cached_until_the_video_changes_on_the_log(client, config):
 
     with EventProducer(config) as producer:             # a tier change drops the plan too
         producer.send(topics.TIER_TRANSITIONS, "TierTransition", new_event(
-            "TierTransition", video_id=vid, rendition="360p", object_keys=[f"hls/{vid}/360p/seg_000.ts"],
+            "TierTransition", video_id=vid, rendition="360p",
+            object_keys=[object_keys.hls_file(vid, "360p", "seg_000.ts")],
             object_count=1, size_bytes=188, from_tier="hot_tier", to_tier="warm_tier", storage_class="STANDARD_IA",
             rule="Moderate usage", age_days=31.0, access_count=0), key=vid)
     dropped = cache.misses

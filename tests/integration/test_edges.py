@@ -21,8 +21,8 @@ from framelog.processors.edge_signing import origin_token
 from framelog.schemas.events import new_event
 from framelog.sinks.edges.cache_commands import EdgeCache, cached_keys
 from framelog.sinks.edges.health import EdgeHealth
+from framelog.sinks.edges.protocol import cache_dir, shield_dir
 from framelog.sinks.s3 import s3_client
-from framelog.stack.nginx import cache_dir, shield_dir
 from framelog.stack.process import wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams import topics

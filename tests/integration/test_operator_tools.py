@@ -12,11 +12,12 @@ import hashlib
 
 import pytest
 
+from framelog.core import object_keys
 from framelog.core.ids import new_video_id
+from framelog.core.object_keys import video_prefixes
 from framelog.ops import dlq
 from framelog.ops.groups import describe_groups
 from framelog.ops.reprocess import ReprocessError, read_history, reprocess, stage_inputs
-from framelog.pipeline.jobs.tombstones import video_prefixes
 from framelog.sinks.object_store import ObjectStore
 from framelog.sinks.uploads import announce_upload, raw_object_key
 from framelog.stack.services import WorkerService
@@ -93,7 +94,7 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
     store = ObjectStore(config)
 
     def staging_left() -> list[str]:
-        return [k for k in store.keys(f"work/{video_id}/") if not k.endswith("/_SUCCESS.json")]
+        return [k for k in store.keys(object_keys.staging_root(video_id)) if not k.endswith("/_SUCCESS.json")]
     wait_for(lambda: not staging_left(), "the staging to be discarded", 60)
     kinds = {k.split("/")[0] for p in video_prefixes(video_id) for k in store.keys(p)}
     assert kinds == {"uploads", "work", "hls", "thumbnails", "keys", "meta"}

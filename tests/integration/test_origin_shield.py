@@ -13,7 +13,8 @@ import pytest
 from framelog.core.ids import new_video_id
 from framelog.processors.edge_signing import origin_token
 from framelog.sinks.edges.cache_commands import cached_keys, shield_cache
-from framelog.stack.nginx import SHIELD_NAME, shield_address, shield_dir, shield_ttl
+from framelog.sinks.edges.protocol import SHIELD_NAME, shield_address, shield_dir
+from framelog.stack.nginx import shield_ttl
 from framelog.stack.process import wait_until
 from tests.integration.support.edges import fetch, put_fake_video, url
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from framelog.core import object_keys
 from framelog.core.ids import new_video_id
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import write_local_playlist
@@ -35,7 +36,7 @@ def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, s
     assert view["state"] == "ready", view
     assert all(s["state"] == "succeeded" for s in view["stages"].values())
 
-    master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
+    master = store.get_bytes(object_keys.master_playlist(video_id)).decode()
     assert master.startswith("#EXTM3U\n#EXT-X-VERSION:6")
     infs = re.findall(r"#EXT-X-STREAM-INF:(.*)\n(.*)/playlist.m3u8", master)
     assert infs, master
@@ -47,26 +48,26 @@ def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, s
         heights.append(int(re.search(r"RESOLUTION=\d+x(\d+)", attrs).group(1)))
     assert max(heights) <= 720                                   # never above the source
 
-    key = store.get_bytes(f"keys/{video_id}/aes128.key")
+    key = store.get_bytes(object_keys.hls_key(video_id))
     assert key is not None and len(key) == 16
     for _attrs, name in infs:
-        playlist = store.get_bytes(f"hls/{video_id}/{name}/playlist.m3u8").decode()
+        playlist = store.get_bytes(object_keys.rendition_playlist(video_id, name)).decode()
         assert "#EXT-X-KEY:METHOD=AES-128" in playlist and f"/v1/keys/{video_id}" in playlist
         durations = [float(d) for d in re.findall(r"#EXTINF:([\d.]+)", playlist)]
         assert durations and max(durations) <= config.hls.segment_duration + 0.1
         local = tmp_path / name
-        store.download_prefix(f"hls/{video_id}/{name}/", local)
+        store.download_prefix(object_keys.rendition_prefix(video_id, name), local)
         (tmp_path / "key").write_bytes(key)
         segment = sorted(local.glob("*.ts"))[0].read_bytes()
         assert not _is_mpegts(segment)                            # without the key it is not a transport stream
         fc.run_ffmpeg(fc.decode_hls_args(write_local_playlist(local / "playlist.m3u8", tmp_path / "key",
                                                               tmp_path / f"{name}.m3u8")))
-    head = store.head(f"hls/{video_id}/master.m3u8")
+    head = store.head(object_keys.master_playlist(video_id))
     assert head["ContentType"] == "application/vnd.apple.mpegurl" and "max-age" in head["CacheControl"]
-    seg_head = store.head(next(store.keys(f"hls/{video_id}/{infs[0][1]}/segment_")))
+    seg_head = store.head(next(store.keys(object_keys.hls_file(video_id, infs[0][1], "segment_"))))
     assert "s-maxage=86400" in seg_head["CacheControl"]
-    assert store.head(f"thumbnails/{video_id}/poster.jpg") is not None
-    assert store.head(f"thumbnails/{video_id}/storyboard.vtt") is not None
+    assert store.head(object_keys.thumbnail(video_id, "poster.jpg")) is not None
+    assert store.head(object_keys.thumbnail(video_id, "storyboard.vtt")) is not None
 
     published = read_topic(config, topics.ASSETS, video_id)
     assert [name for name, _ in published] == ["AssetPublished"]
@@ -78,7 +79,7 @@ def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, s
 def test_portrait_phone_clip_with_rotation_metadata(config, worker, status, store, tmp_path):
     video_id, view = process_clip(config, status, clips.portrait_rotated(tmp_path / "p.mp4"))
     assert view["state"] == "ready", view
-    master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
+    master = store.get_bytes(object_keys.master_playlist(video_id)).decode()
     sizes = re.findall(r"RESOLUTION=(\d+)x(\d+)", master)
     assert sizes and all(int(w) < int(h) for w, h in sizes)     # displayed upright, as the phone shot it
 
@@ -118,7 +119,7 @@ def test_transient_failure_is_retried_then_succeeds(config, worker, status, stor
     view = status.wait_for(video_id, finished, PIPELINE_TIMEOUT)
     assert view["state"] == "ready", view
     assert view["stages"]["validation"]["attempt"] >= 2
-    assert "mp4a" not in store.get_bytes(f"hls/{video_id}/master.m3u8").decode()   # a source without audio
+    assert "mp4a" not in store.get_bytes(object_keys.master_playlist(video_id)).decode()   # a source without audio
 
 
 def _stage_pids(config, stage: str) -> list[int]:

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from framelog.core import object_keys
 from framelog.processors import cache_control as cc
 from framelog.streams import topics
 from tests.integration.support.pipeline import process_clip, read_topic
@@ -29,7 +30,7 @@ def test_spoken_video_is_published_with_a_subtitles_track(config, spoken, store)
     assert view["state"] == "ready", view
     assert view["stages"]["ai_processing"]["outputs"]["captions"] == "ok"
 
-    master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
+    master = store.get_bytes(object_keys.master_playlist(video_id)).decode()
     media = re.search(r'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en-US",.*'
                       r'URI="([^"]+)"', master)
     assert media, master
@@ -75,16 +76,16 @@ def test_spoken_video_is_published_with_a_subtitles_track(config, spoken, store)
 ])
 def test_every_published_file_type_has_the_seeds_cache_control(config, spoken, store, kind, rule):
     video_id, view = spoken
-    master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
+    master = store.get_bytes(object_keys.master_playlist(video_id)).decode()
     rendition = re.search(r"^(\S+)/playlist\.m3u8$", master, re.M).group(1)
-    key = {"master": f"hls/{video_id}/master.m3u8",
-           "rendition playlist": f"hls/{video_id}/{rendition}/playlist.m3u8",
-           "segment": f"hls/{video_id}/{rendition}/segment_00000.ts",
-           "poster": f"thumbnails/{video_id}/poster.jpg",
-           "sprite": f"thumbnails/{video_id}/storyboard.jpg",
-           "thumbnail": f"thumbnails/{video_id}/thumbs/thumb_00001.jpg",
-           "storyboard": f"thumbnails/{video_id}/storyboard.vtt",
-           "chapters": f"thumbnails/{video_id}/chapters.vtt",
+    key = {"master": object_keys.master_playlist(video_id),
+           "rendition playlist": object_keys.rendition_playlist(video_id, rendition),
+           "segment": object_keys.hls_file(video_id, rendition, "segment_00000.ts"),
+           "poster": object_keys.thumbnail(video_id, "poster.jpg"),
+           "sprite": object_keys.thumbnail(video_id, "storyboard.jpg"),
+           "thumbnail": object_keys.thumbnail(video_id, "thumbs/thumb_00001.jpg"),
+           "storyboard": object_keys.thumbnail(video_id, "storyboard.vtt"),
+           "chapters": object_keys.chapters_vtt(video_id),
            "source mp4": view["stages"]["validation"]["outputs"]["source_key"]}[kind]
     head = store.head(key)
     assert head is not None, key
@@ -99,5 +100,5 @@ def test_silent_video_gets_no_captions_and_no_error(config, worker, status, stor
     video_id, view = process_clip(config, status, clips.silent_audio(tmp_path / "silent.mp4"))
     assert view["state"] == "ready", view
     assert view["stages"]["ai_processing"]["outputs"]["captions"] == "no_speech"
-    master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
+    master = store.get_bytes(object_keys.master_playlist(video_id)).decode()
     assert "TYPE=SUBTITLES" not in master and "SUBTITLES=" not in master

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from framelog.core import object_keys
 from framelog.streams import topics
 from tests.integration.support.pipeline import process_clip, read_topic
 from tests.media.support import clips
@@ -21,10 +22,10 @@ def test_rungs_that_add_nothing_are_dropped_from_the_published_ladder(config, wo
     dropped = view["stages"]["optimization"]["outputs"]["dropped_renditions"].split(",")
     assert len(kept) == 1 and set(dropped) == set(made) - set(kept), (kept, dropped)
 
-    master = store.get_bytes(f"hls/{video_id}/master.m3u8").decode()
+    master = store.get_bytes(object_keys.master_playlist(video_id)).decode()
     assert re.findall(r"^(\S+)/playlist\.m3u8$", master, re.M) == kept
     for name in dropped:
-        assert not list(store.keys(f"hls/{video_id}/{name}/")), name        # never published
+        assert not list(store.keys(object_keys.rendition_prefix(video_id, name))), name        # never published
     asset = read_topic(config, topics.ASSETS, video_id)[0][1]
     assert [r["name"] for r in asset["renditions"]] == kept
     assert set(asset["metadata"]["dropped_renditions"].split(",")) == set(dropped)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 
+from framelog.core import object_keys
 from framelog.core.ids import new_video_id
 from framelog.sinks.object_store import ObjectStore, vault_store
 from framelog.sinks.tier_mover import TierMover
@@ -27,7 +28,7 @@ def stores(stack, config):
 def test_archive_locks_the_rendition_in_the_vault_and_a_restore_brings_it_back(config, stores):
     serving, vault = stores
     tiers = config.storage_tiers
-    prefix = f"hls/{new_video_id()}/720p/"
+    prefix = object_keys.rendition_prefix(new_video_id(), "720p")
     objects = {f"{prefix}playlist.m3u8": b"#EXTM3U\n",
                **{f"{prefix}seg_{i:03d}.ts": bytes([i]) * 5000 for i in range(3)}}
     for key, body in objects.items():

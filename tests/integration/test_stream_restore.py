@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
@@ -83,7 +84,7 @@ def qualities(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def storage_classes(store: ObjectStore, vid: str, rendition: str) -> set[str]:
-    return {o.get("StorageClass") or "STANDARD" for o in store.objects(f"hls/{vid}/{rendition}/")}
+    return {o.get("StorageClass") or "STANDARD" for o in store.objects(object_keys.rendition_prefix(vid, rendition))}
 
 
 def restore_requests(tier_log: TopicRecorder, vid: str) -> list[dict[str, Any]]:

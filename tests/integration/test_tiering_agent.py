@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.core.ids import new_video_id
 from framelog.schemas.events import new_event
@@ -80,13 +81,14 @@ def publish(cfg: Config, store: ObjectStore, producer: EventProducer, video_id: 
             store.put_bytes(f"hls/{video_id}/{name}/seg{i:04d}.ts", body, "video/mp2t",
                             cache_control="public, max-age=31536000")
             size += len(body)
-        store.put_bytes(f"hls/{video_id}/{name}/playlist.m3u8", b"#EXTM3U\n", "application/vnd.apple.mpegurl")
+        store.put_bytes(object_keys.rendition_playlist(video_id, name), b"#EXTM3U\n", "application/vnd.apple.mpegurl")
         rs.append({"name": name, "width": 16, "height": 9, "bandwidth": 1000, "average_bandwidth": 900,
-                   "codecs": "avc1.640028", "frame_rate": 25.0, "playlist_key": f"hls/{video_id}/{name}/playlist.m3u8",
+                   "codecs": "avc1.640028", "frame_rate": 25.0,
+                   "playlist_key": object_keys.rendition_playlist(video_id, name),
                    "segment_count": segments, "size_bytes": size})
     producer.deliver(topics.ASSETS, "AssetPublished", new_event(
         "AssetPublished", video_id=video_id, job_id=f"job-{video_id}", renditions=rs,
-        master_playlist_key=f"hls/{video_id}/master.m3u8"), key=video_id)
+        master_playlist_key=object_keys.master_playlist(video_id)), key=video_id)
 
 
 def inventory(store: ObjectStore, prefix: str) -> dict[str, tuple[str, int, str]]:
@@ -109,7 +111,7 @@ def test_unplayed_rendition_goes_cold_and_the_played_one_stays_hot_then_restores
     vid = new_video_id()
     play(producer, vid, "480p", sessions=10)                 # 10 sessions: not "fewer than 10"
     publish(cfg, store, producer, vid, {"720p": 12, "480p": 4})
-    before = {r: inventory(store, f"hls/{vid}/{r}/") for r in ("720p", "480p")}
+    before = {r: inventory(store, object_keys.rendition_prefix(vid, r)) for r in ("720p", "480p")}
     assert len(before["720p"]) == 13 and all(c == "STANDARD" for _, _, c in before["720p"].values())
 
     [t] = wait_for(lambda: transitions.of(vid), "the 720p rendition's TierTransition")
@@ -119,14 +121,14 @@ def test_unplayed_rendition_goes_cold_and_the_played_one_stays_hot_then_restores
     assert t["object_count"] == 13 and sorted(t["object_keys"]) == sorted(before["720p"])
     assert t["size_bytes"] == sum(size for _, size, _ in before["720p"].values())
 
-    after = inventory(store, f"hls/{vid}/720p/")
+    after = inventory(store, object_keys.rendition_prefix(vid, "720p"))
     assert after.keys() == before["720p"].keys()                                     # nothing lost, nothing new
     assert {k: v[:2] for k, v in after.items()} == {k: v[:2] for k, v in before["720p"].items()}   # ETag, size
     assert {c for _, _, c in after.values()} == {"GLACIER"}
-    head = store.head(f"hls/{vid}/720p/seg0000.ts")
+    head = store.head(object_keys.hls_file(vid, "720p", "seg0000.ts"))
     assert (head["StorageClass"], head["ContentType"], head["CacheControl"]) == (
         "GLACIER", "video/mp2t", "public, max-age=31536000")
-    assert inventory(store, f"hls/{vid}/480p/") == before["480p"]                      # played: stays hot
+    assert inventory(store, object_keys.rendition_prefix(vid, "480p")) == before["480p"]    # played: stays hot
 
     wait_for(lambda: (metric(tiering_worker.metrics_url, "storage_utilization", tier="cold_tier",
                              region=cfg.object_storage.region) or 0) >= t["size_bytes"], "storage_utilization")
@@ -162,7 +164,7 @@ def test_unplayed_rendition_goes_cold_and_the_played_one_stays_hot_then_restores
     assert len(transitions.of(vid, "RestoreRequest")) == 1
     restored = transitions.of(vid)[-1]
     assert (restored["from_tier"], restored["to_tier"], restored["rule"]) == ("cold_tier", "hot_tier", "restore")
-    final = inventory(store, f"hls/{vid}/720p/")
+    final = inventory(store, object_keys.rendition_prefix(vid, "720p"))
     assert {k: v[:2] for k, v in final.items()} == {k: v[:2] for k, v in before["720p"].items()}
     assert {c for _, _, c in final.values()} == {"STANDARD"}
     assert len(transitions.of(vid)) == 2
@@ -172,11 +174,11 @@ def test_worker_killed_mid_move_neither_skips_nor_repeats_the_transition(tcfg, t
                                                                         store, producer):
     cfg, _ = tcfg
     vid = new_video_id()
-    prefix = f"hls/{vid}/1080p/"
+    prefix = object_keys.rendition_prefix(vid, "1080p")
     play(producer, vid, "480p", sessions=10)
     publish(cfg, store, producer, vid, {"1080p": 150, "480p": 2})
     before = inventory(store, prefix)
-    watched = inventory(store, f"hls/{vid}/480p/")
+    watched = inventory(store, object_keys.rendition_prefix(vid, "480p"))
 
     def partly_moved():
         moved = {k for k, (_, _, c) in inventory(store, prefix).items() if c == "GLACIER"}
@@ -201,4 +203,4 @@ def test_worker_killed_mid_move_neither_skips_nor_repeats_the_transition(tcfg, t
     assert len(transitions.of(vid)) == 1
     # the table came back from its changelog: the rendition published before the kill was known after it
     # (its move finished), and the watched one still has its 10 accesses, so it stays hot
-    assert inventory(store, f"hls/{vid}/480p/") == watched
+    assert inventory(store, object_keys.rendition_prefix(vid, "480p")) == watched

@@ -19,8 +19,8 @@ from framelog.core.ids import new_video_id
 from framelog.processors.cdn_routing import edge_base_url
 from framelog.processors.edge_signing import signed_edge_url
 from framelog.sinks.edges.cache_commands import EdgeCache
+from framelog.sinks.edges.protocol import access_log_path, shield_dir
 from framelog.sinks.s3 import s3_client
-from framelog.stack.nginx import access_log_path, shield_dir
 from framelog.stack.process import wait_until
 from tests.integration.support.edges import put_fake_video
 

@@ -77,7 +77,7 @@ def test_follower_reads_appended_whole_lines_and_survives_rotation(tmp_path):
 def test_the_origin_shield_log_becomes_the_origin_levels_hit_ratio(cfg, tmp_path, monkeypatch):
     from framelog.core.config import load_config as load
     from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
-    from framelog.stack.nginx import shield_dir
+    from framelog.sinks.edges.protocol import shield_dir
 
     monkeypatch.setenv("FRAMELOG_STATE_DIR", str(tmp_path))
     config = load(DEFAULT_CONFIG_PATH)

@@ -23,7 +23,7 @@ def run(work: Callable[[JobContext], dict[str, str]], store: Store, tmp_path) ->
     handler, emitter = Handler(work), Emitter()
     runner = StageRunner(config, stage, handler, emitter, store, scratch_root=tmp_path)
     req = StageRequest("job-1", VID, "transcoding", 1, {"object_key": f"uploads/{VID}/x",
-                                                        "source_key": f"videos/2026/12/01/720p/{VID}.mp4"}, 0)
+                                                        "source_key": f"videos/2026/12/720p/{VID}.mp4"}, 0)
     asyncio.run(runner.handle(req, original=b"request"))
     return emitter, handler
 

@@ -28,11 +28,11 @@ from framelog.api.access_state import ApiError, access_state
 from framelog.api.analyst_pool import AnalystPool
 from framelog.api.auth import current_principal, require
 from framelog.core.cache import analytics_query_cache
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id
 from framelog.processors.identity import ANALYTICS_READ, Principal
-from framelog.processors.media.analysis import analysis_object
 from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
 from framelog.sinks.clickhouse.queries import (
     SERIES_INTERVALS,
@@ -210,7 +210,7 @@ async def video_analysis(request: Request, video_id: str, principal: Principal =
         await _readable(request, video_id, principal)
     except ApiError as exc:
         return exc.response()
-    found = await run_in_threadpool(engine.store.get_json, analysis_object(video_id))
+    found = await run_in_threadpool(engine.store.get_json, object_keys.analysis_report(video_id))
     if found is None:
         return JSONResponse({"error": f"video {video_id} has no published analysis yet (still processing?)"},
                             status_code=404)

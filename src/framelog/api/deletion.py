@@ -46,6 +46,7 @@ from framelog.api.access_state import ApiError, access_state, video_id_param
 from framelog.api.auth import current_principal, principal_of
 from framelog.api.stream_availability import READY_TIMEOUT
 from framelog.api.videos import services
+from framelog.core import object_keys
 from framelog.pipeline.jobs import tombstones
 from framelog.processors.identity import OPS
 from framelog.processors.tiering import RetentionHold, deletion_hold
@@ -108,9 +109,9 @@ def delete_video(request: Request, video_id: str, reason: str, override: str = "
     removed = tombstones.purge_video(store, video_id, [source] if source else [])
     vault = vault_store(state.config)
     if vault is not None:                       # locked copies: only expired ones go, unless overridden
-        for prefix in tombstones.video_prefixes(video_id):
+        for prefix in object_keys.video_prefixes(video_id):
             removed[f"vault:{prefix}"] = vault.delete_locked_prefix(prefix, bypass=bool(override))
-    extra_paths = tuple(f"/{key}" for key in removed if key.startswith("videos/"))
+    extra_paths = tuple(object_keys.edge_path(key) for key in removed if object_keys.is_progressive_mp4(key))
     state.invalidate_edges(video_id, "video_deleted", extra_paths)
     log.info("video %s deleted by %s: %s", video_id, viewer.user_id, removed)
     return {"video_id": video_id, "state": "deleted", "objects_removed": removed}

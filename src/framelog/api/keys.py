@@ -27,7 +27,7 @@ from framelog.api.auth import current_principal
 from framelog.core.config import Config
 from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id
-from framelog.pipeline.jobs.handlers import hls_key_object
+from framelog.core.object_keys import hls_key
 from framelog.processors.public_urls import key_url as public_key_url
 from framelog.processors.tokens import TokenError, load_or_create_secret, sign_playback, verify_playback
 from framelog.processors.video_access import key_access
@@ -90,7 +90,7 @@ async def get_key(request: Request, video_id: str) -> Response:
     if refusal is not None:
         return refusal
     store = ObjectStore(config)
-    key = await run_in_threadpool(store.get_bytes, hls_key_object(video_id))
+    key = await run_in_threadpool(store.get_bytes, hls_key(video_id))
     if key is None:
         return JSONResponse({"error": f"video {video_id} has no published key"}, status_code=404,
                             headers={"Cache-Control": "no-store"})

@@ -77,9 +77,10 @@ from framelog.api.events import ParsedEvent, get_sender, playback_types
 from framelog.api.keys import key_grant, key_url
 from framelog.api.stream_availability import RESTORING, Availability, rendition_availability
 from framelog.api.videos import STATUS_READY_TIMEOUT, services
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.processors.access import Viewer
-from framelog.processors.cdn_routing import Route, normalize_country, rendition_playlist_path, route
+from framelog.processors.cdn_routing import Route, normalize_country, route
 from framelog.processors.delivery_plan import DeliveryPlan, plan_for, plan_key
 from framelog.processors.edge_signing import signed_edge_url
 from framelog.processors.playback_session import PlaybackSession, issue_session, verify_session
@@ -150,9 +151,9 @@ def _share_ttl(share_expires_at: int | None, config: Config, now: float) -> floa
 
 def _urls(provider: str, video_id: str, quality: str | None, config: Config, secret: bytes, now: float,
           ttl: float) -> dict[str, str]:
-    manifest = signed_edge_url(provider, f"hls/{video_id}/master.m3u8", config, secret=secret, now=now, ttl=ttl)
+    manifest = signed_edge_url(provider, object_keys.master_playlist(video_id), config, secret=secret, now=now, ttl=ttl)
     stream = manifest if quality is None else signed_edge_url(
-        provider, rendition_playlist_path(video_id, quality), config, secret=secret, now=now, ttl=ttl)
+        provider, object_keys.rendition_playlist(video_id, quality), config, secret=secret, now=now, ttl=ttl)
     return {"provider": provider, "stream_url": stream, "manifest_url": manifest}
 
 

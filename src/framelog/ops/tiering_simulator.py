@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from framelog.core import object_keys
 from framelog.core.clock import ManualClock
 from framelog.core.config import Config
 from framelog.processors import tier_ledger as ledger
@@ -53,6 +54,7 @@ MEDIAN_DURATION = 240.0                 # seconds
 DURATION_SIGMA = 0.8
 RENDITION_SHARES = (0.05, 0.35, 0.40, 0.20)   # of sessions, highest profile first
 SOURCE_BITRATE_FACTOR = 1.6             # a camera or phone upload against the top rung's bitrate
+SIMULATED_UPLOAD_MONTH = datetime(2025, 1, 1, tzinfo=UTC)   # the dated MP4 key's month (any one will do)
 THUMBNAIL_BYTES_PER_SECOND = 2_000      # poster, a thumbnail every few seconds, storyboard, chapters
 
 
@@ -106,9 +108,10 @@ def catalogue(config: Config, videos: int, days: int, seed: int) -> list[Video]:
                    for p, share in zip(profiles, shares))
         vid = f"sim{i:06d}"
         top = profiles[0]
-        objects = (("_source", f"uploads/{vid}/original", int(top.bitrate / 8 * duration * SOURCE_BITRATE_FACTOR)),
-                   ("_mp4", f"videos/2025/01/{top.name.removesuffix('_profile')}/{vid}.mp4", rs[0][1]),
-                   ("_thumbnails", f"thumbnails/{vid}/", int(THUMBNAIL_BYTES_PER_SECOND * duration)))
+        mp4 = object_keys.progressive_mp4(vid, top.name.removesuffix("_profile"), SIMULATED_UPLOAD_MONTH)
+        objects = (("_source", object_keys.raw_upload(vid), int(top.bitrate / 8 * duration * SOURCE_BITRATE_FACTOR)),
+                   ("_mp4", mp4, rs[0][1]),
+                   ("_thumbnails", object_keys.thumbnails_root(vid), int(THUMBNAIL_BYTES_PER_SECOND * duration)))
         out.append(Video(vid, i * days // videos, weights[i] * scale, duration, rs, objects))
     return out
 
@@ -128,7 +131,7 @@ class Policy:
     def publish(self, video: Video, now: datetime, base: Config) -> None:
         asset = {"video_id": video.video_id, "event_time": now}
         for name, size, _ in video.renditions:
-            r = {"name": name, "playlist_key": f"hls/{video.video_id}/{name}/playlist.m3u8", "size_bytes": size}
+            r = {"name": name, "playlist_key": object_keys.rendition_playlist(video.video_id, name), "size_bytes": size}
             record = ledger.on_asset_published(None, asset, r, self.config or base)
             self.records[record.key] = record
         for group, prefix, size in video.objects:

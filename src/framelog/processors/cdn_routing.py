@@ -15,28 +15,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
+from framelog.core import object_keys
 from framelog.core.config import CdnProvider, Config, RoutingRule
-from framelog.core.errors import FramelogError, InvalidIdError
-from framelog.core.ids import validate_video_id as _validate_id
+from framelog.core.errors import FramelogError
+from framelog.core.ids import validate_video_id
 from framelog.processors.public_urls import public_edge_url
 
 Health = Callable[[str], bool] | Collection[str] | None
 
-_QUALITY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-# One file name, or a few of them separated by '/', never '.' or '..' segments.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _INVALIDATION = re.compile(r"^/[A-Za-z0-9_.*/-]{0,1023}$")
-
-
-def validate_video_id(value: object) -> str:
-    """framelog.core.ids.validate_video_id, plus a guard: its ``$`` lets one trailing newline through."""
-    vid = _validate_id(value)
-    if "\n" in vid:
-        raise InvalidIdError(f"invalid video id {value!r}: expected 1-64 characters of [A-Za-z0-9_-]")
-    return vid
 
 
 class UnknownProviderError(FramelogError, KeyError):
@@ -111,41 +100,6 @@ def edge_base_url(provider_key: str, config: Config) -> str:
     return f"http://{config.stack.host}:{provider(provider_key, config).edge_port}"
 
 
-def _quality(quality: str) -> str:
-    if not isinstance(quality, str) or not _QUALITY.fullmatch(quality):
-        raise ValueError(f"invalid quality name {quality!r}: expected 1-32 characters of [A-Za-z0-9_-]")
-    return quality
-
-
-def _file_path(name: str) -> str:
-    parts = name.split("/") if isinstance(name, str) else [None]
-    if not all(isinstance(p, str) and _SEGMENT.fullmatch(p) and p not in (".", "..") for p in parts):
-        raise ValueError(f"invalid file name {name!r}: expected names of [A-Za-z0-9_.-] separated by '/'")
-    return name
-
-
-def master_playlist_path(video_id: str) -> str:
-    return f"hls/{validate_video_id(video_id)}/master.m3u8"
-
-
-def rendition_playlist_path(video_id: str, quality: str) -> str:
-    return f"hls/{validate_video_id(video_id)}/{_quality(quality)}/playlist.m3u8"
-
-
-def hls_file_path(video_id: str, quality: str, name: str) -> str:
-    """A segment or init file of one rendition: ``hls/{id}/{quality}/{name}``."""
-    return f"hls/{validate_video_id(video_id)}/{_quality(quality)}/{_file_path(name)}"
-
-
-def thumbnail_path(video_id: str, name: str) -> str:
-    return f"thumbnails/{validate_video_id(video_id)}/{_file_path(name)}"
-
-
-def video_file_path(video_id: str, quality: str, at: datetime) -> str:
-    """The seed's ``generateCDNPath``: ``videos/{yyyy}/{mm}/{quality}/{id}.mp4``."""
-    return f"videos/{at.year:04d}/{at.month:02d}/{_quality(quality)}/{validate_video_id(video_id)}.mp4"
-
-
 def edge_url(provider_key: str, path: str, config: Config) -> str:
     """A viewer's URL of ``path`` on an edge (its public base: processors/public_urls.py)."""
     provider(provider_key, config)
@@ -170,8 +124,8 @@ def adaptive_urls(video_id: str, provider_key: str, config: Config,
     """The seed's ``generateAdaptiveStreamingUrls``; qualities default to the HLS ladder."""
     names = [q.name for q in config.hls.quality_levels] if qualities is None else list(qualities)
     return AdaptiveUrls(
-        master=edge_url(provider_key, master_playlist_path(video_id), config),
-        renditions={q: edge_url(provider_key, rendition_playlist_path(video_id, q), config) for q in names})
+        master=edge_url(provider_key, object_keys.master_playlist(video_id), config),
+        renditions={q: edge_url(provider_key, object_keys.rendition_playlist(video_id, q), config) for q in names})
 
 
 def stream_urls(video_id: str, country: str | None, config: Config, healthy: Health = None,
@@ -188,7 +142,8 @@ def stream_urls(video_id: str, country: str | None, config: Config, healthy: Hea
 def default_invalidation_paths(video_id: str) -> tuple[str, ...]:
     """The seed's ``invalidateCache`` defaults for one video."""
     vid = validate_video_id(video_id)
-    return (f"/videos/*/{vid}*", f"/hls/{vid}/*", f"/thumbnails/{vid}/*")
+    return (f"/{object_keys.VIDEOS}/*/{vid}*", object_keys.edge_path(object_keys.hls_root(vid)) + "*",
+            object_keys.edge_path(object_keys.thumbnails_root(vid)) + "*")
 
 
 def invalidation_paths(video_id: str, paths: Iterable[str] = ()) -> tuple[str, ...]:

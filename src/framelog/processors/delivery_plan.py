@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from framelog.processors.cdn_routing import rendition_playlist_path
+from framelog.core import object_keys
 from framelog.processors.edge_signing import VIDEO_FILES, parse_object_path
 
 
@@ -57,7 +57,8 @@ def download_path(asset: Mapping[str, Any], video_id: str) -> str | None:
 
 
 def plan_for(video_id: str, asset: Mapping[str, Any]) -> DeliveryPlan:
-    renditions = tuple({**r, "playlist_path": r.get("playlist_key") or rendition_playlist_path(video_id, r["name"])}
+    renditions = tuple({**r, "playlist_path": r.get("playlist_key")
+                        or object_keys.rendition_playlist(video_id, r["name"])}
                        for r in (asset.get("renditions") or []))
     thumbnails = list(asset.get("thumbnails") or [])
     poster = next((t for t in thumbnails if t.endswith("poster.jpg")), thumbnails[0] if thumbnails else None)

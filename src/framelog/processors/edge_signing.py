@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 
 from framelog.core.config import Config
-from framelog.processors.cdn_routing import validate_video_id
+from framelog.core.ids import validate_video_id
 from framelog.processors.public_urls import public_edge_url
 from framelog.processors.tokens import _check_secret
 

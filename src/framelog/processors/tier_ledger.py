@@ -36,13 +36,13 @@ for this, which also makes a redelivered event count once.
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from framelog.core import object_keys
 from framelog.core.clock import ensure_utc, from_timestamp
 from framelog.core.config import Config, TieringRule
 from framelog.core.ids import validate_video_id
@@ -52,7 +52,6 @@ RECENT_SESSIONS = 64          # session ids remembered per rendition to count ea
 RECENT_TRANSITIONS = 8        # TierTransition ids remembered per rendition to ignore duplicates
 RESTORE_RULE = "restore"
 CLOCK_SLACK_MS = 1000         # a creation time derived from a transition's age_days may be off by rounding
-_RENDITION = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 # TierTransition ids are derived from the rendition's state, so a decision made
 # twice (e.g. before and after a crash) carries the same id and applies once.
 TRANSITION_NAMESPACE = uuid.UUID("0b6b7f1e-4a43-4d0a-9d4c-3f0c2f6b8e21")
@@ -79,15 +78,9 @@ def rules_for(rendition: str, config: Config) -> tuple[TieringRule, ...]:
     return config.tiering_rules if group is None else getattr(config.tiering_object_rules, group)
 
 
-def validate_rendition(name: object) -> str:
-    if not isinstance(name, str) or not _RENDITION.match(name):
-        raise ValueError(f"invalid rendition name {name!r}")
-    return name
-
-
 def rendition_key(video_id: str, rendition: str) -> str:
     """The table key of one rendition (``<video_id>/<rendition>``)."""
-    return f"{validate_video_id(video_id)}/{validate_rendition(rendition)}"
+    return f"{validate_video_id(video_id)}/{object_keys.rendition(rendition)}"
 
 
 def video_key(video_id: str) -> str:
@@ -183,18 +176,14 @@ def entry_tier(config: Config) -> str:
     return config.tiering_restore_tier
 
 
-def default_prefix(video_id: str, rendition: str) -> str:
-    return f"hls/{validate_video_id(video_id)}/{validate_rendition(rendition)}/"
-
-
 def placeholder(video_id: str, rendition: str, config: Config) -> RenditionRecord:
     """A rendition seen (in an access or a transition) before its AssetPublished; never moved until published.
 
     Replaying several topics from the beginning interleaves them in no fixed
     order, so the fold must not depend on AssetPublished coming first.
     """
-    return RenditionRecord(validate_video_id(video_id), validate_rendition(rendition),
-                           default_prefix(video_id, rendition), 0, 0, entry_tier(config), published=False)
+    return RenditionRecord(validate_video_id(video_id), object_keys.rendition(rendition),
+                           object_keys.rendition_prefix(video_id, rendition), 0, 0, entry_tier(config), published=False)
 
 
 def on_asset_published(existing: RenditionRecord | None, asset: Mapping[str, Any],
@@ -205,11 +194,12 @@ def on_asset_published(existing: RenditionRecord | None, asset: Mapping[str, Any
     or one older than a transition folded first) only fills in its facts.
     """
     video_id = validate_video_id(asset["video_id"])
-    name = validate_rendition(rendition["name"])
+    name = object_keys.rendition(rendition["name"])
     at = to_ms(asset["event_time"])
     prefix = rendition["playlist_key"].rsplit("/", 1)[0] + "/"
-    if prefix != default_prefix(video_id, name):
-        raise ValueError(f"playlist key {rendition['playlist_key']!r} is not under {default_prefix(video_id, name)}")
+    if prefix != object_keys.rendition_prefix(video_id, name):
+        raise ValueError(f"playlist key {rendition['playlist_key']!r} is not under "
+                         f"{object_keys.rendition_prefix(video_id, name)}")
     size = int(rendition.get("size_bytes") or 0)
     if existing is None:
         return RenditionRecord(video_id, name, prefix, at, at, entry_tier(config), size_bytes=size)
@@ -263,7 +253,7 @@ def object_groups(asset: Mapping[str, Any]) -> list[tuple[str, str, int]]:
     if meta.get("source_key"):
         out.append(("_mp4", meta["source_key"], size("mp4_size")))
     if asset.get("thumbnails") or meta.get("thumbnails_size"):
-        out.append(("_thumbnails", f"thumbnails/{vid}/", size("thumbnails_size")))
+        out.append(("_thumbnails", object_keys.thumbnails_root(vid), size("thumbnails_size")))
     return out
 
 

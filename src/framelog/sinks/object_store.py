@@ -1,17 +1,20 @@
 """Object storage operations framelog needs, on one bucket.
 
-Job handlers, the uploader, tiering and delete all go through this class, so
-the S3 details (paging, server-side copies, metadata replacement, storage
-class changes) live in one place.
+Job handlers, the uploaders (the API's resumable upload sessions and
+``upload_file``), tiering, restore and delete all go through this class, so the
+S3 details (paging, server-side copies, metadata replacement, storage class
+changes, multipart uploads, "missing" error codes) live in one place. It is the
+only user of boto3 outside the local stack's admin code (framelog.stack,
+framelog.ops.provision) and the client factory (framelog.sinks.s3).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
@@ -19,18 +22,37 @@ from framelog.core.config import Config
 from framelog.sinks.s3 import s3_client
 
 
+HASH_CHUNK = 8 * 2**20
+RESTORE_IN_PROGRESS = "RestoreAlreadyInProgress"
+RESTORE_UNSUPPORTED = ("MethodNotAllowed", "NotImplemented")
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a failed call ('' for errors that carry none)."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
 def _missing(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+    return error_code(exc) in ("NoSuchKey", "404", "NotFound")
 
 
 def _no_upload(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404", "NotFound")
+    return error_code(exc) in ("NoSuchUpload", "404", "NotFound")
 
 
 class ObjectStore:
-    def __init__(self, config: Config, client: Any = None, *, bucket: str | None = None):
-        self.client = client or s3_client(config)
+    def __init__(self, config: Config, client: Any = None, *, bucket: str | None = None,
+                 read_timeout: float = 60.0):
+        self.client = client or s3_client(config, read_timeout=read_timeout)
         self.bucket = bucket or config.object_storage.bucket
+
+    @classmethod
+    def over(cls, client: Any, bucket: str) -> ObjectStore:
+        """A store on an existing client (one the caller shares between buckets or threads)."""
+        store = cls.__new__(cls)
+        store.client, store.bucket = client, bucket
+        return store
 
     # ------------------------------------------------------------ reading
 
@@ -79,7 +101,7 @@ class ObjectStore:
         head = self.head(key)
         return None if head is None else int(head["ContentLength"])
 
-    def sha256(self, key: str, chunk_size: int = 8 * 2**20) -> tuple[str, int]:
+    def sha256(self, key: str, chunk_size: int = HASH_CHUNK) -> tuple[str, int]:
         """sha256 and byte count of an object, streamed (never the whole object in memory)."""
         digest = hashlib.sha256()
         size = 0
@@ -117,6 +139,14 @@ class ObjectStore:
         if cache_control:
             extra["CacheControl"] = cache_control
         self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra)
+
+    def upload_fileobj(self, fileobj: IO[bytes] | Any, key: str, content_type: str = "application/octet-stream",
+                       metadata: Mapping[str, str] | None = None) -> None:
+        """Stream a readable object (multipart above boto3's threshold); ``metadata`` as x-amz-meta-*."""
+        extra: dict[str, Any] = {"ContentType": content_type}
+        if metadata:
+            extra["Metadata"] = dict(metadata)
+        self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs=extra)
 
     def upload_dir(self, directory: Path, prefix: str, before_each: Callable[[], None] | None = None) -> list[str]:
         """Upload every file under ``directory`` to ``prefix/<relative path>``.
@@ -197,8 +227,31 @@ class ObjectStore:
             headers["CacheControl"] = head["CacheControl"]
         self.copy(key, key, headers=headers, storage_class=storage_class)
 
+    def restore(self, key: str, days: int, tier: str = "Standard") -> bool:
+        """RestoreObject (a readable copy of an archived object for ``days``): True when asked or already
+        running, False when the server has no RestoreObject (SeaweedFS reads archived objects as they are)."""
+        try:
+            self.client.restore_object(Bucket=self.bucket, Key=key, RestoreRequest={
+                "Days": max(1, days), "GlacierJobParameters": {"Tier": tier}})
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in RESTORE_UNSUPPORTED:
+                return False
+            if code != RESTORE_IN_PROGRESS:
+                raise
+        return True
+
     def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it is already gone)."""
         self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_keys(self, keys: Iterable[str]) -> int:
+        """Remove many keys, 1000 per request; returns how many were named."""
+        batch = list(keys)
+        for i in range(0, len(batch), 1000):
+            self.client.delete_objects(Bucket=self.bucket,
+                                       Delete={"Objects": [{"Key": k} for k in batch[i:i + 1000]], "Quiet": True})
+        return len(batch)
 
     # ------------------------------------------------------------ multipart (resumable uploads)
 
@@ -256,11 +309,7 @@ class ObjectStore:
                 raise
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = list(self.keys(prefix))
-        for i in range(0, len(keys), 1000):
-            self.client.delete_objects(Bucket=self.bucket,
-                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
-        return len(keys)
+        return self.delete_keys(self.keys(prefix))
 
 
 def vault_store(config: Config) -> ObjectStore | None:

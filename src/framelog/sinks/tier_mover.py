@@ -31,13 +31,10 @@ a no-op.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from botocore.exceptions import ClientError
 
 from framelog.core.config import StorageTier
 from framelog.core.errors import FramelogError
@@ -47,8 +44,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE_CLASS = "STANDARD"        # what S3 reports (or omits) for an object never given a class
 _HASH_CHUNK = 1 << 20
-RESTORE_IN_PROGRESS = "RestoreAlreadyInProgress"
-RESTORE_UNSUPPORTED = ("MethodNotAllowed", "NotImplemented")
 
 
 class TierMoveError(FramelogError):
@@ -90,11 +85,7 @@ def _inventory(store: ObjectStore, prefix: str) -> dict[str, ObjectFacts]:
 
 
 def _sha256(store: ObjectStore, key: str) -> str:
-    body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"]
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: body.read(_HASH_CHUNK), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
+    return store.sha256(key, _HASH_CHUNK)[0]
 
 
 def _checksums(store: ObjectStore, facts: Mapping[str, ObjectFacts], strong: set[str]) -> dict[str, str]:
@@ -217,15 +208,8 @@ class TierMover:
         for facts in self.inventory(prefix).values():
             if facts.storage_class not in classes:
                 continue
-            try:
-                self.store.client.restore_object(Bucket=self.store.bucket, Key=facts.key, RestoreRequest={
-                    "Days": max(1, days), "GlacierJobParameters": {"Tier": "Standard"}})
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code in RESTORE_UNSUPPORTED:
-                    log.info("object storage has no RestoreObject (%s): archived objects are read as they are", code)
-                    return 0
-                if code != RESTORE_IN_PROGRESS:
-                    raise
+            if not self.store.restore(facts.key, days):
+                log.info("object storage has no RestoreObject: archived objects are read as they are")
+                return 0
             asked += 1
         return asked

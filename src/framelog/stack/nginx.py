@@ -67,19 +67,23 @@ from framelog.processors.edge_signing import (
     purge_token,
 )
 from framelog.processors.public_urls import KEY_PATH_PREFIX, key_url_base
+from framelog.sinks.edges.protocol import (
+    ACCESS_LOG_NAME,
+    HEALTH_PATH,
+    INTERNAL_PATH,
+    LOG_FORMAT,
+    PURGE_HEADER,
+    PURGE_PATH,
+    SHIELD_CACHE_HEADER,
+    SHIELD_NAME,
+    edge_name,
+    shield_address,
+)
 from framelog.stack.process import Component, StackError, rotate_log
 
 PURGE_MODULE = Path("/usr/lib/nginx/modules/ngx_http_cache_purge_module.so")
-PURGE_HEADER = "X-Framelog-Purge"
-HEALTH_PATH = "/healthz"
-PURGE_PATH = "/_purge"
-INTERNAL_PATH = "/_edge"
-LOG_FORMAT = "framelog_edge"
-ACCESS_LOG_NAME = "access.log"
 CACHE_ZONE = "edge"
-SHIELD_NAME = "origin-shield"
 SHIELD_CACHE_ZONE = "shield"
-SHIELD_CACHE_HEADER = "X-Shield-Cache"     # the shield's cache status, for the edges' logs; viewers never see it
 CLIENT_ZONE_SIZE = "10m"             # ~160k client addresses per limit zone
 CACHE_KEYS_ZONE_SIZE = "10m"        # ~80k keys
 CACHE_MAX_SIZE = "2g"
@@ -103,32 +107,6 @@ def nginx_binary() -> str:
         raise StackError("edge", "nginx not found: scripts/bootstrap.sh installs nginx and "
                                  "libnginx-mod-http-cache-purge")
     return found
-
-
-def edge_name(provider_key: str) -> str:
-    return f"edge-{provider_key}"
-
-
-def edge_dir(config: Config, provider_key: str) -> Path:
-    return config.stack.state_dir / edge_name(provider_key)
-
-
-def access_log_path(config: Config, provider_key: str) -> Path:
-    """Where the edge of ``provider_key`` writes its access log (one JSON object per line)."""
-    return edge_dir(config, provider_key) / ACCESS_LOG_NAME
-
-
-def cache_dir(config: Config, provider_key: str) -> Path:
-    return edge_dir(config, provider_key) / "cache"
-
-
-def shield_dir(config: Config) -> Path:
-    return config.stack.state_dir / SHIELD_NAME
-
-
-def shield_address(config: Config) -> str:
-    """Where the edges (and the cdn worker's purges) reach the origin shield."""
-    return f"{config.stack.host}:{config.cdn.shield.shield_port}"
 
 
 def _suffix_groups() -> dict[tuple[str, str], list[str]]:

@@ -23,6 +23,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from framelog.core import object_keys
 from framelog.core.service_credentials import ensure_s3_identities
 from framelog.stack.process import Component, StackError, port_open
 from framelog.stack.seaweed_security import TlsFiles, write_security_files
@@ -38,7 +39,8 @@ ELECTION_TIMEOUT = "1s"
 # on keys under a prefix). "media" is the tiering worker's: it lists, copies (storage class) and
 # restores a video's objects (renditions, thumbnails, the progressive MP4 and the raw upload: each has its
 # tier rules), and can neither read nor write keys/, meta/, work/ or anything else.
-MEDIA_PREFIXES = ("hls/", "thumbnails/", "videos/", "uploads/")
+MEDIA_PREFIXES = tuple(f"{p}/" for p in (object_keys.HLS, object_keys.THUMBNAILS, object_keys.VIDEOS,
+                                         object_keys.UPLOADS))
 S3_IDENTITY_ACTIONS: dict[str, tuple[str, ...]] = {
     "pipeline": ("Admin", "Read", "Write", "List", "Tagging"),
     "media": ("Read", "Write", "Tagging"),

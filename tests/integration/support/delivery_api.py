@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from framelog.api import access, deletion, events, keys, stream, videos
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
 from framelog.schemas.events import new_event
@@ -65,22 +66,25 @@ def publish(config: Config, video_id: str) -> str:
     """What cdn_upload leaves behind: objects, all stages succeeded, AssetPublished. Returns the mp4 key."""
     store = ObjectStore(config)
     mp4 = f"videos/2026/12/720p/{video_id}.mp4"          # the seed's CDN path (validation.source_key)
-    store.put_bytes(f"hls/{video_id}/master.m3u8", b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000\n720p/playlist.m3u8\n",
+    store.put_bytes(object_keys.master_playlist(video_id),
+                    b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000\n720p/playlist.m3u8\n",
                     "application/vnd.apple.mpegurl")
     for q in QUALITIES:
-        store.put_bytes(f"hls/{video_id}/{q}/playlist.m3u8", b"#EXTM3U\n", "application/vnd.apple.mpegurl")
-        store.put_bytes(f"hls/{video_id}/{q}/seg_000.ts", b"\x47" * 188, "video/mp2t")
-    store.put_bytes(f"hls/{video_id}/subtitles/en-US/playlist.m3u8", b"#EXTM3U\n", "application/vnd.apple.mpegurl")
-    store.put_bytes(f"hls/{video_id}/subtitles/captions.vtt", b"WEBVTT\n", "text/vtt")
-    store.put_bytes(f"keys/{video_id}/aes128.key", KEY)
-    store.put_bytes(f"thumbnails/{video_id}/poster.jpg", b"jpeg", "image/jpeg")
-    store.put_bytes(f"thumbnails/{video_id}/chapters.vtt", b"WEBVTT\n", "text/vtt")
-    store.put_bytes(f"meta/{video_id}/analysis.json", b"{}", "application/json")
+        store.put_bytes(object_keys.rendition_playlist(video_id, q), b"#EXTM3U\n", "application/vnd.apple.mpegurl")
+        store.put_bytes(object_keys.hls_file(video_id, q, "seg_000.ts"), b"\x47" * 188, "video/mp2t")
+    store.put_bytes(object_keys.subtitles_object(video_id, "en-US/playlist.m3u8"), b"#EXTM3U\n",
+                    "application/vnd.apple.mpegurl")
+    store.put_bytes(object_keys.captions_vtt(video_id), b"WEBVTT\n", "text/vtt")
+    store.put_bytes(object_keys.hls_key(video_id), KEY)
+    store.put_bytes(object_keys.thumbnail(video_id, "poster.jpg"), b"jpeg", "image/jpeg")
+    store.put_bytes(object_keys.chapters_vtt(video_id), b"WEBVTT\n", "text/vtt")
+    store.put_bytes(object_keys.analysis_report(video_id), b"{}", "application/json")
     store.put_bytes(f"work/{video_id}/job-1/cdn_upload/attempt-1/x", b"x")
     store.put_bytes(mp4, b"mp4", "video/mp4")
     rendition = lambda q, h, bw: dict(name=q, width=h * 16 // 9, height=h, bandwidth=bw, average_bandwidth=bw,  # noqa: E731
                                       codecs="avc1.4d401f,mp4a.40.2", frame_rate=25.0,
-                                      playlist_key=f"hls/{video_id}/{q}/playlist.m3u8", segment_count=1, size_bytes=188)
+                                      playlist_key=object_keys.rendition_playlist(video_id, q), segment_count=1,
+                                      size_bytes=188)
     with EventProducer(config) as producer:
         for stage in config.pipeline.stage_names:
             producer.send(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
@@ -88,12 +92,12 @@ def publish(config: Config, video_id: str) -> str:
         producer.send(topics.ASSETS, "AssetPublished", new_event(
             "AssetPublished", video_id=video_id, job_id="job-1",
             renditions=[rendition("720p", 720, 2_000_000), rendition("360p", 360, 600_000)],
-            master_playlist_key=f"hls/{video_id}/master.m3u8", duration_seconds=4.0,
-            thumbnails=[f"thumbnails/{video_id}/poster.jpg"], chapters_key=f"thumbnails/{video_id}/chapters.vtt",
-            key_id=f"keys/{video_id}/aes128.key",
+            master_playlist_key=object_keys.master_playlist(video_id), duration_seconds=4.0,
+            thumbnails=[object_keys.thumbnail(video_id, "poster.jpg")], chapters_key=object_keys.chapters_vtt(video_id),
+            key_id=object_keys.hls_key(video_id),
             metadata={"source_key": mp4, "captions": "ok", "captions_language": "en-US",
-                      "captions_playlist_key": f"hls/{video_id}/subtitles/en-US/playlist.m3u8",
-                      "captions_key": f"hls/{video_id}/subtitles/captions.vtt"}))
+                      "captions_playlist_key": object_keys.subtitles_object(video_id, "en-US/playlist.m3u8"),
+                      "captions_key": object_keys.captions_vtt(video_id)}))
     return mp4
 
 

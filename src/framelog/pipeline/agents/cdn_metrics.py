@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from framelog.core.config import Config
 from framelog.processors.edge_logs import EdgeRequest, LogFollower, parse_line
-from framelog.stack.nginx import SHIELD_NAME, access_log_path, shield_address, shield_dir
+from framelog.sinks.edges.protocol import SHIELD_NAME, access_log_path, shield_address, shield_dir
 
 RESPONSE_TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from framelog.core import object_keys
 from framelog.core.errors import FramelogError
 
 
@@ -84,11 +85,11 @@ class JobContext:
 
     @property
     def staging_prefix(self) -> str:
-        return f"work/{self.video_id}/{self.job_id}/{self.stage}/attempt-{self.attempt}"
+        return object_keys.job_staging(self.video_id, self.job_id, self.stage, self.attempt)
 
     @property
     def marker_key(self) -> str:
-        return f"work/{self.video_id}/{self.job_id}/{self.stage}/_SUCCESS.json"
+        return object_keys.job_marker(self.video_id, self.job_id, self.stage)
 
 
 class JobHandler(Protocol):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from framelog.core import object_keys as ok
 from framelog.core.config import Config
 from framelog.pipeline.jobs.base import JobContext, PermanentJobError
 from framelog.processors import cache_control as cc
@@ -38,11 +39,6 @@ def _source(ctx: JobContext, store: ObjectStore) -> Path:
 def _without_signature(text: str) -> str:
     """Tool output for operators, minus any presigned URL's query (a credential while it is valid)."""
     return re.sub(r"\?X-Amz-[^\s'\"]*", "?<signature>", text)
-
-
-def hls_key_object(video_id: str) -> str:
-    """Where a video's AES-128 key lives: never under a prefix an edge serves."""
-    return f"keys/{video_id}/aes128.key"
 
 
 @dataclass
@@ -67,7 +63,7 @@ class ValidationJob:
             raise PermanentJobError(exc.reason, exc.message, _without_signature(exc.detail)) from None
         quality = validation.quality_of(info, allow_4k=self.config.media.allow_4k_label)
         uploaded = datetime.now(UTC)
-        info_key = f"{ctx.staging_prefix}/media_info.json"
+        info_key = ok.staged(ctx.staging_prefix, "media_info.json")
         self.store.put_json(info_key, info.to_dict())
         return {
             "media_info_key": info_key, "duration": f"{info.duration:.3f}", "width": str(info.width),
@@ -88,10 +84,10 @@ class TranscodingJob:
         out = ctx.workdir / "hls"
         result = hls.package_hls(src, out, ctx.video_id, self.config.hls, preset=self.config.media.x264_preset,
                                  audio_bitrate=self.config.upload_limits.audio_bitrate, progress=ctx.progress)
-        prefix = f"{ctx.staging_prefix}/hls"
+        prefix = ok.staged(ctx.staging_prefix, "hls")
         self.store.upload_dir(out, prefix, ctx.check_cancelled)
-        manifest_key = f"{ctx.staging_prefix}/hls.json"
-        key_key = f"{ctx.staging_prefix}/aes128.key"
+        manifest_key = ok.staged(ctx.staging_prefix, "hls.json")
+        key_key = ok.staged(ctx.staging_prefix, "aes128.key")
         if result.key:
             self.store.put_bytes(key_key, result.key)
         self.store.put_json(manifest_key, result.to_dict())
@@ -113,7 +109,7 @@ class ThumbnailJob:
         thumbs = thumbnails.generate_thumbnails(src, out, interval=m.thumbnail_interval,
                                                 tile_width=m.thumbnail_tile_width, columns=m.thumbnail_columns,
                                                 progress=ctx.progress)
-        prefix = f"{ctx.staging_prefix}/thumbnails"
+        prefix = ok.staged(ctx.staging_prefix, "thumbnails")
         self.store.upload_dir(out, prefix, ctx.check_cancelled)
         return {"thumbnails_prefix": prefix, "thumbnail_count": str(len(thumbs.thumbnails))}
 
@@ -140,10 +136,10 @@ class AiProcessingJob:
                                   min_chapter_seconds=m.min_chapter, black_min_duration=m.black_min_duration,
                                   silence_noise_db=m.silence_noise_db, silence_min_duration=m.silence_min_duration,
                                   progress=lambda f: ctx.progress(f * (1 - speech_share)))
-        key = f"{ctx.staging_prefix}/analysis.json"
+        key = ok.staged(ctx.staging_prefix, "analysis.json")
         self.store.put_bytes(key, result.to_json().encode(), "application/json")
         chapters_vtt = captions.webvtt([captions.Cue(c.start, c.end, c.title) for c in result.chapters])
-        chapters_key = f"{ctx.staging_prefix}/chapters.vtt"
+        chapters_key = ok.staged(ctx.staging_prefix, "chapters.vtt")
         self.store.put_bytes(chapters_key, chapters_vtt.encode(), "text/vtt")
         outputs = {"analysis_key": key, "chapters_key": chapters_key, "chapter_count": str(len(result.chapters)),
                    "loudness_lufs": f"{result.loudness.integrated_lufs:.1f}" if result.loudness and
@@ -164,9 +160,9 @@ class AiProcessingJob:
             return {"captions": "timed_out" if timed_out else "failed", "captions_error": str(exc)[:500]}
         if found is None:
             return {"captions": "no_speech"}
-        json_key = f"{ctx.staging_prefix}/captions.json"
+        json_key = ok.staged(ctx.staging_prefix, "captions.json")
         self.store.put_bytes(json_key, captions.cues_to_json(found).encode(), "application/json")
-        vtt_key = f"{ctx.staging_prefix}/captions.vtt"
+        vtt_key = ok.staged(ctx.staging_prefix, "captions.vtt")
         self.store.put_bytes(vtt_key, found.to_webvtt().encode(), "text/vtt")
         return {"captions": "ok", "captions_key": json_key, "captions_vtt_key": vtt_key,
                 "captions_language": found.language, "caption_cue_count": str(len(found.cues))}
@@ -192,11 +188,11 @@ class OptimizationJob:
                                        apply=True, progress=ctx.progress, preset=m.x264_preset,
                                        audio_bitrate=self.config.upload_limits.audio_bitrate)
         subtitles = self._subtitles(ctx, result, [r for r in result.renditions if r.name in report.pruning.kept])
-        master_key = f"{ctx.staging_prefix}/master.m3u8"
+        master_key = ok.staged(ctx.staging_prefix, "master.m3u8")
         self.store.upload_file(hls_dir / hls.MASTER_NAME, master_key, "application/vnd.apple.mpegurl")
-        mp4_key = f"{ctx.staging_prefix}/faststart.mp4"
+        mp4_key = ok.staged(ctx.staging_prefix, "faststart.mp4")
         self.store.upload_file(mp4, mp4_key, "video/mp4")
-        report_key = f"{ctx.staging_prefix}/optimization.json"
+        report_key = ok.staged(ctx.staging_prefix, "optimization.json")
         self.store.put_json(report_key, report.to_dict())
         return {"master_staging_key": master_key, "mp4_staging_key": mp4_key, "optimization_key": report_key,
                 "kept_renditions": ",".join(report.pruning.kept),
@@ -215,7 +211,7 @@ class OptimizationJob:
                                          name=captions.language_name(found.language),
                                          playlist_type=self.config.hls.playlist_type)
         hls.write_master(result.out_dir, kept, [track])
-        prefix = f"{ctx.staging_prefix}/{hls.SUBTITLES_DIR}"
+        prefix = ok.staged(ctx.staging_prefix, hls.SUBTITLES_DIR)
         self.store.upload_dir(result.out_dir / hls.SUBTITLES_DIR, prefix, ctx.check_cancelled)
         return {"subtitles_prefix": prefix, "subtitles_playlist": track.playlist}
 
@@ -243,11 +239,11 @@ class CdnUploadJob:
         if inputs.get("subtitles_prefix"):
             prefix = inputs["subtitles_prefix"]
             for key in sorted(self.store.keys(prefix + "/"), key=lambda k: k.endswith(hls.PLAYLIST_NAME)):
-                self._publish(key, f"hls/{vid}/{hls.SUBTITLES_DIR}/{key[len(prefix) + 1:]}")
-            meta = {"captions_playlist_key": f"hls/{vid}/{inputs['subtitles_playlist']}",
+                self._publish(key, ok.subtitles_object(vid, key[len(prefix) + 1:]))
+            meta = {"captions_playlist_key": ok.hls_object(vid, inputs["subtitles_playlist"]),
                     "captions_language": inputs.get("captions_language", "")}
         if inputs.get("captions_vtt_key"):
-            meta["captions_key"] = f"hls/{vid}/{hls.SUBTITLES_DIR}/captions.vtt"
+            meta["captions_key"] = ok.captions_vtt(vid)
             self._publish(inputs["captions_vtt_key"], meta["captions_key"])
         return meta
 
@@ -259,7 +255,7 @@ class CdnUploadJob:
             return str(head["ContentLength"]) if head else "0"
 
         out = {"mp4_size": size(inputs["source_key"]),
-               "thumbnails_size": str(sum(o["Size"] for o in self.store.objects(f"thumbnails/{vid}/")))}
+               "thumbnails_size": str(sum(o["Size"] for o in self.store.objects(ok.thumbnails_root(vid))))}
         if inputs.get("object_key"):
             out |= {"upload_key": inputs["object_key"], "upload_size": size(inputs["object_key"])}
         return out
@@ -271,39 +267,40 @@ class CdnUploadJob:
         kept = set(filter(None, inputs.get("kept_renditions", "").split(",")))
         staging = inputs["hls_prefix"]
         renditions = []
-        warm = [f"/hls/{vid}/{hls.MASTER_NAME}"]
+        master = ok.master_playlist(vid)
+        warm = [ok.edge_path(master)]
         first_n = self.config.caching.warm_first_segments
         for i, r in enumerate(manifest["renditions"]):
             if kept and r["name"] not in kept:
                 continue
-            for seg in r["segments"]:
-                self._publish(f"{staging}/{r['name']}/{seg['name']}", f"hls/{vid}/{r['name']}/{seg['name']}")
-            self._publish(f"{staging}/{r['playlist']}", f"hls/{vid}/{r['playlist']}")
-            warm.append(f"/hls/{vid}/{r['playlist']}")
-            warm += [f"/hls/{vid}/{r['name']}/{seg['name']}" for seg in r["segments"][:first_n]]
+            segments = [ok.hls_file(vid, r["name"], seg["name"]) for seg in r["segments"]]
+            for seg, dst in zip(r["segments"], segments, strict=True):
+                self._publish(ok.staged(staging, f"{r['name']}/{seg['name']}"), dst)
+            playlist = ok.hls_object(vid, r["playlist"])
+            self._publish(ok.staged(staging, r["playlist"]), playlist)
+            warm.append(ok.edge_path(playlist))
+            warm += [ok.edge_path(dst) for dst in segments[:first_n]]
             renditions.append({"name": r["name"], "width": r["width"], "height": r["height"],
                                "bandwidth": r["bandwidth"], "average_bandwidth": r["average_bandwidth"],
                                "codecs": r["codecs"], "frame_rate": r["frame_rate"],
-                               "playlist_key": f"hls/{vid}/{r['playlist']}", "segment_count": len(r["segments"]),
+                               "playlist_key": playlist, "segment_count": len(r["segments"]),
                                "size_bytes": r["size"]})
             ctx.progress(0.8 * (i + 1) / len(manifest["renditions"]))
         if inputs.get("hls_key_staging"):
-            self.store.copy(inputs["hls_key_staging"], hls_key_object(vid),
+            self.store.copy(inputs["hls_key_staging"], ok.hls_key(vid),
                             headers={"ContentType": "application/octet-stream",
                                      "CacheControl": "private, no-store"})
         thumbs = []
         for key in self.store.keys(inputs["thumbnails_prefix"] + "/"):
-            rel = PurePosixPath(key[len(inputs["thumbnails_prefix"]) + 1:])
-            dst = f"thumbnails/{vid}/{rel}"
+            dst = ok.thumbnail(vid, str(PurePosixPath(key[len(inputs["thumbnails_prefix"]) + 1:])))
             self._publish(key, dst)
             thumbs.append(dst)
-        chapters = f"thumbnails/{vid}/chapters.vtt"
+        chapters = ok.chapters_vtt(vid)
         self._publish(inputs["chapters_key"], chapters)
         captions_meta = self._publish_captions(vid, inputs)
-        self.store.copy(inputs["analysis_key"], analysis.analysis_object(vid),
+        self.store.copy(inputs["analysis_key"], ok.analysis_report(vid),
                         headers={"ContentType": "application/json", "CacheControl": "no-cache"})
         self._publish(inputs["mp4_staging_key"], inputs["source_key"])
-        master = f"hls/{vid}/{hls.MASTER_NAME}"
         self._publish(inputs["master_staging_key"], master)      # last: the master makes the video playable
         storyboard = next((t for t in thumbs if t.endswith("storyboard.vtt")), None)
         kept_objects = self._kept_objects(vid, inputs)
@@ -311,7 +308,7 @@ class CdnUploadJob:
                  "duration_seconds": float(inputs.get("duration", "0") or 0),
                  "thumbnails": sorted(t for t in thumbs if "/thumbs/" in t or t.endswith("poster.jpg")),
                  "storyboard_key": storyboard, "chapters_key": chapters,
-                 "key_id": hls_key_object(vid) if inputs.get("hls_key_staging") else None,
+                 "key_id": ok.hls_key(vid) if inputs.get("hls_key_staging") else None,
                  "metadata": {"source_key": inputs["source_key"], "quality": inputs.get("quality", ""),
                               "owner_id": inputs.get("owner_id", ""),
                               "dropped_renditions": inputs.get("dropped_renditions", ""),

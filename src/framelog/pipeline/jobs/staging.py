@@ -11,19 +11,11 @@ of the stages before it, so it is refused after publication (framelog.ops.reproc
 """
 from __future__ import annotations
 
-from framelog.core.ids import validate_video_id
-from framelog.pipeline.jobs.tombstones import MARKER_NAME
+from framelog.core import object_keys
 from framelog.sinks.object_store import ObjectStore
-
-
-def staging_prefix(video_id: str) -> str:
-    return f"work/{validate_video_id(video_id)}/"
 
 
 def discard_staging(store: ObjectStore, video_id: str) -> int:
     """Delete every staging object of the video but the completion markers; returns how many went."""
-    doomed = [k for k in store.keys(staging_prefix(video_id)) if not k.endswith(f"/{MARKER_NAME}")]
-    for i in range(0, len(doomed), 1000):
-        store.client.delete_objects(Bucket=store.bucket,
-                                    Delete={"Objects": [{"Key": k} for k in doomed[i:i + 1000]], "Quiet": True})
-    return len(doomed)
+    return store.delete_keys(k for k in store.keys(object_keys.staging_root(video_id))
+                             if not object_keys.is_marker(k))

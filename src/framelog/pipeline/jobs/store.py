@@ -6,37 +6,26 @@ stage runner needs one store for both.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-
-from botocore.exceptions import ClientError
+from typing import Any
 
 from framelog.core.config import Config
 from framelog.pipeline.jobs import tombstones
 from framelog.sinks.object_store import ObjectStore
-from framelog.sinks.s3 import s3_client
 
 
 class S3ResultStore:
     """Markers are small JSON objects written after all of a job's outputs landed."""
 
-    def __init__(self, config: Config):
-        self.client = s3_client(config)
-        self.bucket = config.object_storage.bucket
-        self.objects = ObjectStore(config, client=self.client)
+    def __init__(self, config: Config, objects: ObjectStore | None = None):
+        self.objects = objects or ObjectStore(config)
 
     def get_marker(self, key: str) -> dict[str, str] | None:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-        return json.loads(body)
+        found: Any = self.objects.get_json(key)
+        return found
 
     def put_marker(self, key: str, outputs: Mapping[str, str]) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(dict(outputs)).encode(),
-                               ContentType="application/json")
+        self.objects.put_json(key, dict(outputs))
 
     def video_deleted(self, video_id: str) -> bool:
         return tombstones.is_deleted(self.objects, video_id)

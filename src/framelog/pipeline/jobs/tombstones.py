@@ -16,38 +16,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
-from framelog.core.ids import validate_video_id
+from framelog.core import object_keys
 from framelog.sinks.object_store import ObjectStore
-
-TOMBSTONE_PREFIX = "deleted"
-VIDEO_PREFIXES = ("uploads", "work", "hls", "thumbnails", "keys", "meta")
-MARKER_NAME = "_SUCCESS.json"        # a stage's completion marker (framelog.pipeline.jobs.base.JobContext.marker_key)
-
-
-def tombstone_key(video_id: str) -> str:
-    return f"{TOMBSTONE_PREFIX}/{validate_video_id(video_id)}"
-
-
-def video_prefixes(video_id: str) -> tuple[str, ...]:
-    """Every object prefix that belongs to one video alone."""
-    video_id = validate_video_id(video_id)
-    return tuple(f"{p}/{video_id}/" for p in VIDEO_PREFIXES)
 
 
 def mp4_key(video_id: str, key: object) -> str | None:
     """``key`` if it is this video's optimised MP4 (``videos/…/{id}.mp4``, the seed's source key), else None."""
-    if isinstance(key, str) and key.startswith("videos/") and key.endswith(f"/{video_id}.mp4") and ".." not in key:
-        return key
-    return None
+    return key if isinstance(key, str) and object_keys.is_progressive_mp4(key, video_id) else None
 
 
 def mark_deleted(store: ObjectStore, video_id: str, reason: str = "") -> None:
-    store.put_json(tombstone_key(video_id), {"video_id": video_id, "deleted_at_ms": int(time.time() * 1000),
+    store.put_json(object_keys.tombstone(video_id), {"video_id": video_id, "deleted_at_ms": int(time.time() * 1000),
                                              "reason": reason})
 
 
 def is_deleted(store: ObjectStore, video_id: str) -> bool:
-    return store.head(tombstone_key(video_id)) is not None
+    return store.head(object_keys.tombstone(video_id)) is not None
 
 
 def recorded_mp4_keys(store: ObjectStore, video_id: str) -> set[str]:
@@ -57,8 +41,8 @@ def recorded_mp4_keys(store: ObjectStore, video_id: str) -> set[str]:
     asset reached the catalogue; the markers are in storage before the MP4 is.
     """
     found: set[str] = set()
-    for key in store.keys(f"work/{validate_video_id(video_id)}/"):
-        if key.endswith(f"/{MARKER_NAME}"):
+    for key in store.keys(object_keys.staging_root(video_id)):
+        if object_keys.is_marker(key):
             outputs = store.get_json(key) or {}
             found.update(k for k in (mp4_key(video_id, outputs.get("source_key")),) if k)
     return found
@@ -70,8 +54,8 @@ def purge_video(store: ObjectStore, video_id: str, extra_keys: Iterable[str] = (
     removed: dict[str, int] = {}
     for key in sorted(extra):
         removed[key] = 1 if store.head(key) is not None else 0
-        store.client.delete_object(Bucket=store.bucket, Key=key)
-    for prefix in video_prefixes(video_id):
+        store.delete(key)
+    for prefix in object_keys.video_prefixes(video_id):
         removed[prefix] = store.delete_prefix(prefix)
     return removed
 

@@ -35,11 +35,6 @@ class Interval:
         return self.end - self.start
 
 
-def analysis_object(video_id: str) -> str:
-    """Where the publish stage puts a video's analysis (JSON of ``Analysis``) for the owner's page."""
-    return f"meta/{video_id}/analysis.json"
-
-
 @dataclass(frozen=True)
 class Chapter:
     index: int

@@ -32,8 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from framelog.core import object_keys
 from framelog.core.errors import FramelogError
-from framelog.processors import cdn_routing
 from framelog.processors.media import decode_check
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.probe import IMAGE_CODECS, MediaInfo, probe
@@ -202,4 +202,4 @@ def source_key(video_id: str, uploaded_at: datetime, quality: str) -> str:
     from the bucket, so the one published object sits at the CDN path and the
     edges serve it by its key (README: where framelog differs from the seed).
     """
-    return cdn_routing.video_file_path(video_id, quality, uploaded_at)
+    return object_keys.progressive_mp4(video_id, quality, uploaded_at)

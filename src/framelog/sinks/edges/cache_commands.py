@@ -34,10 +34,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.processors import cdn_routing
 from framelog.processors.edge_signing import parse_object_path, purge_token, signed_edge_url
-from framelog.stack.nginx import PURGE_HEADER, PURGE_PATH, SHIELD_NAME, cache_dir, shield_address, shield_dir
+from framelog.sinks.edges.protocol import PURGE_HEADER, PURGE_PATH, SHIELD_NAME, cache_dir, shield_address, shield_dir
 
 REQUEST_TIMEOUT = 10.0
 KEY_HEADER_BYTES = 4096       # nginx's cache file header (and its "KEY: " line) sits in the first bytes
@@ -192,7 +193,7 @@ class EdgeCache:
         now = time.time() if now is None else now
         result = WarmResult(self.provider_key)
         first_n = self.config.caching.warm_first_segments
-        queue = [cdn_routing.master_playlist_path(video_id)] + [p for p in paths if _served(p)]
+        queue = [object_keys.master_playlist(video_id)] + [p for p in paths if _served(p)]
         seen: set[str] = set()
         while queue:
             path = "/" + queue.pop(0).lstrip("/")

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from framelog.core.config import Config
 from framelog.processors.cdn_routing import edge_base_url
-from framelog.stack.nginx import HEALTH_PATH
+from framelog.sinks.edges.protocol import HEALTH_PATH
 
 PROBE_TIMEOUT = 0.5     # seconds; the edges are local stand-ins, a healthy one answers in ~1 ms
 CACHE_SECONDS = 2.0     # how long one round of probes is believed
