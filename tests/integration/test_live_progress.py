@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 
 from framelog.cli.live import sse_events
+from framelog.core import object_keys
 from framelog.processors.identity import Keyring, mint_token
 from framelog.schemas.events import new_event
 from framelog.streams import topics
@@ -64,15 +65,15 @@ class Transitions:
         self.producer = EventProducer(cfg)
         self.video_id, self.job = video_id, f"j-{video_id}"
         self.t = datetime.now(UTC)
-        self.producer.send_and_wait(topics.ACCESS, "AccessPolicy", new_event(
+        self.producer.deliver(topics.ACCESS, "AccessPolicy", new_event(
             "AccessPolicy", video_id=video_id, owner_id=owner, workspace_id=workspace, visibility="private"))
-        self.producer.send_and_wait(topics.UPLOADS, "UploadCompleted", new_event(
-            "UploadCompleted", video_id=video_id, object_key=f"uploads/{video_id}/original", size_bytes=1,
+        self.producer.deliver(topics.UPLOADS, "UploadCompleted", new_event(
+            "UploadCompleted", video_id=video_id, object_key=object_keys.raw_upload(video_id), size_bytes=1,
             sha256="0" * 64, content_type="video/mp4", owner_id=owner))
 
     def __call__(self, stage: str, state: str, progress: float = 0.0, **extra) -> None:
         self.t += timedelta(milliseconds=5)
-        self.producer.send_and_wait(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
+        self.producer.deliver(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
             "StageTransition", video_id=self.video_id, job_id=self.job, stage=stage, state=state, attempt=1,
             progress=progress, event_time=self.t, **extra))
 

@@ -16,8 +16,8 @@ class FakeProducer:
     def __init__(self):
         self.records, self.pending = [], []
 
-    def send(self, topic, name, record, key=None, on_delivery=None):
-        self.records.append(record)
+    def enqueue(self, topic, record, key=None, on_delivery=None):
+        self.records.append(record.to_avro())
         self.pending.append(on_delivery)
 
     def ack_all(self):

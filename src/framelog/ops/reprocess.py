@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.core.ids import validate_video_id
 from framelog.pipeline.agents.pipeline import upload_inputs
-from framelog.schemas.events import new_event
+from framelog.schemas import records
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
@@ -99,7 +100,7 @@ def stage_inputs(config: Config, history: VideoHistory, stage: str) -> dict[str,
 def check_inputs_exist(store: ObjectStore, inputs: Mapping[str, str], first_stage: str) -> None:
     """Earlier stages' staging outputs must still be there (they are discarded once a video publishes)."""
     for value in inputs.values():
-        if (value.startswith("work/") and store.head(value) is None
+        if (value.startswith(object_keys.WORK + "/") and store.head(value) is None
                 and next(iter(store.keys(value + "/")), None) is None):
             raise ReprocessError(f"an earlier stage's output is gone ({value}): staging is discarded once a video "
                                  f"is published; reprocess from {first_stage}")
@@ -120,12 +121,10 @@ def reprocess(config: Config, video_id: str, from_stage: str | None = None, *,
     own = producer is None
     producer = producer or EventProducer(config)
     try:
-        producer.send(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
-            "StageTransition", video_id=video_id, job_id=job_id, stage=stage, state="queued", attempt=1,
-            progress=0.0, duration_ms=None, error_type=None, error_message=None, outputs={}), key=video_id)
-        producer.send(topics.stage_topic(config, stage, priority), "StageRequest", new_event(
-            "StageRequest", job_id=job_id, video_id=video_id, stage=stage, attempt=1, inputs=inputs,
-            not_before=0, priority=priority), key=video_id)
+        producer.enqueue(topics.STAGE_TRANSITIONS, records.StageTransition(
+            video_id=video_id, job_id=job_id, stage=stage, state="queued", attempt=1))
+        producer.enqueue(topics.stage_topic(config, stage, priority), records.StageRequest(
+            job_id=job_id, video_id=video_id, stage=stage, attempt=1, inputs=inputs, priority=priority))
         producer.flush(timeout)
     finally:
         if own:

@@ -36,13 +36,13 @@ from framelog.core.clock import Clock
 from framelog.core.config import Config
 from framelog.processors.tier_ledger import PlannedMove, RenditionRecord, next_move
 from framelog.processors.tiering import SECONDS_PER_DAY, storage_class, tier
-from framelog.schemas.events import new_event
+from framelog.schemas.records import TierTransition
 from framelog.sinks.tier_mover import MoveReport, TierMover
 from framelog.streams import topics
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], Awaitable[Any]]          # returns something with .partition and .offset
+Emit = Callable[[TierTransition], Awaitable[Any]]          # returns something with .partition and .offset
 RunBlocking = Callable[..., Awaitable[Any]]
 
 
@@ -50,13 +50,13 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
-def transition_record(move: PlannedMove, report: MoveReport) -> dict[str, Any]:
+def transition_record(move: PlannedMove, report: MoveReport) -> TierTransition:
     """The TierTransition event of a completed move (deterministic id, time from the clock)."""
-    return new_event("TierTransition", event_id=move.event_id, event_time=move.decided_at,
-                     video_id=move.video_id, rendition=move.rendition, object_keys=list(report.keys),
-                     object_count=report.object_count, size_bytes=report.size_bytes, from_tier=move.from_tier,
-                     to_tier=move.to_tier, storage_class=report.storage_class, rule=move.rule_name,
-                     age_days=round(move.age_days, 6), access_count=move.access_count)
+    return TierTransition(event_id=move.event_id, event_time=move.decided_at,
+                          video_id=move.video_id, rendition=move.rendition, object_keys=list(report.keys),
+                          object_count=report.object_count, size_bytes=report.size_bytes, from_tier=move.from_tier,
+                          to_tier=move.to_tier, storage_class=report.storage_class, rule=move.rule_name,
+                          age_days=round(move.age_days, 6), access_count=move.access_count)
 
 
 @dataclass

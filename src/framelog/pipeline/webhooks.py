@@ -48,7 +48,7 @@ from framelog.core.config import Config
 from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.webhook_signing import derive_secret, message_id
 from framelog.processors.webhooks import Endpoint, WebhookEvent, backoff_delay, derive, millis, subscribers
-from framelog.schemas.events import new_event
+from framelog.schemas.records import WebhookDelivery, WebhookDeliveryOutcome
 from framelog.sinks.webhook_transport import AttemptResult, post_message, webhook_client
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord, EventConsumer
@@ -216,10 +216,10 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------ records
 
-    def _record(self, msg: Message, outcome: str, result: AttemptResult | None = None,
+    def _record(self, msg: Message, outcome: WebhookDeliveryOutcome, result: AttemptResult | None = None,
                 next_at: float | None = None, settles: bool = False) -> None:
-        record = new_event(
-            "WebhookDelivery", endpoint_id=msg.endpoint_id, message_id=msg.message_id, event_type=msg.event_type,
+        record = WebhookDelivery(
+            endpoint_id=msg.endpoint_id, message_id=msg.message_id, event_type=msg.event_type,
             video_id=msg.video_id, occurred_at=msg.occurred_at_ms, payload=msg.body, outcome=outcome,
             attempt=msg.attempt + (1 if outcome == "queued" else 0), status_code=result.status_code if result else None,
             latency_ms=result.latency_ms if result else None, error=result.error if result else None,
@@ -230,8 +230,7 @@ class DeliveryEngine:
         def acked(err: Any, _msg: Any) -> None:
             if err is None and settles:
                 self._release(msg)
-        self.producer.send(topics.WEBHOOK_DELIVERIES, "WebhookDelivery", record, key=msg.endpoint_id,
-                           on_delivery=acked)
+        self.producer.enqueue(topics.WEBHOOK_DELIVERIES, record, key=msg.endpoint_id, on_delivery=acked)
 
     def _release(self, msg: Message) -> None:
         if msg.holds_source:

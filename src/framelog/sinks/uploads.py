@@ -2,12 +2,13 @@
 
 The event is produced only after the object is complete (multipart upload
 finished and its size checked), so no consumer ever sees a half-written upload.
-Two paths lead here: ``upload_file`` (a direct boto3 upload from this host) and
+Two paths lead here: ``upload_file`` (a direct upload from this host) and
 the API's tus uploads (``framelog.sinks.upload_sessions``); both announce through
 ``announce_upload`` (the tus service hashes the finished object with ``ObjectStore.sha256``).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import mimetypes
 import os
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.core.ids import new_video_id, validate_video_id
-from framelog.schemas.events import new_event
-from framelog.sinks.s3 import s3_client
+from framelog.schemas.records import UploadCompleted
+from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.producer import Delivery, EventProducer
 
@@ -33,7 +35,8 @@ class UploadResult:
 
 
 def raw_object_key(video_id: str) -> str:
-    return f"uploads/{validate_video_id(video_id)}/original"
+    """Kept for the API's upload routes until they use ``object_keys.raw_upload`` themselves."""
+    return object_keys.raw_upload(video_id)
 
 
 class _HashingReader:
@@ -58,17 +61,16 @@ def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "l
     if not src.is_file():
         raise FileNotFoundError(f"{src} is not a file")
     video_id = validate_video_id(video_id or new_video_id())
-    key = raw_object_key(video_id)
+    key = object_keys.raw_upload(video_id)
     content_type = mimetypes.guess_type(src.name)[0] or "application/octet-stream"
-    client = s3_client(config)
+    store = ObjectStore(config)
     reader = _HashingReader(src)
     try:
-        client.upload_fileobj(reader, config.object_storage.bucket, key,
-                              ExtraArgs={"ContentType": content_type,
-                                         "Metadata": {"owner-id": owner_id, "original-filename": src.name[:200]}})
+        store.upload_fileobj(reader, key, content_type,
+                             metadata={"owner-id": owner_id, "original-filename": src.name[:200]})
     finally:
         reader.close()
-    size = client.head_object(Bucket=config.object_storage.bucket, Key=key)["ContentLength"]
+    size = store.size(key)
     if size != src.stat().st_size:
         raise OSError(f"upload of {src} is incomplete: {size} of {src.stat().st_size} bytes landed")
     digest = reader.sha256.hexdigest()
@@ -90,17 +92,16 @@ def announce_upload(config: Config, *, video_id: str, object_key: str, size_byte
     Uses ``producer`` if given (acks=all, idempotent), else a short-lived one.
     ``priority`` is a processing_priorities level ("" = the default).
     """
-    fields: dict[str, Any] = dict(video_id=validate_video_id(video_id), object_key=object_key,
-                                  size_bytes=size_bytes, sha256=sha256, content_type=content_type,
-                                  owner_id=owner_id, original_filename=(original_filename or "")[:200],
-                                  priority=config.priorities.resolve(priority))
+    event = UploadCompleted(video_id=validate_video_id(video_id), object_key=object_key, size_bytes=size_bytes,
+                            sha256=sha256, content_type=content_type, owner_id=owner_id,
+                            original_filename=(original_filename or "")[:200],
+                            priority=config.priorities.resolve(priority))
     if event_id is not None:
-        fields["event_id"] = event_id
-    event = new_event("UploadCompleted", **fields)
+        event = dataclasses.replace(event, event_id=event_id)
     own = producer is None
     producer = producer or EventProducer(config)
     try:
-        return producer.deliver(topics.UPLOADS, "UploadCompleted", event, key=video_id, timeout=timeout)
+        return producer.emit(topics.UPLOADS, event, timeout=timeout)
     finally:
         if own:
             producer.close()

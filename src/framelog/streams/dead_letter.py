@@ -8,12 +8,12 @@ an operator can inspect and replay from there.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from prometheus_client import Counter
 
 from framelog.core.clock import Clock
-from framelog.schemas.events import new_event
+from framelog.schemas.record import now_millis
+from framelog.schemas.records import DeadLetter
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import dead_letter_topic
 
@@ -27,13 +27,13 @@ DLQ_SUFFIX = dead_letter_topic("")
 
 def dead_letter_event(original_topic: str, value: bytes | None, *, key: bytes | str | None = None,
                       partition: int | None = None, offset: int | None = None, reason: str,
-                      error: str, consumer_group: str | None = None, clock: Clock | None = None) -> dict[str, Any]:
+                      error: str, consumer_group: str | None = None, clock: Clock | None = None) -> DeadLetter:
     """The DeadLetter record for one failed record."""
     if isinstance(key, str):
         key = key.encode("utf-8")
-    return new_event(DEAD_LETTER, clock=clock, original_topic=original_topic, partition=partition, offset=offset,
-                     original_key=key, original_value=bytes(value or b""), reason=reason, error=error[:10_000],
-                     consumer_group=consumer_group)
+    return DeadLetter(event_time=now_millis(clock), original_topic=original_topic, partition=partition,
+                      offset=offset, original_key=key, original_value=bytes(value or b""), reason=reason,
+                      error=error[:10_000], consumer_group=consumer_group)
 
 
 class DeadLetterWriter:
@@ -53,7 +53,7 @@ class DeadLetterWriter:
             return False
         event = dead_letter_event(original_topic, value, key=key, partition=partition, offset=offset,
                                   reason=reason, error=error, consumer_group=self.consumer_group)
-        self.producer.send(dead_letter_topic(original_topic), DEAD_LETTER, event, key=key)
+        self.producer.enqueue(dead_letter_topic(original_topic), event, key=key)
         self.sent += 1
         DEAD_LETTERS.labels(original_topic).inc()
         log.warning("dead-lettered %s[%s]@%s: %s: %s", original_topic, partition, offset, reason, error)

@@ -2,9 +2,16 @@
 
 ``enable.idempotence`` with ``acks=all`` means retries after a broker hiccup
 never duplicate or reorder a record; a record counts as written only once its
-delivery report arrived without error. ``send`` is asynchronous (batched);
-``flush`` and ``send_and_wait`` raise DeliveryError when the broker did not
-acknowledge, so no caller mistakes "queued" for "written".
+delivery report arrived without error.
+
+Two ways to send a typed record (schemas/records.py, which knows its own
+record name): ``emit(topic, record)`` waits for the broker's acknowledgement;
+``enqueue(topic, record)`` batches, and ``flush`` raises DeliveryError for
+anything the broker did not acknowledge, so no caller mistakes "queued" for
+"written". ``send_raw`` queues bytes already encoded (dead letters, replays).
+Async code uses the one bridge over this class, framelog.streams.emitter.AsyncEmitter.
+``send``/``deliver`` take a record name and a dict: the adapter for code that
+still builds dicts (the API's routes), to be retired when it builds records.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from framelog.core.config import Config
 from framelog.schemas.codec import AvroCodec
+from framelog.schemas.record import EventRecord
 from framelog.streams.exceptions import DeliveryError
 from framelog.streams.kafka_auth import client_settings
 
@@ -35,6 +43,13 @@ class Delivery:
     topic: str
     partition: int
     offset: int
+
+    @classmethod
+    def of(cls, msg: Message) -> Delivery:
+        """Where an acknowledged message landed (its delivery report carried no error)."""
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None, "an unacknowledged message"
+        return cls(topic, partition, offset)
 
 
 def producer_config(config: Config, **overrides: Any) -> dict[str, Any]:
@@ -61,6 +76,14 @@ def _key_bytes(key: Key) -> bytes | None:
     return key.encode("utf-8")
 
 
+def record_key(record: EventRecord, key: Key = None) -> Key:
+    """The partition key: ``key`` if given, else the record's video_id (events of a video stay in order)."""
+    return key if key is not None else getattr(record, "video_id", None)
+
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
 class EventProducer:
     """Encodes framelog events and produces them; thread-safe like the librdkafka producer it wraps."""
 
@@ -73,22 +96,44 @@ class EventProducer:
         self._failed = 0
         self.acked = 0
 
-    # ------------------------------------------------------------ sending
+    # ------------------------------------------------------------ sending typed records
+
+    def encode(self, topic: str, record: EventRecord) -> bytes:
+        """The record's bytes for ``topic``; EncodeError/ValidationError/TopicSchemaError if it does not fit."""
+        return self.codec.encode_for_topic(topic, record.record_name, record.to_avro())
+
+    def emit(self, topic: str, record: EventRecord, key: Key = None, timeout: float = 30.0) -> Delivery:
+        """Produce one record and wait for the broker's acknowledgement; raises DeliveryError.
+        The key defaults to the record's video_id."""
+        return self._deliver_bytes(topic, self.encode(topic, record), record_key(record, key), timeout,
+                                   record.record_name)
+
+    def enqueue(self, topic: str, record: EventRecord, key: Key = None,
+                on_delivery: DeliveryCallback | None = None) -> None:
+        """Encode and queue one record (batched); delivery failures surface in ``flush`` (or ``on_delivery``)."""
+        self.send_raw(topic, self.encode(topic, record), record_key(record, key), on_delivery)
+
+    # ------------------------------------------------------------ the dict adapter (code that builds dicts)
 
     def send(self, topic: str, event_name: str, record: Mapping[str, Any], key: Key = None,
-             on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
-        """Encode and queue one event; the key defaults to the record's video_id.
-
-        Raises EncodeError/ValidationError/TopicSchemaError at once; delivery
-        failures surface in ``flush`` (or ``on_delivery``).
-        """
+             on_delivery: DeliveryCallback | None = None) -> None:
+        """``enqueue`` for a dict event named ``event_name``; the key defaults to its video_id."""
         value = self.codec.encode_for_topic(topic, event_name, record)
         if key is None:
             key = record.get("video_id")
         self.send_raw(topic, value, key, on_delivery)
 
+    def deliver(self, topic: str, event_name: str, record: Mapping[str, Any], key: Key = None,
+                timeout: float = 30.0) -> Delivery:
+        """``emit`` for a dict event named ``event_name``; raises DeliveryError."""
+        value = self.codec.encode_for_topic(topic, event_name, record)
+        return self._deliver_bytes(topic, value, record.get("video_id") if key is None else key, timeout,
+                                   event_name)
+
+    # ------------------------------------------------------------ bytes
+
     def send_raw(self, topic: str, value: bytes, key: Key = None,
-                 on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
+                 on_delivery: DeliveryCallback | None = None) -> None:
         """Queue already-encoded bytes (dead letters, replays, tests); waits while the local queue is full."""
         callback = self._on_delivery if on_delivery is None else self._chain(on_delivery)
         k = _key_bytes(key)
@@ -100,14 +145,8 @@ class EventProducer:
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
-    def send_and_wait(self, topic: str, event_name: str, record: Mapping[str, Any], key: Key = None,
-                      timeout: float = 30.0) -> int:
-        """Produce one event and wait for the broker's acknowledgement; returns its offset."""
-        return self.deliver(topic, event_name, record, key, timeout).offset
-
-    def deliver(self, topic: str, event_name: str, record: Mapping[str, Any], key: Key = None,
-                timeout: float = 30.0) -> Delivery:
-        """Like send_and_wait, returning partition and offset; raises DeliveryError."""
+    def _deliver_bytes(self, topic: str, value: bytes, key: Key, timeout: float, event_name: str) -> Delivery:
+        """Queue ``value`` and poll until its delivery report; raises DeliveryError."""
         result: dict[str, Any] = {}
         done = threading.Event()
 
@@ -115,7 +154,7 @@ class EventProducer:
             result.update(err=err, msg=msg)
             done.set()
 
-        self.send(topic, event_name, record, key, on_delivery=report)
+        self.send_raw(topic, value, key, on_delivery=report)
         deadline = time.monotonic() + timeout
         while not done.is_set():
             left = deadline - time.monotonic()
@@ -126,7 +165,7 @@ class EventProducer:
         err, msg = result["err"], result["msg"]
         if err is not None:
             raise DeliveryError("not_acknowledged", f"{event_name} to {topic}: {err.str()}", [err.str()])
-        return Delivery(msg.topic(), msg.partition(), msg.offset())
+        return Delivery.of(msg)
 
     # ------------------------------------------------------------ delivery reports
 

@@ -38,7 +38,7 @@ from framelog.core.config import Config
 from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.tiering import RestorePlan, restore_plan
-from framelog.schemas.events import new_event
+from framelog.schemas.records import RestoreRequest
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
 from framelog.streams.producer import EventProducer
@@ -125,10 +125,9 @@ class TierView(ReplayedTable):
             requested_now = plan is None or plan.tier != tier
             if requested_now:
                 plan = restore_plan(tier, now, self.config)
-                event = new_event("RestoreRequest", event_time=now, video_id=video_id, rendition=rendition,
-                                  to_tier=self.config.tiering_restore_tier, reason=RESTORE_REASON,
-                                  requested_by=self.requested_by)
-                delivery = self.producer.deliver(topics.TIER_TRANSITIONS, "RestoreRequest", event, key=video_id)
+                delivery = self.producer.emit(topics.TIER_TRANSITIONS, RestoreRequest(
+                    event_time=now, video_id=video_id, rendition=rendition, to_tier=self.config.tiering_restore_tier,
+                    reason=RESTORE_REASON, requested_by=self.requested_by))
                 self._requested[key] = plan
         if requested_now:      # read our own write, so the next call answers from the log
             self.wait_offset(delivery.topic, delivery.partition, delivery.offset, timeout=2.0)

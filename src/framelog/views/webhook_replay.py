@@ -16,7 +16,7 @@ from typing import Any
 from framelog.core.config import Config
 from framelog.processors.webhook_signing import derive_secret
 from framelog.processors.webhooks import Endpoint, iso, millis
-from framelog.schemas.events import new_event
+from framelog.schemas.records import WebhookDelivery
 from framelog.sinks.webhook_transport import post_message, webhook_client
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
@@ -82,13 +82,13 @@ def replay_endpoint(config: Config, endpoint: Endpoint, *, since_ms: int, produc
         for v in messages:
             result = post_message(client, endpoint.url, secret, v["message_id"], v["payload"])
             (out.delivered if result.ok else out.failed).append(v["message_id"])
-            producer.send(topics.WEBHOOK_DELIVERIES, "WebhookDelivery", new_event(
-                "WebhookDelivery", endpoint_id=endpoint.endpoint_id, message_id=v["message_id"],
+            producer.enqueue(topics.WEBHOOK_DELIVERIES, WebhookDelivery(
+                endpoint_id=endpoint.endpoint_id, message_id=v["message_id"],
                 event_type=v["event_type"], video_id=v["video_id"], occurred_at=v["occurred_at"],
                 payload=v["payload"], outcome="delivered" if result.ok else "failed", attempt=1,
                 status_code=result.status_code, latency_ms=result.latency_ms, error=result.error,
                 source_topic=v.get("source_topic") or "", source_partition=v.get("source_partition") or 0,
-                source_offset=v.get("source_offset") if v.get("source_offset") is not None else -1, replay=True),
+                source_offset=int(v["source_offset"]) if v.get("source_offset") is not None else -1, replay=True),
                 key=endpoint.endpoint_id)
     producer.flush(30.0)
     return out

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from framelog.pipeline.jobs.base import JobContext
+from framelog.schemas.record import EventRecord
 
 VID = "vid-deleted"
 
@@ -38,8 +39,8 @@ class Emitter:
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self.dead: list[str] = []
 
-    async def emit(self, topic: str, name: str, event: dict[str, Any], key: str | None = None) -> None:
-        self.sent.append((name, event))
+    async def emit(self, topic: str, record: EventRecord, key: str | None = None) -> None:
+        self.sent.append((record.record_name, record.to_avro()))
 
     async def dead_letter(self, topic: str, value: bytes | None, **kw: Any) -> None:
         self.dead.append(topic)

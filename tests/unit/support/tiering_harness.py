@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from framelog.core import object_keys
 from framelog.core.clock import ManualClock
 from framelog.core.config import Config
 from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditions
 from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from framelog.schemas.events import new_event
+from framelog.schemas.records import TierTransition
 from framelog.sinks.tier_mover import TierMover
 
 PARTITIONS = 3
@@ -41,7 +43,6 @@ class FakeStore:
         self.copies_per_key: dict[str, int] = {}
         self.crash_after_copies: int | None = None
         self.restores: list[tuple[str, int]] = []
-        self.client = self
 
     def put(self, key: str, body: bytes) -> None:
         self.data[key] = {"Key": key, "Size": len(body), "ETag": f'"{hashlib.md5(body).hexdigest()}"',
@@ -59,12 +60,13 @@ class FakeStore:
         self.copies += 1
         self.copies_per_key[key] = self.copies_per_key.get(key, 0) + 1
 
-    def restore_object(self, Bucket: str, Key: str, RestoreRequest: dict[str, Any]) -> None:  # noqa: N803
-        self.restores.append((Key, RestoreRequest["Days"]))
+    def restore(self, key: str, days: int) -> bool:
+        self.restores.append((key, days))
+        return True
 
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
-        import io
-        return {"Body": io.BytesIO(self.data[Key]["Body"])}
+    def sha256(self, key: str, chunk_size: int = 0) -> tuple[str, int]:
+        body = self.data[key]["Body"]
+        return hashlib.sha256(body).hexdigest(), len(body)
 
 
 @dataclass
@@ -95,8 +97,9 @@ class World:
         self.log[p].append((name, record))
         return Delivery(TOPIC, p, len(self.log[p]) - 1)
 
-    async def _emit(self, record: dict[str, Any]) -> Delivery:
-        delivery = self.append("TierTransition", record)
+    async def _emit(self, event: TierTransition) -> Delivery:
+        record = event.to_avro()
+        delivery = self.append(event.record_name, record)
         if self.crash_on_emit is not None and self.crash_on_emit(record):
             raise Crash("killed right after the broker acknowledged the TierTransition")
         return delivery
@@ -141,12 +144,14 @@ class World:
         for name, segments in renditions.items():
             for i in range(segments):
                 self.store.put(f"hls/{video_id}/{name}/seg{i:03d}.ts", f"{video_id}{name}{i}".encode() * 10)
-            self.store.put(f"hls/{video_id}/{name}/playlist.m3u8", b"#EXTM3U\n")
+            self.store.put(object_keys.rendition_playlist(video_id, name), b"#EXTM3U\n")
             rs.append({"name": name, "width": 1, "height": 1, "bandwidth": 1, "average_bandwidth": 1,
-                       "codecs": "avc1", "frame_rate": 25.0, "playlist_key": f"hls/{video_id}/{name}/playlist.m3u8",
+                       "codecs": "avc1", "frame_rate": 25.0,
+                       "playlist_key": object_keys.rendition_playlist(video_id, name),
                        "segment_count": segments, "size_bytes": 100 * segments})
         self.append("AssetPublished", new_event("AssetPublished", clock=self.clock, video_id=video_id,
-                                                renditions=rs, master_playlist_key=f"hls/{video_id}/master.m3u8"))
+                                                renditions=rs,
+                                                master_playlist_key=object_keys.master_playlist(video_id)))
 
     def play(self, video_id: str, rendition: str, session: str, type_: str = "view_start") -> None:
         now = self.clock.now()

@@ -30,13 +30,14 @@ import logging
 import faust
 
 from framelog.core.config import Config
+from framelog.core.ids import validate_video_id
 from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
 from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, _partitions
 from framelog.pipeline.worker import POPULARITY
 from framelog.processors import cache_control, cdn_routing
 from framelog.processors.trending import observe, trending_key
 from framelog.schemas.codec import AvroCodec
-from framelog.schemas.events import new_event
+from framelog.schemas.records import CacheWarm
 from framelog.sinks.edges.cache_commands import EdgeCache, edge_caches, shield_cache
 from framelog.streams import topics
 from framelog.streams.app import raw_topic
@@ -124,7 +125,7 @@ class CdnCommands:
         return [self.caches[p] for p in providers if p in self.caches]
 
     async def invalidate(self, record: dict) -> None:
-        vid = cdn_routing.validate_video_id(record["video_id"])
+        vid = validate_video_id(record["video_id"])
         try:
             paths = cdn_routing.invalidation_paths(vid, record.get("paths") or ())
         except ValueError as exc:
@@ -134,7 +135,7 @@ class CdnCommands:
         await asyncio.to_thread(_purge_all, [self.shield, *self._wanted(record.get("providers") or [])], paths)
 
     async def warm(self, record: dict) -> None:
-        vid = cdn_routing.validate_video_id(record["video_id"])
+        vid = validate_video_id(record["video_id"])
         trigger = record.get("trigger") or ""
         if trigger and trigger not in self.config.caching.warming_triggers:
             log.warning("video %s: warming trigger %r is not configured (%s); skipped", vid, trigger,
@@ -203,8 +204,7 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
                 continue       # popular already: its count decides nothing more, so the changelog stops growing
             views[vid] = before + 1
             if crossed_popularity(before, before + 1, config):
-                await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
-                    "CacheWarm", video_id=vid, paths=[], providers=[], trigger=HIGH_VIEW_COUNT), key=vid)
+                await emitter.emit(topics.CDN_COMMANDS, CacheWarm(video_id=vid, paths=[], trigger=HIGH_VIEW_COUNT))
                 log.info("video %s: %d views, warming the edges", vid, before + 1)
 
     async def _trend(vid: str, record: dict) -> None:
@@ -214,8 +214,8 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
         trending[key] = seen.state
         if seen.warm:
             edge = cdn_routing.route(country, config).primary
-            await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
-                "CacheWarm", video_id=vid, paths=[], providers=[edge], trigger=TRENDING_CONTENT), key=vid)
+            await emitter.emit(topics.CDN_COMMANDS, CacheWarm(video_id=vid, paths=[], providers=[edge],
+                                                              trigger=TRENDING_CONTENT))
             log.info("video %s: trending in %s (%d views in %gs), warming %s", vid, country or "unknown country",
                      seen.views_in_window, trend_settings.window, edge)
 

@@ -14,8 +14,8 @@ from framelog.core.config import Config, StageConfig
 from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs import tombstones
 from framelog.pipeline.jobs.staging import discard_staging
+from framelog.schemas import records
 from framelog.schemas.codec import AvroCodec
-from framelog.schemas.events import new_event
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
 from framelog.streams.app import raw_topic
@@ -76,19 +76,17 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
             job_id = str(uuid.uuid5(JOB_NAMESPACE, upload["event_id"]))
             if await asyncio.get_running_loop().run_in_executor(None, tombstones.is_deleted, objects, video_id):
                 await asyncio.get_running_loop().run_in_executor(None, tombstones.purge_video, objects, video_id)
-                await emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
-                    "StageTransition", video_id=video_id, job_id=job_id, stage=first, state="cancelled", attempt=1,
-                    error_type="video_deleted", error_message=f"video {video_id} was deleted"), key=video_id)
+                await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
+                    video_id=video_id, job_id=job_id, stage=first, state="cancelled", attempt=1,
+                    error_type="video_deleted", error_message=f"video {video_id} was deleted"))
                 log.info("video %s: upload dropped, the video was deleted", video_id)
                 continue
             inputs = upload_inputs(upload)
-            await emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
-                "StageTransition", video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1,
-                progress=0.0, duration_ms=None, error_type=None, error_message=None, outputs={}), key=video_id)
+            await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
+                video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1))
             priority = upload.get("priority") or ""
-            await emitter.emit(topics.stage_topic(config, first, priority), "StageRequest", new_event(
-                "StageRequest", job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs,
-                not_before=0, priority=priority), key=video_id)
+            await emitter.emit(topics.stage_topic(config, first, priority), records.StageRequest(
+                job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs, priority=priority))
             log.info("video %s: job %s queued for %s (priority %s)", video_id, job_id, first,
                      priority or config.priorities.default)
 
@@ -122,10 +120,10 @@ def asset_publisher(config: Config, emitter: AsyncEmitter, store: ObjectStore | 
 
     async def publish(req: StageRequest, outputs: dict[str, str]) -> None:
         asset = json.loads(outputs["asset"])
-        await emitter.emit(topics.ASSETS, "AssetPublished", new_event("AssetPublished", **asset), key=req.video_id)
-        await emitter.emit(topics.CDN_COMMANDS, "CacheWarm", new_event(
-            "CacheWarm", video_id=req.video_id, paths=json.loads(outputs.get("warm_paths", "[]")),
-            providers=sorted(config.cdn.providers), trigger="video_upload_complete"), key=req.video_id)
+        await emitter.emit(topics.ASSETS, records.AssetPublished.from_avro(asset), key=req.video_id)
+        await emitter.emit(topics.CDN_COMMANDS, records.CacheWarm(
+            video_id=req.video_id, paths=json.loads(outputs.get("warm_paths", "[]")),
+            providers=sorted(config.cdn.providers), trigger="video_upload_complete"))
         removed = await asyncio.get_running_loop().run_in_executor(None, discard_staging, objects, req.video_id)
         log.info("video %s published (%d renditions); %d staging objects discarded", req.video_id,
                  len(asset["renditions"]), removed)

@@ -52,7 +52,8 @@ from framelog.pipeline.jobs.base import (
     PermanentJobError,
     public_reason,
 )
-from framelog.schemas.events import new_event
+from framelog.schemas import records
+from framelog.schemas.records import StageState
 from framelog.streams import topics
 from framelog.streams.emitter import AsyncEmitter
 
@@ -121,23 +122,20 @@ class StageRunner:
 
     # ------------------------------------------------------------ events
 
-    async def transition(self, req: StageRequest, state: str, *, stage: str | None = None,
+    async def transition(self, req: StageRequest, state: StageState, *, stage: str | None = None,
                          progress: float = 0.0, duration_ms: int | None = None,
                          error_type: str | None = None, error_message: str | None = None,
                          outputs: Mapping[str, str] | None = None, attempt: int | None = None) -> None:
-        event = new_event("StageTransition", video_id=req.video_id, job_id=req.job_id,
-                          stage=stage or self.stage.name, state=state,
-                          attempt=attempt if attempt is not None else req.attempt, progress=progress,
-                          duration_ms=duration_ms, error_type=error_type, error_message=error_message,
-                          outputs=dict(outputs or {}))
-        await self.emitter.emit(topics.STAGE_TRANSITIONS, "StageTransition", event, key=req.video_id)
+        await self.emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
+            video_id=req.video_id, job_id=req.job_id, stage=stage or self.stage.name, state=state,
+            attempt=attempt if attempt is not None else req.attempt, progress=progress, duration_ms=duration_ms,
+            error_type=error_type, error_message=error_message, outputs=dict(outputs or {})))
 
     async def request(self, stage: str, req: StageRequest, *, attempt: int, inputs: Mapping[str, str],
                       not_before: int = 0) -> None:
-        event = new_event("StageRequest", job_id=req.job_id, video_id=req.video_id, stage=stage,
-                          attempt=attempt, inputs=dict(inputs), not_before=not_before, priority=req.priority)
-        await self.emitter.emit(topics.stage_topic(self.config, stage, req.priority), "StageRequest", event,
-                                key=req.video_id)
+        await self.emitter.emit(topics.stage_topic(self.config, stage, req.priority), records.StageRequest(
+            job_id=req.job_id, video_id=req.video_id, stage=stage, attempt=attempt, inputs=dict(inputs),
+            not_before=not_before, priority=req.priority))
 
     # ------------------------------------------------------------ the protocol
 

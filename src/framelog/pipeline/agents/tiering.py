@@ -36,6 +36,7 @@ from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditio
 from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from framelog.processors.tier_ledger import RenditionRecord
 from framelog.schemas.codec import AvroCodec
+from framelog.schemas.records import TierTransition
 from framelog.sinks.object_store import ObjectStore, vault_store
 from framelog.sinks.tier_mover import TierMover
 from framelog.streams import topics
@@ -105,8 +106,8 @@ class TieringAgent:
 
     # ------------------------------------------------------------ plumbing
 
-    async def _emit(self, record: dict[str, Any]) -> Any:
-        return await self.emitter.emit(topics.TIER_TRANSITIONS, "TierTransition", record, key=record["video_id"])
+    async def _emit(self, record: TierTransition) -> Any:
+        return await self.emitter.emit(topics.TIER_TRANSITIONS, record)
 
     def _recovered(self) -> bool:
         return self.app.tables.recovery.completed.is_set() and not self.app.in_recovery
