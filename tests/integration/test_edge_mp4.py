@@ -49,7 +49,8 @@ def publish_with_mp4(client, config, tokens, visibility: str, clip: bytes, **par
     """A published video whose MP4 (at the key its AssetPublished names) is the real clip."""
     vid = published(client, config, tokens, visibility, **params)
     key = f"videos/2026/12/720p/{vid}.mp4"                  # what delivery_api.publish announces
-    ObjectStore(config).put_bytes(key, clip, cc.content_type_for_key(key), cc.cache_control_for_key(key, config))
+    ObjectStore(config).put_bytes(key, clip, cc.content_type_for_key(key),
+                                  cc.cache_control_for_key(key, config.cdn.caching_rules))
     return vid, key
 
 
@@ -75,7 +76,7 @@ def test_public_mp4_downloads_through_both_edges_by_ranges_and_decodes(client, c
     assert first.headers["Content-Range"] == f"bytes 0-1023/{len(clip)}"
     assert first.content == clip[:1024]
     assert first.headers["X-Cache-Status"] == "MISS"
-    assert first.headers["Cache-Control"] == cc.cache_control_for_key(key, config)
+    assert first.headers["Cache-Control"] == cc.cache_control_for_key(key, config.cdn.caching_rules)
     assert first.headers["Content-Type"] == "video/mp4"
     assert not [h for h in first.headers if h.lower().startswith(("seaweed-", "x-amz-"))], dict(first.headers)
 

@@ -63,7 +63,7 @@ def test_edge_serves_the_origin_object_with_its_cache_control_then_from_cache(co
         status, headers, body = fetch(url(config, secret, path, provider))
         assert status == 200, (path, body[:200])
         assert headers["X-Cache-Status"] == "MISS"
-        assert headers["Cache-Control"] == cc.cache_control_for_key(path, config)
+        assert headers["Cache-Control"] == cc.cache_control_for_key(path, config.cdn.caching_rules)
         assert headers["Content-Type"].startswith(cc.content_type_for_key(path).split(";")[0])
         assert headers["Access-Control-Allow-Origin"] == "*"
         status, headers, again = fetch(url(config, secret, path, provider))

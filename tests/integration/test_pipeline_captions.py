@@ -40,7 +40,7 @@ def test_spoken_video_is_published_with_a_subtitles_track(config, spoken, store)
     playlist_key = f"hls/{video_id}/{media.group(1)}"
     head = store.head(playlist_key)
     assert head["ContentType"] == "application/vnd.apple.mpegurl"
-    assert head["CacheControl"] == cc.cache_control(cc.HLS_PLAYLISTS, config)
+    assert head["CacheControl"] == cc.cache_control(cc.HLS_PLAYLISTS, config.cdn.caching_rules)
     playlist = store.get_bytes(playlist_key).decode()
     segments = [line for line in playlist.splitlines() if line.endswith(".vtt")]
     assert segments and "#EXT-X-ENDLIST" in playlist
@@ -49,7 +49,7 @@ def test_spoken_video_is_published_with_a_subtitles_track(config, spoken, store)
     for name in segments:
         head = store.head(f"{base}/{name}")
         assert head["ContentType"].startswith("text/vtt")
-        assert head["CacheControl"] == cc.cache_control(cc.HLS_SEGMENTS, config)
+        assert head["CacheControl"] == cc.cache_control(cc.HLS_SEGMENTS, config.cdn.caching_rules)
         body = store.get_bytes(f"{base}/{name}").decode()
         assert body.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:")
         text += body
@@ -89,7 +89,7 @@ def test_every_published_file_type_has_the_seeds_cache_control(config, spoken, s
            "source mp4": view["stages"]["validation"]["outputs"]["source_key"]}[kind]
     head = store.head(key)
     assert head is not None, key
-    assert head["CacheControl"] == cc.cache_control(rule, config), (key, head["CacheControl"])
+    assert head["CacheControl"] == cc.cache_control(rule, config.cdn.caching_rules), (key, head["CacheControl"])
     assert head["ContentType"] == cc.content_type_for_key(key)
     seconds = {cc.HLS_PLAYLISTS: 3600, cc.HLS_SEGMENTS: 86400, cc.THUMBNAILS: 7 * 86400,
                cc.VIDEO_FILES: 30 * 86400}[rule]                        # the seed's lifetimes

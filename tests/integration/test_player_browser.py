@@ -352,8 +352,8 @@ def test_the_player_leaves_out_a_rendition_in_a_cold_tier(config, api, video_id,
     API marks it archived (without restoring it: another rendition plays), and the player neither offers
     it nor loads a fragment of it."""
     top, lower = "480p", "360p"
-    entry = ledger.entry_tier(config)
-    cold = next(name for name in config.storage_tiers if ledger.needs_restore(name, config))
+    entry = ledger.entry_tier(config.tiering)
+    cold = next(name for name in config.storage_tiers if ledger.needs_restore(name, config.tiering))
 
     def top_archived() -> bool:
         r = httpx.get(f"{api}/v1/stream", params={"video_id": video_id}, timeout=10)

@@ -51,37 +51,37 @@ def test_file_type_for_key(key, file_type):
 
 def test_cache_control_from_config(cfg):
     for file_type, rule in cfg.cdn.caching_rules.items():
-        assert cache_control(file_type, cfg) == \
+        assert cache_control(file_type, cfg.cdn.caching_rules) == \
             f"public, max-age={int(rule.browser_cache)}, s-maxage={int(rule.cache_duration)}"
 
 
 def test_cache_control_carries_the_seed_lifetimes(cfg):
     day = 86400
-    assert cache_control("video_files", cfg) == f"public, max-age={7 * day}, s-maxage={30 * day}"
-    assert cache_control("thumbnails", cfg) == f"public, max-age={day}, s-maxage={7 * day}"
-    assert cache_control("hls_playlists", cfg) == "public, max-age=300, s-maxage=3600"
-    assert cache_control("hls_segments", cfg) == f"public, max-age={day}, s-maxage={day}"
+    assert cache_control("video_files", cfg.cdn.caching_rules) == f"public, max-age={7 * day}, s-maxage={30 * day}"
+    assert cache_control("thumbnails", cfg.cdn.caching_rules) == f"public, max-age={day}, s-maxage={7 * day}"
+    assert cache_control("hls_playlists", cfg.cdn.caching_rules) == "public, max-age=300, s-maxage=3600"
+    assert cache_control("hls_segments", cfg.cdn.caching_rules) == f"public, max-age={day}, s-maxage={day}"
 
 
 def test_keys_are_never_cached(cfg):
-    assert cache_control(HLS_KEYS, cfg) == NO_STORE == "private, no-store"
-    assert cache_control_for_key("hls/abc/enc.key", cfg) == NO_STORE
-    assert edge_ttl(HLS_KEYS, cfg) == 0
+    assert cache_control(HLS_KEYS, cfg.cdn.caching_rules) == NO_STORE == "private, no-store"
+    assert cache_control_for_key("hls/abc/enc.key", cfg.cdn.caching_rules) == NO_STORE
+    assert edge_ttl(HLS_KEYS, cfg.cdn.caching_rules) == 0
 
 
 def test_unknown_file_type(cfg):
     with pytest.raises(KeyError, match="subtitles"):
-        cache_control("subtitles", cfg)
-    assert cache_control_for_key("metadata/abc.json", cfg) == UNKNOWN_TYPE_CACHE_CONTROL
+        cache_control("subtitles", cfg.cdn.caching_rules)
+    assert cache_control_for_key("metadata/abc.json", cfg.cdn.caching_rules) == UNKNOWN_TYPE_CACHE_CONTROL
 
 
 def test_edge_cache_disabled_makes_it_private():
     raw = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()))
     raw["caching_rules"]["hls_playlists"] = {"cache_duration": "2m", "browser_cache": "10s", "edge_cache": False}
     c = build_config(raw)
-    assert cache_control("hls_playlists", c) == "private, max-age=10"
-    assert edge_ttl("hls_playlists", c) == 0
-    assert edge_ttl("hls_segments", c) == 86400
+    assert cache_control("hls_playlists", c.cdn.caching_rules) == "private, max-age=10"
+    assert edge_ttl("hls_playlists", c.cdn.caching_rules) == 0
+    assert edge_ttl("hls_segments", c.cdn.caching_rules) == 86400
 
 
 @pytest.mark.parametrize("key, content_type", [
@@ -102,17 +102,17 @@ def test_content_types(key, content_type):
 
 
 def test_headers_for_key(cfg):
-    assert headers_for_key("hls/a/720p/s1.ts", cfg) == {
-        "Content-Type": "video/mp2t", "Cache-Control": cache_control("hls_segments", cfg)}
+    assert headers_for_key("hls/a/720p/s1.ts", cfg.cdn.caching_rules) == {
+        "Content-Type": "video/mp2t", "Cache-Control": cache_control("hls_segments", cfg.cdn.caching_rules)}
 
 
 def test_cache_levels_and_warming(cfg):
-    assert [lvl.name for lvl in cache_levels_for("metadata", cfg)] == ["Origin Cache", "Application Cache"]
-    assert cache_levels_for("nothing", cfg) == ()
+    assert [lvl.name for lvl in cache_levels_for("metadata", cfg.caching)] == ["Origin Cache", "Application Cache"]
+    assert cache_levels_for("nothing", cfg.caching) == ()
     popular = cfg.caching.popular_view_count
-    assert should_warm("video_upload_complete", cfg)
-    assert should_warm("trending_content", cfg)
-    assert not should_warm("high_view_count", cfg, view_count=popular)
-    assert should_warm("high_view_count", cfg, view_count=popular + 1)
-    assert not should_warm("full_moon", cfg, view_count=10**9)
-    assert warm_segment_count(cfg) == cfg.caching.warm_first_segments
+    assert should_warm("video_upload_complete", cfg.caching)
+    assert should_warm("trending_content", cfg.caching)
+    assert not should_warm("high_view_count", cfg.caching, view_count=popular)
+    assert should_warm("high_view_count", cfg.caching, view_count=popular + 1)
+    assert not should_warm("full_moon", cfg.caching, view_count=10**9)
+    assert warm_segment_count(cfg.caching) == cfg.caching.warm_first_segments

@@ -22,10 +22,10 @@ def record(cfg, age_days=0.0, accesses=0, tier="hot_tier", now=T0):
 def walk(cfg, age_days, accesses):
     """Where a rendition ends up if evaluated every day up to ``age_days`` with ``accesses`` so far."""
     r = record(cfg, age_days, accesses)
-    while (move := ledger.next_move(r, T0, cfg)) is not None:
+    while (move := ledger.next_move(r, T0, cfg.tiering)) is not None:
         r = ledger.on_transition(r, {"event_id": move.event_id, "event_time": T0, "video_id": "vid1",
                                      "rendition": "720p", "from_tier": move.from_tier, "to_tier": move.to_tier,
-                                     "rule": move.rule_name, "age_days": move.age_days}, cfg)[0]
+                                     "rule": move.rule_name, "age_days": move.age_days}, cfg.tiering)[0]
     return r.tier
 
 
@@ -45,7 +45,7 @@ def walk(cfg, age_days, accesses):
     (365, 10_000, "deep_archive_tier", "Archive"),
 ])
 def test_first_move_from_hot_at_the_boundaries(cfg, age, accesses, tier, rule):
-    move = ledger.next_move(record(cfg, age, accesses), T0, cfg)
+    move = ledger.next_move(record(cfg, age, accesses), T0, cfg.tiering)
     if tier is None:
         assert move is None
     else:
@@ -65,9 +65,9 @@ def test_a_cold_rendition_comes_back_only_through_a_restore(cfg):
     cold = record(cfg, 120, 9, tier="cold_tier")
     popular = ledger.on_access(cold, "s-10", T0)[0]
     assert popular.access_count == 10
-    assert ledger.next_move(popular, T0, cfg) is None            # rules say warm, but Glacier needs a restore
+    assert ledger.next_move(popular, T0, cfg.tiering) is None            # rules say warm, but Glacier needs a restore
     older = record(cfg, 365, 50, tier="cold_tier")
-    assert ledger.next_move(older, T0, cfg).to_tier == "deep_archive_tier"   # moving further down is fine
+    assert ledger.next_move(older, T0, cfg.tiering).to_tier == "deep_archive_tier"   # moving further down is fine
 
 
 def test_renditions_are_decided_independently(cfg):
@@ -99,18 +99,18 @@ def test_a_session_counts_once_and_redelivery_changes_nothing(cfg):
 
 def test_duplicate_and_stale_transitions_are_ignored(cfg):
     r = record(cfg, 40)
-    move = ledger.next_move(r, T0, cfg)
+    move = ledger.next_move(r, T0, cfg.tiering)
     event = {"event_id": move.event_id, "event_time": T0, "video_id": "vid1", "rendition": "720p",
              "from_tier": "hot_tier", "to_tier": "warm_tier", "rule": move.rule_name, "age_days": 40.0}
-    moved, applied = ledger.on_transition(r, event, cfg)
+    moved, applied = ledger.on_transition(r, event, cfg.tiering)
     assert applied and moved.tier == "warm_tier" and moved.transitions == 1
-    assert ledger.on_transition(moved, event, cfg) == (moved, False)
-    assert ledger.on_transition(moved, {**event, "event_id": "other"}, cfg) == (moved, False)
+    assert ledger.on_transition(moved, event, cfg.tiering) == (moved, False)
+    assert ledger.on_transition(moved, {**event, "event_id": "other"}, cfg.tiering) == (moved, False)
 
 
 def test_the_same_decision_twice_carries_the_same_event_id(cfg):
     r = record(cfg, 40)
-    assert ledger.next_move(r, T0, cfg).event_id == ledger.next_move(r, T0 + DAY, cfg).event_id
+    assert ledger.next_move(r, T0, cfg.tiering).event_id == ledger.next_move(r, T0 + DAY, cfg.tiering).event_id
 
 
 def test_fold_does_not_depend_on_topic_interleaving(cfg):
@@ -177,7 +177,8 @@ def test_restore_waits_for_the_tiers_delay_then_holds(cfg):
 
 def test_restore_of_a_warm_rendition_is_not_needed(cfg):
     r = record(cfg, 40, tier="warm_tier")
-    assert ledger.on_restore_request(r, {"event_id": "x", "event_time": T0, "to_tier": "hot_tier"}, cfg) == (r, False)
+    request = {"event_id": "x", "event_time": T0, "to_tier": "hot_tier"}
+    assert ledger.on_restore_request(r, request, cfg.tiering) == (r, False)
 
 
 # ------------------------------------------------------------ the worker's loop: replay and restarts
@@ -240,7 +241,7 @@ def test_replay_from_the_log_gives_the_same_decisions(cfg):
         for name, r in part:
             if name == "TierTransition":
                 before = rendition_row(rows, ledger.rendition_key(r["video_id"], r["rendition"]))
-                again = ledger.next_move(before, r["event_time"], cfg)
+                again = ledger.next_move(before, r["event_time"], cfg.tiering)
                 assert (again.event_id, again.from_tier, again.to_tier, again.rule_name, again.access_count) == (
                     r["event_id"], r["from_tier"], r["to_tier"], r["rule"], r["access_count"])
                 assert again.age_days == pytest.approx(r["age_days"])

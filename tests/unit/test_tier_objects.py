@@ -76,21 +76,21 @@ def _group(cfg, name, age_days, accesses, last_view_days=None):
     ("720p", 90, 9, "cold_tier", "Low usage"),                     # renditions keep the seed's rules
 ])
 def test_each_object_group_follows_its_own_rules(cfg, group, age, accesses, tier, rule):
-    move = ledger.next_move(_group(cfg, group, age, accesses), T0, cfg)
+    move = ledger.next_move(_group(cfg, group, age, accesses), T0, cfg.tiering)
     assert (move.to_tier, move.rule_name) == (tier, rule) if tier else move is None
 
 
 def test_object_rules_are_configuration(cfg):
     assert [r.name for r in cfg.tiering_object_rules.source] == ["Source archive", "Source settled", "Source recent"]
-    assert ledger.rules_for("_mp4", cfg) == cfg.tiering_object_rules.mp4
-    assert ledger.rules_for("1080p", cfg) == cfg.tiering_rules
+    assert ledger.rules_for("_mp4", cfg.tiering) == cfg.tiering_object_rules.mp4
+    assert ledger.rules_for("1080p", cfg.tiering) == cfg.tiering_rules
 
 
 def test_an_object_key_of_another_video_is_refused(cfg):
     with pytest.raises(ValueError):
-        ledger.on_object_published(None, asset(), "_mp4", "videos/2025/03/720p/other.mp4", 1, cfg)
+        ledger.on_object_published(None, asset(), "_mp4", "videos/2025/03/720p/other.mp4", 1, cfg.tiering)
     with pytest.raises(ValueError):
-        ledger.on_object_published(None, asset(), "_nope", f"videos/{VID}.mp4", 1, cfg)
+        ledger.on_object_published(None, asset(), "_nope", f"videos/{VID}.mp4", 1, cfg.tiering)
 
 
 def test_sessions_folded_before_the_publication_count_on_the_objects(cfg):

@@ -27,8 +27,8 @@ from pydantic import BaseModel
 from framelog.api.access_state import ApiError, access_state
 from framelog.api.analyst_pool import AnalystPool
 from framelog.api.auth import current_principal, require
-from framelog.core.cache import analytics_query_cache
 from framelog.core import object_keys
+from framelog.core.cache import analytics_query_cache
 from framelog.core.config import Config
 from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id

@@ -73,7 +73,7 @@ def _retention_hold(state: Any, entry: VideoEntry) -> RetentionHold | None:
     if not view.wait_ready(READY_TIMEOUT):
         raise ApiError(503, "storage tiers are not known yet; retry", {"Retry-After": "1"})
     records = [view.record(entry.video_id, name) for name in names]
-    return deletion_hold([r.state() for r in records if r is not None], datetime.now(UTC), state.config)
+    return deletion_hold([r.state() for r in records if r is not None], datetime.now(UTC), state.config.tiering)
 
 
 def _deleter(request: Request, state: Any, video_id: str, override: str) -> tuple[Any, VideoEntry, Any]:

@@ -34,7 +34,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -645,6 +645,19 @@ class PlaybackTrustConfig:
 
 
 @dataclass(frozen=True)
+class TieringConfig:
+    """What the tier policy reads (framelog.yaml's storage_tiers, tiering_rules, tiering_object_rules and
+    tiering), so the processors that decide tiers take this, not the whole ``Config`` (``config.tiering``)."""
+    tiers: Mapping[str, StorageTier]
+    rules: tuple[TieringRule, ...]
+    object_rules: ObjectTieringRules
+    default_tier: str
+    evaluation_interval: float
+    restore_tier: str
+    restore_hold: float
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     stack: StackConfig
@@ -679,6 +692,12 @@ class Config:
     api_protection: ApiProtectionConfig
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @cached_property
+    def tiering(self) -> TieringConfig:
+        return TieringConfig(self.storage_tiers, self.tiering_rules, self.tiering_object_rules,
+                             self.tiering_default_tier, self.tiering_evaluation_interval, self.tiering_restore_tier,
+                             self.tiering_restore_hold)
 
     @property
     def ops_port(self) -> int:

@@ -132,10 +132,10 @@ class Policy:
         asset = {"video_id": video.video_id, "event_time": now}
         for name, size, _ in video.renditions:
             r = {"name": name, "playlist_key": object_keys.rendition_playlist(video.video_id, name), "size_bytes": size}
-            record = ledger.on_asset_published(None, asset, r, self.config or base)
+            record = ledger.on_asset_published(None, asset, r, (self.config or base).tiering)
             self.records[record.key] = record
         for group, prefix, size in video.objects:
-            record = ledger.on_object_published(None, asset, group, prefix, size, self.config or base)
+            record = ledger.on_object_published(None, asset, group, prefix, size, (self.config or base).tiering)
             self.records[record.key] = record
 
     def count(self, key: str, sessions: int, now: datetime) -> None:
@@ -144,11 +144,11 @@ class Policy:
 
     def access(self, key: str, sessions: int, now: datetime) -> None:
         record = ledger.on_accesses(self.records[key], sessions, now)
-        if self.config is not None and ledger.needs_restore(record.tier, self.config):
+        if self.config is not None and ledger.needs_restore(record.tier, self.config.tiering):
             self.waiting_sessions += sessions
             record, started = ledger.on_restore_request(record, {
                 "event_id": str(uuid.uuid4()), "event_time": now, "to_tier": self.config.tiering_restore_tier},
-                self.config)
+                self.config.tiering)
             self.restores += started
         self.records[key] = record
 
@@ -156,13 +156,13 @@ class Policy:
         if self.config is None:
             return
         for key, record in self.records.items():
-            move = ledger.next_move(record, now, self.config)
+            move = ledger.next_move(record, now, self.config.tiering)
             if move is None:
                 continue
             event = {"event_id": move.event_id, "event_time": now, "video_id": move.video_id,
                      "rendition": move.rendition, "from_tier": move.from_tier, "to_tier": move.to_tier,
                      "rule": move.rule_name, "age_days": move.age_days, "size_bytes": record.size_bytes}
-            self.records[key] = ledger.on_transition(record, event, self.config)[0]
+            self.records[key] = ledger.on_transition(record, event, self.config.tiering)[0]
             self.transitions += 1
             if move.rule_name == ledger.RESTORE_RULE:
                 self.restored_bytes += record.size_bytes
@@ -180,7 +180,7 @@ class Policy:
             return
         days = len(self._day_bytes)
         mean = {t: sum(d[t] for d in self._day_bytes) // days for t in base.storage_tiers}
-        cost = monthly_cost_by_tier(mean, base)
+        cost = monthly_cost_by_tier(mean, base.tiering)
         self.monthly.append({**{f"{t}_cost": c for t, c in cost.items()},
                              **{f"{t}_bytes": float(mean[t]) for t in base.storage_tiers},
                              "days": float(days)})

@@ -127,7 +127,7 @@ class TieringEvaluator:
             return
         if record.key in self._restores_asked:
             return
-        classes = [storage_class(name, self.config) for name, t in self.config.storage_tiers.items()
+        classes = [storage_class(name, self.config.tiering) for name, t in self.config.storage_tiers.items()
                    if t.restore_delay > 0]
         days = max(1, math.ceil(self.config.tiering_restore_hold / SECONDS_PER_DAY))
         try:
@@ -154,13 +154,13 @@ class TieringEvaluator:
                 if record is None:
                     continue
                 await self._ask_restore(record)
-                move = next_move(record, now, self.config)
+                move = next_move(record, now, self.config.tiering)
                 if move is None:
                     continue
                 try:
                     report = await self.run_blocking(self.mover.move_between, move.object_prefix,
-                                                     tier(move.from_tier, self.config),
-                                                     tier(move.to_tier, self.config), now)
+                                                     tier(move.from_tier, self.config.tiering),
+                                                     tier(move.to_tier, self.config.tiering), now)
                 except Exception as exc:  # noqa: BLE001 - S3 trouble: decide again at the next evaluation
                     self.failures += 1
                     log.warning("tiering %s/%s %s -> %s failed: %s", move.video_id, move.rendition,

@@ -10,9 +10,10 @@ rather than the seed's guessed one hour.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 
-from framelog.core.config import CacheLevel, Config
+from framelog.core.config import CacheLevel, CacheRule, CachingStrategy
 
 HLS_PLAYLISTS = "hls_playlists"
 HLS_SEGMENTS = "hls_segments"
@@ -76,57 +77,58 @@ def content_type_for_key(key: str) -> str:
     return CONTENT_TYPES.get(_suffix(key), DEFAULT_CONTENT_TYPE)
 
 
-def cache_control(file_type: str, config: Config) -> str:
+def cache_control(file_type: str, rules: Mapping[str, CacheRule]) -> str:
     """The Cache-Control header for one ``caching_rules`` entry (or ``hls_keys``).
 
     ``edge_cache: false`` makes the response ``private`` (browser only).
     """
     if file_type == HLS_KEYS:
         return NO_STORE
-    rule = config.cdn.caching_rules.get(file_type)
+    rule = rules.get(file_type)
     if rule is None:
-        raise KeyError(f"no caching rule for file type {file_type!r}; known: {sorted(config.cdn.caching_rules)}")
+        raise KeyError(f"no caching rule for file type {file_type!r}; known: {sorted(rules)}")
     browser = int(rule.browser_cache)
     if not rule.edge_cache:
         return f"private, max-age={browser}"
     return f"public, max-age={browser}, s-maxage={int(rule.cache_duration)}"
 
 
-def edge_ttl(file_type: str, config: Config) -> int:
+def edge_ttl(file_type: str, rules: Mapping[str, CacheRule]) -> int:
     """Seconds an edge keeps the object (0: do not cache at the edge)."""
     if file_type == HLS_KEYS:
         return 0
-    rule = config.cdn.caching_rules[file_type]
+    rule = rules[file_type]
     return int(rule.cache_duration) if rule.edge_cache else 0
 
 
-def cache_control_for_key(key: str, config: Config) -> str:
+def cache_control_for_key(key: str, rules: Mapping[str, CacheRule]) -> str:
+    """``rules``: the cdn section's ``caching_rules`` (``config.cdn.caching_rules``)."""
     file_type = file_type_for_key(key)
-    return UNKNOWN_TYPE_CACHE_CONTROL if file_type is None else cache_control(file_type, config)
+    return UNKNOWN_TYPE_CACHE_CONTROL if file_type is None else cache_control(file_type, rules)
 
 
-def headers_for_key(key: str, config: Config) -> dict[str, str]:
+def headers_for_key(key: str, rules: Mapping[str, CacheRule]) -> dict[str, str]:
     """Content-Type and Cache-Control to store with an object (S3 metadata) or serve."""
-    return {"Content-Type": content_type_for_key(key), "Cache-Control": cache_control_for_key(key, config)}
+    return {"Content-Type": content_type_for_key(key), "Cache-Control": cache_control_for_key(key, rules)}
 
 
 # ------------------------------------------------------------ seed §5.1 caching strategy
 
-def cache_levels_for(content_type: str, config: Config) -> tuple[CacheLevel, ...]:
+def cache_levels_for(content_type: str, caching: CachingStrategy) -> tuple[CacheLevel, ...]:
     """The caching-strategy levels holding ``content_type`` (e.g. "metadata"), edge first."""
-    return tuple(level for level in config.caching.levels if content_type in level.content_types)
+    return tuple(level for level in caching.levels if content_type in level.content_types)
 
 
-def should_warm(trigger: str, config: Config, view_count: int = 0) -> bool:
+def should_warm(trigger: str, caching: CachingStrategy, view_count: int = 0) -> bool:
     """Whether a warming trigger applies; ``high_view_count`` needs more than
     ``popular_view_count`` views (seed: ``view_count > 1000``)."""
-    if trigger not in config.caching.warming_triggers:
+    if trigger not in caching.warming_triggers:
         return False
     if trigger == "high_view_count":
-        return view_count > config.caching.popular_view_count
+        return view_count > caching.popular_view_count
     return True
 
 
-def warm_segment_count(config: Config) -> int:
+def warm_segment_count(caching: CachingStrategy) -> int:
     """How many leading segments of each rendition to preload to the edges."""
-    return config.caching.warm_first_segments
+    return caching.warm_first_segments

@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 from framelog.core import object_keys
 from framelog.core.clock import ensure_utc, from_timestamp
-from framelog.core.config import Config, TieringRule
+from framelog.core.config import TieringConfig, TieringRule
 from framelog.core.ids import validate_video_id
 from framelog.processors.tiering import SECONDS_PER_DAY, RenditionState, TierChange, evaluate, tier
 
@@ -72,10 +72,10 @@ def ms_to_datetime(ms: int) -> datetime:
 OBJECT_GROUPS = {"_source": "source", "_mp4": "mp4", "_thumbnails": "thumbnails"}
 
 
-def rules_for(rendition: str, config: Config) -> tuple[TieringRule, ...]:
+def rules_for(rendition: str, tiering: TieringConfig) -> tuple[TieringRule, ...]:
     """The rules that decide a rendition (``tiering_rules``) or an object group (its own)."""
     group = OBJECT_GROUPS.get(rendition)
-    return config.tiering_rules if group is None else getattr(config.tiering_object_rules, group)
+    return tiering.rules if group is None else getattr(tiering.object_rules, group)
 
 
 def rendition_key(video_id: str, rendition: str) -> str:
@@ -168,26 +168,27 @@ class PlannedMove(TierChange):
 
 # ---------------------------------------------------------------- folds
 
-def entry_tier(config: Config) -> str:
+def entry_tier(tiering: TieringConfig) -> str:
     """Where a freshly published rendition's objects are: the tier whose class is STANDARD (S3's default)."""
-    for t in config.storage_tiers.values():
+    for t in tiering.tiers.values():
         if t.storage_class == "STANDARD":
             return t.name
-    return config.tiering_restore_tier
+    return tiering.restore_tier
 
 
-def placeholder(video_id: str, rendition: str, config: Config) -> RenditionRecord:
+def placeholder(video_id: str, rendition: str, tiering: TieringConfig) -> RenditionRecord:
     """A rendition seen (in an access or a transition) before its AssetPublished; never moved until published.
 
     Replaying several topics from the beginning interleaves them in no fixed
     order, so the fold must not depend on AssetPublished coming first.
     """
     return RenditionRecord(validate_video_id(video_id), object_keys.rendition(rendition),
-                           object_keys.rendition_prefix(video_id, rendition), 0, 0, entry_tier(config), published=False)
+                           object_keys.rendition_prefix(video_id, rendition), 0, 0, entry_tier(tiering),
+                           published=False)
 
 
 def on_asset_published(existing: RenditionRecord | None, asset: Mapping[str, Any],
-                       rendition: Mapping[str, Any], config: Config) -> RenditionRecord:
+                       rendition: Mapping[str, Any], tiering: TieringConfig) -> RenditionRecord:
     """A rendition (re)published: objects are new and in S3's default class; age counts from the first publish.
 
     A publication no later than what the record already knows (a redelivery,
@@ -202,7 +203,7 @@ def on_asset_published(existing: RenditionRecord | None, asset: Mapping[str, Any
                          f"{object_keys.rendition_prefix(video_id, name)}")
     size = int(rendition.get("size_bytes") or 0)
     if existing is None:
-        return RenditionRecord(video_id, name, prefix, at, at, entry_tier(config), size_bytes=size)
+        return RenditionRecord(video_id, name, prefix, at, at, entry_tier(tiering), size_bytes=size)
     created = at
     if existing.created_at_ms and at - existing.created_at_ms > CLOCK_SLACK_MS:
         created = existing.created_at_ms                  # first published earlier (e.g. before a republish)
@@ -210,12 +211,12 @@ def on_asset_published(existing: RenditionRecord | None, asset: Mapping[str, Any
                                  size_bytes=existing.size_bytes or size, created_at_ms=created)
     if at <= existing.published_at_ms:
         return filled if existing.published else dataclasses.replace(filled, published_at_ms=at)
-    return dataclasses.replace(filled, published_at_ms=at, tier=entry_tier(config), size_bytes=size, restore=None,
+    return dataclasses.replace(filled, published_at_ms=at, tier=entry_tier(tiering), size_bytes=size, restore=None,
                                tier_since_ms=at)
 
 
 def on_object_published(existing: RenditionRecord | None, asset: Mapping[str, Any], group: str, prefix: str,
-                        size_bytes: int, config: Config) -> RenditionRecord:
+                        size_bytes: int, tiering: TieringConfig) -> RenditionRecord:
     """An object group of a (re)published video (``group`` in OBJECT_GROUPS), as on_asset_published does a
     rendition: its objects are those under ``prefix`` (one exact key for the source and the MP4)."""
     if group not in OBJECT_GROUPS:
@@ -225,14 +226,14 @@ def on_object_published(existing: RenditionRecord | None, asset: Mapping[str, An
         raise ValueError(f"object key {prefix!r} is not one of video {video_id}")
     at = to_ms(asset["event_time"])
     if existing is None:
-        return RenditionRecord(video_id, group, prefix, at, at, entry_tier(config), size_bytes=size_bytes)
+        return RenditionRecord(video_id, group, prefix, at, at, entry_tier(tiering), size_bytes=size_bytes)
     created = existing.created_at_ms if existing.created_at_ms and at - existing.created_at_ms > CLOCK_SLACK_MS \
         else at
     filled = dataclasses.replace(existing, object_prefix=prefix, published=True,
                                  size_bytes=existing.size_bytes or size_bytes, created_at_ms=created)
     if at <= existing.published_at_ms:
         return filled if existing.published else dataclasses.replace(filled, published_at_ms=at)
-    return dataclasses.replace(filled, published_at_ms=at, tier=entry_tier(config), size_bytes=size_bytes,
+    return dataclasses.replace(filled, published_at_ms=at, tier=entry_tier(tiering), size_bytes=size_bytes,
                                restore=None, tier_since_ms=at)
 
 
@@ -296,12 +297,12 @@ def on_video_access(video: VideoAccess | None, video_id: str, session_id: str, a
 
 
 def on_transition(record: RenditionRecord | None, event: Mapping[str, Any],
-                  config: Config) -> tuple[RenditionRecord, bool]:
+                  tiering: TieringConfig) -> tuple[RenditionRecord, bool]:
     """Apply a TierTransition; a duplicate (same id) or a stale one (from another tier) is ignored."""
     event_id = event["event_id"]
     at = to_ms(event["event_time"])
     if record is None:
-        record = placeholder(event["video_id"], event["rendition"], config)
+        record = placeholder(event["video_id"], event["rendition"], tiering)
     if not record.published and not record.created_at_ms:
         created = at - round(float(event["age_days"]) * SECONDS_PER_DAY * 1000)
         record = dataclasses.replace(record, created_at_ms=created, published_at_ms=at)
@@ -317,20 +318,20 @@ def on_transition(record: RenditionRecord | None, event: Mapping[str, Any],
         restored_at_ms=at if restored else record.restored_at_ms), True
 
 
-def needs_restore(tier_name: str, config: Config) -> bool:
+def needs_restore(tier_name: str, tiering: TieringConfig) -> bool:
     """Objects in this tier cannot be read until restored (the tier has a restore delay)."""
-    return tier(tier_name, config).restore_delay > 0
+    return tier(tier_name, tiering).restore_delay > 0
 
 
 def on_restore_request(record: RenditionRecord, event: Mapping[str, Any],
-                       config: Config) -> tuple[RenditionRecord, bool]:
+                       tiering: TieringConfig) -> tuple[RenditionRecord, bool]:
     """Start a restore unless one runs already or the objects are readable as they are."""
-    if record.restore is not None or not needs_restore(record.tier, config):
+    if record.restore is not None or not needs_restore(record.tier, tiering):
         return record, False
     at = to_ms(event["event_time"])
-    delay_ms = int(tier(record.tier, config).restore_delay * 1000)
-    to_tier = event.get("to_tier") or config.tiering_restore_tier
-    tier(to_tier, config)                                 # unknown tier: UnknownTierError names it
+    delay_ms = int(tier(record.tier, tiering).restore_delay * 1000)
+    to_tier = event.get("to_tier") or tiering.restore_tier
+    tier(to_tier, tiering)                                 # unknown tier: UnknownTierError names it
     return dataclasses.replace(record, restore=PendingRestore(at, at + delay_ms, record.tier, to_tier,
                                                               event["event_id"])), True
 
@@ -349,7 +350,7 @@ def _planned(record: RenditionRecord, to_tier: str, rule: str, now: datetime) ->
                        object_prefix=record.object_prefix)
 
 
-def next_move(record: RenditionRecord, now: datetime, config: Config) -> PlannedMove | None:
+def next_move(record: RenditionRecord, now: datetime, tiering: TieringConfig) -> PlannedMove | None:
     """The move this rendition needs at ``now`` (see the module doc for the order), or None."""
     now = ensure_utc(now)
     now_ms = to_ms(now)
@@ -360,12 +361,12 @@ def next_move(record: RenditionRecord, now: datetime, config: Config) -> Planned
             return _planned(record, record.restore.to_tier, RESTORE_RULE, now)
         return None
     if record.restored_at_ms is not None and now < ms_to_datetime(record.restored_at_ms) + timedelta(
-            seconds=config.tiering_restore_hold):
+            seconds=tiering.restore_hold):
         return None
-    change = evaluate(record.state(), now, config, rules_for(record.rendition, config))
+    change = evaluate(record.state(), now, tiering, rules_for(record.rendition, tiering))
     if change is None:
         return None
-    current, target = tier(record.tier, config), tier(change.to_tier, config)
+    current, target = tier(record.tier, tiering), tier(change.to_tier, tiering)
     if current.restore_delay > 0 and target.restore_delay < current.restore_delay:
         return None                                       # comes back only through a restore
     return _planned(record, change.to_tier, change.rule_name, now)

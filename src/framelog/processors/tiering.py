@@ -1,9 +1,9 @@
 """Storage-tier policy (seed §1.1): which tier a rendition belongs in, what
 moving it back costs in time, and what the tiers cost per month.
 
-Pure decisions: no S3, no Kafka. Every number comes from ``config``:
-``config.tiering_rules`` (evaluated top to bottom, first match wins),
-``config.tiering_default_tier`` and ``config.storage_tiers``.
+Pure decisions: no S3, no Kafka. Every number comes from the tiering section (``config.tiering``):
+``tiering.rules`` (evaluated top to bottom, first match wins),
+``tiering.default_tier`` and ``tiering.tiers``.
 
 Rule bounds: ``min_age_days`` is inclusive, ``max_age_days`` is exclusive and
 ``max_access_count`` is exclusive (``access_count < max_access_count``). A
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from framelog.core.clock import ensure_utc
-from framelog.core.config import Config, StorageTier, TieringRule
+from framelog.core.config import StorageTier, TieringConfig, TieringRule
 from framelog.core.errors import FramelogError
 
 SECONDS_PER_DAY = 86400.0
@@ -99,25 +99,25 @@ class RestorePlan:
         return self.estimate_seconds == 0
 
 
-def tier(name: str, config: Config) -> StorageTier:
+def tier(name: str, tiering: TieringConfig) -> StorageTier:
     try:
-        return config.storage_tiers[name]
+        return tiering.tiers[name]
     except KeyError:
-        raise UnknownTierError(name, config.storage_tiers) from None
+        raise UnknownTierError(name, tiering.tiers) from None
 
 
-def storage_class(tier_name: str, config: Config) -> str:
+def storage_class(tier_name: str, tiering: TieringConfig) -> str:
     """The S3 storage class label for a tier (``hot_tier`` -> ``STANDARD``)."""
-    return tier(tier_name, config).storage_class
+    return tier(tier_name, tiering).storage_class
 
 
-def tier_for_storage_class(label: str, config: Config) -> str:
+def tier_for_storage_class(label: str, tiering: TieringConfig) -> str:
     """Reverse of :func:`storage_class`; S3 reports no label for STANDARD objects."""
     label = label or "STANDARD"
-    for t in config.storage_tiers.values():
+    for t in tiering.tiers.values():
         if t.storage_class == label:
             return t.name
-    raise UnknownTierError(label, (t.storage_class for t in config.storage_tiers.values()))
+    raise UnknownTierError(label, (t.storage_class for t in tiering.tiers.values()))
 
 
 def rule_matches(rule: TieringRule, age_days: float, access_count: int, idle_days: float | None = None) -> bool:
@@ -133,7 +133,7 @@ def rule_matches(rule: TieringRule, age_days: float, access_count: int, idle_day
     return True
 
 
-def decide_tier(age_days: float, access_count: int, config: Config,
+def decide_tier(age_days: float, access_count: int, tiering: TieringConfig,
                 idle_days: float | None = None, rules: Iterable[TieringRule] | None = None) -> TierDecision:
     """The tier of the first matching rule (``rules``, default ``tiering_rules``), else the default tier
     (rule ``"default"``)."""
@@ -141,16 +141,16 @@ def decide_tier(age_days: float, access_count: int, config: Config,
         raise ValueError(f"age_days must be >= 0, got {age_days}")
     if access_count < 0:
         raise ValueError(f"access_count must be >= 0, got {access_count}")
-    for rule in config.tiering_rules if rules is None else rules:
+    for rule in tiering.rules if rules is None else rules:
         if rule_matches(rule, age_days, access_count, idle_days):
             return TierDecision(rule.target_tier, rule.name)
-    return TierDecision(config.tiering_default_tier, DEFAULT_RULE_NAME)
+    return TierDecision(tiering.default_tier, DEFAULT_RULE_NAME)
 
 
-def retention_until(state: RenditionState, config: Config) -> datetime:
+def retention_until(state: RenditionState, tiering: TieringConfig) -> datetime:
     """Until when the rendition must stay in its current tier (its retention_period from entering it)."""
     since = ensure_utc(state.tier_since or state.created_at)
-    return since + timedelta(seconds=tier(state.current_tier, config).retention_period)
+    return since + timedelta(seconds=tier(state.current_tier, tiering).retention_period)
 
 
 def idle_days(state: RenditionState, now: datetime) -> float | None:
@@ -173,23 +173,23 @@ class RetentionHold:
                 f"(renditions {', '.join(self.renditions)})")
 
 
-def deletion_hold(states: Iterable[RenditionState], now: datetime, config: Config) -> RetentionHold | None:
+def deletion_hold(states: Iterable[RenditionState], now: datetime, tiering: TieringConfig) -> RetentionHold | None:
     """What forbids deleting a video now: its renditions in a tier with a retention lock, within retention."""
-    held = [(s, retention_until(s, config)) for s in states
-            if tier(s.current_tier, config).retention_lock != "none"]
+    held = [(s, retention_until(s, tiering)) for s in states
+            if tier(s.current_tier, tiering).retention_lock != "none"]
     held = [(s, until) for s, until in held if ensure_utc(now) < until]
     if not held:
         return None
     return RetentionHold(held[0][0].current_tier, max(u for _, u in held), tuple(sorted(s.rendition for s, _ in held)))
 
 
-def evaluate(state: RenditionState, now: datetime, config: Config,
+def evaluate(state: RenditionState, now: datetime, tiering: TieringConfig,
              rules: Iterable[TieringRule] | None = None) -> TierChange | None:
     """The move this rendition (or object group, with its ``rules``) needs at ``now``, or ``None`` if it is
     already in place or its current tier's retention period still holds it there."""
     age = state.age_days(now)
-    decision = decide_tier(age, state.access_count, config, idle_days(state, now), rules)
-    if decision.tier == state.current_tier or ensure_utc(now) < retention_until(state, config):
+    decision = decide_tier(age, state.access_count, tiering, idle_days(state, now), rules)
+    if decision.tier == state.current_tier or ensure_utc(now) < retention_until(state, tiering):
         return None
     return TierChange(
         video_id=state.video_id, rendition=state.rendition, from_tier=state.current_tier,
@@ -197,28 +197,28 @@ def evaluate(state: RenditionState, now: datetime, config: Config,
         access_count=state.access_count, decided_at=ensure_utc(now))
 
 
-def evaluate_all(states: Iterable[RenditionState], now: datetime, config: Config) -> list[TierChange]:
+def evaluate_all(states: Iterable[RenditionState], now: datetime, tiering: TieringConfig) -> list[TierChange]:
     """Each rendition decided independently; only the ones that move are returned."""
-    return [c for c in (evaluate(s, now, config) for s in states) if c is not None]
+    return [c for c in (evaluate(s, now, tiering) for s in states) if c is not None]
 
 
-def restore_plan(current_tier: str, now: datetime, config: Config) -> RestorePlan:
+def restore_plan(current_tier: str, now: datetime, tiering: TieringConfig) -> RestorePlan:
     """When an object in ``current_tier`` becomes readable if a restore is asked for at ``now``."""
-    delay = tier(current_tier, config).restore_delay
+    delay = tier(current_tier, tiering).restore_delay
     now = ensure_utc(now)
     return RestorePlan(current_tier, now, now + timedelta(seconds=delay), delay)
 
 
-def monthly_cost_by_tier(bytes_by_tier: Mapping[str, int], config: Config) -> dict[str, float]:
+def monthly_cost_by_tier(bytes_by_tier: Mapping[str, int], tiering: TieringConfig) -> dict[str, float]:
     """Monthly price per tier, in the currency of ``price_per_gb_month``."""
     out = {}
     for name, size in bytes_by_tier.items():
         if size < 0:
             raise ValueError(f"byte count for {name!r} must be >= 0, got {size}")
-        out[name] = size / BYTES_PER_GB * tier(name, config).price_per_gb_month
+        out[name] = size / BYTES_PER_GB * tier(name, tiering).price_per_gb_month
     return out
 
 
-def monthly_cost(bytes_by_tier: Mapping[str, int], config: Config) -> float:
+def monthly_cost(bytes_by_tier: Mapping[str, int], tiering: TieringConfig) -> float:
     """Total monthly price of storing ``bytes_by_tier``."""
-    return sum(monthly_cost_by_tier(bytes_by_tier, config).values())
+    return sum(monthly_cost_by_tier(bytes_by_tier, tiering).values())

@@ -21,7 +21,6 @@ from botocore.exceptions import ClientError
 from framelog.core.config import Config
 from framelog.sinks.s3 import s3_client
 
-
 HASH_CHUNK = 8 * 2**20
 RESTORE_IN_PROGRESS = "RestoreAlreadyInProgress"
 RESTORE_UNSUPPORTED = ("MethodNotAllowed", "NotImplemented")

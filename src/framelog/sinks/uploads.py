@@ -14,7 +14,6 @@ import mimetypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from framelog.core import object_keys
 from framelog.core.config import Config

@@ -281,7 +281,8 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
     proxy = "        internal;\n" + _proxy_common("http://shield$object", shield_addr, origin_key, CACHE_ZONE,
                                                     "X-Cache-Status", headers)
     rewrite = key_uri_rewrite(config)
-    typed = _typed_locations(INTERNAL_PATH, proxy, lambda file_type: cc.edge_ttl(file_type, config),
+    rules = config.cdn.caching_rules
+    typed = _typed_locations(INTERNAL_PATH, proxy, lambda file_type: cc.edge_ttl(file_type, rules),
                              extra_of=lambda file_type: rewrite if file_type == cc.HLS_PLAYLISTS else "")
     kinds = "|".join(PREFIX_KINDS)
     signed = f"/{SIGNED_PREFIX}/(?<sig>[A-Za-z0-9_-]{{22}})/(?<expires>[0-9]{{1,12}})"
@@ -358,7 +359,7 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
 
 def shield_ttl(file_type: str, config: Config) -> int:
     """Seconds the shield keeps an object: the origin level's ttl, never longer than the type's caching rule."""
-    return min(int(config.cdn.shield.ttl), cc.edge_ttl(file_type, config))
+    return min(int(config.cdn.shield.ttl), cc.edge_ttl(file_type, config.cdn.caching_rules))
 
 
 def render_shield_config(config: Config, directory: Path, *, secret: bytes,

@@ -105,26 +105,26 @@ class TierView(ReplayedTable):
         key = ledger.rendition_key(video_id, rendition)
         now = self.clock.now()
         record = self.record(video_id, rendition)
-        tier = record.tier if record is not None else ledger.entry_tier(self.config)
-        if record is not None and (record.restore is not None or not ledger.needs_restore(tier, self.config)):
+        tier = record.tier if record is not None else ledger.entry_tier(self.config.tiering)
+        if record is not None and (record.restore is not None or not ledger.needs_restore(tier, self.config.tiering)):
             with self._request_lock:
                 self._requested.pop(key, None)       # our request is on the log (or no longer needed)
         if record is not None and record.restore is not None:
             return Availability(video_id, rendition, RESTORING, tier, ledger.restore_estimate(record, now),
                                 ledger.ms_to_datetime(record.restore.ready_at_ms))
-        if record is None or not ledger.needs_restore(tier, self.config):
+        if record is None or not ledger.needs_restore(tier, self.config.tiering):
             return Availability(video_id, rendition, AVAILABLE, tier, None, None)
         if not request:
             with self._request_lock:
                 pending = self._requested.get(key)
-            plan = pending or restore_plan(tier, now, self.config)
+            plan = pending or restore_plan(tier, now, self.config.tiering)
             return Availability(video_id, rendition, RESTORING if pending else ARCHIVED, tier,
                                 max(0.0, (plan.ready_at - now).total_seconds()), plan.ready_at)
         with self._request_lock:
             plan = self._requested.get(key)
             requested_now = plan is None or plan.tier != tier
             if requested_now:
-                plan = restore_plan(tier, now, self.config)
+                plan = restore_plan(tier, now, self.config.tiering)
                 delivery = self.producer.emit(topics.TIER_TRANSITIONS, RestoreRequest(
                     event_time=now, video_id=video_id, rendition=rendition, to_tier=self.config.tiering_restore_tier,
                     reason=RESTORE_REASON, requested_by=self.requested_by))

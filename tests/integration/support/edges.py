@@ -34,7 +34,7 @@ def put_fake_video(config, video_id: str) -> list[str]:
     objects[f"thumbnails/{video_id}/poster.jpg"] = b"\xff\xd8fakejpeg"
     s3 = s3_client(config)
     for key, body in objects.items():
-        h = cc.headers_for_key(key, config)
+        h = cc.headers_for_key(key, config.cdn.caching_rules)
         s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=body, ContentType=h["Content-Type"],
                       CacheControl=h["Cache-Control"])
     s3.put_object(Bucket=config.object_storage.bucket, Key=f"keys/{video_id}/key.bin", Body=b"k" * 16,

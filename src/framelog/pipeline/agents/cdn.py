@@ -89,8 +89,8 @@ def _table(app: faust.App, spec: TopicSpec, name: str, default: type, value_type
 
 def crossed_popularity(before: int, after: int, config: Config) -> bool:
     """True exactly when a count goes from not popular to popular (cache_control.should_warm)."""
-    return (not cache_control.should_warm(HIGH_VIEW_COUNT, config, before)
-            and cache_control.should_warm(HIGH_VIEW_COUNT, config, after))
+    return (not cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, before)
+            and cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, after))
 
 
 def _purge_all(caches: list[EdgeCache], paths: tuple[str, ...]) -> None:
@@ -200,7 +200,7 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
             vid = record["video_id"]
             await _trend(vid, record)
             before = views[vid]
-            if cache_control.should_warm(HIGH_VIEW_COUNT, config, before):
+            if cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, before):
                 continue       # popular already: its count decides nothing more, so the changelog stops growing
             views[vid] = before + 1
             if crossed_popularity(before, before + 1, config):

@@ -36,7 +36,7 @@ class TieringMetrics:
         for r in records:
             if r is not None and r.published:
                 by_tier[r.tier] = by_tier.get(r.tier, 0) + r.size_bytes
-        for name, cost in monthly_cost_by_tier(by_tier, self.config).items():
+        for name, cost in monthly_cost_by_tier(by_tier, self.config.tiering).items():
             self.utilization.labels(tier=name, region=self.region).set(by_tier[name])
             self.costs.labels(tier=name, region=self.region).set(cost)
         return by_tier

@@ -230,7 +230,7 @@ class CdnUploadJob:
     stage: str = "cdn_upload"
 
     def _publish(self, src: str, dst: str) -> None:
-        h = cc.headers_for_key(dst, self.config)
+        h = cc.headers_for_key(dst, self.config.cdn.caching_rules)
         self.store.copy(src, dst, headers={"ContentType": h["Content-Type"], "CacheControl": h["Cache-Control"]})
 
     def _publish_captions(self, vid: str, inputs: Mapping[str, str]) -> dict[str, str]:
