@@ -19,7 +19,7 @@ from framelog.ops import dlq
 from framelog.ops.groups import describe_groups
 from framelog.ops.reprocess import ReprocessError, read_history, reprocess, stage_inputs
 from framelog.sinks.object_store import ObjectStore
-from framelog.sinks.uploads import announce_upload, raw_object_key
+from framelog.sinks.uploads import announce_upload
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from tests.integration.support import TopicRecorder, running, wait_for
@@ -54,7 +54,7 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
         config, worker, recorder, tmp_path):
     data = clips.video(tmp_path / "late.mp4", width=320, height=180, duration=3).read_bytes()
     video_id = new_video_id()
-    key = raw_object_key(video_id)
+    key = object_keys.raw_upload(video_id)
     announce_upload(config, video_id=video_id, object_key=key, size_bytes=len(data),
                     sha256=hashlib.sha256(data).hexdigest(), content_type="video/mp4", owner_id="tests")
 

@@ -19,7 +19,7 @@ from framelog.core import object_keys
 from framelog.core.ids import new_video_id
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import write_local_playlist
-from framelog.sinks.uploads import announce_upload, raw_object_key, upload_file
+from framelog.sinks.uploads import announce_upload, upload_file
 from framelog.stack.process import wait_until
 from framelog.streams import topics
 from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic
@@ -109,7 +109,7 @@ def test_transient_failure_is_retried_then_succeeds(config, worker, status, stor
     src = clips.video(tmp_path / "late.mp4", width=320, height=180, duration=4, audio=False)
     data = src.read_bytes()
     video_id = new_video_id()
-    key = raw_object_key(video_id)
+    key = object_keys.raw_upload(video_id)
     announce_upload(config, video_id=video_id, object_key=key, size_bytes=len(data),
                     sha256=hashlib.sha256(data).hexdigest(), content_type="video/mp4", owner_id="tests")
     view = status.wait_for(video_id, lambda v: v is not None and

@@ -13,6 +13,8 @@ def test_the_layout():
     assert ok.raw_upload("abc") == "uploads/abc/original"
     assert ok.upload_session("abc") == "uploads/abc/_session.json"
     assert ok.upload_receipt("abc") == "uploads/abc/_receipt.json"
+    assert ok.upload_partial("abc", 3) == "uploads/abc/_partial/00003"
+    assert ok.upload_partial("abc", 3).startswith(ok.upload_partials("abc"))
     assert ok.staging_root("abc") == "work/abc/"
     assert ok.job_staging("abc", "j-1", "transcoding", 2) == "work/abc/j-1/transcoding/attempt-2"
     assert ok.job_marker("abc", "j-1", "transcoding") == "work/abc/j-1/transcoding/_SUCCESS.json"
@@ -32,6 +34,7 @@ def test_the_layout():
     assert ok.analysis_report("abc") == "meta/abc/analysis.json"
     assert ok.progressive_mp4("abc", "1080p", WHEN) == "videos/2025/03/1080p/abc.mp4"
     assert ok.tombstone("abc") == "deleted/abc"
+    assert all(k.startswith(ok.upload_root("abc")) for k in (ok.raw_upload("abc"), ok.upload_session("abc")))
     assert ok.video_prefixes("abc") == ("uploads/abc/", "work/abc/", "hls/abc/", "thumbnails/abc/", "keys/abc/",
                                         "meta/abc/")
     assert ok.edge_path("hls/abc/master.m3u8") == "/hls/abc/master.m3u8"
@@ -77,6 +80,12 @@ def test_rendition_and_quality_names_are_validated(bad_quality):
 def test_staging_parts_are_validated(job, stage, attempt):
     with pytest.raises(ValueError):
         ok.job_staging("abc", job, stage, attempt)
+
+
+@pytest.mark.parametrize("part", [0, -1, 100_000, "2", True])
+def test_partial_part_numbers_are_validated(part):
+    with pytest.raises(ValueError):
+        ok.upload_partial("abc", part)
 
 
 def test_the_mp4_shape():

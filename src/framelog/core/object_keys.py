@@ -9,6 +9,7 @@ are what an edge serves; ``uploads/``, ``work/``, ``keys/``, ``meta/`` and
 
     uploads/{id}/original                      the raw upload
     uploads/{id}/_session.json | _receipt.json the resumable upload's session and receipt
+    uploads/{id}/_partial/{next part:05d}      the bytes a resumable upload holds short of a whole part
     work/{id}/{job}/{stage}/attempt-{n}/...    a stage's staging (discarded after publication)
     work/{id}/{job}/{stage}/_SUCCESS.json      a stage's completion marker
     hls/{id}/master.m3u8, hls/{id}/{rendition}/...,  hls/{id}/subtitles/...   the published ladder
@@ -95,18 +96,35 @@ def _attempt(attempt: object) -> int:
 
 # ------------------------------------------------------------------ uploads
 
+def upload_root(video_id: str) -> str:
+    """Everything of one upload (trailing '/')."""
+    return f"{UPLOADS}/{validate_video_id(video_id)}/"
+
+
 def raw_upload(video_id: str) -> str:
-    return f"{UPLOADS}/{validate_video_id(video_id)}/original"
+    return f"{upload_root(video_id)}original"
 
 
 def upload_session(video_id: str) -> str:
     """The open resumable upload's session (its multipart upload id, length, owner)."""
-    return f"{UPLOADS}/{validate_video_id(video_id)}/_session.json"
+    return f"{upload_root(video_id)}_session.json"
 
 
 def upload_receipt(video_id: str) -> str:
     """What a finished resumable upload announced (size, sha256, the UploadCompleted offset)."""
-    return f"{UPLOADS}/{validate_video_id(video_id)}/_receipt.json"
+    return f"{upload_root(video_id)}_receipt.json"
+
+
+def upload_partials(video_id: str) -> str:
+    """The resumable upload's trailing partial parts (trailing '/')."""
+    return f"{upload_root(video_id)}_partial/"
+
+
+def upload_partial(video_id: str, next_part: int) -> str:
+    """The trailing bytes that will begin part ``next_part`` (named by it, so a stale one is known)."""
+    if not isinstance(next_part, int) or isinstance(next_part, bool) or not 1 <= next_part <= 99_999:
+        raise ValueError(f"invalid part number {next_part!r}")
+    return f"{upload_partials(video_id)}{next_part:05d}"
 
 
 # ------------------------------------------------------------------ pipeline staging

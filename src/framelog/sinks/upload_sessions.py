@@ -33,10 +33,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from framelog.core import object_keys
 from framelog.core.config import Config
-from framelog.core.ids import new_event_id, new_video_id, validate_video_id
+from framelog.core.ids import new_event_id, new_video_id
 from framelog.sinks.object_store import ObjectStore
-from framelog.sinks.uploads import announce_upload, raw_object_key
+from framelog.sinks.uploads import announce_upload
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +94,10 @@ class UploadSession:
         return session
 
 
-def session_key(video_id: str) -> str:
-    return f"uploads/{validate_video_id(video_id)}/_session.json"
-
-
-def receipt_key(video_id: str) -> str:
-    return f"uploads/{validate_video_id(video_id)}/_receipt.json"
-
-
-def partial_prefix(video_id: str) -> str:
-    return f"uploads/{validate_video_id(video_id)}/_partial/"
-
-
-def partial_key(video_id: str, next_part: int) -> str:
-    """The trailing bytes that will begin part ``next_part`` (named by it, so a stale one is known)."""
-    return f"{partial_prefix(video_id)}{int(next_part):05d}"
+session_key = object_keys.upload_session
+receipt_key = object_keys.upload_receipt
+partial_prefix = object_keys.upload_partials
+partial_key = object_keys.upload_partial
 
 
 def _now() -> str:
@@ -168,10 +158,10 @@ class UploadService:
         if receipt is not None:
             size = int(receipt["size_bytes"])
             return UploadView(video_id, "completed", size, size, receipt=receipt)
-        stored = self.store.size(raw_object_key(video_id))    # e.g. an upload of `upload_file` (no receipt)
+        stored = self.store.size(object_keys.raw_upload(video_id))    # e.g. an upload of `upload_file` (no receipt)
         if stored is not None:
             return UploadView(video_id, "completed", stored, stored,
-                              receipt={"video_id": video_id, "object_key": raw_object_key(video_id),
+                              receipt={"video_id": video_id, "object_key": object_keys.raw_upload(video_id),
                                        "size_bytes": stored})
         return None
 
@@ -190,7 +180,7 @@ class UploadService:
     def create(self, length: int, filename: str, content_type: str, owner: str,
                priority: str = "") -> UploadSession:
         video_id = new_video_id()
-        key = raw_object_key(video_id)
+        key = object_keys.raw_upload(video_id)
         metadata = {"owner-id": owner}
         if filename:
             metadata["original-filename"] = quote(filename, safe=" ._-()[]")[:1024]

@@ -33,11 +33,6 @@ class UploadResult:
     offset: int
 
 
-def raw_object_key(video_id: str) -> str:
-    """Kept for the API's upload routes until they use ``object_keys.raw_upload`` themselves."""
-    return object_keys.raw_upload(video_id)
-
-
 class _HashingReader:
     """A file wrapper that hashes what boto3 reads, so the file is read once."""
 
