@@ -295,7 +295,7 @@ def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, vid
 @pytest.mark.parametrize("country", ["DE", "JP"])
 def test_a_video_trending_in_a_country_is_preloaded_on_the_edge_serving_it(config, video, popularity_worker,
                                                                           producer, country):
-    edge = route(country, config).primary
+    edge = route(country, config.cdn).primary
     other = next(p for p in config.cdn.providers if p != edge)
     for i in range(config.caching.trending.min_views):       # min_views inside one window, from one country
         producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", new_event(

@@ -19,7 +19,7 @@ from framelog.processors.cdn_routing import (
 
 @pytest.mark.parametrize("country", ["US", "GB", "DE", "FR", "us", " fr "])
 def test_listed_countries_go_to_cloudfront_first(cfg, country):
-    r = route(country, cfg)
+    r = route(country, cfg.cdn)
     assert (r.primary, r.fallback, r.failed_over) == ("primary_cdn", "secondary_cdn", False)
     assert cfg.cdn.providers[r.primary].provider == "AWS CloudFront"
     assert r.rule.startswith("countries:")
@@ -27,26 +27,26 @@ def test_listed_countries_go_to_cloudfront_first(cfg, country):
 
 @pytest.mark.parametrize("country", ["JP", "BR", None, "", "USA", "??", "1A"])
 def test_everyone_else_takes_the_default_route(cfg, country):
-    r = route(country, cfg)
+    r = route(country, cfg.cdn)
     assert (r.primary, r.fallback, r.rule) == ("secondary_cdn", "primary_cdn", "default")
     assert cfg.cdn.providers[r.primary].provider == "Cloudflare"
 
 
 def test_unhealthy_primary_is_replaced_by_the_fallback(cfg):
-    r = route("US", cfg, healthy={"secondary_cdn"})
+    r = route("US", cfg.cdn, healthy={"secondary_cdn"})
     assert r == Route("secondary_cdn", "primary_cdn", r.rule, failed_over=True)
-    r = route("JP", cfg, healthy=lambda key: key != "secondary_cdn")
+    r = route("JP", cfg.cdn, healthy=lambda key: key != "secondary_cdn")
     assert (r.primary, r.fallback, r.failed_over) == ("primary_cdn", "secondary_cdn", True)
 
 
 def test_healthy_primary_is_kept(cfg):
-    assert route("US", cfg, healthy={"primary_cdn", "secondary_cdn"}).failed_over is False
-    assert route("US", cfg, healthy=lambda key: True).primary == "primary_cdn"
-    assert route("US", cfg, healthy={"primary_cdn"}).primary == "primary_cdn"
+    assert route("US", cfg.cdn, healthy={"primary_cdn", "secondary_cdn"}).failed_over is False
+    assert route("US", cfg.cdn, healthy=lambda key: True).primary == "primary_cdn"
+    assert route("US", cfg.cdn, healthy={"primary_cdn"}).primary == "primary_cdn"
 
 
 def test_both_down_keeps_the_configured_order(cfg):
-    r = route("US", cfg, healthy=set())
+    r = route("US", cfg.cdn, healthy=set())
     assert (r.primary, r.fallback, r.failed_over) == ("primary_cdn", "secondary_cdn", False)
 
 
@@ -56,8 +56,8 @@ def test_rules_come_from_config():
                                              "fallback": "primary_cdn"}]
     raw["cdn_strategy"]["default_route"] = {"primary": "primary_cdn", "fallback": "secondary_cdn"}
     c = build_config(raw)
-    assert route("JP", c).primary == "secondary_cdn"
-    assert route("US", c).primary == "primary_cdn" and route("US", c).rule == "default"
+    assert route("JP", c.cdn).primary == "secondary_cdn"
+    assert route("US", c.cdn).primary == "primary_cdn" and route("US", c.cdn).rule == "default"
 
 
 def test_normalize_country():

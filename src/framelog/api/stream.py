@@ -215,7 +215,7 @@ def _resolve(state: AccessState, request: Request, video_id: str, share: str | N
 
 def _route(state: AccessState, country: str | None) -> tuple[Route, dict[str, bool]]:
     health = state.edge_health.healthy()
-    return route(country, state.config, lambda p: health.get(p, False)), health
+    return route(country, state.config.cdn, lambda p: health.get(p, False)), health
 
 
 def _rate_limited(request: Request) -> ApiError | None:

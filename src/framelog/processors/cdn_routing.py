@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from framelog.core import object_keys
-from framelog.core.config import CdnProvider, Config, RoutingRule
+from framelog.core.config import CdnConfig, CdnProvider, Config, RoutingRule
 from framelog.core.errors import FramelogError
 from framelog.core.ids import validate_video_id
 from framelog.processors.public_urls import public_edge_url
@@ -63,16 +63,16 @@ def _is_healthy(healthy: Health, provider: str) -> bool:
     return provider in healthy
 
 
-def matching_rule(country: str | None, config: Config) -> tuple[RoutingRule, str]:
+def matching_rule(country: str | None, cdn: CdnConfig) -> tuple[RoutingRule, str]:
     code = normalize_country(country)
     if code is not None:
-        for rule in config.cdn.routing_rules:
+        for rule in cdn.routing_rules:
             if code in rule.countries:
                 return rule, "countries:" + ",".join(rule.countries)
-    return config.cdn.default_route, "default"
+    return cdn.default_route, "default"
 
 
-def route(country: str | None, config: Config, healthy: Health = None) -> Route:
+def route(country: str | None, cdn: CdnConfig, healthy: Health = None) -> Route:
     """Primary and fallback provider keys for a viewer in ``country``.
 
     ``healthy`` is a predicate over provider keys or the set of healthy keys
@@ -80,7 +80,7 @@ def route(country: str | None, config: Config, healthy: Health = None) -> Route:
     healthy, the fallback is promoted. If both are down the configured order is
     kept: there is nothing better to offer.
     """
-    rule, name = matching_rule(country, config)
+    rule, name = matching_rule(country, cdn)
     if not _is_healthy(healthy, rule.primary) and _is_healthy(healthy, rule.fallback):
         return Route(rule.fallback, rule.primary, name, failed_over=True)
     return Route(rule.primary, rule.fallback, name)
@@ -88,21 +88,21 @@ def route(country: str | None, config: Config, healthy: Health = None) -> Route:
 
 # ------------------------------------------------------------ URLs and paths
 
-def provider(provider_key: str, config: Config) -> CdnProvider:
+def provider(provider_key: str, cdn: CdnConfig) -> CdnProvider:
     try:
-        return config.cdn.providers[provider_key]
+        return cdn.providers[provider_key]
     except KeyError:
-        raise UnknownProviderError(provider_key, config.cdn.providers) from None
+        raise UnknownProviderError(provider_key, cdn.providers) from None
 
 
 def edge_base_url(provider_key: str, config: Config) -> str:
     """Where framelog's own processes reach an edge (health probes, purges, warming): never a viewer's URL."""
-    return f"http://{config.stack.host}:{provider(provider_key, config).edge_port}"
+    return f"http://{config.stack.host}:{provider(provider_key, config.cdn).edge_port}"
 
 
 def edge_url(provider_key: str, path: str, config: Config) -> str:
     """A viewer's URL of ``path`` on an edge (its public base: processors/public_urls.py)."""
-    provider(provider_key, config)
+    provider(provider_key, config.cdn)
     return f"{public_edge_url(provider_key, config)}/{path.lstrip('/')}"
 
 
@@ -132,7 +132,7 @@ def stream_urls(video_id: str, country: str | None, config: Config, healthy: Hea
                 qualities: Iterable[str] | None = None) -> StreamUrls:
     """The seed's ``getOptimalCDNUrl``, on the edges chosen by :func:`route`."""
     names = None if qualities is None else list(qualities)
-    r = route(country, config, healthy)
+    r = route(country, config.cdn, healthy)
     return StreamUrls(r, adaptive_urls(video_id, r.primary, config, names),
                       adaptive_urls(video_id, r.fallback, config, names))
 

@@ -213,7 +213,7 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
         seen = observe(trending[key], _event_ms(record), trend_settings)
         trending[key] = seen.state
         if seen.warm:
-            edge = cdn_routing.route(country, config).primary
+            edge = cdn_routing.route(country, config.cdn).primary
             await emitter.emit(topics.CDN_COMMANDS, CacheWarm(video_id=vid, paths=[], providers=[edge],
                                                               trigger=TRENDING_CONTENT))
             log.info("video %s: trending in %s (%d views in %gs), warming %s", vid, country or "unknown country",

@@ -237,6 +237,6 @@ def edge_caches(config: Config, *, secret: bytes, providers: Iterable[str] = ())
     """One EdgeCache per wanted provider (``providers`` empty: every configured one)."""
     wanted = list(providers) or list(config.cdn.providers)
     for key in wanted:
-        cdn_routing.provider(key, config)       # UnknownProviderError names the bad key
+        cdn_routing.provider(key, config.cdn)       # UnknownProviderError names the bad key
     return [EdgeCache(config, key, secret=secret) for key in wanted]
 
