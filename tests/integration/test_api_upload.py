@@ -212,16 +212,19 @@ def test_tus_core_creation_termination_checksum(client, config):
     assert patch(10 * MIB, os.urandom(3 * MIB)).status_code == 413           # overruns Upload-Length
     via_post = client.post(loc, headers={"X-HTTP-Method-Override": "HEAD"})
     assert via_post.status_code == 200 and via_post.headers["Upload-Offset"] == str(10 * MIB)
+    via_post = client.post(loc, content=data[10 * MIB:11 * MIB],
+                           headers={**PATCH_HEADERS, "Upload-Offset": str(10 * MIB), "X-HTTP-Method-Override": "PATCH"})
+    assert via_post.status_code == 204 and via_post.headers["Upload-Offset"] == str(11 * MIB)
 
     video_id = loc.split("/")[2]
     status = client.get(f"/videos/{video_id}")
     assert status.status_code == 200 and status.json()["state"] == "uploading"
-    assert status.json()["upload"]["offset"] == 10 * MIB
+    assert status.json()["upload"]["offset"] == 11 * MIB
 
     assert client.delete(loc, headers={"Tus-Resumable": "0.1"}).status_code == 412
     assert client.delete(loc).status_code == 204                            # termination
     assert client.head(loc).status_code == 404
-    assert patch(10 * MIB, data[10 * MIB:]).status_code == 404
+    assert patch(11 * MIB, data[11 * MIB:]).status_code == 404
 
 
 @pytest.mark.integration
