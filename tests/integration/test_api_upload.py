@@ -452,3 +452,39 @@ def test_status_is_503_while_the_table_cannot_catch_up(config, monkeypatch):
     with TestClient(make_app(unreachable), headers=auth(config, "operator", "ops")) as c:
         r = c.get(f"/videos/{uuid.uuid4().hex}")
         assert r.status_code == 503 and r.headers["Retry-After"]
+
+
+@pytest.mark.integration
+def test_a_second_patch_while_one_runs_is_423(stack, config):
+    """One PATCH at a time per upload: a retry racing a request still streaming gets 423 (tus clients retry)."""
+    import threading
+
+    owner = {**auth(config, "it-owner"), "Tus-Resumable": "1.0.0"}
+    data = os.urandom(3 * MIB)
+    release, started = threading.Event(), threading.Event()
+
+    def slow_body():
+        yield data[:MIB]
+        started.set()
+        release.wait(60)
+        yield data[MIB:]
+
+    with LiveApi(config) as api:
+        r = httpx.post(f"{api.url}/videos", headers={**owner, "Upload-Length": str(len(data))}, timeout=30)
+        loc = api.url + r.headers["Location"]
+        first: dict[str, httpx.Response] = {}
+        sender = threading.Thread(target=lambda: first.setdefault("r", httpx.patch(
+            loc, content=slow_body(), headers={**owner, **PATCH_HEADERS, "Upload-Offset": "0"}, timeout=60)))
+        sender.start()
+        assert started.wait(30)
+        locks = videos.services(api.server.config.app).upload_locks
+        wait_for(lambda: (lambda lock: lock is not None and lock.locked())(locks.get(r.json()["video_id"])),
+                 "the running PATCH to hold the upload", 30)
+        second = httpx.patch(loc, content=data, headers={**owner, **PATCH_HEADERS, "Upload-Offset": "0"}, timeout=30)
+        assert second.status_code == 423, second.text
+        assert second.headers["Tus-Resumable"] == "1.0.0"
+        release.set()
+        sender.join(60)
+        assert first["r"].status_code == 204 and first["r"].headers["Upload-Offset"] == str(len(data))
+    [event] = upload_records(config, r.json()["video_id"])
+    assert event["sha256"] == hashlib.sha256(data).hexdigest()

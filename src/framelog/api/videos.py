@@ -33,6 +33,7 @@ import logging
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ class VideoServices:
         self._producer: Any = None
         self._status: StatusTable | None = None
         self.spool_dir = Path(config.stack.state_dir) / "api-spool"
-        self.upload_locks: dict[str, asyncio.Lock] = {}
+        # one PATCH at a time per upload in this process; a lock lives while a request holds it
+        self.upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def uploads(self) -> UploadService:
@@ -440,7 +442,6 @@ async def _append(svc: VideoServices, video_id: str, principal: Principal, reque
     if writer.complete:
         assert view.session is not None
         await run_in_threadpool(svc.uploads.finish, view.session, writer.parts)
-        svc.upload_locks.pop(video_id, None)
     return Response(status_code=204, headers={**_offset_headers(new_offset), "Video-Id": video_id})
 
 
@@ -511,7 +512,6 @@ async def abandon(video_id: str, request: Request) -> Response:
         if view.status != "open" or view.session is None:
             return _error(409, f"the upload of video {video_id} is already complete")
         await run_in_threadpool(svc.uploads.abandon, view.session)
-    svc.upload_locks.pop(video_id, None)
     return Response(status_code=204, headers=_tus())
 
 
