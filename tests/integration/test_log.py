@@ -258,3 +258,54 @@ def test_kill9_mid_production_every_acknowledged_event_consumed_exactly_once(con
     counts = Counter(r.value["event_id"] for r in got)
     assert set(counts) == set(acked)
     assert max(counts.values()) == 1, [e for e, c in counts.items() if c > 1][:5]
+
+
+# ------------------------------------------------------------------ typed records through the one bridge
+
+def test_typed_records_through_the_producer_and_the_async_bridge(config, log_topic):
+    """emit/enqueue of a typed record (its own name, key = its video_id), an explicit partition, a batch
+    awaited together, and a record the topic refuses raising at once, before anything is produced."""
+    import asyncio
+
+    from framelog.schemas.records import PlaybackEvent, StageTransition
+    from framelog.streams.emitter import AsyncEmitter
+    from framelog.streams.exceptions import TopicSchemaError
+
+    spec, codec = log_topic(partitions=3)
+
+    def event(video_id: str) -> PlaybackEvent:
+        return PlaybackEvent(session_id="s-it", viewer_id="viewer-it", video_id=video_id, type="progress",
+                             position_seconds=1.0, watch_time_delta_seconds=1.0)
+
+    with EventProducer(config, codec) as producer:
+        first = producer.emit(spec.name, event("vid-a"))
+        producer.enqueue(spec.name, event("vid-a"))
+        producer.flush(30)
+        pinned = producer.emit(spec.name, event("vid-b"), partition=2)
+    assert pinned.partition == 2
+
+    async def bridge() -> list:
+        emitter = AsyncEmitter(config, codec)
+        try:
+            one = await emitter.emit(spec.name, event("vid-a"))
+            batch = await emitter.emit_all([(spec.name, event(f"vid-{i}")) for i in range(5)])
+            with pytest.raises(TopicSchemaError):           # StageTransition does not belong on this topic
+                await emitter.emit(spec.name, StageTransition(video_id="vid-a", job_id="j", stage="s",
+                                                              state="queued"))
+            return [one, *batch]
+        finally:
+            emitter.close()
+
+    deliveries = asyncio.run(bridge())
+    assert deliveries[0].partition == first.partition                # same key, same partition
+    assert all(d.topic == spec.name and d.offset >= 0 for d in deliveries)
+
+    consumer = EventConsumer(config, f"it-{uuid.uuid4().hex[:8]}", [spec.name], codec=codec)
+    try:
+        got = consume_all(consumer, lambda g: len(g) >= 9)
+        got += drain_extra(consumer, rounds=1)
+    finally:
+        consumer.close()
+    assert len(got) == 9 and {r.name for r in got} == {"PlaybackEvent"}
+    assert all(r.key == r.value["video_id"] for r in got)
+    assert [r.partition for r in got if r.key == "vid-b"] == [2]

@@ -54,10 +54,12 @@ class AsyncEmitter:
     # ------------------------------------------------------------ sending
 
     async def emit(self, topic: str, record: EventRecord, key: Key = None,
-                   timeout: float = DELIVERY_TIMEOUT) -> Delivery:
-        """Encode, produce and wait for acks=all; raises DeliveryError (EncodeError/ValidationError at once)."""
+                   timeout: float = DELIVERY_TIMEOUT, partition: int | None = None) -> Delivery:
+        """Encode, produce and wait for acks=all; raises DeliveryError (EncodeError/ValidationError at once).
+        ``partition`` overrides the key's (an explicit spread, e.g. chunk jobs)."""
         value = self.producer.encode(topic, record)
-        return (await self.send_encoded([(topic, record_key(record, key), value)], timeout, record.record_name))[0]
+        return (await self.send_encoded([(topic, record_key(record, key), value)], timeout, record.record_name,
+                                        partition=partition))[0]
 
     async def emit_all(self, records: Sequence[tuple[str, EventRecord]],
                        timeout: float = DELIVERY_TIMEOUT) -> list[Delivery]:
@@ -66,7 +68,7 @@ class AsyncEmitter:
         return await self.send_encoded(encoded, timeout)
 
     async def send_encoded(self, encoded: Sequence[tuple[str, Key, bytes]], timeout: float = DELIVERY_TIMEOUT,
-                           what: str = "record") -> list[Delivery]:
+                           what: str = "record", *, partition: int | None = None) -> list[Delivery]:
         """Produce (topic, key, bytes) records and return once the broker acknowledged all of them, in order;
         raises DeliveryError (produce_failed, timeout, not_acknowledged)."""
         loop = asyncio.get_running_loop()
@@ -85,7 +87,7 @@ class AsyncEmitter:
 
         def produce_all() -> None:
             for (topic, key, value), fut in zip(encoded, futures, strict=True):
-                self.producer.send_raw(topic, value, key, on_delivery=reporter(fut))
+                self.producer.send_raw(topic, value, key, on_delivery=reporter(fut), partition=partition)
 
         try:
             await loop.run_in_executor(None, produce_all)     # send_raw waits while the local queue is full

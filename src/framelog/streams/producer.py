@@ -102,16 +102,17 @@ class EventProducer:
         """The record's bytes for ``topic``; EncodeError/ValidationError/TopicSchemaError if it does not fit."""
         return self.codec.encode_for_topic(topic, record.record_name, record.to_avro())
 
-    def emit(self, topic: str, record: EventRecord, key: Key = None, timeout: float = 30.0) -> Delivery:
+    def emit(self, topic: str, record: EventRecord, key: Key = None, timeout: float = 30.0,
+             partition: int | None = None) -> Delivery:
         """Produce one record and wait for the broker's acknowledgement; raises DeliveryError.
-        The key defaults to the record's video_id."""
+        The key defaults to the record's video_id; ``partition`` overrides the key's."""
         return self._deliver_bytes(topic, self.encode(topic, record), record_key(record, key), timeout,
-                                   record.record_name)
+                                   record.record_name, partition)
 
     def enqueue(self, topic: str, record: EventRecord, key: Key = None,
-                on_delivery: DeliveryCallback | None = None) -> None:
+                on_delivery: DeliveryCallback | None = None, partition: int | None = None) -> None:
         """Encode and queue one record (batched); delivery failures surface in ``flush`` (or ``on_delivery``)."""
-        self.send_raw(topic, self.encode(topic, record), record_key(record, key), on_delivery)
+        self.send_raw(topic, self.encode(topic, record), record_key(record, key), on_delivery, partition)
 
     # ------------------------------------------------------------ the dict adapter (code that builds dicts)
 
@@ -133,19 +134,24 @@ class EventProducer:
     # ------------------------------------------------------------ bytes
 
     def send_raw(self, topic: str, value: bytes, key: Key = None,
-                 on_delivery: DeliveryCallback | None = None) -> None:
-        """Queue already-encoded bytes (dead letters, replays, tests); waits while the local queue is full."""
+                 on_delivery: DeliveryCallback | None = None, partition: int | None = None) -> None:
+        """Queue already-encoded bytes (dead letters, replays, tests); waits while the local queue is full.
+        ``partition``: an explicit spread (e.g. chunk jobs) instead of the key's hash."""
         callback = self._on_delivery if on_delivery is None else self._chain(on_delivery)
         k = _key_bytes(key)
         while True:
             try:
-                self._producer.produce(topic, value, k, on_delivery=callback)
+                if partition is None:
+                    self._producer.produce(topic, value, k, on_delivery=callback)
+                else:
+                    self._producer.produce(topic, value, k, partition=partition, on_delivery=callback)
                 break
             except BufferError:            # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
-    def _deliver_bytes(self, topic: str, value: bytes, key: Key, timeout: float, event_name: str) -> Delivery:
+    def _deliver_bytes(self, topic: str, value: bytes, key: Key, timeout: float, event_name: str,
+                       partition: int | None = None) -> Delivery:
         """Queue ``value`` and poll until its delivery report; raises DeliveryError."""
         result: dict[str, Any] = {}
         done = threading.Event()
@@ -154,7 +160,7 @@ class EventProducer:
             result.update(err=err, msg=msg)
             done.set()
 
-        self.send_raw(topic, value, key, on_delivery=report)
+        self.send_raw(topic, value, key, on_delivery=report, partition=partition)
         deadline = time.monotonic() + timeout
         while not done.is_set():
             left = deadline - time.monotonic()
