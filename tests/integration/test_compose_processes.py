@@ -11,6 +11,7 @@ into the playlist as it serves it while the stored playlist names no host.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -189,5 +190,33 @@ def test_encrypted_playback_through_the_public_base(deployment, config, tmp_path
     assert segment.content[0] != 0x47 or segment.content[188] != 0x47
 
     # the stored playlist names no host: a new domain needs no re-transcode
-    stored = ObjectStore(config).get_bytes(f"hls/{vid}/{rendition}").decode()
+    store = ObjectStore(config)
+    stored = store.get_bytes(f"hls/{vid}/{rendition}").decode()
     assert f'URI="/v1/keys/{vid}"' in stored and "://" not in stored.split("#EXT-X-KEY", 1)[1].split("\n", 1)[0]
+    _nothing_wasted(store, vid, view)
+
+
+def _nothing_wasted(store: ObjectStore, vid: str, view: dict) -> None:
+    """Issue 14 pt 6: once published the bucket holds the source and the published files (and the stages'
+    completion markers), nothing staged; AssetPublished names every kept object with its true size."""
+    def staged() -> list[str]:
+        return [k for k in store.keys(f"work/{vid}/") if not k.endswith("/_SUCCESS.json")]
+
+    wait_for(lambda: not staged(), f"video {vid}'s staging to be discarded", 60, step=0.5)
+    asset = json.loads(view["stages"]["cdn_upload"]["outputs"]["asset"])
+    meta = asset["metadata"]
+    sizes = {o["Key"]: o["Size"] for prefix in (f"uploads/{vid}/", f"hls/{vid}/", f"thumbnails/{vid}/",
+                                                 f"keys/{vid}/", f"meta/{vid}/", f"work/{vid}/")
+             for o in store.objects(prefix)}
+    sizes[meta["source_key"]] = store.head(meta["source_key"])["ContentLength"]
+    assert meta["upload_key"] == f"uploads/{vid}/original"
+    assert int(meta["upload_size"]) == sizes[meta["upload_key"]]
+    assert int(meta["mp4_size"]) == sizes[meta["source_key"]]
+    assert int(meta["thumbnails_size"]) == sum(v for k, v in sizes.items() if k.startswith(f"thumbnails/{vid}/"))
+    published = (f"hls/{vid}/", f"thumbnails/{vid}/", f"keys/{vid}/", f"meta/{vid}/", meta["source_key"])
+    source = [k for k in sizes if k.startswith(f"uploads/{vid}/")]
+    markers = [k for k in sizes if k.startswith(f"work/{vid}/")]
+    assert all(k.endswith("/_SUCCESS.json") and sizes[k] < 4096 for k in markers), markers
+    assert set(source) <= {meta["upload_key"], f"uploads/{vid}/_receipt.json"}, source
+    assert sum(sizes.values()) == (sum(sizes[k] for k in source) + sum(sizes[k] for k in markers)
+                                   + sum(v for k, v in sizes.items() if k.startswith(published)))
