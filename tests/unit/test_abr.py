@@ -47,60 +47,61 @@ def low_buffer(cfg):
 
 @pytest.mark.parametrize("name", ["4K", "1080p", "720p", "480p", "360p"])
 def test_each_level_fits_exactly_at_its_threshold(cfg, name):
-    assert select_quality(need(cfg, name), ok_buffer(cfg), None, cfg) == name
+    assert select_quality(need(cfg, name), ok_buffer(cfg), None, cfg.abr, cfg.hls.quality_levels) == name
 
 
 @pytest.mark.parametrize("name, below", [("4K", "1080p"), ("1080p", "720p"), ("720p", "480p"), ("480p", "360p")])
 def test_just_below_a_threshold_picks_the_next_level_down(cfg, name, below):
-    assert select_quality(need(cfg, name) - 1, ok_buffer(cfg), None, cfg) == below
+    assert select_quality(need(cfg, name) - 1, ok_buffer(cfg), None, cfg.abr, cfg.hls.quality_levels) == below
 
 
 def test_seed_numbers(cfg):
     # switch_threshold 0.8: 4 Mbit/s is enough for 1080p (5 Mbit/s * 0.8)
-    assert select_quality(4_000_000, 10, None, cfg) == "1080p"
-    assert select_quality(3_999_999, 10, None, cfg) == "720p"
-    assert select_quality(100_000_000, 10, None, cfg) == "4K"
+    assert select_quality(4_000_000, 10, None, cfg.abr, cfg.hls.quality_levels) == "1080p"
+    assert select_quality(3_999_999, 10, None, cfg.abr, cfg.hls.quality_levels) == "720p"
+    assert select_quality(100_000_000, 10, None, cfg.abr, cfg.hls.quality_levels) == "4K"
 
 
 def test_no_bandwidth_falls_back_to_the_lowest(cfg):
-    assert select_quality(0, 30, None, cfg) == "360p"
-    assert select_quality(0, 30, "4K", cfg) == "360p"
+    assert select_quality(0, 30, None, cfg.abr, cfg.hls.quality_levels) == "360p"
+    assert select_quality(0, 30, "4K", cfg.abr, cfg.hls.quality_levels) == "360p"
 
 
 def test_low_buffer_steps_one_level_down(cfg):
     plenty = need(cfg, "4K") * 10
-    d = decide_quality(plenty, low_buffer(cfg), "1080p", cfg)
+    d = decide_quality(plenty, low_buffer(cfg), "1080p", cfg.abr, cfg.hls.quality_levels)
     assert d == QualityDecision("720p", REASON_LOW_BUFFER)
-    assert select_quality(plenty, low_buffer(cfg), "4K", cfg) == "1080p"
+    assert select_quality(plenty, low_buffer(cfg), "4K", cfg.abr, cfg.hls.quality_levels) == "1080p"
 
 
 def test_buffer_exactly_at_the_threshold_is_not_low(cfg):
-    assert decide_quality(need(cfg, "4K"), cfg.abr.low_buffer_seconds, "1080p", cfg) == \
+    assert decide_quality(need(cfg, "4K"), cfg.abr.low_buffer_seconds, "1080p", cfg.abr, cfg.hls.quality_levels) == \
         QualityDecision("4K", REASON_BANDWIDTH)
 
 
 def test_low_buffer_at_the_lowest_level_never_switches_up(cfg):
     # the seed fell through to the bandwidth rule here and could pick 4K while starving
-    assert select_quality(need(cfg, "4K"), low_buffer(cfg), "360p", cfg) == "360p"
+    assert select_quality(need(cfg, "4K"), low_buffer(cfg), "360p", cfg.abr, cfg.hls.quality_levels) == "360p"
 
 
 def test_low_buffer_takes_the_bandwidth_choice_when_it_is_lower(cfg):
-    assert select_quality(need(cfg, "480p"), low_buffer(cfg), "4K", cfg) == "480p"
+    assert select_quality(need(cfg, "480p"), low_buffer(cfg), "4K", cfg.abr, cfg.hls.quality_levels) == "480p"
 
 
 def test_low_buffer_without_a_current_quality_uses_bandwidth(cfg):
-    assert decide_quality(need(cfg, "720p"), 0, None, cfg) == QualityDecision("720p", REASON_BANDWIDTH)
-    assert select_quality(need(cfg, "720p"), 0, "unknown", cfg) == "720p"
+    assert decide_quality(need(cfg, "720p"), 0, None, cfg.abr, cfg.hls.quality_levels) == \
+        QualityDecision("720p", REASON_BANDWIDTH)
+    assert select_quality(need(cfg, "720p"), 0, "unknown", cfg.abr, cfg.hls.quality_levels) == "720p"
 
 
 def test_available_levels_restrict_the_choice(cfg):
     ladder = [q for q in cfg.hls.quality_levels if q.name in ("720p", "480p")]
-    assert select_quality(need(cfg, "4K") * 2, 30, None, cfg, ladder) == "720p"
-    assert select_quality(0, 30, None, cfg, ladder) == "480p"
+    assert select_quality(need(cfg, "4K") * 2, 30, None, cfg.abr, ladder) == "720p"
+    assert select_quality(0, 30, None, cfg.abr, ladder) == "480p"
     assert lower_quality("480p", ladder) is None
     assert lower_quality("720p", ladder).name == "480p"
     with pytest.raises(ValueError):
-        fitting_quality(1, cfg, [])
+        fitting_quality(1, cfg.abr, [])
 
 
 def test_threshold_comes_from_config():
@@ -108,35 +109,35 @@ def test_threshold_comes_from_config():
     raw["abr"]["switch_threshold"] = 1.0
     raw["abr"]["low_buffer_seconds"] = 2
     c = build_config(raw)
-    assert select_quality(4_999_999, 10, None, c) == "720p"
-    assert select_quality(5_000_000, 10, None, c) == "1080p"
-    assert select_quality(5_000_000, 2, "1080p", c) == "1080p"
-    assert select_quality(5_000_000, 1.9, "1080p", c) == "720p"
+    assert select_quality(4_999_999, 10, None, c.abr, c.hls.quality_levels) == "720p"
+    assert select_quality(5_000_000, 10, None, c.abr, c.hls.quality_levels) == "1080p"
+    assert select_quality(5_000_000, 2, "1080p", c.abr, c.hls.quality_levels) == "1080p"
+    assert select_quality(5_000_000, 1.9, "1080p", c.abr, c.hls.quality_levels) == "720p"
 
 
 def test_average_uses_the_last_n_samples(cfg):
     n = cfg.abr.bandwidth_history
-    assert average_bandwidth([], cfg) == 0
+    assert average_bandwidth([], cfg.abr) == 0
     samples = [1_000_000] * 5 + [3_000_000] * n
-    assert average_bandwidth(samples, cfg) == 3_000_000
-    assert average_bandwidth([1, 2, 3], cfg) == 2
+    assert average_bandwidth(samples, cfg.abr) == 3_000_000
+    assert average_bandwidth([1, 2, 3], cfg.abr) == 2
 
 
 # ------------------------------------------------------------ the controller
 
 def test_controller_keeps_the_last_n_measurements(cfg):
-    c = AdaptiveBitrateController(cfg)
+    c = AdaptiveBitrateController(cfg.abr, cfg.hls.quality_levels)
     for i in range(cfg.abr.bandwidth_history + 5):
         c.measure(1_000_000 * (i + 1), 20, i)
     assert len(c.history) == cfg.abr.bandwidth_history
-    assert c.average_bandwidth() == average_bandwidth([1_000_000 * (i + 1) for i in range(15)], cfg)
+    assert c.average_bandwidth() == average_bandwidth([1_000_000 * (i + 1) for i in range(15)], cfg.abr)
     with pytest.raises(ValueError):
         c.measure(-1, 0, 0)
 
 
 def test_switch_events_record_the_quality_left(cfg):
     """Seed bug: trackQualitySwitch read currentQuality after it was overwritten (from == to)."""
-    c = AdaptiveBitrateController(cfg)
+    c = AdaptiveBitrateController(cfg.abr, cfg.hls.quality_levels)
     c.measure(need(cfg, "1080p"), 20, 0)
     first = c.adjust(20, 0)
     assert (first.from_quality, first.to_quality, first.reason) == (AUTO, "1080p", REASON_STARTUP)
@@ -148,14 +149,14 @@ def test_switch_events_record_the_quality_left(cfg):
 
 
 def test_no_event_when_nothing_changes(cfg):
-    c = AdaptiveBitrateController(cfg, current="720p")
+    c = AdaptiveBitrateController(cfg.abr, cfg.hls.quality_levels, current="720p")
     c.measure(need(cfg, "720p"), 20, 0)
     assert c.adjust(20, 0) is None
     assert c.current == "720p"
 
 
 def test_manual_override(cfg):
-    c = AdaptiveBitrateController(cfg, current="720p")
+    c = AdaptiveBitrateController(cfg.abr, cfg.hls.quality_levels, current="720p")
     c.measure(need(cfg, "4K") * 2, 20, 0)
     s = c.set_manual("480p", 20, 1)
     assert (s.from_quality, s.to_quality, s.reason) == ("720p", "480p", REASON_MANUAL)
@@ -170,7 +171,7 @@ def test_manual_override(cfg):
 
 
 def test_manual_choice_before_any_adjust(cfg):
-    s = AdaptiveBitrateController(cfg).set_manual("720p", 20, 0)
+    s = AdaptiveBitrateController(cfg.abr, cfg.hls.quality_levels).set_manual("720p", 20, 0)
     assert (s.from_quality, s.to_quality, s.reason) == (AUTO, "720p", REASON_MANUAL)
 
 
@@ -184,13 +185,13 @@ def test_reasons_are_symbols_of_the_quality_switch_schema():
 
 def test_controller_with_the_videos_own_ladder(cfg):
     ladder = [q for q in cfg.hls.quality_levels if q.name in ("720p", "480p", "360p")]
-    c = AdaptiveBitrateController(cfg, levels=ladder)
+    c = AdaptiveBitrateController(cfg.abr, levels=ladder)
     c.measure(need(cfg, "4K"), 20, 0)
     assert c.adjust(20, 0).to_quality == "720p"
     with pytest.raises(ValueError):
         c.set_manual("1080p", 20, 1)
     with pytest.raises(ValueError):
-        AdaptiveBitrateController(cfg, levels=[])
+        AdaptiveBitrateController(cfg.abr, levels=[])
 
 
 # ------------------------------------------------------------ JavaScript constants
@@ -220,5 +221,6 @@ def test_reference_cases_agree_with_the_rule(cfg):
     assert len(cases) > 20
     json.dumps(cases)  # serialisable for the player's tests
     for case in cases:
-        assert select_quality(case["bandwidth"], case["bufferLevel"], case["current"], cfg) == case["expected"]
+        got = select_quality(case["bandwidth"], case["bufferLevel"], case["current"], cfg.abr, cfg.hls.quality_levels)
+        assert got == case["expected"]
     assert {c["expected"] for c in cases} == {q.name for q in cfg.hls.quality_levels}

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from framelog.core.config import Config, QualityLevel
+from framelog.core.config import AbrConfig, Config, QualityLevel
 
 REASON_BANDWIDTH = "bandwidth"
 REASON_LOW_BUFFER = "low_buffer"
@@ -74,20 +74,20 @@ def ascending(levels: Iterable[QualityLevel]) -> list[QualityLevel]:
     return sorted(levels, key=lambda q: q.bandwidth)
 
 
-def average_bandwidth(samples: Sequence[float], config: Config) -> float:
+def average_bandwidth(samples: Sequence[float], abr: AbrConfig) -> float:
     """Mean of the last ``abr.bandwidth_history`` samples; 0 when there are none."""
-    recent = list(samples)[-config.abr.bandwidth_history:]
+    recent = list(samples)[-abr.bandwidth_history:]
     return sum(recent) / len(recent) if recent else 0.0
 
 
-def fitting_quality(bandwidth: float, config: Config,
-                    levels: Sequence[QualityLevel] | None = None) -> QualityLevel:
-    """Highest level with ``bandwidth * switch_threshold <= bandwidth``; else the lowest."""
-    asc = ascending(config.hls.quality_levels if levels is None else levels)
+def fitting_quality(bandwidth: float, abr: AbrConfig, levels: Sequence[QualityLevel]) -> QualityLevel:
+    """Highest of ``levels`` (the ladder: ``config.hls.quality_levels``, or a video's renditions) with
+    ``bandwidth * switch_threshold <= bandwidth``; else the lowest."""
+    asc = ascending(levels)
     if not asc:
         raise ValueError("no quality levels to choose from")
     for level in reversed(asc):
-        if level.bandwidth * config.abr.switch_threshold <= bandwidth:
+        if level.bandwidth * abr.switch_threshold <= bandwidth:
             return level
     return asc[0]
 
@@ -101,13 +101,13 @@ def lower_quality(current: str, levels: Sequence[QualityLevel]) -> QualityLevel 
     return None
 
 
-def decide_quality(bandwidth: float, buffer_level: float, current: str | None, config: Config,
-                   levels: Sequence[QualityLevel] | None = None) -> QualityDecision:
+def decide_quality(bandwidth: float, buffer_level: float, current: str | None, abr: AbrConfig,
+                   levels: Sequence[QualityLevel]) -> QualityDecision:
     """The seed's ``selectOptimalQuality`` with the reason of the choice."""
-    levels = list(config.hls.quality_levels if levels is None else levels)
-    fit = fitting_quality(bandwidth, config, levels)
+    levels = list(levels)
+    fit = fitting_quality(bandwidth, abr, levels)
     by_name = {level.name: level for level in levels}
-    if buffer_level < config.abr.low_buffer_seconds and current in by_name:
+    if buffer_level < abr.low_buffer_seconds and current in by_name:
         target = lower_quality(current, levels) or by_name[current]
         if fit.bandwidth < target.bandwidth:
             target = fit
@@ -115,26 +115,25 @@ def decide_quality(bandwidth: float, buffer_level: float, current: str | None, c
     return QualityDecision(fit.name, REASON_BANDWIDTH)
 
 
-def select_quality(bandwidth: float, buffer_level: float, current: str | None, config: Config,
-                   levels: Sequence[QualityLevel] | None = None) -> str:
-    return decide_quality(bandwidth, buffer_level, current, config, levels).quality
+def select_quality(bandwidth: float, buffer_level: float, current: str | None, abr: AbrConfig,
+                   levels: Sequence[QualityLevel]) -> str:
+    return decide_quality(bandwidth, buffer_level, current, abr, levels).quality
 
 
 class AdaptiveBitrateController:
     """The seed's controller without the player: feed it measurements, ask it to adjust.
 
-    ``levels``: the renditions this video actually has (default: the HLS ladder).
+    ``levels``: the renditions this video actually has (or the HLS ladder, ``config.hls.quality_levels``).
     """
 
-    def __init__(self, config: Config, levels: Sequence[QualityLevel] | None = None,
-                 current: str | None = None):
-        self.config = config
-        self.levels = ascending(config.hls.quality_levels if levels is None else levels)
+    def __init__(self, abr: AbrConfig, levels: Sequence[QualityLevel], current: str | None = None):
+        self.abr = abr
+        self.levels = ascending(levels)
         if not self.levels:
             raise ValueError("no quality levels to choose from")
         self.current = current
         self.manual = False
-        self.history: deque[BandwidthSample] = deque(maxlen=config.abr.bandwidth_history)
+        self.history: deque[BandwidthSample] = deque(maxlen=abr.bandwidth_history)
 
     def _check(self, quality: str) -> str:
         if quality not in {q.name for q in self.levels}:
@@ -147,7 +146,7 @@ class AdaptiveBitrateController:
         self.history.append(BandwidthSample(bandwidth, buffer_level, timestamp))
 
     def average_bandwidth(self) -> float:
-        return average_bandwidth([s.bandwidth for s in self.history], self.config)
+        return average_bandwidth([s.bandwidth for s in self.history], self.abr)
 
     def _switch(self, to: str, buffer_level: float, reason: str, timestamp: float) -> QualitySwitch | None:
         previous = self.current  # read before it is overwritten (the seed's from == to bug)
@@ -162,7 +161,7 @@ class AdaptiveBitrateController:
         """One tick of the seed's ``adjustQuality``; the switch made, if any."""
         if self.manual:
             return None
-        decision = decide_quality(self.average_bandwidth(), buffer_level, self.current, self.config, self.levels)
+        decision = decide_quality(self.average_bandwidth(), buffer_level, self.current, self.abr, self.levels)
         return self._switch(decision.quality, buffer_level, decision.reason, timestamp)
 
     def set_manual(self, quality: str, buffer_level: float, timestamp: float) -> QualitySwitch | None:
@@ -211,4 +210,4 @@ def reference_cases(config: Config) -> list[dict]:
             inputs.append((edge, low - 0.5, other.name))
     inputs.append((levels[-1].bandwidth * 10, low, levels[-1].name))   # exactly at the threshold: not low
     return [{"bandwidth": bw, "bufferLevel": buf, "current": cur,
-             "expected": select_quality(bw, buf, cur, config)} for bw, buf, cur in inputs]
+             "expected": select_quality(bw, buf, cur, config.abr, levels)} for bw, buf, cur in inputs]
