@@ -19,6 +19,7 @@ from framelog.processors.edge_signing import edge_signature
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.sinks.edges.cache_commands import edge_caches, shield_cache
 from framelog.sinks.object_store import ObjectStore
+from tests.integration.support.decoding import assert_decodes
 from tests.integration.support.delivery_api import make_app, published, stream_of, viewer_tokens
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,7 @@ def test_public_mp4_downloads_through_both_edges_by_ranges_and_decodes(client, c
     assert b"".join(parts) == clip
     out = tmp_path / "downloaded.mp4"
     out.write_bytes(b"".join(parts))
-    fc.run_ffmpeg(fc.decode_check_args(out))                  # raises if any frame fails to decode
+    assert_decodes(out)                                       # every frame decodes
     probed = fc.ffprobe_json(out)
     assert {st["codec_type"] for st in probed["streams"]} == {"video", "audio"}
 
