@@ -68,14 +68,15 @@ export class EventBatcher {
     if (response.status === 202) {
       this.onSent(batch, response.status);
     } else if (response.status === 400 || response.status === 403) {
-      // the server names the first bad event (400, or 403 for another video's): drop it, resend the rest
-      const answer = await response.json().catch(() => ({}));
+      // the server names the first bad event (400, or 403 for another video's): drop it, resend the rest;
+      // every API refusal is {"error": {"code", "message", "event_index"?, "field"?}}
+      const answer = (await response.json().catch(() => ({}))).error ?? {};
       const bad = Number.isInteger(answer.event_index) ? answer.event_index : -1;
       if (bad >= 0 && bad < batch.length) {
-        this.onDropped([batch[bad]], answer.reason || 'invalid');
+        this.onDropped([batch[bad]], answer.code || 'invalid');
         this.queue.unshift(...batch.filter((_, i) => i !== bad));
       } else {
-        this.onDropped(batch, answer.reason || 'invalid');
+        this.onDropped(batch, answer.code || 'invalid');
       }
     } else if (response.status >= 500 || response.status === 429 || response.status === 408) {
       this.queue.unshift(...batch);

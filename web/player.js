@@ -80,7 +80,7 @@ async function fetchStream(config, token) {
   const response = await fetch(`${config.streamEndpoint}?${query}`, { headers, credentials: 'same-origin' });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const why = answer.detail || answer.error || answer.status || response.statusText;
+    const why = answer.error?.message || response.statusText;        // the API's one error shape
     throw Object.assign(new Error(`${response.status}: ${typeof why === 'string' ? why : JSON.stringify(why)}`),
                         { status: response.status });
   }
@@ -296,7 +296,7 @@ function scheduleRenewal(state, info, token, { edges, hls, video, batcher }) {
       const retry = Number(response.headers.get('Retry-After'));
       later(Number.isFinite(retry) && retry > 0 ? retry * 1000 : RENEW_RETRY_MS);
     } else {                                      // refused: access was withdrawn; no more URLs, no more playback
-      const reason = answer.detail || answer.error || response.statusText;
+      const reason = answer.error?.message || response.statusText;
       state.renewal = { stopped: true, status: response.status, reason };
       state.renewals.push({ status: response.status, reason, at: Date.now() });
       hls.stopLoad();

@@ -77,7 +77,7 @@ def test_stream_api_refusals(client, config, tokens):
     assert stream_of(client, "bad/../id", {}).status_code == 400
     assert stream_of(client, f"never-{uuid.uuid4().hex}", {}).status_code == 404
     r = stream_of(client, f"never-{uuid.uuid4().hex}", {"Authorization": "Bearer forged.token"})
-    assert r.status_code == 401 and "token refused" in r.json()["detail"]
+    assert r.status_code == 401 and "token refused" in r.json()["error"]["message"]
 
 
 def test_upload_records_the_policy_and_refuses_impersonation(client, config, tokens, recorder):
@@ -106,14 +106,17 @@ def test_upload_records_the_policy_and_refuses_impersonation(client, config, tok
 
     # uploaded, not processed: the owner hears so, with the status; nobody else learns anything
     r = stream_of(client, vid, tokens["alice"])
-    assert r.status_code == 409 and r.json()["status"]["state"] in ("uploaded", "processing"), r.text
+    assert r.status_code == 409 and r.json()["error"]["status"]["state"] in ("uploaded", "processing"), r.text
     assert stream_of(client, vid, tokens["eve"]).status_code == 403
     with EventProducer(config) as producer:
         producer.send(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
             "StageTransition", video_id=vid, job_id="job-1", stage=config.pipeline.stage_names[0], state="started"))
-    r = wait_for(lambda: (lambda x: x if x.json().get("status", {}).get("state") == "processing" else None)(
-        stream_of(client, vid, tokens["alice"])), "the processing status", DEADLINE)
-    assert r.status_code == 409 and r.json()["status"]["current_stage"] == config.pipeline.stage_names[0]
+    def processing():
+        answer = stream_of(client, vid, tokens["alice"])
+        return answer if answer.json().get("error", {}).get("status", {}).get("state") == "processing" else None
+
+    r = wait_for(processing, "the processing status", DEADLINE)
+    assert r.status_code == 409 and r.json()["error"]["status"]["current_stage"] == config.pipeline.stage_names[0]
 
 
 def test_private_video_for_owner_workspace_and_strangers(client, config, tokens, recorder, secret):
@@ -179,7 +182,7 @@ def test_key_endpoint_gives_the_key_only_to_the_grant_holder(client, config, tok
     expired = sign_playback(vid, f"/v1/keys/{vid}", config, secret=secret, now=time.time() - 100, viewer_id="alice",
                             ttl=10)
     r = key_with(client, vid, expired, tokens["alice"])
-    assert r.status_code == 403 and "expired" in r.json()["error"]
+    assert r.status_code == 403 and "expired" in r.json()["error"]["message"]
     other_grant = stream_of(client, other, tokens["anon"]).json()["encryption"]["grant"]
     assert key_with(client, other, other_grant).status_code == 200                   # anonymous, public
     assert key_with(client, vid, other_grant).status_code == 403                     # another video's grant
@@ -211,16 +214,16 @@ def test_share_links_issue_use_forge_expire_revoke(client, config, tokens, recor
     for token, why in [(forged, "bad_signature"), (expired, "expired"), (other, "wrong_video"),
                        ("garbage", "malformed")]:
         r = stream_of(client, vid, tokens["anon"], share=token)
-        assert r.status_code == 403 and why in r.json()["detail"], (why, r.text)
+        assert r.status_code == 403 and why in r.json()["error"]["message"], (why, r.text)
 
     assert client.delete(f"/videos/{vid}/share/{share['token_id']}", headers=tokens["eve"]).status_code == 403
     assert client.delete(f"/videos/{vid}/share/nope", headers=tokens["alice"]).status_code == 404
     r = client.delete(f"/videos/{vid}/share/{share['token']}", headers=tokens["alice"])     # the token works too
     assert r.status_code == 204
     r = stream_of(client, vid, tokens["anon"], share=share["token"])
-    assert r.status_code == 403 and "revoked" in r.json()["detail"]
+    assert r.status_code == 403 and "revoked" in r.json()["error"]["message"]
     r = key_with(client, vid, grant)
-    assert r.status_code == 403 and "revoked" in r.json()["error"]                # grants issued on it stop too
+    assert r.status_code == 403 and "revoked" in r.json()["error"]["message"]     # grants issued on it stop too
     purge = recorder.wait(vid, "CacheInvalidate", lambda v: v["reason"] == "share_link_revoked")
     assert f"/hls/{vid}/*" in purge["paths"] and purge["providers"] == []
     assert client.delete(f"/videos/{vid}/share/{share['token_id']}", headers=tokens["alice"]).status_code == 204
@@ -325,6 +328,6 @@ def test_a_rendition_in_a_cold_tier_is_archived_until_asked_for_then_restoring(c
     q = wait_for(archived, "the 720p rendition to show as archived", DEADLINE)
     assert q["720p"]["restore_estimate_seconds"] > 0 and q["360p"]["availability"] == "available"
     r = stream_of(client, vid, tokens["anon"], quality="720p")        # asked for: a restore starts
-    assert r.status_code == 409 and int(r.headers["retry-after"]) > 0 and "restored" in r.json()["detail"]
-    assert r.json()["availability"] == "restoring"
+    assert r.status_code == 409 and int(r.headers["retry-after"]) > 0 and "restored" in r.json()["error"]["message"]
+    assert r.json()["error"]["availability"] == "restoring"
     assert stream_of(client, vid, tokens["anon"], quality="360p").status_code == 200

@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from framelog.api import events as ev
+from framelog.api.app import assemble
 from framelog.clients.credentials import bearer
 from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
 from framelog.streams.admin import create_topics
@@ -59,10 +60,7 @@ def now_ms() -> int:
 
 
 def make_app(config) -> FastAPI:
-    app = FastAPI()
-    app.state.config = config
-    app.include_router(ev.router)
-    return app
+    return assemble(config, [ev.router], warm=("sender",))
 
 
 def producer_headers(config) -> dict[str, str]:
@@ -217,17 +215,18 @@ def test_bad_event_in_the_middle_refuses_the_whole_batch(client, collector):
     r = client.post("/v1/events", json={"events": events})
     assert r.status_code == 400
     body = r.json()
-    assert (body["event_index"], body["field"], body["reason"]) == (2, "position_seconds", "invalid_field")
-    assert "position_seconds" in body["error"]
+    error = body["error"]
+    assert (error["event_index"], error["field"], error["code"]) == (2, "position_seconds", "invalid_field")
+    assert "position_seconds" in error["message"]
     post_marker(client, collector, vid)
     assert not any(e["event_id"] in collector.by_id for e in events)
 
     bad_type = [pb(vid), dict(pb(vid), type="teleport")]
     r = client.post("/v1/events", json=bad_type)
-    assert (r.status_code, r.json()["event_index"], r.json()["field"]) == (400, 1, "type")
+    assert (r.status_code, r.json()["error"]["event_index"], r.json()["error"]["field"]) == (400, 1, "type")
     bad_id = [pb(vid), qs(vid), qs(vid, event_id="1234")]
     r = client.post("/v1/events", json=bad_id)
-    assert (r.status_code, r.json()["event_index"], r.json()["field"]) == (400, 2, "event_id")
+    assert (r.status_code, r.json()["error"]["event_index"], r.json()["error"]["field"]) == (400, 2, "event_id")
     post_marker(client, collector, vid)
     assert not any(e["event_id"] in collector.by_id for e in bad_type + bad_id)
 

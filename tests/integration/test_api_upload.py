@@ -246,7 +246,11 @@ def test_tus_completion_is_204_and_announced_once(client, config):
 def test_options_and_cors(stack, config):
     from framelog.api.app import add_cors
 
-    opts = TestClient(make_app(config)).options("/videos")
+    def options(app, path: str, **kw):            # the route reads the app's Services: run its lifespan
+        with TestClient(app) as c:
+            return c.options(path, **kw)
+
+    opts = options(make_app(config), "/videos")
     assert opts.status_code == 204
     assert opts.headers["Tus-Version"] == "1.0.0" and opts.headers["Tus-Max-Size"] == str(config.upload_limits.max_size)
     assert set(opts.headers["Tus-Extension"].split(",")) == {"creation", "termination", "checksum"}
@@ -256,18 +260,18 @@ def test_options_and_cors(stack, config):
                  "Access-Control-Request-Headers": "upload-offset,tus-resumable,content-type,authorization"}
     closed = make_app(config)                          # the default: no origin allowed
     add_cors(closed, config)
-    r = TestClient(closed).options("/videos/x/upload", headers=preflight)
+    r = options(closed, "/videos/x/upload", headers=preflight)
     assert "access-control-allow-origin" not in r.headers
     from dataclasses import replace
     opened = make_app(config)
     add_cors(opened, replace(config, cors=replace(config.cors, allowed_origins=("https://studio.example",))))
-    r = TestClient(opened).options("/videos/x/upload", headers=preflight)
+    r = options(opened, "/videos/x/upload", headers=preflight)
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://studio.example"
     assert "upload-offset" in r.headers["access-control-allow-headers"].lower()
-    r = TestClient(opened).options("/videos", headers={"Origin": "https://studio.example"})
+    r = options(opened, "/videos", headers={"Origin": "https://studio.example"})
     exposed = r.headers["access-control-expose-headers"].lower()
     assert all(h in exposed for h in ("upload-offset", "location", "upload-length", "tus-version"))
-    r = TestClient(opened).options("/videos/x/upload", headers={**preflight, "Origin": "https://evil.example"})
+    r = options(opened, "/videos/x/upload", headers={**preflight, "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
 
 
@@ -477,7 +481,7 @@ def test_a_second_patch_while_one_runs_is_423(stack, config):
             loc, content=slow_body(), headers={**owner, **PATCH_HEADERS, "Upload-Offset": "0"}, timeout=60)))
         sender.start()
         assert started.wait(30)
-        locks = videos.services(api.server.config.app).upload_locks
+        locks = api.services.upload_locks
         wait_for(lambda: (lambda lock: lock is not None and lock.locked())(locks.get(r.json()["video_id"])),
                  "the running PATCH to hold the upload", 30)
         second = httpx.patch(loc, content=data, headers={**owner, **PATCH_HEADERS, "Upload-Offset": "0"}, timeout=30)

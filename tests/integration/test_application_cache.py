@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from framelog.api.access_state import access_state
 from framelog.core import object_keys
 from framelog.schemas.events import new_event
 from framelog.streams import topics
@@ -32,7 +31,7 @@ def names(body: dict) -> list[str]:
 def test_a_plan_is_cached_until_the_video_changes_on_the_log(client, config):
     tokens = viewer_tokens(config)
     vid = published(client, config, tokens, "public")
-    cache = access_state(client.app).delivery_plans
+    cache = client.app_state["services"].delivery_plans
     first = stream_of(client, vid, tokens["alice"]).json()
     hits = cache.hits
     again = stream_of(client, vid, tokens["anon"]).json()

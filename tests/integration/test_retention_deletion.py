@@ -53,8 +53,8 @@ def test_a_video_in_compliance_retention_is_deleted_only_by_an_operators_recorde
 
     refused = client.delete(f"/videos/{vid}", headers=tokens["alice"])
     assert refused.status_code == 409, refused.text
-    assert "compliance retention in deep_archive_tier until" in refused.json()["detail"]
-    assert "720p" in refused.json()["detail"]
+    assert "compliance retention in deep_archive_tier until" in refused.json()["error"]["message"]
+    assert "720p" in refused.json()["error"]["message"]
     r = client.delete(f"/videos/{vid}", params={"retention_override": "legal hold lifted"},
                       headers=tokens["alice"])
     assert r.status_code == 403                                         # owners cannot override

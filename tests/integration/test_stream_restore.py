@@ -97,11 +97,13 @@ def assert_restoring_409(r, rendition_or_video: str) -> float:
     """A 409 that says "restoring", with a Retry-After no later than the restore delay; returns the estimate."""
     assert r.status_code == 409, r.text
     body = r.json()
-    assert body["availability"] == "restoring" and rendition_or_video in body["detail"], body
+    error = body["error"]
+    assert error["code"] == "restoring" and error["availability"] == "restoring", body
+    assert rendition_or_video in error["message"], body
     assert 1 <= int(r.headers["retry-after"]) <= MAX_RETRY_AFTER, r.headers
-    assert 0 <= body["restore_estimate_seconds"] <= RESTORE_DELAY
+    assert 0 <= error["restore_estimate_seconds"] <= RESTORE_DELAY
     assert r.headers["cache-control"] == "no-store"
-    return body["restore_estimate_seconds"]
+    return error["restore_estimate_seconds"]
 
 
 def test_asking_for_a_cold_rendition_restores_only_it_while_the_others_play(tcfg, client, tokens, anon, tier_log,

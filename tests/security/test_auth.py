@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 
 from framelog.api import auth as auth_routes
 from framelog.api import videos
+from framelog.api.app import assemble
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE, encode_upload_metadata
 from framelog.core.config import Config
 from framelog.processors.identity import ANALYTICS_READ, OPS, VIDEOS_WRITE, Keyring, mint_token
@@ -149,9 +150,9 @@ def test_sql_needs_an_analyst(api, config):
     query = {"sql": "SELECT 1"}
     r = httpx.post(f"{api}/v1/sql", json=query, timeout=30)
     assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
-    assert "detail" in r.json()
+    assert r.json()["error"]["code"] and r.json()["error"]["message"]
     r = httpx.post(f"{api}/v1/sql", json=query, headers=as_user(config, "owner-only"), timeout=30)
-    assert r.status_code == 403 and "analytics:read" in r.json()["detail"]
+    assert r.status_code == 403 and "analytics:read" in r.json()["error"]["message"]
     r = httpx.post(f"{api}/v1/sql", json=query, headers=as_user(config, "analyst", ANALYTICS_READ), timeout=30)
     assert r.status_code == 200 and r.json()["rows"] == [[1]]
 
@@ -166,7 +167,7 @@ def test_forged_tokens_are_401(api, config, kind):
         r = httpx.request(method, f"{api}{path}", json=body, headers={**bearer(token), "Upload-Length": "10"},
                           timeout=30)
         assert r.status_code == 401, (kind, path, r.text)
-        assert r.headers["WWW-Authenticate"].startswith("Bearer") and "detail" in r.json()
+        assert r.headers["WWW-Authenticate"].startswith("Bearer") and r.json()["error"]["message"]
     r = httpx.post(f"{api}/v1/sql", json={"sql": "SELECT 1"}, headers={"Authorization": "Basic YWRtaW46YWRtaW4="},
                    timeout=30)
     assert r.status_code == 401
@@ -181,7 +182,7 @@ def test_analytics_of_a_private_video_only_for_owner_workspace_and_analysts(api,
     anonymous = httpx.get(url, timeout=30)
     assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Bearer")
     stranger = httpx.get(url, headers=as_user(config, "eve-sec", ws=("ws-other",)), timeout=30)
-    assert stranger.status_code == 403 and "detail" in stranger.json()
+    assert stranger.status_code == 403 and stranger.json()["error"]["code"] == "forbidden"
     assert httpx.get(url, headers=as_user(config, "eve-sec", OPS), timeout=30).status_code == 403
     assert httpx.get(url, headers=alice, timeout=30).status_code == 200
     assert httpx.get(url, headers=as_user(config, "bob-sec", ws=("ws-sec",)), timeout=30).status_code == 200
@@ -237,7 +238,7 @@ def test_an_open_upload_cannot_be_hijacked(api, config):
                             timeout=30)
         delete = httpx.delete(target, headers={**TUS, **mallory}, timeout=30)
         assert (head.status_code, patch.status_code, delete.status_code) == (404, 404, 404), target
-        assert patch.json()["detail"].startswith("no upload for video")
+        assert patch.json()["error"]["message"].startswith("no upload for video")
     # anonymous: 401 before anything is looked up
     assert httpx.head(loc, headers=TUS, timeout=30).status_code == 401
     assert httpx.patch(loc, content=evil, headers={**PATCH, "Upload-Offset": str(len(first))},
@@ -260,11 +261,8 @@ def test_an_open_upload_cannot_be_hijacked(api, config):
 # ------------------------------------------------------------------ anonymous upload, when an operator turns it on
 
 def anonymous_app(config: Config) -> FastAPI:
-    app = FastAPI()
-    app.state.config = replace(config, auth=replace(config.auth, anonymous_upload=True))
-    app.include_router(auth_routes.router)
-    app.include_router(videos.router)
-    return app
+    return assemble(replace(config, auth=replace(config.auth, anonymous_upload=True)),
+                    [auth_routes.router, videos.router])
 
 
 def test_anonymous_upload_when_enabled_never_names_an_owner(stack, config):
@@ -296,10 +294,7 @@ def test_anonymous_upload_when_enabled_never_names_an_owner(stack, config):
 def test_rotation_keeps_old_tokens_until_their_key_is_retired(stack, config, tmp_path):
     """Its own keyring (the stack's is shared by the other tests): rotate, old kid verifies, retire, refused."""
     cfg = replace(config, auth=replace(config.auth, keyring_file=str(tmp_path / "keyring.json")))
-    app = FastAPI()
-    app.state.config = cfg
-    app.include_router(auth_routes.router)
-    app.include_router(videos.router)
+    app = assemble(cfg, [auth_routes.router, videos.router])
     keyring = Keyring(cfg)
     old = bearer(mint_token(cfg, keyring, "operator", scopes=[OPS]))
     old_kid = keyring.current().kid
@@ -313,6 +308,6 @@ def test_rotation_keeps_old_tokens_until_their_key_is_retired(stack, config, tmp
         assert {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]} == {old_kid, new_kid}
         keyring.retire(old_kid)
         r = client.get(unknown, headers=old)
-        assert r.status_code == 401 and "retired_key" in r.json()["detail"]
+        assert r.status_code == 401 and "retired_key" in r.json()["error"]["message"]
         assert client.get(unknown, headers=new).status_code == 404
         assert [k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]] == [new_kid]

@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 
 from framelog.api import access, events
 from framelog.api import stream as stream_api
+from framelog.api.app import assemble
 from framelog.clients.credentials import bearer
 from framelog.core.config import get_config
 from framelog.processors.identity import ANALYTICS_READ, VIDEOS_WRITE, Keyring, mint_token
@@ -114,25 +115,26 @@ def test_events_need_the_session_the_stream_api_issued(config, api, video_id, ow
     assert (session.session_id, session.viewer_id) == (answer["analytics"]["session_id"], OWNER)
 
     r = post(api, [event(video_id)])                                       # absent
-    assert (r.status_code, r.json()["reason"]) == (401, "session_required"), r.text
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "session_required"), r.text
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     r = post(api, [event(video_id)], forged)
-    assert (r.status_code, r.json()["reason"]) == (401, "session_invalid"), r.text
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "session_invalid"), r.text
     never_issued, _ = issue_session(secret=b"another secret of 32 bytes......", now=time.time(), ttl=600,
                                     session_id="made-up", video_id=video_id, viewer_id="someone")
-    assert post(api, [event(video_id)], never_issued).json()["reason"] == "session_invalid"
+    assert post(api, [event(video_id)], never_issued).json()["error"]["code"] == "session_invalid"
     expired, _ = issue_session(session, secret=secret, now=time.time() - 7200, ttl=60)
     r = post(api, [event(video_id)], expired)
-    assert (r.status_code, r.json()["reason"]) == (401, "session_expired"), r.text
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "session_expired"), r.text
 
     other = f"vid_{uuid.uuid4().hex[:12]}"                                  # another video, same session
     r = post(api, [event(video_id), event(other)], token)
-    assert r.status_code == 403 and r.json()["reason"] == "session_wrong_video"
-    assert (r.json()["event_index"], r.json()["field"]) == (1, "video_id")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "session_wrong_video"
+    assert (r.json()["error"]["event_index"], r.json()["error"]["field"]) == (1, "video_id")
     r = post(api, [event(video_id, viewer_id="someone-else")], token)
-    assert (r.status_code, r.json()["reason"], r.json()["event_index"]) == (400, "session_mismatch", 0)
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["event_index"]) == (400, "session_mismatch", 0)
     r = post(api, [event(video_id), event(video_id, "view_start")], token)   # the stream API recorded it
-    assert (r.status_code, r.json()["reason"], r.json()["event_index"]) == (400, "view_already_recorded", 1)
+    error = r.json()["error"]
+    assert (r.status_code, error["code"], error["event_index"]) == (400, "view_already_recorded", 1)
     # the body's "session" field (what sendBeacon sends) works like the header; ids come from the session
     r = httpx.post(f"{api}/v1/events", json={"session": token, "events": [event(video_id, "pause")]}, timeout=15)
     assert r.status_code == 202, r.text
@@ -149,9 +151,9 @@ def test_made_up_view_starts_are_not_counted(config, api, video_id, owner, secre
     token, sid = answer["session"], answer["analytics"]["session_id"]
     assert answer["analytics"]["country"] is None                 # the loopback peer is no trusted proxy
     r = post(api, made_up[:10], token, **{"X-Viewer-Country": "AQ"})
-    assert r.status_code == 400 and r.json()["reason"] == "session_mismatch"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "session_mismatch"
     r = post(api, [event(video_id, "view_start")], token, **{"X-Viewer-Country": "AQ"})
-    assert r.json()["reason"] == "view_already_recorded"
+    assert r.json()["error"]["code"] == "view_already_recorded"
     marker = event(video_id, "pause")                               # lands after everything above
     assert post(api, [marker], token, **{"X-Viewer-Country": "AQ"}).status_code == 202
 
@@ -175,17 +177,23 @@ def test_made_up_view_starts_are_not_counted(config, api, video_id, owner, secre
 def in_process(config, **trust: Any) -> FastAPI:
     """The stream and events API on the real stack with other ``playback_trust`` numbers (the API process keeps
     its own; the analytics sink stays in that process, which owns the engine)."""
-    app = FastAPI()
-    app.state.config = dataclasses.replace(config, playback_trust=dataclasses.replace(config.playback_trust, **trust))
-    for router in (access.router, events.router, stream_api.router):
-        app.include_router(router)
-    return app
+    return assemble(dataclasses.replace(config, playback_trust=dataclasses.replace(config.playback_trust, **trust)),
+                    [access.router, events.router, stream_api.router])
+
+
+def beside(running: TestClient, app: FastAPI, address: str) -> TestClient:
+    """Another client address on the app ``running`` serves: the same lifespan, so the same Services (one set
+    of rate limiters, as in one API process), not a second app instance."""
+    other = TestClient(app, client=(address, 40000))
+    other.app_state.update(running.app_state)            # the dict its transport hands to every request
+    return other
 
 
 def test_country_is_taken_from_trusted_proxies_only(config, api, video_id, owner):
     app = in_process(config, trusted_proxies=("10.9.0.0/16",))
     headers = {**owner, "X-Viewer-Country": "AQ"}
-    with TestClient(app, client=("10.9.0.5", 40000)) as proxy, TestClient(app, client=("192.0.2.7", 40000)) as direct:
+    with TestClient(app, client=("10.9.0.5", 40000)) as proxy:
+        direct = beside(proxy, app, "192.0.2.7")
         wait_for(lambda: proxy.get("/v1/stream", params={"video_id": video_id}, headers=owner).status_code == 200,
                  "the in-process API to know the video", 60)
         via_proxy = proxy.get("/v1/stream", params={"video_id": video_id}, headers=headers).json()
@@ -214,7 +222,8 @@ def test_country_is_taken_from_trusted_proxies_only(config, api, video_id, owner
 
 def test_rate_limits_answer_429(config, video_id, owner):
     app = in_process(config, client_rate=0.05, client_burst=4, session_rate=0.05, session_burst=3)
-    with TestClient(app, client=("192.0.2.8", 40000)) as a, TestClient(app, client=("192.0.2.9", 40000)) as b:
+    with TestClient(app, client=("192.0.2.8", 40000)) as a:
+        b = beside(a, app, "192.0.2.9")
         answer = wait_for(lambda: (r := a.get("/v1/stream", params={"video_id": video_id}, headers=owner)).status_code
                           == 200 and r.json(), "a stream answer", 60)
         token = answer["session"]
@@ -222,11 +231,11 @@ def test_rate_limits_answer_429(config, video_id, owner):
         codes = [a.post("/v1/events", json=[event(video_id)]).status_code for _ in range(3)]
         assert codes[-1] == 429, codes                        # 4 requests per address, then 429
         r = a.post("/v1/events", json=[event(video_id)])
-        assert r.json()["reason"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["code"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
         assert a.get("/v1/stream", params={"video_id": video_id}, headers=owner).status_code == 429
         # per session: 3 events, then 429 however many addresses it comes from
         r = b.post("/v1/events", json={"session": token, "events": [event(video_id) for _ in range(3)]})
-        assert r.status_code == 429 and r.json()["reason"] == "session_rate_limited", r.text
+        assert r.status_code == 429 and r.json()["error"]["code"] == "session_rate_limited", r.text
         assert int(r.headers["Retry-After"]) >= 1
 
 
@@ -258,7 +267,7 @@ def test_many_member_gzip_body_is_refused_fast_and_healthz_stays_responsive(api)
                 t = time.perf_counter()
                 r = http.post(f"{api}/v1/events", content=body, headers={"Content-Encoding": "gzip"})
                 bombs.append((r.status_code, time.perf_counter() - t))
-                assert r.json()["reason"] == "too_many_gzip_members", r.text
+                assert r.json()["error"]["code"] == "too_many_gzip_members", r.text
 
     prober = threading.Thread(target=probe)
     prober.start()

@@ -69,7 +69,7 @@ def test_the_issues_attacks_are_refused_with_400_naming_the_offender(api, listen
     for statement, named in cases.items():
         r = sql(api.address, statement)
         assert r.status_code == 400, (statement, r.text)
-        assert named in r.json()["error"], (statement, r.text)
+        assert named in r.json()["error"]["message"], (statement, r.text)
         assert "s3cr" not in r.text
     assert hits == []
     # parameters still bind server-side
@@ -81,7 +81,7 @@ def test_memory_bomb_is_stopped_by_the_engine_not_the_host(api):
     wait_for(lambda: pool_idle(api.address), "the analysts' pool to be free", DEADLINE)
     before = rss_mib(api.pid())
     r = sql(api.address, MEMORY_BOMB)
-    assert r.status_code == 400 and "MEMORY_LIMIT_EXCEEDED" in r.json()["error"], r.text
+    assert r.status_code == 400 and "MEMORY_LIMIT_EXCEEDED" in r.json()["error"]["message"], r.text
     assert rss_mib(api.pid()) - before < 1024
 
 
@@ -106,7 +106,7 @@ def test_fifty_concurrent_queries_get_a_cap_and_429_while_the_api_answers(api, c
     long_ran = [r for s, r in zip(statements, answers) if s == LONG and r.status_code != 429]
     assert 1 <= len(long_ran) <= cap, codes
     for r in refused:
-        assert int(r.headers["retry-after"]) >= 1 and "retry" in r.json()["error"]
+        assert int(r.headers["retry-after"]) >= 1 and "retry" in r.json()["error"]["message"]
     for r in ran:          # the engine ended them: timeout, memory limit, or a result
         assert r.status_code in (200, 400), r.text
         if r.status_code == 400:

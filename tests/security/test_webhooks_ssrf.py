@@ -40,4 +40,4 @@ def test_registration_refuses_internal_targets(stack, config):
         for url in REFUSED:
             r = api.post("/v1/webhooks", json={"url": url}, headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 400, (url, r.text)
-            assert "url refused" in r.json()["detail"]
+            assert "url refused" in r.json()["error"]["message"]

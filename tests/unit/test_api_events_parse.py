@@ -11,10 +11,10 @@ import uuid
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from framelog.api import events as ev
+from framelog.api.app import assemble
 from framelog.api.events import EventError, IngestSettings, RequestError
 from framelog.clients.credentials import bearer
 from framelog.processors.identity import EVENTS_WRITE, Keyring, mint_token
@@ -165,9 +165,9 @@ def test_parse_events_names_the_index():
     with pytest.raises(EventError) as info:
         ev.parse_events([playback(), switch(), playback(position_seconds=-3), playback(video_id="bad id")],
                         ingest_ms=NOW, country=None)
-    body = info.value.body()
-    assert body["event_index"] == 2 and body["field"] == "position_seconds"
-    assert body["error"].startswith("event 2:")
+    body = info.value.body()["error"]
+    assert body["event_index"] == 2 and body["field"] == "position_seconds" and body["code"] == "invalid_field"
+    assert body["message"].startswith("event 2:")
 
 
 def test_optional_schema_fields_pass_through_only_if_the_schema_has_them(monkeypatch):
@@ -254,20 +254,22 @@ def producer(config, tmp_path):
 
 @pytest.fixture()
 def app(config, tmp_path):
-    app = FastAPI()
-    app.state.config, app.state.producer_headers = producer(config, tmp_path)
-    app.state.events_settings = IngestSettings(max_body_bytes=64 * 1024, max_decoded_bytes=256 * 1024, max_events=5)
-    app.include_router(ev.router)
-    return app
+    own, headers = producer(config, tmp_path)
+    app = assemble(own, [ev.router], warm=(),          # nothing started: the refusals need no broker
+                   ingest=IngestSettings(max_body_bytes=64 * 1024, max_decoded_bytes=256 * 1024, max_events=5))
+    with TestClient(app) as client:
+        client.producer_headers = headers                # a producer's token: no session needed
+        yield client
 
 
 def test_endpoint_refusals_never_create_a_producer(app):
-    client = TestClient(app, headers=app.state.producer_headers)     # no session needed
-    assert TestClient(app).post("/v1/events", json=[playback()]).json()["reason"] == "session_required"
+    client = app
+    assert client.post("/v1/events", json=[playback()]).json()["error"]["code"] == "session_required"
+    client.headers.update(client.producer_headers)
     r = client.post("/v1/events", json={"events": [playback(), playback(video_id="no/slash")]})
     assert r.status_code == 400
-    assert r.json() == {"error": r.json()["error"], "reason": "invalid_video_id", "event_index": 1,
-                        "field": "video_id"}
+    assert r.json() == {"error": {"code": "invalid_video_id", "message": r.json()["error"]["message"],
+                                  "event_index": 1, "field": "video_id"}}
     assert client.post("/v1/events", json=[playback()] * 6).status_code == 413
     assert client.post("/v1/events", content=b"x" * (65 * 1024)).status_code == 413
     assert client.post("/v1/events", content=gzip.compress(b" " * (300 * 1024)),
@@ -275,7 +277,7 @@ def test_endpoint_refusals_never_create_a_producer(app):
     assert client.post("/v1/events", content=b"a=b",
                        headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
     assert client.post("/v1/events", content=b"{oops", headers={"Content-Type": "text/plain"}).status_code == 400
-    assert getattr(app.state, "event_sender", None) is None
+    assert not client.app_state["services"].started("sender")
 
 
 def test_endpoint_answers_503_when_the_broker_does_not_acknowledge(config, tmp_path, monkeypatch):
@@ -283,16 +285,15 @@ def test_endpoint_answers_503_when_the_broker_does_not_acknowledge(config, tmp_p
     monkeypatch.setenv("FRAMELOG_KAFKA_PASSWORD", "unused")
     own, headers = producer(config, tmp_path)
     dead = dataclasses.replace(own, kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:9"))
-    app = FastAPI()
-    app.state.config = dead
-    app.state.events_settings = IngestSettings(delivery_timeout=1.0,
-                                               producer_overrides={"message.timeout.ms": 1500, "log_level": 0})
-    app.include_router(ev.router)
+    app = assemble(dead, [ev.router], warm=(), ingest=IngestSettings(
+        delivery_timeout=1.0, producer_overrides={"message.timeout.ms": 1500, "log_level": 0}))
     with TestClient(app, headers=headers) as client:
         r = client.post("/v1/events", json=[playback()])
         assert r.status_code == 503
-        assert r.headers["retry-after"] == "1" and r.json()["retryable"] is True
-    assert app.state.event_sender is None            # closed by the router's lifespan
+        assert r.headers["retry-after"] == "1" and r.json()["error"]["retryable"] is True
+        svc = client.app_state["services"]
+        assert svc.started("sender")
+    assert not svc.started("sender")                  # closed by the app's lifespan
 
 
 # ---------------------------------------------------------------- AnalyticsClient against a mock server
@@ -418,7 +419,8 @@ def test_client_rejects_bad_input_and_use_after_close():
 
 def test_client_against_the_real_endpoint_refusal_path(app):
     """The client speaks the endpoint's wire format: gzip JSON, 400 names the event it then drops."""
-    http = TestClient(app, headers=app.state.producer_headers)
+    http = app
+    http.headers.update(app.producer_headers)
     c = AnalyticsClient("", http_client=http, backoff_base=0.001)
     c.track(playback(video_id="bad id"))
     assert c.flush(timeout=10)

@@ -2,7 +2,7 @@
 
 A route added without ``api.auth`` (or one that drops it) would answer something
 else here and fail this test, unless it is deliberately public and listed below
-with the reason. No stack: a refused token never reaches a handler or a lifespan.
+with the reason. No stack: a refused token never reaches a handler, and the lifespan starts nothing here.
 """
 from __future__ import annotations
 
@@ -38,7 +38,13 @@ def routes(app) -> list[APIRoute]:
 
 @pytest.fixture(scope="module")
 def app(config):
-    return create_app(config)
+    return create_app(config, warm=())          # the lifespan builds Services and starts nothing: no stack
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
 
 
 def test_the_public_list_names_only_existing_routes(app):
@@ -46,8 +52,7 @@ def test_the_public_list_names_only_existing_routes(app):
     assert set(PUBLIC) <= existing, set(PUBLIC) - existing
 
 
-def test_every_other_route_refuses_a_forged_token_with_401(app):
-    client = TestClient(app, raise_server_exceptions=False)
+def test_every_other_route_refuses_a_forged_token_with_401(app, client):
     checked = []
     for route in routes(app):
         for method in route.methods:
@@ -57,5 +62,7 @@ def test_every_other_route_refuses_a_forged_token_with_401(app):
             r = client.request(method, path, headers={"Authorization": "Bearer forged.token.here"})
             assert r.status_code == 401, (method, route.path, r.status_code, r.text[:200])
             assert r.headers["WWW-Authenticate"].startswith("Bearer"), (method, route.path)
+            if method != "HEAD":
+                assert r.json()["error"]["code"] == "invalid_token", (method, route.path, r.text[:200])
             checked.append((method, route.path))
     assert len(checked) >= 20, checked

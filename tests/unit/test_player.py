@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from framelog.api import player, studio
+from framelog.api.app import assemble
 from framelog.processors.abr import js_constants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,11 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def client(config) -> TestClient:
-    app = FastAPI()
-    app.state.config = config
-    app.include_router(player.router)
-    app.include_router(studio.router)
-    return TestClient(app)
+    with TestClient(assemble(config, [player.router, studio.router], warm=())) as c:   # nothing started: no stack
+        yield c
 
 
 def _settings(page: str) -> dict:

@@ -169,7 +169,7 @@ function answer(status, body = {}) {
 }
 
 test('batches: 202 sent, 503 kept with the same ids, 400 drops only the named event, beacon sends the rest', async () => {
-  const replies = [answer(503), answer(400, { event_index: 1, reason: 'invalid_field' }), answer(202)];
+  const replies = [answer(503), answer(400, { error: { code: 'invalid_field', message: 'event 1: bad', event_index: 1 } }), answer(202)];
   const bodies = [];
   const sent = [];
   const dropped = [];

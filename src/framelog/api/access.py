@@ -20,24 +20,19 @@ what they cached for the old audience.
 """
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.access_state import (
-    ApiError,
-    access_state,
-    lifespan,
-    parse_visibility,
-    parse_workspace,
-    video_id_param,
-)
+from framelog.api.access_state import AccessState, parse_visibility, parse_workspace, video_id_param
 from framelog.api.auth import current_principal
+from framelog.api.errors import responses
+from framelog.api.services import Svc
+from framelog.core.errors import ApiError
 from framelog.processors.access import Visibility
 from framelog.processors.tokens import TokenError, issue_share_token, verify_share_token
 from framelog.processors.video_access import VideoEntry, VideoPolicy, narrows_access, with_changes
@@ -45,10 +40,49 @@ from framelog.schemas.events import new_event
 from framelog.streams import topics
 
 # who is asking: api.auth
-router = APIRouter(tags=["access"], lifespan=lifespan, dependencies=[Depends(current_principal)])
+router = APIRouter(tags=["access"], dependencies=[Depends(current_principal)],
+                   responses=responses(400, 401, 403, 404, 503))
 
-MAX_BODY = 16 * 1024
 NO_STORE = {"Cache-Control": "no-store"}
+VISIBILITIES = [v.value for v in Visibility]
+
+
+# ------------------------------------------------------------------ models
+
+class ShareLinkView(BaseModel):
+    token_id: str
+    issued_by: str | None
+    expires_at: int | None = Field(description="epoch seconds; null: no expiry of its own")
+    revoked: bool
+
+
+class AccessPolicyView(BaseModel):
+    """A video's access policy in force (and, to its owner, its share links)."""
+    video_id: str
+    owner: str
+    workspace: str | None
+    visibility: str = Field(description=f"one of {VISIBILITIES}")
+    share_links: list[ShareLinkView] | None = None
+
+
+class AccessChange(BaseModel):
+    """What to change: a visibility, and/or a workspace (null: none). Absent fields are kept."""
+    model_config = ConfigDict(extra="forbid")
+    visibility: str | None = Field(default=None, description=f"one of {VISIBILITIES}")
+    workspace: str | None = Field(default=None, description="a workspace you belong to, or null for none")
+
+
+class ShareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttl_seconds: float | None = Field(default=None, gt=0, description="at most security.share_token_ttl (the default)")
+
+
+class ShareCreated(BaseModel):
+    video_id: str
+    token: str
+    token_id: str
+    expires_at: int = Field(description="epoch seconds")
+    stream_path: str = Field(description="GET this (with the token) to play")
 
 
 def policy_view(video_id: str, policy: VideoPolicy, entry: VideoEntry | None = None) -> dict[str, Any]:
@@ -63,57 +97,28 @@ def policy_view(video_id: str, policy: VideoPolicy, entry: VideoEntry | None = N
     return out
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, f"body exceeds {MAX_BODY} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object")
-    return body
-
-
-async def _answer(request: Request, video_id: str, work: Callable[..., dict[str, Any] | None], *args: Any,
-                  body: bool = False, status: int = 200) -> Response:
-    """Run ``work(request, video_id, [body,] *args)`` in a worker thread; its dict as JSON, None as 204."""
-    try:
-        video_id = video_id_param(video_id)
-        extra = (await _json_body(request),) if body else ()
-        out = await run_in_threadpool(work, request, video_id, *extra, *args)
-    except ApiError as exc:
-        return exc.response()
-    if out is None:
-        return Response(status_code=204, headers=NO_STORE)
+def _json(out: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(out, status_code=status, headers=NO_STORE)
 
 
 # ------------------------------------------------------------------ policy
 
-def read_policy(request: Request, video_id: str) -> dict[str, Any]:
-    _, entry, policy = access_state(request.app).owned_entry(request, video_id)
+def read_policy(state: AccessState, request: Request, video_id: str) -> dict[str, Any]:
+    _, entry, policy = state.owned_entry(request, video_id)
     return policy_view(video_id, policy, entry)
 
 
-@router.get("/videos/{video_id}/access")
-async def get_access(video_id: str, request: Request) -> Response:
-    return await _answer(request, video_id, read_policy)
+@router.get("/videos/{video_id}/access", response_model=AccessPolicyView)
+async def get_access(video_id: str, request: Request, svc: Svc) -> Response:
+    """The owner's view of the policy and the share links."""
+    return _json(await run_in_threadpool(read_policy, svc.access, request, video_id_param(video_id)))
 
 
-def change_policy(request: Request, video_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    state = access_state(request.app)
+def change_policy(state: AccessState, request: Request, video_id: str, body: AccessChange) -> dict[str, Any]:
     viewer, entry, old = state.owned_entry(request, video_id)
-    unknown = set(body) - {"visibility", "workspace"}
-    if unknown:
-        raise ApiError(400, f"unknown field(s) {sorted(unknown)}; expected visibility, workspace")
-    visibility = parse_visibility(body.get("visibility")) if "visibility" in body else None
-    workspace: Any = parse_workspace(body["workspace"]) if "workspace" in body else ...
+    given = body.model_fields_set
+    visibility = parse_visibility(body.visibility) if "visibility" in given else None
+    workspace: Any = parse_workspace(body.workspace) if "workspace" in given else ...
     if workspace not in (..., None) and workspace not in viewer.workspaces:
         raise ApiError(403, f"you are not a member of workspace {workspace}")
     new = with_changes(old, visibility=visibility, workspace_id=workspace)
@@ -124,23 +129,25 @@ def change_policy(request: Request, video_id: str, body: dict[str, Any]) -> dict
     return policy_view(video_id, new)
 
 
-@router.patch("/videos/{video_id}/access")
-async def patch_access(video_id: str, request: Request) -> Response:
-    return await _answer(request, video_id, change_policy, body=True)
+@router.patch("/videos/{video_id}/access", response_model=AccessPolicyView)
+async def patch_access(video_id: str, request: Request, svc: Svc, body: AccessChange | None = None) -> Response:
+    """Change the visibility and/or the workspace; narrowing access also purges the edges."""
+    return _json(await run_in_threadpool(change_policy, svc.access, request, video_id_param(video_id),
+                                         body or AccessChange()))
 
 
 # ------------------------------------------------------------------ share links
 
-def share(request: Request, video_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    state = access_state(request.app)
+def share(state: AccessState, request: Request, video_id: str, body: ShareRequest) -> dict[str, Any]:
     viewer, _, policy = state.owned_entry(request, video_id)
     if policy.visibility is Visibility.PRIVATE:
         raise ApiError(409, f"video {video_id} is private: share links would not open it; "
                             "set its visibility to share_link first (PATCH /videos/{id}/access)")
     limit = state.config.security.share_token_ttl
-    ttl = body.get("ttl_seconds", limit)
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= limit:
-        raise ApiError(400, f"ttl_seconds: expected a number of seconds in (0, {limit:g}]")
+    ttl = limit if body.ttl_seconds is None else body.ttl_seconds
+    if not 0 < ttl <= limit:
+        raise ApiError(400, f"ttl_seconds: expected a number of seconds in (0, {limit:g}]", code="invalid_field",
+                       field="ttl_seconds")
     token = issue_share_token(video_id, state.config, secret=state.secret, now=time.time(), ttl=ttl)
     state.emit(topics.ACCESS, "ShareLink", new_event(
         "ShareLink", video_id=video_id, token_id=token.token_id, action="issued",
@@ -149,12 +156,14 @@ def share(request: Request, video_id: str, body: dict[str, Any]) -> dict[str, An
             "stream_path": f"/v1/stream?video_id={video_id}&share={token.token}"}
 
 
-@router.post("/videos/{video_id}/share", status_code=201)
-async def post_share(video_id: str, request: Request) -> Response:
-    return await _answer(request, video_id, share, body=True, status=201)
+@router.post("/videos/{video_id}/share", status_code=201, response_model=ShareCreated, responses=responses(409))
+async def post_share(video_id: str, request: Request, svc: Svc, body: ShareRequest | None = None) -> Response:
+    """Issue a share link (the video must be share_link or public)."""
+    return _json(await run_in_threadpool(share, svc.access, request, video_id_param(video_id),
+                                         body or ShareRequest()), 201)
 
 
-def _token_id(state: Any, video_id: str, token: str) -> str:
+def _token_id(state: AccessState, video_id: str, token: str) -> str:
     """A token id as given, or the id inside a share token of this video (signature checked)."""
     if "." not in token:
         return token
@@ -165,8 +174,7 @@ def _token_id(state: Any, video_id: str, token: str) -> str:
     return claims.token_id
 
 
-def revoke(request: Request, video_id: str, token: str) -> None:
-    state = access_state(request.app)
+def revoke(state: AccessState, request: Request, video_id: str, token: str) -> None:
     viewer, entry, _ = state.owned_entry(request, video_id)
     jti = _token_id(state, video_id, token)
     if jti not in entry.share_links:
@@ -178,6 +186,8 @@ def revoke(request: Request, video_id: str, token: str) -> None:
     state.invalidate_edges(video_id, "share_link_revoked")
 
 
-@router.delete("/videos/{video_id}/share/{token}")
-async def delete_share(video_id: str, token: str, request: Request) -> Response:
-    return await _answer(request, video_id, revoke, token)
+@router.delete("/videos/{video_id}/share/{token}", status_code=204, response_class=Response)
+async def delete_share(video_id: str, token: str, request: Request, svc: Svc) -> Response:
+    """Revoke a share link (by token id, or the token itself); revoking twice changes nothing."""
+    await run_in_threadpool(revoke, svc.access, request, video_id_param(video_id), token)
+    return Response(status_code=204, headers=NO_STORE)

@@ -8,39 +8,33 @@ Viewer identity
     the request (``X-User-Id``, ``owner=`` parameters, cookies) says who is asking.
 
 Catalog
-    One ``VideoCatalog`` per app (replayed from the log at start; requests
-    wait, with a deadline, until it has caught up). Writes go to the log
+    The app's ``VideoCatalog`` (``Services.catalog``: replayed from the log at
+    start; requests wait, with a deadline, until it has caught up). Writes go to the log
     first (acks=all) and the request then waits until its own record is folded,
     so the next request on this replica already sees it.
 """
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+from fastapi import Request
 
 from framelog.api.auth import principal_of
-from framelog.core.cache import application_cache
-from framelog.core.config import Config, get_config
-from framelog.core.errors import InvalidIdError
+from framelog.core.errors import ApiError, InvalidIdError
 from framelog.core.ids import validate_video_id
 from framelog.processors.access import Viewer, Visibility
 from framelog.processors.cdn_routing import invalidation_paths
 from framelog.processors.identity import VIDEOS_WRITE, Principal
-from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.video_access import VideoEntry, VideoPolicy
 from framelog.schemas.events import new_event
 from framelog.streams import topics
-from framelog.streams.consumer import DecodedRecord
 from framelog.streams.exceptions import DeliveryError
-from framelog.streams.producer import Delivery, EventProducer
-from framelog.views.catalog import VideoCatalog
+from framelog.streams.producer import Delivery
+
+if TYPE_CHECKING:
+    from framelog.api.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -50,101 +44,26 @@ WRITE_TIMEOUT = 10.0            # how long a write waits for the broker's acknow
 RETRY_AFTER = "5"
 
 
-class ApiError(Exception):
-    """An answer other than success, raised anywhere below an endpoint."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None,
-                 extra: Mapping[str, Any] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
-        self.extra = dict(extra or {})
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"detail": self.message, **self.extra}, status_code=self.status,
-                            headers={"Cache-Control": "no-store", **self.headers})
-
-
 def video_id_param(value: str | None) -> str:
     if not value:
-        raise ApiError(400, "video_id is required")
+        raise ApiError(400, "video_id is required", code="invalid_id", field="video_id")
     try:
         return validate_video_id(value)
     except InvalidIdError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400, str(exc), code="invalid_id", field="video_id") from None
 
 
 class AccessState:
-    """The catalog, a producer for access events, and the token secret of one app."""
+    """Who may do what to a video: the catalog's questions and the access events, over the app's services."""
 
-    def __init__(self, config: Config):
-        self.config = config
-        self.secret = load_or_create_secret(config)
-        self._lock = threading.Lock()
-        self._catalog: VideoCatalog | None = None
-        self._producer: EventProducer | None = None
-        self._edge_health: Any = None
-        self._tier_view: Any = None
-        # the seed's "Application Cache" (1 h): delivery plans by video, dropped when the catalog or the
-        # tier view folds an event of the video (publish, access change, deletion, tier change)
-        self.delivery_plans = application_cache(config, "delivery_plans")
+    def __init__(self, services: Services):
+        self.services = services
+        self.config = services.config
+        self.secret = services.secret
 
     @property
-    def catalog(self) -> VideoCatalog:
-        with self._lock:
-            if self._catalog is None:
-                self._catalog = VideoCatalog(self.config)
-                self._catalog.on_folded(self._invalidate_plans)
-                self._catalog.start()
-            return self._catalog
-
-    @property
-    def producer(self) -> EventProducer:
-        with self._lock:
-            return self._producer_locked()
-
-    @property
-    def edge_health(self) -> Any:
-        """The edges' health probe (``framelog.sinks.edges.health.EdgeHealth``), shared by the app's requests."""
-        with self._lock:
-            if self._edge_health is None:
-                from framelog.sinks.edges.health import EdgeHealth
-                self._edge_health = EdgeHealth(self.config)
-            return self._edge_health
-
-    @property
-    def tier_view(self) -> Any:
-        """Storage tiers of the renditions (``streams.tier_view.TierView``): restoring or playable."""
-        with self._lock:
-            if self._tier_view is None:
-                from framelog.views.tier_view import TierView
-                self._tier_view = TierView(self.config, producer=self._producer_locked())
-                self._tier_view.on_folded(self._invalidate_plans)
-                self._tier_view.start()
-            return self._tier_view
-
-    def _invalidate_plans(self, records: list[Any]) -> None:
-        videos = {(r.value.get("video_id") or r.key) for r in records if isinstance(r, DecodedRecord)}
-        self.delivery_plans.invalidate(v for v in videos if v)
-
-    def _producer_locked(self) -> EventProducer:
-        if self._producer is None:
-            self._producer = EventProducer(self.config)
-        return self._producer
-
-    def close(self) -> None:
-        with self._lock:
-            catalog, producer, tiers = self._catalog, self._producer, self._tier_view
-            self._catalog = self._producer = self._tier_view = None
-        for table in (catalog, tiers):
-            if table is not None:
-                table.stop()
-        if producer is not None:
-            try:
-                producer.close(10.0)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("closing the access producer: %s", exc)
+    def catalog(self) -> Any:
+        return self.services.catalog
 
     # ------------------------------------------------------------ who is asking
 
@@ -160,7 +79,8 @@ class AccessState:
         catalog = self.catalog
         if not catalog.wait_ready(READY_TIMEOUT):
             raise ApiError(503, "the access catalog is still catching up with the log"
-                           + (f" ({catalog.last_error})" if catalog.last_error else ""), {"Retry-After": RETRY_AFTER})
+                           + (f" ({catalog.last_error})" if catalog.last_error else ""), {"Retry-After": RETRY_AFTER},
+                           code="catching_up")
         return catalog.get(video_id)
 
     def known_entry(self, video_id: str, *, allow_deleted: bool = False) -> tuple[VideoEntry, VideoPolicy]:
@@ -207,9 +127,11 @@ class AccessState:
     def emit(self, topic: str, name: str, record: Mapping[str, Any], *, wait_folded: bool = True) -> Delivery:
         """Write one event (acks=all); with ``wait_folded`` also wait until the catalog holds it."""
         try:
-            delivery = self.producer.deliver(topic, name, record, record["video_id"], timeout=WRITE_TIMEOUT)
+            delivery = self.services.producer.deliver(topic, name, record, record["video_id"],
+                                                      timeout=WRITE_TIMEOUT)
         except DeliveryError as exc:
-            raise ApiError(503, f"the log did not acknowledge {name}: {exc}; retry", {"Retry-After": "1"}) from exc
+            raise ApiError(503, f"the log did not acknowledge {name}: {exc}; retry", {"Retry-After": "1"},
+                           code="log_unavailable") from exc
         if wait_folded and topic in self.catalog.topics \
                 and not self.catalog.wait_offset(delivery.topic, delivery.partition, delivery.offset,
                                                  OWN_WRITE_TIMEOUT):
@@ -229,49 +151,24 @@ class AccessState:
             reason=reason), wait_folded=False)
 
 
-def access_state(app: Any) -> AccessState:
-    state = getattr(app.state, "access_state", None)
-    if state is None:
-        with _STATE_LOCK:
-            state = getattr(app.state, "access_state", None)
-            if state is None:
-                state = AccessState(getattr(app.state, "config", None) or get_config())
-                app.state.access_state = state
-    return state
-
-
-_STATE_LOCK = threading.Lock()
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state = access_state(app)
-    _ = state.catalog                  # start replaying now, so the first request rarely waits
-    _ = state.tier_view
-    try:
-        yield
-    finally:
-        app.state.access_state = None
-        await run_in_threadpool(state.close)
-
-
 def parse_visibility(value: Any, default: str | None = None) -> Visibility | None:
     if value is None or value == "":
         return Visibility.parse(default) if default else None
     try:
         return Visibility.parse(value)
     except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400, str(exc), code="invalid_field", field="visibility") from None
 
 
 def parse_workspace(value: Any) -> str | None:
-    from framelog.api.upload_protocol import ProtocolError, clean_owner
+    from framelog.api.upload_protocol import clean_owner
 
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ApiError(400, "workspace: expected a string")
+        raise ApiError(400, "workspace: expected a string", code="invalid_field", field="workspace")
     try:
         return clean_owner(value)
-    except ProtocolError:
-        raise ApiError(400, f"workspace {value!r}: expected 1-128 characters of [A-Za-z0-9_.@:-]") from None
+    except ApiError:
+        raise ApiError(400, f"workspace {value!r}: expected 1-128 characters of [A-Za-z0-9_.@:-]",
+                       code="invalid_field", field="workspace") from None

@@ -9,60 +9,51 @@ A missing token where one is needed, or any token that does not verify
 ``WWW-Authenticate: Bearer``. A valid token without the scope, or the wrong
 owner: 403. A bad token is never downgraded to anonymous. The principal is
 verified once per request and kept on ``request.state``, so code below the
-route (``AccessState.viewer``) reads the same one.
+route (``AccessState.viewer``) reads the same one. The verifier is the app's
+(``Services.verifier``).
 
 ``GET /.well-known/jwks.json`` publishes the public keys of framelog's keyring,
 so a customer's back end can verify framelog's tokens.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from framelog.core.config import get_config
-from framelog.processors.identity import Principal, TokenVerifier
+from framelog.api.errors import responses
+from framelog.api.services import Svc, services
+from framelog.core.errors import ApiError
+from framelog.processors.identity import Principal
 from framelog.processors.tokens import TokenError
 
 UNSET = object()
 CHALLENGE = {"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"}
 
 router = APIRouter(tags=["auth"])
-_LOCK = threading.Lock()
 
 
-class AuthError(HTTPException):
-    """401/403 in the API's usual ``{"detail": ...}`` shape."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(status, message, headers=headers or {"Cache-Control": "no-store"})
+class Jwks(BaseModel):
+    """A JSON Web Key Set (RFC 7517): framelog's public signing keys."""
+    keys: list[dict[str, Any]]
 
 
-def unauthorized(message: str, error: str | None = None) -> AuthError:
+def unauthorized(message: str, error: str | None = None, headers: dict[str, str] | None = None) -> ApiError:
+    """401 with a Bearer challenge (``error``: RFC 6750's invalid_request / invalid_token)."""
     challenge = f'Bearer error="{error}"' if error else "Bearer"
-    return AuthError(401, message, {**CHALLENGE, "WWW-Authenticate": challenge})
+    return ApiError(401, message, {**CHALLENGE, "WWW-Authenticate": challenge, **(headers or {})},
+                    code=error or "unauthorized")
 
 
-def forbidden(message: str) -> AuthError:
-    return AuthError(403, message)
-
-
-def verifier(app: Any) -> TokenVerifier:
-    found = getattr(app.state, "token_verifier", None)
-    if found is None:
-        with _LOCK:
-            found = getattr(app.state, "token_verifier", None)
-            if found is None:
-                found = TokenVerifier(getattr(app.state, "config", None) or get_config())
-                app.state.token_verifier = found
-    return found
+def forbidden(message: str, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(403, message, headers)
 
 
 def principal_of(request: Request) -> Principal | None:
-    """The request's verified principal (None: no Authorization header); AuthError 401 for a bad token."""
+    """The request's verified principal (None: no Authorization header); ApiError 401 for a bad token."""
     cached = getattr(request.state, "principal", UNSET)
     if cached is not UNSET:
         return cached
@@ -73,7 +64,7 @@ def principal_of(request: Request) -> Principal | None:
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Authorization must be 'Bearer <token>'", "invalid_request")
         try:
-            principal = verifier(request.app).verify(token.strip())
+            principal = services(request).verifier.verify(token.strip())
         except TokenError as exc:
             raise unauthorized(f"token refused: {exc.reason}", "invalid_token") from None
     request.state.principal = principal
@@ -98,7 +89,7 @@ def require(scope: str | None = None) -> Callable[[Request], Principal]:
     return dependency
 
 
-@router.get("/.well-known/jwks.json", include_in_schema=True)
-def jwks(request: Request) -> JSONResponse:
+@router.get("/.well-known/jwks.json", response_model=Jwks, responses=responses(503))
+def jwks(svc: Svc) -> JSONResponse:
     """framelog's public signing keys (retired keys are gone from here as they stop verifying)."""
-    return JSONResponse(verifier(request.app).keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})
+    return JSONResponse(svc.verifier.keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})

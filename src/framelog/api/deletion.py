@@ -38,15 +38,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.access_state import ApiError, access_state, video_id_param
+from framelog.api.access_state import AccessState, video_id_param
 from framelog.api.auth import current_principal, principal_of
+from framelog.api.errors import responses
+from framelog.api.services import Services, Svc
 from framelog.api.stream_availability import READY_TIMEOUT
-from framelog.api.videos import services
 from framelog.core import object_keys
+from framelog.core.errors import ApiError
 from framelog.pipeline.jobs import tombstones
 from framelog.processors.identity import OPS
 from framelog.processors.tiering import RetentionHold, deletion_hold
@@ -60,23 +63,29 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["videos"], dependencies=[Depends(current_principal)])     # who is asking: api.auth
 
 
+class Deleted(BaseModel):
+    video_id: str
+    state: str
+    objects_removed: dict[str, int]
+
+
 def _source_key(entry: VideoEntry) -> str | None:
     return tombstones.mp4_key(entry.video_id, ((entry.asset or {}).get("metadata") or {}).get("source_key"))
 
 
-def _retention_hold(state: Any, entry: VideoEntry) -> RetentionHold | None:
+def _retention_hold(svc: Services, entry: VideoEntry) -> RetentionHold | None:
     """What keeps the video's renditions under a retention lock now (tiering's view of the log)."""
     names = [r["name"] for r in ((entry.asset or {}).get("renditions") or [])]
     if not names:
         return None
-    view = state.tier_view
+    view = svc.tier_view
     if not view.wait_ready(READY_TIMEOUT):
-        raise ApiError(503, "storage tiers are not known yet; retry", {"Retry-After": "1"})
+        raise ApiError(503, "storage tiers are not known yet; retry", {"Retry-After": "1"}, code="catching_up")
     records = [view.record(entry.video_id, name) for name in names]
-    return deletion_hold([r.state() for r in records if r is not None], datetime.now(UTC), state.config.tiering)
+    return deletion_hold([r.state() for r in records if r is not None], datetime.now(UTC), svc.config.tiering)
 
 
-def _deleter(request: Request, state: Any, video_id: str, override: str) -> tuple[Any, VideoEntry, Any]:
+def _deleter(request: Request, state: AccessState, video_id: str, override: str) -> tuple[Any, VideoEntry, Any]:
     """(who, entry, policy): the owner, or with a retention override an operator."""
     if not override:
         return state.owned_entry(request, video_id, allow_deleted=True)
@@ -87,20 +96,19 @@ def _deleter(request: Request, state: Any, video_id: str, override: str) -> tupl
     return principal.viewer, entry, policy
 
 
-def delete_video(request: Request, video_id: str, reason: str, override: str = "") -> dict[str, Any]:
-    state = access_state(request.app)
+def delete_video(svc: Services, request: Request, video_id: str, reason: str, override: str = "") -> dict[str, Any]:
+    state = svc.access
     viewer, entry, policy = _deleter(request, state, video_id, override)
     if not entry.deleted:
-        hold = _retention_hold(state, entry)
+        hold = _retention_hold(svc, entry)
         if hold is not None and not override:
             raise ApiError(409, f"video {video_id} cannot be deleted: it is {hold.reason}; an operator may "
-                                "override with ?retention_override=REASON")
+                                "override with ?retention_override=REASON", code="retention_hold")
         if override:
             reason = f"retention_override: {override}" + (f" ({hold.reason})" if hold else "")
         state.emit(topics.UPLOADS, "VideoDeleted", new_event(
             "VideoDeleted", video_id=video_id, owner_id=policy.owner_id, requested_by=viewer.user_id, reason=reason))
-    svc = services(request.app)
-    store = svc.uploads.store
+    store = svc.store
     tombstones.mark_deleted(store, video_id, reason)
     upload = svc.uploads.inspect(video_id)
     if upload is not None and upload.status == "open" and upload.session is not None:
@@ -117,17 +125,17 @@ def delete_video(request: Request, video_id: str, reason: str, override: str = "
     return {"video_id": video_id, "state": "deleted", "objects_removed": removed}
 
 
-@router.delete("/videos/{video_id}")
-async def delete(video_id: str, request: Request) -> Response:
+@router.delete("/videos/{video_id}", response_model=Deleted, responses=responses(400, 401, 403, 404, 409, 503))
+async def delete(video_id: str, request: Request, svc: Svc,
+                 reason: str = Query("", description="why (recorded on the log)"),
+                 retention_override: str = Query("", description="ops only: delete despite a retention lock, "
+                                                                 "recording this reason")) -> JSONResponse:
+    """The owner deletes a video (an operator may override a retention lock)."""
+    video_id = video_id_param(video_id)
     try:
-        video_id = video_id_param(video_id)
-        reason = request.query_params.get("reason", "")[:256]
-        override = request.query_params.get("retention_override", "")[:256]
-        out = await run_in_threadpool(delete_video, request, video_id, reason, override)
-    except ApiError as exc:
-        return exc.response()
+        out = await run_in_threadpool(delete_video, svc, request, video_id, reason[:256], retention_override[:256])
     except (BotoCoreError, ClientError) as exc:        # deleted on the log, objects partly left: retry finishes
         log.warning("deleting the objects of %s: %s", video_id, exc)
-        return ApiError(503, f"video {video_id} is deleted but not all its objects are gone yet ({exc}); "
-                             "retry the DELETE", {"Retry-After": "1"}).response()
+        raise ApiError(503, f"video {video_id} is deleted but not all its objects are gone yet ({exc}); "
+                            "retry the DELETE", {"Retry-After": "1"}, code="partly_deleted") from None
     return JSONResponse(out, headers={"Cache-Control": "no-store"})

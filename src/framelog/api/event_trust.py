@@ -38,7 +38,7 @@ from typing import Any
 from fastapi import Request
 
 from framelog.api.auth import principal_of
-from framelog.core.config import Config, PlaybackTrustConfig, get_config
+from framelog.core.config import Config, PlaybackTrustConfig
 from framelog.processors.identity import EVENTS_WRITE
 from framelog.processors.tokens import load_or_create_secret
 
@@ -138,7 +138,7 @@ def viewer_country(value: str | None) -> str | None:
 
 @dataclass
 class EventTrust:
-    """The trusted networks and the rate limiters of one app."""
+    """The trusted networks and the rate limiters of one app (``Services.trust``)."""
     settings: PlaybackTrustConfig
     secret: bytes                         # verifies playback sessions
     trusted: tuple[Network, ...]
@@ -189,21 +189,6 @@ class ViewClaims:
     def release(self, session_id: str) -> None:
         with self._lock:
             self._seen.pop(session_id, None)
-
-
-_LOCK = threading.Lock()
-
-
-def event_trust(app: Any) -> EventTrust:
-    """The app's EventTrust (``app.state.event_trust``), built from its config on first use."""
-    trust = getattr(app.state, "event_trust", None)
-    if trust is None:
-        with _LOCK:
-            trust = getattr(app.state, "event_trust", None)
-            if trust is None:
-                trust = EventTrust.from_config(getattr(app.state, "config", None) or get_config())
-                app.state.event_trust = trust
-    return trust
 
 
 # ------------------------------------------------------------ server-side producers

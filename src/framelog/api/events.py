@@ -75,8 +75,8 @@ Events
 Answers
     * 202 ``{"accepted": n}`` once the broker acknowledged every record of the
       request (acks=all, idempotent producer).
-    * 400 ``{"error", "reason", "event_index", "field"}`` naming the first bad
-      field of the first bad event; the whole batch is validated before
+    * 400 ``{"error": {"code", "message", "event_index", "field"}}`` naming the
+      first bad field of the first bad event (``code`` is the reason); the whole batch is validated before
       anything is produced, so a 4xx means nothing of the batch was written.
     * 401 / 403 the session (see Trust), 429 rate limited (``Retry-After``),
       413 too large / too many events / gzip members, 415 unsupported type or
@@ -86,61 +86,61 @@ Answers
       the client resends the batch with the same event ids and the sink drops
       the repeats.
 
-One ``EventSender`` per app (``app.state.event_sender``, created on first use)
-wraps one ``EventProducer`` plus a thread serving its delivery reports; a
-request awaits futures resolved by those reports, so no worker thread is
-held while the broker acknowledges.
+Records go out through the app's one producer bridge (``Services.sender``,
+``streams.emitter.AsyncEmitter``): a request awaits futures resolved by the delivery
+reports, so no worker thread is held while the broker acknowledges. Every
+refusal is an ``ApiError`` in the API's one body shape (``api.errors``):
+``{"error": {"code": <reason>, "message", "event_index"?, "field"?}}``.
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import copy
 import json
 import logging
 import math
-import threading
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from confluent_kafka import KafkaException
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from framelog.api.errors import responses
 from framelog.api.event_trust import (
     COUNTRY_HEADER,
     SESSION_FIELD,
     SESSION_HEADER,
-    event_trust,
     producer_authorized,
     retry_after,
     viewer_country,
 )
-from framelog.core.config import Config, get_config
+from framelog.api.services import Svc
+from framelog.core.config import Config
+from framelog.core.errors import ApiError
 from framelog.core.ids import is_event_id
 from framelog.processors.playback_session import PlaybackSession, verify_session
 from framelog.processors.tokens import ExpiredTokenError, TokenError
 from framelog.schemas import current_version, raw_schema
 from framelog.schemas.events import UNKNOWN_SYMBOL, check_record, record_rules
 from framelog.streams.exceptions import DeliveryError, EncodeError, ValidationError
-from framelog.streams.producer import EventProducer
+from framelog.streams.producer import EventProducer, Key
 from framelog.streams.topics import PLAYBACK_EVENTS, QUALITY_SWITCHES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["router", "IngestSettings", "RequestError", "EventError", "ParsedEvent", "EventSender",
+__all__ = ["router", "IngestSettings", "RequestError", "EventError", "ParsedEvent", "encode_events",
            "decode_body", "gunzip_capped", "parse_batch", "parse_body", "bind_to_session", "parse_event",
            "parse_events", "parse_client_time",
-           "country_from_header", "derived_event_id", "get_sender", "COUNTRY_HEADER", "QUALITY_SWITCH"]
+           "country_from_header", "derived_event_id", "COUNTRY_HEADER", "QUALITY_SWITCH"]
 
 QUALITY_SWITCH = "quality_switch"
 PLAYBACK_RECORD = "PlaybackEvent"
@@ -166,7 +166,7 @@ _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """Limits of the endpoint (from ``playback_trust``); an app may set ``app.state.events_settings`` instead."""
+    """Limits of the endpoint (from ``playback_trust``); an app may be given others (``assemble(ingest=...)``)."""
     max_body_bytes: int = 1 * MiB              # on the wire (compressed or not)
     max_decoded_bytes: int = 10 * MiB          # after gzip
     max_events: int = 500
@@ -184,24 +184,23 @@ class IngestSettings:
 
 # ---------------------------------------------------------------- errors
 
-class RequestError(Exception):
-    """A request refused before anything was produced; ``response()`` is the HTTP answer."""
+class RequestError(ApiError):
+    """A batch refused before anything was produced: the API's ApiError, its ``code`` the reason,
+    with the event's index and the field when one event is at fault."""
 
     def __init__(self, status: int, reason: str, message: str, *, field: str | None = None,
                  event_index: int | None = None, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
+        super().__init__(status, message, headers, code=reason)
         self.field = field
         self.event_index = event_index
-        self.headers = dict(headers or {})
+
+    @property
+    def reason(self) -> str:
+        return self.code
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.message, "reason": self.reason, "event_index": self.event_index, "field": self.field}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers or None)
+        where = {k: v for k, v in (("event_index", self.event_index), ("field", self.field)) if v is not None}
+        return {"error": {"code": self.code, "message": self.message, **where}}
 
 
 class EventError(RequestError):
@@ -587,113 +586,21 @@ def parse_events(events: Sequence[Any], *, ingest_ms: int, country: str | None,
 
 # ---------------------------------------------------------------- producing
 
-class EventSender:
-    """One EventProducer, a thread serving its delivery reports, and per-request acknowledgement waits."""
-
-    def __init__(self, config: Config, **producer_overrides: Any):
-        self.producer = EventProducer(config, **producer_overrides)
-        self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll_loop, name="events-delivery-poller", daemon=True)
-        self._poller.start()
-
-    def _poll_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.producer.poll(0.1)
-            except Exception:  # noqa: BLE001 - a failing callback must not stop delivery reports
-                log.exception("delivery report poller")
-
-    def encode(self, events: Sequence[ParsedEvent]) -> list[tuple[str, str, bytes]]:
-        """(topic, key, bytes) of every event; EventError with the index if the codec refuses one."""
-        codec = self.producer.codec
-        out = []
-        for i, ev in enumerate(events):
-            try:
-                out.append((ev.topic, ev.key, codec.encode_for_topic(ev.topic, ev.record_name, ev.record)))
-            except ValidationError as exc:
-                raise EventError(exc.reason, exc.message, exc.field).at(i) from None
-            except EncodeError as exc:
-                raise EventError(exc.reason, exc.message).at(i) from None
-        return out
-
-    async def deliver(self, encoded: Sequence[tuple[str, str, bytes]], timeout: float) -> None:
-        """Produce every record and return once the broker acknowledged all of them; raises DeliveryError."""
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in encoded]
-
-        def reporter(fut: asyncio.Future) -> Any:
-            def report(err: Any, msg: Any) -> None:
-                def settle() -> None:
-                    if not fut.done():
-                        fut.set_result(err)
-                try:
-                    loop.call_soon_threadsafe(settle)
-                except RuntimeError:            # the request's loop is gone (it timed out and closed)
-                    pass
-            return report
-
-        def produce_all() -> None:
-            for (topic, key, value), fut in zip(encoded, futures):
-                self.producer.send_raw(topic, value, key, on_delivery=reporter(fut))
-
+def encode_events(producer: EventProducer, events: Sequence[ParsedEvent]) -> list[tuple[str, Key, bytes]]:
+    """(topic, key, bytes) of every event; EventError with the index if the codec refuses one."""
+    codec = producer.codec
+    out: list[tuple[str, Key, bytes]] = []
+    for i, ev in enumerate(events):
         try:
-            await run_in_threadpool(produce_all)       # send_raw may wait while the local queue is full
-        except (KafkaException, BufferError) as exc:
-            raise DeliveryError("produce_failed", f"could not queue records: {exc}") from exc
-        done, pending = await asyncio.wait(futures, timeout=timeout)
-        if pending:
-            raise DeliveryError("timeout", f"{len(pending)} of {len(futures)} record(s) not acknowledged within "
-                                f"{timeout:g}s")
-        errors = [f.result() for f in futures if f.result() is not None]
-        if errors:
-            raise DeliveryError("not_acknowledged", f"{len(errors)} of {len(futures)} record(s) not acknowledged: "
-                                f"{errors[0].str()}", [e.str() for e in errors[:20]])
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Wait (bounded) for what is still queued, then stop the poller."""
-        try:
-            self.producer.flush(timeout)
-        except DeliveryError as exc:
-            log.warning("closing the events producer: %s", exc)
-        finally:
-            self._stop.set()
-            self._poller.join(timeout=5.0)
+            out.append((ev.topic, ev.key, codec.encode_for_topic(ev.topic, ev.record_name, ev.record)))
+        except ValidationError as exc:
+            raise EventError(exc.reason, exc.message, exc.field).at(i) from None
+        except EncodeError as exc:
+            raise EventError(exc.reason, exc.message).at(i) from None
+    return out
 
 
-_SENDER_LOCK = threading.Lock()
-
-
-def _settings(app: FastAPI) -> IngestSettings:
-    settings = getattr(app.state, "events_settings", None)
-    if settings is None:
-        settings = IngestSettings.from_config(getattr(app.state, "config", None) or get_config())
-        app.state.events_settings = settings
-    return settings
-
-
-def get_sender(app: FastAPI) -> EventSender:
-    """The app's EventSender, created on first use (the producer connects lazily, in the background)."""
-    sender = getattr(app.state, "event_sender", None)
-    if sender is None:
-        with _SENDER_LOCK:
-            sender = getattr(app.state, "event_sender", None)
-            if sender is None:
-                config = getattr(app.state, "config", None) or get_config()
-                sender = EventSender(config, **dict(_settings(app).producer_overrides))
-                app.state.event_sender = sender
-    return sender
-
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-    sender = getattr(app.state, "event_sender", None)
-    if sender is not None:
-        app.state.event_sender = None
-        await run_in_threadpool(sender.close)
-
-
-router = APIRouter(tags=["events"], lifespan=_lifespan)
+router = APIRouter(tags=["events"], responses=responses(400, 401, 403, 413, 415, 429, 503))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -778,11 +685,32 @@ def _claim_views(parsed: Sequence[ParsedEvent], session: PlaybackSession | None,
     return claimed
 
 
-@router.post("/v1/events", status_code=202, summary="Ingest a batch of playback events")
-async def post_events(request: Request) -> JSONResponse:
+class Accepted(BaseModel):
+    accepted: int = Field(description="events acknowledged by the broker (acks=all)")
+
+
+BATCH_SCHEMA = {  # the body as documented; the route parses it itself (gzip, text/plain beacons, caps)
+    "oneOf": [
+        {"type": "object", "required": ["events"], "properties": {
+            "session": {"type": "string", "description": "the playback session (else X-Playback-Session)"},
+            "events": {"type": "array", "maxItems": 500, "items": {"type": "object", "required": ["type"],
+                       "description": "a PlaybackEvent's or QualitySwitch's fields; see the module docstring"}}}},
+        {"type": "array", "items": {"type": "object"}, "description": "a bare array of events"}]}
+
+
+@router.post("/v1/events", status_code=202, summary="Ingest a batch of playback events", response_model=Accepted,
+             openapi_extra={
+                 "requestBody": {"required": True, "content": {m: {"schema": BATCH_SCHEMA} for m in (
+                     "application/json", "text/plain")}},
+                 "parameters": [
+                     {"name": SESSION_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+                      "description": "the playback session GET /v1/stream issued"},
+                     {"name": "Content-Encoding", "in": "header", "required": False,
+                      "schema": {"type": "string", "enum": ["gzip", "identity"]}}]})
+async def post_events(request: Request, svc: Svc) -> JSONResponse:
     """Check the client's rate, the session and the whole batch, produce it, answer 202 once acknowledged."""
-    settings = _settings(request.app)
-    trust = event_trust(request.app)
+    settings = svc.ingest
+    trust = svc.trust
     claimed: list[str] = []
     try:
         wait = trust.client_wait(request)
@@ -802,24 +730,23 @@ async def post_events(request: Request) -> JSONResponse:
                 raise RequestError(429, "session_rate_limited", "too many events for this playback session",
                                    headers={"Retry-After": retry_after(wait)})
         claimed = _claim_views(parsed, session, trust.views)
-        sender = get_sender(request.app)
-        encoded = await run_in_threadpool(sender.encode, parsed)
+        sender = svc.sender
+        encoded = await run_in_threadpool(encode_events, sender.producer, parsed)
     except RequestError as exc:
         for sid in claimed:
             trust.views.release(sid)
-        if exc.status >= 400:
-            log.info("POST /v1/events refused (%d %s): %s", exc.status, exc.reason, exc.message)
-            REFUSED.labels(exc.reason).inc()
-        return exc.response()
+        log.info("POST /v1/events refused (%d %s): %s", exc.status, exc.reason, exc.message)
+        REFUSED.labels(exc.reason).inc()
+        raise
     try:
-        await sender.deliver(encoded, settings.delivery_timeout)
+        await sender.send_encoded(encoded, settings.delivery_timeout, "event")
     except DeliveryError as exc:
         for sid in claimed:                 # the client resends the same batch: its view must pass again
             trust.views.release(sid)
         log.warning("POST /v1/events: %s", exc)
         REFUSED.labels(exc.reason).inc()
-        return JSONResponse({"error": f"the event log did not acknowledge the batch: {exc.message}",
-                             "reason": exc.reason, "retryable": True}, status_code=503, headers={"Retry-After": "1"})
+        raise ApiError(503, f"the event log did not acknowledge the batch: {exc.message}", {"Retry-After": "1"},
+                       code=exc.reason, retryable=True) from None
     for topic, n in collections.Counter(p.topic for p in parsed).items():
         INGESTED.labels(topic).inc(n)
     return JSONResponse({"accepted": len(parsed)}, status_code=202)

@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from framelog.api.access_state import ApiError, access_state
 from framelog.api.auth import current_principal
+from framelog.api.errors import responses
+from framelog.api.services import Services, Svc
 from framelog.core.config import Config
-from framelog.core.errors import InvalidIdError
+from framelog.core.errors import ApiError
 from framelog.core.ids import validate_video_id
 from framelog.core.object_keys import hls_key
 from framelog.processors.public_urls import key_url as public_key_url
 from framelog.processors.tokens import TokenError, load_or_create_secret, sign_playback, verify_playback
 from framelog.processors.video_access import key_access
-from framelog.sinks.object_store import ObjectStore
 
 router = APIRouter(tags=["keys"], dependencies=[Depends(current_principal)])     # who is asking: api.auth
 
@@ -54,45 +54,37 @@ def key_grant(config: Config, video_id: str, viewer_id: str | None = None, ttl: 
                          now=time.time(), viewer_id=viewer_id, ttl=ttl)
 
 
-def _access_refusal(request: Request, video_id: str, grant_viewer: str | None) -> Response | None:
-    """None when the grant's basis still holds; else the refusal (401/403/404/503)."""
-    state = access_state(request.app)
-    try:
-        viewer = state.viewer(request)
-        entry, policy = state.known_entry(video_id)
-    except ApiError as exc:
-        return JSONResponse({"error": exc.message}, status_code=exc.status,
-                            headers={"Cache-Control": "no-store", **exc.headers})
+def _check_access(svc: Services, request: Request, video_id: str, grant_viewer: str | None) -> None:
+    """Nothing when the grant's basis still holds; else ApiError (401/403/404/503)."""
+    state = svc.access
+    viewer = state.viewer(request)
+    entry, policy = state.known_entry(video_id)
     decision = key_access(entry, policy, grant_viewer, viewer)
     if not decision.allowed:
-        return JSONResponse({"error": f"playback grant refused: {decision.refusal}"}, status_code=403,
-                            headers={"Cache-Control": "no-store"})
-    return None
+        raise ApiError(403, f"playback grant refused: {decision.refusal}", code="grant_refused")
 
 
-@router.get(KEY_PATH)
-async def get_key(request: Request, video_id: str) -> Response:
-    config: Config = request.app.state.config
-    try:
-        validate_video_id(video_id)
-    except InvalidIdError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    if "sig" not in request.query_params:
-        return JSONResponse({"error": "a playback grant is required (video, prefix, exp, sig)"}, status_code=401,
-                            headers={"Cache-Control": "no-store"})
+@router.get(KEY_PATH, response_class=Response, responses={
+    200: {"content": {"application/octet-stream": {}}, "description": "the 16-byte AES-128 key"},
+    **responses(400, 401, 403, 404, 503)})
+async def get_key(request: Request, video_id: str, svc: Svc,
+                  video: str | None = Query(None, description="the grant's video (from GET /v1/stream)"),
+                  prefix: str | None = Query(None, description="the grant's path prefix"),
+                  exp: int | None = Query(None, description="the grant's expiry, epoch seconds"),
+                  viewer: str | None = Query(None, description="the viewer the grant is bound to, if any"),
+                  sig: str | None = Query(None, description="the grant's signature")) -> Response:
+    """The video's AES-128 key, for the holder of a playback grant whose basis still holds."""
+    validate_video_id(video_id)
+    if sig is None:
+        raise ApiError(401, "a playback grant is required (video, prefix, exp, sig)", code="grant_required")
     try:
         claims = verify_playback(dict(request.query_params), video_id=video_id, path=request.url.path,
-                                 secret=load_or_create_secret(config), now=time.time())
+                                 secret=svc.secret, now=time.time())
     except TokenError as exc:
-        return JSONResponse({"error": f"playback grant refused: {exc.reason}"}, status_code=403,
-                            headers={"Cache-Control": "no-store"})
-    refusal = await run_in_threadpool(_access_refusal, request, video_id, claims.viewer_id)
-    if refusal is not None:
-        return refusal
-    store = ObjectStore(config)
-    key = await run_in_threadpool(store.get_bytes, hls_key(video_id))
+        raise ApiError(403, f"playback grant refused: {exc.reason}", code="grant_refused") from None
+    await run_in_threadpool(_check_access, svc, request, video_id, claims.viewer_id)
+    key = await run_in_threadpool(svc.store.get_bytes, hls_key(video_id))
     if key is None:
-        return JSONResponse({"error": f"video {video_id} has no published key"}, status_code=404,
-                            headers={"Cache-Control": "no-store"})
+        raise ApiError(404, f"video {video_id} has no published key")
     return Response(key, media_type="application/octet-stream",
                     headers={"Cache-Control": "private, no-store", "Access-Control-Allow-Origin": "*"})

@@ -26,9 +26,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.access_state import ApiError, access_state, video_id_param
+from framelog.api.access_state import video_id_param
 from framelog.api.auth import require
-from framelog.api.videos import STATUS_READY_TIMEOUT, services
+from framelog.api.errors import responses
+from framelog.api.services import Services, Svc
+from framelog.api.videos import STATUS_READY_TIMEOUT
+from framelog.core.errors import ApiError
 from framelog.processors.identity import OPS, Principal
 
 router = APIRouter(tags=["live"])
@@ -53,9 +56,9 @@ def replayed(view: dict[str, Any] | None) -> list[dict[str, Any]]:
              "duration_ms": s.get("duration_ms"), "at": s.get("updated_at"), "replayed": True} for s in stages]
 
 
-async def event_stream(request: Request, video_id: str) -> AsyncIterator[bytes]:
-    config = access_state(request.app).config
-    table = services(request.app).status
+async def event_stream(request: Request, svc: Services, video_id: str) -> AsyncIterator[bytes]:
+    config = svc.config
+    table = svc.status
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[dict[str, Any] | None, dict[str, Any]]] = asyncio.Queue()
 
@@ -97,18 +100,22 @@ async def event_stream(request: Request, video_id: str) -> AsyncIterator[bytes]:
         unwatch()
 
 
-@router.get("/videos/{video_id}/events")
-async def video_events(video_id: str, request: Request, principal: Principal = Depends(require())):
-    try:
-        video_id = video_id_param(video_id)
-        state = access_state(request.app)
-        if await run_in_threadpool(state.entry, video_id) is None:     # just created: fold what the log has now
-            await run_in_threadpool(state.catalog.sync, CATALOG_SYNC_TIMEOUT)
-        # the video's owner, a member of its workspace, or ops: 404 unknown, 403 anyone else
-        await run_in_threadpool(state.check_reader, principal, video_id, (OPS,))
-        table = services(request.app).status
-        if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):
-            raise ApiError(503, "the status table is still catching up with the log", {"Retry-After": "5"})
-    except ApiError as exc:
-        return exc.response()
-    return StreamingResponse(event_stream(request, video_id), media_type="text/event-stream", headers=SSE_HEADERS)
+@router.get("/videos/{video_id}/events", response_class=StreamingResponse, responses={
+    200: {"content": {"text/event-stream": {}},
+          "description": "server-sent events: transition, status, end (see the module docstring)"},
+    **responses(400, 401, 403, 404, 503)})
+async def video_events(video_id: str, request: Request, svc: Svc,
+                       principal: Principal = Depends(require())) -> StreamingResponse:
+    """The video's stage transitions as server-sent events: what happened so far, then live."""
+    video_id = video_id_param(video_id)
+    state = svc.access
+    if await run_in_threadpool(state.entry, video_id) is None:     # just created: fold what the log has now
+        await run_in_threadpool(state.catalog.sync, CATALOG_SYNC_TIMEOUT)
+    # the video's owner, a member of its workspace, or ops: 404 unknown, 403 anyone else
+    await run_in_threadpool(state.check_reader, principal, video_id, (OPS,))
+    table = svc.status
+    if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):
+        raise ApiError(503, "the status table is still catching up with the log", {"Retry-After": "5"},
+                       code="catching_up")
+    return StreamingResponse(event_stream(request, svc, video_id), media_type="text/event-stream",
+                             headers=SSE_HEADERS)

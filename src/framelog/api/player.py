@@ -13,13 +13,16 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from framelog.api.auth import current_principal
+from framelog.api.errors import responses
+from framelog.api.services import Svc
 from framelog.core.config import Config
-from framelog.core.errors import InvalidIdError
+from framelog.core.errors import ApiError
 from framelog.core.ids import validate_video_id
 from framelog.processors.abr import js_constants
 
@@ -69,32 +72,34 @@ def render_page(config: Config, video_id: str) -> str:
     return render_template("player.html", player_settings(config, video_id), video_id)
 
 
-@router.get("/player/{video_id}", response_class=HTMLResponse)
-async def player_page(request: Request, video_id: str) -> Response:
-    try:
-        validate_video_id(video_id)
-    except InvalidIdError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    return HTMLResponse(render_page(request.app.state.config, video_id), headers=NO_CACHE)
+@router.get("/player/{video_id}", response_class=HTMLResponse, responses=responses(400, 401))
+async def player_page(video_id: str, svc: Svc) -> Response:
+    """The web player's page for one video (what to play it asks GET /v1/stream itself)."""
+    validate_video_id(video_id)
+    return HTMLResponse(render_page(svc.config, video_id), headers=NO_CACHE)
 
 
-@router.get(ASSETS_PATH + "/vendor/{name}")
+ASSET: dict[int | str, dict[str, Any]] = {200: {"content": {"text/javascript": {}, "text/css": {}},
+                                                "description": "the file"}}
+
+
+@router.get(ASSETS_PATH + "/vendor/{name}", response_class=FileResponse, responses={**ASSET, **responses(404, 503)})
 async def vendor(name: str) -> Response:
-    """hls.js for the player, uPlot for the analytics page: from node_modules, installed by npm ci."""
+    """hls.js for the player, uPlot for the analytics page: from node_modules, installed by npm ci (no CDN)."""
     if name not in VENDOR:
-        return JSONResponse({"error": f"no vendor asset {name!r}"}, status_code=404)
+        raise ApiError(404, f"no vendor asset {name!r}")
     path, media_type = VENDOR[name]
     if not path.is_file():
-        return JSONResponse({"error": f"{path.relative_to(REPO_ROOT)} is not installed; run scripts/bootstrap.sh "
-                                      "(npm ci)"}, status_code=503)
+        raise ApiError(503, f"{path.relative_to(REPO_ROOT)} is not installed; run scripts/bootstrap.sh (npm ci)",
+                       code="not_installed")
     return FileResponse(path, media_type=media_type, headers=NO_CACHE)
 
 
-@router.get(ASSETS_PATH + "/{name}")
+@router.get(ASSETS_PATH + "/{name}", response_class=FileResponse, responses={**ASSET, **responses(404)})
 async def asset(name: str) -> Response:
     """A script or style sheet of web/ (no sub-folders: nothing else is reachable)."""
     path = WEB_DIR / name
     media_type = ASSET_TYPES.get(path.suffix)
     if media_type is None or "/" in name or name.startswith(".") or not path.is_file():
-        return JSONResponse({"error": f"no asset {name!r}"}, status_code=404)
+        raise ApiError(404, f"no asset {name!r}")
     return FileResponse(path, media_type=media_type, headers=NO_CACHE)

@@ -21,6 +21,7 @@ from typing import Any
 
 from framelog.api.event_trust import RateLimiter, client_address, parse_networks, retry_after
 from framelog.core.config import Config
+from framelog.core.errors import ApiError
 
 EXEMPT_PATHS = frozenset({"/healthz"})
 Scope = dict[str, Any]
@@ -70,8 +71,9 @@ class ApiProtection:
 
 
 async def _refuse(send: Any, message: str, retry: str) -> None:
-    body = json.dumps({"detail": message}).encode()
+    body = json.dumps(ApiError(429, message, code="rate_limited").body()).encode()   # api.errors' shape
     await send({"type": "http.response.start", "status": 429,
                 "headers": [(b"content-type", b"application/json"), (b"retry-after", retry.encode()),
+                            (b"cache-control", b"no-store"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -66,19 +66,23 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.access_state import AccessState, ApiError, access_state, video_id_param
+from framelog.api.access_state import AccessState, video_id_param
 from framelog.api.auth import current_principal
-from framelog.api.event_trust import SESSION_FIELD, SESSION_HEADER, event_trust, retry_after
-from framelog.api.events import ParsedEvent, get_sender, playback_types
+from framelog.api.errors import responses
+from framelog.api.event_trust import SESSION_FIELD, SESSION_HEADER, retry_after
+from framelog.api.events import ParsedEvent, encode_events, playback_types
 from framelog.api.keys import key_grant, key_url
+from framelog.api.services import Services, Svc
 from framelog.api.stream_availability import RESTORING, Availability, rendition_availability
-from framelog.api.videos import STATUS_READY_TIMEOUT, services
+from framelog.api.stream_models import RenewRequest, StreamAnswer, StreamRenewal
+from framelog.api.videos import STATUS_READY_TIMEOUT
 from framelog.core import object_keys
 from framelog.core.config import Config
+from framelog.core.errors import ApiError
 from framelog.processors.access import Viewer
 from framelog.processors.cdn_routing import Route, normalize_country, route
 from framelog.processors.delivery_plan import DeliveryPlan, plan_for, plan_key
@@ -116,7 +120,8 @@ def _restoring(subject: str, estimate: float | None) -> ApiError:
     """
     retry = RETRY_UNKNOWN_SECONDS if estimate is None else max(1, math.ceil(estimate))
     return ApiError(409, f"{subject} is being restored from cold storage; ready in about {retry}s",
-                    {"Retry-After": str(retry)}, {"availability": RESTORING, "restore_estimate_seconds": estimate})
+                    {"Retry-After": str(retry)}, code="restoring", availability=RESTORING,
+                    restore_estimate_seconds=estimate)
 
 
 def _quality_param(value: str | None, config: Config) -> str | None:
@@ -125,20 +130,21 @@ def _quality_param(value: str | None, config: Config) -> str | None:
         return None
     ladder = [q.name for q in config.hls.quality_levels]
     if value not in ladder:
-        raise ApiError(400, f"unknown quality {value[:40]!r}; expected one of {[AUTO_QUALITY, *ladder]}")
+        raise ApiError(400, f"unknown quality {value[:40]!r}; expected one of {[AUTO_QUALITY, *ladder]}",
+                       code="invalid_field", field="quality")
     return value
 
 
-def _not_playable(app: Any, video_id: str) -> ApiError:
+def _not_playable(svc: Services, video_id: str) -> ApiError:
     """409 with the video's processing status (or what the upload says)."""
-    svc = services(app)
     table = svc.status
     view = None
     if table.ready or table.wait_ready(STATUS_READY_TIMEOUT):
         view = table.get(video_id)
     if view is None:
         view = svc.uploads.status_view(video_id) or {"video_id": video_id, "state": "uploaded"}
-    return ApiError(409, f"video {video_id} is not playable yet: {view.get('state')}", extra={"status": view})
+    return ApiError(409, f"video {video_id} is not playable yet: {view.get('state')}", code="not_playable",
+                    status=view)
 
 
 def _share_ttl(share_expires_at: int | None, config: Config, now: float) -> float:
@@ -165,13 +171,13 @@ def _subtitles(plan: DeliveryPlan, sign: Callable[[str], str]) -> list[dict[str,
              "vtt_url": sign(t.vtt_path) if t.vtt_path else None} for t in plan.subtitles]
 
 
-def _plan(state: AccessState, video_id: str, asset: dict[str, Any]) -> DeliveryPlan:
+def _plan(svc: Services, video_id: str, asset: dict[str, Any]) -> DeliveryPlan:
     """The video's delivery plan, from the application cache (dropped when the catalog folds its events)."""
-    return state.delivery_plans.get_or_compute(plan_key(video_id, asset), lambda: plan_for(video_id, asset),
+    return svc.delivery_plans.get_or_compute(plan_key(video_id, asset), lambda: plan_for(video_id, asset),
                                                (video_id,))
 
 
-async def _emit_stream_start(request: Request, video_id: str, viewer: Viewer | None, quality: str | None,
+async def _emit_stream_start(svc: Services, video_id: str, viewer: Viewer | None, quality: str | None,
                              country: str | None) -> dict[str, Any]:
     """The seed's TrackStreamStart: a view_start PlaybackEvent on playback.events (acks=all)."""
     session_id = uuid.uuid4().hex
@@ -182,56 +188,57 @@ async def _emit_stream_start(request: Request, video_id: str, viewer: Viewer | N
                        client_time=now_ms, ingest_time=now_ms, event_time=now_ms)
     recorded = True
     try:
-        sender = get_sender(request.app)
-        encoded = await run_in_threadpool(sender.encode, [ParsedEvent(PLAYBACK_EVENTS, "PlaybackEvent", record)])
-        await sender.deliver(encoded, STREAM_START_TIMEOUT)
+        sender = svc.sender
+        encoded = await run_in_threadpool(encode_events, sender.producer,
+                                          [ParsedEvent(PLAYBACK_EVENTS, "PlaybackEvent", record)])
+        await sender.send_encoded(encoded, STREAM_START_TIMEOUT, "view_start")
     except Exception as exc:  # noqa: BLE001 - analytics trouble must not stop playback
         log.warning("stream start of %s not recorded: %s", video_id, exc)
         recorded = False
     return {"session_id": session_id, "viewer_id": viewer_id, "event_id": record["event_id"], "recorded": recorded}
 
 
-def _ingest_url(request: Request) -> str:
+def _ingest_url(svc: Services, request: Request) -> str:
     """Where the player posts its events: this API's ``POST /v1/events``."""
-    return f"{_api_base(request)}/v1/events"
+    return f"{_api_base(svc, request)}/v1/events"
 
 
-def _api_base(request: Request) -> str:
+def _api_base(svc: Services, request: Request) -> str:
     """The API's public base (``delivery.public_api_url``), else the one the client used."""
-    return request.app.state.config.delivery.public_api_url.rstrip("/") or str(request.base_url).rstrip("/")
+    return svc.config.delivery.public_api_url.rstrip("/") or str(request.base_url).rstrip("/")
 
 
-def _resolve(state: AccessState, request: Request, video_id: str, share: str | None
+def _resolve(svc: Services, request: Request, video_id: str, share: str | None
              ) -> tuple[Viewer | None, VideoEntry, AccessDecision]:
+    state = svc.access
     viewer = state.viewer(request)
     entry, policy = state.known_entry(video_id)
     decision = stream_access(entry, policy, viewer, share, secret=state.secret, now=time.time())
     if not decision.allowed:
-        raise ApiError(403, decision.refusal)
+        raise ApiError(403, decision.refusal, code="access_refused")
     if entry.asset is None:
-        raise _not_playable(request.app, video_id)
+        raise _not_playable(svc, video_id)
     return viewer, entry, decision
 
 
-def _route(state: AccessState, country: str | None) -> tuple[Route, dict[str, bool]]:
-    health = state.edge_health.healthy()
-    return route(country, state.config.cdn, lambda p: health.get(p, False)), health
+def _route(svc: Services, country: str | None) -> tuple[Route, dict[str, bool]]:
+    health = svc.edge_health.healthy()
+    return route(country, svc.config.cdn, lambda p: health.get(p, False)), health
 
 
-def _rate_limited(request: Request) -> ApiError | None:
+def _check_rate(svc: Services, request: Request) -> None:
     """429 when the client address spent its requests (``playback_trust.client_rate``)."""
-    wait = event_trust(request.app).client_wait(request)
-    if not wait:
-        return None
-    return ApiError(429, "too many requests from this client address", {"Retry-After": retry_after(wait)})
+    wait = svc.trust.client_wait(request)
+    if wait:
+        raise ApiError(429, "too many requests from this client address", {"Retry-After": retry_after(wait)})
 
 
-async def _delivery(request: Request, state: AccessState, video_id: str, quality: str | None, plan: DeliveryPlan,
+async def _delivery(request: Request, svc: Services, video_id: str, quality: str | None, plan: DeliveryPlan,
                     availability: dict[str, Availability], route_country: str | None,
                     grant_basis: str | None, viewer_bound: bool, share_expires_at: int | None) -> dict[str, Any]:
     """The signed part of an answer: edge URLs (primary and fallback), renditions, poster, key grant, expiry."""
-    config = state.config
-    chosen, health = await run_in_threadpool(_route, state, route_country)
+    config, state = svc.config, svc.access
+    chosen, health = await run_in_threadpool(_route, svc, route_country)
     now = time.time()
     ttl = _share_ttl(share_expires_at, config, now)
     primary = _urls(chosen.primary, video_id, quality, config, state.secret, now, ttl)
@@ -272,7 +279,7 @@ async def _delivery(request: Request, state: AccessState, video_id: str, quality
         "duration_seconds": plan.duration_seconds,
         "encryption": encryption,
         "expires_at": int(now + ttl),
-        "renewal": {"url": f"{_api_base(request)}{RENEW_PATH}",
+        "renewal": {"url": f"{_api_base(svc, request)}{RENEW_PATH}",
                     "after_seconds": round(ttl * config.playback_trust.renew_at_fraction, 3)},
     }
 
@@ -283,46 +290,45 @@ def _with_session(body: dict[str, Any], token: str, session: PlaybackSession) ->
     return body
 
 
-@router.get("/v1/stream")
-async def get_stream(request: Request) -> JSONResponse:
-    q = request.query_params
-    state = access_state(request.app)
-    config = state.config
-    try:
-        limited = _rate_limited(request)
-        if limited is not None:
-            raise limited
-        video_id = video_id_param(q.get("video_id"))
-        quality = _quality_param(q.get("quality"), config)
-        viewer, entry, decision = await run_in_threadpool(_resolve, state, request, video_id, q.get("share"))
-        plan = _plan(state, video_id, entry.asset or {})
-        names = plan.names
-        if quality is not None and quality not in names:
-            raise ApiError(404, f"quality {quality} was not published for video {video_id}; published: {names}")
-        availability = await run_in_threadpool(rendition_availability, request.app, video_id, names, quality)
-        if quality is not None and not availability.get(quality, Availability()).playable:
-            raise _restoring(f"rendition {quality}", availability[quality].estimate_seconds)
-        if quality is None and availability and not any(a.playable for a in availability.values()):
-            known = [a.estimate_seconds for a in availability.values() if a.estimate_seconds is not None]
-            raise _restoring(f"video {video_id}", min(known) if known else None)
-    except ApiError as exc:
-        return exc.response()
+@router.get("/v1/stream", response_model=StreamAnswer, responses=responses(400, 401, 403, 404, 409, 429, 503))
+async def get_stream(request: Request, svc: Svc,
+                     video_id: str | None = Query(None, description="the video to play (required)"),
+                     quality: str | None = Query(None, description="a rendition name, or auto (the default)"),
+                     share: str | None = Query(None, description="a share token (POST /videos/{id}/share)"),
+                     country: str | None = Query(None, description="ISO 3166-1 alpha-2; steers routing only")
+                     ) -> JSONResponse:
+    """Where and how to play a video: signed edge URLs, renditions, key grant, playback session."""
+    state, config = svc.access, svc.config
+    _check_rate(svc, request)
+    video_id = video_id_param(video_id)
+    wanted = _quality_param(quality, config)
+    viewer, entry, decision = await run_in_threadpool(_resolve, svc, request, video_id, share)
+    plan = _plan(svc, video_id, entry.asset or {})
+    names = plan.names
+    if wanted is not None and wanted not in names:
+        raise ApiError(404, f"quality {wanted} was not published for video {video_id}; published: {names}")
+    availability = await run_in_threadpool(rendition_availability, svc, video_id, names, wanted)
+    if wanted is not None and not availability.get(wanted, Availability()).playable:
+        raise _restoring(f"rendition {wanted}", availability[wanted].estimate_seconds)
+    if wanted is None and availability and not any(a.playable for a in availability.values()):
+        known = [a.estimate_seconds for a in availability.values() if a.estimate_seconds is not None]
+        raise _restoring(f"video {video_id}", min(known) if known else None)
 
     # The viewer's country only from a trusted proxy's header; ``country=`` may steer
     # routing (tests, a viewer's declared region) but analytics record the trusted one.
-    trusted_country = event_trust(request.app).country(request)
-    country = normalize_country(q.get("country")) or trusted_country
+    trusted_country = svc.trust.country(request)
+    route_country = normalize_country(country) or trusted_country
     basis = grant_viewer(viewer, decision)
     share_exp = decision.share.expires_at if decision.share is not None else None
-    body = await _delivery(request, state, video_id, quality, plan, availability, country, basis,
+    body = await _delivery(request, svc, video_id, wanted, plan, availability, route_country, basis,
                            viewer is not None, share_exp)
-    start = await _emit_stream_start(request, video_id, viewer, quality, trusted_country)
+    start = await _emit_stream_start(svc, video_id, viewer, wanted, trusted_country)
     token, session = issue_session(
         secret=state.secret, now=time.time(), ttl=config.playback_trust.session_ttl, session_id=start["session_id"],
         video_id=video_id, viewer_id=start["viewer_id"], country=trusted_country, basis=basis,
         share_expires_at=share_exp, view_recorded=start["recorded"])
     body["analytics"] = {
-        "ingest_url": _ingest_url(request),
+        "ingest_url": _ingest_url(svc, request),
         "video_id": video_id,
         "session_id": start["session_id"],
         "viewer_id": start["viewer_id"],
@@ -337,23 +343,20 @@ async def get_stream(request: Request) -> JSONResponse:
 
 # ------------------------------------------------------------------ renewal
 
-async def _renew_session(request: Request, secret: bytes) -> PlaybackSession:
-    """The session of a renewal (header or JSON body); ApiError 400/401 when absent or refused."""
-    token = request.headers.get(SESSION_HEADER)
-    if token is None:
-        try:
-            doc = await request.json()
-        except ValueError:
-            doc = None
-        token = doc.get(SESSION_FIELD) if isinstance(doc, dict) else None
-    if not isinstance(token, str) or not token:
-        raise ApiError(401, f"renewal needs the playback session ({SESSION_HEADER} or {{\"{SESSION_FIELD}\": ...}})")
+def _renew_session(request: Request, body: RenewRequest | None, secret: bytes) -> PlaybackSession:
+    """The session of a renewal (header or JSON body); ApiError 401 when absent or refused."""
+    token = request.headers.get(SESSION_HEADER) or (body.session if body is not None else None)
+    if not token:
+        raise ApiError(401, f"renewal needs the playback session ({SESSION_HEADER} or {{\"{SESSION_FIELD}\": ...}})",
+                       code="session_required", field=SESSION_FIELD)
     try:
         return verify_session(token, secret=secret, now=time.time())
     except ExpiredTokenError:
-        raise ApiError(401, "the playback session expired: open the stream again (GET /v1/stream)") from None
+        raise ApiError(401, "the playback session expired: open the stream again (GET /v1/stream)",
+                       code="session_expired", field=SESSION_FIELD) from None
     except TokenError as exc:
-        raise ApiError(401, f"playback session refused: {exc.reason}") from None
+        raise ApiError(401, f"playback session refused: {exc.reason}", code="session_invalid",
+                       field=SESSION_FIELD) from None
 
 
 def _still_allowed(state: AccessState, request: Request, session: PlaybackSession) -> VideoEntry:
@@ -363,38 +366,35 @@ def _still_allowed(state: AccessState, request: Request, session: PlaybackSessio
         entry, policy = state.known_entry(session.video_id)
     except ApiError as exc:
         if exc.status == 404:
-            raise ApiError(403, f"renewal refused: {exc.message}") from None
+            raise ApiError(403, f"renewal refused: {exc.message}", code="renewal_refused") from None
         raise
     if session.share_expires_at is not None and time.time() >= session.share_expires_at:
-        raise ApiError(403, "renewal refused: the share link expired")
+        raise ApiError(403, "renewal refused: the share link expired", code="renewal_refused")
     decision = key_access(entry, policy, session.basis, viewer)
     if not decision.allowed:
-        raise ApiError(403, f"renewal refused: {decision.refusal}")
+        raise ApiError(403, f"renewal refused: {decision.refusal}", code="renewal_refused")
     if entry.asset is None:
-        raise ApiError(403, "renewal refused: the video has no published asset any more")
+        raise ApiError(403, "renewal refused: the video has no published asset any more", code="renewal_refused")
     return entry
 
 
-@router.post(RENEW_PATH)
-async def renew_stream(request: Request) -> JSONResponse:
+@router.post(RENEW_PATH, response_model=StreamRenewal, responses=responses(401, 403, 429, 503))
+async def renew_stream(request: Request, svc: Svc, body: RenewRequest | None = None) -> JSONResponse:
     """Fresh edge URLs, key grant and session for a playback still allowed (no second view_start)."""
-    state = access_state(request.app)
+    state = svc.access
     try:
-        limited = _rate_limited(request)
-        if limited is not None:
-            raise limited
-        session = await _renew_session(request, state.secret)
+        _check_rate(svc, request)
+        session = _renew_session(request, body, state.secret)
         entry = await run_in_threadpool(_still_allowed, state, request, session)
-        plan = _plan(state, session.video_id, entry.asset or {})
-        availability = await run_in_threadpool(rendition_availability, request.app, session.video_id, plan.names,
-                                               None)
     except ApiError as exc:
         if exc.status == 403:
             log.info("stream renewal refused: %s", exc.message)
-        return exc.response()
-    body = await _delivery(request, state, session.video_id, None, plan, availability, session.country,
-                           session.basis, parse_grant_viewer(session.basis)[0] is not None, session.share_expires_at)
+        raise
+    plan = _plan(svc, session.video_id, entry.asset or {})
+    availability = await run_in_threadpool(rendition_availability, svc, session.video_id, plan.names, None)
+    answer = await _delivery(request, svc, session.video_id, None, plan, availability, session.country,
+                             session.basis, parse_grant_viewer(session.basis)[0] is not None, session.share_expires_at)
     token, renewed = issue_session(session, secret=state.secret, now=time.time(),
                                    ttl=state.config.playback_trust.session_ttl)
-    body["session_id"] = session.session_id
-    return JSONResponse(_with_session(body, token, renewed), headers=NO_STORE)
+    answer["session_id"] = session.session_id
+    return JSONResponse(_with_session(answer, token, renewed), headers=NO_STORE)

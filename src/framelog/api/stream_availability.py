@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from framelog.api.access_state import access_state
+if TYPE_CHECKING:
+    from framelog.api.services import Services
+
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class Availability:
         return {"availability": self.state, "restore_estimate_seconds": self.estimate_seconds}
 
 
-def rendition_availability(app: Any, video_id: str, qualities: Iterable[str],
+def rendition_availability(svc: Services, video_id: str, qualities: Iterable[str],
                            requested: str | None = None) -> dict[str, Availability]:
     """Availability of each published quality (blocking; call from a worker thread).
 
@@ -52,7 +54,7 @@ def rendition_availability(app: Any, video_id: str, qualities: Iterable[str],
     """
     names = list(qualities)
     try:
-        view = access_state(app).tier_view
+        view = svc.tier_view
         if not view.wait_ready(READY_TIMEOUT):
             raise TimeoutError(f"tier view not caught up within {READY_TIMEOUT:g}s ({view.last_error})")
         listed = {q: view.availability(video_id, q, request=False) for q in names}

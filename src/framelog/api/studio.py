@@ -12,13 +12,14 @@ are drawn by uPlot, served from node_modules like hls.js
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, Response
 
 from framelog.api.auth import current_principal
+from framelog.api.errors import responses
 from framelog.api.player import NO_CACHE, render_template
+from framelog.api.services import Svc
 from framelog.core.config import Config
-from framelog.core.errors import InvalidIdError
 from framelog.core.ids import validate_video_id
 from framelog.sinks.clickhouse.queries import SERIES_INTERVALS
 
@@ -42,11 +43,9 @@ def studio_settings(config: Config, video_id: str) -> dict:
     }
 
 
-@router.get("/studio/{video_id}/analytics", response_class=HTMLResponse)
-async def analytics_page(request: Request, video_id: str) -> Response:
-    try:
-        validate_video_id(video_id)
-    except InvalidIdError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    page = render_template("analytics.html", studio_settings(request.app.state.config, video_id), video_id)
+@router.get("/studio/{video_id}/analytics", response_class=HTMLResponse, responses=responses(400, 401))
+async def analytics_page(video_id: str, svc: Svc) -> Response:
+    """The owner's analytics page (its data comes from the analytics routes, with the viewer's token)."""
+    validate_video_id(video_id)
+    page = render_template("analytics.html", studio_settings(svc.config, video_id), video_id)
     return HTMLResponse(page, headers=NO_CACHE)

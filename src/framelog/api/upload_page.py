@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from framelog.api.auth import current_principal
+from framelog.api.errors import responses
+from framelog.api.services import Svc
 from framelog.core.config import Config
+from framelog.core.errors import ApiError
 
 router = APIRouter(tags=["upload page"], dependencies=[Depends(current_principal)])
 
@@ -39,18 +43,24 @@ def render_page(config: Config) -> str:
     return PAGE.read_text().replace("{{CONFIG_JSON}}", settings).replace("{{ASSETS}}", ASSETS_PATH)
 
 
-@router.get("/upload", response_class=HTMLResponse)
-async def upload_page(request: Request) -> Response:
-    return HTMLResponse(render_page(request.app.state.config), headers=NO_CACHE)
+@router.get("/upload", response_class=HTMLResponse, responses=responses(401))
+async def upload_page(svc: Svc) -> Response:
+    """The creator upload page (Uppy against the tus endpoint; the creator's token is pasted in the page)."""
+    return HTMLResponse(render_page(svc.config), headers=NO_CACHE)
 
 
-@router.get(ASSETS_PATH + "/{name}")
+ASSET: dict[int | str, dict[str, Any]] = {200: {"content": {"text/javascript": {}, "text/css": {}},
+                                                "description": "the page's bundle"}}
+
+
+@router.get(ASSETS_PATH + "/{name}", response_class=FileResponse, responses={**ASSET, **responses(404, 503)})
 async def upload_asset(name: str) -> Response:
+    """The upload page's script or style (web/dist, built by scripts/build_web.mjs)."""
     media_type = ASSETS.get(name)
     if media_type is None:
-        return JSONResponse({"error": f"no asset {name!r}"}, status_code=404)
+        raise ApiError(404, f"no asset {name!r}")
     path = BUNDLE_DIR / name
     if not path.is_file():
-        return JSONResponse({"error": "the upload page is not built; run scripts/bootstrap.sh "
-                                      "(node scripts/build_web.mjs)"}, status_code=503)
+        raise ApiError(503, "the upload page is not built; run scripts/bootstrap.sh (node scripts/build_web.mjs)",
+                       code="not_installed")
     return FileResponse(path, media_type=media_type, headers=NO_CACHE)

@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from framelog.core.errors import ApiError
+
 TUS_RESUMABLE = "1.0.0"
 TUS_VERSIONS = (TUS_RESUMABLE,)
 TUS_EXTENSIONS = ("creation", "termination", "checksum")
@@ -57,13 +59,11 @@ _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][
 _OWNER = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
 
 
-class ProtocolError(Exception):
-    """A request broke the protocol; ``status`` is the HTTP status to answer with."""
+class ProtocolError(ApiError):
+    """A request broke the protocol; ``status`` is the HTTP status to answer with (the API's ApiError)."""
 
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(status, message, {"Tus-Resumable": TUS_RESUMABLE, **(headers or {})})
 
 
 # ------------------------------------------------------------------ headers

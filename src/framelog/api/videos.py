@@ -32,21 +32,19 @@ import hmac
 import logging
 import os
 import tempfile
-import threading
-import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from framelog.api.access_state import ApiError, access_state, parse_visibility, parse_workspace
-from framelog.api.auth import current_principal, principal_of, verifier
+from framelog.api.access_state import parse_visibility, parse_workspace
+from framelog.api.auth import current_principal, principal_of
+from framelog.api.errors import responses
+from framelog.api.services import Services, Svc
 from framelog.api.upload_protocol import (
     CHECKSUM_ALGORITHMS,
     CHECKSUM_MISMATCH,
@@ -68,15 +66,13 @@ from framelog.api.upload_protocol import (
     parse_upload_offset,
     upload_path,
 )
+from framelog.api.video_models import UploadCreated, VideoStatus
 from framelog.core.config import Config
-from framelog.core.errors import InvalidIdError
+from framelog.core.errors import ApiError, InvalidIdError
 from framelog.core.ids import new_event_id, validate_video_id
 from framelog.processors.identity import ANALYTICS_READ, OPS, VIDEOS_WRITE, Principal, mint_token
 from framelog.processors.video_access import VideoPolicy
-from framelog.sinks.object_store import ObjectStore
-from framelog.sinks.s3 import s3_client
-from framelog.sinks.upload_sessions import PartWriter, UploadService, UploadView
-from framelog.views.status import StatusTable
+from framelog.sinks.upload_sessions import PartWriter, UploadView
 
 log = logging.getLogger(__name__)
 
@@ -85,82 +81,43 @@ STATUS_RETRY_AFTER = "5"
 SPOOL_READ = 1024 * 1024
 
 
-# ------------------------------------------------------------------ per-app services
-
-class VideoServices:
-    """The upload service, producer and status table one app shares (created on first use, closed at
-    shutdown), and the per-upload locks of this process."""
-
-    def __init__(self, config: Config):
-        self.config = config
-        self._lock = threading.Lock()
-        self._uploads: UploadService | None = None
-        self._producer: Any = None
-        self._status: StatusTable | None = None
-        self.spool_dir = Path(config.stack.state_dir) / "api-spool"
-        # one PATCH at a time per upload in this process; a lock lives while a request holds it
-        self.upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    @property
-    def uploads(self) -> UploadService:
-        with self._lock:
-            if self._uploads is None:
-                store = ObjectStore(self.config, client=s3_client(self.config, read_timeout=300.0))
-                self._uploads = UploadService(self.config, store, lambda: self.producer)
-            return self._uploads
-
-    @property
-    def producer(self) -> Any:
-        with self._lock:
-            if self._producer is None:
-                from framelog.streams.producer import EventProducer
-                self._producer = EventProducer(self.config)
-            return self._producer
-
-    @property
-    def status(self) -> StatusTable:
-        with self._lock:
-            if self._status is None:
-                self._status = StatusTable(self.config).start()
-            return self._status
-
-    def close(self) -> None:
-        with self._lock:
-            status, producer = self._status, self._producer
-            self._status = self._producer = None
-        if status is not None:
-            status.stop()
-        if producer is not None:
-            try:
-                producer.close(10.0)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("closing the upload producer: %s", exc)
+router = APIRouter(tags=["videos"], dependencies=[Depends(current_principal)],
+                   responses=responses(400, 401, 403, 404, 409, 412, 413, 415, 423, 460, 503))
 
 
-def services(app: Any) -> VideoServices:
-    svc = getattr(app.state, "video_services", None)
-    if svc is None:
-        from framelog.core.config import get_config
-        svc = VideoServices(getattr(app.state, "config", None) or get_config())
-        app.state.video_services = svc
-    return svc
+# ------------------------------------------------------------------ documentation (OpenAPI)
+
+def _header(name: str, description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "schema": {"type": "string"},
+            "description": description}
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    svc = services(app)
-    _ = svc.status                   # start replaying now, so the first status request rarely waits
-    try:
-        yield
-    finally:
-        await run_in_threadpool(svc.close)
-        access = getattr(app.state, "access_state", None)     # started by POST /videos (its access policy)
-        if access is not None:
-            app.state.access_state = None
-            await run_in_threadpool(access.close)
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": description}
 
 
-router = APIRouter(tags=["videos"], lifespan=lifespan, dependencies=[Depends(current_principal)])
+TUS_HEADER = _header("Tus-Resumable", f"the protocol version, {TUS_RESUMABLE}", required=True)
+CREATE_PARAMETERS = [   # what POST /videos reads (the route parses the headers itself: tus rules, exact errors)
+    _header("Upload-Length", "the size of the upload in bytes", required=True),
+    _header("Upload-Metadata", "tus metadata: comma-separated `key base64(value)` pairs (filename, filetype, "
+                               "visibility, workspace, priority, owner)"),
+    TUS_HEADER,
+    _query("filename", "the original file name (else metadata)"),
+    _query("content_type", "type/subtype (else metadata, else guessed from the name)"),
+    _query("owner", "may only repeat the token's own sub"),
+    _query("workspace", "a workspace of the token's"),
+    _query("visibility", "public, share_link or private (default: security.default_visibility)"),
+    _query("priority", "a processing_priorities level (default: the workspace's)"),
+]
+CHUNK_PARAMETERS = [_header("Upload-Offset", "where this body starts", required=True),
+                    _header("Content-Type", "application/offset+octet-stream", required=True),
+                    _header("Upload-Checksum", f"`algorithm base64(digest)`; algorithms: {CHECKSUM_ALGORITHMS}"),
+                    TUS_HEADER]
+CHUNK_BODY: dict[str, Any] = {"required": True, "content": {"application/offset+octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}
+OVERRIDE_PARAMETERS = [_header("X-HTTP-Method-Override", "PATCH, DELETE or HEAD", required=True), TUS_HEADER]
+NO_CONTENT: dict[int | str, dict[str, Any]] = {
+    204: {"description": "done; the tus headers say where the upload stands"}}
 
 
 # ------------------------------------------------------------------ helpers
@@ -169,8 +126,9 @@ def _tus(headers: dict[str, str] | None = None) -> dict[str, str]:
     return {"Tus-Resumable": TUS_RESUMABLE, **(headers or {})}
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=_tus(headers))
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> ApiError:
+    """An upload refusal: the API's ApiError with the tus header every upload answer carries."""
+    return ApiError(status, message, _tus(headers), **fields)
 
 
 def _offset_headers(offset: int, length: int | None = None) -> dict[str, str]:
@@ -180,9 +138,11 @@ def _offset_headers(offset: int, length: int | None = None) -> dict[str, str]:
     return headers
 
 
-def _version_error(exc: ProtocolError) -> JSONResponse:
-    headers = {"Tus-Version": ",".join(TUS_VERSIONS)} if exc.status == 412 else None
-    return _error(exc.status, exc.message, headers)
+def _version_error(exc: ApiError) -> ApiError:
+    """A protocol refusal (412 also names the versions spoken); any other ApiError gets the tus header."""
+    headers = {"Tus-Version": ",".join(TUS_VERSIONS)} if exc.status == 412 else {}
+    exc.headers = _tus({**exc.headers, **headers})
+    return exc
 
 
 # ------------------------------------------------------------------ upload endpoints
@@ -193,15 +153,16 @@ def _capabilities(config: Config) -> dict[str, str]:
                  "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS)})
 
 
-@router.options("/videos")
-def upload_options(request: Request) -> Response:
+@router.options("/videos", status_code=204, response_class=Response, responses=NO_CONTENT)
+def upload_options(svc: Svc) -> Response:
     """tus discovery: versions, extensions, the size limit and the checksum algorithms (no credentials)."""
-    return Response(status_code=204, headers=_capabilities(services(request.app).config))
+    return Response(status_code=204, headers=_capabilities(svc.config))
 
 
-@router.options("/videos/{video_id}/upload")
-def upload_url_options(video_id: str, request: Request) -> Response:
-    return Response(status_code=204, headers=_capabilities(services(request.app).config))
+@router.options("/videos/{video_id}/upload", status_code=204, response_class=Response, responses=NO_CONTENT)
+def upload_url_options(video_id: str, svc: Svc) -> Response:
+    """tus discovery at an upload's URL (the same answer)."""
+    return Response(status_code=204, headers=_capabilities(svc.config))
 
 
 ANONYMOUS_PREFIX = "anon-"
@@ -214,7 +175,7 @@ class Uploader:
     upload_token: str | None = None
 
 
-def uploader(request: Request, named_owner: str | None, workspace: str | None) -> Uploader:
+def uploader(svc: Services, request: Request, named_owner: str | None, workspace: str | None) -> Uploader:
     """The owner of a new upload: the token's ``sub``, never a request parameter.
 
     ``owner`` (query or metadata) may only repeat the token's own ``sub``; a
@@ -222,7 +183,7 @@ def uploader(request: Request, named_owner: str | None, workspace: str | None) -
     ``auth.anonymous_upload`` is on, and then the upload may name neither an
     owner nor a workspace and belongs to a fresh anonymous id.
     """
-    config = access_state(request.app).config
+    config = svc.config
     principal = principal_of(request)
     if principal is None:
         if not config.auth.anonymous_upload:
@@ -231,7 +192,7 @@ def uploader(request: Request, named_owner: str | None, workspace: str | None) -
         if named_owner or workspace:
             raise ApiError(403, "an anonymous upload cannot name an owner or a workspace")
         owner = ANONYMOUS_PREFIX + new_event_id()[:24]
-        token = mint_token(config, verifier(request.app).keyring, owner, scopes=[VIDEOS_WRITE],
+        token = mint_token(config, svc.verifier.keyring, owner, scopes=[VIDEOS_WRITE],
                            ttl=config.auth.anonymous_upload_ttl)
         return Uploader(owner, token)
     if not principal.has(VIDEOS_WRITE):
@@ -241,22 +202,22 @@ def uploader(request: Request, named_owner: str | None, workspace: str | None) -
     return Uploader(principal.sub)
 
 
-def initial_policy(request: Request, owner: str, visibility: str | None, workspace: str | None) -> VideoPolicy:
+def initial_policy(svc: Services, request: Request, owner: str, visibility: str | None,
+                   workspace: str | None) -> VideoPolicy:
     """The policy a new upload starts with: its owner, a workspace the owner belongs to, a visibility."""
-    state = access_state(request.app)
     principal = principal_of(request)
     ws = parse_workspace(workspace)
     if ws is not None and (principal is None or ws not in principal.workspaces):
         raise ApiError(403, f"you are not a member of workspace {ws}")
-    vis = parse_visibility(visibility, state.config.security.default_visibility)
+    vis = parse_visibility(visibility, svc.config.security.default_visibility)
     assert vis is not None
     return VideoPolicy(owner, ws, vis)
 
 
-@router.post("/videos", status_code=201)
-async def create_video_upload(request: Request) -> Response:
+@router.post("/videos", status_code=201, response_model=UploadCreated,
+             openapi_extra={"parameters": CREATE_PARAMETERS})
+async def create_video_upload(request: Request, svc: Svc) -> Response:
     """tus creation: ``Upload-Length`` (and ``Upload-Metadata``) -> 201 with ``Location``."""
-    svc = services(request.app)
     try:
         if request.headers.get("upload-defer-length") is not None:
             raise ProtocolError(400, "Upload-Defer-Length is not supported: send Upload-Length")
@@ -270,26 +231,25 @@ async def create_video_upload(request: Request) -> Response:
         if named_owner:
             clean_owner(named_owner)
         workspace = q.get("workspace") or meta.get("workspace")
-        who = await run_in_threadpool(uploader, request, named_owner, workspace)
-        policy = await run_in_threadpool(initial_policy, request, who.owner,
+        who = await run_in_threadpool(uploader, svc, request, named_owner, workspace)
+        policy = await run_in_threadpool(initial_policy, svc, request, who.owner,
                                          q.get("visibility") or meta.get("visibility"), workspace)
         check_tus_resumable(request.headers.get("tus-resumable"))      # after the caller is known (401 first)
-    except ProtocolError as exc:
-        return _version_error(exc)
     except ApiError as exc:
-        return _error(exc.status, exc.message, exc.headers)
+        raise _version_error(exc) from None
     try:                                # the request's processing priority, else its workspace's
         priority = svc.config.priorities.resolve(q.get("priority") or meta.get("priority"), policy.workspace_id)
     except ValueError as exc:
-        return _error(400, str(exc))
+        raise _error(400, str(exc), code="invalid_field", field="priority") from None
     uploads = svc.uploads
     session = await run_in_threadpool(uploads.create, length, filename, content_type, policy.owner_id, priority)
     try:
-        await run_in_threadpool(access_state(request.app).record_policy, session.video_id, policy, policy.owner_id)
+        await run_in_threadpool(svc.access.record_policy, session.video_id, policy, policy.owner_id)
     except Exception as exc:  # noqa: BLE001 - no policy on the log: no upload either
         log.warning("upload %s: access policy not recorded (%s); abandoning it", session.video_id, exc)
         await run_in_threadpool(uploads.abandon, session)
-        return _error(503, "the access policy could not be written to the log; retry", {"Retry-After": "1"})
+        raise _error(503, "the access policy could not be written to the log; retry", {"Retry-After": "1"},
+                     code="log_unavailable") from None
     location = upload_path(session.video_id)
     body: dict[str, Any] = {"video_id": session.video_id, "upload_url": location, "upload_offset": 0,
                             "upload_length": length, "owner": policy.owner_id}
@@ -299,14 +259,14 @@ async def create_video_upload(request: Request) -> Response:
                         headers={**_offset_headers(0, length), "Location": location, "Video-Id": session.video_id})
 
 
-def own_upload(svc: VideoServices, video_id: str, principal: Principal) -> UploadView | None:
+def own_upload(svc: Services, video_id: str, principal: Principal) -> UploadView | None:
     """The upload if ``principal`` created it; None when it does not exist or belongs to someone else
     (the same answer, so nobody learns which uploads exist)."""
     view = svc.uploads.inspect(video_id)
     return view if view is not None and view.owner == principal.sub else None
 
 
-def settle(svc: VideoServices, view: UploadView) -> UploadView:
+def settle(svc: Services, view: UploadView) -> UploadView:
     """An upload whose every byte is stored but that was not announced (its last request died before
     completion): complete and announce it now, so a client told "offset = length" is right."""
     if view.status == "completing" and view.session is not None:
@@ -322,47 +282,36 @@ def settle(svc: VideoServices, view: UploadView) -> UploadView:
     return view
 
 
-def _signed_in(request: Request) -> Principal | JSONResponse:
+def _signed_in(request: Request) -> Principal:
     principal = principal_of(request)
     if principal is None:
-        return _error(401, "sign in as the uploader (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+        raise _error(401, "sign in as the uploader (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
     return principal
 
 
-async def _upload_request(video_id: str, request: Request) -> tuple[VideoServices, Principal] | Response:
-    """What HEAD, PATCH and DELETE check first: the id (400), the caller (401), the version (412)."""
+def _upload_request(video_id: str, request: Request) -> Principal:
+    """What HEAD, PATCH and DELETE check first: the id (400), the caller (401), the version (412).
+    (The API's handler answers a HEAD without a body.)"""
     try:
         validate_video_id(video_id)
     except InvalidIdError as exc:
-        return _error(400, str(exc))
+        raise _error(400, str(exc), code="invalid_id", field="video_id") from None
     principal = _signed_in(request)
-    if isinstance(principal, JSONResponse):
-        return principal
     try:
         check_tus_resumable(request.headers.get("tus-resumable"))
     except ProtocolError as exc:
-        return _version_error(exc)
-    return services(request.app), principal
+        raise _version_error(exc) from None
+    return principal
 
 
-def _bodyless(response: Response, request: Request) -> Response:
-    """HEAD answers carry no body."""
-    if request.method == "HEAD" and response.body:
-        return Response(status_code=response.status_code,
-                        headers={k: v for k, v in response.headers.items() if k.lower() != "content-length"})
-    return response
-
-
-@router.head("/videos/{video_id}/upload")
-async def upload_offset(video_id: str, request: Request) -> Response:
+@router.head("/videos/{video_id}/upload", response_class=Response, openapi_extra={"parameters": [TUS_HEADER]},
+             responses={200: {"description": "Upload-Offset, Upload-Length, Upload-Status, Upload-Metadata"}})
+async def upload_offset(video_id: str, request: Request, svc: Svc) -> Response:
     """tus HEAD: the offset object storage holds durably."""
-    checked = await _upload_request(video_id, request)
-    if isinstance(checked, Response):
-        return _bodyless(checked, request)
-    svc, principal = checked
+    principal = _upload_request(video_id, request)
     view = await run_in_threadpool(own_upload, svc, video_id, principal)
     if view is None:
-        return Response(status_code=404, headers=_tus({"Cache-Control": "no-store"}))
+        raise _error(404, f"no upload for video {video_id}")
     if view.offset == view.length and view.status != "completed":
         async with _lock(svc, video_id):
             view = await run_in_threadpool(settle, svc, view)
@@ -383,52 +332,47 @@ def upload_metadata(view: UploadView) -> str:
     return encode_upload_metadata({k: v for k, v in pairs.items() if v})
 
 
-def _lock(svc: VideoServices, video_id: str) -> asyncio.Lock:
+def _lock(svc: Services, video_id: str) -> asyncio.Lock:
     lock = svc.upload_locks.get(video_id)
     if lock is None:
         lock = svc.upload_locks[video_id] = asyncio.Lock()
     return lock
 
 
-@router.patch("/videos/{video_id}/upload")
-async def append_chunk(video_id: str, request: Request) -> Response:
+@router.patch("/videos/{video_id}/upload", status_code=204, response_class=Response, responses=NO_CONTENT,
+              openapi_extra={"parameters": CHUNK_PARAMETERS, "requestBody": CHUNK_BODY})
+async def append_chunk(video_id: str, request: Request, svc: Svc) -> Response:
     """tus PATCH: the body, of any size, lands at ``Upload-Offset``; 204 with the new offset."""
-    checked = await _upload_request(video_id, request)
-    if isinstance(checked, Response):
-        return checked
-    svc, principal = checked
-    try:
-        check_offset_content_type(request.headers.get("content-type"))
-        offset = parse_upload_offset(request.headers.get("upload-offset"))
-        declared_header = request.headers.get("content-length")
-        declared = parse_non_negative(declared_header, "Content-Length") if declared_header is not None else None
-        checksum = parse_upload_checksum(request.headers.get("upload-checksum"))
-    except ProtocolError as exc:
-        return _error(exc.status, exc.message)
+    principal = _upload_request(video_id, request)
+    check_offset_content_type(request.headers.get("content-type"))
+    offset = parse_upload_offset(request.headers.get("upload-offset"))
+    declared_header = request.headers.get("content-length")
+    declared = parse_non_negative(declared_header, "Content-Length") if declared_header is not None else None
+    checksum = parse_upload_checksum(request.headers.get("upload-checksum"))
     lock = _lock(svc, video_id)
     if lock.locked():
-        return _error(423, f"another request is writing to the upload of {video_id}; retry after it ends",
+        raise _error(423, f"another request is writing to the upload of {video_id}; retry after it ends",
                       {"Retry-After": "1"})
     async with lock:
         return await _append(svc, video_id, principal, request, offset, declared, checksum)
 
 
-async def _append(svc: VideoServices, video_id: str, principal: Principal, request: Request, offset: int,
+async def _append(svc: Services, video_id: str, principal: Principal, request: Request, offset: int,
                   declared: int | None, checksum: Checksum | None) -> Response:
     view = await run_in_threadpool(own_upload, svc, video_id, principal)
     if view is None:
-        return _error(404, f"no upload for video {video_id}")
+        raise _error(404, f"no upload for video {video_id}")
     if view.status != "open" or view.offset == view.length:
         view = await run_in_threadpool(settle, svc, view)
         if offset == view.length and not declared:          # a retried final PATCH: the same answer
             return Response(status_code=204, headers={**_offset_headers(view.length), "Video-Id": video_id})
-        return _error(409, f"Upload-Offset {offset}: the upload is complete at {view.length} bytes",
+        raise _error(409, f"Upload-Offset {offset}: the upload is complete at {view.length} bytes",
                       _offset_headers(view.length, view.length))
     if offset != view.offset:
-        return _error(409, f"Upload-Offset {offset} does not match the upload's offset {view.offset}",
+        raise _error(409, f"Upload-Offset {offset} does not match the upload's offset {view.offset}",
                       _offset_headers(view.offset, view.length))
     if declared is not None and declared > view.length - offset:
-        return _error(413, f"a body of {declared} bytes at offset {offset} overruns Upload-Length {view.length}",
+        raise _error(413, f"a body of {declared} bytes at offset {offset} overruns Upload-Length {view.length}",
                       _offset_headers(view.offset, view.length))
     writer = svc.uploads.writer(view)
     await run_in_threadpool(writer.load)
@@ -438,7 +382,7 @@ async def _append(svc: VideoServices, video_id: str, principal: Principal, reque
         failure = await _append_stream(request, writer)
     new_offset = await run_in_threadpool(writer.close)
     if failure is not None:
-        return _error(failure.status, failure.message, _offset_headers(new_offset, view.length))
+        raise _error(failure.status, failure.message, _offset_headers(new_offset, view.length), code=failure.code)
     if writer.complete:
         assert view.session is not None
         await run_in_threadpool(svc.uploads.finish, view.session, writer.parts)
@@ -461,7 +405,7 @@ async def _append_stream(request: Request, writer: PartWriter) -> ProtocolError 
     return None
 
 
-async def _append_checked(svc: VideoServices, request: Request, writer: PartWriter,
+async def _append_checked(svc: Services, request: Request, writer: PartWriter,
                           checksum: Checksum) -> ProtocolError | None:
     """A body with ``Upload-Checksum``: spooled to disk (at most ``upload_limits.checksum_body_max``)
     and checked before any of it lands; a mismatch discards it all (460)."""
@@ -498,61 +442,53 @@ def _feed_file(writer: PartWriter, path: Path) -> None:
                 writer.flush()
 
 
-@router.delete("/videos/{video_id}/upload")
-async def abandon(video_id: str, request: Request) -> Response:
+@router.delete("/videos/{video_id}/upload", status_code=204, response_class=Response, responses=NO_CONTENT,
+               openapi_extra={"parameters": [TUS_HEADER]})
+async def abandon(video_id: str, request: Request, svc: Svc) -> Response:
     """tus termination: the multipart upload is aborted and the session forgotten."""
-    checked = await _upload_request(video_id, request)
-    if isinstance(checked, Response):
-        return checked
-    svc, principal = checked
+    principal = _upload_request(video_id, request)
     async with _lock(svc, video_id):
         view = await run_in_threadpool(own_upload, svc, video_id, principal)
         if view is None:
-            return _error(404, f"no upload for video {video_id}")
+            raise _error(404, f"no upload for video {video_id}")
         if view.status != "open" or view.session is None:
-            return _error(409, f"the upload of video {video_id} is already complete")
+            raise _error(409, f"the upload of video {video_id} is already complete")
         await run_in_threadpool(svc.uploads.abandon, view.session)
     return Response(status_code=204, headers=_tus())
 
 
-@router.post("/videos/{video_id}/upload")
-async def method_override(video_id: str, request: Request) -> Response:
+@router.post("/videos/{video_id}/upload", status_code=204, response_class=Response,
+             responses={**NO_CONTENT, **responses(405)},
+             openapi_extra={"parameters": OVERRIDE_PARAMETERS, "requestBody": {**CHUNK_BODY, "required": False}})
+async def method_override(video_id: str, request: Request, svc: Svc) -> Response:
     """tus: a client behind a proxy that knows only GET and POST sends ``X-HTTP-Method-Override``."""
     method = (request.headers.get("x-http-method-override") or "").upper()
     if method == "PATCH":
-        return await append_chunk(video_id, request)
+        return await append_chunk(video_id, request, svc)
     if method == "DELETE":
-        return await abandon(video_id, request)
+        return await abandon(video_id, request, svc)
     if method == "HEAD":
-        return await upload_offset(video_id, request)
-    return _error(405, "POST to an upload URL needs X-HTTP-Method-Override: PATCH, DELETE or HEAD")
+        return await upload_offset(video_id, request, svc)
+    raise _error(405, "POST to an upload URL needs X-HTTP-Method-Override: PATCH, DELETE or HEAD")
 
 
 # ------------------------------------------------------------------ status
 
-@router.get("/videos/{video_id}")
-async def video_status(video_id: str, request: Request) -> Response:
-    try:
-        validate_video_id(video_id)
-    except InvalidIdError as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+@router.get("/videos/{video_id}", response_model=VideoStatus)
+async def video_status(video_id: str, request: Request, svc: Svc) -> Response:
+    """Where a video stands: its stage transitions, or before the first one, its upload."""
+    validate_video_id(video_id)
     principal = _signed_in(request)
-    if isinstance(principal, JSONResponse):
-        return principal
-    try:
-        await run_in_threadpool(access_state(request.app).check_reader, principal, video_id, (ANALYTICS_READ, OPS))
-    except ApiError as exc:
-        return exc.response()
-    svc = services(request.app)
+    await run_in_threadpool(svc.access.check_reader, principal, video_id, (ANALYTICS_READ, OPS))
     table = svc.status
     if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):
-        return JSONResponse({"detail": "the status table is still catching up with the log"
-                             + (f" ({table.last_error})" if table.last_error else "")},
-                            status_code=503, headers={"Retry-After": STATUS_RETRY_AFTER})
+        raise ApiError(503, "the status table is still catching up with the log"
+                       + (f" ({table.last_error})" if table.last_error else ""),
+                       {"Retry-After": STATUS_RETRY_AFTER}, code="catching_up")
     view = table.get(video_id)
     if view is not None:
         return JSONResponse(view, headers={"Cache-Control": "no-store"})
     upload = await run_in_threadpool(svc.uploads.status_view, video_id)     # no transition yet: uploading?
     if upload is None:
-        return JSONResponse({"detail": f"unknown video {video_id}"}, status_code=404)
+        raise ApiError(404, f"unknown video {video_id}")
     return JSONResponse(upload, headers={"Cache-Control": "no-store"})

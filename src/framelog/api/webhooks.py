@@ -19,21 +19,21 @@ every delivery (``processors.webhook_targets``).
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from framelog.api.access import _json_body
-from framelog.api.access_state import ApiError, access_state, parse_workspace
+from framelog.api.access_state import parse_workspace
 from framelog.api.auth import forbidden, require
+from framelog.api.errors import responses
+from framelog.api.services import Services, Svc
 from framelog.core.config import Config
+from framelog.core.errors import ApiError
 from framelog.processors.identity import OPS, VIDEOS_WRITE, Principal
 from framelog.processors.webhook_signing import ENDPOINT_PREFIX, derive_secret, new_endpoint_id, new_salt
 from framelog.processors.webhook_targets import TargetRefused, check_addresses, literal_address, parse_target
@@ -46,7 +46,6 @@ from framelog.views.webhook_registry import EndpointRegistry
 MAX_DESCRIPTION = 256
 READY_TIMEOUT = 10.0
 NO_STORE = {"Cache-Control": "no-store"}
-_LOCK = threading.Lock()
 
 
 # ------------------------------------------------------------ who is asking (the routes' one identity dependency)
@@ -72,21 +71,11 @@ def may_manage(caller: Caller, endpoint: Endpoint) -> bool:
 
 # ------------------------------------------------------------ state
 
-def registry(app: Any) -> EndpointRegistry:
-    found = getattr(app.state, "webhook_registry", None)
-    if found is None:
-        with _LOCK:
-            found = getattr(app.state, "webhook_registry", None)
-            if found is None:
-                found = EndpointRegistry(access_state(app).config).start()
-                app.state.webhook_registry = found
-    return found
-
-
-def _ready_registry(request: Request) -> EndpointRegistry:
-    reg = registry(request.app)
+def _ready_registry(svc: Services) -> EndpointRegistry:
+    reg = svc.webhooks
     if not reg.wait_ready(READY_TIMEOUT):
-        raise ApiError(503, "the webhook registry is still catching up with the log", {"Retry-After": "5"})
+        raise ApiError(503, "the webhook registry is still catching up with the log", {"Retry-After": "5"},
+                       code="catching_up")
     return reg
 
 
@@ -105,141 +94,170 @@ def check_url(config: Config, url: Any) -> str:
                 raise TargetRefused(f"{target.host} does not resolve ({exc.strerror or exc})") from None
         check_addresses(target.host, addresses, config.webhooks.allow_private_networks)
     except TargetRefused as exc:
-        raise ApiError(400, f"url refused: {exc}") from None
+        raise ApiError(400, f"url refused: {exc}", code="url_refused", field="url") from None
     return url
 
 
-def _event_types(value: Any) -> list[str]:
+def _event_types(value: list[str] | None) -> list[str]:
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(400, "event_types: expected a list of strings")
     unknown = sorted(set(value) - set(EVENT_TYPES))
     if unknown:
-        raise ApiError(400, f"event_types: unknown {unknown}; known: {list(EVENT_TYPES)}")
+        raise ApiError(400, f"event_types: unknown {unknown}; known: {list(EVENT_TYPES)}", code="invalid_field",
+                       field="event_types")
     return sorted(set(value))
 
 
-def _endpoint(request: Request, caller: Caller, endpoint_id: str) -> Endpoint:
+def _endpoint(svc: Services, caller: Caller, endpoint_id: str) -> Endpoint:
     if not endpoint_id.startswith(ENDPOINT_PREFIX) or len(endpoint_id) > 64 or not endpoint_id[3:].isalnum():
         raise ApiError(404, "no such webhook endpoint")
-    found = _ready_registry(request).get(endpoint_id)
+    found = _ready_registry(svc).get(endpoint_id)
     if found is None or found.deleted or not may_manage(caller, found):
         raise ApiError(404, "no such webhook endpoint")        # the same answer whether it exists or not
     return found
 
 
-def _emit(request: Request, record: dict[str, Any]) -> None:
-    state = access_state(request.app)
+def _emit(svc: Services, record: dict[str, Any]) -> None:
     try:
-        delivery = state.producer.deliver(topics.WEBHOOK_ENDPOINTS, "WebhookEndpoint", record,
-                                          key=record["endpoint_id"], timeout=10.0)
+        delivery = svc.producer.deliver(topics.WEBHOOK_ENDPOINTS, "WebhookEndpoint", record,
+                                      key=record["endpoint_id"], timeout=10.0)
     except DeliveryError as exc:
-        raise ApiError(503, f"the log did not acknowledge the change: {exc}; retry", {"Retry-After": "1"}) from exc
-    registry(request.app).wait_offset(delivery.topic, delivery.partition, delivery.offset, READY_TIMEOUT)
+        raise ApiError(503, f"the log did not acknowledge the change: {exc}; retry", {"Retry-After": "1"},
+                       code="log_unavailable") from exc
+    svc.webhooks.wait_offset(delivery.topic, delivery.partition, delivery.offset, READY_TIMEOUT)
 
 
-async def _answer(work: Any, *args: Any, status: int = 200) -> Response:
-    try:
-        out = await run_in_threadpool(work, *args)
-    except ApiError as exc:
-        return exc.response()
-    if out is None:
-        return Response(status_code=204, headers=NO_STORE)
+def _json(out: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(out, status_code=status, headers=NO_STORE)
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        found = getattr(app.state, "webhook_registry", None)
-        app.state.webhook_registry = None
-        if found is not None:
-            await run_in_threadpool(found.stop)
+router = APIRouter(tags=["webhooks"], responses=responses(400, 401, 403, 404, 503))
 
 
-router = APIRouter(tags=["webhooks"], lifespan=lifespan)
+# ------------------------------------------------------------ models
+
+class WebhookRegistration(BaseModel):
+    """A new endpoint: where to POST, which events (all when absent), for which workspace (else your videos)."""
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(description="http(s) URL; hosts resolving to private networks are refused")
+    event_types: list[str] | None = Field(default=None, description=f"a subset of {list(EVENT_TYPES)}; all when absent")
+    workspace: str | None = Field(default=None, description="a workspace you belong to; its videos' events")
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
+
+
+class WebhookEndpoint(BaseModel):
+    """An endpoint as its managers see it (never its secret)."""
+    id: str
+    url: str
+    owner: str
+    workspace: str | None
+    event_types: list[str]
+    description: str
+    created_at: str | None
+
+
+class RegisteredWebhook(WebhookEndpoint):
+    secret: str = Field(description="the signing secret (whsec_...), shown this once")
+
+
+class WebhookList(BaseModel):
+    endpoints: list[WebhookEndpoint]
+
+
+class DeliveryStep(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    attempt: int | None = None
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class DeliveryList(BaseModel):
+    endpoint: str
+    deliveries: list[DeliveryStep]
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: float | str | None = Field(default=None, description="epoch seconds or ISO 8601; everything when absent")
+
+
+class ReplaySummary(BaseModel):
+    endpoint: str
+    since: str | None
+    replayed: int
+    delivered: int
+    failed: int
 
 
 # ------------------------------------------------------------ routes
 
-def register(request: Request, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
-    config = access_state(request.app).config
-    unknown = set(body) - {"url", "event_types", "workspace", "description"}
-    if unknown:
-        raise ApiError(400, f"unknown field(s) {sorted(unknown)}; expected url, event_types, workspace, description")
-    url = check_url(config, body.get("url"))
-    workspace = parse_workspace(body.get("workspace"))
+def register(svc: Services, caller: Caller, body: WebhookRegistration) -> dict[str, Any]:
+    config = svc.config
+    url = check_url(config, body.url)
+    workspace = parse_workspace(body.workspace)
     if workspace is not None and workspace not in caller.workspaces and not caller.ops:
         raise ApiError(403, f"you are not a member of workspace {workspace}")
-    description = body.get("description") or ""
-    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
-        raise ApiError(400, f"description: expected a string of at most {MAX_DESCRIPTION} characters")
-    types = _event_types(body.get("event_types"))
-    reg = _ready_registry(request)
+    types = _event_types(body.event_types)
+    reg = _ready_registry(svc)
     if sum(1 for e in reg.live() if e.owner_id == caller.user_id) >= config.webhooks.max_endpoints_per_owner:
         raise ApiError(409, f"at most {config.webhooks.max_endpoints_per_owner} endpoints per owner")
     endpoint_id, salt = new_endpoint_id(), new_salt()
     record = new_event("WebhookEndpoint", endpoint_id=endpoint_id, action="registered", owner_id=caller.user_id,
                        workspace_id=workspace, url=url, event_types=types, secret_salt=salt,
-                       description=description, actor=caller.user_id)
-    _emit(request, record)
+                       description=body.description, actor=caller.user_id)
+    _emit(svc, record)
     endpoint = reg.get(endpoint_id)
     view = endpoint.view() if endpoint is not None else {"id": endpoint_id, "url": url}
-    return {**view, "secret": derive_secret(access_state(request.app).secret, endpoint_id, salt)}
+    return {**view, "secret": derive_secret(svc.secret, endpoint_id, salt)}
 
 
-@router.post("/v1/webhooks", status_code=201)
-async def post_webhook(request: Request, caller: Caller = Depends(webhook_caller)) -> Response:
-    try:
-        body = await _json_body(request)
-    except ApiError as exc:
-        return exc.response()
-    return await _answer(register, request, caller, body, status=201)
+@router.post("/v1/webhooks", status_code=201, response_model=RegisteredWebhook, responses=responses(409))
+async def post_webhook(body: WebhookRegistration, svc: Svc, caller: Caller = Depends(webhook_caller)) -> Response:
+    """Register an endpoint; the answer carries its signing secret, shown this once."""
+    return _json(await run_in_threadpool(register, svc, caller, body), 201)
 
 
-def list_endpoints(request: Request, caller: Caller) -> dict[str, Any]:
-    mine = [e.view() for e in _ready_registry(request).live() if may_manage(caller, e)]
-    return {"endpoints": sorted(mine, key=lambda v: v["created_at"])}
+@router.get("/v1/webhooks", response_model=WebhookList)
+async def get_webhooks(svc: Svc, caller: Caller = Depends(webhook_caller)) -> Response:
+    """The caller's endpoints: their own, their workspaces' (ops: all)."""
+    def mine() -> dict[str, Any]:
+        found = [e.view() for e in _ready_registry(svc).live() if may_manage(caller, e)]
+        return {"endpoints": sorted(found, key=lambda v: v["created_at"])}
+    return _json(await run_in_threadpool(mine))
 
 
-@router.get("/v1/webhooks")
-async def get_webhooks(request: Request, caller: Caller = Depends(webhook_caller)) -> Response:
-    return await _answer(list_endpoints, request, caller)
+@router.get("/v1/webhooks/{endpoint_id}", response_model=WebhookEndpoint)
+async def get_webhook(endpoint_id: str, svc: Svc, caller: Caller = Depends(webhook_caller)) -> Response:
+    return _json(await run_in_threadpool(lambda: _endpoint(svc, caller, endpoint_id).view()))
 
 
-@router.get("/v1/webhooks/{endpoint_id}")
-async def get_webhook(endpoint_id: str, request: Request, caller: Caller = Depends(webhook_caller)) -> Response:
-    return await _answer(lambda: _endpoint(request, caller, endpoint_id).view())
+def delete(svc: Services, caller: Caller, endpoint_id: str) -> None:
+    e = _endpoint(svc, caller, endpoint_id)
+    _emit(svc, new_event("WebhookEndpoint", endpoint_id=e.endpoint_id, action="deleted", owner_id=e.owner_id,
+                         workspace_id=e.workspace_id, url=e.url, event_types=list(e.event_types),
+                         secret_salt=e.secret_salt, created_at=e.created_at_ms, description=e.description,
+                         actor=caller.user_id))
 
 
-def delete(request: Request, caller: Caller, endpoint_id: str) -> None:
-    e = _endpoint(request, caller, endpoint_id)
-    _emit(request, new_event("WebhookEndpoint", endpoint_id=e.endpoint_id, action="deleted", owner_id=e.owner_id,
-                             workspace_id=e.workspace_id, url=e.url, event_types=list(e.event_types),
-                             secret_salt=e.secret_salt, created_at=e.created_at_ms, description=e.description,
-                             actor=caller.user_id))
+@router.delete("/v1/webhooks/{endpoint_id}", status_code=204, response_class=Response)
+async def delete_webhook(endpoint_id: str, svc: Svc, caller: Caller = Depends(webhook_caller)) -> Response:
+    """No more deliveries to this endpoint (pending ones are dropped)."""
+    await run_in_threadpool(delete, svc, caller, endpoint_id)
+    return Response(status_code=204, headers=NO_STORE)
 
 
-@router.delete("/v1/webhooks/{endpoint_id}")
-async def delete_webhook(endpoint_id: str, request: Request, caller: Caller = Depends(webhook_caller)) -> Response:
-    return await _answer(delete, request, caller, endpoint_id)
-
-
-def deliveries(request: Request, caller: Caller, endpoint_id: str, limit: int) -> dict[str, Any]:
+@router.get("/v1/webhooks/{endpoint_id}/deliveries", response_model=DeliveryList)
+async def get_deliveries(endpoint_id: str, svc: Svc, limit: int = Query(100, description="at most 1000"),
+                         caller: Caller = Depends(webhook_caller)) -> Response:
+    """The latest delivery steps of an endpoint (attempt, status, latency, error)."""
     from framelog.views.webhook_replay import delivery_steps
 
-    e = _endpoint(request, caller, endpoint_id)
-    steps = delivery_steps(access_state(request.app).config, e.endpoint_id, limit=limit)
-    return {"endpoint": e.endpoint_id, "deliveries": steps}
-
-
-@router.get("/v1/webhooks/{endpoint_id}/deliveries")
-async def get_deliveries(endpoint_id: str, request: Request, limit: int = 100,
-                         caller: Caller = Depends(webhook_caller)) -> Response:
-    return await _answer(deliveries, request, caller, endpoint_id, max(1, min(limit, 1000)))
+    def steps() -> dict[str, Any]:
+        e = _endpoint(svc, caller, endpoint_id)
+        return {"endpoint": e.endpoint_id,
+                "deliveries": delivery_steps(svc.config, e.endpoint_id, limit=max(1, min(limit, 1000)))}
+    return _json(await run_in_threadpool(steps))
 
 
 def parse_since(value: Any) -> int:
@@ -256,24 +274,22 @@ def parse_since(value: Any) -> int:
         try:
             at = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ApiError(400, f"since: expected epoch seconds or ISO 8601, got {value!r}") from None
+            raise ApiError(400, f"since: expected epoch seconds or ISO 8601, got {value!r}", code="invalid_field",
+                           field="since") from None
         return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() * 1000)
-    raise ApiError(400, "since: expected epoch seconds or ISO 8601")
+    raise ApiError(400, "since: expected epoch seconds or ISO 8601", code="invalid_field", field="since")
 
 
-def replay(request: Request, caller: Caller, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
+def replay(svc: Services, caller: Caller, endpoint_id: str, body: ReplayRequest) -> dict[str, Any]:
     from framelog.views.webhook_replay import replay_endpoint
 
-    e = _endpoint(request, caller, endpoint_id)
-    since = parse_since(body.get("since"))
-    state = access_state(request.app)
-    return replay_endpoint(state.config, e, since_ms=since, producer=state.producer, master=state.secret).summary()
+    e = _endpoint(svc, caller, endpoint_id)
+    since = parse_since(body.since)
+    return replay_endpoint(svc.config, e, since_ms=since, producer=svc.producer, master=svc.secret).summary()
 
 
-@router.post("/v1/webhooks/{endpoint_id}/replay")
-async def post_replay(endpoint_id: str, request: Request, caller: Caller = Depends(webhook_caller)) -> Response:
-    try:
-        body = await _json_body(request)
-    except ApiError as exc:
-        return exc.response()
-    return await _answer(replay, request, caller, endpoint_id, body)
+@router.post("/v1/webhooks/{endpoint_id}/replay", response_model=ReplaySummary)
+async def post_replay(endpoint_id: str, svc: Svc, body: ReplayRequest | None = None,
+                      caller: Caller = Depends(webhook_caller)) -> Response:
+    """Send the endpoint's messages since ``since`` again, in event order."""
+    return _json(await run_in_threadpool(replay, svc, caller, endpoint_id, body or ReplayRequest()))

@@ -172,9 +172,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         except TimeoutError as exc:
             raise FramelogError(str(exc)) from exc
         if view is None:
-            from framelog.api.videos import VideoServices
+            from framelog.sinks.object_store import ObjectStore
+            from framelog.sinks.upload_sessions import UploadService
 
-            view = VideoServices(config).uploads.status_view(video_id)
+            view = UploadService(config, ObjectStore(config), producer=lambda: None).status_view(video_id)
         if view is None:
             print(f"framelog: unknown video {video_id} (no upload, no stage transitions)", file=sys.stderr)
             return 1

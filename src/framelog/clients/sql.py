@@ -21,6 +21,7 @@ import httpx
 from framelog.core.config import Config
 from framelog.sinks.clickhouse.client import connect_readonly, is_embedded
 from framelog.sinks.clickhouse.queries import AnalyticsQueryError, run_readonly_sql
+from framelog_client.errors import error_message
 
 ANALYST_SUB = "framelog-sql"      # the sub of the locally minted analyst token
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -66,9 +67,9 @@ def _query(config: Config, statement: str, max_rows: int,
         url = f"http://{config.stack.host}:{config.stack.api_port}/v1/sql"
         r = _post_waiting_for_a_slot(config, url, {"sql": statement, "max_rows": max_rows,
                                                    "parameters": dict(parameters)})
-        body = r.json()
         if r.status_code != 200:
-            raise AnalyticsQueryError(body.get("error") or body.get("detail") or r.text)
+            raise AnalyticsQueryError(error_message(r))
+        body = r.json()
         return body["columns"], body["rows"], body["truncated"]
     client = connect_readonly(config)
     try:

@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from framelog.core import object_keys
 from framelog.core.config import Config
+from framelog.core.errors import FramelogError
 from framelog.core.ids import new_event_id, new_video_id
 from framelog.sinks.object_store import ObjectStore
 from framelog.sinks.uploads import announce_upload
@@ -104,7 +105,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-class UploadIntegrityError(Exception):
+class UploadIntegrityError(FramelogError):
     """The stored object does not hold what the session declared (never announced)."""
 
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from framelog.api import access, deletion, events, keys, stream, videos
+from framelog.api.app import assemble
 from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.processors.identity import Keyring, mint_token
@@ -31,11 +32,7 @@ QUALITIES = ("720p", "360p")          # the renditions publish() announces
 
 
 def make_app(config: Config) -> FastAPI:
-    app = FastAPI()
-    app.state.config = config
-    for module in (videos, events, keys, access, stream, deletion):
-        app.include_router(module.router)
-    return app
+    return assemble(config, [m.router for m in (videos, events, keys, access, stream, deletion)])
 
 
 def bearer(config: Config, user: str, *ws: str, scopes: tuple[str, ...] = ("videos:write",)) -> dict[str, str]:

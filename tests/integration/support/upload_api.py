@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from fastapi import FastAPI
 
 from framelog.api import videos
+from framelog.api.app import assemble
 from framelog.core.config import Config
 from framelog.schemas.codec import AvroCodec
 from framelog.streams import topics
@@ -25,10 +26,7 @@ DEADLINE = 90.0
 
 def make_app(config: Config) -> FastAPI:
     """The videos router alone (the full app assembles other routers too)."""
-    app = FastAPI()
-    app.state.config = config
-    app.include_router(videos.router)
-    return app
+    return assemble(config, [videos.router])
 
 
 class LiveApi:
@@ -49,6 +47,11 @@ class LiveApi:
         self.thread.start()
         wait_for(lambda: self.server.started, "uvicorn to start", 30)
         return self
+
+    @property
+    def services(self) -> Any:
+        """The running app's ``Services`` (what its lifespan put in the state every request gets)."""
+        return self.server.lifespan.state["services"]
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

@@ -138,12 +138,7 @@ def group_members(config: Config, group: str) -> int:
 def make_app(config: Config) -> Any:
     """The API's routers these tests use, without the analytics router: it would open the embedded
     ClickHouse engine in the test process, and chdb lets one process only (the API service's)."""
-    from fastapi import FastAPI
-
     from framelog.api import access, live, videos, webhooks
+    from framelog.api.app import assemble
 
-    app = FastAPI()
-    app.state.config = config
-    for module in (videos, access, webhooks, live):
-        app.include_router(module.router)
-    return app
+    return assemble(config, [m.router for m in (videos, access, webhooks, live)])

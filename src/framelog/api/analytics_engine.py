@@ -1,0 +1,68 @@
+"""The ClickHouse sessions the analytics routes read from (one set per API process, owned by ``Services``).
+
+Locally the ClickHouse engine is embedded (chdb) and only one process may open
+it, so the API process owns it: it runs the analytics sink in a thread and
+serves the queries from the same engine; the sink and get_video_analytics share
+one lock. Analysts' SQL takes no part in that lock: it runs walled and capped on
+its own sessions and threads (api/analyst_pool.py). Against a ClickHouse server
+(an http(s) DSN) the sink runs as its own service (`framelog sink analytics`)
+and the API only reads.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from framelog.api.analyst_pool import AnalystPool
+from framelog.core.cache import analytics_query_cache
+from framelog.core.config import Config
+from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
+
+
+@dataclass
+class AnalyticsEngine:
+    config: Config
+    client: Any
+    analysts: AnalystPool
+    reader: Any = None        # a second session: get_video_analytics spreads its reads over both
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    runner: Any = None
+    # the seed's "Database Cache" (15 m): answers by video, dropped when the sink commits that video's events;
+    # against a ClickHouse server the sink is another process and only the TTL bounds an answer's age
+    query_cache: Any = None
+
+    @property
+    def read_sessions(self) -> list[Any]:
+        return [self.client] + ([self.reader] if self.reader is not None else [])
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner.join(timeout=30)
+        self.analysts.close()
+        for c in (self.reader, self.client):
+            if c is not None:
+                c.close()
+
+
+def embedded_sink_wanted(config: Config) -> bool:
+    setting = os.environ.get("FRAMELOG_API_EMBEDDED_SINK", "auto")
+    return is_embedded(config.clickhouse_dsn) if setting == "auto" else setting in ("1", "true", "yes")
+
+
+def open_engine(config: Config) -> AnalyticsEngine:
+    """Open the sessions (and, embedded, start the analytics sink in a thread of this process)."""
+    client = connect(config)
+    engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(config)),
+                             connect(config, create_database=False), query_cache=analytics_query_cache(config))
+    if embedded_sink_wanted(config):
+        from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
+        from framelog.streams.kafka_auth import SINK, as_principal
+
+        # the embedded sink keeps the sink's principal: the API's own may not read the sink's group
+        engine.runner = AnalyticsSinkRunner(as_principal(config, SINK), client=client, lock=engine.lock,
+                                            on_videos_written=engine.query_cache.invalidate)
+        engine.runner.start_thread()
+    return engine

@@ -1,0 +1,261 @@
+"""What the API's routes share, in one object built in the app's lifespan and handed to routes by ``Depends``.
+
+    from framelog.api.services import Svc
+
+    @router.get("/videos/{video_id}")
+    async def video_status(video_id: str, svc: Svc) -> ...:     # Svc = Annotated[Services, Depends(services)]
+        svc.status.get(video_id)
+
+One ``Services`` per app: the configuration, the token verifier, the playback
+trust state, one ``ObjectStore`` (the API's S3 user), one producer bridge
+(``streams.emitter.AsyncEmitter``, the one async bridge: one Kafka producer per
+API process), the upload service (``sinks.upload_sessions``, on that store) and the views replayed
+from the log (video catalog, tier view, status table, webhook registry), the
+edges' health probe and the analytics engine. The lifespan builds it, starts
+what ``warm`` names at once (so the first request rarely waits for a replay)
+and closes everything in one place at shutdown; a part not warmed is built
+on first use (an app assembled from a few routers only builds what they use).
+No router keeps state of its own on ``app.state`` and none closes another's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from framelog.core.cache import application_cache
+from framelog.core.config import Config
+from framelog.core.errors import ApiError
+from framelog.processors.identity import TokenVerifier
+from framelog.processors.tokens import load_or_create_secret
+from framelog.sinks.object_store import ObjectStore
+from framelog.sinks.s3 import s3_client
+from framelog.sinks.upload_sessions import UploadService
+
+if TYPE_CHECKING:
+    from framelog.api.access_state import AccessState
+    from framelog.api.analytics_engine import AnalyticsEngine
+    from framelog.api.events import IngestSettings
+    from framelog.sinks.edges.health import EdgeHealth
+    from framelog.streams.emitter import AsyncEmitter
+    from framelog.streams.producer import EventProducer
+    from framelog.views.catalog import VideoCatalog
+    from framelog.views.status import StatusTable
+    from framelog.views.tier_view import TierView
+    from framelog.views.webhook_registry import EndpointRegistry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+UPLOAD_READ_TIMEOUT = 300.0           # a multipart part or a streamed hash may take long on a busy store
+PARTS = ("sender", "catalog", "tier_view", "status", "webhooks", "edge_health", "analytics")
+
+
+class Part(Generic[T]):
+    """One shared service: built once (at start when warmed, else on first use), closed with the others."""
+
+    def __init__(self, name: str, build: Callable[[], T], close: Callable[[T], None] | None = None):
+        self.name = name
+        self._build = build
+        self._close = close
+        self._lock = threading.Lock()
+        self._value: T | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+                value = self._value
+        return value
+
+    def close(self) -> None:
+        with self._lock:
+            value, self._value = self._value, None
+        if value is not None and self._close is not None:
+            try:
+                self._close(value)
+            except Exception as exc:  # noqa: BLE001 - one part failing to close must not keep the others open
+                log.warning("closing %s: %s", self.name, exc)
+
+
+class Services:
+    """Everything the routes of one app share (see the module docstring)."""
+
+    def __init__(self, config: Config, *, ingest: IngestSettings | None = None):
+        from framelog.api.access_state import AccessState
+        from framelog.api.event_trust import EventTrust
+        from framelog.api.events import IngestSettings
+
+        self.config = config
+        self.ingest = ingest or IngestSettings.from_config(config)
+        self.secret = load_or_create_secret(config)           # signs grants, shares, sessions, edge URLs
+        self.verifier = TokenVerifier(config)                 # who is asking (api.auth)
+        self.trust = EventTrust.from_config(config)           # proxies, rate limits (api.event_trust)
+        self.store = ObjectStore(config, client=s3_client(config, read_timeout=UPLOAD_READ_TIMEOUT))
+        self.spool_dir = Path(config.stack.state_dir) / "api-spool"
+        # the seed's "Application Cache" (1 h): delivery plans by video, dropped when the catalog or the
+        # tier view folds an event of the video (publish, access change, deletion, tier change)
+        self.delivery_plans = application_cache(config, "delivery_plans")
+        # the upload service (multipart sessions on the store; announces through the one producer), and one
+        # PATCH at a time per upload in this process: a lock lives while a request holds it
+        self.uploads = UploadService(config, self.store, lambda: self.producer)
+        self.upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._sender: Part[AsyncEmitter] = Part("the producer", self._open_sender, lambda s: s.close(10.0))
+        self._catalog: Part[VideoCatalog] = Part("the video catalog", self._open_catalog, lambda c: c.stop())
+        self._tier_view: Part[TierView] = Part("the tier view", self._open_tier_view, lambda t: t.stop())
+        self._status: Part[StatusTable] = Part("the status table", self._open_status, lambda t: t.stop())
+        self._webhooks: Part[EndpointRegistry] = Part("the webhook registry", self._open_webhooks,
+                                                      lambda r: r.stop())
+        self._edge_health: Part[EdgeHealth] = Part("the edge health probe", self._open_edge_health)
+        self._analytics: Part[AnalyticsEngine] = Part("the analytics engine", self._open_analytics,
+                                                      lambda e: e.close())
+        self.access: AccessState = AccessState(self)
+
+    # ------------------------------------------------------------ the parts
+
+    @property
+    def sender(self) -> AsyncEmitter:
+        """The API's one producer bridge: ``await sender.send_encoded(...)`` / ``emit(topic, record)``."""
+        return self._sender.get()
+
+    @property
+    def producer(self) -> EventProducer:
+        """The bridge's producer, for blocking code on a worker thread (``deliver``: acknowledged) and code
+        that takes an ``EventProducer`` (announce_upload, replays, the tier view's restore requests)."""
+        return self.sender.producer
+
+    @property
+    def s3(self) -> Any:
+        """The store's boto3 client (the multipart upload service's calls)."""
+        return self.store.client
+
+    @property
+    def bucket(self) -> str:
+        return self.store.bucket
+
+    @property
+    def catalog(self) -> VideoCatalog:
+        return self._catalog.get()
+
+    @property
+    def tier_view(self) -> TierView:
+        """Storage tiers of the renditions (``views.tier_view.TierView``): restoring or playable."""
+        return self._tier_view.get()
+
+    @property
+    def status(self) -> StatusTable:
+        return self._status.get()
+
+    @property
+    def webhooks(self) -> EndpointRegistry:
+        return self._webhooks.get()
+
+    @property
+    def edge_health(self) -> EdgeHealth:
+        return self._edge_health.get()
+
+    @property
+    def analytics(self) -> AnalyticsEngine:
+        return self._analytics.get()
+
+    def started(self, name: str) -> bool:
+        return self._part(name).started
+
+    def _part(self, name: str) -> Part[Any]:
+        if name not in PARTS:
+            raise ValueError(f"unknown part {name!r}; parts: {PARTS}")
+        part: Part[Any] = getattr(self, f"_{name}")
+        return part
+
+    def _open_sender(self) -> AsyncEmitter:
+        from framelog.streams.emitter import AsyncEmitter
+        return AsyncEmitter(self.config, **dict(self.ingest.producer_overrides))
+
+    def _open_catalog(self) -> VideoCatalog:
+        from framelog.views.catalog import VideoCatalog
+        catalog = VideoCatalog(self.config)
+        catalog.on_folded(self._invalidate_plans)
+        catalog.start()
+        return catalog
+
+    def _open_tier_view(self) -> TierView:
+        from framelog.views.tier_view import TierView
+        view = TierView(self.config, producer=self.producer)
+        view.on_folded(self._invalidate_plans)
+        view.start()
+        return view
+
+    def _open_status(self) -> StatusTable:
+        from framelog.views.status import StatusTable
+        return StatusTable(self.config).start()
+
+    def _open_webhooks(self) -> EndpointRegistry:
+        from framelog.views.webhook_registry import EndpointRegistry
+        return EndpointRegistry(self.config).start()
+
+    def _open_edge_health(self) -> EdgeHealth:
+        from framelog.sinks.edges.health import EdgeHealth
+        return EdgeHealth(self.config)
+
+    def _open_analytics(self) -> AnalyticsEngine:
+        from framelog.api.analytics_engine import open_engine
+        return open_engine(self.config)
+
+    def _invalidate_plans(self, records: list[Any]) -> None:
+        from framelog.streams.consumer import DecodedRecord
+        videos = {(r.value.get("video_id") or r.key) for r in records if isinstance(r, DecodedRecord)}
+        self.delivery_plans.invalidate(v for v in videos if v)
+
+    # ------------------------------------------------------------ life
+
+    def warm(self, names: Iterable[str]) -> None:
+        """Build these parts now (log replays start in the background)."""
+        for name in names:
+            self._part(name).get()
+
+    def close(self) -> None:
+        """Close every part that was built, users of the producer before the producer."""
+        for name in ("analytics", "webhooks", "status", "tier_view", "catalog", "edge_health", "sender"):
+            self._part(name).close()
+
+
+@asynccontextmanager
+async def open_services(config: Config, *, warm: Iterable[str] = (),
+                        ingest: IngestSettings | None = None) -> AsyncIterator[Services]:
+    """The lifespan's part: build the services, warm ``warm``, close them all at shutdown."""
+    svc = await run_in_threadpool(Services, config, ingest=ingest)
+    try:
+        await run_in_threadpool(svc.warm, tuple(warm))
+        yield svc
+    finally:
+        await run_in_threadpool(svc.close)
+
+
+STATE_KEY = "services"
+
+
+def services(request: Request) -> Services:
+    """Dependency: the app's ``Services`` (put in the lifespan state by ``framelog.api.app``)."""
+    found = getattr(request.state, STATE_KEY, None)
+    if found is None:
+        raise ApiError(503, "the API has not started (its lifespan did not run)", {"Retry-After": "1"},
+                       code="not_started")
+    svc: Services = found
+    return svc
+
+
+Svc = Annotated[Services, Depends(services)]
