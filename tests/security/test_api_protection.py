@@ -78,3 +78,27 @@ def test_requests_in_progress_per_client_are_capped():
 
     refused, held, other = asyncio.run(scenario())
     assert refused == 429 and set(held) == {200} and other == 200
+
+
+def test_a_json_body_is_read_only_up_to_the_cap_even_without_credentials(config):
+    """FastAPI parses a route's body before the token check: the API reads at most max_json_body bytes of it
+    (by Content-Length, or counted when chunked) and answers 413 in the one error shape; no stack needed."""
+    from fastapi.testclient import TestClient
+
+    from framelog.api.app import create_app
+
+    cap = config.api_protection.max_json_body
+    big = b'{"visibility": "' + b"x" * cap + b'"}'
+    forged = {"Authorization": "Bearer forged.token.here", "Content-Type": "application/json"}
+    with TestClient(create_app(config, warm=()), raise_server_exceptions=False) as client:
+        r = client.patch("/videos/abc123/access", content=big, headers=forged)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large", r.text
+
+        def chunks():                                   # no Content-Length: counted as it arrives
+            for i in range(0, len(big), 16384):
+                yield big[i:i + 16384]
+
+        r = client.post("/v1/webhooks", content=chunks(), headers=forged)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large", r.text
+        small = client.patch("/videos/abc123/access", content=b'{"visibility": "public"}', headers=forged)
+        assert small.status_code == 401 and small.json()["error"]["code"] == "invalid_token"

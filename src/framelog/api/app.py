@@ -111,7 +111,9 @@ def create_app(config: Config | None = None, *, warm: Sequence[str] | None = Non
         """Liveness for load balancers (no credentials, no services touched)."""
         return {"status": "ok"}
 
+    from framelog.api.body_limit import BodyLimit
     from framelog.api.protection import ApiProtection
+    app.add_middleware(BodyLimit, config=config)       # bodies read whole are capped before any route reads one
     app.add_middleware(ApiProtection, config=config)   # per-client limits before any route runs
     add_cors(app, config)                              # outermost: a 429 carries CORS headers too
     return app

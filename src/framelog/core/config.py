@@ -624,6 +624,7 @@ class ApiProtectionConfig:
     burst: Annotated[Int, Field(ge=1)]
     max_concurrent_per_client: Annotated[Int, Field(ge=1)]
     max_concurrent_requests: Annotated[Int, Field(ge=1)]
+    max_json_body: Annotated[Int, Field(ge=1024)]
 
 
 @section
