@@ -37,7 +37,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -55,7 +54,7 @@ from framelog.processors.identity import OPS
 from framelog.processors.tiering import RetentionHold, deletion_hold
 from framelog.processors.video_access import VideoEntry
 from framelog.schemas.events import new_event
-from framelog.sinks.object_store import vault_store
+from framelog.sinks.object_store import STORE_ERRORS, vault_store
 from framelog.streams import topics
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ async def delete(video_id: str, request: Request, svc: Svc,
     video_id = video_id_param(video_id)
     try:
         out = await run_in_threadpool(delete_video, svc, request, video_id, reason[:256], retention_override[:256])
-    except (BotoCoreError, ClientError) as exc:        # deleted on the log, objects partly left: retry finishes
+    except STORE_ERRORS as exc:        # deleted on the log, objects partly left: retry finishes
         log.warning("deleting the objects of %s: %s", video_id, exc)
         raise ApiError(503, f"video {video_id} is deleted but not all its objects are gone yet ({exc}); "
                             "retry the DELETE", {"Retry-After": "1"}, code="partly_deleted") from None

@@ -37,7 +37,6 @@ from framelog.core.errors import ApiError
 from framelog.processors.identity import TokenVerifier
 from framelog.processors.tokens import load_or_create_secret
 from framelog.sinks.object_store import ObjectStore
-from framelog.sinks.s3 import s3_client
 from framelog.sinks.upload_sessions import UploadService
 
 if TYPE_CHECKING:
@@ -105,7 +104,7 @@ class Services:
         self.secret = load_or_create_secret(config)           # signs grants, shares, sessions, edge URLs
         self.verifier = TokenVerifier(config)                 # who is asking (api.auth)
         self.trust = EventTrust.from_config(config)           # proxies, rate limits (api.event_trust)
-        self.store = ObjectStore(config, client=s3_client(config, read_timeout=UPLOAD_READ_TIMEOUT))
+        self.store = ObjectStore(config, read_timeout=UPLOAD_READ_TIMEOUT)
         self.spool_dir = Path(config.stack.state_dir) / "api-spool"
         # the seed's "Application Cache" (1 h): delivery plans by video, dropped when the catalog or the
         # tier view folds an event of the video (publish, access change, deletion, tier change)
@@ -137,11 +136,6 @@ class Services:
         """The bridge's producer, for blocking code on a worker thread (``deliver``: acknowledged) and code
         that takes an ``EventProducer`` (announce_upload, replays, the tier view's restore requests)."""
         return self.sender.producer
-
-    @property
-    def s3(self) -> Any:
-        """The store's boto3 client (the multipart upload service's calls)."""
-        return self.store.client
 
     @property
     def bucket(self) -> str:

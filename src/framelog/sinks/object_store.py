@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from framelog.core.config import Config
 from framelog.sinks.s3 import s3_client
 
+# What a store call raises when the storage did not answer or refused (callers that retry catch these)
+STORE_ERRORS: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
 HASH_CHUNK = 8 * 2**20
 RESTORE_IN_PROGRESS = "RestoreAlreadyInProgress"
 RESTORE_UNSUPPORTED = ("MethodNotAllowed", "NotImplemented")
