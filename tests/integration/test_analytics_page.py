@@ -178,6 +178,7 @@ def test_series_and_retention_routes(api, config, owner, video_id):
         with pytest.raises(ApiError) as refused:
             fl.series(video_id, "5m")
         assert refused.value.status == 400 and "'interval' must be one of 1h, 1d" in refused.value.message
+        assert refused.value.code == "invalid_query"
 
     analyst = {"Authorization": f"Bearer {token(config, 'studio-analyst', ANALYTICS_READ)}"}
     stranger = {"Authorization": f"Bearer {token(config, 'studio-stranger', 'videos:write')}"}
@@ -186,9 +187,12 @@ def test_series_and_retention_routes(api, config, owner, video_id):
     assert httpx.get(f"{base}/series", timeout=10).status_code == 401
 
     def bad(path: str, **params) -> str:
+        """The refusal's message, in the API's one error shape, after checking its status and code."""
         answer = httpx.get(f"{base}{path}", params=params, headers=owner, timeout=10)
         assert answer.status_code == 400, (params, answer.text)
-        return answer.json().get("error") or answer.json().get("detail")
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_query", error
+        return error["message"]
 
     assert "'interval' must be one of 1h, 1d, got '5m'" in bad("/series", interval="5m")
     assert "'from' must be ISO 8601 or epoch seconds" in bad("/series", **{"from": "yesterday"})
@@ -196,7 +200,7 @@ def test_series_and_retention_routes(api, config, owner, video_id):
     assert "max_series_points" in bad("/series", interval="1h", **{"from": to - 2001 * 3600, "to": to})
     assert "max_timeframe" in bad("/series", interval="1d", **{"from": 0, "to": to})
     answer = httpx.get(f"{api}/v1/videos/bad%20id/analytics/series", headers=owner, timeout=10)
-    assert answer.status_code == 400
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_id", answer.text
 
 
 def test_the_ai_stage_analysis_is_served_to_the_owner(api, config, owner, video_id):
