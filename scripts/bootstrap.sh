@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg nginx libnginx-mod-http-cache-purge espeak-ng chromium)   # espeak-ng: spoken test clips for captions; chromium: the player's browser tests
+APT_PACKAGES=(ffmpeg nginx libnginx-mod-http-cache-purge espeak-ng chromium wrk)   # espeak-ng: spoken test clips for captions; chromium: the player's browser tests; wrk: bench_edge
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
