@@ -1,4 +1,5 @@
-"""The operator commands: `framelog groups`, `framelog dlq list|show|replay`, `framelog reprocess`.
+"""The operator commands: `framelog groups`, `framelog dlq list|show|replay`, `framelog reprocess`,
+`framelog faults run`.
 
 Kept apart from the user-facing commands in cli.py; each only parses its
 arguments, calls the streams/ module that does the work, and prints.
@@ -67,6 +68,23 @@ def _reprocess(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _faults(args: argparse.Namespace, config: Config) -> int:
+    from pathlib import Path
+
+    from framelog.ops.faults.run import FaultRunSettings, run_faults
+
+    settings = FaultRunSettings(duration=args.seconds, pairs=args.pairs,
+                                targets=tuple(args.targets.split(",")) if args.targets else None,
+                                upload_interval=args.upload_interval, out=Path(args.out) if args.out else None,
+                                command=" ".join(["framelog", *sys.argv[1:]]))
+    try:
+        run = run_faults(config, settings)
+    except ValueError as exc:
+        print(f"framelog: error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if run.ok else 1
+
+
 def add_parsers(sub: Any) -> None:
     """Register the operator commands on the top-level subparsers."""
     p = sub.add_parser("groups", help="consumer groups: members and lag per partition (operators)")
@@ -92,6 +110,17 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("topic")
     t.add_argument("--timeout", type=float, default=30.0)
     t.set_defaults(func=_dlq)
+
+    p = sub.add_parser("faults", help="the fault suite: kill -9 and restart processes under load, then check "
+                                      "nothing was lost or counted twice (operators)")
+    fsub = p.add_subparsers(dest="faults_command", required=True)
+    t = fsub.add_parser("run", help="load on, faults on schedule, verdicts and a report")
+    t.add_argument("--seconds", type=float, default=300.0, help="how long the load runs (faults in its first 80%%)")
+    t.add_argument("--targets", help="comma-separated (default: every target: broker, s3, edge, api, worker:<group>)")
+    t.add_argument("--pairs", type=int, default=2, help="pairs of targets killed together after the singles")
+    t.add_argument("--upload-interval", type=float, default=10.0)
+    t.add_argument("--out", help="directory for faults.md and faults.svg (e.g. bench/results)")
+    t.set_defaults(func=_faults)
 
     p = sub.add_parser("reprocess", help="run a video's pipeline again from a stage (operators)")
     p.add_argument("video_id")

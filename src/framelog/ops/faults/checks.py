@@ -1,0 +1,166 @@
+"""The verdicts at the end of a fault run: nothing acknowledged lost, nothing counted twice, everyone caught up.
+
+Each check is a ``Verdict`` with the figures it judged, so the report shows
+what was measured, not only pass or fail.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from framelog.core.config import Config
+from framelog.ops.faults.load import EVENT_TYPE, Ledger
+from framelog.ops.groups import describe_groups
+
+TERMINAL = ("ready", "failed")
+POLL = 2.0                       # seconds between looks at a condition with a deadline
+
+EVENTS_PER_VIDEO_SQL = ("SELECT count(), uniqExact(event_id) FROM playback_events "
+                        "WHERE video_id = {video:String} AND type = {type:String}")
+
+
+@dataclass
+class Verdict:
+    name: str
+    ok: bool
+    detail: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL)         # polling interval of a condition with a deadline
+
+
+def uploads_settled(http: httpx.Client, ledger: Ledger, owner: Mapping[str, str], timeout: float) -> Verdict:
+    """Every acknowledged upload published, or failed with a reason, within ``timeout``."""
+    states: dict[str, dict[str, Any]] = {}
+
+    def settled() -> bool:
+        for video_id in ledger.uploads:
+            if states.get(video_id, {}).get("state") in TERMINAL:
+                continue
+            try:
+                r = http.get(f"/videos/{video_id}", headers=dict(owner))
+            except httpx.HTTPError:
+                return False
+            if r.status_code == 200:
+                states[video_id] = r.json()
+        return all(states.get(v, {}).get("state") in TERMINAL for v in ledger.uploads)
+
+    done = _wait(settled, timeout)
+    ready = [v for v, s in states.items() if s.get("state") == "ready"]
+    failed = {v: s.get("error") for v, s in states.items() if s.get("state") == "failed"}
+    unexplained = [v for v, why in failed.items() if not why]
+    pending = {v: states.get(v, {}).get("state", "unknown") for v in ledger.uploads
+               if states.get(v, {}).get("state") not in TERMINAL}
+    ok = done and not unexplained
+    return Verdict("uploads published or failed with a reason", ok,
+                   f"{len(ready)} published, {len(failed)} failed, {len(pending)} not settled"
+                   + (f" ({pending})" if pending else "") + (f"; failed without a reason: {unexplained}"
+                                                              if unexplained else ""),
+                   {"acknowledged": len(ledger.uploads), "ready": len(ready), "failed": failed, "pending": pending})
+
+
+def events_exact(http: httpx.Client, ledger: Ledger, analyst: Mapping[str, str], timeout: float) -> Verdict:
+    """ClickHouse holds, per video, every acknowledged event exactly once and nothing the generator did not send."""
+    found: dict[str, tuple[int, int]] = {}
+
+    def per_video(video_id: str) -> tuple[int, int] | None:
+        r = http.post("/v1/sql", headers=dict(analyst),
+                      json={"sql": EVENTS_PER_VIDEO_SQL, "parameters": {"video": video_id, "type": EVENT_TYPE}})
+        if r.status_code != 200:
+            return None
+        rows = r.json().get("rows") or [[0, 0]]
+        return int(rows[0][0]), int(rows[0][1])
+
+    def matches(video_id: str) -> bool:
+        acked = len(ledger.events.get(video_id, ()))
+        sent = acked + len(ledger.unconfirmed.get(video_id, ()))
+        total, distinct = found.get(video_id, (-1, -1))
+        return total == distinct and acked <= distinct <= sent
+
+    def all_in() -> bool:
+        for video_id in set(ledger.events) | set(ledger.unconfirmed):
+            if video_id in found and matches(video_id):
+                continue
+            try:
+                got = per_video(video_id)
+            except httpx.HTTPError:
+                return False
+            if got is not None:
+                found[video_id] = got
+        return all(matches(v) for v in set(ledger.events) | set(ledger.unconfirmed))
+
+    done = _wait(all_in, timeout)
+    rows = {v: {"acknowledged": len(ledger.events.get(v, ())), "unconfirmed": len(ledger.unconfirmed.get(v, ())),
+                "rows": found.get(v, (None, None))[0], "distinct": found.get(v, (None, None))[1]}
+            for v in sorted(set(ledger.events) | set(ledger.unconfirmed))}
+    lost = {v: rows[v] for v in rows if found.get(v, (-1, -1))[1] < len(ledger.events.get(v, ()))}
+    doubled = {v: rows[v] for v, (total, distinct) in found.items() if total != distinct}
+    return Verdict("ClickHouse holds exactly the acknowledged events", done,
+                   f"{ledger.acknowledged_events()} acknowledged events over {len(rows)} videos; "
+                   f"lost on {len(lost)} videos, counted twice on {len(doubled)}",
+                   {"per_video": rows, "lost": lost, "doubled": doubled})
+
+
+def groups_caught_up(config: Config, timeout: float, prefix: str = "framelog-") -> Verdict:
+    """Every framelog consumer group's lag back to zero within ``timeout`` seconds of the load stopping."""
+    t0 = time.monotonic()
+    last: dict[str, int] = {}
+
+    def zero() -> bool:
+        nonlocal last
+        try:
+            reports = describe_groups(config, None, timeout=10)
+        except Exception:  # noqa: BLE001 - the broker may still be electing: not yet
+            return False
+        last = {r.group_id: r.lag for r in reports if r.group_id.startswith(prefix)}
+        return bool(last) and all(lag == 0 for lag in last.values())
+
+    done = _wait(zero, timeout)
+    took = time.monotonic() - t0
+    behind = {g: lag for g, lag in last.items() if lag}
+    return Verdict(f"consumer groups' lag back to zero within {timeout:.0f}s", done,
+                   f"zero after {took:.0f}s" if done else f"still behind: {behind}",
+                   {"seconds": round(took, 1), "behind": behind})
+
+
+def api_refusals_honest(ledger: Ledger) -> Verdict:
+    """A 5xx from the API always carries Retry-After (503: the broker or the store could not take it)."""
+    return Verdict("the API answers 5xx only with Retry-After", not ledger.bare_5xx,
+                   f"{len(ledger.bare_5xx)} bare 5xx answers" + (f": {ledger.bare_5xx[:5]}" if ledger.bare_5xx else ""),
+                   {"answers": dict(ledger.answers)})
+
+
+def memory_flat(samples: Mapping[str, list[tuple[float, int, int]]], max_growth: float) -> Verdict:
+    """Each process incarnation's resident memory: its last quarter's median against its second quarter's.
+
+    ``samples``: role -> [(t, pid, rss bytes)]. An incarnation with fewer than
+    eight samples is too short to judge and is reported as such.
+    """
+    growth: dict[str, float] = {}
+    for role, rows in samples.items():
+        by_pid: dict[int, list[int]] = {}
+        for _, pid, rss in rows:
+            by_pid.setdefault(pid, []).append(rss)
+        longest = max(by_pid.values(), key=len, default=[])
+        if len(longest) < 8:
+            continue
+        q = len(longest) // 4
+        second = sorted(longest[q:2 * q])[q // 2]
+        last = sorted(longest[-q:])[q // 2]
+        growth[role] = last / second - 1 if second else 0.0
+    grown = {r: round(g, 3) for r, g in growth.items() if g > max_growth}
+    return Verdict(f"memory flat (no process grew more than {max_growth:.0%})", not grown,
+                   f"{len(growth)} processes judged" + (f"; grew: {grown}" if grown else ""),
+                   {"growth": {r: round(g, 3) for r, g in sorted(growth.items())}})
