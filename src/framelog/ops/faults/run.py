@@ -85,10 +85,10 @@ def _apply(fault: Fault, targets: dict[str, Target], now: Callable[[], float], t
     for name in fault.targets:
         target = targets[name]
         try:
-            target.restart()
+            target.restart(timeout)
             back = wait_back(target, timeout)
         except Exception as exc:  # noqa: BLE001 - a target that does not come back is a finding, not a crash
-            say(f"  {now():6.0f}s  {name} did not come back: {exc}")
+            say(f"  {now():6.0f}s  {name} did not come back: {str(exc).splitlines()[0]}")
             back = None
         end = now() if back is not None else None
         outages.append(Outage(name, killed[name], end))

@@ -85,10 +85,15 @@ class Target:
             raise RuntimeError(f"{self.name}: {victims} survived SIGKILL")
         return victims
 
-    def restart(self) -> None:
-        """Start it again (a worker group is restarted by its supervisor: nothing to do here)."""
+    def restart(self, timeout: float) -> None:
+        """Start it again and wait up to ``timeout`` for health (a worker group's supervisor restarts it).
+
+        The wait is the fault run's, not the stack's start-up timeout: a broker
+        recovering every partition after kill -9 on a busy machine takes longer
+        than a clean start, and giving up would stop it half-way.
+        """
         if self.component is not None:
-            self.component.start()
+            self.component.start(timeout=timeout)
 
     def healthy(self) -> bool:
         if self.component is not None:
