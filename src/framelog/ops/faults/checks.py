@@ -6,7 +6,7 @@ what was measured, not only pass or fail.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,18 +113,23 @@ def events_exact(http: httpx.Client, ledger: Ledger, analyst: Mapping[str, str],
                    {"per_video": rows, "lost": lost, "doubled": doubled})
 
 
-def groups_caught_up(config: Config, timeout: float, prefix: str = "framelog-") -> Verdict:
-    """Every framelog consumer group's lag back to zero within ``timeout`` seconds of the load stopping."""
+def groups_caught_up(config: Config, group_ids: Sequence[str], timeout: float) -> Verdict:
+    """Each of ``group_ids`` (the worker's groups and the sink's) has lag zero within ``timeout`` seconds.
+
+    Only the long-lived groups are judged: the API's replayed views (status,
+    catalog...) use a group per process, and a killed API leaves its old one
+    behind, idle by design.
+    """
     t0 = time.monotonic()
     last: dict[str, int] = {}
 
     def zero() -> bool:
         nonlocal last
         try:
-            reports = describe_groups(config, None, timeout=10)
+            reports = describe_groups(config, group_ids, timeout=10)
         except Exception:  # noqa: BLE001 - the broker may still be electing: not yet
             return False
-        last = {r.group_id: r.lag for r in reports if r.group_id.startswith(prefix)}
+        last = {r.group_id: r.lag for r in reports}
         return bool(last) and all(lag == 0 for lag in last.values())
 
     done = _wait(zero, timeout)

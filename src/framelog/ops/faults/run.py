@@ -19,8 +19,10 @@ from framelog.ops.faults.load import BATCH, SESSIONS, LoadGenerator
 from framelog.ops.faults.report import Outage, markdown, timeline_svg
 from framelog.ops.faults.schedule import Fault, build_schedule
 from framelog.ops.faults.targets import Target, all_targets, rss_bytes, wait_back
+from framelog.pipeline.worker import groups
 from framelog.processors.identity import ANALYTICS_READ, VIDEOS_WRITE, Keyring, mint_token
 from framelog.processors.media import ffmpeg_commands as fc
+from framelog.sinks.clickhouse.runner import GROUP_ID as SINK_GROUP
 from framelog.stack.services import ApiService, WorkerService
 
 SAMPLE_EVERY = 5.0          # seconds between memory samples
@@ -145,7 +147,8 @@ def run_faults(config: Config, settings: FaultRunSettings, say: Callable[[str], 
                 checks.uploads_settled(http, ledger, owner, settings.settle_timeout),
                 checks.events_exact(http, ledger, analyst, settings.events_timeout),
                 checks.api_refusals_honest(ledger),
-                checks.groups_caught_up(config, settings.lag_timeout),
+                checks.groups_caught_up(config, [*(f"framelog-{g}" for g in groups(config)), SINK_GROUP],
+                                        settings.lag_timeout),
                 checks.memory_flat(samples, settings.max_memory_growth),
             ]
     if gen.errors:
