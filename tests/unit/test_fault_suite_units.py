@@ -34,10 +34,13 @@ def test_memory_is_judged_per_incarnation_and_short_ones_are_not_judged():
     leaking = [(t, 2, 100_000_000 + t * 10_000_000) for t in range(40)]
     restarted = [(t, 3, 500_000_000) for t in range(5)] + [(t, 4, 100_000_000) for t in range(5, 40)]
     short = [(t, 5, t * 10**9) for t in range(4)]
-    verdict = memory_flat({"flat": flat, "leaking": leaking, "restarted": restarted, "short": short}, 0.5)
+    warming = [(t, 6, min(100, 20 + 10 * t) * 10**6) for t in range(40)]     # doubles, then levels off
+    verdict = memory_flat({"flat": flat, "leaking": leaking, "restarted": restarted, "short": short,
+                           "warming": warming}, 0.5)
     assert not verdict.ok
-    assert set(verdict.figures["growth"]) == {"flat", "leaking", "restarted"}
-    assert "leaking" in verdict.detail and "flat" not in verdict.detail.split("grew:")[1]
+    assert set(verdict.figures["growth"]) == {"flat", "leaking", "restarted", "warming"}
+    assert "leaking" in verdict.detail
+    assert not {"flat", "restarted", "warming"} & set(verdict.detail.split("growing:")[1].replace("'", " ").split())
 
 
 def test_the_timeline_draws_each_outage_and_the_acknowledgements():

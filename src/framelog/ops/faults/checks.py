@@ -135,6 +135,13 @@ def groups_caught_up(config: Config, group_ids: Sequence[str], timeout: float) -
     done = _wait(zero, timeout)
     took = time.monotonic() - t0
     behind = {g: lag for g, lag in last.items() if lag}
+    if behind:
+        try:
+            detail = {r.group_id: {f"{p.topic}[{p.partition}]": p.lag for p in r.partitions if p.lag}
+                      for r in describe_groups(config, list(behind), timeout=10)}
+            behind = {g: {"lag": lag, "partitions": detail.get(g)} for g, lag in behind.items()}  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - the totals stand on their own
+            pass
     return Verdict(f"consumer groups' lag back to zero within {timeout:.0f}s", done,
                    f"zero after {took:.0f}s" if done else f"still behind: {behind}",
                    {"seconds": round(took, 1), "behind": behind})
@@ -147,13 +154,18 @@ def api_refusals_honest(ledger: Ledger) -> Verdict:
                    {"answers": dict(ledger.answers)})
 
 
-def memory_flat(samples: Mapping[str, list[tuple[float, int, int]]], max_growth: float) -> Verdict:
-    """Each process incarnation's resident memory: its last quarter's median against its second quarter's.
+def memory_flat(samples: Mapping[str, list[tuple[float, int, int]]], max_growth: float,
+                still_growing: float = 0.1) -> Verdict:
+    """No process leaks: judged on each role's longest-lived incarnation (``samples``: role -> [(t, pid, rss)]).
 
-    ``samples``: role -> [(t, pid, rss bytes)]. An incarnation with fewer than
-    eight samples is too short to judge and is reported as such.
+    A leak grows and keeps growing. A JVM or a Python process that has just
+    (re)started grows too, while it warms up, and then levels off. So a process
+    fails only if its last quarter's median is more than ``max_growth`` above its
+    second quarter's AND still more than ``still_growing`` above its third
+    quarter's. An incarnation with fewer than eight samples is too short to judge.
     """
     growth: dict[str, float] = {}
+    failing: dict[str, float] = {}
     for role, rows in samples.items():
         by_pid: dict[int, list[int]] = {}
         for _, pid, rss in rows:
@@ -162,10 +174,11 @@ def memory_flat(samples: Mapping[str, list[tuple[float, int, int]]], max_growth:
         if len(longest) < 8:
             continue
         q = len(longest) // 4
-        second = sorted(longest[q:2 * q])[q // 2]
-        last = sorted(longest[-q:])[q // 2]
+        second, third, last = (sorted(part)[len(part) // 2]
+                               for part in (longest[q:2 * q], longest[2 * q:3 * q], longest[-q:]))
         growth[role] = last / second - 1 if second else 0.0
-    grown = {r: round(g, 3) for r, g in growth.items() if g > max_growth}
-    return Verdict(f"memory flat (no process grew more than {max_growth:.0%})", not grown,
-                   f"{len(growth)} processes judged" + (f"; grew: {grown}" if grown else ""),
+        if growth[role] > max_growth and third and last / third - 1 > still_growing:
+            failing[role] = round(growth[role], 3)
+    return Verdict(f"memory flat (no process grew more than {max_growth:.0%} and kept growing)", not failing,
+                   f"{len(growth)} processes judged" + (f"; growing: {failing}" if failing else ""),
                    {"growth": {r: round(g, 3) for r, g in sorted(growth.items())}})

@@ -29,6 +29,9 @@ from framelog.core.backoff import Backoff
 EVENT_TYPE = "progress"            # the only type the generator sends: the checks count it per video
 BATCH = 10                          # events per request; one session may post 5 per second (playback_trust)
 SESSIONS = 4                        # videos watched at once
+# the resumable client's own read timeout waits 15 minutes for a final PATCH; here a request the API
+# holds longer than this is a finding (it should have answered 503), and the next upload goes on
+UPLOAD_TIMEOUT = httpx.Timeout(10.0, read=120.0)
 
 
 @dataclass
@@ -92,18 +95,45 @@ class LoadGenerator:
             t.join(timeout)
 
     # ---------------------------------------------------------------- uploads
+    def upload_once(self) -> str | None:
+        """One upload through the resumable protocol; its video id once acknowledged, None if it failed."""
+        try:
+            with httpx.Client(timeout=UPLOAD_TIMEOUT) as http:
+                outcome = upload_resumable_outcome(self.api_url, self.clip, token=self.owner_token, max_retries=20,
+                                                   backoff_max=5.0, http=http)
+        except (UploadError, httpx.HTTPError, OSError) as exc:
+            with self.ledger.lock:
+                self.ledger.upload_failures.append((self.ledger.now(), f"{type(exc).__name__}: {exc}"))
+            return None
+        with self.ledger.lock:
+            self.ledger.uploads[outcome.video_id] = self.ledger.now()
+            self.ledger.acks.append((self.ledger.now(), "upload", 1))
+        return outcome.video_id
+
+    def warm_up(self, timeout: float) -> str:
+        """One video uploaded and published before any fault, so the viewers have something to watch."""
+        deadline = time.monotonic() + timeout
+        video_id = None
+        with httpx.Client(base_url=self.api_url, timeout=15) as http:
+            while time.monotonic() < deadline:
+                if video_id is None:
+                    video_id = self.upload_once()
+                else:
+                    try:
+                        r = http.get(f"/videos/{video_id}", headers=self.owner)
+                        state = r.json().get("state") if r.status_code == 200 else None
+                    except httpx.HTTPError:
+                        state = None
+                    if state == "ready":
+                        return video_id
+                    if state == "failed":
+                        raise RuntimeError(f"the warm-up video {video_id} failed: {r.json().get('error')}")
+                time.sleep(1.0)          # polling interval of a condition with a deadline
+        raise RuntimeError(f"no warm-up video published within {timeout:.0f}s (uploaded: {video_id})")
+
     def _uploads(self) -> None:
         while not self._stop.is_set():
-            try:
-                outcome = upload_resumable_outcome(self.api_url, self.clip, token=self.owner_token, max_retries=20,
-                                                   backoff_max=5.0)
-            except (UploadError, httpx.HTTPError, OSError) as exc:
-                with self.ledger.lock:
-                    self.ledger.upload_failures.append((self.ledger.now(), f"{type(exc).__name__}: {exc}"))
-            else:
-                with self.ledger.lock:
-                    self.ledger.uploads[outcome.video_id] = self.ledger.now()
-                    self.ledger.acks.append((self.ledger.now(), "upload", 1))
+            self.upload_once()
             self._stop.wait(self.upload_interval)
 
     # ---------------------------------------------------------------- playback events

@@ -74,6 +74,7 @@ def markdown(verdicts: Sequence[Verdict], outages: Sequence[Outage], ledger: Led
                       + (f"{o.end:.0f} | {o.end - o.start:.1f}" if o.end is not None else "never | -") + " |"
                       for o in outages)
     answers = ", ".join(f"{k}: {n}" for k, n in sorted(ledger.answers.items()))
+    failures = "".join(f"\n* upload failed at {t:.0f}s: {escape(why[:300])}" for t, why in ledger.upload_failures[:10])
     return f"""# Fault suite (framelog faults run)
 
 {run['when']}, host `{run['host']}`, {run['cpus']} CPUs, load average at the end {run['load']:.1f}.
@@ -100,4 +101,4 @@ alone, then {run['pairs']} pairs together. Command: `{run['command']}`.
 {len(ledger.uploads)} uploads acknowledged ({len(ledger.upload_failures)} attempts failed after the client's
 retries), {ledger.acknowledged_events()} events acknowledged,
 {sum(len(v) for v in ledger.unconfirmed.values())} unconfirmed. API answers: {answers}.
-"""
+{failures}"""
