@@ -50,3 +50,13 @@ def test_the_timeline_draws_each_outage_and_the_acknowledgements():
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
     assert "broker down 10-25s" in svg and "api down 30-60s" in svg
     assert svg.count('stroke="#27a"') == 1          # one upload tick
+
+
+def test_a_faust_changelog_is_not_work_a_group_has_left():
+    from framelog.ops.groups import GroupReport, PartitionLag
+
+    report = GroupReport("framelog-tiering", "STABLE", (), (
+        PartitionLag("playback.events", 0, 10, 12),
+        PartitionLag("framelog-tiering-renditions-changelog", 0, None, 583)))
+    assert report.lag == 2
+    assert [p.is_changelog for p in report.partitions] == [False, True]

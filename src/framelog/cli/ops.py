@@ -24,7 +24,8 @@ def _groups(args: argparse.Namespace, config: Config) -> int:
                            "members": [{"member_id": m.member_id, "client_id": m.client_id, "host": m.host,
                                         "partitions": [f"{t}[{p}]" for t, p in m.partitions]} for m in r.members],
                            "partitions": [{"topic": p.topic, "partition": p.partition, "committed": p.committed,
-                                           "end": p.end, "lag": p.lag} for p in r.partitions]}
+                                           "end": p.end, "lag": p.lag, "changelog": p.is_changelog}
+                                          for p in r.partitions]}
                           for r in reports], indent=2))
     else:
         print(format_reports(reports, by_partition=not args.summary) or "no consumer groups")

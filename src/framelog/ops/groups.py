@@ -16,6 +16,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from framelog.core.config import Config
 from framelog.streams.admin import admin_client
 
+CHANGELOG_SUFFIX = "-changelog"
+
 
 @dataclass(frozen=True)
 class PartitionLag:
@@ -28,6 +30,11 @@ class PartitionLag:
     def lag(self) -> int:
         """Records of the partition the group has not committed (all of them when it committed none)."""
         return max(self.end - (self.committed or 0), 0)
+
+    @property
+    def is_changelog(self) -> bool:
+        """A Faust table's changelog: assigned to the group to restore the table, read, never committed."""
+        return self.topic.endswith(CHANGELOG_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,8 @@ class GroupReport:
 
     @property
     def lag(self) -> int:
-        return sum(p.lag for p in self.partitions)
+        """Records the group has still to process: its input partitions' lag (changelogs are not work)."""
+        return sum(p.lag for p in self.partitions if not p.is_changelog)
 
 
 def _result(future, timeout: float):
@@ -105,6 +113,7 @@ def format_reports(reports: Iterable[GroupReport], *, by_partition: bool = True)
             owner = {tp: m.client_id or m.member_id for m in r.members for tp in m.partitions}
             for p in r.partitions:
                 committed = "-" if p.committed is None else str(p.committed)
-                lines.append(f"  {p.topic}[{p.partition}]  committed={committed}  end={p.end}  lag={p.lag}"
+                lag = "- (table changelog: read to restore, never committed)" if p.is_changelog else str(p.lag)
+                lines.append(f"  {p.topic}[{p.partition}]  committed={committed}  end={p.end}  lag={lag}"
                              f"  member={owner.get((p.topic, p.partition), '-')}")
     return "\n".join(lines)

@@ -137,7 +137,8 @@ def groups_caught_up(config: Config, group_ids: Sequence[str], timeout: float) -
     behind = {g: lag for g, lag in last.items() if lag}
     if behind:
         try:
-            detail = {r.group_id: {f"{p.topic}[{p.partition}]": p.lag for p in r.partitions if p.lag}
+            detail = {r.group_id: {f"{p.topic}[{p.partition}]": p.lag for p in r.partitions
+                                   if p.lag and not p.is_changelog}
                       for r in describe_groups(config, list(behind), timeout=10)}
             behind = {g: {"lag": lag, "partitions": detail.get(g)} for g, lag in behind.items()}  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the totals stand on their own

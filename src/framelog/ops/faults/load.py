@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from framelog.clients.upload import UploadError, upload_resumable_outcome
 from framelog.core.backoff import Backoff
+from framelog_client.upload import UploadError, upload_resumable_outcome
 
 EVENT_TYPE = "progress"            # the only type the generator sends: the checks count it per video
 BATCH = 10                          # events per request; one session may post 5 per second (playback_trust)
