@@ -89,9 +89,32 @@ class Retention(BaseModel):
     retention: list[float | None]
 
 
+class Stretch(BaseModel):
+    start: float
+    end: float
+
+
+class Chapter(Stretch):
+    index: int
+    title: str
+
+
+class Loudness(BaseModel):
+    integrated_lufs: float | None
+    loudness_range_lu: float | None
+    true_peak_dbfs: float | None
+
+
 class Analysis(BaseModel):
-    """What the AI stage published (chapters, scene changes, black and silent stretches, loudness)."""
+    """What the AI stage published (``processors.media.analysis.Analysis``): seconds throughout."""
     model_config = ConfigDict(extra="allow")
+    duration: float
+    scene_changes: list[float]
+    scene_scores: list[float]
+    chapters: list[Chapter]
+    black_segments: list[Stretch]
+    silence_segments: list[Stretch]
+    loudness: Loudness | None
 
 
 class SqlRequest(BaseModel):

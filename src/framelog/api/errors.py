@@ -108,8 +108,10 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
         for op in operations.values():
             answers = op.get("responses", {})
             if answers.pop("422", None) is not None:
-                answers.setdefault("400", {"description": "bad_request",
-                                           "content": {"application/json": {"schema": ref}}})
+                answers.setdefault("400", {"description": "bad_request"})
+            for status, answer in answers.items():
+                if status[0] in "45":              # refusals are JSON whatever the route answers on success
+                    answer["content"] = {"application/json": {"schema": ref}}
     components = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
