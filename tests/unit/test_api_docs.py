@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from framelog.api.app import SWAGGER_DIST, create_app, create_ops_app
+from tests.unit.support.api_routes import routes
 
 UNDOCUMENTED_BODIES = {   # (method, path): why the JSON body is documented as a schema, not a model
     ("POST", "/v1/events"): "JSON, gzip or a beacon's text/plain, parsed and capped by the route itself",
@@ -37,16 +38,7 @@ def document(ops) -> dict:
 
 
 def api_routes(app) -> list[APIRoute]:
-    """Every route of the app, those of included routers too (FastAPI may keep them behind the router)."""
-    def walk(items):
-        for r in items:
-            if isinstance(r, APIRoute):
-                yield r
-            elif hasattr(r, "original_router"):
-                yield from walk(r.original_router.routes)
-            elif hasattr(r, "routes"):
-                yield from walk(r.routes)
-    found = [r for r in walk(app.router.routes) if r.include_in_schema]
+    found = [r for r in routes(app) if r.include_in_schema]
     assert len(found) >= 30, [r.path for r in found]
     return found
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from framelog.api.app import create_app
+from tests.unit.support.api_routes import routes
 
 PUBLIC = {                                   # (method, path): why no token is asked for
     ("GET", "/healthz"): "load balancers' health probe",
@@ -22,18 +22,6 @@ PUBLIC = {                                   # (method, path): why no token is a
     ("GET", "/player/assets/{name}"): "static player code",
     ("POST", "/v1/events"): "players post with the playback session GET /v1/stream issued (issue 11 point 3)",
 }
-
-
-def routes(app) -> list[APIRoute]:
-    def walk(items):
-        for r in items:
-            if isinstance(r, APIRoute):
-                yield r
-            elif hasattr(r, "original_router"):
-                yield from walk(r.original_router.routes)
-            elif hasattr(r, "routes"):
-                yield from walk(r.routes)
-    return list(walk(app.router.routes))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ threads of its own (api/analyst_pool.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from framelog.api.analytics_engine import AnalyticsEngine
 from framelog.api.auth import current_principal, require
 from framelog.api.errors import responses
 from framelog.api.services import Services, Svc
@@ -163,24 +165,38 @@ def _range(svc: Services, from_: str | None, to: str | None) -> tuple[datetime, 
     return start, end
 
 
+async def _cached(svc: Services, key: tuple[Any, ...], video_id: str,
+                  read: Callable[[AnalyticsEngine], dict[str, Any]]) -> JSONResponse:
+    """``read(engine)`` under the engine's lock, through the query cache (dropped when the sink writes
+    the video's events); 400 names what the query refused."""
+    engine = svc.analytics
+
+    def query() -> dict[str, Any]:
+        with engine.lock:
+            return read(engine)
+
+    try:
+        result = await run_in_threadpool(engine.query_cache.get_or_compute, key, query, (video_id,))
+    except (InvalidIdError, AnalyticsQueryError) as exc:
+        raise _bad_query(str(exc)) from None
+    return JSONResponse(_jsonable(result))
+
+
+def _checked_range(svc: Services, from_: str | None, to: str | None) -> tuple[datetime, datetime]:
+    try:
+        return _range(svc, from_, to)
+    except AnalyticsQueryError as exc:
+        raise _bad_query(str(exc)) from None
+
+
 @router.get("/v1/videos/{video_id}/analytics", response_model=VideoAnalytics, responses=responses(404, 503))
 async def video_analytics(video_id: str, svc: Svc, from_: str | None = FROM, to: str | None = TO,
                           principal: Principal = Depends(require())) -> JSONResponse:
     """The seed's get_video_analytics for one video: its owner, its workspace, or analytics:read."""
     await _readable(svc, video_id, principal)
-    engine = svc.analytics
-    try:
-        start, end = _range(svc, from_, to)
-
-        def query() -> dict[str, Any]:
-            with engine.lock:
-                return get_video_analytics(engine.read_sessions, video_id, start, end, config=engine.config)
-
-        result = await run_in_threadpool(engine.query_cache.get_or_compute, (video_id, from_, to), query,
-                                         (video_id,))
-    except (InvalidIdError, AnalyticsQueryError) as exc:
-        raise _bad_query(str(exc)) from None
-    return JSONResponse(_jsonable(result))
+    start, end = _checked_range(svc, from_, to)
+    return await _cached(svc, (video_id, from_, to), video_id, lambda engine: get_video_analytics(
+        engine.read_sessions, video_id, start, end, config=engine.config))
 
 
 @router.get("/v1/videos/{video_id}/analytics/series", response_model=Series, responses=responses(404, 503))
@@ -192,22 +208,15 @@ async def video_series(video_id: str, svc: Svc,
     equal length (``time`` in epoch seconds, then views, unique_viewers, watch_time, ...); 400 names a bad
     interval, time or a range beyond ``analytics.max_series_points`` buckets."""
     await _readable(svc, video_id, principal)
-    engine = svc.analytics
+    if interval not in SERIES_INTERVALS:
+        raise _bad_query(f"'interval' must be one of {', '.join(SERIES_INTERVALS)}, got {interval!r}")
+    start, end = _checked_range(svc, from_, to)
     try:
-        if interval not in SERIES_INTERVALS:
-            raise AnalyticsQueryError(f"'interval' must be one of {', '.join(SERIES_INTERVALS)}, got {interval!r}")
-        start, end = _range(svc, from_, to)
-        series_bounds(start, end, interval, engine.config)      # 400 before any lock is taken
-
-        def query() -> dict[str, Any]:
-            with engine.lock:
-                return get_video_series(engine.client, video_id, start, end, interval, config=engine.config)
-
-        result = await run_in_threadpool(engine.query_cache.get_or_compute, ("series", video_id, interval, from_, to),
-                                         query, (video_id,))
-    except (InvalidIdError, AnalyticsQueryError) as exc:
+        series_bounds(start, end, interval, svc.config)          # 400 before any lock is taken
+    except AnalyticsQueryError as exc:
         raise _bad_query(str(exc)) from None
-    return JSONResponse(_jsonable(result))
+    return await _cached(svc, ("series", video_id, interval, from_, to), video_id, lambda engine: get_video_series(
+        engine.client, video_id, start, end, interval, config=engine.config))
 
 
 @router.get("/v1/videos/{video_id}/analytics/retention", response_model=Retention, responses=responses(404, 503))
@@ -216,19 +225,9 @@ async def video_retention(video_id: str, svc: Svc, from_: str | None = FROM, to:
     """Audience retention over ``[from, to)``: the share of sessions that watched each of
     ``analytics.retention_points`` steps of the video."""
     await _readable(svc, video_id, principal)
-    engine = svc.analytics
-    try:
-        start, end = _range(svc, from_, to)
-
-        def query() -> dict[str, Any]:
-            with engine.lock:
-                return get_video_retention(engine.client, video_id, start, end, config=engine.config)
-
-        result = await run_in_threadpool(engine.query_cache.get_or_compute, ("retention", video_id, from_, to),
-                                         query, (video_id,))
-    except (InvalidIdError, AnalyticsQueryError) as exc:
-        raise _bad_query(str(exc)) from None
-    return JSONResponse(_jsonable(result))
+    start, end = _checked_range(svc, from_, to)
+    return await _cached(svc, ("retention", video_id, from_, to), video_id, lambda engine: get_video_retention(
+        engine.client, video_id, start, end, config=engine.config))
 
 
 @router.get("/v1/videos/{video_id}/analysis", response_model=Analysis, responses=responses(404))
