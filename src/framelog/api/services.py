@@ -182,6 +182,7 @@ class Services:
     def _open_catalog(self) -> VideoCatalog:
         from framelog.views.catalog import VideoCatalog
         catalog = VideoCatalog(self.config)
+        catalog.dead_letter_producer = self.producer
         catalog.on_folded(self._invalidate_plans)
         catalog.start()
         return catalog
@@ -189,17 +190,22 @@ class Services:
     def _open_tier_view(self) -> TierView:
         from framelog.views.tier_view import TierView
         view = TierView(self.config, producer=self.producer)
+        view.dead_letter_producer = self.producer
         view.on_folded(self._invalidate_plans)
         view.start()
         return view
 
     def _open_status(self) -> StatusTable:
         from framelog.views.status import StatusTable
-        return StatusTable(self.config).start()
+        table = StatusTable(self.config)
+        table.dead_letter_producer = self.producer
+        return table.start()
 
     def _open_webhooks(self) -> EndpointRegistry:
         from framelog.views.webhook_registry import EndpointRegistry
-        return EndpointRegistry(self.config).start()
+        registry = EndpointRegistry(self.config)
+        registry.dead_letter_producer = self.producer
+        return registry.start()
 
     def _open_edge_health(self) -> EdgeHealth:
         from framelog.sinks.edges.health import EdgeHealth

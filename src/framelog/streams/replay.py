@@ -25,6 +25,8 @@ from confluent_kafka import OFFSET_INVALID, TopicPartition
 from framelog.core.backoff import Backoff
 from framelog.core.config import Config
 from framelog.streams.consumer import DecodedRecord, EventConsumer
+from framelog.streams.dead_letter import DeadLetterWriter
+from framelog.streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,9 @@ class ReplayedTable:
         self._sync_wanted = 0                   # sync() requests, served by the consuming thread
         self._sync_served = 0
         self._sync_targets: dict[tuple[str, int], int] = {}
+        # where undecodable records are dead-lettered: a producer the process shares (the API's one), set
+        # before start(); None: the consumer opens a producer of its own
+        self.dead_letter_producer: EventProducer | None = None
 
     # ------------------------------------------------------------ to override
 
@@ -178,8 +183,12 @@ class ReplayedTable:
         while not self._stop.is_set():
             consumer = None
             try:
+                shared = self.dead_letter_producer
+                from_start: dict[str, Any] = {"auto.offset.reset": "earliest"}
                 consumer = ReplayConsumer(self.config, self.group_id, list(self.topics),
-                                          **{"auto.offset.reset": "earliest"})
+                                          dead_letters=None if shared is None else DeadLetterWriter(shared,
+                                                                                                    self.group_id),
+                                          **from_start)
                 if self._targets is None:
                     self._targets = {(t, p): marks for t in self.topics
                                      for p, marks in consumer.watermarks(t, timeout=10.0).items()}
