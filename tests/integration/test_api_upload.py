@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from framelog.api import videos
+from framelog.api import services
 from framelog.api.upload_protocol import MIB, OFFSET_CONTENT_TYPE, parse_upload_metadata
 from framelog.core import object_keys
 from framelog.core.config import Config
@@ -451,7 +451,7 @@ def test_status_is_503_while_the_table_cannot_catch_up(config, monkeypatch):
     """With no reachable broker the table never catches up: the API says so instead of answering 404."""
     from dataclasses import replace
 
-    monkeypatch.setattr(videos, "STATUS_READY_TIMEOUT", 0.5)
+    monkeypatch.setattr(services, "STATUS_READY_TIMEOUT", 0.5)
     unreachable = replace(config, kafka=replace(config.kafka, bootstrap_servers="127.0.0.1:9"))
     with TestClient(make_app(unreachable), headers=auth(config, "operator", "ops")) as c:
         r = c.get(f"/videos/{uuid.uuid4().hex}")

@@ -30,8 +30,6 @@ from framelog.api.access_state import video_id_param
 from framelog.api.auth import require
 from framelog.api.errors import responses
 from framelog.api.services import Services, Svc
-from framelog.api.videos import STATUS_READY_TIMEOUT
-from framelog.core.errors import ApiError
 from framelog.processors.identity import OPS, Principal
 
 router = APIRouter(tags=["live"])
@@ -113,9 +111,6 @@ async def video_events(video_id: str, request: Request, svc: Svc,
         await run_in_threadpool(state.catalog.sync, CATALOG_SYNC_TIMEOUT)
     # the video's owner, a member of its workspace, or ops: 404 unknown, 403 anyone else
     await run_in_threadpool(state.check_reader, principal, video_id, (OPS,))
-    table = svc.status
-    if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):
-        raise ApiError(503, "the status table is still catching up with the log", {"Retry-After": "5"},
-                       code="catching_up")
+    await run_in_threadpool(svc.ready_status)
     return StreamingResponse(event_stream(request, svc, video_id), media_type="text/event-stream",
                              headers=SSE_HEADERS)

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+STATUS_READY_TIMEOUT = 10.0           # how long a request waits for the status table to catch up with the log
+STATUS_RETRY_AFTER = "5"
 UPLOAD_READ_TIMEOUT = 300.0           # a multipart part or a streamed hash may take long on a busy store
 PARTS = ("sender", "catalog", "tier_view", "status", "webhooks", "edge_health", "analytics")
 
@@ -165,6 +167,16 @@ class Services:
     @property
     def analytics(self) -> AnalyticsEngine:
         return self._analytics.get()
+
+    def ready_status(self) -> StatusTable:
+        """The status table once it caught up with the log (blocking, on a worker thread); ApiError 503
+        with Retry-After when it cannot within ``STATUS_READY_TIMEOUT``."""
+        table = self.status
+        if not table.ready and not table.wait_ready(STATUS_READY_TIMEOUT):
+            raise ApiError(503, "the status table is still catching up with the log"
+                           + (f" ({table.last_error})" if table.last_error else ""),
+                           {"Retry-After": STATUS_RETRY_AFTER}, code="catching_up")
+        return table
 
     def started(self, name: str) -> bool:
         return self._part(name).started

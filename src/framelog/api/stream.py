@@ -76,10 +76,9 @@ from framelog.api.errors import responses
 from framelog.api.event_trust import SESSION_FIELD, SESSION_HEADER, retry_after
 from framelog.api.events import ParsedEvent, encode_events, playback_types
 from framelog.api.keys import key_grant, key_url
-from framelog.api.services import Services, Svc
+from framelog.api.services import STATUS_READY_TIMEOUT, Services, Svc
 from framelog.api.stream_availability import RESTORING, Availability, rendition_availability
 from framelog.api.stream_models import RenewRequest, StreamAnswer, StreamRenewal
-from framelog.api.videos import STATUS_READY_TIMEOUT
 from framelog.core import object_keys
 from framelog.core.config import Config
 from framelog.core.errors import ApiError
@@ -139,7 +138,7 @@ def _not_playable(svc: Services, video_id: str) -> ApiError:
     """409 with the video's processing status (or what the upload says)."""
     table = svc.status
     view = None
-    if table.ready or table.wait_ready(STATUS_READY_TIMEOUT):
+    if table.ready or table.wait_ready(STATUS_READY_TIMEOUT):     # no 503 here: the 409 says what it knows
         view = table.get(video_id)
     if view is None:
         view = svc.uploads.status_view(video_id) or {"video_id": video_id, "state": "uploaded"}

@@ -76,8 +76,6 @@ from framelog.sinks.upload_sessions import PartWriter, UploadView
 
 log = logging.getLogger(__name__)
 
-STATUS_READY_TIMEOUT = 10.0      # how long a status request waits for the table to catch up
-STATUS_RETRY_AFTER = "5"
 SPOOL_READ = 1024 * 1024
 
 
@@ -480,11 +478,7 @@ async def video_status(video_id: str, request: Request, svc: Svc) -> Response:
     validate_video_id(video_id)
     principal = _signed_in(request)
     await run_in_threadpool(svc.access.check_reader, principal, video_id, (ANALYTICS_READ, OPS))
-    table = svc.status
-    if not table.ready and not await run_in_threadpool(table.wait_ready, STATUS_READY_TIMEOUT):
-        raise ApiError(503, "the status table is still catching up with the log"
-                       + (f" ({table.last_error})" if table.last_error else ""),
-                       {"Retry-After": STATUS_RETRY_AFTER}, code="catching_up")
+    table = await run_in_threadpool(svc.ready_status)
     view = table.get(video_id)
     if view is not None:
         return JSONResponse(view, headers={"Cache-Control": "no-store"})
