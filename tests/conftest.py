@@ -44,7 +44,7 @@ def secret(config: Config) -> bytes:
     """The stack's edge-signing secret (signed edge URLs, share tokens)."""
     from framelog.processors.tokens import load_or_create_secret
 
-    return load_or_create_secret(config)
+    return load_or_create_secret(config.security, config.stack.state_dir)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -48,7 +48,7 @@ SESSIONS = [
 
 
 def token(config, sub: str, *scopes: str) -> str:
-    return mint_token(config, Keyring(config), sub, scopes=list(scopes))
+    return mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), sub, scopes=list(scopes))
 
 
 def at(hour: int, minute: float) -> int:

@@ -75,7 +75,7 @@ def db(tmp_path_factory):
 
 def test_hourly_series_has_one_point_per_hour_with_zeros_between(db):
     cfg, client = db
-    s = get_video_series(client, VIDEO, at(0), at(3), "1h", config=cfg)
+    s = get_video_series(client, VIDEO, at(0), at(3), "1h", analytics=cfg.analytics)
     assert s["interval"] == "1h"
     assert s["time"] == [int(at(h).timestamp()) for h in range(3)]
     assert s["views"] == [3, 0, 1]
@@ -88,14 +88,14 @@ def test_hourly_series_has_one_point_per_hour_with_zeros_between(db):
 
 def test_daily_series_buckets_by_utc_day_and_counts_likes_and_shares(db):
     cfg, client = db
-    s = get_video_series(client, VIDEO, at(0), at(48), "1d", config=cfg)
+    s = get_video_series(client, VIDEO, at(0), at(48), "1d", analytics=cfg.analytics)
     assert s["time"] == [int(at(0).timestamp()), int(at(24).timestamp())]
     assert s["views"] == [4, 1]
     assert s["unique_viewers"] == [4, 1]          # distinct per day: u1 counts on both days
     assert s["watch_time"] == pytest.approx([190, 10])
     assert s["likes"] == [0, 1] and s["shares"] == [0, 1]
     # a range inside a day is widened to the whole day
-    inner = get_video_series(client, VIDEO, at(25), at(26, 30), "1d", config=cfg)
+    inner = get_video_series(client, VIDEO, at(25), at(26, 30), "1d", analytics=cfg.analytics)
     assert inner["timeframe"]["start"] == at(24).isoformat() and inner["views"] == [1]
 
 
@@ -103,20 +103,20 @@ def test_series_bounds_are_checked_before_any_query(db):
     cfg, client = db
     limit = cfg.analytics.max_series_points
     assert limit == 2000
-    assert len(get_video_series(client, VIDEO, at(0), at(limit), "1h", config=cfg)["time"]) == limit
+    assert len(get_video_series(client, VIDEO, at(0), at(limit), "1h", analytics=cfg.analytics)["time"]) == limit
     with pytest.raises(AnalyticsQueryError, match="max_series_points"):
-        get_video_series(client, VIDEO, at(0), at(limit + 1), "1h", config=cfg)
+        get_video_series(client, VIDEO, at(0), at(limit + 1), "1h", analytics=cfg.analytics)
     with pytest.raises(AnalyticsQueryError, match="interval must be one of 1h, 1d"):
-        get_video_series(client, VIDEO, at(0), at(1), "5m", config=cfg)
+        get_video_series(client, VIDEO, at(0), at(1), "5m", analytics=cfg.analytics)
     with pytest.raises(AnalyticsQueryError, match="must be before"):
-        get_video_series(client, VIDEO, at(1), at(0), "1h", config=cfg)
+        get_video_series(client, VIDEO, at(1), at(0), "1h", analytics=cfg.analytics)
     with pytest.raises(AnalyticsQueryError, match="interval must be one of"):
-        get_video_series(client, VIDEO, at(0), at(1), "1h'; DROP TABLE playback_events; --", config=cfg)
+        get_video_series(client, VIDEO, at(0), at(1), "1h'; DROP TABLE playback_events; --", analytics=cfg.analytics)
 
 
 def test_retention_curve_counts_the_stretches_each_session_watched(db):
     cfg, client = db
-    r = get_video_retention(client, VIDEO, at(0), at(48), config=cfg)
+    r = get_video_retention(client, VIDEO, at(0), at(48), analytics=cfg.analytics)
     n = cfg.analytics.retention_points
     assert n == 20
     assert r["sessions"] == 4 and r["duration_seconds"] == pytest.approx(DURATION)
@@ -124,12 +124,12 @@ def test_retention_curve_counts_the_stretches_each_session_watched(db):
     expected = [1.0] * 2 + [0.75] * 2 + [0.5] * 6 + [0.25] * 6 + [0.5] * 4   # steps of 5 s
     assert r["retention"] == pytest.approx(expected)
     # only the first day: s5 (0-10 s) is gone
-    first = get_video_retention(client, VIDEO, at(0), at(24), config=cfg)
+    first = get_video_retention(client, VIDEO, at(0), at(24), analytics=cfg.analytics)
     assert first["sessions"] == 3 and first["retention"][:4] == pytest.approx([1.0, 1.0, 1.0, 1.0])
 
 
 def test_retention_of_a_video_nobody_watched_is_flat_zero(db):
     cfg, client = db
-    r = get_video_retention(client, "nobody-watched", at(0), at(48), config=cfg)
+    r = get_video_retention(client, "nobody-watched", at(0), at(48), analytics=cfg.analytics)
     assert r["sessions"] == 0 and r["duration_seconds"] is None
     assert r["retention"] == [0.0] * cfg.analytics.retention_points

@@ -64,7 +64,7 @@ def recorder(stack, config):
 
 @pytest.fixture(scope="module")
 def owner_token(config) -> str:
-    return mint_token(config, Keyring(config), OWNER, scopes=["videos:write"])
+    return mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), OWNER, scopes=["videos:write"])
 
 
 @pytest.fixture(scope="module")

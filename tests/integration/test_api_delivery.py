@@ -179,8 +179,8 @@ def test_key_endpoint_gives_the_key_only_to_the_grant_holder(client, config, tok
     assert client.get(f"/v1/keys/{vid}").status_code == 401                     # no grant
     forged = grant.replace(dict(parse_qsl(grant))["sig"], "A" * 43)
     assert key_with(client, vid, forged, tokens["alice"]).status_code == 403
-    expired = sign_playback(vid, f"/v1/keys/{vid}", config, secret=secret, now=time.time() - 100, viewer_id="alice",
-                            ttl=10)
+    expired = sign_playback(vid, f"/v1/keys/{vid}", config.security, secret=secret, now=time.time() - 100,
+                            viewer_id="alice", ttl=10)
     r = key_with(client, vid, expired, tokens["alice"])
     assert r.status_code == 403 and "expired" in r.json()["error"]["message"]
     other_grant = stream_of(client, other, tokens["anon"]).json()["encryption"]["grant"]
@@ -208,9 +208,9 @@ def test_share_links_issue_use_forge_expire_revoke(client, config, tokens, recor
     assert not s.json()["encryption"]["grant_requires_viewer_token"]
     assert key_with(client, vid, grant).status_code == 200
 
-    forged = issue_share_token(vid, config, secret=b"not-the-secret-0123456789", now=time.time()).token
-    expired = issue_share_token(vid, config, secret=secret, now=time.time() - 100, ttl=10).token
-    other = issue_share_token(private, config, secret=secret, now=time.time()).token
+    forged = issue_share_token(vid, config.security, secret=b"not-the-secret-0123456789", now=time.time()).token
+    expired = issue_share_token(vid, config.security, secret=secret, now=time.time() - 100, ttl=10).token
+    other = issue_share_token(private, config.security, secret=secret, now=time.time()).token
     for token, why in [(forged, "bad_signature"), (expired, "expired"), (other, "wrong_video"),
                        ("garbage", "malformed")]:
         r = stream_of(client, vid, tokens["anon"], share=token)

@@ -64,7 +64,8 @@ def make_app(config) -> FastAPI:
 
 
 def producer_headers(config) -> dict[str, str]:
-    return bearer(mint_token(config, Keyring(config), "it-producer", scopes=[EVENTS_WRITE]))
+    return bearer(mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                             "it-producer", scopes=[EVENTS_WRITE]))
 
 
 class Collector:

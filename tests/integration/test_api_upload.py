@@ -37,7 +37,8 @@ PATCH_HEADERS = {"Content-Type": OFFSET_CONTENT_TYPE, "Tus-Resumable": "1.0.0"}
 
 
 def token(config: Config, sub: str, *scopes: str) -> str:
-    return mint_token(config, Keyring(config), sub, scopes=scopes or ("videos:write",))
+    return mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                      sub, scopes=scopes or ("videos:write",))
 
 
 def auth(config: Config, sub: str, *scopes: str) -> dict[str, str]:

@@ -233,7 +233,7 @@ def fixture_video(db):
 
 def test_rollups_match_hand_computed_values(fixture_video):
     cfg, client, v, H = fixture_video
-    a = get_video_analytics(client, v, H, H + dt.timedelta(hours=3), config=cfg)
+    a = get_video_analytics(client, v, H, H + dt.timedelta(hours=3), analytics=cfg.analytics)
     assert a["video_id"] == v
     assert a["timeframe"] == {"start": H.isoformat(), "end": (H + dt.timedelta(hours=3)).isoformat(), "bucket": "1h"}
     assert a["total_views"] == 4
@@ -264,7 +264,8 @@ def test_analytics_from_a_readonly_session_match(fixture_video, engine):
     cfg, client, v, H = fixture_video
     _, ro = engine("framelog_test", readonly=True)
     span = (H, H + dt.timedelta(hours=3))
-    assert get_video_analytics(ro, v, *span, config=cfg) == get_video_analytics(client, v, *span, config=cfg)
+    assert get_video_analytics(ro, v, *span, analytics=cfg.analytics) \
+        == get_video_analytics(client, v, *span, analytics=cfg.analytics)
 
 
 def test_analytics_spread_over_several_sessions_match_one_session(fixture_video, engine):
@@ -272,26 +273,26 @@ def test_analytics_spread_over_several_sessions_match_one_session(fixture_video,
     _, second = engine("framelog_test")
     _, ro = engine("framelog_test", readonly=True)
     span = (H, H + dt.timedelta(hours=3))
-    one = get_video_analytics(client, v, *span, config=cfg)
-    assert get_video_analytics([client, second], v, *span, config=cfg) == one
-    assert get_video_analytics([client, second, ro, client, second], v, *span, config=cfg) == one
+    one = get_video_analytics(client, v, *span, analytics=cfg.analytics)
+    assert get_video_analytics([client, second], v, *span, analytics=cfg.analytics) == one
+    assert get_video_analytics([client, second, ro, client, second], v, *span, analytics=cfg.analytics) == one
     with pytest.raises(ValueError):
-        get_video_analytics([], v, *span, config=cfg)
+        get_video_analytics([], v, *span, analytics=cfg.analytics)
 
 
 def test_hour_buckets_and_exclusive_end(fixture_video):
     cfg, client, v, H = fixture_video
-    first = get_video_analytics(client, v, H, H + dt.timedelta(hours=1), config=cfg)
+    first = get_video_analytics(client, v, H, H + dt.timedelta(hours=1), analytics=cfg.analytics)
     assert first["total_views"] == 3 and first["total_watch_time"] == pytest.approx(95.0)
     assert get_video_analytics(client, v, H + dt.timedelta(hours=1), H + dt.timedelta(hours=2),
-                               config=cfg)["total_views"] == 0
+                               analytics=cfg.analytics)["total_views"] == 0
     # a range inside an hour is widened to the whole hour
     third = get_video_analytics(client, v, H + dt.timedelta(hours=2, minutes=10),
-                                H + dt.timedelta(hours=2, minutes=20), config=cfg)
+                                H + dt.timedelta(hours=2, minutes=20), analytics=cfg.analytics)
     assert third["total_views"] == 1
     assert third["timeframe"]["start"] == (H + dt.timedelta(hours=2)).isoformat()
     # epoch seconds work too; an unknown video is all zeros
-    empty = get_video_analytics(client, "no-such-video", H.timestamp(), H.timestamp() + 3600, config=cfg)
+    empty = get_video_analytics(client, "no-such-video", H.timestamp(), H.timestamp() + 3600, analytics=cfg.analytics)
     assert empty["total_views"] == 0 and empty["geographic_distribution"] == [] and empty["completion_rate"] == 0.0
 
 
@@ -307,8 +308,8 @@ def test_late_and_out_of_order_events_land_in_their_event_time_buckets(db):
                      ev(v, "s1", "u1", "progress", H + dt.timedelta(minutes=31), watch_time_delta_seconds=7.0)],
               partition=3)
     sink.flush()
-    early = get_video_analytics(client, v, H, H + dt.timedelta(hours=1), config=cfg)
-    late = get_video_analytics(client, v, H + dt.timedelta(hours=3), H + dt.timedelta(hours=4), config=cfg)
+    early = get_video_analytics(client, v, H, H + dt.timedelta(hours=1), analytics=cfg.analytics)
+    late = get_video_analytics(client, v, H + dt.timedelta(hours=3), H + dt.timedelta(hours=4), analytics=cfg.analytics)
     assert (early["total_views"], early["total_watch_time"]) == (1, 7.0)
     assert (late["total_views"], late["total_watch_time"]) == (1, 0.0)
     hours = client.query("SELECT hour, sum(views) FROM video_stats_hourly WHERE video_id = {v:String} "
@@ -326,14 +327,14 @@ def test_late_and_out_of_order_events_land_in_their_event_time_buckets(db):
 def test_query_rejects_bad_ranges(db, start, end, exc):
     cfg, client = db
     with pytest.raises(exc):
-        get_video_analytics(client, "vfix", start, end, config=cfg)
+        get_video_analytics(client, "vfix", start, end, analytics=cfg.analytics)
 
 
 @pytest.mark.parametrize("video_id", ["", "a/b", "x' OR '1'='1", "v" * 65, None, "vid;DROP"])
 def test_query_rejects_bad_video_ids(db, video_id):
     cfg, client = db
     with pytest.raises(InvalidIdError):
-        get_video_analytics(client, video_id, BASE, BASE + dt.timedelta(hours=1), config=cfg)
+        get_video_analytics(client, video_id, BASE, BASE + dt.timedelta(hours=1), analytics=cfg.analytics)
 
 
 # ---------------------------------------------------------------- analysts' SQL
@@ -389,7 +390,7 @@ def test_p95_of_get_video_analytics_over_a_large_table(engine, capsys):
     for _ in range(60):
         video = f"video-{rng.randrange(videos)}"
         t = time.perf_counter()
-        a = get_video_analytics(client, video, end - dt.timedelta(days=30), end, config=cfg)
+        a = get_video_analytics(client, video, end - dt.timedelta(days=30), end, analytics=cfg.analytics)
         timings.append(time.perf_counter() - t)
         assert a["total_views"] > 0
     timings = sorted(timings[10:])   # the first calls warm caches

@@ -67,7 +67,8 @@ def test_the_readme_example_runs_against_the_stack(api, worker, config, venv, tm
     script.write_text(code)
     clip = clips.video(tmp_path / "clip.mp4", duration=3)
     owner = f"client-example-{os.getpid()}"
-    token = mint_token(config, Keyring(config), owner, scopes=[VIDEOS_WRITE, EVENTS_WRITE])
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                       owner, scopes=[VIDEOS_WRITE, EVENTS_WRITE])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(FRAMELOG_API=api, FRAMELOG_TOKEN=token)
     proc = subprocess.run([str(venv / "bin" / "python"), str(script), str(clip)], cwd=tmp_path, env=env,

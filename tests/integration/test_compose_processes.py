@@ -136,7 +136,8 @@ def _aes128_cbc_decrypt(data: bytes, key: bytes, iv: bytes) -> bytes:
 
 
 def test_encrypted_playback_through_the_public_base(deployment, config, tmp_path):
-    bearer = {"Authorization": "Bearer " + mint_token(config, Keyring(config), "alice", workspaces=("ws-1",),
+    bearer = {"Authorization": "Bearer " + mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                                                      "alice", workspaces=("ws-1",),
                                                       scopes=("videos:write",))}
     body = clips.video(tmp_path / "in.mp4", width=320, height=180, duration=4).read_bytes()
     with httpx.Client(base_url=deployment.api_url, timeout=30) as api:

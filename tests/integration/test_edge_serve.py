@@ -44,14 +44,15 @@ def test_foreground_edge_renders_its_config_and_serves_from_the_origin(stack, co
     env = {**os.environ, "FRAMELOG_CONFIG_OVERLAY": str(tmp_path / "overlay.yaml"),
            "FRAMELOG_STATE_DIR": str(tmp_path / "state"),
            # the stack's secret, so the origin policy it (re)writes keeps the running edges' Referer token
-           "FRAMELOG_TOKEN_SECRET": load_or_create_secret(config).decode(),
+           "FRAMELOG_TOKEN_SECRET": load_or_create_secret(config.security, config.stack.state_dir).decode(),
            # and the stack's S3 identity, as compose hands it over (a fresh state dir would make keys of its own)
            **dict(zip(("FRAMELOG_S3_ACCESS_KEY", "FRAMELOG_S3_SECRET_KEY"), s3_credentials(config)))}
     edge_config = load_config(overlay=tmp_path / "overlay.yaml")
     key = f"hls/{new_video_id()}/master.m3u8"
     s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
                                  ContentType="application/vnd.apple.mpegurl")
-    url = signed_edge_url("primary_cdn", key, edge_config, secret=load_or_create_secret(config), now=time.time())
+    secret = load_or_create_secret(config.security, config.stack.state_dir)
+    url = signed_edge_url("primary_cdn", key, edge_config, secret=secret, now=time.time())
     proc = subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "edge", "serve", "--provider", "primary_cdn",
                              "--listen", config.stack.host], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -64,7 +65,7 @@ def test_foreground_edge_renders_its_config_and_serves_from_the_origin(stack, co
         assert fetch(url)[1]["X-Cache-Status"] == "HIT"
         assert (tmp_path / "state" / "edge-primary_cdn" / "access.log").stat().st_size > 0
         # the origin policy it rewrote still lets the stack's running edge in
-        stack_url = signed_edge_url("primary_cdn", key, config, secret=load_or_create_secret(config), now=time.time())
+        stack_url = signed_edge_url("primary_cdn", key, config, secret=secret, now=time.time())
         assert fetch(stack_url)[0] == 200
     finally:
         proc.terminate()

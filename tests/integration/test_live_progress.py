@@ -55,7 +55,8 @@ def live(stack, config, tmp_path_factory):
 
 
 def bearer(cfg, user, workspaces=()):
-    return {"Authorization": "Bearer " + mint_token(cfg, Keyring(cfg), user, workspaces=workspaces, scopes=[])}
+    return {"Authorization": "Bearer " + mint_token(cfg.auth, Keyring(cfg.auth, cfg.stack.state_dir),
+                                                    user, workspaces=workspaces, scopes=[])}
 
 
 class Transitions:

@@ -68,7 +68,8 @@ def worker(stack, config):
 @pytest.fixture(scope="module")
 def video_id(api, worker, config, tmp_path_factory) -> str:
     clip = clips.video(tmp_path_factory.mktemp("clip") / "player.mp4", **CLIP)
-    token = mint_token(config, Keyring(config), "player-tests", scopes=["videos:write"])
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                       "player-tests", scopes=["videos:write"])
     owner = {"Authorization": f"Bearer {token}"}
     vid = upload_resumable(api, clip, token=token, visibility="public")
 
@@ -103,7 +104,8 @@ def open_player(browser: Browser, api: str, video_id: str, country: str = "US") 
 
 def sql(api: str, statement: str, **parameters: Any) -> list[list[Any]]:
     """POST /v1/sql as an analyst, with the values bound server-side ({name:Type} in the statement)."""
-    analyst = mint_token(get_config(), Keyring(get_config()), "player-tests-analyst", scopes=["analytics:read"])
+    analyst = mint_token(get_config().auth, Keyring(get_config().auth, get_config().stack.state_dir),
+                         "player-tests-analyst", scopes=["analytics:read"])
     r = httpx.post(f"{api}/v1/sql", json={"sql": statement, "parameters": parameters}, timeout=30,
                    headers={"Authorization": f"Bearer {analyst}"})
     assert r.status_code == 200, r.text
@@ -209,7 +211,9 @@ def test_chapters_show_and_like_and_share_reach_the_analytics(config, api, video
         True, {"liked": True, "shares": 1}]
     browser.wait("framelogPlayer.engagement.shares === 1 && framelogPlayer.flush().then(() => "
                  "framelogPlayer.sent.filter(e => e.type === 'like' || e.type === 'share').length === 2)", 30)
-    owner = {"Authorization": f"Bearer {mint_token(config, Keyring(config), 'player-tests', scopes=['videos:write'])}"}
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), "player-tests",
+                       scopes=["videos:write"])
+    owner = {"Authorization": f"Bearer {token}"}
 
     def engagement() -> tuple[int, int, float]:
         t = httpx.get(f"{api}/v1/videos/{video_id}/analytics", headers=owner, timeout=10).json()

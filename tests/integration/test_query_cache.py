@@ -45,7 +45,8 @@ def hits(config) -> float:
 
 
 def test_answers_are_cached_until_the_sink_commits_new_events_of_the_video(api, config):
-    analyst = {"Authorization": f"Bearer {mint_token(config, Keyring(config), 'ana', scopes=[ANALYTICS_READ])}"}
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), "ana", scopes=[ANALYTICS_READ])
+    analyst = {"Authorization": f"Bearer {token}"}
     video = f"vid_{uuid.uuid4().hex[:12]}"
 
     def view(i: int) -> None:

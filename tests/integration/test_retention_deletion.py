@@ -60,7 +60,8 @@ def test_a_video_in_compliance_retention_is_deleted_only_by_an_operators_recorde
     assert r.status_code == 403                                         # owners cannot override
     assert client.get("/v1/stream", params={"video_id": vid}, headers=tokens["alice"]).status_code == 200
 
-    ops = {"Authorization": f"Bearer {mint_token(config, Keyring(config), 'oncall', scopes=['ops'])}"}
+    oncall = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), "oncall", scopes=["ops"])
+    ops = {"Authorization": f"Bearer {oncall}"}
     r = client.delete(f"/videos/{vid}", params={"retention_override": "legal hold lifted, ticket 42"}, headers=ops)
     assert r.status_code == 200, r.text
     deleted = recorder.wait(vid, "VideoDeleted")

@@ -94,7 +94,8 @@ def test_the_api_takes_the_priority_from_the_request_or_the_workspace(config, st
                                                                       workspaces={"newsroom": "high"}))
     src = tmp_path / "small.bin"
     src.write_bytes(b"x" * 1024)
-    tok = mint_token(cfg, Keyring(cfg), "it-prio", workspaces=["newsroom"], scopes=("videos:write",))
+    tok = mint_token(cfg.auth, Keyring(cfg.auth, cfg.stack.state_dir),
+                     "it-prio", workspaces=["newsroom"], scopes=("videos:write",))
     with LiveApi(cfg) as api, ResumableUploader(api.url, token=tok) as up:
         low = up.upload(src, priority="low").video_id
         by_workspace = up.upload(src, workspace="newsroom").video_id

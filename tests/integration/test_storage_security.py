@@ -127,6 +127,7 @@ def test_edges_still_read_hls_objects_through_the_gateway(stack, config):
     key = f"hls/{new_video_id()}/720p/playlist.m3u8"
     s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
                                  ContentType="application/vnd.apple.mpegurl")
-    url = signed_edge_url("primary_cdn", key, config, secret=load_or_create_secret(config), now=time.time())
+    secret = load_or_create_secret(config.security, config.stack.state_dir)
+    url = signed_edge_url("primary_cdn", key, config, secret=secret, now=time.time())
     with urllib.request.urlopen(url, timeout=5) as r:
         assert (r.status, r.read()) == (200, b"#EXTM3U\n")

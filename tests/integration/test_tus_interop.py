@@ -33,7 +33,7 @@ NODE_SCRIPT = Path(__file__).parent / "support" / "tus_js_upload.mjs"
 
 
 def token(config: Config, sub: str) -> str:
-    return mint_token(config, Keyring(config), sub, scopes=("videos:write",))
+    return mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), sub, scopes=("videos:write",))
 
 
 def random_file(path: Path, size: int) -> str:

@@ -75,7 +75,8 @@ def test_upload_page_large_file_pause_resume_then_processing(api, worker, config
     clip = large_clip(tmp_path / "creator-clip.mp4")
     size = clip.stat().st_size
     assert size > 64 * MIB
-    token = mint_token(config, Keyring(config), "page-creator", scopes=["videos:write"])
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                       "page-creator", scopes=["videos:write"])
     owner = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
 
     with Browser() as browser:

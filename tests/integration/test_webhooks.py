@@ -64,7 +64,8 @@ def worker(hooks, tmp_path):
 
 
 def bearer(cfg, user: str, workspaces: tuple[str, ...] = ()) -> dict[str, str]:
-    token = mint_token(cfg, Keyring(cfg), user, workspaces=workspaces, scopes=["videos:write"])
+    token = mint_token(cfg.auth, Keyring(cfg.auth, cfg.stack.state_dir),
+                       user, workspaces=workspaces, scopes=["videos:write"])
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -47,7 +47,8 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def as_user(config: Config, sub: str, *scopes: str, ws: tuple[str, ...] = ()) -> dict[str, str]:
-    return bearer(mint_token(config, Keyring(config), sub, workspaces=ws, scopes=scopes or (VIDEOS_WRITE,)))
+    return bearer(mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                             sub, workspaces=ws, scopes=scopes or (VIDEOS_WRITE,)))
 
 
 def b64(data: dict) -> str:
@@ -56,7 +57,7 @@ def b64(data: dict) -> str:
 
 def forged_tokens(config: Config) -> dict[str, str]:
     """An analyst's token, broken every way an attacker would try."""
-    keyring = Keyring(config)
+    keyring = Keyring(config.auth, config.stack.state_dir)
     key = keyring.current()
     now = int(time.time())
     body = {"iss": config.auth.issuer, "aud": config.auth.audience, "sub": "mallory", "ws": [],
@@ -66,7 +67,7 @@ def forged_tokens(config: Config) -> dict[str, str]:
     hs_head = b64({"alg": "HS256", "typ": "JWT", "kid": key.kid})
     hs_sig = base64.urlsafe_b64encode(hmac.new(public_pem, f"{hs_head}.{b64(body)}".encode(), hashlib.sha256)
                                       .digest()).rstrip(b"=").decode()
-    genuine = mint_token(config, keyring, "mallory", scopes=[VIDEOS_WRITE])
+    genuine = mint_token(config.auth, keyring, "mallory", scopes=[VIDEOS_WRITE])
     head, _, sig = genuine.split(".")
     return {
         "other_key": jwt.encode(body, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA",
@@ -135,7 +136,7 @@ def test_the_operator_listener_is_not_reachable_on_other_interfaces(ops_url, con
 
 
 def test_jwks_lets_a_customer_back_end_verify_framelogs_tokens(api, config):
-    token = mint_token(config, Keyring(config), "alice", scopes=[VIDEOS_WRITE])
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), "alice", scopes=[VIDEOS_WRITE])
     keys = jwt.PyJWKSet.from_dict(httpx.get(f"{api}/.well-known/jwks.json", timeout=10).json())
     assert all("d" not in k._jwk_data for k in keys.keys)
     kid = jwt.get_unverified_header(token)["kid"]
@@ -295,14 +296,14 @@ def test_rotation_keeps_old_tokens_until_their_key_is_retired(stack, config, tmp
     """Its own keyring (the stack's is shared by the other tests): rotate, old kid verifies, retire, refused."""
     cfg = replace(config, auth=replace(config.auth, keyring_file=str(tmp_path / "keyring.json")))
     app = assemble(cfg, [auth_routes.router, videos.router])
-    keyring = Keyring(cfg)
-    old = bearer(mint_token(cfg, keyring, "operator", scopes=[OPS]))
+    keyring = Keyring(cfg.auth, cfg.stack.state_dir)
+    old = bearer(mint_token(cfg.auth, keyring, "operator", scopes=[OPS]))
     old_kid = keyring.current().kid
     unknown = f"/videos/{uuid.uuid4().hex}"
     with TestClient(app) as client:
         assert client.get(unknown, headers=old).status_code == 404       # authenticated: the video is unknown
         new_kid = keyring.rotate().kid
-        new = bearer(mint_token(cfg, keyring, "operator", scopes=[OPS]))
+        new = bearer(mint_token(cfg.auth, keyring, "operator", scopes=[OPS]))
         assert client.get(unknown, headers=old).status_code == 404
         assert client.get(unknown, headers=new).status_code == 404
         assert {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]} == {old_kid, new_kid}

@@ -61,7 +61,7 @@ def worker(stack, config):
 
 @pytest.fixture(scope="module")
 def owner(config, secret) -> dict[str, str]:
-    return bearer(mint_token(config, Keyring(config), OWNER, scopes=[VIDEOS_WRITE]))
+    return bearer(mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), OWNER, scopes=[VIDEOS_WRITE]))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,8 @@ def post(api: str, events: list[dict], session: str | None = None, **headers: st
 
 
 def sql(api: str, statement: str, **parameters: Any) -> list[list[Any]]:
-    analyst = bearer(mint_token(get_config(), Keyring(get_config()), "trust-analyst", scopes=[ANALYTICS_READ]))
+    analyst = bearer(mint_token(get_config().auth, Keyring(get_config().auth, get_config().stack.state_dir),
+                                "trust-analyst", scopes=[ANALYTICS_READ]))
     r = httpx.post(f"{api}/v1/sql", json={"sql": statement, "parameters": parameters}, headers=analyst, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()["rows"]
@@ -198,8 +199,8 @@ def test_country_is_taken_from_trusted_proxies_only(config, api, video_id, owner
                  "the in-process API to know the video", 60)
         via_proxy = proxy.get("/v1/stream", params={"video_id": video_id}, headers=headers).json()
         assert via_proxy["analytics"]["country"] == "AQ"
-        assert verify_session(via_proxy["session"], secret=load_or_create_secret(config), now=time.time()).country \
-            == "AQ"
+        secret = load_or_create_secret(config.security, config.stack.state_dir)
+        assert verify_session(via_proxy["session"], secret=secret, now=time.time()).country == "AQ"
         spoofed = direct.get("/v1/stream", params={"video_id": video_id}, headers=headers).json()
         assert spoofed["analytics"]["country"] is None
         # events: the session's country, whatever header a direct client adds

@@ -88,7 +88,7 @@ def worker(stack, config):
 
 @pytest.fixture(scope="module")
 def owner(config) -> dict[str, str]:
-    return bearer(mint_token(config, Keyring(config), OWNER, scopes=[VIDEOS_WRITE]))
+    return bearer(mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), OWNER, scopes=[VIDEOS_WRITE]))
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ def api(stack, config):
 
 def analyst() -> dict[str, str]:
     """An analyst's bearer token (analytics:read), signed with the stack's keyring."""
-    token = mint_token(get_config(), Keyring(get_config()), "analyst", scopes=[ANALYTICS_READ])
+    token = mint_token(get_config().auth, Keyring(get_config().auth, get_config().stack.state_dir),
+                       "analyst", scopes=[ANALYTICS_READ])
     return {"Authorization": f"Bearer {token}"}
 
 

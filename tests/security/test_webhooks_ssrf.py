@@ -35,7 +35,7 @@ def test_registration_refuses_internal_targets(stack, config):
 
     from framelog.processors.identity import Keyring, mint_token
 
-    token = mint_token(config, Keyring(config), "sam", scopes=["videos:write"])
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), "sam", scopes=["videos:write"])
     with TestClient(make_app(config)) as api:
         for url in REFUSED:
             r = api.post("/v1/webhooks", json={"url": url}, headers={"Authorization": f"Bearer {token}"})

@@ -249,7 +249,8 @@ def producer(config, tmp_path):
     """(config with a keyring of its own, a server-side producer's headers: a token with events:write)."""
     own = dataclasses.replace(config, auth=dataclasses.replace(config.auth,
                                                                keyring_file=str(tmp_path / "keyring.json")))
-    return own, bearer(mint_token(own, Keyring(own), "unit-producer", scopes=[EVENTS_WRITE]))
+    return own, bearer(mint_token(own.auth, Keyring(own.auth, own.stack.state_dir),
+                                  "unit-producer", scopes=[EVENTS_WRITE]))
 
 
 @pytest.fixture()

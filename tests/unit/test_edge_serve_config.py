@@ -37,7 +37,7 @@ def test_production_edge_fetches_from_the_environments_origin(prod_config, tmp_p
     assert "server s3:8333;" in shield_text and "proxy_set_header Host s3:8333;" in shield_text
     assert "proxy_pass http://origin/media$object;" in shield_text
     assert f"proxy_cache_path {tmp_path}/state/origin-shield/cache " in shield_text
-    secret = load_or_create_secret(prod_config)
+    secret = load_or_create_secret(prod_config.security, prod_config.stack.state_dir)
     assert secret == SECRET.encode()
     assert edge_secret(secret) in text and f'Referer "{origin_token(secret)}"' in text
     assert SECRET not in text                    # only derived keys reach nginx's config

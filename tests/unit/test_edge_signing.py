@@ -95,9 +95,9 @@ def test_parse_object_path():
 
 def test_lifetime_and_secret_are_checked(cfg):
     with pytest.raises(ValueError):
-        signed_edge_path("hls/v/master.m3u8", cfg, secret=SECRET, now=NOW, ttl=0)
+        signed_edge_path("hls/v/master.m3u8", cfg.security, secret=SECRET, now=NOW, ttl=0)
     with pytest.raises(ValueError):
-        signed_edge_path("hls/v/master.m3u8", cfg, secret=b"short", now=NOW)
+        signed_edge_path("hls/v/master.m3u8", cfg.security, secret=b"short", now=NOW)
 
 
 def test_derived_keys_are_separate_from_the_token_secret():

@@ -36,12 +36,12 @@ def cfg(config, tmp_path):
 
 @pytest.fixture()
 def keyring(cfg) -> Keyring:
-    return Keyring(cfg)
+    return Keyring(cfg.auth, cfg.stack.state_dir)
 
 
 @pytest.fixture()
 def verifier(cfg, keyring) -> TokenVerifier:
-    return TokenVerifier(cfg, keyring)
+    return TokenVerifier(cfg.auth, keyring)
 
 
 def refused(verifier: TokenVerifier, token: str) -> str:
@@ -68,20 +68,20 @@ def b64(data: dict) -> str:
 # ------------------------------------------------------------------ minting and the keyring
 
 def test_mint_and_verify_round_trip(cfg, keyring, verifier):
-    token = mint_token(cfg, keyring, "alice", workspaces=["ws-2", "ws-1"], scopes=[VIDEOS_WRITE, ANALYTICS_READ])
+    token = mint_token(cfg.auth, keyring, "alice", workspaces=["ws-2", "ws-1"], scopes=[VIDEOS_WRITE, ANALYTICS_READ])
     p = verifier.verify(token)
     assert (p.sub, p.workspaces, p.scopes, p.issuer) == ("alice", {"ws-1", "ws-2"}, {VIDEOS_WRITE, ANALYTICS_READ},
                                                          cfg.auth.issuer)
     assert p.viewer.user_id == "alice" and p.has(VIDEOS_WRITE) and not p.has(OPS)
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "EdDSA" and header["kid"] == keyring.current().kid
-    assert verifier.verify(mint_token(cfg, keyring, "bob")).scopes == {VIDEOS_WRITE}     # the default scope
+    assert verifier.verify(mint_token(cfg.auth, keyring, "bob")).scopes == {VIDEOS_WRITE}     # the default scope
 
 
 def test_keyring_is_created_once_private_and_publishes_only_public_keys(cfg, keyring):
     kid = keyring.current().kid
     assert stat.S_IMODE(keyring.path.stat().st_mode) == 0o600
-    assert Keyring(cfg).current().kid == kid                          # another process reads the same file
+    assert Keyring(cfg.auth, cfg.stack.state_dir).current().kid == kid   # another process reads the same file
     jwks = keyring.jwks()
     assert [k["kid"] for k in jwks["keys"]] == [kid]
     assert all("d" not in k and k["kty"] == "OKP" and k["alg"] == "EdDSA" for k in jwks["keys"])
@@ -90,21 +90,21 @@ def test_keyring_is_created_once_private_and_publishes_only_public_keys(cfg, key
 def test_inline_keyring_is_read_only(cfg, keyring):
     keyring.current()                                                 # created on first use
     inline = replace(cfg, auth=replace(cfg.auth, keyring_json=keyring.path.read_text()))
-    token = mint_token(inline, Keyring(inline), "alice")
-    assert TokenVerifier(cfg, keyring).verify(token).sub == "alice"
+    token = mint_token(inline.auth, Keyring(inline.auth, inline.stack.state_dir), "alice")
+    assert TokenVerifier(cfg.auth, keyring).verify(token).sub == "alice"
     with pytest.raises(KeyringError):
-        Keyring(inline).rotate()
+        Keyring(inline.auth, inline.stack.state_dir).rotate()
 
 
 def test_rotation_old_kid_verifies_until_retired(cfg, keyring, verifier):
-    old = mint_token(cfg, keyring, "alice")
+    old = mint_token(cfg.auth, keyring, "alice")
     first = keyring.current().kid
-    other_process = Keyring(cfg)                                      # a running API's own view of the file
-    api = TokenVerifier(cfg, other_process)
+    other_process = Keyring(cfg.auth, cfg.stack.state_dir)   # a running API's own view of the file
+    api = TokenVerifier(cfg.auth, other_process)
     assert api.verify(old).sub == "alice"
     new_key = keyring.rotate()
     assert keyring.current().kid == new_key.kid != first
-    new = mint_token(cfg, keyring, "alice")
+    new = mint_token(cfg.auth, keyring, "alice")
     assert jwt.get_unverified_header(new)["kid"] == new_key.kid
     assert api.verify(old).sub == api.verify(new).sub == "alice"     # both verify after the rotation
     assert {k["kid"] for k in other_process.jwks()["keys"]} == {first, new_key.kid}
@@ -123,9 +123,9 @@ def test_scopes_and_ids_are_checked_when_minting(cfg, keyring):
     with pytest.raises(ValueError):
         parse_scopes("admin")
     with pytest.raises(ValueError):
-        mint_token(cfg, keyring, "bad user/../")
+        mint_token(cfg.auth, keyring, "bad user/../")
     with pytest.raises(ValueError):
-        mint_token(cfg, keyring, "alice", ttl=cfg.auth.max_token_lifetime + 1)
+        mint_token(cfg.auth, keyring, "alice", ttl=cfg.auth.max_token_lifetime + 1)
 
 
 # ------------------------------------------------------------------ refusals
@@ -154,7 +154,7 @@ def test_hs256_signed_with_the_public_key_is_refused(cfg, keyring, verifier):
 
 
 def test_tampered_payload_breaks_the_signature(cfg, keyring, verifier):
-    header, _, sig = mint_token(cfg, keyring, "alice").split(".")
+    header, _, sig = mint_token(cfg.auth, keyring, "alice").split(".")
     forged = f"{header}.{b64(claims(cfg, sub='admin', scope=OPS))}.{sig}"
     assert refused(verifier, forged) == "bad_signature"
 
@@ -168,7 +168,7 @@ def test_expired_not_yet_valid_and_too_long_lived(cfg, keyring, verifier):
     assert refused(verifier, signed(keyring, claims(cfg, iat=now + leeway + 60))) == "not_yet_valid"
     assert refused(verifier, signed(keyring, claims(cfg, exp=now + int(cfg.auth.max_token_lifetime) + 10))) \
         == "lifetime_too_long"
-    assert verifier.verify(mint_token(cfg, keyring, "alice", ttl=60, now=now - 59)).sub == "alice"
+    assert verifier.verify(mint_token(cfg.auth, keyring, "alice", ttl=60, now=now - 59)).sub == "alice"
 
 
 def test_wrong_audience_issuer_and_missing_claims(cfg, keyring, verifier):
@@ -188,7 +188,7 @@ def test_unknown_kid_garbage_and_oversized_tokens(cfg, keyring, verifier):
     assert refused(verifier, jwt.encode(claims(cfg), key.private_key, algorithm="EdDSA")) == "unknown_key"
     assert refused(verifier, "forged.token") == "malformed"
     assert refused(verifier, "a.b.c") == "malformed"
-    big = mint_token(cfg, keyring, "alice", extra={"pad": "x" * cfg.auth.max_token_bytes})
+    big = mint_token(cfg.auth, keyring, "alice", extra={"pad": "x" * cfg.auth.max_token_bytes})
     assert refused(verifier, big) == "malformed"
     assert refused(verifier, "é" * 10) == "malformed"
 
@@ -227,7 +227,7 @@ def customer(cfg, tmp_path):
 
 def test_a_trusted_issuers_tokens_verify_with_only_the_scopes_it_may_grant(customer):
     cfg, ec_key, rsa_key, _ = customer
-    verifier = TokenVerifier(cfg)
+    verifier = TokenVerifier(cfg.auth, Keyring(cfg.auth, cfg.stack.state_dir))
     body = claims(cfg, iss="https://idp.customer.example", sub="cust-user-1",
                   scope=f"{VIDEOS_WRITE} {ANALYTICS_READ} {OPS}")
     p = verifier.verify(jwt.encode(body, ec_key, algorithm="ES256", headers={"kid": "c-ec"}))
@@ -245,7 +245,7 @@ def test_a_tenant_prefix_confines_a_trusted_issuer_to_its_own_users(customer):
     cfg, ec_key, _, jwks = customer
     confined = replace(cfg, auth=replace(cfg.auth, trusted_issuers=(
         TrustedIssuer("https://idp.customer.example", jwks, (VIDEOS_WRITE,), "acme:"),)))
-    verifier = TokenVerifier(confined)
+    verifier = TokenVerifier(confined.auth, Keyring(confined.auth, confined.stack.state_dir))
 
     def token(sub: str, ws: list[str]) -> str:
         body = claims(confined, iss="https://idp.customer.example", sub=sub, ws=ws)

@@ -25,8 +25,10 @@ def test_every_port_and_the_state_dir_move_and_nothing_else():
     assert private.kafka.bootstrap_servers.endswith(f":{default.stack.kafka_port + 1100}")
     assert private.object_storage.endpoint_url.endswith(f":{default.stack.seaweed_s3_port + 1100}")
     from framelog.processors.public_urls import key_url_base, public_edge_url
-    assert f":{default.stack.api_port + 1100}/" in key_url_base(private)     # derived from the moved port
-    assert public_edge_url("primary_cdn", private).endswith(f":{default.cdn.providers['primary_cdn'].edge_port + 1100}")
+    # derived from the moved port
+    assert f":{default.stack.api_port + 1100}/" in key_url_base(private.delivery, private.stack)
+    edge_port = default.cdn.providers["primary_cdn"].edge_port + 1100
+    assert public_edge_url("primary_cdn", private.cdn, private.stack.host).endswith(f":{edge_port}")
     assert private.hls.key_uri_base == "/v1/keys"                           # stored playlists name no host
     # the seed's numbers are not in the overlay: only ports, URLs with ports and the state dir
     flat = yaml.safe_dump(overlay)

@@ -64,24 +64,24 @@ def unb64(text):
 # ------------------------------------------------------------ share tokens
 
 def test_share_token_round_trip(cfg):
-    t = issue_share_token("vid1", cfg, secret=SECRET, now=NOW)
+    t = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW)
     assert t.expires_at == int(NOW + cfg.security.share_token_ttl)
     claims = verify_share_token(t.token, secret=SECRET, now=NOW, video_id="vid1", revoked=set())
     assert (claims.video_id, claims.token_id, claims.expires_at) == ("vid1", t.token_id, t.expires_at)
 
 
 def test_token_ids_are_unique_and_can_be_given(cfg):
-    a = issue_share_token("vid1", cfg, secret=SECRET, now=NOW)
-    b = issue_share_token("vid1", cfg, secret=SECRET, now=NOW)
+    a = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW)
+    b = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW)
     assert a.token_id != b.token_id and a.token != b.token
-    c = issue_share_token("vid1", cfg, secret=SECRET, now=NOW, token_id="link-42")
+    c = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW, token_id="link-42")
     assert verify_share_token(c.token, secret=SECRET, now=NOW).token_id == "link-42"
     with pytest.raises(ValueError):
-        issue_share_token("vid1", cfg, secret=SECRET, now=NOW, token_id="bad id")
+        issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW, token_id="bad id")
 
 
 def test_expiry_boundary(cfg):
-    t = issue_share_token("vid1", cfg, secret=SECRET, now=NOW, ttl=60)
+    t = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW, ttl=60)
     verify_share_token(t.token, secret=SECRET, now=NOW + 59.999)
     with pytest.raises(ExpiredTokenError) as e:
         verify_share_token(t.token, secret=SECRET, now=NOW + 60)
@@ -89,7 +89,7 @@ def test_expiry_boundary(cfg):
 
 
 def test_forged_with_another_secret(cfg):
-    t = issue_share_token("vid1", cfg, secret=OTHER_SECRET, now=NOW)
+    t = issue_share_token("vid1", cfg.security, secret=OTHER_SECRET, now=NOW)
     with pytest.raises(BadSignatureError) as e:
         verify_share_token(t.token, secret=SECRET, now=NOW)
     assert e.value.reason == "bad_signature"
@@ -104,14 +104,14 @@ def _resign_payload(token, change):
 
 @pytest.mark.parametrize("field, value", [("vid", "vid2"), ("exp", 9_999_999_999), ("jti", "other")])
 def test_tampered_fields_break_the_signature(cfg, field, value):
-    t = issue_share_token("vid1", cfg, secret=SECRET, now=NOW)
+    t = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW)
     forged = _resign_payload(t.token, lambda d: d.__setitem__(field, value))
     with pytest.raises(BadSignatureError):
         verify_share_token(forged, secret=SECRET, now=NOW)
 
 
 def test_every_single_character_change_is_refused(cfg):
-    t = issue_share_token("vid1", cfg, secret=SECRET, now=NOW).token
+    t = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW).token
     for i, ch in enumerate(t):
         for repl in {"A", "B", "-", "_", "."} - {ch}:
             with pytest.raises((BadSignatureError, MalformedTokenError)):
@@ -119,14 +119,14 @@ def test_every_single_character_change_is_refused(cfg):
 
 
 def test_other_video(cfg):
-    t = issue_share_token("vid1", cfg, secret=SECRET, now=NOW)
+    t = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW)
     with pytest.raises(WrongVideoError) as e:
         verify_share_token(t.token, secret=SECRET, now=NOW, video_id="vid2")
     assert e.value.reason == "wrong_video"
 
 
 def test_revoked_by_set_and_by_callback(cfg):
-    t = issue_share_token("vid1", cfg, secret=SECRET, now=NOW)
+    t = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW)
     with pytest.raises(RevokedTokenError) as e:
         verify_share_token(t.token, secret=SECRET, now=NOW, revoked={t.token_id})
     assert e.value.reason == "revoked"
@@ -138,7 +138,7 @@ def test_revoked_by_set_and_by_callback(cfg):
 
 
 def test_forged_tokens_never_reach_the_revocation_callback(cfg):
-    t = issue_share_token("vid1", cfg, secret=OTHER_SECRET, now=NOW)
+    t = issue_share_token("vid1", cfg.security, secret=OTHER_SECRET, now=NOW)
 
     def revoked(jti):
         raise AssertionError("callback called for a forged token")
@@ -175,11 +175,11 @@ def test_errors_are_framelog_errors():
 
 def test_issue_validates_inputs(cfg):
     with pytest.raises(InvalidIdError):
-        issue_share_token("../x", cfg, secret=SECRET, now=NOW)
+        issue_share_token("../x", cfg.security, secret=SECRET, now=NOW)
     with pytest.raises(ValueError):
-        issue_share_token("vid1", cfg, secret=b"short", now=NOW)
+        issue_share_token("vid1", cfg.security, secret=b"short", now=NOW)
     with pytest.raises(ValueError):
-        issue_share_token("vid1", cfg, secret=SECRET, now=NOW, ttl=0)
+        issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW, ttl=0)
 
 
 # ------------------------------------------------------------ signed playback URLs
@@ -187,7 +187,7 @@ def test_issue_validates_inputs(cfg):
 def sign(cfg, **kw):
     args = dict(secret=SECRET, now=NOW)
     args.update(kw)
-    return sign_playback("vid1", "/hls/vid1/", cfg, **args)
+    return sign_playback("vid1", "/hls/vid1/", cfg.security, **args)
 
 
 def test_playback_round_trip(cfg):
@@ -254,7 +254,7 @@ def test_playback_wrong_path(cfg, path):
 
 
 def test_prefix_without_trailing_slash_stops_at_a_segment_boundary(cfg):
-    q = sign_playback("vid1", "/hls/vid1", cfg, secret=SECRET, now=NOW)
+    q = sign_playback("vid1", "/hls/vid1", cfg.security, secret=SECRET, now=NOW)
     verify_playback(q, video_id="vid1", path="/hls/vid1/a.ts", secret=SECRET, now=NOW)
     verify_playback(q, video_id="vid1", path="/hls/vid1", secret=SECRET, now=NOW)
     with pytest.raises(WrongPathError):
@@ -282,13 +282,13 @@ def test_playback_malformed(query):
 def test_sign_playback_validates_inputs(cfg):
     for prefix in ["hls/vid1/", "/hls/../vid1/", "/hls/", "/hls/vid1?x", "/hls/vid10/"]:
         with pytest.raises(ValueError):
-            sign_playback("vid1", prefix, cfg, secret=SECRET, now=NOW)
+            sign_playback("vid1", prefix, cfg.security, secret=SECRET, now=NOW)
     with pytest.raises(ValueError):
-        sign_playback("vid1", "/hls/vid1/", cfg, secret=SECRET, now=NOW, viewer_id="a b")
+        sign_playback("vid1", "/hls/vid1/", cfg.security, secret=SECRET, now=NOW, viewer_id="a b")
 
 
 def test_share_and_playback_signatures_do_not_cross(cfg):
-    t = issue_share_token("vid1", cfg, secret=SECRET, now=NOW)
+    t = issue_share_token("vid1", cfg.security, secret=SECRET, now=NOW)
     params = dict(parse_qsl(sign(cfg)))
     params["sig"] = t.token.split(".")[1]
     with pytest.raises(BadSignatureError):
@@ -299,47 +299,49 @@ def test_share_and_playback_signatures_do_not_cross(cfg):
 
 def test_configured_secret_wins(tmp_path):
     c = make_config(tmp_path, token_secret="a-configured-secret-of-enough-length")
-    assert load_or_create_secret(c) == b"a-configured-secret-of-enough-length"
-    assert not secret_path(c).exists()
+    assert load_or_create_secret(c.security, c.stack.state_dir) == b"a-configured-secret-of-enough-length"
+    assert not secret_path(c.stack.state_dir).exists()
 
 
 def test_short_configured_secret_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="security.token_secret"):
-        load_or_create_secret(make_config(tmp_path, token_secret="short"))
+        c = make_config(tmp_path, token_secret="short")
+        load_or_create_secret(c.security, c.stack.state_dir)
 
 
 def test_env_secret_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAMELOG_TOKEN_SECRET", "from-the-environment-0123")
-    assert load_or_create_secret(make_config(tmp_path)) == b"from-the-environment-0123"
+    c = make_config(tmp_path)
+    assert load_or_create_secret(c.security, c.stack.state_dir) == b"from-the-environment-0123"
 
 
 def test_generated_secret_is_persisted_with_0600(tmp_path):
     c = make_config(tmp_path)
-    s1 = load_or_create_secret(c)
-    path = secret_path(c)
+    s1 = load_or_create_secret(c.security, c.stack.state_dir)
+    path = secret_path(c.stack.state_dir)
     assert path == tmp_path / "state" / "secret"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(s1) >= 32
-    assert load_or_create_secret(c) == s1
+    assert load_or_create_secret(c.security, c.stack.state_dir) == s1
     assert os.listdir(path.parent) == ["secret"]   # no temporary files left behind
     other = make_config(tmp_path / "elsewhere")
-    assert load_or_create_secret(other) != s1
+    assert load_or_create_secret(other.security, other.stack.state_dir) != s1
 
 
 def test_loose_permissions_are_tightened(tmp_path):
     c = make_config(tmp_path)
-    load_or_create_secret(c)
-    os.chmod(secret_path(c), 0o644)
-    load_or_create_secret(c)
-    assert stat.S_IMODE(secret_path(c).stat().st_mode) == 0o600
+    load_or_create_secret(c.security, c.stack.state_dir)
+    os.chmod(secret_path(c.stack.state_dir), 0o644)
+    load_or_create_secret(c.security, c.stack.state_dir)
+    assert stat.S_IMODE(secret_path(c.stack.state_dir).stat().st_mode) == 0o600
 
 
 def test_truncated_secret_file_is_refused(tmp_path):
     c = make_config(tmp_path)
-    secret_path(c).parent.mkdir(parents=True)
-    secret_path(c).write_text("tiny\n")
+    secret_path(c.stack.state_dir).parent.mkdir(parents=True)
+    secret_path(c.stack.state_dir).write_text("tiny\n")
     with pytest.raises(FramelogError, match="shorter"):
-        load_or_create_secret(c)
+        load_or_create_secret(c.security, c.stack.state_dir)
 
 
 def test_concurrent_creation_agrees(tmp_path):
@@ -348,7 +350,7 @@ def test_concurrent_creation_agrees(tmp_path):
 
     def worker():
         barrier.wait()
-        results.append(load_or_create_secret(c))
+        results.append(load_or_create_secret(c.security, c.stack.state_dir))
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
         t.start()

@@ -102,7 +102,7 @@ def test_visibility_rules(visibility, viewer, expected):
 
 
 def test_share_token_opens_a_share_link_video(config):
-    tok = issue_share_token(VID, config, secret=SECRET, now=NOW, ttl=600)
+    tok = issue_share_token(VID, config.security, secret=SECRET, now=NOW, ttl=600)
     fold = fold_with(policy("share_link"), issued(tok.token_id))
     d = decide(fold, None, tok.token)
     assert d.reason == "share_token" and d.share.token_id == tok.token_id
@@ -110,17 +110,17 @@ def test_share_token_opens_a_share_link_video(config):
 
 @pytest.mark.parametrize("case", ["forged", "expired", "revoked", "other_video", "garbage", "private"])
 def test_share_token_refusals(config, case):
-    tok = issue_share_token(VID, config, secret=SECRET, now=NOW, ttl=600)
+    tok = issue_share_token(VID, config.security, secret=SECRET, now=NOW, ttl=600)
     records = [policy("private" if case == "private" else "share_link"), issued(tok.token_id)]
     token, now = tok.token, NOW
     if case == "forged":
-        token = issue_share_token(VID, config, secret=OTHER_SECRET, now=NOW, ttl=600).token
+        token = issue_share_token(VID, config.security, secret=OTHER_SECRET, now=NOW, ttl=600).token
     elif case == "expired":
         now = NOW + 601
     elif case == "revoked":
         records.append(revoked(tok.token_id))
     elif case == "other_video":
-        token = issue_share_token("another_video", config, secret=SECRET, now=NOW, ttl=600).token
+        token = issue_share_token("another_video", config.security, secret=SECRET, now=NOW, ttl=600).token
     elif case == "garbage":
         token = "not-a-token"
     d = decide(fold_with(*records), None, token, now=now)

@@ -148,7 +148,7 @@ def share(state: AccessState, request: Request, video_id: str, body: ShareReques
     if not 0 < ttl <= limit:
         raise ApiError(400, f"ttl_seconds: expected a number of seconds in (0, {limit:g}]", code="invalid_field",
                        field="ttl_seconds")
-    token = issue_share_token(video_id, state.config, secret=state.secret, now=time.time(), ttl=ttl)
+    token = issue_share_token(video_id, state.config.security, secret=state.secret, now=time.time(), ttl=ttl)
     state.emit(topics.ACCESS, "ShareLink", new_event(
         "ShareLink", video_id=video_id, token_id=token.token_id, action="issued",
         expires_at=token.expires_at * 1000, actor=viewer.user_id))

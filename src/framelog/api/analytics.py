@@ -196,7 +196,7 @@ async def video_analytics(video_id: str, svc: Svc, from_: str | None = FROM, to:
     await _readable(svc, video_id, principal)
     start, end = _checked_range(svc, from_, to)
     return await _cached(svc, (video_id, from_, to), video_id, lambda engine: get_video_analytics(
-        engine.read_sessions, video_id, start, end, config=engine.config))
+        engine.read_sessions, video_id, start, end, analytics=engine.config.analytics))
 
 
 @router.get("/v1/videos/{video_id}/analytics/series", response_model=Series, responses=responses(404, 503))
@@ -212,11 +212,11 @@ async def video_series(video_id: str, svc: Svc,
         raise _bad_query(f"'interval' must be one of {', '.join(SERIES_INTERVALS)}, got {interval!r}")
     start, end = _checked_range(svc, from_, to)
     try:
-        series_bounds(start, end, interval, svc.config)          # 400 before any lock is taken
+        series_bounds(start, end, interval, svc.config.analytics)          # 400 before any lock is taken
     except AnalyticsQueryError as exc:
         raise _bad_query(str(exc)) from None
     return await _cached(svc, ("series", video_id, interval, from_, to), video_id, lambda engine: get_video_series(
-        engine.client, video_id, start, end, interval, config=engine.config))
+        engine.client, video_id, start, end, interval, analytics=engine.config.analytics))
 
 
 @router.get("/v1/videos/{video_id}/analytics/retention", response_model=Retention, responses=responses(404, 503))
@@ -227,7 +227,7 @@ async def video_retention(video_id: str, svc: Svc, from_: str | None = FROM, to:
     await _readable(svc, video_id, principal)
     start, end = _checked_range(svc, from_, to)
     return await _cached(svc, ("retention", video_id, from_, to), video_id, lambda engine: get_video_retention(
-        engine.client, video_id, start, end, config=engine.config))
+        engine.client, video_id, start, end, analytics=engine.config.analytics))
 
 
 @router.get("/v1/videos/{video_id}/analysis", response_model=Analysis, responses=responses(404))
@@ -255,7 +255,7 @@ async def sql(body: SqlRequest, svc: Svc) -> JSONResponse:
 
     def query(session: Any):          # the guard's parse runs here too, off the event loop
         return run_readonly_sql(session, body.sql, max_rows=body.max_rows, parameters=body.parameters,
-                                config=engine.config)
+                                database=engine.config.clickhouse.database, analyst_sql=engine.config.analyst_sql)
 
     future = engine.analysts.try_submit(query)
     if future is None:

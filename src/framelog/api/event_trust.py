@@ -149,7 +149,7 @@ class EventTrust:
     @classmethod
     def from_config(cls, config: Config) -> EventTrust:
         s = config.playback_trust
-        return cls(s, load_or_create_secret(config), parse_networks(s.trusted_proxies),
+        return cls(s, load_or_create_secret(config.security, config.stack.state_dir), parse_networks(s.trusted_proxies),
                    RateLimiter(s.client_rate, s.client_burst, s.rate_limit_entries),
                    RateLimiter(s.session_rate, s.session_burst, s.rate_limit_entries),
                    ViewClaims(s.rate_limit_entries))

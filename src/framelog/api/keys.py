@@ -45,12 +45,13 @@ def key_path(video_id: str) -> str:
 def key_url(config: Config, video_id: str) -> str:
     """The key URI viewers fetch: the public key base (``delivery.key_url_base``), which the edges also
     write into the playlists they serve in place of the stored, host-less ``hls_config.key_uri_base``."""
-    return public_key_url(config, video_id)
+    return public_key_url(config.delivery, config.stack, video_id)
 
 
 def key_grant(config: Config, video_id: str, viewer_id: str | None = None, ttl: float | None = None) -> str:
     """The query string that lets its holder fetch ``video_id``'s key until it expires."""
-    return sign_playback(video_id, key_path(video_id), config, secret=load_or_create_secret(config),
+    secret = load_or_create_secret(config.security, config.stack.state_dir)
+    return sign_playback(video_id, key_path(video_id), config.security, secret=secret,
                          now=time.time(), viewer_id=viewer_id, ttl=ttl)
 
 

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from framelog.core.cache import application_cache
 from framelog.core.config import Config
 from framelog.core.errors import ApiError
-from framelog.processors.identity import TokenVerifier
+from framelog.processors.identity import Keyring, TokenVerifier
 from framelog.processors.tokens import load_or_create_secret
 from framelog.sinks.object_store import ObjectStore
 from framelog.sinks.upload_sessions import UploadService
@@ -103,8 +103,9 @@ class Services:
 
         self.config = config
         self.ingest = ingest or IngestSettings.from_config(config)
-        self.secret = load_or_create_secret(config)           # signs grants, shares, sessions, edge URLs
-        self.verifier = TokenVerifier(config)                 # who is asking (api.auth)
+        state_dir = config.stack.state_dir
+        self.secret = load_or_create_secret(config.security, state_dir)     # signs grants, shares, sessions, edge URLs
+        self.verifier = TokenVerifier(config.auth, Keyring(config.auth, state_dir))   # who is asking (api.auth)
         self.trust = EventTrust.from_config(config)           # proxies, rate limits (api.event_trust)
         self.store = ObjectStore(config, read_timeout=UPLOAD_READ_TIMEOUT)
         self.spool_dir = Path(config.stack.state_dir) / "api-spool"

@@ -190,7 +190,7 @@ def uploader(svc: Services, request: Request, named_owner: str | None, workspace
         if named_owner or workspace:
             raise ApiError(403, "an anonymous upload cannot name an owner or a workspace")
         owner = ANONYMOUS_PREFIX + new_event_id()[:24]
-        token = mint_token(config, svc.verifier.keyring, owner, scopes=[VIDEOS_WRITE],
+        token = mint_token(config.auth, svc.verifier.keyring, owner, scopes=[VIDEOS_WRITE],
                            ttl=config.auth.anonymous_upload_ttl)
         return Uploader(owner, token)
     if not principal.has(VIDEOS_WRITE):

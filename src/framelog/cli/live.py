@@ -97,7 +97,7 @@ def webhooks_command(args: Any, config: Config) -> int:
 
     with EventProducer(config) as producer:
         summary = replay_endpoint(config, endpoint, since_ms=parse_since(args.since), producer=producer,
-                                  master=load_or_create_secret(config)).summary()
+                                  master=load_or_create_secret(config.security, config.stack.state_dir)).summary()
     print(json.dumps(summary, sort_keys=True))
     return 0 if summary["failed"] == 0 else 1
 

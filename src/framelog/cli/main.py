@@ -229,7 +229,8 @@ def _token_mint(args: argparse.Namespace, config: Config) -> int:
 
     try:
         scopes = parse_scopes(" ".join(args.scope)) if args.scope else None
-        print(mint_token(config, Keyring(config), args.sub, workspaces=args.workspace or (), scopes=scopes,
+        print(mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                         args.sub, workspaces=args.workspace or (), scopes=scopes,
                          ttl=args.ttl))
     except ValueError as exc:
         raise FramelogError(str(exc)) from exc
@@ -246,7 +247,7 @@ def _keys(args: argparse.Namespace, config: Config) -> int:
 
     from framelog.processors.identity import Keyring
 
-    keyring = Keyring(config)
+    keyring = Keyring(config.auth, config.stack.state_dir)
     if args.keys_command == "rotate":
         key = keyring.rotate()
         print(f"{key.kid}  new signing key; older keys verify until `framelog keys retire KID`")

@@ -22,7 +22,8 @@ def local_token(config: Config, sub: str, scopes: Iterable[str], workspaces: Ite
         return given
     from framelog.processors.identity import Keyring, mint_token
 
-    return mint_token(config, Keyring(config), sub, workspaces=workspaces, scopes=list(scopes))
+    return mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                      sub, workspaces=workspaces, scopes=list(scopes))
 
 
 def bearer(token: str) -> dict[str, str]:

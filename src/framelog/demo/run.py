@@ -89,7 +89,7 @@ def demo_token(config: Config, *scopes: str) -> str:
     """A token of the demo owner, signed with the stack's keyring (what a login would hand out)."""
     from framelog.processors.identity import Keyring, mint_token
 
-    return mint_token(config, Keyring(config), DEMO_OWNER, scopes=list(scopes))
+    return mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), DEMO_OWNER, scopes=list(scopes))
 
 
 def owner_headers(config: Config) -> dict[str, str]:
@@ -100,14 +100,15 @@ def analyst_headers(config: Config) -> dict[str, str]:
     """An analyst's token (analytics:read): POST /v1/sql; the demo owner reads its own analytics anyway."""
     from framelog.processors.identity import Keyring, mint_token
 
-    return bearer(mint_token(config, Keyring(config), "demo-analyst", scopes=[ANALYTICS_READ]))
+    return bearer(mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+                             "demo-analyst", scopes=[ANALYTICS_READ]))
 
 
 def viewer_headers(config: Config, user: str) -> dict[str, str]:
     """A signed-in viewer's token (no scope: it may watch what its user may watch)."""
     from framelog.processors.identity import Keyring, mint_token
 
-    return bearer(mint_token(config, Keyring(config), user, scopes=[]))
+    return bearer(mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), user, scopes=[]))
 
 
 def verify_playable(api_url: str, video_id: str, owner: dict[str, str]) -> list[str]:

@@ -404,7 +404,7 @@ class WebhookWorker:
         client = webhook_client(config)
         engine = DeliveryEngine(config, producer, registry, offsets,
                                 lambda url, secret, mid, body: post_message(client, url, secret, mid, body),
-                                master=load_or_create_secret(config))
+                                master=load_or_create_secret(config.security, config.stack.state_dir))
         router = Router(config, registry, catalog)
         horizon = EventTimeHorizon()
         starts: dict[tuple[str, int], int] = {}         # committed offsets when assigned: where reading resumes

@@ -84,7 +84,7 @@ def run_group(config: Config, group: str) -> int:
         from framelog.pipeline.agents.cdn import register_cdn
         from framelog.processors.tokens import load_or_create_secret
 
-        register_cdn(app, config, codec, emitter, secret=load_or_create_secret(config))
+        register_cdn(app, config, codec, emitter, secret=load_or_create_secret(config.security, config.stack.state_dir))
     elif group == POPULARITY:
         from framelog.pipeline.agents.cdn import ensure_state_topics, register_popularity
 

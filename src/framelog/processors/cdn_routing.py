@@ -103,7 +103,7 @@ def edge_base_url(provider_key: str, config: Config) -> str:
 def edge_url(provider_key: str, path: str, config: Config) -> str:
     """A viewer's URL of ``path`` on an edge (its public base: processors/public_urls.py)."""
     provider(provider_key, config.cdn)
-    return f"{public_edge_url(provider_key, config)}/{path.lstrip('/')}"
+    return f"{public_edge_url(provider_key, config.cdn, config.stack.host)}/{path.lstrip('/')}"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from framelog.core.config import Config
+from framelog.core.config import Config, SecurityConfig
 from framelog.core.ids import validate_video_id
 from framelog.processors.public_urls import public_edge_url
 from framelog.processors.tokens import _check_secret
@@ -103,11 +103,11 @@ def edge_signature(scope: str, expires: int, secret: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def signed_edge_path(object_path: str, config: Config, *, secret: bytes, now: float,
+def signed_edge_path(object_path: str, security: SecurityConfig, *, secret: bytes, now: float,
                      ttl: float | None = None) -> str:
     """``/s/<sig>/<expires>/<object key>`` (the path part of :func:`signed_edge_url`)."""
     obj = parse_object_path(object_path)
-    lifetime = config.security.stream_url_ttl if ttl is None else ttl
+    lifetime = security.stream_url_ttl if ttl is None else ttl
     if lifetime <= 0:
         raise ValueError(f"URL lifetime must be > 0 seconds, got {lifetime}")
     expires = int(now + lifetime)
@@ -119,11 +119,11 @@ def signed_edge_url(provider_key: str, object_path: str, config: Config, *, secr
     """A URL of ``object_path`` on the edge of ``provider_key`` that the edge accepts until ``now + ttl``.
 
     ``ttl`` defaults to ``security.stream_url_ttl``; ``secret`` is
-    ``processors.tokens.load_or_create_secret(config)``. Relative URLs in the
+    ``processors.tokens.load_or_create_secret(config.security, config.stack.state_dir)``. Relative URLs in the
     object's playlists resolve under the same signature (same video, same kind).
     """
-    return public_edge_url(provider_key, config) + signed_edge_path(object_path, config, secret=secret, now=now,
-                                                                  ttl=ttl)
+    path = signed_edge_path(object_path, config.security, secret=secret, now=now, ttl=ttl)
+    return public_edge_url(provider_key, config.cdn, config.stack.host) + path
 
 
 def purge_token(secret: bytes) -> str:

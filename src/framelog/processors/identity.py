@@ -45,7 +45,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from framelog.core.config import Config
+from framelog.core.config import AuthConfig
 from framelog.core.errors import FramelogError
 from framelog.core.ids import is_opaque_id
 from framelog.processors.access import Viewer
@@ -158,9 +158,9 @@ class SigningKey:
         return {**jwk, "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
 
 
-def keyring_path(config: Config) -> Path:
-    return Path(config.auth.keyring_file) if config.auth.keyring_file \
-        else config.stack.state_dir / KEYRING_FILE_NAME
+def keyring_path(auth: AuthConfig, state_dir: Path) -> Path:
+    """``auth.keyring_file``, else ``<state_dir>/keyring.json`` (``config.auth, config.stack.state_dir``)."""
+    return Path(auth.keyring_file) if auth.keyring_file else state_dir / KEYRING_FILE_NAME
 
 
 def _new_key(now: float) -> SigningKey:
@@ -194,9 +194,9 @@ def _parse_keyring(text: str, where: str) -> list[SigningKey]:
 class Keyring:
     """framelog's own signing keys, from a file it creates (or FRAMELOG_KEYRING, read-only)."""
 
-    def __init__(self, config: Config):
-        self.path = keyring_path(config)
-        self._inline = config.auth.keyring_json
+    def __init__(self, auth: AuthConfig, state_dir: Path):
+        self.path = keyring_path(auth, state_dir)
+        self._inline = auth.keyring_json
         self._lock = threading.Lock()
         self._keys: list[SigningKey] = []
         self._stamp: tuple[int, int] | None = None
@@ -301,7 +301,7 @@ class Keyring:
 
 # ------------------------------------------------------------ minting
 
-def mint_token(config: Config, keyring: Keyring, sub: str, *, workspaces: Iterable[str] = (),
+def mint_token(auth: AuthConfig, keyring: Keyring, sub: str, *, workspaces: Iterable[str] = (),
                scopes: str | Iterable[str] | None = None, ttl: float | None = None,
                now: float | None = None, extra: Mapping[str, Any] | None = None) -> str:
     """A token framelog signs with its current key (default lifetime: auth.token_ttl)."""
@@ -309,12 +309,12 @@ def mint_token(config: Config, keyring: Keyring, sub: str, *, workspaces: Iterab
     ws = sorted({_check_id(w, "workspace") for w in workspaces})
     if len(ws) > MAX_WORKSPACES:
         raise ValueError(f"at most {MAX_WORKSPACES} workspaces per token")
-    lifetime = config.auth.token_ttl if ttl is None else ttl
-    if not 0 < lifetime <= config.auth.max_token_lifetime:
-        raise ValueError(f"token lifetime must be within (0, {config.auth.max_token_lifetime:g}] seconds")
+    lifetime = auth.token_ttl if ttl is None else ttl
+    if not 0 < lifetime <= auth.max_token_lifetime:
+        raise ValueError(f"token lifetime must be within (0, {auth.max_token_lifetime:g}] seconds")
     t = int(time.time() if now is None else now)
     key = keyring.current()
-    claims = {"iss": config.auth.issuer, "aud": config.auth.audience, "sub": sub, "ws": ws,
+    claims = {"iss": auth.issuer, "aud": auth.audience, "sub": sub, "ws": ws,
               "scope": " ".join(parse_scopes(scopes)), "iat": t, "nbf": t, "exp": t + int(lifetime),
               "jti": secrets.token_urlsafe(12), **(extra or {})}
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"})
@@ -369,13 +369,13 @@ def load_jwks(path: Path) -> dict[str, tuple[Any, str]]:
 class TokenVerifier:
     """Verifies tokens of framelog (its keyring) and of the trusted issuers; one per API process."""
 
-    def __init__(self, config: Config, keyring: Keyring | None = None):
-        self.config = config
-        self.keyring = keyring or Keyring(config)
+    def __init__(self, auth: AuthConfig, keyring: Keyring):
+        self.auth = auth
+        self.keyring = keyring
         self._issuers = {t.issuer: _Issuer(t.issuer, frozenset(parse_scopes(t.scopes)), t.jwks_file, t.subject_prefix)
-                         for t in config.auth.trusted_issuers}
-        if config.auth.issuer in self._issuers:
-            raise FramelogError(f"trusted issuer {config.auth.issuer!r} is framelog's own issuer name")
+                         for t in auth.trusted_issuers}
+        if auth.issuer in self._issuers:
+            raise FramelogError(f"trusted issuer {auth.issuer!r} is framelog's own issuer name")
         self._lock = threading.Lock()
 
     def _issuer_key(self, issuer: _Issuer, kid: str) -> tuple[Any, str]:
@@ -392,7 +392,7 @@ class TokenVerifier:
 
     def _key_for(self, iss: str, kid: str) -> tuple[Any, str, _Issuer | None]:
         """(public key, its algorithm, the trusted issuer; None for framelog itself, which may grant anything)."""
-        if iss == self.config.auth.issuer:
+        if iss == self.auth.issuer:
             key = self.keyring.find(kid)
             if key is None:
                 raise UnknownKeyError(f"no framelog key {kid!r}")
@@ -406,7 +406,7 @@ class TokenVerifier:
         return public, alg, issuer
 
     def verify(self, token: str) -> Principal:
-        auth = self.config.auth
+        auth = self.auth
         if not isinstance(token, str) or not token.isascii() or len(token) > auth.max_token_bytes \
                 or token.count(".") != 2:
             raise MalformedTokenError("not a compact JWT within the size limit")
@@ -446,8 +446,8 @@ class TokenVerifier:
         exp, iat = claims["exp"], claims["iat"]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
             raise MalformedTokenError("exp and iat must be integers")
-        if exp - iat > self.config.auth.max_token_lifetime:
-            raise TooLongLivedError(f"exp - iat exceeds {self.config.auth.max_token_lifetime:g} s")
+        if exp - iat > self.auth.max_token_lifetime:
+            raise TooLongLivedError(f"exp - iat exceeds {self.auth.max_token_lifetime:g} s")
         sub, ws, scope = claims.get("sub"), claims.get("ws", []), claims.get("scope", "")
         if not isinstance(sub, str) or not USER_ID.fullmatch(sub):
             raise MalformedTokenError("bad sub")

@@ -12,33 +12,36 @@ Stored playlists never name a host for the key: they carry ``hls_config.key_uri_
 """
 from __future__ import annotations
 
-from framelog.core.config import Config
+from framelog.core.config import CdnConfig, DeliveryConfig, HlsConfig, StackConfig
 from framelog.core.ids import validate_video_id
 
 KEY_PATH_PREFIX = "/v1/keys"
 
 
-def public_api_url(config: Config) -> str:
+# Each takes the sections it reads (``config.delivery, config.stack``; ``config.hls``; ``config.cdn``),
+# not the whole Config (issue 12 pt 4).
+
+def public_api_url(delivery: DeliveryConfig, stack: StackConfig) -> str:
     """The API's base URL as viewers see it, without a trailing slash."""
-    return (config.delivery.public_api_url or f"http://{config.stack.host}:{config.stack.api_port}").rstrip("/")
+    return (delivery.public_api_url or f"http://{stack.host}:{stack.api_port}").rstrip("/")
 
 
-def key_url_base(config: Config) -> str:
+def key_url_base(delivery: DeliveryConfig, stack: StackConfig) -> str:
     """The key endpoint's base as viewers see it (``<base>/<video_id>``), without a trailing slash."""
-    return (config.delivery.key_url_base or public_api_url(config) + KEY_PATH_PREFIX).rstrip("/")
+    return (delivery.key_url_base or public_api_url(delivery, stack) + KEY_PATH_PREFIX).rstrip("/")
 
 
-def key_url(config: Config, video_id: str) -> str:
+def key_url(delivery: DeliveryConfig, stack: StackConfig, video_id: str) -> str:
     """The key URI a viewer's player fetches, the one the edges write into the playlists it gets."""
-    return f"{key_url_base(config)}/{validate_video_id(video_id)}"
+    return f"{key_url_base(delivery, stack)}/{validate_video_id(video_id)}"
 
 
-def stored_key_uri(config: Config, video_id: str) -> str:
+def stored_key_uri(hls: HlsConfig, video_id: str) -> str:
     """The key URI written into stored playlists at packaging time (a path unless configured otherwise)."""
-    return f"{config.hls.key_uri_base.rstrip('/')}/{validate_video_id(video_id)}"
+    return f"{hls.key_uri_base.rstrip('/')}/{validate_video_id(video_id)}"
 
 
-def public_edge_url(provider_key: str, config: Config) -> str:
-    """An edge's base URL as viewers see it (signed URLs point here)."""
-    provider = config.cdn.providers[provider_key]
-    return (provider.public_url or f"http://{config.stack.host}:{provider.edge_port}").rstrip("/")
+def public_edge_url(provider_key: str, cdn: CdnConfig, host: str) -> str:
+    """An edge's base URL as viewers see it (signed URLs point here); ``host``: ``config.stack.host``."""
+    provider = cdn.providers[provider_key]
+    return (provider.public_url or f"http://{host}:{provider.edge_port}").rstrip("/")

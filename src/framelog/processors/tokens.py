@@ -4,7 +4,7 @@ Share token
     ``<payload>.<signature>``, both unpadded base64url. The payload is compact
     JSON ``{"exp", "jti", "typ": "share", "v": 1, "vid"}``; ``jti`` is the
     token id a revocation list refers to. Lifetime defaults to
-    ``config.security.share_token_ttl``.
+    ``security.share_token_ttl``.
 
 Who is asking (API tokens) is not here: standard JWTs, ``processors.identity``.
 
@@ -12,7 +12,7 @@ Playback URL parameters
     A query string ``video=..&prefix=..&exp=..[&viewer=..]&sig=..`` that
     authorises every path under ``prefix`` of one video until ``exp``,
     optionally bound to one viewer. Lifetime defaults to
-    ``config.security.stream_url_ttl``.
+    ``security.stream_url_ttl``.
 
 Each kind signs under its own domain string, so a signature of one kind never
 verifies as the other. Signatures are compared in constant time. ``verify_*``
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
-from framelog.core.config import Config
+from framelog.core.config import SecurityConfig
 from framelog.core.errors import ConfigError, FramelogError, InvalidIdError
 from framelog.core.ids import is_opaque_id, is_viewer_id, validate_video_id
 
@@ -101,22 +101,25 @@ def _check_secret(secret: bytes) -> bytes:
     return secret
 
 
-def secret_path(config: Config) -> Path:
-    return config.stack.state_dir / SECRET_FILE_NAME
+def secret_path(state_dir: Path) -> Path:
+    return state_dir / SECRET_FILE_NAME
 
 
-def load_or_create_secret(config: Config) -> bytes:
+def load_or_create_secret(security: SecurityConfig, state_dir: Path) -> bytes:
     """``security.token_secret`` if set, else ``<state_dir>/secret``, created once (0600).
+
+    Takes the security section and the stack's state dir (``config.security, config.stack.state_dir``),
+    not the whole ``Config``: the secret needs nothing else.
 
     Creation is atomic (written aside, then hard-linked into place), so two
     processes starting together end up with the same secret.
     """
-    configured = config.security.token_secret
+    configured = security.token_secret
     if configured:
         if len(configured.encode()) < MIN_SECRET_BYTES:
             raise ConfigError("security.token_secret", f"must be at least {MIN_SECRET_BYTES} bytes long")
         return configured.encode()
-    path = secret_path(config)
+    path = secret_path(state_dir)
     if not path.exists():
         _create_secret_file(path)
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
@@ -214,14 +217,14 @@ def new_token_id() -> str:
     return secrets.token_urlsafe(12)
 
 
-def issue_share_token(video_id: str, config: Config, *, secret: bytes, now: float,
+def issue_share_token(video_id: str, security: SecurityConfig, *, secret: bytes, now: float,
                       ttl: float | None = None, token_id: str | None = None) -> ShareToken:
     """A share link token for ``video_id``, valid ``ttl`` seconds (default: share_token_ttl)."""
     vid = validate_video_id(video_id)
     jti = new_token_id() if token_id is None else token_id
     if not is_opaque_id(jti):
         raise ValueError(f"invalid token id {jti!r}: expected 1-64 characters of [A-Za-z0-9_-]")
-    exp = _expiry(now, config.security.share_token_ttl if ttl is None else ttl)
+    exp = _expiry(now, security.share_token_ttl if ttl is None else ttl)
     payload = _b64(json.dumps({"exp": exp, "jti": jti, "typ": "share", "v": 1, "vid": vid},
                               separators=(",", ":"), sort_keys=True).encode())
     token = f"{payload}.{_mac(secret, _SHARE_DOMAIN + payload.encode())}"
@@ -304,7 +307,7 @@ def _playback_message(video_id: str, prefix: str, exp: int, viewer_id: str | Non
     return json.dumps([_PLAYBACK_DOMAIN, video_id, prefix, exp, viewer_id], separators=(",", ":")).encode()
 
 
-def sign_playback(video_id: str, path_prefix: str, config: Config, *, secret: bytes, now: float,
+def sign_playback(video_id: str, path_prefix: str, security: SecurityConfig, *, secret: bytes, now: float,
                   viewer_id: str | None = None, ttl: float | None = None) -> str:
     """Query string authorising ``path_prefix*`` of ``video_id`` (default ttl: stream_url_ttl)."""
     vid = validate_video_id(video_id)
@@ -313,7 +316,7 @@ def sign_playback(video_id: str, path_prefix: str, config: Config, *, secret: by
         raise ValueError(f"path prefix {prefix!r} must name the video {vid!r} as one of its segments")
     if viewer_id is not None and not is_viewer_id(viewer_id, VIEWER_ID_MAX):
         raise ValueError(f"invalid viewer id {viewer_id!r}")
-    exp = _expiry(now, config.security.stream_url_ttl if ttl is None else ttl)
+    exp = _expiry(now, security.stream_url_ttl if ttl is None else ttl)
     params = {"video": vid, "prefix": prefix, "exp": str(exp)}
     if viewer_id is not None:
         params["viewer"] = viewer_id

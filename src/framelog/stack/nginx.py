@@ -247,7 +247,7 @@ def key_uri_rewrite(config: Config) -> str:
     before that name the local API's address. Both become ``delivery.key_url_base`` (the cached copy
     stays as stored: the rewrite is an output filter), so a domain change needs no re-transcode.
     """
-    public = key_url_base(config) + "/"
+    public = key_url_base(config.delivery, config.stack) + "/"
     stored = [config.hls.key_uri_base.rstrip("/") + "/",
               f"http://{config.stack.host}:{config.stack.api_port}{KEY_PATH_PREFIX}/"]   # packaged before the rewrite
     lines = ['        proxy_set_header Accept-Encoding "";\n',      # the filter reads the body as stored
@@ -443,7 +443,7 @@ class NginxCache(Component, abc.ABC):
     def _render(self) -> str:
         from framelog.processors.tokens import load_or_create_secret
 
-        return self._render_with(load_or_create_secret(self.config))
+        return self._render_with(load_or_create_secret(self.config.security, self.config.stack.state_dir))
 
     def _write_config(self, text: str) -> None:
         tmp = self.conf_path.with_suffix(".tmp")
@@ -552,7 +552,8 @@ def allow_edge_reads(config: Config) -> None:
             raise
         policy = {"Version": "2012-10-17", "Statement": []}
     statements = [s for s in policy.get("Statement", []) if s.get("Sid") != POLICY_SID]
-    policy["Statement"] = statements + [edge_read_policy_statement(bucket, load_or_create_secret(config))]
+    secret = load_or_create_secret(config.security, config.stack.state_dir)
+    policy["Statement"] = statements + [edge_read_policy_statement(bucket, secret)]
     client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 

@@ -38,7 +38,7 @@ def stack_secrets(config: Config) -> dict[str, str]:
     state = config.stack.state_dir
     s3 = json.loads((state / "credentials" / "s3.json").read_text())
     kafka = json.loads((state / "credentials" / "kafka.json").read_text())
-    return {"FRAMELOG_TOKEN_SECRET": load_or_create_secret(config).decode(),
+    return {"FRAMELOG_TOKEN_SECRET": load_or_create_secret(config.security, config.stack.state_dir).decode(),
             "FRAMELOG_S3_ACCESS_KEY": s3["pipeline"]["access_key"],
             "FRAMELOG_S3_SECRET_KEY": s3["pipeline"]["secret_key"],
             "FRAMELOG_S3_MEDIA_ACCESS_KEY": s3["media"]["access_key"],

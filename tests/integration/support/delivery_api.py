@@ -37,7 +37,8 @@ def make_app(config: Config) -> FastAPI:
 
 def bearer(config: Config, user: str, *ws: str, scopes: tuple[str, ...] = ("videos:write",)) -> dict[str, str]:
     """An Authorization header with a token of ``user`` signed with the stack's keyring."""
-    return {"Authorization": f"Bearer {mint_token(config, Keyring(config), user, workspaces=ws, scopes=scopes)}"}
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), user, workspaces=ws, scopes=scopes)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def viewer_tokens(config: Config) -> dict[str, dict[str, str]]:

@@ -109,9 +109,9 @@ def run_faults(config: Config, settings: FaultRunSettings, say: Callable[[str], 
         raise ValueError(f"unknown fault target(s) {unknown}; known: {sorted(known)}")
     _ensure_services(config)
     api_url = ApiService(config).address
-    keyring = Keyring(config)
-    owner_token = mint_token(config, keyring, OWNER, scopes=[VIDEOS_WRITE])
-    analyst = {"Authorization": f"Bearer {mint_token(config, keyring, 'faults-analyst', scopes=[ANALYTICS_READ])}"}
+    keyring = Keyring(config.auth, config.stack.state_dir)
+    owner_token = mint_token(config.auth, keyring, OWNER, scopes=[VIDEOS_WRITE])
+    analyst = {"Authorization": f"Bearer {mint_token(config.auth, keyring, 'faults-analyst', scopes=[ANALYTICS_READ])}"}
     schedule = build_schedule(names, settings.duration, pairs=settings.pairs)
     samples: dict[str, list[tuple[float, int, int]]] = {}
     with tempfile.TemporaryDirectory(prefix="framelog-faults-") as tmp:

@@ -36,7 +36,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from framelog.core.config import Config, get_config, parse_duration
+from framelog.core.config import AnalystSqlConfig, AnalyticsConfig, get_config, parse_duration
 from framelog.core.errors import FramelogError
 from framelog.core.ids import validate_video_id
 from framelog.sinks.clickhouse.client import analyst_settings, client_is_embedded
@@ -83,15 +83,15 @@ def timeframe_bounds(timeframe: str | float, now: _dt.datetime | None = None) ->
     return end - _dt.timedelta(seconds=seconds), end
 
 
-def _validated_range(start: Any, end: Any, config: Config) -> tuple[_dt.datetime, _dt.datetime]:
+def _validated_range(start: Any, end: Any, analytics: AnalyticsConfig) -> tuple[_dt.datetime, _dt.datetime]:
     s, e = _utc(start, "start"), _utc(end, "end")
     if not s < e:
         raise AnalyticsQueryError(f"start {s.isoformat()} must be before end {e.isoformat()}")
     span = (e - s).total_seconds()
-    if span > config.analytics.max_timeframe:
+    if span > analytics.max_timeframe:
         raise AnalyticsQueryError(
             f"time range of {span / 86400:.1f} days exceeds analytics.max_timeframe "
-            f"({config.analytics.max_timeframe / 86400:.0f} days)")
+            f"({analytics.max_timeframe / 86400:.0f} days)")
     lo, hi = _floor_hour(s), _ceil_hour(e)
     if lo.year < 1970 or hi.year > 2105:   # DateTime range
         raise AnalyticsQueryError("time range outside 1970..2105")
@@ -180,14 +180,14 @@ def _ratio(a: float, b: float) -> float:
 
 
 def get_video_analytics(client: Client | Sequence[Client], video_id: str, start: Any, end: Any, *,
-                        config: Config | None = None) -> dict[str, Any]:
+                        analytics: AnalyticsConfig | None = None) -> dict[str, Any]:
     """Every field of the seed's ``get_video_analytics`` plus QoE, for ``[start, end)``.
 
     ``client``: one session, or several sessions on the same database (the reads are
-    then spread over them and run concurrently)."""
-    config = config or get_config()
+    then spread over them and run concurrently). ``analytics``: the analytics section (default: the file's)."""
+    analytics = analytics or get_config().analytics
     video_id = validate_video_id(video_id)
-    lo, hi = _validated_range(start, end, config)
+    lo, hi = _validated_range(start, end, analytics)
     params = {"video_id": video_id, "start": lo.replace(tzinfo=None), "end": hi.replace(tzinfo=None)}
     sessions = [client] if isinstance(client, Client) else list(client)
     if not sessions:
@@ -268,17 +268,18 @@ def _floor_to(t: _dt.datetime, step: _dt.timedelta) -> _dt.datetime:
     return epoch + ((t - epoch) // step) * step
 
 
-def series_bounds(start: Any, end: Any, interval: str, config: Config) -> tuple[_dt.datetime, _dt.datetime, int]:
+def series_bounds(start: Any, end: Any, interval: str,
+                  analytics: AnalyticsConfig) -> tuple[_dt.datetime, _dt.datetime, int]:
     """``[start, end)`` widened to whole buckets of ``interval``, and the number of buckets; the bounds of
     ``analytics.max_timeframe`` and ``analytics.max_series_points`` checked before anything is sent."""
     if interval not in SERIES_INTERVALS:
         raise AnalyticsQueryError(f"interval must be one of {', '.join(SERIES_INTERVALS)}, got {interval!r}")
     step = SERIES_INTERVALS[interval][0]
-    lo, hi = _validated_range(start, end, config)
+    lo, hi = _validated_range(start, end, analytics)
     lo = _floor_to(lo, step)
     hi = _floor_to(hi, step) + (step if _floor_to(hi, step) != hi else _dt.timedelta(0))
     points = int((hi - lo) / step)
-    limit = config.analytics.max_series_points
+    limit = analytics.max_series_points
     if points > limit:
         raise AnalyticsQueryError(
             f"{points} buckets of {interval} exceed analytics.max_series_points ({limit}); "
@@ -287,12 +288,12 @@ def series_bounds(start: Any, end: Any, interval: str, config: Config) -> tuple[
 
 
 def get_video_series(client: Client, video_id: str, start: Any, end: Any, interval: str = "1h", *,
-                     config: Config | None = None) -> dict[str, Any]:
+                     analytics: AnalyticsConfig | None = None) -> dict[str, Any]:
     """The video's rollups per hour or per day over ``[start, end)``, one point per bucket (empty buckets
     are zeros, so a chart's x axis is the time itself). Unique viewers are distinct per bucket."""
-    config = config or get_config()
+    analytics = analytics or get_config().analytics
     video_id = validate_video_id(video_id)
-    lo, hi, points = series_bounds(start, end, interval, config)
+    lo, hi, points = series_bounds(start, end, interval, analytics)
     step, bucket = SERIES_INTERVALS[interval]
     params = {"video_id": video_id, "start": lo.replace(tzinfo=None), "end": hi.replace(tzinfo=None)}
     settings = None if str(client.get_client_setting("readonly") or "0") == "1" else _QUERY_SETTINGS
@@ -354,16 +355,16 @@ WHERE video_id = {video_id:String} AND event_time >= {start:DateTime64(3, 'UTC')
 
 
 def get_video_retention(client: Client, video_id: str, start: Any, end: Any, *,
-                        config: Config | None = None) -> dict[str, Any]:
+                        analytics: AnalyticsConfig | None = None) -> dict[str, Any]:
     """Audience retention over ``[start, end)``: of the sessions that watched anything, the share that
     watched each of ``analytics.retention_points`` equal steps of the video (``retention[i]`` for the
     step starting at ``position[i]`` = i/N of the duration). Read from the raw events (kept
     ``analytics.raw_events_ttl``), since the rollups do not keep positions."""
-    config = config or get_config()
+    analytics = analytics or get_config().analytics
     video_id = validate_video_id(video_id)
     s, e = _utc(start, "start"), _utc(end, "end")
-    _validated_range(s, e, config)
-    points = config.analytics.retention_points
+    _validated_range(s, e, analytics)
+    points = analytics.retention_points
     params = {"video_id": video_id, "start": s.replace(tzinfo=None), "end": e.replace(tzinfo=None),
               "points": points}
     settings = None if str(client.get_client_setting("readonly") or "0") == "1" else _QUERY_SETTINGS
@@ -391,15 +392,20 @@ class SqlResult:
     truncated: bool
 
 
-def check_readonly_sql(sql: Any, *, database: str | None = None, config: Config | None = None) -> str:
-    """Return the one statement (trailing ``;`` removed) or raise UnsafeSqlError (see sql_guard)."""
-    config = config or get_config()
-    return guard_sql(sql, database=database or config.clickhouse.database, tables=analytics_tables(),
-                     max_chars=config.analyst_sql.max_sql_chars, max_depth=config.analyst_sql.max_nesting)
+def check_readonly_sql(sql: Any, *, database: str | None = None, analyst_sql: AnalystSqlConfig | None = None) -> str:
+    """Return the one statement (trailing ``;`` removed) or raise UnsafeSqlError (see sql_guard).
+
+    ``database``: the session's (default: the file's clickhouse.database); ``analyst_sql``: the guard's bounds
+    (default: the file's analyst_sql section)."""
+    database = database or get_config().clickhouse.database
+    analyst_sql = analyst_sql or get_config().analyst_sql
+    return guard_sql(sql, database=database, tables=analytics_tables(),
+                     max_chars=analyst_sql.max_sql_chars, max_depth=analyst_sql.max_nesting)
 
 
 def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
-                     parameters: Mapping[str, Any] | None = None, config: Config | None = None) -> SqlResult:
+                     parameters: Mapping[str, Any] | None = None, database: str | None = None,
+                     analyst_sql: AnalystSqlConfig | None = None) -> SqlResult:
     """Run one analyst statement; returns column names and rows.
 
     Guarded three times: the allow-list guard (one SELECT over the analytics tables of the
@@ -409,15 +415,15 @@ def run_readonly_sql(client: Client, sql: str, *, max_rows: int = 10_000,
     statement, so even a writer's session runs it walled. Use a client from
     ``connect_readonly`` to keep the session itself read-only too.
     """
-    config = config or get_config()
-    database = client.database or config.clickhouse.database
-    statement = check_readonly_sql(sql, database=database, config=config)
-    settings = analyst_settings(config.analyst_sql, embedded=client_is_embedded(client))
+    analyst_sql = analyst_sql or get_config().analyst_sql
+    database = client.database or database or get_config().clickhouse.database
+    statement = check_readonly_sql(sql, database=database, analyst_sql=analyst_sql)
+    settings = analyst_settings(analyst_sql, embedded=client_is_embedded(client))
     if not is_explain(statement):      # the third reading: what the engine itself resolved
         tree = client.query(f"EXPLAIN QUERY TREE {statement}", parameters=dict(parameters or {}), settings=settings)
         check_query_tree("\n".join(str(row[0]) for row in tree.result_rows), database, analytics_tables())
     result = client.query(statement, parameters=dict(parameters or {}), settings=settings)
     rows = [tuple(r) for r in result.result_rows]
     # result_overflow_mode=break: the engine stops at (about) max_result_rows without an error
-    cut = len(rows) >= config.analyst_sql.max_result_rows
+    cut = len(rows) >= analyst_sql.max_result_rows
     return SqlResult(list(result.column_names), rows[:max_rows], truncated=len(rows) > max_rows or cut)
