@@ -47,11 +47,11 @@ def video(stack, config) -> str:
 
 
 def keys_of(config, provider: str, video_id: str) -> set[str]:
-    return {k for k in cached_keys(cache_dir(config, provider)) if f"/{video_id}/" in k}
+    return {k for k in cached_keys(cache_dir(config.stack.state_dir, provider)) if f"/{video_id}/" in k}
 
 
 def shield_keys_of(config, video_id: str) -> set[str]:
-    return {k for k in cached_keys(shield_dir(config) / "cache") if f"/{video_id}/" in k}
+    return {k for k in cached_keys(shield_dir(config.stack.state_dir) / "cache") if f"/{video_id}/" in k}
 
 
 # ------------------------------------------------------------ serving and caching

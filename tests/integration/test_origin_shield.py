@@ -25,13 +25,13 @@ LOG_WAIT = 10.0          # nginx writes a request's log line when it ends; give 
 
 def shield_log(config, object_path: str) -> list[dict]:
     """The shield's access-log records for one object key."""
-    path = shield_dir(config) / "access.log"
+    path = shield_dir(config.stack.state_dir) / "access.log"
     lines = path.read_text().splitlines() if path.exists() else []
     return [r for r in map(json.loads, lines) if r["path"] == object_path]
 
 
 def shield_keys(config, video_id: str) -> set[str]:
-    return {k for k in cached_keys(shield_dir(config) / "cache") if f"/{video_id}/" in k}
+    return {k for k in cached_keys(shield_dir(config.stack.state_dir) / "cache") if f"/{video_id}/" in k}
 
 
 @pytest.fixture()
@@ -57,8 +57,8 @@ def test_two_edges_missing_one_segment_make_one_s3_get(config, secret, video):
 
 def test_shield_keeps_objects_for_the_origin_level_or_their_shorter_rule(config):
     assert config.cdn.shield.cache_level == "Origin Cache" and config.cdn.shield.ttl == 7 * 24 * 3600
-    assert shield_ttl("video_files", config) == 7 * 24 * 3600                        # 30 d rule, 7 d level
-    assert shield_ttl("hls_playlists", config) == int(config.cdn.caching_rules["hls_playlists"].cache_duration)
+    assert shield_ttl("video_files", config.cdn) == 7 * 24 * 3600                        # 30 d rule, 7 d level
+    assert shield_ttl("hls_playlists", config.cdn) == int(config.cdn.caching_rules["hls_playlists"].cache_duration)
 
 
 def test_purge_reaches_the_shield_and_the_next_miss_refetches(config, secret, video):
@@ -73,7 +73,7 @@ def test_purge_reaches_the_shield_and_the_next_miss_refetches(config, secret, vi
 
 
 def test_shield_answers_only_the_edges(config, secret, video):
-    base = f"http://{shield_address(config)}"
+    base = f"http://{shield_address(config.stack, config.cdn)}"
     edge = {"Referer": origin_token(secret)}
     master = f"/hls/{video}/master.m3u8"
     assert fetch(f"{base}{master}")[0] == 403                                        # not for the world

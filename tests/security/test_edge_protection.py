@@ -154,16 +154,16 @@ def test_the_request_filter_refuses_before_the_origin(config, secret, video):
     assert refused["huge header"] in (400, 431, 494), refused
     assert refused["huge body"] == 413, refused
     # none of them touched the shield (so none reached S3): a refusal never opens an upstream request
-    assert log_records(shield_dir(config) / "access.log", video) == []
+    assert log_records(shield_dir(config.stack.state_dir) / "access.log", video) == []
 
     # a query string and a small body are dropped on the way: the shield sees the object path only
     with client_at("127.0.0.7") as c:
         r = c.request("GET", url + "?cachebust=1&x=../../keys", content=b"tiny")
         assert r.status_code == 200 and r.headers["X-Cache-Status"] == "MISS"
-    assert wait_until(lambda: log_records(shield_dir(config) / "access.log", video), LOG_WAIT)
-    [seen] = log_records(shield_dir(config) / "access.log", video)
+    assert wait_until(lambda: log_records(shield_dir(config.stack.state_dir) / "access.log", video), LOG_WAIT)
+    [seen] = log_records(shield_dir(config.stack.state_dir) / "access.log", video)
     assert (seen["path"], seen["args"], seen["method"]) == (f"/hls/{video}/master.m3u8", "", "GET")
-    edge_side = log_records(access_log_path(config, PROVIDER), video)
+    edge_side = log_records(access_log_path(config.stack.state_dir, PROVIDER), video)
     assert {r["upstream_status"] for r in edge_side if r["status"] != 200} == {""}   # refusals: no upstream at all
 
 

@@ -20,7 +20,7 @@ REFUSED = ["http://127.0.0.1:8080/x", "http://localhost/x", "http://169.254.169.
 
 def test_the_transport_refuses_loopback_without_an_allow_list(config):
     assert config.webhooks.allow_private_networks == ()
-    with Receiver() as rx, webhook_client(config) as client:
+    with Receiver() as rx, webhook_client(config.webhooks) as client:
         for host in ("127.0.0.1", "localhost"):
             port = rx.server.server_address[1]
             result = post_message(client, f"http://{host}:{port}/hook", derive_secret(b"k" * 32, "ep_x", "s"),

@@ -81,7 +81,7 @@ def test_the_origin_shield_log_becomes_the_origin_levels_hit_ratio(cfg, tmp_path
 
     monkeypatch.setenv("FRAMELOG_STATE_DIR", str(tmp_path))
     config = load(DEFAULT_CONFIG_PATH)
-    shield_log = shield_dir(config) / "access.log"
+    shield_log = shield_dir(config.stack.state_dir) / "access.log"
     shield_log.parent.mkdir(parents=True)
     shield_log.write_text("".join(_line(path, cache) + "\n" for path, cache in [
         ("/hls/v1/720p/seg_001.ts", "MISS"), ("/hls/v1/720p/seg_001.ts", "HIT"),
@@ -97,7 +97,7 @@ def test_the_origin_shield_log_becomes_the_origin_levels_hit_ratio(cfg, tmp_path
 def test_metrics_use_the_configured_names_and_labels(cfg):
     reg = CollectorRegistry()
     m = CdnMetrics(cfg, registry=reg)
-    edge = edge_labels(cfg, "primary_cdn")
+    edge = edge_labels(cfg.stack, cfg.cdn, "primary_cdn")
     for cache in ("MISS", "HIT", "HIT", "HIT"):
         m.observe(edge, parse_line(_line(cache=cache, nbytes=500, rt=0.02)))
     m.observe(edge, parse_line(_line("/s/x/1/hls/v1/master.m3u8", cache="", status=403, nbytes=100)))

@@ -59,7 +59,7 @@ def engine(sender, *endpoints):
     config = replace(config, webhooks=replace(config.webhooks, retry_backoff_initial=10.0, retry_jitter=0.0,
                                               max_attempts=3))
     producer, offsets, clock = FakeProducer(), SourceOffsets(), Clock()
-    e = DeliveryEngine(config, producer, Registry(*endpoints), offsets, sender, master=b"k" * 32, clock=clock)
+    e = DeliveryEngine(config.webhooks, producer, Registry(*endpoints), offsets, sender, master=b"k" * 32, clock=clock)
     e.pool.shutdown()
     e.pool = ThreadPoolExecutor(max_workers=1)
     return e, producer, offsets, clock

@@ -32,7 +32,7 @@ from framelog.api.access_state import parse_workspace
 from framelog.api.auth import forbidden, require
 from framelog.api.errors import responses
 from framelog.api.services import Services, Svc
-from framelog.core.config import Config
+from framelog.core.config import WebhooksConfig
 from framelog.core.errors import ApiError
 from framelog.processors.identity import OPS, VIDEOS_WRITE, Principal
 from framelog.processors.webhook_signing import ENDPOINT_PREFIX, derive_secret, new_endpoint_id, new_salt
@@ -79,7 +79,7 @@ def _ready_registry(svc: Services) -> EndpointRegistry:
     return reg
 
 
-def check_url(config: Config, url: Any) -> str:
+def check_url(webhooks: WebhooksConfig, url: Any) -> str:
     """400 unless an http(s) URL whose host resolves only to allowed addresses."""
     try:
         target = parse_target(url)
@@ -92,7 +92,7 @@ def check_url(config: Config, url: Any) -> str:
                 addresses = list({i[4][0] for i in infos})
             except OSError as exc:
                 raise TargetRefused(f"{target.host} does not resolve ({exc.strerror or exc})") from None
-        check_addresses(target.host, addresses, config.webhooks.allow_private_networks)
+        check_addresses(target.host, addresses, webhooks.allow_private_networks)
     except TargetRefused as exc:
         raise ApiError(400, f"url refused: {exc}", code="url_refused", field="url") from None
     return url
@@ -194,7 +194,7 @@ class ReplaySummary(BaseModel):
 
 def register(svc: Services, caller: Caller, body: WebhookRegistration) -> dict[str, Any]:
     config = svc.config
-    url = check_url(config, body.url)
+    url = check_url(config.webhooks, body.url)
     workspace = parse_workspace(body.workspace)
     if workspace is not None and workspace not in caller.workspaces and not caller.ops:
         raise ApiError(403, f"you are not a member of workspace {workspace}")

@@ -44,7 +44,7 @@ from typing import Any
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
-from framelog.core.config import Config
+from framelog.core.config import Config, WebhooksConfig
 from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.webhook_signing import derive_secret, message_id
 from framelog.processors.webhooks import Endpoint, WebhookEvent, backoff_delay, derive, millis, subscribers
@@ -145,11 +145,10 @@ class SourceOffsets:
 class DeliveryEngine:
     """Per-(endpoint, video) queues, attempts on a thread pool, delivery records; driven by the poll loop."""
 
-    def __init__(self, config: Config, producer: EventProducer, registry: Any, offsets: SourceOffsets,
+    def __init__(self, webhooks: WebhooksConfig, producer: EventProducer, registry: Any, offsets: SourceOffsets,
                  post: Callable[[str, str, str, str], AttemptResult], *, master: bytes,
                  clock: Callable[[], float] = time.time):
-        self.config = config
-        self.w = config.webhooks
+        self.w = webhooks                     # the webhooks section (config.webhooks): all the engine reads
         self.producer = producer
         self.registry = registry
         self.offsets = offsets
@@ -354,18 +353,20 @@ class EventTimeHorizon:
 class Router:
     """Source records -> messages for the subscribed endpoints."""
 
-    def __init__(self, config: Config, registry: EndpointRegistry, catalog: VideoCatalog):
-        self.config = config
+    def __init__(self, registry: EndpointRegistry, catalog: VideoCatalog, *, first_stage: str,
+                 default_visibility: str, max_payload_bytes: int):
         self.registry = registry
         self.catalog = catalog
-        self.first_stage = config.pipeline.stage_names[0]
+        self.first_stage = first_stage                  # config.pipeline.stage_names[0]
+        self.default_visibility = default_visibility    # config.security.default_visibility
+        self.max_payload_bytes = max_payload_bytes      # config.webhooks.max_payload_bytes
 
     def owner_of(self, record: DecodedRecord) -> tuple[str | None, str | None]:
         entry = self.catalog.get(record.value["video_id"])
-        if entry is None or entry.effective_policy(self.config.security.default_visibility) is None:
+        if entry is None or entry.effective_policy(self.default_visibility) is None:
             self.catalog.sync(SYNC_TIMEOUT)                  # a video this replica has not folded yet
             entry = self.catalog.get(record.value["video_id"])
-        policy = entry.effective_policy(self.config.security.default_visibility) if entry is not None else None
+        policy = entry.effective_policy(self.default_visibility) if entry is not None else None
         if policy is not None:
             return policy.owner_id, policy.workspace_id
         return record.value.get("owner_id") or None, None
@@ -376,7 +377,7 @@ class Router:
             return []
         owner, workspace = self.owner_of(record)
         body = event.body()
-        if len(body.encode()) > self.config.webhooks.max_payload_bytes:
+        if len(body.encode()) > self.max_payload_bytes:
             log.warning("webhook %s of %s: body of %d bytes over the limit; not sent", event.type, event.video_id,
                         len(body))
             return []
@@ -401,11 +402,13 @@ class WebhookWorker:
                 raise RuntimeError(f"the {name} did not catch up within {READY_TIMEOUT:g}s ({table.last_error})")
         producer = EventProducer(config)
         offsets = SourceOffsets()
-        client = webhook_client(config)
-        engine = DeliveryEngine(config, producer, registry, offsets,
+        client = webhook_client(config.webhooks)
+        engine = DeliveryEngine(config.webhooks, producer, registry, offsets,
                                 lambda url, secret, mid, body: post_message(client, url, secret, mid, body),
                                 master=load_or_create_secret(config.security, config.stack.state_dir))
-        router = Router(config, registry, catalog)
+        router = Router(registry, catalog, first_stage=config.pipeline.stage_names[0],
+                        default_visibility=config.security.default_visibility,
+                        max_payload_bytes=config.webhooks.max_payload_bytes)
         horizon = EventTimeHorizon()
         starts: dict[tuple[str, int], int] = {}         # committed offsets when assigned: where reading resumes
         owned: set[int] = set()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpcore
 import httpx
 
-from framelog.core.config import Config
+from framelog.core.config import WebhooksConfig
 from framelog.processors.webhook_signing import signed_headers
 from framelog.processors.webhook_targets import TargetRefused, check_addresses, literal_address, parse_target
 
@@ -62,10 +62,10 @@ class GuardedTransport(httpx.HTTPTransport):
                                              keepalive_expiry=5.0, network_backend=GuardedBackend(allowed_networks))
 
 
-def webhook_client(config: Config) -> httpx.Client:
+def webhook_client(webhooks: WebhooksConfig) -> httpx.Client:
     """An httpx client that only reaches allowed targets; never follows redirects."""
-    timeout = config.webhooks.request_timeout
-    return httpx.Client(transport=GuardedTransport(config.webhooks.allow_private_networks),
+    timeout = webhooks.request_timeout
+    return httpx.Client(transport=GuardedTransport(webhooks.allow_private_networks),
                         timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
                         headers={"user-agent": USER_AGENT})
 

@@ -54,7 +54,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from framelog.core.config import Config
+from framelog.core.config import CdnConfig, Config, ObjectStorageConfig
 from framelog.processors import cache_control as cc
 from framelog.processors.edge_signing import (
     EDGE_KINDS,
@@ -140,15 +140,15 @@ def _object_shapes() -> str:
     return f"/(?:(?:{prefixes})/[A-Za-z0-9_-]{{1,64}}/{_OBJECT_CHARS}+|{VIDEO_FILE_PATTERN})"
 
 
-def _origin_addr(config: Config, component: str) -> str:
-    origin = urlsplit(config.object_storage.endpoint_url)
+def _origin_addr(object_storage: ObjectStorageConfig, component: str) -> str:
+    origin = urlsplit(object_storage.endpoint_url)
     if origin.scheme != "http" or not origin.hostname:
         raise StackError(component, f"object_storage.endpoint_url must be http://host:port for the local "
-                                    f"edges, got {config.object_storage.endpoint_url!r}")
+                                    f"edges, got {object_storage.endpoint_url!r}")
     return _nginx_string(f"{origin.hostname}:{origin.port or 80}")
 
 
-def _http_head(config: Config, directory: Path, run_as: tuple[str, str] | None, comment: str) -> str:
+def _http_head(cdn: CdnConfig, directory: Path, run_as: tuple[str, str] | None, comment: str) -> str:
     """What both tiers' nginx.conf start with: process, paths, the JSON access-log format."""
     user = f"user {run_as[0]} {run_as[1]};\n" if run_as else ""
     d = directory
@@ -174,7 +174,7 @@ http {{
         '"upstream_status":"$upstream_status","client":"$remote_addr","args":"$args"}}';
     proxy_connect_timeout {ORIGIN_CONNECT_TIMEOUT};
     proxy_read_timeout {ORIGIN_READ_TIMEOUT};
-    client_max_body_size {config.cdn.protection.max_body};
+    client_max_body_size {cdn.protection.max_body};
 """
 
 
@@ -267,7 +267,7 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
     provider = config.cdn.providers[provider_key]
     guard = config.cdn.protection
     host = _nginx_string(listen_host or config.stack.host)
-    shield_addr = _nginx_string(shield_address(config))
+    shield_addr = _nginx_string(shield_address(config.stack, config.cdn))
     edge_key = edge_secret(secret)
     origin_key = origin_token(secret)
     d = directory
@@ -293,7 +293,7 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
                '        if ($secure_link = "0") { return 403; }\n'
                # the object path only: a query string never reaches the shield (nor splits the cache)
                f'        rewrite "^/{SIGNED_PREFIX}/[^/]+/[0-9]+(/.*)$" {INTERNAL_PATH}$1? last;\n')
-    return _http_head(config, d, run_as, f"framelog edge {provider_key} ({provider.provider} stand-in)") + f"""
+    return _http_head(config.cdn, d, run_as, f"framelog edge {provider_key} ({provider.provider} stand-in)") + f"""
     proxy_cache_path {d}/cache levels=1:2 keys_zone={CACHE_ZONE}:{CACHE_KEYS_ZONE_SIZE}
                      max_size={CACHE_MAX_SIZE} inactive={CACHE_INACTIVE} use_temp_path=off;
     # edge_protection (the seed's DDoS protection / WAF / bot management): per client address, counted on the
@@ -357,16 +357,16 @@ def render_config(config: Config, provider_key: str, directory: Path, *, secret:
 """
 
 
-def shield_ttl(file_type: str, config: Config) -> int:
+def shield_ttl(file_type: str, cdn: CdnConfig) -> int:
     """Seconds the shield keeps an object: the origin level's ttl, never longer than the type's caching rule."""
-    return min(int(config.cdn.shield.ttl), cc.edge_ttl(file_type, config.cdn.caching_rules))
+    return min(int(cdn.shield.ttl), cc.edge_ttl(file_type, cdn.caching_rules))
 
 
 def render_shield_config(config: Config, directory: Path, *, secret: bytes,
                          run_as: tuple[str, str] | None = None, listen_host: str | None = None) -> str:
     """The nginx.conf of the origin shield (pure). Only the edges' origin token gets an answer."""
     host = _nginx_string(listen_host or config.stack.host)
-    origin_addr = _origin_addr(config, SHIELD_NAME)
+    origin_addr = _origin_addr(config.object_storage, SHIELD_NAME)
     bucket = _nginx_string(config.object_storage.bucket)
     origin_key = origin_token(secret)
     d = directory
@@ -374,9 +374,9 @@ def render_shield_config(config: Config, directory: Path, *, secret: bytes,
     guard = f'        if ($http_referer != "{origin_key}") {{ return 403; }}\n'
     proxy = _proxy_common(f"http://origin/{bucket}$object", origin_addr, origin_key, SHIELD_CACHE_ZONE,
                           SHIELD_CACHE_HEADER, "")
-    typed = _typed_locations("", proxy, lambda file_type: shield_ttl(file_type, config), guard)
+    typed = _typed_locations("", proxy, lambda file_type: shield_ttl(file_type, config.cdn), guard)
     level = config.cdn.shield
-    return _http_head(config, d, run_as, f"framelog origin shield ({level.cache_level}, {int(level.ttl)}s)") + f"""
+    return _http_head(config.cdn, d, run_as, f"framelog origin shield ({level.cache_level}, {int(level.ttl)}s)") + f"""
     proxy_cache_path {d}/cache levels=1:2 keys_zone={SHIELD_CACHE_ZONE}:{CACHE_KEYS_ZONE_SIZE}
                      max_size={CACHE_MAX_SIZE} inactive={int(level.ttl)}s use_temp_path=off;
     upstream origin {{

@@ -78,7 +78,7 @@ def replay_endpoint(config: Config, endpoint: Endpoint, *, since_ms: int, produc
     messages.sort(key=lambda v: (millis(v["occurred_at"]), v["message_id"]))
     secret = derive_secret(master, endpoint.endpoint_id, endpoint.secret_salt)
     out = ReplaySummary(endpoint.endpoint_id, since_ms)
-    with webhook_client(config) as client:
+    with webhook_client(config.webhooks) as client:
         for v in messages:
             result = post_message(client, endpoint.url, secret, v["message_id"], v["payload"])
             (out.delivered if result.ok else out.failed).append(v["message_id"])

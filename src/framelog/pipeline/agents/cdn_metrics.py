@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from framelog.core.config import Config
+from framelog.core.config import CdnConfig, Config, StackConfig
 from framelog.processors.edge_logs import EdgeRequest, LogFollower, parse_line
 from framelog.sinks.edges.protocol import SHIELD_NAME, access_log_path, shield_address, shield_dir
 
@@ -37,13 +37,14 @@ class EdgeLabels:
 SHIELD_REGION = "origin"
 
 
-def shield_labels(config: Config) -> EdgeLabels:
-    return EdgeLabels(SHIELD_NAME, SHIELD_REGION, shield_address(config))
+def shield_labels(stack: StackConfig, cdn: CdnConfig) -> EdgeLabels:
+    return EdgeLabels(SHIELD_NAME, SHIELD_REGION, shield_address(stack, cdn))
 
 
-def edge_labels(config: Config, provider_key: str) -> EdgeLabels:
-    p = config.cdn.providers[provider_key]
-    return EdgeLabels(provider_key, p.regions[0] if p.regions else "-", f"{config.stack.host}:{p.edge_port}")
+def edge_labels(stack: StackConfig, cdn: CdnConfig, provider_key: str) -> EdgeLabels:
+    """An edge's labels from the stack and cdn sections (``config.stack, config.cdn``)."""
+    p = cdn.providers[provider_key]
+    return EdgeLabels(provider_key, p.regions[0] if p.regions else "-", f"{stack.host}:{p.edge_port}")
 
 
 class CdnMetrics:
@@ -88,10 +89,11 @@ class EdgeLogExporter:
                  providers: Iterable[str] | None = None):
         self.metrics = metrics or CdnMetrics(config)
         keys = list(providers) if providers is not None else list(config.cdn.providers)
-        self.followers = {edge_labels(config, k): LogFollower(access_log_path(config, k), from_start=from_start)
-                          for k in keys}
+        state_dir = config.stack.state_dir
+        self.followers = {edge_labels(config.stack, config.cdn, k):
+                          LogFollower(access_log_path(state_dir, k), from_start=from_start) for k in keys}
         if providers is None:           # every edge: the shield behind them too
-            self.followers[shield_labels(config)] = LogFollower(shield_dir(config) / "access.log",
+            self.followers[shield_labels(config.stack, config.cdn)] = LogFollower(shield_dir(state_dir) / "access.log",
                                                                 from_start=from_start)
 
     def poll(self) -> int:

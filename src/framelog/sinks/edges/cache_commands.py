@@ -138,7 +138,7 @@ class EdgeCache:
         self.config = config
         self.provider_key = provider_key
         self.base_url = base_url or cdn_routing.edge_base_url(provider_key, config)
-        self.cache_dir = directory or cache_dir(config, provider_key)
+        self.cache_dir = directory or cache_dir(config.stack.state_dir, provider_key)
         self.secret = secret
         self._purge_token = purge_token(secret)
         self.client = client or httpx.Client(timeout=REQUEST_TIMEOUT)
@@ -229,8 +229,8 @@ def _served(path: str) -> bool:
 
 def shield_cache(config: Config, *, secret: bytes) -> EdgeCache:
     """The origin shield's cache, to purge (warming goes through an edge, whose misses fill the shield)."""
-    return EdgeCache(config, SHIELD_NAME, secret=secret, base_url=f"http://{shield_address(config)}",
-                     directory=shield_dir(config))
+    return EdgeCache(config, SHIELD_NAME, secret=secret, base_url=f"http://{shield_address(config.stack, config.cdn)}",
+                     directory=shield_dir(config.stack.state_dir))
 
 
 def edge_caches(config: Config, *, secret: bytes, providers: Iterable[str] = ()) -> list[EdgeCache]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from framelog.core.config import Config
+from framelog.core.config import CdnConfig, StackConfig
 
 PURGE_HEADER = "X-Framelog-Purge"    # the purge token's header on /_purge requests
 HEALTH_PATH = "/healthz"             # 200 while the edge runs
@@ -25,23 +25,26 @@ def edge_name(provider_key: str) -> str:
     return f"edge-{provider_key}"
 
 
-def edge_dir(config: Config, provider_key: str) -> Path:
-    return config.stack.state_dir / edge_name(provider_key)
+# The places take the stack's state dir (``config.stack.state_dir``), the shield's address the stack
+# section and the cdn section: not the whole Config (issue 12 pt 4).
+
+def edge_dir(state_dir: Path, provider_key: str) -> Path:
+    return state_dir / edge_name(provider_key)
 
 
-def access_log_path(config: Config, provider_key: str) -> Path:
+def access_log_path(state_dir: Path, provider_key: str) -> Path:
     """Where the edge of ``provider_key`` writes its access log (one JSON object per line)."""
-    return edge_dir(config, provider_key) / ACCESS_LOG_NAME
+    return edge_dir(state_dir, provider_key) / ACCESS_LOG_NAME
 
 
-def cache_dir(config: Config, provider_key: str) -> Path:
-    return edge_dir(config, provider_key) / "cache"
+def cache_dir(state_dir: Path, provider_key: str) -> Path:
+    return edge_dir(state_dir, provider_key) / "cache"
 
 
-def shield_dir(config: Config) -> Path:
-    return config.stack.state_dir / SHIELD_NAME
+def shield_dir(state_dir: Path) -> Path:
+    return state_dir / SHIELD_NAME
 
 
-def shield_address(config: Config) -> str:
+def shield_address(stack: StackConfig, cdn: CdnConfig) -> str:
     """Where the edges (and the cdn worker's purges) reach the origin shield."""
-    return f"{config.stack.host}:{config.cdn.shield.shield_port}"
+    return f"{stack.host}:{cdn.shield.shield_port}"
