@@ -44,7 +44,7 @@ def _anonymous(config) -> dict:
 
 
 def test_credentials_file_is_private(stack, config):
-    path = kafka_credentials_path(config)
+    path = kafka_credentials_path(config.stack.state_dir)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE((stack.kafka.dir / "server.properties").stat().st_mode) == 0o600

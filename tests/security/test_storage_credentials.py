@@ -63,7 +63,7 @@ def test_no_credentials_in_the_configuration_file():
 
 
 def test_credentials_file_is_private(stack, config):
-    path = s3_credentials_path(config)
+    path = s3_credentials_path(config.stack.state_dir)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((stack.seaweed.s3_config_path).stat().st_mode) == 0o600
 

@@ -51,6 +51,6 @@ def test_bounded():
 
 def test_levels_come_from_the_seeds_caching_strategy():
     config = get_config()
-    assert level_ttl(config, "Database Cache") == 15 * 60
-    assert level_ttl(config, "Application Cache") == 3600
-    assert analytics_query_cache(config).ttl == 15 * 60
+    assert level_ttl(config.caching, "Database Cache") == 15 * 60
+    assert level_ttl(config.caching, "Application Cache") == 3600
+    assert analytics_query_cache(config.caching).ttl == 15 * 60

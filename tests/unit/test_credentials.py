@@ -31,24 +31,24 @@ def cfg(tmp_path, monkeypatch):
 
 
 def test_passwords_are_private_stable_and_extended(cfg):
-    first = ensure_kafka_passwords(cfg, ["admin", "api"])
-    path = kafka_credentials_path(cfg)
+    first = ensure_kafka_passwords(cfg.stack.state_dir, ["admin", "api"])
+    path = kafka_credentials_path(cfg.stack.state_dir)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert len(set(first.values())) == 2 and all(len(p) >= 40 for p in first.values())
-    again = ensure_kafka_passwords(cfg, ["admin", "api", "worker-new"])
+    again = ensure_kafka_passwords(cfg.stack.state_dir, ["admin", "api", "worker-new"])
     assert {k: again[k] for k in first} == first and "worker-new" in again
     assert [n for n in os.listdir(path.parent) if n.endswith(".tmp")] == []
 
 
 def test_a_loosened_file_is_refused(cfg):
-    ensure_kafka_passwords(cfg, ["admin"])
-    os.chmod(kafka_credentials_path(cfg), 0o644)
+    ensure_kafka_passwords(cfg.stack.state_dir, ["admin"])
+    os.chmod(kafka_credentials_path(cfg.stack.state_dir), 0o644)
     with pytest.raises(FramelogError, match="readable by others"):
-        read_json(kafka_credentials_path(cfg))
+        read_json(kafka_credentials_path(cfg.stack.state_dir))
 
 
 def test_client_settings_use_the_principal_or_the_environment(cfg, monkeypatch):
-    passwords = ensure_kafka_passwords(cfg, principals(cfg))
+    passwords = ensure_kafka_passwords(cfg.stack.state_dir, principals(cfg))
     settings = client_settings(as_principal(cfg, API))
     assert settings["sasl.username"] == API and settings["sasl.password"] == passwords[API]
     assert settings["security.protocol"] == "SASL_PLAINTEXT" and settings["sasl.mechanism"].startswith("SCRAM-")
@@ -65,7 +65,7 @@ def test_missing_credentials_name_the_fix(cfg):
 
 
 def test_s3_identities_and_their_scopes(cfg):
-    keys = ensure_s3_identities(cfg, ["pipeline", "media"])
+    keys = ensure_s3_identities(cfg.stack.state_dir, ["pipeline", "media"])
     assert s3_credentials(cfg) == (keys["pipeline"]["access_key"], keys["pipeline"]["secret_key"])
     media = dataclasses.replace(cfg, object_storage=dataclasses.replace(cfg.object_storage, identity="media"))
     assert s3_credentials(media)[0] == keys["media"]["access_key"] != keys["pipeline"]["access_key"]

@@ -56,7 +56,7 @@ def open_engine(config: Config) -> AnalyticsEngine:
     """Open the sessions (and, embedded, start the analytics sink in a thread of this process)."""
     client = connect(config)
     engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(config)),
-                             connect(config, create_database=False), query_cache=analytics_query_cache(config))
+                             connect(config, create_database=False), query_cache=analytics_query_cache(config.caching))
     if embedded_sink_wanted(config):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
         from framelog.streams.kafka_auth import SINK, as_principal

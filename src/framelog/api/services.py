@@ -111,7 +111,7 @@ class Services:
         self.spool_dir = Path(config.stack.state_dir) / "api-spool"
         # the seed's "Application Cache" (1 h): delivery plans by video, dropped when the catalog or the
         # tier view folds an event of the video (publish, access change, deletion, tier change)
-        self.delivery_plans = application_cache(config, "delivery_plans")
+        self.delivery_plans = application_cache(config.caching, "delivery_plans")
         # the upload service (multipart sessions on the store; announces through the one producer), and one
         # PATCH at a time per upload in this process: a lock lives while a request holds it
         self.uploads = UploadService(config, self.store, lambda: self.producer)

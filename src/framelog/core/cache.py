@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from prometheus_client import Counter, Gauge
 
-from framelog.core.config import Config
+from framelog.core.config import CachingStrategy
 
 V = TypeVar("V")
 
@@ -29,13 +29,13 @@ INVALIDATIONS = Counter("framelog_cache_invalidations_total", "Entries dropped b
                         ["cache", "level"])
 
 
-def level_ttl(config: Config, level: str) -> float:
-    """The TTL of a named level of ``caching_strategy.levels`` (KeyError naming the known ones)."""
-    for entry in config.caching.levels:
+def level_ttl(caching: CachingStrategy, level: str) -> float:
+    """The TTL of a named level of ``caching_strategy.levels`` (``config.caching``; KeyError naming the known ones)."""
+    for entry in caching.levels:
         if entry.name == level:
             return entry.ttl
     raise KeyError(f"caching_strategy.levels has no level {level!r}; "
-                   f"known: {[e.name for e in config.caching.levels]}")
+                   f"known: {[e.name for e in caching.levels]}")
 
 
 @dataclass
@@ -132,11 +132,11 @@ class TaggedTtlCache(Generic[V]):
         return tuple(self._generations.get(t, 0) for t in sorted(tags))
 
 
-def analytics_query_cache(config: Config) -> TaggedTtlCache[Any]:
+def analytics_query_cache(caching: CachingStrategy) -> TaggedTtlCache[Any]:
     """The seed's "Database Cache" level (query results, 15 m): get_video_analytics answers by video."""
-    return TaggedTtlCache("analytics_query", "Database Cache", level_ttl(config, "Database Cache"))
+    return TaggedTtlCache("analytics_query", "Database Cache", level_ttl(caching, "Database Cache"))
 
 
-def application_cache(config: Config, name: str) -> TaggedTtlCache[Any]:
+def application_cache(caching: CachingStrategy, name: str) -> TaggedTtlCache[Any]:
     """The seed's "Application Cache" level (metadata, 1 h)."""
-    return TaggedTtlCache(name, "Application Cache", level_ttl(config, "Application Cache"))
+    return TaggedTtlCache(name, "Application Cache", level_ttl(caching, "Application Cache"))

@@ -11,6 +11,7 @@ Names missing from a file are added (a new pipeline stage gets its user on the n
 renamed) under an exclusive lock, so concurrent ``stack up`` runs agree on one file.
 Services read the files through framelog.streams.kafka_auth and framelog.sinks.s3, or take
 FRAMELOG_KAFKA_USERNAME/PASSWORD and FRAMELOG_S3_ACCESS_KEY/SECRET_KEY from the environment.
+Every function takes the state dir (``config.stack.state_dir``), all it reads of the configuration.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from framelog.core.config import Config
 from framelog.core.errors import FramelogError
 
 DIR_NAME = "credentials"
@@ -37,16 +37,16 @@ class MissingCredentials(FramelogError):
     """The state directory has no credentials for a principal: ``framelog stack up`` generates them."""
 
 
-def credentials_dir(config: Config) -> Path:
-    return config.stack.state_dir / DIR_NAME
+def credentials_dir(state_dir: Path) -> Path:
+    return state_dir / DIR_NAME
 
 
-def kafka_credentials_path(config: Config) -> Path:
-    return credentials_dir(config) / KAFKA_FILE
+def kafka_credentials_path(state_dir: Path) -> Path:
+    return credentials_dir(state_dir) / KAFKA_FILE
 
 
-def s3_credentials_path(config: Config) -> Path:
-    return credentials_dir(config) / S3_FILE
+def s3_credentials_path(state_dir: Path) -> Path:
+    return credentials_dir(state_dir) / S3_FILE
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -100,27 +100,27 @@ def new_s3_keys(_: str = "") -> dict[str, str]:
             "secret_key": secrets.token_urlsafe(PASSWORD_BYTES)}
 
 
-def ensure_kafka_passwords(config: Config, names: Iterable[str]) -> dict[str, str]:
-    return ensure_entries(kafka_credentials_path(config), names, new_password)
+def ensure_kafka_passwords(state_dir: Path, names: Iterable[str]) -> dict[str, str]:
+    return ensure_entries(kafka_credentials_path(state_dir), names, new_password)
 
 
-def ensure_s3_identities(config: Config, names: Iterable[str]) -> dict[str, dict[str, str]]:
-    return ensure_entries(s3_credentials_path(config), names, new_s3_keys)
+def ensure_s3_identities(state_dir: Path, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    return ensure_entries(s3_credentials_path(state_dir), names, new_s3_keys)
 
 
-def kafka_password(config: Config, principal: str) -> str:
-    password = read_json(kafka_credentials_path(config)).get(principal)
+def kafka_password(state_dir: Path, principal: str) -> str:
+    password = read_json(kafka_credentials_path(state_dir)).get(principal)
     if not isinstance(password, str) or not password:
-        raise MissingCredentials(f"no Kafka credentials for {principal!r} in {kafka_credentials_path(config)}: "
+        raise MissingCredentials(f"no Kafka credentials for {principal!r} in {kafka_credentials_path(state_dir)}: "
                                  "run `framelog stack up` (it generates them) or set "
                                  "FRAMELOG_KAFKA_USERNAME/FRAMELOG_KAFKA_PASSWORD")
     return password
 
 
-def s3_keys(config: Config, identity: str) -> tuple[str, str]:
-    entry = read_json(s3_credentials_path(config)).get(identity)
+def s3_keys(state_dir: Path, identity: str) -> tuple[str, str]:
+    entry = read_json(s3_credentials_path(state_dir)).get(identity)
     if not isinstance(entry, dict) or not entry.get("access_key") or not entry.get("secret_key"):
-        raise MissingCredentials(f"no S3 credentials for identity {identity!r} in {s3_credentials_path(config)}: "
+        raise MissingCredentials(f"no S3 credentials for identity {identity!r} in {s3_credentials_path(state_dir)}: "
                                  "run `framelog stack up` (it generates them) or set "
                                  "FRAMELOG_S3_ACCESS_KEY/FRAMELOG_S3_SECRET_KEY")
     return entry["access_key"], entry["secret_key"]

@@ -14,7 +14,7 @@ def s3_credentials(config: Config) -> tuple[str, str]:
         return s3.access_key, s3.secret_key
     from framelog.core.service_credentials import s3_keys
 
-    return s3_keys(config, s3.identity)
+    return s3_keys(config.stack.state_dir, s3.identity)
 
 
 def s3_client(config: Config, *, connect_timeout: float = 5.0, read_timeout: float = 60.0,

@@ -146,7 +146,7 @@ class Kafka(Component):
     # ------------------------------------------------------------ config and format
     def passwords(self) -> dict[str, str]:
         """Every principal's password (generated once per state dir; new principals added)."""
-        return ensure_kafka_passwords(self.config, [*principals(self.config), CONTROLLER])
+        return ensure_kafka_passwords(self.config.stack.state_dir, [*principals(self.config), CONTROLLER])
 
     def security_properties(self, passwords: dict[str, str]) -> dict[str, str]:
         """SASL on both listeners, the authorizer and the super users (see the module's docstring)."""

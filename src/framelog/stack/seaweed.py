@@ -118,7 +118,7 @@ class Seaweed(Component):
 
     def identities(self) -> dict:
         buckets = [b for b in (self.bucket, self.config.object_storage.vault_bucket) if b]
-        return s3_identities(buckets, ensure_s3_identities(self.config, S3_IDENTITY_ACTIONS))
+        return s3_identities(buckets, ensure_s3_identities(self.config.stack.state_dir, S3_IDENTITY_ACTIONS))
 
     def _identities_current(self) -> bool:
         try:

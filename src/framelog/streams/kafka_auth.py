@@ -53,7 +53,7 @@ def credentials(config: Config) -> tuple[str, str]:
     username, password = os.environ.get(ENV_USERNAME), os.environ.get(ENV_PASSWORD)
     if username and password:
         return username, password
-    return config.kafka.principal, kafka_password(config, config.kafka.principal)
+    return config.kafka.principal, kafka_password(config.stack.state_dir, config.kafka.principal)
 
 
 def client_settings(config: Config) -> dict[str, Any]:
