@@ -28,8 +28,9 @@ def producers() -> int:
 
 
 def test_one_producer_per_api_process_and_one_place_that_closes(stack, config):
-    token = {"Authorization": "Bearer " + mint_token(config, Keyring(config), "it-services",
-                                                     scopes=["videos:write", "events:write"])}
+    minted = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), "it-services",
+                        scopes=["videos:write", "events:write"])
+    token = {"Authorization": "Bearer " + minted}
     before = producers()
     app = assemble(config, [m.router for m in (auth, videos, events, keys, access, stream, deletion, webhooks, live)])
     with TestClient(app) as client:
