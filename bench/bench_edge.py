@@ -15,16 +15,16 @@ many viewers, and the stack's 25 requests per second per client would measure
 the refusal path. Everything else, signature check, cache lookup, headers,
 JSON access log, is what viewers get.
 
-Both are driven by wrk (8 connections, one thread), alternating static and
-edge for ``--rounds`` rounds of ``--seconds`` each; the median requests per
-second of each is compared (the machine is shared: the ratio of medians
-measured in the same run is the figure). Every answer must be a 200 (wrk's
+Both are driven by wrk (8 connections, one thread), static and edge back to
+back in each of ``--rounds`` rounds of ``--seconds`` each (who goes first
+alternates); judged are the ratio of the two medians and the median of the
+rounds' own ratios (the machine is shared: both must reach the target). Every answer must be a 200 (wrk's
 non-2xx count is recorded and must be 0) and every edge answer a HIT.
 
 Writes bench/results/edge.json and bench/results/edge.md; exits 1 if the
 ratio is under the target.
 
-    FRAMELOG_CONFIG_OVERLAY=... python bench/bench_edge.py --rounds 5 --seconds 10
+    FRAMELOG_CONFIG_OVERLAY=... python bench/bench_edge.py --rounds 12 --seconds 4
 """
 from __future__ import annotations
 
@@ -156,8 +156,8 @@ def wrk(url: str, seconds: int, connections: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--connections", type=int, default=8)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -169,7 +169,7 @@ def main() -> int:
     video_id = new_video_id()
     key = f"hls/{video_id}/1080p/seg_000.ts"
     body = os.urandom(SEGMENT_BYTES)
-    headers = cc.headers_for_key(key, stack_cfg)
+    headers = cc.headers_for_key(key, stack_cfg.cdn.caching_rules)
     ObjectStore(stack_cfg).put_bytes(key, body, content_type=headers["Content-Type"],
                                      cache_control=headers["Cache-Control"])
     results: dict = {"host": platform.node(), "cpus": os.cpu_count(), "segment_bytes": SEGMENT_BYTES,
@@ -196,9 +196,12 @@ def main() -> int:
             status, again, got = fetch(edge_url)
             if again.get("X-Cache-Status") != "HIT" or got != body:
                 raise RuntimeError(f"the edge did not answer a HIT the second time: {again}")
-            for _ in range(args.rounds):
-                results["rounds"].append({"static": wrk(static_url, args.seconds, args.connections),
-                                          "edge": wrk(edge_url, args.seconds, args.connections)})
+            for i in range(args.rounds):
+                # who goes first alternates, so a load that drifts during a round favours neither
+                order = ("static", "edge") if i % 2 == 0 else ("edge", "static")
+                measured = {name: wrk(static_url if name == "static" else edge_url, args.seconds, args.connections)
+                            for name in order}
+                results["rounds"].append({"static": measured["static"], "edge": measured["edge"]})
             hits = _edge_cache_statuses(edge_dir / "access.log")
         finally:
             edge.stop()
@@ -207,13 +210,15 @@ def main() -> int:
     edge_rate = statistics.median(r["edge"]["requests_per_s"] for r in results["rounds"])
     refused = sum(r["static"]["non_2xx"] + r["edge"]["non_2xx"] for r in results["rounds"])
     ratio = edge_rate / static_rate
-    results.update(static_median=static_rate, edge_median=edge_rate, ratio=ratio, non_2xx=refused,
-                   edge_cache_statuses=hits)
+    pair_ratio = statistics.median(r["edge"]["requests_per_s"] / r["static"]["requests_per_s"]
+                                   for r in results["rounds"])
+    results.update(static_median=static_rate, edge_median=edge_rate, ratio=ratio, pair_ratio=pair_ratio,
+                   non_2xx=refused, edge_cache_statuses=hits)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "edge.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "edge.md").write_text(render_md(results))
     print(render_md(results))
-    return 0 if ratio >= TARGET and refused == 0 and set(hits) <= {"HIT"} else 1
+    return 0 if min(ratio, pair_ratio) >= TARGET and refused == 0 and set(hits) <= {"HIT"} else 1
 
 
 def _run_as() -> tuple[str, str] | None:
@@ -239,11 +244,12 @@ def render_md(r: dict) -> str:
     rows = "\n".join(f"| {i + 1} | {x['static']['requests_per_s']:.0f} | {x['edge']['requests_per_s']:.0f} | "
                      f"{x['edge']['requests_per_s'] / x['static']['requests_per_s']:.2f} | "
                      f"{x['static']['load1']:.1f} / {x['edge']['load1']:.1f} |" for i, x in enumerate(r["rounds"]))
-    verdict = "met" if r["ratio"] >= r["target"] else "NOT met"
+    verdict = "met" if min(r["ratio"], r["pair_ratio"]) >= r["target"] else "NOT met"
     return f"""# Edge vs plain nginx: a cached segment (bench/bench_edge.py)
 
 Host `{r['host']}`, {r['cpus']} CPUs. One {r['segment_bytes'] / 1e6:.1f} MB segment, wrk with one thread and
-{r['connections']} connections, {r['seconds']} s per measurement, static and edge alternating. Static: plain nginx
+{r['connections']} connections, {r['seconds']} s per measurement, static and edge back to back in each
+round (who goes first alternates). Static: plain nginx
 (1 worker, sendfile, default access log) serving the file from disk. Edge: the primary edge's generated
 configuration (signed path checked by `secure_link`, cache HIT, CORS and cache headers, JSON access log),
 per-client limits lifted (one load generator stands for many viewers).
@@ -252,8 +258,8 @@ per-client limits lifted (one load generator stands for many viewers).
 |---|---|---|---|---|
 {rows}
 
-**Median: static {r['static_median']:.0f} req/s, edge {r['edge_median']:.0f} req/s, ratio {r['ratio']:.2f}**
-(target >= {r['target']}: {verdict}). Non-2xx answers: {r['non_2xx']}. Edge cache statuses of the measured
+**Median: static {r['static_median']:.0f} req/s, edge {r['edge_median']:.0f} req/s, ratio {r['ratio']:.2f};
+median of the rounds' own ratios {r['pair_ratio']:.2f}** (target >= {r['target']} for both: {verdict}). Non-2xx answers: {r['non_2xx']}. Edge cache statuses of the measured
 requests: {r['edge_cache_statuses']}.
 """
 
