@@ -5,28 +5,53 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
 
+from framelog.core.backoff import Backoff
 from framelog.core.config import Config, StageConfig
 from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs import tombstones
 from framelog.pipeline.jobs.staging import discard_staging
 from framelog.schemas import records
 from framelog.schemas.codec import AvroCodec
-from framelog.sinks.object_store import ObjectStore
+from framelog.sinks.object_store import STORE_ERRORS, ObjectStore
 from framelog.streams import topics
 from framelog.streams.app import raw_topic
 from framelog.streams.emitter import AsyncEmitter
-from framelog.streams.exceptions import DecodeError, ValidationError
+from framelog.streams.exceptions import DecodeError, DeliveryError, ValidationError
 
 log = logging.getLogger(__name__)
 
 # Job ids are derived from the upload event, so a redelivered upload maps to
 # the same job and its stages' completion markers.
 JOB_NAMESPACE = uuid.UUID("6f1c8f55-2b0e-4c57-9a8e-1f5d2f0c7a11")
+
+
+# The log or the store being away must not skip a record. An agent that raises is restarted by
+# Faust's supervisor with the record it was handling acknowledged, so its offset is committed past
+# and the video's job is lost (found by the fault suite: a broker outage left videos "processing"
+# forever with every group's lag at zero). So the handling of a record is retried here, the very
+# same record, until it goes through. Handling is idempotent: job ids come from the upload event and
+# a stage that already succeeded only re-announces its outcome (its completion marker).
+OUTAGES: tuple[type[Exception], ...] = (DeliveryError, *STORE_ERRORS)
+OUTAGE_BACKOFF = Backoff(1.0, 30.0, jitter=0.25)
+
+
+async def until_handled(what: str, handle: Callable[[], Awaitable[None]], backoff: Backoff = OUTAGE_BACKOFF) -> int:
+    """Await ``handle()`` until it does not fail for an outage of the log or the store; the retries it took."""
+    failures = 0
+    while True:
+        try:
+            await handle()
+            return failures
+        except OUTAGES as exc:
+            failures += 1
+            delay = backoff.jittered(failures)
+            log.warning("%s: %s; the same record again in %.1fs (retry %d)", what, exc, delay, failures)
+            await asyncio.sleep(delay)       # backoff while the broker or the store is away
 
 
 def _partitions(config: Config, name: str) -> int:
@@ -72,23 +97,27 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
             name, upload = decoded
             if name != "UploadCompleted":
                 continue
-            video_id = upload["video_id"]
-            job_id = str(uuid.uuid5(JOB_NAMESPACE, upload["event_id"]))
-            if await asyncio.get_running_loop().run_in_executor(None, tombstones.is_deleted, objects, video_id):
-                await asyncio.get_running_loop().run_in_executor(None, tombstones.purge_video, objects, video_id)
-                await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
-                    video_id=video_id, job_id=job_id, stage=first, state="cancelled", attempt=1,
-                    error_type="video_deleted", error_message=f"video {video_id} was deleted"))
-                log.info("video %s: upload dropped, the video was deleted", video_id)
-                continue
-            inputs = upload_inputs(upload)
+            await until_handled(f"intake of video {upload['video_id']}", lambda: admit(upload))  # noqa: B023
+
+    async def admit(upload: Mapping[str, Any]) -> None:
+        """One upload: dropped if its video was deleted meanwhile, else queued for the first stage."""
+        video_id = upload["video_id"]
+        job_id = str(uuid.uuid5(JOB_NAMESPACE, upload["event_id"]))
+        if await asyncio.get_running_loop().run_in_executor(None, tombstones.is_deleted, objects, video_id):
+            await asyncio.get_running_loop().run_in_executor(None, tombstones.purge_video, objects, video_id)
             await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
-                video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1))
-            priority = upload.get("priority") or ""
-            await emitter.emit(topics.stage_topic(config, first, priority), records.StageRequest(
-                job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs, priority=priority))
-            log.info("video %s: job %s queued for %s (priority %s)", video_id, job_id, first,
-                     priority or config.priorities.default)
+                video_id=video_id, job_id=job_id, stage=first, state="cancelled", attempt=1,
+                error_type="video_deleted", error_message=f"video {video_id} was deleted"))
+            log.info("video %s: upload dropped, the video was deleted", video_id)
+            return
+        inputs = upload_inputs(upload)
+        await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
+            video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1))
+        priority = upload.get("priority") or ""
+        await emitter.emit(topics.stage_topic(config, first, priority), records.StageRequest(
+            job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs, priority=priority))
+        log.info("video %s: job %s queued for %s (priority %s)", video_id, job_id, first,
+                 priority or config.priorities.default)
 
 
 def register_stage(app: faust.App, config: Config, stage: StageConfig, runner: StageRunner,
@@ -110,7 +139,9 @@ def _register_stage_topic(app: faust.App, config: Config, stage: StageConfig, ru
             decoded = await _decode_or_dead_letter(codec, emitter, event)
             if decoded is None:
                 continue
-            await runner.handle(StageRequest.from_record(decoded[1]), original=event.message.value)
+            req, original = StageRequest.from_record(decoded[1]), event.message.value
+            await until_handled(f"{stage.name} job {req.job_id}",
+                                lambda: runner.handle(req, original=original))  # noqa: B023
 
 
 def asset_publisher(config: Config, emitter: AsyncEmitter, store: ObjectStore | None = None):
