@@ -37,7 +37,7 @@ PUBLIC_HOST = "127.0.0.2"          # not the stack's host: every URL a viewer ge
 COMPOSE_API_PORT = "8000"          # what compose's api command and healthcheck name; locally the stack's api port
 EDGES = ("origin-shield", "edge-primary", "edge-secondary")
 WORKERS = ("worker-intake", "worker-validation", "worker-transcoding", "worker-thumbnail-generation",
-           "worker-ai-processing", "worker-optimization", "worker-cdn-upload")
+           "worker-ai-processing", "worker-optimization", "worker-cdn-upload", "worker-chunks", "worker-stitch")
 PIPELINE_TIMEOUT = 420.0
 
 

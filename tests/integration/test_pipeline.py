@@ -62,6 +62,13 @@ def test_landscape_clip_is_published_as_encrypted_adaptive_hls(config, worker, s
         assert not _is_mpegts(segment)                            # without the key it is not a transport stream
         fc.run_ffmpeg(fc.decode_hls_args(write_local_playlist(local / "playlist.m3u8", tmp_path / "key",
                                                               tmp_path / f"{name}.m3u8")))
+    if config.media.transcoding.chunked:     # the audio, encoded once, is its own rendition every variant names
+        audio = re.search(r'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="(\w+)".*URI="(.*)"', master)
+        assert audio and all(f'AUDIO="{audio.group(1)}"' in attrs for attrs, _ in infs), master
+        local = tmp_path / "audio"
+        store.download_prefix(f"hls/{video_id}/audio/", local)
+        fc.run_ffmpeg(fc.decode_hls_args(write_local_playlist(local / "playlist.m3u8", tmp_path / "key",
+                                                              tmp_path / "audio.m3u8")))
     head = store.head(object_keys.master_playlist(video_id))
     assert head["ContentType"] == "application/vnd.apple.mpegurl" and "max-age" in head["CacheControl"]
     seg_head = store.head(next(store.keys(object_keys.hls_file(video_id, infs[0][1], "segment_"))))

@@ -58,6 +58,20 @@ def test_up_to_parallel_jobs_transcodes_run_at_once(config, worker, status, tmp_
         view = status.wait_for(video_id, lambda v: v is not None and
                                (v["stages"].get(STAGE) or {}).get("state") in ("succeeded", "failed"), PIPELINE_TIMEOUT)
         assert (view["stages"].get(STAGE) or {}).get("state") == "succeeded", view
+    if config.media.transcoding.chunked:
+        # parallel_jobs bounds the planning jobs; the encodes are chunk jobs, one at a time per chunk worker
+        per_worker: dict[str, list[tuple[int, int]]] = {}
+        for video_id in ids:
+            trs = [t for name, t in read_topic(config, topics.CHUNK_TRANSITIONS, video_id) if name == "ChunkTransition"]
+            starts = {(t["chunk_index"], t["attempt"]): t for t in trs if t["state"] == "started"}
+            for t in trs:
+                if t["state"] == "succeeded" and (t["chunk_index"], t["attempt"]) in starts:
+                    s = starts[(t["chunk_index"], t["attempt"])]
+                    per_worker.setdefault(s["worker"], []).append((_ms(s["event_time"]), _ms(t["event_time"])))
+        assert per_worker and all(max_overlap(iv) == 1 for iv in per_worker.values()), per_worker
+        for video_id in ids:
+            assert finished(status.wait_for(video_id, finished, PIPELINE_TIMEOUT))
+        return
     intervals = []
     for video_id in ids:
         trs = _transcoding_transitions(config, video_id)
@@ -132,6 +146,8 @@ def test_transcode_longer_than_the_session_timeout_causes_no_rebalance(config, w
     assert ran > 2 * SESSION_TIMEOUT, f"the transcode took {ran:.1f}s: too short to prove anything"
     assert any(t["state"] == "progress" for t in trs)
     assert _rebalances(broker_log, f"framelog-{STAGE}", mark) == []
+    if config.media.transcoding.chunked:             # the long work is the chunk jobs': their group holds too
+        assert _rebalances(broker_log, "framelog-chunks", mark) == []
     view = status.wait_for(video_id, finished, PIPELINE_TIMEOUT)
     assert view["state"] == "ready", view
     assert len(read_topic(config, topics.ASSETS, video_id)) == 1

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The deployment's secrets: required, so the test supplies them (and checks that without them it fails).
 KAFKA_PRINCIPALS = ("admin", "broker", "controller", "api", "sink", "worker-intake", "worker-validation",
                     "worker-transcoding", "worker-thumbnail_generation", "worker-ai_processing", "worker-optimization",
-                    "worker-cdn_upload", "worker-cdn", "worker-tiering", "worker-popularity", "worker-webhooks")
+                    "worker-cdn_upload", "worker-cdn", "worker-tiering", "worker-popularity", "worker-webhooks",
+                    "worker-chunks", "worker-stitch")
 KAFKA_SECRETS = {f"FRAMELOG_KAFKA_PASSWORD_{p.upper().replace('-', '_')}": f"kafka-password-of-{p}"
                  for p in KAFKA_PRINCIPALS}
 SECRETS = {"FRAMELOG_TOKEN_SECRET": "t" * 32, "FRAMELOG_S3_SECRET_KEY": "s3-secret-for-the-test",

@@ -105,6 +105,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
         name="720p", width=1280, height=720, bandwidth=3, average_bandwidth=2, codecs="avc1", playlist_key="p")]),
     "CacheInvalidate": dict(video_id="v-1", paths=["/a"]),
     "CacheWarm": dict(video_id="v-1", paths=["/a", "/b"], providers=["primary"]),
+    "ChunkRequest": dict(video_id="v-1", job_id="j", chunk_index=0, chunk_count=2, kind="video", start_seconds=0.0,
+                         end_seconds=60.0, first_segment=0, source_key="k", plan_key="p", rungs=[records.ChunkRung(
+                             name="720p", width=1280, height=720, video_bitrate=1, maxrate=2, bufsize=3)]),
+    "ChunkTransition": dict(video_id="v-1", job_id="j", chunk_index=1, chunk_count=2, kind="audio", start_seconds=0.0,
+                            end_seconds=61.5, state="succeeded", outputs={"manifest_key": "m"}),
     "DeadLetter": dict(original_topic="t", original_value=b"\x00", reason="r", error="e"),
     "PlaybackEvent": dict(session_id="s", viewer_id="w", video_id="v-1", type="progress", client_time=5),
     "QualitySwitch": dict(session_id="s", viewer_id="w", video_id="v-1", from_quality="a", to_quality="b",
@@ -133,7 +138,7 @@ def test_record_round_trip_and_wire_bytes(name):
     as_dict = record.to_avro()
     assert list(as_dict) == [f["name"] for f in raw_schema(name)["fields"]]
     data = codec.encode(name, as_dict)
-    fields = {k: ([r.to_avro() for r in v] if k == "renditions" else v) for k, v in SAMPLES[name].items()}
+    fields = {k: ([r.to_avro() for r in v] if k in ("renditions", "rungs") else v) for k, v in SAMPLES[name].items()}
     old_way = new_event(name, event_id=record.event_id, event_time=record.event_time, **fields)
     assert codec.encode(name, old_way) == data          # the wire format did not change
     decoded = codec.decode(data)

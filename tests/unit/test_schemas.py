@@ -11,7 +11,7 @@ from framelog.streams.topics import all_topics
 
 EXPECTED = {"UploadCompleted", "VideoDeleted", "StageRequest", "StageTransition", "AssetPublished", "PlaybackEvent",
             "QualitySwitch", "TierTransition", "RestoreRequest", "CacheWarm", "CacheInvalidate", "DeadLetter",
-            "AccessPolicy", "ShareLink", "WebhookEndpoint", "WebhookDelivery"}
+            "AccessPolicy", "ShareLink", "WebhookEndpoint", "WebhookDelivery", "ChunkRequest", "ChunkTransition"}
 
 
 def _walk_named(schema):

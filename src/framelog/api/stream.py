@@ -207,17 +207,44 @@ def _api_base(svc: Services, request: Request) -> str:
     return svc.config.delivery.public_api_url.rstrip("/") or str(request.base_url).rstrip("/")
 
 
+def preview_asset(svc: Services, video_id: str) -> dict[str, Any] | None:
+    """A provisional asset while the video is still processing (issue 13 pt 4): the lowest rung of the
+    leading chunks done, which the stitch published with a growing EVENT playlist and named in the
+    transcoding stage's ``preview_*`` outputs; None when there is none (or the video failed)."""
+    table = svc.status
+    if not (table.ready or table.wait_ready(STATUS_READY_TIMEOUT)):
+        return None
+    view = table.get(video_id)
+    if not view or view.get("state") in ("failed", "deleted", "cancelled"):
+        return None
+    out = ((view.get("stages") or {}).get("transcoding") or {}).get("outputs") or {}
+    if not out.get("preview_master_key"):
+        return None
+    name = out["preview_rendition"]
+    rendition = {"name": name, "width": int(out["preview_width"]), "height": int(out["preview_height"]),
+                 "bandwidth": int(out["preview_bandwidth"]), "average_bandwidth": int(out["preview_average_bandwidth"]),
+                 "codecs": out["preview_codecs"], "frame_rate": float(out["preview_frame_rate"]),
+                 "playlist_key": f"hls/{video_id}/{name}/playlist.m3u8"}
+    return {"video_id": video_id, "job_id": f"preview-{view.get('job_id', '')}-{out.get('preview_chunks', '')}",
+            "renditions": [rendition], "master_playlist_key": out["preview_master_key"],
+            "duration_seconds": float(out.get("preview_duration") or 0.0), "thumbnails": [],
+            "chapters_key": None, "key_id": out.get("preview_key_id") or None, "metadata": {"processing": "true"}}
+
+
 def _resolve(svc: Services, request: Request, video_id: str, share: str | None
-             ) -> tuple[Viewer | None, VideoEntry, AccessDecision]:
+             ) -> tuple[Viewer | None, VideoEntry, AccessDecision, dict[str, Any]]:
+    """Who asks, the video, the access decision and the asset to play: the published one, else the
+    preview of a video still processing; 409 with the status when there is neither."""
     state = svc.access
     viewer = state.viewer(request)
     entry, policy = state.known_entry(video_id)
     decision = stream_access(entry, policy, viewer, share, secret=state.secret, now=time.time())
     if not decision.allowed:
         raise ApiError(403, decision.refusal, code="access_refused")
-    if entry.asset is None:
+    asset = entry.asset or preview_asset(svc, video_id)
+    if asset is None:
         raise _not_playable(svc, video_id)
-    return viewer, entry, decision
+    return viewer, entry, decision, asset
 
 
 def _route(svc: Services, country: str | None) -> tuple[Route, dict[str, bool]]:
@@ -301,8 +328,8 @@ async def get_stream(request: Request, svc: Svc,
     _check_rate(svc, request)
     video_id = video_id_param(video_id)
     wanted = _quality_param(quality, config)
-    viewer, entry, decision = await run_in_threadpool(_resolve, svc, request, video_id, share)
-    plan = _plan(svc, video_id, entry.asset or {})
+    viewer, entry, decision, asset = await run_in_threadpool(_resolve, svc, request, video_id, share)
+    plan = _plan(svc, video_id, asset)
     names = plan.names
     if wanted is not None and wanted not in names:
         raise ApiError(404, f"quality {wanted} was not published for video {video_id}; published: {names}")
@@ -337,6 +364,8 @@ async def get_stream(request: Request, svc: Svc,
         "event_types": sorted(playback_types() - {"unknown", STREAM_START_TYPE}) + ["quality_switch"],
     }
     body["access"] = {"reason": decision.reason}
+    # still processing: the master names the lowest rung, its playlist grows (EVENT) until EXT-X-ENDLIST
+    body["processing"] = entry.asset is None
     return JSONResponse(_with_session(body, token, session), headers=NO_STORE)
 
 
@@ -358,8 +387,10 @@ def _renew_session(request: Request, body: RenewRequest | None, secret: bytes) -
                        field=SESSION_FIELD) from None
 
 
-def _still_allowed(state: AccessState, request: Request, session: PlaybackSession) -> VideoEntry:
-    """Access re-checked now on the basis the session was opened on; ApiError 403 when it no longer holds."""
+def _still_allowed(state: AccessState, request: Request, session: PlaybackSession,
+                   preview: dict[str, Any] | None = None) -> VideoEntry:
+    """Access re-checked now on the basis the session was opened on; ApiError 403 when it no longer holds.
+    ``preview``: the provisional asset of a video still processing (it may be renewed too)."""
     viewer = state.viewer(request)
     try:
         entry, policy = state.known_entry(session.video_id)
@@ -372,7 +403,7 @@ def _still_allowed(state: AccessState, request: Request, session: PlaybackSessio
     decision = key_access(entry, policy, session.basis, viewer)
     if not decision.allowed:
         raise ApiError(403, f"renewal refused: {decision.refusal}", code="renewal_refused")
-    if entry.asset is None:
+    if entry.asset is None and preview is None:
         raise ApiError(403, "renewal refused: the video has no published asset any more", code="renewal_refused")
     return entry
 
@@ -384,12 +415,13 @@ async def renew_stream(request: Request, svc: Svc, body: RenewRequest | None = N
     try:
         _check_rate(svc, request)
         session = _renew_session(request, body, state.secret)
-        entry = await run_in_threadpool(_still_allowed, state, request, session)
+        preview = await run_in_threadpool(preview_asset, svc, session.video_id)
+        entry = await run_in_threadpool(_still_allowed, state, request, session, preview)
     except ApiError as exc:
         if exc.status == 403:
             log.info("stream renewal refused: %s", exc.message)
         raise
-    plan = _plan(svc, session.video_id, entry.asset or {})
+    plan = _plan(svc, session.video_id, entry.asset or preview or {})
     availability = await run_in_threadpool(rendition_availability, svc, session.video_id, plan.names, None)
     answer = await _delivery(request, svc, session.video_id, None, plan, availability, session.country,
                              session.basis, parse_grant_viewer(session.basis)[0] is not None, session.share_expires_at)

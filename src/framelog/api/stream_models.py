@@ -78,6 +78,8 @@ class Delivery(BaseModel):
     duration_seconds: float | None
     encryption: Encryption | None
     expires_at: int = Field(description="epoch seconds")
+    processing: bool = Field(False, description="still processing (issue 13 pt 4): the lowest rung of the chunks done "
+                                                "so far, its playlist growing (EVENT) until EXT-X-ENDLIST")
     renewal: Renewal
     session: str = Field(description="the signed playback session: send it with every event batch and renewal")
     session_expires_at: int

@@ -353,6 +353,16 @@ class ValidationSampling:
     sample_duration: Duration
 
 
+@section
+@dataclass(frozen=True)
+class TranscodingChunks:
+    """media.transcoding: how the transcoding stage splits a video into chunk jobs (pipeline/agents/chunks.py)."""
+    chunked: Bool                           # false: one single-pass job per video (the old stage)
+    chunk_seconds: PositiveDuration         # a multiple of hls_config.segment_duration
+    min_tail_segments: Annotated[Int, Field(ge=0)] = 1   # a shorter tail joins the chunk before it
+    playable_while_processing: Bool = True  # publish the lowest rung's leading chunks as a growing EVENT playlist
+
+
 @dataclass(frozen=True)
 class MediaConfig:
     x264_preset: str
@@ -370,6 +380,7 @@ class MediaConfig:
     min_psnr_gain_db: float
     captions: CaptionsConfig
     validation: ValidationSampling
+    transcoding: TranscodingChunks
 
 
 @dataclass(frozen=True)
@@ -787,6 +798,7 @@ class _MediaFile:
     optimization: _Optimization
     captions: CaptionsConfig
     validation: ValidationSampling
+    transcoding: TranscodingChunks
 
 
 @section
@@ -952,15 +964,21 @@ def _priorities(p: PriorityConfig) -> PriorityConfig:
     return p
 
 
-def _media(m: _MediaFile) -> MediaConfig:
+def _media(m: _MediaFile, segment_seconds: int) -> MediaConfig:
+    from framelog.processors.media.chunking import check_chunk_seconds
+
     t, a, o = m.thumbnails, m.analysis, m.optimization
+    try:
+        check_chunk_seconds(m.transcoding.chunk_seconds, segment_seconds)
+    except ValueError as exc:
+        raise ConfigError("media.transcoding.chunk_seconds", str(exc)) from None
     return MediaConfig(
         x264_preset=m.x264_preset, allow_4k_label=m.allow_4k_label, thumbnail_interval=t.interval,
         thumbnail_tile_width=t.tile_width, thumbnail_columns=t.columns, scene_threshold=a.scene_threshold,
         min_chapter=a.min_chapter, black_min_duration=a.black_min_duration, silence_noise_db=a.silence_noise_db,
         silence_min_duration=a.silence_min_duration, quality_sample=o.quality_sample,
         min_ssim_gain_db=o.min_ssim_gain_db, min_psnr_gain_db=o.min_psnr_gain_db, captions=m.captions,
-        validation=m.validation)
+        validation=m.validation, transcoding=m.transcoding)
 
 
 def _hls(h: _HlsFile, profiles: tuple[TranscodingProfile, ...]) -> HlsConfig:
@@ -1082,7 +1100,7 @@ def build_config(data: Any, source: Path = Path("<memory>"), environ: Mapping[st
         priorities=_priorities(f.processing_priorities),
         upload_limits=f.upload_limits,
         cors=f.cors,
-        media=_media(f.media),
+        media=_media(f.media, f.hls_config.segment_duration),
         hls=_hls(f.hls_config, pipeline.transcoding_profiles),
         cdn=_cdn(f, caching),
         caching=caching,

@@ -26,11 +26,13 @@ CDN = "cdn"            # edge purges/warms and edge metrics (pipeline/agents/cdn
 TIERING = "tiering"    # access counts, tier decisions, storage-class moves (pipeline/agents/tiering.py)
 POPULARITY = "popularity"  # views per video -> CacheWarm past popular_view_count (pipeline/agents/cdn.py)
 WEBHOOKS = "webhooks"      # video events -> signed HTTP deliveries to registered endpoints (pipeline/webhooks.py)
+CHUNKS = "chunks"          # chunk jobs of chunked transcoding: one chunk's ladder per job (pipeline/agents/chunks.py)
+STITCH = "stitch"          # the chunk ledger per video: retries, growing playlists, the stitch (same module)
 RESTART_BACKOFF = 2.0
 
 
 def groups(config: Config) -> list[str]:
-    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING, POPULARITY, WEBHOOKS]
+    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING, POPULARITY, WEBHOOKS, CHUNKS, STITCH]
 
 
 def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
@@ -94,6 +96,15 @@ def run_group(config: Config, group: str) -> int:
         from framelog.pipeline.agents.tiering import register_tiering
 
         register_tiering(app, config, codec, emitter)
+    elif group == CHUNKS:
+        from framelog.pipeline.agents.chunks import register_chunk_worker
+
+        register_chunk_worker(app, config, codec, emitter)
+    elif group == STITCH:
+        from framelog.pipeline.agents.chunks import ensure_stitch_topics, register_stitch
+
+        ensure_stitch_topics(config)
+        register_stitch(app, config, codec, emitter)
     else:
         from framelog.pipeline.agents.pipeline import asset_publisher
         from framelog.pipeline.jobs.registry import handler_for
@@ -101,8 +112,13 @@ def run_group(config: Config, group: str) -> int:
 
         stage = config.pipeline.stage(group)
         last = group == config.pipeline.stage_names[-1]
+        fan_out = None
+        if group == "transcoding" and config.media.transcoding.chunked:
+            from framelog.pipeline.agents.chunks import chunk_fan_out
+
+            fan_out = chunk_fan_out(config, emitter)
         runner = StageRunner(config, stage, handler_for(config, group), emitter, S3ResultStore(config),
-                             on_complete=asset_publisher(config, emitter) if last else None)
+                             on_complete=asset_publisher(config, emitter) if last else None, fan_out=fan_out)
         register_stage(app, config, stage, runner, codec, emitter)
 
     worker = Worker(app, loglevel="INFO", quiet=True, redirect_stdouts=False)

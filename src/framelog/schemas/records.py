@@ -17,6 +17,8 @@ from framelog.core.ids import new_event_id
 from framelog.schemas.record import AvroRecord, EventRecord, Timestamp, now_millis
 
 Visibility = Literal["unknown", "public", "private", "share_link"]
+ChunkKind = Literal["unknown", "video", "audio"]
+ChunkState = Literal["unknown", "queued", "started", "succeeded", "retrying", "failed", "cancelled"]
 PlaybackEventType = Literal[
     "unknown", "view_start", "video_view", "progress", "pause", "seek", "rebuffer_start", "rebuffer_end", "error",
     "ended", "share", "like",
@@ -44,6 +46,21 @@ class Rendition(AvroRecord):
     playlist_key: str
     segment_count: int = 0
     size_bytes: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkRung(AvroRecord):
+    """One rung of the ladder as the encoder needs it (processors/media/ffmpeg_commands.RungSpec)."""
+
+    AVRO_NAME: ClassVar[str] = "ChunkRung"
+
+    name: str
+    width: int
+    height: int
+    video_bitrate: int
+    maxrate: int
+    bufsize: int
+    codec: str = "h264"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +133,65 @@ class CacheWarm(EventRecord):
     paths: Sequence[str]
     providers: Sequence[str] = ()
     trigger: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkRequest(EventRecord):
+    """One chunk job of a chunked transcode (pipeline.transcoding.chunks, its own consumer group): encode the
+    chunk's whole ladder in one decode and write its segments to object storage."""
+
+    AVRO_NAME: ClassVar[str] = "ChunkRequest"
+    _NESTED: ClassVar[Mapping[str, type[AvroRecord]]] = {"rungs": ChunkRung}
+    _CONTAINERS: ClassVar[frozenset[str]] = frozenset(("rungs",))
+
+    event_id: str = field(default_factory=new_event_id)
+    schema_version: int = 1
+    event_time: Timestamp = field(default_factory=now_millis)
+    video_id: str
+    job_id: str
+    chunk_index: int
+    chunk_count: int
+    job_count: int = 0
+    kind: ChunkKind
+    start_seconds: float
+    end_seconds: float
+    attempt: int = 1
+    first_segment: int
+    source_key: str
+    plan_key: str
+    rungs: Sequence[ChunkRung] = ()
+    not_before: int = 0
+    priority: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkTransition(EventRecord):
+    """A state change of one chunk job (video.chunk-transitions, keyed by video): the stitch step folds these
+    into its table."""
+
+    AVRO_NAME: ClassVar[str] = "ChunkTransition"
+    _CONTAINERS: ClassVar[frozenset[str]] = frozenset(("outputs",))
+
+    event_id: str = field(default_factory=new_event_id)
+    schema_version: int = 1
+    event_time: Timestamp = field(default_factory=now_millis)
+    video_id: str
+    job_id: str
+    chunk_index: int
+    chunk_count: int
+    job_count: int = 0
+    kind: ChunkKind
+    start_seconds: float
+    end_seconds: float
+    attempt: int = 1
+    state: ChunkState
+    plan_key: str = ""
+    worker: str = ""
+    retryable: bool = True
+    duration_ms: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    outputs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -382,7 +458,7 @@ class WebhookEndpoint(EventRecord):
 
 
 RECORDS: Mapping[str, type[EventRecord]] = {r.AVRO_NAME: r for r in (
-    AccessPolicy, AssetPublished, CacheInvalidate, CacheWarm, DeadLetter, PlaybackEvent, QualitySwitch,
-    RestoreRequest, ShareLink, StageRequest, StageTransition, TierTransition, UploadCompleted, VideoDeleted,
-    WebhookDelivery, WebhookEndpoint,
+    AccessPolicy, AssetPublished, CacheInvalidate, CacheWarm, ChunkRequest, ChunkTransition, DeadLetter,
+    PlaybackEvent, QualitySwitch, RestoreRequest, ShareLink, StageRequest, StageTransition, TierTransition,
+    UploadCompleted, VideoDeleted, WebhookDelivery, WebhookEndpoint,
 )}

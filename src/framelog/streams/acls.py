@@ -55,7 +55,7 @@ def _faust_app(principal: str, group: str) -> list[Grant]:
 
 def registry(config: Config) -> list[Grant]:
     """Every grant of every framelog principal."""
-    from framelog.pipeline.worker import CDN, INTAKE, POPULARITY, TIERING, WEBHOOKS
+    from framelog.pipeline.worker import CDN, CHUNKS, INTAKE, POPULARITY, STITCH, TIERING, WEBHOOKS
 
     stages = config.pipeline.stage_names
 
@@ -88,12 +88,23 @@ def registry(config: Config) -> list[Grant]:
     for i, stage in enumerate(stages):
         p = worker_principal(stage)
         writes = [t.STAGE_TRANSITIONS, *requests(stage)]                          # its own: retries
+        if stage == "transcoding":                 # chunked: the fan-out of the chunk jobs
+            writes += [t.CHUNK_REQUESTS, t.CHUNK_TRANSITIONS]
         if i + 1 < len(stages):
             writes += requests(stages[i + 1])
         else:                              # the last stage publishes the assets and warms the edges
             writes += [t.ASSETS, t.CDN_COMMANDS]
         grants += _topics(p, reads=requests(stage), writes=writes)
         grants += _faust_app(p, stage)
+    # Chunked transcoding (pipeline/agents/chunks.py): the chunk workers and the stitch, which ends the
+    # transcoding stage (the next stage's request) and re-requests failed chunks.
+    grants += _topics(worker_principal(CHUNKS), reads=(t.CHUNK_REQUESTS,), writes=(t.CHUNK_TRANSITIONS,))
+    grants += _faust_app(worker_principal(CHUNKS), CHUNKS)
+    after = stages[stages.index("transcoding") + 1:stages.index("transcoding") + 2] if "transcoding" in stages else ()
+    grants += _topics(worker_principal(STITCH), reads=(t.CHUNK_TRANSITIONS,),
+                      writes=(t.CHUNK_TRANSITIONS, t.CHUNK_REQUESTS, t.STAGE_TRANSITIONS, t.CDN_COMMANDS,
+                              *(topic for s in after for topic in requests(s))))
+    grants += _faust_app(worker_principal(STITCH), STITCH)
     grants += _topics(worker_principal(CDN), reads=(t.CDN_COMMANDS,), writes=())
     grants += _faust_app(worker_principal(CDN), CDN)
     grants += _topics(worker_principal(POPULARITY), reads=(t.PLAYBACK_EVENTS,), writes=(t.CDN_COMMANDS,))

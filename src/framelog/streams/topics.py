@@ -54,6 +54,8 @@ CDN_COMMANDS = "cdn.commands"
 ACCESS = "video.access"
 WEBHOOK_ENDPOINTS = "webhooks.endpoints"
 WEBHOOK_DELIVERIES = "webhooks.deliveries"
+CHUNK_REQUESTS = "pipeline.transcoding.chunks"
+CHUNK_TRANSITIONS = "video.chunk-transitions"
 
 
 def pipeline_topic(stage: str, priority: str = "") -> str:
@@ -101,6 +103,13 @@ def _data_topics(config: Config) -> list[TopicSpec]:
                   retention_ms=int(config.webhooks.deliveries_retention * 1000),
                   description="every webhook delivery step (parked, attempted, given up) with its message: "
                               "pending messages survive restarts, any message can be replayed"),
+    ]
+    topics += [
+        TopicSpec(CHUNK_REQUESTS, ("ChunkRequest",), key="video_id/chunk",
+                  description="chunk jobs of chunked transcoding (the chunks consumer group); spread over the "
+                              "partitions by chunk index, so the workers of the group share one video"),
+        TopicSpec(CHUNK_TRANSITIONS, ("ChunkTransition",),
+                  description="every state change of every chunk job; the stitch group's table is folded from it"),
     ]
     topics += [
         TopicSpec(topic, ("StageRequest",),

@@ -236,6 +236,23 @@ def audio_only(path: Path) -> Path:
     return path
 
 
+FLASH_SIZE = "white@1:t=fill"
+
+
+def flash_beep(path: Path, *, at: tuple[float, ...] = (3.0, 14.0, 27.0), duration: float = 30, fps: int = 25,
+               width: int = 320, height: int = 180) -> Path:
+    """testsrc2 that turns white for one frame at each instant of ``at`` (frame-exact: multiples of 1/fps), over
+    silence with a 1 kHz beep of 40 ms starting at the same instants: A/V sync is readable at each of them."""
+    frame = 1 / fps
+    flashes = "+".join(f"between(t,{t - frame / 2:.4f},{t + frame / 2:.4f})" for t in at)
+    beeps = "+".join(f"between(t,{t:.4f},{t + 0.04:.4f})" for t in at)
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={duration}",
+            "-f", "lavfi", "-i", f"aevalsrc=exprs='if({beeps},0.8*sin(2*PI*1000*t),0)':s=48000:d={duration}",
+            "-vf", f"drawbox=x=0:y=0:w=iw:h=ih:color={FLASH_SIZE}:enable='{flashes}'"]
+    _run(args + X264 + ["-g", str(fps * 2)] + AAC + ["-t", str(duration), str(path)])
+    return path
+
+
 ALL = {
     "landscape.mp4": landscape, "portrait.mp4": portrait_rotated, "noaudio.mp4": no_audio,
     "short.mp4": very_short, "odd.mp4": odd_dimensions, "vfr.mp4": variable_frame_rate,

@@ -151,10 +151,14 @@ def asset_publisher(config: Config, emitter: AsyncEmitter, store: ObjectStore | 
 
     async def publish(req: StageRequest, outputs: dict[str, str]) -> None:
         asset = json.loads(outputs["asset"])
+        warm = json.loads(outputs.get("warm_paths", "[]"))
+        if outputs.get("preview_master_key"):   # played while processing: the edges hold the growing playlists
+            await emitter.emit(topics.CDN_COMMANDS, records.CacheInvalidate(
+                video_id=req.video_id, paths=[p for p in warm if p.endswith(".m3u8")], reason="published"))
         await emitter.emit(topics.ASSETS, records.AssetPublished.from_avro(asset), key=req.video_id)
         await emitter.emit(topics.CDN_COMMANDS, records.CacheWarm(
-            video_id=req.video_id, paths=json.loads(outputs.get("warm_paths", "[]")),
-            providers=sorted(config.cdn.providers), trigger="video_upload_complete"))
+            video_id=req.video_id, paths=warm, providers=sorted(config.cdn.providers),
+            trigger="video_upload_complete"))
         removed = await asyncio.get_running_loop().run_in_executor(None, discard_staging, objects, req.video_id)
         log.info("video %s published (%d renditions); %d staging objects discarded", req.video_id,
                  len(asset["renditions"]), removed)

@@ -107,10 +107,17 @@ def next_stage(config: Config, stage: str) -> str | None:
 class StageRunner:
     def __init__(self, config: Config, stage: StageConfig, handler: JobHandler,
                  emitter: AsyncEmitter, store: ResultStore, scratch_root: Path | None = None,
-                 on_complete: Callable[[StageRequest, dict[str, str]], Awaitable[None]] | None = None):
-        """``on_complete`` runs after the last stage succeeded (it announces the published asset)."""
+                 on_complete: Callable[[StageRequest, dict[str, str]], Awaitable[None]] | None = None,
+                 fan_out: Callable[[StageRequest, dict[str, str]], Awaitable[None]] | None = None):
+        """``on_complete`` runs after the last stage succeeded (it announces the published asset).
+
+        With ``fan_out`` the job only plans the stage's work: its outputs go to ``fan_out``
+        (chunked transcoding puts one chunk job per chunk on the log) instead of ending the
+        stage; whoever finishes the fanned-out work (the stitch) emits ``succeeded``.
+        """
         self.config = config
         self.on_complete = on_complete
+        self.fan_out = fan_out
         self.stage = stage
         self.handler = handler
         self.emitter = emitter
@@ -288,6 +295,9 @@ class StageRunner:
         return JobTimedOut(message)
 
     async def _succeeded(self, req: StageRequest, outputs: Mapping[str, str], duration_ms: int | None) -> None:
+        if self.fan_out is not None:             # planned, not done: the fanned-out jobs end the stage
+            await self.fan_out(req, dict(outputs))
+            return
         await self.transition(req, "succeeded", progress=1.0, outputs=outputs, duration_ms=duration_ms)
         following = next_stage(self.config, self.stage.name)
         if following:

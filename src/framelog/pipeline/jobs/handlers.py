@@ -210,7 +210,7 @@ class OptimizationJob:
         track = hls.write_subtitle_track(result.out_dir, segments, language=found.language,
                                          name=captions.language_name(found.language),
                                          playlist_type=self.config.hls.playlist_type)
-        hls.write_master(result.out_dir, kept, [track])
+        hls.write_master(result.out_dir, kept, [track], audio=result.audio)
         prefix = ok.staged(ctx.staging_prefix, hls.SUBTITLES_DIR)
         self.store.upload_dir(result.out_dir / hls.SUBTITLES_DIR, prefix, ctx.check_cancelled)
         return {"subtitles_prefix": prefix, "subtitles_playlist": track.playlist}
@@ -286,6 +286,13 @@ class CdnUploadJob:
                                "playlist_key": playlist, "segment_count": len(r["segments"]),
                                "size_bytes": r["size"]})
             ctx.progress(0.8 * (i + 1) / len(manifest["renditions"]))
+        audio = manifest.get("audio")     # a chunked transcode's audio rendition, encoded once
+        if audio:
+            for seg in audio["segments"]:
+                self._publish(f"{staging}/{audio['name']}/{seg['name']}", f"hls/{vid}/{audio['name']}/{seg['name']}")
+            self._publish(f"{staging}/{audio['playlist']}", f"hls/{vid}/{audio['playlist']}")
+            warm.append(f"/hls/{vid}/{audio['playlist']}")
+            warm += [f"/hls/{vid}/{audio['name']}/{seg['name']}" for seg in audio["segments"][:first_n]]
         if inputs.get("hls_key_staging"):
             self.store.copy(inputs["hls_key_staging"], ok.hls_key(vid),
                             headers={"ContentType": "application/octet-stream",

@@ -17,6 +17,10 @@ HANDLERS = {
 
 
 def handler_for(config: Config, stage: str) -> JobHandler:
+    if stage == "transcoding" and config.media.transcoding.chunked:   # plans the chunk jobs (issue 13)
+        from framelog.pipeline.jobs.chunks import ChunkPlanJob
+
+        return ChunkPlanJob(config, ObjectStore(config))
     try:
         cls = HANDLERS[stage]
     except KeyError:

@@ -244,6 +244,45 @@ def _fps_expr(fps: float) -> str:
     return f"{fps:g}" if fps == int(fps) else f"{fps:.3f}"
 
 
+def _ladder_graph(rungs: Sequence[RungSpec], fps: float, conditioning: Conditioning) -> str:
+    """One decode split into every rung: conditioning, constant frame rate, square-pixel sizes."""
+    n = len(rungs)
+    labels = "".join(f"[s{i}]" for i in range(n))
+    parts = [f"[0:v:0]{_chain(*conditioning.filters(), f'fps={_fps_expr(fps)}', f'split={n}')}{labels}"]
+    for i, r in enumerate(rungs):
+        parts.append(f"[s{i}]scale={r.width}:{r.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]")
+    return ";".join(parts)
+
+
+def _ladder_video_codec_args(rungs: Sequence[RungSpec], *, fps: float, segment_seconds: int, preset: str,
+                             conditioning: Conditioning) -> list[str]:
+    """Per-rung encoders with a fixed GOP of one segment and keyframes forced on the segment grid (scene-cut
+    keyframes off, closed GOPs), so segment boundaries line up across renditions and across chunks."""
+    gop = max(1, round(fps * segment_seconds))
+    args: list[str] = []
+    for i, r in enumerate(rungs):
+        encoder, options = VIDEO_ENCODERS[r.codec]
+        args += [f"-c:v:{i}", encoder, *(f"{opt}:{i}" if opt.endswith(":v") else opt for opt in options)]
+    args += ["-preset", preset, "-sc_threshold", "0",
+             "-g", str(gop), "-keyint_min", str(gop), "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
+             "-flags", "+cgop", *conditioning.output_tags()]
+    for i, r in enumerate(rungs):
+        args += [f"-b:v:{i}", str(r.video_bitrate), f"-maxrate:v:{i}", str(r.maxrate),
+                 f"-bufsize:v:{i}", str(r.bufsize)]
+    return args
+
+
+def _hls_output_args(out: Path, vsm: str, *, segment_seconds: int, playlist_type: str,
+                     key_info_file: PathLike | None, start_number: int = 0) -> list[str]:
+    args = ["-f", "hls", "-hls_time", str(segment_seconds),
+            "-hls_playlist_type", HLS_PLAYLIST_TYPES[playlist_type.upper()],
+            "-hls_segment_type", "mpegts", "-hls_list_size", "0", "-hls_flags", "independent_segments",
+            "-start_number", str(start_number), "-hls_segment_filename", str(out / "%v" / "segment_%05d.ts")]
+    if key_info_file is not None:
+        args += ["-hls_key_info_file", str(key_info_file)]
+    return args + ["-var_stream_map", vsm, str(out / "%v" / "playlist.m3u8")]
+
+
 def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec], *, fps: float,
                     has_audio: bool, segment_seconds: int = 10, key_info_file: PathLike | None = None,
                     preset: str = DEFAULT_PRESET, audio_bitrate: int = DEFAULT_AUDIO_BITRATE,
@@ -262,39 +301,72 @@ def hls_ladder_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec],
     Audio is the source's ``audio_stream``-th track, as stereo AAC whatever it was.
     """
     n = len(rungs)
-    gop = max(1, round(fps * segment_seconds))
-    labels = "".join(f"[s{i}]" for i in range(n))
-    parts = [f"[0:v:0]{_chain(*conditioning.filters(), f'fps={_fps_expr(fps)}', f'split={n}')}{labels}"]
-    for i, r in enumerate(rungs):
-        parts.append(f"[s{i}]scale={r.width}:{r.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]")
     args = [FFMPEG, "-hide_banner", "-nostdin", "-y", "-v", "error", "-threads", str(threads), "-i", str(src),
-            "-filter_complex", ";".join(parts)]
+            "-filter_complex", _ladder_graph(rungs, fps, conditioning)]
     for i in range(n):
         args += ["-map", f"[v{i}]"]
     if has_audio:
         for _ in range(n):
             args += ["-map", f"0:a:{audio_stream}"]
-    for i, r in enumerate(rungs):
-        encoder, options = VIDEO_ENCODERS[r.codec]
-        args += [f"-c:v:{i}", encoder, *(f"{opt}:{i}" if opt.endswith(":v") else opt for opt in options)]
-    args += ["-preset", preset, "-sc_threshold", "0",
-             "-g", str(gop), "-keyint_min", str(gop), "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
-             "-flags", "+cgop", *conditioning.output_tags()]
-    for i, r in enumerate(rungs):
-        args += [f"-b:v:{i}", str(r.video_bitrate), f"-maxrate:v:{i}", str(r.maxrate),
-                 f"-bufsize:v:{i}", str(r.bufsize)]
+    args += _ladder_video_codec_args(rungs, fps=fps, segment_seconds=segment_seconds, preset=preset,
+                                     conditioning=conditioning)
     if has_audio:
         args += ["-c:a", "aac", "-b:a", str(audio_bitrate), "-ac", "2", "-ar", "48000"]
     vsm = " ".join(f"v:{i},a:{i},name:{r.name}" if has_audio else f"v:{i},name:{r.name}" for i, r in enumerate(rungs))
-    out = Path(out_dir)
-    args += ["-f", "hls", "-hls_time", str(segment_seconds),
-             "-hls_playlist_type", HLS_PLAYLIST_TYPES[playlist_type.upper()],
-             "-hls_segment_type", "mpegts", "-hls_list_size", "0", "-hls_flags", "independent_segments",
-             "-hls_segment_filename", str(out / "%v" / "segment_%05d.ts")]
-    if key_info_file is not None:
-        args += ["-hls_key_info_file", str(key_info_file)]
-    args += ["-var_stream_map", vsm, str(out / "%v" / "playlist.m3u8")]
-    return args
+    return args + _hls_output_args(Path(out_dir), vsm, segment_seconds=segment_seconds, playlist_type=playlist_type,
+                                   key_info_file=key_info_file)
+
+
+# ---------------------------------------------------------------- chunked transcoding
+
+# Every stream of a chunked transcode is written with its media time plus this offset, set
+# explicitly: with a zero offset ffmpeg shifts a stream whose first DTS is negative (x264's
+# B-frame delay, AAC priming) by that amount, differently per chunk and per stream, which
+# would leave chunk 0 and the audio a few frames off the other chunks. With a positive base
+# no stream is shifted, so chunk k's frames sit at exactly start_k + base, as the audio does.
+CHUNK_TS_BASE = 1.0
+
+
+def hls_chunk_args(src: PathLike, out_dir: PathLike, rungs: Sequence[RungSpec], *, fps: float, start: float,
+                   end: float, first_segment: int, segment_seconds: int = 10,
+                   key_info_file: PathLike | None = None, preset: str = DEFAULT_PRESET, threads: int = 0,
+                   conditioning: Conditioning = NO_CONDITIONING) -> list[str]:
+    """One chunk's whole ladder, video only, in one decode of ``[start, end)`` of ``src``.
+
+    ``src`` may be a presigned URL (ffmpeg seeks with range requests). The input is
+    seeked accurately (decoded from the keyframe before ``start``, frames before it
+    dropped), so the chunk's first frame is the source's first at or after ``start``;
+    timestamps are written at ``start + CHUNK_TS_BASE`` on (``-output_ts_offset``) and
+    segments numbered from ``first_segment``, so the chunks' segments joined in order
+    are one continuous stream. The GOP is fixed at one segment with keyframes forced
+    on the segment grid (chunk boundaries are on it). The decode logs with
+    DECODE_LOG_OPTIONS for decode_check.chunk_failure (times relative to ``start``).
+    """
+    n = len(rungs)
+    window = (["-ss", f"{start:.3f}"] if start > 0 else []) + ["-t", f"{end - start:.3f}"]
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-y", *DECODE_LOG_OPTIONS, "-threads", str(threads),
+            *window, "-i", str(src), "-filter_complex", _ladder_graph(rungs, fps, conditioning)]
+    for i in range(n):
+        args += ["-map", f"[v{i}]"]
+    args += _ladder_video_codec_args(rungs, fps=fps, segment_seconds=segment_seconds, preset=preset,
+                                     conditioning=conditioning)
+    args += ["-an", "-output_ts_offset", f"{start + CHUNK_TS_BASE:.3f}"]
+    vsm = " ".join(f"v:{i},name:{r.name}" for i, r in enumerate(rungs))
+    return args + _hls_output_args(Path(out_dir), vsm, segment_seconds=segment_seconds, playlist_type="VOD",
+                                   key_info_file=key_info_file, start_number=first_segment)
+
+
+def hls_audio_args(src: PathLike, out_dir: PathLike, *, name: str = "audio", segment_seconds: int = 10,
+                   key_info_file: PathLike | None = None, audio_bitrate: int = DEFAULT_AUDIO_BITRATE,
+                   audio_stream: int = 0) -> list[str]:
+    """The whole file's audio encoded once (stereo AAC, 48 kHz) as its own HLS rendition under
+    ``out_dir/<name>/``, on the chunks' timeline (CHUNK_TS_BASE): one encoder for the whole file means
+    no priming, gap or click at a chunk boundary."""
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-y", "-v", "error", "-i", str(src),
+            "-map", f"0:a:{audio_stream}", "-vn", "-c:a", "aac", "-b:a", str(audio_bitrate), "-ac", "2",
+            "-ar", "48000", "-output_ts_offset", f"{CHUNK_TS_BASE:.3f}"]
+    return args + _hls_output_args(Path(out_dir), f"a:0,name:{name}", segment_seconds=segment_seconds,
+                                   playlist_type="VOD", key_info_file=key_info_file)
 
 
 def seed_per_profile_commands(src: PathLike, profiles: Sequence[tuple[str, int, int, int]], out_dir: PathLike, *,
@@ -447,7 +519,8 @@ __all__ = [
     "ffprobe_json", "ffprobe_args", "run_json", "run_ffmpeg", "DECODE_LOG_OPTIONS", "decode_window_args",
     "count_frames_args", "Conditioning", "NO_CONDITIONING", "DEINTERLACE", "BT709_TAGS", "MP4_VIDEO_CODECS",
     "MP4_AUDIO_CODECS",
-    "hls_ladder_args", "seed_per_profile_commands", "poster_args", "thumbnails_sprite_args", "analysis_args",
+    "hls_ladder_args", "hls_chunk_args", "hls_audio_args", "CHUNK_TS_BASE",
+    "seed_per_profile_commands", "poster_args", "thumbnails_sprite_args", "analysis_args",
     "speech_pcm_args",
     "faststart_args", "quality_compare_args", "hls_input_options", "decode_hls_args", "probe_hls_args",
 ]

@@ -40,6 +40,7 @@ from framelog.processors.media.probe import MediaInfo, probe
 MASTER_NAME = "master.m3u8"
 SUBTITLES_DIR = "subtitles"
 SUBTITLES_GROUP = "subs"
+AUDIO_GROUP = "aud"
 MPEGTS_CLOCK = 90000
 PLAYLIST_NAME = "playlist.m3u8"
 AUDIO_CODEC = "mp4a.40.2"
@@ -109,6 +110,7 @@ class HlsResult:
     key_uri: str | None
     has_audio: bool
     wall_seconds: float
+    audio: Rendition | None = None   # a chunked transcode's audio, encoded once: its own rendition (EXT-X-MEDIA)
 
     @property
     def iv_hex(self) -> str | None:
@@ -190,7 +192,8 @@ def avc_codec_string(profile: str | None, level: int | None) -> str:
     return f"avc1.{prof}{lvl:02x}"
 
 
-def _probe_codec(local_playlist: Path) -> str:
+def probe_codec(local_playlist: Path) -> str:
+    """CODECS of the video rendition a (local) playlist lists: ``avc1.PPCCLL`` from ffprobe."""
     data = fc.run_json(fc.ffprobe_args(local_playlist, select="v:0", entries="stream=profile,level",
                                        extra=fc.hls_input_options()))
     s = (data.get("streams") or [{}])[0]
@@ -222,18 +225,26 @@ class SubtitleTrack:
     default: bool = False
 
 
-def master_playlist_text(renditions: Iterable[Rendition], subtitles: Sequence[SubtitleTrack] = ()) -> str:
+def master_playlist_text(renditions: Iterable[Rendition], subtitles: Sequence[SubtitleTrack] = (),
+                         audio: Rendition | None = None) -> str:
     """The seed's master template (#EXT-X-VERSION:6), one EXT-X-STREAM-INF per rendition.
 
     Subtitle tracks become EXT-X-MEDIA TYPE=SUBTITLES entries of one group that
     every variant names (RFC 8216 §4.3.4.1 and §4.3.4.2, SUBTITLES attribute).
+    A separate ``audio`` rendition (a chunked transcode's, encoded once) is an
+    EXT-X-MEDIA TYPE=AUDIO entry every variant names (AUDIO attribute); the
+    variants' BANDWIDTH already counts it.
     """
     lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if audio is not None:
+        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME="{audio.name}",DEFAULT=YES,'
+                     f'AUTOSELECT=YES,CHANNELS="2",URI="{audio.playlist}"')
     for t in subtitles:
         yes_no = "YES" if t.default else "NO"
         lines.append(f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{SUBTITLES_GROUP}",NAME="{t.name}",'
                      f'LANGUAGE="{t.language}",DEFAULT={yes_no},AUTOSELECT=YES,FORCED=NO,URI="{t.playlist}"')
     group = f',SUBTITLES="{SUBTITLES_GROUP}"' if subtitles else ""
+    group += f',AUDIO="{AUDIO_GROUP}"' if audio is not None else ""
     for r in renditions:
         lines.append(f"#EXT-X-STREAM-INF:BANDWIDTH={r.bandwidth},AVERAGE-BANDWIDTH={r.average_bandwidth},"
                      f"RESOLUTION={r.resolution},FRAME-RATE={r.frame_rate:.3f},CODECS=\"{r.codecs}\"{group}")
@@ -241,9 +252,10 @@ def master_playlist_text(renditions: Iterable[Rendition], subtitles: Sequence[Su
     return "\n".join(lines) + "\n"
 
 
-def write_master(out_dir: Path, renditions: Iterable[Rendition], subtitles: Sequence[SubtitleTrack] = ()) -> Path:
+def write_master(out_dir: Path, renditions: Iterable[Rendition], subtitles: Sequence[SubtitleTrack] = (),
+                 audio: Rendition | None = None) -> Path:
     master = Path(out_dir) / MASTER_NAME
-    master.write_text(master_playlist_text(renditions, subtitles))
+    master.write_text(master_playlist_text(renditions, subtitles, audio))
     return master
 
 
@@ -325,7 +337,7 @@ def package_hls(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], vi
         renditions = []
         for r in rungs:
             local = write_local_playlist(out / r.name / PLAYLIST_NAME, key_path, private / f"{r.name}.m3u8")
-            codecs = _probe_codec(local) + (f",{AUDIO_CODEC}" if info.has_audio else "")
+            codecs = probe_codec(local) + (f",{AUDIO_CODEC}" if info.has_audio else "")
             renditions.append(measure_rendition(r, out, fps, codecs))
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -336,10 +348,13 @@ def package_hls(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], vi
 
 def hls_result_from_dict(d: dict, out_dir: Path, key: bytes | None) -> HlsResult:
     """Rebuild an HlsResult from ``to_dict()`` output (the key travels separately)."""
-    renditions = tuple(
-        Rendition(**{**r, "segments": tuple(Segment(**s) for s in r["segments"])}) for r in d["renditions"])
+    def rendition(r: dict) -> Rendition:
+        return Rendition(**{**r, "segments": tuple(Segment(**s) for s in r["segments"])})
+
+    renditions = tuple(rendition(r) for r in d["renditions"])
     iv = d.get("iv")
     return HlsResult(video_id=d["video_id"], out_dir=Path(out_dir), master_playlist=Path(out_dir) / MASTER_NAME,
                      renditions=renditions, segment_duration=d["segment_duration"], encrypted=d["encrypted"],
                      key=key, iv=bytes.fromhex(iv[2:]) if iv else None, key_uri=d.get("key_uri"),
-                     has_audio=d["has_audio"], wall_seconds=d.get("wall_seconds", 0.0))
+                     has_audio=d["has_audio"], wall_seconds=d.get("wall_seconds", 0.0),
+                     audio=rendition(d["audio"]) if d.get("audio") else None)

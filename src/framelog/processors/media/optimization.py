@@ -181,7 +181,7 @@ def evaluate_ladder(src: str | os.PathLike[str], hls: HlsResult, *, info: MediaI
 def apply_pruning(hls: HlsResult, decision: PruneDecision, *, delete_files: bool = True) -> Path:
     """Rewrite master.m3u8 without the dropped renditions (and delete their directories)."""
     kept = [r for r in hls.renditions if r.name in decision.kept]
-    master = write_master(hls.out_dir, kept)
+    master = write_master(hls.out_dir, kept, audio=hls.audio)
     if delete_files:
         for name in decision.dropped:
             shutil.rmtree(hls.out_dir / name, ignore_errors=True)

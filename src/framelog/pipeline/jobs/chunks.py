@@ -1,0 +1,324 @@
+"""Chunked transcoding's jobs, free of Kafka: the plan (the transcoding stage), one chunk, the stitch.
+
+Object layout under the transcoding stage's staging (``work/{video}/{job}/transcoding/``)::
+
+    chunk_plan.json              the plan: chunks, rungs, frame rate, conditioning, key URI and IV
+    aes128.key                   the video's AES-128 key (private: no edge serves work/)
+    hls/<rung>/segment_NNNNN.ts  every chunk's segments, named by their place in the video
+    hls/audio/segment_NNNNN.ts   the audio rendition (encoded once)
+    hls/<rung>/playlist.m3u8     written by the stitch when every chunk is in (VOD; the growing EVENT
+                                 playlist is the published preview's, under hls/{id}/: publish_preview)
+    hls/master.m3u8, hls.json    written by the stitch when every chunk is in
+    chunks/<i>.json              what chunk i wrote (its manifest); chunks/<i>/_SUCCESS.json its marker
+
+A chunk job needs only the bootstrap servers and the S3 endpoint: it reads the
+upload through a presigned URL (ffmpeg's range requests) and writes its segments
+to object storage, never to a disk another machine would need.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from framelog.core.config import Config
+from framelog.core.object_keys import MARKER_NAME, hls_key
+from framelog.pipeline.jobs.base import JobContext, PermanentJobError
+from framelog.processors import cache_control as cc
+from framelog.processors.media import chunked, hls
+from framelog.processors.media import ffmpeg_commands as fc
+from framelog.processors.media.chunking import Chunk, plan_chunks
+from framelog.processors.media.ladder import plan_ladder
+from framelog.processors.media.probe import MediaInfo
+from framelog.sinks.object_store import ObjectStore
+
+PLAN_NAME = "chunk_plan.json"
+STAGE = "transcoding"
+AUDIO = "audio"
+VIDEO = "video"
+
+
+def stage_prefix(video_id: str, job_id: str) -> str:
+    return f"work/{video_id}/{job_id}/{STAGE}"
+
+
+def chunk_manifest_key(video_id: str, job_id: str, index: int) -> str:
+    return f"{stage_prefix(video_id, job_id)}/chunks/{index:05d}.json"
+
+
+def chunk_marker_key(video_id: str, job_id: str, index: int) -> str:
+    return f"{stage_prefix(video_id, job_id)}/chunks/{index:05d}/{MARKER_NAME}"
+
+
+@dataclass(frozen=True)
+class ChunkJobSpec:
+    """One job of the plan, as it travels in a ChunkRequest."""
+    index: int
+    kind: str                 # "video" or "audio"
+    start: float
+    end: float
+    first_segment: int
+    segment_count: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every chunk job and the stitch need to know about the video (``chunk_plan.json``)."""
+    video_id: str
+    job_id: str
+    source_key: str
+    duration: float
+    fps: float
+    segment_seconds: int
+    chunk_seconds: int
+    rungs: tuple[fc.RungSpec, ...]
+    chunks: tuple[ChunkJobSpec, ...]        # the video chunks, then the audio job if the source has audio
+    conditioning: fc.Conditioning
+    audio_stream: int
+    has_audio: bool
+    encrypted: bool
+    key_uri: str | None
+    iv_hex: str | None
+    key_key: str                            # object key of the AES key ("" when not encrypted)
+    hls_prefix: str
+    stage_inputs: dict[str, str]            # the transcoding StageRequest's inputs, handed on by the stitch
+    priority: str = ""
+
+    @property
+    def video_chunks(self) -> tuple[ChunkJobSpec, ...]:
+        return tuple(c for c in self.chunks if c.kind == VIDEO)
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.video_chunks)
+
+    def job(self, index: int) -> ChunkJobSpec:
+        return self.chunks[index]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        return cls(**{**d, "rungs": tuple(fc.RungSpec(**r) for r in d["rungs"]),
+                      "chunks": tuple(ChunkJobSpec(**c) for c in d["chunks"]),
+                      "conditioning": fc.Conditioning(**d["conditioning"])})
+
+
+def load_plan(store: ObjectStore, key: str) -> Plan:
+    data = store.get_json(key)
+    if data is None:
+        raise FileNotFoundError(f"chunk plan {key} is not in object storage")
+    return Plan.from_dict(data)
+
+
+def load_key(store: ObjectStore, plan: Plan) -> chunked.KeyMaterial | None:
+    if not plan.encrypted:
+        return None
+    key = store.get_bytes(plan.key_key)
+    if key is None or plan.iv_hex is None or plan.key_uri is None:
+        raise FileNotFoundError(f"the AES key of video {plan.video_id} is not in object storage")
+    return chunked.KeyMaterial(key, bytes.fromhex(plan.iv_hex), plan.key_uri)
+
+
+@dataclass
+class ChunkPlanJob:
+    """The transcoding stage when chunked: plan the ladder and the chunks, write the plan and the key.
+
+    Its outputs go to the stage runner's ``fan_out`` (pipeline/agents/chunks.py), which
+    puts one ChunkRequest per job on the log; the stitch ends the stage.
+    """
+    config: Config
+    store: ObjectStore
+    stage: str = STAGE
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        info_doc = self.store.get_json(ctx.inputs["media_info_key"])
+        if info_doc is None:
+            raise FileNotFoundError("the validation stage's media info is not in object storage")
+        info = MediaInfo(**info_doc)
+        settings = self.config.media.transcoding
+        segment = self.config.hls.segment_duration
+        try:
+            chunks = plan_chunks(info.duration, settings.chunk_seconds, segment,
+                                 min_tail=settings.min_tail_segments)
+        except ValueError as exc:
+            raise PermanentJobError("invalid_duration", f"the video has no usable duration: {exc}") from None
+        jobs = [ChunkJobSpec(c.index, VIDEO, c.start, c.end, c.first_segment, c.segment_count) for c in chunks.chunks]
+        if info.has_audio:
+            jobs.append(ChunkJobSpec(len(jobs), AUDIO, 0.0, info.duration, 0, 0))
+        base = stage_prefix(ctx.video_id, ctx.job_id)
+        encrypted = self.config.hls.encryption
+        key_key = f"{base}/aes128.key" if encrypted else ""
+        iv_hex = None
+        if encrypted:
+            existing = self.store.get_bytes(key_key)     # a re-run keeps the key the chunks already used
+            self.store.put_bytes(key_key, existing or os.urandom(16), "application/octet-stream")
+            iv_hex = (self.store.get_json(f"{base}/{PLAN_NAME}") or {}).get("iv_hex") or os.urandom(16).hex()
+        plan = Plan(ctx.video_id, ctx.job_id, ctx.inputs["object_key"], info.duration, hls.output_fps(info), segment,
+                    chunks.chunk_seconds, tuple(r.spec() for r in plan_ladder(info, self.config.hls.quality_levels)),
+                    tuple(jobs), info.conditioning(), info.audio_index, info.has_audio, encrypted,
+                    f"{self.config.hls.key_uri_base.rstrip('/')}/{ctx.video_id}" if encrypted else None, iv_hex,
+                    key_key, f"{base}/hls", dict(ctx.inputs), ctx.inputs.get("priority", ""))
+        plan_key = f"{base}/{PLAN_NAME}"
+        self.store.put_json(plan_key, plan.to_dict())
+        return {"chunk_plan_key": plan_key, "chunk_count": str(plan.chunk_count), "chunk_jobs": str(len(jobs)),
+                "renditions": ",".join(r.name for r in plan.rungs)}
+
+
+@dataclass
+class ChunkJob:
+    """One chunk's whole ladder (or the audio) encoded and its segments written to object storage."""
+    config: Config
+    store: ObjectStore
+    stage: str = "chunks"
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        plan = load_plan(self.store, ctx.inputs["plan_key"])
+        spec = plan.job(int(ctx.inputs["chunk_index"]))
+        key = load_key(self.store, plan)
+        url = self.store.presigned_url(plan.source_key, int(self.config.pipeline.stage(STAGE).timeout) * 2)
+        out = ctx.workdir / "hls"
+        if spec.kind == AUDIO:
+            audio = chunked.encode_audio(url, out, segment_seconds=plan.segment_seconds, key=key,
+                                         audio_bitrate=self.config.upload_limits.audio_bitrate,
+                                         audio_stream=plan.audio_stream, duration=plan.duration, progress=ctx.progress)
+            self._upload(ctx, out, plan, audio)
+            manifest: dict[str, Any] = {"index": spec.index, "kind": AUDIO, "audio": audio.to_dict()}
+        else:
+            chunk = Chunk(spec.index, spec.start, spec.end, spec.first_segment, spec.segment_count)
+            try:
+                result = chunked.encode_chunk(url, out, chunk, plan.rungs, fps=plan.fps,
+                                              segment_seconds=plan.segment_seconds, key=key,
+                                              preset=self.config.media.x264_preset, conditioning=plan.conditioning,
+                                              duration=plan.duration, progress=ctx.progress)
+            except chunked.ChunkCorrupt as exc:
+                raise PermanentJobError("corrupt", exc.reason, exc.detail) from None
+            for rung in result.rungs:
+                self._upload(ctx, out, plan, rung)
+            manifest = {"index": spec.index, "kind": VIDEO, "chunk": result.to_dict()}
+        manifest_key = chunk_manifest_key(plan.video_id, plan.job_id, spec.index)
+        self.store.put_json(manifest_key, manifest)
+        return {"manifest_key": manifest_key}
+
+    def _upload(self, ctx: JobContext, out: Path, plan: Plan, rung: chunked.RungSegments) -> None:
+        """The rung's segments (not the chunk-local playlist: the stitch writes the video's)."""
+        for seg in rung.segments:
+            ctx.check_cancelled()
+            self.store.upload_file(out / rung.name / seg.name, f"{plan.hls_prefix}/{rung.name}/{seg.name}",
+                                   "video/mp2t")
+
+
+def _manifests(store: ObjectStore, plan: Plan, done: set[int]) -> tuple[dict[int, chunked.ChunkOutput],
+                                                                        chunked.RungSegments | None]:
+    outputs: dict[int, chunked.ChunkOutput] = {}
+    audio = None
+    for spec in plan.chunks:
+        if spec.index not in done:
+            continue
+        doc = store.get_json(chunk_manifest_key(plan.video_id, plan.job_id, spec.index))
+        if doc is None:
+            raise FileNotFoundError(f"chunk {spec.index} of video {plan.video_id} has no manifest")
+        if spec.kind == AUDIO:
+            audio = chunked.RungSegments.from_dict(doc["audio"])
+        else:
+            outputs[spec.index] = chunked.ChunkOutput.from_dict(doc["chunk"])
+    return outputs, audio
+
+
+def _published_copy(store: ObjectStore, config: Config, src: str, dst: str) -> None:
+    h = cc.headers_for_key(dst, config.cdn.caching_rules)
+    store.copy(src, dst, headers={"ContentType": h["Content-Type"], "CacheControl": h["Cache-Control"]})
+
+
+def publish_preview(store: ObjectStore, config: Config, plan: Plan, done: set[int],
+                    already: int) -> tuple[int, dict[str, str]]:
+    """Playable while processing (issue 13 pt 4): the lowest rung of the leading chunks done, and the audio,
+    published under ``hls/{id}/`` with a growing EVENT playlist, a master naming that one rung, and the key.
+
+    ``already`` chunks were published before (their segments are not copied again). Returns how many leading
+    chunks are published now and the ``preview_*`` outputs the stream API builds a provisional asset from
+    ({} while chunk 0 or the audio is missing). cdn_upload later overwrites the playlists and the master.
+    """
+    video_done = {i for i in done if plan.job(i).kind == VIDEO}
+    audio_done = not plan.has_audio or any(plan.job(i).kind == AUDIO for i in done)
+    outputs, audio = _manifests(store, plan, done)
+    lead = chunked.leading_chunks(outputs, plan.chunk_count)
+    if not lead or not audio_done or not video_done:
+        return already, {}
+    vid = plan.video_id
+    lowest = plan.rungs[-1]
+    base = f"hls/{vid}"
+    for o in lead[already:]:
+        for seg in o.rung(lowest.name).segments:
+            _published_copy(store, config, f"{plan.hls_prefix}/{lowest.name}/{seg.name}",
+                            f"{base}/{lowest.name}/{seg.name}")
+    audio_rendition = None
+    if audio is not None:
+        audio_rendition = chunked.audio_rendition(audio)
+        if already == 0:
+            for seg in audio.segments:
+                _published_copy(store, config, f"{plan.hls_prefix}/{chunked.AUDIO_NAME}/{seg.name}",
+                                f"{base}/{chunked.AUDIO_NAME}/{seg.name}")
+            text = chunked.media_playlist(audio.segments, key_line=audio.key_line, ended=True)
+            store.put_bytes(f"{base}/{chunked.AUDIO_NAME}/{hls.PLAYLIST_NAME}", text.encode(),
+                            cc.headers_for_key(f"{base}/x.m3u8", config.cdn.caching_rules)["Content-Type"])
+    if already == 0 and plan.encrypted:
+        store.copy(plan.key_key, hls_key(vid), headers={"ContentType": "application/octet-stream",
+                                                              "CacheControl": "private, no-store"})
+    ended = len(lead) == plan.chunk_count
+    segs = chunked.stitched_segments(lead, lowest.name)
+    text = chunked.media_playlist(segs, key_line=lead[0].rung(lowest.name).key_line, ended=ended,
+                                  playlist_type="VOD" if ended else "EVENT")
+    store.put_bytes(f"{base}/{lowest.name}/{hls.PLAYLIST_NAME}", text.encode(), "application/vnd.apple.mpegurl")
+    rendition = chunked.stitched_rendition(lowest, lead, fps=plan.fps, audio=audio)
+    store.put_bytes(f"{base}/{hls.MASTER_NAME}", hls.master_playlist_text([rendition], audio=audio_rendition).encode(),
+                    "application/vnd.apple.mpegurl")
+    return len(lead), {"preview_master_key": f"{base}/{hls.MASTER_NAME}", "preview_rendition": lowest.name,
+                       "preview_width": str(lowest.width), "preview_height": str(lowest.height),
+                       "preview_bandwidth": str(rendition.bandwidth),
+                       "preview_average_bandwidth": str(rendition.average_bandwidth),
+                       "preview_codecs": rendition.codecs, "preview_frame_rate": f"{plan.fps:.3f}",
+                       "preview_chunks": str(len(lead)), "preview_duration": f"{plan.duration:.3f}",
+                       "preview_key_id": f"keys/{vid}/aes128.key" if plan.encrypted else ""}
+
+
+def preview_paths(video_id: str, outputs: dict[str, str]) -> list[str]:
+    """The edge paths a growing preview changes (purged on every growth and at publication)."""
+    paths = [f"/hls/{video_id}/{hls.MASTER_NAME}"]
+    if outputs.get("preview_rendition"):
+        paths.append(f"/hls/{video_id}/{outputs['preview_rendition']}/{hls.PLAYLIST_NAME}")
+    return paths
+
+
+def stitch(store: ObjectStore, plan: Plan, playlist_type: str = "VOD") -> dict[str, str]:
+    """Every chunk is in: write each rung's continuous VOD playlist, the audio's, the master and the
+    manifest (hls.json, as a single pass writes it); return the transcoding stage's outputs."""
+    outputs, audio = _manifests(store, plan, {c.index for c in plan.chunks})
+    ordered = [outputs[c.index] for c in plan.video_chunks]
+    renditions = []
+    for spec in plan.rungs:
+        segs = chunked.stitched_segments(ordered, spec.name)
+        text = chunked.media_playlist(segs, key_line=ordered[0].rung(spec.name).key_line, ended=True,
+                                      playlist_type=playlist_type)
+        store.put_bytes(f"{plan.hls_prefix}/{spec.name}/{hls.PLAYLIST_NAME}", text.encode(),
+                        "application/vnd.apple.mpegurl")
+        renditions.append(chunked.stitched_rendition(spec, ordered, fps=plan.fps, audio=audio))
+    audio_rendition = None
+    if audio is not None:
+        text = chunked.media_playlist(audio.segments, key_line=audio.key_line, ended=True, playlist_type=playlist_type)
+        store.put_bytes(f"{plan.hls_prefix}/{chunked.AUDIO_NAME}/{hls.PLAYLIST_NAME}", text.encode(),
+                        "application/vnd.apple.mpegurl")
+        audio_rendition = chunked.audio_rendition(audio)
+    master = hls.master_playlist_text(renditions, audio=audio_rendition)
+    store.put_bytes(f"{plan.hls_prefix}/{hls.MASTER_NAME}", master.encode(), "application/vnd.apple.mpegurl")
+    result = hls.HlsResult(plan.video_id, Path("."), Path(hls.MASTER_NAME), tuple(renditions), plan.segment_seconds,
+                           plan.encrypted, None, bytes.fromhex(plan.iv_hex) if plan.iv_hex else None, plan.key_uri,
+                           plan.has_audio, sum(o.wall_seconds for o in ordered), audio_rendition)
+    manifest_key = f"{stage_prefix(plan.video_id, plan.job_id)}/hls.json"
+    store.put_bytes(manifest_key, json.dumps(result.to_dict()).encode(), "application/json")
+    return {"hls_prefix": plan.hls_prefix, "hls_manifest_key": manifest_key, "hls_key_staging": plan.key_key,
+            "renditions": ",".join(r.name for r in renditions), "chunk_plan_key":
+            f"{stage_prefix(plan.video_id, plan.job_id)}/{PLAN_NAME}", "chunk_count": str(plan.chunk_count)}
