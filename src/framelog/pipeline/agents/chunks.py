@@ -37,7 +37,7 @@ from framelog.core import child_processes
 from framelog.core.child_processes import ChildGroup
 from framelog.core.config import Config
 from framelog.pipeline.agents import metrics
-from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, _partitions
+from framelog.pipeline.agents.pipeline import OUTAGES, _decode_or_dead_letter, _partitions, until_handled
 from framelog.pipeline.agents.stage import StageRequest, backoff_seconds, next_stage
 from framelog.pipeline.jobs import chunks as jobs
 from framelog.pipeline.jobs.base import JobCancelled, JobContext, JobTimedOut, PermanentJobError, public_reason
@@ -251,7 +251,9 @@ def register_chunk_worker(app: faust.App, config: Config, codec: Any, emitter: A
             decoded = await _decode_or_dead_letter(codec, emitter, event)
             if decoded is None or decoded[0] != "ChunkRequest":
                 continue
-            await runner.handle(decoded[1])
+            record = decoded[1]
+            await until_handled(f"chunk {record['chunk_index']} of video {record['video_id']}",
+                                lambda: runner.handle(record))  # noqa: B023
 
 
 # ---------------------------------------------------------------- the stitch
@@ -346,14 +348,22 @@ def register_stitch(app: faust.App, config: Config, codec: Any, emitter: AsyncEm
             if decoded is None or decoded[0] != "ChunkTransition":
                 continue
             record = decoded[1]
-            video_id = record["video_id"]
-            entry, actions = ledger.fold(ledger.Entry.from_dict(table[video_id]), record, retry_attempts=retries)
-            for action in actions:      # before the table's write: a crash in between repeats them (at least once)
-                try:
-                    await stitcher.act(entry, record, action)
-                except Exception as exc:  # noqa: BLE001 - one video's trouble must not stop the others
-                    log.exception("video %s: stitch action %s failed", video_id, action.kind)
-                    if action.kind == "stitch":
-                        await stitcher.stage_transition(record, "failed", error_type=type(exc).__name__,
-                                                        error_message=public_reason(exc)[0])
-            table[video_id] = entry.to_dict()
+            await until_handled(f"chunk transition of video {record['video_id']}",
+                                lambda: handle(record))  # noqa: B023
+
+    async def handle(record: dict[str, Any]) -> None:
+        """Fold, act, then write the table: a crash or an outage in between repeats the actions (at least
+        once; they are idempotent), never skips them."""
+        video_id = record["video_id"]
+        entry, actions = ledger.fold(ledger.Entry.from_dict(table[video_id]), record, retry_attempts=retries)
+        for action in actions:
+            try:
+                await stitcher.act(entry, record, action)
+            except OUTAGES:
+                raise                        # the log or the store is away: the same record again
+            except Exception as exc:  # noqa: BLE001 - one video's trouble must not stop the others
+                log.exception("video %s: stitch action %s failed", video_id, action.kind)
+                if action.kind == "stitch":
+                    await stitcher.stage_transition(record, "failed", error_type=type(exc).__name__,
+                                                    error_message=public_reason(exc)[0])
+        table[video_id] = entry.to_dict()
