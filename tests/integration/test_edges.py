@@ -83,7 +83,7 @@ def test_browser_requests_get_one_cors_answer_from_the_edge(config, secret, vide
 
 
 def test_edge_refuses_unsigned_forged_expired_and_other_video_paths(config, secret, video):
-    base = edge_base_url("primary_cdn", config)
+    base = edge_base_url("primary_cdn", config.cdn, config.stack.host)
     good = url(config, secret, f"hls/{video}/master.m3u8")
     assert fetch(good)[0] == 200
     other = new_video_id()
@@ -183,7 +183,7 @@ def test_stopped_edge_is_unhealthy_and_new_urls_fall_back(stack, config, secret,
         assert health.healthy() == {"primary_cdn": False, "secondary_cdn": True}
         urls = stream_urls(video, "US", config, healthy=health.is_healthy)
         assert (urls.route.primary, urls.route.failed_over) == ("secondary_cdn", True)
-        assert urls.primary.master.startswith(edge_base_url("secondary_cdn", config))
+        assert urls.primary.master.startswith(edge_base_url("secondary_cdn", config.cdn, config.stack.host))
         fallback = url(config, secret, path, "secondary_cdn")
         assert fetch(fallback)[0] == 200
         # a purge while the edge is down removes its files, so it does not come back stale

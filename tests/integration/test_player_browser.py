@@ -93,7 +93,7 @@ def browser():
 
 
 def edge_base(config, provider: str) -> str:
-    return edge_base_url(provider, config) + "/"
+    return edge_base_url(provider, config.cdn, config.stack.host) + "/"
 
 
 def open_player(browser: Browser, api: str, video_id: str, country: str = "US") -> dict:

@@ -130,7 +130,7 @@ def test_concurrent_requests_per_client_are_capped(config, secret, video):
 
 
 def test_the_request_filter_refuses_before_the_origin(config, secret, video):
-    base = edge_base_url(PROVIDER, config)
+    base = edge_base_url(PROVIDER, config.cdn, config.stack.host)
     url = signed(config, secret, f"hls/{video}/master.m3u8")
     sig_part = url[len(base):].split("/hls/")[0]                           # /s/<sig>/<expires>
     with client_at("127.0.0.7") as c:

@@ -68,11 +68,11 @@ def test_normalize_country():
 
 def test_edge_urls_use_the_configured_ports(cfg):
     for key, p in cfg.cdn.providers.items():
-        assert edge_base_url(key, cfg) == f"http://127.0.0.1:{p.edge_port}"
-    assert edge_url("primary_cdn", "/hls/a/master.m3u8", cfg) == \
+        assert edge_base_url(key, cfg.cdn, cfg.stack.host) == f"http://127.0.0.1:{p.edge_port}"
+    assert edge_url("primary_cdn", "/hls/a/master.m3u8", cfg.cdn, cfg.stack.host) == \
         f"http://127.0.0.1:{cfg.cdn.providers['primary_cdn'].edge_port}/hls/a/master.m3u8"
     with pytest.raises(UnknownProviderError, match="akamai"):
-        edge_base_url("akamai", cfg)
+        edge_base_url("akamai", cfg.cdn, cfg.stack.host)
 
 
 @pytest.mark.parametrize("bad_id", ["../etc", "a/b", "", "x" * 65, None, "abc\n"])

@@ -20,5 +20,5 @@ def test_a_small_year_is_cheaper_tiered_and_deterministic():
 
 def test_age_only_drops_the_access_bounds():
     cfg = load_config(DEFAULT_CONFIG_PATH)
-    assert all(r.max_access_count is None for r in age_only(cfg).tiering_rules)
-    assert [r.name for r in age_only(cfg).tiering_rules] == [r.name for r in cfg.tiering_rules]
+    assert all(r.max_access_count is None for r in age_only(cfg.tiering).rules)
+    assert [r.name for r in age_only(cfg.tiering).rules] == [r.name for r in cfg.tiering_rules]

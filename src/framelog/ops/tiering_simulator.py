@@ -40,7 +40,7 @@ from typing import TextIO
 
 from framelog.core import object_keys
 from framelog.core.clock import ManualClock
-from framelog.core.config import Config
+from framelog.core.config import Config, PipelineConfig, TieringConfig
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.tiering import BYTES_PER_GB, monthly_cost_by_tier
 
@@ -70,14 +70,14 @@ def poisson(rng: random.Random, lam: float) -> int:
     return k
 
 
-def age_only(config: Config) -> Config:
-    """The configured rules without their access-count bounds (and popularity guards)."""
+def age_only(tiering: TieringConfig) -> TieringConfig:
+    """The configured rules (``config.tiering``) without their access-count bounds (and popularity guards)."""
     def strip(rules: tuple) -> tuple:
         return tuple(dataclasses.replace(r, max_access_count=None, min_idle_days=None) for r in rules)
 
-    objects = config.tiering_object_rules
-    return dataclasses.replace(config, tiering_rules=strip(config.tiering_rules),
-                               tiering_object_rules=dataclasses.replace(
+    objects = tiering.object_rules
+    return dataclasses.replace(tiering, rules=strip(tiering.rules),
+                               object_rules=dataclasses.replace(
                                    objects, source=strip(objects.source), mp4=strip(objects.mp4),
                                    thumbnails=strip(objects.thumbnails)))
 
@@ -92,9 +92,9 @@ class Video:
     objects: tuple[tuple[str, str, int], ...] = ()   # (object group, key or prefix, size_bytes)
 
 
-def catalogue(config: Config, videos: int, days: int, seed: int) -> list[Video]:
+def catalogue(pipeline: PipelineConfig, videos: int, days: int, seed: int) -> list[Video]:
     rng = random.Random(seed)
-    profiles = sorted(config.pipeline.transcoding_profiles, key=lambda p: -p.bitrate)
+    profiles = sorted(pipeline.transcoding_profiles, key=lambda p: -p.bitrate)
     shares = list(RENDITION_SHARES[:len(profiles)]) + [RENDITION_SHARES[-1]] * (len(profiles) - len(RENDITION_SHARES))
     shares = [s / sum(shares) for s in shares]
     ranks = list(range(1, videos + 1))
@@ -119,7 +119,7 @@ def catalogue(config: Config, videos: int, days: int, seed: int) -> list[Video]:
 @dataclass
 class Policy:
     name: str
-    config: Config | None               # None: everything stays in the entry tier
+    tiering: TieringConfig | None       # the policy's config.tiering; None: everything stays in the entry tier
     records: dict[str, ledger.RenditionRecord] = field(default_factory=dict)
     restores: int = 0
     restored_bytes: int = 0
@@ -128,14 +128,14 @@ class Policy:
     monthly: list[dict[str, float]] = field(default_factory=list)    # per month: cost by tier
     _day_bytes: list[dict[str, int]] = field(default_factory=list)
 
-    def publish(self, video: Video, now: datetime, base: Config) -> None:
+    def publish(self, video: Video, now: datetime, base: TieringConfig) -> None:
         asset = {"video_id": video.video_id, "event_time": now}
         for name, size, _ in video.renditions:
             r = {"name": name, "playlist_key": object_keys.rendition_playlist(video.video_id, name), "size_bytes": size}
-            record = ledger.on_asset_published(None, asset, r, (self.config or base).tiering)
+            record = ledger.on_asset_published(None, asset, r, (self.tiering or base))
             self.records[record.key] = record
         for group, prefix, size in video.objects:
-            record = ledger.on_object_published(None, asset, group, prefix, size, (self.config or base).tiering)
+            record = ledger.on_object_published(None, asset, group, prefix, size, (self.tiering or base))
             self.records[record.key] = record
 
     def count(self, key: str, sessions: int, now: datetime) -> None:
@@ -144,45 +144,45 @@ class Policy:
 
     def access(self, key: str, sessions: int, now: datetime) -> None:
         record = ledger.on_accesses(self.records[key], sessions, now)
-        if self.config is not None and ledger.needs_restore(record.tier, self.config.tiering):
+        if self.tiering is not None and ledger.needs_restore(record.tier, self.tiering):
             self.waiting_sessions += sessions
             record, started = ledger.on_restore_request(record, {
-                "event_id": str(uuid.uuid4()), "event_time": now, "to_tier": self.config.tiering_restore_tier},
-                self.config.tiering)
+                "event_id": str(uuid.uuid4()), "event_time": now, "to_tier": self.tiering.restore_tier},
+                self.tiering)
             self.restores += started
         self.records[key] = record
 
     def evaluate(self, now: datetime) -> None:
-        if self.config is None:
+        if self.tiering is None:
             return
         for key, record in self.records.items():
-            move = ledger.next_move(record, now, self.config.tiering)
+            move = ledger.next_move(record, now, self.tiering)
             if move is None:
                 continue
             event = {"event_id": move.event_id, "event_time": now, "video_id": move.video_id,
                      "rendition": move.rendition, "from_tier": move.from_tier, "to_tier": move.to_tier,
                      "rule": move.rule_name, "age_days": move.age_days, "size_bytes": record.size_bytes}
-            self.records[key] = ledger.on_transition(record, event, self.config.tiering)[0]
+            self.records[key] = ledger.on_transition(record, event, self.tiering)[0]
             self.transitions += 1
             if move.rule_name == ledger.RESTORE_RULE:
                 self.restored_bytes += record.size_bytes
 
-    def account(self, base: Config) -> None:
-        by_tier = {name: 0 for name in base.storage_tiers}
+    def account(self, base: TieringConfig) -> None:
+        by_tier = {name: 0 for name in base.tiers}
         for r in self.records.values():
             by_tier[r.tier] += r.size_bytes
         self._day_bytes.append(by_tier)
         if len(self._day_bytes) == DAYS_PER_MONTH:
             self.close_month(base)
 
-    def close_month(self, base: Config) -> None:
+    def close_month(self, base: TieringConfig) -> None:
         if not self._day_bytes:
             return
         days = len(self._day_bytes)
-        mean = {t: sum(d[t] for d in self._day_bytes) // days for t in base.storage_tiers}
-        cost = monthly_cost_by_tier(mean, base.tiering)
+        mean = {t: sum(d[t] for d in self._day_bytes) // days for t in base.tiers}
+        cost = monthly_cost_by_tier(mean, base)
         self.monthly.append({**{f"{t}_cost": c for t, c in cost.items()},
-                             **{f"{t}_bytes": float(mean[t]) for t in base.storage_tiers},
+                             **{f"{t}_bytes": float(mean[t]) for t in base.tiers},
                              "days": float(days)})
         self._day_bytes = []
 
@@ -209,8 +209,9 @@ def simulate(config: Config, *, videos: int, days: int, seed: int = 1) -> Simula
     if videos < 1 or days < 1:
         raise ValueError("videos and days must be at least 1")
     rng = random.Random(seed + 1)
-    catalog = catalogue(config, videos, days, seed)
-    policies = [Policy("rules", config), Policy("age only", age_only(config)), Policy("all hot", None)]
+    catalog = catalogue(config.pipeline, videos, days, seed)
+    tiering = config.tiering
+    policies = [Policy("rules", tiering), Policy("age only", age_only(tiering)), Policy("all hot", None)]
     clock = ManualClock(START)
     by_day: dict[int, list[Video]] = {}
     for v in catalog:
@@ -222,7 +223,7 @@ def simulate(config: Config, *, videos: int, days: int, seed: int = 1) -> Simula
         for v in by_day.get(day, []):
             live.append(v)
             for p in policies:
-                p.publish(v, clock.now(), config)
+                p.publish(v, clock.now(), tiering)
         for v in live:
             lam = v.popularity * (1 + (day - v.upload_day) / DECAY_DAYS) ** -DECAY_POWER
             video_sessions = 0
@@ -241,9 +242,9 @@ def simulate(config: Config, *, videos: int, days: int, seed: int = 1) -> Simula
         clock.set(START + timedelta(days=day + 1) - timedelta(seconds=1))   # the day's last evaluation
         for p in policies:
             p.evaluate(clock.now())
-            p.account(config)
+            p.account(tiering)
     for p in policies:
-        p.close_month(config)
+        p.close_month(tiering)
     return SimulationResult(config, videos, days, seed, policies, sessions_total)
 
 

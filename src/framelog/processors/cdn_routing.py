@@ -95,15 +95,16 @@ def provider(provider_key: str, cdn: CdnConfig) -> CdnProvider:
         raise UnknownProviderError(provider_key, cdn.providers) from None
 
 
-def edge_base_url(provider_key: str, config: Config) -> str:
-    """Where framelog's own processes reach an edge (health probes, purges, warming): never a viewer's URL."""
-    return f"http://{config.stack.host}:{provider(provider_key, config.cdn).edge_port}"
+def edge_base_url(provider_key: str, cdn: CdnConfig, host: str) -> str:
+    """Where framelog's own processes reach an edge (health probes, purges, warming): never a viewer's URL.
+    ``cdn``: ``config.cdn``; ``host``: ``config.stack.host``."""
+    return f"http://{host}:{provider(provider_key, cdn).edge_port}"
 
 
-def edge_url(provider_key: str, path: str, config: Config) -> str:
+def edge_url(provider_key: str, path: str, cdn: CdnConfig, host: str) -> str:
     """A viewer's URL of ``path`` on an edge (its public base: processors/public_urls.py)."""
-    provider(provider_key, config.cdn)
-    return f"{public_edge_url(provider_key, config.cdn, config.stack.host)}/{path.lstrip('/')}"
+    provider(provider_key, cdn)
+    return f"{public_edge_url(provider_key, cdn, host)}/{path.lstrip('/')}"
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,10 @@ def adaptive_urls(video_id: str, provider_key: str, config: Config,
                   qualities: Iterable[str] | None = None) -> AdaptiveUrls:
     """The seed's ``generateAdaptiveStreamingUrls``; qualities default to the HLS ladder."""
     names = [q.name for q in config.hls.quality_levels] if qualities is None else list(qualities)
+    cdn, host = config.cdn, config.stack.host
     return AdaptiveUrls(
-        master=edge_url(provider_key, object_keys.master_playlist(video_id), config),
-        renditions={q: edge_url(provider_key, object_keys.rendition_playlist(video_id, q), config) for q in names})
+        master=edge_url(provider_key, object_keys.master_playlist(video_id), cdn, host),
+        renditions={q: edge_url(provider_key, object_keys.rendition_playlist(video_id, q), cdn, host) for q in names})
 
 
 def stream_urls(video_id: str, country: str | None, config: Config, healthy: Health = None,

@@ -137,7 +137,7 @@ class EdgeCache:
                  base_url: str | None = None, directory: Path | None = None):
         self.config = config
         self.provider_key = provider_key
-        self.base_url = base_url or cdn_routing.edge_base_url(provider_key, config)
+        self.base_url = base_url or cdn_routing.edge_base_url(provider_key, config.cdn, config.stack.host)
         self.cache_dir = directory or cache_dir(config.stack.state_dir, provider_key)
         self.secret = secret
         self._purge_token = purge_token(secret)

@@ -40,7 +40,8 @@ class EdgeHealth:
 
     def __init__(self, config: Config, *, timeout: float = PROBE_TIMEOUT, cache_seconds: float = CACHE_SECONDS,
                  clock: Callable[[], float] = time.monotonic):
-        self.urls = {key: f"{edge_base_url(key, config)}{HEALTH_PATH}" for key in config.cdn.providers}
+        self.urls = {key: f"{edge_base_url(key, config.cdn, config.stack.host)}{HEALTH_PATH}"
+                     for key in config.cdn.providers}
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self.clock = clock
