@@ -63,7 +63,7 @@ def test_three_nodes_each_with_its_own_port_dir_and_id(cluster):
     md = admin_client(cfg).list_topics(timeout=10)
     assert sorted(md.brokers) == [1, 2, 3]
     # a client configured with the first node's address bootstraps from all three
-    assert producer_config(cfg)["bootstrap.servers"] == ",".join(node_addresses(cfg))
+    assert producer_config(cfg)["bootstrap.servers"] == ",".join(node_addresses(cfg.kafka, cfg.stack))
     assert producer_config(cfg)["acks"] == "all" and producer_config(cfg)["enable.idempotence"] is True
 
 

@@ -271,7 +271,7 @@ def test_compose_kafka_environment_gives_topics_replication_3_and_min_isr_2(monk
         monkeypatch.setenv(key, str(value))
     config = load_config(DEFAULT_CONFIG_PATH)
     assert config.kafka.brokers == 3
-    assert replication(config, config.kafka.brokers) == (3, 2)
+    assert replication(config.kafka, config.kafka.brokers) == (3, 2)
 
 
 def test_every_framelog_service_has_a_healthcheck_asking_its_own_process():

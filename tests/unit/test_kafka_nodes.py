@@ -20,39 +20,40 @@ def cfg3(cfg, tmp_path):
 
 
 def test_each_node_its_own_ports_moving_with_the_stack(cfg3):
-    ports = [node_ports(cfg3, i) for i in (1, 2, 3)]
+    ports = [node_ports(cfg3.stack, i) for i in (1, 2, 3)]
     assert ports[0] == (cfg3.stack.kafka_port, cfg3.stack.kafka_controller_port)
     assert len({p for pair in ports for p in pair}) == 6
     stack = cfg3.stack
     moved = dataclasses.replace(cfg3, stack=dataclasses.replace(stack, kafka_port=stack.kafka_port + 97,
                                                                 kafka_controller_port=stack.kafka_controller_port + 97))
-    assert [node_ports(moved, i) for i in (1, 2, 3)] == [(a + 97, b + 97) for a, b in ports]
+    assert [node_ports(moved.stack, i) for i in (1, 2, 3)] == [(a + 97, b + 97) for a, b in ports]
 
 
 def test_replication_follows_the_cluster():
     from framelog.core.config import DEFAULT_CONFIG_PATH, load_config
     cfg = load_config(DEFAULT_CONFIG_PATH)
     assert cfg.kafka.brokers == 1                            # the demo's single broker stays the default
-    assert replication(cfg, 1) == (1, 1)
-    assert replication(cfg, 2) == (2, 1)
-    assert replication(cfg, 3) == (3, 2)
-    assert replication(cfg, 5) == (3, 2)
+    assert replication(cfg.kafka, 1) == (1, 1)
+    assert replication(cfg.kafka, 2) == (2, 1)
+    assert replication(cfg.kafka, 3) == (3, 2)
+    assert replication(cfg.kafka, 5) == (3, 2)
 
 
 def test_the_state_dir_remembers_its_shape(cfg3):
-    assert stack_brokers(cfg3) == 3
+    assert stack_brokers(cfg3.kafka, cfg3.stack) == 3
     record_brokers(cfg3.stack.state_dir, 3)
     one = dataclasses.replace(cfg3, kafka=dataclasses.replace(cfg3.kafka, brokers=1))
-    assert stack_brokers(one) == 3
+    assert stack_brokers(one.kafka, one.stack) == 3
     assert [n.name for n in Stack(one).kafka_nodes] == ["kafka", "kafka-2", "kafka-3"]   # down stops them all
     with pytest.raises(StackError, match="cluster of 3 broker"):
         Stack(one, brokers=1).up()
 
 
 def test_clients_bootstrap_from_every_node(cfg3):
-    assert bootstrap_servers(cfg3) == ",".join(f"{cfg3.stack.host}:{node_ports(cfg3, i)[0]}" for i in (1, 2, 3))
+    assert bootstrap_servers(cfg3.kafka, cfg3.stack) == ",".join(f"{cfg3.stack.host}:{node_ports(cfg3.stack, i)[0]}"
+                                                                 for i in (1, 2, 3))
     elsewhere = dataclasses.replace(cfg3, kafka=dataclasses.replace(cfg3.kafka, bootstrap_servers="k1:9092,k2:9092"))
-    assert bootstrap_servers(elsewhere) == "k1:9092,k2:9092"
+    assert bootstrap_servers(elsewhere.kafka, elsewhere.stack) == "k1:9092,k2:9092"
 
 
 def test_node_properties_name_every_voter_and_the_replication(cfg3):
@@ -60,7 +61,7 @@ def test_node_properties_name_every_voter_and_the_replication(cfg3):
     props = dict(line.split("=", 1) for line in node.server_properties().splitlines() if "=" in line)
     assert props["node.id"] == "2"
     assert props["controller.quorum.voters"] == ",".join(
-        f"{i}@{cfg3.stack.host}:{node_ports(cfg3, i)[1]}" for i in (1, 2, 3))
+        f"{i}@{cfg3.stack.host}:{node_ports(cfg3.stack, i)[1]}" for i in (1, 2, 3))
     assert (props["default.replication.factor"], props["min.insync.replicas"]) == ("3", "2")
     assert props["offsets.topic.replication.factor"] == "3" and props["transaction.state.log.min.isr"] == "2"
     assert props["log.dirs"].endswith("/kafka-2/data")

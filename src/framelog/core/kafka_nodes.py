@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from framelog.core.config import Config
+from framelog.core.config import KafkaConfig, StackConfig
 
 BROKERS_FILE = Path("kafka") / "brokers"
 
@@ -33,36 +33,39 @@ def record_brokers(state_dir: Path, brokers: int) -> None:
     path.write_text(f"{brokers}\n")
 
 
-def stack_brokers(config: Config) -> int:
+# Each takes the kafka and/or stack section it reads (``config.kafka``, ``config.stack``), not the whole
+# Config (issue 12 pt 4).
+
+def stack_brokers(kafka: KafkaConfig, stack: StackConfig) -> int:
     """How many nodes the local stack runs: the state dir's record, else ``kafka.brokers``."""
-    return recorded_brokers(config.stack.state_dir) or config.kafka.brokers
+    return recorded_brokers(stack.state_dir) or kafka.brokers
 
 
-def node_ports(config: Config, node_id: int) -> tuple[int, int]:
+def node_ports(stack: StackConfig, node_id: int) -> tuple[int, int]:
     """(client port, controller port) of node ``node_id`` (1-based)."""
-    shift = config.stack.kafka_node_port_step * (node_id - 1)
-    return config.stack.kafka_port + shift, config.stack.kafka_controller_port + shift
+    shift = stack.kafka_node_port_step * (node_id - 1)
+    return stack.kafka_port + shift, stack.kafka_controller_port + shift
 
 
-def node_addresses(config: Config, brokers: int | None = None) -> list[str]:
+def node_addresses(kafka: KafkaConfig, stack: StackConfig, brokers: int | None = None) -> list[str]:
     """host:port of each node's client listener."""
-    n = brokers or stack_brokers(config)
-    return [f"{config.stack.host}:{node_ports(config, i)[0]}" for i in range(1, n + 1)]
+    n = brokers or stack_brokers(kafka, stack)
+    return [f"{stack.host}:{node_ports(stack, i)[0]}" for i in range(1, n + 1)]
 
 
-def bootstrap_servers(config: Config) -> str:
+def bootstrap_servers(kafka: KafkaConfig, stack: StackConfig) -> str:
     """``kafka.bootstrap_servers``; the stack's own first address stands for all of its nodes."""
-    configured = config.kafka.bootstrap_servers
-    if configured != f"{config.stack.host}:{config.stack.kafka_port}":
+    configured = kafka.bootstrap_servers
+    if configured != f"{stack.host}:{stack.kafka_port}":
         return configured
-    return ",".join(node_addresses(config))
+    return ",".join(node_addresses(kafka, stack))
 
 
-def replication(config: Config, brokers: int) -> tuple[int, int]:
+def replication(kafka: KafkaConfig, brokers: int) -> tuple[int, int]:
     """(replication factor, min.insync.replicas) for a cluster of ``brokers``.
 
     RF is capped at the brokers there are; min ISR at RF - 1 (at least 1), so acks=all keeps
     working with one replica down: 3 brokers give 3/2, one broker 1/1.
     """
-    rf = max(1, min(config.kafka.replication_factor, brokers))
-    return rf, max(1, min(config.kafka.min_insync_replicas, rf - 1))
+    rf = max(1, min(kafka.replication_factor, brokers))
+    return rf, max(1, min(kafka.min_insync_replicas, rf - 1))

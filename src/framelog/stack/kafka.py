@@ -83,7 +83,7 @@ class Kafka(Component):
         super().__init__(config)
         self.node_id = node_id
         self.brokers = brokers
-        self.port, self.controller_port = node_ports(config, node_id)
+        self.port, self.controller_port = node_ports(config.stack, node_id)
         self.first_dir = self.state_dir / node_name(1)     # shared: jars, cluster id
         self.libs_dir = self.first_dir / "libs"
         self.data_dir = self.dir / "data"
@@ -174,9 +174,9 @@ class Kafka(Component):
         """The broker's configuration: secured with ``passwords``; open (the pre-SASL layout) without."""
         h = self.host
         listener = "CLIENT" if passwords is not None else "PLAINTEXT"
-        rf, min_isr = replication(self.config, self.brokers)
+        rf, min_isr = replication(self.config.kafka, self.brokers)
         quorum = ({"controller.quorum.bootstrap.servers": f"{h}:{self.controller_port}"} if self.brokers == 1 else
-                  {"controller.quorum.voters": ",".join(f"{i}@{h}:{node_ports(self.config, i)[1]}"
+                  {"controller.quorum.voters": ",".join(f"{i}@{h}:{node_ports(self.config.stack, i)[1]}"
                                                         for i in range(1, self.brokers + 1))})
         props = {
             "process.roles": "broker,controller",

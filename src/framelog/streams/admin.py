@@ -73,7 +73,7 @@ def _existing(admin: AdminClient, timeout: float) -> dict[str, int]:
 def cluster_replication(config: Config, admin: AdminClient, timeout: float = 30.0) -> tuple[int, int]:
     """(replication factor, min ISR) for new topics on this cluster (see the module's docstring)."""
     live = len(admin.list_topics(timeout=timeout).brokers)
-    return replication(config, max(live, stack_brokers(config)))
+    return replication(config.kafka, max(live, stack_brokers(config.kafka, config.stack)))
 
 
 def replication_factors(admin: AdminClient, names: Iterable[str], timeout: float = 30.0) -> dict[str, int]:

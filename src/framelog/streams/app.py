@@ -46,8 +46,8 @@ def create_app(config: Config, group: str) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"framelog-{group}",
-        broker=[f"kafka://{server}" for server in bootstrap_servers(config).split(",")],
-        broker_credentials=faust_credentials(config),   # the worker group's own principal
+        broker=[f"kafka://{server}" for server in bootstrap_servers(config.kafka, config.stack).split(",")],
+        broker_credentials=faust_credentials(config.kafka, config.stack.state_dir),   # the worker group's own principal
         key_serializer="raw",
         value_serializer="raw",
         topic_allow_declare=False,           # framelog creates its topics (framelog topics create)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import Config, KafkaConfig
 from framelog.core.kafka_nodes import bootstrap_servers
 from framelog.core.service_credentials import kafka_password
 
@@ -48,31 +49,32 @@ def as_principal(config: Config, principal: str) -> Config:
     return dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, principal=principal))
 
 
-def credentials(config: Config) -> tuple[str, str]:
-    """(username, password) of this process: the environment's pair, else the state dir's."""
+def credentials(kafka: KafkaConfig, state_dir: Path) -> tuple[str, str]:
+    """(username, password) of this process: the environment's pair, else the state dir's
+    (``config.kafka, config.stack.state_dir``)."""
     username, password = os.environ.get(ENV_USERNAME), os.environ.get(ENV_PASSWORD)
     if username and password:
         return username, password
-    return config.kafka.principal, kafka_password(config.stack.state_dir, config.kafka.principal)
+    return kafka.principal, kafka_password(state_dir, kafka.principal)
 
 
 def client_settings(config: Config) -> dict[str, Any]:
     """librdkafka settings every confluent-kafka client starts from: brokers and authentication."""
-    username, password = credentials(config)
-    return {"bootstrap.servers": bootstrap_servers(config),
+    username, password = credentials(config.kafka, config.stack.state_dir)
+    return {"bootstrap.servers": bootstrap_servers(config.kafka, config.stack),
             "security.protocol": config.kafka.security_protocol,
             "sasl.mechanism": config.kafka.sasl_mechanism,
             "sasl.username": username,
             "sasl.password": password}
 
 
-def faust_credentials(config: Config) -> Any:
+def faust_credentials(kafka: KafkaConfig, state_dir: Path) -> Any:
     """The same identity for Faust (aiokafka): SASL with the configured SCRAM mechanism."""
     import ssl
 
     import faust
 
-    username, password = credentials(config)
-    context = ssl.create_default_context() if config.kafka.security_protocol == "SASL_SSL" else None
-    return faust.SASLCredentials(username=username, password=password, mechanism=config.kafka.sasl_mechanism,
+    username, password = credentials(kafka, state_dir)
+    context = ssl.create_default_context() if kafka.security_protocol == "SASL_SSL" else None
+    return faust.SASLCredentials(username=username, password=password, mechanism=kafka.sasl_mechanism,
                                  ssl_context=context)

@@ -83,7 +83,7 @@ def local_service(services: dict, name: str, config: Config, overlay: Path, stat
     service = services[name]
     env = {k: str(v) for k, v in service["environment"].items()}
     env["FRAMELOG_KAFKA_BOOTSTRAP"] = config.kafka.bootstrap_servers
-    env["FRAMELOG__KAFKA__BROKERS"] = str(stack_brokers(config))
+    env["FRAMELOG__KAFKA__BROKERS"] = str(stack_brokers(config.kafka, config.stack))
     env["FRAMELOG_S3_ENDPOINT"] = config.object_storage.endpoint_url
     env["FRAMELOG_STATE_DIR"] = str(state_dir)
     env["FRAMELOG_CLICKHOUSE_DSN"] = f"chdb://{state_dir / 'clickhouse'}"
