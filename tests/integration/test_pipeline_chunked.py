@@ -8,6 +8,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from urllib.parse import urljoin, urlparse
 
 import pytest
 
@@ -135,10 +136,50 @@ def test_deleting_a_video_mid_flight_cancels_its_queued_chunks(config, worker, s
     assert not read_topic(config, topics.ASSETS, video_id)
 
 
-def test_playable_while_processing_with_a_growing_event_playlist_then_the_vod(config, worker, status, store,
-                                                                               tmp_path):
-    """As soon as the audio and chunk 0 are in, GET /v1/stream answers 200 (``processing``) with the lowest
-    rung, whose playlist on the edge is EVENT without EXT-X-ENDLIST; once published, the VOD with it."""
+STREAM_INF = re.compile(r"#EXT-X-STREAM-INF:(.*)\n(.*)")
+
+
+def _variants(master: str) -> list[dict[str, str]]:
+    """The master's variants: their attributes (BANDWIDTH, RESOLUTION, CODECS, AUDIO, ...) and ``uri``."""
+    found = []
+    for attrs, uri in STREAM_INF.findall(master):
+        fields = dict(re.findall(r'([A-Z-]+)=("[^"]*"|[^,]*)', attrs))
+        found.append({k: v.strip('"') for k, v in fields.items()} | {"uri": uri.strip()})
+    return found
+
+
+def _decode_first_segment(playlist_url: str, key: bytes, where: Path) -> tuple[str, int]:
+    """The rung's playlist and its first segment fetched through the edge, the segment decrypted with the key
+    and decoded by ffprobe; returns the playlist's text and the segment's video frames."""
+    from tests.integration.support.edges import fetch
+
+    code, _, body = fetch(playlist_url)
+    assert code == 200, body[:300]
+    text = body.decode()
+    key_line = next(line for line in text.splitlines() if line.startswith("#EXT-X-KEY"))
+    first = next(line for line in text.splitlines() if line and not line.startswith("#"))
+    code, _, segment = fetch(urljoin(playlist_url, first))
+    assert code == 200, segment[:300]
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "key").write_bytes(key)
+    (where / "segment.ts").write_bytes(segment)
+    local_key = re.sub(r'URI="[^"]*"', f'URI="{(where / "key").resolve()}"', key_line)
+    (where / "one.m3u8").write_text("\n".join(["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-TARGETDURATION:10", local_key,
+                                                "#EXTINF:10.0,", str((where / "segment.ts").resolve()),
+                                                "#EXT-X-ENDLIST"]) + "\n")
+    data = fc.run_json([fc.FFPROBE, "-v", "error", *fc.hls_input_options(), "-count_frames", "-select_streams", "v:0",
+                        "-show_entries", "stream=nb_read_frames,width,height", "-of", "json", str(where / "one.m3u8")])
+    stream = data["streams"][0]
+    return text, int(stream["nb_read_frames"]) if stream.get("width") else 0
+
+
+def test_playable_while_processing_with_a_growing_event_playlist_per_rung_then_the_vod(config, worker, status, store,
+                                                                                         tmp_path):
+    """As soon as the audio and chunk 0 are in, GET /v1/stream answers 200 (``processing``); while chunks are
+    still coming the master on the edge lists every rung with its first chunk there (here both of a 480p
+    source's: 360p and 480p, lowest first, measured BANDWIDTH, RESOLUTION, CODECS, the audio group), each
+    rung's own playlist on the edge is EVENT without EXT-X-ENDLIST and its first segment decrypts and decodes;
+    once published, the VOD master with every rung, each VOD with EXT-X-ENDLIST."""
     import dataclasses
 
     from fastapi.testclient import TestClient
@@ -150,7 +191,7 @@ def test_playable_while_processing_with_a_growing_event_playlist_then_the_vod(co
         pytest.skip("media.transcoding.playable_while_processing is off")
     trusting = dataclasses.replace(config, playback_trust=dataclasses.replace(config.playback_trust,
                                                                               trusted_proxies=("10.20.0.0/16",)))
-    data = clips.video(tmp_path / "grow.mp4", width=640, height=360, duration=40).read_bytes()
+    data = clips.video(tmp_path / "grow.mp4", width=854, height=480, duration=60).read_bytes()   # 6 chunks
     with TestClient(make_app(trusting), client=("10.20.0.1", 50000)) as client:
         alice = viewer_tokens(config)["alice"]
         r = client.post("/videos", params={"visibility": "public"},
@@ -161,34 +202,76 @@ def test_playable_while_processing_with_a_growing_event_playlist_then_the_vod(co
                          headers={"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
                                   "Tus-Resumable": "1.0.0", **alice})
         assert r.status_code == 204, r.text
-        deadline = time.monotonic() + PIPELINE_TIMEOUT
-        early = None
+        uploaded = time.monotonic()
+        deadline = uploaded + PIPELINE_TIMEOUT
+        first = early = None                                             # first playable, then with 2+ rungs
         while time.monotonic() < deadline:
             r = client.get("/v1/stream", params={"video_id": video_id})
+            assert r.status_code in (200, 409), r.text
             if r.status_code == 200:
-                early = r.json()
-                break
-            assert r.status_code == 409, r.text
+                answer = r.json()
+                if first is None:
+                    first = (time.monotonic() - uploaded, len(answer["qualities"]))
+                if not answer["processing"] or len(answer["qualities"]) >= 2:
+                    early = answer
+                    break
             time.sleep(0.5)
         assert early is not None, "never playable"
+        assert early["processing"], "published before two rungs were playable while processing: nothing tested"
+        two_rungs = time.monotonic() - uploaded
         view = status.get(video_id)
-        if early["processing"]:                           # caught while chunks were still coming
-            assert view is None or view["state"] != "ready"
-            (quality,) = early["qualities"]
-            code, _, body = fetch(quality["playlist_url"])
-            assert code == 200, body
-            text = body.decode()
-            assert "#EXT-X-PLAYLIST-TYPE:EVENT" in text or "#EXT-X-ENDLIST" in text   # the last chunk may be in
-            code, _, master = fetch(early["stream_url"])
-            assert code == 200 and b"TYPE=AUDIO" in master
+        assert view is None or view["state"] != "ready"
+        names = [q["name"] for q in early["qualities"]]
+        assert names == ["360p", "480p"], names                           # lowest first
+        key = client.get(urlparse(early["encryption"]["key_uri"]).path + "?" + early["encryption"]["grant"],
+                         headers=alice)
+        assert key.status_code == 200 and len(key.content) == 16, key.text
+        growing = 0
+        for q in early["qualities"]:
+            text, frames = _decode_first_segment(q["playlist_url"], key.content, tmp_path / q["name"])
+            assert frames == 10 * 25, (q["name"], frames)                  # one 10 s segment at 25 fps
+            assert "#EXT-X-DISCONTINUITY" not in text
+            growing += "#EXT-X-PLAYLIST-TYPE:EVENT" in text and "#EXT-X-ENDLIST" not in text
+        assert growing, "no rung's playlist was still growing: the last chunk came in before the check"
+
+        def master() -> str:
+            code, _, body = fetch(early["stream_url"])
+            assert code == 200, body[:300]
+            return body.decode()
+
+        assert wait_until(lambda: len(_variants(master())) >= 2, 30), master()   # a purged older master
+        text = master()
+        variants = _variants(text)
+        assert [v["uri"] for v in variants] == [f"{n}/playlist.m3u8" for n in names]
+        assert re.search(r'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="([^"]+)".*URI="audio/playlist.m3u8"', text), text
+        for v, q in zip(variants, early["qualities"], strict=True):
+            assert v["RESOLUTION"] == f"{q['width']}x{q['height']}"    # BANDWIDTH: measured on the chunks so far
+            assert v["CODECS"] == q["codecs"] and v["CODECS"].startswith("avc1.") and "mp4a.40.2" in v["CODECS"]
+            assert v["AUDIO"] and int(v["BANDWIDTH"]) >= int(v["AVERAGE-BANDWIDTH"]) > 0
+        assert int(variants[0]["BANDWIDTH"]) < int(variants[1]["BANDWIDTH"])
+        code, _, audio = fetch(urljoin(early["stream_url"], "audio/playlist.m3u8"))
+        assert code == 200 and b"#EXT-X-ENDLIST" in audio                 # encoded once, whole, before chunk 0
+
         view = status.wait_for(video_id, finished, PIPELINE_TIMEOUT)
         assert view["state"] == "ready", view
-        assert early["processing"], "published before any chunk was playable: nothing was tested"
+        published = time.monotonic() - uploaded
+        assert first is not None
+        print(f"\nvideo {video_id} (60 s 854x480, 6 chunks of 10 s): first playable {first[0]:.1f}s after the upload "
+              f"({first[1]} rung(s)), 2 rungs {two_rungs:.1f}s, published {published:.1f}s")
         assert wait_until(lambda: client.get("/v1/stream", params={"video_id": video_id}).status_code == 200 and
                           not client.get("/v1/stream", params={"video_id": video_id}).json()["processing"], 60)
         final = client.get("/v1/stream", params={"video_id": video_id}).json()
+        kept = {q["name"] for q in final["qualities"]}
+        assert kept and kept <= set(names), (kept, names)         # the per-title ladder may drop a rung
         for q in final["qualities"]:
             code, _, body = fetch(q["playlist_url"])
             assert code == 200 and b"#EXT-X-ENDLIST" in body and b"#EXT-X-PLAYLIST-TYPE:VOD" in body, body[:300]
-        code, _, master = fetch(final["stream_url"])
-        assert master.count(b"#EXT-X-STREAM-INF") == len(final["qualities"])   # the purged preview master is gone
+            assert body.count(b"#EXTINF") == 6
+        for q in early["qualities"]:              # a player that started on a dropped rung still plays to the end
+
+            def ended(url: str = q["playlist_url"]) -> bool:
+                code, _, body = fetch(url)
+                return code == 200 and b"#EXT-X-ENDLIST" in body and body.count(b"#EXTINF") == 6
+
+            assert wait_until(ended, 30), (q["name"], fetch(q["playlist_url"])[2][:300])
+        assert wait_until(lambda: master().count("#EXT-X-STREAM-INF") == len(final["qualities"]), 30)

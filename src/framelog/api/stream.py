@@ -87,6 +87,7 @@ from framelog.processors.cdn_routing import Route, normalize_country, route
 from framelog.processors.delivery_plan import DeliveryPlan, plan_for, plan_key
 from framelog.processors.edge_signing import signed_edge_url
 from framelog.processors.playback_session import PlaybackSession, issue_session, verify_session
+from framelog.processors.preview import preview_renditions
 from framelog.processors.tokens import ExpiredTokenError, TokenError
 from framelog.processors.video_access import (
     AccessDecision,
@@ -208,9 +209,9 @@ def _api_base(svc: Services, request: Request) -> str:
 
 
 def preview_asset(svc: Services, video_id: str) -> dict[str, Any] | None:
-    """A provisional asset while the video is still processing (issue 13 pt 4): the lowest rung of the
-    leading chunks done, which the stitch published with a growing EVENT playlist and named in the
-    transcoding stage's ``preview_*`` outputs; None when there is none (or the video failed)."""
+    """A provisional asset while the video is still processing (issue 13 pt 4): every rung whose leading
+    chunks the stitch published with a growing EVENT playlist (lowest first, as the transcoding stage's
+    ``preview_*`` outputs name them); None when there is none (or the video failed)."""
     table = svc.status
     if not (table.ready or table.wait_ready(STATUS_READY_TIMEOUT)):
         return None
@@ -218,15 +219,17 @@ def preview_asset(svc: Services, video_id: str) -> dict[str, Any] | None:
     if not view or view.get("state") in ("failed", "deleted", "cancelled"):
         return None
     out = ((view.get("stages") or {}).get("transcoding") or {}).get("outputs") or {}
-    if not out.get("preview_master_key"):
+    listed = preview_renditions(out)
+    if not out.get("preview_master_key") or not listed:
         return None
-    name = out["preview_rendition"]
-    rendition = {"name": name, "width": int(out["preview_width"]), "height": int(out["preview_height"]),
-                 "bandwidth": int(out["preview_bandwidth"]), "average_bandwidth": int(out["preview_average_bandwidth"]),
-                 "codecs": out["preview_codecs"], "frame_rate": float(out["preview_frame_rate"]),
-                 "playlist_key": f"hls/{video_id}/{name}/playlist.m3u8"}
-    return {"video_id": video_id, "job_id": f"preview-{view.get('job_id', '')}-{out.get('preview_chunks', '')}",
-            "renditions": [rendition], "master_playlist_key": out["preview_master_key"],
+    frame_rate = float(out["preview_frame_rate"])
+    renditions = [{"name": r["name"], "width": int(r["width"]), "height": int(r["height"]),
+                   "bandwidth": int(r["bandwidth"]), "average_bandwidth": int(r["average_bandwidth"]),
+                   "codecs": r["codecs"], "frame_rate": frame_rate,
+                   "playlist_key": f"hls/{video_id}/{r['name']}/playlist.m3u8"} for r in listed]
+    growth = "-".join(f"{r['name']}.{r.get('chunks', '')}" for r in listed)    # a new plan on every growth
+    return {"video_id": video_id, "job_id": f"preview-{view.get('job_id', '')}-{growth}",
+            "renditions": renditions, "master_playlist_key": out["preview_master_key"],
             "duration_seconds": float(out.get("preview_duration") or 0.0), "thumbnails": [],
             "chapters_key": None, "key_id": out.get("preview_key_id") or None, "metadata": {"processing": "true"}}
 

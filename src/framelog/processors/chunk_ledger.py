@@ -40,13 +40,15 @@ class Entry:
     attempts: dict[str, int] = field(default_factory=dict)     # chunk index (str: JSON keys) -> highest attempt
     state: str = RUNNING
     encodes: int = 0             # chunk attempts that started (a crash redoes a chunk: counted twice)
-    previewed: int = 0           # leading chunks published for playback while processing
+    previewed: int = 0           # leading chunks of the lowest rung published for playback while processing
+    previewed_rungs: dict[str, int] = field(default_factory=dict)   # per rung, its leading chunks published
     preview: dict[str, str] = field(default_factory=dict)     # the preview_* outputs once published
 
     def to_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "plan_key": self.plan_key, "jobs": self.jobs, "chunks": self.chunks,
                 "done": sorted(self.done), "attempts": dict(self.attempts), "state": self.state,
-                "encodes": self.encodes, "previewed": self.previewed, "preview": dict(self.preview)}
+                "encodes": self.encodes, "previewed": self.previewed,
+                "previewed_rungs": dict(self.previewed_rungs), "preview": dict(self.preview)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Entry:
@@ -55,6 +57,7 @@ class Entry:
                    int(d.get("chunks", 0)), [int(i) for i in d.get("done", [])],
                    {str(k): int(v) for k, v in (d.get("attempts") or {}).items()}, str(d.get("state", RUNNING)),
                    int(d.get("encodes", 0)), int(d.get("previewed", 0)),
+                   {str(k): int(v) for k, v in (d.get("previewed_rungs") or {}).items()},
                    {str(k): str(v) for k, v in (d.get("preview") or {}).items()})
 
 

@@ -13,7 +13,8 @@
 * **stitch** (``framelog-stitch``): a Faust table keyed by video (rebuilt from its
   changelog on restart) folds the transitions (processors/chunk_ledger.py); it
   re-requests a failed or timed-out chunk alone after the stage's backoff, grows
-  EVENT playlists from the leading chunks done, and when every job is in writes the
+  one EVENT playlist per rung from its leading chunks done (a rung joins the master
+  with its first chunk), and when every job is in writes the
   per-rung VOD playlists and the master, then ends the transcoding stage
   (``succeeded`` + the next stage's request) or fails it with the chunk's time range.
 
@@ -43,6 +44,7 @@ from framelog.pipeline.jobs import chunks as jobs
 from framelog.pipeline.jobs.base import JobCancelled, JobContext, JobTimedOut, PermanentJobError, public_reason
 from framelog.pipeline.jobs.store import S3ResultStore
 from framelog.processors import chunk_ledger as ledger
+from framelog.processors.preview import preview_paths
 from framelog.schemas import records
 from framelog.sinks.object_store import ObjectStore
 from framelog.streams import topics
@@ -299,19 +301,22 @@ class Stitcher:
             await self._finish(entry, record)
 
     async def _preview(self, entry: ledger.Entry, record: dict[str, Any]) -> None:
-        """Publish the leading chunks' lowest rung for playback while processing (issue 13 pt 4); the edges
-        cache playlists for an hour, so each growth purges the playlist and the master (cdn.commands)."""
+        """Publish every rung's leading chunks for playback while processing (issue 13 pt 4), a rung joining the
+        master with its first chunk; the edges cache playlists for an hour, so each growth purges the master
+        and the playlists that grew (cdn.commands)."""
         if not self.config.media.transcoding.playable_while_processing:
             return
         plan = await asyncio.to_thread(jobs.load_plan, self.store, entry.plan_key)
+        before = dict(entry.previewed_rungs)
         published, outputs = await asyncio.to_thread(jobs.publish_preview, self.store, self.config, plan,
-                                                     set(entry.done), entry.previewed)
-        if published > entry.previewed:
-            entry.previewed, entry.preview = published, outputs
+                                                     set(entry.done), before)
+        if outputs and published != before:
+            entry.previewed_rungs, entry.preview = published, outputs
+            entry.previewed = int(outputs["preview_chunks"])
             await self.emitter.emit(topics.CDN_COMMANDS, records.CacheInvalidate(
-                video_id=plan.video_id, paths=jobs.preview_paths(plan.video_id, outputs), reason="preview"))
-            log.info("video %s: %d of %d chunk(s) playable while processing", plan.video_id, published,
-                     plan.chunk_count)
+                video_id=plan.video_id, paths=preview_paths(plan.video_id, outputs, before), reason="preview"))
+            log.info("video %s playable while processing: %s of %d chunk(s)", plan.video_id,
+                     ", ".join(f"{name} {n}" for name, n in published.items()), plan.chunk_count)
 
     async def _finish(self, entry: ledger.Entry, record: dict[str, Any]) -> None:
         if entry.preview:                       # the preview stays playable until the publication replaces it

@@ -7,7 +7,8 @@ Object layout under the transcoding stage's staging (``work/{video}/{job}/transc
     hls/<rung>/segment_NNNNN.ts  every chunk's segments, named by their place in the video
     hls/audio/segment_NNNNN.ts   the audio rendition (encoded once)
     hls/<rung>/playlist.m3u8     written by the stitch when every chunk is in (VOD; the growing EVENT
-                                 playlist is the published preview's, under hls/{id}/: publish_preview)
+                                 playlists, one per rung, are the published preview's, under hls/{id}/:
+                                 publish_preview)
     hls/master.m3u8, hls.json    written by the stitch when every chunk is in
     chunks/<i>.json              what chunk i wrote (its manifest); chunks/<i>/_SUCCESS.json its marker
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -233,64 +235,75 @@ def _published_copy(store: ObjectStore, config: Config, src: str, dst: str) -> N
     store.copy(src, dst, headers={"ContentType": h["Content-Type"], "CacheControl": h["Cache-Control"]})
 
 
-def publish_preview(store: ObjectStore, config: Config, plan: Plan, done: set[int],
-                    already: int) -> tuple[int, dict[str, str]]:
-    """Playable while processing (issue 13 pt 4): the lowest rung of the leading chunks done, and the audio,
-    published under ``hls/{id}/`` with a growing EVENT playlist, a master naming that one rung, and the key.
+def _lowest_first(plan: Plan) -> list[fc.RungSpec]:
+    return sorted(plan.rungs, key=lambda r: (r.width * r.height, r.video_bitrate))
 
-    ``already`` chunks were published before (their segments are not copied again). Returns how many leading
-    chunks are published now and the ``preview_*`` outputs the stream API builds a provisional asset from
-    ({} while chunk 0 or the audio is missing). cdn_upload later overwrites the playlists and the master.
+
+def publish_preview(store: ObjectStore, config: Config, plan: Plan, done: set[int],
+                    already: Mapping[str, int]) -> tuple[dict[str, int], dict[str, str]]:
+    """Playable while processing (issue 13 pt 4): every rung's leading chunks done, and the audio, published
+    under ``hls/{id}/`` with one growing EVENT playlist per rung, a master naming every rung that has its
+    first chunk there (lowest first, with the separate audio rendition), and the key.
+
+    ``already`` maps each rung to the leading chunks published before (their segments are not copied again).
+    Returns the same map for now and the ``preview_*`` outputs the stream API builds a provisional asset
+    from ({} while chunk 0 or the audio is missing). cdn_upload later overwrites the playlists and the master.
     """
     video_done = {i for i in done if plan.job(i).kind == VIDEO}
     audio_done = not plan.has_audio or any(plan.job(i).kind == AUDIO for i in done)
     outputs, audio = _manifests(store, plan, done)
-    lead = chunked.leading_chunks(outputs, plan.chunk_count)
-    if not lead or not audio_done or not video_done:
-        return already, {}
+    ladder = _lowest_first(plan)
+    leads = chunked.leading_by_rung(outputs, plan.chunk_count, [r.name for r in ladder])
+    if not leads or not audio_done or not video_done:
+        return dict(already), {}
     vid = plan.video_id
-    lowest = plan.rungs[-1]
     base = f"hls/{vid}"
-    for o in lead[already:]:
-        for seg in o.rung(lowest.name).segments:
-            _published_copy(store, config, f"{plan.hls_prefix}/{lowest.name}/{seg.name}",
-                            f"{base}/{lowest.name}/{seg.name}")
+    first = not any(already.values())
+    for spec in ladder:
+        for o in leads.get(spec.name, [])[already.get(spec.name, 0):]:
+            for seg in o.rung(spec.name).segments:
+                _published_copy(store, config, f"{plan.hls_prefix}/{spec.name}/{seg.name}",
+                                f"{base}/{spec.name}/{seg.name}")
     audio_rendition = None
     if audio is not None:
         audio_rendition = chunked.audio_rendition(audio)
-        if already == 0:
+        if first:
             for seg in audio.segments:
                 _published_copy(store, config, f"{plan.hls_prefix}/{chunked.AUDIO_NAME}/{seg.name}",
                                 f"{base}/{chunked.AUDIO_NAME}/{seg.name}")
             text = chunked.media_playlist(audio.segments, key_line=audio.key_line, ended=True)
             store.put_bytes(f"{base}/{chunked.AUDIO_NAME}/{hls.PLAYLIST_NAME}", text.encode(),
                             cc.headers_for_key(f"{base}/x.m3u8", config.cdn.caching_rules)["Content-Type"])
-    if already == 0 and plan.encrypted:
+    if first and plan.encrypted:
         store.copy(plan.key_key, hls_key(vid), headers={"ContentType": "application/octet-stream",
                                                               "CacheControl": "private, no-store"})
-    ended = len(lead) == plan.chunk_count
-    segs = chunked.stitched_segments(lead, lowest.name)
-    text = chunked.media_playlist(segs, key_line=lead[0].rung(lowest.name).key_line, ended=ended,
-                                  playlist_type="VOD" if ended else "EVENT")
-    store.put_bytes(f"{base}/{lowest.name}/{hls.PLAYLIST_NAME}", text.encode(), "application/vnd.apple.mpegurl")
-    rendition = chunked.stitched_rendition(lowest, lead, fps=plan.fps, audio=audio)
-    store.put_bytes(f"{base}/{hls.MASTER_NAME}", hls.master_playlist_text([rendition], audio=audio_rendition).encode(),
+    renditions = []
+    for spec in ladder:                          # the playlists before the master that names them
+        lead = leads.get(spec.name)
+        if not lead:
+            continue
+        ended = len(lead) == plan.chunk_count
+        if len(lead) != already.get(spec.name, 0) or first:
+            text = chunked.media_playlist(chunked.stitched_segments(lead, spec.name),
+                                          key_line=lead[0].rung(spec.name).key_line, ended=ended,
+                                          playlist_type="VOD" if ended else "EVENT")
+            store.put_bytes(f"{base}/{spec.name}/{hls.PLAYLIST_NAME}", text.encode(),
+                            "application/vnd.apple.mpegurl")
+        renditions.append((chunked.stitched_rendition(spec, lead, fps=plan.fps, audio=audio), len(lead)))
+    store.put_bytes(f"{base}/{hls.MASTER_NAME}",
+                    hls.master_playlist_text([r for r, _ in renditions], audio=audio_rendition).encode(),
                     "application/vnd.apple.mpegurl")
-    return len(lead), {"preview_master_key": f"{base}/{hls.MASTER_NAME}", "preview_rendition": lowest.name,
-                       "preview_width": str(lowest.width), "preview_height": str(lowest.height),
-                       "preview_bandwidth": str(rendition.bandwidth),
-                       "preview_average_bandwidth": str(rendition.average_bandwidth),
-                       "preview_codecs": rendition.codecs, "preview_frame_rate": f"{plan.fps:.3f}",
-                       "preview_chunks": str(len(lead)), "preview_duration": f"{plan.duration:.3f}",
-                       "preview_key_id": f"keys/{vid}/aes128.key" if plan.encrypted else ""}
-
-
-def preview_paths(video_id: str, outputs: dict[str, str]) -> list[str]:
-    """The edge paths a growing preview changes (purged on every growth and at publication)."""
-    paths = [f"/hls/{video_id}/{hls.MASTER_NAME}"]
-    if outputs.get("preview_rendition"):
-        paths.append(f"/hls/{video_id}/{outputs['preview_rendition']}/{hls.PLAYLIST_NAME}")
-    return paths
+    listed = [{"name": r.name, "width": r.width, "height": r.height, "bandwidth": r.bandwidth,
+               "average_bandwidth": r.average_bandwidth, "codecs": r.codecs, "chunks": n} for r, n in renditions]
+    lowest, lowest_chunks = renditions[0]
+    return {r.name: n for r, n in renditions}, {
+        "preview_master_key": f"{base}/{hls.MASTER_NAME}", "preview_rendition": lowest.name,
+        "preview_width": str(lowest.width), "preview_height": str(lowest.height),
+        "preview_bandwidth": str(lowest.bandwidth), "preview_average_bandwidth": str(lowest.average_bandwidth),
+        "preview_codecs": lowest.codecs, "preview_frame_rate": f"{plan.fps:.3f}",
+        "preview_chunks": str(lowest_chunks), "preview_duration": f"{plan.duration:.3f}",
+        "preview_renditions": json.dumps(listed, separators=(",", ":")),
+        "preview_key_id": f"keys/{vid}/aes128.key" if plan.encrypted else ""}
 
 
 def stitch(store: ObjectStore, plan: Plan, playlist_type: str = "VOD") -> dict[str, str]:

@@ -222,6 +222,23 @@ def leading_chunks(outputs: Mapping[int, ChunkOutput], count: int) -> list[Chunk
     return lead
 
 
+def leading_by_rung(outputs: Mapping[int, ChunkOutput], count: int,
+                    rungs: Sequence[str]) -> dict[str, list[ChunkOutput]]:
+    """Per rung, the chunks done from chunk 0 on without a gap that wrote that rung (its growing playlist's
+    chunks); a rung none of whose leading chunks is in yet is left out. A chunk job writes its whole ladder
+    today, so the rungs grow together, but a rung joins only with its own segments on the edge."""
+    found: dict[str, list[ChunkOutput]] = {}
+    for name in rungs:
+        lead = []
+        for o in leading_chunks(outputs, count):
+            if not any(r.name == name and r.segments for r in o.rungs):
+                break
+            lead.append(o)
+        if lead:
+            found[name] = lead
+    return found
+
+
 def stitched_segments(outputs: Sequence[ChunkOutput], rung: str) -> tuple[Segment, ...]:
     return tuple(s for o in sorted(outputs, key=lambda o: o.index) for s in o.rung(rung).segments)
 
