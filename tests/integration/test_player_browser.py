@@ -11,6 +11,7 @@ deadline.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -184,6 +185,62 @@ def test_encrypted_video_plays_through_the_edge(config, api, video_id, browser, 
     startups = sql(api, "SELECT count() FROM playback_events WHERE startup_time_ms IS NOT NULL "
                         "AND video_id = {v:String} AND session_id = {s:String}", v=video_id, s=session)[0][0]
     assert startups == 1, "the first frame's startup time reaches the analytics once"
+
+
+# ------------------------------------------------------------------ playable while it processes
+
+PROCESSING_CLIP = {"width": 854, "height": 480, "duration": 80}    # 8 chunks of the test overlay's 10 s
+
+
+def test_the_player_starts_while_a_chunked_video_processes_with_every_rung(config, api, worker, browser, tmp_path):
+    """Issue 13 pt 4: the page plays a video whose chunks are still coming (growing EVENT playlists on the
+    edge), and the master it loads lists both rungs of a 480p source, so hls.js and the ABR controller get two
+    levels from the start."""
+    if not (config.media.transcoding.chunked and config.media.transcoding.playable_while_processing
+            and config.media.transcoding.chunk_seconds <= 10):
+        pytest.skip("needs chunked transcoding, playable while processing, chunk_seconds 10s (the test overlay)")
+    clip = clips.video(tmp_path / "processing.mp4", **PROCESSING_CLIP)
+    token = mint_token(config.auth, Keyring(config.auth, config.stack.state_dir), "player-tests",
+                       scopes=["videos:write"])
+    owner = {"Authorization": f"Bearer {token}"}
+    vid = upload_resumable(api, clip, token=token, visibility="public")
+    uploaded = time.monotonic()
+
+    def state() -> str | None:
+        r = httpx.get(f"{api}/videos/{vid}", headers=owner, timeout=10)
+        return r.json().get("state") if r.status_code == 200 else None
+
+    def two_rungs_while_processing() -> dict | None:
+        r = httpx.get(f"{api}/v1/stream", params={"video_id": vid}, timeout=10)
+        assert r.status_code in (200, 409), r.text
+        answer = r.json() if r.status_code == 200 else {}
+        assert state() != "ready", "published before it was playable while processing: nothing was tested"
+        return answer if answer.get("processing") and len(answer["qualities"]) >= 2 else None
+
+    answer = wait_for(two_rungs_while_processing, "two rungs playable while processing", PIPELINE_DEADLINE, step=0.5)
+    two_rungs = time.monotonic() - uploaded
+    assert [q["name"] for q in answer["qualities"]] == ["360p", "480p"], answer["qualities"]
+    assert open_player(browser, api, vid)["ready"], browser.log()
+    browser.wait("document.getElementById('video').currentTime > 1", PLAY_DEADLINE)
+    playing_while, playing = state(), time.monotonic() - uploaded
+    levels = browser.eval("framelogPlayer.levels.map(l => l.name)")
+    hls_levels = browser.eval("framelogPlayer.hls.levels.map(l => [l.width, l.height, l.details ? "
+                              "l.details.live : null])")
+    frame = browser.screenshot(tmp_path / "processing.png", "#video")
+    frags = browser.eval("framelogPlayer.loadedFragments")
+    assert playing_while not in ("ready", "failed"), f"the video was {playing_while} when the player played"
+    assert sorted(levels) == ["360p", "480p"], levels                  # more than one level from the start
+    assert sorted((w, h) for w, h, _ in hls_levels) == [(q["width"], q["height"]) for q in answer["qualities"]]
+    assert any(live for _, _, live in hls_levels), hls_levels          # an EVENT playlist: hls.js reloads it
+    assert browser.eval("[...document.getElementById('quality').options].map(o => o.value)")[0] == "auto"
+    assert frame_stddev(frame) > 20, "the video element shows no picture"
+    assert frags and all(f["url"].startswith(edge_base(config, "primary_cdn") + "s/") for f in frags)
+    assert browser.eval("framelogPlayer.error") is None, browser.log()
+    final = wait_for(lambda: state() in ("ready", "failed") and state(), f"video {vid} processed", PIPELINE_DEADLINE,
+                     step=1.0)
+    assert final == "ready"
+    print(f"\nvideo {vid} (80 s 854x480, 8 chunks): 2 rungs playable {two_rungs:.1f}s after the upload, the player "
+          f"past 1 s at {playing:.1f}s, published {time.monotonic() - uploaded:.1f}s")
 
 
 # ------------------------------------------------------------------ ABR under a throttled network

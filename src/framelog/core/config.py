@@ -360,7 +360,7 @@ class TranscodingChunks:
     chunked: Bool                           # false: one single-pass job per video (the old stage)
     chunk_seconds: PositiveDuration         # a multiple of hls_config.segment_duration
     min_tail_segments: Annotated[Int, Field(ge=0)] = 1   # a shorter tail joins the chunk before it
-    playable_while_processing: Bool = True  # publish the lowest rung's leading chunks as a growing EVENT playlist
+    playable_while_processing: Bool = True  # publish every rung's leading chunks as growing EVENT playlists
 
 
 @dataclass(frozen=True)
