@@ -37,3 +37,27 @@ def test_a_bug_is_not_an_outage_and_is_not_retried():
     with pytest.raises(KeyError):
         asyncio.run(until_handled("test", handle, NO_WAIT))
     assert calls == [1]
+
+
+def test_a_dead_letter_meeting_an_outage_is_sent_again_not_dropped_with_the_agent():
+    from types import SimpleNamespace
+
+    from framelog.pipeline.agents.pipeline import _decode_or_dead_letter
+    from framelog.streams.exceptions import DecodeError
+
+    sent = []
+
+    class Codec:
+        def decode_for_topic(self, topic: str, value: bytes):
+            raise DecodeError("not_avro", "no single-object marker")
+
+    class Emitter:
+        async def dead_letter(self, topic: str, value: bytes, **kw) -> None:
+            sent.append((topic, value, kw["reason"]))
+            if len(sent) == 1:
+                raise DeliveryError("timeout", "1 of 1 dead letter(s) not acknowledged within 30s")
+
+    event = SimpleNamespace(message=SimpleNamespace(topic="cdn.commands", partition=2, offset=7, key=b"k",
+                                                    value=b"junk"))
+    assert asyncio.run(_decode_or_dead_letter(Codec(), Emitter(), event)) is None
+    assert sent == [("cdn.commands", b"junk", "not_avro")] * 2

@@ -186,6 +186,8 @@ class KafkaConfig:
     brokers: int = 1                  # KRaft nodes of the local stack (stack up --brokers N)
     replication_factor: int = 3       # replicas per topic, at most the cluster's brokers (streams/admin.py)
     min_insync_replicas: int = 2      # acks=all waits for these, at most replication_factor - 1
+    stall_timeout: float = 120.0      # seconds a worker may own a partition with lag it does not advance,
+                                      # beyond its group's longest record (streams/stall_watch.py)
     principal: str = "admin"     # not in the YAML: what the process is (streams/kafka_auth.as_principal)
 
 
@@ -741,6 +743,7 @@ class _KafkaFile:
     brokers: Annotated[Int, Field(ge=1, le=9)] = 1
     replication_factor: Annotated[Int, Field(ge=1)] = 3
     min_insync_replicas: Annotated[Int, Field(ge=1)] = 2
+    stall_timeout: PositiveDuration = 120.0
 
 
 @section
@@ -1086,7 +1089,7 @@ def build_config(data: Any, source: Path = Path("<memory>"), environ: Mapping[st
         stack=replace(f.stack, state_dir=f.stack.state_dir.absolute()),
         kafka=KafkaConfig(k.bootstrap_servers, k.schema_registry_url, k.default_partitions, k.client_id,
                           k.security.protocol, k.security.mechanism, k.brokers, k.replication_factor,
-                          k.min_insync_replicas),
+                          k.min_insync_replicas, k.stall_timeout),
         object_storage=f.object_storage,
         clickhouse=f.clickhouse,
         storage_tiers=tiers,

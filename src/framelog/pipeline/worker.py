@@ -15,9 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from framelog.core.config import Config
 from framelog.core.logs import configure_logging
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ WEBHOOKS = "webhooks"      # video events -> signed HTTP deliveries to registere
 CHUNKS = "chunks"          # chunk jobs of chunked transcoding: one chunk's ladder per job (pipeline/agents/chunks.py)
 STITCH = "stitch"          # the chunk ledger per video: retries, growing playlists, the stitch (same module)
 RESTART_BACKOFF = 2.0
+STALL_EXIT = 75            # EX_TEMPFAIL: the stall watchdog gave up on this process; start it again
 
 
 def groups(config: Config) -> list[str]:
@@ -121,12 +126,50 @@ def run_group(config: Config, group: str) -> int:
                              on_complete=asset_publisher(config, emitter) if last else None, fan_out=fan_out)
         register_stage(app, config, stage, runner, codec, emitter)
 
+    watch_stalls(app, config, group)
     worker = Worker(app, loglevel="INFO", quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()      # exits the process when the worker stops
     finally:
         emitter.close()
     return 0
+
+
+def stall_limit(config: Config, group: str) -> float:
+    """Seconds a member of ``group`` may own a partition with lag and not commit: ``kafka.stall_timeout``
+    on top of the longest one record may legitimately take (a stage's timeout and its kill grace; the
+    chunk workers and the stitch run transcoding's), so a long job never looks like a stall."""
+    from framelog.pipeline.jobs.chunks import STAGE as CHUNKED_STAGE
+
+    stages = {s.name: s for s in config.pipeline.stages}
+    stage = stages.get(group) or (stages.get(CHUNKED_STAGE) if group in (CHUNKS, STITCH) else None)
+    longest = stage.timeout + 2 * config.pipeline.kill_grace if stage is not None else 0.0
+    return config.kafka.stall_timeout + longest
+
+
+def watch_stalls(app: faust.App, config: Config, group: str) -> None:
+    """Once the app runs, a StallWatchdog (pipeline/stall_watch.py) over the partitions this member owns, its
+    tables' changelogs aside (read to restore, never committed), and those of its agents' topics nobody owns;
+    a stall exits the process with STALL_EXIT, and its supervisor (``supervise``, or the container's restart
+    policy) starts it again."""
+    from framelog.pipeline.stall_watch import StallWatchdog
+
+    def owned() -> set[tuple[str, int]]:
+        changelogs = app.tables.changelog_topics
+        return {(tp.topic, tp.partition) for tp in list(app.consumer.assignment()) if tp.topic not in changelogs}
+
+    def exit_stalled(stalled: list[tuple[str, int]]) -> None:
+        log.error("worker %s: %s behind and not committed for %.0fs; exiting so the group is joined again",
+                  group, ", ".join(f"{t}[{p}]" for t, p in stalled), limit)
+        logging.shutdown()
+        os._exit(STALL_EXIT)       # like a kill -9: nothing acknowledged is in flight (emits await their acks)
+
+    limit = stall_limit(config, group)
+
+    @app.task
+    async def stall_watchdog() -> None:
+        inputs = {name for agent in app.agents.values() for name in getattr(agent.channel, "topics", ())}
+        StallWatchdog(config, app.conf.id, owned, inputs, limit, exit_stalled).start()
 
 
 def supervise(config: Config, wanted: Sequence[str]) -> int:

@@ -32,7 +32,7 @@ import faust
 from framelog.core.config import Config
 from framelog.core.ids import validate_video_id
 from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
-from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, _partitions
+from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, _partitions, until_handled
 from framelog.pipeline.worker import POPULARITY
 from framelog.processors import cache_control, cdn_routing
 from framelog.processors.trending import observe, trending_key
@@ -202,22 +202,29 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
             before = views[vid]
             if cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, before):
                 continue       # popular already: its count decides nothing more, so the changelog stops growing
-            views[vid] = before + 1
             if crossed_popularity(before, before + 1, config):
-                await emitter.emit(topics.CDN_COMMANDS, CacheWarm(video_id=vid, paths=[], trigger=HIGH_VIEW_COUNT))
+                await _warm(vid, CacheWarm(video_id=vid, paths=[], trigger=HIGH_VIEW_COUNT))
                 log.info("video %s: %d views, warming the edges", vid, before + 1)
+            views[vid] = before + 1     # after the warm: a worker killed in between counts this view again
 
     async def _trend(vid: str, record: dict) -> None:
         country = cdn_routing.normalize_country(record.get("country"))
         key = trending_key(vid, country)
         seen = observe(trending[key], _event_ms(record), trend_settings)
-        trending[key] = seen.state
         if seen.warm:
             edge = cdn_routing.route(country, config.cdn).primary
-            await emitter.emit(topics.CDN_COMMANDS, CacheWarm(video_id=vid, paths=[], providers=[edge],
-                                                              trigger=TRENDING_CONTENT))
+            await _warm(vid, CacheWarm(video_id=vid, paths=[], providers=[edge], trigger=TRENDING_CONTENT))
             log.info("video %s: trending in %s (%d views in %gs), warming %s", vid, country or "unknown country",
                      seen.views_in_window, trend_settings.window, edge)
+        trending[key] = seen.state
+
+    async def _warm(vid: str, warm: CacheWarm) -> None:
+        """The warm a view decided, through an outage of the log (until_handled): an agent that raised
+        would be restarted with the view acknowledged and the warm never sent. The tables are written
+        only after it, so a worker killed before the write sees the view again and decides the warm again
+        (a second warm of the same video is harmless) instead of finding it decided and never sent."""
+        await until_handled(f"{warm.trigger} warm of video {vid}",
+                            lambda: emitter.emit(topics.CDN_COMMANDS, warm))
 
 
 def _event_ms(record: dict) -> int:

@@ -40,7 +40,7 @@ OUTAGES: tuple[type[Exception], ...] = (DeliveryError, *STORE_ERRORS)
 OUTAGE_BACKOFF = Backoff(1.0, 30.0, jitter=0.25)
 
 
-async def until_handled(what: str, handle: Callable[[], Awaitable[None]], backoff: Backoff = OUTAGE_BACKOFF) -> int:
+async def until_handled(what: str, handle: Callable[[], Awaitable[object]], backoff: Backoff = OUTAGE_BACKOFF) -> int:
     """Await ``handle()`` until it does not fail for an outage of the log or the store; the retries it took."""
     failures = 0
     while True:
@@ -59,15 +59,18 @@ def _partitions(config: Config, name: str) -> int:
 
 
 async def _decode_or_dead_letter(codec: AvroCodec, emitter: AsyncEmitter, event: faust.EventT):
-    """Decoded (name, record), or None after sending the record to the dead-letter topic."""
+    """Decoded (name, record), or None once the record is on the dead-letter topic (retried through an
+    outage of the log: the agent must not crash and have the undecodable record acknowledged unparked)."""
     msg = event.message
     try:
         return codec.decode_for_topic(msg.topic, msg.value)
     except (DecodeError, ValidationError) as exc:
         log.warning("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
-        await emitter.dead_letter(msg.topic, msg.value, key=msg.key, reason=exc.reason, error=str(exc),
-                                  partition=msg.partition, offset=msg.offset)
-        return None
+        failure = exc
+    await until_handled(f"dead letter of {msg.topic}[{msg.partition}]@{msg.offset}", lambda: emitter.dead_letter(
+        msg.topic, msg.value, key=msg.key, reason=failure.reason, error=str(failure), partition=msg.partition,
+        offset=msg.offset))
+    return None
 
 
 def upload_inputs(upload: Mapping[str, Any]) -> dict[str, str]:

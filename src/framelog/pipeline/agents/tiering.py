@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from framelog.core.clock import Clock, SystemClock
 from framelog.core.config import Config
-from framelog.pipeline.agents.pipeline import _decode_or_dead_letter
+from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, until_handled
 from framelog.pipeline.agents.tiering_metrics import TieringMetrics
 from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditions
 from framelog.pipeline.tiering_fold import fold_event, rendition_row
@@ -107,7 +107,15 @@ class TieringAgent:
     # ------------------------------------------------------------ plumbing
 
     async def _emit(self, record: TierTransition) -> Any:
-        return await self.emitter.emit(topics.TIER_TRANSITIONS, record)
+        """The transition of a move already made, through an outage of the log (until_handled): raising
+        here would leave the objects moved and the table still naming the old tier."""
+        delivered: list[Any] = []
+
+        async def send() -> None:
+            delivered.append(await self.emitter.emit(topics.TIER_TRANSITIONS, record))
+
+        await until_handled(f"tier transition of {record.video_id}/{record.rendition}", send)
+        return delivered[-1]
 
     def _recovered(self) -> bool:
         return self.app.tables.recovery.completed.is_set() and not self.app.in_recovery
