@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from framelog.core.config import DEFAULT_CONFIG_PATH
-from framelog.pipeline.agents.cdn import crossed_popularity
+from framelog.pipeline.agents.cdn import count_view, crossed_popularity
 from framelog.pipeline.agents.cdn_metrics import CdnMetrics, edge_labels
 from framelog.processors.edge_logs import LogFollower, parse_line
 from framelog.processors.edge_signing import origin_token
@@ -248,3 +248,14 @@ def test_edge_health_probes_once_per_cache_period(cfg, monkeypatch):
     now[0] = 2.5
     health.healthy()
     assert len(calls) == 4
+
+
+def test_a_view_handled_again_after_a_restart_is_not_counted_twice():
+    first = count_view(0, 40)                       # a video's first view, at offset 40 of its partition
+    assert first is not None and (first.before, first.after) == (0, 1)
+    second = count_view(first.value, 41)
+    assert second is not None and second.after == 2
+    assert count_view(second.value, 41) is None     # the same record again: its table write had landed
+    assert count_view(second.value, 40) is None
+    legacy = count_view(7, 3)                       # a bare count from before the offset was kept
+    assert legacy is not None and (legacy.before, legacy.after, legacy.value) == (7, 8, {"count": 8, "offset": 3})

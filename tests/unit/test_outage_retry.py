@@ -61,3 +61,24 @@ def test_a_dead_letter_meeting_an_outage_is_sent_again_not_dropped_with_the_agen
                                                     value=b"junk"))
     assert asyncio.run(_decode_or_dead_letter(Codec(), Emitter(), event)) is None
     assert sent == [("cdn.commands", b"junk", "not_avro")] * 2
+
+
+def test_the_embedded_analytics_sink_is_started_again_after_an_error_and_stops_when_asked():
+    from framelog.sinks.clickhouse.runner import RestartingSink
+
+    runs: list[str] = []
+
+    class Runner:
+        def run(self) -> None:
+            runs.append("run")
+            if len(runs) == 1:
+                raise RuntimeError("commit_failed: Broker: Not coordinator")
+
+        def stop(self) -> None:
+            runs.append("stop")
+
+    sink = RestartingSink(Runner, NO_WAIT)
+    sink.run()                              # the first runner fails, the second one ends normally
+    assert runs == ["run", "run"] and sink.restarts == 1
+    sink.stop()
+    assert runs[-1] == "stop"

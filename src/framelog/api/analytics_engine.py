@@ -58,11 +58,13 @@ def open_engine(config: Config) -> AnalyticsEngine:
     engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(config)),
                              connect(config, create_database=False), query_cache=analytics_query_cache(config.caching))
     if embedded_sink_wanted(config):
-        from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
+        from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner, RestartingSink
         from framelog.streams.kafka_auth import SINK, as_principal
 
-        # the embedded sink keeps the sink's principal: the API's own may not read the sink's group
-        engine.runner = AnalyticsSinkRunner(as_principal(config, SINK), client=client, lock=engine.lock,
-                                            on_videos_written=engine.query_cache.invalidate)
+        # the embedded sink keeps the sink's principal: the API's own may not read the sink's group;
+        # started again after an error, since no supervisor restarts a thread (RestartingSink)
+        engine.runner = RestartingSink(lambda: AnalyticsSinkRunner(
+            as_principal(config, SINK), client=client, lock=engine.lock,
+            on_videos_written=engine.query_cache.invalidate))
         engine.runner.start_thread()
     return engine

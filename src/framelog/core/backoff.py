@@ -9,4 +9,8 @@ from __future__ import annotations
 
 from framelog_client.backoff import Backoff
 
-__all__ = ["Backoff"]
+__all__ = ["OUTAGE_BACKOFF", "Backoff"]
+
+# Waiting out an outage of the log or the store (a record handled again, an embedded consumer started again):
+# first after about a second, then up to half a minute between tries.
+OUTAGE_BACKOFF = Backoff(1.0, 30.0, jitter=0.25)

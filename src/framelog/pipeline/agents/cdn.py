@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import faust
 
@@ -53,6 +55,7 @@ VIEW_TYPES = frozenset({"view_start", "video_view"})
 HIGH_VIEW_COUNT = "high_view_count"
 TRENDING_CONTENT = "trending_content"
 UPLOAD_COMPLETE = "video_upload_complete"
+TRENDING_OFFSET = "offset"     # in a trending state: the last playback.events offset counted (see count_view)
 LOG_POLL_INTERVAL = 1.0
 # Roll changelog segments hourly and compact eagerly, so a restart recovers about one record per video
 # instead of one per view (Kafka's defaults roll at 1 GiB or 7 days: nothing would ever be compacted).
@@ -85,6 +88,36 @@ def _table(app: faust.App, spec: TopicSpec, name: str, default: type, value_type
     return app.Table(name, default=default, partitions=spec.partitions, key_type=str, value_type=value_type,
                      changelog_topic=app.topic(spec.name, partitions=spec.partitions, key_serializer="json",
                                                value_serializer="json", compacting=True))
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A video's view count before and after one view, and the value to store (the count and the offset)."""
+
+    before: int
+    after: int
+    value: dict[str, int]
+
+
+def count_view(stored: int | Mapping[str, int] | None, offset: int) -> Counted | None:
+    """One view, read at ``offset`` of its playback.events partition, added to a video's stored count;
+    None when that offset is in the count already (a record handled again after a restart, whose table
+    write landed before its offset was committed: counting it again would count the view twice).
+
+    A video's views all come from one partition, in offset order, so the last offset counted says which
+    records are in. Values written before the offset was kept are bare counts.
+    """
+    if isinstance(stored, Mapping):
+        count, last = int(stored.get("count", 0)), int(stored.get("offset", -1))
+    else:
+        count, last = int(stored or 0), -1
+    if offset <= last:
+        return None
+    return Counted(count, count + 1, {"count": count + 1, "offset": offset})
+
+
+def stored_count(stored: int | Mapping[str, int] | None) -> int:
+    return int(stored.get("count", 0)) if isinstance(stored, Mapping) else int(stored or 0)
 
 
 def crossed_popularity(before: int, after: int, config: Config) -> bool:
@@ -183,7 +216,7 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
     A group of its own: a table's recovery pauses its app's streams, and edge
     commands must not wait for it.
     """
-    views = _table(app, view_counts_changelog(config), VIEW_COUNTS_TABLE, int, int)
+    views = _table(app, view_counts_changelog(config), VIEW_COUNTS_TABLE, int, dict)
     trending = _table(app, trending_changelog(config), TRENDING_TABLE, dict, dict)
     trend_settings = config.caching.trending
 
@@ -197,26 +230,32 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
                 continue
             if name != "PlaybackEvent" or record.get("type") not in VIEW_TYPES:
                 continue
-            vid = record["video_id"]
-            await _trend(vid, record)
-            before = views[vid]
-            if cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, before):
+            vid, offset = record["video_id"], event.message.offset
+            await _trend(vid, record, offset)
+            stored = views[vid]
+            if cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, stored_count(stored)):
                 continue       # popular already: its count decides nothing more, so the changelog stops growing
-            if crossed_popularity(before, before + 1, config):
+            counted = count_view(stored, offset)
+            if counted is None:
+                continue       # counted before a restart (and its warm, if any, was sent before the count)
+            if crossed_popularity(counted.before, counted.after, config):
                 await _warm(vid, CacheWarm(video_id=vid, paths=[], trigger=HIGH_VIEW_COUNT))
-                log.info("video %s: %d views, warming the edges", vid, before + 1)
-            views[vid] = before + 1     # after the warm: a worker killed in between counts this view again
+                log.info("video %s: %d views, warming the edges", vid, counted.after)
+            views[vid] = counted.value     # after the warm: a worker killed in between decides it again
 
-    async def _trend(vid: str, record: dict) -> None:
+    async def _trend(vid: str, record: dict, offset: int) -> None:
         country = cdn_routing.normalize_country(record.get("country"))
         key = trending_key(vid, country)
-        seen = observe(trending[key], _event_ms(record), trend_settings)
+        stored = trending[key]
+        if stored and int(stored.get(TRENDING_OFFSET, -1)) >= offset:
+            return             # in the window already (see count_view)
+        seen = observe(stored, _event_ms(record), trend_settings)
         if seen.warm:
             edge = cdn_routing.route(country, config.cdn).primary
             await _warm(vid, CacheWarm(video_id=vid, paths=[], providers=[edge], trigger=TRENDING_CONTENT))
             log.info("video %s: trending in %s (%d views in %gs), warming %s", vid, country or "unknown country",
                      seen.views_in_window, trend_settings.window, edge)
-        trending[key] = seen.state
+        trending[key] = {**seen.state, TRENDING_OFFSET: offset}
 
     async def _warm(vid: str, warm: CacheWarm) -> None:
         """The warm a view decided, through an outage of the log (until_handled): an agent that raised

@@ -10,7 +10,7 @@ from typing import Any
 
 import faust
 
-from framelog.core.backoff import Backoff
+from framelog.core.backoff import OUTAGE_BACKOFF, Backoff
 from framelog.core.config import Config, StageConfig
 from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs import tombstones
@@ -37,7 +37,6 @@ JOB_NAMESPACE = uuid.UUID("6f1c8f55-2b0e-4c57-9a8e-1f5d2f0c7a11")
 # same record, until it goes through. Handling is idempotent: job ids come from the upload event and
 # a stage that already succeeded only re-announces its outcome (its completion marker).
 OUTAGES: tuple[type[Exception], ...] = (DeliveryError, *STORE_ERRORS)
-OUTAGE_BACKOFF = Backoff(1.0, 30.0, jitter=0.25)
 
 
 async def until_handled(what: str, handle: Callable[[], Awaitable[object]], backoff: Backoff = OUTAGE_BACKOFF) -> int:
