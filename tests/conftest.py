@@ -16,6 +16,7 @@ FRAMELOG_KEEP_STACK=1 to keep a stack this session started, for fast re-runs.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,16 @@ def stack(config: Config):
     yield s
     if not was_running and not os.environ.get("FRAMELOG_KEEP_STACK"):
         s.down()
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory) -> Path:
+    """The embedded ClickHouse engine's path for every test that opens chdb in this process.
+
+    chdb runs one engine per process and refuses a second path while any session
+    of the first is open, so tests share this one and keep apart by database.
+    """
+    return tmp_path_factory.mktemp("chdb").resolve()
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    path = tmp_path_factory.mktemp("chdb-engine-path").resolve()
+def engine(chdb_path):
+    path = chdb_path
     clients = []
 
     def open_(database):

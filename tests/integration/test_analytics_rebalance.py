@@ -41,12 +41,12 @@ def _codec(config, spec: TopicSpec, **kw) -> AvroCodec:
     return AvroCodec(config, topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], **kw)
 
 
-def test_a_second_sink_joining_the_group_counts_every_event_once(stack, config, tmp_path):
+def test_a_second_sink_joining_the_group_counts_every_event_once(stack, config, chdb_path):
     spec = TopicSpec(f"test.analytics-rebalance-{uuid.uuid4().hex[:8]}", ("PlaybackEvent",), partitions=PARTITIONS,
                      retention_ms=3_600_000)
     create_topics(config, [spec, TopicSpec(spec.dlq, ("DeadLetter",), partitions=PARTITIONS, retention_ms=3_600_000)])
     cfg = dataclasses.replace(config, clickhouse=dataclasses.replace(
-        config.clickhouse, dsn=f"chdb://{(tmp_path / 'ch').resolve()}", database="rebalance"))
+        config.clickhouse, dsn=f"chdb://{chdb_path}", database=f"rebalance_{uuid.uuid4().hex[:8]}"))
     group = f"test-rebalance-{uuid.uuid4().hex[:8]}"
     tables = {spec.name: DEFAULT_TABLES["playback.events"]}
     videos = [f"rebal{uuid.uuid4().hex[:8]}{i}" for i in range(VIDEOS)]

@@ -50,10 +50,10 @@ def watch(session: str, viewer: str, hour: float, *stretches: tuple[float, float
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
+def db(chdb_path):
     cfg = load_config()
     cfg = dataclasses.replace(cfg, clickhouse=dataclasses.replace(
-        cfg.clickhouse, dsn=f"chdb://{tmp_path_factory.mktemp('chdb').resolve()}", database="framelog_series"))
+        cfg.clickhouse, dsn=f"chdb://{chdb_path}", database="framelog_series"))
     client = connect(cfg)
     apply_migrations(client, cfg)
     events = (

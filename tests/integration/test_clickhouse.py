@@ -38,8 +38,8 @@ def _config(path, database):
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    path = tmp_path_factory.mktemp("chdb").resolve()
+def engine(chdb_path):
+    path = chdb_path
     clients = []
 
     def open_(database, readonly=False):

@@ -244,10 +244,10 @@ def test_readme_example_queries_pass_the_guard():
 # ---------------------------------------------------------------- the engine (integration)
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def engine(chdb_path):
     """A real chdb engine with migrations and some rows; a writer session and an analyst session."""
     base = load_config()
-    path = tmp_path_factory.mktemp("chdb-sandbox").resolve()
+    path = chdb_path
     cfg = dataclasses.replace(base, clickhouse=dataclasses.replace(base.clickhouse, dsn=f"chdb://{path}",
                                                                    database="framelog_sandbox"))
     writer = connect(cfg)
