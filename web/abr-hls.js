@@ -1,8 +1,10 @@
 // Plugs the seed's AdaptiveBitrateController (abr.js) into hls.js as its
 // `abrController` component, replacing hls.js's own estimator:
-// * every loaded fragment is a bandwidth sample (bits / load time); once it
-//   is buffered (so the buffer level counts it) the controller adjusts: the
-//   seed's measure + adjust pair, just before hls.js picks the next level;
+// * every loaded fragment is a bandwidth sample (bits / load time); the
+//   controller adjusts on it (the seed's measure + adjust pair) when hls.js
+//   next asks for a level or when the fragment is buffered, whichever comes
+//   first: with the audio a rendition of its own, hls.js asks for the next
+//   video fragment before it reports the last one buffered;
 // * every `checkIntervalMs` (the seed's 5 s timer) the controller adjusts on
 //   the buffer alone: when it steps down under a low buffer while a fragment
 //   of a higher level is still loading, that request is abandoned the way
@@ -71,6 +73,7 @@ export function createAbrControllerClass(Hls, settings,
       this.levels = [];
       this.loading = null;          // the fragment in flight, if any
       this.forced = -1;             // a level hls.js's error handling asked for, until the next decision
+      this.undecided = false;       // a bandwidth sample came in since the last decision
       this.timer = null;
       this.bwEstimator = undefined;
       hls.on(Events.MANIFEST_PARSED, this.onManifestParsed, this);
@@ -109,6 +112,7 @@ export function createAbrControllerClass(Hls, settings,
       const ms = stats.loading.end - stats.loading.start;
       if (stats.loaded > 0 && ms > 0) {
         this.controller.measure((stats.loaded * 8 * 1000) / ms, this.bufferLevel(), now());
+        this.undecided = true;
       }
     }
 
@@ -122,13 +126,24 @@ export function createAbrControllerClass(Hls, settings,
 
     // ---------------------------------------------------------------- decisions
 
+    /** Seconds of the main (video) buffer ahead, as hls.js's own estimator reads it: with the audio as a
+     *  rendition of its own, the media element's buffered ranges are audio AND video, and the audio is
+     *  appended only after the video's first fragment, so they would read 0 right when the first
+     *  decision is due and keep the lowest level for a whole fragment too long. */
     bufferLevel() {
-      return bufferAhead(this.hls.media);
+      const media = this.hls.media;
+      const info = this.hls.mainForwardBufferInfo;
+      if (!media || !info) return bufferAhead(media);
+      if (info.len > 0 && Number.isFinite(media.duration) && info.end >= media.duration - EPSILON_SECONDS) {
+        return Infinity;
+      }
+      return info.len;
     }
 
     /** An adjust; reports a switch and returns it. */
     decide() {
       if (!this.controller || this.hls.manualLevel !== -1) return null;
+      this.undecided = false;
       const buffer = this.bufferLevel();
       const change = this.controller.adjust(buffer, now());
       this.forced = -1;            // an error's level hint lasts until the controller decides again
@@ -193,7 +208,7 @@ export function createAbrControllerClass(Hls, settings,
     get nextAutoLevel() {
       if (this.forced !== -1) return this.forced;
       if (!this.controller) return -1;
-      if (this.controller.current === null) this.decide();
+      if (this.controller.current === null || this.undecided) this.decide();
       return this.indexOf(this.controller.current);
     }
 

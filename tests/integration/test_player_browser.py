@@ -1,9 +1,10 @@
 """The web player in Debian's chromium (playwright-core), against the whole local stack.
 
-One short clip goes through the real pipeline (encrypted HLS, two renditions,
-two 10 s segments each) and is played by /player/{id} through the nginx
-edges: it plays (a screenshot shows a frame), a throttled network makes the
-seed's ABR controller step down and the quality_switch lands in ClickHouse,
+One short clip goes through the real pipeline (encrypted HLS, two renditions
+of two 10 s segments and an audio rendition of its own) and is played by
+/player/{id} through the nginx edges: it plays (a screenshot shows a frame), a
+slow top rendition makes the seed's ABR controller step down and the
+quality_switch lands in ClickHouse,
 a stopped primary edge hands playback to the fallback, and a purge through
 cdn.commands removes what the edge cached. Every wait is a condition with a
 deadline.
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.integration
 
 PIPELINE_DEADLINE = 420.0
 PLAY_DEADLINE = 60.0
+SECOND_SEGMENT_DELAY = 8.0   # seconds the second segments are held in the fallback test
+TOP_DELAY = 30.0          # seconds the top rendition's segments are held: longer than the clip's first segment
 ANALYTICS_DEADLINE = 60.0
 SESSION_ID = re.compile(r"^[0-9a-f-]{32,36}$")   # a UUID, with or without dashes
 
@@ -243,7 +246,7 @@ def test_the_player_starts_while_a_chunked_video_processes_with_every_rung(confi
           f"past 1 s at {playing:.1f}s, published {time.monotonic() - uploaded:.1f}s")
 
 
-# ------------------------------------------------------------------ ABR under a throttled network
+# ------------------------------------------------------------------ ABR under a slow rendition
 
 def test_chapters_show_and_like_and_share_reach_the_analytics(config, api, video_id, browser):
     """The AI stage's chapters are listed beside the player (and a chapters text track added); the like
@@ -305,14 +308,14 @@ def test_the_published_mp4_downloads_through_the_edge_by_ranges(config, api, vid
     assert_decodes(tmp_path / "download.mp4")                      # every frame decodes
 
 
-def test_throttled_network_makes_the_controller_step_down(config, api, video_id, browser):
-    """A link of the top rendition's nominal bandwidth: the first (lowest) segment measures enough to step up,
-    but the top segments (their real bitrate is above nominal) cannot keep up, the buffer drains under
-    abr.low_buffer_seconds and the controller steps down while the top segment is still loading."""
+def test_slow_top_rendition_makes_the_controller_step_down(config, api, video_id, browser):
+    """The lowest rendition's first segment measures enough to step up; the top rendition's segments are
+    slow to come (each held TOP_DELAY), the buffer drains under abr.low_buffer_seconds and the controller
+    steps down on its timer, abandoning the top segment in flight, and the lower one loads instead."""
     levels = {q.name: q for q in config.hls.quality_levels}
     top, lower = "480p", "360p"
     assert {top, lower} <= set(levels)
-    browser.throttle(download_bps=levels[top].bandwidth)
+    browser.delay(f"**/{top}/segment_*.ts", TOP_DELAY)
     assert open_player(browser, api, video_id)["ready"], browser.log()
     up = browser.wait(f"framelogPlayer.switches.find(s => s.toQuality === '{top}')", PLAY_DEADLINE)
     assert up["reason"] == "bandwidth" and up["bandwidth"] >= levels[top].bandwidth * config.abr.switch_threshold
@@ -320,7 +323,6 @@ def test_throttled_network_makes_the_controller_step_down(config, api, video_id,
                         PLAY_DEADLINE)
     assert down["reason"] == "low_buffer", down
     assert down["bufferLevel"] < config.abr.low_buffer_seconds
-    browser.throttle()                                               # let the rest through
     browser.wait(f"framelogPlayer.loadedFragments.some(f => f.level === "
                  f"framelogPlayer.levels.find(l => l.name === '{lower}').index && f.sn > 0)", PLAY_DEADLINE)
     flush_events(browser)
@@ -338,8 +340,7 @@ def test_throttled_network_makes_the_controller_step_down(config, api, video_id,
 def test_playback_continues_from_the_fallback_when_the_primary_edge_stops(config, stack, api, video_id, browser):
     primary = next(e for e in stack.edges if e.provider_key == "primary_cdn")
     fallback_base = edge_base(config, "secondary_cdn")
-    # slow enough that the second segment is still to come when the edge goes away
-    browser.throttle(download_bps=next(q.bandwidth for q in config.hls.quality_levels if q.name == "480p"))
+    browser.delay("**/segment_00001.ts", SECOND_SEGMENT_DELAY)   # still to come when the edge goes away
     assert open_player(browser, api, video_id)["ready"], browser.log()
     browser.wait("framelogPlayer.loadedFragments.length >= 1 && !document.getElementById('video').paused",
                  PLAY_DEADLINE)
@@ -347,7 +348,6 @@ def test_playback_continues_from_the_fallback_when_the_primary_edge_stops(config
     try:
         failover = browser.wait("framelogPlayer.failover", PLAY_DEADLINE)
         assert failover["to"].startswith(fallback_base + "s/"), failover
-        browser.throttle()
         browser.wait(f"framelogPlayer.loadedFragments.some(f => f.url.startsWith('{fallback_base}'))", PLAY_DEADLINE)
         browser.wait("document.getElementById('video').currentTime > 11", PLAY_DEADLINE)   # into the 2nd segment
         assert browser.eval("framelogPlayer.error") is None
@@ -434,3 +434,4 @@ def test_the_player_leaves_out_a_rendition_in_a_cold_tier(config, api, video_id,
     finally:                                               # the other tests' video is whole again
         _tier_move(video_id, top, cold, entry, "restore", config)
         wait_for(lambda: not top_archived(), f"{top} available again", PLAY_DEADLINE)
+

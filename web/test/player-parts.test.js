@@ -74,11 +74,25 @@ test('hls.js gets the lowest level first (startup), then the level the measured 
   const f = frag(1, 1_000_000, 1000);               // 8 Mbit/s: fits 480p
   hls.emit(Events.FRAG_LOADING, { frag: f });
   hls.emit(Events.FRAG_LOADED, { frag: f });
-  assert.equal(abr.nextAutoLevel, 1);                // measured, not yet decided: the fragment is not buffered
-  hls.emit(Events.FRAG_BUFFERED, { frag: f });
-  assert.equal(abr.nextAutoLevel, 0);
+  assert.equal(switches.length, 1);                  // measured, not yet decided
+  assert.equal(abr.nextAutoLevel, 0);                // hls.js asks for the next level: the sample decides it
   assert.deepEqual([switches[1].toQuality, switches[1].reason, switches[1].index], ['480p', 'bandwidth', 0]);
   assert.equal(switches[1].bandwidth, 8_000_000);
+  hls.emit(Events.FRAG_BUFFERED, { frag: f });       // buffered after hls.js asked: decided again, no new switch
+  assert.equal(switches.length, 2);
+});
+
+test('with the audio a rendition of its own, the buffer is the video\'s, as hls.js reads it', () => {
+  const { hls, abr, switches } = setup();
+  abr.firstAutoLevel;
+  hls.media.buffered = ranges([]);                  // the audio is not appended yet: audio AND video is empty
+  hls.mainForwardBufferInfo = { len: 10, end: 10 };  // the video SourceBuffer holds the first fragment
+  const f = frag(1, 1_000_000, 1000);
+  hls.emit(Events.FRAG_LOADED, { frag: f });
+  hls.emit(Events.FRAG_BUFFERED, { frag: f });
+  assert.deepEqual([switches.at(-1).toQuality, switches.at(-1).bufferLevel], ['480p', 10]);
+  hls.mainForwardBufferInfo = { len: 30, end: 40 };  // the video is buffered to its end
+  assert.equal(abr.bufferLevel(), Infinity);
 });
 
 test('the timer steps down on a low buffer and abandons the higher fragment in flight', () => {

@@ -103,6 +103,10 @@ class Browser:
         """Requests whose URL matches the glob ``pattern`` fail as if refused."""
         self.call("block", pattern=pattern)
 
+    def delay(self, pattern: str, seconds: float) -> None:
+        """Requests whose URL matches the glob ``pattern`` leave ``seconds`` late (a slow rendition or edge)."""
+        self.call("delay", pattern=pattern, ms=int(seconds * 1000))
+
     def screenshot(self, path: Path, selector: str | None = None) -> Path:
         self.call("screenshot", path=str(path), selector=selector)
         return path

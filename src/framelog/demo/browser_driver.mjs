@@ -9,6 +9,7 @@
 //   {"op": "wait", "expr": "...", "timeout_ms": 30000} -> value once truthy, else ok: false
 //   {"op": "throttle", "download_bps": n, "upload_bps": n, "latency_ms": n}   (0 bps: unthrottled)
 //   {"op": "block", "pattern": "**/v1/keys/**"}         requests matching the glob fail (connection refused)
+//   {"op": "delay", "pattern": "**/480p/*.ts", "ms": n}  requests matching the glob leave n ms late
 //   {"op": "screenshot", "path": "/tmp/x.png", "selector": "#video"}
 //   {"op": "files", "selector": "input[type=file]", "paths": ["/tmp/a.mp4"]}   choose files in a file input
 //   {"op": "log"}                                      -> console messages and page errors so far
@@ -52,6 +53,18 @@ async function run(cmd) {
     }
     case 'block':
       await page.route(cmd.pattern, (route) => route.abort('connectionrefused'));
+      return null;
+    case 'delay':
+      // a slow origin for some requests only (a change of emulated network conditions
+      // mid-request is not applied to it: chromium hands over what it already holds)
+      await page.route(cmd.pattern, async (route) => {
+        await new Promise((resolve) => setTimeout(resolve, cmd.ms));
+        try {
+          await route.continue();
+        } catch {
+          // the page gave up on the request meanwhile (an abandoned fragment)
+        }
+      });
       return null;
     case 'screenshot': {
       const target = cmd.selector ? page.locator(cmd.selector) : page;
