@@ -21,6 +21,7 @@ from framelog.sinks.edges.cache_commands import edge_caches, shield_cache
 from framelog.sinks.object_store import ObjectStore
 from tests.integration.support.decoding import assert_decodes
 from tests.integration.support.delivery_api import make_app, published, stream_of, viewer_tokens
+from tests.integration.support.edges import cache_settings
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,8 @@ def test_public_mp4_downloads_through_both_edges_by_ranges_and_decodes(client, c
     assert (whole.status_code, whole.content) == (200, clip)
 
     # the seed's invalidation paths (/videos/*/<id>*) purge it from the shield and both edges
-    caches = [shield_cache(config, secret=secret), *edge_caches(config, secret=secret)]
+    edges = cache_settings(config)
+    caches = [shield_cache(edges, secret=secret), *edge_caches(edges, secret=secret)]
     purged = {c.provider_key: c.purge(default_invalidation_paths(vid)) for c in caches}
     assert {p: (r.purged, r.errors) for p, r in purged.items()} == {p: ([f"/{key}"], []) for p in purged}
     assert get(url, Range="bytes=0-9").headers["X-Cache-Status"] == "MISS"

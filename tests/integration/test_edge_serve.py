@@ -52,7 +52,8 @@ def test_foreground_edge_renders_its_config_and_serves_from_the_origin(stack, co
     s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
                                  ContentType="application/vnd.apple.mpegurl")
     secret = load_or_create_secret(config.security, config.stack.state_dir)
-    url = signed_edge_url("primary_cdn", key, edge_config, secret=secret, now=time.time())
+    url = signed_edge_url("primary_cdn", key, edge_config.cdn, edge_config.stack.host, edge_config.security,
+                          secret=secret, now=time.time())
     proc = subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "edge", "serve", "--provider", "primary_cdn",
                              "--listen", config.stack.host], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -65,7 +66,8 @@ def test_foreground_edge_renders_its_config_and_serves_from_the_origin(stack, co
         assert fetch(url)[1]["X-Cache-Status"] == "HIT"
         assert (tmp_path / "state" / "edge-primary_cdn" / "access.log").stat().st_size > 0
         # the origin policy it rewrote still lets the stack's running edge in
-        stack_url = signed_edge_url("primary_cdn", key, config, secret=secret, now=time.time())
+        stack_url = signed_edge_url("primary_cdn", key, config.cdn, config.stack.host, config.security,
+                                    secret=secret, now=time.time())
         assert fetch(stack_url)[0] == 200
     finally:
         proc.terminate()

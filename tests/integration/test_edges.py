@@ -29,7 +29,7 @@ from framelog.streams import topics
 from framelog.streams.lag import group_lag
 from framelog.streams.producer import EventProducer
 from tests.integration.support import running
-from tests.integration.support.edges import RENDITIONS, fetch, put_fake_video, url
+from tests.integration.support.edges import RENDITIONS, cache_settings, fetch, put_fake_video, url
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +143,7 @@ def test_purge_removes_cached_objects_of_one_video(config, secret, video):
     for path in (seg, f"hls/{video}/master.m3u8", f"thumbnails/{video}/poster.jpg", f"hls/{keep}/master.m3u8"):
         fetch(url(config, secret, path))
         assert fetch(url(config, secret, path))[1]["X-Cache-Status"] == "HIT"
-    edge = EdgeCache(config, "primary_cdn", secret=secret)
+    edge = EdgeCache(cache_settings(config), "primary_cdn", secret=secret)
     result = edge.purge([f"/hls/{video}/*", f"/thumbnails/{video}/*", f"/videos/*/{video}*"])
     assert set(result.purged) == {f"/{seg}", f"/hls/{video}/master.m3u8", f"/thumbnails/{video}/poster.jpg"}
     assert not result.errors
@@ -156,7 +156,7 @@ def test_purge_removes_cached_objects_of_one_video(config, secret, video):
 
 def test_warm_makes_the_first_viewer_request_a_hit(config, secret, video):
     n = config.caching.warm_first_segments
-    result = EdgeCache(config, "secondary_cdn", secret=secret).warm(video)
+    result = EdgeCache(cache_settings(config), "secondary_cdn", secret=secret).warm(video)
     assert not result.errors
     assert set(result.fetched) == ({f"/hls/{video}/master.m3u8"}
                                    | {f"/hls/{video}/{r}/playlist.m3u8" for r in RENDITIONS}
@@ -175,19 +175,22 @@ def test_stopped_edge_is_unhealthy_and_new_urls_fall_back(stack, config, secret,
     path = f"hls/{video}/master.m3u8"
     fetch(url(config, secret, path))
     assert f"/{path}" in keys_of(config, "primary_cdn", video)
-    health = EdgeHealth(config, cache_seconds=0)
+    health = EdgeHealth(config.cdn, config.stack.host, cache_seconds=0)
+    ladder = [q.name for q in config.hls.quality_levels]
     assert health.healthy() == {"primary_cdn": True, "secondary_cdn": True}
-    assert stream_urls(video, "US", config, healthy=health.is_healthy).route.primary == "primary_cdn"
+    urls = stream_urls(video, "US", config.cdn, config.stack.host, ladder, healthy=health.is_healthy)
+    assert urls.route.primary == "primary_cdn"
     primary.stop()
     try:
         assert health.healthy() == {"primary_cdn": False, "secondary_cdn": True}
-        urls = stream_urls(video, "US", config, healthy=health.is_healthy)
+        urls = stream_urls(video, "US", config.cdn, config.stack.host, ladder, healthy=health.is_healthy)
         assert (urls.route.primary, urls.route.failed_over) == ("secondary_cdn", True)
         assert urls.primary.master.startswith(edge_base_url("secondary_cdn", config.cdn, config.stack.host))
         fallback = url(config, secret, path, "secondary_cdn")
         assert fetch(fallback)[0] == 200
         # a purge while the edge is down removes its files, so it does not come back stale
-        assert EdgeCache(config, "primary_cdn", secret=secret).purge([f"/hls/{video}/*"]).purged == [f"/{path}"]
+        edge = EdgeCache(cache_settings(config), "primary_cdn", secret=secret)
+        assert edge.purge([f"/hls/{video}/*"]).purged == [f"/{path}"]
     finally:
         primary.start()
     assert health.healthy()["primary_cdn"] is True

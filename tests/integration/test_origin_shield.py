@@ -16,7 +16,7 @@ from framelog.sinks.edges.cache_commands import cached_keys, shield_cache
 from framelog.sinks.edges.protocol import SHIELD_NAME, shield_address, shield_dir
 from framelog.stack.nginx import shield_ttl
 from framelog.stack.process import wait_until
-from tests.integration.support.edges import fetch, put_fake_video, url
+from tests.integration.support.edges import cache_settings, fetch, put_fake_video, url
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_purge_reaches_the_shield_and_the_next_miss_refetches(config, secret, vi
     master = f"/hls/{video}/master.m3u8"
     assert fetch(url(config, secret, master.lstrip("/")))[0] == 200
     assert master in shield_keys(config, video)
-    result = shield_cache(config, secret=secret).purge([f"/hls/{video}/*"])
+    result = shield_cache(cache_settings(config), secret=secret).purge([f"/hls/{video}/*"])
     assert (result.provider, result.purged, result.errors) == (SHIELD_NAME, [master], [])
     assert shield_keys(config, video) == set()
     assert fetch(url(config, secret, master.lstrip("/"), "secondary_cdn"))[0] == 200

@@ -128,6 +128,7 @@ def test_edges_still_read_hls_objects_through_the_gateway(stack, config):
     s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
                                  ContentType="application/vnd.apple.mpegurl")
     secret = load_or_create_secret(config.security, config.stack.state_dir)
-    url = signed_edge_url("primary_cdn", key, config, secret=secret, now=time.time())
+    url = signed_edge_url("primary_cdn", key, config.cdn, config.stack.host, config.security, secret=secret,
+                          now=time.time())
     with urllib.request.urlopen(url, timeout=5) as r:
         assert (r.status, r.read()) == (200, b"#EXTM3U\n")

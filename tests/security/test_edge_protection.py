@@ -22,7 +22,7 @@ from framelog.sinks.edges.cache_commands import EdgeCache
 from framelog.sinks.edges.protocol import access_log_path, shield_dir
 from framelog.sinks.s3 import s3_client
 from framelog.stack.process import wait_until
-from tests.integration.support.edges import put_fake_video
+from tests.integration.support.edges import cache_settings, put_fake_video
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,8 @@ def video(stack, config) -> str:
 
 
 def signed(config, secret, path: str) -> str:
-    return signed_edge_url(PROVIDER, path, config, secret=secret, now=time.time())
+    return signed_edge_url(PROVIDER, path, config.cdn, config.stack.host, config.security, secret=secret,
+                           now=time.time())
 
 
 def raw_status(address: str, base: str, target: str, headers: str = "") -> int:
@@ -170,4 +171,4 @@ def test_the_request_filter_refuses_before_the_origin(config, secret, video):
 def test_purge_still_works_from_the_cdn_agent_address(config, secret, video):
     with client_at("127.0.0.8") as c:
         assert c.get(signed(config, secret, f"hls/{video}/master.m3u8")).status_code == 200
-    assert EdgeCache(config, PROVIDER, secret=secret).purge_key(f"/hls/{video}/master.m3u8") is True
+    assert EdgeCache(cache_settings(config), PROVIDER, secret=secret).purge_key(f"/hls/{video}/master.m3u8") is True

@@ -197,7 +197,7 @@ def test_controller_with_the_videos_own_ladder(cfg):
 # ------------------------------------------------------------ JavaScript constants
 
 def test_js_constants(cfg):
-    k = js_constants(cfg)
+    k = js_constants(cfg.abr, cfg.hls.quality_levels)
     assert k["checkIntervalMs"] == int(cfg.abr.check_interval * 1000) == 5000
     assert k["bandwidthHistory"] == cfg.abr.bandwidth_history
     assert k["lowBufferSeconds"] == cfg.abr.low_buffer_seconds
@@ -207,17 +207,18 @@ def test_js_constants(cfg):
 
 
 def test_render_js_constants(cfg):
-    src = render_js_constants(cfg)
+    src = render_js_constants(cfg.abr, cfg.hls.quality_levels, cfg.source.name)
     m = re.search(r"const FRAMELOG_ABR = Object\.freeze\((.*)\);\n$", src, re.S)
-    assert m and json.loads(m.group(1)) == js_constants(cfg)
+    assert m and json.loads(m.group(1)) == js_constants(cfg.abr, cfg.hls.quality_levels)
     assert src.startswith("// Generated")
-    assert render_js_constants(cfg, "ABR", export=True).splitlines()[1].startswith("export const ABR = ")
+    exported = render_js_constants(cfg.abr, cfg.hls.quality_levels, cfg.source.name, "ABR", export=True)
+    assert exported.splitlines()[1].startswith("export const ABR = ")
     with pytest.raises(ValueError):
-        render_js_constants(cfg, "not an identifier")
+        render_js_constants(cfg.abr, cfg.hls.quality_levels, cfg.source.name, "not an identifier")
 
 
 def test_reference_cases_agree_with_the_rule(cfg):
-    cases = reference_cases(cfg)
+    cases = reference_cases(cfg.abr, cfg.hls.quality_levels)
     assert len(cases) > 20
     json.dumps(cases)  # serialisable for the player's tests
     for case in cases:

@@ -23,6 +23,10 @@ SECRET = b"s" * 32
 NOW = 1_800_000_000.0
 
 
+def _signed(provider: str, path: str, cfg, **kw) -> str:
+    return signed_edge_url(provider, path, cfg.cdn, cfg.stack.host, cfg.security, **kw)
+
+
 def _parts(url: str) -> tuple[str, int, str]:
     m = re.fullmatch(r"http://127\.0\.0\.1:\d+/s/([A-Za-z0-9_-]{22})/([0-9]+)(/.*)", url)
     assert m, url
@@ -30,7 +34,7 @@ def _parts(url: str) -> tuple[str, int, str]:
 
 
 def test_url_shape_puts_the_signature_in_the_path(cfg):
-    url = signed_edge_url("primary_cdn", "hls/vid-1/master.m3u8", cfg, secret=SECRET, now=NOW)
+    url = _signed("primary_cdn", "hls/vid-1/master.m3u8", cfg, secret=SECRET, now=NOW)
     assert url.startswith(f"http://127.0.0.1:{cfg.cdn.providers['primary_cdn'].edge_port}/s/")
     sig, expires, path = _parts(url)
     assert path == "/hls/vid-1/master.m3u8" and "?" not in url
@@ -39,7 +43,7 @@ def test_url_shape_puts_the_signature_in_the_path(cfg):
 
 def test_signature_is_what_nginx_secure_link_md5_computes(cfg):
     """secure_link_md5 "$expires/$kind/$vid/ <edge secret>", base64url without padding."""
-    sig, expires, _ = _parts(signed_edge_url("secondary_cdn", "/hls/abc/720p/seg_001.ts", cfg,
+    sig, expires, _ = _parts(_signed("secondary_cdn", "/hls/abc/720p/seg_001.ts", cfg,
                                              secret=SECRET, now=NOW, ttl=60))
     key = hmac.new(SECRET, b"framelog.edge.v1", hashlib.sha256).hexdigest()
     digest = hashlib.md5(f"{expires}/hls/abc/ {key}".encode()).digest()
@@ -49,17 +53,17 @@ def test_signature_is_what_nginx_secure_link_md5_computes(cfg):
 
 def test_relative_urls_of_a_playlist_keep_a_valid_signature(cfg):
     """hls.js resolves renditions and segments against the playlist URL: same scope, same signature."""
-    master = signed_edge_url("primary_cdn", "hls/v9/master.m3u8", cfg, secret=SECRET, now=NOW)
+    master = _signed("primary_cdn", "hls/v9/master.m3u8", cfg, secret=SECRET, now=NOW)
     rendition = urljoin(master, "720p/playlist.m3u8")
     segment = urljoin(rendition, "seg_003.ts")
-    direct = signed_edge_url("primary_cdn", "hls/v9/720p/seg_003.ts", cfg, secret=SECRET, now=NOW)
+    direct = _signed("primary_cdn", "hls/v9/720p/seg_003.ts", cfg, secret=SECRET, now=NOW)
     assert segment == direct
 
 
 def test_scope_is_one_video_and_one_kind(cfg):
-    a = _parts(signed_edge_url("primary_cdn", "hls/a/master.m3u8", cfg, secret=SECRET, now=NOW))[0]
-    b = _parts(signed_edge_url("primary_cdn", "hls/b/master.m3u8", cfg, secret=SECRET, now=NOW))[0]
-    t = _parts(signed_edge_url("primary_cdn", "thumbnails/a/poster.jpg", cfg, secret=SECRET, now=NOW))[0]
+    a = _parts(_signed("primary_cdn", "hls/a/master.m3u8", cfg, secret=SECRET, now=NOW))[0]
+    b = _parts(_signed("primary_cdn", "hls/b/master.m3u8", cfg, secret=SECRET, now=NOW))[0]
+    t = _parts(_signed("primary_cdn", "thumbnails/a/poster.jpg", cfg, secret=SECRET, now=NOW))[0]
     assert len({a, b, t}) == 3
     assert scope_for("hls", "a") == "/hls/a/"
     assert edge_signature("/hls/a/", 5, SECRET) != edge_signature("/hls/a/", 6, SECRET)
@@ -74,17 +78,17 @@ def test_scope_is_one_video_and_one_kind(cfg):
     "videos/2026/01/720p/../v1.mp4", "videos/2026/01/720p/v1.mp4/x", "videos/v1/master.m3u8"])
 def test_only_objects_under_a_videos_served_prefix_can_be_signed(cfg, path):
     with pytest.raises(ValueError):
-        signed_edge_url("primary_cdn", path, cfg, secret=SECRET, now=NOW)
+        _signed("primary_cdn", path, cfg, secret=SECRET, now=NOW)
 
 
 def test_an_mp4_signature_covers_its_one_cdn_path(cfg):
     o = parse_object_path("/videos/2026/01/720p/v_1.mp4")
     assert (o.kind, o.video_id, o.key, o.scope) == ("videos", "v_1", "videos/2026/01/720p/v_1.mp4",
                                                     "/videos/2026/01/720p/v_1.mp4")
-    sig, expires, path = _parts(signed_edge_url("primary_cdn", o.key, cfg, secret=SECRET, now=NOW))
+    sig, expires, path = _parts(_signed("primary_cdn", o.key, cfg, secret=SECRET, now=NOW))
     assert path == o.scope
     assert sig == edge_signature(o.scope, int(expires), SECRET)
-    other = _parts(signed_edge_url("primary_cdn", "videos/2026/01/480p/v_1.mp4", cfg, secret=SECRET, now=NOW))[0]
+    other = _parts(_signed("primary_cdn", "videos/2026/01/480p/v_1.mp4", cfg, secret=SECRET, now=NOW))[0]
     assert other != sig
 
 

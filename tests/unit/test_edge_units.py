@@ -238,7 +238,7 @@ def test_edge_health_probes_once_per_cache_period(cfg, monkeypatch):
 
     assert eh.probe("http://127.0.0.1:1/healthz", 0.2) is False          # nothing listens on port 1
     now = [0.0]
-    health = EdgeHealth(cfg, clock=lambda: now[0], cache_seconds=2.0)
+    health = EdgeHealth(cfg.cdn, cfg.stack.host, clock=lambda: now[0], cache_seconds=2.0)
     calls = []
     primary_port = cfg.cdn.providers["primary_cdn"].edge_port
     monkeypatch.setattr(eh, "probe", lambda url, timeout: calls.append(url) or f":{primary_port}/" in url)

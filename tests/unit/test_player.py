@@ -36,7 +36,7 @@ def test_page_carries_the_configured_thresholds(client, config):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     settings = _settings(r.text)
     assert settings["videoId"] == "abc123"
-    assert settings["abr"] == js_constants(config)
+    assert settings["abr"] == js_constants(config.abr, config.hls.quality_levels)
     assert settings["heartbeatMs"] == config.player.heartbeat_interval * 1000
     assert settings["eventFlushMs"] == config.player.event_flush_interval * 1000
     assert settings["eventBatchMax"] == config.player.event_batch_max

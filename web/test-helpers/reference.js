@@ -9,7 +9,7 @@ import path from 'node:path';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 let cached = null;
 
-/** {settings, cases}: js_constants(config) and reference_cases(config). */
+/** {settings, cases}: js_constants and reference_cases of config.abr and config.hls.quality_levels. */
 export function reference() {
   if (cached) return cached;
   const venv = path.join(ROOT, '.venv', 'bin', 'python');
@@ -19,7 +19,8 @@ export function reference() {
     'from framelog.core.config import get_config',
     'from framelog.processors.abr import js_constants, reference_cases',
     'c = get_config()',
-    'print(json.dumps({"settings": js_constants(c), "cases": reference_cases(c)}))',
+    'abr, levels = c.abr, c.hls.quality_levels',
+    'print(json.dumps({"settings": js_constants(abr, levels), "cases": reference_cases(abr, levels)}))',
   ].join('\n');
   cached = JSON.parse(execFileSync(python, ['-c', code], { cwd: ROOT, encoding: 'utf8' }));
   return cached;

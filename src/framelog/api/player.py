@@ -51,7 +51,7 @@ def player_settings(config: Config, video_id: str) -> dict:
         "streamEndpoint": STREAM_PATH,
         "eventsEndpoint": EVENTS_PATH,
         "keyPath": KEYS_PATH,
-        "abr": js_constants(config),
+        "abr": js_constants(config.abr, config.hls.quality_levels),
         "heartbeatMs": int(config.player.heartbeat_interval * 1000),
         "eventFlushMs": int(config.player.event_flush_interval * 1000),
         "eventBatchMax": config.player.event_batch_max,

@@ -222,7 +222,7 @@ class Services:
 
     def _open_edge_health(self) -> EdgeHealth:
         from framelog.sinks.edges.health import EdgeHealth
-        return EdgeHealth(self.config)
+        return EdgeHealth(self.config.cdn, self.config.stack.host)
 
     def _open_analytics(self) -> AnalyticsEngine:
         from framelog.api.analytics_engine import open_engine

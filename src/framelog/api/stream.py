@@ -157,9 +157,11 @@ def _share_ttl(share_expires_at: int | None, config: Config, now: float) -> floa
 
 def _urls(provider: str, video_id: str, quality: str | None, config: Config, secret: bytes, now: float,
           ttl: float) -> dict[str, str]:
-    manifest = signed_edge_url(provider, object_keys.master_playlist(video_id), config, secret=secret, now=now, ttl=ttl)
+    manifest = signed_edge_url(provider, object_keys.master_playlist(video_id), config.cdn, config.stack.host,
+                               config.security, secret=secret, now=now, ttl=ttl)
     stream = manifest if quality is None else signed_edge_url(
-        provider, object_keys.rendition_playlist(video_id, quality), config, secret=secret, now=now, ttl=ttl)
+        provider, object_keys.rendition_playlist(video_id, quality), config.cdn, config.stack.host, config.security,
+        secret=secret, now=now, ttl=ttl)
     return {"provider": provider, "stream_url": stream, "manifest_url": manifest}
 
 
@@ -274,7 +276,8 @@ async def _delivery(request: Request, svc: Services, video_id: str, quality: str
     fallback = _urls(chosen.fallback, video_id, quality, config, state.secret, now, ttl)
 
     def sign(key: str) -> str:
-        return signed_edge_url(chosen.primary, key, config, secret=state.secret, now=now, ttl=ttl)
+        return signed_edge_url(chosen.primary, key, config.cdn, config.stack.host, config.security,
+                               secret=state.secret, now=now, ttl=ttl)
 
     qualities = []
     for r in plan.renditions:
@@ -291,7 +294,8 @@ async def _delivery(request: Request, svc: Services, video_id: str, quality: str
                       "grant_requires_viewer_token": viewer_bound}
     mp4 = plan.download_path
     fallback["download_url"] = None if mp4 is None else signed_edge_url(
-        chosen.fallback, mp4, config, secret=state.secret, now=now, ttl=ttl)
+        chosen.fallback, mp4, config.cdn, config.stack.host, config.security, secret=state.secret, now=now,
+        ttl=ttl)
     return {
         "video_id": video_id,
         "quality": quality or AUTO_QUALITY,

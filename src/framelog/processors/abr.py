@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from framelog.core.config import AbrConfig, Config, QualityLevel
+from framelog.core.config import AbrConfig, QualityLevel
 
 REASON_BANDWIDTH = "bandwidth"
 REASON_LOW_BUFFER = "low_buffer"
@@ -176,38 +176,42 @@ class AdaptiveBitrateController:
 
 # ------------------------------------------------------------ for the JavaScript player
 
-def js_constants(config: Config) -> dict:
-    """What the player's controller needs, in the player's units (ms, bits/s, seconds)."""
+def js_constants(abr: AbrConfig, levels: Iterable[QualityLevel]) -> dict:
+    """What the player's controller needs, in the player's units (ms, bits/s, seconds).
+
+    ``abr``: ``config.abr``; ``levels``: ``config.hls.quality_levels``."""
     return {
-        "checkIntervalMs": int(round(config.abr.check_interval * 1000)),
-        "bandwidthHistory": config.abr.bandwidth_history,
-        "lowBufferSeconds": config.abr.low_buffer_seconds,
-        "switchThreshold": config.abr.switch_threshold,
+        "checkIntervalMs": int(round(abr.check_interval * 1000)),
+        "bandwidthHistory": abr.bandwidth_history,
+        "lowBufferSeconds": abr.low_buffer_seconds,
+        "switchThreshold": abr.switch_threshold,
         "qualityLevels": [{"name": q.name, "width": q.width, "height": q.height, "bandwidth": q.bandwidth}
-                          for q in ascending(config.hls.quality_levels)],
+                          for q in ascending(levels)],
     }
 
 
-def render_js_constants(config: Config, name: str = "FRAMELOG_ABR", export: bool = False) -> str:
-    """A JavaScript source file declaring ``js_constants`` as a frozen object."""
+def render_js_constants(abr: AbrConfig, levels: Iterable[QualityLevel], source_name: str,
+                        name: str = "FRAMELOG_ABR", export: bool = False) -> str:
+    """A JavaScript source file declaring ``js_constants`` as a frozen object (``source_name``: the
+    configuration file's name, ``config.source.name``, for the header)."""
     if not name.isidentifier():
         raise ValueError(f"{name!r} is not a JavaScript identifier")
-    body = json.dumps(js_constants(config), indent=2, sort_keys=False)
+    body = json.dumps(js_constants(abr, levels), indent=2, sort_keys=False)
     prefix = "export " if export else ""
-    return (f"// Generated from {config.source.name} by framelog.processors.abr; do not edit.\n"
+    return (f"// Generated from {source_name} by framelog.processors.abr; do not edit.\n"
             f"{prefix}const {name} = Object.freeze({body});\n")
 
 
-def reference_cases(config: Config) -> list[dict]:
+def reference_cases(abr: AbrConfig, levels: Iterable[QualityLevel]) -> list[dict]:
     """Input/expected pairs covering every threshold, for the player's tests to replay."""
-    levels = ascending(config.hls.quality_levels)
-    low, ok = config.abr.low_buffer_seconds, config.abr.low_buffer_seconds + 1
-    inputs: list[tuple[float, float, str | None]] = [(0.0, ok, None), (0.0, ok, levels[-1].name)]
-    for level in levels:
-        edge = level.bandwidth * config.abr.switch_threshold
+    ladder = ascending(levels)
+    low, ok = abr.low_buffer_seconds, abr.low_buffer_seconds + 1
+    inputs: list[tuple[float, float, str | None]] = [(0.0, ok, None), (0.0, ok, ladder[-1].name)]
+    for level in ladder:
+        edge = level.bandwidth * abr.switch_threshold
         inputs += [(edge, ok, None), (edge - 1, ok, None), (edge, ok, level.name)]
-        for other in levels:
+        for other in ladder:
             inputs.append((edge, low - 0.5, other.name))
-    inputs.append((levels[-1].bandwidth * 10, low, levels[-1].name))   # exactly at the threshold: not low
+    inputs.append((ladder[-1].bandwidth * 10, low, ladder[-1].name))   # exactly at the threshold: not low
     return [{"bandwidth": bw, "bufferLevel": buf, "current": cur,
-             "expected": select_quality(bw, buf, cur, config.abr, levels)} for bw, buf, cur in inputs]
+             "expected": select_quality(bw, buf, cur, abr, ladder)} for bw, buf, cur in inputs]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from framelog.core import object_keys
-from framelog.core.config import CdnConfig, CdnProvider, Config, RoutingRule
+from framelog.core.config import CdnConfig, CdnProvider, RoutingRule
 from framelog.core.errors import FramelogError
 from framelog.core.ids import validate_video_id
 from framelog.processors.public_urls import public_edge_url
@@ -120,23 +120,23 @@ class StreamUrls:
     fallback: AdaptiveUrls
 
 
-def adaptive_urls(video_id: str, provider_key: str, config: Config,
-                  qualities: Iterable[str] | None = None) -> AdaptiveUrls:
-    """The seed's ``generateAdaptiveStreamingUrls``; qualities default to the HLS ladder."""
-    names = [q.name for q in config.hls.quality_levels] if qualities is None else list(qualities)
-    cdn, host = config.cdn, config.stack.host
+def adaptive_urls(video_id: str, provider_key: str, cdn: CdnConfig, host: str,
+                  qualities: Iterable[str]) -> AdaptiveUrls:
+    """The seed's ``generateAdaptiveStreamingUrls`` (``qualities``: the seed's default is the HLS ladder's
+    names, ``config.hls.quality_levels``; ``cdn``: ``config.cdn``; ``host``: ``config.stack.host``)."""
     return AdaptiveUrls(
         master=edge_url(provider_key, object_keys.master_playlist(video_id), cdn, host),
-        renditions={q: edge_url(provider_key, object_keys.rendition_playlist(video_id, q), cdn, host) for q in names})
+        renditions={q: edge_url(provider_key, object_keys.rendition_playlist(video_id, q), cdn, host)
+                    for q in qualities})
 
 
-def stream_urls(video_id: str, country: str | None, config: Config, healthy: Health = None,
-                qualities: Iterable[str] | None = None) -> StreamUrls:
+def stream_urls(video_id: str, country: str | None, cdn: CdnConfig, host: str, qualities: Iterable[str],
+                healthy: Health = None) -> StreamUrls:
     """The seed's ``getOptimalCDNUrl``, on the edges chosen by :func:`route`."""
-    names = None if qualities is None else list(qualities)
-    r = route(country, config.cdn, healthy)
-    return StreamUrls(r, adaptive_urls(video_id, r.primary, config, names),
-                      adaptive_urls(video_id, r.fallback, config, names))
+    names = list(qualities)
+    r = route(country, cdn, healthy)
+    return StreamUrls(r, adaptive_urls(video_id, r.primary, cdn, host, names),
+                      adaptive_urls(video_id, r.fallback, cdn, host, names))
 
 
 # ------------------------------------------------------------ invalidation

@@ -30,7 +30,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from framelog.core.config import Config, SecurityConfig
+from framelog.core.config import CdnConfig, SecurityConfig
 from framelog.core.ids import validate_video_id
 from framelog.processors.public_urls import public_edge_url
 from framelog.processors.tokens import _check_secret
@@ -114,16 +114,17 @@ def signed_edge_path(object_path: str, security: SecurityConfig, *, secret: byte
     return f"/{SIGNED_PREFIX}/{edge_signature(obj.scope, expires, secret)}/{expires}/{obj.key}"
 
 
-def signed_edge_url(provider_key: str, object_path: str, config: Config, *, secret: bytes, now: float,
-                    ttl: float | None = None) -> str:
+def signed_edge_url(provider_key: str, object_path: str, cdn: CdnConfig, host: str, security: SecurityConfig, *,
+                    secret: bytes, now: float, ttl: float | None = None) -> str:
     """A URL of ``object_path`` on the edge of ``provider_key`` that the edge accepts until ``now + ttl``.
 
-    ``ttl`` defaults to ``security.stream_url_ttl``; ``secret`` is
+    ``cdn``, ``host``: ``config.cdn``, ``config.stack.host`` (the edge's public base); ``ttl`` defaults
+    to ``security.stream_url_ttl``; ``secret`` is
     ``processors.tokens.load_or_create_secret(config.security, config.stack.state_dir)``. Relative URLs in the
     object's playlists resolve under the same signature (same video, same kind).
     """
-    path = signed_edge_path(object_path, config.security, secret=secret, now=now, ttl=ttl)
-    return public_edge_url(provider_key, config.cdn, config.stack.host) + path
+    path = signed_edge_path(object_path, security, secret=secret, now=now, ttl=ttl)
+    return public_edge_url(provider_key, cdn, host) + path
 
 
 def purge_token(secret: bytes) -> str:

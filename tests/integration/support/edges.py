@@ -12,6 +12,7 @@ import urllib.request
 
 from framelog.processors import cache_control as cc
 from framelog.processors.edge_signing import signed_edge_url
+from framelog.sinks.edges.cache_commands import EdgeCacheSettings
 from framelog.sinks.s3 import s3_client
 
 RENDITIONS = ("720p", "480p")
@@ -55,4 +56,10 @@ def fetch(url: str, method: str = "GET", data: bytes | None = None,
 
 def url(config, secret, path: str, provider: str = "primary_cdn", **kw) -> str:
     """A signed edge URL of ``path`` for ``provider``, valid from now (or ``now=``)."""
-    return signed_edge_url(provider, path, config, secret=secret, now=kw.pop("now", time.time()), **kw)
+    return signed_edge_url(provider, path, config.cdn, config.stack.host, config.security, secret=secret,
+                           now=kw.pop("now", time.time()), **kw)
+
+
+def cache_settings(config) -> EdgeCacheSettings:
+    """The sections an EdgeCache reads, from the test's configuration."""
+    return EdgeCacheSettings(config.cdn, config.stack, config.security, config.caching)

@@ -40,7 +40,7 @@ from framelog.processors import cache_control, cdn_routing
 from framelog.processors.trending import observe, trending_key
 from framelog.schemas.codec import AvroCodec
 from framelog.schemas.records import CacheWarm
-from framelog.sinks.edges.cache_commands import EdgeCache, edge_caches, shield_cache
+from framelog.sinks.edges.cache_commands import EdgeCache, EdgeCacheSettings, edge_caches, shield_cache
 from framelog.streams import topics
 from framelog.streams.app import raw_topic
 from framelog.streams.emitter import AsyncEmitter
@@ -145,8 +145,9 @@ class CdnCommands:
 
     def __init__(self, config: Config, secret: bytes):
         self.config = config
-        self.caches = {c.provider_key: c for c in edge_caches(config, secret=secret)}
-        self.shield = shield_cache(config, secret=secret)
+        edges = EdgeCacheSettings(config.cdn, config.stack, config.security, config.caching)
+        self.caches = {c.provider_key: c for c in edge_caches(edges, secret=secret)}
+        self.shield = shield_cache(edges, secret=secret)
 
     def _wanted(self, providers: list[str]) -> list[EdgeCache]:
         """The edges a command names (none named: all); unknown names are logged and skipped."""

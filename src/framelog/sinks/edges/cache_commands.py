@@ -35,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from framelog.core import object_keys
-from framelog.core.config import Config
+from framelog.core.config import CachingStrategy, CdnConfig, SecurityConfig, StackConfig
 from framelog.processors import cdn_routing
 from framelog.processors.edge_signing import parse_object_path, purge_token, signed_edge_url
 from framelog.sinks.edges.protocol import PURGE_HEADER, PURGE_PATH, SHIELD_NAME, cache_dir, shield_address, shield_dir
@@ -130,15 +130,26 @@ def resolve_in_scope(base_path: str, uri: str) -> str | None:
 
 # ------------------------------------------------------------ the client
 
+@dataclass(frozen=True)
+class EdgeCacheSettings:
+    """The sections an :class:`EdgeCache` reads: the providers and the shield (``config.cdn``), the host and
+    the state dir (``config.stack``), the signed URLs' lifetime (``config.security``) and how many segments
+    a warm fetches (``config.caching``)."""
+    cdn: CdnConfig
+    stack: StackConfig
+    security: SecurityConfig
+    caching: CachingStrategy
+
+
 class EdgeCache:
     """Purge and warm one local edge (``provider_key``); :func:`shield_cache` purges the shield with it."""
 
-    def __init__(self, config: Config, provider_key: str, *, secret: bytes, client: httpx.Client | None = None,
-                 base_url: str | None = None, directory: Path | None = None):
-        self.config = config
+    def __init__(self, settings: EdgeCacheSettings, provider_key: str, *, secret: bytes,
+                 client: httpx.Client | None = None, base_url: str | None = None, directory: Path | None = None):
+        self.settings = settings
         self.provider_key = provider_key
-        self.base_url = base_url or cdn_routing.edge_base_url(provider_key, config.cdn, config.stack.host)
-        self.cache_dir = directory or cache_dir(config.stack.state_dir, provider_key)
+        self.base_url = base_url or cdn_routing.edge_base_url(provider_key, settings.cdn, settings.stack.host)
+        self.cache_dir = directory or cache_dir(settings.stack.state_dir, provider_key)
         self.secret = secret
         self._purge_token = purge_token(secret)
         self.client = client or httpx.Client(timeout=REQUEST_TIMEOUT)
@@ -183,7 +194,8 @@ class EdgeCache:
 
     # --- warm
     def _fetch(self, path: str, now: float) -> httpx.Response:
-        url = signed_edge_url(self.provider_key, path, self.config, secret=self.secret, now=now)
+        s = self.settings
+        url = signed_edge_url(self.provider_key, path, s.cdn, s.stack.host, s.security, secret=self.secret, now=now)
         r = self.client.get(url)
         r.raise_for_status()
         return r
@@ -192,7 +204,7 @@ class EdgeCache:
         """Fetch ``paths`` and the video's master, playlists and first segments through this edge."""
         now = time.time() if now is None else now
         result = WarmResult(self.provider_key)
-        first_n = self.config.caching.warm_first_segments
+        first_n = self.settings.caching.warm_first_segments
         queue = [object_keys.master_playlist(video_id)] + [p for p in paths if _served(p)]
         seen: set[str] = set()
         while queue:
@@ -227,16 +239,17 @@ def _served(path: str) -> bool:
         return False
 
 
-def shield_cache(config: Config, *, secret: bytes) -> EdgeCache:
+def shield_cache(settings: EdgeCacheSettings, *, secret: bytes) -> EdgeCache:
     """The origin shield's cache, to purge (warming goes through an edge, whose misses fill the shield)."""
-    return EdgeCache(config, SHIELD_NAME, secret=secret, base_url=f"http://{shield_address(config.stack, config.cdn)}",
-                     directory=shield_dir(config.stack.state_dir))
+    return EdgeCache(settings, SHIELD_NAME, secret=secret,
+                     base_url=f"http://{shield_address(settings.stack, settings.cdn)}",
+                     directory=shield_dir(settings.stack.state_dir))
 
 
-def edge_caches(config: Config, *, secret: bytes, providers: Iterable[str] = ()) -> list[EdgeCache]:
+def edge_caches(settings: EdgeCacheSettings, *, secret: bytes, providers: Iterable[str] = ()) -> list[EdgeCache]:
     """One EdgeCache per wanted provider (``providers`` empty: every configured one)."""
-    wanted = list(providers) or list(config.cdn.providers)
+    wanted = list(providers) or list(settings.cdn.providers)
     for key in wanted:
-        cdn_routing.provider(key, config.cdn)       # UnknownProviderError names the bad key
-    return [EdgeCache(config, key, secret=secret) for key in wanted]
+        cdn_routing.provider(key, settings.cdn)       # UnknownProviderError names the bad key
+    return [EdgeCache(settings, key, secret=secret) for key in wanted]
 

@@ -5,9 +5,9 @@ The stream API asks on every request which edges are healthy
 would add a round trip per edge to every request, and a dead edge must not
 stall requests for long, hence the short timeout and the short memory.
 
-    health = EdgeHealth(config)
+    health = EdgeHealth(config.cdn, config.stack.host)
     health.healthy()                  # {"primary_cdn": True, "secondary_cdn": False}
-    stream_urls(vid, country, config, healthy=health.is_healthy)
+    stream_urls(vid, country, config.cdn, config.stack.host, qualities, healthy=health.is_healthy)
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from framelog.core.config import Config
+from framelog.core.config import CdnConfig
 from framelog.processors.cdn_routing import edge_base_url
 from framelog.sinks.edges.protocol import HEALTH_PATH
 
@@ -38,10 +38,10 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
 class EdgeHealth:
     """Health of every configured edge, probed at most once per ``cache_seconds`` (thread-safe)."""
 
-    def __init__(self, config: Config, *, timeout: float = PROBE_TIMEOUT, cache_seconds: float = CACHE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic):
-        self.urls = {key: f"{edge_base_url(key, config.cdn, config.stack.host)}{HEALTH_PATH}"
-                     for key in config.cdn.providers}
+    def __init__(self, cdn: CdnConfig, host: str, *, timeout: float = PROBE_TIMEOUT,
+                 cache_seconds: float = CACHE_SECONDS, clock: Callable[[], float] = time.monotonic):
+        """``cdn``: ``config.cdn`` (the providers); ``host``: ``config.stack.host`` (where the edges listen)."""
+        self.urls = {key: f"{edge_base_url(key, cdn, host)}{HEALTH_PATH}" for key in cdn.providers}
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self.clock = clock
