@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from framelog.core.config import load_config
-from framelog.pipeline.jobs.base import JobContext
+from framelog.pipeline.jobs.base import JobContext, JobSettings
 from framelog.pipeline.jobs.handlers import ValidationJob
 from framelog.processors.media.validation import validate
 from framelog.sinks.object_store import ObjectStore
@@ -56,7 +56,8 @@ def main() -> int:
             made = time.monotonic() - t0
             key = f"uploads/bench-validation-{label}.mp4"
             store.upload_file(path, key, "video/mp4")
-            job = ValidationJob(cfg, store)
+            job = ValidationJob(JobSettings(cfg.pipeline, cfg.upload_limits, cfg.media, cfg.hls, cfg.cdn,
+                                            cfg.caching), store)
             s3_times, local_times, loads = [], [], []
             for i in range(args.rounds):
                 loads.append(os.getloadavg()[0])

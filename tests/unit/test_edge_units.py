@@ -87,7 +87,7 @@ def test_the_origin_shield_log_becomes_the_origin_levels_hit_ratio(cfg, tmp_path
         ("/hls/v1/720p/seg_001.ts", "MISS"), ("/hls/v1/720p/seg_001.ts", "HIT"),
         ("/videos/2026/12/720p/v1.mp4", "MISS"), ("/hls/v1/master.m3u8", "")]))
     reg = CollectorRegistry()
-    exporter = EdgeLogExporter(config, CdnMetrics(config, registry=reg), from_start=True)
+    exporter = EdgeLogExporter(config.stack, config.cdn, CdnMetrics(config.metrics, registry=reg), from_start=True)
     assert exporter.poll() == 4
     labels = {"provider": "origin-shield", "region": "origin"}
     assert reg.get_sample_value("cdn_cache_hit_ratio", {**labels, "content_type": "hls_segments"}) == 0.5
@@ -96,7 +96,7 @@ def test_the_origin_shield_log_becomes_the_origin_levels_hit_ratio(cfg, tmp_path
 
 def test_metrics_use_the_configured_names_and_labels(cfg):
     reg = CollectorRegistry()
-    m = CdnMetrics(cfg, registry=reg)
+    m = CdnMetrics(cfg.metrics, registry=reg)
     edge = edge_labels(cfg.stack, cfg.cdn, "primary_cdn")
     for cache in ("MISS", "HIT", "HIT", "HIT"):
         m.observe(edge, parse_line(_line(cache=cache, nbytes=500, rt=0.02)))
@@ -229,7 +229,7 @@ def test_shield_config_reads_s3_for_the_origin_level(cfg, tmp_path):
 
 def test_popularity_crosses_once_past_the_configured_count(cfg):
     n = cfg.caching.popular_view_count
-    crossings = [c for c in range(n + 5) if crossed_popularity(c, c + 1, cfg)]
+    crossings = [c for c in range(n + 5) if crossed_popularity(c, c + 1, cfg.caching)]
     assert crossings == [n]                            # seed: view_count > 1000
 
 

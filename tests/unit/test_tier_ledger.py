@@ -135,7 +135,7 @@ def test_fold_does_not_depend_on_topic_interleaving(cfg):
         while any(queues):
             q = rng.choice([q for q in queues if q])
             p, name, r = q.pop(0)                  # order kept within a topic, not across topics
-            fold_event(rows, name, copy.deepcopy(r), p, cfg)
+            fold_event(rows, name, copy.deepcopy(r), p, cfg.tiering)
         assert rows == w.rows
 
 
@@ -245,7 +245,7 @@ def test_replay_from_the_log_gives_the_same_decisions(cfg):
                 assert (again.event_id, again.from_tier, again.to_tier, again.rule_name, again.access_count) == (
                     r["event_id"], r["from_tier"], r["to_tier"], r["rule"], r["access_count"])
                 assert again.age_days == pytest.approx(r["age_days"])
-            fold_event(rows, name, r, p, cfg)
+            fold_event(rows, name, r, p, cfg.tiering)
     assert rows == w.rows
 
 

@@ -24,7 +24,7 @@ def asset(at=T0):
 
 def published_rows(cfg):
     rows = {}
-    result = fold_event(rows, "AssetPublished", asset(), 0, cfg)
+    result = fold_event(rows, "AssetPublished", asset(), 0, cfg.tiering)
     assert set(result.rendition_keys) == {f"{VID}/720p", f"{VID}/_source", f"{VID}/_mp4", f"{VID}/_thumbnails"}
     return rows
 
@@ -45,7 +45,8 @@ def test_asset_published_tracks_the_source_the_mp4_and_the_thumbnails(cfg):
 def test_metrics_count_every_object_of_a_video(cfg):
     rows = published_rows(cfg)
     records = [rendition_row(rows, k) for k in rows if "/" in k]
-    by_tier = TieringMetrics(cfg, CollectorRegistry()).observe_storage(records)
+    metrics = TieringMetrics(cfg.tiering, cfg.metrics, cfg.object_storage.region, CollectorRegistry())
+    by_tier = metrics.observe_storage(records)
     assert by_tier["hot_tier"] == 1000 + 900 + 5000 + 70
 
 
@@ -53,7 +54,7 @@ def test_the_videos_sessions_count_on_its_objects_once_each(cfg):
     rows = published_rows(cfg)
     for session in ("s1", "s1", "s2"):
         fold_event(rows, "PlaybackEvent", {"video_id": VID, "session_id": session, "event_time": T0,
-                                           "rendition": "720p", "type": "progress"}, 0, cfg)
+                                           "rendition": "720p", "type": "progress"}, 0, cfg.tiering)
     assert rendition_row(rows, f"{VID}/_mp4").access_count == 2
     assert rendition_row(rows, f"{VID}/_source").access_count == 2
 
@@ -96,9 +97,9 @@ def test_an_object_key_of_another_video_is_refused(cfg):
 def test_sessions_folded_before_the_publication_count_on_the_objects(cfg):
     rows = {}
     fold_event(rows, "PlaybackEvent", {"video_id": VID, "session_id": "early", "event_time": T0,
-                                       "rendition": "720p", "type": "view_start"}, 0, cfg)
-    fold_event(rows, "AssetPublished", asset(), 0, cfg)
+                                       "rendition": "720p", "type": "view_start"}, 0, cfg.tiering)
+    fold_event(rows, "AssetPublished", asset(), 0, cfg.tiering)
     assert rendition_row(rows, f"{VID}/_mp4").access_count == 1
     fold_event(rows, "PlaybackEvent", {"video_id": VID, "session_id": "early", "event_time": T0,
-                                       "rendition": "720p", "type": "progress"}, 0, cfg)
+                                       "rendition": "720p", "type": "progress"}, 0, cfg.tiering)
     assert rendition_row(rows, f"{VID}/_mp4").access_count == 1          # the same session, once

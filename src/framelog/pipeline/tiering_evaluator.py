@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framelog.core.clock import Clock
-from framelog.core.config import Config
+from framelog.core.config import TieringConfig
 from framelog.processors.tier_ledger import PlannedMove, RenditionRecord, next_move
 from framelog.processors.tiering import SECONDS_PER_DAY, storage_class, tier
 from framelog.schemas.records import TierTransition
@@ -112,9 +112,10 @@ class LogGate:
 
 
 class TieringEvaluator:
-    def __init__(self, config: Config, clock: Clock, mover: TierMover, emit: Emit,
+    def __init__(self, tiering: TieringConfig, clock: Clock, mover: TierMover, emit: Emit,
                  run_blocking: RunBlocking = _in_thread):
-        self.config, self.clock, self.mover, self.emit, self.run_blocking = config, clock, mover, emit, run_blocking
+        """``tiering``: the tier policy (``config.tiering``)."""
+        self.tiering, self.clock, self.mover, self.emit, self.run_blocking = tiering, clock, mover, emit, run_blocking
         self.gate = LogGate()
         self._restores_asked: set[str] = set()      # rendition keys whose objects got RestoreObject (this process)
         self.failures = 0
@@ -127,9 +128,9 @@ class TieringEvaluator:
             return
         if record.key in self._restores_asked:
             return
-        classes = [storage_class(name, self.config.tiering) for name, t in self.config.storage_tiers.items()
+        classes = [storage_class(name, self.tiering) for name, t in self.tiering.tiers.items()
                    if t.restore_delay > 0]
-        days = max(1, math.ceil(self.config.tiering_restore_hold / SECONDS_PER_DAY))
+        days = max(1, math.ceil(self.tiering.restore_hold / SECONDS_PER_DAY))
         try:
             await self.run_blocking(self.mover.request_restore, record.object_prefix, classes, days)
         except Exception as exc:  # noqa: BLE001 - asked again at the next evaluation
@@ -154,13 +155,13 @@ class TieringEvaluator:
                 if record is None:
                     continue
                 await self._ask_restore(record)
-                move = next_move(record, now, self.config.tiering)
+                move = next_move(record, now, self.tiering)
                 if move is None:
                     continue
                 try:
                     report = await self.run_blocking(self.mover.move_between, move.object_prefix,
-                                                     tier(move.from_tier, self.config.tiering),
-                                                     tier(move.to_tier, self.config.tiering), now)
+                                                     tier(move.from_tier, self.tiering),
+                                                     tier(move.to_tier, self.tiering), now)
                 except Exception as exc:  # noqa: BLE001 - S3 trouble: decide again at the next evaluation
                     self.failures += 1
                     log.warning("tiering %s/%s %s -> %s failed: %s", move.video_id, move.rendition,

@@ -22,7 +22,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import TieringConfig
 from framelog.processors import tier_ledger as ledger
 
 Rows = MutableMapping[str, Any]
@@ -50,15 +50,15 @@ def _video_row(rows: Rows, video_id: str) -> dict[str, Any]:
     return dict(row) if row is not None else {"video": ledger.VideoAccess(video_id).to_dict(), "renditions": []}
 
 
-def fold_event(rows: Rows, name: str, value: dict[str, Any], partition: int, config: Config) -> FoldResult:
-    """Apply one decoded event; unrelated record types are ignored."""
+def fold_event(rows: Rows, name: str, value: dict[str, Any], partition: int, tiering: TieringConfig) -> FoldResult:
+    """Apply one decoded event; unrelated record types are ignored (``tiering``: ``tiering``)."""
     out = FoldResult()
     if name == "AssetPublished":
         vid = value["video_id"]
         video = _video_row(rows, vid)
         for r in value["renditions"]:
             key = ledger.rendition_key(vid, r["name"])
-            record = ledger.on_asset_published(rendition_row(rows, key), value, r, config.tiering)
+            record = ledger.on_asset_published(rendition_row(rows, key), value, r, tiering)
             out.rendition_keys.append(_put_rendition(rows, record, partition))
             if r["name"] not in video["renditions"]:
                 video["renditions"] = [*video["renditions"], r["name"]]
@@ -66,7 +66,7 @@ def fold_event(rows: Rows, name: str, value: dict[str, Any], partition: int, con
         for group, prefix, size in ledger.object_groups(value):
             key = ledger.rendition_key(vid, group)
             existing = rendition_row(rows, key)
-            record = ledger.on_object_published(existing, value, group, prefix, size, config.tiering)
+            record = ledger.on_object_published(existing, value, group, prefix, size, tiering)
             if existing is None:
                 record = dataclasses.replace(record, access_count=seen.access_count,
                                              last_access_ms=seen.last_access_ms, recent_sessions=seen.recent_sessions)
@@ -96,7 +96,7 @@ def fold_event(rows: Rows, name: str, value: dict[str, Any], partition: int, con
             except ValueError:
                 key = None
             if key is not None:
-                record = rendition_row(rows, key) or ledger.placeholder(vid, rendition, config.tiering)
+                record = rendition_row(rows, key) or ledger.placeholder(vid, rendition, tiering)
                 record, counted = ledger.on_access(record, session, at)
                 _put_rendition(rows, record, partition)
                 tier = record.tier
@@ -106,7 +106,7 @@ def fold_event(rows: Rows, name: str, value: dict[str, Any], partition: int, con
         out.applied = True
     elif name == "TierTransition":
         key = ledger.rendition_key(value["video_id"], value["rendition"])
-        record, out.applied = ledger.on_transition(rendition_row(rows, key), value, config.tiering)
+        record, out.applied = ledger.on_transition(rendition_row(rows, key), value, tiering)
         _put_rendition(rows, record, partition)
         out.rendition_keys.append(key)
     elif name == "RestoreRequest":
@@ -117,7 +117,7 @@ def fold_event(rows: Rows, name: str, value: dict[str, Any], partition: int, con
             record = rendition_row(rows, key)
             if record is None:
                 continue
-            record, started = ledger.on_restore_request(record, value, config.tiering)
+            record, started = ledger.on_restore_request(record, value, tiering)
             if started:
                 _put_rendition(rows, record, partition)
                 out.rendition_keys.append(key)

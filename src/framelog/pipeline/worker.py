@@ -23,6 +23,8 @@ from framelog.core.logs import configure_logging
 if TYPE_CHECKING:
     import faust
 
+    from framelog.pipeline.jobs.base import JobSettings
+
 log = logging.getLogger(__name__)
 
 INTAKE = "intake"
@@ -63,6 +65,8 @@ def run_group(config: Config, group: str) -> int:
     from framelog.pipeline.agents.pipeline import register_intake, register_stage
     from framelog.pipeline.agents.stage import StageRunner
     from framelog.schemas.codec import AvroCodec
+    from framelog.sinks.object_store import ObjectStore
+    from framelog.streams import topics
     from framelog.streams.app import create_app
     from framelog.streams.emitter import AsyncEmitter
     from framelog.streams.kafka_auth import as_principal, worker_principal
@@ -88,27 +92,53 @@ def run_group(config: Config, group: str) -> int:
     if group == INTAKE:
         register_intake(app, config, codec, emitter)
     elif group == CDN:
-        from framelog.pipeline.agents.cdn import register_cdn
+        from framelog.pipeline.agents.cdn import CdnCommands, CdnSettings, register_cdn
+        from framelog.pipeline.agents.cdn_metrics import CdnMetrics, EdgeLogExporter
         from framelog.processors.tokens import load_or_create_secret
+        from framelog.sinks.edges.cache_commands import EdgeCacheSettings, edge_caches, shield_cache
 
-        register_cdn(app, config, codec, emitter, secret=load_or_create_secret(config.security, config.stack.state_dir))
+        secret = load_or_create_secret(config.security, config.stack.state_dir)
+        edges = EdgeCacheSettings(config.cdn, config.stack, config.security, config.caching)
+        commands = CdnCommands(config.caching, edge_caches(edges, secret=secret), shield_cache(edges, secret=secret))
+        register_cdn(app, CdnSettings(config.caching, partitions(config, topics.CDN_COMMANDS)), codec, emitter,
+                     commands=commands, exporter=EdgeLogExporter(config.stack, config.cdn, CdnMetrics(config.metrics)))
     elif group == POPULARITY:
-        from framelog.pipeline.agents.cdn import ensure_state_topics, register_popularity
+        from framelog.pipeline.agents.cdn import PopularitySettings, register_popularity, state_topics
+        from framelog.streams.admin import create_topics
 
-        ensure_state_topics(config)
-        register_popularity(app, config, codec, emitter)
+        popularity = PopularitySettings(config.caching, config.cdn, partitions(config, topics.PLAYBACK_EVENTS))
+        create_topics(config, state_topics(popularity.partitions))
+        register_popularity(app, popularity, codec, emitter)
     elif group == TIERING:
-        from framelog.pipeline.agents.tiering import register_tiering
+        from framelog.pipeline.agents.tiering import (
+            SOURCES,
+            TieringSettings,
+            changelog_topic,
+            register_tiering,
+            source_partitions,
+        )
+        from framelog.pipeline.agents.tiering_metrics import TieringMetrics
+        from framelog.sinks.object_store import vault_store
+        from framelog.sinks.tier_mover import TierMover
+        from framelog.streams.admin import create_topics
+        from framelog.streams.kafka_auth import client_settings
 
-        register_tiering(app, config, codec, emitter)
+        tiering = TieringSettings(config.tiering, source_partitions({t: partitions(config, t) for t in SOURCES}),
+                                  client_settings(config))
+        create_topics(config, [changelog_topic(tiering.partitions)])
+        register_tiering(app, tiering, codec, emitter, TierMover(ObjectStore(config), vault_store(config)),
+                         TieringMetrics(config.tiering, config.metrics, config.object_storage.region))
     elif group == CHUNKS:
-        from framelog.pipeline.agents.chunks import register_chunk_worker
+        from framelog.pipeline.agents.chunks import ChunkRunner, register_chunk_worker
+        from framelog.pipeline.jobs.store import S3ResultStore
 
-        register_chunk_worker(app, config, codec, emitter)
+        register_chunk_worker(app, ChunkRunner(job_settings(config), emitter, S3ResultStore(ObjectStore(config))),
+                              partitions(config, topics.CHUNK_REQUESTS), codec, emitter)
     elif group == STITCH:
-        from framelog.pipeline.agents.chunks import ensure_stitch_topics, register_stitch
+        from framelog.pipeline.agents.chunks import register_stitch, stitch_changelog
+        from framelog.streams.admin import create_topics
 
-        ensure_stitch_topics(config)
+        create_topics(config, [stitch_changelog(partitions(config, topics.CHUNK_TRANSITIONS))])
         register_stitch(app, config, codec, emitter)
     else:
         from framelog.pipeline.agents.pipeline import asset_publisher
@@ -121,9 +151,11 @@ def run_group(config: Config, group: str) -> int:
         if group == "transcoding" and config.media.transcoding.chunked:
             from framelog.pipeline.agents.chunks import chunk_fan_out
 
-            fan_out = chunk_fan_out(config, emitter)
-        runner = StageRunner(config, stage, handler_for(config, group), emitter, S3ResultStore(config),
-                             on_complete=asset_publisher(config, emitter) if last else None, fan_out=fan_out)
+            fan_out = chunk_fan_out(partitions(config, topics.CHUNK_REQUESTS), emitter, ObjectStore(config))
+        runner = StageRunner(config, stage, handler_for(job_settings(config), group, ObjectStore(config)), emitter,
+                             S3ResultStore(ObjectStore(config)),
+                             on_complete=asset_publisher(config.cdn, emitter, ObjectStore(config)) if last else None,
+                             fan_out=fan_out)
         register_stage(app, config, stage, runner, codec, emitter)
 
     watch_stalls(app, config, group)
@@ -133,6 +165,20 @@ def run_group(config: Config, group: str) -> int:
     finally:
         emitter.close()
     return 0
+
+
+def partitions(config: Config, topic: str) -> int:
+    """The partition count of ``topic``: the topic registry's, else ``kafka.default_partitions``."""
+    from framelog.streams import topics
+
+    return topics.topic_spec(topic, config).partitions or config.kafka.default_partitions
+
+
+def job_settings(config: Config) -> JobSettings:
+    """The sections the stage jobs read (pipeline/jobs)."""
+    from framelog.pipeline.jobs.base import JobSettings
+
+    return JobSettings(config.pipeline, config.upload_limits, config.media, config.hls, config.cdn, config.caching)
 
 
 def stall_limit(config: Config, group: str) -> float:

@@ -83,7 +83,7 @@ class TierView(ReplayedTable):
 
     def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
         if isinstance(record, DecodedRecord):
-            fold_event(self.rows, record.name, record.value, record.partition, self.config)
+            fold_event(self.rows, record.name, record.value, record.partition, self.config.tiering)
 
     @property
     def producer(self) -> EventProducer:

@@ -111,7 +111,7 @@ class World:
 
     def restart(self) -> None:
         """A new worker: fresh evaluator and gate; it takes over every partition at the log's current end."""
-        self.evaluator = TieringEvaluator(self.config, self.clock, TierMover(self.store), self._emit,
+        self.evaluator = TieringEvaluator(self.config.tiering, self.clock, TierMover(self.store), self._emit,
                                           run_blocking=_call)
         for p in range(PARTITIONS):
             self.evaluator.gate.start(p, {TOPIC: (self.position[p], len(self.log[p]))})
@@ -121,7 +121,7 @@ class World:
         for p in range(PARTITIONS):
             while self.position[p] < len(self.log[p]):
                 name, record = self.log[p][self.position[p]]
-                fold_event(self.rows, name, record, p, self.config)
+                fold_event(self.rows, name, record, p, self.config.tiering)
                 self.evaluator.gate.folded(TOPIC, p, self.position[p])
                 self.position[p] += 1
 

@@ -26,21 +26,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import faust
 
-from framelog.core.config import Config
+from framelog.core.config import CachingStrategy, CdnConfig
 from framelog.core.ids import validate_video_id
 from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
-from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, _partitions, until_handled
+from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, until_handled
 from framelog.pipeline.worker import POPULARITY
 from framelog.processors import cache_control, cdn_routing
 from framelog.processors.trending import observe, trending_key
 from framelog.schemas.codec import AvroCodec
 from framelog.schemas.records import CacheWarm
-from framelog.sinks.edges.cache_commands import EdgeCache, EdgeCacheSettings, edge_caches, shield_cache
+from framelog.sinks.edges.cache_commands import EdgeCache
 from framelog.streams import topics
 from framelog.streams.app import raw_topic
 from framelog.streams.emitter import AsyncEmitter
@@ -62,26 +62,43 @@ LOG_POLL_INTERVAL = 1.0
 CHANGELOG_COMPACTION = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"}
 
 
-def _changelog(config: Config, table: str, description: str) -> TopicSpec:
-    """A Faust table's changelog (Faust names it ``<app id>-<table>-changelog``); compacted."""
+@dataclass(frozen=True)
+class CdnSettings:
+    """What the ``cdn`` group reads of the configuration; pipeline/worker.py fills it."""
+
+    caching: CachingStrategy     # the warming triggers (``config.caching``)
+    partitions: int              # of cdn.commands
+
+
+@dataclass(frozen=True)
+class PopularitySettings:
+    """What the ``popularity`` group reads of the configuration; pipeline/worker.py fills it."""
+
+    caching: CachingStrategy     # the popular view count and the trending window (``config.caching``)
+    cdn: CdnConfig               # which edge serves a country (``config.cdn``)
+    partitions: int              # of playback.events, and so of the tables' changelogs
+
+
+def _changelog(partitions: int, table: str, description: str) -> TopicSpec:
+    """A Faust table's changelog (Faust names it ``<app id>-<table>-changelog``); compacted, with
+    playback.events' ``partitions``."""
     return TopicSpec(f"framelog-{POPULARITY}-{table}-changelog", (), compacted=True,
-                     partitions=_partitions(config, topics.PLAYBACK_EVENTS), description=description,
+                     partitions=partitions, description=description,
                      extra_config=CHANGELOG_COMPACTION)
 
 
-def view_counts_changelog(config: Config) -> TopicSpec:
-    return _changelog(config, VIEW_COUNTS_TABLE, "views per video counted by the popularity group (cache warming)")
+def view_counts_changelog(partitions: int) -> TopicSpec:
+    return _changelog(partitions, VIEW_COUNTS_TABLE, "views per video counted by the popularity group (cache warming)")
 
 
-def trending_changelog(config: Config) -> TopicSpec:
-    return _changelog(config, TRENDING_TABLE, "windowed views per video and country (trending, regional warming)")
+def trending_changelog(partitions: int) -> TopicSpec:
+    return _changelog(partitions, TRENDING_TABLE, "windowed views per video and country (trending, regional warming)")
 
 
-def ensure_state_topics(config: Config) -> None:
-    """Create the tables' changelogs if missing (the apps never declare topics themselves)."""
-    from framelog.streams.admin import create_topics
-
-    create_topics(config, [view_counts_changelog(config), trending_changelog(config)])
+def state_topics(partitions: int) -> list[TopicSpec]:
+    """The tables' changelogs, which the composition root creates if missing (the apps never declare
+    topics themselves)."""
+    return [view_counts_changelog(partitions), trending_changelog(partitions)]
 
 
 def _table(app: faust.App, spec: TopicSpec, name: str, default: type, value_type: type) -> faust.Table:
@@ -120,10 +137,10 @@ def stored_count(stored: int | Mapping[str, int] | None) -> int:
     return int(stored.get("count", 0)) if isinstance(stored, Mapping) else int(stored or 0)
 
 
-def crossed_popularity(before: int, after: int, config: Config) -> bool:
+def crossed_popularity(before: int, after: int, caching: CachingStrategy) -> bool:
     """True exactly when a count goes from not popular to popular (cache_control.should_warm)."""
-    return (not cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, before)
-            and cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, after))
+    return (not cache_control.should_warm(HIGH_VIEW_COUNT, caching, before)
+            and cache_control.should_warm(HIGH_VIEW_COUNT, caching, after))
 
 
 def _purge_all(caches: list[EdgeCache], paths: tuple[str, ...]) -> None:
@@ -143,11 +160,11 @@ def _warm_all(caches: list[EdgeCache], video_id: str, paths: list[str]) -> None:
 class CdnCommands:
     """What one ``cdn.commands`` record asks the edges to do."""
 
-    def __init__(self, config: Config, secret: bytes):
-        self.config = config
-        edges = EdgeCacheSettings(config.cdn, config.stack, config.security, config.caching)
-        self.caches = {c.provider_key: c for c in edge_caches(edges, secret=secret)}
-        self.shield = shield_cache(edges, secret=secret)
+    def __init__(self, caching: CachingStrategy, caches: Iterable[EdgeCache], shield: EdgeCache):
+        """``caches``: every configured edge; ``shield``: the origin shield's (sinks/edges/cache_commands.py)."""
+        self.caching = caching
+        self.caches = {c.provider_key: c for c in caches}
+        self.shield = shield
 
     def _wanted(self, providers: list[str]) -> list[EdgeCache]:
         """The edges a command names (none named: all); unknown names are logged and skipped."""
@@ -171,9 +188,9 @@ class CdnCommands:
     async def warm(self, record: dict) -> None:
         vid = validate_video_id(record["video_id"])
         trigger = record.get("trigger") or ""
-        if trigger and trigger not in self.config.caching.warming_triggers:
+        if trigger and trigger not in self.caching.warming_triggers:
             log.warning("video %s: warming trigger %r is not configured (%s); skipped", vid, trigger,
-                        self.config.caching.warming_triggers)
+                        self.caching.warming_triggers)
             return
         caches = self._wanted(record.get("providers") or [])
         if trigger == UPLOAD_COMPLETE:
@@ -187,13 +204,11 @@ class CdnCommands:
             await self.warm(record)
 
 
-def register_cdn(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter, *, secret: bytes,
-                 exporter: EdgeLogExporter | None = None) -> None:
-    """The ``cdn`` group: cdn.commands → edges; edge logs → metrics."""
-    commands = CdnCommands(config, secret)
-    exporter = exporter or EdgeLogExporter(config)
+def register_cdn(app: faust.App, settings: CdnSettings, codec: AvroCodec, emitter: AsyncEmitter, *,
+                 commands: CdnCommands, exporter: EdgeLogExporter) -> None:
+    """The ``cdn`` group: cdn.commands → edges (``commands``); edge logs → metrics (``exporter``)."""
 
-    @app.agent(raw_topic(app, topics.CDN_COMMANDS, _partitions(config, topics.CDN_COMMANDS)), name="cdn-commands")
+    @app.agent(raw_topic(app, topics.CDN_COMMANDS, settings.partitions), name="cdn-commands")
     async def cdn_commands(stream: faust.StreamT) -> None:
         async for event in stream.events():
             decoded = await _decode_or_dead_letter(codec, emitter, event)
@@ -209,7 +224,7 @@ def register_cdn(app: faust.App, config: Config, codec: AvroCodec, emitter: Asyn
         await asyncio.to_thread(exporter.poll)
 
 
-def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter) -> None:
+def register_popularity(app: faust.App, settings: PopularitySettings, codec: AvroCodec, emitter: AsyncEmitter) -> None:
     """The ``popularity`` group: playback.events → views per video and per (video, country) in Faust
     tables → one CacheWarm when a video's views cross the popular count, and a regional CacheWarm
     when it trends in a country.
@@ -217,12 +232,12 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
     A group of its own: a table's recovery pauses its app's streams, and edge
     commands must not wait for it.
     """
-    views = _table(app, view_counts_changelog(config), VIEW_COUNTS_TABLE, int, dict)
-    trending = _table(app, trending_changelog(config), TRENDING_TABLE, dict, dict)
-    trend_settings = config.caching.trending
+    views = _table(app, view_counts_changelog(settings.partitions), VIEW_COUNTS_TABLE, int, dict)
+    trending = _table(app, trending_changelog(settings.partitions), TRENDING_TABLE, dict, dict)
+    caching = settings.caching
+    trend_settings = caching.trending
 
-    @app.agent(raw_topic(app, topics.PLAYBACK_EVENTS, _partitions(config, topics.PLAYBACK_EVENTS)),
-               name="cdn-popularity")
+    @app.agent(raw_topic(app, topics.PLAYBACK_EVENTS, settings.partitions), name="cdn-popularity")
     async def popularity(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:       # undecodable records are the analytics sink's to dead-letter, not ours
@@ -234,12 +249,12 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
             vid, offset = record["video_id"], event.message.offset
             await _trend(vid, record, offset)
             stored = views[vid]
-            if cache_control.should_warm(HIGH_VIEW_COUNT, config.caching, stored_count(stored)):
+            if cache_control.should_warm(HIGH_VIEW_COUNT, caching, stored_count(stored)):
                 continue       # popular already: its count decides nothing more, so the changelog stops growing
             counted = count_view(stored, offset)
             if counted is None:
                 continue       # counted before a restart (and its warm, if any, was sent before the count)
-            if crossed_popularity(counted.before, counted.after, config):
+            if crossed_popularity(counted.before, counted.after, caching):
                 await _warm(vid, CacheWarm(video_id=vid, paths=[], trigger=HIGH_VIEW_COUNT))
                 log.info("video %s: %d views, warming the edges", vid, counted.after)
             views[vid] = counted.value     # after the warm: a worker killed in between decides it again
@@ -252,7 +267,7 @@ def register_popularity(app: faust.App, config: Config, codec: AvroCodec, emitte
             return             # in the window already (see count_view)
         seen = observe(stored, _event_ms(record), trend_settings)
         if seen.warm:
-            edge = cdn_routing.route(country, config.cdn).primary
+            edge = cdn_routing.route(country, settings.cdn).primary
             await _warm(vid, CacheWarm(video_id=vid, paths=[], providers=[edge], trigger=TRENDING_CONTENT))
             log.info("video %s: trending in %s (%d views in %gs), warming %s", vid, country or "unknown country",
                      seen.views_in_window, trend_settings.window, edge)

@@ -15,12 +15,12 @@ shield logged since the last poll; the cdn worker calls it on a timer.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from framelog.core.config import CdnConfig, Config, StackConfig
+from framelog.core.config import CdnConfig, MetricSpec, StackConfig
 from framelog.processors.edge_logs import EdgeRequest, LogFollower, parse_line
 from framelog.sinks.edges.protocol import SHIELD_NAME, access_log_path, shield_address, shield_dir
 
@@ -50,8 +50,8 @@ def edge_labels(stack: StackConfig, cdn: CdnConfig, provider_key: str) -> EdgeLa
 class CdnMetrics:
     """The three metric families, with label names from the configuration."""
 
-    def __init__(self, config: Config, registry: CollectorRegistry = REGISTRY):
-        spec = config.metrics
+    def __init__(self, spec: Mapping[str, MetricSpec], registry: CollectorRegistry = REGISTRY):
+        """``spec``: the metrics' label names (``config.metrics``)."""
         self.hit_ratio = Gauge("cdn_cache_hit_ratio", "CDN cache hit ratio",
                                list(spec["cdn_cache_hit_ratio"].labels), registry=registry)
         self.bandwidth = Counter("cdn_bandwidth_usage", "CDN bandwidth usage (bytes sent by the edge)",
@@ -85,16 +85,17 @@ class CdnMetrics:
 class EdgeLogExporter:
     """Follows every edge's (and the origin shield's) access log and feeds ``CdnMetrics``."""
 
-    def __init__(self, config: Config, metrics: CdnMetrics | None = None, *, from_start: bool = False,
+    def __init__(self, stack: StackConfig, cdn: CdnConfig, metrics: CdnMetrics, *, from_start: bool = False,
                  providers: Iterable[str] | None = None):
-        self.metrics = metrics or CdnMetrics(config)
-        keys = list(providers) if providers is not None else list(config.cdn.providers)
-        state_dir = config.stack.state_dir
-        self.followers = {edge_labels(config.stack, config.cdn, k):
+        """The edges of ``cdn`` whose logs are under ``stack.state_dir`` (``config.stack, config.cdn``)."""
+        self.metrics = metrics
+        keys = list(providers) if providers is not None else list(cdn.providers)
+        state_dir = stack.state_dir
+        self.followers = {edge_labels(stack, cdn, k):
                           LogFollower(access_log_path(state_dir, k), from_start=from_start) for k in keys}
         if providers is None:           # every edge: the shield behind them too
-            self.followers[shield_labels(config.stack, config.cdn)] = LogFollower(shield_dir(state_dir) / "access.log",
-                                                                from_start=from_start)
+            self.followers[shield_labels(stack, cdn)] = LogFollower(shield_dir(state_dir) / "access.log",
+                                                                    from_start=from_start)
 
     def poll(self) -> int:
         """Read and account every new log line; returns how many requests were counted."""

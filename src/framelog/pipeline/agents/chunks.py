@@ -41,7 +41,14 @@ from framelog.pipeline.agents import metrics
 from framelog.pipeline.agents.pipeline import OUTAGES, _decode_or_dead_letter, _partitions, until_handled
 from framelog.pipeline.agents.stage import StageRequest, backoff_seconds, next_stage
 from framelog.pipeline.jobs import chunks as jobs
-from framelog.pipeline.jobs.base import JobCancelled, JobContext, JobTimedOut, PermanentJobError, public_reason
+from framelog.pipeline.jobs.base import (
+    JobCancelled,
+    JobContext,
+    JobSettings,
+    JobTimedOut,
+    PermanentJobError,
+    public_reason,
+)
 from framelog.pipeline.jobs.store import S3ResultStore
 from framelog.processors import chunk_ledger as ledger
 from framelog.processors.preview import preview_paths
@@ -62,18 +69,13 @@ DELETION_CHECK_INTERVAL = 5.0     # seconds between tombstone checks of a runnin
 CHANGELOG_COMPACTION = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"}
 
 
-def stitch_changelog(config: Config) -> TopicSpec:
+def stitch_changelog(partitions: int) -> TopicSpec:
     """The stitch table's changelog (Faust names it ``<app id>-<table>-changelog``): co-partitioned with
-    video.chunk-transitions, compacted to one record per video."""
+    video.chunk-transitions (``partitions``: that topic's), compacted to one record per video. The composition
+    root creates it (the apps never declare topics themselves)."""
     return TopicSpec(f"framelog-{STITCH_GROUP}-{STITCH_TABLE}-changelog", (), compacted=True,
-                     partitions=_partitions(config, topics.CHUNK_TRANSITIONS), extra_config=CHANGELOG_COMPACTION,
+                     partitions=partitions, extra_config=CHANGELOG_COMPACTION,
                      description="chunk jobs per video (done, attempts, state), the stitch group's table")
-
-
-def ensure_stitch_topics(config: Config) -> None:
-    from framelog.streams.admin import create_topics
-
-    create_topics(config, [stitch_changelog(config)])
 
 
 def _kind(kind: str) -> records.ChunkKind:
@@ -88,9 +90,10 @@ def _transition(plan: jobs.Plan, spec: jobs.ChunkJobSpec, state: Any, attempt: i
                      plan_key=f"{jobs.stage_prefix(plan.video_id, plan.job_id)}/{jobs.PLAN_NAME}", **fields)
 
 
-async def request_chunk(config: Config, emitter: AsyncEmitter, plan: jobs.Plan, spec: jobs.ChunkJobSpec, *,
+async def request_chunk(partitions: int, emitter: AsyncEmitter, plan: jobs.Plan, spec: jobs.ChunkJobSpec, *,
                         attempt: int, not_before: int = 0) -> None:
-    """``queued``, then the ChunkRequest on the partition of its index (the group's workers share a video)."""
+    """``queued``, then the ChunkRequest on the partition of its index (the group's workers share a video;
+    ``partitions``: pipeline.transcoding.chunks')."""
     await emitter.emit(topics.CHUNK_TRANSITIONS, _transition(plan, spec, "queued", attempt))
     rungs = [] if spec.kind == jobs.AUDIO else [
         records.ChunkRung(name=r.name, width=r.width, height=r.height, video_bitrate=r.video_bitrate,
@@ -101,19 +104,19 @@ async def request_chunk(config: Config, emitter: AsyncEmitter, plan: jobs.Plan, 
                        first_segment=spec.first_segment, source_key=plan.source_key,
                        plan_key=f"{jobs.stage_prefix(plan.video_id, plan.job_id)}/{jobs.PLAN_NAME}", rungs=rungs,
                        not_before=not_before, priority=plan.priority)
-    partition = spec.index % _partitions(config, topics.CHUNK_REQUESTS)
+    partition = spec.index % partitions
     await emitter.emit(topics.CHUNK_REQUESTS, record, key=f"{plan.video_id}/{spec.index}",
                        partition=partition)
 
 
-def chunk_fan_out(config: Config, emitter: AsyncEmitter, store: ObjectStore | None = None):
-    """The transcoding runner's ``fan_out``: one ChunkRequest per job of the plan its job wrote."""
-    objects = store or ObjectStore(config)
+def chunk_fan_out(partitions: int, emitter: AsyncEmitter, store: ObjectStore):
+    """The transcoding runner's ``fan_out``: one ChunkRequest per job of the plan its job wrote (``partitions``:
+    pipeline.transcoding.chunks')."""
 
     async def fan_out(req: StageRequest, outputs: dict[str, str]) -> None:
-        plan = await asyncio.to_thread(jobs.load_plan, objects, outputs["chunk_plan_key"])
+        plan = await asyncio.to_thread(jobs.load_plan, store, outputs["chunk_plan_key"])
         for spec in sorted(plan.chunks, key=lambda c: c.kind != jobs.AUDIO):   # the audio first: a few seconds,
-            await request_chunk(config, emitter, plan, spec, attempt=1)          # and the first chunk needs it to play
+            await request_chunk(partitions, emitter, plan, spec, attempt=1)      # and the first chunk needs it to play
         await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
             video_id=req.video_id, job_id=req.job_id, stage=STAGE, state="progress", attempt=req.attempt,
             progress=0.0, outputs=outputs))
@@ -128,13 +131,15 @@ def chunk_fan_out(config: Config, emitter: AsyncEmitter, store: ObjectStore | No
 class ChunkRunner:
     """Runs one ChunkRequest: deletion and marker checks, the job under a hard timeout, its transitions."""
 
-    def __init__(self, config: Config, emitter: AsyncEmitter, store: S3ResultStore | None = None,
+    def __init__(self, settings: JobSettings, emitter: AsyncEmitter, store: S3ResultStore,
                  scratch_root: Path | None = None):
-        self.config = config
+        """``settings``: the jobs' sections; the transcoding stage's timeout and the kill grace come from its
+        ``pipeline``."""
+        self.pipeline = settings.pipeline
         self.emitter = emitter
-        self.store = store or S3ResultStore(config)
-        self.handler = jobs.ChunkJob(config, self.store.objects)
-        self.stage = config.pipeline.stage(STAGE)
+        self.store = store
+        self.handler = jobs.ChunkJob(settings, self.store.objects)
+        self.stage = settings.pipeline.stage(STAGE)
         self.scratch_root = scratch_root
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -223,7 +228,7 @@ class ChunkRunner:
             return await asyncio.wait_for(asyncio.shield(job), timeout=self.stage.timeout)
         except TimeoutError:
             ctx.cancelled.set()
-            grace = self.config.pipeline.kill_grace
+            grace = self.pipeline.kill_grace
             killed = await loop.run_in_executor(None, children.kill, grace)
             try:
                 await asyncio.wait_for(asyncio.shield(job), timeout=grace)
@@ -242,10 +247,10 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def register_chunk_worker(app: faust.App, config: Config, codec: Any, emitter: AsyncEmitter) -> None:
-    """pipeline.transcoding.chunks → ChunkRunner, one chunk at a time per worker process."""
-    runner = ChunkRunner(config, emitter)
-    source = raw_topic(app, topics.CHUNK_REQUESTS, _partitions(config, topics.CHUNK_REQUESTS))
+def register_chunk_worker(app: faust.App, runner: ChunkRunner, partitions: int, codec: Any,
+                          emitter: AsyncEmitter) -> None:
+    """pipeline.transcoding.chunks (of ``partitions``) → ``runner``, one chunk at a time per worker process."""
+    source = raw_topic(app, topics.CHUNK_REQUESTS, partitions)
 
     @app.agent(source, name="chunk-worker", concurrency=1)
     async def chunk_worker(stream: faust.StreamT) -> None:
@@ -283,11 +288,12 @@ class Stitcher:
         elif action.kind == "retry":
             plan = await asyncio.to_thread(jobs.load_plan, self.store, entry.plan_key)
             spec = plan.job(action.index)
-            wait = backoff_seconds(action.attempt, self.config)
+            wait = backoff_seconds(action.attempt, self.config.pipeline)
             await self.emitter.emit(topics.CHUNK_TRANSITIONS, _transition(
                 plan, spec, "retrying", action.attempt - 1, error_type=action.error_type,
                 error_message=action.message))
-            await request_chunk(self.config, self.emitter, plan, spec, attempt=action.attempt,
+            await request_chunk(_partitions(self.config, topics.CHUNK_REQUESTS), self.emitter, plan, spec,
+                                attempt=action.attempt,
                                 not_before=int((time.time() + wait) * 1000))
             log.warning("video %s: chunk %d failed (%s: %s); attempt %d in %.1fs", video_id, action.index,
                         action.error_type, action.message, action.attempt, wait)
@@ -308,7 +314,7 @@ class Stitcher:
             return
         plan = await asyncio.to_thread(jobs.load_plan, self.store, entry.plan_key)
         before = dict(entry.previewed_rungs)
-        published, outputs = await asyncio.to_thread(jobs.publish_preview, self.store, self.config, plan,
+        published, outputs = await asyncio.to_thread(jobs.publish_preview, self.store, self.config.cdn, plan,
                                                      set(entry.done), before)
         if outputs and published != before:
             entry.previewed_rungs, entry.preview = published, outputs
@@ -326,7 +332,7 @@ class Stitcher:
         outputs.update(entry.preview)
         outputs["chunk_encodes"] = str(entry.encodes)
         await self.stage_transition(record, "succeeded", progress=1.0, outputs=outputs)
-        following = next_stage(self.config, STAGE)
+        following = next_stage(self.config.pipeline, STAGE)
         if following:
             req = StageRequest(plan.job_id, plan.video_id, STAGE, 1, plan.stage_inputs, 0, plan.priority)
             await self.stage_transition(record, "queued", stage=following)
@@ -338,7 +344,7 @@ class Stitcher:
 
 def register_stitch(app: faust.App, config: Config, codec: Any, emitter: AsyncEmitter) -> None:
     """video.chunk-transitions → the chunk ledger (a Faust table keyed by video) → the Stitcher."""
-    spec = stitch_changelog(config)
+    spec = stitch_changelog(_partitions(config, topics.CHUNK_TRANSITIONS))
     table = app.Table(STITCH_TABLE, default=dict, partitions=spec.partitions, key_type=str, value_type=dict,
                       changelog_topic=app.topic(spec.name, partitions=spec.partitions, key_serializer="json",
                                                 value_serializer="json", compacting=True))

@@ -11,7 +11,7 @@ from typing import Any
 import faust
 
 from framelog.core.backoff import OUTAGE_BACKOFF, Backoff
-from framelog.core.config import Config, StageConfig
+from framelog.core.config import CdnConfig, Config, StageConfig
 from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs import tombstones
 from framelog.pipeline.jobs.staging import discard_staging
@@ -146,10 +146,9 @@ def _register_stage_topic(app: faust.App, config: Config, stage: StageConfig, ru
                                 lambda: runner.handle(req, original=original))  # noqa: B023
 
 
-def asset_publisher(config: Config, emitter: AsyncEmitter, store: ObjectStore | None = None):
-    """After the last stage: announce AssetPublished, ask the edges to warm the video, and discard
-    its staging (framelog.pipeline.jobs.staging) once the announcement is on the log."""
-    objects = store or ObjectStore(config)
+def asset_publisher(cdn: CdnConfig, emitter: AsyncEmitter, store: ObjectStore):
+    """After the last stage: announce AssetPublished, ask every edge of ``cdn`` to warm the video, and
+    discard its staging in ``store`` (framelog.pipeline.jobs.staging) once the announcement is on the log."""
 
     async def publish(req: StageRequest, outputs: dict[str, str]) -> None:
         asset = json.loads(outputs["asset"])
@@ -159,9 +158,9 @@ def asset_publisher(config: Config, emitter: AsyncEmitter, store: ObjectStore | 
                 video_id=req.video_id, paths=[p for p in warm if p.endswith(".m3u8")], reason="published"))
         await emitter.emit(topics.ASSETS, records.AssetPublished.from_avro(asset), key=req.video_id)
         await emitter.emit(topics.CDN_COMMANDS, records.CacheWarm(
-            video_id=req.video_id, paths=warm, providers=sorted(config.cdn.providers),
+            video_id=req.video_id, paths=warm, providers=sorted(cdn.providers),
             trigger="video_upload_complete"))
-        removed = await asyncio.get_running_loop().run_in_executor(None, discard_staging, objects, req.video_id)
+        removed = await asyncio.get_running_loop().run_in_executor(None, discard_staging, store, req.video_id)
         log.info("video %s published (%d renditions); %d staging objects discarded", req.video_id,
                  len(asset["renditions"]), removed)
 

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from framelog.core import child_processes
 from framelog.core.backoff import Backoff
 from framelog.core.child_processes import ChildGroup
-from framelog.core.config import Config, StageConfig
+from framelog.core.config import Config, PipelineConfig, StageConfig
 from framelog.pipeline.agents import metrics
 from framelog.pipeline.agents.priority_gate import PriorityGate
 from framelog.pipeline.jobs.base import (
@@ -92,14 +92,13 @@ class StageRequest:
                    str(record.get("priority") or ""))
 
 
-def backoff_seconds(attempt: int, config: Config) -> float:
-    """Exponential backoff before ``attempt`` (2, 3, ...), capped by configuration."""
-    p = config.pipeline
-    return Backoff(p.retry_backoff_initial, p.retry_backoff_max).delay(attempt - 1)
+def backoff_seconds(attempt: int, pipeline: PipelineConfig) -> float:
+    """Exponential backoff before ``attempt`` (2, 3, ...), capped by configuration (``config.pipeline``)."""
+    return Backoff(pipeline.retry_backoff_initial, pipeline.retry_backoff_max).delay(attempt - 1)
 
 
-def next_stage(config: Config, stage: str) -> str | None:
-    names = config.pipeline.stage_names
+def next_stage(pipeline: PipelineConfig, stage: str) -> str | None:
+    names = pipeline.stage_names
     i = names.index(stage)
     return names[i + 1] if i + 1 < len(names) else None
 
@@ -189,7 +188,7 @@ class StageRunner:
                        if error_type == "timeout" else public)
             metrics.observe_error(self.stage.name, error_type)
             if req.attempt < 1 + self.stage.retry_attempts:
-                wait = backoff_seconds(req.attempt + 1, self.config)
+                wait = backoff_seconds(req.attempt + 1, self.config.pipeline)
                 log.warning("%s job %s attempt %d failed (%s: %s); retrying in %.1fs%s",
                             self.stage.name, req.job_id, req.attempt, error_type, message, wait,
                             f"\n{detail}" if detail else "")
@@ -299,7 +298,7 @@ class StageRunner:
             await self.fan_out(req, dict(outputs))
             return
         await self.transition(req, "succeeded", progress=1.0, outputs=outputs, duration_ms=duration_ms)
-        following = next_stage(self.config, self.stage.name)
+        following = next_stage(self.config.pipeline, self.stage.name)
         if following:
             inputs = {**req.inputs, **outputs}
             await self.transition(req, "queued", stage=following, attempt=1)

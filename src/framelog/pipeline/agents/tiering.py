@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 from confluent_kafka import Consumer, TopicPartition
 
 from framelog.core.clock import Clock, SystemClock
-from framelog.core.config import Config
+from framelog.core.config import TieringConfig
 from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, until_handled
 from framelog.pipeline.agents.tiering_metrics import TieringMetrics
 from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditions
@@ -37,11 +39,9 @@ from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from framelog.processors.tier_ledger import RenditionRecord
 from framelog.schemas.codec import AvroCodec
 from framelog.schemas.records import TierTransition
-from framelog.sinks.object_store import ObjectStore, vault_store
 from framelog.sinks.tier_mover import TierMover
 from framelog.streams import topics
 from framelog.streams.emitter import AsyncEmitter
-from framelog.streams.kafka_auth import client_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +51,36 @@ TABLE = "renditions"
 SOURCES = (topics.ASSETS, topics.PLAYBACK_EVENTS, topics.TIER_TRANSITIONS)
 
 
-def changelog_topic(config: Config) -> topics.TopicSpec:
-    """The table's changelog: Faust writes it, framelog creates it (the app declares no topics)."""
-    return topics.TopicSpec(f"framelog-{GROUP}-{TABLE}-changelog", (), partitions=source_partitions(config),
+@dataclass(frozen=True)
+class TieringSettings:
+    """What the tiering agent reads of the configuration; its composition root (pipeline/worker.py) fills it."""
+
+    tiering: TieringConfig              # the tier policy and its evaluation interval (``config.tiering``)
+    partitions: int                     # of each source topic: they are co-partitioned (``source_partitions``)
+    kafka_client: Mapping[str, Any]     # the group principal's librdkafka settings (kafka_auth.client_settings)
+
+
+def changelog_topic(partitions: int) -> topics.TopicSpec:
+    """The table's changelog, with the sources' ``partitions``: Faust writes it, framelog creates it (the app
+    declares no topics)."""
+    return topics.TopicSpec(f"framelog-{GROUP}-{TABLE}-changelog", (), partitions=partitions,
                             compacted=True, description="the tiering table's changelog (Faust, JSON rows)")
 
 
-def source_partitions(config: Config) -> int:
-    """The one partition count of the tiering agent's sources; they must be co-partitioned."""
-    counts = {name: topics.topic_spec(name, config).partitions or config.kafka.default_partitions
-              for name in SOURCES}
+def source_partitions(partitions: Mapping[str, int]) -> int:
+    """The one partition count of the tiering agent's sources (``partitions``: by topic); they must be
+    co-partitioned."""
+    counts = {name: partitions[name] for name in SOURCES}
     if len(set(counts.values())) != 1:
         raise ValueError(f"tiering needs co-partitioned sources, got {counts}")
     return next(iter(counts.values()))
 
 
-def log_positions(config: Config, group_id: str, partitions: set[int],
+def log_positions(kafka_client: Mapping[str, Any], group_id: str, partitions: set[int],
                   timeout: float = 10.0) -> dict[int, dict[str, tuple[int, int]]]:
-    """partition -> topic -> (committed offset of ``group_id`` or -1, end offset), for the agent's sources."""
-    consumer = Consumer({**client_settings(config), "group.id": group_id, "enable.auto.commit": False})
+    """partition -> topic -> (committed offset of ``group_id`` or -1, end offset), for the agent's sources
+    (``kafka_client``: the librdkafka settings to connect with)."""
+    consumer = Consumer({**kafka_client, "group.id": group_id, "enable.auto.commit": False})
     try:
         tps = consumer.committed([TopicPartition(t, p) for t in SOURCES for p in sorted(partitions)],
                                  timeout=timeout)
@@ -85,21 +96,19 @@ def log_positions(config: Config, group_id: str, partitions: set[int],
 class TieringAgent:
     """Builds the table, agent, timer and evaluation task on a Faust app of group ``tiering``."""
 
-    def __init__(self, app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter,
-                 clock: Clock | None = None, mover: TierMover | None = None,
-                 metrics: TieringMetrics | None = None):
+    def __init__(self, app: faust.App, settings: TieringSettings, codec: AvroCodec, emitter: AsyncEmitter,
+                 mover: TierMover, metrics: TieringMetrics, clock: Clock | None = None):
         self.app = app
-        self.config = config
+        self.settings = settings
         self.codec = codec
         self.emitter = emitter
         self.clock = clock or SystemClock()
-        self.metrics = metrics or TieringMetrics(config)
-        self.partitions = source_partitions(config)
+        self.metrics = metrics
+        self.partitions = settings.partitions
         self.table = app.Table(TABLE, default=None, partitions=self.partitions,
                                schema=faust.Schema(key_serializer="json", value_serializer="json"),
                                help="per rendition: created, accesses, tier, restore; per video: accesses")
-        mover = mover or TierMover(ObjectStore(config), vault_store(config))
-        self.evaluator = TieringEvaluator(config, self.clock, mover, self._emit)
+        self.evaluator = TieringEvaluator(settings.tiering, self.clock, mover, self._emit)
         self._queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
         self._queued: set[str] = set()
         self._register()
@@ -130,7 +139,8 @@ class TieringAgent:
         new = owned - gate.known
         if new:
             loop = asyncio.get_running_loop()
-            positions = await loop.run_in_executor(None, log_positions, self.config, self.app.conf.id, new)
+            positions = await loop.run_in_executor(None, log_positions, self.settings.kafka_client,
+                                                   self.app.conf.id, new)
             for p, by_topic in positions.items():
                 gate.start(p, by_topic)
             log.info("tiering: evaluating partitions %s once the log up to %s is folded", sorted(new), positions)
@@ -156,7 +166,7 @@ class TieringAgent:
     # ------------------------------------------------------------ Faust wiring
 
     def _register(self) -> None:
-        app, config = self.app, self.config
+        app, tiering = self.app, self.settings.tiering
         source = app.topic(*SOURCES, key_serializer="raw", value_serializer="raw")
 
         @app.agent(source, name="tiering")
@@ -166,7 +176,7 @@ class TieringAgent:
                 msg = event.message
                 if decoded is not None:
                     try:
-                        result = fold_event(self.table, decoded[0], decoded[1], msg.partition, config)
+                        result = fold_event(self.table, decoded[0], decoded[1], msg.partition, tiering)
                     except ValueError as exc:      # ids that cannot name an object: not ours to store
                         log.warning("tiering: skipping %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
                     else:
@@ -177,7 +187,7 @@ class TieringAgent:
                                 self._queue.put_nowait((msg.partition, key))
                 self.evaluator.gate.folded(msg.topic, msg.partition, msg.offset)
 
-        @app.timer(config.tiering_evaluation_interval, name="tiering-sweep")
+        @app.timer(tiering.evaluation_interval, name="tiering-sweep")
         async def timer() -> None:
             try:
                 await self.sweep()
@@ -201,9 +211,7 @@ class TieringAgent:
                     log.exception("tiering evaluation of %s failed", key)
 
 
-def register_tiering(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter,
-                     clock: Clock | None = None) -> TieringAgent:
-    from framelog.streams.admin import create_topics
-
-    create_topics(config, [changelog_topic(config)])
-    return TieringAgent(app, config, codec, emitter, clock)
+def register_tiering(app: faust.App, settings: TieringSettings, codec: AvroCodec, emitter: AsyncEmitter,
+                     mover: TierMover, metrics: TieringMetrics, clock: Clock | None = None) -> TieringAgent:
+    """The tiering agent on ``app``; its changelog (``changelog_topic``) is created by the composition root."""
+    return TieringAgent(app, settings, codec, emitter, mover, metrics, clock)

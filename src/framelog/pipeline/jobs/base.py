@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from framelog.core import object_keys
+from framelog.core.config import CachingStrategy, CdnConfig, HlsConfig, MediaConfig, PipelineConfig, UploadLimits
 from framelog.core.errors import FramelogError
 
 
@@ -90,6 +91,19 @@ class JobContext:
     @property
     def marker_key(self) -> str:
         return object_keys.job_marker(self.video_id, self.job_id, self.stage)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The sections of the configuration the stage jobs read (handlers.py, chunks.py); pipeline/worker.py
+    fills it from the ``Config``."""
+
+    pipeline: PipelineConfig        # the stages' timeouts (a presigned URL outlives its job)
+    upload_limits: UploadLimits     # what validation accepts; the audio bitrate
+    media: MediaConfig              # encoder preset, thumbnails, analysis, captions, chunking
+    hls: HlsConfig                  # the ladder, segments, playlists, encryption
+    cdn: CdnConfig                  # caching rules: each published object's Content-Type and Cache-Control
+    caching: CachingStrategy        # how many first segments the edges are warmed with
 
 
 class JobHandler(Protocol):

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import CdnConfig
 from framelog.core.object_keys import MARKER_NAME, hls_key
-from framelog.pipeline.jobs.base import JobContext, PermanentJobError
+from framelog.pipeline.jobs.base import JobContext, JobSettings, PermanentJobError
 from framelog.processors import cache_control as cc
 from framelog.processors.media import chunked, hls
 from framelog.processors.media import ffmpeg_commands as fc
@@ -132,7 +132,7 @@ class ChunkPlanJob:
     Its outputs go to the stage runner's ``fan_out`` (pipeline/agents/chunks.py), which
     puts one ChunkRequest per job on the log; the stitch ends the stage.
     """
-    config: Config
+    settings: JobSettings
     store: ObjectStore
     stage: str = STAGE
 
@@ -141,8 +141,8 @@ class ChunkPlanJob:
         if info_doc is None:
             raise FileNotFoundError("the validation stage's media info is not in object storage")
         info = MediaInfo(**info_doc)
-        settings = self.config.media.transcoding
-        segment = self.config.hls.segment_duration
+        settings = self.settings.media.transcoding
+        segment = self.settings.hls.segment_duration
         try:
             chunks = plan_chunks(info.duration, settings.chunk_seconds, segment,
                                  min_tail=settings.min_tail_segments)
@@ -152,7 +152,7 @@ class ChunkPlanJob:
         if info.has_audio:
             jobs.append(ChunkJobSpec(len(jobs), AUDIO, 0.0, info.duration, 0, 0))
         base = stage_prefix(ctx.video_id, ctx.job_id)
-        encrypted = self.config.hls.encryption
+        encrypted = self.settings.hls.encryption
         key_key = f"{base}/aes128.key" if encrypted else ""
         iv_hex = None
         if encrypted:
@@ -160,9 +160,9 @@ class ChunkPlanJob:
             self.store.put_bytes(key_key, existing or os.urandom(16), "application/octet-stream")
             iv_hex = (self.store.get_json(f"{base}/{PLAN_NAME}") or {}).get("iv_hex") or os.urandom(16).hex()
         plan = Plan(ctx.video_id, ctx.job_id, ctx.inputs["object_key"], info.duration, hls.output_fps(info), segment,
-                    chunks.chunk_seconds, tuple(r.spec() for r in plan_ladder(info, self.config.hls.quality_levels)),
+                    chunks.chunk_seconds, tuple(r.spec() for r in plan_ladder(info, self.settings.hls.quality_levels)),
                     tuple(jobs), info.conditioning(), info.audio_index, info.has_audio, encrypted,
-                    f"{self.config.hls.key_uri_base.rstrip('/')}/{ctx.video_id}" if encrypted else None, iv_hex,
+                    f"{self.settings.hls.key_uri_base.rstrip('/')}/{ctx.video_id}" if encrypted else None, iv_hex,
                     key_key, f"{base}/hls", dict(ctx.inputs), ctx.inputs.get("priority", ""))
         plan_key = f"{base}/{PLAN_NAME}"
         self.store.put_json(plan_key, plan.to_dict())
@@ -173,7 +173,7 @@ class ChunkPlanJob:
 @dataclass
 class ChunkJob:
     """One chunk's whole ladder (or the audio) encoded and its segments written to object storage."""
-    config: Config
+    settings: JobSettings
     store: ObjectStore
     stage: str = "chunks"
 
@@ -181,11 +181,11 @@ class ChunkJob:
         plan = load_plan(self.store, ctx.inputs["plan_key"])
         spec = plan.job(int(ctx.inputs["chunk_index"]))
         key = load_key(self.store, plan)
-        url = self.store.presigned_url(plan.source_key, int(self.config.pipeline.stage(STAGE).timeout) * 2)
+        url = self.store.presigned_url(plan.source_key, int(self.settings.pipeline.stage(STAGE).timeout) * 2)
         out = ctx.workdir / "hls"
         if spec.kind == AUDIO:
             audio = chunked.encode_audio(url, out, segment_seconds=plan.segment_seconds, key=key,
-                                         audio_bitrate=self.config.upload_limits.audio_bitrate,
+                                         audio_bitrate=self.settings.upload_limits.audio_bitrate,
                                          audio_stream=plan.audio_stream, duration=plan.duration, progress=ctx.progress)
             self._upload(ctx, out, plan, audio)
             manifest: dict[str, Any] = {"index": spec.index, "kind": AUDIO, "audio": audio.to_dict()}
@@ -194,7 +194,7 @@ class ChunkJob:
             try:
                 result = chunked.encode_chunk(url, out, chunk, plan.rungs, fps=plan.fps,
                                               segment_seconds=plan.segment_seconds, key=key,
-                                              preset=self.config.media.x264_preset, conditioning=plan.conditioning,
+                                              preset=self.settings.media.x264_preset, conditioning=plan.conditioning,
                                               duration=plan.duration, progress=ctx.progress)
             except chunked.ChunkCorrupt as exc:
                 raise PermanentJobError("corrupt", exc.reason, exc.detail) from None
@@ -230,8 +230,8 @@ def _manifests(store: ObjectStore, plan: Plan, done: set[int]) -> tuple[dict[int
     return outputs, audio
 
 
-def _published_copy(store: ObjectStore, config: Config, src: str, dst: str) -> None:
-    h = cc.headers_for_key(dst, config.cdn.caching_rules)
+def _published_copy(store: ObjectStore, cdn: CdnConfig, src: str, dst: str) -> None:
+    h = cc.headers_for_key(dst, cdn.caching_rules)
     store.copy(src, dst, headers={"ContentType": h["Content-Type"], "CacheControl": h["Cache-Control"]})
 
 
@@ -239,7 +239,7 @@ def _lowest_first(plan: Plan) -> list[fc.RungSpec]:
     return sorted(plan.rungs, key=lambda r: (r.width * r.height, r.video_bitrate))
 
 
-def publish_preview(store: ObjectStore, config: Config, plan: Plan, done: set[int],
+def publish_preview(store: ObjectStore, cdn: CdnConfig, plan: Plan, done: set[int],
                     already: Mapping[str, int]) -> tuple[dict[str, int], dict[str, str]]:
     """Playable while processing (issue 13 pt 4): every rung's leading chunks done, and the audio, published
     under ``hls/{id}/`` with one growing EVENT playlist per rung, a master naming every rung that has its
@@ -262,18 +262,18 @@ def publish_preview(store: ObjectStore, config: Config, plan: Plan, done: set[in
     for spec in ladder:
         for o in leads.get(spec.name, [])[already.get(spec.name, 0):]:
             for seg in o.rung(spec.name).segments:
-                _published_copy(store, config, f"{plan.hls_prefix}/{spec.name}/{seg.name}",
+                _published_copy(store, cdn, f"{plan.hls_prefix}/{spec.name}/{seg.name}",
                                 f"{base}/{spec.name}/{seg.name}")
     audio_rendition = None
     if audio is not None:
         audio_rendition = chunked.audio_rendition(audio)
         if first:
             for seg in audio.segments:
-                _published_copy(store, config, f"{plan.hls_prefix}/{chunked.AUDIO_NAME}/{seg.name}",
+                _published_copy(store, cdn, f"{plan.hls_prefix}/{chunked.AUDIO_NAME}/{seg.name}",
                                 f"{base}/{chunked.AUDIO_NAME}/{seg.name}")
             text = chunked.media_playlist(audio.segments, key_line=audio.key_line, ended=True)
             store.put_bytes(f"{base}/{chunked.AUDIO_NAME}/{hls.PLAYLIST_NAME}", text.encode(),
-                            cc.headers_for_key(f"{base}/x.m3u8", config.cdn.caching_rules)["Content-Type"])
+                            cc.headers_for_key(f"{base}/x.m3u8", cdn.caching_rules)["Content-Type"])
     if first and plan.encrypted:
         store.copy(plan.key_key, hls_key(vid), headers={"ContentType": "application/octet-stream",
                                                               "CacheControl": "private, no-store"})

@@ -21,8 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from framelog.core import object_keys as ok
-from framelog.core.config import Config
-from framelog.pipeline.jobs.base import JobContext, PermanentJobError
+from framelog.pipeline.jobs.base import JobContext, JobSettings, PermanentJobError
 from framelog.processors import cache_control as cc
 from framelog.processors.media import analysis, captions, hls, optimization, thumbnails, validation
 from framelog.processors.media.probe import MediaInfo, probe
@@ -43,7 +42,7 @@ def _without_signature(text: str) -> str:
 
 @dataclass
 class ValidationJob:
-    config: Config
+    settings: JobSettings
     store: ObjectStore
     stage: str = "validation"
 
@@ -54,14 +53,14 @@ class ValidationJob:
         head = self.store.head(key)
         if head is None:
             raise FileNotFoundError(f"upload {key} is not in object storage")
-        url = self.store.presigned_url(key, self.config.pipeline.stage(self.stage).timeout * 2)
+        url = self.store.presigned_url(key, self.settings.pipeline.stage(self.stage).timeout * 2)
         try:
-            info = validation.validate(url, self.config.upload_limits, size=int(head["ContentLength"]),
-                                       sampling=self.config.media.validation,
-                                       segment_seconds=self.config.hls.segment_duration, progress=ctx.progress)
+            info = validation.validate(url, self.settings.upload_limits, size=int(head["ContentLength"]),
+                                       sampling=self.settings.media.validation,
+                                       segment_seconds=self.settings.hls.segment_duration, progress=ctx.progress)
         except validation.ValidationFailed as exc:
             raise PermanentJobError(exc.reason, exc.message, _without_signature(exc.detail)) from None
-        quality = validation.quality_of(info, allow_4k=self.config.media.allow_4k_label)
+        quality = validation.quality_of(info, allow_4k=self.settings.media.allow_4k_label)
         uploaded = datetime.now(UTC)
         info_key = ok.staged(ctx.staging_prefix, "media_info.json")
         self.store.put_json(info_key, info.to_dict())
@@ -75,15 +74,15 @@ class ValidationJob:
 
 @dataclass
 class TranscodingJob:
-    config: Config
+    settings: JobSettings
     store: ObjectStore
     stage: str = "transcoding"
 
     def run(self, ctx: JobContext) -> dict[str, str]:
         src = _source(ctx, self.store)
         out = ctx.workdir / "hls"
-        result = hls.package_hls(src, out, ctx.video_id, self.config.hls, preset=self.config.media.x264_preset,
-                                 audio_bitrate=self.config.upload_limits.audio_bitrate, progress=ctx.progress)
+        result = hls.package_hls(src, out, ctx.video_id, self.settings.hls, preset=self.settings.media.x264_preset,
+                                 audio_bitrate=self.settings.upload_limits.audio_bitrate, progress=ctx.progress)
         prefix = ok.staged(ctx.staging_prefix, "hls")
         self.store.upload_dir(out, prefix, ctx.check_cancelled)
         manifest_key = ok.staged(ctx.staging_prefix, "hls.json")
@@ -98,14 +97,14 @@ class TranscodingJob:
 
 @dataclass
 class ThumbnailJob:
-    config: Config
+    settings: JobSettings
     store: ObjectStore
     stage: str = "thumbnail_generation"
 
     def run(self, ctx: JobContext) -> dict[str, str]:
         src = _source(ctx, self.store)
         out = ctx.workdir / "thumbnails"
-        m = self.config.media
+        m = self.settings.media
         thumbs = thumbnails.generate_thumbnails(src, out, interval=m.thumbnail_interval,
                                                 tile_width=m.thumbnail_tile_width, columns=m.thumbnail_columns,
                                                 progress=ctx.progress)
@@ -123,13 +122,13 @@ class AiProcessingJob:
     none (``no_audio``, ``no_speech``, ``too_long``, ``disabled``, ``timed_out``,
     ``failed``); the recogniser failing never fails the video.
     """
-    config: Config
+    settings: JobSettings
     store: ObjectStore
     stage: str = "ai_processing"
 
     def run(self, ctx: JobContext) -> dict[str, str]:
         src = _source(ctx, self.store)
-        m = self.config.media
+        m = self.settings.media
         info = probe(src)
         speech_share = 0.0 if captions.skip_reason(info, m.captions) else 0.5
         result = analysis.analyze(src, info=info, scene_threshold=m.scene_threshold,
@@ -147,7 +146,7 @@ class AiProcessingJob:
         return {**outputs, **self._captions(ctx, src, info, speech_share)}
 
     def _captions(self, ctx: JobContext, src: Path, info: MediaInfo, share: float) -> dict[str, str]:
-        settings = self.config.media.captions
+        settings = self.settings.media.captions
         reason = captions.skip_reason(info, settings)
         if reason:
             return {"captions": reason}
@@ -171,7 +170,7 @@ class AiProcessingJob:
 @dataclass
 class OptimizationJob:
     """Fast-start MP4, SSIM/PSNR per rung, and the per-title ladder (a pruned master)."""
-    config: Config
+    settings: JobSettings
     store: ObjectStore
     stage: str = "optimization"
 
@@ -181,12 +180,12 @@ class OptimizationJob:
         self.store.download_prefix(ctx.inputs["hls_prefix"], hls_dir)
         key = self.store.get_bytes(ctx.inputs["hls_key_staging"]) if ctx.inputs.get("hls_key_staging") else None
         result = hls.hls_result_from_dict(self.store.get_json(ctx.inputs["hls_manifest_key"]), hls_dir, key)
-        m = self.config.media
+        m = self.settings.media
         mp4 = ctx.workdir / "faststart.mp4"
         report = optimization.optimize(src, result, faststart_out=mp4, sample_seconds=m.quality_sample,
                                        min_ssim_gain_db=m.min_ssim_gain_db, min_psnr_gain_db=m.min_psnr_gain_db,
                                        apply=True, progress=ctx.progress, preset=m.x264_preset,
-                                       audio_bitrate=self.config.upload_limits.audio_bitrate)
+                                       audio_bitrate=self.settings.upload_limits.audio_bitrate)
         subtitles = self._subtitles(ctx, result, [r for r in result.renditions if r.name in report.pruning.kept])
         master_key = ok.staged(ctx.staging_prefix, "master.m3u8")
         self.store.upload_file(hls_dir / hls.MASTER_NAME, master_key, "application/vnd.apple.mpegurl")
@@ -209,7 +208,7 @@ class OptimizationJob:
                     for d, cues in captions.segment_cues(found.cues, duration, result.segment_duration)]
         track = hls.write_subtitle_track(result.out_dir, segments, language=found.language,
                                          name=captions.language_name(found.language),
-                                         playlist_type=self.config.hls.playlist_type)
+                                         playlist_type=self.settings.hls.playlist_type)
         hls.write_master(result.out_dir, kept, [track], audio=result.audio)
         prefix = ok.staged(ctx.staging_prefix, hls.SUBTITLES_DIR)
         self.store.upload_dir(result.out_dir / hls.SUBTITLES_DIR, prefix, ctx.check_cancelled)
@@ -225,12 +224,12 @@ class CdnUploadJob:
     master that names a rendition not yet there. Returns the AssetPublished
     body (as JSON) for the agent to announce.
     """
-    config: Config
+    settings: JobSettings
     store: ObjectStore
     stage: str = "cdn_upload"
 
     def _publish(self, src: str, dst: str) -> None:
-        h = cc.headers_for_key(dst, self.config.cdn.caching_rules)
+        h = cc.headers_for_key(dst, self.settings.cdn.caching_rules)
         self.store.copy(src, dst, headers={"ContentType": h["Content-Type"], "CacheControl": h["Cache-Control"]})
 
     def _publish_captions(self, vid: str, inputs: Mapping[str, str]) -> dict[str, str]:
@@ -269,7 +268,7 @@ class CdnUploadJob:
         renditions = []
         master = ok.master_playlist(vid)
         warm = [ok.edge_path(master)]
-        first_n = self.config.caching.warm_first_segments
+        first_n = self.settings.caching.warm_first_segments
         for i, r in enumerate(manifest["renditions"]):
             if kept and r["name"] not in kept:
                 continue

@@ -1,9 +1,8 @@
 """Which job handler performs which pipeline stage."""
 from __future__ import annotations
 
-from framelog.core.config import Config
 from framelog.pipeline.jobs import handlers
-from framelog.pipeline.jobs.base import JobHandler
+from framelog.pipeline.jobs.base import JobHandler, JobSettings
 from framelog.sinks.object_store import ObjectStore
 
 HANDLERS = {
@@ -16,13 +15,14 @@ HANDLERS = {
 }
 
 
-def handler_for(config: Config, stage: str) -> JobHandler:
-    if stage == "transcoding" and config.media.transcoding.chunked:   # plans the chunk jobs (issue 13)
+def handler_for(settings: JobSettings, stage: str, store: ObjectStore) -> JobHandler:
+    """The handler of ``stage``, working in ``store``."""
+    if stage == "transcoding" and settings.media.transcoding.chunked:   # plans the chunk jobs (issue 13)
         from framelog.pipeline.jobs.chunks import ChunkPlanJob
 
-        return ChunkPlanJob(config, ObjectStore(config))
+        return ChunkPlanJob(settings, store)
     try:
         cls = HANDLERS[stage]
     except KeyError:
         raise KeyError(f"no job handler for stage {stage!r}; known: {sorted(HANDLERS)}") from None
-    return cls(config, ObjectStore(config))
+    return cls(settings, store)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from framelog.core.config import Config
 from framelog.pipeline.jobs import tombstones
 from framelog.sinks.object_store import ObjectStore
 
@@ -17,8 +16,8 @@ from framelog.sinks.object_store import ObjectStore
 class S3ResultStore:
     """Markers are small JSON objects written after all of a job's outputs landed."""
 
-    def __init__(self, config: Config, objects: ObjectStore | None = None):
-        self.objects = objects or ObjectStore(config)
+    def __init__(self, objects: ObjectStore):
+        self.objects = objects
 
     def get_marker(self, key: str) -> dict[str, str] | None:
         found: Any = self.objects.get_json(key)
