@@ -170,7 +170,7 @@ def main() -> int:
     key = f"hls/{video_id}/1080p/seg_000.ts"
     body = os.urandom(SEGMENT_BYTES)
     headers = cc.headers_for_key(key, stack_cfg.cdn.caching_rules)
-    ObjectStore(stack_cfg).put_bytes(key, body, content_type=headers["Content-Type"],
+    ObjectStore(stack_cfg.object_storage, stack_cfg.stack.state_dir).put_bytes(key, body, content_type=headers["Content-Type"],
                                      cache_control=headers["Cache-Control"])
     results: dict = {"host": platform.node(), "cpus": os.cpu_count(), "segment_bytes": SEGMENT_BYTES,
                      "connections": args.connections, "seconds": args.seconds, "rounds": [], "target": TARGET}

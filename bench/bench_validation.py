@@ -43,7 +43,7 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=2.0)
     args = ap.parse_args()
     cfg = load_config()
-    store = ObjectStore(cfg)
+    store = ObjectStore(cfg.object_storage, cfg.stack.state_dir)
     timeout = cfg.pipeline.stage("validation").timeout
     out: dict = {"host": platform.node(), "cpus": os.cpu_count(), "stage_timeout_s": timeout,
                  "samples": cfg.media.validation.samples, "sample_duration_s": cfg.media.validation.sample_duration,

@@ -39,7 +39,7 @@ def status(stack, config) -> Iterator[StatusTable]:
 
 @pytest.fixture(scope="module")
 def store(stack, config) -> ObjectStore:
-    return ObjectStore(config)
+    return ObjectStore(config.object_storage, config.stack.state_dir)
 
 
 @pytest.fixture(scope="module")

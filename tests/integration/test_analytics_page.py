@@ -83,7 +83,8 @@ def publish_analysis(config, video_id: str) -> None:
         chapters=(analysis.Chapter(0, 0.0, 1.0, "Chapter 1"), analysis.Chapter(1, 1.0, 2.0, "Chapter 2")),
         black_segments=(analysis.Interval(0.0, 0.5),), silence_segments=(),
         loudness=analysis.Loudness(-16.0, 3.5, -1.2), wall_seconds=0.1)
-    ObjectStore(config).put_bytes(object_keys.analysis_report(video_id), result.to_json().encode(), "application/json")
+    ObjectStore(config.object_storage, config.stack.state_dir).put_bytes(
+        object_keys.analysis_report(video_id), result.to_json().encode(), "application/json")
 
 
 @pytest.fixture(scope="module", autouse=True)

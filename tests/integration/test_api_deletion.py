@@ -90,7 +90,7 @@ def test_delete_while_transcoding_wins(api, worker, recorder, owner, owner_token
 
     r = httpx.delete(f"{api}/videos/{vid}", params={"reason": "deleted mid-pipeline"}, headers=owner, timeout=30)
     assert r.status_code == 200, r.text
-    store = ObjectStore(config)
+    store = ObjectStore(config.object_storage, config.stack.state_dir)
     assert is_deleted(store, vid)
 
     # settled: the stage that was running drops the job (after removing what it wrote); nothing follows

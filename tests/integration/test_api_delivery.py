@@ -259,7 +259,7 @@ def test_delete_removes_objects_purges_and_keeps_the_status(client, config, toke
     vid = published(client, config, tokens, "public")
     mp4 = f"videos/2026/12/720p/{vid}.mp4"
     grant = stream_of(client, vid, tokens["anon"]).json()["encryption"]["grant"]
-    store = ObjectStore(config)
+    store = ObjectStore(config.object_storage, config.stack.state_dir)
     assert client.delete(f"/videos/{vid}").status_code == 401
     assert client.delete(f"/videos/{vid}", headers=tokens["eve"]).status_code == 403
 

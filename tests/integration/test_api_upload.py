@@ -126,7 +126,7 @@ def test_resumable_upload_survives_interruption_and_api_restart(stack, config, t
         assert outcome.video_id == video_id
         assert outcome.size_bytes == size and outcome.sha256 == expected
 
-        store = ObjectStore(config)
+        store = ObjectStore(config.object_storage, config.stack.state_dir)
         assert store.sha256(object_keys.raw_upload(video_id)) == (expected, size)
         assert store.head(object_keys.upload_session(video_id)) is None
 
@@ -239,7 +239,7 @@ def test_tus_completion_is_204_and_announced_once(client, config):
     assert client.head(loc).headers["Upload-Offset"] == str(len(data))
     [event] = upload_records(config, video_id)
     assert event["sha256"] == hashlib.sha256(data).hexdigest() and event["size_bytes"] == len(data)
-    listed = ObjectStore(config).keys(object_keys.upload_root(video_id))
+    listed = ObjectStore(config.object_storage, config.stack.state_dir).keys(object_keys.upload_root(video_id))
     assert sorted(k.rsplit("/", 1)[-1] for k in listed) == ["_receipt.json", "original"]
 
 

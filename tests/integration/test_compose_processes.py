@@ -191,7 +191,7 @@ def test_encrypted_playback_through_the_public_base(deployment, config, tmp_path
     assert segment.content[0] != 0x47 or segment.content[188] != 0x47
 
     # the stored playlist names no host: a new domain needs no re-transcode
-    store = ObjectStore(config)
+    store = ObjectStore(config.object_storage, config.stack.state_dir)
     stored = store.get_bytes(f"hls/{vid}/{rendition}").decode()
     assert f'URI="/v1/keys/{vid}"' in stored and "://" not in stored.split("#EXT-X-KEY", 1)[1].split("\n", 1)[0]
     _nothing_wasted(store, vid, view)

@@ -51,7 +51,7 @@ def publish_with_mp4(client, config, tokens, visibility: str, clip: bytes, **par
     """A published video whose MP4 (at the key its AssetPublished names) is the real clip."""
     vid = published(client, config, tokens, visibility, **params)
     key = f"videos/2026/12/720p/{vid}.mp4"                  # what delivery_api.publish announces
-    ObjectStore(config).put_bytes(key, clip, cc.content_type_for_key(key),
+    ObjectStore(config.object_storage, config.stack.state_dir).put_bytes(key, clip, cc.content_type_for_key(key),
                                   cc.cache_control_for_key(key, config.cdn.caching_rules))
     return vid, key
 

@@ -46,11 +46,13 @@ def test_foreground_edge_renders_its_config_and_serves_from_the_origin(stack, co
            # the stack's secret, so the origin policy it (re)writes keeps the running edges' Referer token
            "FRAMELOG_TOKEN_SECRET": load_or_create_secret(config.security, config.stack.state_dir).decode(),
            # and the stack's S3 identity, as compose hands it over (a fresh state dir would make keys of its own)
-           **dict(zip(("FRAMELOG_S3_ACCESS_KEY", "FRAMELOG_S3_SECRET_KEY"), s3_credentials(config)))}
+           **dict(zip(("FRAMELOG_S3_ACCESS_KEY", "FRAMELOG_S3_SECRET_KEY"),
+                      s3_credentials(config.object_storage, config.stack.state_dir)))}
     edge_config = load_config(overlay=tmp_path / "overlay.yaml")
     key = f"hls/{new_video_id()}/master.m3u8"
-    s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
-                                 ContentType="application/vnd.apple.mpegurl")
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
+    s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
+                  ContentType="application/vnd.apple.mpegurl")
     secret = load_or_create_secret(config.security, config.stack.state_dir)
     url = signed_edge_url("primary_cdn", key, edge_config.cdn, edge_config.stack.host, edge_config.security,
                           secret=secret, now=time.time())

@@ -113,7 +113,8 @@ def test_edge_refuses_unsigned_forged_expired_and_other_video_paths(config, secr
     with urllib.request.urlopen(req, timeout=10) as r:                      # CORS preflight
         assert r.status == 204 and r.headers["Access-Control-Allow-Headers"] == "authorization"
         assert "GET" in r.headers["Access-Control-Allow-Methods"]
-    s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=f"hls/{video}/stray.key", Body=b"k" * 16)
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
+    s3.put_object(Bucket=config.object_storage.bucket, Key=f"hls/{video}/stray.key", Body=b"k" * 16)
     assert fetch(url(config, secret, f"hls/{video}/stray.key"))[0] == 403          # a key never leaves via an edge
     assert fetch(good, "POST", b"x")[0] == 403
     assert fetch(good, "PUT", b"x")[0] == 403

@@ -28,8 +28,7 @@ def _init(bucket: str) -> list[str]:
 
 def test_init_creates_a_missing_bucket_and_every_topic(stack, config):
     bucket = f"init-test-{uuid.uuid4().hex[:12]}"
-    client = s3_client(dataclasses.replace(config, object_storage=dataclasses.replace(
-        config.object_storage, bucket=bucket)))
+    client = s3_client(dataclasses.replace(config.object_storage, bucket=bucket), config.stack.state_dir)
     try:
         first = _init(bucket)
         assert f"bucket {bucket}: created" in first

@@ -63,7 +63,7 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
     recorder.wait(video_id, "DeadLetter", timeout=60)
     assert _pending(config) >= 1
 
-    ObjectStore(config).put_bytes(key, data, "video/mp4")          # the fix
+    ObjectStore(config.object_storage, config.stack.state_dir).put_bytes(key, data, "video/mp4")          # the fix
     # (other tests' dead letters on this topic are replayed too: they fail again and come back)
     report = dlq.replay(config, VALIDATION_DLQ)
     assert report.replayed.get(topics.pipeline_topic("validation"), 0) >= 1 and not report.skipped
@@ -91,7 +91,7 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
     assert any(partition in {p for _, p in m.partitions} for m in report.members)
 
     # once published, the staging is gone but for the completion markers: source + published files remain
-    store = ObjectStore(config)
+    store = ObjectStore(config.object_storage, config.stack.state_dir)
 
     def staging_left() -> list[str]:
         return [k for k in store.keys(object_keys.staging_root(video_id)) if not k.endswith("/_SUCCESS.json")]

@@ -303,7 +303,8 @@ def test_the_published_mp4_downloads_through_the_edge_by_ranges(config, api, vid
         parts.append(r.content)
     body = b"".join(parts)
     key = url.split("/", 6)[-1]                                   # the object key: videos/<y>/<m>/<q>/<id>.mp4
-    assert key.startswith("videos/") and body == ObjectStore(config).get_bytes(key)
+    assert key.startswith("videos/")
+    assert body == ObjectStore(config.object_storage, config.stack.state_dir).get_bytes(key)
     (tmp_path / "download.mp4").write_bytes(body)
     assert_decodes(tmp_path / "download.mp4")                      # every frame decodes
 

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def stores(stack, config):
-    return ObjectStore(config), vault_store(config)
+    s3, state_dir = config.object_storage, config.stack.state_dir
+    return ObjectStore(s3, state_dir), vault_store(s3, state_dir)
 
 
 def test_archive_locks_the_rendition_in_the_vault_and_a_restore_brings_it_back(config, stores):

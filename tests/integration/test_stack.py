@@ -91,7 +91,7 @@ def test_kafka_answers_metadata(stack, config):
 
 
 def test_s3_put_get_round_trip(stack, config):
-    s3 = s3_client(config)
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
     key = f"test/stack/{uuid.uuid4().hex}.bin"
     body = uuid.uuid4().bytes * 1000
     s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=body)
@@ -107,7 +107,7 @@ def test_s3_rejects_unknown_credentials(stack, config):
     bad = dataclasses.replace(config, object_storage=dataclasses.replace(
         config.object_storage, access_key="nobody", secret_key="wrong"))
     with pytest.raises(ClientError):
-        s3_client(bad, max_attempts=1).list_buckets()
+        s3_client(bad.object_storage, bad.stack.state_dir, max_attempts=1).list_buckets()
 
 
 def test_status_names_each_component(stack, config, capsys):
@@ -128,7 +128,7 @@ def test_status_names_each_component(stack, config, capsys):
 def test_down_then_up_keeps_topic_records_and_objects(stack, config):
     topic = create_topic(config)
     produce(config, topic, [b"kept-1", b"kept-2"])
-    s3 = s3_client(config)
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
     key = f"test/stack/{uuid.uuid4().hex}.txt"
     s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"kept across down/up")
 
@@ -139,14 +139,15 @@ def test_down_then_up_keeps_topic_records_and_objects(stack, config):
     assert cli.stack_status(config) == 3
 
     stack.up()
+    s3 = s3_client(config.object_storage, config.stack.state_dir)      # a client of the restarted gateway
     try:
         assert topic in topic_names(config)
         assert sorted(consume_all(config, topic, 2)) == [b"kept-1", b"kept-2"]
-        body = s3_client(config).get_object(Bucket=config.object_storage.bucket, Key=key)["Body"].read()
+        body = s3.get_object(Bucket=config.object_storage.bucket, Key=key)["Body"].read()
         assert body == b"kept across down/up"
     finally:
         delete_topic(config, topic)
-        s3_client(config).delete_object(Bucket=config.object_storage.bucket, Key=key)
+        s3.delete_object(Bucket=config.object_storage.bucket, Key=key)
 
 
 def test_kafka_kill9_then_start_recovers_acknowledged_records(stack, config):
@@ -170,11 +171,12 @@ def test_kafka_kill9_then_start_recovers_acknowledged_records(stack, config):
 
 def test_seaweed_kill9_then_start_keeps_objects(stack, config):
     key = f"test/stack/{uuid.uuid4().hex}.txt"
-    s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"survives kill -9")
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
+    s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"survives kill -9")
     stack.seaweed.kill9()
     assert not stack.seaweed.is_running()
     assert stack.seaweed.start().startswith("started")
-    s3 = s3_client(config)
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
     try:
         assert s3.get_object(Bucket=config.object_storage.bucket, Key=key)["Body"].read() == b"survives kill -9"
     finally:

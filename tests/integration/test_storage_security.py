@@ -56,7 +56,8 @@ def file_id(stack, key: str) -> str:
 @pytest.fixture()
 def key_object(stack, config) -> str:
     key = f"keys/{new_video_id()}/aes.key"
-    s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=KEY_BYTES)
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
+    s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=KEY_BYTES)
     return key
 
 
@@ -102,12 +103,13 @@ def test_filer_and_volume_ports_refuse_a_direct_read_of_a_key(stack, config, key
     assert http_status(f"https://{s.host}:{s.seaweed_volume_port}/{fid}", ctx) in (401, 403)
     assert refused_without_certificate(stack, s.seaweed_volume_port)
     # the gateway, with credentials, still reads it
-    body = s3_client(config).get_object(Bucket=config.object_storage.bucket, Key=key_object)["Body"].read()
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
+    body = s3.get_object(Bucket=config.object_storage.bucket, Key=key_object)["Body"].read()
     assert body == KEY_BYTES
 
 
 def test_gateway_still_lists_copies_with_a_storage_class_and_takes_multipart_uploads(stack, config):
-    client, bucket = s3_client(config), config.object_storage.bucket
+    client, bucket = s3_client(config.object_storage, config.stack.state_dir), config.object_storage.bucket
     prefix = f"hls/{new_video_id()}/"
     upload = client.create_multipart_upload(Bucket=bucket, Key=prefix + "big.ts")
     parts = [client.upload_part(Bucket=bucket, Key=prefix + "big.ts", UploadId=upload["UploadId"], PartNumber=n,
@@ -115,7 +117,8 @@ def test_gateway_still_lists_copies_with_a_storage_class_and_takes_multipart_upl
     client.complete_multipart_upload(Bucket=bucket, Key=prefix + "big.ts", UploadId=upload["UploadId"],
                                      MultipartUpload={"Parts": [{"ETag": p["ETag"], "PartNumber": n}
                                                                 for n, p in zip((1, 2), parts)]})
-    ObjectStore(config).set_storage_class(prefix + "big.ts", "STANDARD_IA")      # the tiering mover's copy
+    store = ObjectStore(config.object_storage, config.stack.state_dir)
+    store.set_storage_class(prefix + "big.ts", "STANDARD_IA")      # the tiering mover's copy
     head = client.head_object(Bucket=bucket, Key=prefix + "big.ts")
     assert (head["ContentLength"], head.get("StorageClass")) == (PART + 1000, "STANDARD_IA")
     listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
@@ -125,8 +128,9 @@ def test_gateway_still_lists_copies_with_a_storage_class_and_takes_multipart_upl
 
 def test_edges_still_read_hls_objects_through_the_gateway(stack, config):
     key = f"hls/{new_video_id()}/720p/playlist.m3u8"
-    s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
-                                 ContentType="application/vnd.apple.mpegurl")
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
+    s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"#EXTM3U\n",
+                  ContentType="application/vnd.apple.mpegurl")
     secret = load_or_create_secret(config.security, config.stack.state_dir)
     url = signed_edge_url("primary_cdn", key, config.cdn, config.stack.host, config.security, secret=secret,
                           now=time.time())

@@ -53,7 +53,7 @@ def anon(tokens) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def store(tcfg) -> ObjectStore:
-    return ObjectStore(tcfg[0])
+    return ObjectStore(tcfg[0].object_storage, tcfg[0].stack.state_dir)
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def transitions(tcfg):
 
 @pytest.fixture(scope="module")
 def store(tcfg) -> ObjectStore:
-    return ObjectStore(tcfg[0])
+    return ObjectStore(tcfg[0].object_storage, tcfg[0].stack.state_dir)
 
 
 @pytest.fixture(scope="module")

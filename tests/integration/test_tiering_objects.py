@@ -82,7 +82,7 @@ def storage_class(store: ObjectStore, key: str) -> str:
 
 def test_source_and_mp4_follow_their_rules_thumbnails_stay(tcfg, tiering_worker):
     cfg, _ = tcfg
-    store = ObjectStore(cfg)
+    store = ObjectStore(cfg.object_storage, cfg.stack.state_dir)
     log = Transitions(cfg).start()
     assert log.wait_ready(60)
     producer = EventProducer(cfg)

@@ -60,7 +60,7 @@ def video_id_of(url: str) -> str:
 def one_upload_completed(config: Config, video_id: str, sha256: str, size: int) -> None:
     [event] = upload_records(config, video_id)
     assert event["sha256"] == sha256 and event["size_bytes"] == size
-    assert list(ObjectStore(config).keys(partial_prefix(video_id))) == []
+    assert list(ObjectStore(config.object_storage, config.stack.state_dir).keys(partial_prefix(video_id))) == []
 
 
 # ------------------------------------------------------------------ tuspy
@@ -166,7 +166,7 @@ def test_tus_js_client_resumes_after_an_abort_mid_request(stack, config, tmp_pat
         first = node_upload(endpoint=f"{api.url}/videos", file=str(src), token=owner, abortAt=19 * MIB)
         assert first[-1]["event"] == "aborted", first
         url = first[-1]["url"]
-        head = ObjectStore(config)
+        head = ObjectStore(config.object_storage, config.stack.state_dir)
         held = sum(1 for _ in head.keys(partial_prefix(video_id_of(url))))
         second = node_upload(endpoint=f"{api.url}/videos", file=str(src), token=owner, uploadUrl=url)
     heads = [e["offset"] for e in second if e["event"] == "head"]

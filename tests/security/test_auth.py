@@ -250,7 +250,7 @@ def test_an_open_upload_cannot_be_hijacked(api, config):
     assert head.status_code == 200 and head.headers["Upload-Offset"] == str(len(first))
     done = httpx.patch(loc, content=rest, headers={**PATCH, **alice, "Upload-Offset": str(len(first))}, timeout=120)
     assert done.status_code == 204, done.text
-    receipt = ObjectStore(config).get_json(f"uploads/{vid}/_receipt.json")
+    receipt = ObjectStore(config.object_storage, config.stack.state_dir).get_json(f"uploads/{vid}/_receipt.json")
     assert receipt["sha256"] == hashlib.sha256(first + rest).hexdigest() and receipt["owner"] == "alice-up"
     # and a completed upload stays hidden from others
     assert httpx.head(loc, headers={**TUS, **mallory}, timeout=30).status_code == 404
@@ -285,7 +285,8 @@ def test_anonymous_upload_when_enabled_never_names_an_owner(stack, config):
                                                         "Upload-Offset": "0"}).status_code == 404
         done = client.patch(loc, content=body, headers={**PATCH, **bearer(token), "Upload-Offset": "0"})
         assert done.status_code == 204 and done.headers["Upload-Offset"] == "32"
-        assert ObjectStore(config).get_json(f"uploads/{vid}/_receipt.json")["owner"] == owner
+        store = ObjectStore(config.object_storage, config.stack.state_dir)
+        assert store.get_json(f"uploads/{vid}/_receipt.json")["owner"] == owner
         assert client.delete(f"/videos/{other['video_id']}/upload",
                              headers={**TUS, **bearer(other["upload_token"])}).status_code == 204
 

@@ -103,8 +103,8 @@ def test_concurrent_requests_per_client_are_capped(config, secret, video):
     """
     guard = config.cdn.protection
     key = f"hls/{video}/720p/big.ts"
-    s3_client(config).put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"\x47" * (32 << 20),
-                                 ContentType="video/mp2t")
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
+    s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"\x47" * (32 << 20), ContentType="video/mp2t")
     url = httpx.URL(signed(config, secret, key))
     with client_at("127.0.0.5") as c:
         assert c.head(str(url)).status_code == 200

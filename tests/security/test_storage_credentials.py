@@ -45,7 +45,7 @@ def status_of(call) -> int:
 def objects(stack, config):
     """A fake key, rendition segment and thumbnail of a new video, written by the pipeline identity."""
     video_id = new_video_id()
-    client = s3_client(config)
+    client = s3_client(config.object_storage, config.stack.state_dir)
     bucket = config.object_storage.bucket
     keys = {"key": f"keys/{video_id}/aes128.key", "hls": f"hls/{video_id}/720p/seg_00000.ts",
             "thumb": f"thumbnails/{video_id}/poster.jpg"}
@@ -70,8 +70,9 @@ def test_credentials_file_is_private(stack, config):
 
 def test_shipped_and_wrong_keys_are_refused(stack, config, objects):
     bucket = config.object_storage.bucket
-    for keys in (SHIPPED, ("nobody", "wrong"), (s3_client(config)._request_signer._credentials.access_key, "wrong")):
-        client = s3_client(with_keys(config, *keys), max_attempts=1)
+    ours = s3_client(config.object_storage, config.stack.state_dir)._request_signer._credentials.access_key
+    for keys in (SHIPPED, ("nobody", "wrong"), (ours, "wrong")):
+        client = s3_client(with_keys(config, *keys).object_storage, config.stack.state_dir, max_attempts=1)
         assert status_of(lambda c=client: c.get_object(Bucket=bucket, Key=objects["key"])) == 403
         assert status_of(lambda c=client: c.list_objects_v2(Bucket=bucket)) == 403
 
@@ -85,7 +86,7 @@ def test_unsigned_request_is_refused(stack, config, objects):
 
 def test_media_identity_reads_renditions_but_not_keys(stack, config, objects):
     bucket = config.object_storage.bucket
-    media = s3_client(as_identity(config, "media"), max_attempts=1)
+    media = s3_client(as_identity(config, "media").object_storage, config.stack.state_dir, max_attempts=1)
     assert media.get_object(Bucket=bucket, Key=objects["hls"])["Body"].read() == b"0123456789abcdef"
     assert media.get_object(Bucket=bucket, Key=objects["thumb"])["Body"].read() == b"0123456789abcdef"
     # the tiering worker copies renditions (its storage-class moves) within hls/
@@ -100,4 +101,5 @@ def test_media_identity_reads_renditions_but_not_keys(stack, config, objects):
     assert status_of(lambda: media.copy_object(Bucket=bucket, Key=f"hls/{objects['key']}",
                                                CopySource={"Bucket": bucket, "Key": objects["key"]})) == 403
     # and the pipeline identity still reads the key it wrote
-    assert s3_client(config).get_object(Bucket=bucket, Key=objects["key"])["Body"].read() == b"0123456789abcdef"
+    pipeline = s3_client(config.object_storage, config.stack.state_dir)
+    assert pipeline.get_object(Bucket=bucket, Key=objects["key"])["Body"].read() == b"0123456789abcdef"

@@ -61,14 +61,16 @@ def test_missing_credentials_name_the_fix(cfg):
     with pytest.raises(MissingCredentials, match="stack up"):
         client_settings(cfg)
     with pytest.raises(MissingCredentials, match="stack up"):
-        s3_credentials(cfg)
+        s3_credentials(cfg.object_storage, cfg.stack.state_dir)
 
 
 def test_s3_identities_and_their_scopes(cfg):
     keys = ensure_s3_identities(cfg.stack.state_dir, ["pipeline", "media"])
-    assert s3_credentials(cfg) == (keys["pipeline"]["access_key"], keys["pipeline"]["secret_key"])
-    media = dataclasses.replace(cfg, object_storage=dataclasses.replace(cfg.object_storage, identity="media"))
-    assert s3_credentials(media)[0] == keys["media"]["access_key"] != keys["pipeline"]["access_key"]
+    state_dir = cfg.stack.state_dir
+    pipeline = keys["pipeline"]
+    assert s3_credentials(cfg.object_storage, state_dir) == (pipeline["access_key"], pipeline["secret_key"])
+    media = dataclasses.replace(cfg.object_storage, identity="media")
+    assert s3_credentials(media, state_dir)[0] == keys["media"]["access_key"] != keys["pipeline"]["access_key"]
     doc = {i["name"]: i["actions"] for i in s3_identities(["framelog", "framelog-vault"], keys)["identities"]}
     assert "Admin" in doc["pipeline"]
     assert not any("keys" in a or a in ("Admin", "Read", "Write") for a in doc["media"])

@@ -114,7 +114,7 @@ def delete_video(svc: Services, request: Request, video_id: str, reason: str, ov
         svc.uploads.abandon(upload.session)
     source = _source_key(entry)
     removed = tombstones.purge_video(store, video_id, [source] if source else [])
-    vault = vault_store(state.config)
+    vault = vault_store(state.config.object_storage, state.config.stack.state_dir)
     if vault is not None:                       # locked copies: only expired ones go, unless overridden
         for prefix in object_keys.video_prefixes(video_id):
             removed[f"vault:{prefix}"] = vault.delete_locked_prefix(prefix, bypass=bool(override))

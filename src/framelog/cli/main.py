@@ -175,7 +175,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
             from framelog.sinks.object_store import ObjectStore
             from framelog.sinks.upload_sessions import UploadService
 
-            view = UploadService(config, ObjectStore(config), producer=lambda: None).status_view(video_id)
+            store = ObjectStore(config.object_storage, config.stack.state_dir)
+            view = UploadService(config, store, producer=lambda: None).status_view(video_id)
         if view is None:
             print(f"framelog: unknown video {video_id} (no upload, no stage transitions)", file=sys.stderr)
             return 1

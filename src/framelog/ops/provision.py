@@ -116,9 +116,10 @@ def _topics(config: Config, timeout: float) -> TopicsSummary:
 def _bucket(config: Config, timeout: float) -> bool:
     from framelog.sinks.s3 import ensure_bucket, ensure_buckets, s3_client
 
-    client = s3_client(config, connect_timeout=min(timeout, 5.0), read_timeout=timeout, max_attempts=1)
+    client = s3_client(config.object_storage, config.stack.state_dir, connect_timeout=min(timeout, 5.0),
+                       read_timeout=timeout, max_attempts=1)
     created = ensure_bucket(client, config.object_storage.bucket)
-    ensure_buckets(client, config)
+    ensure_buckets(client, config.object_storage)
     return created
 
 

@@ -115,7 +115,7 @@ def reprocess(config: Config, video_id: str, from_stage: str | None = None, *,
     history = read_history(config, video_id, timeout)
     inputs = stage_inputs(config, history, stage)
     if stage != first:
-        check_inputs_exist(store or ObjectStore(config), inputs, first)
+        check_inputs_exist(store or ObjectStore(config.object_storage, config.stack.state_dir), inputs, first)
     priority = str((history.upload or {}).get("priority") or "")
     job_id = str(uuid.uuid4())
     own = producer is None

@@ -89,6 +89,10 @@ def run_group(config: Config, group: str) -> int:
     app = create_app(config, group)
     codec = AvroCodec(config)
     emitter = AsyncEmitter(config, codec)
+
+    def new_store() -> ObjectStore:      # a client of its own for each component
+        return ObjectStore(config.object_storage, config.stack.state_dir)
+
     if group == INTAKE:
         register_intake(app, config, codec, emitter)
     elif group == CDN:
@@ -126,13 +130,14 @@ def run_group(config: Config, group: str) -> int:
         tiering = TieringSettings(config.tiering, source_partitions({t: partitions(config, t) for t in SOURCES}),
                                   client_settings(config))
         create_topics(config, [changelog_topic(tiering.partitions)])
-        register_tiering(app, tiering, codec, emitter, TierMover(ObjectStore(config), vault_store(config)),
+        mover = TierMover(new_store(), vault_store(config.object_storage, config.stack.state_dir))
+        register_tiering(app, tiering, codec, emitter, mover,
                          TieringMetrics(config.tiering, config.metrics, config.object_storage.region))
     elif group == CHUNKS:
         from framelog.pipeline.agents.chunks import ChunkRunner, register_chunk_worker
         from framelog.pipeline.jobs.store import S3ResultStore
 
-        register_chunk_worker(app, ChunkRunner(job_settings(config), emitter, S3ResultStore(ObjectStore(config))),
+        register_chunk_worker(app, ChunkRunner(job_settings(config), emitter, S3ResultStore(new_store())),
                               partitions(config, topics.CHUNK_REQUESTS), codec, emitter)
     elif group == STITCH:
         from framelog.pipeline.agents.chunks import register_stitch, stitch_changelog
@@ -151,10 +156,10 @@ def run_group(config: Config, group: str) -> int:
         if group == "transcoding" and config.media.transcoding.chunked:
             from framelog.pipeline.agents.chunks import chunk_fan_out
 
-            fan_out = chunk_fan_out(partitions(config, topics.CHUNK_REQUESTS), emitter, ObjectStore(config))
-        runner = StageRunner(config, stage, handler_for(job_settings(config), group, ObjectStore(config)), emitter,
-                             S3ResultStore(ObjectStore(config)),
-                             on_complete=asset_publisher(config.cdn, emitter, ObjectStore(config)) if last else None,
+            fan_out = chunk_fan_out(partitions(config, topics.CHUNK_REQUESTS), emitter, new_store())
+        runner = StageRunner(config, stage, handler_for(job_settings(config), group, new_store()), emitter,
+                             S3ResultStore(new_store()),
+                             on_complete=asset_publisher(config.cdn, emitter, new_store()) if last else None,
                              fan_out=fan_out)
         register_stage(app, config, stage, runner, codec, emitter)
 

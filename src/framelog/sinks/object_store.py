@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from framelog.core.config import Config
+from framelog.core.config import ObjectStorageConfig
 from framelog.sinks.s3 import s3_client
 
 # What a store call raises when the storage did not answer or refused (callers that retry catch these)
@@ -43,10 +43,11 @@ def _no_upload(exc: ClientError) -> bool:
 
 
 class ObjectStore:
-    def __init__(self, config: Config, client: Any = None, *, bucket: str | None = None,
+    def __init__(self, s3: ObjectStorageConfig, state_dir: Path, client: Any = None, *, bucket: str | None = None,
                  read_timeout: float = 60.0):
-        self.client = client or s3_client(config, read_timeout=read_timeout)
-        self.bucket = bucket or config.object_storage.bucket
+        """``s3``: ``config.object_storage``; ``state_dir``: ``config.stack.state_dir`` (the key pairs)."""
+        self.client = client or s3_client(s3, state_dir, read_timeout=read_timeout)
+        self.bucket = bucket or s3.bucket
 
     @classmethod
     def over(cls, client: Any, bucket: str) -> ObjectStore:
@@ -313,7 +314,6 @@ class ObjectStore:
         return self.delete_keys(self.keys(prefix))
 
 
-def vault_store(config: Config) -> ObjectStore | None:
+def vault_store(s3: ObjectStorageConfig, state_dir: Path) -> ObjectStore | None:
     """The Object Lock bucket of tiers with a retention_lock, if one is configured."""
-    bucket = config.object_storage.vault_bucket
-    return ObjectStore(config, bucket=bucket) if bucket else None
+    return ObjectStore(s3, state_dir, bucket=s3.vault_bucket) if s3.vault_bucket else None

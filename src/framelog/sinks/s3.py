@@ -1,25 +1,27 @@
 """The one place framelog builds its S3 client (SeaweedFS locally, any S3 in production)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import ObjectStorageConfig
 
 
-def s3_credentials(config: Config) -> tuple[str, str]:
+def s3_credentials(s3: ObjectStorageConfig, state_dir: Path) -> tuple[str, str]:
     """(access key, secret key): the environment's (FRAMELOG_S3_ACCESS_KEY/SECRET_KEY) if set, else the
-    key pair of ``object_storage.identity`` that ``stack up`` generated into the state dir."""
-    s3 = config.object_storage
+    key pair of ``object_storage.identity`` that ``stack up`` generated into the state dir
+    (``config.object_storage, config.stack.state_dir``)."""
     if s3.access_key and s3.secret_key:
         return s3.access_key, s3.secret_key
     from framelog.core.service_credentials import s3_keys
 
-    return s3_keys(config.stack.state_dir, s3.identity)
+    return s3_keys(state_dir, s3.identity)
 
 
-def s3_client(config: Config, *, connect_timeout: float = 5.0, read_timeout: float = 60.0,
-              max_attempts: int = 3) -> Any:
-    """A boto3 S3 client for ``config.object_storage``.
+def s3_client(s3: ObjectStorageConfig, state_dir: Path, *, connect_timeout: float = 5.0,
+              read_timeout: float = 60.0, max_attempts: int = 3) -> Any:
+    """A boto3 S3 client for ``s3`` (``config.object_storage``; ``state_dir``: ``config.stack.state_dir``,
+    where the generated key pairs are).
 
     Path-style addressing (the local endpoint is an ip:port, not a domain), and
     checksums only when an operation requires them: SeaweedFS, like several S3
@@ -29,8 +31,7 @@ def s3_client(config: Config, *, connect_timeout: float = 5.0, read_timeout: flo
     import boto3
     from botocore.config import Config as BotoConfig
 
-    s3 = config.object_storage
-    access_key, secret_key = s3_credentials(config)
+    access_key, secret_key = s3_credentials(s3, state_dir)
     session = boto3.session.Session()
     return session.client(
         "s3",
@@ -92,8 +93,8 @@ def _require_object_lock(client: Any, bucket: str) -> None:
                           f"bucket {bucket!r} exists without S3 Object Lock (it can only be enabled at creation)")
 
 
-def ensure_buckets(client: Any, config: Config) -> None:
-    """The serving bucket, and the vault bucket (Object Lock) when one is configured."""
-    ensure_bucket(client, config.object_storage.bucket)
-    if config.object_storage.vault_bucket:
-        ensure_bucket(client, config.object_storage.vault_bucket, object_lock=True)
+def ensure_buckets(client: Any, s3: ObjectStorageConfig) -> None:
+    """The serving bucket, and the vault bucket (Object Lock) when one is configured (``config.object_storage``)."""
+    ensure_bucket(client, s3.bucket)
+    if s3.vault_bucket:
+        ensure_bucket(client, s3.vault_bucket, object_lock=True)

@@ -57,7 +57,7 @@ def upload_file(config: Config, path: str | os.PathLike[str], owner_id: str = "l
     video_id = validate_video_id(video_id or new_video_id())
     key = object_keys.raw_upload(video_id)
     content_type = mimetypes.guess_type(src.name)[0] or "application/octet-stream"
-    store = ObjectStore(config)
+    store = ObjectStore(config.object_storage, config.stack.state_dir)
     reader = _HashingReader(src)
     try:
         store.upload_fileobj(reader, key, content_type,

@@ -543,7 +543,7 @@ def allow_edge_reads(config: Config) -> None:
     from framelog.processors.tokens import load_or_create_secret
     from framelog.sinks.s3 import s3_client
 
-    client = s3_client(config, connect_timeout=2, read_timeout=5, max_attempts=2)
+    client = s3_client(config.object_storage, config.stack.state_dir, connect_timeout=2, read_timeout=5, max_attempts=2)
     bucket = config.object_storage.bucket
     try:
         policy = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])

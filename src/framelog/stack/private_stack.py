@@ -106,7 +106,7 @@ def users_objects() -> dict[str, tuple[str, int, str]] | None:
     from framelog.core.service_credentials import MissingCredentials
 
     try:
-        client = s3_client(users)
+        client = s3_client(users.object_storage, users.stack.state_dir)
     except MissingCredentials:
         return None
     out: dict[str, tuple[str, int, str]] = {}

@@ -166,7 +166,7 @@ class Seaweed(Component):
 
         cfg = dataclasses.replace(self.config, object_storage=dataclasses.replace(
             self.config.object_storage, endpoint_url=self.endpoint_url))
-        return s3_client(cfg, connect_timeout=2, read_timeout=5, max_attempts=1)
+        return s3_client(cfg.object_storage, cfg.stack.state_dir, connect_timeout=2, read_timeout=5, max_attempts=1)
 
     def _volume_capacity(self) -> int:
         # the master's HTTP port wants our client certificate (seaweed_security); a weed started
@@ -188,7 +188,7 @@ class Seaweed(Component):
     def ensure_bucket(self) -> None:
         from framelog.sinks.s3 import ensure_buckets
 
-        ensure_buckets(self.s3_client(), self.config)
+        ensure_buckets(self.s3_client(), self.config.object_storage)
 
     def after_healthy(self) -> None:
         self.ensure_bucket()

@@ -62,7 +62,7 @@ def upload(client: TestClient, headers: Mapping[str, str], **params: str) -> str
 
 def publish(config: Config, video_id: str) -> str:
     """What cdn_upload leaves behind: objects, all stages succeeded, AssetPublished. Returns the mp4 key."""
-    store = ObjectStore(config)
+    store = ObjectStore(config.object_storage, config.stack.state_dir)
     mp4 = f"videos/2026/12/720p/{video_id}.mp4"          # the seed's CDN path (validation.source_key)
     store.put_bytes(object_keys.master_playlist(video_id),
                     b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000\n720p/playlist.m3u8\n",

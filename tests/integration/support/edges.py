@@ -33,7 +33,7 @@ def put_fake_video(config, video_id: str) -> list[str]:
         objects[f"hls/{video_id}/{name}/playlist.m3u8"] = ("\n".join(media + ["#EXT-X-ENDLIST"]) + "\n").encode()
     objects[f"hls/{video_id}/master.m3u8"] = ("\n".join(master) + "\n").encode()
     objects[f"thumbnails/{video_id}/poster.jpg"] = b"\xff\xd8fakejpeg"
-    s3 = s3_client(config)
+    s3 = s3_client(config.object_storage, config.stack.state_dir)
     for key, body in objects.items():
         h = cc.headers_for_key(key, config.cdn.caching_rules)
         s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=body, ContentType=h["Content-Type"],

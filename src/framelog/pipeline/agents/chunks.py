@@ -271,7 +271,7 @@ class Stitcher:
     def __init__(self, config: Config, emitter: AsyncEmitter, store: ObjectStore | None = None):
         self.config = config
         self.emitter = emitter
-        self.store = store or ObjectStore(config)
+        self.store = store or ObjectStore(config.object_storage, config.stack.state_dir)
         self.stage = config.pipeline.stage(STAGE)
 
     async def stage_transition(self, record: dict[str, Any], state: Any, *, stage: str = STAGE,

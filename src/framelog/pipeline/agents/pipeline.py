@@ -87,7 +87,7 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
     is dropped: its objects go, the first stage says ``cancelled``.
     """
     first = config.pipeline.stages[0].name
-    objects = store or ObjectStore(config)
+    objects = store or ObjectStore(config.object_storage, config.stack.state_dir)
     source = raw_topic(app, topics.UPLOADS, _partitions(config, topics.UPLOADS))
 
     @app.agent(source, name="intake")
