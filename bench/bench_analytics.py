@@ -94,7 +94,7 @@ def sample_event(i: int, now: int, videos: list[str], session_id: str | None = N
 
 
 def codec_for(config: Config, spec: TopicSpec, **kw) -> AvroCodec:
-    return AvroCodec(config, topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], **kw)
+    return AvroCodec(schema_registry_url=config.kafka.schema_registry_url, topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], **kw)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -107,7 +107,7 @@ def pct(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------- 1. produce
 
 def produce(config: Config, spec: TopicSpec, n: int) -> float:
-    producer = EventProducer(config, codec_for(config, spec))
+    producer = EventProducer(config.streams, codec_for(config, spec))
     videos = [uuid.uuid4().hex for _ in range(500)]
     now = int(time.time() * 1000)
     t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def produce(config: Config, spec: TopicSpec, n: int) -> float:
 
 def bench_baseline(config: Config, topic: str, n: int) -> tuple[float, float]:
     schema = fastavro.parse_schema(raw_schema("PlaybackEvent"))
-    consumer = Consumer(consumer_config(config, f"bench-an-bare-{uuid.uuid4().hex[:6]}"))
+    consumer = Consumer(consumer_config(config.kafka, config.stack, f"bench-an-bare-{uuid.uuid4().hex[:6]}"))
     consumer.subscribe([topic])
     read = fastavro.schemaless_reader
     got, t0 = 0, None
@@ -190,7 +190,7 @@ def bench_sink(loop: SinkLoop, n: int) -> tuple[float, int, float]:
 def _steady_producer(spec: TopicSpec, rate: int, seconds: float, every: int, tag: str, out) -> None:
     """Child process: produce at ``rate`` events/s for ``seconds``; markers carry session_id tag-k."""
     config = get_config()
-    producer = EventProducer(config, codec_for(config, spec))
+    producer = EventProducer(config.streams, codec_for(config, spec))
     videos = [uuid.uuid4().hex for _ in range(500)]
     tick = 0.01
     per_tick = max(1, int(rate * tick))
@@ -331,7 +331,7 @@ def main() -> None:
     config = dataclasses.replace(base, clickhouse=dataclasses.replace(base.clickhouse, dsn=f"chdb://{db_dir}"))
     run = uuid.uuid4().hex[:6]
     spec = TopicSpec(f"bench.playback-{run}", ("PlaybackEvent",), partitions=6, retention_ms=3_600_000)
-    create_topics(config, [spec, TopicSpec(spec.dlq, ("DeadLetter",), partitions=6, retention_ms=3_600_000)])
+    create_topics(config.streams, [spec, TopicSpec(spec.dlq, ("DeadLetter",), partitions=6, retention_ms=3_600_000)])
     n = args.events
     try:
         print(f"producing {n:,} events to {spec.name} ...", flush=True)

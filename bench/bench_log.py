@@ -51,7 +51,7 @@ def sample_events(n: int) -> list[dict]:
 
 def bench_baseline(config, topic: str, events: list[dict]) -> tuple[float, float]:
     schema = fastavro.parse_schema(raw_schema("PlaybackEvent"))
-    producer = Producer(producer_config(config))
+    producer = Producer(producer_config(config.kafka, config.stack))
     t0 = time.perf_counter()
     for e in events:
         buf = io.BytesIO()
@@ -66,7 +66,7 @@ def bench_baseline(config, topic: str, events: list[dict]) -> tuple[float, float
     producer.flush(120)
     produce_s = time.perf_counter() - t0
 
-    consumer = Consumer(consumer_config(config, f"bench-bare-{uuid.uuid4().hex[:6]}"))
+    consumer = Consumer(consumer_config(config.kafka, config.stack, f"bench-bare-{uuid.uuid4().hex[:6]}"))
     consumer.subscribe([topic])
     got = 0
     t0 = None
@@ -86,15 +86,15 @@ def bench_baseline(config, topic: str, events: list[dict]) -> tuple[float, float
 
 
 def bench_framelog(config, spec: TopicSpec, events: list[dict]) -> tuple[float, float]:
-    codec = AvroCodec(config, topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], timestamps=MILLIS)
-    producer = EventProducer(config, codec)
+    codec = AvroCodec(schema_registry_url=config.kafka.schema_registry_url, topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], timestamps=MILLIS)
+    producer = EventProducer(config.streams, codec)
     t0 = time.perf_counter()
     for e in events:
         producer.send(spec.name, "PlaybackEvent", e, key=e["video_id"])
     producer.flush(120)
     produce_s = time.perf_counter() - t0
 
-    consumer = EventConsumer(config, f"bench-framelog-{uuid.uuid4().hex[:6]}", [spec.name], codec=codec)
+    consumer = EventConsumer(config.streams, f"bench-framelog-{uuid.uuid4().hex[:6]}", [spec.name], codec=codec)
     got = 0
     t0 = None
     deadline = time.monotonic() + 300
@@ -117,7 +117,7 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
     base = TopicSpec(f"bench.bare-{run}", ("PlaybackEvent",), partitions=6, retention_ms=3_600_000)
     ours = TopicSpec(f"bench.framelog-{run}", ("PlaybackEvent",), partitions=6, retention_ms=3_600_000)
-    create_topics(config, [base, ours])
+    create_topics(config.streams, [base, ours])
     events = sample_events(args.events)
 
     b_prod, b_cons = bench_baseline(config, base.name, events)

@@ -147,7 +147,7 @@ def producer_headers() -> dict[str, str]:
     from framelog.clients.credentials import bearer, local_token
     from framelog.processors.identity import EVENTS_WRITE
 
-    return bearer(local_token(get_config(), "bench-producer", [EVENTS_WRITE]))
+    return bearer(local_token(get_config().auth, get_config().stack.state_dir, "bench-producer", [EVENTS_WRITE]))
 
 
 def analyst_headers() -> dict[str, str]:
@@ -155,7 +155,7 @@ def analyst_headers() -> dict[str, str]:
     from framelog.clients.credentials import bearer, local_token
     from framelog.processors.identity import ANALYTICS_READ
 
-    return bearer(local_token(get_config(), "bench-analyst", [ANALYTICS_READ]))
+    return bearer(local_token(get_config().auth, get_config().stack.state_dir, "bench-analyst", [ANALYTICS_READ]))
 
 
 def analyst(api: str, sql: str, until: float, answers: collections.Counter, latencies: dict) -> None:

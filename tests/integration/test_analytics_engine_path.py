@@ -52,7 +52,7 @@ def engine(chdb_path):
 def _topic(config) -> TopicSpec:
     spec = TopicSpec(f"test.engine-path-{uuid.uuid4().hex[:8]}", ("PlaybackEvent",), partitions=1,
                      retention_ms=3_600_000)
-    create_topics(config, [spec, TopicSpec(spec.dlq, ("DeadLetter",), partitions=1, retention_ms=3_600_000)])
+    create_topics(config.streams, [spec, TopicSpec(spec.dlq, ("DeadLetter",), partitions=1, retention_ms=3_600_000)])
     return spec
 
 
@@ -67,10 +67,14 @@ def _event(i: int, video: str, **kw) -> dict:
     return new_event("PlaybackEvent", **fields)
 
 
+def _codec(config, *specs: TopicSpec, **kw) -> AvroCodec:
+    return AvroCodec(schema_registry_url=config.kafka.schema_registry_url, topic_specs=specs, **kw)
+
+
 def _sink_all(config, client, spec: TopicSpec, expected: int, **sink_kw) -> tuple[ClickHouseSink, EventConsumer]:
     """Consume the whole topic (``expected`` messages) with a fresh group into one flush."""
-    codec = AvroCodec(config, topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], timestamps=MILLIS)
-    consumer = EventConsumer(config, f"test-engine-{uuid.uuid4().hex[:6]}", [spec.name], codec=codec)
+    codec = _codec(config, spec, TopicSpec(spec.dlq, ("DeadLetter",)), timestamps=MILLIS)
+    consumer = EventConsumer(config.streams, f"test-engine-{uuid.uuid4().hex[:6]}", [spec.name], codec=codec)
     sink = ClickHouseSink(client, config, tables={spec.name: PLAYBACK_EVENTS_TABLE}, max_rows=100_000,
                           max_age=600, on_committed=consumer.commit, decode=consumer.decode_message, **sink_kw)
     seen, deadline = 0, time.monotonic() + 60
@@ -95,7 +99,7 @@ def test_engine_path_stores_what_the_python_path_stores(stack, config, engine):
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     # late and out of order: offline clients replaying up to two days back, in shuffled order
     events = [_event(i, video, event_time=now - dt.timedelta(hours=(i * 7) % 50, minutes=i % 60)) for i in range(300)]
-    producer = EventProducer(config, AvroCodec(config, topic_specs=[spec]))
+    producer = EventProducer(config.streams, _codec(config, spec))
     for e in events:
         producer.send(spec.name, "PlaybackEvent", e)
     producer.send(spec.name, "PlaybackEvent", events[5])        # a client retry
@@ -125,8 +129,8 @@ def test_a_block_the_engine_refuses_is_taken_record_by_record(stack, config, eng
     spec = _topic(config)
     video = f"refused{uuid.uuid4().hex[:8]}"
     good = [_event(i, video) for i in range(100)]
-    unchecked = EventProducer(config, AvroCodec(config, topic_specs=[spec], validate_on_encode=False))
-    producer = EventProducer(config, AvroCodec(config, topic_specs=[spec]))
+    unchecked = EventProducer(config.streams, _codec(config, spec, validate_on_encode=False))
+    producer = EventProducer(config.streams, _codec(config, spec))
     for e in good[:50]:
         producer.send(spec.name, "PlaybackEvent", e)
     producer.flush(30)
@@ -134,7 +138,7 @@ def test_a_block_the_engine_refuses_is_taken_record_by_record(stack, config, eng
     unchecked.send(spec.name, "PlaybackEvent", _event(1, video, position_seconds=-3.0))
     unchecked.send(spec.name, "PlaybackEvent", _event(2, "not a video id!"))
     unchecked.flush(30)
-    cut = AvroCodec(config, topic_specs=[spec]).encode("PlaybackEvent", _event(3, video))[:-4]
+    cut = _codec(config, spec).encode("PlaybackEvent", _event(3, video))[:-4]
     producer.send_raw(spec.name, cut)
     for e in good[50:] + good[:3]:                               # the rest, and three client retries
         producer.send(spec.name, "PlaybackEvent", e)
@@ -164,7 +168,7 @@ def test_runner_exports_written_counts_insert_latency_and_sink_lag(stack, config
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
     video = f"metrics{uuid.uuid4().hex[:8]}"
-    producer = EventProducer(config)
+    producer = EventProducer(config.streams)
     for i in range(60):
         producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", _event(i, video))
     producer.flush(30)

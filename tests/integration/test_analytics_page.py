@@ -119,7 +119,7 @@ def video_id(api, config, owner, tmp_path_factory) -> str:
     vid = upload_resumable(api, clip, token=owner["Authorization"].split()[1], visibility="public")
     wait_for(lambda: httpx.get(f"{api}/v1/videos/{vid}/analytics", headers=owner, timeout=10).status_code == 200,
              "the API to know the owner's video", DEADLINE, step=0.5)
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         for record in playback_records(vid):
             producer.send(topics.PLAYBACK_EVENTS, "PlaybackEvent", record, key=vid)
         producer.flush()

@@ -38,13 +38,15 @@ DEADLINE = 180.0
 
 
 def _codec(config, spec: TopicSpec, **kw) -> AvroCodec:
-    return AvroCodec(config, topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], **kw)
+    return AvroCodec(schema_registry_url=config.kafka.schema_registry_url,
+                     topic_specs=[spec, TopicSpec(spec.dlq, ("DeadLetter",))], **kw)
 
 
 def test_a_second_sink_joining_the_group_counts_every_event_once(stack, config, chdb_path):
     spec = TopicSpec(f"test.analytics-rebalance-{uuid.uuid4().hex[:8]}", ("PlaybackEvent",), partitions=PARTITIONS,
                      retention_ms=3_600_000)
-    create_topics(config, [spec, TopicSpec(spec.dlq, ("DeadLetter",), partitions=PARTITIONS, retention_ms=3_600_000)])
+    create_topics(config.streams, [spec, TopicSpec(spec.dlq, ("DeadLetter",), partitions=PARTITIONS,
+                                                   retention_ms=3_600_000)])
     cfg = dataclasses.replace(config, clickhouse=dataclasses.replace(
         config.clickhouse, dsn=f"chdb://{chdb_path}", database=f"rebalance_{uuid.uuid4().hex[:8]}"))
     group = f"test-rebalance-{uuid.uuid4().hex[:8]}"
@@ -54,7 +56,7 @@ def test_a_second_sink_joining_the_group_counts_every_event_once(stack, config, 
                         type=("view_start", "progress", "progress", "like")[i % 4], position_seconds=float(i % 60),
                         watch_time_delta_seconds=5.0, rendition="720p", country="US", device="web")
               for i in range(EVENTS)]
-    producer = EventProducer(cfg, _codec(cfg, spec))
+    producer = EventProducer(cfg.streams, _codec(cfg, spec))
 
     def send(batch) -> None:
         for e in batch:
@@ -77,7 +79,8 @@ def test_a_second_sink_joining_the_group_counts_every_event_once(stack, config, 
         wait_for(lambda: runners[1].consumer.assigned, "the second sink to own partitions", DEADLINE)
         send(events[quarter:] + events[: RETRIES // 2] + events[half: half + RETRIES // 2])
         total = EVENTS + RETRIES
-        wait_for(lambda: (lambda p: p.lag == 0 and p.committed == total)(group_position(cfg, group, spec.name)),
+        wait_for(lambda: (lambda p: p.lag == 0 and p.committed == total)(
+            group_position(cfg.kafka, cfg.stack, group, spec.name)),
                  f"the group to commit all {total} records", DEADLINE, step=0.5)
         # neither sink died on the rebalance (a sink that kept a revoked partition's batch would
         # trip over the replayed offsets when the partition came back)

@@ -40,7 +40,7 @@ def _sink(env: dict[str, str], group: str) -> subprocess.Popen:
 
 def _committed(config, group: str) -> tuple[int, int]:
     """(committed records, lag) of ``group`` on playback.events."""
-    position = group_position(config, group, topics.PLAYBACK_EVENTS)
+    position = group_position(config.kafka, config.stack, group, topics.PLAYBACK_EVENTS)
     return position.committed, position.lag
 
 
@@ -55,7 +55,7 @@ def test_sink_killed_mid_batch_counts_every_event_once(stack, config, tmp_path):
     group = f"{GROUP_ID}-test-{uuid.uuid4().hex[:8]}"      # the sink's principal joins only groups under its id
     videos = [f"sinkkill{uuid.uuid4().hex[:8]}{i}" for i in range(VIDEOS)]
 
-    producer = EventProducer(config)
+    producer = EventProducer(config.streams)
     sent = []
     for i in range(EVENTS):
         e = new_event("PlaybackEvent", session_id=f"s{i % 500}", viewer_id=f"v{i % 2000}", video_id=videos[i % VIDEOS],

@@ -55,7 +55,7 @@ def worker(stack, config):
 @pytest.fixture(scope="module")
 def recorder(stack, config):
     """Stage transitions and every pipeline stage's dead letters, by video."""
-    dlqs = tuple(topics.topic_spec(topics.pipeline_topic(s), config).dlq for s in config.pipeline.stage_names)
+    dlqs = tuple(topics.topic_spec(topics.pipeline_topic(s), config.topics).dlq for s in config.pipeline.stage_names)
     rec = TopicRecorder(config, (topics.STAGE_TRANSITIONS, *dlqs), group_prefix="it-deletion").start()
     assert rec.wait_ready(DEADLINE), rec.last_error
     yield rec
@@ -107,7 +107,7 @@ def test_delete_while_transcoding_wins(api, worker, recorder, owner, owner_token
     assert httpx.get(f"{api}/videos/{vid}", headers=owner, timeout=10).json()["state"] == "deleted"
 
     # a redelivered upload of the deleted video is dropped at intake
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         producer.send(topics.UPLOADS, "UploadCompleted", new_event(
             "UploadCompleted", video_id=vid, owner_id=OWNER, object_key=f"uploads/{vid}/source.mp4",
             size_bytes=1, sha256="0" * 64, content_type="video/mp4", original_filename="x.mp4"))

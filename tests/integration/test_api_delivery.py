@@ -108,7 +108,7 @@ def test_upload_records_the_policy_and_refuses_impersonation(client, config, tok
     r = stream_of(client, vid, tokens["alice"])
     assert r.status_code == 409 and r.json()["error"]["status"]["state"] in ("uploaded", "processing"), r.text
     assert stream_of(client, vid, tokens["eve"]).status_code == 403
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         producer.send(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
             "StageTransition", video_id=vid, job_id="job-1", stage=config.pipeline.stage_names[0], state="started"))
     def processing():
@@ -312,7 +312,7 @@ def test_stream_urls_play_through_the_edges_and_fail_over(client, config, tokens
 
 def test_a_rendition_in_a_cold_tier_is_archived_until_asked_for_then_restoring(client, config, tokens):
     vid = published(client, config, tokens, "public")
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         producer.send(topics.TIER_TRANSITIONS, "TierTransition", new_event(
             "TierTransition", video_id=vid, rendition="720p",
             object_keys=[object_keys.hls_file(vid, "720p", "seg_000.ts")],

@@ -87,8 +87,10 @@ class Collector:
 
 @pytest.fixture(scope="module")
 def collector(stack, config):
-    create_topics(config, [topic_spec(PLAYBACK_EVENTS, config), topic_spec(QUALITY_SWITCHES, config)])
-    consumer = EventConsumer(config, f"it-api-events-{uuid.uuid4().hex[:8]}", [PLAYBACK_EVENTS, QUALITY_SWITCHES])
+    create_topics(config.streams, [topic_spec(PLAYBACK_EVENTS, config.topics),
+                                   topic_spec(QUALITY_SWITCHES, config.topics)])
+    consumer = EventConsumer(config.streams, f"it-api-events-{uuid.uuid4().hex[:8]}",
+                             [PLAYBACK_EVENTS, QUALITY_SWITCHES])
     try:
         yield Collector(consumer)
     finally:

@@ -321,7 +321,7 @@ def test_status_endpoint_follows_transitions_and_survives_replay(client, config,
     stages = config.pipeline.stage_names
     first, second = stages[0], stages[1]
     vid = f"it-status-{uuid.uuid4().hex[:10]}"
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         for event in [
             transition(vid, first, "queued", 0),
             transition(vid, first, "started", 1),
@@ -346,7 +346,7 @@ def test_status_endpoint_follows_transitions_and_survives_replay(client, config,
     assert v["stages"][second]["state"] == "progress"
     assert 0 < v["progress"] < 1
 
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         producer.send(topics.STAGE_TRANSITIONS, "StageTransition",
                       transition(vid, second, "retrying", 6, error_type="timeout", error_message="took too long"))
         producer.send(topics.STAGE_TRANSITIONS, "StageTransition",
@@ -375,7 +375,7 @@ def test_status_endpoint_follows_transitions_and_survives_replay(client, config,
 @pytest.mark.integration
 def test_status_ready_when_the_last_stage_succeeded(client, config):
     vid = f"it-ready-{uuid.uuid4().hex[:10]}"
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         for i, stage in enumerate(config.pipeline.stage_names):
             producer.send(topics.STAGE_TRANSITIONS, "StageTransition", transition(vid, stage, "started", 2 * i))
             producer.send(topics.STAGE_TRANSITIONS, "StageTransition", transition(vid, stage, "succeeded", 2 * i + 1))

@@ -38,7 +38,7 @@ def test_a_plan_is_cached_until_the_video_changes_on_the_log(client, config):
     assert cache.hits > hits and names(again) == names(first) == ["720p", "360p"]
     assert again["manifest_url"] != "" and again["expires_at"] >= first["expires_at"]   # signed per request
 
-    with EventProducer(config) as producer:             # a re-publication with one rendition
+    with EventProducer(config.streams) as producer:             # a re-publication with one rendition
         producer.send(topics.ASSETS, "AssetPublished", new_event(
             "AssetPublished", video_id=vid, job_id="job-2",
             renditions=[dict(name="360p", width=640, height=360, bandwidth=600_000, average_bandwidth=600_000,
@@ -52,7 +52,7 @@ def test_a_plan_is_cached_until_the_video_changes_on_the_log(client, config):
                     "the new publication to be served", DEADLINE)
     assert body["encryption"] is None and body["poster_url"] is None
 
-    with EventProducer(config) as producer:             # a tier change drops the plan too
+    with EventProducer(config.streams) as producer:             # a tier change drops the plan too
         producer.send(topics.TIER_TRANSITIONS, "TierTransition", new_event(
             "TierTransition", video_id=vid, rendition="360p",
             object_keys=[object_keys.hls_file(vid, "360p", "seg_000.ts")],

@@ -114,7 +114,7 @@ def test_metrics_and_edges_answer_off_loopback(deployment, config):
     """FRAMELOG_METRICS_HOST=0.0.0.0: a Prometheus container reaches every worker's /metrics."""
     from framelog.pipeline.worker import groups
 
-    known = groups(config)
+    known = groups(config.pipeline)
     for name in WORKERS:
         stage = deployment.services[name].command[-1]
         port = config.stack.worker_metrics_port + known.index(stage)

@@ -215,7 +215,8 @@ class GroupWorker(WorkerService):
         from framelog.streams.admin import admin_client
 
         name = f"framelog-{self.group}"
-        admin = admin_client(self.config)      # keep a reference: futures die with their client
+        # keep a reference: futures die with their client
+        admin = admin_client(self.config.kafka, self.config.stack)
         desc = admin.describe_consumer_groups([name], request_timeout=5)[name].result(10)
         if desc.state != ConsumerGroupState.STABLE or not desc.members:
             raise RuntimeError(f"{name} is {desc.state.name.lower()}")
@@ -238,9 +239,13 @@ def popularity_worker(stack, config, cdn_worker):
 
 @pytest.fixture(scope="module")
 def producer(config):
-    p = EventProducer(config)
+    p = EventProducer(config.streams)
     yield p
     p.close()
+
+
+def _popularity_lag(config) -> int:
+    return group_lag(config.kafka, config.stack, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS)
 
 
 def _send(producer, name: str, video_id: str, **fields) -> None:
@@ -275,7 +280,7 @@ def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, vid
             "PlaybackEvent", session_id=f"s{i}", viewer_id=f"viewer{i}", video_id=video,
             type="view_start" if i % 2 else "video_view"), key=video)
     producer.flush()
-    assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, CATCH_UP), \
+    assert wait_until(lambda: _popularity_lag(config) == 0, CATCH_UP), \
         "the popularity group did not catch up with playback.events"
     assert wait_until(lambda: f"/hls/{video}/master.m3u8" in keys_of(config, "primary_cdn", video)
                       and f"/hls/{video}/master.m3u8" in keys_of(config, "secondary_cdn", video), WAIT)
@@ -286,7 +291,7 @@ def test_popular_video_is_warmed_once_when_views_cross_the_threshold(config, vid
             "PlaybackEvent", session_id=f"t{i}", viewer_id=f"viewer{i}", video_id=video, type="view_start"), key=video)
     producer.flush()
     # the restarted worker first rejoins the group and restores its table: the catch-up deadline again
-    assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, CATCH_UP)
+    assert wait_until(lambda: _popularity_lag(config) == 0, CATCH_UP)
     from tests.integration.support.pipeline import read_topic
 
     warms = [r for name, r in read_topic(config, topics.CDN_COMMANDS, video) if name == "CacheWarm"]
@@ -308,7 +313,7 @@ def test_a_video_trending_in_a_country_is_preloaded_on_the_edge_serving_it(confi
     producer.flush()
     assert wait_until(lambda: f"/hls/{video}/master.m3u8" in keys_of(config, edge, video), CATCH_UP), \
         f"{video} trending in {country} was not preloaded on {edge}"
-    assert wait_until(lambda: group_lag(config, f"framelog-{POPULARITY}", topics.PLAYBACK_EVENTS) == 0, CATCH_UP)
+    assert wait_until(lambda: _popularity_lag(config) == 0, CATCH_UP)
     from tests.integration.support.pipeline import read_topic
 
     warms = [r for name, r in read_topic(config, topics.CDN_COMMANDS, video) if name == "CacheWarm"]
@@ -320,7 +325,7 @@ def test_edge_logs_become_the_seeds_cdn_metrics(config, secret, video, cdn_worke
     path = f"hls/{video}/480p/seg_004.ts"
     for _ in range(4):
         fetch(url(config, secret, path))                   # MISS, then HITs
-    port = config.stack.worker_metrics_port + groups(config).index(CDN)
+    port = config.stack.worker_metrics_port + groups(config.pipeline).index(CDN)
     region = config.cdn.providers["primary_cdn"].regions[0]
 
     def scraped() -> str:

@@ -33,8 +33,8 @@ def test_init_creates_a_missing_bucket_and_every_topic(stack, config):
         first = _init(bucket)
         assert f"bucket {bucket}: created" in first
         client.head_bucket(Bucket=bucket)
-        existing = admin_client(config).list_topics(timeout=10).topics
-        assert {t.name for t in all_topics(config)} <= set(existing)
+        existing = admin_client(config.kafka, config.stack).list_topics(timeout=10).topics
+        assert {t.name for t in all_topics(config.topics)} <= set(existing)
 
         again = _init(bucket)                     # idempotent: nothing to do the second time
         assert f"bucket {bucket}: exists" in again

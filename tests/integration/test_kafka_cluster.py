@@ -60,18 +60,19 @@ def test_three_nodes_each_with_its_own_port_dir_and_id(cluster):
     assert len({n.data_dir for n in cluster.kafka_nodes}) == 3
     assert all(n.libs_dir == cluster.kafka.libs_dir for n in cluster.kafka_nodes)   # the same jars
     assert recorded_brokers(cfg.stack.state_dir) == 3
-    md = admin_client(cfg).list_topics(timeout=10)
+    md = admin_client(cfg.kafka, cfg.stack).list_topics(timeout=10)
     assert sorted(md.brokers) == [1, 2, 3]
     # a client configured with the first node's address bootstraps from all three
-    assert producer_config(cfg)["bootstrap.servers"] == ",".join(node_addresses(cfg.kafka, cfg.stack))
-    assert producer_config(cfg)["acks"] == "all" and producer_config(cfg)["enable.idempotence"] is True
+    assert producer_config(cfg.kafka, cfg.stack)["bootstrap.servers"] == ",".join(node_addresses(cfg.kafka, cfg.stack))
+    settings = producer_config(cfg.kafka, cfg.stack)
+    assert settings["acks"] == "all" and settings["enable.idempotence"] is True
 
 
 def test_topics_get_replication_3_and_min_isr_2(cluster):
     cfg = cluster.config
     spec = TopicSpec(f"test.cluster.{uuid.uuid4().hex[:8]}", ("PlaybackEvent",), partitions=PARTITIONS)
-    create_topics(cfg, [spec])
-    admin = admin_client(cfg)
+    create_topics(cfg.streams, [spec])
+    admin = admin_client(cfg.kafka, cfg.stack)
     assert replication_factors(admin, [spec.name]) == {spec.name: 3}
     resource = ConfigResource(ResourceType.TOPIC, spec.name)
     configs = admin.describe_configs([resource])[resource].result(timeout=30)
@@ -81,12 +82,12 @@ def test_topics_get_replication_3_and_min_isr_2(cluster):
 def test_kill9_one_broker_while_producing_loses_nothing(cluster):
     cfg = cluster.config
     spec = TopicSpec(f"test.cluster.{uuid.uuid4().hex[:8]}", ("PlaybackEvent",), partitions=PARTITIONS)
-    create_topics(cfg, [spec])
-    md = admin_client(cfg).list_topics(timeout=10)
+    create_topics(cfg.streams, [spec])
+    md = admin_client(cfg.kafka, cfg.stack).list_topics(timeout=10)
     victim_id = md.topics[spec.name].partitions[0].leader          # a leader: its partitions must fail over
     victim = next(n for n in cluster.kafka_nodes if n.node_id == victim_id)
 
-    producer = Producer(producer_config(cfg))                     # framelog's settings: idempotent, acks=all
+    producer = Producer(producer_config(cfg.kafka, cfg.stack))     # framelog's settings: idempotent, acks=all
     acked: list[bytes] = []
     failed: list[str] = []
     lock = threading.Lock()
@@ -113,7 +114,7 @@ def test_kill9_one_broker_while_producing_loses_nothing(cluster):
 
     # every acknowledged record is there, exactly once, with the victim still down
     assert not victim.is_running()
-    consumer = Consumer(consumer_config(cfg, f"test-cluster-{uuid.uuid4().hex[:8]}"))
+    consumer = Consumer(consumer_config(cfg.kafka, cfg.stack, f"test-cluster-{uuid.uuid4().hex[:8]}"))
     consumer.subscribe([spec.name])
     seen: list[bytes] = []
     deadline = time.monotonic() + 90
@@ -130,10 +131,10 @@ def test_kill9_one_broker_while_producing_loses_nothing(cluster):
     assert set(seen) == set(acked)
 
     # the partitions it led moved to the two survivors; it rejoins when restarted
-    md = admin_client(cfg).list_topics(timeout=10)
+    md = admin_client(cfg.kafka, cfg.stack).list_topics(timeout=10)
     assert all(p.leader in {1, 2, 3} - {victim_id} for p in md.topics[spec.name].partitions.values())
     victim.start(timeout=120)
-    assert sorted(admin_client(cfg).list_topics(timeout=10).brokers) == [1, 2, 3]
+    assert sorted(admin_client(cfg.kafka, cfg.stack).list_topics(timeout=10).brokers) == [1, 2, 3]
 
 
 def test_down_stops_all_three(cluster):

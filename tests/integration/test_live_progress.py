@@ -63,7 +63,7 @@ class Transitions:
     """Writes a fake pipeline's transitions for one video onto the real log."""
 
     def __init__(self, cfg, video_id: str, owner: str, workspace: str | None = None):
-        self.producer = EventProducer(cfg)
+        self.producer = EventProducer(cfg.streams)
         self.video_id, self.job = video_id, f"j-{video_id}"
         self.t = datetime.now(UTC)
         self.producer.deliver(topics.ACCESS, "AccessPolicy", new_event(

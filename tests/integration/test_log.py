@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from framelog.schemas.codec import AvroCodec
+from framelog.schemas.codec import AvroCodec, default_codec
 from framelog.schemas.events import new_event
 from framelog.streams.admin import admin_client, create_topics, delete_topics
 from framelog.streams.consumer import DecodedRecord, EventConsumer
@@ -50,9 +50,9 @@ def log_topic(stack, config):
         name = f"it.log.{uuid.uuid4().hex[:10]}"
         spec = TopicSpec(name, ("PlaybackEvent",), partitions=partitions)
         dlq = TopicSpec(dead_letter_topic(name), ("DeadLetter",), partitions=1)
-        create_topics(config, [spec, dlq])
+        create_topics(config.streams, [spec, dlq])
         created.extend([spec.name, dlq.name])
-        codec = AvroCodec(config)
+        codec = default_codec(config.streams)
         codec.register_topic(spec)
         codec.register_topic(dlq)
         return spec, codec
@@ -60,7 +60,7 @@ def log_topic(stack, config):
     created: list[str] = []
     yield make
     if created:
-        delete_topics(config, created)
+        delete_topics(config.kafka, config.stack, created)
 
 
 def consume_all(consumer: EventConsumer, until: Callable[[list[DecodedRecord]], bool],
@@ -84,7 +84,7 @@ def test_exact_counts_through_produce_and_consume(config, log_topic):
     spec, codec = log_topic(partitions=3)
     n = 10_000
     sent = set()
-    with EventProducer(config, codec) as producer:
+    with EventProducer(config.streams, codec) as producer:
         for i in range(n):
             event = playback(video_id=f"vid{i % 97}")
             sent.add(event["event_id"])
@@ -93,7 +93,7 @@ def test_exact_counts_through_produce_and_consume(config, log_topic):
         assert producer.acked == n
 
     group = f"it-{uuid.uuid4().hex[:8]}"
-    consumer = EventConsumer(config, group, [spec.name], codec=codec)
+    consumer = EventConsumer(config.streams, group, [spec.name], codec=codec)
     try:
         got = consume_all(consumer, lambda g: len(g) >= n)
         got += drain_extra(consumer)
@@ -109,7 +109,7 @@ def test_exact_counts_through_produce_and_consume(config, log_topic):
     finally:
         consumer.close()
 
-    again = EventConsumer(config, group, [spec.name], codec=codec)   # committed: nothing is redelivered
+    again = EventConsumer(config.streams, group, [spec.name], codec=codec)   # committed: nothing is redelivered
     try:
         assert drain_extra(again) == []
     finally:
@@ -118,14 +118,14 @@ def test_exact_counts_through_produce_and_consume(config, log_topic):
 
 def test_commit_of_given_records_only(config, log_topic):
     spec, codec = log_topic(partitions=1)
-    with EventProducer(config, codec) as producer:
+    with EventProducer(config.streams, codec) as producer:
         for _ in range(10):
             producer.send(spec.name, "PlaybackEvent", playback())
     group = f"it-{uuid.uuid4().hex[:8]}"
-    with EventConsumer(config, group, [spec.name], codec=codec) as consumer:
+    with EventConsumer(config.streams, group, [spec.name], codec=codec) as consumer:
         got = consume_all(consumer, lambda g: len(g) >= 10)
         consumer.commit(got[:4])                                   # only the first four landed
-    with EventConsumer(config, group, [spec.name], codec=codec) as consumer:
+    with EventConsumer(config.streams, group, [spec.name], codec=codec) as consumer:
         rest = consume_all(consumer, lambda g: len(g) >= 6)
         assert [r.offset for r in rest] == [r.offset for r in got[4:]]
 
@@ -134,7 +134,7 @@ def test_commit_of_given_records_only(config, log_topic):
 
 def test_malformed_records_go_to_the_dlq_and_the_consumer_continues(config, log_topic):
     spec, codec = log_topic(partitions=1)
-    lax = AvroCodec(config, validate_on_encode=False)
+    lax = AvroCodec(config.topics, schema_registry_url=config.kafka.schema_registry_url, validate_on_encode=False)
     first, last = playback(), playback()
     bad_id = playback()
     bad_id["video_id"] = "no/slashes"
@@ -146,13 +146,13 @@ def test_malformed_records_go_to_the_dlq_and_the_consumer_continues(config, log_
         (codec.encode("CacheWarm", new_event("CacheWarm", video_id="vid_it", paths=["/x"])), "record_not_allowed"),
         (lax.encode("PlaybackEvent", bad_id), "invalid_video_id"),
     ]
-    with EventProducer(config, codec) as producer:
+    with EventProducer(config.streams, codec) as producer:
         producer.send(spec.name, "PlaybackEvent", first)
         for value, _ in poison:
             producer.send_raw(spec.name, value, key="vid_it")
         producer.send(spec.name, "PlaybackEvent", last)
 
-    with EventConsumer(config, f"it-{uuid.uuid4().hex[:8]}", [spec.name], codec=codec) as consumer:
+    with EventConsumer(config.streams, f"it-{uuid.uuid4().hex[:8]}", [spec.name], codec=codec) as consumer:
         got = consume_all(consumer, lambda g: len(g) >= 2)
         assert [r.value["event_id"] for r in got] == [first["event_id"], last["event_id"]]
         assert [r.offset for r in got] == [0, len(poison) + 1]
@@ -160,7 +160,7 @@ def test_malformed_records_go_to_the_dlq_and_the_consumer_continues(config, log_
         consumer.commit()                                          # flushes the dead letters first
         assert sum(consumer.committed().values()) == len(poison) + 2
 
-    with EventConsumer(config, f"it-{uuid.uuid4().hex[:8]}", [spec.dlq], codec=codec) as dlq_reader:
+    with EventConsumer(config.streams, f"it-{uuid.uuid4().hex[:8]}", [spec.dlq], codec=codec) as dlq_reader:
         letters = consume_all(dlq_reader, lambda g: len(g) >= len(poison))
         letters += drain_extra(dlq_reader, rounds=1)
     assert len(letters) == len(poison)
@@ -179,30 +179,30 @@ def test_create_topics_is_idempotent_and_updates(config, stack):
     name = f"it.admin.{uuid.uuid4().hex[:10]}"
     spec = TopicSpec(name, ("PlaybackEvent",), partitions=2, retention_ms=3_600_000)
     try:
-        first = create_topics(config, [spec])
+        first = create_topics(config.streams, [spec])
         assert first.created == [name]
-        second = create_topics(config, [spec])
+        second = create_topics(config.streams, [spec])
         assert second.created == [] and second.unchanged == [name] and not second.updated
 
         grown = TopicSpec(name, ("PlaybackEvent",), partitions=4, retention_ms=7_200_000)
-        third = create_topics(config, [grown])
+        third = create_topics(config.streams, [grown])
         assert set(third.updated[name]) == {"retention.ms=7200000", "partitions 2->4"}
-        md = admin_client(config).list_topics(name, timeout=10)
+        md = admin_client(config.kafka, config.stack).list_topics(name, timeout=10)
         assert len(md.topics[name].partitions) == 4
 
         shrunk = TopicSpec(name, ("PlaybackEvent",), partitions=1, retention_ms=7_200_000)
-        fourth = create_topics(config, [shrunk])
+        fourth = create_topics(config.streams, [shrunk])
         assert fourth.unchanged == [name] and "cannot remove partitions" in fourth.warnings[0]
     finally:
-        delete_topics(config, [name])
+        delete_topics(config.kafka, config.stack, [name])
 
 
 def test_registry_topics_are_created(config, stack):
-    summary = create_topics(config)
+    summary = create_topics(config.streams)
     from framelog.streams.topics import all_topics
-    names = {s.name for s in all_topics(config)}
+    names = {s.name for s in all_topics(config.topics)}
     assert set(summary.created) | set(summary.unchanged) | set(summary.updated) == names
-    assert create_topics(config).unchanged and not create_topics(config).created
+    assert create_topics(config.streams).unchanged and not create_topics(config.streams).created
 
 
 # ------------------------------------------------------------------ broker crash
@@ -214,7 +214,7 @@ def test_kill9_mid_production_every_acknowledged_event_consumed_exactly_once(con
     sent: list[str] = []
     stop = threading.Event()
     lock = threading.Lock()
-    producer = EventProducer(config, codec)
+    producer = EventProducer(config.streams, codec)
 
     def report(event_id: str):
         def on_delivery(err, msg):
@@ -249,7 +249,7 @@ def test_kill9_mid_production_every_acknowledged_event_consumed_exactly_once(con
 
     assert not failed
     assert len(set(acked)) == len(acked) == len(sent)
-    consumer = EventConsumer(config, f"it-{uuid.uuid4().hex[:8]}", [spec.name], codec=codec)
+    consumer = EventConsumer(config.streams, f"it-{uuid.uuid4().hex[:8]}", [spec.name], codec=codec)
     try:
         got = consume_all(consumer, lambda g: len(g) >= len(acked), timeout=120)
         got += drain_extra(consumer)
@@ -277,7 +277,7 @@ def test_typed_records_through_the_producer_and_the_async_bridge(config, log_top
         return PlaybackEvent(session_id="s-it", viewer_id="viewer-it", video_id=video_id, type="progress",
                              position_seconds=1.0, watch_time_delta_seconds=1.0)
 
-    with EventProducer(config, codec) as producer:
+    with EventProducer(config.streams, codec) as producer:
         first = producer.emit(spec.name, event("vid-a"))
         producer.enqueue(spec.name, event("vid-a"))
         producer.flush(30)
@@ -285,7 +285,7 @@ def test_typed_records_through_the_producer_and_the_async_bridge(config, log_top
     assert pinned.partition == 2
 
     async def bridge() -> list:
-        emitter = AsyncEmitter(config, codec)
+        emitter = AsyncEmitter(config.streams, codec)
         try:
             one = await emitter.emit(spec.name, event("vid-a"))
             batch = await emitter.emit_all([(spec.name, event(f"vid-{i}")) for i in range(5)])
@@ -300,7 +300,7 @@ def test_typed_records_through_the_producer_and_the_async_bridge(config, log_top
     assert deliveries[0].partition == first.partition                # same key, same partition
     assert all(d.topic == spec.name and d.offset >= 0 for d in deliveries)
 
-    consumer = EventConsumer(config, f"it-{uuid.uuid4().hex[:8]}", [spec.name], codec=codec)
+    consumer = EventConsumer(config.streams, f"it-{uuid.uuid4().hex[:8]}", [spec.name], codec=codec)
     try:
         got = consume_all(consumer, lambda g: len(g) >= 9)
         got += drain_extra(consumer, rounds=1)

@@ -47,7 +47,7 @@ def recorder(stack, config):
 
 
 def _pending(config) -> int:
-    return next(s.pending for s in dlq.summarize(config) if s.topic == VALIDATION_DLQ)
+    return next(s.pending for s in dlq.summarize(config.streams) if s.topic == VALIDATION_DLQ)
 
 
 def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_later_stages(
@@ -65,14 +65,14 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
 
     ObjectStore(config.object_storage, config.stack.state_dir).put_bytes(key, data, "video/mp4")          # the fix
     # (other tests' dead letters on this topic are replayed too: they fail again and come back)
-    report = dlq.replay(config, VALIDATION_DLQ)
+    report = dlq.replay(config.streams, VALIDATION_DLQ)
     assert report.replayed.get(topics.pipeline_topic("validation"), 0) >= 1 and not report.skipped
     published = recorder.wait(video_id, "AssetPublished", timeout=300)
     assert {r["name"] for r in published["renditions"]}
 
     assert recorder.wait_caught_up(60)
     requests = len(recorder.of(video_id, "StageRequest"))
-    dlq.replay(config, VALIDATION_DLQ)                               # idempotent: this one is not sent again
+    dlq.replay(config.streams, VALIDATION_DLQ)                               # idempotent: this one is not sent again
     assert recorder.wait_caught_up(60)
     assert len(recorder.of(video_id, "StageRequest")) == requests
 
@@ -81,7 +81,8 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
         partition = next(r.partition for r in recorder.by_video[video_id] if r.name == "StageRequest")
 
     def caught_up():
-        report = next((r for r in describe_groups(config) if r.group_id == "framelog-validation"), None)
+        report = next((r for r in describe_groups(config.kafka, config.stack)
+                       if r.group_id == "framelog-validation"), None)
         if report is None or not report.members:
             return None
         lag = {p.partition: p.lag for p in report.partitions if p.topic == topics.pipeline_topic("validation")}
@@ -102,10 +103,10 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
 
     # a later stage cannot be rerun without its predecessors' staging; from the first stage it can
     with pytest.raises(ReprocessError, match="staging is discarded"):
-        reprocess(config, video_id, "thumbnail_generation")
+        reprocess(config.streams, video_id, "thumbnail_generation", store=store)
     first_jobs = {t["job_id"] for t in recorder.of(video_id, "StageTransition")}
     publications = len(recorder.of(video_id, "AssetPublished"))    # a redelivered request re-announces: >= 1
-    job_id = reprocess(config, video_id)
+    job_id = reprocess(config.streams, video_id, store=store)
     assert job_id not in first_jobs
     recorder.wait(video_id, "StageTransition",
                   lambda t: t["job_id"] == job_id and t["stage"] == "cdn_upload" and t["state"] == "succeeded", 300)
@@ -117,6 +118,7 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
 
 def test_reprocess_refuses_what_it_cannot_rebuild(config, stack):
     with pytest.raises(ReprocessError, match="no upload"):
-        reprocess(config, new_video_id())
+        reprocess(config.streams, new_video_id(),
+                  store=lambda: ObjectStore(config.object_storage, config.stack.state_dir))
     with pytest.raises(ReprocessError, match="unknown stage"):
-        stage_inputs(config, read_history(config, new_video_id()), "mastering")
+        stage_inputs(config.pipeline, read_history(config.streams, new_video_id()), "mastering")

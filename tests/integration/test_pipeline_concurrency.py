@@ -95,7 +95,7 @@ def test_pipeline_metrics_after_the_transcodes(config, worker, status, tmp_path)
     from framelog.pipeline.agents.metrics import QueueSizeCollector
     from framelog.pipeline.worker import groups
 
-    port = config.stack.worker_metrics_port + groups(config).index(STAGE)
+    port = config.stack.worker_metrics_port + groups(config.pipeline).index(STAGE)
     text = httpx.get(f"http://{config.stack.host}:{port}/metrics", timeout=10).text
     samples = [s for f in text_string_to_metric_families(text) if f.name == "processing_duration" for s in f.samples]
     counts = [s for s in samples if s.name == "processing_duration_count" and s.labels["stage"] == STAGE]
@@ -106,7 +106,7 @@ def test_pipeline_metrics_after_the_transcodes(config, worker, status, tmp_path)
     assert all(v >= 0 for v in queue.values())
 
     process_clip(config, status, clips.text_file(tmp_path / "not-a-video.mp4"))      # validation fails: not_media
-    port = config.stack.worker_metrics_port + groups(config).index("validation")
+    port = config.stack.worker_metrics_port + groups(config.pipeline).index("validation")
     text = httpx.get(f"http://{config.stack.host}:{port}/metrics", timeout=10).text
     errors = [s for f in text_string_to_metric_families(text) if f.name == "processing_errors" for s in f.samples
               if s.name == "processing_errors_total" and s.labels == {"stage": "validation", "error_type": "not_media"}]

@@ -370,7 +370,7 @@ def test_purge_removes_what_the_edge_cached(config, api, video_id, browser):
         return r.headers.get("X-Cache-Status", "")
 
     assert wait_for(lambda: cache_status() == "HIT", "the segment cached on the edge", 30)
-    producer = EventProducer(config)
+    producer = EventProducer(config.streams)
     try:
         producer.send(topics.CDN_COMMANDS, "CacheInvalidate",
                       new_event("CacheInvalidate", video_id=video_id, paths=[f"/hls/{video_id}/*"], providers=[],
@@ -401,7 +401,7 @@ def test_a_key_that_cannot_be_fetched_is_reported_as_an_error(config, api, video
 # ------------------------------------------------------------------ a rendition in a cold tier
 
 def _tier_move(video_id: str, rendition: str, from_tier: str, to_tier: str, rule: str, config) -> None:
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         producer.send(topics.TIER_TRANSITIONS, "TierTransition", new_event(
             "TierTransition", video_id=video_id, rendition=rendition,
             object_keys=[f"hls/{video_id}/{rendition}/playlist.m3u8"], object_count=1, size_bytes=1,

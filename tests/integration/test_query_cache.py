@@ -54,7 +54,7 @@ def test_answers_are_cached_until_the_sink_commits_new_events_of_the_video(api, 
             "PlaybackEvent", session_id=f"s{i}", viewer_id=f"v{i}", video_id=video, type="view_start"), key=video)
         producer.flush()
 
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         for i in range(3):
             view(i)
         wait_for(lambda: views(api, video, analyst) == 3, "3 views to be queryable", DEADLINE)

@@ -40,7 +40,7 @@ def test_a_video_in_compliance_retention_is_deleted_only_by_an_operators_recorde
                                                                                           recorder):
     tokens = viewer_tokens(config)
     vid = published(client, config, tokens, "public")
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         producer.send(topics.TIER_TRANSITIONS, "TierTransition", new_event(
             "TierTransition", video_id=vid, rendition="720p", object_keys=[f"hls/{vid}/720p/seg_000.ts"],
             object_count=1, size_bytes=188, from_tier="hot_tier", to_tier="deep_archive_tier",

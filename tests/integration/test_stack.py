@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 # ---------------------------------------------------------------- helpers
 
 def admin(config) -> AdminClient:
-    return admin_client(config)
+    return admin_client(config.kafka, config.stack)
 
 
 def create_topic(config, partitions: int = 1) -> str:
@@ -41,7 +41,7 @@ def delete_topic(config, name: str) -> None:
 
 
 def produce(config, topic: str, values: list[bytes]) -> None:
-    producer = Producer({**client_settings(config), "acks": "all", "enable.idempotence": True})
+    producer = Producer({**client_settings(config.kafka, config.stack), "acks": "all", "enable.idempotence": True})
     errors = []
     for v in values:
         producer.produce(topic, value=v, key=v, on_delivery=lambda err, msg: err and errors.append(err))
@@ -50,7 +50,7 @@ def produce(config, topic: str, values: list[bytes]) -> None:
 
 
 def consume_all(config, topic: str, expected: int, timeout: float = 30) -> list[bytes]:
-    consumer = Consumer(consumer_config(config, f"test-{uuid.uuid4().hex}"))
+    consumer = Consumer(consumer_config(config.kafka, config.stack, f"test-{uuid.uuid4().hex}"))
     consumer.subscribe([topic])
     out: list[bytes] = []
     deadline = time.monotonic() + timeout

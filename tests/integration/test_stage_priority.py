@@ -69,7 +69,7 @@ def test_high_priority_upload_queued_last_starts_first(config, slow_worker, stat
     order = sorted((first, *lows, high), key=lambda v: _started_at(config, v))
     assert order[:2] == [first, high], {v: _started_at(config, v) for v in order}
     assert set(order[2:]) == set(lows)
-    requests = {t: read_topic(config, t, high) for _, t in topics.stage_topics(config, STAGE)}
+    requests = {t: read_topic(config, t, high) for _, t in topics.stage_topics(config.priorities, STAGE)}
     assert [t for t, recs in requests.items() if recs] == ["pipeline.validation.high"]
     assert read_topic(config, "pipeline.validation.high", high)[0][1]["priority"] == "high"
 

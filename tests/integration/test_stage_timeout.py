@@ -61,7 +61,7 @@ exec {shutil.which('ffprobe')} "$@"
            "TMPDIR": str(scratch)}
     # uploads earlier tests left queued would each hang for two timeouts ahead of this test's own
     skip_backlog(config, "framelog-intake", (topics.UPLOADS,))
-    skip_backlog(config, f"framelog-{STAGE}", tuple(t for _, t in topics.stage_topics(config, STAGE)))
+    skip_backlog(config, f"framelog-{STAGE}", tuple(t for _, t in topics.stage_topics(config.priorities, STAGE)))
     flag.touch()
     with running(StageWorker(config, env, STAGE), timeout=180):
         yield flag, pids, scratch

@@ -31,13 +31,13 @@ PARTITIONS = 2
 def topic(stack, config) -> str:
     spec = TopicSpec(f"test.stall-{uuid.uuid4().hex[:8]}", ("PlaybackEvent",), partitions=PARTITIONS,
                      retention_ms=3_600_000)
-    create_topics(config, [spec])
+    create_topics(config.streams, [spec])
     return spec.name
 
 
 def _member(config, group: str, topic: str, partitions: int = PARTITIONS) -> Consumer:
     """A group member holding every partition of ``topic`` (assigned once the first poll returns)."""
-    consumer = Consumer({**client_settings(config), "group.id": group, "enable.auto.commit": False,
+    consumer = Consumer({**client_settings(config.kafka, config.stack), "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 10_000})
     consumer.subscribe([topic])
     assert wait_until(lambda: consumer.poll(0.2) is not None or len(consumer.assignment()) == partitions, 60)
@@ -45,7 +45,7 @@ def _member(config, group: str, topic: str, partitions: int = PARTITIONS) -> Con
 
 
 def _produce(config, topic: str, per_partition: int) -> None:
-    producer = EventProducer(config)
+    producer = EventProducer(config.streams)
     for p in range(PARTITIONS):
         for i in range(per_partition):
             producer.send_raw(topic, f"record {i}".encode(), key=f"k{i}", partition=p)
@@ -116,7 +116,7 @@ def test_partitions_of_its_topics_that_nobody_in_a_settled_group_owns_are_found_
     first.close()
     other = TopicSpec(f"test.stall-other-{uuid.uuid4().hex[:8]}", ("PlaybackEvent",), partitions=1,
                       retention_ms=3_600_000)
-    create_topics(config, [other])
+    create_topics(config.streams, [other])
     lock = threading.Lock()
     member = _member(config, group, other.name, partitions=1)     # in the group, owning none of ``topic``
     stalled: list[list[tuple[str, int]]] = []

@@ -71,7 +71,7 @@ def public_video(client: TestClient, cfg: Config, tokens, watched: tuple[str, ..
     rendition must have its sessions when it turns AGE_SECONDS old.
     """
     vid = upload(client, tokens["alice"], visibility="public")
-    with EventProducer(cfg) as producer:
+    with EventProducer(cfg.streams) as producer:
         for rendition in watched:
             play(producer, vid, rendition, KEEP_HOT_SESSIONS)
     publish(cfg, vid)

@@ -39,7 +39,7 @@ class TransitionLog(ReplayedTable):
     """Every record on storage.tier-transitions, replayed."""
 
     def __init__(self, config: Config):
-        super().__init__(config, (topics.TIER_TRANSITIONS,), group_prefix="it-tiering")
+        super().__init__(config.streams, (topics.TIER_TRANSITIONS,), group_prefix="it-tiering")
         self.decoded: list[DecodedRecord] = []
 
     def _fold(self, record: Any) -> None:
@@ -65,7 +65,7 @@ def store(tcfg) -> ObjectStore:
 
 @pytest.fixture(scope="module")
 def producer(tcfg):
-    p = EventProducer(tcfg[0])
+    p = EventProducer(tcfg[0].streams)
     yield p
     p.close()
 

@@ -45,7 +45,7 @@ def tcfg(stack, tmp_path_factory) -> tuple[Config, Path]:
 
 class Transitions(ReplayedTable):
     def __init__(self, config: Config):
-        super().__init__(config, (topics.TIER_TRANSITIONS,), group_prefix="it-tiering-objects")
+        super().__init__(config.streams, (topics.TIER_TRANSITIONS,), group_prefix="it-tiering-objects")
         self.values: list[dict] = []
 
     def _fold(self, record) -> None:
@@ -85,7 +85,7 @@ def test_source_and_mp4_follow_their_rules_thumbnails_stay(tcfg, tiering_worker)
     store = ObjectStore(cfg.object_storage, cfg.stack.state_dir)
     log = Transitions(cfg).start()
     assert log.wait_ready(60)
-    producer = EventProducer(cfg)
+    producer = EventProducer(cfg.streams)
     try:
         idle, watched = new_video_id(), new_video_id()
         publish(store, producer, idle)

@@ -151,7 +151,7 @@ def test_signed_ordered_retried_recorded_and_replayed(api, hooks, worker):
 
         videos = {stuck_video: False, f"wh-good-{uuid.uuid4().hex[:8]}": False,
                   f"wh-bad-{uuid.uuid4().hex[:8]}": True}
-        with EventProducer(cfg) as producer:
+        with EventProducer(cfg.streams) as producer:
             t0 = datetime.now(UTC)
             for i, (vid, fails) in enumerate(videos.items()):
                 produce_video(producer, vid, owner, fails=fails, t0=t0 + timedelta(milliseconds=100 * i))
@@ -226,7 +226,7 @@ def test_at_least_once_across_kill_9(api, hooks, worker):
     with Receiver(delay=0.05) as rx:
         endpoint = register(api, cfg, owner, f"{rx.base}/hook")
         videos = [f"wh-kill-{uuid.uuid4().hex[:8]}-{i}" for i in range(24)]
-        with EventProducer(cfg) as producer:
+        with EventProducer(cfg.streams) as producer:
             t0 = datetime.now(UTC)
             for i, vid in enumerate(videos):
                 produce_video(producer, vid, owner, fails=False, t0=t0 + timedelta(milliseconds=10 * i))

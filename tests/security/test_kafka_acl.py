@@ -68,7 +68,7 @@ def test_anonymous_client_cannot_consume(stack, config):
 
 
 def test_wrong_password_is_refused(stack, config):
-    conf = {**client_settings(as_principal(config, API)), "sasl.password": "not-the-password"}
+    conf = {**client_settings(as_principal(config.kafka, API), config.stack), "sasl.password": "not-the-password"}
     err = _deliver(conf, topics.UPLOADS)
     assert err is not None
 
@@ -85,17 +85,17 @@ def test_controller_port_wants_credentials(stack, config):
 
 
 def test_api_writes_its_own_topic(stack, config):
-    assert _deliver(producer_config(as_principal(config, API)), topics.ACCESS) is None
+    assert _deliver(producer_config(as_principal(config.kafka, API), config.stack), topics.ACCESS) is None
 
 
 def test_api_cannot_write_a_topic_it_does_not_own(stack, config):
     first = topics.pipeline_topic(config.pipeline.stage_names[0])
-    err = _deliver(producer_config(as_principal(config, API)), first)
+    err = _deliver(producer_config(as_principal(config.kafka, API), config.stack), first)
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
 
 
 def test_sink_cannot_write_video_access(stack, config):
-    err = _deliver(producer_config(as_principal(config, SINK)), topics.ACCESS)
+    err = _deliver(producer_config(as_principal(config.kafka, SINK), config.stack), topics.ACCESS)
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
 
 
@@ -111,7 +111,7 @@ def _first_error(consumer: Consumer, seconds: float) -> KafkaError | None:
 
 
 def test_api_cannot_join_the_sinks_group(stack, config):
-    conf = consumer_config(as_principal(config, API), SINK_GROUP, log_level=0)
+    conf = consumer_config(as_principal(config.kafka, API), config.stack, SINK_GROUP, log_level=0)
     consumer = Consumer(conf)
     try:
         consumer.subscribe([topics.PLAYBACK_EVENTS])
@@ -122,8 +122,8 @@ def test_api_cannot_join_the_sinks_group(stack, config):
 
 
 def test_a_worker_cannot_read_a_topic_it_does_not_consume(stack, config):
-    intake = as_principal(config, worker_principal("intake"))
-    consumer = Consumer(consumer_config(intake, "framelog-intake", log_level=0))
+    intake = as_principal(config.kafka, worker_principal("intake"))
+    consumer = Consumer(consumer_config(intake, config.stack, "framelog-intake", log_level=0))
     try:
         described = consumer.list_topics(topics.PLAYBACK_EVENTS, timeout=TIMEOUT).topics[topics.PLAYBACK_EVENTS]
         assert described.error is not None and described.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
@@ -147,7 +147,7 @@ def test_a_worker_cannot_read_a_topic_it_does_not_consume(stack, config):
 
 
 def test_sink_reads_its_topics_in_its_group(stack, config):
-    consumer = Consumer(consumer_config(as_principal(config, SINK), SINK_GROUP, log_level=0))
+    consumer = Consumer(consumer_config(as_principal(config.kafka, SINK), config.stack, SINK_GROUP, log_level=0))
     try:
         def answered() -> list | None:
             try:
@@ -166,8 +166,8 @@ def test_sink_reads_its_topics_in_its_group(stack, config):
 
 
 def test_only_framelog_principals_have_grants_and_none_is_a_wildcard(config):
-    grants = registry(config)
-    assert {g.principal for g in grants} <= set(principals(config))
+    grants = registry(config.pipeline, config.priorities)
+    assert {g.principal for g in grants} <= set(principals(config.pipeline))
     assert all(g.name not in ("*", "") for g in grants)
     assert all(g.operation != "ALL" or (g.pattern == "PREFIXED" and g.name.startswith("framelog-"))
                for g in grants)

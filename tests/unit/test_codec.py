@@ -10,7 +10,7 @@ import pytest
 
 from framelog.core.config import get_config
 from framelog.schemas import raw_schema, schema_names
-from framelog.schemas.codec import CONFLUENT, MILLIS, SINGLE_OBJECT, AvroCodec, schema_fingerprint
+from framelog.schemas.codec import CONFLUENT, MILLIS, SINGLE_OBJECT, AvroCodec, default_codec, schema_fingerprint
 from framelog.schemas.events import new_event, validate
 from framelog.streams import topics
 from framelog.streams.exceptions import DecodeError, EncodeError, TopicSchemaError, ValidationError
@@ -87,7 +87,7 @@ def sample(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def codec() -> AvroCodec:
-    return AvroCodec(get_config())
+    return default_codec(get_config().streams)
 
 
 # ------------------------------------------------------------------ round trips and layout
@@ -102,7 +102,7 @@ def test_every_event_type_round_trips(codec, name):
     assert decoded == (name, event)          # a NamedTuple: unpacks as (name, value)
 
 
-@pytest.mark.parametrize("spec", topics.all_topics(get_config()), ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", topics.all_topics(get_config().topics), ids=lambda s: s.name)
 def test_every_topic_accepts_its_record_types(codec, spec):
     for name in spec.schemas:
         data = codec.encode_for_topic(spec.name, name, sample(name))
@@ -147,7 +147,7 @@ def test_fingerprint_ignores_docs_and_logical_types():
 
 
 def test_millis_mode_keeps_epoch_milliseconds():
-    c = AvroCodec(get_config(), timestamps=MILLIS)
+    c = AvroCodec(get_config().topics, timestamps=MILLIS)
     event = sample("PlaybackEvent")
     value = c.decode(c.encode("PlaybackEvent", event)).value
     assert value["event_time"] == int(T0.timestamp() * 1000)
@@ -213,7 +213,7 @@ def test_encode_refuses_extra_fields(codec):
 
 
 def test_decode_for_topic_validates(codec):
-    lax = AvroCodec(get_config(), validate_on_encode=False)
+    lax = AvroCodec(get_config().topics, validate_on_encode=False)
     event = sample("PlaybackEvent")
     event["video_id"] = "bad/id"
     data = lax.encode("PlaybackEvent", event)
@@ -322,8 +322,8 @@ def _v2_playback() -> dict:
 
 def test_old_reader_reads_new_writer():
     v2 = _v2_playback()
-    new = AvroCodec(get_config(), schemas={**{n: raw_schema(n) for n in schema_names()}, "PlaybackEvent": v2})
-    old = AvroCodec(get_config())
+    new = AvroCodec(get_config().topics, schemas={**{n: raw_schema(n) for n in schema_names()}, "PlaybackEvent": v2})
+    old = default_codec(get_config().streams)
     event = sample("PlaybackEvent")
     event.pop("device")
     event.update(schema_version=2, bitrate_kbps=2500, type="resume")
@@ -346,8 +346,8 @@ def test_old_reader_reads_new_writer():
 
 def test_new_reader_reads_old_writer():
     v2 = _v2_playback()
-    old = AvroCodec(get_config())
-    new = AvroCodec(get_config(), schemas={**{n: raw_schema(n) for n in schema_names()}, "PlaybackEvent": v2})
+    old = default_codec(get_config().streams)
+    new = AvroCodec(get_config().topics, schemas={**{n: raw_schema(n) for n in schema_names()}, "PlaybackEvent": v2})
     new.register_writer_schema(raw_schema("PlaybackEvent"))
     event = sample("PlaybackEvent")
     name, value = new.decode(old.encode("PlaybackEvent", event))
@@ -359,7 +359,7 @@ def test_new_reader_reads_old_writer():
 
 def test_evolution_in_millis_mode():
     v2 = _v2_playback()
-    new = AvroCodec(get_config(), schemas={**{n: raw_schema(n) for n in schema_names()}, "PlaybackEvent": v2},
+    new = AvroCodec(get_config().topics, schemas={**{n: raw_schema(n) for n in schema_names()}, "PlaybackEvent": v2},
                     timestamps=MILLIS)
     new.register_writer_schema(raw_schema("PlaybackEvent"))
     value = new.decode(AvroCodec().encode("PlaybackEvent", sample("PlaybackEvent"))).value
@@ -384,13 +384,13 @@ def registry_config():
 
 
 def test_registry_url_selects_the_confluent_wire_format(registry_config):
-    codec = AvroCodec(registry_config)
+    codec = default_codec(registry_config.streams)
     assert codec.wire_format == CONFLUENT
-    assert AvroCodec(get_config()).wire_format == SINGLE_OBJECT
+    assert default_codec(get_config().streams).wire_format == SINGLE_OBJECT
 
 
 def test_confluent_layout_and_round_trip(registry_config):
-    codec = AvroCodec(registry_config)
+    codec = default_codec(registry_config.streams)
     event = sample("UploadCompleted")
     data = codec.encode_for_topic(topics.UPLOADS, "UploadCompleted", event)
     assert data[0] == 0
@@ -405,12 +405,12 @@ def test_confluent_layout_and_round_trip(registry_config):
 
 
 def test_registry_codec_still_reads_single_object_data(registry_config):
-    plain = AvroCodec(get_config()).encode("CacheWarm", sample("CacheWarm"))
-    assert AvroCodec(registry_config).decode(plain).name == "CacheWarm"
+    plain = default_codec(get_config().streams).encode("CacheWarm", sample("CacheWarm"))
+    assert default_codec(registry_config.streams).decode(plain).name == "CacheWarm"
 
 
 def test_confluent_decode_errors(registry_config):
-    codec = AvroCodec(registry_config)
+    codec = default_codec(registry_config.streams)
     data = codec.encode("CacheWarm", sample("CacheWarm"))
     with pytest.raises(DecodeError) as exc:
         codec.decode(data[:3])

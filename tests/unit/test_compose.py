@@ -105,7 +105,7 @@ def test_each_service_logs_in_to_kafka_as_its_own_principal():
 
     services = _resolved()
     expected = {"api": "api", "analytics-sink": "sink", "init": "admin"}
-    expected.update({f"worker-{g.replace('_', '-')}": worker_principal(g) for g in groups(get_config())})
+    expected.update({f"worker-{g.replace('_', '-')}": worker_principal(g) for g in groups(get_config().pipeline)})
     for name, principal in expected.items():
         env = services[name]["environment"]
         assert env["FRAMELOG_KAFKA_USERNAME"] == principal, name
@@ -113,7 +113,7 @@ def test_each_service_logs_in_to_kafka_as_its_own_principal():
         others = {k for k, v in env.items() if v in KAFKA_SECRETS.values()} - {"FRAMELOG_KAFKA_PASSWORD"}
         if name != "init":          # init creates every principal's SCRAM user, so it holds all passwords
             assert not others, f"{name} holds other principals' passwords: {others}"
-    assert set(KAFKA_PRINCIPALS) == {*principals(get_config()), "controller"}
+    assert set(KAFKA_PRINCIPALS) == {*principals(get_config().pipeline), "controller"}
     for name in ("edge-primary", "edge-secondary"):
         assert "FRAMELOG_KAFKA_PASSWORD" not in services[name]["environment"], name
     for node in KAFKA_NODES:

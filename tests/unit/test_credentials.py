@@ -48,18 +48,18 @@ def test_a_loosened_file_is_refused(cfg):
 
 
 def test_client_settings_use_the_principal_or_the_environment(cfg, monkeypatch):
-    passwords = ensure_kafka_passwords(cfg.stack.state_dir, principals(cfg))
-    settings = client_settings(as_principal(cfg, API))
+    passwords = ensure_kafka_passwords(cfg.stack.state_dir, principals(cfg.pipeline))
+    settings = client_settings(as_principal(cfg.kafka, API), cfg.stack)
     assert settings["sasl.username"] == API and settings["sasl.password"] == passwords[API]
     assert settings["security.protocol"] == "SASL_PLAINTEXT" and settings["sasl.mechanism"].startswith("SCRAM-")
     monkeypatch.setenv("FRAMELOG_KAFKA_USERNAME", "from-env")
     monkeypatch.setenv("FRAMELOG_KAFKA_PASSWORD", "pw")
-    assert client_settings(cfg)["sasl.username"] == "from-env"
+    assert client_settings(cfg.kafka, cfg.stack)["sasl.username"] == "from-env"
 
 
 def test_missing_credentials_name_the_fix(cfg):
     with pytest.raises(MissingCredentials, match="stack up"):
-        client_settings(cfg)
+        client_settings(cfg.kafka, cfg.stack)
     with pytest.raises(MissingCredentials, match="stack up"):
         s3_credentials(cfg.object_storage, cfg.stack.state_dir)
 

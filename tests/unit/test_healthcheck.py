@@ -12,7 +12,7 @@ from framelog.sinks.clickhouse.runner import metrics_port
 def test_each_kind_names_its_own_listener(cfg):
     assert health_url(cfg, "api") == f"http://127.0.0.1:{cfg.stack.api_port}/healthz"
     assert health_url(cfg, "api", port=8000) == "http://127.0.0.1:8000/healthz"
-    stage = groups(cfg)[2]
+    stage = groups(cfg.pipeline)[2]
     assert health_url(cfg, "worker", stage=stage) == f"http://127.0.0.1:{cfg.stack.worker_metrics_port + 2}/metrics"
     assert health_url(cfg, "sink") == f"http://127.0.0.1:{metrics_port(cfg)}/metrics"
     edge = cfg.cdn.providers["primary_cdn"].edge_port

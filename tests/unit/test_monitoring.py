@@ -84,11 +84,11 @@ def test_scrape_targets_follow_the_metrics_ports():
         for static in job.get("static_configs", []):
             ports[job["job_name"]] = int(static["targets"][0].rsplit(":", 1)[1])
     base = config.stack.worker_metrics_port
-    for i, group in enumerate(groups(config)):
+    for i, group in enumerate(groups(config.pipeline)):
         assert ports[f"worker-{group.replace('_', '-')}"] == base + i, group
-    assert ports["analytics-sink"] == base + len(groups(config))
+    assert ports["analytics-sink"] == base + len(groups(config.pipeline))
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert {f"worker-{g.replace('_', '-')}" for g in groups(config)} <= set(compose["services"])
+    assert {f"worker-{g.replace('_', '-')}" for g in groups(config.pipeline)} <= set(compose["services"])
 
 
 def test_json_logs_behind_a_switch(monkeypatch, capsys):

@@ -43,10 +43,10 @@ def test_bad_priority_settings_are_named(raw, mutate, key):
 
 def test_each_stage_has_one_request_topic_per_level_the_default_keeps_the_plain_one():
     config = get_config()
-    assert topics.stage_topics(config, "transcoding") == [
+    assert topics.stage_topics(config.priorities, "transcoding") == [
         ("high", "pipeline.transcoding.high"), ("normal", "pipeline.transcoding"), ("low", "pipeline.transcoding.low")]
-    assert topics.stage_topic(config, "transcoding", "") == "pipeline.transcoding"
-    names = {t.name for t in topics.all_topics(config)}
+    assert topics.stage_topic(config.priorities, "transcoding", "") == "pipeline.transcoding"
+    names = {t.name for t in topics.all_topics(config.topics)}
     assert {"pipeline.validation.high", "pipeline.validation.low", "pipeline.validation.high.dlq"} <= names
 
 

@@ -79,7 +79,7 @@ def test_the_limit_outlasts_the_longest_legitimate_record_of_each_group():
     config = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, stall_timeout=60.0))
     stages = {s.name: s for s in config.pipeline.stages}
     grace = 2 * config.pipeline.kill_grace
-    for group in groups(config):
+    for group in groups(config.pipeline):
         limit = stall_limit(config, group)
         assert limit >= 60.0
         if group in stages:

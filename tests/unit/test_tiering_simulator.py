@@ -5,7 +5,7 @@ from framelog.ops.tiering_simulator import age_only, report_markdown, simulate
 
 def test_a_small_year_is_cheaper_tiered_and_deterministic():
     cfg = load_config(DEFAULT_CONFIG_PATH)
-    result = simulate(cfg, videos=40, days=200, seed=3)
+    result = simulate(cfg.pipeline, cfg.tiering, videos=40, days=200, seed=3)
     rules, ages, hot = result.policies
     assert len(rules.monthly) == 7 and rules.monthly[-1]["days"] == 20
     assert rules.period_cost() < hot.period_cost() and ages.period_cost() < hot.period_cost()
@@ -13,7 +13,7 @@ def test_a_small_year_is_cheaper_tiered_and_deterministic():
     assert hot.transitions == 0 and hot.restores == 0
     tiers = {r.tier for r in rules.records.values()}
     assert {"warm_tier", "cold_tier"} <= tiers
-    again = simulate(cfg, videos=40, days=200, seed=3)
+    again = simulate(cfg.pipeline, cfg.tiering, videos=40, days=200, seed=3)
     assert report_markdown(again) == report_markdown(result)
     assert "| 7 |" in report_markdown(result)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from framelog.api.analyst_pool import AnalystPool
@@ -64,7 +64,7 @@ def open_engine(config: Config) -> AnalyticsEngine:
         # the embedded sink keeps the sink's principal: the API's own may not read the sink's group;
         # started again after an error, since no supervisor restarts a thread (RestartingSink)
         engine.runner = RestartingSink(lambda: AnalyticsSinkRunner(
-            as_principal(config, SINK), client=client, lock=engine.lock,
+            replace(config, kafka=as_principal(config.kafka, SINK)), client=client, lock=engine.lock,
             on_videos_written=engine.query_cache.invalidate))
         engine.runner.start_thread()
     return engine

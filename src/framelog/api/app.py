@@ -16,6 +16,7 @@ Swagger UI served from node_modules/swagger-ui-dist (``npm ci``), no CDN.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -97,7 +98,9 @@ def create_app(config: Config | None = None, *, warm: Sequence[str] | None = Non
     """The public API (``warm``: what to start with it; default ``WARM`` and the analytics engine)."""
     from framelog.streams.kafka_auth import API, as_principal
 
-    config = as_principal(config or get_config(), API)     # the API's own Kafka principal (streams/acls.py)
+    config = config or get_config()
+    # the API's own Kafka principal (streams/acls.py)
+    config = dataclasses.replace(config, kafka=as_principal(config.kafka, API))
     app = assemble(config, routers(), warm=(*WARM, "analytics") if warm is None else warm)
 
     from framelog.pipeline.agents.metrics import register_queue_size

@@ -190,7 +190,7 @@ class Services:
 
     def _open_sender(self) -> AsyncEmitter:
         from framelog.streams.emitter import AsyncEmitter
-        return AsyncEmitter(self.config, **dict(self.ingest.producer_overrides))
+        return AsyncEmitter(self.config.streams, **dict(self.ingest.producer_overrides))
 
     def _open_catalog(self) -> VideoCatalog:
         from framelog.views.catalog import VideoCatalog

@@ -95,7 +95,7 @@ def webhooks_command(args: Any, config: Config) -> int:
         return 0
     from framelog.api.webhooks import parse_since
 
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         summary = replay_endpoint(config, endpoint, since_ms=parse_since(args.since), producer=producer,
                                   master=load_or_create_secret(config.security, config.stack.state_dir)).summary()
     print(json.dumps(summary, sort_keys=True))

@@ -50,10 +50,10 @@ def _topics(args: argparse.Namespace, config: Config) -> int:
     from framelog.streams.admin import create_topics
 
     if args.action == "create":
-        summary = create_topics(config)
+        summary = create_topics(config.streams)
         for line in summary.lines() if hasattr(summary, "lines") else [str(summary)]:
             print(line)
-    print(apply_acls(config))        # topics create also (re)applies every principal's ACLs
+    print(apply_acls(config.streams))        # topics create also (re)applies every principal's ACLs
     return 0
 
 
@@ -91,7 +91,8 @@ def _upload(args: argparse.Namespace, config: Config) -> int:
     from framelog.clients.credentials import local_token
     from framelog.processors.identity import VIDEOS_WRITE
 
-    token = local_token(config, args.owner, [VIDEOS_WRITE], [args.workspace] if args.workspace else [])
+    token = local_token(config.auth, config.stack.state_dir, args.owner, [VIDEOS_WRITE],
+                        [args.workspace] if args.workspace else [])
     try:
         outcome = upload_resumable_outcome(api, args.file, token=token, chunk_size=args.chunk_mib * 2**20,
                                            progress=progress, visibility=args.visibility, workspace=args.workspace,
@@ -150,7 +151,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         from framelog.clients.credentials import local_token
         from framelog.processors.identity import OPS
 
-        return _follow(_api_url(args, config), video_id, local_token(config, "framelog-cli", [OPS]), config)
+        token = local_token(config.auth, config.stack.state_dir, "framelog-cli", [OPS])
+        return _follow(_api_url(args, config), video_id, token, config)
     if args.api:
         import httpx
 
@@ -158,7 +160,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         from framelog.processors.identity import OPS
 
         r = httpx.get(f"{args.api.rstrip('/')}/videos/{video_id}", timeout=args.timeout + 5,
-                      headers=bearer(local_token(config, "framelog-cli", [OPS])))
+                      headers=bearer(local_token(config.auth, config.stack.state_dir, "framelog-cli", [OPS])))
         if r.status_code == 404:
             print(f"framelog: unknown video {video_id}", file=sys.stderr)
             return 1
@@ -202,7 +204,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 def _tail(args: argparse.Namespace, config: Config) -> int:
     from framelog.ops.tail import tail_topic
 
-    return tail_topic(config, args.topic, from_beginning=args.from_beginning, limit=args.limit,
+    return tail_topic(config.streams, args.topic, from_beginning=args.from_beginning, limit=args.limit,
                       timeout=args.timeout, video_id=args.video)
 
 
@@ -269,7 +271,7 @@ def _tiering_simulate(args: argparse.Namespace, config: Config) -> int:
 
     from framelog.ops.tiering_simulator import print_summary, simulate, write_report
 
-    result = simulate(config, videos=args.videos, days=args.days, seed=args.seed)
+    result = simulate(config.pipeline, config.tiering, videos=args.videos, days=args.days, seed=args.seed)
     print_summary(result, sys.stdout)
     if args.out:
         write_report(result, Path(args.out))

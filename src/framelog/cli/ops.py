@@ -18,7 +18,7 @@ from framelog.core.errors import FramelogError
 def _groups(args: argparse.Namespace, config: Config) -> int:
     from framelog.ops.groups import describe_groups, format_reports
 
-    reports = describe_groups(config, args.group or None, timeout=args.timeout)
+    reports = describe_groups(config.kafka, config.stack, args.group or None, timeout=args.timeout)
     if args.json:
         print(json.dumps([{"group": r.group_id, "state": r.state, "lag": r.lag,
                            "members": [{"member_id": m.member_id, "client_id": m.client_id, "host": m.host,
@@ -37,17 +37,17 @@ def _dlq(args: argparse.Namespace, config: Config) -> int:
 
     try:
         if args.dlq_command == "list":
-            for s in dlq.summarize(config, timeout=args.timeout):
+            for s in dlq.summarize(config.streams, timeout=args.timeout):
                 if s.records or args.all:
                     print(f"{s.topic:<40} records={s.records}  replayed={s.replayed}  pending={s.pending}")
             return 0
         if args.dlq_command == "show":
             from framelog.ops.tail import tail_topic
 
-            dlq._check_dlq(config, args.topic)
-            return tail_topic(config, args.topic, from_beginning=True, limit=args.limit, timeout=args.timeout,
+            dlq._check_dlq(config.topics, args.topic)
+            return tail_topic(config.streams, args.topic, from_beginning=True, limit=args.limit, timeout=args.timeout,
                               video_id=args.video)
-        report = dlq.replay(config, args.topic, timeout=args.timeout)
+        report = dlq.replay(config.streams, args.topic, timeout=args.timeout)
     except KeyError as exc:
         raise FramelogError(str(exc.args[0])) from None
     print(f"replayed {report.total} dead letters of {report.topic}"
@@ -59,9 +59,12 @@ def _dlq(args: argparse.Namespace, config: Config) -> int:
 
 def _reprocess(args: argparse.Namespace, config: Config) -> int:
     from framelog.ops.reprocess import ReprocessError, reprocess
+    from framelog.sinks.object_store import ObjectStore
 
     try:
-        job_id = reprocess(config, args.video_id, args.from_stage, timeout=args.timeout)
+        job_id = reprocess(config.streams, args.video_id, args.from_stage,
+                           store=lambda: ObjectStore(config.object_storage, config.stack.state_dir),
+                           timeout=args.timeout)
     except (ReprocessError, TimeoutError) as exc:
         raise FramelogError(f"cannot reprocess {args.video_id}: {exc}") from None
     print(f"video {args.video_id}: job {job_id} queued at {args.from_stage or config.pipeline.stage_names[0]} "

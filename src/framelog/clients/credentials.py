@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
-from framelog.core.config import Config
+from framelog.core.config import AuthConfig
 
 TOKEN_ENV = "FRAMELOG_TOKEN"
 
 
-def local_token(config: Config, sub: str, scopes: Iterable[str], workspaces: Iterable[str] = ()) -> str:
-    """``FRAMELOG_TOKEN``, else a token for ``sub`` with ``scopes`` signed with the local keyring."""
+def local_token(auth: AuthConfig, state_dir: Path, sub: str, scopes: Iterable[str],
+                workspaces: Iterable[str] = ()) -> str:
+    """``FRAMELOG_TOKEN``, else a token for ``sub`` with ``scopes`` signed with the local keyring
+    (``config.auth, config.stack.state_dir``)."""
     given = os.environ.get(TOKEN_ENV, "").strip()
     if given:
         return given
     from framelog.processors.identity import Keyring, mint_token
 
-    return mint_token(config.auth, Keyring(config.auth, config.stack.state_dir),
+    return mint_token(auth, Keyring(auth, state_dir),
                       sub, workspaces=workspaces, scopes=list(scopes))
 
 

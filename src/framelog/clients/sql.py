@@ -47,7 +47,7 @@ def _post_waiting_for_a_slot(config: Config, url: str, payload: dict[str, Any]) 
     from framelog.clients.credentials import bearer, local_token
     from framelog.processors.identity import ANALYTICS_READ
 
-    headers = bearer(local_token(config, ANALYST_SUB, [ANALYTICS_READ]))
+    headers = bearer(local_token(config.auth, config.stack.state_dir, ANALYST_SUB, [ANALYTICS_READ]))
     give_up = time.monotonic() + config.analyst_sql.max_execution_time
     while True:
         try:

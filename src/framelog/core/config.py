@@ -672,6 +672,27 @@ class TieringConfig:
 
 
 @dataclass(frozen=True)
+class TopicsConfig:
+    """What the topic registry reads (streams/topics.py): the stages and priority levels that name the
+    request topics, and the webhook deliveries' retention, so the registry and the codec that checks
+    records against it take this, not the whole ``Config`` (``config.topics``)."""
+    pipeline: PipelineConfig
+    priorities: PriorityConfig
+    webhooks: WebhooksConfig
+
+
+@dataclass(frozen=True)
+class StreamsConfig:
+    """What a Kafka client of framelog reads (streams/): the brokers and its identity (kafka; the stack's
+    nodes and the state dir's credentials) and the topic registry its codec checks records against, so
+    producers, consumers, replayed tables and the topic tools take this, not the whole ``Config``
+    (``config.streams``)."""
+    kafka: KafkaConfig
+    stack: StackConfig
+    topics: TopicsConfig
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     stack: StackConfig
@@ -712,6 +733,14 @@ class Config:
         return TieringConfig(self.storage_tiers, self.tiering_rules, self.tiering_object_rules,
                              self.tiering_default_tier, self.tiering_evaluation_interval, self.tiering_restore_tier,
                              self.tiering_restore_hold)
+
+    @cached_property
+    def topics(self) -> TopicsConfig:
+        return TopicsConfig(self.pipeline, self.priorities, self.webhooks)
+
+    @cached_property
+    def streams(self) -> StreamsConfig:
+        return StreamsConfig(self.kafka, self.stack, self.topics)
 
     @property
     def ops_port(self) -> int:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from framelog.core.config import Config
-from framelog.schemas.codec import AvroCodec
+from framelog.core.config import StreamsConfig, TopicsConfig
+from framelog.schemas.codec import AvroCodec, default_codec
 from framelog.streams.consumer import consumer_config
 from framelog.streams.dead_letter import DEAD_LETTER, DLQ_SUFFIX
 from framelog.streams.exceptions import DecodeError, ValidationError
@@ -42,12 +42,13 @@ def replay_group(dlq_topic: str) -> str:
     return f"framelog-dlq-replay.{dlq_topic}"
 
 
-def dlq_topics(config: Config) -> list[str]:
-    return [t.name for t in all_topics(config) if t.name.endswith(DLQ_SUFFIX)]
+def dlq_topics(topics: TopicsConfig) -> list[str]:
+    """The registry's dead-letter topics (``config.topics``)."""
+    return [t.name for t in all_topics(topics) if t.name.endswith(DLQ_SUFFIX)]
 
 
-def _check_dlq(config: Config, dlq_topic: str) -> None:
-    topic_spec(dlq_topic, config)          # unknown topic: KeyError naming it
+def _check_dlq(topics: TopicsConfig, dlq_topic: str) -> None:
+    topic_spec(dlq_topic, topics)          # unknown topic: KeyError naming it
     if not dlq_topic.endswith(DLQ_SUFFIX):
         raise KeyError(f"{dlq_topic!r} is not a dead-letter topic (they end in {DLQ_SUFFIX})")
 
@@ -63,11 +64,11 @@ class DlqSummary:
         return max(self.records - self.replayed, 0)
 
 
-def summarize(config: Config, *, timeout: float = 10.0) -> list[DlqSummary]:
-    """Every dead-letter topic with its record count and how much of it was replayed."""
+def summarize(streams: StreamsConfig, *, timeout: float = 10.0) -> list[DlqSummary]:
+    """Every dead-letter topic with its record count and how much of it was replayed (``config.streams``)."""
     out = []
-    for topic in dlq_topics(config):
-        consumer = Consumer(consumer_config(config, replay_group(topic)))
+    for topic in dlq_topics(streams.topics):
+        consumer = Consumer(consumer_config(streams.kafka, streams.stack, replay_group(topic)))
         try:
             partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
             tps = [TopicPartition(topic, p) for p in partitions]
@@ -93,7 +94,8 @@ class ReplayReport:
         return sum(self.replayed.values())
 
 
-def _target(config: Config, codec: AvroCodec, dlq_topic: str, value: bytes | None) -> tuple[str, bytes, bytes | None]:
+def _target(topics: TopicsConfig, codec: AvroCodec, dlq_topic: str,
+            value: bytes | None) -> tuple[str, bytes, bytes | None]:
     """(original topic, original bytes, original key) of one dead letter; ValueError when it cannot go back."""
     try:
         name, letter = codec.decode_for_topic(dlq_topic, value or b"")
@@ -102,7 +104,7 @@ def _target(config: Config, codec: AvroCodec, dlq_topic: str, value: bytes | Non
     if name != DEAD_LETTER:
         raise ValueError(f"a {name}, not a DeadLetter")
     original = letter["original_topic"]
-    if original.endswith(DLQ_SUFFIX) or original not in {t.name for t in all_topics(config)}:
+    if original.endswith(DLQ_SUFFIX) or original not in {t.name for t in all_topics(topics)}:
         raise ValueError(f"original topic {original!r} is not one of framelog's data topics")
     if not letter["original_value"]:
         raise ValueError("the dead letter kept no original bytes")
@@ -114,18 +116,19 @@ def _raise_on_failure(err, msg) -> None:
         raise KafkaException(err)
 
 
-def replay(config: Config, dlq_topic: str, *, batch_size: int = 500, timeout: float = 30.0,
+def replay(streams: StreamsConfig, dlq_topic: str, *, batch_size: int = 500, timeout: float = 30.0,
            codec: AvroCodec | None = None) -> ReplayReport:
     """Send every dead letter of ``dlq_topic`` not yet replayed back to its original topic (see module doc).
 
-    Stops once it has reached the end offsets the topic had when it started.
+    Stops once it has reached the end offsets the topic had when it started. ``streams``: ``config.streams``.
     """
-    _check_dlq(config, dlq_topic)
-    codec = codec or AvroCodec(config)
+    _check_dlq(streams.topics, dlq_topic)
+    codec = codec or default_codec(streams)
     report = ReplayReport(dlq_topic)
     group = replay_group(dlq_topic)
-    consumer = Consumer(consumer_config(config, group))
-    producer = Producer(producer_config(config, **{"client.id": group, "message.timeout.ms": int(timeout * 1000)}))
+    consumer = Consumer(consumer_config(streams.kafka, streams.stack, group))
+    producer = Producer(producer_config(streams.kafka, streams.stack,
+                                        **{"client.id": group, "message.timeout.ms": int(timeout * 1000)}))
     try:
         partitions = consumer.list_topics(dlq_topic, timeout=timeout).topics[dlq_topic].partitions
         tps = [TopicPartition(dlq_topic, p) for p in partitions]
@@ -151,7 +154,7 @@ def replay(config: Config, dlq_topic: str, *, batch_size: int = 500, timeout: fl
                     continue                  # written after this replay started: the next replay's
                 position[m.partition()] = m.offset() + 1
                 try:
-                    original, value, key = _target(config, codec, dlq_topic, m.value())
+                    original, value, key = _target(streams.topics, codec, dlq_topic, m.value())
                 except ValueError as exc:
                     report.skipped.append(f"{dlq_topic}[{m.partition()}]@{m.offset()}: {exc}")
                     continue

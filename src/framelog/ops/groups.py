@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from framelog.core.config import Config
+from framelog.core.config import KafkaConfig, StackConfig
 from framelog.streams.admin import admin_client
 
 CHANGELOG_SUFFIX = "-changelog"
@@ -75,10 +75,11 @@ def _end_offsets(admin: AdminClient, tps: Iterable[TopicPartition], timeout: flo
     return {(tp.topic, tp.partition): _result(f, timeout + 1).offset for tp, f in futures.items()}
 
 
-def describe_groups(config: Config, group_ids: Iterable[str] | None = None, *, timeout: float = 10.0,
-                    admin: AdminClient | None = None) -> list[GroupReport]:
-    """One report per group (all groups the broker knows when ``group_ids`` is None), sorted by id."""
-    admin = admin or admin_client(config)
+def describe_groups(kafka: KafkaConfig, stack: StackConfig, group_ids: Iterable[str] | None = None, *,
+                    timeout: float = 10.0, admin: AdminClient | None = None) -> list[GroupReport]:
+    """One report per group (all groups the broker knows when ``group_ids`` is None), sorted by id
+    (``config.kafka, config.stack``: the cluster, unless ``admin`` is given)."""
+    admin = admin or admin_client(kafka, stack)
     ids = sorted(group_ids) if group_ids is not None else list_group_ids(admin, timeout)
     if not ids:
         return []

@@ -24,7 +24,7 @@ def health_url(config: Config, kind: str, *, stage: str | None = None, provider:
     if kind == "worker":
         from framelog.pipeline.worker import groups
 
-        known = groups(config)
+        known = groups(config.pipeline)
         if stage not in known:
             raise ValueError(f"unknown stage {stage!r}; known: {', '.join(known)}")
         return f"http://{LOOPBACK}:{port or config.stack.worker_metrics_port + known.index(stage)}/metrics"

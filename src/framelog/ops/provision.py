@@ -103,13 +103,15 @@ def _topics(config: Config, timeout: float) -> TopicsSummary:
     from framelog.streams.admin import admin_client, create_topics
     from framelog.streams.kafka_auth import password_env_var, principals
 
-    admin = admin_client(config)
-    summary = create_topics(config, timeout=timeout, admin=admin)
+    admin = admin_client(config.kafka, config.stack)
+    summary = create_topics(config.streams, timeout=timeout, admin=admin)
     # compose: the principals' passwords come from the environment (the local stack writes them itself)
-    passwords = {p: os.environ[password_env_var(p)] for p in principals(config) if os.environ.get(password_env_var(p))}
+    passwords = {p: os.environ[password_env_var(p)] for p in principals(config.pipeline)
+                 if os.environ.get(password_env_var(p))}
     if passwords:
         upsert_scram_users(admin, sorted(passwords), passwords, timeout=timeout)
-    log.info("%s", apply_acls(config, timeout=timeout, admin=admin))     # every principal's grants (streams/acls.py)
+    # every principal's grants (streams/acls.py)
+    log.info("%s", apply_acls(config.streams, timeout=timeout, admin=admin))
     return summary
 
 

@@ -15,12 +15,12 @@ is refused, and so is a stage whose predecessors never succeeded.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from framelog.core import object_keys
-from framelog.core.config import Config
+from framelog.core.config import PipelineConfig, StreamsConfig
 from framelog.core.ids import validate_video_id
 from framelog.pipeline.agents.pipeline import upload_inputs
 from framelog.schemas import records
@@ -45,8 +45,8 @@ class VideoHistory:
 
 
 class _HistoryTable(ReplayedTable):
-    def __init__(self, config: Config, video_id: str):
-        super().__init__(config, (topics.UPLOADS, topics.STAGE_TRANSITIONS), group_prefix="framelog-reprocess")
+    def __init__(self, streams: StreamsConfig, video_id: str):
+        super().__init__(streams, (topics.UPLOADS, topics.STAGE_TRANSITIONS), group_prefix="framelog-reprocess")
         self.video_id = video_id
         self.history = VideoHistory()
 
@@ -64,17 +64,19 @@ class _HistoryTable(ReplayedTable):
             h.succeeded[v["job_id"]] = jobs          # re-inserted: the latest job ends last
 
 
-def read_history(config: Config, video_id: str, timeout: float = 60.0) -> VideoHistory:
+def read_history(streams: StreamsConfig, video_id: str, timeout: float = 60.0) -> VideoHistory:
+    """What the log holds about ``video_id`` (``config.streams``)."""
     validate_video_id(video_id)
-    with _HistoryTable(config, video_id) as table:
+    with _HistoryTable(streams, video_id) as table:
         if not table.wait_ready(timeout):
             raise TimeoutError(f"the log of {video_id} was not read within {timeout:g}s")
         return table.history
 
 
-def stage_inputs(config: Config, history: VideoHistory, stage: str) -> dict[str, str]:
-    """The inputs ``stage`` gets in a re-run: the upload's fields plus every earlier stage's outputs."""
-    names = config.pipeline.stage_names
+def stage_inputs(pipeline: PipelineConfig, history: VideoHistory, stage: str) -> dict[str, str]:
+    """The inputs ``stage`` of ``config.pipeline`` gets in a re-run: the upload's fields plus every earlier
+    stage's outputs."""
+    names = pipeline.stage_names
     if stage not in names:
         raise ReprocessError(f"unknown stage {stage!r}; stages: {', '.join(names)}")
     if history.deleted:
@@ -106,24 +108,28 @@ def check_inputs_exist(store: ObjectStore, inputs: Mapping[str, str], first_stag
                                  f"is published; reprocess from {first_stage}")
 
 
-def reprocess(config: Config, video_id: str, from_stage: str | None = None, *,
-              producer: EventProducer | None = None, store: ObjectStore | None = None, timeout: float = 60.0) -> str:
+def reprocess(streams: StreamsConfig, video_id: str, from_stage: str | None = None, *,
+              store: ObjectStore | Callable[[], ObjectStore], producer: EventProducer | None = None,
+              timeout: float = 60.0) -> str:
     """Queue a new job for ``video_id`` at ``from_stage`` (the first stage by default), at the upload's
-    priority; returns its job id."""
-    first = config.pipeline.stage_names[0]
+    priority; returns its job id. ``streams``: ``config.streams`` (the log, and the stages of its
+    ``topics.pipeline``); ``store``: the object store, or how to open it (only a re-run from a later stage
+    looks at the earlier stages' outputs)."""
+    pipeline = streams.topics.pipeline
+    first = pipeline.stage_names[0]
     stage = from_stage or first
-    history = read_history(config, video_id, timeout)
-    inputs = stage_inputs(config, history, stage)
+    history = read_history(streams, video_id, timeout)
+    inputs = stage_inputs(pipeline, history, stage)
     if stage != first:
-        check_inputs_exist(store or ObjectStore(config.object_storage, config.stack.state_dir), inputs, first)
+        check_inputs_exist(store if isinstance(store, ObjectStore) else store(), inputs, first)
     priority = str((history.upload or {}).get("priority") or "")
     job_id = str(uuid.uuid4())
     own = producer is None
-    producer = producer or EventProducer(config)
+    producer = producer or EventProducer(streams)
     try:
         producer.enqueue(topics.STAGE_TRANSITIONS, records.StageTransition(
             video_id=video_id, job_id=job_id, stage=stage, state="queued", attempt=1))
-        producer.enqueue(topics.stage_topic(config, stage, priority), records.StageRequest(
+        producer.enqueue(topics.stage_topic(streams.topics.priorities, stage, priority), records.StageRequest(
             job_id=job_id, video_id=video_id, stage=stage, attempt=1, inputs=inputs, priority=priority))
         producer.flush(timeout)
     finally:

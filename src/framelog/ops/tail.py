@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any, TextIO
 
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig
 from framelog.core.ids import validate_video_id
 from framelog.streams.consumer import EventConsumer
 from framelog.streams.topics import topic_spec
@@ -30,12 +30,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def tail_topic(config: Config, topic: str, *, from_beginning: bool = False, limit: int = 0,
+def tail_topic(streams: StreamsConfig, topic: str, *, from_beginning: bool = False, limit: int = 0,
                timeout: float = 0, video_id: str | None = None, out: TextIO = sys.stdout) -> int:
-    topic_spec(topic, config)                       # unknown topic: a clear KeyError, not a silent wait
+    """Print ``topic``'s records as JSON lines (``config.streams``)."""
+    topic_spec(topic, streams.topics)                       # unknown topic: a clear KeyError, not a silent wait
     if video_id is not None:
         validate_video_id(video_id)
-    consumer = EventConsumer(config, f"framelog-tail-{uuid.uuid4().hex[:8]}", [topic],
+    consumer = EventConsumer(streams, f"framelog-tail-{uuid.uuid4().hex[:8]}", [topic],
                              **{"auto.offset.reset": "earliest" if from_beginning else "latest"})
     shown = 0
     idle_since = time.monotonic()

@@ -40,7 +40,7 @@ from typing import TextIO
 
 from framelog.core import object_keys
 from framelog.core.clock import ManualClock
-from framelog.core.config import Config, PipelineConfig, TieringConfig
+from framelog.core.config import PipelineConfig, TieringConfig
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.tiering import BYTES_PER_GB, monthly_cost_by_tier
 
@@ -197,7 +197,7 @@ class Policy:
 
 @dataclass
 class SimulationResult:
-    config: Config
+    tiering: TieringConfig
     videos: int
     days: int
     seed: int
@@ -205,12 +205,14 @@ class SimulationResult:
     sessions: int
 
 
-def simulate(config: Config, *, videos: int, days: int, seed: int = 1) -> SimulationResult:
+def simulate(pipeline: PipelineConfig, tiering: TieringConfig, *, videos: int, days: int,
+             seed: int = 1) -> SimulationResult:
+    """Run the three policies over a synthetic catalogue (``config.pipeline``: its renditions;
+    ``config.tiering``: the tiers, prices and rules)."""
     if videos < 1 or days < 1:
         raise ValueError("videos and days must be at least 1")
     rng = random.Random(seed + 1)
-    catalog = catalogue(config.pipeline, videos, days, seed)
-    tiering = config.tiering
+    catalog = catalogue(pipeline, videos, days, seed)
     policies = [Policy("rules", tiering), Policy("age only", age_only(tiering)), Policy("all hot", None)]
     clock = ManualClock(START)
     by_day: dict[int, list[Video]] = {}
@@ -245,7 +247,7 @@ def simulate(config: Config, *, videos: int, days: int, seed: int = 1) -> Simula
             p.account(tiering)
     for p in policies:
         p.close_month(tiering)
-    return SimulationResult(config, videos, days, seed, policies, sessions_total)
+    return SimulationResult(tiering, videos, days, seed, policies, sessions_total)
 
 
 # ---------------------------------------------------------------- report
@@ -255,9 +257,8 @@ def _money(x: float) -> str:
 
 
 def report_markdown(result: SimulationResult) -> str:
-    cfg = result.config
     rules, ages, hot = result.policies
-    tiers = list(cfg.storage_tiers)
+    tiers = list(result.tiering.tiers)
     lines = [
         f"# Storage tiering: {result.videos} videos over {result.days} days",
         "",
@@ -312,7 +313,7 @@ def report_markdown(result: SimulationResult) -> str:
 
 def print_summary(result: SimulationResult, out: TextIO) -> None:
     rules, ages, hot = result.policies
-    tiers = list(result.config.storage_tiers)
+    tiers = list(result.tiering.tiers)
     head = f"{'month':>5} " + " ".join(f"{t:>18}" for t in tiers) + f" {'rules':>10} {'age only':>10} {'all hot':>10}"
     print(head, file=out)
     for m in range(len(rules.monthly)):

@@ -132,8 +132,9 @@ class StallWatchdog:
         try:
             owned = list(self.owned())
             if self._admin is None:
-                self._admin = admin_client(self.config)
-            report = describe_groups(self.config, [self.group_id], timeout=self.timeout, admin=self._admin)[0]
+                self._admin = admin_client(self.config.kafka, self.config.stack)
+            report = describe_groups(self.config.kafka, self.config.stack, [self.group_id], timeout=self.timeout,
+                                     admin=self._admin)[0]
             positions = judged(report, owned, self.topics)
         except Exception as exc:  # noqa: BLE001 - broker away or assignment changing: no information this round
             log.debug("stall watchdog of %s: no positions this round: %s", self.group_id, exc)

@@ -400,7 +400,7 @@ class WebhookWorker:
         for table, name in ((registry, "endpoint registry"), (catalog, "video catalog")):
             if not table.wait_ready(READY_TIMEOUT):
                 raise RuntimeError(f"the {name} did not catch up within {READY_TIMEOUT:g}s ({table.last_error})")
-        producer = EventProducer(config)
+        producer = EventProducer(config.streams)
         offsets = SourceOffsets()
         client = webhook_client(config.webhooks)
         engine = DeliveryEngine(config.webhooks, producer, registry, offsets,
@@ -421,7 +421,7 @@ class WebhookWorker:
             horizon.forget(numbers)
             owned.difference_update(numbers)
 
-        consumer = EventConsumer(config, GROUP_ID, list(SOURCE_TOPICS), on_revoke=on_revoke,
+        consumer = EventConsumer(config.streams, GROUP_ID, list(SOURCE_TOPICS), on_revoke=on_revoke,
                                  **{"partition.assignment.strategy": "range"})
         last_commit = 0.0
         log.info("webhooks worker: %d endpoint(s) registered; consuming %s", len(registry.live()), SOURCE_TOPICS)

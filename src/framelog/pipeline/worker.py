@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from framelog.core.config import Config
+from framelog.core.config import Config, PipelineConfig
 from framelog.core.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -38,15 +38,16 @@ RESTART_BACKOFF = 2.0
 STALL_EXIT = 75            # EX_TEMPFAIL: the stall watchdog gave up on this process; start it again
 
 
-def groups(config: Config) -> list[str]:
-    return [INTAKE, *config.pipeline.stage_names, CDN, TIERING, POPULARITY, WEBHOOKS, CHUNKS, STITCH]
+def groups(pipeline: PipelineConfig) -> list[str]:
+    """Every worker group: intake, one per stage of ``config.pipeline``, then the others."""
+    return [INTAKE, *pipeline.stage_names, CDN, TIERING, POPULARITY, WEBHOOKS, CHUNKS, STITCH]
 
 
 def run_worker(config: Config, stages: Sequence[str] | None = None) -> int:
-    wanted = list(stages or groups(config))
-    unknown = [s for s in wanted if s not in groups(config)]
+    wanted = list(stages or groups(config.pipeline))
+    unknown = [s for s in wanted if s not in groups(config.pipeline)]
     if unknown:
-        print(f"framelog: error: unknown stage(s) {unknown}; known: {groups(config)}", file=sys.stderr)
+        print(f"framelog: error: unknown stage(s) {unknown}; known: {groups(config.pipeline)}", file=sys.stderr)
         return 2
     if len(wanted) == 1:
         return run_group(config, wanted[0])
@@ -64,21 +65,22 @@ def run_group(config: Config, group: str) -> int:
 
     from framelog.pipeline.agents.pipeline import register_intake, register_stage
     from framelog.pipeline.agents.stage import StageRunner
-    from framelog.schemas.codec import AvroCodec
+    from framelog.schemas.codec import default_codec
     from framelog.sinks.object_store import ObjectStore
     from framelog.streams import topics
     from framelog.streams.app import create_app
     from framelog.streams.emitter import AsyncEmitter
     from framelog.streams.kafka_auth import as_principal, worker_principal
 
-    config = as_principal(config, worker_principal(group))   # this group's own Kafka principal (streams/acls.py)
+    # this group's own Kafka principal (streams/acls.py)
+    config = dataclasses.replace(config, kafka=as_principal(config.kafka, worker_principal(group)))
     if group in NARROW_S3_GROUPS:                             # no access to keys/: they do not need it
         config = dataclasses.replace(config, object_storage=dataclasses.replace(config.object_storage,
                                                                                 identity="media"))
     configure_logging(group)
     from prometheus_client import start_http_server
     try:
-        port = config.stack.worker_metrics_port + groups(config).index(group)
+        port = config.stack.worker_metrics_port + groups(config.pipeline).index(group)
         start_http_server(port, addr=config.stack.metrics_host)
     except OSError as exc:      # a second worker of the same stage on this host: metrics from the first
         logging.getLogger(__name__).warning("metrics port busy (%s); not exporting from this worker", exc)
@@ -86,9 +88,9 @@ def run_group(config: Config, group: str) -> int:
         from framelog.pipeline.webhooks import run_webhooks
 
         return run_webhooks(config)
-    app = create_app(config, group)
-    codec = AvroCodec(config)
-    emitter = AsyncEmitter(config, codec)
+    app = create_app(config.streams, group)
+    codec = default_codec(config.streams)
+    emitter = AsyncEmitter(config.streams, codec)
 
     def new_store() -> ObjectStore:      # a client of its own for each component
         return ObjectStore(config.object_storage, config.stack.state_dir)
@@ -111,7 +113,7 @@ def run_group(config: Config, group: str) -> int:
         from framelog.streams.admin import create_topics
 
         popularity = PopularitySettings(config.caching, config.cdn, partitions(config, topics.PLAYBACK_EVENTS))
-        create_topics(config, state_topics(popularity.partitions))
+        create_topics(config.streams, state_topics(popularity.partitions))
         register_popularity(app, popularity, codec, emitter)
     elif group == TIERING:
         from framelog.pipeline.agents.tiering import (
@@ -128,8 +130,8 @@ def run_group(config: Config, group: str) -> int:
         from framelog.streams.kafka_auth import client_settings
 
         tiering = TieringSettings(config.tiering, source_partitions({t: partitions(config, t) for t in SOURCES}),
-                                  client_settings(config))
-        create_topics(config, [changelog_topic(tiering.partitions)])
+                                  client_settings(config.kafka, config.stack))
+        create_topics(config.streams, [changelog_topic(tiering.partitions)])
         mover = TierMover(new_store(), vault_store(config.object_storage, config.stack.state_dir))
         register_tiering(app, tiering, codec, emitter, mover,
                          TieringMetrics(config.tiering, config.metrics, config.object_storage.region))
@@ -143,7 +145,7 @@ def run_group(config: Config, group: str) -> int:
         from framelog.pipeline.agents.chunks import register_stitch, stitch_changelog
         from framelog.streams.admin import create_topics
 
-        create_topics(config, [stitch_changelog(partitions(config, topics.CHUNK_TRANSITIONS))])
+        create_topics(config.streams, [stitch_changelog(partitions(config, topics.CHUNK_TRANSITIONS))])
         register_stitch(app, config, codec, emitter)
     else:
         from framelog.pipeline.agents.pipeline import asset_publisher
@@ -176,7 +178,7 @@ def partitions(config: Config, topic: str) -> int:
     """The partition count of ``topic``: the topic registry's, else ``kafka.default_partitions``."""
     from framelog.streams import topics
 
-    return topics.topic_spec(topic, config).partitions or config.kafka.default_partitions
+    return topics.topic_spec(topic, config.topics).partitions or config.kafka.default_partitions
 
 
 def job_settings(config: Config) -> JobSettings:

@@ -33,7 +33,7 @@ from fastavro.schema import fingerprint as _fingerprint_hex
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate as _fastavro_validate
 
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig, TopicsConfig
 from framelog.schemas import historical_schemas, raw_schema, schema_names, short_name
 from framelog.schemas.events import RecordRules, check_record, rules_for_schema
 from framelog.streams import topics as topic_registry
@@ -98,14 +98,17 @@ class _Reader:
 class AvroCodec:
     """Encode and decode framelog events; knows which records each topic allows."""
 
-    def __init__(self, config: Config | None = None, *, schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    def __init__(self, topics: TopicsConfig | None = None, *, schema_registry_url: str = "",
+                 schemas: Mapping[str, Mapping[str, Any]] | None = None,
                  topic_specs: Iterable[TopicSpec] | None = None, registry_client: Any = None,
                  validate_on_encode: bool = True, timestamps: str = DATETIME):
-        """``schemas``: raw schemas by short name (default: the packaged ones, i.e. the current
-        versions); ``topic_specs``: the topics to allow (default: topics.all_topics(config));
-        ``registry_client``: a confluent SchemaRegistryClient to use instead of one built
-        from ``config.kafka.schema_registry_url``; ``timestamps``: DATETIME or MILLIS, what
-        timestamp fields decode to."""
+        """``topics``: the registry's part of the configuration (``config.topics``), whose topics the
+        codec allows unless ``topic_specs`` names them (neither: no topic);
+        ``schema_registry_url``: ``config.kafka.schema_registry_url`` ("": the single-object format);
+        ``schemas``: raw schemas by short name (default: the packaged ones, i.e. the current
+        versions); ``registry_client``: a confluent SchemaRegistryClient to use instead of one built
+        from ``schema_registry_url``; ``timestamps``: DATETIME or MILLIS, what timestamp fields
+        decode to."""
         if timestamps not in (DATETIME, MILLIS):
             raise ValueError(f"timestamps must be {DATETIME!r} or {MILLIS!r}, got {timestamps!r}")
         self.timestamps = timestamps
@@ -123,12 +126,11 @@ class AvroCodec:
         self._raw = raw
         self.validate_on_encode = validate_on_encode
         specs = list(topic_specs) if topic_specs is not None else (
-            topic_registry.all_topics(config) if config is not None else [])
+            topic_registry.all_topics(topics) if topics is not None else [])
         self._topics: dict[str, frozenset[str]] = {s.name: frozenset(s.schemas) for s in specs}
-        url = config.kafka.schema_registry_url if config is not None else ""
         self._registry: _RegistryWire | None = None
-        if url or registry_client is not None:
-            self._registry = _RegistryWire(url, raw, self._writers, registry_client)
+        if schema_registry_url or registry_client is not None:
+            self._registry = _RegistryWire(schema_registry_url, raw, self._writers, registry_client)
 
     # ------------------------------------------------------------ schemas and topics
 
@@ -369,9 +371,10 @@ class _RegistryWire:
         return Decoded(name, value)
 
 
-def default_codec(config: Config) -> AvroCodec:
-    """A codec over the packaged schemas and every registry topic."""
-    return AvroCodec(config)
+def default_codec(streams: StreamsConfig) -> AvroCodec:
+    """A codec over the packaged schemas and every registry topic (``config.streams``: the topics and
+    the kafka section's schema registry)."""
+    return AvroCodec(streams.topics, schema_registry_url=streams.kafka.schema_registry_url)
 
 
 __all__ = ["AvroCodec", "Decoded", "schema_fingerprint", "default_codec", "MARKER", "SINGLE_OBJECT",

@@ -93,7 +93,7 @@ def announce_upload(config: Config, *, video_id: str, object_key: str, size_byte
     if event_id is not None:
         event = dataclasses.replace(event, event_id=event_id)
     own = producer is None
-    producer = producer or EventProducer(config)
+    producer = producer or EventProducer(config.streams)
     try:
         return producer.emit(topics.UPLOADS, event, timeout=timeout)
     finally:

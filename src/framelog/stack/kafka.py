@@ -146,7 +146,7 @@ class Kafka(Component):
     # ------------------------------------------------------------ config and format
     def passwords(self) -> dict[str, str]:
         """Every principal's password (generated once per state dir; new principals added)."""
-        return ensure_kafka_passwords(self.config.stack.state_dir, [*principals(self.config), CONTROLLER])
+        return ensure_kafka_passwords(self.config.stack.state_dir, [*principals(self.config.pipeline), CONTROLLER])
 
     def security_properties(self, passwords: dict[str, str]) -> dict[str, str]:
         """SASL on both listeners, the authorizer and the super users (see the module's docstring)."""
@@ -245,7 +245,7 @@ class Kafka(Component):
 
     def _add_scram_args(self, passwords: dict[str, str]) -> list[str]:
         args = []
-        for user in principals(self.config):
+        for user in principals(self.config.pipeline):
             for mechanism in SCRAM_MECHANISMS:
                 args += ["--add-scram", f"{mechanism}=[name={user},password={passwords[user]},"
                                         f"iterations={SCRAM_ITERATIONS}]"]
@@ -302,7 +302,7 @@ class Kafka(Component):
 
             if not wait_until(ready, self.startup_timeout):
                 raise StackError(self.name, "the broker did not come up to add SCRAM users", self.log_path)
-            upsert_scram_users(admin, principals(self.config), passwords, timeout=30)
+            upsert_scram_users(admin, principals(self.config.pipeline), passwords, timeout=30)
         finally:
             proc.terminate()
             try:
@@ -340,8 +340,8 @@ class Kafka(Component):
         from framelog.streams.acls import apply_acls
 
         admin = AdminClient({**self.admin_settings(), "client.id": "framelog-stack-setup", "log_level": 2})
-        upsert_scram_users(admin, principals(self.config), self.passwords(), timeout=30, only_missing=True)
-        apply_acls(self.config, admin=admin)
+        upsert_scram_users(admin, principals(self.config.pipeline), self.passwords(), timeout=30, only_missing=True)
+        apply_acls(self.config.streams, admin=admin)
 
     def command(self, properties: Path | None = None) -> list[str]:
         return [java_binary(), f"-Xmx{JVM_HEAP}", f"-Xms{JVM_HEAP}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",

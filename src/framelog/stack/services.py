@@ -43,8 +43,9 @@ class WorkerService(_FramelogProcess):
         from framelog.pipeline.worker import groups
         from framelog.streams.admin import admin_client
 
-        names = [f"framelog-{g}" for g in groups(self.config)]
-        admin = admin_client(self.config)      # keep a reference: futures die with their client
+        names = [f"framelog-{g}" for g in groups(self.config.pipeline)]
+        # keep a reference: futures die with their client
+        admin = admin_client(self.config.kafka, self.config.stack)
         futures = admin.describe_consumer_groups(names, request_timeout=5)
         for name, fut in futures.items():
             desc = fut.result(timeout=10)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from framelog.core.config import Config
+from framelog.core.config import PipelineConfig, PriorityConfig, StreamsConfig
 from framelog.streams import topics as t
 from framelog.streams.kafka_auth import API, SINK, principals, worker_principal
 
@@ -53,14 +53,15 @@ def _faust_app(principal: str, group: str) -> list[Grant]:
             Grant(principal, TOPIC, f"{app_id}-", ALL, PREFIXED)]
 
 
-def registry(config: Config) -> list[Grant]:
-    """Every grant of every framelog principal."""
+def registry(pipeline: PipelineConfig, priorities: PriorityConfig) -> list[Grant]:
+    """Every grant of every framelog principal (the stages and their request topics:
+    ``config.pipeline, config.priorities``)."""
     from framelog.pipeline.worker import CDN, CHUNKS, INTAKE, POPULARITY, STITCH, TIERING, WEBHOOKS
 
-    stages = config.pipeline.stage_names
+    stages = pipeline.stage_names
 
     def requests(stage: str) -> list[str]:      # a stage's request topics, one per priority level
-        return [topic for _, topic in t.stage_topics(config, stage)]
+        return [topic for _, topic in t.stage_topics(priorities, stage)]
 
     grants: list[Grant] = []
     # The HTTP API: uploads, deletions, access policies and share links, playback events, restore
@@ -151,8 +152,8 @@ class AclSummary:
         return f"acls: created {self.created}, deleted {self.deleted}, unchanged {self.unchanged}"
 
 
-def apply_acls(config: Config, *, timeout: float = 30.0, admin=None) -> AclSummary:
-    """Make the broker's ALLOW bindings of framelog's principals equal the registry."""
+def apply_acls(streams: StreamsConfig, *, timeout: float = 30.0, admin=None) -> AclSummary:
+    """Make the broker's ALLOW bindings of framelog's principals equal the registry (``config.streams``)."""
     from confluent_kafka.admin import (
         AclBindingFilter,
         AclOperation,
@@ -163,9 +164,9 @@ def apply_acls(config: Config, *, timeout: float = 30.0, admin=None) -> AclSumma
 
     from framelog.streams.admin import admin_client
 
-    admin = admin or admin_client(config)
-    wanted = set(registry(config))
-    ours = set(principals(config))
+    admin = admin or admin_client(streams.kafka, streams.stack)
+    wanted = set(registry(streams.topics.pipeline, streams.topics.priorities))
+    ours = set(principals(streams.topics.pipeline))
     everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
                                   AclOperation.ANY, AclPermissionType.ANY)
     present: dict[Grant, object] = {}

@@ -30,7 +30,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from framelog.core.config import Config
+from framelog.core.config import KafkaConfig, StackConfig, StreamsConfig
 from framelog.core.kafka_nodes import replication, stack_brokers
 from framelog.streams.kafka_auth import client_settings
 from framelog.streams.topics import TopicSpec, all_topics
@@ -57,12 +57,13 @@ class TopicsSummary:
         return "\n".join(self.lines())
 
 
-def admin_client(config: Config) -> AdminClient:
-    return AdminClient({**client_settings(config), "client.id": f"{config.kafka.client_id}-admin"})
+def admin_client(kafka: KafkaConfig, stack: StackConfig) -> AdminClient:
+    """An admin client (``config.kafka, config.stack``)."""
+    return AdminClient({**client_settings(kafka, stack), "client.id": f"{kafka.client_id}-admin"})
 
 
-def _partitions(spec: TopicSpec, config: Config) -> int:
-    return spec.partitions or config.kafka.default_partitions
+def _partitions(spec: TopicSpec, kafka: KafkaConfig) -> int:
+    return spec.partitions or kafka.default_partitions
 
 
 def _existing(admin: AdminClient, timeout: float) -> dict[str, int]:
@@ -70,10 +71,11 @@ def _existing(admin: AdminClient, timeout: float) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
 
 
-def cluster_replication(config: Config, admin: AdminClient, timeout: float = 30.0) -> tuple[int, int]:
+def cluster_replication(kafka: KafkaConfig, stack: StackConfig, admin: AdminClient,
+                        timeout: float = 30.0) -> tuple[int, int]:
     """(replication factor, min ISR) for new topics on this cluster (see the module's docstring)."""
     live = len(admin.list_topics(timeout=timeout).brokers)
-    return replication(config.kafka, max(live, stack_brokers(config.kafka, config.stack)))
+    return replication(kafka, max(live, stack_brokers(kafka, stack)))
 
 
 def replication_factors(admin: AdminClient, names: Iterable[str], timeout: float = 30.0) -> dict[str, int]:
@@ -83,19 +85,21 @@ def replication_factors(admin: AdminClient, names: Iterable[str], timeout: float
             for n in names if n in md.topics and md.topics[n].partitions}
 
 
-def create_topics(config: Config, specs: Iterable[TopicSpec] | None = None, *, timeout: float = 30.0,
+def create_topics(streams: StreamsConfig, specs: Iterable[TopicSpec] | None = None, *, timeout: float = 30.0,
                   admin: AdminClient | None = None) -> TopicsSummary:
-    """Make the cluster match the topic registry (or ``specs``); returns what was done."""
-    admin = admin or admin_client(config)
-    specs = list(specs) if specs is not None else all_topics(config)
+    """Make the cluster match the topic registry (or ``specs``); returns what was done.
+    ``streams``: ``config.streams`` (the cluster, and the registry when ``specs`` is None)."""
+    kafka, stack = streams.kafka, streams.stack
+    admin = admin or admin_client(kafka, stack)
+    specs = list(specs) if specs is not None else all_topics(streams.topics)
     summary = TopicsSummary()
     existing = _existing(admin, timeout)
-    rf, min_isr = cluster_replication(config, admin, timeout)
+    rf, min_isr = cluster_replication(kafka, stack, admin, timeout)
 
     missing = [s for s in specs if s.name not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(s.name, num_partitions=_partitions(s, config), replication_factor=rf,
+            [NewTopic(s.name, num_partitions=_partitions(s, kafka), replication_factor=rf,
                       config=s.kafka_config(min_isr)) for s in missing],
             request_timeout=timeout, operation_timeout=timeout)
         for name, fut in futures.items():
@@ -113,12 +117,12 @@ def create_topics(config: Config, specs: Iterable[TopicSpec] | None = None, *, t
             continue
         # never more in-sync replicas than an older, less replicated topic can give (it would refuse writes)
         topic_min_isr = min(min_isr, max(1, replicas.get(spec.name, rf) - 1))
-        changes = _update(admin, spec, config, existing.get(spec.name, 0), summary, timeout, topic_min_isr)
+        changes = _update(admin, spec, kafka, existing.get(spec.name, 0), summary, timeout, topic_min_isr)
         if changes:
             summary.updated[spec.name] = changes
         else:
             summary.unchanged.append(spec.name)
-    _wait_visible(admin, [(s.name, _partitions(s, config)) for s in specs], timeout)
+    _wait_visible(admin, [(s.name, _partitions(s, kafka)) for s in specs], timeout)
     for name, count in replication_factors(admin, [s.name for s in specs], timeout).items():
         if count < rf:
             summary.warnings.append(f"{name} has {count} replica(s), the cluster's shape asks for {rf}: "
@@ -126,7 +130,7 @@ def create_topics(config: Config, specs: Iterable[TopicSpec] | None = None, *, t
     return summary
 
 
-def _update(admin: AdminClient, spec: TopicSpec, config: Config, current_partitions: int,
+def _update(admin: AdminClient, spec: TopicSpec, kafka: KafkaConfig, current_partitions: int,
             summary: TopicsSummary, timeout: float, min_isr: int) -> list[str]:
     """Alter the configs that differ and add partitions; returns the changes made."""
     changes: list[str] = []
@@ -139,7 +143,7 @@ def _update(admin: AdminClient, spec: TopicSpec, config: Config, current_partiti
             ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in diff.items()])
         admin.incremental_alter_configs([alter], request_timeout=timeout)[alter].result()
         changes += [f"{k}={v}" for k, v in sorted(diff.items())]
-    want = _partitions(spec, config)
+    want = _partitions(spec, kafka)
     if want > current_partitions:
         fut = admin.create_partitions([NewPartitions(spec.name, want)], request_timeout=timeout,
                                       operation_timeout=timeout)[spec.name]
@@ -170,9 +174,9 @@ def _wait_visible(admin: AdminClient, wanted: list[tuple[str, int]], timeout: fl
         time.sleep(0.1)   # polling interval of a deadline-bounded wait
 
 
-def delete_topics(config: Config, names: Iterable[str], *, timeout: float = 30.0) -> None:
-    """Delete topics (tests and tools); missing ones are ignored."""
-    admin = admin_client(config)
+def delete_topics(kafka: KafkaConfig, stack: StackConfig, names: Iterable[str], *, timeout: float = 30.0) -> None:
+    """Delete topics (tests and tools); missing ones are ignored (``config.kafka, config.stack``)."""
+    admin = admin_client(kafka, stack)
     futures = admin.delete_topics(list(names), request_timeout=timeout, operation_timeout=timeout)
     for fut in futures.values():
         try:

@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig
 from framelog.core.kafka_nodes import bootstrap_servers
 from framelog.streams.kafka_auth import faust_credentials
 
@@ -44,14 +44,17 @@ class IdempotentProducer(AIOKafkaDriverProducer):
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
-def create_app(config: Config, group: str) -> faust.App:
-    longest = max(s.timeout for s in config.pipeline.stages)
-    datadir = config.stack.state_dir / "faust" / group
+def create_app(streams: StreamsConfig, group: str) -> faust.App:
+    """The Faust app of worker ``group`` (``config.streams``: its brokers and identity; the longest stage
+    timeout of ``topics.pipeline`` bounds the poll interval)."""
+    longest = max(s.timeout for s in streams.topics.pipeline.stages)
+    datadir = streams.stack.state_dir / "faust" / group
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"framelog-{group}",
-        broker=[f"kafka://{server}" for server in bootstrap_servers(config.kafka, config.stack).split(",")],
-        broker_credentials=faust_credentials(config.kafka, config.stack.state_dir),   # the worker group's own principal
+        broker=[f"kafka://{server}" for server in bootstrap_servers(streams.kafka, streams.stack).split(",")],
+        # the worker group's own principal
+        broker_credentials=faust_credentials(streams.kafka, streams.stack.state_dir),
         key_serializer="raw",
         value_serializer="raw",
         topic_allow_declare=False,           # framelog creates its topics (framelog topics create)

@@ -16,8 +16,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from framelog.core.config import Config
-from framelog.schemas.codec import AvroCodec
+from framelog.core.config import KafkaConfig, StackConfig, StreamsConfig
+from framelog.schemas.codec import AvroCodec, default_codec
 from framelog.streams.dead_letter import DeadLetterWriter
 from framelog.streams.exceptions import CommitError, DecodeError, ValidationError
 from framelog.streams.kafka_auth import client_settings
@@ -37,10 +37,11 @@ class DecodedRecord:
     timestamp: int               # Kafka record timestamp, epoch milliseconds (-1 if none)
 
 
-def consumer_config(config: Config, group_id: str, **overrides: Any) -> dict[str, Any]:
+def consumer_config(kafka: KafkaConfig, stack: StackConfig, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings of a consumer in ``group_id`` (``config.kafka, config.stack``)."""
     conf: dict[str, Any] = {
-        **client_settings(config),
-        "client.id": f"{config.kafka.client_id}-{group_id}",
+        **client_settings(kafka, stack),
+        "client.id": f"{kafka.client_id}-{group_id}",
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -61,20 +62,19 @@ Offsets = Mapping[tuple[str, int], int] | Iterable[DecodedRecord] | Sequence[Top
 class EventConsumer:
     """Consumes framelog topics as DecodedRecords; dead-letters what it cannot decode."""
 
-    def __init__(self, config: Config, group_id: str, topics: Sequence[str], *, codec: AvroCodec | None = None,
+    def __init__(self, streams: StreamsConfig, group_id: str, topics: Sequence[str], *, codec: AvroCodec | None = None,
                  dead_letters: DeadLetterWriter | None = None, validate: bool = True,
                  on_revoke: Callable[[list[tuple[str, int]]], None] | None = None, **overrides: Any):
         """``on_revoke``: called with the partitions being taken away, while they are still
-        ours (a sink finishes and commits its writes in flight there)."""
-        self.config = config
+        ours (a sink finishes and commits its writes in flight there). ``streams``: ``config.streams``."""
         self.on_revoke = on_revoke
         self.group_id = group_id
         self.topics = list(topics)
-        self.codec = codec or AvroCodec(config)
+        self.codec = codec or default_codec(streams)
         self.validate = validate
         self._own_producer = dead_letters is None
-        self.dead_letters = dead_letters or DeadLetterWriter(EventProducer(config, self.codec), group_id)
-        self._consumer = Consumer(consumer_config(config, group_id, **overrides))
+        self.dead_letters = dead_letters or DeadLetterWriter(EventProducer(streams, self.codec), group_id)
+        self._consumer = Consumer(consumer_config(streams.kafka, streams.stack, group_id, **overrides))
         self._positions: dict[tuple[str, int], int] = {}   # next offset per partition, as polled
         # The partitions this consumer owns, replaced (never mutated) from the rebalance callbacks,
         # so other threads may read it; the Consumer itself must only be called from the polling thread.

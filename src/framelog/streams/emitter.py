@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig
 from framelog.schemas.codec import AvroCodec
 from framelog.schemas.record import EventRecord
 from framelog.streams.dead_letter import DeadLetterWriter
@@ -36,9 +36,10 @@ MAX_REPORTED = 20
 class AsyncEmitter:
     """Typed records (and encoded batches) to Kafka from async code, acknowledged before the await returns."""
 
-    def __init__(self, config: Config, codec: AvroCodec | None = None, consumer_group: str | None = None,
+    def __init__(self, streams: StreamsConfig, codec: AvroCodec | None = None, consumer_group: str | None = None,
                  *, producer: EventProducer | None = None, **producer_overrides: Any):
-        self.producer = producer or EventProducer(config, codec, **producer_overrides)
+        """``streams``: ``config.streams``, for the producer opened unless ``producer`` is given."""
+        self.producer = producer or EventProducer(streams, codec, **producer_overrides)
         self.dead_letters = DeadLetterWriter(self.producer, consumer_group)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="emitter-delivery-poller", daemon=True)

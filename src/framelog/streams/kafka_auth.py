@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from framelog.core.config import Config, KafkaConfig
+from framelog.core.config import KafkaConfig, PipelineConfig, StackConfig
 from framelog.core.kafka_nodes import bootstrap_servers
 from framelog.core.service_credentials import kafka_password
 
@@ -32,11 +32,12 @@ def worker_principal(group: str) -> str:
     return f"{WORKER_PREFIX}{group}"
 
 
-def principals(config: Config) -> list[str]:
-    """Every SCRAM user of the stack (services first, then the broker's own)."""
+def principals(pipeline: PipelineConfig) -> list[str]:
+    """Every SCRAM user of the stack (services first, then the broker's own); the worker groups follow
+    the pipeline's stages (``config.pipeline``)."""
     from framelog.pipeline.worker import groups
 
-    return [ADMIN, API, SINK, *(worker_principal(g) for g in groups(config)), BROKER]
+    return [ADMIN, API, SINK, *(worker_principal(g) for g in groups(pipeline)), BROKER]
 
 
 def password_env_var(principal: str) -> str:
@@ -44,9 +45,9 @@ def password_env_var(principal: str) -> str:
     return f"FRAMELOG_KAFKA_PASSWORD_{principal.upper().replace('-', '_')}"
 
 
-def as_principal(config: Config, principal: str) -> Config:
-    """The same configuration, for a process (or one client) acting as ``principal``."""
-    return dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, principal=principal))
+def as_principal(kafka: KafkaConfig, principal: str) -> KafkaConfig:
+    """The same kafka section (``config.kafka``), for a process (or one client) acting as ``principal``."""
+    return dataclasses.replace(kafka, principal=principal)
 
 
 def credentials(kafka: KafkaConfig, state_dir: Path) -> tuple[str, str]:
@@ -58,12 +59,13 @@ def credentials(kafka: KafkaConfig, state_dir: Path) -> tuple[str, str]:
     return kafka.principal, kafka_password(state_dir, kafka.principal)
 
 
-def client_settings(config: Config) -> dict[str, Any]:
-    """librdkafka settings every confluent-kafka client starts from: brokers and authentication."""
-    username, password = credentials(config.kafka, config.stack.state_dir)
-    return {"bootstrap.servers": bootstrap_servers(config.kafka, config.stack),
-            "security.protocol": config.kafka.security_protocol,
-            "sasl.mechanism": config.kafka.sasl_mechanism,
+def client_settings(kafka: KafkaConfig, stack: StackConfig) -> dict[str, Any]:
+    """librdkafka settings every confluent-kafka client starts from: brokers and authentication
+    (``config.kafka, config.stack``: the stack's nodes and the state dir's credentials)."""
+    username, password = credentials(kafka, stack.state_dir)
+    return {"bootstrap.servers": bootstrap_servers(kafka, stack),
+            "security.protocol": kafka.security_protocol,
+            "sasl.mechanism": kafka.sasl_mechanism,
             "sasl.username": username,
             "sasl.password": password}
 

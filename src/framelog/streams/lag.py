@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from framelog.core.config import Config
+from framelog.core.config import KafkaConfig, StackConfig
 from framelog.streams.kafka_auth import client_settings
 
 # The group coordinator moves or is still loading right after a broker start or
@@ -21,21 +21,23 @@ class GroupPosition:
     lag: int         # records not yet committed
 
 
-def group_position(config: Config, group_id: str, topic: str, timeout: float = 5.0,
+def group_position(kafka: KafkaConfig, stack: StackConfig, group_id: str, topic: str, timeout: float = 5.0,
                    retry_for: float = 30.0) -> GroupPosition:
-    """Where ``group_id`` stands on ``topic``; retries while the coordinator is not ready."""
+    """Where ``group_id`` stands on ``topic``; retries while the coordinator is not ready
+    (``config.kafka, config.stack``)."""
     deadline = time.monotonic() + retry_for
     while True:
         try:
-            return _group_position(config, group_id, topic, timeout)
+            return _group_position(kafka, stack, group_id, topic, timeout)
         except KafkaException as exc:
             if exc.args[0].code() not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)   # back-off between questions to the broker, not a synchronisation
 
 
-def _group_position(config: Config, group_id: str, topic: str, timeout: float) -> GroupPosition:
-    consumer = Consumer({**client_settings(config), "group.id": group_id, "enable.auto.commit": False})
+def _group_position(kafka: KafkaConfig, stack: StackConfig, group_id: str, topic: str,
+                    timeout: float) -> GroupPosition:
+    consumer = Consumer({**client_settings(kafka, stack), "group.id": group_id, "enable.auto.commit": False})
     try:
         partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -50,6 +52,7 @@ def _group_position(config: Config, group_id: str, topic: str, timeout: float) -
         consumer.close()
 
 
-def group_lag(config: Config, group_id: str, topic: str, timeout: float = 5.0, retry_for: float = 0.0) -> int:
+def group_lag(kafka: KafkaConfig, stack: StackConfig, group_id: str, topic: str, timeout: float = 5.0,
+              retry_for: float = 0.0) -> int:
     """Records of ``topic`` that ``group_id`` has not committed (a metrics scrape does not wait)."""
-    return group_position(config, group_id, topic, timeout, retry_for).lag
+    return group_position(kafka, stack, group_id, topic, timeout, retry_for).lag

@@ -24,8 +24,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from framelog.core.config import Config
-from framelog.schemas.codec import AvroCodec
+from framelog.core.config import KafkaConfig, StackConfig, StreamsConfig
+from framelog.schemas.codec import AvroCodec, default_codec
 from framelog.schemas.record import EventRecord
 from framelog.streams.exceptions import DeliveryError
 from framelog.streams.kafka_auth import client_settings
@@ -52,11 +52,11 @@ class Delivery:
         return cls(topic, partition, offset)
 
 
-def producer_config(config: Config, **overrides: Any) -> dict[str, Any]:
-    """librdkafka settings: idempotent, acks=all, batched."""
+def producer_config(kafka: KafkaConfig, stack: StackConfig, **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings: idempotent, acks=all, batched (``config.kafka, config.stack``)."""
     conf: dict[str, Any] = {
-        **client_settings(config),
-        "client.id": f"{config.kafka.client_id}-producer",
+        **client_settings(kafka, stack),
+        "client.id": f"{kafka.client_id}-producer",
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -87,10 +87,11 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 class EventProducer:
     """Encodes framelog events and produces them; thread-safe like the librdkafka producer it wraps."""
 
-    def __init__(self, config: Config, codec: AvroCodec | None = None, **overrides: Any):
-        self.config = config
-        self.codec = codec or AvroCodec(config)
-        self._producer = Producer(producer_config(config, **overrides))
+    def __init__(self, streams: StreamsConfig, codec: AvroCodec | None = None, **overrides: Any):
+        """``streams``: ``config.streams`` (the brokers, this process's identity, and the topic registry
+        of the default codec)."""
+        self.codec = codec or default_codec(streams)
+        self._producer = Producer(producer_config(streams.kafka, streams.stack, **overrides))
         self._lock = threading.Lock()
         self._failures: list[str] = []
         self._failed = 0

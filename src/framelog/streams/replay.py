@@ -23,7 +23,7 @@ from typing import Any, Self
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
 from framelog.core.backoff import Backoff
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig
 from framelog.streams.consumer import DecodedRecord, EventConsumer
 from framelog.streams.dead_letter import DeadLetterWriter
 from framelog.streams.producer import EventProducer
@@ -55,8 +55,10 @@ class ReplayConsumer(EventConsumer):
 class ReplayedTable:
     """Replays ``topics`` in a background thread and folds every record; thread-safe reads."""
 
-    def __init__(self, config: Config, topics: Sequence[str], *, group_prefix: str, group_id: str | None = None):
-        self.config = config
+    def __init__(self, streams: StreamsConfig, topics: Sequence[str], *, group_prefix: str,
+                 group_id: str | None = None):
+        """``streams``: ``config.streams``, what the table's consumer reads."""
+        self.streams = streams
         self.topics = tuple(topics)
         self.group_id = group_id or f"{group_prefix}-{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()
@@ -185,7 +187,7 @@ class ReplayedTable:
             try:
                 shared = self.dead_letter_producer
                 from_start: dict[str, Any] = {"auto.offset.reset": "earliest"}
-                consumer = ReplayConsumer(self.config, self.group_id, list(self.topics),
+                consumer = ReplayConsumer(self.streams, self.group_id, list(self.topics),
                                           dead_letters=None if shared is None else DeadLetterWriter(shared,
                                                                                                     self.group_id),
                                           **from_start)

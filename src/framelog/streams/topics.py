@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from framelog.core.config import Config, get_config
+from framelog.core.config import PriorityConfig, TopicsConfig, get_config
 
 DAY_MS = 86_400_000
 
@@ -66,18 +66,19 @@ def pipeline_topic(stage: str, priority: str = "") -> str:
     return f"pipeline.{stage}.{priority}" if priority else f"pipeline.{stage}"
 
 
-def stage_topic(config: Config, stage: str, priority: str = "") -> str:
-    """The request topic of ``stage`` for a priority level (the default level's is the plain one)."""
-    level = priority if priority in config.priorities.levels else config.priorities.default
-    return pipeline_topic(stage, "" if level == config.priorities.default else level)
+def stage_topic(priorities: PriorityConfig, stage: str, priority: str = "") -> str:
+    """The request topic of ``stage`` for a priority level of ``config.priorities`` (the default level's is
+    the plain one)."""
+    level = priority if priority in priorities.levels else priorities.default
+    return pipeline_topic(stage, "" if level == priorities.default else level)
 
 
-def stage_topics(config: Config, stage: str) -> list[tuple[str, str]]:
+def stage_topics(priorities: PriorityConfig, stage: str) -> list[tuple[str, str]]:
     """(priority, topic) of every level of ``stage``, first level first."""
-    return [(level, stage_topic(config, stage, level)) for level in config.priorities.levels]
+    return [(level, stage_topic(priorities, stage, level)) for level in priorities.levels]
 
 
-def _data_topics(config: Config) -> list[TopicSpec]:
+def _data_topics(config: TopicsConfig) -> list[TopicSpec]:
     topics = [
         TopicSpec(UPLOADS, ("UploadCompleted", "VideoDeleted"),
                   description="a raw upload landed in object storage; a video was deleted"),
@@ -114,22 +115,21 @@ def _data_topics(config: Config) -> list[TopicSpec]:
     topics += [
         TopicSpec(topic, ("StageRequest",),
                   description=f"{priority}-priority work requests for the {stage.name} stage (its own consumer group)")
-        for stage in config.pipeline.stages for priority, topic in stage_topics(config, stage.name)
+        for stage in config.pipeline.stages for priority, topic in stage_topics(config.priorities, stage.name)
     ]
     return topics
 
 
-def all_topics(config: Config | None = None) -> list[TopicSpec]:
-    """Every topic framelog uses, dead-letter twins included."""
-    config = config or get_config()
-    data = _data_topics(config)
+def all_topics(config: TopicsConfig | None = None) -> list[TopicSpec]:
+    """Every topic framelog uses, dead-letter twins included (``config.topics``; None: the loaded file's)."""
+    data = _data_topics(config or get_config().topics)
     dlqs = [TopicSpec(t.dlq, ("DeadLetter",), key=t.key, partitions=t.partitions,
                       description=f"records of {t.name} that could not be decoded or validated")
             for t in data]
     return data + dlqs
 
 
-def topic_spec(name: str, config: Config | None = None) -> TopicSpec:
+def topic_spec(name: str, config: TopicsConfig | None = None) -> TopicSpec:
     for spec in all_topics(config):
         if spec.name == name:
             return spec

@@ -18,7 +18,8 @@ from framelog.streams.replay import ReplayedTable
 
 class VideoCatalog(ReplayedTable):
     def __init__(self, config: Config, *, group_id: str | None = None):
-        super().__init__(config, (topics.ACCESS, topics.UPLOADS, topics.ASSETS), group_prefix="framelog-catalog",
+        super().__init__(config.streams, (topics.ACCESS, topics.UPLOADS, topics.ASSETS),
+                         group_prefix="framelog-catalog",
                          group_id=group_id)
         self._catalog = CatalogFold()
 

@@ -183,7 +183,7 @@ class StatusTable(ReplayedTable):
     """A live, replayed view of ``video.stage-transitions`` (and deletions on ``video.uploads``)."""
 
     def __init__(self, config: Config, *, topic: str = topics.STAGE_TRANSITIONS, group_id: str | None = None):
-        super().__init__(config, (topic, topics.UPLOADS), group_prefix="framelog-status", group_id=group_id)
+        super().__init__(config.streams, (topic, topics.UPLOADS), group_prefix="framelog-status", group_id=group_id)
         self.topic = topic
         self._fold_state = StatusFold(config.pipeline.stage_names)
         self._watchers: dict[str, list[Callable[[dict[str, Any] | None, dict[str, Any]], None]]] = {}

@@ -73,7 +73,9 @@ class Availability:
 class TierView(ReplayedTable):
     def __init__(self, config: Config, *, clock: Clock | None = None, producer: EventProducer | None = None,
                  requested_by: str = "stream-api", group_id: str | None = None):
-        super().__init__(config, (topics.TIER_TRANSITIONS,), group_prefix="framelog-tier-view", group_id=group_id)
+        super().__init__(config.streams, (topics.TIER_TRANSITIONS,), group_prefix="framelog-tier-view",
+                         group_id=group_id)
+        self.config = config
         self.clock = clock or SystemClock()
         self._producer = producer
         self.requested_by = requested_by
@@ -88,7 +90,7 @@ class TierView(ReplayedTable):
     @property
     def producer(self) -> EventProducer:
         if self._producer is None:
-            self._producer = EventProducer(self.config)
+            self._producer = EventProducer(self.config.streams)
         return self._producer
 
     def record(self, video_id: str, rendition: str) -> ledger.RenditionRecord | None:

@@ -27,7 +27,7 @@ PENDING = frozenset({"queued", "failed"})
 
 class EndpointRegistry(ReplayedTable):
     def __init__(self, config: Config, *, group_id: str | None = None):
-        super().__init__(config, (topics.WEBHOOK_ENDPOINTS,), group_prefix="framelog-webhook-endpoints",
+        super().__init__(config.streams, (topics.WEBHOOK_ENDPOINTS,), group_prefix="framelog-webhook-endpoints",
                          group_id=group_id)
         self._fold_state = EndpointFold()
 
@@ -48,7 +48,7 @@ class DeliveryLog(ReplayedTable):
     """The last non-replay step of every message (a dict per WebhookDelivery record)."""
 
     def __init__(self, config: Config, *, group_id: str | None = None):
-        super().__init__(config, (topics.WEBHOOK_DELIVERIES,), group_prefix="framelog-webhook-deliveries",
+        super().__init__(config.streams, (topics.WEBHOOK_DELIVERIES,), group_prefix="framelog-webhook-deliveries",
                          group_id=group_id)
         self.last: dict[tuple[str, str], dict[str, Any]] = {}
 

@@ -29,7 +29,7 @@ READ_TIMEOUT = 60.0
 
 class _EndpointSteps(ReplayedTable):
     def __init__(self, config: Config, endpoint_id: str):
-        super().__init__(config, (topics.WEBHOOK_DELIVERIES,), group_prefix="framelog-webhook-steps")
+        super().__init__(config.streams, (topics.WEBHOOK_DELIVERIES,), group_prefix="framelog-webhook-steps")
         self.endpoint_id = endpoint_id
         self.steps: list[dict[str, Any]] = []
 

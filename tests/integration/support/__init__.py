@@ -36,7 +36,7 @@ def running(service: Component, timeout: float) -> Iterator[Component]:
 
 def log_ends(config: Config, names: tuple[str, ...], timeout: float = 10.0) -> dict[tuple[str, int], int]:
     """The current end offset of every partition of the topics."""
-    consumer = Consumer(consumer_config(config, f"it-ends-{uuid.uuid4().hex}"))
+    consumer = Consumer(consumer_config(config.kafka, config.stack, f"it-ends-{uuid.uuid4().hex}"))
     try:
         return {(name, p): consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout, cached=False)[1]
                 for name in names for p in consumer.list_topics(name, timeout=timeout).topics[name].partitions}
@@ -50,7 +50,7 @@ def skip_backlog(config: Config, group_id: str, names: tuple[str, ...]) -> None:
     For a test that needs a stage's slots to itself (the group must have no running member).
     """
     ends = log_ends(config, names)
-    admin = admin_client(config)
+    admin = admin_client(config.kafka, config.stack)
     request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p, end) for (t, p), end in ends.items()])
     admin.alter_consumer_group_offsets([request])[group_id].result(timeout=30)
 
@@ -78,7 +78,7 @@ class TopicRecorder(ReplayedTable):
     """
 
     def __init__(self, config: Config, names: tuple[str, ...], group_prefix: str = "it-recorder"):
-        super().__init__(config, names, group_prefix=group_prefix)
+        super().__init__(config.streams, names, group_prefix=group_prefix)
         self.by_video: dict[str, list[DecodedRecord]] = {}
 
     def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
@@ -121,7 +121,8 @@ class StageWorker(WorkerService):
 
         from framelog.streams.admin import admin_client
 
-        admin = admin_client(self.config)      # keep a reference: futures die with their client
+        # keep a reference: futures die with their client
+        admin = admin_client(self.config.kafka, self.config.stack)
         for name, fut in admin.describe_consumer_groups(["framelog-intake", f"framelog-{self.stage}"],
                                                         request_timeout=5).items():
             desc = fut.result(timeout=10)

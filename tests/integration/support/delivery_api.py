@@ -83,7 +83,7 @@ def publish(config: Config, video_id: str) -> str:
                                       codecs="avc1.4d401f,mp4a.40.2", frame_rate=25.0,
                                       playlist_key=object_keys.rendition_playlist(video_id, q), segment_count=1,
                                       size_bytes=188)
-    with EventProducer(config) as producer:
+    with EventProducer(config.streams) as producer:
         for stage in config.pipeline.stage_names:
             producer.send(topics.STAGE_TRANSITIONS, "StageTransition", new_event(
                 "StageTransition", video_id=video_id, job_id="job-1", stage=stage, state="succeeded"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from framelog.schemas.codec import AvroCodec
+from framelog.schemas.codec import default_codec
 from framelog.sinks.uploads import upload_file
 from framelog.streams.consumer import consumer_config
 
@@ -24,8 +24,8 @@ def finished(view) -> bool:
 
 def read_topic(config, topic: str, video_id: str) -> list[tuple[str, dict]]:
     """Every decoded record of ``video_id`` on ``topic``, read up to the current end."""
-    codec = AvroCodec(config)
-    consumer = Consumer(consumer_config(config, f"t-{uuid.uuid4().hex}"))
+    codec = default_codec(config.streams)
+    consumer = Consumer(consumer_config(config.kafka, config.stack, f"t-{uuid.uuid4().hex}"))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}

@@ -52,7 +52,7 @@ def seconds_config(directory: Path) -> tuple[Config, Path]:
     path = directory / "overlay.yaml"
     path.write_text(yaml.safe_dump({**(data or {}), **SECONDS_RULES}))
     cfg = load_config(overlay=path)
-    create_topics(cfg)
+    create_topics(cfg.streams)
     return cfg, path
 
 
@@ -85,12 +85,12 @@ class TieringWorker:
 
     @property
     def metrics_url(self) -> str:
-        port = self.config.stack.worker_metrics_port + groups(self.config).index(TIERING)
+        port = self.config.stack.worker_metrics_port + groups(self.config.pipeline).index(TIERING)
         return f"http://{self.config.stack.host}:{port}/metrics"
 
 
 def _group_members(config: Config) -> int:
-    admin = admin_client(config)           # keep a reference: futures die with their client
+    admin = admin_client(config.kafka, config.stack)           # keep a reference: futures die with their client
     desc = admin.describe_consumer_groups([f"framelog-{TIERING}"], request_timeout=5)
     return len(next(iter(desc.values())).result(timeout=10).members)
 

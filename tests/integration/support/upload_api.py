@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from framelog.api import videos
 from framelog.api.app import assemble
 from framelog.core.config import Config
-from framelog.schemas.codec import AvroCodec
+from framelog.schemas.codec import default_codec
 from framelog.streams import topics
 from framelog.streams.consumer import consumer_config
 from tests.integration.support import wait_for
@@ -60,8 +60,8 @@ class LiveApi:
 
 def upload_records(config: Config, video_id: str, timeout: float = DEADLINE) -> list[dict[str, Any]]:
     """Every UploadCompleted of ``video_id`` on video.uploads, reading up to the current end offsets."""
-    codec = AvroCodec(config)
-    consumer = Consumer(consumer_config(config, f"it-api-count-{uuid.uuid4().hex[:8]}",
+    codec = default_codec(config.streams)
+    consumer = Consumer(consumer_config(config.kafka, config.stack, f"it-api-count-{uuid.uuid4().hex[:8]}",
                                         **{"enable.partition.eof": True}))
     try:
         meta = consumer.list_topics(topics.UPLOADS, timeout=10)

@@ -130,7 +130,7 @@ class WebhookWorkerProcess:
 def group_members(config: Config, group: str) -> int:
     from framelog.streams.admin import admin_client
 
-    admin = admin_client(config)
+    admin = admin_client(config.kafka, config.stack)
     desc = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=10)
     return len(desc.members)
 

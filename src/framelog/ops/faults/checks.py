@@ -126,7 +126,7 @@ def groups_caught_up(config: Config, group_ids: Sequence[str], timeout: float) -
     def zero() -> bool:
         nonlocal last
         try:
-            reports = describe_groups(config, group_ids, timeout=10)
+            reports = describe_groups(config.kafka, config.stack, group_ids, timeout=10)
         except Exception:  # noqa: BLE001 - the broker may still be electing: not yet
             return False
         last = {r.group_id: r.lag for r in reports}
@@ -139,7 +139,7 @@ def groups_caught_up(config: Config, group_ids: Sequence[str], timeout: float) -
         try:
             detail = {r.group_id: {f"{p.topic}[{p.partition}]": p.lag for p in r.partitions
                                    if p.lag and not p.is_changelog}
-                      for r in describe_groups(config, list(behind), timeout=10)}
+                      for r in describe_groups(config.kafka, config.stack, list(behind), timeout=10)}
             behind = {g: {"lag": lag, "partitions": detail.get(g)} for g, lag in behind.items()}  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the totals stand on their own
             pass

@@ -148,7 +148,7 @@ def run_faults(config: Config, settings: FaultRunSettings, say: Callable[[str], 
                 checks.uploads_settled(http, ledger, owner, settings.settle_timeout),
                 checks.events_exact(http, ledger, analyst, settings.events_timeout),
                 checks.api_refusals_honest(ledger),
-                checks.groups_caught_up(config, [*(f"framelog-{g}" for g in groups(config)), SINK_GROUP],
+                checks.groups_caught_up(config, [*(f"framelog-{g}" for g in groups(config.pipeline)), SINK_GROUP],
                                         settings.lag_timeout),
             ]
         stop_sampling.set()            # memory is sampled through the catching up too

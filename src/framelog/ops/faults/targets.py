@@ -108,7 +108,7 @@ def all_targets(config: Config) -> dict[str, Target]:
            "s3": Target("s3", component=stack.seaweed),
            "edge": Target("edge", component=stack.edges[0]),
            "api": Target("api", component=ApiService(config))}
-    for group in groups(config):
+    for group in groups(config.pipeline):
         # the trailing space: the command line ends there, so "cdn" does not match "cdn_upload"
         marker = f"--state-dir {config.stack.state_dir} worker --stage {group} "
         out[f"{WORKER_PREFIX}{group}"] = Target(f"{WORKER_PREFIX}{group}", config=config, marker=marker)

@@ -336,7 +336,8 @@ class Stitcher:
         if following:
             req = StageRequest(plan.job_id, plan.video_id, STAGE, 1, plan.stage_inputs, 0, plan.priority)
             await self.stage_transition(record, "queued", stage=following)
-            await self.emitter.emit(topics.stage_topic(self.config, following, req.priority), records.StageRequest(
+            await self.emitter.emit(topics.stage_topic(self.config.priorities, following, req.priority),
+                                    records.StageRequest(
                 job_id=req.job_id, video_id=req.video_id, stage=following, attempt=1,
                 inputs={**req.inputs, **outputs}, not_before=0, priority=req.priority))
         log.info("video %s: %d chunk(s) stitched (%d encodes)", plan.video_id, plan.chunk_count, entry.encodes)

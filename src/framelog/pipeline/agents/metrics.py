@@ -52,9 +52,9 @@ class QueueSizeCollector(Collector):
         family = GaugeMetricFamily("processing_queue_size", "Processing queue size (consumer lag)",
                                    labels=_labels("processing_queue_size"))
         for stage in self.config.pipeline.stage_names:
-            for priority, topic in stage_topics(self.config, stage):
+            for priority, topic in stage_topics(self.config.priorities, stage):
                 try:
-                    lag = group_lag(self.config, f"framelog-{stage}", topic)
+                    lag = group_lag(self.config.kafka, self.config.stack, f"framelog-{stage}", topic)
                 except Exception:    # broker unreachable: report nothing rather than a wrong zero
                     continue
                 family.add_metric([priority, stage], lag)

@@ -54,7 +54,7 @@ async def until_handled(what: str, handle: Callable[[], Awaitable[object]], back
 
 
 def _partitions(config: Config, name: str) -> int:
-    return topics.topic_spec(name, config).partitions or config.kafka.default_partitions
+    return topics.topic_spec(name, config.topics).partitions or config.kafka.default_partitions
 
 
 async def _decode_or_dead_letter(codec: AvroCodec, emitter: AsyncEmitter, event: faust.EventT):
@@ -116,7 +116,7 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
         await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
             video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1))
         priority = upload.get("priority") or ""
-        await emitter.emit(topics.stage_topic(config, first, priority), records.StageRequest(
+        await emitter.emit(topics.stage_topic(config.priorities, first, priority), records.StageRequest(
             job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs, priority=priority))
         log.info("video %s: job %s queued for %s (priority %s)", video_id, job_id, first,
                  priority or config.priorities.default)
@@ -126,7 +126,7 @@ def register_stage(app: faust.App, config: Config, stage: StageConfig, runner: S
                    codec: AvroCodec, emitter: AsyncEmitter) -> None:
     """pipeline.<stage>[.<priority>] → StageRunner: one agent per priority topic, the runner's
     priority gate lets parallel_jobs run at once in this worker, highest priority first."""
-    for priority, name in topics.stage_topics(config, stage.name):
+    for priority, name in topics.stage_topics(config.priorities, stage.name):
         _register_stage_topic(app, config, stage, runner, codec, emitter, priority, name)
 
 

@@ -139,7 +139,7 @@ class StageRunner:
 
     async def request(self, stage: str, req: StageRequest, *, attempt: int, inputs: Mapping[str, str],
                       not_before: int = 0) -> None:
-        await self.emitter.emit(topics.stage_topic(self.config, stage, req.priority), records.StageRequest(
+        await self.emitter.emit(topics.stage_topic(self.config.priorities, stage, req.priority), records.StageRequest(
             job_id=req.job_id, video_id=req.video_id, stage=stage, attempt=attempt, inputs=dict(inputs),
             not_before=not_before, priority=req.priority))
 
@@ -315,6 +315,7 @@ class StageRunner:
         await self.transition(req, "failed", error_type=error_type, error_message=message,
                               duration_ms=int((time.monotonic() - started) * 1000))
         if original is not None:
-            await self.emitter.dead_letter(topics.stage_topic(self.config, self.stage.name, req.priority), original,
+            await self.emitter.dead_letter(topics.stage_topic(self.config.priorities, self.stage.name, req.priority),
+                                           original,
                                            key=req.video_id, reason=f"stage_failed:{error_type}",
                                            error=f"{message}\n{detail}" if detail else message)

@@ -10,6 +10,7 @@ event-id window make the replay count once.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -50,8 +51,9 @@ class AnalyticsSinkRunner:
         with self.lock:
             apply_migrations(self.client, config)
         source = dict(tables) if tables is not None else {t: DEFAULT_TABLES[t] for t in SOURCE_TOPICS}
-        self.consumer = EventConsumer(config, group_id, list(source),
-                                      codec=codec or AvroCodec(config, timestamps=MILLIS), on_revoke=self._on_revoke)
+        codec = codec or AvroCodec(config.topics, schema_registry_url=config.kafka.schema_registry_url,
+                                   timestamps=MILLIS)
+        self.consumer = EventConsumer(config.streams, group_id, list(source), codec=codec, on_revoke=self._on_revoke)
         self.sink = ClickHouseSink(self.client, config, on_committed=self._commit, tables=source,
                                    decode=self.consumer.decode_message,
                                    insert_client=lambda: connect(config, create_database=False))
@@ -209,7 +211,7 @@ def metrics_port(config: Config) -> int:
     """Where a standalone sink serves /metrics: the port after the worker groups' ports."""
     from framelog.pipeline.worker import groups
 
-    return config.stack.worker_metrics_port + len(groups(config))
+    return config.stack.worker_metrics_port + len(groups(config.pipeline))
 
 
 def run_sink(config: Config, group_id: str = GROUP_ID) -> int:
@@ -223,7 +225,7 @@ def run_sink(config: Config, group_id: str = GROUP_ID) -> int:
 
     from framelog.streams.kafka_auth import SINK, as_principal
 
-    config = as_principal(config, SINK)
+    config = dataclasses.replace(config, kafka=as_principal(config.kafka, SINK))
     configure_logging("analytics-sink")
     try:
         start_http_server(metrics_port(config), addr=config.stack.metrics_host)
