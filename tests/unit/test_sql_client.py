@@ -28,6 +28,8 @@ def test_a_429_is_retried_after_its_retry_after_and_a_long_wait_is_not(monkeypat
     from framelog.core.config import load_config
 
     config = load_config()
+    settings = sql_client.SqlClientSettings(dsn=config.clickhouse_dsn, api_url="http://api/v1/sql", auth=config.auth,
+                                            state_dir=config.stack.state_dir, analyst_sql=config.analyst_sql)
     answers = [httpx.Response(429, headers={"Retry-After": "0"}, json={"error": "busy"}),
                httpx.Response(200, json={"columns": [], "rows": [], "truncated": False})]
     calls = []
@@ -37,8 +39,8 @@ def test_a_429_is_retried_after_its_retry_after_and_a_long_wait_is_not(monkeypat
         return answers.pop(0)
 
     monkeypatch.setattr(sql_client.httpx, "post", post)
-    assert sql_client._post_waiting_for_a_slot(config, "http://api/v1/sql", {"sql": "SELECT 1"}).status_code == 200
+    assert sql_client._post_waiting_for_a_slot(settings, {"sql": "SELECT 1"}).status_code == 200
     assert len(calls) == 2
     too_long = str(int(config.analyst_sql.max_execution_time) + 60)
     answers[:] = [httpx.Response(429, headers={"Retry-After": too_long}, json={"error": "busy"})]
-    assert sql_client._post_waiting_for_a_slot(config, "http://api/v1/sql", {"sql": "SELECT 1"}).status_code == 429
+    assert sql_client._post_waiting_for_a_slot(settings, {"sql": "SELECT 1"}).status_code == 429

@@ -11,14 +11,18 @@ from framelog.clients import sql as sql_client
 RESULT = (["video_id", "views", "note"], [["a", 3, 'say "hi", ok'], ["b", 0, None]], False)
 
 
+def _unused():
+    raise AssertionError("the query is stubbed")
+
+
 def test_csv_json_and_table(monkeypatch, capsys):
     monkeypatch.setattr(sql_client, "_query", lambda *args: RESULT)
-    sql_client.run_sql(None, "SELECT 1", fmt="csv")
+    sql_client.run_sql(None, "SELECT 1", connect_readonly=_unused, fmt="csv")
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows == [["video_id", "views", "note"], ["a", "3", 'say "hi", ok'], ["b", "0", ""]]
-    sql_client.run_sql(None, "SELECT 1", fmt="json")
+    sql_client.run_sql(None, "SELECT 1", connect_readonly=_unused, fmt="json")
     assert json.loads(capsys.readouterr().out)["rows"][0] == ["a", 3, 'say "hi", ok']
-    sql_client.run_sql(None, "SELECT 1")
+    sql_client.run_sql(None, "SELECT 1", connect_readonly=_unused)
     assert "(2 rows)" in capsys.readouterr().out
 
 

@@ -209,9 +209,14 @@ def _tail(args: argparse.Namespace, config: Config) -> int:
 
 
 def _sql(args: argparse.Namespace, config: Config) -> int:
-    from framelog.clients.sql import parse_params, run_sql
+    from framelog.clients.sql import SqlClientSettings, parse_params, run_sql
+    from framelog.sinks.clickhouse.client import connect_readonly
 
-    return run_sql(config, args.statement, max_rows=args.max_rows, fmt="json" if args.json else args.format,
+    settings = SqlClientSettings(dsn=config.clickhouse_dsn,
+                                 api_url=f"http://{config.stack.host}:{config.stack.api_port}/v1/sql",
+                                 auth=config.auth, state_dir=config.stack.state_dir, analyst_sql=config.analyst_sql)
+    return run_sql(settings, args.statement, connect_readonly=lambda: connect_readonly(config),
+                   max_rows=args.max_rows, fmt="json" if args.json else args.format,
                    parameters=parse_params(args.param))
 
 

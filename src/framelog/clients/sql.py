@@ -13,18 +13,30 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from framelog.core.config import Config
-from framelog.sinks.clickhouse.client import connect_readonly, is_embedded
+from framelog.core.config import AnalystSqlConfig, AuthConfig
+from framelog.sinks.clickhouse.client import is_embedded
 from framelog.sinks.clickhouse.queries import AnalyticsQueryError, run_readonly_sql
 from framelog_client.errors import error_message
 
 ANALYST_SUB = "framelog-sql"      # the sub of the locally minted analyst token
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class SqlClientSettings:
+    """What `framelog sql` reads, filled by the command from the configuration."""
+    dsn: str                        # config.clickhouse_dsn: the embedded engine (chdb) or a server
+    api_url: str                    # the API's /v1/sql, where an embedded engine's statements go
+    auth: AuthConfig                # config.auth and ...
+    state_dir: Path                 # ... config.stack.state_dir: the keyring the analyst's token is minted from
+    analyst_sql: AnalystSqlConfig   # config.analyst_sql: how long a statement may run
 
 
 def parse_params(pairs: Iterable[str]) -> dict[str, str]:
@@ -41,17 +53,18 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _post_waiting_for_a_slot(config: Config, url: str, payload: dict[str, Any]) -> httpx.Response:
+def _post_waiting_for_a_slot(settings: SqlClientSettings, payload: dict[str, Any]) -> httpx.Response:
     """POST /v1/sql; on 429 (all analyst slots busy) wait Retry-After and try again, for at most
     ``analyst_sql.max_execution_time`` (by then a running query has ended)."""
     from framelog.clients.credentials import bearer, local_token
     from framelog.processors.identity import ANALYTICS_READ
 
-    headers = bearer(local_token(config.auth, config.stack.state_dir, ANALYST_SUB, [ANALYTICS_READ]))
-    give_up = time.monotonic() + config.analyst_sql.max_execution_time
+    url, limit = settings.api_url, settings.analyst_sql.max_execution_time
+    headers = bearer(local_token(settings.auth, settings.state_dir, ANALYST_SUB, [ANALYTICS_READ]))
+    give_up = time.monotonic() + limit
     while True:
         try:
-            r = httpx.post(url, json=payload, timeout=config.analyst_sql.max_execution_time + 30, headers=headers)
+            r = httpx.post(url, json=payload, timeout=limit + 30, headers=headers)
         except httpx.ConnectError:
             raise AnalyticsQueryError(f"the embedded engine is owned by the API, which is not running at {url} "
                                       "(start it with `framelog api` or `framelog demo`)") from None
@@ -61,17 +74,16 @@ def _post_waiting_for_a_slot(config: Config, url: str, payload: dict[str, Any]) 
         time.sleep(wait)
 
 
-def _query(config: Config, statement: str, max_rows: int,
+def _query(settings: SqlClientSettings, connect_readonly: Callable[[], Any], statement: str, max_rows: int,
            parameters: Mapping[str, str]) -> tuple[list[str], list[list[Any]], bool]:
-    if is_embedded(config.clickhouse_dsn):
-        url = f"http://{config.stack.host}:{config.stack.api_port}/v1/sql"
-        r = _post_waiting_for_a_slot(config, url, {"sql": statement, "max_rows": max_rows,
-                                                   "parameters": dict(parameters)})
+    if is_embedded(settings.dsn):
+        r = _post_waiting_for_a_slot(settings, {"sql": statement, "max_rows": max_rows,
+                                                "parameters": dict(parameters)})
         if r.status_code != 200:
             raise AnalyticsQueryError(error_message(r))
         body = r.json()
         return body["columns"], body["rows"], body["truncated"]
-    client = connect_readonly(config)
+    client = connect_readonly()
     try:
         result = run_readonly_sql(client, statement, max_rows=max_rows, parameters=parameters)
     finally:
@@ -79,10 +91,12 @@ def _query(config: Config, statement: str, max_rows: int,
     return result.columns, [list(row) for row in result.rows], result.truncated
 
 
-def run_sql(config: Config, statement: str, *, max_rows: int = 1000, as_json: bool = False,
-            parameters: Mapping[str, str] | None = None, fmt: str = "table") -> int:
-    """Print the result as a table, CSV (header row, RFC 4180 quoting) or JSON."""
-    columns, rows, truncated = _query(config, statement, max_rows, parameters or {})
+def run_sql(settings: SqlClientSettings, statement: str, *, connect_readonly: Callable[[], Any],
+            max_rows: int = 1000, as_json: bool = False, parameters: Mapping[str, str] | None = None,
+            fmt: str = "table") -> int:
+    """Print the result as a table, CSV (header row, RFC 4180 quoting) or JSON. ``connect_readonly``
+    opens the analysts' read-only session on a ClickHouse server (not called for the embedded engine)."""
+    columns, rows, truncated = _query(settings, connect_readonly, statement, max_rows, parameters or {})
     if fmt == "csv":
         import csv
         writer = csv.writer(sys.stdout, lineterminator="\n")
