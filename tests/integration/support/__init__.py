@@ -79,6 +79,7 @@ class TopicRecorder(ReplayedTable):
 
     def __init__(self, config: Config, names: tuple[str, ...], group_prefix: str = "it-recorder"):
         super().__init__(config.streams, names, group_prefix=group_prefix)
+        self.config = config
         self.by_video: dict[str, list[DecodedRecord]] = {}
 
     def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
