@@ -151,7 +151,7 @@ class SinkLoop:
 
     def __init__(self, config: Config, spec: TopicSpec):
         self.config = config
-        self.client = connect(config)
+        self.client = connect(config.clickhouse_dsn, config.clickhouse.database)
         self.runner = AnalyticsSinkRunner(config, client=self.client, group_id=f"bench-an-sink-{uuid.uuid4().hex[:6]}",
                                           tables={spec.name: DEFAULT_TABLES["playback.events"]},
                                           codec=codec_for(config, spec, timestamps=MILLIS))
@@ -263,7 +263,7 @@ def wait_for_merges(client, deadline_s: float = 600.0) -> float:
 
 def time_queries(config: Config, client, queries: int, seed: int) -> tuple[list[float], int]:
     """get_video_analytics as the API runs it: its reads spread over two sessions."""
-    second = connect(config, create_database=False)
+    second = connect(config.clickhouse_dsn, config.clickhouse.database, create_database=False)
     try:
         return _time_queries([client, second], config, queries, seed)
     finally:

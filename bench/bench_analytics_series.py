@@ -45,8 +45,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-series-") as tmp:
         cfg = dataclasses.replace(cfg, clickhouse=dataclasses.replace(cfg.clickhouse, dsn=f"chdb://{tmp}",
                                                                         database="bench_series"))
-        client = connect(cfg)
-        apply_migrations(client, cfg)
+        client = connect(cfg.clickhouse_dsn, cfg.clickhouse.database)
+        apply_migrations(client, cfg.analytics)
         load = generate_playback_events(client, args.rows, videos=args.videos, days=30)
         for table in ("video_stats_hourly", "quality_switch_hourly", "playback_events"):
             client.command(f"OPTIMIZE TABLE {table} FINAL")

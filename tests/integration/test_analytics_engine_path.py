@@ -39,8 +39,8 @@ def engine(chdb_path):
         cfg = load_config()
         cfg = dataclasses.replace(cfg, clickhouse=dataclasses.replace(cfg.clickhouse, dsn=f"chdb://{path}",
                                                                       database=database))
-        client = connect(cfg)
-        apply_migrations(client, cfg)
+        client = connect(cfg.clickhouse_dsn, cfg.clickhouse.database)
+        apply_migrations(client, cfg.analytics)
         clients.append(client)
         return cfg, client
 
@@ -75,8 +75,9 @@ def _sink_all(config, client, spec: TopicSpec, expected: int, **sink_kw) -> tupl
     """Consume the whole topic (``expected`` messages) with a fresh group into one flush."""
     codec = _codec(config, spec, TopicSpec(spec.dlq, ("DeadLetter",)), timestamps=MILLIS)
     consumer = EventConsumer(config.streams, f"test-engine-{uuid.uuid4().hex[:6]}", [spec.name], codec=codec)
-    sink = ClickHouseSink(client, config, tables={spec.name: PLAYBACK_EVENTS_TABLE}, max_rows=100_000,
-                          max_age=600, on_committed=consumer.commit, decode=consumer.decode_message, **sink_kw)
+    sink = ClickHouseSink(client, config.analytics, config.hls.quality_levels,
+                          tables={spec.name: PLAYBACK_EVENTS_TABLE}, max_rows=100_000, max_age=600,
+                          on_committed=consumer.commit, decode=consumer.decode_message, **sink_kw)
     seen, deadline = 0, time.monotonic() + 60
     while seen < expected and time.monotonic() < deadline:
         for m in consumer.poll_raw(1000, 0.5):

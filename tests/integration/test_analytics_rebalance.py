@@ -93,7 +93,7 @@ def test_a_second_sink_joining_the_group_counts_every_event_once(stack, config, 
     assert all(r.sink.stats["rows_written"] > 0 for r in runners), [dict(r.sink.stats) for r in runners]
     assert sum(r.sink.stats["rows_written"] for r in runners) == EVENTS
 
-    client = connect(cfg, create_database=False)
+    client = connect(cfg.clickhouse_dsn, cfg.clickhouse.database, create_database=False)
     try:
         def one(sql: str) -> tuple:
             return client.query(sql, parameters={"videos": videos}).result_rows[0]

@@ -54,8 +54,8 @@ def db(chdb_path):
     cfg = load_config()
     cfg = dataclasses.replace(cfg, clickhouse=dataclasses.replace(
         cfg.clickhouse, dsn=f"chdb://{chdb_path}", database="framelog_series"))
-    client = connect(cfg)
-    apply_migrations(client, cfg)
+    client = connect(cfg.clickhouse_dsn, cfg.clickhouse.database)
+    apply_migrations(client, cfg.analytics)
     events = (
         watch("s1", "u1", 0, (0, 25), (25, 50), (50, 75), (75, 100))
         + [ev("s1", "u1", "ended", at(0, 9), position=100.0)]
@@ -65,7 +65,7 @@ def db(chdb_path):
         + watch("s5", "u1", 26, (0, 10))                           # the next day, a returning viewer
         + [ev("s5", "u1", "like", at(26, 5)), ev("s5", "u1", "share", at(26, 6))]
     )
-    sink = ClickHouseSink(client, cfg, max_rows=1000, max_age=60)
+    sink = ClickHouseSink(client, cfg.analytics, cfg.hls.quality_levels, max_rows=1000, max_age=60)
     for offset, record in enumerate(events):
         sink.add(record, "playback.events", 0, offset)
     sink.flush()

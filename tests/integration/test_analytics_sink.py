@@ -91,7 +91,8 @@ def test_sink_killed_mid_batch_counts_every_event_once(stack, config, tmp_path):
 import json
 from framelog.core.config import get_config
 from framelog.sinks.clickhouse.client import connect
-c = connect(get_config())
+cfg = get_config()
+c = connect(cfg.clickhouse_dsn, cfg.clickhouse.database)
 ids = {json.dumps(videos)}
 raw = c.query("SELECT count(), uniqExact(event_id) FROM playback_events FINAL WHERE video_id IN {{v:Array(String)}}",
               parameters={{"v": ids}}).result_rows[0]

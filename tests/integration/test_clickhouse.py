@@ -44,7 +44,8 @@ def engine(chdb_path):
 
     def open_(database, readonly=False):
         cfg = _config(path, database)
-        client = connect_readonly(cfg) if readonly else connect(cfg)
+        dsn, database = cfg.clickhouse_dsn, cfg.clickhouse.database
+        client = connect_readonly(dsn, database, cfg.analyst_sql) if readonly else connect(dsn, database)
         clients.append(client)
         return cfg, client
 
@@ -56,7 +57,7 @@ def engine(chdb_path):
 @pytest.fixture(scope="module")
 def db(engine):
     cfg, client = engine("framelog_test")
-    apply_migrations(client, cfg)
+    apply_migrations(client, cfg.analytics)
     return cfg, client
 
 
@@ -104,8 +105,8 @@ def scalar(client, sql, **params):
 
 def test_migrations_are_idempotent_and_recorded(db):
     cfg, client = db
-    assert apply_migrations(client, cfg) == []
-    assert apply_migrations(client, cfg) == []
+    assert apply_migrations(client, cfg.analytics) == []
+    assert apply_migrations(client, cfg.analytics) == []
     versions = [r[0] for r in client.query("SELECT version FROM schema_migrations FINAL ORDER BY version").result_rows]
     assert versions == [m.version for m in load_migrations()]
     tables = {r[0] for r in client.query("SHOW TABLES").result_rows}
@@ -121,15 +122,16 @@ def test_edited_migration_is_refused(db):
     cfg, client = db
     first = load_migrations()[0]
     with pytest.raises(MigrationError):
-        apply_migrations(client, cfg, [Migration(first.version, first.name, first.sql + "\n-- edited")])
+        apply_migrations(client, cfg.analytics, [Migration(first.version, first.name, first.sql + "\n-- edited")])
 
 
 def test_new_migration_applies_once_in_order(engine):
     cfg, client = engine("framelog_mig")
     extra = Migration(9999, "probe", "CREATE TABLE IF NOT EXISTS probe (a UInt8) ENGINE = Memory;\n"
                                      "INSERT INTO probe VALUES (1);")
-    assert apply_migrations(client, cfg, load_migrations() + [extra]) == [m.version for m in load_migrations()] + [9999]
-    assert apply_migrations(client, cfg, load_migrations() + [extra]) == []
+    applied = apply_migrations(client, cfg.analytics, load_migrations() + [extra])
+    assert applied == [m.version for m in load_migrations()] + [9999]
+    assert apply_migrations(client, cfg.analytics, load_migrations() + [extra]) == []
     assert scalar(client, "SELECT count() FROM probe") == 1
 
 
@@ -139,7 +141,8 @@ def test_same_batch_twice_with_same_token_leaves_one_copy(db):
     cfg, client = db
     recs = [ev("vdedup", "s1", "u1", "view_start", BASE + dt.timedelta(minutes=1)),
             ev("vdedup", "s1", "u1", "progress", BASE + dt.timedelta(minutes=2), watch_time_delta_seconds=10.0)]
-    table = ClickHouseSink.to_arrow(ClickHouseSink(client, cfg).tables[PE], recs, PE, 0, [0, 1])
+    sink = ClickHouseSink(client, cfg.analytics, cfg.hls.quality_levels)
+    table = ClickHouseSink.to_arrow(sink.tables[PE], recs, PE, 0, [0, 1])
     settings = {"insert_deduplication_token": dedup_token(PE, 0, 0, 1, 2), "async_insert": 0}
     client.insert_arrow("playback_events", table, settings=settings)
     client.insert_arrow("playback_events", table, settings=settings)   # a retried insert
@@ -151,7 +154,8 @@ def test_same_batch_twice_with_same_token_leaves_one_copy(db):
 def test_replay_after_crash_and_client_retries_are_dropped(db):
     cfg, client = db
     commits = []
-    sink = ClickHouseSink(client, cfg, on_committed=commits.append, max_rows=10_000, max_age=60)
+    sink = ClickHouseSink(client, cfg.analytics, cfg.hls.quality_levels, on_committed=commits.append, max_rows=10_000,
+                          max_age=60)
     recs = [ev("vreplay", f"s{i}", f"u{i}", "view_start", BASE + dt.timedelta(minutes=i)) for i in range(5)]
     for off, r in enumerate(recs):
         sink.add(r, PE, 4, 100 + off)
@@ -160,7 +164,7 @@ def test_replay_after_crash_and_client_retries_are_dropped(db):
     # crash before the commit: a new process resumes at the committed offset (100) and replays
     # 100..104 with other batch boundaries plus one new record, and a client resends event 2
     # (same event_id) at a later offset.
-    sink2 = ClickHouseSink(client, cfg, max_rows=10_000, max_age=60)
+    sink2 = ClickHouseSink(client, cfg.analytics, cfg.hls.quality_levels, max_rows=10_000, max_age=60)
     retry = dict(recs[2])
     new = ev("vreplay", "s9", "u9", "view_start", BASE + dt.timedelta(minutes=9))
     for off, r in [*enumerate(recs, start=100), (105, new), (106, retry)]:
@@ -179,7 +183,7 @@ def test_replay_after_crash_and_client_retries_are_dropped(db):
 
 def test_invalid_event_ids_are_dropped_not_blocking_and_ids_are_canonical(db):
     cfg, client = db
-    sink = ClickHouseSink(client, cfg, max_rows=10_000, max_age=60)
+    sink = ClickHouseSink(client, cfg.analytics, cfg.hls.quality_levels, max_rows=10_000, max_age=60)
     good = ev("vcanon", "s1", "u1", "view_start", BASE + dt.timedelta(minutes=1))
     shouting = dict(good, event_id=good["event_id"].upper())           # same id, other spelling
     bad = ev("vcanon", "s2", "u2", "view_start", BASE + dt.timedelta(minutes=2), event_id="not-a-uuid")
@@ -219,7 +223,7 @@ def fixture_video(db):
           ev(v, "s4", "u3", "progress", m(126), position_seconds=15.0, watch_time_delta_seconds=15.0, rendition="720p")]
     switches = [qs(v, "s1", "720p", "1080p", m(3)), qs(v, "s2", "720p", "480p", m(13)),
                 qs(v, "s3", "auto", "720p", m(20))]
-    sink = ClickHouseSink(client, cfg, max_rows=7, max_age=60)
+    sink = ClickHouseSink(client, cfg.analytics, cfg.hls.quality_levels, max_rows=7, max_age=60)
     feed = Offsets()
     # interleaved sessions, several batches
     feed.feed(sink, [x for group in zip(s1, s2) for x in group] + s3, partition=1)
@@ -299,7 +303,7 @@ def test_hour_buckets_and_exclusive_end(fixture_video):
 def test_late_and_out_of_order_events_land_in_their_event_time_buckets(db):
     cfg, client = db
     v, H = "vlate", BASE
-    sink = ClickHouseSink(client, cfg, max_rows=10_000, max_age=60)
+    sink = ClickHouseSink(client, cfg.analytics, cfg.hls.quality_levels, max_rows=10_000, max_age=60)
     feed = Offsets()
     feed.feed(sink, [ev(v, "s2", "u2", "view_start", H + dt.timedelta(hours=3, minutes=5))], partition=3)
     sink.flush()
@@ -380,7 +384,7 @@ def test_readonly_sql_rejects_multi_statements_and_writes(db, engine):
 
 def test_p95_of_get_video_analytics_over_a_large_table(engine, capsys):
     cfg, client = engine("framelog_perf")
-    apply_migrations(client, cfg)
+    apply_migrations(client, cfg.analytics)
     n, videos, days = 1_000_000, 1000, 30
     gen = generate_playback_events(client, n, videos=videos, days=days)
     assert scalar(client, "SELECT count() FROM playback_events") == n

@@ -250,12 +250,12 @@ def engine(chdb_path):
     path = chdb_path
     cfg = dataclasses.replace(base, clickhouse=dataclasses.replace(base.clickhouse, dsn=f"chdb://{path}",
                                                                    database="framelog_sandbox"))
-    writer = connect(cfg)
-    apply_migrations(writer, cfg)
+    writer = connect(cfg.clickhouse_dsn, cfg.clickhouse.database)
+    apply_migrations(writer, cfg.analytics)
     generate_playback_events(writer, 20_000, videos=20, days=2)
-    analyst = connect_readonly(cfg)
+    analyst = connect_readonly(cfg.clickhouse_dsn, cfg.clickhouse.database, cfg.analyst_sql)
     short = dataclasses.replace(cfg, analyst_sql=dataclasses.replace(cfg.analyst_sql, max_execution_time=1))
-    analyst_short = connect_readonly(short)
+    analyst_short = connect_readonly(short.clickhouse_dsn, short.clickhouse.database, short.analyst_sql)
     yield cfg, writer, analyst, analyst_short
     for c in (analyst_short, analyst, writer):
         c.close()

@@ -33,7 +33,7 @@ def test_packaged_migrations_render_with_numbers_only():
     migrations = load_migrations()
     assert [m.version for m in migrations] == sorted(m.version for m in migrations)
     assert migrations[0].version == 1
-    values = template_values(cfg)
+    values = template_values(cfg.analytics)
     assert values["raw_events_ttl_days"] == "400"
     assert values["completion_threshold"] == "0.9"
     for m in migrations:

@@ -54,9 +54,12 @@ def embedded_sink_wanted(config: Config) -> bool:
 
 def open_engine(config: Config) -> AnalyticsEngine:
     """Open the sessions (and, embedded, start the analytics sink in a thread of this process)."""
-    client = connect(config)
-    engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(config)),
-                             connect(config, create_database=False), query_cache=analytics_query_cache(config.caching))
+    dsn, database = config.clickhouse_dsn, config.clickhouse.database
+    client = connect(dsn, database)
+    engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(dsn, database,
+                                                                                          config.analyst_sql)),
+                             connect(dsn, database, create_database=False),
+                             query_cache=analytics_query_cache(config.caching))
     if embedded_sink_wanted(config):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner, RestartingSink
         from framelog.streams.kafka_auth import SINK, as_principal

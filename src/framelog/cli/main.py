@@ -215,7 +215,9 @@ def _sql(args: argparse.Namespace, config: Config) -> int:
     settings = SqlClientSettings(dsn=config.clickhouse_dsn,
                                  api_url=f"http://{config.stack.host}:{config.stack.api_port}/v1/sql",
                                  auth=config.auth, state_dir=config.stack.state_dir, analyst_sql=config.analyst_sql)
-    return run_sql(settings, args.statement, connect_readonly=lambda: connect_readonly(config),
+    return run_sql(settings, args.statement,
+                   connect_readonly=lambda: connect_readonly(config.clickhouse_dsn, config.clickhouse.database,
+                                                             config.analyst_sql),
                    max_rows=args.max_rows, fmt="json" if args.json else args.format,
                    parameters=parse_params(args.param))
 

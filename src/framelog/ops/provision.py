@@ -129,9 +129,9 @@ def _migrations(config: Config, _timeout: float) -> list[int]:   # clickhouse-co
     from framelog.sinks.clickhouse.client import connect
     from framelog.sinks.clickhouse.migrations import apply_migrations
 
-    client = connect(config)
+    client = connect(config.clickhouse_dsn, config.clickhouse.database)
     try:
-        return apply_migrations(client, config)
+        return apply_migrations(client, config.analytics)
     finally:
         client.close()
 

@@ -19,7 +19,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from framelog.core.config import AnalystSqlConfig, Config
+from framelog.core.config import AnalystSqlConfig
 from framelog.core.errors import ConfigError
 
 __all__ = ["connect", "connect_readonly", "analyst_settings", "client_is_embedded", "is_embedded",
@@ -46,10 +46,10 @@ def _client(dsn: str, database: str | None, settings: dict[str, Any] | None) -> 
     return clickhouse_connect.get_client(**kwargs)
 
 
-def connect(config: Config, *, settings: dict[str, Any] | None = None, create_database: bool = True) -> Client:
-    """A client on ``config.clickhouse_dsn`` with ``config.clickhouse.database`` as default database."""
-    dsn = config.clickhouse_dsn
-    database = config.clickhouse.database
+def connect(dsn: str, database: str, *, settings: dict[str, Any] | None = None,
+            create_database: bool = True) -> Client:
+    """A client on ``dsn`` (``config.clickhouse_dsn``) with ``database`` (``config.clickhouse.database``) as
+    default database."""
     quoted = quote_identifier(database)
     if create_database:
         bootstrap = _client(dsn, None, None)
@@ -95,7 +95,8 @@ def client_is_embedded(client: Client) -> bool:
     return str(getattr(client, "uri", "") or "").startswith("chdb:") or type(client).__name__ == "ChdbClient"
 
 
-def connect_readonly(config: Config) -> Client:
-    """A separate session for analysts' SQL, locked to ``readonly=1`` with the analyst limits."""
-    settings = analyst_settings(config.analyst_sql, embedded=is_embedded(config.clickhouse_dsn))
-    return connect(config, settings=settings, create_database=True)
+def connect_readonly(dsn: str, database: str, limits: AnalystSqlConfig) -> Client:
+    """A separate session for analysts' SQL, locked to ``readonly=1`` with the analyst limits
+    (``config.analyst_sql``)."""
+    settings = analyst_settings(limits, embedded=is_embedded(dsn))
+    return connect(dsn, database, settings=settings, create_database=True)

@@ -22,7 +22,7 @@ from importlib import resources
 
 from clickhouse_connect.driver.client import Client
 
-from framelog.core.config import Config
+from framelog.core.config import AnalyticsConfig
 from framelog.core.errors import FramelogError
 from framelog.sinks.clickhouse.sqltext import split_statements
 
@@ -80,10 +80,10 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def template_values(config: Config) -> dict[str, str]:
-    """Numbers only: nothing user-supplied ever reaches migration SQL."""
-    ttl_days = max(1, math.ceil(config.analytics.raw_events_ttl / 86400))
-    threshold = float(config.analytics.completion_threshold)
+def template_values(analytics: AnalyticsConfig) -> dict[str, str]:
+    """Numbers only: nothing user-supplied ever reaches migration SQL (``analytics``: ``config.analytics``)."""
+    ttl_days = max(1, math.ceil(analytics.raw_events_ttl / 86400))
+    threshold = float(analytics.completion_threshold)
     if not 0 <= threshold <= 1:
         raise MigrationError(f"completion_threshold out of range: {threshold}")
     return {
@@ -110,10 +110,11 @@ def applied_versions(client: Client) -> dict[int, str]:
     return {int(v): c for v, c in rows}
 
 
-def apply_migrations(client: Client, config: Config,
+def apply_migrations(client: Client, analytics: AnalyticsConfig,
                      migrations: Iterable[Migration] | None = None) -> list[int]:
-    """Apply pending migrations in order; returns the versions applied now."""
-    values = template_values(config)
+    """Apply pending migrations in order, templated from ``analytics`` (``config.analytics``); returns the
+    versions applied now."""
+    values = template_values(analytics)
     done = applied_versions(client)
     applied_now = []
     for mig in (load_migrations() if migrations is None else sorted(migrations, key=lambda x: x.version)):

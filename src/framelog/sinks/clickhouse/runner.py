@@ -46,17 +46,18 @@ class AnalyticsSinkRunner:
         video ids (record keys) whose events just became queryable, after their commit:
         the API's analytics query cache drops their answers."""
         self.config = config
-        self.client = client if client is not None else connect(config)
+        self.client = client if client is not None else connect(config.clickhouse_dsn, config.clickhouse.database)
         self.lock = lock or threading.Lock()      # chdb: one engine per process, shared with queries
         with self.lock:
-            apply_migrations(self.client, config)
+            apply_migrations(self.client, config.analytics)
         source = dict(tables) if tables is not None else {t: DEFAULT_TABLES[t] for t in SOURCE_TOPICS}
         codec = codec or AvroCodec(config.topics, schema_registry_url=config.kafka.schema_registry_url,
                                    timestamps=MILLIS)
         self.consumer = EventConsumer(config.streams, group_id, list(source), codec=codec, on_revoke=self._on_revoke)
-        self.sink = ClickHouseSink(self.client, config, on_committed=self._commit, tables=source,
-                                   decode=self.consumer.decode_message,
-                                   insert_client=lambda: connect(config, create_database=False))
+        self.sink = ClickHouseSink(self.client, config.analytics, config.hls.quality_levels, on_committed=self._commit,
+                                   tables=source, decode=self.consumer.decode_message,
+                                   insert_client=lambda: connect(config.clickhouse_dsn, config.clickhouse.database,
+                                                                 create_database=False))
         self.stop_event = threading.Event()
         self.rows_written = 0
         self.committed: dict[tuple[str, int], int] = {}      # next offset per partition, as committed

@@ -70,7 +70,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
-from framelog.core.config import Config
+from framelog.core.config import AnalyticsConfig, QualityLevel
 from framelog.core.ids import is_event_id
 from framelog.sinks.base.batching import Batch, BatchingSink, CommitCallback, TopicPartition
 from framelog.sinks.clickhouse import metrics
@@ -245,32 +245,35 @@ class ClickHouseSink(BatchingSink):
 
     pipelined = True      # inserts run on the insert thread while the consumer fills the next batches
 
-    def __init__(self, client: Client, config: Config, on_committed: CommitCallback | None = None, *,
+    def __init__(self, client: Client, analytics: AnalyticsConfig, levels: Iterable[QualityLevel],
+                 on_committed: CommitCallback | None = None, *,
                  tables: Mapping[str, TableSpec] | None = None, dedup_window: int = DEFAULT_DEDUP_WINDOW,
                  max_rows: int | None = None, max_age: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  decode: Callable[[Any], Any] | None = None, engine_decodes: bool = True,
                  insert_client: Callable[[], Client] | None = None):
-        """``decode``: message -> DecodedRecord (with ``.value``) or None once dead-lettered
+        """``analytics``: ``config.analytics`` (batch size and age, insert threads); ``levels``: the HLS ladder
+        (``config.hls.quality_levels``) that ranks a quality switch up or down.
+        ``decode``: message -> DecodedRecord (with ``.value``) or None once dead-lettered
         (``EventConsumer.decode_message``); needed when ``add`` is given undecoded messages.
         ``engine_decodes=False`` sends everything through the Python path.
         ``insert_client``: opens one more session on the same database; given it, engine-path
         inserts of different partitions run side by side on ``analytics.sink_insert_threads``
         threads, each with its own session (one partition's inserts never overlap: a flush
         has one batch per partition, and the next flush starts after it finished)."""
-        super().__init__(max_rows or config.analytics.sink_batch_max_rows,
-                         max_age or config.analytics.sink_batch_max_age, on_committed, clock)
+        super().__init__(max_rows or analytics.sink_batch_max_rows,
+                         max_age or analytics.sink_batch_max_age, on_committed, clock)
         self.client = client
         self.tables = dict(DEFAULT_TABLES if tables is None else tables)
         self.dedup_window = dedup_window
         self.decode = decode
         self._recent: dict[TopicPartition, RecentIds] = {}
-        self._ranks = {q.name.lower(): q.bandwidth for q in config.hls.quality_levels}
+        self._ranks = {q.name.lower(): q.bandwidth for q in levels}
         self._block_writers: dict[str, AvroBlockWriter] = {
             topic: AvroBlockWriter.for_record(spec.avro_record)
             for topic, spec in self.tables.items() if spec.avro_record and engine_decodes}
         self._inserter: ThreadPoolExecutor | None = None
-        self._insert_threads = config.analytics.sink_insert_threads if insert_client is not None else 1
+        self._insert_threads = analytics.sink_insert_threads if insert_client is not None else 1
         self._insert_client = insert_client
         self._insert_sessions: queue.SimpleQueue[Client] = queue.SimpleQueue()
         self._opened_sessions: list[Client] = []
