@@ -3,6 +3,7 @@ end, and the README's ten-line example runs in it against the real stack (API an
 goes through, the live status reaches ready, the like it sends lands in the analytics."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -37,13 +38,25 @@ def api(stack, config) -> str:
         service.stop()
 
 
+def oldest_python() -> str:
+    """The oldest Python the client supports (3.9) if this machine has one (on PATH or under pyenv), else ours."""
+    pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3.9")))
+    candidates = [shutil.which("python3.9"), *pyenv]
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 9)"],
+                          capture_output=True).returncode == 0:
+            return candidate
+    return sys.executable
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
-    """A fresh virtualenv with framelog-client installed from ./client (not editable), and nothing else."""
+    """A fresh virtualenv, on Python 3.9 where the machine has it, with framelog-client installed from ./client
+    (not editable), and nothing else."""
     base = tmp_path_factory.mktemp("client-venv")
     where, source = base / "venv", base / "client"
     shutil.copytree(ROOT / "client", source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
-    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    subprocess.run([oldest_python(), "-m", "venv", str(where)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run([str(where / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
                            str(source)], env=env, capture_output=True, text=True, timeout=600)
@@ -71,6 +84,8 @@ def test_the_readme_example_runs_against_the_stack(api, worker, config, venv, tm
                        owner, scopes=[VIDEOS_WRITE, EVENTS_WRITE])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(FRAMELOG_API=api, FRAMELOG_TOKEN=token)
+    version = subprocess.run([str(venv / "bin" / "python"), "--version"], capture_output=True, text=True).stdout
+    print(f"\nthe README's example on {version.strip()}")
     proc = subprocess.run([str(venv / "bin" / "python"), str(script), str(clip)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=PIPELINE_DEADLINE + 60)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
