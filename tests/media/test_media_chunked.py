@@ -77,6 +77,38 @@ def test_audio_and_video_stay_in_sync_to_the_last_flash(ladders):
     assert [round(f - start, 3) for f in flashes] == list(FLASHES)      # each flash where the source has it
 
 
+LONG = 600.0                              # the issue's ten minutes, in chunks of the production length
+LONG_FLASHES = (3.0, 301.0, 597.0)        # the first chunk, the middle, and 3 s before the end
+
+
+def test_audio_and_video_stay_in_sync_at_the_end_of_a_ten_minute_clip(tmp_path):
+    """Ten chunks of 60 s (framelog.yaml's chunk length) at the smallest rung: no drift accumulates over the
+    chunk boundaries, the last flash and its beep are within one frame, and no frame is lost or doubled."""
+    src = clips.flash_beep(tmp_path / "long.mp4", at=LONG_FLASHES, duration=LONG, fps=FPS, width=160, height=90)
+    out = tmp_path / "chunked"
+    rung = RUNGS[1:]
+    plan = plan_chunks(LONG, 60, 10)
+    assert len(plan.chunks) == 10
+    outputs = [chunked.encode_chunk(src, out, c, rung, fps=FPS, segment_seconds=10, key=None, preset="ultrafast",
+                                    duration=LONG) for c in plan.chunks]
+    audio = chunked.encode_audio(src, out, segment_seconds=10, key=None, duration=LONG)
+    video_playlist = out / rung[0].name / hls.PLAYLIST_NAME
+    video_playlist.write_text(chunked.media_playlist(chunked.stitched_segments(outputs, rung[0].name), key_line="",
+                                                     ended=True))
+    audio_playlist = out / "audio" / hls.PLAYLIST_NAME
+    audio_playlist.write_text(chunked.media_playlist(audio.segments, key_line="", ended=True))
+
+    frames = measure.frames(video_playlist)
+    assert len(frames) == LONG * FPS                                     # 15,000 frames: none lost or doubled
+    flashes = [t for t, y in frames if y >= 200.0]
+    beeps = [b for b in measure.beep_onsets(audio_playlist) if b < flashes[-1] + 1]
+    assert len(flashes) == len(LONG_FLASHES) and len(beeps) == len(LONG_FLASHES), (flashes, beeps)
+    for flash, beep in zip(flashes, beeps, strict=True):
+        assert abs(flash - beep) < 1 / FPS, (flash, beep)
+    start = flashes[0] - LONG_FLASHES[0]
+    assert [round(f - start, 3) for f in flashes] == list(LONG_FLASHES)
+
+
 def test_audio_is_encoded_once_without_a_seam(ladders):
     segs = ladders.audio.segments
     assert sum(s.duration for s in segs) == pytest.approx(DURATION, abs=0.05)
