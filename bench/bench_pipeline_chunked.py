@@ -118,7 +118,7 @@ def run_mode(mode: str, clip: Path, api: str, token: str, env: dict[str, str], l
     chunked = mode != "single"
     chunk_workers = int(mode.split("-")[1]) if chunked else 0
     wenv = {**env, "FRAMELOG__MEDIA__TRANSCODING__CHUNKED": "true" if chunked else "false"}
-    others = [g for g in groups(config) if g != CHUNKS]
+    others = [g for g in groups(config.pipeline) if g != CHUNKS]
     procs = [spawn(["worker", *[a for g in others for a in ("--stage", g)]], wenv, logs / f"{mode}-worker.log")]
     procs += [spawn(["worker", "--stage", CHUNKS], wenv, logs / f"{mode}-chunks-{i}.log", cpu=cpus[i])
               for i in range(chunk_workers)]
