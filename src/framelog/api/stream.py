@@ -228,7 +228,7 @@ def preview_asset(svc: Services, video_id: str) -> dict[str, Any] | None:
     renditions = [{"name": r["name"], "width": int(r["width"]), "height": int(r["height"]),
                    "bandwidth": int(r["bandwidth"]), "average_bandwidth": int(r["average_bandwidth"]),
                    "codecs": r["codecs"], "frame_rate": frame_rate,
-                   "playlist_key": f"hls/{video_id}/{r['name']}/playlist.m3u8"} for r in listed]
+                   "playlist_key": object_keys.rendition_playlist(video_id, r["name"])} for r in listed]
     growth = "-".join(f"{r['name']}.{r.get('chunks', '')}" for r in listed)    # a new plan on every growth
     return {"video_id": video_id, "job_id": f"preview-{view.get('job_id', '')}-{growth}",
             "renditions": renditions, "master_playlist_key": out["preview_master_key"],

@@ -134,9 +134,14 @@ def staging_root(video_id: str) -> str:
     return f"{WORK}/{validate_video_id(video_id)}/"
 
 
+def stage_staging(video_id: str, job_id: str, stage: str) -> str:
+    """A stage's staging shared by its attempts and jobs (chunked transcoding's plan and chunks; no trailing '/')."""
+    return f"{staging_root(video_id)}{_job(job_id)}/{_stage(stage)}"
+
+
 def job_staging(video_id: str, job_id: str, stage: str, attempt: int) -> str:
     """Where one attempt of a stage writes its outputs (no trailing '/')."""
-    return f"{staging_root(video_id)}{_job(job_id)}/{_stage(stage)}/attempt-{_attempt(attempt)}"
+    return f"{stage_staging(video_id, job_id, stage)}/attempt-{_attempt(attempt)}"
 
 
 def job_marker(video_id: str, job_id: str, stage: str) -> str:

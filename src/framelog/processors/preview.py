@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from framelog.processors.media.hls import MASTER_NAME, PLAYLIST_NAME
+from framelog.core import object_keys as ok
 
 
 def preview_renditions(outputs: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -29,8 +29,8 @@ def preview_renditions(outputs: Mapping[str, str]) -> list[dict[str, Any]]:
 def preview_paths(video_id: str, outputs: Mapping[str, str], before: Mapping[str, int] | None = None) -> list[str]:
     """The edge paths a growing preview changes (purged on every growth and at publication): the master and
     every rung's playlist that grew (every rung's when ``before`` is not given)."""
-    paths = [f"/hls/{video_id}/{MASTER_NAME}"]
+    paths = [ok.edge_path(ok.master_playlist(video_id))]
     for r in preview_renditions(outputs):
         if before is None or before.get(r["name"], 0) != int(r.get("chunks") or 0):
-            paths.append(f"/hls/{video_id}/{r['name']}/{PLAYLIST_NAME}")
+            paths.append(ok.edge_path(ok.rendition_playlist(video_id, r["name"])))
     return paths

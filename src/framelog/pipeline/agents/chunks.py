@@ -87,7 +87,7 @@ def _transition(plan: jobs.Plan, spec: jobs.ChunkJobSpec, state: Any, attempt: i
     return records.ChunkTransition(video_id=plan.video_id, job_id=plan.job_id, chunk_index=spec.index,
                      chunk_count=plan.chunk_count, job_count=len(plan.chunks), kind=_kind(spec.kind),
                      start_seconds=spec.start, end_seconds=spec.end, state=state, attempt=attempt,
-                     plan_key=f"{jobs.stage_prefix(plan.video_id, plan.job_id)}/{jobs.PLAN_NAME}", **fields)
+                     plan_key=jobs.plan_key(plan.video_id, plan.job_id), **fields)
 
 
 async def request_chunk(partitions: int, emitter: AsyncEmitter, plan: jobs.Plan, spec: jobs.ChunkJobSpec, *,
@@ -102,7 +102,7 @@ async def request_chunk(partitions: int, emitter: AsyncEmitter, plan: jobs.Plan,
                        chunk_count=plan.chunk_count, job_count=len(plan.chunks), kind=_kind(spec.kind),
                        start_seconds=spec.start, end_seconds=spec.end, attempt=attempt,
                        first_segment=spec.first_segment, source_key=plan.source_key,
-                       plan_key=f"{jobs.stage_prefix(plan.video_id, plan.job_id)}/{jobs.PLAN_NAME}", rungs=rungs,
+                       plan_key=jobs.plan_key(plan.video_id, plan.job_id), rungs=rungs,
                        not_before=not_before, priority=plan.priority)
     partition = spec.index % partitions
     await emitter.emit(topics.CHUNK_REQUESTS, record, key=f"{plan.video_id}/{spec.index}",

@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from framelog.core import object_keys as ok
 from framelog.core.config import CdnConfig
-from framelog.core.object_keys import MARKER_NAME, hls_key
+from framelog.core.object_keys import MARKER_NAME
 from framelog.pipeline.jobs.base import JobContext, JobSettings, PermanentJobError
 from framelog.processors import cache_control as cc
 from framelog.processors.media import chunked, hls
@@ -43,15 +44,20 @@ VIDEO = "video"
 
 
 def stage_prefix(video_id: str, job_id: str) -> str:
-    return f"work/{video_id}/{job_id}/{STAGE}"
+    return ok.stage_staging(video_id, job_id, STAGE)
+
+
+def plan_key(video_id: str, job_id: str) -> str:
+    """The chunk plan every chunk job and the stitch read."""
+    return ok.staged(stage_prefix(video_id, job_id), PLAN_NAME)
 
 
 def chunk_manifest_key(video_id: str, job_id: str, index: int) -> str:
-    return f"{stage_prefix(video_id, job_id)}/chunks/{index:05d}.json"
+    return ok.staged(stage_prefix(video_id, job_id), f"chunks/{index:05d}.json")
 
 
 def chunk_marker_key(video_id: str, job_id: str, index: int) -> str:
-    return f"{stage_prefix(video_id, job_id)}/chunks/{index:05d}/{MARKER_NAME}"
+    return ok.staged(stage_prefix(video_id, job_id), f"chunks/{index:05d}/{MARKER_NAME}")
 
 
 @dataclass(frozen=True)
@@ -153,20 +159,21 @@ class ChunkPlanJob:
             jobs.append(ChunkJobSpec(len(jobs), AUDIO, 0.0, info.duration, 0, 0))
         base = stage_prefix(ctx.video_id, ctx.job_id)
         encrypted = self.settings.hls.encryption
-        key_key = f"{base}/aes128.key" if encrypted else ""
+        key_key = ok.staged(base, ok.HLS_KEY_NAME) if encrypted else ""
         iv_hex = None
         if encrypted:
             existing = self.store.get_bytes(key_key)     # a re-run keeps the key the chunks already used
             self.store.put_bytes(key_key, existing or os.urandom(16), "application/octet-stream")
-            iv_hex = (self.store.get_json(f"{base}/{PLAN_NAME}") or {}).get("iv_hex") or os.urandom(16).hex()
+            earlier = self.store.get_json(plan_key(ctx.video_id, ctx.job_id)) or {}
+            iv_hex = earlier.get("iv_hex") or os.urandom(16).hex()
         plan = Plan(ctx.video_id, ctx.job_id, ctx.inputs["object_key"], info.duration, hls.output_fps(info), segment,
                     chunks.chunk_seconds, tuple(r.spec() for r in plan_ladder(info, self.settings.hls.quality_levels)),
                     tuple(jobs), info.conditioning(), info.audio_index, info.has_audio, encrypted,
                     f"{self.settings.hls.key_uri_base.rstrip('/')}/{ctx.video_id}" if encrypted else None, iv_hex,
-                    key_key, f"{base}/hls", dict(ctx.inputs), ctx.inputs.get("priority", ""))
-        plan_key = f"{base}/{PLAN_NAME}"
-        self.store.put_json(plan_key, plan.to_dict())
-        return {"chunk_plan_key": plan_key, "chunk_count": str(plan.chunk_count), "chunk_jobs": str(len(jobs)),
+                    key_key, ok.staged(base, "hls"), dict(ctx.inputs), ctx.inputs.get("priority", ""))
+        key = plan_key(ctx.video_id, ctx.job_id)
+        self.store.put_json(key, plan.to_dict())
+        return {"chunk_plan_key": key, "chunk_count": str(plan.chunk_count), "chunk_jobs": str(len(jobs)),
                 "renditions": ",".join(r.name for r in plan.rungs)}
 
 
@@ -209,7 +216,7 @@ class ChunkJob:
         """The rung's segments (not the chunk-local playlist: the stitch writes the video's)."""
         for seg in rung.segments:
             ctx.check_cancelled()
-            self.store.upload_file(out / rung.name / seg.name, f"{plan.hls_prefix}/{rung.name}/{seg.name}",
+            self.store.upload_file(out / rung.name / seg.name, ok.staged(plan.hls_prefix, f"{rung.name}/{seg.name}"),
                                    "video/mp2t")
 
 
@@ -257,25 +264,25 @@ def publish_preview(store: ObjectStore, cdn: CdnConfig, plan: Plan, done: set[in
     if not leads or not audio_done or not video_done:
         return dict(already), {}
     vid = plan.video_id
-    base = f"hls/{vid}"
     first = not any(already.values())
     for spec in ladder:
         for o in leads.get(spec.name, [])[already.get(spec.name, 0):]:
             for seg in o.rung(spec.name).segments:
-                _published_copy(store, cdn, f"{plan.hls_prefix}/{spec.name}/{seg.name}",
-                                f"{base}/{spec.name}/{seg.name}")
+                _published_copy(store, cdn, ok.staged(plan.hls_prefix, f"{spec.name}/{seg.name}"),
+                                ok.hls_file(vid, spec.name, seg.name))
     audio_rendition = None
     if audio is not None:
         audio_rendition = chunked.audio_rendition(audio)
         if first:
             for seg in audio.segments:
-                _published_copy(store, cdn, f"{plan.hls_prefix}/{chunked.AUDIO_NAME}/{seg.name}",
-                                f"{base}/{chunked.AUDIO_NAME}/{seg.name}")
+                _published_copy(store, cdn, ok.staged(plan.hls_prefix, f"{chunked.AUDIO_NAME}/{seg.name}"),
+                                ok.hls_file(vid, chunked.AUDIO_NAME, seg.name))
             text = chunked.media_playlist(audio.segments, key_line=audio.key_line, ended=True)
-            store.put_bytes(f"{base}/{chunked.AUDIO_NAME}/{hls.PLAYLIST_NAME}", text.encode(),
-                            cc.headers_for_key(f"{base}/x.m3u8", cdn.caching_rules)["Content-Type"])
+            audio_playlist = ok.rendition_playlist(vid, chunked.AUDIO_NAME)
+            store.put_bytes(audio_playlist, text.encode(),
+                            cc.headers_for_key(audio_playlist, cdn.caching_rules)["Content-Type"])
     if first and plan.encrypted:
-        store.copy(plan.key_key, hls_key(vid), headers={"ContentType": "application/octet-stream",
+        store.copy(plan.key_key, ok.hls_key(vid), headers={"ContentType": "application/octet-stream",
                                                               "CacheControl": "private, no-store"})
     renditions = []
     for spec in ladder:                          # the playlists before the master that names them
@@ -287,23 +294,23 @@ def publish_preview(store: ObjectStore, cdn: CdnConfig, plan: Plan, done: set[in
             text = chunked.media_playlist(chunked.stitched_segments(lead, spec.name),
                                           key_line=lead[0].rung(spec.name).key_line, ended=ended,
                                           playlist_type="VOD" if ended else "EVENT")
-            store.put_bytes(f"{base}/{spec.name}/{hls.PLAYLIST_NAME}", text.encode(),
+            store.put_bytes(ok.rendition_playlist(vid, spec.name), text.encode(),
                             "application/vnd.apple.mpegurl")
         renditions.append((chunked.stitched_rendition(spec, lead, fps=plan.fps, audio=audio), len(lead)))
-    store.put_bytes(f"{base}/{hls.MASTER_NAME}",
+    store.put_bytes(ok.master_playlist(vid),
                     hls.master_playlist_text([r for r, _ in renditions], audio=audio_rendition).encode(),
                     "application/vnd.apple.mpegurl")
     listed = [{"name": r.name, "width": r.width, "height": r.height, "bandwidth": r.bandwidth,
                "average_bandwidth": r.average_bandwidth, "codecs": r.codecs, "chunks": n} for r, n in renditions]
     lowest, lowest_chunks = renditions[0]
     return {r.name: n for r, n in renditions}, {
-        "preview_master_key": f"{base}/{hls.MASTER_NAME}", "preview_rendition": lowest.name,
+        "preview_master_key": ok.master_playlist(vid), "preview_rendition": lowest.name,
         "preview_width": str(lowest.width), "preview_height": str(lowest.height),
         "preview_bandwidth": str(lowest.bandwidth), "preview_average_bandwidth": str(lowest.average_bandwidth),
         "preview_codecs": lowest.codecs, "preview_frame_rate": f"{plan.fps:.3f}",
         "preview_chunks": str(lowest_chunks), "preview_duration": f"{plan.duration:.3f}",
         "preview_renditions": json.dumps(listed, separators=(",", ":")),
-        "preview_key_id": f"keys/{vid}/aes128.key" if plan.encrypted else ""}
+        "preview_key_id": ok.hls_key(vid) if plan.encrypted else ""}
 
 
 def stitch(store: ObjectStore, plan: Plan, playlist_type: str = "VOD") -> dict[str, str]:
@@ -316,22 +323,22 @@ def stitch(store: ObjectStore, plan: Plan, playlist_type: str = "VOD") -> dict[s
         segs = chunked.stitched_segments(ordered, spec.name)
         text = chunked.media_playlist(segs, key_line=ordered[0].rung(spec.name).key_line, ended=True,
                                       playlist_type=playlist_type)
-        store.put_bytes(f"{plan.hls_prefix}/{spec.name}/{hls.PLAYLIST_NAME}", text.encode(),
+        store.put_bytes(ok.staged(plan.hls_prefix, f"{spec.name}/{hls.PLAYLIST_NAME}"), text.encode(),
                         "application/vnd.apple.mpegurl")
         renditions.append(chunked.stitched_rendition(spec, ordered, fps=plan.fps, audio=audio))
     audio_rendition = None
     if audio is not None:
         text = chunked.media_playlist(audio.segments, key_line=audio.key_line, ended=True, playlist_type=playlist_type)
-        store.put_bytes(f"{plan.hls_prefix}/{chunked.AUDIO_NAME}/{hls.PLAYLIST_NAME}", text.encode(),
+        store.put_bytes(ok.staged(plan.hls_prefix, f"{chunked.AUDIO_NAME}/{hls.PLAYLIST_NAME}"), text.encode(),
                         "application/vnd.apple.mpegurl")
         audio_rendition = chunked.audio_rendition(audio)
     master = hls.master_playlist_text(renditions, audio=audio_rendition)
-    store.put_bytes(f"{plan.hls_prefix}/{hls.MASTER_NAME}", master.encode(), "application/vnd.apple.mpegurl")
+    store.put_bytes(ok.staged(plan.hls_prefix, hls.MASTER_NAME), master.encode(), "application/vnd.apple.mpegurl")
     result = hls.HlsResult(plan.video_id, Path("."), Path(hls.MASTER_NAME), tuple(renditions), plan.segment_seconds,
                            plan.encrypted, None, bytes.fromhex(plan.iv_hex) if plan.iv_hex else None, plan.key_uri,
                            plan.has_audio, sum(o.wall_seconds for o in ordered), audio_rendition)
-    manifest_key = f"{stage_prefix(plan.video_id, plan.job_id)}/hls.json"
+    manifest_key = ok.staged(stage_prefix(plan.video_id, plan.job_id), "hls.json")
     store.put_bytes(manifest_key, json.dumps(result.to_dict()).encode(), "application/json")
     return {"hls_prefix": plan.hls_prefix, "hls_manifest_key": manifest_key, "hls_key_staging": plan.key_key,
             "renditions": ",".join(r.name for r in renditions), "chunk_plan_key":
-            f"{stage_prefix(plan.video_id, plan.job_id)}/{PLAN_NAME}", "chunk_count": str(plan.chunk_count)}
+            plan_key(plan.video_id, plan.job_id), "chunk_count": str(plan.chunk_count)}

@@ -287,11 +287,12 @@ class CdnUploadJob:
             ctx.progress(0.8 * (i + 1) / len(manifest["renditions"]))
         audio = manifest.get("audio")     # a chunked transcode's audio rendition, encoded once
         if audio:
-            for seg in audio["segments"]:
-                self._publish(f"{staging}/{audio['name']}/{seg['name']}", f"hls/{vid}/{audio['name']}/{seg['name']}")
-            self._publish(f"{staging}/{audio['playlist']}", f"hls/{vid}/{audio['playlist']}")
-            warm.append(f"/hls/{vid}/{audio['playlist']}")
-            warm += [f"/hls/{vid}/{audio['name']}/{seg['name']}" for seg in audio["segments"][:first_n]]
+            audio_segments = [ok.hls_file(vid, audio["name"], seg["name"]) for seg in audio["segments"]]
+            for seg, dst in zip(audio["segments"], audio_segments, strict=True):
+                self._publish(ok.staged(staging, f"{audio['name']}/{seg['name']}"), dst)
+            self._publish(ok.staged(staging, audio["playlist"]), ok.hls_object(vid, audio["playlist"]))
+            warm.append(ok.edge_path(ok.hls_object(vid, audio["playlist"])))
+            warm += [ok.edge_path(dst) for dst in audio_segments[:first_n]]
         if inputs.get("hls_key_staging"):
             self.store.copy(inputs["hls_key_staging"], ok.hls_key(vid),
                             headers={"ContentType": "application/octet-stream",
@@ -308,6 +309,9 @@ class CdnUploadJob:
                         headers={"ContentType": "application/json", "CacheControl": "no-cache"})
         self._publish(inputs["mp4_staging_key"], inputs["source_key"])
         self._publish(inputs["master_staging_key"], master)      # last: the master makes the video playable
+        for r in manifest["renditions"]:     # a rung the optimization dropped may have played while processing
+            if kept and r["name"] not in kept:
+                self.store.delete_prefix(ok.rendition_prefix(vid, r["name"]))
         storyboard = next((t for t in thumbs if t.endswith("storyboard.vtt")), None)
         kept_objects = self._kept_objects(vid, inputs)
         asset = {"video_id": vid, "job_id": ctx.job_id, "renditions": renditions, "master_playlist_key": master,
