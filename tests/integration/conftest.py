@@ -31,7 +31,7 @@ def worker(stack, config) -> Iterator[WorkerService]:
 @pytest.fixture(scope="module")
 def status(stack, config) -> Iterator[StatusTable]:
     """The status view (videos.status replayed), caught up."""
-    table = StatusTable(config).start()
+    table = StatusTable(config.streams, config.pipeline.stage_names).start()
     assert table.wait_ready(60)
     yield table
     table.stop()

@@ -229,7 +229,7 @@ def test_share_links_issue_use_forge_expire_revoke(client, config, tokens, recor
     assert client.delete(f"/videos/{vid}/share/{share['token_id']}", headers=tokens["alice"]).status_code == 204
 
     # the revocation list is the log: a fresh catalog (a restarted API) rebuilds it
-    with VideoCatalog(config) as fresh:
+    with VideoCatalog(config.streams) as fresh:
         assert fresh.wait_ready(DEADLINE), fresh.last_error
         assert fresh.get(vid).revoked(share["token_id"])
     listing = client.get(f"/videos/{vid}/access", headers=tokens["alice"]).json()["share_links"]

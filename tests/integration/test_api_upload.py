@@ -361,7 +361,7 @@ def test_status_endpoint_follows_transitions_and_survives_replay(client, config,
     assert v["stages"][second]["attempt"] == 2
 
     # the log is the table: a new instance replays it to the same answer once caught up
-    with StatusTable(config) as replayed:
+    with StatusTable(config.streams, config.pipeline.stage_names) as replayed:
         assert replayed.wait_ready(DEADLINE), replayed.last_error
         assert replayed.get(vid) == v
 

@@ -143,7 +143,7 @@ def test_unplayed_rendition_goes_cold_and_the_played_one_stays_hot_then_restores
     assert metric(scrape, "access_patterns_total", tier="hot_tier", access_type="progress") >= 20
 
     # restore: the stream API's view says "restoring" with an estimate, asks once, then "available"
-    view = TierView(cfg).start()
+    view = TierView(cfg.streams, cfg.tiering).start()
     try:
         assert view.wait_ready(30)
         wait_for(lambda: view.record(vid, "720p") and view.record(vid, "720p").tier == "cold_tier", "view folded")

@@ -194,7 +194,7 @@ class Services:
 
     def _open_catalog(self) -> VideoCatalog:
         from framelog.views.catalog import VideoCatalog
-        catalog = VideoCatalog(self.config)
+        catalog = VideoCatalog(self.config.streams)
         catalog.dead_letter_producer = self.producer
         catalog.on_folded(self._invalidate_plans)
         catalog.start()
@@ -202,7 +202,7 @@ class Services:
 
     def _open_tier_view(self) -> TierView:
         from framelog.views.tier_view import TierView
-        view = TierView(self.config, producer=self.producer)
+        view = TierView(self.config.streams, self.config.tiering, producer=self.producer)
         view.dead_letter_producer = self.producer
         view.on_folded(self._invalidate_plans)
         view.start()
@@ -210,13 +210,13 @@ class Services:
 
     def _open_status(self) -> StatusTable:
         from framelog.views.status import StatusTable
-        table = StatusTable(self.config)
+        table = StatusTable(self.config.streams, self.config.pipeline.stage_names)
         table.dead_letter_producer = self.producer
         return table.start()
 
     def _open_webhooks(self) -> EndpointRegistry:
         from framelog.views.webhook_registry import EndpointRegistry
-        registry = EndpointRegistry(self.config)
+        registry = EndpointRegistry(self.config.streams)
         registry.dead_letter_producer = self.producer
         return registry.start()
 

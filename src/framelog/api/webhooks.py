@@ -256,7 +256,7 @@ async def get_deliveries(endpoint_id: str, svc: Svc, limit: int = Query(100, des
     def steps() -> dict[str, Any]:
         e = _endpoint(svc, caller, endpoint_id)
         return {"endpoint": e.endpoint_id,
-                "deliveries": delivery_steps(svc.config, e.endpoint_id, limit=max(1, min(limit, 1000)))}
+                "deliveries": delivery_steps(svc.config.streams, e.endpoint_id, limit=max(1, min(limit, 1000)))}
     return _json(await run_in_threadpool(steps))
 
 
@@ -285,7 +285,8 @@ def replay(svc: Services, caller: Caller, endpoint_id: str, body: ReplayRequest)
 
     e = _endpoint(svc, caller, endpoint_id)
     since = parse_since(body.since)
-    return replay_endpoint(svc.config, e, since_ms=since, producer=svc.producer, master=svc.secret).summary()
+    return replay_endpoint(svc.config.streams, svc.config.webhooks, e, since_ms=since, producer=svc.producer,
+                           master=svc.secret).summary()
 
 
 @router.post("/v1/webhooks/{endpoint_id}/replay", response_model=ReplaySummary)

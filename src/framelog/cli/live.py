@@ -78,7 +78,7 @@ def webhooks_command(args: Any, config: Config) -> int:
     from framelog.views.webhook_registry import EndpointRegistry
     from framelog.views.webhook_replay import delivery_steps, replay_endpoint
 
-    with EndpointRegistry(config) as registry:
+    with EndpointRegistry(config.streams) as registry:
         if not registry.wait_ready(60.0):
             raise RuntimeError(f"the webhook registry did not catch up ({registry.last_error})")
         if args.webhooks_command == "list":
@@ -90,14 +90,16 @@ def webhooks_command(args: Any, config: Config) -> int:
         print(f"framelog: no webhook endpoint {args.endpoint}", file=sys.stderr)
         return 1
     if args.webhooks_command == "deliveries":
-        for step in delivery_steps(config, endpoint.endpoint_id, limit=args.limit):
+        for step in delivery_steps(config.streams, endpoint.endpoint_id, limit=args.limit):
             print(json.dumps(step, sort_keys=True))
         return 0
     from framelog.api.webhooks import parse_since
 
     with EventProducer(config.streams) as producer:
-        summary = replay_endpoint(config, endpoint, since_ms=parse_since(args.since), producer=producer,
-                                  master=load_or_create_secret(config.security, config.stack.state_dir)).summary()
+        since = parse_since(args.since)
+        master = load_or_create_secret(config.security, config.stack.state_dir)
+        summary = replay_endpoint(config.streams, config.webhooks, endpoint, since_ms=since, producer=producer,
+                                  master=master).summary()
     print(json.dumps(summary, sort_keys=True))
     return 0 if summary["failed"] == 0 else 1
 

@@ -170,7 +170,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         from framelog.views.status import read_status
 
         try:
-            view = read_status(config, video_id, timeout=args.timeout)
+            view = read_status(config.streams, config.pipeline.stage_names, video_id, timeout=args.timeout)
         except TimeoutError as exc:
             raise FramelogError(str(exc)) from exc
         if view is None:

@@ -395,8 +395,8 @@ class WebhookWorker:
 
     def run(self) -> int:
         config = self.config
-        registry = EndpointRegistry(config).start()
-        catalog = VideoCatalog(config).start()
+        registry = EndpointRegistry(config.streams).start()
+        catalog = VideoCatalog(config.streams).start()
         for table, name in ((registry, "endpoint registry"), (catalog, "video catalog")):
             if not table.wait_ready(READY_TIMEOUT):
                 raise RuntimeError(f"the {name} did not catch up within {READY_TIMEOUT:g}s ({table.last_error})")
@@ -430,7 +430,7 @@ class WebhookWorker:
                 messages = consumer.poll_raw(500, POLL_TIMEOUT if not engine.futures else IDLE_TICK)
                 numbers = {p for _, p in consumer.assigned}
                 if numbers - owned:                    # newly assigned: resume their parked messages first
-                    resumed = engine.resume(read_deliveries(config, READY_TIMEOUT), numbers - owned)
+                    resumed = engine.resume(read_deliveries(config.streams, READY_TIMEOUT), numbers - owned)
                     log.info("partitions %s assigned; %d pending message(s) resumed", sorted(numbers - owned), resumed)
                     owned.update(numbers)
                     starts.update({tp: off for tp, off in consumer.committed().items() if off >= 0})

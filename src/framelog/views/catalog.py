@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig
 from framelog.processors.video_access import CatalogFold, VideoEntry
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
@@ -17,8 +17,8 @@ from framelog.streams.replay import ReplayedTable
 
 
 class VideoCatalog(ReplayedTable):
-    def __init__(self, config: Config, *, group_id: str | None = None):
-        super().__init__(config.streams, (topics.ACCESS, topics.UPLOADS, topics.ASSETS),
+    def __init__(self, streams: StreamsConfig, *, group_id: str | None = None):
+        super().__init__(streams, (topics.ACCESS, topics.UPLOADS, topics.ASSETS),
                          group_prefix="framelog-catalog",
                          group_id=group_id)
         self._catalog = CatalogFold()

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
 from framelog.streams.replay import ReplayedTable
@@ -182,10 +182,12 @@ class StatusFold:
 class StatusTable(ReplayedTable):
     """A live, replayed view of ``video.stage-transitions`` (and deletions on ``video.uploads``)."""
 
-    def __init__(self, config: Config, *, topic: str = topics.STAGE_TRANSITIONS, group_id: str | None = None):
-        super().__init__(config.streams, (topic, topics.UPLOADS), group_prefix="framelog-status", group_id=group_id)
+    def __init__(self, streams: StreamsConfig, stage_names: Sequence[str], *, topic: str = topics.STAGE_TRANSITIONS,
+                 group_id: str | None = None):
+        """``streams``: ``config.streams``; ``stage_names``: ``config.pipeline.stage_names``, in order."""
+        super().__init__(streams, (topic, topics.UPLOADS), group_prefix="framelog-status", group_id=group_id)
         self.topic = topic
-        self._fold_state = StatusFold(config.pipeline.stage_names)
+        self._fold_state = StatusFold(stage_names)
         self._watchers: dict[str, list[Callable[[dict[str, Any] | None, dict[str, Any]], None]]] = {}
 
     def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
@@ -248,9 +250,10 @@ class StatusTable(ReplayedTable):
         return self.get(video_id)
 
 
-def read_status(config: Config, video_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
+def read_status(streams: StreamsConfig, stage_names: Sequence[str], video_id: str,
+                timeout: float = 30.0) -> dict[str, Any] | None:
     """Replay the log once and return one video's status (``framelog status``); TimeoutError if not caught up."""
-    with StatusTable(config) as table:
+    with StatusTable(streams, stage_names) as table:
         if not table.wait_ready(timeout):
             raise TimeoutError(f"the status table did not catch up with {table.topic} within {timeout:g}s"
                                + (f" (last error: {table.last_error})" if table.last_error else ""))

@@ -18,7 +18,7 @@ restore in progress. ``availability(video_id, rendition)`` answers:
 Renditions are independent: while the 4K rendition is restoring, the 720p
 one stays ``available`` and can be played.
 
-Use (the stream API): create one ``TierView(config).start()`` per process,
+Use (the stream API): create one ``TierView(config.streams, config.tiering).start()`` per process,
 ``wait_ready(timeout)`` before serving, call ``availability`` (thread-safe,
 may block a few milliseconds on the broker when it emits a request, so call
 it from a thread pool in async code), ``stop()`` at shutdown. Pass
@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from framelog.core.clock import Clock, SystemClock
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig, TieringConfig
 from framelog.pipeline.tiering_fold import fold_event, rendition_row
 from framelog.processors import tier_ledger as ledger
 from framelog.processors.tiering import RestorePlan, restore_plan
@@ -71,11 +71,12 @@ class Availability:
 
 
 class TierView(ReplayedTable):
-    def __init__(self, config: Config, *, clock: Clock | None = None, producer: EventProducer | None = None,
-                 requested_by: str = "stream-api", group_id: str | None = None):
-        super().__init__(config.streams, (topics.TIER_TRANSITIONS,), group_prefix="framelog-tier-view",
+    def __init__(self, streams: StreamsConfig, tiering: TieringConfig, *, clock: Clock | None = None,
+                 producer: EventProducer | None = None, requested_by: str = "stream-api", group_id: str | None = None):
+        """``streams``: ``config.streams``; ``tiering``: ``config.tiering`` (the tiers and their restores)."""
+        super().__init__(streams, (topics.TIER_TRANSITIONS,), group_prefix="framelog-tier-view",
                          group_id=group_id)
-        self.config = config
+        self.tiering = tiering
         self.clock = clock or SystemClock()
         self._producer = producer
         self.requested_by = requested_by
@@ -85,12 +86,12 @@ class TierView(ReplayedTable):
 
     def _fold(self, record: DecodedRecord | Mapping[str, Any]) -> None:
         if isinstance(record, DecodedRecord):
-            fold_event(self.rows, record.name, record.value, record.partition, self.config.tiering)
+            fold_event(self.rows, record.name, record.value, record.partition, self.tiering)
 
     @property
     def producer(self) -> EventProducer:
         if self._producer is None:
-            self._producer = EventProducer(self.config.streams)
+            self._producer = EventProducer(self.streams)
         return self._producer
 
     def record(self, video_id: str, rendition: str) -> ledger.RenditionRecord | None:
@@ -107,28 +108,28 @@ class TierView(ReplayedTable):
         key = ledger.rendition_key(video_id, rendition)
         now = self.clock.now()
         record = self.record(video_id, rendition)
-        tier = record.tier if record is not None else ledger.entry_tier(self.config.tiering)
-        if record is not None and (record.restore is not None or not ledger.needs_restore(tier, self.config.tiering)):
+        tier = record.tier if record is not None else ledger.entry_tier(self.tiering)
+        if record is not None and (record.restore is not None or not ledger.needs_restore(tier, self.tiering)):
             with self._request_lock:
                 self._requested.pop(key, None)       # our request is on the log (or no longer needed)
         if record is not None and record.restore is not None:
             return Availability(video_id, rendition, RESTORING, tier, ledger.restore_estimate(record, now),
                                 ledger.ms_to_datetime(record.restore.ready_at_ms))
-        if record is None or not ledger.needs_restore(tier, self.config.tiering):
+        if record is None or not ledger.needs_restore(tier, self.tiering):
             return Availability(video_id, rendition, AVAILABLE, tier, None, None)
         if not request:
             with self._request_lock:
                 pending = self._requested.get(key)
-            plan = pending or restore_plan(tier, now, self.config.tiering)
+            plan = pending or restore_plan(tier, now, self.tiering)
             return Availability(video_id, rendition, RESTORING if pending else ARCHIVED, tier,
                                 max(0.0, (plan.ready_at - now).total_seconds()), plan.ready_at)
         with self._request_lock:
             plan = self._requested.get(key)
             requested_now = plan is None or plan.tier != tier
             if requested_now:
-                plan = restore_plan(tier, now, self.config.tiering)
+                plan = restore_plan(tier, now, self.tiering)
                 delivery = self.producer.emit(topics.TIER_TRANSITIONS, RestoreRequest(
-                    event_time=now, video_id=video_id, rendition=rendition, to_tier=self.config.tiering_restore_tier,
+                    event_time=now, video_id=video_id, rendition=rendition, to_tier=self.tiering.restore_tier,
                     reason=RESTORE_REASON, requested_by=self.requested_by))
                 self._requested[key] = plan
         if requested_now:      # read our own write, so the next call answers from the log

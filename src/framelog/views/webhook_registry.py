@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig
 from framelog.processors.webhooks import Endpoint, EndpointFold
 from framelog.streams import topics
 from framelog.streams.consumer import DecodedRecord
@@ -26,8 +26,8 @@ PENDING = frozenset({"queued", "failed"})
 
 
 class EndpointRegistry(ReplayedTable):
-    def __init__(self, config: Config, *, group_id: str | None = None):
-        super().__init__(config.streams, (topics.WEBHOOK_ENDPOINTS,), group_prefix="framelog-webhook-endpoints",
+    def __init__(self, streams: StreamsConfig, *, group_id: str | None = None):
+        super().__init__(streams, (topics.WEBHOOK_ENDPOINTS,), group_prefix="framelog-webhook-endpoints",
                          group_id=group_id)
         self._fold_state = EndpointFold()
 
@@ -47,8 +47,8 @@ class EndpointRegistry(ReplayedTable):
 class DeliveryLog(ReplayedTable):
     """The last non-replay step of every message (a dict per WebhookDelivery record)."""
 
-    def __init__(self, config: Config, *, group_id: str | None = None):
-        super().__init__(config.streams, (topics.WEBHOOK_DELIVERIES,), group_prefix="framelog-webhook-deliveries",
+    def __init__(self, streams: StreamsConfig, *, group_id: str | None = None):
+        super().__init__(streams, (topics.WEBHOOK_DELIVERIES,), group_prefix="framelog-webhook-deliveries",
                          group_id=group_id)
         self.last: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -68,9 +68,9 @@ class DeliveryLog(ReplayedTable):
             return dict(self.last)
 
 
-def read_deliveries(config: Config, timeout: float) -> dict[tuple[str, str], dict[str, Any]]:
+def read_deliveries(streams: StreamsConfig, timeout: float) -> dict[tuple[str, str], dict[str, Any]]:
     """Replay the deliveries topic once; TimeoutError if it does not catch up in time."""
-    with DeliveryLog(config) as log:
+    with DeliveryLog(streams) as log:
         if not log.wait_ready(timeout):
             raise TimeoutError(f"the delivery log did not catch up within {timeout:g}s"
                                + (f" ({log.last_error})" if log.last_error else ""))

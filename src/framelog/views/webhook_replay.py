@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import StreamsConfig, WebhooksConfig
 from framelog.processors.webhook_signing import derive_secret
 from framelog.processors.webhooks import Endpoint, iso, millis
 from framelog.schemas.records import WebhookDelivery
@@ -28,8 +28,8 @@ READ_TIMEOUT = 60.0
 
 
 class _EndpointSteps(ReplayedTable):
-    def __init__(self, config: Config, endpoint_id: str):
-        super().__init__(config.streams, (topics.WEBHOOK_DELIVERIES,), group_prefix="framelog-webhook-steps")
+    def __init__(self, streams: StreamsConfig, endpoint_id: str):
+        super().__init__(streams, (topics.WEBHOOK_DELIVERIES,), group_prefix="framelog-webhook-steps")
         self.endpoint_id = endpoint_id
         self.steps: list[dict[str, Any]] = []
 
@@ -46,9 +46,9 @@ def step_view(v: Mapping[str, Any]) -> dict[str, Any]:
             "next_attempt_at": iso(millis(v["next_attempt_at"])) if v.get("next_attempt_at") else None}
 
 
-def delivery_steps(config: Config, endpoint_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+def delivery_steps(streams: StreamsConfig, endpoint_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
     """The endpoint's latest ``limit`` delivery steps, oldest first."""
-    with _EndpointSteps(config, endpoint_id) as table:
+    with _EndpointSteps(streams, endpoint_id) as table:
         if not table.wait_ready(READ_TIMEOUT):
             raise TimeoutError(f"the delivery log did not catch up within {READ_TIMEOUT:g}s")
         with table._lock:
@@ -70,15 +70,16 @@ class ReplaySummary:
                 "failed": len(self.failed)}
 
 
-def replay_endpoint(config: Config, endpoint: Endpoint, *, since_ms: int, producer: EventProducer,
-                    master: bytes) -> ReplaySummary:
-    """Send the endpoint's messages that happened at or after ``since_ms`` again, in event order."""
-    messages = [v for (eid, _), v in read_deliveries(config, READ_TIMEOUT).items()
+def replay_endpoint(streams: StreamsConfig, webhooks: WebhooksConfig, endpoint: Endpoint, *, since_ms: int,
+                    producer: EventProducer, master: bytes) -> ReplaySummary:
+    """Send the endpoint's messages that happened at or after ``since_ms`` again, in event order
+    (``streams``: ``config.streams``, to read them back; ``webhooks``: ``config.webhooks``, how to send)."""
+    messages = [v for (eid, _), v in read_deliveries(streams, READ_TIMEOUT).items()
                 if eid == endpoint.endpoint_id and millis(v["occurred_at"]) >= since_ms]
     messages.sort(key=lambda v: (millis(v["occurred_at"]), v["message_id"]))
     secret = derive_secret(master, endpoint.endpoint_id, endpoint.secret_salt)
     out = ReplaySummary(endpoint.endpoint_id, since_ms)
-    with webhook_client(config.webhooks) as client:
+    with webhook_client(webhooks) as client:
         for v in messages:
             result = post_message(client, endpoint.url, secret, v["message_id"], v["payload"])
             (out.delivered if result.ok else out.failed).append(v["message_id"])
