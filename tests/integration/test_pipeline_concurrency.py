@@ -101,7 +101,7 @@ def test_pipeline_metrics_after_the_transcodes(config, worker, status, tmp_path)
     counts = [s for s in samples if s.name == "processing_duration_count" and s.labels["stage"] == STAGE]
     assert counts and sum(s.value for s in counts) >= config.pipeline.stage(STAGE).parallel_jobs + 1, counts
     assert any(s.labels["resolution"] == "960x540" and "360p" in s.labels["profile"] for s in counts), counts
-    queue = {m.labels["stage"]: m.value for f in QueueSizeCollector(config).collect() for m in f.samples}
+    queue = {m.labels["stage"]: m.value for f in QueueSizeCollector(config.streams).collect() for m in f.samples}
     assert set(queue) == set(config.pipeline.stage_names), queue
     assert all(v >= 0 for v in queue.values())
 

@@ -77,7 +77,7 @@ def test_high_priority_upload_queued_last_starts_first(config, slow_worker, stat
 def test_queue_size_metric_has_a_series_per_priority(config, stack):
     from framelog.pipeline.agents.metrics import QueueSizeCollector
 
-    samples = [m for f in QueueSizeCollector(config).collect() for m in f.samples]
+    samples = [m for f in QueueSizeCollector(config.streams).collect() for m in f.samples]
     assert {(m.labels["priority"], m.labels["stage"]) for m in samples} == {
         (p, s) for s in config.pipeline.stage_names for p in config.priorities.levels}
 

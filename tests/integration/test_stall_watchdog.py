@@ -65,7 +65,8 @@ def test_a_member_that_holds_a_partition_behind_without_committing_is_found_stal
     lock = threading.Lock()
     member = _member(config, group, topic)
     stalled: list[list[tuple[str, int]]] = []
-    watchdog = StallWatchdog(config, group, _owned(member, lock), {topic}, LIMIT, stalled.append)
+    watchdog = StallWatchdog(config.kafka, config.stack, group, _owned(member, lock), {topic}, LIMIT,
+                             stalled.append)
     t0 = time.monotonic()
     watchdog.start()
     try:        # librdkafka heartbeats from its own thread: the member stays in the group, reading nothing more
@@ -83,7 +84,8 @@ def test_a_member_that_commits_what_it_reads_is_never_stalled(config, topic):
     lock = threading.Lock()
     member = _member(config, group, topic)
     stalled: list[list[tuple[str, int]]] = []
-    watchdog = StallWatchdog(config, group, _owned(member, lock), {topic}, LIMIT, stalled.append).start()
+    watchdog = StallWatchdog(config.kafka, config.stack, group, _owned(member, lock), {topic}, LIMIT,
+                             stalled.append).start()
     stop = threading.Event()
 
     def produce_slowly() -> None:     # records keep arriving for longer than the limit
@@ -120,7 +122,8 @@ def test_partitions_of_its_topics_that_nobody_in_a_settled_group_owns_are_found_
     lock = threading.Lock()
     member = _member(config, group, other.name, partitions=1)     # in the group, owning none of ``topic``
     stalled: list[list[tuple[str, int]]] = []
-    watchdog = StallWatchdog(config, group, _owned(member, lock), {topic, other.name}, LIMIT, stalled.append).start()
+    watchdog = StallWatchdog(config.kafka, config.stack, group, _owned(member, lock), {topic, other.name}, LIMIT,
+                             stalled.append).start()
     try:
         assert wait_until(lambda: bool(stalled), LIMIT * 4), "the unowned partitions were never judged"
         assert sorted(stalled[0]) == [(topic, p) for p in range(PARTITIONS)]

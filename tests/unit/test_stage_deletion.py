@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from framelog.core.config import get_config
-from framelog.pipeline.agents.stage import StageRequest, StageRunner
+from framelog.pipeline.agents.stage import StageRequest, StageRunner, StageSettings
 from framelog.pipeline.jobs.base import JobContext, PermanentJobError
 from tests.unit.support.stage_fakes import VID, Emitter, Handler, Store
 
@@ -21,7 +21,8 @@ def run(work: Callable[[JobContext], dict[str, str]], store: Store, tmp_path) ->
     config = get_config()
     stage = dataclasses.replace(config.pipeline.stage("transcoding"), retry_attempts=2)
     handler, emitter = Handler(work), Emitter()
-    runner = StageRunner(config, stage, handler, emitter, store, scratch_root=tmp_path)
+    runner = StageRunner(StageSettings(config.pipeline, config.priorities), stage, handler, emitter, store,
+                         scratch_root=tmp_path)
     req = StageRequest("job-1", VID, "transcoding", 1, {"object_key": f"uploads/{VID}/x",
                                                         "source_key": f"videos/2026/12/720p/{VID}.mp4"}, 0)
     asyncio.run(runner.handle(req, original=b"request"))

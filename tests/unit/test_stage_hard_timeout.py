@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from framelog.core.config import get_config
-from framelog.pipeline.agents.stage import StageRequest, StageRunner
+from framelog.pipeline.agents.stage import StageRequest, StageRunner, StageSettings
 from framelog.pipeline.jobs.base import JobContext
 from framelog.processors.media import ffmpeg_commands as fc
 from tests.unit.support.stage_fakes import VID, Emitter, Handler, Store
@@ -42,7 +42,9 @@ def runner_for(work, tmp_path, *, retry_attempts: int, timeout: float = 0.5, gra
     stage = dataclasses.replace(config.pipeline.stage("transcoding"), timeout=timeout,
                                 retry_attempts=retry_attempts, parallel_jobs=1)
     handler, emitter = Handler(work), Emitter()
-    return StageRunner(config, stage, handler, emitter, Store(), scratch_root=tmp_path), handler, emitter
+    runner = StageRunner(StageSettings(config.pipeline, config.priorities), stage, handler, emitter, Store(),
+                         scratch_root=tmp_path)
+    return runner, handler, emitter
 
 
 def request(attempt: int = 1) -> StageRequest:

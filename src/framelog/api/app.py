@@ -105,7 +105,7 @@ def create_app(config: Config | None = None, *, warm: Sequence[str] | None = Non
 
     from framelog.pipeline.agents.metrics import register_queue_size
     try:
-        register_queue_size(config)
+        register_queue_size(config.streams)
     except ValueError:           # already registered by an earlier app in this process (tests)
         pass
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient
 
-from framelog.core.config import Config
+from framelog.core.config import KafkaConfig, StackConfig
 from framelog.ops.groups import GroupReport, PartitionLag, describe_groups
 from framelog.streams.admin import admin_client
 
@@ -100,10 +100,11 @@ class StallWatchdog:
     ``on_stall`` once with the stalled partitions (``owned()``: what this member holds now; ``topics``:
     what the group reads)."""
 
-    def __init__(self, config: Config, group_id: str, owned: Callable[[], Iterable[TopicPartitionKey]],
-                 topics: Iterable[str], limit: float, on_stall: Callable[[list[TopicPartitionKey]], None], *,
-                 clock: Callable[[], float] = time.monotonic):
-        self.config = config
+    def __init__(self, kafka: KafkaConfig, stack: StackConfig, group_id: str,
+                 owned: Callable[[], Iterable[TopicPartitionKey]], topics: Iterable[str], limit: float,
+                 on_stall: Callable[[list[TopicPartitionKey]], None], *, clock: Callable[[], float] = time.monotonic):
+        """``kafka, stack``: the broker to ask (``config.kafka, config.stack``)."""
+        self.kafka, self.stack = kafka, stack
         self.group_id = group_id
         self.owned = owned
         self.topics = frozenset(topics)
@@ -132,8 +133,8 @@ class StallWatchdog:
         try:
             owned = list(self.owned())
             if self._admin is None:
-                self._admin = admin_client(self.config.kafka, self.config.stack)
-            report = describe_groups(self.config.kafka, self.config.stack, [self.group_id], timeout=self.timeout,
+                self._admin = admin_client(self.kafka, self.stack)
+            report = describe_groups(self.kafka, self.stack, [self.group_id], timeout=self.timeout,
                                      admin=self._admin)[0]
             positions = judged(report, owned, self.topics)
         except Exception as exc:  # noqa: BLE001 - broker away or assignment changing: no information this round

@@ -63,8 +63,8 @@ def run_group(config: Config, group: str) -> int:
     """Build the Faust app of one consumer group and run it until stopped."""
     from faust.worker import Worker
 
-    from framelog.pipeline.agents.pipeline import register_intake, register_stage
-    from framelog.pipeline.agents.stage import StageRunner
+    from framelog.pipeline.agents.pipeline import IntakeSettings, register_intake, register_stage
+    from framelog.pipeline.agents.stage import StageRunner, StageSettings
     from framelog.schemas.codec import default_codec
     from framelog.sinks.object_store import ObjectStore
     from framelog.streams import topics
@@ -96,7 +96,8 @@ def run_group(config: Config, group: str) -> int:
         return ObjectStore(config.object_storage, config.stack.state_dir)
 
     if group == INTAKE:
-        register_intake(app, config, codec, emitter)
+        register_intake(app, IntakeSettings(config.pipeline.stages[0].name, config.priorities,
+                                            partitions(config, topics.UPLOADS)), codec, emitter, new_store())
     elif group == CDN:
         from framelog.pipeline.agents.cdn import CdnCommands, CdnSettings, register_cdn
         from framelog.pipeline.agents.cdn_metrics import CdnMetrics, EdgeLogExporter
@@ -142,11 +143,13 @@ def run_group(config: Config, group: str) -> int:
         register_chunk_worker(app, ChunkRunner(job_settings(config), emitter, S3ResultStore(new_store())),
                               partitions(config, topics.CHUNK_REQUESTS), codec, emitter)
     elif group == STITCH:
-        from framelog.pipeline.agents.chunks import register_stitch, stitch_changelog
+        from framelog.pipeline.agents.chunks import StitchSettings, register_stitch, stitch_changelog
         from framelog.streams.admin import create_topics
 
-        create_topics(config.streams, [stitch_changelog(partitions(config, topics.CHUNK_TRANSITIONS))])
-        register_stitch(app, config, codec, emitter)
+        stitch = StitchSettings(config.pipeline, config.priorities, config.media, config.hls, config.cdn,
+                                partitions(config, topics.CHUNK_REQUESTS), partitions(config, topics.CHUNK_TRANSITIONS))
+        create_topics(config.streams, [stitch_changelog(stitch.transition_partitions)])
+        register_stitch(app, stitch, codec, emitter, new_store())
     else:
         from framelog.pipeline.agents.pipeline import asset_publisher
         from framelog.pipeline.jobs.registry import handler_for
@@ -159,11 +162,13 @@ def run_group(config: Config, group: str) -> int:
             from framelog.pipeline.agents.chunks import chunk_fan_out
 
             fan_out = chunk_fan_out(partitions(config, topics.CHUNK_REQUESTS), emitter, new_store())
-        runner = StageRunner(config, stage, handler_for(job_settings(config), group, new_store()), emitter,
+        runner = StageRunner(StageSettings(config.pipeline, config.priorities), stage,
+                             handler_for(job_settings(config), group, new_store()), emitter,
                              S3ResultStore(new_store()),
                              on_complete=asset_publisher(config.cdn, emitter, new_store()) if last else None,
                              fan_out=fan_out)
-        register_stage(app, config, stage, runner, codec, emitter)
+        register_stage(app, config.priorities, stage, runner, codec, emitter,
+                       {name: partitions(config, name) for _, name in topics.stage_topics(config.priorities, group)})
 
     watch_stalls(app, config, group)
     worker = Worker(app, loglevel="INFO", quiet=True, redirect_stdouts=False)
@@ -222,7 +227,7 @@ def watch_stalls(app: faust.App, config: Config, group: str) -> None:
     @app.task
     async def stall_watchdog() -> None:
         inputs = {name for agent in app.agents.values() for name in getattr(agent.channel, "topics", ())}
-        StallWatchdog(config, app.conf.id, owned, inputs, limit, exit_stalled).start()
+        StallWatchdog(config.kafka, config.stack, app.conf.id, owned, inputs, limit, exit_stalled).start()
 
 
 def supervise(config: Config, wanted: Sequence[str]) -> int:

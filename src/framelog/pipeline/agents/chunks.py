@@ -29,6 +29,7 @@ import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ import faust
 
 from framelog.core import child_processes
 from framelog.core.child_processes import ChildGroup
-from framelog.core.config import Config
+from framelog.core.config import CdnConfig, HlsConfig, MediaConfig, PipelineConfig, PriorityConfig
 from framelog.pipeline.agents import metrics
-from framelog.pipeline.agents.pipeline import OUTAGES, _decode_or_dead_letter, _partitions, until_handled
+from framelog.pipeline.agents.pipeline import OUTAGES, _decode_or_dead_letter, until_handled
 from framelog.pipeline.agents.stage import StageRequest, backoff_seconds, next_stage
 from framelog.pipeline.jobs import chunks as jobs
 from framelog.pipeline.jobs.base import (
@@ -265,14 +266,27 @@ def register_chunk_worker(app: faust.App, runner: ChunkRunner, partitions: int, 
 
 # ---------------------------------------------------------------- the stitch
 
+@dataclass(frozen=True)
+class StitchSettings:
+    """What the stitch reads of the configuration; pipeline/worker.py fills it."""
+
+    pipeline: PipelineConfig        # transcoding's retries and their backoff, the stage after it
+    priorities: PriorityConfig      # that stage's request topic of each level
+    media: MediaConfig              # whether a video plays while processing
+    hls: HlsConfig                  # the stitched playlists' type
+    cdn: CdnConfig                  # the published preview's caching rules
+    request_partitions: int         # of pipeline.transcoding.chunks (a retried chunk goes to its index's)
+    transition_partitions: int      # of video.chunk-transitions, the stitch table's changelog's too
+
+
 class Stitcher:
     """Does what the ledger decides: retries, growing playlists, the final stitch, the stage's end."""
 
-    def __init__(self, config: Config, emitter: AsyncEmitter, store: ObjectStore | None = None):
-        self.config = config
+    def __init__(self, settings: StitchSettings, emitter: AsyncEmitter, store: ObjectStore):
+        self.settings = settings
         self.emitter = emitter
-        self.store = store or ObjectStore(config.object_storage, config.stack.state_dir)
-        self.stage = config.pipeline.stage(STAGE)
+        self.store = store
+        self.stage = settings.pipeline.stage(STAGE)
 
     async def stage_transition(self, record: dict[str, Any], state: Any, *, stage: str = STAGE,
                                **fields: Any) -> None:
@@ -288,12 +302,11 @@ class Stitcher:
         elif action.kind == "retry":
             plan = await asyncio.to_thread(jobs.load_plan, self.store, entry.plan_key)
             spec = plan.job(action.index)
-            wait = backoff_seconds(action.attempt, self.config.pipeline)
+            wait = backoff_seconds(action.attempt, self.settings.pipeline)
             await self.emitter.emit(topics.CHUNK_TRANSITIONS, _transition(
                 plan, spec, "retrying", action.attempt - 1, error_type=action.error_type,
                 error_message=action.message))
-            await request_chunk(_partitions(self.config, topics.CHUNK_REQUESTS), self.emitter, plan, spec,
-                                attempt=action.attempt,
+            await request_chunk(self.settings.request_partitions, self.emitter, plan, spec, attempt=action.attempt,
                                 not_before=int((time.time() + wait) * 1000))
             log.warning("video %s: chunk %d failed (%s: %s); attempt %d in %.1fs", video_id, action.index,
                         action.error_type, action.message, action.attempt, wait)
@@ -310,11 +323,11 @@ class Stitcher:
         """Publish every rung's leading chunks for playback while processing (issue 13 pt 4), a rung joining the
         master with its first chunk; the edges cache playlists for an hour, so each growth purges the master
         and the playlists that grew (cdn.commands)."""
-        if not self.config.media.transcoding.playable_while_processing:
+        if not self.settings.media.transcoding.playable_while_processing:
             return
         plan = await asyncio.to_thread(jobs.load_plan, self.store, entry.plan_key)
         before = dict(entry.previewed_rungs)
-        published, outputs = await asyncio.to_thread(jobs.publish_preview, self.store, self.config.cdn, plan,
+        published, outputs = await asyncio.to_thread(jobs.publish_preview, self.store, self.settings.cdn, plan,
                                                      set(entry.done), before)
         if outputs and published != before:
             entry.previewed_rungs, entry.preview = published, outputs
@@ -328,30 +341,32 @@ class Stitcher:
         if entry.preview:                       # the preview stays playable until the publication replaces it
             await self._preview(entry, record)
         plan = await asyncio.to_thread(jobs.load_plan, self.store, entry.plan_key)
-        outputs = await asyncio.to_thread(jobs.stitch, self.store, plan, self.config.hls.playlist_type)
+        outputs = await asyncio.to_thread(jobs.stitch, self.store, plan, self.settings.hls.playlist_type)
         outputs.update(entry.preview)
         outputs["chunk_encodes"] = str(entry.encodes)
         await self.stage_transition(record, "succeeded", progress=1.0, outputs=outputs)
-        following = next_stage(self.config.pipeline, STAGE)
+        following = next_stage(self.settings.pipeline, STAGE)
         if following:
             req = StageRequest(plan.job_id, plan.video_id, STAGE, 1, plan.stage_inputs, 0, plan.priority)
             await self.stage_transition(record, "queued", stage=following)
-            await self.emitter.emit(topics.stage_topic(self.config.priorities, following, req.priority),
-                                    records.StageRequest(
+            topic = topics.stage_topic(self.settings.priorities, following, req.priority)
+            await self.emitter.emit(topic, records.StageRequest(
                 job_id=req.job_id, video_id=req.video_id, stage=following, attempt=1,
                 inputs={**req.inputs, **outputs}, not_before=0, priority=req.priority))
         log.info("video %s: %d chunk(s) stitched (%d encodes)", plan.video_id, plan.chunk_count, entry.encodes)
 
 
-def register_stitch(app: faust.App, config: Config, codec: Any, emitter: AsyncEmitter) -> None:
-    """video.chunk-transitions → the chunk ledger (a Faust table keyed by video) → the Stitcher."""
-    spec = stitch_changelog(_partitions(config, topics.CHUNK_TRANSITIONS))
+def register_stitch(app: faust.App, settings: StitchSettings, codec: Any, emitter: AsyncEmitter,
+                    store: ObjectStore) -> None:
+    """video.chunk-transitions → the chunk ledger (a Faust table keyed by video) → the Stitcher (its
+    objects in ``store``)."""
+    spec = stitch_changelog(settings.transition_partitions)
     table = app.Table(STITCH_TABLE, default=dict, partitions=spec.partitions, key_type=str, value_type=dict,
                       changelog_topic=app.topic(spec.name, partitions=spec.partitions, key_serializer="json",
                                                 value_serializer="json", compacting=True))
-    stitcher = Stitcher(config, emitter)
-    retries = config.pipeline.stage(STAGE).retry_attempts
-    source = raw_topic(app, topics.CHUNK_TRANSITIONS, _partitions(config, topics.CHUNK_TRANSITIONS))
+    stitcher = Stitcher(settings, emitter, store)
+    retries = settings.pipeline.stage(STAGE).retry_attempts
+    source = raw_topic(app, topics.CHUNK_TRANSITIONS, settings.transition_partitions)
 
     @app.agent(source, name="stitch")
     async def stitch(stream: faust.StreamT) -> None:

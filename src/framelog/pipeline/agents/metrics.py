@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from framelog.core.config import Config, get_config
+from framelog.core.config import StreamsConfig, get_config
 
 
 def _labels(name: str) -> list[str]:
@@ -42,8 +42,10 @@ def observe_error(stage: str, error_type: str) -> None:
 class QueueSizeCollector(Collector):
     """processing_queue_size{priority, stage}: records not yet committed by each stage's group, per priority topic."""
 
-    def __init__(self, config: Config):
-        self.config = config
+    def __init__(self, streams: StreamsConfig):
+        """``streams``: the broker to ask (kafka, stack) and the stages' request topics (topics: the pipeline's
+        stages, the priority levels), ``config.streams``."""
+        self.streams = streams
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         from framelog.streams.lag import group_lag
@@ -51,15 +53,17 @@ class QueueSizeCollector(Collector):
 
         family = GaugeMetricFamily("processing_queue_size", "Processing queue size (consumer lag)",
                                    labels=_labels("processing_queue_size"))
-        for stage in self.config.pipeline.stage_names:
-            for priority, topic in stage_topics(self.config.priorities, stage):
+        kafka, stack, registry = self.streams.kafka, self.streams.stack, self.streams.topics
+        for stage in registry.pipeline.stage_names:
+            for priority, topic in stage_topics(registry.priorities, stage):
                 try:
-                    lag = group_lag(self.config.kafka, self.config.stack, f"framelog-{stage}", topic)
+                    lag = group_lag(kafka, stack, f"framelog-{stage}", topic)
                 except Exception:    # broker unreachable: report nothing rather than a wrong zero
                     continue
                 family.add_metric([priority, stage], lag)
         yield family
 
 
-def register_queue_size(config: Config) -> None:
-    REGISTRY.register(QueueSizeCollector(config))
+def register_queue_size(streams: StreamsConfig) -> None:
+    """Export processing_queue_size from this process (``config.streams``)."""
+    REGISTRY.register(QueueSizeCollector(streams))

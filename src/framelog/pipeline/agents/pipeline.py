@@ -6,12 +6,13 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 
 from framelog.core.backoff import OUTAGE_BACKOFF, Backoff
-from framelog.core.config import CdnConfig, Config, StageConfig
+from framelog.core.config import CdnConfig, PriorityConfig, StageConfig
 from framelog.pipeline.agents.stage import StageRequest, StageRunner
 from framelog.pipeline.jobs import tombstones
 from framelog.pipeline.jobs.staging import discard_staging
@@ -53,10 +54,6 @@ async def until_handled(what: str, handle: Callable[[], Awaitable[object]], back
             await asyncio.sleep(delay)       # backoff while the broker or the store is away
 
 
-def _partitions(config: Config, name: str) -> int:
-    return topics.topic_spec(name, config.topics).partitions or config.kafka.default_partitions
-
-
 async def _decode_or_dead_letter(codec: AvroCodec, emitter: AsyncEmitter, event: faust.EventT):
     """Decoded (name, record), or None once the record is on the dead-letter topic (retried through an
     outage of the log: the agent must not crash and have the undecodable record acknowledged unparked)."""
@@ -79,16 +76,24 @@ def upload_inputs(upload: Mapping[str, Any]) -> dict[str, str]:
             "owner_id": upload["owner_id"]}
 
 
-def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: AsyncEmitter,
-                    store: ObjectStore | None = None) -> None:
+@dataclass(frozen=True)
+class IntakeSettings:
+    """What the intake agent reads of the configuration; pipeline/worker.py fills it."""
+
+    first_stage: str              # where every upload starts (``config.pipeline.stages[0].name``)
+    priorities: PriorityConfig    # that stage's request topic of each level, the default level
+    partitions: int               # of video.uploads
+
+
+def register_intake(app: faust.App, settings: IntakeSettings, codec: AvroCodec, emitter: AsyncEmitter,
+                    store: ObjectStore) -> None:
     """video.uploads → a StageTransition (queued) and a StageRequest for the first stage.
 
     The upload of a video deleted before intake saw it (its tombstone exists)
-    is dropped: its objects go, the first stage says ``cancelled``.
+    is dropped: its objects (in ``store``) go, the first stage says ``cancelled``.
     """
-    first = config.pipeline.stages[0].name
-    objects = store or ObjectStore(config.object_storage, config.stack.state_dir)
-    source = raw_topic(app, topics.UPLOADS, _partitions(config, topics.UPLOADS))
+    first = settings.first_stage
+    source = raw_topic(app, topics.UPLOADS, settings.partitions)
 
     @app.agent(source, name="intake")
     async def intake(stream: faust.StreamT) -> None:
@@ -105,8 +110,8 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
         """One upload: dropped if its video was deleted meanwhile, else queued for the first stage."""
         video_id = upload["video_id"]
         job_id = str(uuid.uuid5(JOB_NAMESPACE, upload["event_id"]))
-        if await asyncio.get_running_loop().run_in_executor(None, tombstones.is_deleted, objects, video_id):
-            await asyncio.get_running_loop().run_in_executor(None, tombstones.purge_video, objects, video_id)
+        if await asyncio.get_running_loop().run_in_executor(None, tombstones.is_deleted, store, video_id):
+            await asyncio.get_running_loop().run_in_executor(None, tombstones.purge_video, store, video_id)
             await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
                 video_id=video_id, job_id=job_id, stage=first, state="cancelled", attempt=1,
                 error_type="video_deleted", error_message=f"video {video_id} was deleted"))
@@ -116,24 +121,25 @@ def register_intake(app: faust.App, config: Config, codec: AvroCodec, emitter: A
         await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
             video_id=video_id, job_id=job_id, stage=first, state="queued", attempt=1))
         priority = upload.get("priority") or ""
-        await emitter.emit(topics.stage_topic(config.priorities, first, priority), records.StageRequest(
+        await emitter.emit(topics.stage_topic(settings.priorities, first, priority), records.StageRequest(
             job_id=job_id, video_id=video_id, stage=first, attempt=1, inputs=inputs, priority=priority))
         log.info("video %s: job %s queued for %s (priority %s)", video_id, job_id, first,
-                 priority or config.priorities.default)
+                 priority or settings.priorities.default)
 
 
-def register_stage(app: faust.App, config: Config, stage: StageConfig, runner: StageRunner,
-                   codec: AvroCodec, emitter: AsyncEmitter) -> None:
-    """pipeline.<stage>[.<priority>] → StageRunner: one agent per priority topic, the runner's
-    priority gate lets parallel_jobs run at once in this worker, highest priority first."""
-    for priority, name in topics.stage_topics(config.priorities, stage.name):
-        _register_stage_topic(app, config, stage, runner, codec, emitter, priority, name)
+def register_stage(app: faust.App, priorities: PriorityConfig, stage: StageConfig, runner: StageRunner,
+                   codec: AvroCodec, emitter: AsyncEmitter, partitions: Mapping[str, int]) -> None:
+    """pipeline.<stage>[.<priority>] → StageRunner: one agent per priority topic (a level of ``priorities``,
+    with its count in ``partitions``), the runner's priority gate lets parallel_jobs run at once in this
+    worker, highest priority first."""
+    for priority, name in topics.stage_topics(priorities, stage.name):
+        _register_stage_topic(app, priorities, stage, runner, codec, emitter, priority, name, partitions[name])
 
 
-def _register_stage_topic(app: faust.App, config: Config, stage: StageConfig, runner: StageRunner,
-                          codec: AvroCodec, emitter: AsyncEmitter, priority: str, name: str) -> None:
-    source = raw_topic(app, name, _partitions(config, name))
-    agent_name = f"stage-{stage.name}" if priority == config.priorities.default else f"stage-{stage.name}-{priority}"
+def _register_stage_topic(app: faust.App, priorities: PriorityConfig, stage: StageConfig, runner: StageRunner,
+                          codec: AvroCodec, emitter: AsyncEmitter, priority: str, name: str, partitions: int) -> None:
+    source = raw_topic(app, name, partitions)
+    agent_name = f"stage-{stage.name}" if priority == priorities.default else f"stage-{stage.name}-{priority}"
 
     @app.agent(source, name=agent_name, concurrency=stage.parallel_jobs)
     async def run_stage(stream: faust.StreamT) -> None:

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from framelog.core import child_processes
 from framelog.core.backoff import Backoff
 from framelog.core.child_processes import ChildGroup
-from framelog.core.config import Config, PipelineConfig, StageConfig
+from framelog.core.config import PipelineConfig, PriorityConfig, StageConfig
 from framelog.pipeline.agents import metrics
 from framelog.pipeline.agents.priority_gate import PriorityGate
 from framelog.pipeline.jobs.base import (
@@ -92,6 +92,14 @@ class StageRequest:
                    str(record.get("priority") or ""))
 
 
+@dataclass(frozen=True)
+class StageSettings:
+    """What a stage runner reads of the configuration; pipeline/worker.py fills it."""
+
+    pipeline: PipelineConfig      # the retries' backoff, the kill grace, the stage after each (``config.pipeline``)
+    priorities: PriorityConfig    # the slots' ranks and each level's request topic (``config.priorities``)
+
+
 def backoff_seconds(attempt: int, pipeline: PipelineConfig) -> float:
     """Exponential backoff before ``attempt`` (2, 3, ...), capped by configuration (``config.pipeline``)."""
     return Backoff(pipeline.retry_backoff_initial, pipeline.retry_backoff_max).delay(attempt - 1)
@@ -104,7 +112,7 @@ def next_stage(pipeline: PipelineConfig, stage: str) -> str | None:
 
 
 class StageRunner:
-    def __init__(self, config: Config, stage: StageConfig, handler: JobHandler,
+    def __init__(self, settings: StageSettings, stage: StageConfig, handler: JobHandler,
                  emitter: AsyncEmitter, store: ResultStore, scratch_root: Path | None = None,
                  on_complete: Callable[[StageRequest, dict[str, str]], Awaitable[None]] | None = None,
                  fan_out: Callable[[StageRequest, dict[str, str]], Awaitable[None]] | None = None):
@@ -114,7 +122,7 @@ class StageRunner:
         (chunked transcoding puts one chunk job per chunk on the log) instead of ending the
         stage; whoever finishes the fanned-out work (the stitch) emits ``succeeded``.
         """
-        self.config = config
+        self.settings = settings
         self.on_complete = on_complete
         self.fan_out = fan_out
         self.stage = stage
@@ -139,7 +147,7 @@ class StageRunner:
 
     async def request(self, stage: str, req: StageRequest, *, attempt: int, inputs: Mapping[str, str],
                       not_before: int = 0) -> None:
-        await self.emitter.emit(topics.stage_topic(self.config.priorities, stage, req.priority), records.StageRequest(
+        await self.emitter.emit(topics.stage_topic(self.settings.priorities, stage, req.priority), records.StageRequest(
             job_id=req.job_id, video_id=req.video_id, stage=stage, attempt=attempt, inputs=dict(inputs),
             not_before=not_before, priority=req.priority))
 
@@ -159,7 +167,7 @@ class StageRunner:
             log.info("%s job %s already succeeded; re-emitting its outcome", self.stage.name, req.job_id)
             await self._succeeded(req, done, duration_ms=None)
             return
-        async with self.gate.slot(self.config.priorities.rank(req.priority)):
+        async with self.gate.slot(self.settings.priorities.rank(req.priority)):
             await self._attempt(req, original)
 
     async def _attempt(self, req: StageRequest, original: bytes | None) -> None:
@@ -188,7 +196,7 @@ class StageRunner:
                        if error_type == "timeout" else public)
             metrics.observe_error(self.stage.name, error_type)
             if req.attempt < 1 + self.stage.retry_attempts:
-                wait = backoff_seconds(req.attempt + 1, self.config.pipeline)
+                wait = backoff_seconds(req.attempt + 1, self.settings.pipeline)
                 log.warning("%s job %s attempt %d failed (%s: %s); retrying in %.1fs%s",
                             self.stage.name, req.job_id, req.attempt, error_type, message, wait,
                             f"\n{detail}" if detail else "")
@@ -276,7 +284,7 @@ class StageRunner:
         executor, so the stage's parallel_jobs slots are free for the next request.
         """
         loop = asyncio.get_running_loop()
-        grace = self.config.pipeline.kill_grace
+        grace = self.settings.pipeline.kill_grace
         killed = await loop.run_in_executor(None, children.kill, grace)
         message = (f"{self.stage.name} exceeded its {self.stage.timeout:g}s timeout; "
                    f"killed {len(killed)} child process group(s)")
@@ -298,7 +306,7 @@ class StageRunner:
             await self.fan_out(req, dict(outputs))
             return
         await self.transition(req, "succeeded", progress=1.0, outputs=outputs, duration_ms=duration_ms)
-        following = next_stage(self.config.pipeline, self.stage.name)
+        following = next_stage(self.settings.pipeline, self.stage.name)
         if following:
             inputs = {**req.inputs, **outputs}
             await self.transition(req, "queued", stage=following, attempt=1)
@@ -315,7 +323,6 @@ class StageRunner:
         await self.transition(req, "failed", error_type=error_type, error_message=message,
                               duration_ms=int((time.monotonic() - started) * 1000))
         if original is not None:
-            await self.emitter.dead_letter(topics.stage_topic(self.config.priorities, self.stage.name, req.priority),
-                                           original,
-                                           key=req.video_id, reason=f"stage_failed:{error_type}",
+            topic = topics.stage_topic(self.settings.priorities, self.stage.name, req.priority)
+            await self.emitter.dead_letter(topic, original, key=req.video_id, reason=f"stage_failed:{error_type}",
                                            error=f"{message}\n{detail}" if detail else message)
