@@ -55,7 +55,7 @@ def test_dead_letter_replayed_after_the_fix_publishes_once_and_reprocess_reruns_
     data = clips.video(tmp_path / "late.mp4", width=320, height=180, duration=3).read_bytes()
     video_id = new_video_id()
     key = object_keys.raw_upload(video_id)
-    announce_upload(config, video_id=video_id, object_key=key, size_bytes=len(data),
+    announce_upload(config.streams, config.priorities, video_id=video_id, object_key=key, size_bytes=len(data),
                     sha256=hashlib.sha256(data).hexdigest(), content_type="video/mp4", owner_id="tests")
 
     # out of retries: failed, dead-lettered

@@ -19,10 +19,10 @@ from framelog.core import object_keys
 from framelog.core.ids import new_video_id
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import write_local_playlist
-from framelog.sinks.uploads import announce_upload, upload_file
+from framelog.sinks.uploads import announce_upload
 from framelog.stack.process import wait_until
 from framelog.streams import topics
-from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic
+from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic, upload
 from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_transient_failure_is_retried_then_succeeds(config, worker, status, stor
     data = src.read_bytes()
     video_id = new_video_id()
     key = object_keys.raw_upload(video_id)
-    announce_upload(config, video_id=video_id, object_key=key, size_bytes=len(data),
+    announce_upload(config.streams, config.priorities, video_id=video_id, object_key=key, size_bytes=len(data),
                     sha256=hashlib.sha256(data).hexdigest(), content_type="video/mp4", owner_id="tests")
     view = status.wait_for(video_id, lambda v: v is not None and
                            (v["stages"].get("validation") or {}).get("state") == "retrying", 120)
@@ -145,7 +145,7 @@ def _stage_pids(config, stage: str) -> list[int]:
 
 def test_worker_killed_mid_transcode_is_replaced_and_the_job_completes_once(config, worker, status, tmp_path):
     src = clips.video(tmp_path / "long.mp4", width=1280, height=720, duration=40)
-    video_id = upload_file(config, src, owner_id="tests").video_id
+    video_id = upload(config, src)
     view = status.wait_for(video_id, lambda v: v is not None and
                            (v["stages"].get("transcoding") or {}).get("state") in ("started", "progress"), 240)
     assert (view["stages"].get("transcoding") or {}).get("state") in ("started", "progress"), view

@@ -15,10 +15,9 @@ import pytest
 from framelog.pipeline.jobs import tombstones
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.hls import write_local_playlist
-from framelog.sinks.uploads import upload_file
 from framelog.stack.process import wait_until
 from framelog.streams import topics
-from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic
+from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic, upload
 from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
@@ -92,7 +91,7 @@ def _descendants(pid: int) -> list[int]:
 def test_a_chunk_worker_killed_mid_chunk_redoes_that_chunk_only_and_the_video_publishes_once(
         config, worker, status, tmp_path):
     src = clips.video(tmp_path / "kill.mp4", width=640, height=360, duration=40)
-    video_id = upload_file(config, src, owner_id="tests").video_id
+    video_id = upload(config, src)
     deadline = time.monotonic() + 300
     victim = None
     while time.monotonic() < deadline and victim is None:
@@ -125,7 +124,7 @@ def test_a_chunk_worker_killed_mid_chunk_redoes_that_chunk_only_and_the_video_pu
 
 def test_deleting_a_video_mid_flight_cancels_its_queued_chunks(config, worker, status, store, tmp_path):
     src = clips.video(tmp_path / "gone.mp4", width=640, height=360, duration=40)
-    video_id = upload_file(config, src, owner_id="tests").video_id
+    video_id = upload(config, src)
     assert wait_until(lambda: _states(_chunk_events(config, video_id), "started"), 300)
     tombstones.mark_deleted(store, video_id, "test")                      # what DELETE /videos/{id} writes first
     view = status.wait_for(video_id, lambda v: v is not None and

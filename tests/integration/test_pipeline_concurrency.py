@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from framelog.sinks.uploads import upload_file
 from framelog.streams import topics
-from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic
+from tests.integration.support.pipeline import PIPELINE_TIMEOUT, finished, process_clip, read_topic, upload
 from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
@@ -53,7 +52,7 @@ def test_up_to_parallel_jobs_transcodes_run_at_once(config, worker, status, tmp_
     assert limit > 1, "parallel_jobs must allow concurrency for this test to mean anything"
     sources = [clips.video(tmp_path / f"c{i}.mp4", width=960, height=540, duration=8, audio=False)
                for i in range(limit + 1)]
-    ids = [upload_file(config, src, owner_id="tests").video_id for src in sources]
+    ids = [upload(config, src) for src in sources]
     for video_id in ids:
         view = status.wait_for(video_id, lambda v: v is not None and
                                (v["stages"].get(STAGE) or {}).get("state") in ("succeeded", "failed"), PIPELINE_TIMEOUT)
@@ -131,7 +130,7 @@ def test_transcode_longer_than_the_session_timeout_causes_no_rebalance(config, w
     assert broker_log.exists()
     src = clips.video(tmp_path / "long1080.mp4", width=1920, height=1080, duration=40)   # ~30 s on 2 idle cores
     mark = broker_log.stat().st_size
-    video_id = upload_file(config, src, owner_id="tests").video_id
+    video_id = upload(config, src)
     view = status.wait_for(video_id, lambda v: v is not None and
                            (v["stages"].get(STAGE) or {}).get("state") in ("succeeded", "failed", "retrying"),
                            PIPELINE_TIMEOUT)

@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from framelog.sinks.uploads import upload_file
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from tests.integration.support import StageWorker, overlay_file, running
-from tests.integration.support.pipeline import read_topic
+from tests.integration.support.pipeline import read_topic, upload
 from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
@@ -60,10 +59,10 @@ def _started_at(config, video_id: str) -> int:
 
 def test_high_priority_upload_queued_last_starts_first(config, slow_worker, status, tmp_path):  # noqa: F811
     src = clips.video(tmp_path / "clip.mp4", duration=1, audio=False)
-    first = upload_file(config, src, owner_id="tests", priority="low").video_id
+    first = upload(config, src, priority="low")
     _stage_state(status, first, ("started", "progress"), 60)               # the only slot is taken
-    lows = [upload_file(config, src, owner_id="tests", priority="low").video_id for _ in range(2)]
-    high = upload_file(config, src, owner_id="tests", priority="high").video_id
+    lows = [upload(config, src, priority="low") for _ in range(2)]
+    high = upload(config, src, priority="high")
     for video_id in (first, *lows, high):
         _stage_state(status, video_id, ("succeeded",), 120)
     order = sorted((first, *lows, high), key=lambda v: _started_at(config, v))

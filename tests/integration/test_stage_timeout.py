@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from framelog.sinks.uploads import upload_file
 from framelog.stack.services import WorkerService
 from framelog.streams import topics
 from tests.integration.support import StageWorker, overlay_file, running, skip_backlog, wait_for
-from tests.integration.support.pipeline import read_topic
+from tests.integration.support.pipeline import read_topic, upload
 from tests.media.support import clips
 
 pytestmark = pytest.mark.integration
@@ -74,7 +73,7 @@ def _transitions(config, video_id: str) -> list[dict]:
 
 def test_a_hung_child_is_killed_retried_then_failed(config, hanging, status, tmp_path):  # noqa: F811
     flag, pids, scratch = hanging
-    video_id = upload_file(config, clips.video(tmp_path / "a.mp4", duration=2), owner_id="tests").video_id
+    video_id = upload(config, clips.video(tmp_path / "a.mp4", duration=2))
     view = status.wait_for(video_id, lambda v: v is not None and
                            (v["stages"].get(STAGE) or {}).get("state") == "failed", 180)
     assert (view["stages"].get(STAGE) or {}).get("state") == "failed", view
@@ -92,7 +91,7 @@ def test_a_hung_child_is_killed_retried_then_failed(config, hanging, status, tmp
     assert [p.name for p in scratch.iterdir() if p.name.startswith(f"framelog-{STAGE}-")] == []
 
     flag.unlink()                                           # ffprobe behaves again: the slot must be free
-    healthy = upload_file(config, clips.video(tmp_path / "b.mp4", duration=2), owner_id="tests").video_id
+    healthy = upload(config, clips.video(tmp_path / "b.mp4", duration=2))
     view = status.wait_for(healthy, lambda v: v is not None and
                            (v["stages"].get(STAGE) or {}).get("state") in ("succeeded", "failed"), 120)
     assert (view["stages"].get(STAGE) or {}).get("state") == "succeeded", view

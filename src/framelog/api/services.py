@@ -37,7 +37,7 @@ from framelog.core.errors import ApiError
 from framelog.processors.identity import Keyring, TokenVerifier
 from framelog.processors.tokens import load_or_create_secret
 from framelog.sinks.object_store import ObjectStore
-from framelog.sinks.upload_sessions import UploadService
+from framelog.sinks.upload_sessions import UploadService, UploadSettings
 
 if TYPE_CHECKING:
     from framelog.api.access_state import AccessState
@@ -114,7 +114,8 @@ class Services:
         self.delivery_plans = application_cache(config.caching, "delivery_plans")
         # the upload service (multipart sessions on the store; announces through the one producer), and one
         # PATCH at a time per upload in this process: a lock lives while a request holds it
-        self.uploads = UploadService(config, self.store, lambda: self.producer)
+        uploads = UploadSettings(config.upload_limits, config.streams, config.priorities)
+        self.uploads = UploadService(uploads, self.store, lambda: self.producer)
         self.upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._sender: Part[AsyncEmitter] = Part("the producer", self._open_sender, lambda s: s.close(10.0))
         self._catalog: Part[VideoCatalog] = Part("the video catalog", self._open_catalog, lambda c: c.stop())

@@ -175,10 +175,11 @@ def _status(args: argparse.Namespace, config: Config) -> int:
             raise FramelogError(str(exc)) from exc
         if view is None:
             from framelog.sinks.object_store import ObjectStore
-            from framelog.sinks.upload_sessions import UploadService
+            from framelog.sinks.upload_sessions import UploadService, UploadSettings
 
             store = ObjectStore(config.object_storage, config.stack.state_dir)
-            view = UploadService(config, store, producer=lambda: None).status_view(video_id)
+            settings = UploadSettings(config.upload_limits, config.streams, config.priorities)
+            view = UploadService(settings, store, producer=lambda: None).status_view(video_id)
         if view is None:
             print(f"framelog: unknown video {video_id} (no upload, no stage transitions)", file=sys.stderr)
             return 1

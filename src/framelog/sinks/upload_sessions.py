@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from framelog.core import object_keys
-from framelog.core.config import Config
+from framelog.core.config import PriorityConfig, StreamsConfig, UploadLimits
 from framelog.core.errors import FramelogError
 from framelog.core.ids import new_event_id, new_video_id
 from framelog.sinks.object_store import ObjectStore
@@ -127,11 +127,20 @@ class UploadView:
         return self.session.owner if self.session is not None else (self.receipt or {}).get("owner")
 
 
+@dataclass(frozen=True)
+class UploadSettings:
+    """The sections an :class:`UploadService` reads: the part size (``config.upload_limits``) and how a finished
+    upload is announced (``config.streams``, ``config.priorities``)."""
+    upload_limits: UploadLimits
+    streams: StreamsConfig
+    priorities: PriorityConfig
+
+
 class UploadService:
     """Create, inspect, append to, complete and abandon uploads (the API's routes stay thin)."""
 
-    def __init__(self, config: Config, store: ObjectStore, producer: Callable[[], Any]):
-        self.config = config
+    def __init__(self, settings: UploadSettings, store: ObjectStore, producer: Callable[[], Any]):
+        self.settings = settings
         self.store = store
         self._producer = producer       # called when an upload completes: the app's shared producer
 
@@ -189,7 +198,7 @@ class UploadService:
         session = UploadSession(video_id=video_id, object_key=key, upload_id=upload_id, length=length,
                                 filename=filename, content_type=content_type, owner=owner, created=_now(),
                                 event_id=new_event_id(), priority=priority,
-                                part_size=part_size_for(length, self.config.upload_limits.part_size))
+                                part_size=part_size_for(length, self.settings.upload_limits.part_size))
         try:
             self.store.put_bytes(session_key(video_id), session.to_json(), "application/json")
         except Exception:
@@ -216,8 +225,9 @@ class UploadService:
         sha256, streamed = self.store.sha256(key)
         if streamed != session.length:
             raise UploadIntegrityError(f"object {key} streamed {streamed} bytes, not {session.length}")
-        delivery = announce_upload(self.config, video_id=session.video_id, object_key=key, size_bytes=size,
-                                   sha256=sha256, content_type=session.content_type, owner_id=session.owner,
+        delivery = announce_upload(self.settings.streams, self.settings.priorities, video_id=session.video_id,
+                                   object_key=key, size_bytes=size, sha256=sha256,
+                                   content_type=session.content_type, owner_id=session.owner,
                                    original_filename=session.filename, event_id=session.event_id,
                                    producer=self._producer(), priority=session.priority)
         receipt = {
@@ -257,7 +267,7 @@ class PartWriter:
         self.service = service
         self.store = service.store
         self.session: UploadSession = view.session
-        self.part_size = self.session.part_size or service.config.upload_limits.part_size
+        self.part_size = self.session.part_size or service.settings.upload_limits.part_size
         self.parts = list(view.parts)
         self.length = view.length
         self.durable = offset_of_parts(self.parts)        # bytes in uploaded parts

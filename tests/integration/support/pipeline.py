@@ -46,9 +46,14 @@ def read_topic(config, topic: str, video_id: str) -> list[tuple[str, dict]]:
         consumer.close()
 
 
+def upload(config, path: Path, **kw: str) -> str:
+    """Upload ``path`` from this host as the tests' owner (``upload_file``); its video id."""
+    return upload_file(config.object_storage, config.streams, config.priorities, path, owner_id="tests", **kw).video_id
+
+
 def process_clip(config, status, path: Path) -> tuple[str, dict]:
     """Upload ``path`` and wait until the pipeline is done with it: (video id, status view)."""
-    video_id = upload_file(config, path, owner_id="tests").video_id
+    video_id = upload(config, path)
     view = status.wait_for(video_id, finished, PIPELINE_TIMEOUT)
     assert finished(view), f"video {video_id} not processed: {view}"
     return video_id, view
