@@ -44,7 +44,7 @@ from typing import Any
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
-from framelog.core.config import Config, WebhooksConfig
+from framelog.core.config import SecurityConfig, StreamsConfig, WebhooksConfig
 from framelog.processors.tokens import load_or_create_secret
 from framelog.processors.webhook_signing import derive_secret, message_id
 from framelog.processors.webhooks import Endpoint, WebhookEvent, backoff_delay, derive, millis, subscribers
@@ -388,27 +388,37 @@ class Router:
 
 # ------------------------------------------------------------ the worker
 
+@dataclass(frozen=True)
+class WebhookSettings:
+    """What the webhooks worker reads of the configuration; pipeline/worker.py fills it."""
+
+    streams: StreamsConfig        # its consumer, producer and replayed tables (``config.streams``)
+    webhooks: WebhooksConfig      # delivery: retries, limits, threads, the largest body
+    security: SecurityConfig      # the master secret endpoints' secrets derive from; the default visibility
+    first_stage: str              # ``config.pipeline.stage_names[0]``: its transitions are video events
+
+
 @dataclass
 class WebhookWorker:
-    config: Config
+    settings: WebhookSettings
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> int:
-        config = self.config
-        registry = EndpointRegistry(config.streams).start()
-        catalog = VideoCatalog(config.streams).start()
+        settings = self.settings
+        registry = EndpointRegistry(settings.streams).start()
+        catalog = VideoCatalog(settings.streams).start()
         for table, name in ((registry, "endpoint registry"), (catalog, "video catalog")):
             if not table.wait_ready(READY_TIMEOUT):
                 raise RuntimeError(f"the {name} did not catch up within {READY_TIMEOUT:g}s ({table.last_error})")
-        producer = EventProducer(config.streams)
+        producer = EventProducer(settings.streams)
         offsets = SourceOffsets()
-        client = webhook_client(config.webhooks)
-        engine = DeliveryEngine(config.webhooks, producer, registry, offsets,
+        client = webhook_client(settings.webhooks)
+        engine = DeliveryEngine(settings.webhooks, producer, registry, offsets,
                                 lambda url, secret, mid, body: post_message(client, url, secret, mid, body),
-                                master=load_or_create_secret(config.security, config.stack.state_dir))
-        router = Router(registry, catalog, first_stage=config.pipeline.stage_names[0],
-                        default_visibility=config.security.default_visibility,
-                        max_payload_bytes=config.webhooks.max_payload_bytes)
+                                master=load_or_create_secret(settings.security, settings.streams.stack.state_dir))
+        router = Router(registry, catalog, first_stage=settings.first_stage,
+                        default_visibility=settings.security.default_visibility,
+                        max_payload_bytes=settings.webhooks.max_payload_bytes)
         horizon = EventTimeHorizon()
         starts: dict[tuple[str, int], int] = {}         # committed offsets when assigned: where reading resumes
         owned: set[int] = set()
@@ -421,7 +431,7 @@ class WebhookWorker:
             horizon.forget(numbers)
             owned.difference_update(numbers)
 
-        consumer = EventConsumer(config.streams, GROUP_ID, list(SOURCE_TOPICS), on_revoke=on_revoke,
+        consumer = EventConsumer(settings.streams, GROUP_ID, list(SOURCE_TOPICS), on_revoke=on_revoke,
                                  **{"partition.assignment.strategy": "range"})
         last_commit = 0.0
         log.info("webhooks worker: %d endpoint(s) registered; consuming %s", len(registry.live()), SOURCE_TOPICS)
@@ -430,7 +440,7 @@ class WebhookWorker:
                 messages = consumer.poll_raw(500, POLL_TIMEOUT if not engine.futures else IDLE_TICK)
                 numbers = {p for _, p in consumer.assigned}
                 if numbers - owned:                    # newly assigned: resume their parked messages first
-                    resumed = engine.resume(read_deliveries(config.streams, READY_TIMEOUT), numbers - owned)
+                    resumed = engine.resume(read_deliveries(settings.streams, READY_TIMEOUT), numbers - owned)
                     log.info("partitions %s assigned; %d pending message(s) resumed", sorted(numbers - owned), resumed)
                     owned.update(numbers)
                     starts.update({tp: off for tp, off in consumer.committed().items() if off >= 0})
@@ -493,9 +503,9 @@ class WebhookWorker:
         offsets.dirty = False
 
 
-def run_webhooks(config: Config) -> int:
+def run_webhooks(settings: WebhookSettings) -> int:
     """``framelog worker --stage webhooks``: run until SIGTERM/SIGINT."""
-    worker = WebhookWorker(config)
+    worker = WebhookWorker(settings)
 
     def stop(signum: int, frame: object) -> None:
         worker.stop.set()

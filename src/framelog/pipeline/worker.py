@@ -85,9 +85,10 @@ def run_group(config: Config, group: str) -> int:
     except OSError as exc:      # a second worker of the same stage on this host: metrics from the first
         logging.getLogger(__name__).warning("metrics port busy (%s); not exporting from this worker", exc)
     if group == WEBHOOKS:               # a plain consumer: it commits only what is delivered or parked on the log
-        from framelog.pipeline.webhooks import run_webhooks
+        from framelog.pipeline.webhooks import WebhookSettings, run_webhooks
 
-        return run_webhooks(config)
+        return run_webhooks(WebhookSettings(config.streams, config.webhooks, config.security,
+                                            config.pipeline.stage_names[0]))
     app = create_app(config.streams, group)
     codec = default_codec(config.streams)
     emitter = AsyncEmitter(config.streams, codec)
