@@ -129,10 +129,8 @@ def run_group(config: Config, group: str) -> int:
         from framelog.sinks.object_store import vault_store
         from framelog.sinks.tier_mover import TierMover
         from framelog.streams.admin import create_topics
-        from framelog.streams.kafka_auth import client_settings
-
         tiering = TieringSettings(config.tiering, source_partitions({t: partitions(config, t) for t in SOURCES}),
-                                  client_settings(config.kafka, config.stack))
+                                  config.kafka, config.stack)
         create_topics(config.streams, [changelog_topic(tiering.partitions)])
         mover = TierMover(new_store(), vault_store(config.object_storage, config.stack.state_dir))
         register_tiering(app, tiering, codec, emitter, mover,

@@ -31,7 +31,7 @@ import faust
 from confluent_kafka import Consumer, TopicPartition
 
 from framelog.core.clock import Clock, SystemClock
-from framelog.core.config import TieringConfig
+from framelog.core.config import KafkaConfig, StackConfig, TieringConfig
 from framelog.pipeline.agents.pipeline import _decode_or_dead_letter, until_handled
 from framelog.pipeline.agents.tiering_metrics import TieringMetrics
 from framelog.pipeline.tiering_evaluator import TieringEvaluator, owned_renditions
@@ -42,6 +42,7 @@ from framelog.schemas.records import TierTransition
 from framelog.sinks.tier_mover import TierMover
 from framelog.streams import topics
 from framelog.streams.emitter import AsyncEmitter
+from framelog.streams.kafka_auth import client_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class TieringSettings:
 
     tiering: TieringConfig              # the tier policy and its evaluation interval (``config.tiering``)
     partitions: int                     # of each source topic: they are co-partitioned (``source_partitions``)
-    kafka_client: Mapping[str, Any]     # the group principal's librdkafka settings (kafka_auth.client_settings)
+    kafka: KafkaConfig                  # the brokers and the group's principal (``config.kafka``) ...
+    stack: StackConfig                  # ... its nodes and credentials (``config.stack``): where log_positions asks
 
 
 def changelog_topic(partitions: int) -> topics.TopicSpec:
@@ -76,11 +78,11 @@ def source_partitions(partitions: Mapping[str, int]) -> int:
     return next(iter(counts.values()))
 
 
-def log_positions(kafka_client: Mapping[str, Any], group_id: str, partitions: set[int],
+def log_positions(kafka: KafkaConfig, stack: StackConfig, group_id: str, partitions: set[int],
                   timeout: float = 10.0) -> dict[int, dict[str, tuple[int, int]]]:
     """partition -> topic -> (committed offset of ``group_id`` or -1, end offset), for the agent's sources
-    (``kafka_client``: the librdkafka settings to connect with)."""
-    consumer = Consumer({**kafka_client, "group.id": group_id, "enable.auto.commit": False})
+    (``config.kafka, config.stack``)."""
+    consumer = Consumer({**client_settings(kafka, stack), "group.id": group_id, "enable.auto.commit": False})
     try:
         tps = consumer.committed([TopicPartition(t, p) for t in SOURCES for p in sorted(partitions)],
                                  timeout=timeout)
@@ -139,7 +141,7 @@ class TieringAgent:
         new = owned - gate.known
         if new:
             loop = asyncio.get_running_loop()
-            positions = await loop.run_in_executor(None, log_positions, self.settings.kafka_client,
+            positions = await loop.run_in_executor(None, log_positions, self.settings.kafka, self.settings.stack,
                                                    self.app.conf.id, new)
             for p, by_topic in positions.items():
                 gate.start(p, by_topic)
