@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -259,3 +260,73 @@ def test_a_view_handled_again_after_a_restart_is_not_counted_twice():
     assert count_view(second.value, 40) is None
     legacy = count_view(7, 3)                       # a bare count from before the offset was kept
     assert legacy is not None and (legacy.before, legacy.after, legacy.value) == (7, 8, {"count": 8, "offset": 3})
+
+
+class _FlakyCache:
+    """An edge that cannot be reached for its first ``down`` calls."""
+
+    def __init__(self, key, down=0):
+        self.provider_key, self.down, self.calls = key, down, []
+
+    def _result(self, cls, what):
+        self.calls.append(what)
+        result = cls(self.provider_key)
+        if len(self.calls) <= self.down:
+            result.errors.append("connection refused")
+            result.unavailable.append(what)
+        return result
+
+    def purge(self, paths):
+        from framelog.sinks.edges.cache_commands import PurgeResult
+        return self._result(PurgeResult, "purge")
+
+    def warm(self, video_id, paths):
+        from framelog.sinks.edges.cache_commands import WarmResult
+        return self._result(WarmResult, "warm")
+
+
+def _commands(cfg, retry_for, **caches):
+    from framelog.core.backoff import Backoff
+    from framelog.pipeline.agents.cdn import CdnCommands
+    shield = caches.pop("shield", _FlakyCache("origin-shield"))
+    return CdnCommands(cfg.caching, caches.values(), shield, retry_for=retry_for,
+                       backoff=Backoff(0.01, 0.01, jitter=0.0))
+
+
+def test_a_command_waits_for_an_edge_that_is_restarting_instead_of_skipping_it(cfg):
+    import asyncio
+    edge, other = _FlakyCache("p", down=2), _FlakyCache("s")
+    commands = _commands(cfg, 5.0, p=edge, s=other)
+    missed = asyncio.run(commands.handle("CacheWarm", {"video_id": "a" * 32, "paths": [], "providers": [],
+                                                      "trigger": "video_upload_complete"}))
+    assert missed == []
+    assert edge.calls == ["purge", "purge", "purge", "warm"]      # tried again until it answered
+    assert other.calls == ["purge", "warm"]                          # the others once
+
+
+def test_a_shield_not_reached_purges_every_edge_again_after_it(cfg):
+    import asyncio
+    shield, edge = _FlakyCache("origin-shield", down=1), _FlakyCache("p")
+    commands = _commands(cfg, 5.0, shield=shield, p=edge)
+    assert asyncio.run(commands.handle("CacheInvalidate", {"video_id": "a" * 32, "paths": [], "providers": []})) == []
+    assert shield.calls == ["purge", "purge"] and edge.calls == ["purge", "purge"]
+
+
+def test_an_edge_that_never_comes_back_is_named_for_the_dead_letter(cfg):
+    import asyncio
+    commands = _commands(cfg, 0.05, p=_FlakyCache("p", down=10**6), s=_FlakyCache("s"))
+    missed = asyncio.run(commands.handle("CacheWarm", {"video_id": "a" * 32, "paths": [], "providers": ["p", "s"],
+                                                      "trigger": "high_view_count"}))
+    assert missed == ["p"]
+
+
+@pytest.mark.parametrize("exc,retry", [
+    (httpx.ConnectError("refused"), True), (httpx.ReadTimeout("slow"), True),
+    (httpx.HTTPStatusError("bad gateway", request=httpx.Request("GET", "http://e/"),
+                           response=httpx.Response(502)), True),
+    (httpx.HTTPStatusError("not found", request=httpx.Request("GET", "http://e/"),
+                           response=httpx.Response(404)), False),
+    (ValueError("not an object path"), False)])
+def test_only_an_edge_that_did_not_answer_is_tried_again(exc, retry):
+    from framelog.sinks.edges.cache_commands import is_unavailable
+    assert is_unavailable(exc) is retry

@@ -6,7 +6,10 @@ serves the queries from the same engine; the sink and get_video_analytics share
 one lock. Analysts' SQL takes no part in that lock: it runs walled and capped on
 its own sessions and threads (api/analyst_pool.py). Against a ClickHouse server
 (an http(s) DSN) the sink runs as its own service (`framelog sink analytics`)
-and the API only reads.
+and the API only reads. The embedded engine with the sink as its own process
+(``FRAMELOG_API_EMBEDDED_SINK=0``, as the fault suite runs it) leaves the API
+without analytics: the sink process owns the data directory, and the analytics
+routes answer 503 ``analytics_engine_elsewhere``.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any
 from framelog.api.analyst_pool import AnalystPool
 from framelog.core.cache import analytics_query_cache
 from framelog.core.config import Config
+from framelog.core.errors import ApiError
 from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
 
 
@@ -47,20 +51,30 @@ class AnalyticsEngine:
                 c.close()
 
 
-def embedded_sink_wanted(config: Config) -> bool:
+def embedded_sink_wanted(clickhouse_dsn: str) -> bool:
+    """The API hosts the analytics sink (``FRAMELOG_API_EMBEDDED_SINK``; auto: with the embedded engine)."""
     setting = os.environ.get("FRAMELOG_API_EMBEDDED_SINK", "auto")
-    return is_embedded(config.clickhouse_dsn) if setting == "auto" else setting in ("1", "true", "yes")
+    return is_embedded(clickhouse_dsn) if setting == "auto" else setting in ("1", "true", "yes")
+
+
+def engine_elsewhere(clickhouse_dsn: str) -> bool:
+    """The embedded engine belongs to a standalone sink process (chdb: one process per data directory)."""
+    return is_embedded(clickhouse_dsn) and not embedded_sink_wanted(clickhouse_dsn)
 
 
 def open_engine(config: Config) -> AnalyticsEngine:
     """Open the sessions (and, embedded, start the analytics sink in a thread of this process)."""
+    if engine_elsewhere(config.clickhouse_dsn):
+        raise ApiError(503, "the embedded analytics engine is owned by the standalone analytics sink "
+                            "(`framelog sink analytics`); this API process cannot read it",
+                       code="analytics_engine_elsewhere")
     dsn, database = config.clickhouse_dsn, config.clickhouse.database
     client = connect(dsn, database)
     engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(dsn, database,
                                                                                           config.analyst_sql)),
                              connect(dsn, database, create_database=False),
                              query_cache=analytics_query_cache(config.caching))
-    if embedded_sink_wanted(config):
+    if embedded_sink_wanted(config.clickhouse_dsn):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner, RestartingSink
         from framelog.streams.kafka_auth import SINK, as_principal
 

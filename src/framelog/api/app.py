@@ -101,7 +101,11 @@ def create_app(config: Config | None = None, *, warm: Sequence[str] | None = Non
     config = config or get_config()
     # the API's own Kafka principal (streams/acls.py)
     config = dataclasses.replace(config, kafka=as_principal(config.kafka, API))
-    app = assemble(config, routers(), warm=(*WARM, "analytics") if warm is None else warm)
+    if warm is None:
+        from framelog.api.analytics_engine import engine_elsewhere
+
+        warm = WARM if engine_elsewhere(config.clickhouse_dsn) else (*WARM, "analytics")
+    app = assemble(config, routers(), warm=warm)
 
     from framelog.pipeline.agents.metrics import register_queue_size
     try:

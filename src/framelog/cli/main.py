@@ -17,8 +17,8 @@ def _stack(args: argparse.Namespace, config: Config) -> int:
     from framelog.stack import cli as stack_cli
 
     if args.action == "down":                  # framelog's own processes first, then the stack
-        from framelog.stack.services import ApiService, WorkerService
-        for service in (WorkerService(config), ApiService(config)):
+        from framelog.stack.services import ApiService, SinkService, WorkerService
+        for service in (WorkerService(config), ApiService(config), SinkService(config)):
             if service.is_running():
                 print(f"{service.name:<10} {service.stop()}")
     if args.action == "up":
@@ -35,9 +35,9 @@ def _healthcheck(args: argparse.Namespace, config: Config) -> int:
 
 
 def _services(args: argparse.Namespace, config: Config) -> int:
-    from framelog.stack.services import ApiService, WorkerService
+    from framelog.stack.services import ApiService, SinkService, WorkerService
 
-    for service in (WorkerService(config), ApiService(config)):
+    for service in (WorkerService(config), ApiService(config), SinkService(config)):
         if args.action == "stop":
             print(f"{service.name:<10} {service.stop() if service.is_running() else 'not running'}")
         else:
@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "state dir's, else kafka.brokers. With 3, topics get replication 3 and min ISR 2")
     p.set_defaults(func=_stack)
 
-    p = sub.add_parser("services", help="framelog's own background processes (api, worker) started by the demo")
+    p = sub.add_parser("services", help="framelog's own background processes (api, worker; the sink when the fault "
+                                         "suite runs it apart)")
     p.add_argument("action", choices=["status", "stop"])
     p.set_defaults(func=_services)
 

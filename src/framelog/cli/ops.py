@@ -120,7 +120,8 @@ def add_parsers(sub: Any) -> None:
     fsub = p.add_subparsers(dest="faults_command", required=True)
     t = fsub.add_parser("run", help="load on, faults on schedule, verdicts and a report")
     t.add_argument("--seconds", type=float, default=300.0, help="how long the load runs (faults in its first 80%%)")
-    t.add_argument("--targets", help="comma-separated (default: every target: broker, s3, edge, api, worker:<group>)")
+    t.add_argument("--targets", help="comma-separated (default: every target: broker, s3, edge, api, sink, "
+                                     "worker:<group>)")
     t.add_argument("--pairs", type=int, default=2, help="pairs of targets killed together after the singles")
     t.add_argument("--upload-interval", type=float, default=10.0)
     t.add_argument("--out", help="directory for faults.md and faults.svg (e.g. bench/results)")

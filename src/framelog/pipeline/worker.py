@@ -195,12 +195,16 @@ def job_settings(config: Config) -> JobSettings:
 def stall_limit(config: Config, group: str) -> float:
     """Seconds a member of ``group`` may own a partition with lag and not commit: ``kafka.stall_timeout``
     on top of the longest one record may legitimately take (a stage's timeout and its kill grace; the
-    chunk workers and the stitch run transcoding's), so a long job never looks like a stall."""
+    chunk workers and the stitch run transcoding's; a CDN command's wait for an edge), so a long job never
+    looks like a stall."""
     from framelog.pipeline.jobs.chunks import STAGE as CHUNKED_STAGE
 
     stages = {s.name: s for s in config.pipeline.stages}
     stage = stages.get(group) or (stages.get(CHUNKED_STAGE) if group in (CHUNKS, STITCH) else None)
     longest = stage.timeout + 2 * config.pipeline.kill_grace if stage is not None else 0.0
+    if group == CDN:           # a command waits this long for an edge it cannot reach
+        from framelog.pipeline.agents.cdn import EDGE_RETRY_FOR
+        longest = EDGE_RETRY_FOR
     return config.kafka.stall_timeout + longest
 
 

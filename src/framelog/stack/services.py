@@ -6,10 +6,14 @@ directory, reusing the Component lifecycle of the stack.
 """
 from __future__ import annotations
 
+import os
 import sys
 import urllib.request
 
+from framelog.core.config import Config
 from framelog.stack.process import Component
+
+EMBEDDED_SINK_ENV = "FRAMELOG_API_EMBEDDED_SINK"     # api/analytics_engine.py reads it
 
 
 class _FramelogProcess(Component):
@@ -54,10 +58,23 @@ class WorkerService(_FramelogProcess):
 
 
 class ApiService(_FramelogProcess):
-    """`framelog api`: upload, status, playback events, analytics, stream URLs and keys."""
+    """`framelog api`: upload, status, playback events, analytics, stream URLs and keys.
+
+    ``embedded_sink``: None follows the environment (with the embedded engine the API hosts the
+    analytics sink); False starts it with the sink left to a :class:`SinkService` of its own.
+    """
 
     name = "api"
     subcommand = ("api",)
+
+    def __init__(self, config: Config, *, embedded_sink: bool | None = None):
+        super().__init__(config)
+        self.embedded_sink = embedded_sink
+
+    def env(self) -> dict[str, str] | None:
+        if self.embedded_sink is None:
+            return None
+        return {**os.environ, EMBEDDED_SINK_ENV: "1" if self.embedded_sink else "0"}
 
     @property
     def address(self) -> str:
@@ -70,3 +87,30 @@ class ApiService(_FramelogProcess):
         with urllib.request.urlopen(f"{self.address}/healthz", timeout=2) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"/healthz answered {resp.status}")
+
+
+class SinkService(_FramelogProcess):
+    """`framelog sink analytics` as a process of its own (the API started with ``embedded_sink=False``).
+
+    With the embedded engine it owns the ClickHouse data directory, so the API
+    does not open it (no analytics routes) while this runs.
+    """
+
+    name = "sink"
+    subcommand = ("sink", "analytics")
+
+    @property
+    def address(self) -> str:
+        return f"consumer group framelog-analytics-sink into {self.config.clickhouse_dsn}"
+
+    def ports(self) -> list[tuple[str, int]]:
+        from framelog.sinks.clickhouse.runner import metrics_port
+
+        return [("sink metrics", metrics_port(self.config))]
+
+    def check_health(self) -> None:
+        from framelog.ops.healthcheck import check, health_url
+
+        problem = check(health_url(self.config, "sink"), timeout=2)
+        if problem:
+            raise RuntimeError(problem)

@@ -5,6 +5,10 @@ what was measured, not only pass or fail.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +19,8 @@ import httpx
 from framelog.core.config import Config
 from framelog.ops.faults.load import EVENT_TYPE, Ledger
 from framelog.ops.groups import describe_groups
+from framelog.sinks.clickhouse.runner import GROUP_ID as SINK_GROUP
+from framelog.stack.process import Component
 
 TERMINAL = ("ready", "failed")
 POLL = 2.0                       # seconds between looks at a condition with a deadline
@@ -71,8 +77,28 @@ def uploads_settled(http: httpx.Client, ledger: Ledger, owner: Mapping[str, str]
                    {"acknowledged": len(ledger.uploads), "ready": len(ready), "failed": failed, "pending": pending})
 
 
+def _matches(ledger: Ledger, video_id: str, found: Mapping[str, tuple[int, int]]) -> bool:
+    acked = len(ledger.events.get(video_id, ()))
+    sent = acked + len(ledger.unconfirmed.get(video_id, ()))
+    total, distinct = found.get(video_id, (-1, -1))
+    return total == distinct and acked <= distinct <= sent
+
+
+def _events_verdict(ledger: Ledger, found: Mapping[str, tuple[int, int]], done: bool, how: str) -> Verdict:
+    rows = {v: {"acknowledged": len(ledger.events.get(v, ())), "unconfirmed": len(ledger.unconfirmed.get(v, ())),
+                "rows": found.get(v, (None, None))[0], "distinct": found.get(v, (None, None))[1]}
+            for v in sorted(set(ledger.events) | set(ledger.unconfirmed))}
+    lost = {v: rows[v] for v in rows if found.get(v, (-1, -1))[1] < len(ledger.events.get(v, ()))}
+    doubled = {v: rows[v] for v, (total, distinct) in found.items() if total != distinct}
+    return Verdict("ClickHouse holds exactly the acknowledged events", done,
+                   f"{ledger.acknowledged_events()} acknowledged events over {len(rows)} videos; "
+                   f"lost on {len(lost)} videos, counted twice on {len(doubled)} ({how})",
+                   {"per_video": rows, "lost": lost, "doubled": doubled})
+
+
 def events_exact(http: httpx.Client, ledger: Ledger, analyst: Mapping[str, str], timeout: float) -> Verdict:
-    """ClickHouse holds, per video, every acknowledged event exactly once and nothing the generator did not send."""
+    """ClickHouse holds, per video, every acknowledged event exactly once and nothing the generator did not send
+    (read through the API's /v1/sql: an API that hosts the sink, or a ClickHouse server)."""
     found: dict[str, tuple[int, int]] = {}
 
     def per_video(video_id: str) -> tuple[int, int] | None:
@@ -83,15 +109,9 @@ def events_exact(http: httpx.Client, ledger: Ledger, analyst: Mapping[str, str],
         rows = r.json().get("rows") or [[0, 0]]
         return int(rows[0][0]), int(rows[0][1])
 
-    def matches(video_id: str) -> bool:
-        acked = len(ledger.events.get(video_id, ()))
-        sent = acked + len(ledger.unconfirmed.get(video_id, ()))
-        total, distinct = found.get(video_id, (-1, -1))
-        return total == distinct and acked <= distinct <= sent
-
     def all_in() -> bool:
         for video_id in set(ledger.events) | set(ledger.unconfirmed):
-            if video_id in found and matches(video_id):
+            if video_id in found and _matches(ledger, video_id, found):
                 continue
             try:
                 got = per_video(video_id)
@@ -99,18 +119,52 @@ def events_exact(http: httpx.Client, ledger: Ledger, analyst: Mapping[str, str],
                 return False
             if got is not None:
                 found[video_id] = got
-        return all(matches(v) for v in set(ledger.events) | set(ledger.unconfirmed))
+        return all(_matches(ledger, v, found) for v in set(ledger.events) | set(ledger.unconfirmed))
 
     done = _wait(all_in, timeout)
-    rows = {v: {"acknowledged": len(ledger.events.get(v, ())), "unconfirmed": len(ledger.unconfirmed.get(v, ())),
-                "rows": found.get(v, (None, None))[0], "distinct": found.get(v, (None, None))[1]}
-            for v in sorted(set(ledger.events) | set(ledger.unconfirmed))}
-    lost = {v: rows[v] for v in rows if found.get(v, (-1, -1))[1] < len(ledger.events.get(v, ()))}
-    doubled = {v: rows[v] for v, (total, distinct) in found.items() if total != distinct}
-    return Verdict("ClickHouse holds exactly the acknowledged events", done,
-                   f"{ledger.acknowledged_events()} acknowledged events over {len(rows)} videos; "
-                   f"lost on {len(lost)} videos, counted twice on {len(doubled)}",
-                   {"per_video": rows, "lost": lost, "doubled": doubled})
+    return _events_verdict(ledger, found, done, "read through the API")
+
+
+def engine_counts(config: Config, video_ids: Sequence[str], timeout: float = 120.0) -> dict[str, tuple[int, int]]:
+    """(rows, distinct event ids) of the generator's type per video, read from the embedded engine's data
+    directory by a process of its own (chdb: one process per directory and one per process; its owner, the
+    sink, must be stopped first). See engine_counts.py."""
+    env = {**os.environ, "FRAMELOG_STATE_DIR": str(config.stack.state_dir),
+           "FRAMELOG_CLICKHOUSE_DSN": config.clickhouse_dsn}
+    done = subprocess.run([sys.executable, "-m", "framelog.ops.faults.engine_counts"], env=env, timeout=timeout,
+                          input=json.dumps({"videos": list(video_ids), "type": EVENT_TYPE}),
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"counting in the engine failed: {done.stderr[-2000:]}")
+    return {v: (int(n), int(d)) for v, (n, d) in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+
+def events_exact_in_engine(config: Config, ledger: Ledger, sink: Component, timeout: float) -> Verdict:
+    """As :func:`events_exact`, with the embedded engine owned by the standalone sink process ``sink``.
+
+    Once the sink's group has lag zero, every acknowledged event (on the broker,
+    acks=all) went through an insert that returned before its offset was
+    committed, so one count settles it: the sink is stopped (SIGTERM, it
+    flushes), its data directory counted, and the sink started again.
+    """
+    caught_up = _wait(lambda: _group_lag(config, SINK_GROUP) == 0, timeout)
+    if not caught_up:
+        return _events_verdict(ledger, {}, False, f"the sink's group did not reach lag zero in {timeout:.0f}s")
+    sink.stop()
+    try:
+        found = engine_counts(config, sorted(set(ledger.events) | set(ledger.unconfirmed)))
+    finally:
+        sink.start(timeout=120)
+    done = all(_matches(ledger, v, found) for v in set(ledger.events) | set(ledger.unconfirmed))
+    return _events_verdict(ledger, found, done, "counted in the engine once the sink's lag was zero")
+
+
+def _group_lag(config: Config, group_id: str) -> int | None:
+    try:
+        reports = describe_groups(config.kafka, config.stack, [group_id], timeout=10)
+    except Exception:  # noqa: BLE001 - the broker may still be electing: not known yet
+        return None
+    return reports[0].lag if reports else None
 
 
 def groups_caught_up(config: Config, group_ids: Sequence[str], timeout: float) -> Verdict:

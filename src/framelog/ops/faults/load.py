@@ -9,7 +9,11 @@ the very same events, until the API answers 202 (then its event ids go in the
 ledger) or ``give_up_after`` passes (then they are "unconfirmed": they may or
 may not have reached the broker). Every answer of the API is counted by
 status, and a 5xx without ``Retry-After`` is noted: an API that cannot hand an
-event to the broker must say 503 and when to come back, never 202.
+event to the broker must say 503 and when to come back, never 202. A third
+thread issues a share link on a published video and revokes it at once, every
+``revoke_interval`` seconds: narrowing access purges the video from the edges
+(a ``CacheInvalidate`` on ``cdn.commands``), so purges meet the faults too and
+the suite's "every CDN command applied" judges them.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ class Ledger:
     answers: Counter = field(default_factory=Counter)                    # "events 202", "upload 503", ...
     bare_5xx: list[tuple[float, str]] = field(default_factory=list)      # 5xx without Retry-After
     acks: list[tuple[float, str, int]] = field(default_factory=list)     # (t, "upload"|"events", n) for the timeline
+    revoked: list[tuple[float, str]] = field(default_factory=list)       # (t, video id) of each share link revoked
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def now(self) -> float:
@@ -68,7 +73,7 @@ class LoadGenerator:
     """Uploads every ``upload_interval`` seconds and ``SESSIONS`` viewers posting events, until stopped."""
 
     def __init__(self, api_url: str, clip: Path, *, owner_token: str, upload_interval: float = 10.0,
-                 event_interval: float = 2.0, give_up_after: float = 300.0):
+                 event_interval: float = 2.0, give_up_after: float = 300.0, revoke_interval: float = 15.0):
         self.api_url = api_url.rstrip("/")
         self.clip = clip
         self.owner = {"Authorization": f"Bearer {owner_token}"}
@@ -76,10 +81,12 @@ class LoadGenerator:
         self.upload_interval = upload_interval
         self.event_interval = event_interval
         self.give_up_after = give_up_after
+        self.revoke_interval = revoke_interval
         self.ledger = Ledger()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._uploads, name="faults-uploader", daemon=True),
-                         threading.Thread(target=self._viewers, name="faults-viewer", daemon=True)]
+                         threading.Thread(target=self._viewers, name="faults-viewer", daemon=True),
+                         threading.Thread(target=self._revocations, name="faults-revoker", daemon=True)]
         self._published: list[str] = []
         self.errors: list[str] = []
 
@@ -200,6 +207,47 @@ class LoadGenerator:
                 return False
             retry_after = float(response.headers.get("Retry-After", 0) or 0) if response is not None else 0.0
             time.sleep(min(max(backoff.jittered(attempt), retry_after), 10.0))   # retry pacing, not synchronisation
+
+    # ---------------------------------------------------------------- share links revoked (edge purges)
+    def _revocations(self) -> None:
+        shared: set[str] = set()
+        turn = 0
+        with httpx.Client(base_url=self.api_url, timeout=15) as http:
+            while not self._stop.wait(self.revoke_interval):
+                with self.ledger.lock:
+                    uploads = list(self.ledger.uploads)
+                turn += 1
+                k = turn % max(len(uploads), 1)
+                for video_id in uploads[k:] + uploads[:k]:       # starting from another video each turn
+                    try:
+                        if self._revoke_one(http, video_id, shared):
+                            break
+                    except httpx.HTTPError:
+                        break                 # the API is away: next turn
+
+    def _revoke_one(self, http: httpx.Client, video_id: str, shared: set[str]) -> bool:
+        """Open ``video_id`` to share links (once), issue one and revoke it; True once revoked (False: the
+        video is not published yet, or the API refused, which the answers count)."""
+        status = http.get(f"/videos/{video_id}", headers=self.owner)
+        if status.status_code != 200 or status.json().get("state") != "ready":
+            return False
+        if video_id not in shared:
+            opened = http.patch(f"/videos/{video_id}/access", json={"visibility": "share_link"}, headers=self.owner)
+            self.ledger.answer("access", opened)
+            if opened.status_code != 200:
+                return False
+            shared.add(video_id)
+        link = http.post(f"/videos/{video_id}/share", json={}, headers=self.owner)
+        self.ledger.answer("share", link)
+        if link.status_code != 201:
+            return False
+        revoked = http.delete(f"/videos/{video_id}/share/{link.json()['token_id']}", headers=self.owner)
+        self.ledger.answer("revoke", revoked)
+        if revoked.status_code != 204:
+            return False
+        with self.ledger.lock:
+            self.ledger.revoked.append((self.ledger.now(), video_id))
+        return True
 
     def _unconfirmed(self, video_id: str, ids: set[str]) -> None:
         with self.ledger.lock:

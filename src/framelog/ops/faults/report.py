@@ -79,7 +79,8 @@ def markdown(verdicts: Sequence[Verdict], outages: Sequence[Outage], ledger: Led
 
 {run['when']}, host `{run['host']}`, {run['cpus']} CPUs, load average at the end {run['load']:.1f}.
 Load for {run['duration']:.0f} s: an upload every {run['upload_interval']:.0f} s and {run['sessions']} playback
-sessions posting {run['batch']} events every {run['event_interval']:.0f} s each; faults: every target killed -9
+sessions posting {run['batch']} events every {run['event_interval']:.0f} s each, a share link issued and revoked
+every {run.get('revoke_interval', 0):.0f} s (an edge purge); faults: every target killed -9
 alone, then {run['pairs']} pairs together. Command: `{run['command']}`.
 
 ![timeline]({svg_name})
@@ -100,5 +101,6 @@ alone, then {run['pairs']} pairs together. Command: `{run['command']}`.
 
 {len(ledger.uploads)} uploads acknowledged ({len(ledger.upload_failures)} attempts failed after the client's
 retries), {ledger.acknowledged_events()} events acknowledged,
-{sum(len(v) for v in ledger.unconfirmed.values())} unconfirmed. API answers: {answers}.
+{sum(len(v) for v in ledger.unconfirmed.values())} unconfirmed, {len(ledger.revoked)} share links revoked
+(each purges its video from the edges). API answers: {answers}.
 {failures}"""

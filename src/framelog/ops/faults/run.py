@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from framelog.core.config import Config
-from framelog.ops.faults import checks
+from framelog.ops.faults import cdn_applied, checks
 from framelog.ops.faults.checks import Verdict
 from framelog.ops.faults.load import BATCH, SESSIONS, LoadGenerator
 from framelog.ops.faults.report import Outage, markdown, timeline_svg
@@ -22,11 +22,14 @@ from framelog.ops.faults.targets import Target, all_targets, rss_bytes, wait_bac
 from framelog.pipeline.worker import groups
 from framelog.processors.identity import ANALYTICS_READ, VIDEOS_WRITE, Keyring, mint_token
 from framelog.processors.media import ffmpeg_commands as fc
+from framelog.sinks.clickhouse.client import is_embedded
 from framelog.sinks.clickhouse.runner import GROUP_ID as SINK_GROUP
-from framelog.stack.services import ApiService, WorkerService
+from framelog.stack.services import EMBEDDED_SINK_ENV, ApiService, SinkService, WorkerService
 
 SAMPLE_EVERY = 5.0          # seconds between memory samples
 OWNER = "faults-owner"
+# killed together first: the sink's commits fail while the broker is away, and it restarts into the outage
+LEAD_PAIRS = (("sink", "broker"),)
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,12 @@ class FaultRunSettings:
     pairs: int = 2
     upload_interval: float = 10.0
     event_interval: float = 2.0
+    revoke_interval: float = 15.0                    # a share link issued and revoked: an edge purge
     restart_timeout: float = 240.0
     settle_timeout: float = 900.0                    # acknowledged uploads published or failed
     events_timeout: float = 180.0                    # acknowledged events in ClickHouse
     lag_timeout: float = 300.0
+    cdn_timeout: float = 120.0                       # the edges show every CDN command applied (after the lag)
     max_memory_growth: float = 0.5
     out: Path | None = None                          # a directory: faults.md and faults.svg
     command: str = "framelog faults run"
@@ -59,9 +64,37 @@ class FaultRun:
         return bool(self.verdicts) and all(v.ok for v in self.verdicts)
 
 
-def _ensure_services(config: Config) -> None:
-    for service in (ApiService(config), WorkerService(config)):
-        service.start(timeout=300)
+def _api_embeds_sink(pid: int, config: Config) -> bool:
+    """Whether the running API ``pid`` hosts the analytics sink (its environment, as analytics_engine reads it)."""
+    try:
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
+    except OSError:
+        return False
+    setting = environ.get(EMBEDDED_SINK_ENV, "auto")
+    return is_embedded(config.clickhouse_dsn) if setting == "auto" else setting in ("1", "true", "yes")
+
+
+def _ensure_services(config: Config, say: Callable[[str], None]) -> Callable[[], None]:
+    """The worker, the analytics sink as a process of its own and the API without it; returns what puts
+    back an API that hosted the sink before (the sink stopped, that API started again as it was)."""
+    worker, sink, api = WorkerService(config), SinkService(config), ApiService(config, embedded_sink=False)
+    worker.start(timeout=300)
+    pid = api.pid()
+    embedded_before = pid is not None and _api_embeds_sink(pid, config)
+    if embedded_before:
+        say("the API hosts the analytics sink: restarting it without, the sink as its own process")
+        api.stop()               # it owns the embedded engine's directory until it exits
+    sink.start(timeout=120)
+    api.start(timeout=300)
+
+    def restore() -> None:
+        if embedded_before:
+            say("putting back the API with its embedded sink")
+            api.stop()
+            sink.stop()
+            ApiService(config).start(timeout=300)
+    return restore
 
 
 def _sampler(targets: Sequence[Target], samples: dict[str, list[tuple[float, int, int]]], started: float,
@@ -107,19 +140,28 @@ def run_faults(config: Config, settings: FaultRunSettings, say: Callable[[str], 
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown fault target(s) {unknown}; known: {sorted(known)}")
-    _ensure_services(config)
+    restore = _ensure_services(config, say)
+    try:
+        return _run(config, settings, run, known, names, say)
+    finally:
+        restore()
+
+
+def _run(config: Config, settings: FaultRunSettings, run: FaultRun, known: dict[str, Target], names: list[str],
+         say: Callable[[str], None]) -> FaultRun:
     api_url = ApiService(config).address
     keyring = Keyring(config.auth, config.stack.state_dir)
     owner_token = mint_token(config.auth, keyring, OWNER, scopes=[VIDEOS_WRITE])
     analyst = {"Authorization": f"Bearer {mint_token(config.auth, keyring, 'faults-analyst', scopes=[ANALYTICS_READ])}"}
-    schedule = build_schedule(names, settings.duration, pairs=settings.pairs)
+    schedule = build_schedule(names, settings.duration, pairs=settings.pairs, lead_pairs=LEAD_PAIRS)
     samples: dict[str, list[tuple[float, int, int]]] = {}
     with tempfile.TemporaryDirectory(prefix="framelog-faults-") as tmp:
         clip = Path(tmp) / "clip.mp4"
         fc.run_ffmpeg(fc.sample_clip_args(clip, width=320, height=180, duration=4, fps=25))
         gen = LoadGenerator(api_url, clip, owner_token=owner_token, upload_interval=settings.upload_interval,
-                            event_interval=settings.event_interval)
+                            event_interval=settings.event_interval, revoke_interval=settings.revoke_interval)
         say(f"warm-up: {gen.warm_up(settings.settle_timeout)} published")
+        cdn_since = cdn_applied.command_offsets(config)      # the commands after this are the run's
         gen.start()
         ledger = gen.ledger
         stop_sampling = threading.Event()
@@ -146,10 +188,13 @@ def run_faults(config: Config, settings: FaultRunSettings, say: Callable[[str], 
                 Verdict("every target came back", all(o.end is not None for o in run.outages),
                         f"{sum(o.end is not None for o in run.outages)} of {len(run.outages)} outages ended"),
                 checks.uploads_settled(http, ledger, owner, settings.settle_timeout),
-                checks.events_exact(http, ledger, analyst, settings.events_timeout),
+                (checks.events_exact_in_engine(config, ledger, SinkService(config), settings.events_timeout)
+                 if is_embedded(config.clickhouse_dsn) else
+                 checks.events_exact(http, ledger, analyst, settings.events_timeout)),
                 checks.api_refusals_honest(ledger),
                 checks.groups_caught_up(config, [*(f"framelog-{g}" for g in groups(config.pipeline)), SINK_GROUP],
                                         settings.lag_timeout),
+                cdn_applied.cdn_commands_applied(config, cdn_since, settings.cdn_timeout),
             ]
         stop_sampling.set()            # memory is sampled through the catching up too
         run.verdicts.append(checks.memory_flat(samples, settings.max_memory_growth))
@@ -164,6 +209,7 @@ def run_faults(config: Config, settings: FaultRunSettings, say: Callable[[str], 
         info = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": platform.node(),
                 "cpus": os.cpu_count(), "load": os.getloadavg()[0], "duration": duration,
                 "upload_interval": settings.upload_interval, "event_interval": settings.event_interval,
+                "revoke_interval": settings.revoke_interval,
                 "sessions": SESSIONS, "batch": BATCH, "pairs": settings.pairs, "command": settings.command}
         run.report = settings.out / "faults.md"
         run.report.write_text(markdown(run.verdicts, run.outages, ledger, info, "faults.svg"))

@@ -1,12 +1,11 @@
 """What the fault suite can kill: each target knows its processes, how to kill -9 them and when it is back.
 
 Names (``framelog faults run --targets``): ``broker`` (Kafka), ``s3``
-(SeaweedFS), ``edge`` (the primary nginx edge), ``api`` (the HTTP API; with
-the embedded ClickHouse engine the analytics sink runs inside it, since chdb
-allows one process per data directory, so killing it kills the sink in the
-middle of its work too), and ``worker:<group>`` for every consumer group of
-``framelog worker`` (intake, the six stages, cdn, tiering, popularity,
-webhooks). A component of the stack is killed with its whole process group
+(SeaweedFS), ``edge`` (the primary nginx edge), ``api`` (the HTTP API, started
+without the embedded analytics sink), ``sink`` (``framelog sink analytics`` as
+a process of its own, owning the embedded ClickHouse engine), and
+``worker:<group>`` for every consumer group of ``framelog worker`` (intake,
+the six stages, cdn, tiering, popularity, webhooks). A component of the stack is killed with its whole process group
 (an nginx master and its workers, a JVM) and started again as ``stack up``
 does; a worker group's process is killed and its supervisor starts it again.
 """
@@ -22,7 +21,7 @@ from framelog.core.config import Config
 from framelog.pipeline.worker import groups
 from framelog.stack.manager import Stack
 from framelog.stack.process import Component, pid_alive, wait_until
-from framelog.stack.services import ApiService
+from framelog.stack.services import ApiService, SinkService
 
 WORKER_PREFIX = "worker:"
 KILL_WAIT = 15.0
@@ -107,7 +106,8 @@ def all_targets(config: Config) -> dict[str, Target]:
     out = {"broker": Target("broker", component=stack.kafka),
            "s3": Target("s3", component=stack.seaweed),
            "edge": Target("edge", component=stack.edges[0]),
-           "api": Target("api", component=ApiService(config))}
+           "api": Target("api", component=ApiService(config, embedded_sink=False)),
+           "sink": Target("sink", component=SinkService(config))}
     for group in groups(config.pipeline):
         # the trailing space: the command line ends there, so "cdn" does not match "cdn_upload"
         marker = f"--state-dir {config.stack.state_dir} worker --stage {group} "

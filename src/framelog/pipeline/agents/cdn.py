@@ -19,18 +19,23 @@
 * a timer reads the edges' access logs into the Prometheus CDN metrics
   (pipeline/agents/cdn_metrics.py), served by the worker's metrics port.
 
-Edge calls block (HTTP to nginx), so they run in a thread; an edge that is
-down is logged and skipped, like the seed's ``Promise.allSettled``.
+Edge calls block (HTTP to nginx), so they run in a thread. Unlike the seed's
+``Promise.allSettled``, an edge that is down is not skipped: the command waits
+for it (``CdnCommands``, ``EDGE_RETRY_FOR``) and is dead-lettered if it never
+comes back, so every command is applied to every edge it names or is on
+``cdn.commands.dlq`` to replay (the fault suite checks it, ops/faults/cdn_applied.py).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import faust
 
+from framelog.core.backoff import OUTAGE_BACKOFF, Backoff
 from framelog.core.config import CachingStrategy, CdnConfig
 from framelog.core.ids import validate_video_id
 from framelog.pipeline.agents.cdn_metrics import EdgeLogExporter
@@ -57,6 +62,10 @@ TRENDING_CONTENT = "trending_content"
 UPLOAD_COMPLETE = "video_upload_complete"
 TRENDING_OFFSET = "offset"     # in a trending state: the last playback.events offset counted (see count_view)
 LOG_POLL_INTERVAL = 1.0
+# how long a command waits for an edge it could not reach before it is dead-lettered; within the cdn
+# group's stall limit (pipeline/worker.py stall_limit), so the watchdog never ends a worker that waits
+EDGE_RETRY_FOR = 90.0
+EDGE_UNREACHABLE = "edge_unreachable"
 # Roll changelog segments hourly and compact eagerly, so a restart recovers about one record per video
 # instead of one per view (Kafka's defaults roll at 1 GiB or 7 days: nothing would ever be compacted).
 CHANGELOG_COMPACTION = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"}
@@ -143,28 +152,50 @@ def crossed_popularity(before: int, after: int, caching: CachingStrategy) -> boo
             and cache_control.should_warm(HIGH_VIEW_COUNT, caching, after))
 
 
-def _purge_all(caches: list[EdgeCache], paths: tuple[str, ...]) -> None:
+def _purge_all(caches: list[EdgeCache], paths: tuple[str, ...]) -> list[EdgeCache]:
+    """Purge ``paths`` from each cache in order; the caches that could not be reached (to try again)."""
+    unreachable = []
     for cache in caches:
         result = cache.purge(paths)
         log.info("edge %s: purged %d object(s)%s", cache.provider_key, len(result.purged),
                  f"; errors: {result.errors}" if result.errors else "")
+        if result.unavailable:
+            unreachable.append(cache)
+    return unreachable
 
 
-def _warm_all(caches: list[EdgeCache], video_id: str, paths: list[str]) -> None:
+def _warm_all(caches: list[EdgeCache], video_id: str, paths: list[str]) -> list[EdgeCache]:
+    """Warm each cache; the caches that could not be reached, or not what is behind them (to try again)."""
+    unreachable = []
     for cache in caches:
         result = cache.warm(video_id, paths)
         log.info("edge %s: warmed %d object(s) of %s%s", cache.provider_key, len(result.fetched), video_id,
                  f"; errors: {result.errors[:5]}" if result.errors else "")
+        if result.unavailable:
+            unreachable.append(cache)
+    return unreachable
 
 
 class CdnCommands:
-    """What one ``cdn.commands`` record asks the edges to do."""
+    """What one ``cdn.commands`` record asks the edges to do.
 
-    def __init__(self, caching: CachingStrategy, caches: Iterable[EdgeCache], shield: EdgeCache):
+    An edge that cannot be reached (down, restarting, or answering 5xx because
+    the shield or the origin behind it is away) is tried again, with backoff,
+    for ``retry_for`` seconds: a command is applied to every edge it names, not
+    skipped for the one that was restarting. The edges still unreachable then
+    are returned, and the agent dead-letters the command (``framelog dlq
+    replay cdn.commands.dlq`` applies it again once they are back; purges and
+    warms are idempotent).
+    """
+
+    def __init__(self, caching: CachingStrategy, caches: Iterable[EdgeCache], shield: EdgeCache, *,
+                 retry_for: float = EDGE_RETRY_FOR, backoff: Backoff = OUTAGE_BACKOFF):
         """``caches``: every configured edge; ``shield``: the origin shield's (sinks/edges/cache_commands.py)."""
         self.caching = caching
         self.caches = {c.provider_key: c for c in caches}
         self.shield = shield
+        self.retry_for = retry_for
+        self.backoff = backoff
 
     def _wanted(self, providers: list[str]) -> list[EdgeCache]:
         """The edges a command names (none named: all); unknown names are logged and skipped."""
@@ -175,7 +206,28 @@ class CdnCommands:
             log.warning("ignoring unknown CDN provider(s) %s; known: %s", unknown, sorted(self.caches))
         return [self.caches[p] for p in providers if p in self.caches]
 
-    async def invalidate(self, record: dict) -> None:
+    async def _until_reached(self, what: str, caches: list[EdgeCache],
+                             apply: Callable[[list[EdgeCache]], list[EdgeCache]]) -> list[str]:
+        """``apply`` to ``caches``, then again to those it could not reach, until none is left or ``retry_for``
+        passed; the provider keys never reached."""
+        deadline = time.monotonic() + self.retry_for
+        pending, attempt = caches, 0
+        while True:
+            missed = await asyncio.to_thread(apply, pending)
+            if not missed:
+                return []
+            if missed[0] is self.shield:
+                missed = caches     # the edges may have refetched the shield's stale copy meanwhile: all again
+            attempt += 1
+            delay = self.backoff.jittered(attempt)
+            if time.monotonic() + delay > deadline:
+                return [c.provider_key for c in missed]
+            log.warning("%s: %s not reached; again in %.1fs (retry %d)", what,
+                        ", ".join(c.provider_key for c in missed), delay, attempt)
+            pending = missed
+            await asyncio.sleep(delay)        # backoff while an edge restarts
+
+    async def invalidate(self, record: dict) -> list[str]:
         vid = validate_video_id(record["video_id"])
         try:
             paths = cdn_routing.invalidation_paths(vid, record.get("paths") or ())
@@ -183,25 +235,41 @@ class CdnCommands:
             log.warning("video %s: %s; purging the default paths only", vid, exc)
             paths = cdn_routing.default_invalidation_paths(vid)
         # the shield first: an edge refetching meanwhile must not get its stale copy
-        await asyncio.to_thread(_purge_all, [self.shield, *self._wanted(record.get("providers") or [])], paths)
+        caches = [self.shield, *self._wanted(record.get("providers") or [])]
+        return await self._until_reached(f"purge of video {vid}", caches, lambda c: _purge_all(c, paths))
 
-    async def warm(self, record: dict) -> None:
+    async def warm(self, record: dict) -> list[str]:
         vid = validate_video_id(record["video_id"])
         trigger = record.get("trigger") or ""
         if trigger and trigger not in self.caching.warming_triggers:
             log.warning("video %s: warming trigger %r is not configured (%s); skipped", vid, trigger,
                         self.caching.warming_triggers)
-            return
+            return []
         caches = self._wanted(record.get("providers") or [])
+        missed = []
         if trigger == UPLOAD_COMPLETE:
-            await asyncio.to_thread(_purge_all, [self.shield, *caches], cdn_routing.default_invalidation_paths(vid))
-        await asyncio.to_thread(_warm_all, caches, vid, list(record.get("paths") or []))
+            paths = cdn_routing.default_invalidation_paths(vid)
+            missed = await self._until_reached(f"purge of video {vid}", [self.shield, *caches],
+                                               lambda c: _purge_all(c, paths))
+        warm_paths = list(record.get("paths") or [])
+        missed += await self._until_reached(f"warm of video {vid}", caches,
+                                            lambda c: _warm_all(c, vid, warm_paths))
+        return sorted(set(missed))
 
-    async def handle(self, name: str, record: dict) -> None:
+    async def handle(self, name: str, record: dict) -> list[str]:
+        """Apply one command; the provider keys (``shield`` included) it could not be applied to."""
         if name == "CacheInvalidate":
-            await self.invalidate(record)
-        elif name == "CacheWarm":
-            await self.warm(record)
+            return await self.invalidate(record)
+        if name == "CacheWarm":
+            return await self.warm(record)
+        return []
+
+
+async def _dead_letter_unapplied(emitter: AsyncEmitter, msg: faust.types.Message, missed: list[str]) -> None:
+    """A command some edges never took, onto cdn.commands.dlq (through an outage of the log) to replay."""
+    await until_handled(f"dead letter of {msg.topic}[{msg.partition}]@{msg.offset}", lambda: emitter.dead_letter(
+        msg.topic, msg.value, key=msg.key, reason=EDGE_UNREACHABLE, error=f"not applied to {', '.join(missed)}",
+        partition=msg.partition, offset=msg.offset))
 
 
 def register_cdn(app: faust.App, settings: CdnSettings, codec: AvroCodec, emitter: AsyncEmitter, *,
@@ -215,9 +283,14 @@ def register_cdn(app: faust.App, settings: CdnSettings, codec: AvroCodec, emitte
             if decoded is None:
                 continue
             try:
-                await commands.handle(*decoded)
+                missed = await commands.handle(*decoded)
             except Exception:      # one bad command must not stop the edges' other work
                 log.exception("cdn command %s for %s failed", decoded[0], decoded[1].get("video_id"))
+                continue
+            if missed:
+                log.error("cdn command %s for %s not applied to %s after %.0fs; dead-lettered", decoded[0],
+                          decoded[1].get("video_id"), missed, commands.retry_for)
+                await _dead_letter_unapplied(emitter, event.message, missed)
 
     @app.timer(LOG_POLL_INTERVAL)
     async def edge_metrics() -> None:

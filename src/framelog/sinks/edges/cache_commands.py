@@ -43,6 +43,8 @@ from framelog.sinks.edges.protocol import PURGE_HEADER, PURGE_PATH, SHIELD_NAME,
 REQUEST_TIMEOUT = 10.0
 KEY_HEADER_BYTES = 4096       # nginx's cache file header (and its "KEY: " line) sits in the first bytes
 _KEY_LINE = re.compile(rb"\nKEY: ([^\n]*)\n")
+_HEADER_VERSION = 5           # NGX_HTTP_CACHE_VERSION of the nginx versions Debian ships (1.18 to 1.26)
+_HEADER_DATE_END = 48         # version, valid_sec, updating_sec, error_sec, last_modified, date: 8 bytes each
 _URI_ATTR = re.compile(r'URI="([^"]+)"')
 _URI_TAGS = ("#EXT-X-MAP", "#EXT-X-MEDIA", "#EXT-X-I-FRAME-STREAM-INF")   # not EXT-X-KEY: keys come from the API
 
@@ -52,6 +54,7 @@ class PurgeResult:
     provider: str
     purged: list[str] = field(default_factory=list)      # keys removed from the cache
     errors: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # keys not purged because the edge could not answer
 
 
 @dataclass
@@ -59,6 +62,15 @@ class WarmResult:
     provider: str
     fetched: dict[str, str] = field(default_factory=dict)  # object path -> X-Cache-Status of the warming fetch
     errors: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # paths not fetched because the edge (or behind it) was down
+
+
+def is_unavailable(exc: Exception) -> bool:
+    """A failure that trying again later can fix: the edge did not answer, or answered 5xx (the shield or the
+    origin behind it away). A 403 or 404 is an answer, and the same one next time."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500
+    return isinstance(exc, httpx.TransportError)
 
 
 # ------------------------------------------------------------ pure helpers
@@ -78,6 +90,19 @@ def cached_entries(directory: Path) -> Iterator[tuple[str, Path]]:
         m = _KEY_LINE.search(head)
         if m:
             yield m.group(1).decode("utf-8", "replace"), path
+
+
+def stored_at(path: Path) -> int | None:
+    """When nginx stored the cache file ``path`` (epoch seconds): the ``date`` of its binary header
+    (ngx_http_file_cache_header_t, version 5: six 64-bit fields, ``date`` the sixth); None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEADER_DATE_END)
+    except OSError:
+        return None
+    if len(head) < _HEADER_DATE_END or int.from_bytes(head[:8], "little") != _HEADER_VERSION:
+        return None
+    return int.from_bytes(head[_HEADER_DATE_END - 8:_HEADER_DATE_END], "little", signed=True)
 
 
 def cached_keys(directory: Path) -> list[str]:
@@ -175,7 +200,7 @@ class EdgeCache:
         """
         result = PurgeResult(self.provider_key)
         patterns = list(patterns)
-        exact = [p for p in patterns if "*" not in p and _served(p)]
+        exact = [p for p in patterns if "*" not in p and is_served(p)]
         wildcards = [p for p in patterns if "*" in p]
         held = [key for key, _ in cached_entries(self.cache_dir)] if wildcards else []
         wanted = exact + [key for pattern in wildcards for key in matching_keys(pattern, held)]
@@ -190,6 +215,8 @@ class EdgeCache:
                     result.purged.append(key)
             except (httpx.HTTPError, ValueError) as exc:
                 result.errors.append(f"{key}: {exc}")
+                if is_unavailable(exc):
+                    result.unavailable.append(key)
         return result
 
     # --- warm
@@ -205,7 +232,7 @@ class EdgeCache:
         now = time.time() if now is None else now
         result = WarmResult(self.provider_key)
         first_n = self.settings.caching.warm_first_segments
-        queue = [object_keys.master_playlist(video_id)] + [p for p in paths if _served(p)]
+        queue = [object_keys.master_playlist(video_id)] + [p for p in paths if is_served(p)]
         seen: set[str] = set()
         while queue:
             path = "/" + queue.pop(0).lstrip("/")
@@ -216,6 +243,8 @@ class EdgeCache:
                 r = self._fetch(path, now)
             except (httpx.HTTPError, ValueError) as exc:
                 result.errors.append(f"{path}: {exc}")
+                if is_unavailable(exc):
+                    result.unavailable.append(path)
                 continue
             result.fetched[path] = r.headers.get("X-Cache-Status", "")
             if not is_media_playlist(path):
@@ -231,7 +260,8 @@ def _has_init(text: str) -> bool:
     return "#EXT-X-MAP" in text
 
 
-def _served(path: str) -> bool:
+def is_served(path: str) -> bool:
+    """An object path an edge serves (``/hls/<id>/...``, ``/thumbnails/...``, the progressive MP4)."""
     try:
         parse_object_path(path)
         return True
