@@ -61,7 +61,7 @@ from framelog.schemas import raw_schema
 from framelog.schemas.codec import HEADER_LEN, MILLIS, AvroCodec
 from framelog.sinks.clickhouse.client import connect
 from framelog.sinks.clickhouse.queries import get_video_analytics
-from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner
+from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner, AnalyticsSinkSettings
 from framelog.sinks.clickhouse.sink import DEFAULT_TABLES
 from framelog.sinks.clickhouse.synthetic import generate_playback_events
 from framelog.streams.admin import create_topics
@@ -152,7 +152,9 @@ class SinkLoop:
     def __init__(self, config: Config, spec: TopicSpec):
         self.config = config
         self.client = connect(config.clickhouse_dsn, config.clickhouse.database)
-        self.runner = AnalyticsSinkRunner(config, client=self.client, group_id=f"bench-an-sink-{uuid.uuid4().hex[:6]}",
+        settings = AnalyticsSinkSettings(config.clickhouse_dsn, config.clickhouse.database, config.analytics,
+                                         config.hls.quality_levels, config.streams)
+        self.runner = AnalyticsSinkRunner(settings, client=self.client, group_id=f"bench-an-sink-{uuid.uuid4().hex[:6]}",
                                           tables={spec.name: DEFAULT_TABLES["playback.events"]},
                                           codec=codec_for(config, spec, timestamps=MILLIS))
 

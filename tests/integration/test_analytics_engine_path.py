@@ -26,6 +26,7 @@ from framelog.streams.admin import create_topics
 from framelog.streams.consumer import EventConsumer
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec
+from tests.integration.support import sink_settings
 
 pytestmark = pytest.mark.integration
 
@@ -177,7 +178,7 @@ def test_runner_exports_written_counts_insert_latency_and_sink_lag(stack, config
         "framelog_analytics_insert_seconds_count", table="playback_events")
 
     cfg, client = engine("engine_path_metrics")
-    runner = AnalyticsSinkRunner(cfg, client=client, group_id=f"test-metrics-{uuid.uuid4().hex[:6]}")
+    runner = AnalyticsSinkRunner(sink_settings(cfg), client=client, group_id=f"test-metrics-{uuid.uuid4().hex[:6]}")
     stored = "SELECT count(), any(kafka_partition) FROM playback_events WHERE video_id = {v:String}"
     deadline = time.monotonic() + 120
     try:

@@ -26,7 +26,7 @@ from framelog.streams.admin import create_topics
 from framelog.streams.lag import group_position
 from framelog.streams.producer import EventProducer
 from framelog.streams.topics import TopicSpec
-from tests.integration.support import wait_for
+from tests.integration.support import sink_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,8 @@ def test_a_second_sink_joining_the_group_counts_every_event_once(stack, config, 
         producer.flush(60)
 
     def runner() -> AnalyticsSinkRunner:
-        r = AnalyticsSinkRunner(cfg, group_id=group, tables=tables, codec=_codec(cfg, spec, timestamps=MILLIS))
+        r = AnalyticsSinkRunner(sink_settings(cfg), group_id=group, tables=tables,
+                                codec=_codec(cfg, spec, timestamps=MILLIS))
         r.start_thread()
         return r
 

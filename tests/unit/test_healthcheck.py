@@ -14,7 +14,7 @@ def test_each_kind_names_its_own_listener(cfg):
     assert health_url(cfg, "api", port=8000) == "http://127.0.0.1:8000/healthz"
     stage = groups(cfg.pipeline)[2]
     assert health_url(cfg, "worker", stage=stage) == f"http://127.0.0.1:{cfg.stack.worker_metrics_port + 2}/metrics"
-    assert health_url(cfg, "sink") == f"http://127.0.0.1:{metrics_port(cfg)}/metrics"
+    assert health_url(cfg, "sink") == f"http://127.0.0.1:{metrics_port(cfg.stack, cfg.pipeline)}/metrics"
     edge = cfg.cdn.providers["primary_cdn"].edge_port
     assert health_url(cfg, "edge", provider="primary_cdn") == f"http://127.0.0.1:{edge}/healthz"
     assert health_url(cfg, "shield") == f"http://127.0.0.1:{cfg.cdn.shield.shield_port}/healthz"

@@ -75,13 +75,15 @@ def open_engine(config: Config) -> AnalyticsEngine:
                              connect(dsn, database, create_database=False),
                              query_cache=analytics_query_cache(config.caching))
     if embedded_sink_wanted(config.clickhouse_dsn):
-        from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner, RestartingSink
+        from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner, AnalyticsSinkSettings, RestartingSink
         from framelog.streams.kafka_auth import SINK, as_principal
 
         # the embedded sink keeps the sink's principal: the API's own may not read the sink's group;
         # started again after an error, since no supervisor restarts a thread (RestartingSink)
+        sink = AnalyticsSinkSettings(dsn, database, config.analytics, config.hls.quality_levels,
+                                     replace(config.streams, kafka=as_principal(config.kafka, SINK)))
         engine.runner = RestartingSink(lambda: AnalyticsSinkRunner(
-            replace(config, kafka=as_principal(config.kafka, SINK)), client=client, lock=engine.lock,
+            sink, client=client, lock=engine.lock,
             on_videos_written=engine.query_cache.invalidate))
         engine.runner.start_thread()
     return engine

@@ -224,9 +224,12 @@ def _sql(args: argparse.Namespace, config: Config) -> int:
 
 
 def _sink(args: argparse.Namespace, config: Config) -> int:
-    from framelog.sinks.clickhouse.runner import run_sink
+    from framelog.sinks.clickhouse.runner import AnalyticsSinkSettings, metrics_port, run_sink
 
-    return run_sink(config, group_id=args.group)
+    settings = AnalyticsSinkSettings(config.clickhouse_dsn, config.clickhouse.database, config.analytics,
+                                     config.hls.quality_levels, config.streams)
+    return run_sink(settings, metrics_host=config.stack.metrics_host,
+                    metrics_port=metrics_port(config.stack, config.pipeline), group_id=args.group)
 
 
 def _demo(args: argparse.Namespace, config: Config) -> int:

@@ -31,7 +31,7 @@ def health_url(config: Config, kind: str, *, stage: str | None = None, provider:
     if kind == "sink":
         from framelog.sinks.clickhouse.runner import metrics_port
 
-        return f"http://{LOOPBACK}:{port or metrics_port(config)}/metrics"
+        return f"http://{LOOPBACK}:{port or metrics_port(config.stack, config.pipeline)}/metrics"
     if kind == "edge":
         if provider not in config.cdn.providers:
             raise ValueError(f"unknown provider {provider!r}; known: {', '.join(config.cdn.providers)}")

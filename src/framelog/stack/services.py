@@ -106,7 +106,7 @@ class SinkService(_FramelogProcess):
     def ports(self) -> list[tuple[str, int]]:
         from framelog.sinks.clickhouse.runner import metrics_port
 
-        return [("sink metrics", metrics_port(self.config))]
+        return [("sink metrics", metrics_port(self.config.stack, self.config.pipeline))]
 
     def check_health(self) -> None:
         from framelog.ops.healthcheck import check, health_url

@@ -15,11 +15,18 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 
 from framelog.core.config import Config
+from framelog.sinks.clickhouse.runner import AnalyticsSinkSettings
 from framelog.stack.process import Component, wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams.admin import admin_client
 from framelog.streams.consumer import DecodedRecord, consumer_config
 from framelog.streams.replay import ReplayedTable
+
+
+def sink_settings(config: Config) -> AnalyticsSinkSettings:
+    """The analytics sink's sections, from the test's configuration (as ``framelog sink analytics`` fills them)."""
+    return AnalyticsSinkSettings(config.clickhouse_dsn, config.clickhouse.database, config.analytics,
+                                 config.hls.quality_levels, config.streams)
 
 
 @contextmanager

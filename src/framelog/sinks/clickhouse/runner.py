@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from framelog.core.backoff import OUTAGE_BACKOFF, Backoff
-from framelog.core.config import Config
+from framelog.core.config import AnalyticsConfig, PipelineConfig, QualityLevel, StackConfig, StreamsConfig
 from framelog.core.logs import configure_logging
 from framelog.schemas.codec import MILLIS, AvroCodec
 from framelog.sinks.clickhouse import metrics
@@ -36,8 +36,20 @@ POLL_MAX_RECORDS = 10_000
 POLL_TIMEOUT = 0.2
 
 
+@dataclasses.dataclass(frozen=True)
+class AnalyticsSinkSettings:
+    """What the analytics sink reads: where it writes (``dsn``: ``config.clickhouse_dsn``, ``database``:
+    ``config.clickhouse.database``), its batches and the migrations' numbers (``config.analytics``), the HLS
+    ladder that ranks quality switches (``config.hls.quality_levels``) and its Kafka client (``config.streams``)."""
+    dsn: str
+    database: str
+    analytics: AnalyticsConfig
+    quality_levels: tuple[QualityLevel, ...]
+    streams: StreamsConfig
+
+
 class AnalyticsSinkRunner:
-    def __init__(self, config: Config, client: Any = None, lock: threading.Lock | None = None,
+    def __init__(self, settings: AnalyticsSinkSettings, client: Any = None, lock: threading.Lock | None = None,
                  group_id: str = GROUP_ID, *, tables: Mapping[str, TableSpec] | None = None,
                  codec: AvroCodec | None = None, on_videos_written: Callable[[set[str]], None] | None = None):
         """``tables``: topic -> raw table (default: the playback topics); ``codec`` must know
@@ -45,19 +57,18 @@ class AnalyticsSinkRunner:
         private topics here; production uses the defaults. ``on_videos_written`` hears the
         video ids (record keys) whose events just became queryable, after their commit:
         the API's analytics query cache drops their answers."""
-        self.config = config
-        self.client = client if client is not None else connect(config.clickhouse_dsn, config.clickhouse.database)
+        self.settings = s = settings
+        self.client = client if client is not None else connect(s.dsn, s.database)
         self.lock = lock or threading.Lock()      # chdb: one engine per process, shared with queries
         with self.lock:
-            apply_migrations(self.client, config.analytics)
+            apply_migrations(self.client, s.analytics)
         source = dict(tables) if tables is not None else {t: DEFAULT_TABLES[t] for t in SOURCE_TOPICS}
-        codec = codec or AvroCodec(config.topics, schema_registry_url=config.kafka.schema_registry_url,
+        codec = codec or AvroCodec(s.streams.topics, schema_registry_url=s.streams.kafka.schema_registry_url,
                                    timestamps=MILLIS)
-        self.consumer = EventConsumer(config.streams, group_id, list(source), codec=codec, on_revoke=self._on_revoke)
-        self.sink = ClickHouseSink(self.client, config.analytics, config.hls.quality_levels, on_committed=self._commit,
+        self.consumer = EventConsumer(s.streams, group_id, list(source), codec=codec, on_revoke=self._on_revoke)
+        self.sink = ClickHouseSink(self.client, s.analytics, s.quality_levels, on_committed=self._commit,
                                    tables=source, decode=self.consumer.decode_message,
-                                   insert_client=lambda: connect(config.clickhouse_dsn, config.clickhouse.database,
-                                                                 create_database=False))
+                                   insert_client=lambda: connect(s.dsn, s.database, create_database=False))
         self.stop_event = threading.Event()
         self.rows_written = 0
         self.committed: dict[tuple[str, int], int] = {}      # next offset per partition, as committed
@@ -131,7 +142,7 @@ class AnalyticsSinkRunner:
         return len(messages)
 
     def run(self) -> None:
-        log.info("analytics sink consuming %s into %s", SOURCE_TOPICS, self.config.clickhouse_dsn)
+        log.info("analytics sink consuming %s into %s", SOURCE_TOPICS, self.settings.dsn)
         metrics.RUNNING.set(1)
         try:
             while not self.stop_event.is_set():
@@ -208,31 +219,36 @@ class RestartingSink:
             thread.join(timeout)
 
 
-def metrics_port(config: Config) -> int:
-    """Where a standalone sink serves /metrics: the port after the worker groups' ports."""
+def metrics_port(stack: StackConfig, pipeline: PipelineConfig) -> int:
+    """Where a standalone sink serves /metrics: the port after the worker groups' ports (``config.stack``,
+    ``config.pipeline``)."""
     from framelog.pipeline.worker import groups
 
-    return config.stack.worker_metrics_port + len(groups(config.pipeline))
+    return stack.worker_metrics_port + len(groups(pipeline))
 
 
-def run_sink(config: Config, group_id: str = GROUP_ID) -> int:
-    """`framelog sink analytics`: run the sink in the foreground until SIGTERM/SIGINT (then flush).
+def run_sink(settings: AnalyticsSinkSettings, *, metrics_host: str, metrics_port: int,
+             group_id: str = GROUP_ID) -> int:
+    """`framelog sink analytics`: run the sink in the foreground until SIGTERM/SIGINT (then flush), as the
+    sink's Kafka principal.
 
-    Serves Prometheus /metrics on ``metrics_port(config)`` (when the API hosts the
-    embedded sink, the API's /metrics has them instead)."""
+    Serves Prometheus /metrics on ``metrics_host:metrics_port`` (``config.stack.metrics_host`` and
+    :func:`metrics_port`; when the API hosts the embedded sink, the API's /metrics has them instead)."""
     import signal
 
     from prometheus_client import start_http_server
 
     from framelog.streams.kafka_auth import SINK, as_principal
 
-    config = dataclasses.replace(config, kafka=as_principal(config.kafka, SINK))
+    streams = settings.streams
+    settings = dataclasses.replace(settings, streams=dataclasses.replace(
+        streams, kafka=as_principal(streams.kafka, SINK)))
     configure_logging("analytics-sink")
     try:
-        start_http_server(metrics_port(config), addr=config.stack.metrics_host)
+        start_http_server(metrics_port, addr=metrics_host)
     except OSError as exc:       # a second sink on this host: metrics from the first
-        log.warning("metrics port %d busy (%s); not exporting from this sink", metrics_port(config), exc)
-    runner = AnalyticsSinkRunner(config, group_id=group_id)
+        log.warning("metrics port %d busy (%s); not exporting from this sink", metrics_port, exc)
+    runner = AnalyticsSinkRunner(settings, group_id=group_id)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     runner.run()
