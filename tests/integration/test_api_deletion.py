@@ -54,9 +54,10 @@ def worker(stack, config):
 
 @pytest.fixture(scope="module")
 def recorder(stack, config):
-    """Stage transitions and every pipeline stage's dead letters, by video."""
+    """Stage and chunk transitions and every pipeline stage's dead letters, by video."""
     dlqs = tuple(topics.topic_spec(topics.pipeline_topic(s), config.topics).dlq for s in config.pipeline.stage_names)
-    rec = TopicRecorder(config, (topics.STAGE_TRANSITIONS, *dlqs), group_prefix="it-deletion").start()
+    rec = TopicRecorder(config, (topics.STAGE_TRANSITIONS, topics.CHUNK_TRANSITIONS, *dlqs),
+                        group_prefix="it-deletion").start()
     assert rec.wait_ready(DEADLINE), rec.last_error
     yield rec
     rec.stop()
@@ -82,6 +83,14 @@ def transitions(recorder: TopicRecorder, video_id: str, **match: str) -> list[di
     return [t for t in recorder.of(video_id, "StageTransition") if all(t[k] == v for k, v in match.items())]
 
 
+def chunks_settled(recorder: TopicRecorder, video_id: str) -> bool:
+    """Every chunk job of the video has ended (succeeded, failed or cancelled): none queued or running."""
+    last: dict[tuple[str, int], str] = {}
+    for t in recorder.of(video_id, "ChunkTransition"):
+        last[(t["job_id"], t["chunk_index"])] = t["state"]
+    return all(state in ("succeeded", "failed", "cancelled") for state in last.values())
+
+
 def test_delete_while_transcoding_wins(api, worker, recorder, owner, owner_token, config, tmp_path):
     clip = clips.video(tmp_path / "deleted.mp4", **CLIP)
     vid = upload_resumable(api, clip, token=owner_token, visibility="private")
@@ -97,6 +106,9 @@ def test_delete_while_transcoding_wins(api, worker, recorder, owner, owner_token
     cancelled = recorder.wait(vid, "StageTransition", lambda t: t["state"] == "cancelled", PIPELINE_DEADLINE)
     assert (cancelled["stage"], cancelled["error_type"]) == ("transcoding", "video_deleted"), cancelled
     assert not transitions(recorder, vid, stage="transcoding", state="succeeded")
+    # a chunk still encoding when the DELETE landed finishes, sees the tombstone and removes what it wrote
+    wait_for(lambda: chunks_settled(recorder, vid), "every started chunk of the deleted video to settle",
+             PIPELINE_DEADLINE)
     assert objects_of(store, vid) == []
     assert recorder.wait_caught_up(DEADLINE)            # every record written so far has been read
     assert not transitions(recorder, vid, state="failed")

@@ -31,6 +31,15 @@ def test_a_starting_service_is_waited_for_a_refusal_is_not():
     assert not still_starting(ValueError("bad"))
 
 
+def test_a_group_coordinator_still_loading_is_waited_for():
+    """A fresh or restarted broker answers NOT_COORDINATOR until it loads __consumer_offsets (framelog groups)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    assert still_starting(KafkaException(KafkaError(KafkaError.NOT_COORDINATOR)))
+    assert still_starting(KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)))
+    assert not still_starting(KafkaException(KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)))
+
+
 def test_a_refusal_fails_at_once_naming_the_service():
     calls = []
 

@@ -7,13 +7,17 @@ triggers a rebalance).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from framelog.core.config import KafkaConfig, StackConfig
+from framelog.ops.provision import retry_until
 from framelog.streams.admin import admin_client
 
 CHANGELOG_SUFFIX = "-changelog"
@@ -75,6 +79,15 @@ def _end_offsets(admin: AdminClient, tps: Iterable[TopicPartition], timeout: flo
     return {(tp.topic, tp.partition): _result(f, timeout + 1).offset for tp, f in futures.items()}
 
 
+def _description(admin: AdminClient, group_id: str, timeout: float) -> Any:
+    return _result(admin.describe_consumer_groups([group_id], request_timeout=timeout)[group_id], timeout + 1)
+
+
+def _committed(admin: AdminClient, group_id: str, timeout: float) -> Any:
+    return _result(admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)],
+                                                     request_timeout=timeout)[group_id], timeout + 1)
+
+
 def describe_groups(kafka: KafkaConfig, stack: StackConfig, group_ids: Iterable[str] | None = None, *,
                     timeout: float = 10.0, admin: AdminClient | None = None) -> list[GroupReport]:
     """One report per group (all groups the broker knows when ``group_ids`` is None), sorted by id
@@ -83,13 +96,13 @@ def describe_groups(kafka: KafkaConfig, stack: StackConfig, group_ids: Iterable[
     ids = sorted(group_ids) if group_ids is not None else list_group_ids(admin, timeout)
     if not ids:
         return []
-    descriptions = {g: _result(f, timeout + 1)
-                    for g, f in admin.describe_consumer_groups(ids, request_timeout=timeout).items()}
+    deadline = time.monotonic() + timeout
     reports = []
     for group_id in ids:
-        desc = descriptions[group_id]
-        committed_tps = _result(admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group_id)], request_timeout=timeout)[group_id], timeout + 1).topic_partitions
+        # a coordinator still loading or moving (a fresh or restarted broker) answers NOT_COORDINATOR: retried
+        desc = retry_until(f"consumer group {group_id}", partial(_description, admin, group_id), deadline)
+        committed_tps = retry_until(f"offsets of consumer group {group_id}",
+                                    partial(_committed, admin, group_id), deadline).topic_partitions
         members = tuple(Member(m.member_id, m.client_id, m.host,
                                tuple(sorted((tp.topic, tp.partition) for tp in m.assignment.topic_partitions)))
                         for m in desc.members)

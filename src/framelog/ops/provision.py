@@ -72,7 +72,9 @@ def still_starting(exc: BaseException) -> bool:
     if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
         err = exc.args[0]
         return err.retriable() or err.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
-                                                 KafkaError._ALL_BROKERS_DOWN)
+                                                 KafkaError._ALL_BROKERS_DOWN, KafkaError.NOT_COORDINATOR,
+                                                 KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                                 KafkaError.COORDINATOR_NOT_AVAILABLE)
     return False
 
 

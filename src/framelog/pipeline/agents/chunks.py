@@ -188,6 +188,13 @@ class ChunkRunner:
             await self._failed(record, type(exc).__name__, public, detail, started)
             return
         await asyncio.to_thread(self.store.put_marker, marker, outputs)
+        if await asyncio.to_thread(self.store.video_deleted, video_id):   # deleted while the chunk ran
+            removed = await asyncio.to_thread(self.store.discard_video, video_id, outputs)
+            log.info("video %s chunk %d dropped: the video was deleted (removed %s)", video_id, index,
+                     {k: n for k, n in removed.items() if n})
+            await self.emit(record, "cancelled", error_type="video_deleted",
+                            error_message=f"video {video_id} was deleted")
+            return
         metrics.observe_stage(CHUNKS_GROUP, time.monotonic() - started,
                               {"renditions": ",".join(r["name"] for r in record.get("rungs") or []) or record["kind"]})
         await self.emit(record, "succeeded", outputs=outputs, duration_ms=int((time.monotonic() - started) * 1000))
