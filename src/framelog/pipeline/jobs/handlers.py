@@ -309,9 +309,8 @@ class CdnUploadJob:
                         headers={"ContentType": "application/json", "CacheControl": "no-cache"})
         self._publish(inputs["mp4_staging_key"], inputs["source_key"])
         self._publish(inputs["master_staging_key"], master)      # last: the master makes the video playable
-        for r in manifest["renditions"]:     # a rung the optimization dropped may have played while processing
-            if kept and r["name"] not in kept:
-                self.store.delete_prefix(ok.rendition_prefix(vid, r["name"]))
+        # A rung the optimization dropped stays under hls/{id}/ (ended, VOD): a player that started on it while
+        # the video processed plays it to the end; the master no longer lists it.
         storyboard = next((t for t in thumbs if t.endswith("storyboard.vtt")), None)
         kept_objects = self._kept_objects(vid, inputs)
         asset = {"video_id": vid, "job_id": ctx.job_id, "renditions": renditions, "master_playlist_key": master,
