@@ -56,7 +56,7 @@ def test_requests_in_progress_per_client_are_capped():
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    guard = ApiProtection(slow_app, config)
+    guard = ApiProtection(slow_app, config.api_protection, config.playback_trust)
     guard.limiter.take = lambda key, n=1: 0.0                       # only the in-flight cap is under test
 
     async def call(host: str) -> int:

@@ -120,8 +120,9 @@ def create_app(config: Config | None = None, *, warm: Sequence[str] | None = Non
 
     from framelog.api.body_limit import BodyLimit
     from framelog.api.protection import ApiProtection
-    app.add_middleware(BodyLimit, config=config)       # bodies read whole are capped before any route reads one
-    app.add_middleware(ApiProtection, config=config)   # per-client limits before any route runs
+    # bodies read whole are capped before any route reads one; per-client limits before any route runs
+    app.add_middleware(BodyLimit, protection=config.api_protection)
+    app.add_middleware(ApiProtection, protection=config.api_protection, trust=config.playback_trust)
     add_cors(app, config)                              # outermost: a 429 carries CORS headers too
     return app
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from framelog.core.config import Config
+from framelog.core.config import ApiProtectionConfig
 from framelog.core.errors import ApiError
 
 Scope = dict[str, Any]
@@ -31,9 +31,9 @@ def streams_its_body(path: str) -> bool:
 class BodyLimit:
     """ASGI middleware: 413 for a body over ``max_json_body`` bytes, before any route reads it."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], config: Config):
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], protection: ApiProtectionConfig):
         self.app = app
-        self.limit = config.api_protection.max_json_body
+        self.limit = protection.max_json_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or streams_its_body(scope.get("path", "")):

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from framelog.api.event_trust import RateLimiter, client_address, parse_networks, retry_after
-from framelog.core.config import Config
+from framelog.core.config import ApiProtectionConfig, PlaybackTrustConfig
 from framelog.core.errors import ApiError
 
 EXEMPT_PATHS = frozenset({"/healthz"})
@@ -31,12 +31,14 @@ Asgi = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitabl
 class ApiProtection:
     """ASGI middleware: per-client token bucket and in-flight cap, 429 past either."""
 
-    def __init__(self, app: Asgi, config: Config):
+    def __init__(self, app: Asgi, protection: ApiProtectionConfig, trust: PlaybackTrustConfig):
+        """``protection``: ``config.api_protection``; ``trust``: ``config.playback_trust`` (its trusted proxies
+        and the buckets' bound, shared with the playback rate limits)."""
         self.app = app
-        p = config.api_protection
-        self.limiter = RateLimiter(p.requests_per_second, p.burst, config.playback_trust.rate_limit_entries)
+        p = protection
+        self.limiter = RateLimiter(p.requests_per_second, p.burst, trust.rate_limit_entries)
         self.max_in_flight = p.max_concurrent_per_client
-        self.trusted = parse_networks(config.playback_trust.trusted_proxies)
+        self.trusted = parse_networks(trust.trusted_proxies)
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
 
