@@ -38,9 +38,8 @@ from typing import Any
 from fastapi import Request
 
 from framelog.api.auth import principal_of
-from framelog.core.config import Config, PlaybackTrustConfig
+from framelog.core.config import PlaybackTrustConfig
 from framelog.processors.identity import EVENTS_WRITE
-from framelog.processors.tokens import load_or_create_secret
 
 FORWARDED_FOR_HEADER = "X-Forwarded-For"
 COUNTRY_HEADER = "X-Viewer-Country"
@@ -147,9 +146,11 @@ class EventTrust:
     views: ViewClaims
 
     @classmethod
-    def from_config(cls, config: Config) -> EventTrust:
-        s = config.playback_trust
-        return cls(s, load_or_create_secret(config.security, config.stack.state_dir), parse_networks(s.trusted_proxies),
+    def from_settings(cls, settings: PlaybackTrustConfig, secret: bytes) -> EventTrust:
+        """``settings``: ``config.playback_trust``; ``secret``: the API's token secret (``Services.secret``,
+        ``processors.tokens.load_or_create_secret``), which verifies playback sessions."""
+        s = settings
+        return cls(s, secret, parse_networks(s.trusted_proxies),
                    RateLimiter(s.client_rate, s.client_burst, s.rate_limit_entries),
                    RateLimiter(s.session_rate, s.session_burst, s.rate_limit_entries),
                    ViewClaims(s.rate_limit_entries))

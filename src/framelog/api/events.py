@@ -124,7 +124,7 @@ from framelog.api.event_trust import (
     viewer_country,
 )
 from framelog.api.services import Svc
-from framelog.core.config import Config
+from framelog.core.config import PlaybackTrustConfig
 from framelog.core.errors import ApiError
 from framelog.core.ids import is_event_id
 from framelog.processors.playback_session import PlaybackSession, verify_session
@@ -176,8 +176,8 @@ class IngestSettings:
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: Config) -> IngestSettings:
-        t = config.playback_trust
+    def from_trust(cls, t: PlaybackTrustConfig) -> IngestSettings:
+        """The limits of ``config.playback_trust``."""
         return cls(max_body_bytes=t.max_body_bytes, max_decoded_bytes=t.max_decoded_bytes, max_events=t.max_events,
                    max_gzip_members=t.max_gzip_members)
 

@@ -102,11 +102,11 @@ class Services:
         from framelog.api.events import IngestSettings
 
         self.config = config
-        self.ingest = ingest or IngestSettings.from_config(config)
+        self.ingest = ingest or IngestSettings.from_trust(config.playback_trust)
         state_dir = config.stack.state_dir
         self.secret = load_or_create_secret(config.security, state_dir)     # signs grants, shares, sessions, edge URLs
         self.verifier = TokenVerifier(config.auth, Keyring(config.auth, state_dir))   # who is asking (api.auth)
-        self.trust = EventTrust.from_config(config)           # proxies, rate limits (api.event_trust)
+        self.trust = EventTrust.from_settings(config.playback_trust, self.secret)   # proxies, limits (api.event_trust)
         self.store = ObjectStore(config.object_storage, config.stack.state_dir, read_timeout=UPLOAD_READ_TIMEOUT)
         self.spool_dir = Path(config.stack.state_dir) / "api-spool"
         # the seed's "Application Cache" (1 h): delivery plans by video, dropped when the catalog or the
