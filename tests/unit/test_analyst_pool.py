@@ -16,16 +16,14 @@ class FakeSession:
 
 
 def pool_of(capacity: int) -> tuple[AnalystPool, list[FakeSession]]:
-    base = load_config()
-    config = dataclasses.replace(base, analyst_sql=dataclasses.replace(base.analyst_sql,
-                                                                       max_concurrent_queries=capacity))
+    limits = dataclasses.replace(load_config().analyst_sql, max_concurrent_queries=capacity)
     sessions: list[FakeSession] = []
 
     def open_session():
         sessions.append(FakeSession())
         return sessions[-1]
 
-    return AnalystPool(config, open_session), sessions
+    return AnalystPool(limits, open_session), sessions
 
 
 def test_over_the_cap_is_refused_at_once_and_a_finished_query_frees_its_slot():

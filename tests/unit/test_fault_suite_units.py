@@ -156,6 +156,7 @@ def test_the_store_time_is_read_from_the_nginx_cache_header(tmp_path):
 
 def test_an_api_that_leaves_the_embedded_engine_to_the_sink_process_does_not_open_it(cfg, monkeypatch):
     from framelog.api.analytics_engine import engine_elsewhere, open_engine
+    from framelog.api.services import engine_settings
     from framelog.core.errors import ApiError
 
     assert cfg.clickhouse_dsn.startswith("chdb:")
@@ -164,5 +165,5 @@ def test_an_api_that_leaves_the_embedded_engine_to_the_sink_process_does_not_ope
     monkeypatch.setenv("FRAMELOG_API_EMBEDDED_SINK", "0")
     assert engine_elsewhere(cfg.clickhouse_dsn)
     with pytest.raises(ApiError) as refused:
-        open_engine(cfg)                              # never touches the directory the sink process holds
+        open_engine(engine_settings(cfg))             # never touches the directory the sink process holds
     assert refused.value.status == 503 and refused.value.code == "analytics_engine_elsewhere"

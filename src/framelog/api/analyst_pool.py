@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from framelog.core.config import Config
+from framelog.core.config import AnalystSqlConfig
 
 __all__ = ["AnalystPool"]
 
@@ -24,8 +24,8 @@ T = TypeVar("T")
 
 
 class AnalystPool:
-    def __init__(self, config: Config, open_session: Callable[[], Any]):
-        limits = config.analyst_sql
+    def __init__(self, limits: AnalystSqlConfig, open_session: Callable[[], Any]):
+        """``limits``: ``config.analyst_sql`` (the cap and Retry-After); ``open_session``: one read-only session."""
         self.capacity = limits.max_concurrent_queries
         self.retry_after = max(1, math.ceil(limits.retry_after))
         self._sessions: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -161,7 +161,7 @@ async def _readable(svc: Services, video_id: str, principal: Principal) -> None:
 def _range(svc: Services, from_: str | None, to: str | None) -> tuple[datetime, datetime]:
     """``from``/``to`` (ISO 8601 or epoch seconds); default: the last ``analytics.default_timeframe``."""
     end = _parse_time(to, "to") or datetime.now(UTC)
-    start = _parse_time(from_, "from") or end - timedelta(seconds=svc.config.analytics.default_timeframe)
+    start = _parse_time(from_, "from") or end - timedelta(seconds=svc.engine_settings.analytics.default_timeframe)
     return start, end
 
 
@@ -196,7 +196,7 @@ async def video_analytics(video_id: str, svc: Svc, from_: str | None = FROM, to:
     await _readable(svc, video_id, principal)
     start, end = _checked_range(svc, from_, to)
     return await _cached(svc, (video_id, from_, to), video_id, lambda engine: get_video_analytics(
-        engine.read_sessions, video_id, start, end, analytics=engine.config.analytics))
+        engine.read_sessions, video_id, start, end, analytics=engine.settings.analytics))
 
 
 @router.get("/v1/videos/{video_id}/analytics/series", response_model=Series, responses=responses(404, 503))
@@ -212,11 +212,11 @@ async def video_series(video_id: str, svc: Svc,
         raise _bad_query(f"'interval' must be one of {', '.join(SERIES_INTERVALS)}, got {interval!r}")
     start, end = _checked_range(svc, from_, to)
     try:
-        series_bounds(start, end, interval, svc.config.analytics)          # 400 before any lock is taken
+        series_bounds(start, end, interval, svc.engine_settings.analytics)          # 400 before any lock is taken
     except AnalyticsQueryError as exc:
         raise _bad_query(str(exc)) from None
     return await _cached(svc, ("series", video_id, interval, from_, to), video_id, lambda engine: get_video_series(
-        engine.client, video_id, start, end, interval, analytics=engine.config.analytics))
+        engine.client, video_id, start, end, interval, analytics=engine.settings.analytics))
 
 
 @router.get("/v1/videos/{video_id}/analytics/retention", response_model=Retention, responses=responses(404, 503))
@@ -227,7 +227,7 @@ async def video_retention(video_id: str, svc: Svc, from_: str | None = FROM, to:
     await _readable(svc, video_id, principal)
     start, end = _checked_range(svc, from_, to)
     return await _cached(svc, ("retention", video_id, from_, to), video_id, lambda engine: get_video_retention(
-        engine.client, video_id, start, end, analytics=engine.config.analytics))
+        engine.client, video_id, start, end, analytics=engine.settings.analytics))
 
 
 @router.get("/v1/videos/{video_id}/analysis", response_model=Analysis, responses=responses(404))
@@ -249,13 +249,13 @@ async def sql(body: SqlRequest, svc: Svc) -> JSONResponse:
     400 names what the guard refused or what the engine said; 429 when
     ``analyst_sql.max_concurrent_queries`` are already running."""
     engine = svc.analytics
-    limit = engine.config.analyst_sql.max_result_rows
+    limit = engine.settings.analyst_sql.max_result_rows
     if not 1 <= body.max_rows <= limit:
         raise ApiError(400, f"max_rows must be within 1..{limit}", code="invalid_field", field="max_rows")
 
     def query(session: Any):          # the guard's parse runs here too, off the event loop
         return run_readonly_sql(session, body.sql, max_rows=body.max_rows, parameters=body.parameters,
-                                database=engine.config.clickhouse.database, analyst_sql=engine.config.analyst_sql)
+                                database=engine.settings.database, analyst_sql=engine.settings.analyst_sql)
 
     future = engine.analysts.try_submit(query)
     if future is None:

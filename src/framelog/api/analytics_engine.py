@@ -20,14 +20,30 @@ from typing import Any
 
 from framelog.api.analyst_pool import AnalystPool
 from framelog.core.cache import analytics_query_cache
-from framelog.core.config import Config
+from framelog.core.config import AnalystSqlConfig, AnalyticsConfig, CachingStrategy, QualityLevel, StreamsConfig
 from framelog.core.errors import ApiError
 from framelog.sinks.clickhouse.client import connect, connect_readonly, is_embedded
 
 
+@dataclass(frozen=True)
+class AnalyticsEngineSettings:
+    """What the analytics engine reads: where the data is (``dsn``: ``config.clickhouse_dsn``, ``database``:
+    ``config.clickhouse.database``), the routes' bounds and the embedded sink's batches (``config.analytics``),
+    the analysts' limits (``config.analyst_sql``), the Database Cache's TTL (``config.caching``) and, for the
+    embedded sink, the HLS ladder (``config.hls.quality_levels``) and its Kafka client (``config.streams``).
+    Built by ``api.services.engine_settings``."""
+    dsn: str
+    database: str
+    analytics: AnalyticsConfig
+    analyst_sql: AnalystSqlConfig
+    caching: CachingStrategy
+    quality_levels: tuple[QualityLevel, ...]
+    streams: StreamsConfig
+
+
 @dataclass
 class AnalyticsEngine:
-    config: Config
+    settings: AnalyticsEngineSettings
     client: Any
     analysts: AnalystPool
     reader: Any = None        # a second session: get_video_analytics spreads its reads over both
@@ -62,26 +78,28 @@ def engine_elsewhere(clickhouse_dsn: str) -> bool:
     return is_embedded(clickhouse_dsn) and not embedded_sink_wanted(clickhouse_dsn)
 
 
-def open_engine(config: Config) -> AnalyticsEngine:
+def open_engine(settings: AnalyticsEngineSettings) -> AnalyticsEngine:
     """Open the sessions (and, embedded, start the analytics sink in a thread of this process)."""
-    if engine_elsewhere(config.clickhouse_dsn):
+    if engine_elsewhere(settings.dsn):
         raise ApiError(503, "the embedded analytics engine is owned by the standalone analytics sink "
                             "(`framelog sink analytics`); this API process cannot read it",
                        code="analytics_engine_elsewhere")
-    dsn, database = config.clickhouse_dsn, config.clickhouse.database
+    dsn, database = settings.dsn, settings.database
     client = connect(dsn, database)
-    engine = AnalyticsEngine(config, client, AnalystPool(config, lambda: connect_readonly(dsn, database,
-                                                                                          config.analyst_sql)),
+    engine = AnalyticsEngine(settings, client,
+                             AnalystPool(settings.analyst_sql,
+                                         lambda: connect_readonly(dsn, database, settings.analyst_sql)),
                              connect(dsn, database, create_database=False),
-                             query_cache=analytics_query_cache(config.caching))
-    if embedded_sink_wanted(config.clickhouse_dsn):
+                             query_cache=analytics_query_cache(settings.caching))
+    if embedded_sink_wanted(dsn):
         from framelog.sinks.clickhouse.runner import AnalyticsSinkRunner, AnalyticsSinkSettings, RestartingSink
         from framelog.streams.kafka_auth import SINK, as_principal
 
         # the embedded sink keeps the sink's principal: the API's own may not read the sink's group;
         # started again after an error, since no supervisor restarts a thread (RestartingSink)
-        sink = AnalyticsSinkSettings(dsn, database, config.analytics, config.hls.quality_levels,
-                                     replace(config.streams, kafka=as_principal(config.kafka, SINK)))
+        streams = settings.streams
+        sink = AnalyticsSinkSettings(dsn, database, settings.analytics, settings.quality_levels,
+                                     replace(streams, kafka=as_principal(streams.kafka, SINK)))
         engine.runner = RestartingSink(lambda: AnalyticsSinkRunner(
             sink, client=client, lock=engine.lock,
             on_videos_written=engine.query_cache.invalidate))

@@ -41,7 +41,7 @@ from framelog.sinks.upload_sessions import UploadService, UploadSettings
 
 if TYPE_CHECKING:
     from framelog.api.access_state import AccessState
-    from framelog.api.analytics_engine import AnalyticsEngine
+    from framelog.api.analytics_engine import AnalyticsEngine, AnalyticsEngineSettings
     from framelog.api.events import IngestSettings
     from framelog.sinks.edges.health import EdgeHealth
     from framelog.streams.emitter import AsyncEmitter
@@ -117,6 +117,8 @@ class Services:
         uploads = UploadSettings(config.upload_limits, config.streams, config.priorities)
         self.uploads = UploadService(uploads, self.store, lambda: self.producer)
         self.upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # what the routes hand the components they call, instead of the whole Config (issue 12 pt 4)
+        self.engine_settings = engine_settings(config)          # the analytics engine, api.analytics, api.studio
         self._sender: Part[AsyncEmitter] = Part("the producer", self._open_sender, lambda s: s.close(10.0))
         self._catalog: Part[VideoCatalog] = Part("the video catalog", self._open_catalog, lambda c: c.stop())
         self._tier_view: Part[TierView] = Part("the tier view", self._open_tier_view, lambda t: t.stop())
@@ -227,7 +229,7 @@ class Services:
 
     def _open_analytics(self) -> AnalyticsEngine:
         from framelog.api.analytics_engine import open_engine
-        return open_engine(self.config)
+        return open_engine(self.engine_settings)
 
     def _invalidate_plans(self, records: list[Any]) -> None:
         from framelog.streams.consumer import DecodedRecord
@@ -245,6 +247,13 @@ class Services:
         """Close every part that was built, users of the producer before the producer."""
         for name in ("analytics", "webhooks", "status", "tier_view", "catalog", "edge_health", "sender"):
             self._part(name).close()
+
+
+def engine_settings(config: Config) -> AnalyticsEngineSettings:
+    """The sections the analytics engine reads (``api.analytics_engine.AnalyticsEngineSettings``)."""
+    from framelog.api.analytics_engine import AnalyticsEngineSettings
+    return AnalyticsEngineSettings(config.clickhouse_dsn, config.clickhouse.database, config.analytics,
+                                   config.analyst_sql, config.caching, config.hls.quality_levels, config.streams)
 
 
 @asynccontextmanager

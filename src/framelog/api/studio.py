@@ -19,7 +19,7 @@ from framelog.api.auth import current_principal
 from framelog.api.errors import responses
 from framelog.api.player import NO_CACHE, render_template
 from framelog.api.services import Svc
-from framelog.core.config import Config
+from framelog.core.config import AnalyticsConfig
 from framelog.core.ids import validate_video_id
 from framelog.sinks.clickhouse.queries import SERIES_INTERVALS
 
@@ -30,15 +30,15 @@ ANALYSIS_PATH = "/v1/videos/{id}/analysis"
 PLAYER_PATH = "/player/{id}"
 
 
-def studio_settings(config: Config, video_id: str) -> dict:
-    """The JSON the page reads: where to ask, the default range and the series bound (from framelog.yaml)."""
+def studio_settings(analytics: AnalyticsConfig, video_id: str) -> dict:
+    """The JSON the page reads: where to ask, the default range and the series bound (``config.analytics``)."""
     return {
         "videoId": video_id,
         "analyticsPath": ANALYTICS_PATH.format(id=video_id),
         "analysisPath": ANALYSIS_PATH.format(id=video_id),
         "playerPath": PLAYER_PATH.format(id=video_id),
-        "defaultTimeframeSeconds": int(config.analytics.default_timeframe),
-        "maxSeriesPoints": config.analytics.max_series_points,
+        "defaultTimeframeSeconds": int(analytics.default_timeframe),
+        "maxSeriesPoints": analytics.max_series_points,
         "intervals": {name: int(step.total_seconds()) for name, (step, _) in SERIES_INTERVALS.items()},
     }
 
@@ -47,5 +47,5 @@ def studio_settings(config: Config, video_id: str) -> dict:
 async def analytics_page(video_id: str, svc: Svc) -> Response:
     """The owner's analytics page (its data comes from the analytics routes, with the viewer's token)."""
     validate_video_id(video_id)
-    page = render_template("analytics.html", studio_settings(svc.config, video_id), video_id)
+    page = render_template("analytics.html", studio_settings(svc.engine_settings.analytics, video_id), video_id)
     return HTMLResponse(page, headers=NO_CACHE)
