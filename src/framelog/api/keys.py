@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from framelog.api.auth import current_principal
 from framelog.api.errors import responses
 from framelog.api.services import Services, Svc
-from framelog.core.config import Config
+from framelog.core.config import DeliveryConfig, SecurityConfig, StackConfig
 from framelog.core.errors import ApiError
 from framelog.core.ids import validate_video_id
 from framelog.core.object_keys import hls_key
@@ -42,16 +42,19 @@ def key_path(video_id: str) -> str:
     return KEY_PATH.format(video_id=validate_video_id(video_id))
 
 
-def key_url(config: Config, video_id: str) -> str:
-    """The key URI viewers fetch: the public key base (``delivery.key_url_base``), which the edges also
-    write into the playlists they serve in place of the stored, host-less ``hls_config.key_uri_base``."""
-    return public_key_url(config.delivery, config.stack, video_id)
+def key_url(delivery: DeliveryConfig, stack: StackConfig, video_id: str) -> str:
+    """The key URI viewers fetch: the public key base (``delivery.key_url_base``, else derived from
+    ``config.stack``), which the edges also write into the playlists they serve in place of the stored,
+    host-less ``hls_config.key_uri_base``."""
+    return public_key_url(delivery, stack, video_id)
 
 
-def key_grant(config: Config, video_id: str, viewer_id: str | None = None, ttl: float | None = None) -> str:
-    """The query string that lets its holder fetch ``video_id``'s key until it expires."""
-    secret = load_or_create_secret(config.security, config.stack.state_dir)
-    return sign_playback(video_id, key_path(video_id), config.security, secret=secret,
+def key_grant(security: SecurityConfig, stack: StackConfig, video_id: str, viewer_id: str | None = None,
+              ttl: float | None = None) -> str:
+    """The query string that lets its holder fetch ``video_id``'s key until it expires (signed with the
+    secret of ``config.security`` / ``config.stack.state_dir``)."""
+    secret = load_or_create_secret(security, stack.state_dir)
+    return sign_playback(video_id, key_path(video_id), security, secret=secret,
                          now=time.time(), viewer_id=viewer_id, ttl=ttl)
 
 

@@ -100,6 +100,7 @@ class Services:
         from framelog.api.access_state import AccessState
         from framelog.api.event_trust import EventTrust
         from framelog.api.events import IngestSettings
+        from framelog.api.stream import StreamSettings
 
         self.config = config
         self.ingest = ingest or IngestSettings.from_trust(config.playback_trust)
@@ -118,6 +119,8 @@ class Services:
         self.uploads = UploadService(uploads, self.store, lambda: self.producer)
         self.upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # what the routes hand the components they call, instead of the whole Config (issue 12 pt 4)
+        self.stream_settings = StreamSettings(config.hls.quality_levels, config.cdn, config.stack, config.security,
+                                              config.delivery, config.playback_trust)     # api.stream, api.keys
         self.engine_settings = engine_settings(config)          # the analytics engine, api.analytics, api.studio
         self._sender: Part[AsyncEmitter] = Part("the producer", self._open_sender, lambda s: s.close(10.0))
         self._catalog: Part[VideoCatalog] = Part("the video catalog", self._open_catalog, lambda c: c.stop())

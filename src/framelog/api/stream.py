@@ -64,6 +64,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -80,7 +81,14 @@ from framelog.api.services import STATUS_READY_TIMEOUT, Services, Svc
 from framelog.api.stream_availability import RESTORING, Availability, rendition_availability
 from framelog.api.stream_models import RenewRequest, StreamAnswer, StreamRenewal
 from framelog.core import object_keys
-from framelog.core.config import Config
+from framelog.core.config import (
+    CdnConfig,
+    DeliveryConfig,
+    PlaybackTrustConfig,
+    QualityLevel,
+    SecurityConfig,
+    StackConfig,
+)
 from framelog.core.errors import ApiError
 from framelog.processors.access import Viewer
 from framelog.processors.cdn_routing import Route, normalize_country, route
@@ -112,6 +120,21 @@ RENEW_PATH = "/v1/stream/renew"
 RETRY_UNKNOWN_SECONDS = 60            # Retry-After of a restore with no estimate
 
 
+@dataclass(frozen=True)
+class StreamSettings:
+    """The sections ``GET /v1/stream`` and its renewal read (``Services.stream_settings``): the ladder a
+    ``quality=`` may name (``config.hls.quality_levels``), routing and the edges (``config.cdn``), the edges'
+    host and the state dir of the key grant's secret (``config.stack``), URL lifetimes and signing
+    (``config.security``), the public API's and keys' addresses (``config.delivery``) and the playback
+    session's lifetime and renewal (``config.playback_trust``)."""
+    quality_levels: tuple[QualityLevel, ...]
+    cdn: CdnConfig
+    stack: StackConfig
+    security: SecurityConfig
+    delivery: DeliveryConfig
+    playback_trust: PlaybackTrustConfig
+
+
 def _restoring(subject: str, estimate: float | None) -> ApiError:
     """409 for a rendition (or a whole video) being restored: says "restoring" and when to ask again.
 
@@ -124,11 +147,12 @@ def _restoring(subject: str, estimate: float | None) -> ApiError:
                     restore_estimate_seconds=estimate)
 
 
-def _quality_param(value: str | None, config: Config) -> str | None:
-    """None for the adaptive master (absent or 'auto'); 400 for a malformed or unknown quality name."""
+def _quality_param(value: str | None, quality_levels: tuple[QualityLevel, ...]) -> str | None:
+    """None for the adaptive master (absent or 'auto'); 400 for a malformed or unknown quality name
+    (``quality_levels``: ``config.hls.quality_levels``)."""
     if value is None or value == "" or value == AUTO_QUALITY:
         return None
-    ladder = [q.name for q in config.hls.quality_levels]
+    ladder = [q.name for q in quality_levels]
     if value not in ladder:
         raise ApiError(400, f"unknown quality {value[:40]!r}; expected one of {[AUTO_QUALITY, *ladder]}",
                        code="invalid_field", field="quality")
@@ -147,20 +171,21 @@ def _not_playable(svc: Services, video_id: str) -> ApiError:
                     status=view)
 
 
-def _share_ttl(share_expires_at: int | None, config: Config, now: float) -> float:
+def _share_ttl(share_expires_at: int | None, security: SecurityConfig, now: float) -> float:
     """URL lifetime: stream_url_ttl, never past the share link's own expiry."""
-    ttl = config.security.stream_url_ttl
+    ttl = security.stream_url_ttl
     if share_expires_at is not None:
         ttl = min(ttl, share_expires_at - now)
     return max(ttl, 1.0)
 
 
-def _urls(provider: str, video_id: str, quality: str | None, config: Config, secret: bytes, now: float,
+def _urls(provider: str, video_id: str, quality: str | None, settings: StreamSettings, secret: bytes, now: float,
           ttl: float) -> dict[str, str]:
-    manifest = signed_edge_url(provider, object_keys.master_playlist(video_id), config.cdn, config.stack.host,
-                               config.security, secret=secret, now=now, ttl=ttl)
+    s = settings
+    manifest = signed_edge_url(provider, object_keys.master_playlist(video_id), s.cdn, s.stack.host,
+                               s.security, secret=secret, now=now, ttl=ttl)
     stream = manifest if quality is None else signed_edge_url(
-        provider, object_keys.rendition_playlist(video_id, quality), config.cdn, config.stack.host, config.security,
+        provider, object_keys.rendition_playlist(video_id, quality), s.cdn, s.stack.host, s.security,
         secret=secret, now=now, ttl=ttl)
     return {"provider": provider, "stream_url": stream, "manifest_url": manifest}
 
@@ -207,7 +232,7 @@ def _ingest_url(svc: Services, request: Request) -> str:
 
 def _api_base(svc: Services, request: Request) -> str:
     """The API's public base (``delivery.public_api_url``), else the one the client used."""
-    return svc.config.delivery.public_api_url.rstrip("/") or str(request.base_url).rstrip("/")
+    return svc.stream_settings.delivery.public_api_url.rstrip("/") or str(request.base_url).rstrip("/")
 
 
 def preview_asset(svc: Services, video_id: str) -> dict[str, Any] | None:
@@ -254,7 +279,7 @@ def _resolve(svc: Services, request: Request, video_id: str, share: str | None
 
 def _route(svc: Services, country: str | None) -> tuple[Route, dict[str, bool]]:
     health = svc.edge_health.healthy()
-    return route(country, svc.config.cdn, lambda p: health.get(p, False)), health
+    return route(country, svc.stream_settings.cdn, lambda p: health.get(p, False)), health
 
 
 def _check_rate(svc: Services, request: Request) -> None:
@@ -268,15 +293,15 @@ async def _delivery(request: Request, svc: Services, video_id: str, quality: str
                     availability: dict[str, Availability], route_country: str | None,
                     grant_basis: str | None, viewer_bound: bool, share_expires_at: int | None) -> dict[str, Any]:
     """The signed part of an answer: edge URLs (primary and fallback), renditions, poster, key grant, expiry."""
-    config, state = svc.config, svc.access
+    settings, state = svc.stream_settings, svc.access
     chosen, health = await run_in_threadpool(_route, svc, route_country)
     now = time.time()
-    ttl = _share_ttl(share_expires_at, config, now)
-    primary = _urls(chosen.primary, video_id, quality, config, state.secret, now, ttl)
-    fallback = _urls(chosen.fallback, video_id, quality, config, state.secret, now, ttl)
+    ttl = _share_ttl(share_expires_at, settings.security, now)
+    primary = _urls(chosen.primary, video_id, quality, settings, state.secret, now, ttl)
+    fallback = _urls(chosen.fallback, video_id, quality, settings, state.secret, now, ttl)
 
     def sign(key: str) -> str:
-        return signed_edge_url(chosen.primary, key, config.cdn, config.stack.host, config.security,
+        return signed_edge_url(chosen.primary, key, settings.cdn, settings.stack.host, settings.security,
                                secret=state.secret, now=now, ttl=ttl)
 
     qualities = []
@@ -289,12 +314,13 @@ async def _delivery(request: Request, svc: Services, video_id: str, quality: str
     encryption = None
     if plan.encrypted:
         # the key grant lives exactly as long as the edge URLs and is renewed with them
-        grant = key_grant(config, video_id, grant_basis, ttl=ttl)
-        encryption = {"method": "AES-128", "key_uri": key_url(config, video_id), "grant": grant,
+        grant = key_grant(settings.security, settings.stack, video_id, grant_basis, ttl=ttl)
+        encryption = {"method": "AES-128", "key_uri": key_url(settings.delivery, settings.stack, video_id),
+                      "grant": grant,
                       "grant_requires_viewer_token": viewer_bound}
     mp4 = plan.download_path
     fallback["download_url"] = None if mp4 is None else signed_edge_url(
-        chosen.fallback, mp4, config.cdn, config.stack.host, config.security, secret=state.secret, now=now,
+        chosen.fallback, mp4, settings.cdn, settings.stack.host, settings.security, secret=state.secret, now=now,
         ttl=ttl)
     return {
         "video_id": video_id,
@@ -313,7 +339,7 @@ async def _delivery(request: Request, svc: Services, video_id: str, quality: str
         "encryption": encryption,
         "expires_at": int(now + ttl),
         "renewal": {"url": f"{_api_base(svc, request)}{RENEW_PATH}",
-                    "after_seconds": round(ttl * config.playback_trust.renew_at_fraction, 3)},
+                    "after_seconds": round(ttl * settings.playback_trust.renew_at_fraction, 3)},
     }
 
 
@@ -331,10 +357,10 @@ async def get_stream(request: Request, svc: Svc,
                      country: str | None = Query(None, description="ISO 3166-1 alpha-2; steers routing only")
                      ) -> JSONResponse:
     """Where and how to play a video: signed edge URLs, renditions, key grant, playback session."""
-    state, config = svc.access, svc.config
+    state, settings = svc.access, svc.stream_settings
     _check_rate(svc, request)
     video_id = video_id_param(video_id)
-    wanted = _quality_param(quality, config)
+    wanted = _quality_param(quality, settings.quality_levels)
     viewer, entry, decision, asset = await run_in_threadpool(_resolve, svc, request, video_id, share)
     plan = _plan(svc, video_id, asset)
     names = plan.names
@@ -357,7 +383,7 @@ async def get_stream(request: Request, svc: Svc,
                            viewer is not None, share_exp)
     start = await _emit_stream_start(svc, video_id, viewer, wanted, trusted_country)
     token, session = issue_session(
-        secret=state.secret, now=time.time(), ttl=config.playback_trust.session_ttl, session_id=start["session_id"],
+        secret=state.secret, now=time.time(), ttl=settings.playback_trust.session_ttl, session_id=start["session_id"],
         video_id=video_id, viewer_id=start["viewer_id"], country=trusted_country, basis=basis,
         share_expires_at=share_exp, view_recorded=start["recorded"])
     body["analytics"] = {
@@ -433,6 +459,6 @@ async def renew_stream(request: Request, svc: Svc, body: RenewRequest | None = N
     answer = await _delivery(request, svc, session.video_id, None, plan, availability, session.country,
                              session.basis, parse_grant_viewer(session.basis)[0] is not None, session.share_expires_at)
     token, renewed = issue_session(session, secret=state.secret, now=time.time(),
-                                   ttl=state.config.playback_trust.session_ttl)
+                                   ttl=svc.stream_settings.playback_trust.session_ttl)
     answer["session_id"] = session.session_id
     return JSONResponse(_with_session(answer, token, renewed), headers=NO_STORE)
