@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from framelog.api.auth import current_principal
 from framelog.api.errors import responses
 from framelog.api.services import Svc
-from framelog.core.config import Config
+from framelog.core.config import AbrConfig, PlayerConfig, QualityLevel
 from framelog.core.errors import ApiError
 from framelog.core.ids import validate_video_id
 from framelog.processors.abr import js_constants
@@ -44,17 +45,26 @@ ASSET_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "tex
 NO_CACHE = {"Cache-Control": "no-cache"}     # revalidated (ETag) so a new deploy shows at once
 
 
-def player_settings(config: Config, video_id: str) -> dict:
+@dataclass(frozen=True)
+class PlayerPageSettings:
+    """The sections the player's page reads (``Services.player_page``): the ABR thresholds (``config.abr``),
+    the ladder they are scaled to (``config.hls.quality_levels``) and the reporting cadence (``config.player``)."""
+    abr: AbrConfig
+    quality_levels: tuple[QualityLevel, ...]
+    player: PlayerConfig
+
+
+def player_settings(settings: PlayerPageSettings, video_id: str) -> dict:
     """The JSON the page reads: endpoints, ABR constants and the reporting cadence."""
     return {
         "videoId": video_id,
         "streamEndpoint": STREAM_PATH,
         "eventsEndpoint": EVENTS_PATH,
         "keyPath": KEYS_PATH,
-        "abr": js_constants(config.abr, config.hls.quality_levels),
-        "heartbeatMs": int(config.player.heartbeat_interval * 1000),
-        "eventFlushMs": int(config.player.event_flush_interval * 1000),
-        "eventBatchMax": config.player.event_batch_max,
+        "abr": js_constants(settings.abr, settings.quality_levels),
+        "heartbeatMs": int(settings.player.heartbeat_interval * 1000),
+        "eventFlushMs": int(settings.player.event_flush_interval * 1000),
+        "eventBatchMax": settings.player.event_batch_max,
     }
 
 
@@ -68,15 +78,15 @@ def render_template(name: str, settings: dict, title: str) -> str:
             .replace("{{TITLE}}", html.escape(title)))
 
 
-def render_page(config: Config, video_id: str) -> str:
-    return render_template("player.html", player_settings(config, video_id), video_id)
+def render_page(settings: PlayerPageSettings, video_id: str) -> str:
+    return render_template("player.html", player_settings(settings, video_id), video_id)
 
 
 @router.get("/player/{video_id}", response_class=HTMLResponse, responses=responses(400, 401))
 async def player_page(video_id: str, svc: Svc) -> Response:
     """The web player's page for one video (what to play it asks GET /v1/stream itself)."""
     validate_video_id(video_id)
-    return HTMLResponse(render_page(svc.config, video_id), headers=NO_CACHE)
+    return HTMLResponse(render_page(svc.player_page, video_id), headers=NO_CACHE)
 
 
 ASSET: dict[int | str, dict[str, Any]] = {200: {"content": {"text/javascript": {}, "text/css": {}},

@@ -6,7 +6,9 @@
     async def video_status(video_id: str, svc: Svc) -> ...:     # Svc = Annotated[Services, Depends(services)]
         svc.status.get(video_id)
 
-One ``Services`` per app: the configuration, the token verifier, the playback
+One ``Services`` per app: the configuration and the parts of it the routes hand
+the components they call (``stream_settings``, ``player_page``, ``engine_settings``:
+no component but this composition root takes the whole ``Config``), the token verifier, the playback
 trust state, one ``ObjectStore`` (the API's S3 user), one producer bridge
 (``streams.emitter.AsyncEmitter``, the one async bridge: one Kafka producer per
 API process), the upload service (``sinks.upload_sessions``, on that store) and the views replayed
@@ -100,6 +102,7 @@ class Services:
         from framelog.api.access_state import AccessState
         from framelog.api.event_trust import EventTrust
         from framelog.api.events import IngestSettings
+        from framelog.api.player import PlayerPageSettings
         from framelog.api.stream import StreamSettings
 
         self.config = config
@@ -121,6 +124,7 @@ class Services:
         # what the routes hand the components they call, instead of the whole Config (issue 12 pt 4)
         self.stream_settings = StreamSettings(config.hls.quality_levels, config.cdn, config.stack, config.security,
                                               config.delivery, config.playback_trust)     # api.stream, api.keys
+        self.player_page = PlayerPageSettings(config.abr, config.hls.quality_levels, config.player)   # api.player
         self.engine_settings = engine_settings(config)          # the analytics engine, api.analytics, api.studio
         self._sender: Part[AsyncEmitter] = Part("the producer", self._open_sender, lambda s: s.close(10.0))
         self._catalog: Part[VideoCatalog] = Part("the video catalog", self._open_catalog, lambda c: c.stop())

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from framelog.api.auth import current_principal
 from framelog.api.errors import responses
 from framelog.api.services import Svc
-from framelog.core.config import Config
+from framelog.core.config import UploadLimits
 from framelog.core.errors import ApiError
 
 router = APIRouter(tags=["upload page"], dependencies=[Depends(current_principal)])
@@ -32,13 +32,14 @@ ASSETS = {"upload.js": "text/javascript", "upload.css": "text/css"}
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
-def page_settings(config: Config) -> dict[str, object]:
-    return {"endpoint": "/videos", "statusPath": "/videos/", "maxSize": config.upload_limits.max_size,
-            "statusPollMs": int(config.upload_limits.page_status_poll * 1000)}
+def page_settings(limits: UploadLimits) -> dict[str, object]:
+    """The JSON the page reads: the tus endpoint, the size limit and the status poll (``config.upload_limits``)."""
+    return {"endpoint": "/videos", "statusPath": "/videos/", "maxSize": limits.max_size,
+            "statusPollMs": int(limits.page_status_poll * 1000)}
 
 
-def render_page(config: Config) -> str:
-    settings = json.dumps(page_settings(config))
+def render_page(limits: UploadLimits) -> str:
+    settings = json.dumps(page_settings(limits))
     settings = settings.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return PAGE.read_text().replace("{{CONFIG_JSON}}", settings).replace("{{ASSETS}}", ASSETS_PATH)
 
@@ -46,7 +47,7 @@ def render_page(config: Config) -> str:
 @router.get("/upload", response_class=HTMLResponse, responses=responses(401))
 async def upload_page(svc: Svc) -> Response:
     """The creator upload page (Uppy against the tus endpoint; the creator's token is pasted in the page)."""
-    return HTMLResponse(render_page(svc.config), headers=NO_CACHE)
+    return HTMLResponse(render_page(svc.uploads.settings.upload_limits), headers=NO_CACHE)
 
 
 ASSET: dict[int | str, dict[str, Any]] = {200: {"content": {"text/javascript": {}, "text/css": {}},

@@ -67,7 +67,7 @@ from framelog.api.upload_protocol import (
     upload_path,
 )
 from framelog.api.video_models import UploadCreated, VideoStatus
-from framelog.core.config import Config
+from framelog.core.config import UploadLimits
 from framelog.core.errors import ApiError, InvalidIdError
 from framelog.core.ids import new_event_id, validate_video_id
 from framelog.processors.identity import ANALYTICS_READ, OPS, VIDEOS_WRITE, Principal, mint_token
@@ -145,22 +145,22 @@ def _version_error(exc: ApiError) -> ApiError:
 
 # ------------------------------------------------------------------ upload endpoints
 
-def _capabilities(config: Config) -> dict[str, str]:
+def _capabilities(limits: UploadLimits) -> dict[str, str]:
     return _tus({"Tus-Version": ",".join(TUS_VERSIONS), "Tus-Extension": ",".join(TUS_EXTENSIONS),
-                 "Tus-Max-Size": str(config.upload_limits.max_size),
+                 "Tus-Max-Size": str(limits.max_size),
                  "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS)})
 
 
 @router.options("/videos", status_code=204, response_class=Response, responses=NO_CONTENT)
 def upload_options(svc: Svc) -> Response:
     """tus discovery: versions, extensions, the size limit and the checksum algorithms (no credentials)."""
-    return Response(status_code=204, headers=_capabilities(svc.config))
+    return Response(status_code=204, headers=_capabilities(svc.uploads.settings.upload_limits))
 
 
 @router.options("/videos/{video_id}/upload", status_code=204, response_class=Response, responses=NO_CONTENT)
 def upload_url_options(video_id: str, svc: Svc) -> Response:
     """tus discovery at an upload's URL (the same answer)."""
-    return Response(status_code=204, headers=_capabilities(svc.config))
+    return Response(status_code=204, headers=_capabilities(svc.uploads.settings.upload_limits))
 
 
 ANONYMOUS_PREFIX = "anon-"
