@@ -93,10 +93,14 @@ def test_hdr_source_is_tone_mapped_to_8bit_bt709(clip, cfg, tmp_path, name, tran
     v = _streams(local)["video"]
     assert v["pix_fmt"] == "yuv420p"
     assert (v.get("color_transfer"), v.get("color_primaries"), v.get("color_space")) == ("bt709", "bt709", "bt709")
-    # tone mapped, not just cut to 8 bits: the picture is darker than the code values read as SDR
+    # tone mapped, not just cut to 8 bits: the picture is darker than the code values read as SDR. testsrc2's
+    # mean code (~0.49) is ~90 nits in PQ: linear 0.9 at npl 100, hable 0.22 of its peak, BT.709 ~117 of 255
+    # against 125 read naively (HLG: ~113). A transfer converted without a tone map would come out far brighter.
+    # (Measured 125 -> 118 (PQ) and 125 -> 113 (HLG) with Debian's ffmpeg 5.1 and zimg 3.0.4 on an AMD EPYC;
+    # an earlier machine gave more than 20 darker.)
     naive = _mean_luma(src, "format=yuv420p", hls=False)
     mapped = _mean_luma(local)
-    assert naive - mapped > 20, (naive, mapped)
+    assert naive - mapped > 4, (naive, mapped)
 
 
 @pytest.mark.parametrize("name, codec, channels", [
@@ -163,4 +167,4 @@ def test_poster_of_anamorphic_and_hdr_sources(clip, tmp_path):
     wide = probe(poster(clip("anamorphic.mp4"), tmp_path / "a.jpg"))
     assert (wide.width, wide.height) == (1280, 720)
     sdr = poster(clip("hdr_pq.mp4"), tmp_path / "h.jpg")
-    assert _mean_luma(sdr, hls=False) < _mean_luma(clip("hdr_pq.mp4"), "format=yuv420p", hls=False) - 20
+    assert _mean_luma(sdr, hls=False) < _mean_luma(clip("hdr_pq.mp4"), "format=yuv420p", hls=False) - 4   # as above
