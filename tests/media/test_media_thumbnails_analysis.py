@@ -7,6 +7,7 @@ import pytest
 from framelog.processors.media.analysis import analyze
 from framelog.processors.media.probe import probe
 from framelog.processors.media.thumbnails import generate_thumbnails
+from tests.media.support import clips
 
 
 def test_thumbnails_sprite_and_storyboard(clip, tmp_path):
@@ -54,3 +55,14 @@ def test_analysis_of_silent_and_mute_clips(clip):
     json.loads(silent.to_json())
     mute = analyze(clip("noaudio.mp4"))
     assert mute.loudness is None and mute.silence_segments == () and mute.scene_changes == ()
+
+
+def test_analysis_of_a_long_video_without_a_scene_change(tmp_path):
+    """15 minutes with no cut: the video side of the one-pass analysis passes no frame, and in one output its
+    muxer held back all the audio until ffmpeg failed ("Too many packets buffered"; a 2-hour upload failed
+    ai_processing three times). Two null outputs, one per stream, finish."""
+    src = clips.long_clip(tmp_path / "long.mp4", hours=0.25, piece_seconds=900)
+    a = analyze(src)
+    assert a.scene_changes == ()
+    assert [(c.start, round(c.end)) for c in a.chapters] == [(0.0, 900)]
+    assert a.loudness and a.loudness.integrated_lufs is not None

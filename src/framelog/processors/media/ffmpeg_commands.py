@@ -425,18 +425,21 @@ def analysis_args(src: PathLike, *, has_video: bool, has_audio: bool, scene_thre
 
     Video is shrunk first (scene scores and black detection need no detail);
     results are read from the filters' log lines on stderr (``-v info``).
+    Video and audio go to two null outputs: in one output the muxer waits for a packet of every stream
+    before it writes, and the video side passes only scene changes, so a long video without one buffered
+    all of its audio until ffmpeg gave up ("Too many packets buffered", a 2-hour upload failed here).
     """
-    parts, maps = [], []
+    parts, outputs = [], []
     if has_video:
         parts.append(f"[0:v:0]scale={analysis_width}:-2,blackdetect=d={black_min_duration:g}:pix_th={black_pixel_threshold:g},"
                      f"select='gt(scene,{scene_threshold:g})',metadata=print:key=lavfi.scene_score,showinfo[vout]")
-        maps += ["-map", "[vout]"]
+        outputs += ["-map", "[vout]", "-f", "null", "-"]
     if has_audio:
         parts.append(f"[0:a:0]silencedetect=n={silence_noise_db:g}dB:d={silence_min_duration:g},"
                      f"ebur128=peak=true:framelog=verbose[aout]")
-        maps += ["-map", "[aout]"]
+        outputs += ["-map", "[aout]", "-f", "null", "-"]
     return [FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-v", "info", "-i", str(src),
-            "-filter_complex", ";".join(parts), *maps, "-f", "null", "-"]
+            "-filter_complex", ";".join(parts), *outputs]
 
 
 # ---------------------------------------------------------------- captions
