@@ -157,9 +157,7 @@ class ChunkRunner:
         if delay > 0:
             await asyncio.sleep(delay)
         video_id, index = record["video_id"], int(record["chunk_index"])
-        if await asyncio.to_thread(self.store.video_deleted, video_id):
-            await self.emit(record, "cancelled", error_type="video_deleted",
-                            error_message=f"video {video_id} was deleted")
+        if await self._cancelled_if_deleted(record):
             return
         marker = jobs.chunk_marker_key(video_id, record["job_id"], index)
         done = await asyncio.to_thread(self.store.get_marker, marker)
@@ -177,9 +175,7 @@ class ChunkRunner:
                             duration_ms=int((time.monotonic() - started) * 1000))
             return
         except JobCancelled as exc:
-            if await asyncio.to_thread(self.store.video_deleted, video_id):
-                await self.emit(record, "cancelled", error_type="video_deleted",
-                                error_message=f"video {video_id} was deleted")
+            if await self._cancelled_if_deleted(record):
                 return
             await self._failed(record, "timeout", str(exc), "", started)
             return
@@ -188,16 +184,24 @@ class ChunkRunner:
             await self._failed(record, type(exc).__name__, public, detail, started)
             return
         await asyncio.to_thread(self.store.put_marker, marker, outputs)
-        if await asyncio.to_thread(self.store.video_deleted, video_id):   # deleted while the chunk ran
-            removed = await asyncio.to_thread(self.store.discard_video, video_id, outputs)
-            log.info("video %s chunk %d dropped: the video was deleted (removed %s)", video_id, index,
-                     {k: n for k, n in removed.items() if n})
-            await self.emit(record, "cancelled", error_type="video_deleted",
-                            error_message=f"video {video_id} was deleted")
+        if await self._cancelled_if_deleted(record, outputs):   # deleted while the chunk ran
             return
         metrics.observe_stage(CHUNKS_GROUP, time.monotonic() - started,
                               {"renditions": ",".join(r["name"] for r in record.get("rungs") or []) or record["kind"]})
         await self.emit(record, "succeeded", outputs=outputs, duration_ms=int((time.monotonic() - started) * 1000))
+
+    async def _cancelled_if_deleted(self, record: dict[str, Any], outputs: dict[str, str] | None = None) -> bool:
+        """If the video was deleted: remove its objects when the chunk wrote ``outputs``, emit ``cancelled``,
+        True (the stage runner's ``_dropped_if_deleted`` for a chunk)."""
+        video_id = record["video_id"]
+        if not await asyncio.to_thread(self.store.video_deleted, video_id):
+            return False
+        if outputs is not None:
+            removed = await asyncio.to_thread(self.store.discard_video, video_id, outputs)
+            log.info("video %s chunk %s dropped: the video was deleted (removed %s)", video_id,
+                     record["chunk_index"], {k: n for k, n in removed.items() if n})
+        await self.emit(record, "cancelled", error_type="video_deleted", error_message=f"video {video_id} was deleted")
+        return True
 
     async def _failed(self, record: dict[str, Any], error_type: str, message: str, detail: str,
                       started: float) -> None:
