@@ -36,6 +36,11 @@ import httpx
 
 from framelog.core.config import load_config
 from framelog.pipeline.worker import CHUNKS, groups
+from framelog.processors.media import ffmpeg_commands as fc
+from framelog.processors.media.chunked import AUDIO_NAME
+from framelog.processors.media.hls import write_local_playlist
+from framelog.processors.media.optimization import measure_quality
+from framelog.sinks.object_store import ObjectStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_chunked import make_clip  # noqa: E402  (the same generated clip)
@@ -152,13 +157,16 @@ def run_mode(mode: str, clip: Path, api: str, token: str, env: dict[str, str], l
                 if view.get("state") in ("ready", "failed"):
                     published = now
                 time.sleep(0.5)
-        chunk_states = Counter()
+        chunk_states, per_worker = Counter(), Counter()
         if chunked:
             lines = framelog("events", "tail", "video.chunk-transitions", "--from-beginning", "--video", video_id,
                              "--timeout", "5", env=env).splitlines()
             for line in lines:
                 if line.startswith("{"):
-                    chunk_states[json.loads(line)["value"].get("state", "?")] += 1
+                    value = json.loads(line)["value"]
+                    chunk_states[value.get("state", "?")] += 1
+                    if value.get("state") == "started":
+                        per_worker[value.get("worker") or "?"] += 1
         stages = view.get("stages", {})
         return {
             "mode": mode, "video_id": video_id, "state": view.get("state"), "error": view.get("error"),
@@ -175,9 +183,50 @@ def run_mode(mode: str, clip: Path, api: str, token: str, env: dict[str, str], l
             "transcoding_outputs": {k: v for k, v in stages.get("transcoding", {}).get("outputs", {}).items()
                                     if k in ("chunk_count", "chunk_encodes", "renditions")},
             "chunk_transitions": dict(chunk_states),
+            "jobs_per_worker": sorted(per_worker.values(), reverse=True),
         }
     finally:
         stop(procs)
+
+
+def _published(store: ObjectStore, video_id: str, into: Path) -> Path:
+    """The video's published HLS and its key, downloaded to ``into`` (read offline with write_local_playlist)."""
+    store.download_prefix(f"hls/{video_id}/", into)
+    (into / "aes128.key").write_bytes(store.get_bytes(f"keys/{video_id}/aes128.key"))
+    return into
+
+
+def compare_published(config, single_id: str, chunked_id: str, work: Path, rungs: list[str], fps: float,
+                      duration: float) -> list[dict]:
+    """Each rung of the chunked video against the single pass's: bytes (the chunked rung with its separate audio,
+    the single pass muxes audio into every rung), and SSIM/PSNR for ``rungs`` (the whole clip decoded)."""
+    store = ObjectStore(config.object_storage, config.stack.state_dir)
+    single = _published(store, single_id, work / "published" / "single")
+    chunked = _published(store, chunked_id, work / "published" / "chunked")
+    audio = sum(p.stat().st_size for p in (chunked / AUDIO_NAME).glob("*.ts"))
+    rows = []
+    for rung in sorted(p.parent.name for p in single.glob("*/playlist.m3u8")):
+        if not (chunked / rung / "playlist.m3u8").exists():
+            continue
+        single_bytes = sum(p.stat().st_size for p in (single / rung).glob("*.ts"))
+        chunked_bytes = sum(p.stat().st_size for p in (chunked / rung).glob("*.ts")) + audio
+        row = {"rung": rung, "single_bytes": single_bytes, "chunked_bytes": chunked_bytes,
+               "size_ratio": round(chunked_bytes / single_bytes, 4)}
+        if rung in rungs:
+            ref_pl = write_local_playlist(single / rung / "playlist.m3u8", single / "aes128.key",
+                                          work / "published" / f"single-{rung}.m3u8")
+            ref = work / "published" / f"single-{rung}.ts"      # decrypted copy: the reference input takes no options
+            fc.run_ffmpeg([fc.FFMPEG, "-hide_banner", "-nostdin", "-v", "error", *fc.hls_input_options(),
+                           "-i", str(ref_pl), "-map", "0:v:0", "-c", "copy", "-y", str(ref)])
+            dist = write_local_playlist(chunked / rung / "playlist.m3u8", chunked / "aes128.key",
+                                        work / "published" / f"chunked-{rung}.m3u8")
+            info = fc.run_json([fc.FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                "stream=width,height", "-of", "json", str(ref)])["streams"][0]
+            score = measure_quality(ref, dist, ref_width=info["width"], ref_height=info["height"], fps=fps,
+                                    sample_seconds=duration, distorted_is_hls=True)
+            row.update(ssim=round(score.ssim, 5), psnr=round(score.psnr, 2))
+        rows.append(row)
+    return rows
 
 
 def render(result: dict) -> str:
@@ -199,6 +248,8 @@ def render(result: dict) -> str:
         fp = r["first_playable_seconds"]
         ct = r["chunk_transitions"]
         chunks = f"{ct.get('succeeded', 0)} / {ct.get('retrying', 0)}" if r["mode"] != "single" else "-"
+        if r.get("jobs_per_worker") and len(r["jobs_per_worker"]) > 1:
+            chunks += f" (per worker: {' + '.join(map(str, r['jobs_per_worker']))})"
         lines.append(f"| {r['mode']} ({r['state']}) | {fp} | {fp / dur:.2f} | {r['transcoding_wall_seconds']} | "
                      f"{r['cpu_transcoding_seconds']} | {r['published_seconds']} | {chunks} | "
                      f"{r['load_before']} / {r['load_after']} |")
@@ -215,6 +266,13 @@ def render(result: dict) -> str:
     if two:
         lines.append(f"* first playable (2 workers): **{two['first_playable_seconds'] / dur:.2f}x** the clip's duration "
                      "(target <= 0.25x)")
+    if result.get("quality"):
+        lines += ["", "The published chunked ladder (2 workers) against the single pass's, rung by rung (bytes: the "
+                  "chunked rung with its separate audio rendition; SSIM/PSNR over the whole clip where measured):", "",
+                  "| rung | single (bytes) | chunked (bytes) | ratio | SSIM | PSNR (dB) |", "|---|---:|---:|---:|---:|---:|"]
+        for q in result["quality"]:
+            lines.append(f"| {q['rung']} | {q['single_bytes']} | {q['chunked_bytes']} | {q['size_ratio']:.4f} | "
+                         f"{q.get('ssim', '-')} | {q.get('psnr', '-')} |")
     lines += ["", "Per mode: the other stages' durations (s), and the transcoding stage's outputs:", ""]
     for r in result["runs"]:
         lines.append(f"* {r['mode']}: " + ", ".join(f"{k} {v}" for k, v in r["stage_seconds"].items()
@@ -234,6 +292,8 @@ def main() -> int:
     ap.add_argument("--clip", help="an existing clip instead of generating one")
     ap.add_argument("--cpus", default="0,1", help="the CPUs the chunk workers are pinned to, in order")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--ssim-rungs", default="360p,1080p",
+                    help="rungs whose SSIM against the single pass is measured (comma-separated, or none)")
     ap.add_argument("--out", default=str(HERE / "results" / "pipeline_chunked"), help="path prefix for .json/.md")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md of an earlier run's .json")
     args = ap.parse_args()
@@ -264,10 +324,17 @@ def main() -> int:
             print(json.dumps(runs[-1]), flush=True)
     finally:
         stop([api])
+    quality = []
+    done = {r["mode"]: r for r in runs if r["state"] == "ready"}
+    if "single" in done and "chunked-2" in done and args.ssim_rungs != "none":
+        print("bench: comparing the published ladders ...", flush=True)
+        quality = compare_published(config, done["single"]["video_id"], done["chunked-2"]["video_id"], work,
+                                    args.ssim_rungs.split(","), args.fps, args.duration)
     result = {
         "clip": {"duration": args.duration, "width": args.width, "height": args.height, "fps": args.fps,
                  "bytes": clip.stat().st_size},
-        "chunk_seconds": config.media.transcoding.chunk_seconds, "runs": runs, "started": started,
+        "chunk_seconds": config.media.transcoding.chunk_seconds, "runs": runs, "quality": quality,
+        "started": started,
         "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",
         "command": "python bench/bench_pipeline_chunked.py " + " ".join(sys.argv[1:]),
     }

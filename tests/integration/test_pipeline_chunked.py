@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
@@ -274,3 +275,44 @@ def test_playable_while_processing_with_a_growing_event_playlist_per_rung_then_t
 
             assert wait_until(ended, 30), (q["name"], fetch(q["playlist_url"])[2][:300])
         assert wait_until(lambda: master().count("#EXT-X-STREAM-INF") == len(final["qualities"]), 30)
+
+
+def _chunk_group_members(config) -> int:
+    from framelog.ops.groups import describe_groups
+
+    [report] = describe_groups(config.kafka, config.stack, ["framelog-chunks"], timeout=10)
+    return len(report.members) if report.state == "STABLE" else 0
+
+
+def test_a_second_chunk_worker_takes_half_of_a_videos_chunks(config, worker, status, tmp_path):
+    """A second ``framelog worker --stage chunks`` joins the group; a video's 10 chunks and its audio are dealt by
+    load: 5 chunks each, one worker also the audio, whichever partitions each was given (by index, Faust's sticky
+    assignment of 0-2 and 3-5 of 6 partitions gives one worker 6 chunks and the other 4: what the benchmark saw)."""
+    import subprocess
+    import sys
+
+    log = (tmp_path / "second-chunk-worker.log").open("wb")
+    second = subprocess.Popen([sys.executable, "-m", "framelog.cli.main", "--state-dir", str(config.stack.state_dir),
+                               "worker", "--stage", "chunks"], stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        assert wait_until(lambda: second.poll() is None and _chunk_group_members(config) == 2, 120), \
+            (tmp_path / "second-chunk-worker.log").read_text()[-2000:]
+        src = clips.video(tmp_path / "hundred.mp4", width=320, height=180, duration=100)
+        video_id, view = process_clip(config, status, src)
+        assert view["state"] == "ready", view
+        events = _chunk_events(config, video_id)
+        audio = events[0]["job_count"] - 1
+        started = [e for e in events if e["state"] == "started"]
+        assert len(started) == 11, started
+        chunks = Counter(e["worker"] for e in started if e["chunk_index"] != audio)
+        assert sorted(chunks.values()) == [5, 5], chunks
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)              # the worker and its children: a clean leave
+        try:
+            second.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait()
+        log.close()
+    assert wait_until(lambda: _chunk_group_members(config) == 1, 120)    # the stack's own worker, alone again

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from framelog.core.config import KafkaConfig, StackConfig
 from framelog.ops.provision import retry_until
+from framelog.processors.chunk_placement import MemberLoad
 from framelog.streams.admin import admin_client
 
 CHANGELOG_SUFFIX = "-changelog"
@@ -60,6 +61,13 @@ class GroupReport:
     def lag(self) -> int:
         """Records the group has still to process: its input partitions' lag (changelogs are not work)."""
         return sum(p.lag for p in self.partitions if not p.is_changelog)
+
+    def member_loads(self, topic: str) -> list[MemberLoad]:
+        """Each member's partitions of ``topic`` with their lag, members in the order of their lowest partition
+        (where the chunk jobs go: processors/chunk_placement.py)."""
+        lag = {p.partition: p.lag for p in self.partitions if p.topic == topic}
+        loads = [MemberLoad({p: lag.get(p, 0) for t, p in m.partitions if t == topic}) for m in self.members]
+        return sorted((m for m in loads if m.lags), key=lambda m: min(m.lags))
 
 
 def _result(future, timeout: float):

@@ -23,6 +23,7 @@ from framelog.core.logs import configure_logging
 if TYPE_CHECKING:
     import faust
 
+    from framelog.pipeline.agents.chunks import ChunkPlacement
     from framelog.pipeline.jobs.base import JobSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ WEBHOOKS = "webhooks"      # video events -> signed HTTP deliveries to registere
 CHUNKS = "chunks"          # chunk jobs of chunked transcoding: one chunk's ladder per job (pipeline/agents/chunks.py)
 STITCH = "stitch"          # the chunk ledger per video: retries, growing playlists, the stitch (same module)
 RESTART_BACKOFF = 2.0
+PLACEMENT_TIMEOUT = 3.0    # s to describe the chunk workers' group before jobs are placed by index instead
 STALL_EXIT = 75            # EX_TEMPFAIL: the stall watchdog gave up on this process; start it again
 
 
@@ -146,9 +148,9 @@ def run_group(config: Config, group: str) -> int:
         from framelog.streams.admin import create_topics
 
         stitch = StitchSettings(config.pipeline, config.priorities, config.media, config.hls, config.cdn,
-                                partitions(config, topics.CHUNK_REQUESTS), partitions(config, topics.CHUNK_TRANSITIONS))
+                                partitions(config, topics.CHUNK_TRANSITIONS))
         create_topics(config.streams, [stitch_changelog(stitch.transition_partitions)])
-        register_stitch(app, stitch, codec, emitter, new_store())
+        register_stitch(app, stitch, codec, emitter, new_store(), chunk_placement(config))
     else:
         from framelog.pipeline.agents.pipeline import asset_publisher
         from framelog.pipeline.jobs.registry import handler_for
@@ -160,7 +162,7 @@ def run_group(config: Config, group: str) -> int:
         if group == "transcoding" and config.media.transcoding.chunked:
             from framelog.pipeline.agents.chunks import chunk_fan_out
 
-            fan_out = chunk_fan_out(partitions(config, topics.CHUNK_REQUESTS), emitter, new_store())
+            fan_out = chunk_fan_out(chunk_placement(config), emitter, new_store())
         runner = StageRunner(StageSettings(config.pipeline, config.priorities), stage,
                              handler_for(job_settings(config), group, new_store()), emitter,
                              S3ResultStore(new_store()),
@@ -183,6 +185,27 @@ def partitions(config: Config, topic: str) -> int:
     from framelog.streams import topics
 
     return topics.topic_spec(topic, config.topics).partitions or config.kafka.default_partitions
+
+
+def chunk_placement(config: Config) -> ChunkPlacement:
+    """Where the transcoding fan-out and the stitch's retries put chunk jobs: on the least loaded chunk worker,
+    as the broker describes the ``framelog-chunks`` group (one admin client per process, reused)."""
+    from functools import partial
+
+    from framelog.ops.groups import describe_groups
+    from framelog.pipeline.agents.chunks import ChunkPlacement
+    from framelog.processors.chunk_placement import MemberLoad
+    from framelog.streams import topics
+    from framelog.streams.admin import admin_client
+
+    admin = admin_client(config.kafka, config.stack)
+
+    def loads(group: str, topic: str) -> list[MemberLoad]:
+        [report] = describe_groups(config.kafka, config.stack, [group], timeout=PLACEMENT_TIMEOUT, admin=admin)
+        return report.member_loads(topic)
+
+    return ChunkPlacement(partitions(config, topics.CHUNK_REQUESTS),
+                          partial(loads, f"framelog-{CHUNKS}", topics.CHUNK_REQUESTS))
 
 
 def job_settings(config: Config) -> JobSettings:

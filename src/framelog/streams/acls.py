@@ -89,8 +89,9 @@ def registry(pipeline: PipelineConfig, priorities: PriorityConfig) -> list[Grant
     for i, stage in enumerate(stages):
         p = worker_principal(stage)
         writes = [t.STAGE_TRANSITIONS, *requests(stage)]                          # its own: retries
-        if stage == "transcoding":                 # chunked: the fan-out of the chunk jobs
-            writes += [t.CHUNK_REQUESTS, t.CHUNK_TRANSITIONS]
+        if stage == "transcoding":                 # chunked: the fan-out of the chunk jobs, placed by the
+            writes += [t.CHUNK_REQUESTS, t.CHUNK_TRANSITIONS]       # chunk workers' load (their group's lag)
+            grants += [Grant(p, GROUP, f"framelog-{CHUNKS}", DESCRIBE)]
         if i + 1 < len(stages):
             writes += requests(stages[i + 1])
         else:                              # the last stage publishes the assets and warms the edges
@@ -105,6 +106,7 @@ def registry(pipeline: PipelineConfig, priorities: PriorityConfig) -> list[Grant
     grants += _topics(worker_principal(STITCH), reads=(t.CHUNK_TRANSITIONS,),
                       writes=(t.CHUNK_TRANSITIONS, t.CHUNK_REQUESTS, t.STAGE_TRANSITIONS, t.CDN_COMMANDS,
                               *(topic for s in after for topic in requests(s))))
+    grants += [Grant(worker_principal(STITCH), GROUP, f"framelog-{CHUNKS}", DESCRIBE)]    # a retry's placement
     grants += _faust_app(worker_principal(STITCH), STITCH)
     grants += _topics(worker_principal(CDN), reads=(t.CDN_COMMANDS,), writes=())
     grants += _faust_app(worker_principal(CDN), CDN)

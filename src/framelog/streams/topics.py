@@ -107,8 +107,8 @@ def _data_topics(config: TopicsConfig) -> list[TopicSpec]:
     ]
     topics += [
         TopicSpec(CHUNK_REQUESTS, ("ChunkRequest",), key="video_id/chunk",
-                  description="chunk jobs of chunked transcoding (the chunks consumer group); spread over the "
-                              "partitions by chunk index, so the workers of the group share one video"),
+                  description="chunk jobs of chunked transcoding (the chunks consumer group); each on a partition "
+                              "of the least loaded worker, so the workers of the group share one video"),
         TopicSpec(CHUNK_TRANSITIONS, ("ChunkTransition",),
                   description="every state change of every chunk job; the stitch group's table is folded from it"),
     ]

@@ -2,8 +2,8 @@
 
 * **fan-out** (the transcoding stage's runner, ``StageRunner(fan_out=...)``): its job
   (pipeline/jobs/chunks.ChunkPlanJob) wrote the plan; this puts one ChunkRequest per
-  chunk (and one for the audio) on ``pipeline.transcoding.chunks``, spread over the
-  topic's partitions by chunk index, each with a ``queued`` ChunkTransition.
+  chunk (and one for the audio) on ``pipeline.transcoding.chunks``, each on a partition of
+  the least loaded chunk worker (ChunkPlacement), each with a ``queued`` ChunkTransition.
 * **chunk workers** (``framelog worker --stage chunks``, the ``framelog-chunks`` consumer
   group; start as many as there are cores or machines): one chunk at a time, under the
   transcoding stage's timeout (hard: the ffmpeg process group is killed), emitting
@@ -28,6 +28,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from framelog.pipeline.jobs.base import (
 )
 from framelog.pipeline.jobs.store import S3ResultStore
 from framelog.processors import chunk_ledger as ledger
+from framelog.processors.chunk_placement import MemberLoad, place_jobs
 from framelog.processors.preview import preview_paths
 from framelog.schemas import records
 from framelog.sinks.object_store import ObjectStore
@@ -91,10 +93,29 @@ def _transition(plan: jobs.Plan, spec: jobs.ChunkJobSpec, state: Any, attempt: i
                      plan_key=jobs.plan_key(plan.video_id, plan.job_id), **fields)
 
 
-async def request_chunk(partitions: int, emitter: AsyncEmitter, plan: jobs.Plan, spec: jobs.ChunkJobSpec, *,
+class ChunkPlacement:
+    """Where new chunk jobs go on pipeline.transcoding.chunks (of ``partitions``): the least loaded chunk worker's
+    partition (processors/chunk_placement.py), from the workers' group as the broker describes it when the jobs
+    are queued (``group_loads``; None, or a group that cannot be read: by index)."""
+
+    def __init__(self, partitions: int, group_loads: Callable[[], list[MemberLoad]] | None = None):
+        self.partitions = partitions
+        self.group_loads = group_loads
+
+    async def partitions_for(self, count: int, *, first_index: int = 0) -> list[int]:
+        members: list[MemberLoad] = []
+        if self.group_loads is not None:
+            try:
+                members = await asyncio.to_thread(self.group_loads)
+            except Exception as exc:        # placement is an optimisation: the jobs go out regardless
+                log.warning("chunk workers' group unreadable (%s: %s): chunk jobs placed by index",
+                            type(exc).__name__, exc)
+        return place_jobs(count, members, self.partitions, first_index=first_index)
+
+
+async def request_chunk(partition: int, emitter: AsyncEmitter, plan: jobs.Plan, spec: jobs.ChunkJobSpec, *,
                         attempt: int, not_before: int = 0) -> None:
-    """``queued``, then the ChunkRequest on the partition of its index (the group's workers share a video;
-    ``partitions``: pipeline.transcoding.chunks')."""
+    """``queued``, then the ChunkRequest on ``partition`` of pipeline.transcoding.chunks (ChunkPlacement's)."""
     await emitter.emit(topics.CHUNK_TRANSITIONS, _transition(plan, spec, "queued", attempt))
     rungs = [] if spec.kind == jobs.AUDIO else [
         records.ChunkRung(name=r.name, width=r.width, height=r.height, video_bitrate=r.video_bitrate,
@@ -105,24 +126,24 @@ async def request_chunk(partitions: int, emitter: AsyncEmitter, plan: jobs.Plan,
                        first_segment=spec.first_segment, source_key=plan.source_key,
                        plan_key=jobs.plan_key(plan.video_id, plan.job_id), rungs=rungs,
                        not_before=not_before, priority=plan.priority)
-    partition = spec.index % partitions
-    await emitter.emit(topics.CHUNK_REQUESTS, record, key=f"{plan.video_id}/{spec.index}",
-                       partition=partition)
+    await emitter.emit(topics.CHUNK_REQUESTS, record, key=f"{plan.video_id}/{spec.index}", partition=partition)
 
 
-def chunk_fan_out(partitions: int, emitter: AsyncEmitter, store: ObjectStore):
-    """The transcoding runner's ``fan_out``: one ChunkRequest per job of the plan its job wrote (``partitions``:
-    pipeline.transcoding.chunks')."""
+def chunk_fan_out(placement: ChunkPlacement, emitter: AsyncEmitter, store: ObjectStore):
+    """The transcoding runner's ``fan_out``: one ChunkRequest per job of the plan its job wrote, dealt over the
+    chunk workers by ``placement``."""
 
     async def fan_out(req: StageRequest, outputs: dict[str, str]) -> None:
         plan = await asyncio.to_thread(jobs.load_plan, store, outputs["chunk_plan_key"])
-        for spec in sorted(plan.chunks, key=lambda c: c.kind != jobs.AUDIO):   # the audio first: a few seconds,
-            await request_chunk(partitions, emitter, plan, spec, attempt=1)      # and the first chunk needs it to play
+        specs = sorted(plan.chunks, key=lambda c: c.kind != jobs.AUDIO)   # the audio first: a few seconds, and
+        placed = await placement.partitions_for(len(specs))                 # the first chunk needs it to play
+        for spec, partition in zip(specs, placed, strict=True):
+            await request_chunk(partition, emitter, plan, spec, attempt=1)
         await emitter.emit(topics.STAGE_TRANSITIONS, records.StageTransition(
             video_id=req.video_id, job_id=req.job_id, stage=STAGE, state="progress", attempt=req.attempt,
             progress=0.0, outputs=outputs))
-        log.info("video %s: %d chunk(s) of %gs%s queued", req.video_id, plan.chunk_count, plan.chunk_seconds,
-                 " and the audio" if plan.has_audio else "")
+        log.info("video %s: %d chunk(s) of %gs%s queued on partitions %s", req.video_id, plan.chunk_count,
+                 plan.chunk_seconds, " and the audio" if plan.has_audio else "", placed)
 
     return fan_out
 
@@ -286,17 +307,18 @@ class StitchSettings:
     media: MediaConfig              # whether a video plays while processing
     hls: HlsConfig                  # the stitched playlists' type
     cdn: CdnConfig                  # the published preview's caching rules
-    request_partitions: int         # of pipeline.transcoding.chunks (a retried chunk goes to its index's)
     transition_partitions: int      # of video.chunk-transitions, the stitch table's changelog's too
 
 
 class Stitcher:
     """Does what the ledger decides: retries, growing playlists, the final stitch, the stage's end."""
 
-    def __init__(self, settings: StitchSettings, emitter: AsyncEmitter, store: ObjectStore):
+    def __init__(self, settings: StitchSettings, emitter: AsyncEmitter, store: ObjectStore,
+                 placement: ChunkPlacement):
         self.settings = settings
         self.emitter = emitter
         self.store = store
+        self.placement = placement
         self.stage = settings.pipeline.stage(STAGE)
 
     async def stage_transition(self, record: dict[str, Any], state: Any, *, stage: str = STAGE,
@@ -317,7 +339,8 @@ class Stitcher:
             await self.emitter.emit(topics.CHUNK_TRANSITIONS, _transition(
                 plan, spec, "retrying", action.attempt - 1, error_type=action.error_type,
                 error_message=action.message))
-            await request_chunk(self.settings.request_partitions, self.emitter, plan, spec, attempt=action.attempt,
+            [partition] = await self.placement.partitions_for(1, first_index=spec.index)
+            await request_chunk(partition, self.emitter, plan, spec, attempt=action.attempt,
                                 not_before=int((time.time() + wait) * 1000))
             log.warning("video %s: chunk %d failed (%s: %s); attempt %d in %.1fs", video_id, action.index,
                         action.error_type, action.message, action.attempt, wait)
@@ -368,14 +391,14 @@ class Stitcher:
 
 
 def register_stitch(app: faust.App, settings: StitchSettings, codec: Any, emitter: AsyncEmitter,
-                    store: ObjectStore) -> None:
+                    store: ObjectStore, placement: ChunkPlacement) -> None:
     """video.chunk-transitions → the chunk ledger (a Faust table keyed by video) → the Stitcher (its
-    objects in ``store``)."""
+    objects in ``store``, a retried chunk's partition from ``placement``)."""
     spec = stitch_changelog(settings.transition_partitions)
     table = app.Table(STITCH_TABLE, default=dict, partitions=spec.partitions, key_type=str, value_type=dict,
                       changelog_topic=app.topic(spec.name, partitions=spec.partitions, key_serializer="json",
                                                 value_serializer="json", compacting=True))
-    stitcher = Stitcher(settings, emitter, store)
+    stitcher = Stitcher(settings, emitter, store, placement)
     retries = settings.pipeline.stage(STAGE).retry_attempts
     source = raw_topic(app, topics.CHUNK_TRANSITIONS, settings.transition_partitions)
 
