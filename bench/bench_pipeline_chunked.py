@@ -34,12 +34,14 @@ from pathlib import Path
 
 import httpx
 
+from framelog.core import object_keys as ok
 from framelog.core.config import load_config
 from framelog.pipeline.worker import CHUNKS, groups
 from framelog.processors.media import ffmpeg_commands as fc
 from framelog.processors.media.chunked import AUDIO_NAME
 from framelog.processors.media.hls import write_local_playlist
 from framelog.processors.media.optimization import measure_quality
+from framelog.processors.media.probe import probe
 from framelog.sinks.object_store import ObjectStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -191,8 +193,8 @@ def run_mode(mode: str, clip: Path, api: str, token: str, env: dict[str, str], l
 
 def _published(store: ObjectStore, video_id: str, into: Path) -> Path:
     """The video's published HLS and its key, downloaded to ``into`` (read offline with write_local_playlist)."""
-    store.download_prefix(f"hls/{video_id}/", into)
-    (into / "aes128.key").write_bytes(store.get_bytes(f"keys/{video_id}/aes128.key"))
+    store.download_prefix(ok.hls_root(video_id), into)
+    (into / "aes128.key").write_bytes(store.get_bytes(ok.hls_key(video_id)))
     return into
 
 
@@ -220,9 +222,8 @@ def compare_published(config, single_id: str, chunked_id: str, work: Path, rungs
                            "-i", str(ref_pl), "-map", "0:v:0", "-c", "copy", "-y", str(ref)])
             dist = write_local_playlist(chunked / rung / "playlist.m3u8", chunked / "aes128.key",
                                         work / "published" / f"chunked-{rung}.m3u8")
-            info = fc.run_json([fc.FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                                "stream=width,height", "-of", "json", str(ref)])["streams"][0]
-            score = measure_quality(ref, dist, ref_width=info["width"], ref_height=info["height"], fps=fps,
+            info = probe(ref)
+            score = measure_quality(ref, dist, ref_width=info.width, ref_height=info.height, fps=fps,
                                     sample_seconds=duration, distorted_is_hls=True)
             row.update(ssim=round(score.ssim, 5), psnr=round(score.psnr, 2))
         rows.append(row)

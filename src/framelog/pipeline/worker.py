@@ -190,8 +190,6 @@ def partitions(config: Config, topic: str) -> int:
 def chunk_placement(config: Config) -> ChunkPlacement:
     """Where the transcoding fan-out and the stitch's retries put chunk jobs: on the least loaded chunk worker,
     as the broker describes the ``framelog-chunks`` group (one admin client per process, reused)."""
-    from functools import partial
-
     from framelog.ops.groups import describe_groups
     from framelog.pipeline.agents.chunks import ChunkPlacement
     from framelog.processors.chunk_placement import MemberLoad
@@ -200,12 +198,12 @@ def chunk_placement(config: Config) -> ChunkPlacement:
 
     admin = admin_client(config.kafka, config.stack)
 
-    def loads(group: str, topic: str) -> list[MemberLoad]:
-        [report] = describe_groups(config.kafka, config.stack, [group], timeout=PLACEMENT_TIMEOUT, admin=admin)
-        return report.member_loads(topic)
+    def loads() -> list[MemberLoad]:
+        [report] = describe_groups(config.kafka, config.stack, [f"framelog-{CHUNKS}"], timeout=PLACEMENT_TIMEOUT,
+                                   admin=admin)
+        return report.member_loads(topics.CHUNK_REQUESTS)
 
-    return ChunkPlacement(partitions(config, topics.CHUNK_REQUESTS),
-                          partial(loads, f"framelog-{CHUNKS}", topics.CHUNK_REQUESTS))
+    return ChunkPlacement(partitions(config, topics.CHUNK_REQUESTS), loads)
 
 
 def job_settings(config: Config) -> JobSettings:
