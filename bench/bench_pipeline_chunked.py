@@ -38,8 +38,10 @@ from framelog.core import object_keys as ok
 from framelog.core.config import load_config
 from framelog.pipeline.worker import CHUNKS, groups
 from framelog.processors.media import ffmpeg_commands as fc
+from framelog.processors.media import hls
 from framelog.processors.media.chunked import AUDIO_NAME
 from framelog.processors.media.hls import write_local_playlist
+from framelog.processors.media.ladder import plan_ladder
 from framelog.processors.media.optimization import measure_quality
 from framelog.processors.media.probe import probe
 from framelog.sinks.object_store import ObjectStore
@@ -51,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 MODES = ("single", "chunked-1", "chunked-2")
 OWNER = "bench-owner"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+POLL_SECONDS = 1.0      # the bench's own requests to the API, which shares the two cores with the workers
 
 
 def framelog(*args: str, env: dict[str, str] | None = None) -> str:
@@ -111,6 +114,22 @@ def wait_for(condition, timeout: float, every: float = 0.5, what: str = "conditi
     raise TimeoutError(f"{what} not met within {timeout:.0f}s")
 
 
+def reference_encode(clip: Path, cpu: int, work: Path, config) -> float:
+    """Wall seconds of one chunk worker's own work on 10 s of ``clip`` (the whole ladder, one decode), pinned to
+    ``cpu`` with nothing else of the bench running: the machine's speed at that moment. A shared host drifts by
+    10 % and more between modes run minutes apart; this is what tells a drift from a difference between modes."""
+    info = probe(clip)
+    rungs = [r.spec() for r in plan_ladder(info, config.hls.quality_levels)]
+    out = work / f"reference-{cpu}"
+    args = fc.hls_chunk_args(clip, out, rungs, fps=hls.output_fps(info), start=30.0, end=40.0, first_segment=3,
+                             preset=config.media.x264_preset, conditioning=info.conditioning())
+    for r in rungs:
+        (out / r.name).mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    subprocess.run(["taskset", "-c", str(cpu), *args], check=True, capture_output=True)
+    return round(time.monotonic() - started, 2)
+
+
 def group_members(env: dict[str, str], group: str) -> int:
     """Members of consumer group ``framelog-<group>`` (0 while the broker does not know it yet)."""
     try:
@@ -158,7 +177,7 @@ def run_mode(mode: str, clip: Path, api: str, token: str, env: dict[str, str], l
                     transcoded, cpu_transcoding = now, tree_cpu([p.pid for p in procs]) - cpu_started
                 if view.get("state") in ("ready", "failed"):
                     published = now
-                time.sleep(0.5)
+                time.sleep(POLL_SECONDS)
         chunk_states, per_worker = Counter(), Counter()
         if chunked:
             lines = framelog("events", "tail", "video.chunk-transitions", "--from-beginning", "--video", video_id,
@@ -260,6 +279,11 @@ def render(result: dict) -> str:
         speedup = one["transcoding_wall_seconds"] / two["transcoding_wall_seconds"]
         lines.append(f"* 2 pinned chunk workers vs 1 (the transcoding stage's wall time): **{speedup:.2f}x** "
                      "(target >= 1.8x)")
+        ref_one, ref_two = _reference(one), _reference(two)
+        if ref_one and ref_two:
+            lines.append(f"* the machine's speed before each (the reference encode, below): {ref_one:.2f} s before "
+                         f"chunked-1, {ref_two:.2f} s before chunked-2; the ratio with that drift taken out: "
+                         f"{speedup * ref_two / ref_one:.2f}x")
     if single and two and single["cpu_transcoding_seconds"]:
         over = two["cpu_transcoding_seconds"] / single["cpu_transcoding_seconds"] - 1
         lines.append(f"* chunked CPU over the single pass, transcoding stage, every worker process and its ffmpeg "
@@ -274,6 +298,12 @@ def render(result: dict) -> str:
         for q in result["quality"]:
             lines.append(f"| {q['rung']} | {q['single_bytes']} | {q['chunked_bytes']} | {q['size_ratio']:.4f} | "
                          f"{q.get('ssim', '-')} | {q.get('psnr', '-')} |")
+    if any(r.get("reference_seconds") for r in result["runs"]):
+        lines += ["", "The reference encode before each mode (10 s of the clip through one chunk worker's ffmpeg, "
+                  "the whole ladder, pinned to each CPU in turn, nothing else of the bench running; wall s):", ""]
+        for r in result["runs"]:
+            ref = r.get("reference_seconds") or {}
+            lines.append(f"* before {r['mode']}: " + ", ".join(f"CPU {c} {v}" for c, v in ref.items()))
     lines += ["", "Per mode: the other stages' durations (s), and the transcoding stage's outputs:", ""]
     for r in result["runs"]:
         lines.append(f"* {r['mode']}: " + ", ".join(f"{k} {v}" for k, v in r["stage_seconds"].items()
@@ -320,8 +350,10 @@ def main() -> int:
         runs = []
         for mode in args.modes.split(","):
             print(f"bench: {mode} ...", flush=True)
-            runs.append(run_mode(mode, clip, api_url, token, env, work, config,
-                                 [int(c) for c in args.cpus.split(",")]))
+            cpus = [int(c) for c in args.cpus.split(",")]
+            reference = {str(c): reference_encode(clip, c, work, config) for c in cpus}
+            runs.append({**run_mode(mode, clip, api_url, token, env, work, config, cpus),
+                         "reference_seconds": reference})
             print(json.dumps(runs[-1]), flush=True)
     finally:
         stop([api])
@@ -343,6 +375,12 @@ def main() -> int:
     Path(args.out + ".md").write_text(render(result))
     print(render(result))
     return 0
+
+
+def _reference(run: dict) -> float | None:
+    """A mode's reference encode, averaged over the CPUs (None for a run recorded before it existed)."""
+    ref = run.get("reference_seconds") or {}
+    return sum(ref.values()) / len(ref) if ref else None
 
 
 def _answers(url: str) -> bool:

@@ -57,3 +57,13 @@ def test_a_new_job_starts_over_and_a_deleted_video_cancels():
     assert entry.job_id == "j2" and entry.done == []
     entry, actions = _run([_t("queued", 0), _t("cancelled", 1, error_type="video_deleted")])
     assert entry.state == "cancelled" and actions[-1].kind == "cancel"
+
+
+def test_the_stage_duration_runs_from_the_first_chunk_queued():
+    from datetime import UTC, datetime
+
+    queued_at = datetime(2026, 12, 6, 5, 0, 0, tzinfo=UTC)
+    entry, _ = _run([_t("queued", 0, event_time=queued_at), _t("queued", 1), _t("succeeded", 0)])
+    assert entry.started_ms == int(queued_at.timestamp() * 1000)
+    assert entry.duration_ms(entry.started_ms + 504_400) == 504_400
+    assert Entry().duration_ms(1) is None

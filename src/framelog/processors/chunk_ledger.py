@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
@@ -43,12 +44,14 @@ class Entry:
     previewed: int = 0           # leading chunks of the lowest rung published for playback while processing
     previewed_rungs: dict[str, int] = field(default_factory=dict)   # per rung, its leading chunks published
     preview: dict[str, str] = field(default_factory=dict)     # the preview_* outputs once published
+    started_ms: int = 0          # epoch ms of the job's first transition (its chunks queued): the stage's duration
 
     def to_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "plan_key": self.plan_key, "jobs": self.jobs, "chunks": self.chunks,
                 "done": sorted(self.done), "attempts": dict(self.attempts), "state": self.state,
                 "encodes": self.encodes, "previewed": self.previewed,
-                "previewed_rungs": dict(self.previewed_rungs), "preview": dict(self.preview)}
+                "previewed_rungs": dict(self.previewed_rungs), "preview": dict(self.preview),
+                "started_ms": self.started_ms}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Entry:
@@ -58,13 +61,23 @@ class Entry:
                    {str(k): int(v) for k, v in (d.get("attempts") or {}).items()}, str(d.get("state", RUNNING)),
                    int(d.get("encodes", 0)), int(d.get("previewed", 0)),
                    {str(k): int(v) for k, v in (d.get("previewed_rungs") or {}).items()},
-                   {str(k): str(v) for k, v in (d.get("preview") or {}).items()})
+                   {str(k): str(v) for k, v in (d.get("preview") or {}).items()}, int(d.get("started_ms", 0)))
+
+    def duration_ms(self, now_ms: int) -> int | None:
+        """The chunked transcoding stage's wall time so far (None if its start was never seen)."""
+        return max(0, now_ms - self.started_ms) if self.started_ms else None
 
 
 def _range(record: Mapping[str, Any]) -> str:
     from framelog.processors.media.decode_check import hms
 
     return f"{hms(float(record['start_seconds']))}-{hms(float(record['end_seconds']))}"
+
+
+def _epoch_ms(when: datetime | int | None) -> int:
+    if isinstance(when, datetime):
+        return int(when.timestamp() * 1000)
+    return int(when or 0)
 
 
 def fold(entry: Entry, record: Mapping[str, Any], *, retry_attempts: int) -> tuple[Entry, list[Action]]:
@@ -74,7 +87,7 @@ def fold(entry: Entry, record: Mapping[str, Any], *, retry_attempts: int) -> tup
     if job_id != entry.job_id:
         if state != "queued":
             return entry, []                 # a transition of an older job of this video
-        entry = Entry(job_id=job_id)         # a new job (a reprocess): start over
+        entry = Entry(job_id=job_id, started_ms=_epoch_ms(record.get("event_time")))   # a new job: start over
     entry.chunks = int(record["chunk_count"])
     entry.jobs = max(entry.jobs, int(record.get("job_count") or 0), int(record["chunk_index"]) + 1, entry.chunks)
     entry.plan_key = record.get("plan_key") or entry.plan_key

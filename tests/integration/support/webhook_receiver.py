@@ -50,7 +50,10 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:           # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                declared = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(declared)
+                if len(body) < declared:
+                    return                       # the sender died mid-request (kill -9): not a delivery
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 if outer.delay:
                     time.sleep(outer.delay)      # a slow receiver, so a worker can be killed mid-stream

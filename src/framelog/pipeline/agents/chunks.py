@@ -378,7 +378,8 @@ class Stitcher:
         outputs = await asyncio.to_thread(jobs.stitch, self.store, plan, self.settings.hls.playlist_type)
         outputs.update(entry.preview)
         outputs["chunk_encodes"] = str(entry.encodes)
-        await self.stage_transition(record, "succeeded", progress=1.0, outputs=outputs)
+        await self.stage_transition(record, "succeeded", progress=1.0, outputs=outputs,
+                                    duration_ms=entry.duration_ms(int(time.time() * 1000)))
         following = next_stage(self.settings.pipeline, STAGE)
         if following:
             req = StageRequest(plan.job_id, plan.video_id, STAGE, 1, plan.stage_inputs, 0, plan.priority)
