@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from framelog.sinks.s3 import s3_client
@@ -15,8 +14,8 @@ from framelog.stack import cli
 from framelog.stack.manager import Stack
 from framelog.stack.process import StackError, port_open
 from framelog.streams.admin import admin_client
-from framelog.streams.consumer import consumer_config
 from framelog.streams.kafka_auth import client_settings
+from tests.integration.support import read_values
 
 pytestmark = pytest.mark.integration
 
@@ -47,23 +46,6 @@ def produce(config, topic: str, values: list[bytes]) -> None:
         producer.produce(topic, value=v, key=v, on_delivery=lambda err, msg: err and errors.append(err))
     assert producer.flush(30) == 0, "messages still in flight after 30 s"
     assert not errors, errors
-
-
-def consume_all(config, topic: str, expected: int, timeout: float = 30) -> list[bytes]:
-    consumer = Consumer(consumer_config(config.kafka, config.stack, f"test-{uuid.uuid4().hex}"))
-    consumer.subscribe([topic])
-    out: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            out.append(msg.value())
-    finally:
-        consumer.close()
-    return out
 
 
 def topic_names(config) -> set[str]:
@@ -142,7 +124,7 @@ def test_down_then_up_keeps_topic_records_and_objects(stack, config):
     s3 = s3_client(config.object_storage, config.stack.state_dir)      # a client of the restarted gateway
     try:
         assert topic in topic_names(config)
-        assert sorted(consume_all(config, topic, 2)) == [b"kept-1", b"kept-2"]
+        assert sorted(read_values(config, topic, 2)) == [b"kept-1", b"kept-2"]
         body = s3.get_object(Bucket=config.object_storage.bucket, Key=key)["Body"].read()
         assert body == b"kept across down/up"
     finally:
@@ -164,7 +146,7 @@ def test_kafka_kill9_then_start_recovers_acknowledged_records(stack, config):
     stack.kafka.wait_healthy(timeout=5)
     assert stack.kafka.pid() != old_pid
     try:
-        assert sorted(consume_all(config, topic, len(values), timeout=60)) == sorted(values)
+        assert sorted(read_values(config, topic, len(values), timeout=60)) == sorted(values)
     finally:
         delete_topic(config, topic)
 

@@ -1,14 +1,19 @@
 """The local stack's Kafka nodes (issue 14 pt 1): ports per node, the state dir's record, bootstrap, replication.
 
-Pure: no broker is started (tests/integration/test_kafka_cluster.py runs three)."""
+Pure: no broker is started (tests/integration/test_kafka_cluster.py runs three); stopping a cluster
+is tried on stand-in child processes."""
 import dataclasses
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from framelog.cli import main as cli
 from framelog.core.kafka_nodes import bootstrap_servers, node_ports, record_brokers, replication, stack_brokers
 from framelog.stack import cli as stack_cli
-from framelog.stack.kafka import Kafka
+from framelog.stack import kafka as kafka_stack
+from framelog.stack.kafka import Kafka, finish_cluster_stop
 from framelog.stack.manager import Stack
 from framelog.stack.process import StackError
 
@@ -74,3 +79,51 @@ def test_stack_up_takes_a_broker_count(monkeypatch):
     monkeypatch.setattr(stack_cli, "stack_up", lambda config, brokers=None: seen.setdefault("brokers", brokers) and 0)
     cli.main(["stack", "up", "--brokers", "3"])
     assert seen["brokers"] == 3
+
+
+# ------------------------------------------------------------ stopping a cluster
+# Stand-ins for the node processes: real children, one that exits on SIGTERM and one that ignores it
+# (a node whose controlled shutdown waits for a quorum that is gone).
+STUBBORN = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(600)")
+
+
+def _stand_in(stubborn: bool) -> subprocess.Popen:
+    if not stubborn:
+        return subprocess.Popen(["sleep", "600"])
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"   # its handler is in place
+    return proc
+
+
+def _stop_together(cfg3, stubborn: list[bool], timeout: float) -> dict[str, str]:
+    nodes = [Kafka(cfg3, i, len(stubborn)) for i in range(1, len(stubborn) + 1)]
+    procs = [_stand_in(s) for s in stubborn]
+    try:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        return finish_cluster_stop(nodes, {n.name: p.pid for n, p in zip(nodes, procs)}, timeout)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_node_left_without_a_quorum_is_killed_after_a_grace_not_the_stop_timeout(cfg3, monkeypatch):
+    monkeypatch.setattr(kafka_stack, "QUORUM_LOST_GRACE", 0.5)
+    outcome = _stop_together(cfg3, [False, True, False], timeout=600)   # a 600 s wait would hit the test timeout
+    assert outcome["kafka"] == outcome["kafka-3"] == "stopped"
+    assert outcome["kafka-2"].startswith("killed (its controlled shutdown needed a controller quorum")
+
+
+def test_nodes_that_still_hold_a_quorum_get_the_whole_stop_timeout(cfg3, monkeypatch):
+    monkeypatch.setattr(kafka_stack, "QUORUM_LOST_GRACE", 600)
+    outcome = _stop_together(cfg3, [True, True, False], timeout=1)
+    assert outcome["kafka-3"] == "stopped"
+    assert outcome["kafka"] == outcome["kafka-2"] == "killed (did not stop within 1s of SIGTERM)"
+
+
+def test_a_single_node_is_its_own_quorum(cfg3):
+    single = dataclasses.replace(cfg3, kafka=dataclasses.replace(cfg3.kafka, brokers=1))
+    assert _stop_together(single, [False], timeout=30) == {"kafka": "stopped"}
+    assert _stop_together(single, [True], timeout=1) == {"kafka": "killed (did not stop within 1s of SIGTERM)"}

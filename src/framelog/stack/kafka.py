@@ -42,7 +42,7 @@ from pathlib import Path
 
 from framelog.core.kafka_nodes import node_ports, record_brokers, replication
 from framelog.core.service_credentials import ensure_kafka_passwords
-from framelog.stack.process import Component, StackError, port_open, run_checked, wait_until
+from framelog.stack.process import Component, StackError, pid_alive, port_open, run_checked, wait_until
 from framelog.streams.acls import SCRAM_ITERATIONS, SCRAM_MECHANISMS, upsert_scram_users
 from framelog.streams.kafka_auth import ADMIN, BROKER, CONTROLLER, principals
 
@@ -53,6 +53,9 @@ JVM_HEAP = "512m"
 FETCH_TIMEOUT = 900.0  # a cold ~/.m2 downloads ~45 MB; generous on purpose
 SCRAM_MARKER = "scram.ready"   # in the kafka dir: this data dir's metadata holds the SCRAM users
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+# a node left running after a majority of the voters stopped: time for a broker whose controlled
+# shutdown was approved just before to finish flushing, before it is killed (finish_cluster_stop)
+QUORUM_LOST_GRACE = 15.0
 
 
 def new_cluster_id() -> str:
@@ -370,3 +373,38 @@ class Kafka(Component):
         info["node_id"] = self.node_id
         return info
 
+
+
+def finish_cluster_stop(nodes: list[Kafka], pids: dict[str, int | None], timeout: float) -> dict[str, str]:
+    """Wait for the nodes SIGTERMed together (``pids`` by node name); {node name: what happened}.
+
+    A combined node's broker stops only after the controller quorum approves its controlled
+    shutdown (Kafka itself waits 5 minutes for that). When a whole cluster stops, a node not yet
+    approved when a majority of the voters has exited can never be: it gets QUORUM_LOST_GRACE
+    (an approved broker still flushing) and then SIGKILL. Nothing is lost: its data is in the page
+    cache and on disk, and its next start recovers the log as after any crash; every other node
+    stopped cleanly. One node is its own quorum and only ever gets ``timeout``.
+    """
+    running = {n.name: pid for n in nodes if (pid := pids.get(n.name)) is not None}
+    quorum = len(nodes) // 2 + 1
+
+    def alive() -> list[str]:
+        return [name for name, pid in running.items() if pid_alive(pid)]
+
+    wait_until(lambda: len(alive()) < quorum, timeout)
+    if len(alive()) < quorum:
+        wait_until(lambda: not alive(), QUORUM_LOST_GRACE)
+    left = alive()
+    outcome = {}
+    for n in nodes:
+        pid = running.get(n.name)
+        if pid is None:
+            outcome[n.name] = "not running"
+        elif n.name not in left:
+            outcome[n.name] = n._finish_stop(pid, 0)
+        elif len(left) < quorum:
+            outcome[n.name] = n.force_stop(pid, "its controlled shutdown needed a controller quorum and the other "
+                                                "nodes had stopped; its log is recovered at the next start")
+        else:
+            outcome[n.name] = n.force_stop(pid, f"did not stop within {timeout:.0f}s of SIGTERM")
+    return outcome

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from framelog.core.config import Config, get_config
 from framelog.core.kafka_nodes import recorded_brokers
 from framelog.stack.clickhouse import ClickHouse
-from framelog.stack.kafka import Kafka
+from framelog.stack.kafka import Kafka, finish_cluster_stop
 from framelog.stack.nginx import Edge, OriginShield, edges
 from framelog.stack.process import STOP_TIMEOUT, Component, StackError
 from framelog.stack.seaweed import Seaweed
@@ -86,13 +86,19 @@ class Stack:
         for c in self.processes:
             pids[c.name] = c.request_stop()
         errors = []
-        for c in self.processes:
+        try:   # the Kafka nodes together: a node can only stop cleanly while a quorum of them lives
+            outcome.update(finish_cluster_stop(self.kafka_nodes, pids, timeout))
+        except StackError as exc:
+            errors.append(exc)
+            outcome.update({n.name: f"failed: {exc.what}" for n in self.kafka_nodes if n.name not in outcome})
+        for c in self.processes[len(self.kafka_nodes):]:
             pid = pids[c.name]
             try:
                 outcome[c.name] = "not running" if pid is None else c._finish_stop(pid, timeout)
             except StackError as exc:
                 errors.append(exc)
                 outcome[c.name] = f"failed: {exc.what}"
+        for c in self.processes:
             report(f"{c.name:<10} {outcome[c.name]}")
         outcome["clickhouse"] = self.clickhouse.down()
         report(f"{'clickhouse':<10} {outcome['clickhouse']}")

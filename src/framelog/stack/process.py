@@ -318,16 +318,21 @@ class Component:
         return self._finish_stop(pid, timeout)
 
     def _finish_stop(self, pid: int, timeout: float) -> str:
-        if self.wait_stopped(pid, timeout):
-            outcome = "stopped"
-        else:
-            send_signal(pid, signal.SIGKILL)
-            if not self.wait_stopped(pid, 10.0):
-                raise StackError(self.name, f"pid {pid} survived SIGKILL", self.log_path)
-            outcome = f"killed (did not stop within {timeout:.0f}s of SIGTERM)"
+        """Wait up to ``timeout`` for ``pid`` (already sent SIGTERM) to exit, else kill it."""
+        if not self.wait_stopped(pid, timeout):
+            return self.force_stop(pid, f"did not stop within {timeout:.0f}s of SIGTERM")
         self._reap_own()
         remove_file(self.pid_path)
-        return outcome
+        return "stopped"
+
+    def force_stop(self, pid: int, why: str) -> str:
+        """SIGKILL ``pid``, a process asked to stop that has not, and wait until it is dead."""
+        send_signal(pid, signal.SIGKILL)
+        if not self.wait_stopped(pid, 10.0):
+            raise StackError(self.name, f"pid {pid} survived SIGKILL", self.log_path)
+        self._reap_own()
+        remove_file(self.pid_path)
+        return f"killed ({why})"
 
     def kill9(self, timeout: float = 10.0) -> str:
         """SIGKILL the process (a crash, for recovery tests) and wait until it is dead."""

@@ -5,6 +5,7 @@ does the polling); a test never sleeps to synchronise.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -75,6 +76,23 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float, step: floa
     if not wait_until(holds, timeout, step):
         pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
     return found[-1]
+
+
+def read_values(config: Config, topic: str, expected: int, timeout: float = 30) -> list[bytes]:
+    """The values on ``topic`` from its start, read by a new group until ``expected`` arrived or ``timeout``."""
+    consumer = Consumer(consumer_config(config.kafka, config.stack, f"test-{uuid.uuid4().hex}"))
+    consumer.subscribe([topic])
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None:
+                assert msg.error() is None, msg.error()
+                out.append(msg.value())
+    finally:
+        consumer.close()
+    return out
 
 
 class TopicRecorder(ReplayedTable):
