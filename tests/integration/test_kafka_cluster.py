@@ -23,7 +23,7 @@ from framelog.stack.process import pid_alive, port_open
 from framelog.streams.admin import admin_client, create_topics, replication_factors
 from framelog.streams.producer import producer_config
 from framelog.streams.topics import TopicSpec
-from tests.integration.support import read_values
+from tests.integration.support import read_values, write_values
 
 pytestmark = pytest.mark.integration
 
@@ -135,12 +135,8 @@ def test_down_stops_all_three_and_they_come_back_with_every_record(cluster):
     cfg = cluster.config
     spec = TopicSpec(f"test.cluster.{uuid.uuid4().hex[:8]}", ("PlaybackEvent",), partitions=PARTITIONS)
     create_topics(cfg.streams, [spec])
-    producer = Producer(producer_config(cfg.kafka, cfg.stack))
     written = [f"{i:05d}".encode() for i in range(1000)]
-    for value in written:
-        producer.produce(spec.name, value=value, key=value)
-        producer.poll(0)
-    assert producer.flush(60) == 0
+    write_values(cfg, spec.name, written)
 
     pids = [n.pid() for n in cluster.kafka_nodes]
     assert all(pids)

@@ -6,7 +6,6 @@ import socket
 import uuid
 
 import pytest
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from framelog.sinks.s3 import s3_client
@@ -14,8 +13,7 @@ from framelog.stack import cli
 from framelog.stack.manager import Stack
 from framelog.stack.process import StackError, port_open
 from framelog.streams.admin import admin_client
-from framelog.streams.kafka_auth import client_settings
-from tests.integration.support import read_values
+from tests.integration.support import read_values, write_values
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +35,6 @@ def create_topic(config, partitions: int = 1) -> str:
 def delete_topic(config, name: str) -> None:
     client = admin(config)
     client.delete_topics([name])[name].result(timeout=30)
-
-
-def produce(config, topic: str, values: list[bytes]) -> None:
-    producer = Producer({**client_settings(config.kafka, config.stack), "acks": "all", "enable.idempotence": True})
-    errors = []
-    for v in values:
-        producer.produce(topic, value=v, key=v, on_delivery=lambda err, msg: err and errors.append(err))
-    assert producer.flush(30) == 0, "messages still in flight after 30 s"
-    assert not errors, errors
 
 
 def topic_names(config) -> set[str]:
@@ -109,7 +98,7 @@ def test_status_names_each_component(stack, config, capsys):
 
 def test_down_then_up_keeps_topic_records_and_objects(stack, config):
     topic = create_topic(config)
-    produce(config, topic, [b"kept-1", b"kept-2"])
+    write_values(config, topic, [b"kept-1", b"kept-2"])
     s3 = s3_client(config.object_storage, config.stack.state_dir)
     key = f"test/stack/{uuid.uuid4().hex}.txt"
     s3.put_object(Bucket=config.object_storage.bucket, Key=key, Body=b"kept across down/up")
@@ -135,7 +124,7 @@ def test_down_then_up_keeps_topic_records_and_objects(stack, config):
 def test_kafka_kill9_then_start_recovers_acknowledged_records(stack, config):
     topic = create_topic(config, partitions=3)
     values = [f"record-{i}".encode() for i in range(500)]
-    produce(config, topic, values)  # acks=all, idempotent: every one acknowledged
+    write_values(config, topic, values)  # acks=all, idempotent: every one acknowledged
 
     old_pid = stack.kafka.pid()
     stack.kafka.kill9()

@@ -374,7 +374,6 @@ class Kafka(Component):
         return info
 
 
-
 def finish_cluster_stop(nodes: list[Kafka], pids: dict[str, int | None], timeout: float) -> dict[str, str]:
     """Wait for the nodes SIGTERMed together (``pids`` by node name); {node name: what happened}.
 
@@ -391,8 +390,7 @@ def finish_cluster_stop(nodes: list[Kafka], pids: dict[str, int | None], timeout
     def alive() -> list[str]:
         return [name for name, pid in running.items() if pid_alive(pid)]
 
-    wait_until(lambda: len(alive()) < quorum, timeout)
-    if len(alive()) < quorum:
+    if wait_until(lambda: len(alive()) < quorum, timeout):
         wait_until(lambda: not alive(), QUORUM_LOST_GRACE)
     left = alive()
     outcome = {}

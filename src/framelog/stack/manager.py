@@ -90,7 +90,7 @@ class Stack:
             outcome.update(finish_cluster_stop(self.kafka_nodes, pids, timeout))
         except StackError as exc:
             errors.append(exc)
-            outcome.update({n.name: f"failed: {exc.what}" for n in self.kafka_nodes if n.name not in outcome})
+            outcome.update({n.name: f"failed: {exc.what}" for n in self.kafka_nodes})
         for c in self.processes[len(self.kafka_nodes):]:
             pid = pids[c.name]
             try:

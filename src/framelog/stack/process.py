@@ -321,29 +321,30 @@ class Component:
         """Wait up to ``timeout`` for ``pid`` (already sent SIGTERM) to exit, else kill it."""
         if not self.wait_stopped(pid, timeout):
             return self.force_stop(pid, f"did not stop within {timeout:.0f}s of SIGTERM")
-        self._reap_own()
-        remove_file(self.pid_path)
+        self._forget()
         return "stopped"
 
-    def force_stop(self, pid: int, why: str) -> str:
-        """SIGKILL ``pid``, a process asked to stop that has not, and wait until it is dead."""
+    def force_stop(self, pid: int, why: str, timeout: float = 10.0) -> str:
+        """SIGKILL ``pid`` and wait until it is dead; ``why`` goes into the outcome."""
         send_signal(pid, signal.SIGKILL)
-        if not self.wait_stopped(pid, 10.0):
+        if not self.wait_stopped(pid, timeout):
             raise StackError(self.name, f"pid {pid} survived SIGKILL", self.log_path)
-        self._reap_own()
-        remove_file(self.pid_path)
+        self._forget()
         return f"killed ({why})"
 
     def kill9(self, timeout: float = 10.0) -> str:
         """SIGKILL the process (a crash, for recovery tests) and wait until it is dead."""
-        pid = self.request_stop(signal.SIGKILL)
+        pid = self.pid()
         if pid is None:
+            remove_file(self.pid_path)
             return "not running"
-        if not self.wait_stopped(pid, timeout):
-            raise StackError(self.name, f"pid {pid} survived SIGKILL", self.log_path)
+        self.force_stop(pid, "kill -9", timeout)
+        return "killed"
+
+    def _forget(self) -> None:
+        """The process is gone: reap it if it is our child, drop its pid file."""
         self._reap_own()
         remove_file(self.pid_path)
-        return "killed"
 
     def _reap_own(self) -> None:
         if self._proc is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 
 from framelog.core.config import Config
 from framelog.sinks.clickhouse.runner import AnalyticsSinkSettings
@@ -21,6 +21,7 @@ from framelog.stack.process import Component, wait_until
 from framelog.stack.services import WorkerService
 from framelog.streams.admin import admin_client
 from framelog.streams.consumer import DecodedRecord, consumer_config
+from framelog.streams.producer import producer_config
 from framelog.streams.replay import ReplayedTable
 
 
@@ -76,6 +77,17 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float, step: floa
     if not wait_until(holds, timeout, step):
         pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
     return found[-1]
+
+
+def write_values(config: Config, topic: str, values: list[bytes]) -> None:
+    """Write ``values`` (each its own key) with framelog's producer settings; every one acknowledged."""
+    producer = Producer(producer_config(config.kafka, config.stack))
+    errors = []
+    for v in values:
+        producer.produce(topic, value=v, key=v, on_delivery=lambda err, msg: err and errors.append(err))
+        producer.poll(0)
+    assert producer.flush(60) == 0, "records still in flight after 60 s"
+    assert not errors, errors
 
 
 def read_values(config: Config, topic: str, expected: int, timeout: float = 30) -> list[bytes]:
